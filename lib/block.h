@@ -1,0 +1,124 @@
+/* block.h - blocks, block operations, transforms and the tracker.
+ *
+ * A block is a JSON object with a header {"id", "type", "collection"} and
+ * type-specific fields.  A block operation is [entity, index, deleteCount,
+ * inserted]: when `inserted` is an array, splice deleteCount elements at
+ * index of the array property `entity` and insert the elements of
+ * `inserted`; otherwise set the property `entity` to `inserted` (null
+ * removes it).  A transform is {"inserts": {id: block}, "updates": {id:
+ * [op...]}, "deletes": [id...]}.
+ *
+ * Data structures read blocks from a source (struct opt_source) and change
+ * them only through a tracker, which collects the changes over the source
+ * without touching it, serves reads as if they were applied, and can be
+ * reset (rollback).  Committing a transaction writes the tracker's changed
+ * blocks.
+ */
+#ifndef OPT_BLOCK_H
+#define OPT_BLOCK_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* Read-only access to blocks by ID. */
+struct opt_source {
+	/* Get block id: 0 and *out (a new reference the caller must not
+	 * modify) or OPT_ENOTFOUND, or another negative code on failure. */
+	int (*get)(void *ctx, const char *id, json_t **out);
+	void *ctx;
+};
+
+/* The block's header fields (borrowed; NULL when absent or not a string). */
+const char *opt_block_id(const json_t *block);
+const char *opt_block_type(const json_t *block);
+const char *opt_block_collection(const json_t *block);
+
+/* A new block {"header": {"id", "type", "collection"}} with a fresh random
+ * ID when id is NULL. */
+int opt_block_new(json_t **out, const char *id, const char *type, const char *collection);
+
+/* Check a block read from outside: an object whose header has a valid id,
+ * a non-empty string type, and a collection string; when collection is
+ * not NULL the header's collection must equal it.  OPT_EINVAL with a
+ * message naming what is wrong. */
+int opt_block_check(const json_t *block, const char *collection);
+
+/* Check the shape of an operation (no block needed).  OPT_EINVAL. */
+int opt_op_check(const json_t *op);
+
+/* Apply one operation to block, in place.  The inserted values are deep
+ * copied.  OPT_EINVAL when the op is malformed, its entity is "header", the
+ * property is not an array for a splice, or the index or count is out of
+ * range; the block is unchanged then. */
+int opt_op_apply(json_t *block, const json_t *op);
+
+/* Check the shape of a transform {inserts, updates, deletes} (each part
+ * optional).  OPT_EINVAL. */
+int opt_transform_check(const json_t *transform);
+
+/* The tracker. */
+struct opt_tracker;
+
+int opt_tracker_new(struct opt_tracker **out, const struct opt_source *src);
+void opt_tracker_free(struct opt_tracker *t);
+
+/* The block as changed so far: 0 and *out borrowed (valid until the next
+ * change of that block, opt_tracker_reset or opt_tracker_free; do not
+ * modify it), OPT_ENOTFOUND when absent or deleted. */
+int opt_tracker_get(struct opt_tracker *t, const char *id, const json_t **out);
+
+/* Insert block (a deep copy is kept).  Fails with OPT_EINVAL when the block
+ * is malformed.  Inserting over an existing ID replaces it. */
+int opt_tracker_insert(struct opt_tracker *t, const json_t *block);
+
+/* Insert block, stealing the reference (no copy).  The caller must not
+ * touch block afterwards. */
+int opt_tracker_insert_new(struct opt_tracker *t, json_t *block);
+
+/* Apply op to block id (copy-on-write over the source).  OPT_ENOTFOUND
+ * when there is no such block, OPT_EINVAL for a bad op (nothing changed). */
+int opt_tracker_update(struct opt_tracker *t, const char *id, const json_t *op);
+
+/* Delete block id.  OPT_ENOTFOUND when there is no such block. */
+int opt_tracker_delete(struct opt_tracker *t, const char *id);
+
+/* Apply a whole transform: deletes, then inserts, then updates.  All or
+ * nothing: on error the tracker is as it was before the call. */
+int opt_tracker_apply(struct opt_tracker *t, const json_t *transform);
+
+/* Drop every change (rollback). */
+void opt_tracker_reset(struct opt_tracker *t);
+
+/* 1 if nothing was changed. */
+int opt_tracker_empty(const struct opt_tracker *t);
+
+/* Iterate over the changed blocks: for each, cb(id, block, arg) where block
+ * is the new content (borrowed) or NULL for a deletion.  Stops early and
+ * returns cb's value when it is non-zero.  Order: by ID. */
+int opt_tracker_foreach(struct opt_tracker *t,
+			int (*cb)(const char *id, const json_t *block, void *arg),
+			void *arg);
+
+/* Number of changed (inserted, updated or deleted) blocks. */
+size_t opt_tracker_count(const struct opt_tracker *t);
+
+/* 1 if block id was changed (inserted, updated or deleted). */
+int opt_tracker_changed(const struct opt_tracker *t, const char *id);
+
+/* A savepoint: opt_tracker_mark returns a token; opt_tracker_rollback
+ * undoes every change made after it (nested marks allowed, rolled back
+ * innermost first); opt_tracker_release forgets the mark, keeping the
+ * changes. */
+int opt_tracker_mark(struct opt_tracker *t, size_t *token);
+void opt_tracker_rollback(struct opt_tracker *t, size_t token);
+void opt_tracker_release(struct opt_tracker *t, size_t token);
+
+/* A source that reads through the tracker (what data structures stacked on
+ * a tracker see).  The result is valid while t is. */
+struct opt_source opt_tracker_source(struct opt_tracker *t);
+
+/* An in-memory source over a JSON object {id: block} (borrowed), for tests
+ * and tools. */
+struct opt_source opt_source_object(json_t *blocks);
+
+#endif

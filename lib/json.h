@@ -1,0 +1,55 @@
+/* json.h - canonical JSON, tree keys, and a streaming JSON reader.
+ *
+ * Ownership of json_t (the one rule, as in jq): a function that hands a
+ * json_t out through a `json_t **out` parameter gives the caller a new
+ * reference, which the caller must json_decref.  A function that returns a
+ * `json_t *` directly returns a borrowed reference, valid as long as the
+ * object it was taken from.  A function that takes a `json_t *` argument
+ * borrows it, unless its comment says it "steals" the reference.
+ *
+ * Canonical JSON: object keys sorted by their UTF-8 bytes, no insignificant
+ * white space, UTF-8 (no \u escapes except the ones JSON requires),
+ * integers as integers.  Every hash in the system is over canonical bytes.
+ */
+#ifndef OPT_JSON_H
+#define OPT_JSON_H
+
+#include <jansson.h>
+#include <stdio.h>
+
+/* Canonical serialization; *out is malloc'd and NUL-terminated (caller
+ * frees), *len its length without the NUL.  0 or OPT_EIO. */
+int opt_json_canon(char **out, size_t *len, const json_t *v);
+
+/* SHA-256 (hex) of the canonical serialization of v. */
+int opt_json_hash(char out[65], const json_t *v);
+
+/* Parse exactly one JSON value from buf (any type).  0 or OPT_EINVAL with
+ * the message "invalid JSON: <reason>". */
+int opt_json_parse(json_t **out, const char *buf, size_t len);
+
+/* 1 if v may be a tree key: a number, a string, or an array of keys. */
+int opt_key_valid(const json_t *v);
+
+/* Total order of keys: numbers (numerically) < strings (by UTF-8 bytes) <
+ * arrays (element-wise, a prefix first).  Both arguments must be valid
+ * keys.  Returns <0, 0, >0. */
+int opt_key_cmp(const json_t *a, const json_t *b);
+
+/* A streaming reader of JSON values (JSON Lines, or any concatenation of
+ * JSON texts separated by white space) in constant memory per value. */
+struct opt_jsonl;
+
+/* Start reading from f (borrowed; not closed by the reader). */
+int opt_jsonl_open(struct opt_jsonl **out, FILE *f);
+void opt_jsonl_free(struct opt_jsonl *r);
+
+/* Read the next value: 1 and *out (new reference) when there is one, 0 at
+ * the end of the input, OPT_EINVAL ("line N: ...") on malformed input,
+ * OPT_EIO on a read error. */
+int opt_jsonl_next(struct opt_jsonl *r, json_t **out);
+
+/* The line number (1-based) where the last value read began. */
+long opt_jsonl_line(const struct opt_jsonl *r);
+
+#endif

@@ -1,0 +1,249 @@
+#include "util.h"
+#include "error.h"
+
+#include <sodium.h>
+#include <string.h>
+#include <time.h>
+
+static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+
+int opt_util_init(void)
+{
+	if (sodium_init() < 0)
+		return opt_error_set(OPT_EIO, "cannot initialise libsodium");
+	return 0;
+}
+
+size_t opt_base32_len(size_t len)
+{
+	return (len * 8 + 4) / 5;
+}
+
+void opt_base32_encode(char *out, const uint8_t *in, size_t len)
+{
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t i, o = 0;
+
+	for (i = 0; i < len; i++) {
+		acc = (acc << 8) | in[i];
+		bits += 8;
+		while (bits >= 5) {
+			out[o++] = b32[(acc >> (bits - 5)) & 31];
+			bits -= 5;
+		}
+	}
+	if (bits > 0)
+		out[o++] = b32[(acc << (5 - bits)) & 31];
+	out[o] = '\0';
+}
+
+long opt_base32_decode(uint8_t *out, size_t outmax, const char *in, size_t inlen)
+{
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t i, o = 0;
+
+	for (i = 0; i < inlen; i++) {
+		int v;
+		char c = in[i];
+
+		if (c >= 'a' && c <= 'z')
+			v = c - 'a';
+		else if (c >= '2' && c <= '7')
+			v = c - '2' + 26;
+		else
+			return -1;
+		acc = (acc << 5) | (uint32_t)v;
+		bits += 5;
+		if (bits >= 8) {
+			if (o >= outmax)
+				return -1;
+			out[o++] = (uint8_t)(acc >> (bits - 8));
+			bits -= 8;
+		}
+	}
+	return (long)o;
+}
+
+void opt_id_new(char out[OPT_ID_LEN + 1])
+{
+	uint8_t raw[OPT_ID_BYTES];
+
+	randombytes_buf(raw, sizeof(raw));
+	opt_base32_encode(out, raw, sizeof(raw));
+}
+
+int opt_id_valid(const char *s)
+{
+	size_t n = 0;
+
+	if (!s)
+		return 0;
+	for (; s[n]; n++) {
+		char c = s[n];
+		if (!((c >= 'a' && c <= 'z') || (c >= '2' && c <= '7')))
+			return 0;
+		if (n >= OPT_ID_MAX)
+			return 0;
+	}
+	return n > 0;
+}
+
+void opt_hex(char *out, const uint8_t *in, size_t len)
+{
+	static const char hx[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		out[2 * i] = hx[in[i] >> 4];
+		out[2 * i + 1] = hx[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+void opt_sha256_hex(char out[OPT_SHA256_HEX + 1], const void *data, size_t len)
+{
+	uint8_t h[crypto_hash_sha256_BYTES];
+
+	crypto_hash_sha256(h, data, len);
+	opt_hex(out, h, sizeof(h));
+}
+
+_Static_assert(sizeof(crypto_hash_sha256_state) <= sizeof(struct opt_sha256),
+	       "sha256 state too large");
+
+void opt_sha256_init(struct opt_sha256 *h)
+{
+	crypto_hash_sha256_init((crypto_hash_sha256_state *)h->state);
+}
+
+void opt_sha256_update(struct opt_sha256 *h, const void *data, size_t len)
+{
+	crypto_hash_sha256_update((crypto_hash_sha256_state *)h->state, data, len);
+}
+
+void opt_sha256_final_hex(struct opt_sha256 *h, char out[OPT_SHA256_HEX + 1])
+{
+	uint8_t d[crypto_hash_sha256_BYTES];
+
+	crypto_hash_sha256_final((crypto_hash_sha256_state *)h->state, d);
+	opt_hex(out, d, sizeof(d));
+}
+
+/* SHA-1, FIPS 180-4. */
+#define ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
+
+static void sha1_block(uint32_t h[5], const uint8_t *p)
+{
+	uint32_t w[80], a, b, c, d, e, t;
+	int i;
+
+	for (i = 0; i < 16; i++)
+		w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+		       (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+	for (; i < 80; i++)
+		w[i] = ROL(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+	a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4];
+	for (i = 0; i < 80; i++) {
+		uint32_t f, k;
+		if (i < 20) { f = (b & c) | (~b & d); k = 0x5a827999; }
+		else if (i < 40) { f = b ^ c ^ d; k = 0x6ed9eba1; }
+		else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8f1bbcdc; }
+		else { f = b ^ c ^ d; k = 0xca62c1d6; }
+		t = ROL(a, 5) + f + e + k + w[i];
+		e = d; d = c; c = ROL(b, 30); b = a; a = t;
+	}
+	h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+}
+
+void opt_sha1_init(struct opt_sha1 *c)
+{
+	c->h[0] = 0x67452301; c->h[1] = 0xefcdab89; c->h[2] = 0x98badcfe;
+	c->h[3] = 0x10325476; c->h[4] = 0xc3d2e1f0;
+	c->len = 0;
+	c->used = 0;
+}
+
+void opt_sha1_update(struct opt_sha1 *c, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	c->len += len;
+	if (c->used) {
+		size_t n = 64 - c->used;
+		if (n > len)
+			n = len;
+		memcpy(c->buf + c->used, p, n);
+		c->used += n;
+		p += n;
+		len -= n;
+		if (c->used < 64)
+			return;
+		sha1_block(c->h, c->buf);
+		c->used = 0;
+	}
+	while (len >= 64) {
+		sha1_block(c->h, p);
+		p += 64;
+		len -= 64;
+	}
+	if (len) {
+		memcpy(c->buf, p, len);
+		c->used = len;
+	}
+}
+
+void opt_sha1_final(struct opt_sha1 *c, uint8_t out[20])
+{
+	uint64_t bits = c->len * 8;
+	uint8_t pad = 0x80, zero = 0, lenb[8];
+	int i;
+
+	opt_sha1_update(c, &pad, 1);
+	while (c->used != 56)
+		opt_sha1_update(c, &zero, 1);
+	for (i = 0; i < 8; i++)
+		lenb[i] = (uint8_t)(bits >> (56 - 8 * i));
+	opt_sha1_update(c, lenb, 8);
+	for (i = 0; i < 5; i++) {
+		out[4 * i] = (uint8_t)(c->h[i] >> 24);
+		out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
+		out[4 * i + 2] = (uint8_t)(c->h[i] >> 8);
+		out[4 * i + 3] = (uint8_t)c->h[i];
+	}
+}
+
+int64_t opt_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint32_t opt_random(uint32_t n)
+{
+	return n ? randombytes_uniform(n) : 0;
+}
+
+void opt_sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+unsigned opt_backoff_ms(unsigned attempt, unsigned base, unsigned cap)
+{
+	unsigned long d = base;
+
+	while (attempt-- > 0 && d < cap)
+		d *= 2;
+	if (d > cap)
+		d = cap;
+	if (d < 2)
+		return (unsigned)d;
+	return (unsigned)(d / 2 + 1 + opt_random((uint32_t)(d - d / 2)));
+}

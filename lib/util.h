@@ -1,0 +1,74 @@
+/* util.h - encodings, hashes and identifiers.
+ *
+ * base32 is RFC 4648 with the lowercase alphabet a-z2-7 and no padding.
+ * Block and transaction IDs are 16 random bytes (128 bits), base32: 26
+ * characters.  SHA-256 comes from libsodium; SHA-1 (for git object and pack
+ * checksums only, never for integrity) is our own small implementation.
+ */
+#ifndef OPT_UTIL_H
+#define OPT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define OPT_ID_BYTES 16
+#define OPT_ID_LEN 26          /* base32 of 16 bytes */
+#define OPT_ID_MAX 64          /* longest ID accepted as input */
+#define OPT_SHA256_HEX 64
+
+/* Initialise libsodium; safe to call many times.  0 or OPT_EIO. */
+int opt_util_init(void);
+
+/* Encode len bytes as lowercase base32 into out (NUL-terminated).
+ * out must hold opt_base32_len(len) + 1 bytes. */
+size_t opt_base32_len(size_t len);
+void opt_base32_encode(char *out, const uint8_t *in, size_t len);
+
+/* Decode base32 text; returns the number of bytes written to out or -1 on
+ * invalid input (characters outside a-z2-7, or more than outmax bytes). */
+long opt_base32_decode(uint8_t *out, size_t outmax, const char *in, size_t inlen);
+
+/* A new random ID (OPT_ID_LEN characters plus NUL) into out. */
+void opt_id_new(char out[OPT_ID_LEN + 1]);
+
+/* 1 if s is a valid ID: 1..OPT_ID_MAX characters of a-z, 2-7; 0 otherwise.
+ * (No '/', no '.', nothing a path could misuse.) */
+int opt_id_valid(const char *s);
+
+/* SHA-256 of data as 64 lowercase hex characters plus NUL. */
+void opt_sha256_hex(char out[OPT_SHA256_HEX + 1], const void *data, size_t len);
+
+/* Streaming SHA-256. */
+struct opt_sha256 { uint8_t state[128] __attribute__((aligned(16))); };
+void opt_sha256_init(struct opt_sha256 *h);
+void opt_sha256_update(struct opt_sha256 *h, const void *data, size_t len);
+void opt_sha256_final_hex(struct opt_sha256 *h, char out[OPT_SHA256_HEX + 1]);
+
+/* SHA-1 (git object IDs and pack trailers). */
+struct opt_sha1 {
+	uint32_t h[5];
+	uint64_t len;
+	uint8_t buf[64];
+	size_t used;
+};
+void opt_sha1_init(struct opt_sha1 *c);
+void opt_sha1_update(struct opt_sha1 *c, const void *data, size_t len);
+void opt_sha1_final(struct opt_sha1 *c, uint8_t out[20]);
+
+/* Lowercase hex of len bytes into out (2*len+1 bytes). */
+void opt_hex(char *out, const uint8_t *in, size_t len);
+
+/* Milliseconds since the Unix epoch. */
+int64_t opt_now_ms(void);
+
+/* A uniformly random number in [0, n). */
+uint32_t opt_random(uint32_t n);
+
+/* Sleep for ms milliseconds. */
+void opt_sleep_ms(unsigned ms);
+
+/* Jittered exponential backoff for attempt (0-based): a delay in
+ * (0.5*d, d] where d = min(base * 2^attempt, cap), in milliseconds. */
+unsigned opt_backoff_ms(unsigned attempt, unsigned base, unsigned cap);
+
+#endif

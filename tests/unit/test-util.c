@@ -1,0 +1,194 @@
+#include "harness.h"
+#include "error.h"
+#include "json.h"
+#include "util.h"
+
+TEST(base32_roundtrip)
+{
+	uint8_t in[40], back[40];
+	char enc[80];
+	size_t n;
+
+	for (n = 0; n <= sizeof(in); n++) {
+		size_t i;
+		for (i = 0; i < n; i++)
+			in[i] = (uint8_t)(i * 37 + n);
+		opt_base32_encode(enc, in, n);
+		CHECK(strlen(enc) == opt_base32_len(n));
+		CHECK(opt_base32_decode(back, sizeof(back), enc, strlen(enc)) == (long)n);
+		CHECK(memcmp(in, back, n) == 0);
+	}
+	opt_base32_encode(enc, (const uint8_t *)"foobar", 6);
+	CHECK(strcmp(enc, "mzxw6ytboi") == 0); /* RFC 4648 vector, lowercase */
+	CHECK(opt_base32_decode(back, sizeof(back), "MZ", 2) == -1);
+	CHECK(opt_base32_decode(back, sizeof(back), "a1", 2) == -1);
+}
+
+TEST(ids)
+{
+	char a[OPT_ID_LEN + 1], b[OPT_ID_LEN + 1];
+
+	opt_id_new(a);
+	opt_id_new(b);
+	CHECK(strlen(a) == OPT_ID_LEN);
+	CHECK(strcmp(a, b) != 0);
+	CHECK(opt_id_valid(a));
+	CHECK(!opt_id_valid(""));
+	CHECK(!opt_id_valid("../etc"));
+	CHECK(!opt_id_valid("a/b"));
+	CHECK(!opt_id_valid("ABC"));
+	CHECK(!opt_id_valid(NULL));
+}
+
+TEST(sha)
+{
+	char hex[65];
+	uint8_t d[20];
+	char dh[41];
+	struct opt_sha1 c;
+	struct opt_sha256 s;
+
+	opt_sha256_hex(hex, "abc", 3);
+	CHECK(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
+	opt_sha256_init(&s);
+	opt_sha256_update(&s, "a", 1);
+	opt_sha256_update(&s, "bc", 2);
+	opt_sha256_final_hex(&s, hex);
+	CHECK(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
+	opt_sha1_init(&c);
+	opt_sha1_update(&c, "abc", 3);
+	opt_sha1_final(&c, d);
+	opt_hex(dh, d, 20);
+	CHECK(strcmp(dh, "a9993e364706816aba3e25717850c26c9cd0d89d") == 0);
+	{
+		/* 1,000,000 'a' in odd chunks */
+		char buf[777];
+		size_t left = 1000000;
+		memset(buf, 'a', sizeof(buf));
+		opt_sha1_init(&c);
+		while (left) {
+			size_t n = left < sizeof(buf) ? left : sizeof(buf);
+			opt_sha1_update(&c, buf, n);
+			left -= n;
+		}
+		opt_sha1_final(&c, d);
+		opt_hex(dh, d, 20);
+		CHECK(strcmp(dh, "34aa973cd4c4daa4f61eeb2bdbad27316534016f") == 0);
+	}
+}
+
+TEST(canonical_json)
+{
+	json_t *v;
+	char *s;
+
+	const char *in = "{\"b\": 1, \"a\": [true, null, \"\xc3\xa9\"], \"c\": 2.5}";
+	CHECK_RC(opt_json_parse(&v, in, strlen(in)));
+	if (!v)
+		return;
+	CHECK_RC(opt_json_canon(&s, NULL, v));
+	CHECK(strcmp(s, "{\"a\":[true,null,\"\xc3\xa9\"],\"b\":1,\"c\":2.5}") == 0);
+	free(s);
+	json_decref(v);
+	CHECK(opt_json_parse(&v, "{\"a\":1,\"a\":2}", 13) == OPT_EINVAL);
+	CHECK(opt_json_parse(&v, "{", 1) == OPT_EINVAL);
+}
+
+TEST(keys)
+{
+	json_t *one = json_integer(1), *half = json_real(1.5), *two = json_integer(2);
+	json_t *s = json_string("a"), *s2 = json_string("ab"), *arr = json_pack("[i,s]", 1, "x");
+	json_t *arr2 = json_pack("[i]", 1), *obj = json_object(), *bad = json_pack("[b]", 1);
+
+	CHECK(opt_key_cmp(one, half) < 0);
+	CHECK(opt_key_cmp(half, two) < 0);
+	CHECK(opt_key_cmp(two, s) < 0);
+	CHECK(opt_key_cmp(s, s2) < 0);
+	CHECK(opt_key_cmp(s2, arr) < 0);
+	CHECK(opt_key_cmp(arr2, arr) < 0);
+	CHECK(opt_key_cmp(arr, arr) == 0);
+	CHECK(opt_key_valid(arr));
+	CHECK(!opt_key_valid(obj));
+	CHECK(!opt_key_valid(bad));
+	CHECK(!opt_key_valid(json_true()));
+	json_decref(one); json_decref(half); json_decref(two); json_decref(s);
+	json_decref(s2); json_decref(arr); json_decref(arr2); json_decref(obj); json_decref(bad);
+}
+
+TEST(jsonl_reader)
+{
+	const char *text = "{\"a\":1}\n  [1,\n 2]\n\"x y\" 42\n\n{\"s\":\"}]\\\"\"}\nnope\n{\"z\":0}";
+	FILE *f = fmemopen((void *)text, strlen(text), "r");
+	struct opt_jsonl *r;
+	json_t *v;
+	int n = 0, rc;
+
+	CHECK_RC(opt_jsonl_open(&r, f));
+	while ((rc = opt_jsonl_next(r, &v)) == 1) {
+		n++;
+		json_decref(v);
+	}
+	CHECK(n == 5);
+	CHECK(rc == OPT_EINVAL);
+	CHECK(strstr(opt_error_last(), "line 7") != NULL);
+	/* the reader can go on after an error */
+	CHECK(opt_jsonl_next(r, &v) == 1);
+	CHECK(json_is_object(v) && json_object_get(v, "z"));
+	json_decref(v);
+	CHECK(opt_jsonl_next(r, &v) == 0);
+	opt_jsonl_free(r);
+	fclose(f);
+}
+
+TEST(jsonl_large)
+{
+	/* values larger than the reader's buffer */
+	size_t n = 300000, i;
+	char *text = malloc(n + 16);
+	FILE *f;
+	struct opt_jsonl *r;
+	json_t *v;
+
+	text[0] = '"';
+	for (i = 1; i < n; i++)
+		text[i] = 'q';
+	strcpy(text + n, "\"\n[1]");
+	f = fmemopen(text, strlen(text), "r");
+	CHECK_RC(opt_jsonl_open(&r, f));
+	CHECK(opt_jsonl_next(r, &v) == 1);
+	CHECK(json_is_string(v) && json_string_length(v) == n - 1);
+	json_decref(v);
+	CHECK(opt_jsonl_next(r, &v) == 1);
+	CHECK(json_is_array(v));
+	json_decref(v);
+	CHECK(opt_jsonl_next(r, &v) == 0);
+	opt_jsonl_free(r);
+	fclose(f);
+	free(text);
+}
+
+TEST(backoff)
+{
+	unsigned i;
+
+	for (i = 0; i < 100; i++) {
+		unsigned d = opt_backoff_ms(3, 100, 5000);
+		CHECK(d > 400 && d <= 800);
+		d = opt_backoff_ms(20, 100, 5000);
+		CHECK(d > 2500 && d <= 5000);
+	}
+}
+
+int main(void)
+{
+	opt_util_init();
+	RUN(base32_roundtrip);
+	RUN(ids);
+	RUN(sha);
+	RUN(canonical_json);
+	RUN(keys);
+	RUN(jsonl_reader);
+	RUN(jsonl_large);
+	RUN(backoff);
+	return DONE();
+}

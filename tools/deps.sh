@@ -1,0 +1,38 @@
+#!/bin/sh
+# tools/deps.sh check|install - make sure the build and test dependencies
+# (Debian packages) are present.  "install" runs apt-get when root.
+mode=${1:-check}
+missing=""
+pkgconf_ok() { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists "$1" 2>/dev/null; }
+command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
+command -v cc >/dev/null 2>&1 || missing="$missing gcc"
+command -v make >/dev/null 2>&1 || missing="$missing make"
+command -v git >/dev/null 2>&1 || missing="$missing git"
+pkgconf_ok libgit2 || missing="$missing libgit2-dev"
+pkgconf_ok jansson || missing="$missing libjansson-dev"
+pkgconf_ok libsodium || missing="$missing libsodium-dev"
+pkgconf_ok zlib || missing="$missing zlib1g-dev"
+if [ "$mode" = install ]; then
+	command -v bats >/dev/null 2>&1 || missing="$missing bats"
+	[ -d /usr/lib/bats/bats-support ] || missing="$missing bats-support"
+	[ -d /usr/lib/bats/bats-assert ] || missing="$missing bats-assert"
+	command -v spin >/dev/null 2>&1 || missing="$missing spin"
+	command -v mandoc >/dev/null 2>&1 || missing="$missing mandoc"
+	command -v fish >/dev/null 2>&1 || missing="$missing fish"
+	command -v zsh >/dev/null 2>&1 || missing="$missing zsh"
+	command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+	command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
+	command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+fi
+[ -z "$missing" ] && exit 0
+if [ "$mode" = install ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	echo "installing:$missing" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null 2>&1 || true
+	# shellcheck disable=SC2086
+	apt-get install -y -qq $missing >/dev/null || { echo "apt-get install failed:$missing" >&2; exit 1; }
+	exit 0
+fi
+echo "missing Debian packages:$missing" >&2
+echo "install them with: sudo apt-get install$missing" >&2
+exit 1
