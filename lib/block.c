@@ -49,7 +49,7 @@ int opt_block_check(const json_t *block, const char *collection)
 	if (!id)
 		return opt_error_set(OPT_EINVAL, "block header has no \"id\" string");
 	if (!opt_id_valid(id))
-		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s': IDs are 1-%d characters of a-z and 2-7",
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s': IDs are 2-%d characters of a-z and 2-7",
 				     id, OPT_ID_MAX);
 	type = opt_block_type(block);
 	if (!type || !*type)

@@ -87,7 +87,7 @@ int opt_id_valid(const char *s)
 		if (n >= OPT_ID_MAX)
 			return 0;
 	}
-	return n > 0;
+	return n >= 2;
 }
 
 void opt_hex(char *out, const uint8_t *in, size_t len)

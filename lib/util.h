@@ -31,7 +31,7 @@ long opt_base32_decode(uint8_t *out, size_t outmax, const char *in, size_t inlen
 /* A new random ID (OPT_ID_LEN characters plus NUL) into out. */
 void opt_id_new(char out[OPT_ID_LEN + 1]);
 
-/* 1 if s is a valid ID: 1..OPT_ID_MAX characters of a-z, 2-7; 0 otherwise.
+/* 1 if s is a valid ID: 2..OPT_ID_MAX characters of a-z, 2-7; 0 otherwise.
  * (No '/', no '.', nothing a path could misuse.) */
 int opt_id_valid(const char *s);
 

@@ -1,0 +1,392 @@
+#include "common.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const struct cmd_opt common_opts[] = {
+	{ "store", 'C', "DIR", "the store (default: $OPT_STORE, else the nearest .opt upward)" },
+	{ "pretty", 0, NULL, "indented JSON output (the default on a terminal)" },
+	{ "compact", 0, NULL, "JSON Lines output (the default elsewhere)" },
+	{ "quiet", 'q', NULL, "no notes or progress on stderr" },
+	{ "help", 'h', NULL, "show this help" },
+	{ "version", 0, NULL, "show the version" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static void print_opts(FILE *f, const struct cmd_opt *o)
+{
+	for (; o && o->lng; o++) {
+		char left[80];
+		if (o->shrt)
+			snprintf(left, sizeof(left), "-%c, --%s%s%s", o->shrt, o->lng, o->arg ? " " : "",
+				 o->arg ? o->arg : "");
+		else
+			snprintf(left, sizeof(left), "    --%s%s%s", o->lng, o->arg ? " " : "", o->arg ? o->arg : "");
+		fprintf(f, "  %-26s %s\n", left, o->help);
+	}
+}
+
+static void prog_help(const struct cmd_prog *p, FILE *f)
+{
+	const struct cmd_verb *v;
+
+	fprintf(f, "usage: %s COMMAND [OPTIONS] [ARGS]\n\n%s\n\ncommands:\n", p->name, p->summary);
+	for (v = p->verbs; v->name; v++) {
+		char left[120];
+		snprintf(left, sizeof(left), "%s %s", v->name, v->synopsis);
+		fprintf(f, "  %-44s %s\n", left, v->summary);
+	}
+	fprintf(f, "\ncommon options:\n");
+	print_opts(f, common_opts);
+	fprintf(f, "\nRun '%s COMMAND --help' for the options of a command; 'man %s' for more.\n",
+		p->name, p->name);
+}
+
+static void verb_usage(const struct cmd_prog *p, const struct cmd_verb *v, FILE *f)
+{
+	fprintf(f, "usage: %s %s %s\n", p->name, v->name, v->synopsis);
+}
+
+static void verb_help(const struct cmd_prog *p, const struct cmd_verb *v, FILE *f)
+{
+	verb_usage(p, v, f);
+	fprintf(f, "\n%s\n", v->summary);
+	if (v->opts && v->opts->lng) {
+		fprintf(f, "\noptions:\n");
+		print_opts(f, v->opts);
+	}
+	fprintf(f, "\ncommon options:\n");
+	print_opts(f, common_opts);
+}
+
+static void complete(const struct cmd_prog *p, const char *verb)
+{
+	const struct cmd_verb *v;
+	const struct cmd_opt *o;
+
+	if (!verb) {
+		for (v = p->verbs; v->name; v++)
+			printf("%s\n", v->name);
+		for (o = common_opts; o->lng; o++)
+			printf("--%s\n", o->lng);
+		return;
+	}
+	for (v = p->verbs; v->name; v++) {
+		if (strcmp(v->name, verb))
+			continue;
+		for (o = v->opts; o && o->lng; o++)
+			printf("--%s%s\n", o->lng, o->arg ? "=" : "");
+		for (o = common_opts; o->lng; o++)
+			printf("--%s%s\n", o->lng, o->arg ? "=" : "");
+	}
+}
+
+/* Match argument a against table t; returns the index or -1; *inl gets an
+ * inline value ("--x=v", "-xv"). */
+static int match(const struct cmd_opt *t, const char *a, const char **inl)
+{
+	int i;
+
+	*inl = NULL;
+	for (i = 0; t && t[i].lng; i++) {
+		if (a[1] == '-') {
+			size_t n = strlen(t[i].lng);
+			if (strncmp(a + 2, t[i].lng, n) == 0 && (a[2 + n] == '\0' || a[2 + n] == '=')) {
+				if (a[2 + n] == '=')
+					*inl = a + 3 + n;
+				return i;
+			}
+		} else if (t[i].shrt && a[1] == t[i].shrt) {
+			if (a[2])
+				*inl = a + 2;
+			return i;
+		}
+	}
+	return -1;
+}
+
+const char *cmd_get(struct cmd *c, const char *lng)
+{
+	int i;
+
+	for (i = 0; c->verb->opts && c->verb->opts[i].lng; i++)
+		if (strcmp(c->verb->opts[i].lng, lng) == 0)
+			return c->val[i];
+	return NULL;
+}
+
+int cmd_flag(struct cmd *c, const char *lng)
+{
+	return cmd_get(c, lng) != NULL;
+}
+
+int cmd_long(struct cmd *c, const char *lng, long def, long min, long *out)
+{
+	const char *v = cmd_get(c, lng);
+	char *end;
+	long n;
+
+	*out = def;
+	if (!v)
+		return 0;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < min)
+		return cmd_usage(c, "--%s needs a whole number >= %ld, not '%s'", lng, min, v);
+	*out = n;
+	return 0;
+}
+
+static int vfail(struct cmd *c, int status, const char *fmt, va_list ap)
+{
+	fprintf(stderr, "%s: ", c->prog->name);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	return status;
+}
+
+int cmd_fail(struct cmd *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	st = vfail(c, opt_exit_status(code), fmt, ap);
+	va_end(ap);
+	return st;
+}
+
+int cmd_lib_fail(struct cmd *c, int code)
+{
+	fprintf(stderr, "%s: %s\n", c->prog->name, opt_error_last());
+	return opt_exit_status(code);
+}
+
+int cmd_usage(struct cmd *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vfail(c, OPT_EXIT_USAGE, fmt, ap);
+	va_end(ap);
+	if (c->verb)
+		verb_usage(c->prog, c->verb, stderr);
+	return OPT_EXIT_USAGE;
+}
+
+void cmd_note(struct cmd *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->quiet)
+		return;
+	va_start(ap, fmt);
+	vfail(c, 0, fmt, ap);
+	va_end(ap);
+}
+
+int cmd_progress_ok(struct cmd *c)
+{
+	return !c->quiet && isatty(2);
+}
+
+int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out)
+{
+	json_error_t err;
+
+	*out = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+	if (!*out)
+		return cmd_usage(c, "%s is not valid JSON (%s): %s", what, err.text, text);
+	return 0;
+}
+
+int cmd_store(struct cmd *c, int create)
+{
+	char *found = NULL;
+	const char *dir = c->store_dir;
+	int rc, created = 0;
+
+	if (c->store)
+		return 0;
+	if (!dir)
+		dir = getenv("OPT_STORE");
+	if (dir && !*dir)
+		dir = NULL;
+	if (!dir) {
+		rc = opt_store_discover(&found, ".");
+		if (rc == OPT_ENOTFOUND && create) {
+			rc = opt_store_create(&c->store, OPT_STORE_DIRNAME, &created);
+			if (rc < 0)
+				return cmd_lib_fail(c, OPT_EIO);
+			cmd_note(c, "created store '%s'", OPT_STORE_DIRNAME);
+			return 0;
+		}
+		if (rc < 0)
+			return cmd_lib_fail(c, OPT_EIO);
+		dir = found;
+	}
+	rc = opt_store_open(&c->store, dir);
+	if (rc == OPT_ENOTFOUND && create && !found) {
+		rc = opt_store_create(&c->store, dir, &created);
+		if (rc == 0)
+			cmd_note(c, "created store '%s'", dir);
+	}
+	free(found);
+	/* every failure to open the store is exit 7, so that 1 keeps meaning
+	 * "no such block/key/collection" */
+	if (rc < 0)
+		return cmd_lib_fail(c, OPT_EIO);
+	return 0;
+}
+
+int cmd_print(struct cmd *c, const json_t *v)
+{
+	size_t flags = JSON_ENCODE_ANY | JSON_REAL_PRECISION(17);
+
+	if (c->pretty)
+		flags |= JSON_INDENT(2);
+	else
+		flags |= JSON_COMPACT;
+	if (json_dumpf(v, stdout, flags) < 0 || fputc('\n', stdout) == EOF) {
+		c->out_err = 1;
+		return OPT_EXIT_OTHER;
+	}
+	return 0;
+}
+
+static int finish(struct cmd *c, int st)
+{
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		if (st == 0 || !c->out_err)
+			fprintf(stderr, "%s: cannot write output: %s\n", c->prog->name, strerror(errno));
+		if (st == 0)
+			st = OPT_EXIT_OTHER;
+	}
+	opt_store_free(c->store);
+	c->store = NULL;
+	return st;
+}
+
+int cmd_main(const struct cmd_prog *p, int argc, char **argv)
+{
+	struct cmd c;
+	const struct cmd_verb *v;
+	const char *inl;
+	char **pos;
+	int i, dashdash = 0, help = 0, st;
+
+	memset(&c, 0, sizeof(c));
+	c.prog = p;
+	c.pretty = isatty(1);
+	pos = calloc((size_t)argc + 1, sizeof(*pos));
+	if (!pos) {
+		fprintf(stderr, "%s: out of memory\n", p->name);
+		return OPT_EXIT_OTHER;
+	}
+	/* hidden: --complete [VERB] lists words for shell completion */
+	if (argc >= 2 && strcmp(argv[1], "--complete") == 0) {
+		complete(p, argc >= 3 ? argv[2] : NULL);
+		free(pos);
+		return 0;
+	}
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		int oi;
+
+		if (dashdash || a[0] != '-' || a[1] == '\0') {
+			if (!c.verb) {
+				for (v = p->verbs; v->name; v++)
+					if (strcmp(v->name, a) == 0)
+						break;
+				if (!v->name) {
+					fprintf(stderr, "%s: unknown command '%s'\n", p->name, a);
+					fprintf(stderr, "Run '%s --help' for the list of commands.\n", p->name);
+					free(pos);
+					return OPT_EXIT_USAGE;
+				}
+				c.verb = v;
+				continue;
+			}
+			pos[c.npos++] = argv[i];
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			dashdash = 1;
+			continue;
+		}
+		if (c.verb && (oi = match(c.verb->opts, a, &inl)) >= 0) {
+			const struct cmd_opt *o = &c.verb->opts[oi];
+			if (o->arg) {
+				if (!inl) {
+					if (i + 1 >= argc) {
+						free(pos);
+						st = cmd_usage(&c, "option --%s needs a value (%s)", o->lng, o->arg);
+						return st;
+					}
+					inl = argv[++i];
+				}
+				c.val[oi] = inl;
+			} else {
+				if (inl && a[1] == '-') {
+					free(pos);
+					return cmd_usage(&c, "option --%s takes no value", o->lng);
+				}
+				c.val[oi] = "1";
+			}
+			continue;
+		}
+		oi = match(common_opts, a, &inl);
+		switch (oi) {
+		case 0:
+			if (!inl) {
+				if (i + 1 >= argc) {
+					free(pos);
+					return cmd_usage(&c, "option --store needs a directory");
+				}
+				inl = argv[++i];
+			}
+			c.store_dir = inl;
+			continue;
+		case 1: c.pretty = 1; continue;
+		case 2: c.pretty = 0; continue;
+		case 3: c.quiet = 1; continue;
+		case 4: help = 1; continue;
+		case 5:
+			printf("%s %s\n", p->name, OPT_VERSION);
+			free(pos);
+			return 0;
+		default:
+			break;
+		}
+		free(pos);
+		if (c.verb)
+			return cmd_usage(&c, "unknown option '%s'", a);
+		fprintf(stderr, "%s: unknown option '%s'\n", p->name, a);
+		prog_help(p, stderr);
+		return OPT_EXIT_USAGE;
+	}
+	if (help) {
+		if (c.verb)
+			verb_help(p, c.verb, stdout);
+		else
+			prog_help(p, stdout);
+		free(pos);
+		return finish(&c, 0);
+	}
+	if (!c.verb) {
+		fprintf(stderr, "%s: no command given\n", p->name);
+		prog_help(p, stderr);
+		free(pos);
+		return OPT_EXIT_USAGE;
+	}
+	c.pos = pos;
+	st = c.verb->fn(&c);
+	st = finish(&c, st);
+	free(pos);
+	return st;
+}

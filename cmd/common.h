@@ -1,0 +1,89 @@
+/* common.h - what every program shares: option tables that also make
+ * --help and the completion word lists, verb dispatch, opening the store,
+ * JSON output, and error reporting with the shared exit statuses. */
+#ifndef OPT_CMD_COMMON_H
+#define OPT_CMD_COMMON_H
+
+#include <jansson.h>
+#include <stdio.h>
+
+#include "opt.h"
+
+#define CMD_MAXOPT 32
+
+struct cmd_opt {
+	const char *lng;     /* long name without "--" */
+	int shrt;            /* short letter or 0 */
+	const char *arg;     /* argument name, or NULL for a flag */
+	const char *help;
+};
+
+struct cmd;
+
+struct cmd_verb {
+	const char *name;
+	int (*fn)(struct cmd *c);
+	const char *synopsis;   /* operands after the verb, e.g. "[-c COLL] ID" */
+	const char *summary;
+	const struct cmd_opt *opts; /* verb options, NULL-terminated by lng==NULL */
+	int writes;             /* 1 if the verb may create a store */
+};
+
+struct cmd_prog {
+	const char *name;
+	const char *summary;
+	const struct cmd_verb *verbs;  /* terminated by name==NULL */
+};
+
+struct cmd {
+	const struct cmd_prog *prog;
+	const struct cmd_verb *verb;
+	char **pos;
+	int npos;
+	const char *val[CMD_MAXOPT];   /* verb option values (flags: "1") */
+	int pretty;                    /* 1 pretty, 0 compact */
+	int quiet;
+	const char *store_dir;
+	struct opt_store *store;
+	int out_err;
+};
+
+/* Run the program: parse argv, dispatch to the verb, return the exit status. */
+int cmd_main(const struct cmd_prog *p, int argc, char **argv);
+
+/* The value of verb option lng (NULL when not given). */
+const char *cmd_get(struct cmd *c, const char *lng);
+int cmd_flag(struct cmd *c, const char *lng);
+
+/* Parse an integer option; returns OPT_EXIT_USAGE on failure after a
+ * message, else 0 with *out set (def when absent). */
+int cmd_long(struct cmd *c, const char *lng, long def, long min, long *out);
+
+/* Open the store (found as documented).  create: a writing verb creates
+ * ./.opt when none is found, and says so on stderr.  Returns 0 or an exit
+ * status after printing the error. */
+int cmd_store(struct cmd *c, int create);
+
+/* Print v (borrowed) as one JSON Lines record, or indented with --pretty. */
+int cmd_print(struct cmd *c, const json_t *v);
+
+/* Print "prog: message" to stderr and return the exit status for code. */
+int cmd_fail(struct cmd *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Print "prog: <opt_error_last()>" and return the exit status for code. */
+int cmd_lib_fail(struct cmd *c, int code);
+
+/* A usage error about the current verb: message, then the verb's usage
+ * line, exit status 2. */
+int cmd_usage(struct cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* An informational note on stderr (suppressed by --quiet). */
+void cmd_note(struct cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* 1 if stderr is a terminal (progress may be shown). */
+int cmd_progress_ok(struct cmd *c);
+
+/* Parse a JSON value given on the command line. */
+int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out);
+
+#endif

@@ -1,0 +1,875 @@
+/* opt-block - the block layer: create a store, read, write, list and check
+ * blocks and their revisions. */
+#include "common.h"
+#include "txn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct cmd_opt opts_coll_rev[] = {
+	{ "collection", 'c', "COLL", "the collection (default: every collection)" },
+	{ "rev", 0, "N", "read the collection as it was at revision N" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_ls[] = {
+	{ "collection", 'c', "COLL", "the collection (default: every collection)" },
+	{ "type", 't', "T", "only blocks of type T" },
+	{ "rev", 0, "N", "list the collection as it was at revision N" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_put[] = {
+	{ "collection", 'c', "COLL", "the collection to write (created when absent)" },
+	{ "each", 'e', NULL, "one transaction per input document instead of one for all" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_coll[] = {
+	{ "collection", 'c', "COLL", "the collection to write" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_stat[] = {
+	{ "collection", 'c', "COLL", "one collection's figures" },
+	{ "rev", 0, "N", "at revision N (with -c)" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_none[] = {
+	{ NULL, 0, NULL, NULL },
+};
+
+/* ---- helpers ---- */
+
+static int need_coll(struct cmd *c, const char **out)
+{
+	*out = cmd_get(c, "collection");
+	if (!*out)
+		return cmd_usage(c, "the collection is required (-c COLL)");
+	if (!opt_store_name_valid(*out))
+		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", *out);
+	return 0;
+}
+
+static int get_rev(struct cmd *c, long *rev)
+{
+	return cmd_long(c, "rev", 0, 1, rev);
+}
+
+/* The collections to read: -c, or all of them. */
+static int colls(struct cmd *c, json_t **out)
+{
+	const char *coll = cmd_get(c, "collection");
+	int rc;
+
+	if (coll) {
+		if (!opt_store_name_valid(coll))
+			return cmd_usage(c, "invalid collection name '%s'", coll);
+		*out = json_pack("[s]", coll);
+		return 0;
+	}
+	if (cmd_get(c, "rev"))
+		return cmd_usage(c, "--rev needs a collection (-c COLL)");
+	if ((rc = opt_store_list(c->store, out)) < 0)
+		return cmd_lib_fail(c, rc);
+	return 0;
+}
+
+static int open_snap(struct cmd *c, const char *coll, long rev, struct opt_snap **snap)
+{
+	int rc = opt_snap_open(snap, c->store, coll, rev);
+
+	if (rc < 0)
+		return cmd_lib_fail(c, rc);
+	return 0;
+}
+
+/* ---- init ---- */
+
+static int do_init(struct cmd *c)
+{
+	const char *dir = c->npos > 0 ? c->pos[0] : (c->store_dir ? c->store_dir : OPT_STORE_DIRNAME);
+	int created = 0, rc;
+	json_t *o;
+
+	if (c->npos > 1)
+		return cmd_usage(c, "too many arguments");
+	rc = opt_store_create(&c->store, dir, &created);
+	if (rc < 0)
+		return cmd_lib_fail(c, rc);
+	o = json_pack("{s:s,s:b}", "store", dir, "created", created);
+	rc = cmd_print(c, o);
+	json_decref(o);
+	return rc;
+}
+
+/* ---- get ---- */
+
+struct id_iter {
+	struct cmd *c;
+	int i;
+	struct opt_jsonl *in;
+};
+
+/* Next ID from the operands, or from stdin when the operand is "-" (JSON
+ * strings or bare words, one a line). 1 with *id, 0 at end, <0 exit. */
+static int next_id(struct id_iter *it, char *buf, size_t n)
+{
+	for (;;) {
+		if (it->in) {
+			json_t *v;
+			int rc = opt_jsonl_next(it->in, &v);
+			if (rc == 1) {
+				if (!json_is_string(v)) {
+					json_decref(v);
+					return -cmd_fail(it->c, OPT_EINVAL, "line %ld: an ID must be a JSON string",
+							 opt_jsonl_line(it->in));
+				}
+				snprintf(buf, n, "%s", json_string_value(v));
+				json_decref(v);
+				return 1;
+			}
+			opt_jsonl_free(it->in);
+			it->in = NULL;
+			if (rc < 0)
+				return -cmd_lib_fail(it->c, rc);
+			continue;
+		}
+		if (it->i >= it->c->npos)
+			return 0;
+		if (strcmp(it->c->pos[it->i], "-") == 0) {
+			it->i++;
+			if (opt_jsonl_open(&it->in, stdin) < 0)
+				return -cmd_lib_fail(it->c, OPT_EIO);
+			continue;
+		}
+		snprintf(buf, n, "%s", it->c->pos[it->i++]);
+		return 1;
+	}
+}
+
+static int do_get(struct cmd *c)
+{
+	struct id_iter it = { c, 0, NULL };
+	json_t *names = NULL;
+	struct opt_snap **snaps = NULL;
+	size_t nsnap = 0, i;
+	char id[OPT_ID_MAX + 2];
+	long rev;
+	int st, missing = 0, rc;
+
+	if ((st = get_rev(c, &rev)))
+		return st;
+	if (c->npos == 0)
+		return cmd_usage(c, "no block ID given (use - to read IDs from stdin)");
+	if ((st = cmd_store(c, 0)))
+		return st;
+	if ((st = colls(c, &names)))
+		return st;
+	nsnap = json_array_size(names);
+	snaps = calloc(nsnap ? nsnap : 1, sizeof(*snaps));
+	for (i = 0; i < nsnap; i++) {
+		if ((st = open_snap(c, json_string_value(json_array_get(names, i)), rev, &snaps[i])))
+			goto done;
+	}
+	while ((rc = next_id(&it, id, sizeof(id))) == 1) {
+		int found = 0;
+		if (!opt_id_valid(id)) {
+			st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", id);
+			goto done;
+		}
+		for (i = 0; i < nsnap && !found; i++) {
+			struct opt_source src = opt_snap_source(snaps[i]);
+			json_t *b;
+			rc = src.get(src.ctx, id, &b);
+			if (rc == OPT_ENOTFOUND)
+				continue;
+			if (rc < 0) {
+				st = cmd_lib_fail(c, rc);
+				goto done;
+			}
+			found = 1;
+			st = cmd_print(c, b);
+			json_decref(b);
+			if (st)
+				goto done;
+		}
+		if (!found) {
+			missing++;
+			cmd_fail(c, OPT_ENOTFOUND, "no block '%s'%s%s", id,
+				 cmd_get(c, "collection") ? " in collection " : "",
+				 cmd_get(c, "collection") ? cmd_get(c, "collection") : "");
+		}
+	}
+	if (rc < 0)
+		st = -rc;
+	else
+		st = missing ? OPT_EXIT_NOTFOUND : 0;
+done:
+	for (i = 0; i < nsnap; i++)
+		opt_snap_free(snaps[i]);
+	free(snaps);
+	json_decref(names);
+	if (it.in)
+		opt_jsonl_free(it.in);
+	return st;
+}
+
+/* ---- ls ---- */
+
+struct ls_ctx {
+	struct cmd *c;
+	struct opt_snap *snap;
+	const char *type;
+	int st;
+	long n;
+};
+
+static int ls_cb(const char *id, void *arg)
+{
+	struct ls_ctx *l = arg;
+	struct opt_source src = opt_snap_source(l->snap);
+	json_t *b, *o;
+	const char *type;
+	int rc = src.get(src.ctx, id, &b);
+
+	if (rc < 0) {
+		l->st = cmd_lib_fail(l->c, rc);
+		return 1;
+	}
+	type = opt_block_type(b);
+	if (!l->type || (type && strcmp(type, l->type) == 0)) {
+		o = json_pack("{s:s,s:s?,s:s}", "id", id, "type", type, "collection", opt_snap_name(l->snap));
+		l->st = cmd_print(l->c, o);
+		json_decref(o);
+		l->n++;
+	}
+	json_decref(b);
+	return l->st ? 1 : 0;
+}
+
+static int do_ls(struct cmd *c)
+{
+	json_t *names = NULL;
+	struct ls_ctx l = { c, NULL, cmd_get(c, "type"), 0, 0 };
+	long rev;
+	size_t i;
+	int st;
+
+	if (c->npos)
+		return cmd_usage(c, "ls takes no operands");
+	if ((st = get_rev(c, &rev)))
+		return st;
+	if ((st = cmd_store(c, 0)))
+		return st;
+	if ((st = colls(c, &names)))
+		return st;
+	for (i = 0; i < json_array_size(names) && !l.st; i++) {
+		int rc;
+		if ((st = open_snap(c, json_string_value(json_array_get(names, i)), rev, &l.snap))) {
+			json_decref(names);
+			return st;
+		}
+		rc = opt_snap_foreach(l.snap, ls_cb, &l);
+		if (rc < 0 && !l.st)
+			l.st = cmd_lib_fail(c, rc);
+		opt_snap_free(l.snap);
+	}
+	json_decref(names);
+	return l.st;
+}
+
+/* ---- writes ---- */
+
+static int print_written(struct cmd *c, const char *id, const char *coll, long rev, int deleted)
+{
+	json_t *o = json_pack("{s:s,s:s,s:I}", "id", id, "collection", coll, "rev", (json_int_t)rev);
+	int st;
+
+	if (deleted)
+		json_object_set_new(o, "deleted", json_true());
+	st = cmd_print(c, o);
+	json_decref(o);
+	return st;
+}
+
+/* Normalise a block read for put: fill a missing id, collection and type;
+ * refuse a disagreeing collection or the reserved header ID. */
+static int prepare_block(json_t *b, const char *coll, const char *header_id)
+{
+	json_t *h;
+	char id[OPT_ID_LEN + 1];
+
+	if (!json_is_object(b))
+		return opt_error_set(OPT_EINVAL, "a block must be a JSON object");
+	h = json_object_get(b, "header");
+	if (!h) {
+		h = json_object();
+		json_object_set_new(b, "header", h);
+	}
+	if (!json_is_object(h))
+		return opt_error_set(OPT_EINVAL, "block \"header\" must be an object");
+	if (!json_object_get(h, "id")) {
+		opt_id_new(id);
+		json_object_set_new(h, "id", json_string(id));
+	}
+	if (!json_object_get(h, "collection"))
+		json_object_set_new(h, "collection", json_string(coll));
+	if (!json_object_get(h, "type"))
+		json_object_set_new(h, "type", json_string("block"));
+	if (opt_block_check(b, coll) < 0)
+		return OPT_EINVAL;
+	if (strcmp(opt_block_id(b), header_id) == 0)
+		return opt_error_set(OPT_EINVAL, "block ID '%s' is the collection's header, which only the collection writes",
+				     header_id);
+	if (strcmp(opt_block_type(b), OPT_TYPE_LOG) == 0)
+		return opt_error_set(OPT_EINVAL, "block type '%s' is reserved for transaction logs", OPT_TYPE_LOG);
+	return 0;
+}
+
+struct put_ctx {
+	json_t *blocks; /* array of prepared blocks */
+};
+
+static int put_fn(struct opt_txn *x, void *arg)
+{
+	struct put_ctx *p = arg;
+	json_t *ids = json_array();
+	size_t i;
+	int rc;
+
+	for (i = 0; i < json_array_size(p->blocks); i++) {
+		json_t *b = json_array_get(p->blocks, i);
+		if ((rc = opt_tracker_insert_new(opt_txn_tracker(x), json_incref(b))) < 0) {
+			json_decref(ids);
+			return rc;
+		}
+		json_array_append_new(ids, json_string(opt_block_id(b)));
+	}
+	return opt_txn_action(x, json_pack("{s:s,s:o}", "type", "block.put", "ids", ids));
+}
+
+static int put_commit(struct cmd *c, const char *coll, json_t *blocks)
+{
+	struct put_ctx p = { blocks };
+	struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block put", 0, 0 };
+	struct opt_txn_result res;
+	size_t i;
+	int rc, st = 0;
+
+	if (json_array_size(blocks) == 0)
+		return 0;
+	rc = opt_txn_run(c->store, coll, put_fn, &p, &o, &res);
+	if (rc < 0)
+		return cmd_lib_fail(c, rc);
+	for (i = 0; i < json_array_size(blocks) && !st; i++)
+		st = print_written(c, opt_block_id(json_array_get(blocks, i)), coll, res.rev, 0);
+	return st;
+}
+
+static int do_put(struct cmd *c)
+{
+	const char *coll;
+	char hid[OPT_ID_LEN + 1];
+	struct opt_jsonl *in = NULL;
+	json_t *all = json_array(), *v;
+	int st, rc, each = cmd_flag(c, "each");
+
+	if ((st = need_coll(c, &coll)))
+		goto done;
+	if (c->npos) {
+		st = cmd_usage(c, "put reads blocks from stdin and takes no operands");
+		goto done;
+	}
+	if ((st = cmd_store(c, 1)))
+		goto done;
+	opt_collection_header_id(coll, hid);
+	opt_jsonl_open(&in, stdin);
+	while ((rc = opt_jsonl_next(in, &v)) == 1) {
+		json_t *doc = json_is_array(v) ? v : NULL;
+		size_t i, n = doc ? json_array_size(doc) : 1;
+		for (i = 0; i < n; i++) {
+			json_t *b = doc ? json_array_get(doc, i) : v;
+			if (prepare_block(b, coll, hid) < 0) {
+				st = cmd_fail(c, OPT_EINVAL, "line %ld: %s%s", opt_jsonl_line(in), opt_error_last(),
+					      each ? "" : " (nothing written)");
+				json_decref(v);
+				goto done;
+			}
+			json_array_append(all, b);
+		}
+		json_decref(v);
+		if (each) {
+			if ((st = put_commit(c, coll, all)))
+				goto done;
+			json_array_clear(all);
+		}
+	}
+	if (rc < 0) {
+		st = cmd_fail(c, rc, "%s%s", opt_error_last(), each ? "" : " (nothing written)");
+		goto done;
+	}
+	st = put_commit(c, coll, all);
+done:
+	opt_jsonl_free(in);
+	json_decref(all);
+	return st;
+}
+
+/* apply */
+
+struct apply_ctx {
+	const char *id;
+	json_t *ops;
+};
+
+static int apply_fn(struct opt_txn *x, void *arg)
+{
+	struct apply_ctx *a = arg;
+	size_t i;
+	int rc;
+
+	if (strcmp(a->id, opt_txn_header_id(x)) == 0)
+		return opt_error_set(OPT_EINVAL, "block '%s' is the collection's header, which only the collection writes", a->id);
+	if (!opt_txn_base(x))
+		return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", opt_txn_collection(x));
+	for (i = 0; i < json_array_size(a->ops); i++) {
+		if ((rc = opt_tracker_update(opt_txn_tracker(x), a->id, json_array_get(a->ops, i))) < 0)
+			return opt_error_wrap(rc, "operation %zu", i + 1);
+	}
+	{
+		const json_t *b;
+		if (opt_tracker_get(opt_txn_tracker(x), a->id, &b) == 0 && opt_block_type(b) &&
+		    strcmp(opt_block_type(b), OPT_TYPE_LOG) == 0)
+			return opt_error_set(OPT_EINVAL, "block '%s' belongs to the transaction log", a->id);
+	}
+	return opt_txn_action(x, json_pack("{s:s,s:s,s:O}", "type", "block.apply", "id", a->id, "ops", a->ops));
+}
+
+static int do_apply(struct cmd *c)
+{
+	const char *coll;
+	struct opt_jsonl *in = NULL;
+	struct apply_ctx a = { NULL, json_array() };
+	struct opt_txn_opts o = { NULL, "opt-block apply", 0, 0 };
+	struct opt_txn_result res;
+	json_t *v;
+	int st, rc;
+
+	if ((st = need_coll(c, &coll)))
+		goto done;
+	if (c->npos != 1) {
+		st = cmd_usage(c, "apply takes one block ID");
+		goto done;
+	}
+	a.id = c->pos[0];
+	if (!opt_id_valid(a.id)) {
+		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", a.id);
+		goto done;
+	}
+	opt_jsonl_open(&in, stdin);
+	while ((rc = opt_jsonl_next(in, &v)) == 1) {
+		/* an op, or an array of ops */
+		int single = json_is_array(v) && json_is_string(json_array_get(v, 0));
+		size_t i, n = single ? 1 : json_array_size(v);
+		if (!json_is_array(v)) {
+			json_decref(v);
+			st = cmd_fail(c, OPT_EINVAL, "line %ld: expected an operation [entity, index, deleteCount, inserted] or an array of them (nothing written)",
+				      opt_jsonl_line(in));
+			goto done;
+		}
+		for (i = 0; i < n; i++) {
+			json_t *op = single ? v : json_array_get(v, i);
+			if (opt_op_check(op) < 0) {
+				st = cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing written)", opt_jsonl_line(in), opt_error_last());
+				json_decref(v);
+				goto done;
+			}
+			json_array_append(a.ops, op);
+		}
+		json_decref(v);
+	}
+	if (rc < 0) {
+		st = cmd_fail(c, rc, "%s (nothing written)", opt_error_last());
+		goto done;
+	}
+	if ((st = cmd_store(c, 0)))
+		goto done;
+	rc = opt_txn_run(c->store, coll, apply_fn, &a, &o, &res);
+	if (rc < 0) {
+		st = cmd_lib_fail(c, rc);
+		goto done;
+	}
+	st = print_written(c, a.id, coll, res.rev, 0);
+done:
+	opt_jsonl_free(in);
+	json_decref(a.ops);
+	return st;
+}
+
+/* transform */
+
+static int transform_fn(struct opt_txn *x, void *arg)
+{
+	json_t *tr = arg, *v;
+	const char *id;
+	size_t i;
+	int rc;
+
+	/* the header and log blocks are the collection's own */
+	json_object_foreach(json_object_get(tr, "inserts"), id, v) {
+		if (strcmp(id, opt_txn_header_id(x)) == 0)
+			return opt_error_set(OPT_EINVAL, "block '%s' is the collection's header", id);
+		if (opt_block_collection(v) && strcmp(opt_block_collection(v), opt_txn_collection(x)) != 0)
+			return opt_error_set(OPT_EINVAL, "block '%s' belongs to collection '%s', not '%s'", id,
+					     opt_block_collection(v), opt_txn_collection(x));
+		if (opt_block_type(v) && strcmp(opt_block_type(v), OPT_TYPE_LOG) == 0)
+			return opt_error_set(OPT_EINVAL, "block type '%s' is reserved for transaction logs", OPT_TYPE_LOG);
+	}
+	json_object_foreach(json_object_get(tr, "updates"), id, v) {
+		if (strcmp(id, opt_txn_header_id(x)) == 0)
+			return opt_error_set(OPT_EINVAL, "block '%s' is the collection's header", id);
+	}
+	for (i = 0; i < json_array_size(json_object_get(tr, "deletes")); i++) {
+		const char *d = json_string_value(json_array_get(json_object_get(tr, "deletes"), i));
+		if (d && strcmp(d, opt_txn_header_id(x)) == 0)
+			return opt_error_set(OPT_EINVAL, "block '%s' is the collection's header", d);
+	}
+	if ((rc = opt_tracker_apply(opt_txn_tracker(x), tr)) < 0)
+		return rc;
+	return opt_txn_action(x, json_pack("{s:s,s:O}", "type", "block.transform", "transform", tr));
+}
+
+static int print_transform(struct cmd *c, const char *coll, json_t *tr, long rev)
+{
+	json_t *v;
+	const char *id;
+	size_t i;
+	int st = 0;
+
+	json_object_foreach(json_object_get(tr, "inserts"), id, v)
+		if (!st)
+			st = print_written(c, id, coll, rev, 0);
+	json_object_foreach(json_object_get(tr, "updates"), id, v)
+		if (!st && !json_object_get(json_object_get(tr, "inserts"), id))
+			st = print_written(c, id, coll, rev, 0);
+	for (i = 0; i < json_array_size(json_object_get(tr, "deletes")) && !st; i++)
+		st = print_written(c, json_string_value(json_array_get(json_object_get(tr, "deletes"), i)),
+				   coll, rev, 1);
+	return st;
+}
+
+static int do_transform(struct cmd *c)
+{
+	const char *coll;
+	struct opt_jsonl *in = NULL;
+	struct opt_txn_opts o = { NULL, "opt-block transform", 0, 0 };
+	struct opt_txn_result res;
+	json_t *v;
+	int st, rc;
+
+	if ((st = need_coll(c, &coll)))
+		return st;
+	if (c->npos)
+		return cmd_usage(c, "transform reads {inserts, updates, deletes} from stdin and takes no operands");
+	if ((st = cmd_store(c, 1)))
+		return st;
+	opt_jsonl_open(&in, stdin);
+	/* each document is one transaction */
+	while ((rc = opt_jsonl_next(in, &v)) == 1) {
+		json_t *ins;
+		const char *id;
+		json_t *b;
+		/* fill a missing collection in inserted blocks' headers */
+		ins = json_object_get(v, "inserts");
+		json_object_foreach(ins, id, b) {
+			json_t *h = json_object_get(b, "header");
+			if (json_is_object(h) && !json_object_get(h, "collection"))
+				json_object_set_new(h, "collection", json_string(coll));
+		}
+		if (opt_transform_check(v) < 0) {
+			st = cmd_fail(c, OPT_EINVAL, "line %ld: %s", opt_jsonl_line(in), opt_error_last());
+			json_decref(v);
+			break;
+		}
+		rc = opt_txn_run(c->store, coll, transform_fn, v, &o, &res);
+		if (rc < 0) {
+			st = cmd_lib_fail(c, rc);
+			json_decref(v);
+			break;
+		}
+		st = print_transform(c, coll, v, res.rev);
+		json_decref(v);
+		if (st)
+			break;
+	}
+	if (rc < 0 && !st)
+		st = cmd_lib_fail(c, rc);
+	opt_jsonl_free(in);
+	return st;
+}
+
+/* rm */
+
+struct rm_ctx {
+	struct cmd *c;
+};
+
+static int rm_fn(struct opt_txn *x, void *arg)
+{
+	struct cmd *c = ((struct rm_ctx *)arg)->c;
+	json_t *ids = json_array();
+	int i, rc;
+
+	if (!opt_txn_base(x)) {
+		json_decref(ids);
+		return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", opt_txn_collection(x));
+	}
+	for (i = 0; i < c->npos; i++) {
+		const json_t *b;
+		const char *id = c->pos[i];
+		if (strcmp(id, opt_txn_header_id(x)) == 0) {
+			json_decref(ids);
+			return opt_error_set(OPT_EINVAL, "block '%s' is the collection's header", id);
+		}
+		rc = opt_tracker_get(opt_txn_tracker(x), id, &b);
+		if (rc == 0 && opt_block_type(b) && strcmp(opt_block_type(b), OPT_TYPE_LOG) == 0)
+			rc = opt_error_set(OPT_EINVAL, "block '%s' belongs to the transaction log", id);
+		else if (rc == 0)
+			rc = opt_tracker_delete(opt_txn_tracker(x), id);
+		else if (rc == OPT_ENOTFOUND)
+			rc = opt_error_set(OPT_ENOTFOUND, "no block '%s' in collection '%s' (nothing removed)", id,
+					   opt_txn_collection(x));
+		if (rc < 0) {
+			json_decref(ids);
+			return rc;
+		}
+		json_array_append_new(ids, json_string(id));
+	}
+	return opt_txn_action(x, json_pack("{s:s,s:o}", "type", "block.rm", "ids", ids));
+}
+
+static int do_rm(struct cmd *c)
+{
+	const char *coll;
+	struct rm_ctx r = { c };
+	struct opt_txn_opts o = { NULL, "opt-block rm", 0, 0 };
+	struct opt_txn_result res;
+	int st, rc, i;
+
+	if ((st = need_coll(c, &coll)))
+		return st;
+	if (c->npos == 0)
+		return cmd_usage(c, "no block ID given");
+	for (i = 0; i < c->npos; i++)
+		if (!opt_id_valid(c->pos[i]))
+			return cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", c->pos[i]);
+	if ((st = cmd_store(c, 0)))
+		return st;
+	rc = opt_txn_run(c->store, coll, rm_fn, &r, &o, &res);
+	if (rc < 0)
+		return cmd_lib_fail(c, rc);
+	for (i = 0; i < c->npos && !st; i++)
+		st = print_written(c, c->pos[i], coll, res.rev, 1);
+	return st;
+}
+
+/* history */
+
+static int do_history(struct cmd *c)
+{
+	const char *coll, *id;
+	struct opt_snap *snap = NULL, *p;
+	json_t *out = json_array();
+	char prev[41] = "", cur[41];
+	size_t i;
+	int st, rc, seen = 0;
+
+	if ((st = need_coll(c, &coll)))
+		goto done;
+	if (c->npos != 1) {
+		st = cmd_usage(c, "history takes one block ID");
+		goto done;
+	}
+	id = c->pos[0];
+	if (!opt_id_valid(id)) {
+		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", id);
+		goto done;
+	}
+	if ((st = cmd_store(c, 0)) || (st = open_snap(c, coll, 0, &snap)))
+		goto done;
+	/* walk from the newest revision back; a record where the content
+	 * differs from the revision before */
+	for (;;) {
+		rc = opt_snap_block_oid(snap, id, cur);
+		if (rc < 0 && rc != OPT_ENOTFOUND) {
+			st = cmd_lib_fail(c, rc);
+			goto done;
+		}
+		if (rc == OPT_ENOTFOUND)
+			cur[0] = '\0';
+		else
+			seen = 1;
+		json_array_append_new(out, json_pack("{s:I,s:s,s:s,s:s}", "rev", (json_int_t)opt_snap_rev(snap),
+						     "trx", opt_snap_trx(snap), "oid", cur, "commit", opt_snap_commit(snap)));
+		rc = opt_snap_parent(&p, snap);
+		if (rc == OPT_ENOTFOUND)
+			break;
+		if (rc < 0) {
+			st = cmd_lib_fail(c, rc);
+			goto done;
+		}
+		opt_snap_free(snap);
+		snap = p;
+	}
+	if (!seen) {
+		st = cmd_fail(c, OPT_ENOTFOUND, "block '%s' never existed in collection '%s'", id, coll);
+		goto done;
+	}
+	/* oldest first; print where the content changed */
+	for (i = json_array_size(out); i-- > 0 && !st;) {
+		json_t *r = json_array_get(out, i), *o;
+		const char *oid = json_string_value(json_object_get(r, "oid"));
+		if (strcmp(oid, prev) == 0)
+			continue;
+		o = json_pack("{s:O,s:O}", "rev", json_object_get(r, "rev"), "trx", json_object_get(r, "trx"));
+		if (*oid) {
+			/* the SHA-256 of the block's canonical JSON, as the log records it */
+			struct opt_snap *at;
+			char *raw;
+			size_t len;
+			char hex[65];
+			if ((rc = opt_snap_open(&at, c->store, coll, (long)json_integer_value(json_object_get(r, "rev")))) < 0 ||
+			    (rc = opt_snap_block_raw(at, id, &raw, &len)) < 0) {
+				if (rc != OPT_ENOTFOUND || !at)
+					opt_snap_free(NULL);
+				json_decref(o);
+				st = cmd_lib_fail(c, rc);
+				goto done;
+			}
+			opt_sha256_hex(hex, raw, len);
+			free(raw);
+			opt_snap_free(at);
+			json_object_set_new(o, "hash", json_string(hex));
+		} else {
+			json_object_set_new(o, "hash", json_null());
+			json_object_set_new(o, "deleted", json_true());
+		}
+		if (*oid || *prev)
+			st = cmd_print(c, o);
+		json_decref(o);
+		snprintf(prev, sizeof(prev), "%s", oid);
+	}
+done:
+	opt_snap_free(snap);
+	json_decref(out);
+	return st;
+}
+
+/* stat */
+
+static int do_stat(struct cmd *c)
+{
+	json_t *names = NULL, *o = NULL, *colls_out;
+	size_t i, total = 0;
+	long rev;
+	int st, rc;
+
+	if (c->npos)
+		return cmd_usage(c, "stat takes no operands");
+	if ((st = get_rev(c, &rev)))
+		return st;
+	if ((st = cmd_store(c, 0)))
+		return st;
+	if ((st = colls(c, &names)))
+		return st;
+	colls_out = json_array();
+	for (i = 0; i < json_array_size(names); i++) {
+		struct opt_snap *snap;
+		struct opt_source src;
+		json_t *h;
+		char hid[OPT_ID_LEN + 1];
+		size_t n;
+		const char *name = json_string_value(json_array_get(names, i));
+
+		if ((st = open_snap(c, name, rev, &snap)))
+			goto done;
+		if ((rc = opt_snap_count(snap, &n)) < 0) {
+			opt_snap_free(snap);
+			st = cmd_lib_fail(c, rc);
+			goto done;
+		}
+		opt_collection_header_id(name, hid);
+		src = opt_snap_source(snap);
+		h = NULL;
+		src.get(src.ctx, hid, &h);
+		total += n;
+		json_array_append_new(colls_out, json_pack("{s:s,s:s,s:I,s:I,s:s,s:I}", "collection", name,
+			"type", opt_type_name(h ? opt_block_type(h) : NULL), "rev", (json_int_t)opt_snap_rev(snap),
+			"blocks", (json_int_t)n, "trx", opt_snap_trx(snap), "time", (json_int_t)opt_snap_time(snap)));
+		json_decref(h);
+		opt_snap_free(snap);
+	}
+	if (cmd_get(c, "collection")) {
+		st = cmd_print(c, json_array_get(colls_out, 0));
+		json_decref(colls_out);
+		goto done;
+	}
+	if ((rc = opt_store_stats(c->store, &o)) < 0) {
+		json_decref(colls_out);
+		st = cmd_lib_fail(c, rc);
+		goto done;
+	}
+	json_object_set_new(o, "store", json_string(opt_store_path(c->store)));
+	json_object_set_new(o, "blocks", json_integer((json_int_t)total));
+	json_object_set_new(o, "collections", colls_out);
+	st = cmd_print(c, o);
+done:
+	json_decref(o);
+	json_decref(names);
+	return st;
+}
+
+static int do_gc(struct cmd *c)
+{
+	json_t *o = NULL;
+	int st, rc;
+
+	if (c->npos)
+		return cmd_usage(c, "gc takes no operands");
+	if ((st = cmd_store(c, 0)))
+		return st;
+	if ((rc = opt_store_repack(c->store)) < 0 || (rc = opt_store_stats(c->store, &o)) < 0)
+		return cmd_lib_fail(c, rc);
+	st = cmd_print(c, o);
+	json_decref(o);
+	return st;
+}
+
+static const struct cmd_verb verbs[] = {
+	{ "init", do_init, "[DIR]", "create a store (default ./.opt)", opts_none, 1 },
+	{ "get", do_get, "[-c COLL] [--rev N] ID... | -", "print blocks by ID", opts_coll_rev, 0 },
+	{ "ls", do_ls, "[-c COLL] [--type T] [--rev N]", "list blocks: {id, type, collection} lines", opts_ls, 0 },
+	{ "put", do_put, "-c COLL [--each] < BLOCKS", "write blocks read from stdin (one transaction)", opts_put, 1 },
+	{ "apply", do_apply, "-c COLL ID < OPS", "apply block operations to a block", opts_coll, 0 },
+	{ "transform", do_transform, "-c COLL < TRANSFORMS", "apply {inserts, updates, deletes} documents, one transaction each", opts_coll, 1 },
+	{ "rm", do_rm, "-c COLL ID...", "delete blocks (one transaction)", opts_coll, 0 },
+	{ "history", do_history, "-c COLL ID", "the revisions that changed a block: {rev, trx, hash} lines", opts_coll, 0 },
+	{ "stat", do_stat, "[-c COLL] [--rev N]", "what the store holds: collections, blocks, objects, bytes", opts_stat, 0 },
+	{ "gc", do_gc, "", "pack every object into one pack", opts_none, 0 },
+	{ NULL, NULL, NULL, NULL, NULL, 0 },
+};
+
+static const struct cmd_prog prog = {
+	"opt-block",
+	"The block layer of optimystic: a store of immutable, versioned blocks in\n"
+	"collections; every write is a transaction that commits a new revision.",
+	verbs,
+};
+
+int main(int argc, char **argv)
+{
+	return cmd_main(&prog, argc, argv);
+}

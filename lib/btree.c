@@ -1,0 +1,1093 @@
+#include "btree.h"
+#include "error.h"
+#include "json.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* No valid tree is this deep (every node below the root has at least two
+ * children or entries); a deeper walk means a cycle or a corrupt tree. */
+#define MAX_DEPTH 64
+
+enum { LEAF, BRANCH };
+
+struct header {
+	char root[OPT_ID_MAX + 1];
+	int cap;
+};
+
+/* A position in the tree while changing it: the IDs from the root down to
+ * the leaf, and at each level the child index taken (branches) or the
+ * entry index (the leaf). */
+struct path {
+	struct header h;
+	int depth;
+	struct {
+		char id[OPT_ID_MAX + 1];
+		size_t idx;
+	} lv[MAX_DEPTH];
+};
+
+static int copy_id(char out[OPT_ID_MAX + 1], const json_t *v, const char *from)
+{
+	const char *s = json_string_value(v);
+
+	if (!s || !opt_id_valid(s))
+		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' holds an invalid block ID", from);
+	memcpy(out, s, json_string_length(v) + 1);
+	return 0;
+}
+
+static int header_parse(struct header *h, const json_t *hb, const char *header_id)
+{
+	const json_t *cap = json_object_get(hb, "capacity");
+	int rc;
+
+	if (!json_object_get(hb, "rootId"))
+		return opt_error_set(OPT_EINTEGRITY, "block '%s' holds no tree (no \"rootId\")", header_id);
+	if ((rc = copy_id(h->root, json_object_get(hb, "rootId"), header_id)) < 0)
+		return rc;
+	if (!json_is_integer(cap) || json_integer_value(cap) < OPT_BTREE_MIN_CAPACITY ||
+	    json_integer_value(cap) > OPT_BTREE_MAX_CAPACITY)
+		return opt_error_set(OPT_EINTEGRITY, "btree header '%s' has no valid \"capacity\"", header_id);
+	h->cap = (int)json_integer_value(cap);
+	return 0;
+}
+
+/* The kind of node block b (LEAF or BRANCH) after checking the fields the
+ * tree code relies on, or OPT_EINTEGRITY. */
+static int node_kind(const json_t *b, const char *id)
+{
+	const char *type = opt_block_type(b);
+	const json_t *p, *n;
+
+	if (type && strcmp(type, "TL") == 0) {
+		if (!json_is_array(json_object_get(b, "entries")))
+			return opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' has no \"entries\" array", id);
+		return LEAF;
+	}
+	if (type && strcmp(type, "TB") == 0) {
+		p = json_object_get(b, "partitions");
+		n = json_object_get(b, "nodes");
+		if (!json_is_array(p) || !json_is_array(n) ||
+		    json_array_size(n) != json_array_size(p) + 1)
+			return opt_error_set(OPT_EINTEGRITY,
+					     "btree branch '%s' needs \"partitions\" and \"nodes\" arrays with one more node than partitions",
+					     id);
+		return BRANCH;
+	}
+	return opt_error_set(OPT_EINTEGRITY, "block '%s' is not a btree node (type %s)", id,
+			     type ? type : "missing");
+}
+
+static const json_t *entry_key(const json_t *entry)
+{
+	return json_array_get(entry, 0);
+}
+
+static int entry_ok(const json_t *entry)
+{
+	return json_is_array(entry) && json_array_size(entry) == 2 && opt_key_valid(json_array_get(entry, 0));
+}
+
+/* The first index of entries whose key is >= key (upper: > key); *found
+ * tells whether entries holds key (lower bound only). */
+static size_t leaf_search(const json_t *entries, const json_t *key, int upper, int *found)
+{
+	size_t lo = 0, hi = json_array_size(entries);
+	int c;
+
+	if (found)
+		*found = 0;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		c = opt_key_cmp(entry_key(json_array_get(entries, mid)), key);
+		if (c < 0 || (upper && c == 0)) {
+			lo = mid + 1;
+		} else {
+			if (c == 0 && found)
+				*found = 1;
+			hi = mid;
+		}
+	}
+	return lo;
+}
+
+/* The child to follow for key: the number of partitions <= key (a key
+ * equal to a partition goes right). */
+static size_t branch_search(const json_t *parts, const json_t *key)
+{
+	size_t lo = 0, hi = json_array_size(parts);
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (opt_key_cmp(key, json_array_get(parts, mid)) >= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* ---- changing the tree through the tracker ---- */
+
+static int oom(void)
+{
+	return opt_error_set(OPT_EIO, "out of memory");
+}
+
+/* Apply the splice [entity, index, del, ins] to block id; ins (an array,
+ * or NULL after a failed allocation) is stolen. */
+static int splice(struct opt_tracker *t, const char *id, const char *entity, size_t index, size_t del,
+		  json_t *ins)
+{
+	json_t *op = NULL;
+	int rc;
+
+	if (!ins || !(op = json_array()) || json_array_append_new(op, json_string(entity)) < 0 ||
+	    json_array_append_new(op, json_integer((json_int_t)index)) < 0 ||
+	    json_array_append_new(op, json_integer((json_int_t)del)) < 0 ||
+	    json_array_append(op, ins) < 0) {
+		rc = oom();
+		goto done;
+	}
+	rc = opt_tracker_update(t, id, op);
+done:
+	json_decref(op);
+	json_decref(ins);
+	return rc;
+}
+
+/* A one-element array holding v (a new reference is taken). */
+static json_t *one(const json_t *v)
+{
+	json_t *a = json_array();
+
+	if (a && json_array_append(a, (json_t *)v) < 0) {
+		json_decref(a);
+		return NULL;
+	}
+	return a;
+}
+
+/* one() of a new string that is then released */
+static json_t *one_str(const char *s)
+{
+	json_t *v = json_string(s), *a = v ? one(v) : NULL;
+
+	json_decref(v);
+	return a;
+}
+
+/* [[key, value]] (new references to both are taken), or NULL. */
+static json_t *pair(const json_t *key, const json_t *value)
+{
+	json_t *e = json_array(), *a = json_array();
+
+	if (!e || !a || json_array_append(e, (json_t *)key) < 0 || json_array_append(e, (json_t *)value) < 0 ||
+	    json_array_append(a, e) < 0) {
+		json_decref(a);
+		a = NULL;
+	}
+	json_decref(e);
+	return a;
+}
+
+static int remove_at(struct opt_tracker *t, const char *id, const char *entity, size_t index, size_t del)
+{
+	return splice(t, id, entity, index, del, json_array());
+}
+
+static int set_root(struct opt_tracker *t, const char *header_id, const char *root)
+{
+	json_t *op = json_pack("[s,i,i,s]", "rootId", 0, 0, root);
+	int rc;
+
+	if (!op)
+		return oom();
+	rc = opt_tracker_update(t, header_id, op);
+	json_decref(op);
+	return rc;
+}
+
+/* Get node id from the tracker: 0 and *b (borrowed) and *kind. */
+static int tget(struct opt_tracker *t, const char *id, const json_t **b, int *kind)
+{
+	int rc = opt_tracker_get(t, id, b);
+
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is missing", id);
+	if (rc < 0)
+		return rc;
+	if ((rc = node_kind(*b, id)) < 0)
+		return rc;
+	if (kind)
+		*kind = rc;
+	return 0;
+}
+
+/* Walk from the root to the leaf where key belongs, filling p; *leaf is
+ * that leaf (borrowed) and *found tells whether it holds key (at
+ * p->lv[depth-1].idx). */
+static int descend(struct path *p, struct opt_tracker *t, const char *header_id, const json_t *key,
+		   const json_t **leaf, int *found)
+{
+	const json_t *b;
+	int rc, kind, d;
+
+	rc = opt_tracker_get(t, header_id, &b);
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_ENOTFOUND, "no btree header block '%s'", header_id);
+	if (rc < 0)
+		return rc;
+	if ((rc = header_parse(&p->h, b, header_id)) < 0)
+		return rc;
+	strcpy(p->lv[0].id, p->h.root);
+	for (d = 0;; d++) {
+		if ((rc = tget(t, p->lv[d].id, &b, &kind)) < 0)
+			return rc;
+		if (kind == LEAF) {
+			p->lv[d].idx = leaf_search(json_object_get(b, "entries"), key, 0, found);
+			p->depth = d + 1;
+			*leaf = b;
+			return 0;
+		}
+		p->lv[d].idx = branch_search(json_object_get(b, "partitions"), key);
+		if (d + 1 == MAX_DEPTH)
+			return opt_error_set(OPT_EINTEGRITY, "btree under '%s' is deeper than %d levels",
+					     header_id, MAX_DEPTH);
+		if ((rc = copy_id(p->lv[d + 1].id, json_array_get(json_object_get(b, "nodes"), p->lv[d].idx),
+				  p->lv[d].id)) < 0)
+			return rc;
+	}
+}
+
+/* Insert a new node block (stolen) and copy its ID to id. */
+static int insert_node(struct opt_tracker *t, json_t *nb, char id[OPT_ID_MAX + 1])
+{
+	strcpy(id, opt_block_id(nb));
+	return opt_tracker_insert_new(t, nb);
+}
+
+/* A copy of elements [from, to) of array a, or NULL. */
+static json_t *slice(const json_t *a, size_t from, size_t to)
+{
+	json_t *s = json_array();
+	size_t i;
+
+	for (i = from; s && i < to; i++)
+		if (json_array_append_new(s, json_deep_copy(json_array_get(a, i))) < 0) {
+			json_decref(s);
+			s = NULL;
+		}
+	return s;
+}
+
+/* Set two fields of block b, consuming v1 and v2 (either may be NULL after
+ * a failed allocation: then -1). */
+static int set2(json_t *b, const char *k1, json_t *v1, const char *k2, json_t *v2)
+{
+	int r1 = json_object_set_new(b, k1, v1);
+	int r2 = json_object_set_new(b, k2, v2);
+
+	return r1 < 0 || r2 < 0 ? -1 : 0;
+}
+
+/* The leaf at the bottom of p holds capacity + 1 entries, the new one at
+ * p's leaf index: split it, and every ancestor that overflows in turn.
+ * The halves are the original's: a full leaf of C entries splits at
+ * mid = (C+1)/2, a full branch of C children at mid = C/2, and the new
+ * entry (or child) joins the half where it falls; the right half's first
+ * key (for a branch, the partition between the halves) goes up. */
+static int split(struct path *p, struct opt_tracker *t, const char *header_id)
+{
+	const json_t *b, *a, *parts;
+	json_t *nb = NULL, *sep = NULL, *arr;
+	char rid[OPT_ID_MAX + 1], *coll = NULL;
+	size_t n, m;
+	int d = p->depth - 1, rc;
+
+	if ((rc = tget(t, p->lv[d].id, &b, NULL)) < 0)
+		goto done;
+	a = json_object_get(b, "entries");
+	n = json_array_size(a);
+	m = (size_t)(p->h.cap + 1) / 2;
+	if (p->lv[d].idx < m)
+		m++;
+	coll = strdup(opt_block_collection(b) ? opt_block_collection(b) : "");
+	if (!coll || opt_block_new(&nb, NULL, "TL", coll) < 0 ||
+	    json_object_set_new(nb, "entries", (arr = slice(a, m, n))) < 0) {
+		rc = oom();
+		goto done;
+	}
+	sep = json_incref(json_array_get(json_array_get(arr, 0), 0));
+	rc = insert_node(t, nb, rid);
+	nb = NULL;
+	if (rc < 0 || (rc = remove_at(t, p->lv[d].id, "entries", m, n - m)) < 0)
+		goto done;
+	for (;;) {
+		const char *pid;
+		size_t ci;
+
+		if (d == 0) {
+			/* the root split: a new root above it */
+			if (opt_block_new(&nb, NULL, "TB", coll) < 0 ||
+			    set2(nb, "partitions", json_pack("[O]", sep),
+				 "nodes", json_pack("[s,s]", p->lv[0].id, rid)) < 0) {
+				rc = oom();
+				goto done;
+			}
+			rc = insert_node(t, nb, rid);
+			nb = NULL;
+			if (rc == 0)
+				rc = set_root(t, header_id, rid);
+			goto done;
+		}
+		d--;
+		pid = p->lv[d].id;
+		ci = p->lv[d].idx;
+		if ((rc = splice(t, pid, "partitions", ci, 0, one(sep))) < 0 ||
+		    (rc = splice(t, pid, "nodes", ci + 1, 0, one_str(rid))) < 0 ||
+		    (rc = tget(t, pid, &b, NULL)) < 0)
+			goto done;
+		a = json_object_get(b, "nodes");
+		parts = json_object_get(b, "partitions");
+		n = json_array_size(a);
+		if (n <= (size_t)p->h.cap)
+			goto done;
+		/* split the branch: the left keeps nodes [0, m) and partitions
+		 * [0, m-1); partitions[m-1] goes up; the right takes the rest */
+		m = (size_t)p->h.cap / 2;
+		if (ci < m)
+			m++;
+		if (opt_block_new(&nb, NULL, "TB", coll) < 0 ||
+		    set2(nb, "partitions", slice(parts, m, n - 1), "nodes", slice(a, m, n)) < 0) {
+			rc = oom();
+			goto done;
+		}
+		json_decref(sep);
+		sep = json_incref(json_array_get(parts, m - 1));
+		rc = insert_node(t, nb, rid);
+		nb = NULL;
+		if (rc < 0 || (rc = remove_at(t, pid, "partitions", m - 1, n - m)) < 0 ||
+		    (rc = remove_at(t, pid, "nodes", m, n - m)) < 0)
+			goto done;
+	}
+done:
+	json_decref(nb);
+	json_decref(sep);
+	free(coll);
+	return rc;
+}
+
+/* [first, rest...]: a new array of first followed by the elements of rest */
+static json_t *prepend(const json_t *first, const json_t *rest)
+{
+	json_t *a = one(first);
+
+	if (a && json_array_extend(a, (json_t *)rest) < 0) {
+		json_decref(a);
+		return NULL;
+	}
+	return a;
+}
+
+/* The leaf at the bottom of p (not the root) has one entry too few:
+ * borrow from or merge with a sibling, then fix the branches above. */
+static int rebalance(struct path *p, struct opt_tracker *t, const char *header_id)
+{
+	const json_t *b, *pb, *sb;
+	json_t *hold = NULL, *hold2 = NULL;
+	char rid[OPT_ID_MAX + 1], lid[OPT_ID_MAX + 1];
+	size_t min = (size_t)p->h.cap / 2, n, np, pi, rn = 0, ln = 0;
+	int d = p->depth - 1, rc, has_r, has_l;
+	const char *id, *pid;
+
+	/* the leaf */
+	id = p->lv[d].id;
+	pid = p->lv[d - 1].id;
+	pi = p->lv[d - 1].idx;
+	if ((rc = tget(t, id, &b, NULL)) < 0)
+		goto done;
+	n = json_array_size(json_object_get(b, "entries"));
+	if (n >= min)
+		goto done;
+	if ((rc = tget(t, pid, &pb, NULL)) < 0)
+		goto done;
+	np = json_array_size(json_object_get(pb, "nodes"));
+	has_r = pi + 1 < np;
+	has_l = pi > 0;
+	if ((has_r && (rc = copy_id(rid, json_array_get(json_object_get(pb, "nodes"), pi + 1), pid)) < 0) ||
+	    (has_l && (rc = copy_id(lid, json_array_get(json_object_get(pb, "nodes"), pi - 1), pid)) < 0))
+		goto done;
+	if (has_r) {
+		if ((rc = tget(t, rid, &sb, NULL)) < 0)
+			goto done;
+		rn = json_array_size(json_object_get(sb, "entries"));
+	}
+	if (has_l) {
+		if ((rc = tget(t, lid, &sb, NULL)) < 0)
+			goto done;
+		ln = json_array_size(json_object_get(sb, "entries"));
+	}
+	if (has_r && rn > min) {
+		/* move the right sibling's first entry to our end */
+		tget(t, rid, &sb, NULL);
+		hold = json_incref(json_array_get(json_object_get(sb, "entries"), 0));
+		if ((rc = remove_at(t, rid, "entries", 0, 1)) < 0 ||
+		    (rc = splice(t, id, "entries", n, 0, one(hold))) < 0 ||
+		    (rc = tget(t, rid, &sb, NULL)) < 0)
+			goto done;
+		hold2 = json_incref((json_t *)entry_key(json_array_get(json_object_get(sb, "entries"), 0)));
+		rc = splice(t, pid, "partitions", pi, 1, one(hold2));
+		goto done;
+	}
+	if (has_l && ln > min) {
+		/* move the left sibling's last entry to our front */
+		tget(t, lid, &sb, NULL);
+		hold = json_incref(json_array_get(json_object_get(sb, "entries"), ln - 1));
+		if ((rc = remove_at(t, lid, "entries", ln - 1, 1)) < 0 ||
+		    (rc = splice(t, id, "entries", 0, 0, one(hold))) < 0)
+			goto done;
+		rc = splice(t, pid, "partitions", pi - 1, 1, one(entry_key(hold)));
+		goto done;
+	}
+	if (has_r) {
+		/* take in the right sibling */
+		tget(t, rid, &sb, NULL);
+		if ((rc = splice(t, id, "entries", n, 0, json_incref(json_object_get(sb, "entries")))) < 0 ||
+		    (rc = remove_at(t, pid, "partitions", pi, 1)) < 0 ||
+		    (rc = remove_at(t, pid, "nodes", pi + 1, 1)) < 0 ||
+		    (rc = opt_tracker_delete(t, rid)) < 0)
+			goto done;
+	} else if (has_l) {
+		/* go into the left sibling */
+		if ((rc = splice(t, lid, "entries", ln, 0, json_incref(json_object_get(b, "entries")))) < 0 ||
+		    (rc = remove_at(t, pid, "partitions", pi - 1, 1)) < 0 ||
+		    (rc = remove_at(t, pid, "nodes", pi, 1)) < 0 ||
+		    (rc = opt_tracker_delete(t, id)) < 0)
+			goto done;
+	} else {
+		rc = opt_error_set(OPT_EINTEGRITY, "btree branch '%s' has a single child", pid);
+		goto done;
+	}
+
+	/* the branches above */
+	for (d--;; d--) {
+		const json_t *parts;
+
+		id = p->lv[d].id;
+		if ((rc = tget(t, id, &b, NULL)) < 0)
+			goto done;
+		n = json_array_size(json_object_get(b, "nodes"));
+		if (d == 0) {
+			/* root collapse: a branch root with one child */
+			if (n == 1) {
+				if ((rc = copy_id(rid, json_array_get(json_object_get(b, "nodes"), 0), id)) < 0 ||
+				    (rc = set_root(t, header_id, rid)) < 0)
+					goto done;
+				rc = opt_tracker_delete(t, id);
+			}
+			goto done;
+		}
+		if (n >= min)
+			goto done;
+		pid = p->lv[d - 1].id;
+		pi = p->lv[d - 1].idx;
+		if ((rc = tget(t, pid, &pb, NULL)) < 0)
+			goto done;
+		np = json_array_size(json_object_get(pb, "nodes"));
+		has_r = pi + 1 < np;
+		has_l = pi > 0;
+		rn = ln = 0;
+		if ((has_r && (rc = copy_id(rid, json_array_get(json_object_get(pb, "nodes"), pi + 1), pid)) < 0) ||
+		    (has_l && (rc = copy_id(lid, json_array_get(json_object_get(pb, "nodes"), pi - 1), pid)) < 0))
+			goto done;
+		if (has_r) {
+			if ((rc = tget(t, rid, &sb, NULL)) < 0)
+				goto done;
+			rn = json_array_size(json_object_get(sb, "nodes"));
+		}
+		if (has_l) {
+			if ((rc = tget(t, lid, &sb, NULL)) < 0)
+				goto done;
+			ln = json_array_size(json_object_get(sb, "nodes"));
+		}
+		json_decref(hold);
+		json_decref(hold2);
+		hold = hold2 = NULL;
+		/* the parent's separator between us and the sibling we use */
+		parts = json_object_get(pb, "partitions");
+		if (has_r && (rn > min || !(has_l && ln > min))) {
+			tget(t, rid, &sb, NULL);
+			hold = json_incref(json_array_get(parts, pi));
+			if (rn > min) {
+				/* rotate: the separator comes down to our end,
+				 * the right's first partition goes up */
+				json_t *node = one(json_array_get(json_object_get(sb, "nodes"), 0));
+				hold2 = json_incref(json_array_get(json_object_get(sb, "partitions"), 0));
+				if ((rc = splice(t, id, "partitions", n - 1, 0, one(hold))) < 0 ||
+				    (rc = splice(t, id, "nodes", n, 0, node)) < 0 ||
+				    (rc = remove_at(t, rid, "partitions", 0, 1)) < 0 ||
+				    (rc = remove_at(t, rid, "nodes", 0, 1)) < 0)
+					goto done;
+				rc = splice(t, pid, "partitions", pi, 1, one(hold2));
+				goto done;
+			}
+			/* merge the right sibling into us, pulling the
+			 * separator down between the partition lists */
+			if ((rc = splice(t, id, "partitions", n - 1, 0,
+					 prepend(hold, json_object_get(sb, "partitions")))) < 0 ||
+			    (rc = splice(t, id, "nodes", n, 0, json_incref(json_object_get(sb, "nodes")))) < 0 ||
+			    (rc = remove_at(t, pid, "partitions", pi, 1)) < 0 ||
+			    (rc = remove_at(t, pid, "nodes", pi + 1, 1)) < 0 ||
+			    (rc = opt_tracker_delete(t, rid)) < 0)
+				goto done;
+		} else if (has_l) {
+			tget(t, lid, &sb, NULL);
+			hold = json_incref(json_array_get(parts, pi - 1));
+			if (ln > min) {
+				json_t *node = one(json_array_get(json_object_get(sb, "nodes"), ln - 1));
+				hold2 = json_incref(json_array_get(json_object_get(sb, "partitions"), ln - 2));
+				if ((rc = splice(t, id, "partitions", 0, 0, one(hold))) < 0 ||
+				    (rc = splice(t, id, "nodes", 0, 0, node)) < 0 ||
+				    (rc = remove_at(t, lid, "partitions", ln - 2, 1)) < 0 ||
+				    (rc = remove_at(t, lid, "nodes", ln - 1, 1)) < 0)
+					goto done;
+				rc = splice(t, pid, "partitions", pi - 1, 1, one(hold2));
+				goto done;
+			}
+			if ((rc = splice(t, lid, "partitions", ln - 1, 0,
+					 prepend(hold, json_object_get(b, "partitions")))) < 0 ||
+			    (rc = splice(t, lid, "nodes", ln, 0, json_incref(json_object_get(b, "nodes")))) < 0 ||
+			    (rc = remove_at(t, pid, "partitions", pi - 1, 1)) < 0 ||
+			    (rc = remove_at(t, pid, "nodes", pi, 1)) < 0 ||
+			    (rc = opt_tracker_delete(t, id)) < 0)
+				goto done;
+		} else {
+			rc = opt_error_set(OPT_EINTEGRITY, "btree branch '%s' has a single child", pid);
+			goto done;
+		}
+	}
+done:
+	json_decref(hold);
+	json_decref(hold2);
+	return rc;
+}
+
+int opt_btree_create(struct opt_tracker *t, const char *header_id, const char *collection, int capacity)
+{
+	const json_t *hb;
+	json_t *leaf = NULL, *op = NULL;
+	char rid[OPT_ID_MAX + 1];
+	size_t tok;
+	int rc;
+
+	if (capacity < OPT_BTREE_MIN_CAPACITY || capacity > OPT_BTREE_MAX_CAPACITY)
+		return opt_error_set(OPT_EINVAL, "btree capacity %d out of range (%d-%d)", capacity,
+				     OPT_BTREE_MIN_CAPACITY, OPT_BTREE_MAX_CAPACITY);
+	if (!collection)
+		return opt_error_set(OPT_EINVAL, "btree needs a collection name");
+	rc = opt_tracker_get(t, header_id, &hb);
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_ENOTFOUND, "no btree header block '%s'", header_id);
+	if (rc < 0)
+		return rc;
+	if (json_object_get(hb, "rootId") && !json_is_null(json_object_get(hb, "rootId")))
+		return opt_error_set(OPT_EINVAL, "block '%s' already holds a tree", header_id);
+	if ((rc = opt_block_new(&leaf, NULL, "TL", collection)) < 0)
+		return rc;
+	if (json_object_set_new(leaf, "entries", json_array()) < 0) {
+		json_decref(leaf);
+		return oom();
+	}
+	opt_tracker_mark(t, &tok);
+	rc = insert_node(t, leaf, rid);
+	if (rc < 0 || (rc = set_root(t, header_id, rid)) < 0)
+		goto done;
+	op = json_pack("[s,i,i,i]", "capacity", 0, 0, capacity);
+	rc = op ? opt_tracker_update(t, header_id, op) : opt_error_set(OPT_EIO, "out of memory");
+done:
+	if (rc < 0)
+		opt_tracker_rollback(t, tok);
+	else
+		opt_tracker_release(t, tok);
+	json_decref(op);
+	return rc;
+}
+
+int opt_btree_put(struct opt_tracker *t, const char *header_id, const json_t *key, const json_t *value,
+		  int *replaced)
+{
+	struct path p;
+	const json_t *leaf;
+	json_t *ins;
+	size_t n, i, tok;
+	int rc, found;
+
+	if (replaced)
+		*replaced = 0;
+	if (!opt_key_valid(key))
+		return opt_error_set(OPT_EINVAL, "invalid btree key: keys are numbers, strings or arrays of keys");
+	if (!value)
+		return opt_error_set(OPT_EINVAL, "btree value missing");
+	if ((rc = descend(&p, t, header_id, key, &leaf, &found)) < 0)
+		return rc;
+	i = p.lv[p.depth - 1].idx;
+	n = json_array_size(json_object_get(leaf, "entries"));
+	ins = pair(key, value);
+	if (!ins)
+		return oom();
+	if (found || n < (size_t)p.h.cap) {
+		rc = splice(t, p.lv[p.depth - 1].id, "entries", i, found ? 1 : 0, ins);
+		if (rc == 0 && replaced)
+			*replaced = found;
+		return rc;
+	}
+	/* the leaf overflows: insert, then split (all or nothing) */
+	opt_tracker_mark(t, &tok);
+	rc = splice(t, p.lv[p.depth - 1].id, "entries", i, 0, ins);
+	if (rc == 0)
+		rc = split(&p, t, header_id);
+	if (rc < 0)
+		opt_tracker_rollback(t, tok);
+	else
+		opt_tracker_release(t, tok);
+	return rc;
+}
+
+int opt_btree_del(struct opt_tracker *t, const char *header_id, const json_t *key)
+{
+	struct path p;
+	const json_t *leaf;
+	size_t n, i, tok;
+	int rc, found;
+
+	if (!opt_key_valid(key))
+		return opt_error_set(OPT_EINVAL, "invalid btree key: keys are numbers, strings or arrays of keys");
+	if ((rc = descend(&p, t, header_id, key, &leaf, &found)) < 0)
+		return rc;
+	if (!found)
+		return opt_error_set(OPT_ENOTFOUND, "key not found");
+	i = p.lv[p.depth - 1].idx;
+	n = json_array_size(json_object_get(leaf, "entries"));
+	if (p.depth == 1 || n - 1 >= (size_t)p.h.cap / 2)
+		return remove_at(t, p.lv[p.depth - 1].id, "entries", i, 1);
+	opt_tracker_mark(t, &tok);
+	rc = remove_at(t, p.lv[p.depth - 1].id, "entries", i, 1);
+	if (rc == 0)
+		rc = rebalance(&p, t, header_id);
+	if (rc < 0)
+		opt_tracker_rollback(t, tok);
+	else
+		opt_tracker_release(t, tok);
+	return rc;
+}
+
+/* ---- reading through a source ---- */
+
+/* Get block id from src: 0 and *b (a new reference) and *kind. */
+static int sget(const struct opt_source *src, const char *id, json_t **b, int *kind)
+{
+	int rc = src->get(src->ctx, id, b);
+
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is missing", id);
+	if (rc < 0)
+		return rc;
+	if ((rc = node_kind(*b, id)) < 0) {
+		json_decref(*b);
+		*b = NULL;
+		return rc;
+	}
+	if (kind)
+		*kind = rc;
+	return 0;
+}
+
+static int read_header(struct header *h, const struct opt_source *src, const char *header_id)
+{
+	json_t *hb;
+	int rc = src->get(src->ctx, header_id, &hb);
+
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_ENOTFOUND, "no btree header block '%s'", header_id);
+	if (rc < 0)
+		return rc;
+	rc = header_parse(h, hb, header_id);
+	json_decref(hb);
+	return rc;
+}
+
+int opt_btree_get(const struct opt_source *src, const char *header_id, const json_t *key, json_t **value)
+{
+	struct header h;
+	json_t *b = NULL;
+	char id[OPT_ID_MAX + 1];
+	const json_t *e;
+	size_t i;
+	int rc, kind, d, found;
+
+	*value = NULL;
+	if (!opt_key_valid(key))
+		return opt_error_set(OPT_EINVAL, "invalid btree key: keys are numbers, strings or arrays of keys");
+	if ((rc = read_header(&h, src, header_id)) < 0)
+		return rc;
+	strcpy(id, h.root);
+	for (d = 0;; d++) {
+		if (d == MAX_DEPTH) {
+			rc = opt_error_set(OPT_EINTEGRITY, "btree under '%s' is deeper than %d levels", header_id,
+					   MAX_DEPTH);
+			goto done;
+		}
+		if ((rc = sget(src, id, &b, &kind)) < 0)
+			goto done;
+		if (kind == LEAF)
+			break;
+		i = branch_search(json_object_get(b, "partitions"), key);
+		rc = copy_id(id, json_array_get(json_object_get(b, "nodes"), i), id);
+		json_decref(b);
+		b = NULL;
+		if (rc < 0)
+			goto done;
+	}
+	i = leaf_search(json_object_get(b, "entries"), key, 0, &found);
+	if (!found) {
+		rc = opt_error_set(OPT_ENOTFOUND, "key not found");
+		goto done;
+	}
+	e = json_array_get(json_object_get(b, "entries"), i);
+	if (!entry_ok(e)) {
+		rc = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' holds a malformed entry", id);
+		goto done;
+	}
+	*value = json_incref(json_array_get(e, 1));
+done:
+	json_decref(b);
+	return rc;
+}
+
+struct frame {
+	json_t *node;   /* a new reference */
+	char id[OPT_ID_MAX + 1];
+	long idx;       /* child index (branch) or next entry (leaf) */
+	int kind;
+};
+
+struct opt_btree_cursor {
+	struct opt_source src;
+	json_t *lo, *hi;
+	int lo_incl, hi_incl, reverse;
+	int depth;      /* frames in use; 0 once the range is done */
+	int err;
+	struct frame st[MAX_DEPTH];
+};
+
+static void cursor_pop(struct opt_btree_cursor *c)
+{
+	json_decref(c->st[--c->depth].node);
+	c->st[c->depth].node = NULL;
+}
+
+static void cursor_clear(struct opt_btree_cursor *c)
+{
+	while (c->depth > 0)
+		cursor_pop(c);
+}
+
+/* Push node id and go down to a leaf.  key (may be NULL) picks the path
+ * as a search would; else the first (or with reverse the last) child. */
+static int cursor_down(struct opt_btree_cursor *c, const char *start, const json_t *key)
+{
+	char id[OPT_ID_MAX + 1];
+	struct frame *f;
+	const json_t *a;
+	int rc;
+
+	strcpy(id, start);
+	for (;;) {
+		if (c->depth == MAX_DEPTH)
+			return opt_error_set(OPT_EINTEGRITY, "btree deeper than %d levels at block '%s'",
+					     MAX_DEPTH, id);
+		f = &c->st[c->depth];
+		strcpy(f->id, id);
+		if ((rc = sget(&c->src, id, &f->node, &f->kind)) < 0)
+			return rc;
+		c->depth++;
+		if (f->kind == LEAF) {
+			a = json_object_get(f->node, "entries");
+			if (!key)
+				f->idx = c->reverse ? (long)json_array_size(a) - 1 : 0;
+			else if (!c->reverse)
+				f->idx = (long)leaf_search(a, key, !c->lo_incl, NULL);
+			else
+				f->idx = (long)leaf_search(a, key, c->hi_incl, NULL) - 1;
+			return 0;
+		}
+		a = json_object_get(f->node, "nodes");
+		if (key)
+			f->idx = (long)branch_search(json_object_get(f->node, "partitions"), key);
+		else
+			f->idx = c->reverse ? (long)json_array_size(a) - 1 : 0;
+		if ((rc = copy_id(id, json_array_get(a, (size_t)f->idx), f->id)) < 0)
+			return rc;
+	}
+}
+
+/* Move to the next (reverse: previous) leaf: 1, or 0 past the end. */
+static int cursor_step(struct opt_btree_cursor *c)
+{
+	char id[OPT_ID_MAX + 1];
+	int rc;
+
+	cursor_pop(c);
+	while (c->depth > 0) {
+		struct frame *f = &c->st[c->depth - 1];
+		const json_t *nodes = json_object_get(f->node, "nodes");
+		long next = f->idx + (c->reverse ? -1 : 1);
+
+		if (next >= 0 && next < (long)json_array_size(nodes)) {
+			f->idx = next;
+			if ((rc = copy_id(id, json_array_get(nodes, (size_t)next), f->id)) < 0)
+				return rc;
+			if ((rc = cursor_down(c, id, NULL)) < 0)
+				return rc;
+			return 1;
+		}
+		cursor_pop(c);
+	}
+	return 0;
+}
+
+int opt_btree_cursor_open(struct opt_btree_cursor **out, const struct opt_source *src,
+			  const char *header_id, const struct opt_btree_range *range)
+{
+	struct opt_btree_cursor *c;
+	struct header h;
+	const json_t *start;
+	int rc;
+
+	*out = NULL;
+	if (range && ((range->lo && !opt_key_valid(range->lo)) || (range->hi && !opt_key_valid(range->hi))))
+		return opt_error_set(OPT_EINVAL, "invalid btree range bound: keys are numbers, strings or arrays of keys");
+	if ((rc = read_header(&h, src, header_id)) < 0)
+		return rc;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return oom();
+	c->src = *src;
+	if (range) {
+		c->lo_incl = range->lo_incl;
+		c->hi_incl = range->hi_incl;
+		c->reverse = range->reverse;
+		if ((range->lo && !(c->lo = json_deep_copy(range->lo))) ||
+		    (range->hi && !(c->hi = json_deep_copy(range->hi)))) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+	}
+	start = c->reverse ? c->hi : c->lo;
+	rc = cursor_down(c, h.root, start);
+done:
+	if (rc < 0)
+		opt_btree_cursor_free(c);
+	else
+		*out = c;
+	return rc;
+}
+
+int opt_btree_cursor_next(struct opt_btree_cursor *c, const json_t **key, const json_t **value)
+{
+	*key = *value = NULL;
+	if (c->err)
+		return c->err;
+	while (c->depth > 0) {
+		struct frame *f = &c->st[c->depth - 1];
+		const json_t *a = json_object_get(f->node, "entries"), *e;
+		int rc, cmp;
+
+		if (f->idx < 0 || f->idx >= (long)json_array_size(a)) {
+			rc = cursor_step(c);
+			if (rc < 0) {
+				c->err = rc;
+				cursor_clear(c);
+				return rc;
+			}
+			continue;
+		}
+		e = json_array_get(a, (size_t)f->idx);
+		if (!entry_ok(e)) {
+			c->err = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' holds a malformed entry",
+					       f->id);
+			cursor_clear(c);
+			return c->err;
+		}
+		if (!c->reverse && c->hi) {
+			cmp = opt_key_cmp(entry_key(e), c->hi);
+			if (cmp > 0 || (cmp == 0 && !c->hi_incl))
+				break;
+		}
+		if (c->reverse && c->lo) {
+			cmp = opt_key_cmp(entry_key(e), c->lo);
+			if (cmp < 0 || (cmp == 0 && !c->lo_incl))
+				break;
+		}
+		f->idx += c->reverse ? -1 : 1;
+		*key = entry_key(e);
+		*value = json_array_get(e, 1);
+		return 1;
+	}
+	cursor_clear(c);
+	return 0;
+}
+
+void opt_btree_cursor_free(struct opt_btree_cursor *c)
+{
+	if (!c)
+		return;
+	cursor_clear(c);
+	json_decref(c->lo);
+	json_decref(c->hi);
+	free(c);
+}
+
+int opt_btree_count(const struct opt_source *src, const char *header_id, size_t *count)
+{
+	struct opt_btree_cursor *c = NULL;
+	size_t n = 0;
+	int rc;
+
+	*count = 0;
+	if ((rc = opt_btree_cursor_open(&c, src, header_id, NULL)) < 0)
+		return rc;
+	do {
+		n += json_array_size(json_object_get(c->st[c->depth - 1].node, "entries"));
+	} while ((rc = cursor_step(c)) > 0);
+	if (rc == 0)
+		*count = n;
+	opt_btree_cursor_free(c);
+	return rc;
+}
+
+/* ---- structural check ---- */
+
+struct check {
+	const struct opt_source *src;
+	size_t min, max, count;
+	int leaf_depth;
+	char *coll;
+	json_t *seen;
+};
+
+#define BAD(...) do { rc = opt_error_set(OPT_EINTEGRITY, __VA_ARGS__); goto done; } while (0)
+
+/* Check that key k lies in [lo, hi) (either bound may be NULL). */
+static int in_bounds(const json_t *k, const json_t *lo, const json_t *hi)
+{
+	return (!lo || opt_key_cmp(k, lo) >= 0) && (!hi || opt_key_cmp(k, hi) < 0);
+}
+
+static int check_node(struct check *k, const char *id, int depth, const json_t *lo, const json_t *hi)
+{
+	json_t *b = NULL;
+	const json_t *a, *parts, *prev = NULL;
+	const char *coll, *bid;
+	char child[OPT_ID_MAX + 1];
+	size_t n, i;
+	int rc, kind;
+
+	if (depth >= MAX_DEPTH)
+		BAD("btree deeper than %d levels at block '%s'", MAX_DEPTH, id);
+	if (json_object_get(k->seen, id))
+		BAD("btree block '%s' is reached twice", id);
+	if (json_object_set_new(k->seen, id, json_true()) < 0) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	if ((rc = sget(k->src, id, &b, &kind)) < 0)
+		goto done;
+	bid = opt_block_id(b);
+	if (!bid || strcmp(bid, id) != 0)
+		BAD("btree block '%s' has the ID '%s' in its header", id, bid ? bid : "");
+	coll = opt_block_collection(b);
+	if (!coll)
+		BAD("btree block '%s' has no collection", id);
+	if (!k->coll && !(k->coll = strdup(coll))) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	if (strcmp(coll, k->coll) != 0)
+		BAD("btree block '%s' is in collection '%s', the root in '%s'", id, coll, k->coll);
+	if (kind == LEAF) {
+		a = json_object_get(b, "entries");
+		n = json_array_size(a);
+		if (k->leaf_depth < 0)
+			k->leaf_depth = depth;
+		if (depth != k->leaf_depth)
+			BAD("btree leaf '%s' is at depth %d, another at %d", id, depth, k->leaf_depth);
+		if (n > k->max || (depth > 0 && n < k->min))
+			BAD("btree leaf '%s' holds %zu entries (%zu-%zu allowed)", id, n, depth ? k->min : 0,
+			    k->max);
+		for (i = 0; i < n; i++) {
+			const json_t *e = json_array_get(a, i);
+			if (!entry_ok(e))
+				BAD("btree leaf '%s' entry %zu is not a [key, value] pair", id, i);
+			if (prev && opt_key_cmp(prev, entry_key(e)) >= 0)
+				BAD("btree leaf '%s' entries %zu and %zu are out of order", id, i - 1, i);
+			if (!in_bounds(entry_key(e), lo, hi))
+				BAD("btree leaf '%s' entry %zu is outside the bounds of its parent's partitions", id, i);
+			prev = entry_key(e);
+		}
+		k->count += n;
+		goto done;
+	}
+	a = json_object_get(b, "nodes");
+	parts = json_object_get(b, "partitions");
+	n = json_array_size(a);
+	if (n > k->max || (depth > 0 && n < k->min) || n < 2)
+		BAD("btree branch '%s' has %zu children (%zu-%zu allowed)", id, n, depth ? k->min : 2, k->max);
+	for (i = 0; i + 1 < n; i++) {
+		const json_t *p = json_array_get(parts, i);
+		if (!opt_key_valid(p))
+			BAD("btree branch '%s' partition %zu is not a valid key", id, i);
+		if (prev && opt_key_cmp(prev, p) >= 0)
+			BAD("btree branch '%s' partitions %zu and %zu are out of order", id, i - 1, i);
+		if (!in_bounds(p, lo, hi))
+			BAD("btree branch '%s' partition %zu is outside the bounds of its parent's partitions", id, i);
+		prev = p;
+	}
+	for (i = 0; i < n; i++) {
+		if ((rc = copy_id(child, json_array_get(a, i), id)) < 0)
+			goto done;
+		rc = check_node(k, child, depth + 1, i ? json_array_get(parts, i - 1) : lo,
+				i + 1 < n ? json_array_get(parts, i) : hi);
+		if (rc < 0)
+			goto done;
+	}
+done:
+	json_decref(b);
+	return rc;
+}
+
+int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count)
+{
+	struct check k = { src, 0, 0, 0, -1, NULL, NULL };
+	struct header h;
+	int rc;
+
+	if (count)
+		*count = 0;
+	if ((rc = read_header(&h, src, header_id)) < 0)
+		return rc;
+	k.min = (size_t)h.cap / 2;
+	k.max = (size_t)h.cap;
+	if (!(k.seen = json_object()))
+		return oom();
+	rc = check_node(&k, h.root, 0, NULL, NULL);
+	if (rc == 0 && count)
+		*count = k.count;
+	json_decref(k.seen);
+	free(k.coll);
+	return rc;
+}

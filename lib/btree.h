@@ -1,0 +1,107 @@
+/* btree.h - a B+tree stored in blocks.
+ *
+ * The tree is built only from block reads and block operations.  Its
+ * blocks:
+ *
+ *   leaf   {"header": {"id", "type": "TL", "collection"},
+ *           "entries": [[key, value], ...]}          sorted by key, unique
+ *   branch {"header": {"id", "type": "TB", "collection"},
+ *           "partitions": [key, ...], "nodes": [childId, ...]}
+ *
+ * with nodes.length == partitions.length + 1; partitions[i] separates
+ * nodes[i] (keys < partitions[i]) from nodes[i+1] (keys >= partitions[i]).
+ * Data lives only in leaves; there are no sibling links.  Keys are JSON
+ * numbers, strings or arrays of keys, ordered by opt_key_cmp (json.h).
+ *
+ * The tree hangs off an existing "trunk" block, the header block, which
+ * holds "rootId" (the root node's ID) and "capacity" (the fan-out: the most
+ * entries in a leaf and children in a branch).  Every node but the root
+ * holds at least capacity/2 (rounded down).  An empty tree is one empty
+ * leaf root.
+ *
+ * Changes go through a tracker (block.h); each of opt_btree_put and
+ * opt_btree_del is all or nothing: on error the tracker is as it was.
+ * Queries read through a struct opt_source (use opt_tracker_source to read
+ * a tracker's view) and hold only the blocks on the current root-to-leaf
+ * path, so a scan of any size runs in bounded memory.
+ */
+#ifndef OPT_BTREE_H
+#define OPT_BTREE_H
+
+#include "block.h"
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define OPT_BTREE_DEFAULT_CAPACITY 64
+#define OPT_BTREE_MIN_CAPACITY 4
+#define OPT_BTREE_MAX_CAPACITY 4096
+
+/* Create an empty tree: make an empty leaf root in collection, and set
+ * "rootId" and "capacity" on the header block header_id, which must exist
+ * in t (OPT_ENOTFOUND) and must not hold a tree already (OPT_EINVAL).
+ * capacity must be 4..4096 (OPT_EINVAL); pass OPT_BTREE_DEFAULT_CAPACITY
+ * for the default. */
+int opt_btree_create(struct opt_tracker *t, const char *header_id, const char *collection, int capacity);
+
+/* Look up key: 0 and *value (a new reference), or OPT_ENOTFOUND.
+ * OPT_EINVAL when key is not a valid key; OPT_EINTEGRITY when the tree's
+ * blocks are malformed or missing. */
+int opt_btree_get(const struct opt_source *src, const char *header_id, const json_t *key, json_t **value);
+
+/* Insert key with value, or replace the entry when the key exists (the
+ * stored key becomes key).  key and value are borrowed and copied.
+ * *replaced (may be NULL) is set to 1 if the key existed, else 0. */
+int opt_btree_put(struct opt_tracker *t, const char *header_id, const json_t *key, const json_t *value,
+		  int *replaced);
+
+/* Delete key: 0, or OPT_ENOTFOUND when it is absent. */
+int opt_btree_del(struct opt_tracker *t, const char *header_id, const json_t *key);
+
+/* The number of entries (reads every leaf once, one path at a time). */
+int opt_btree_count(const struct opt_source *src, const char *header_id, size_t *count);
+
+/* A key range for a cursor.  lo and hi are optional (NULL: open at that
+ * end); lo_incl and hi_incl make the bound inclusive.  Iteration is from
+ * lo up to hi, or with reverse from hi down to lo.  Bounds need not be keys
+ * of the tree; lo > hi gives an empty range.  The keys are copied by
+ * opt_btree_cursor_open. */
+struct opt_btree_range {
+	const json_t *lo;
+	int lo_incl;
+	const json_t *hi;
+	int hi_incl;
+	int reverse;
+};
+
+/* A cursor over a range of entries. */
+struct opt_btree_cursor;
+
+/* Open a cursor on the tree at header_id; range may be NULL (everything,
+ * ascending).  *out is the caller's; free it with opt_btree_cursor_free.
+ * The cursor reads through src as it goes: a cursor reading a tracker's
+ * view must not be used after that tracker changes (put, del, any
+ * update); open a new one. */
+int opt_btree_cursor_open(struct opt_btree_cursor **out, const struct opt_source *src,
+			  const char *header_id, const struct opt_btree_range *range);
+
+/* The next entry: 1 and *key, *value (borrowed, valid until the next call
+ * on the cursor or its free), 0 at the end of the range, or a negative code
+ * on error (the same code again on later calls). */
+int opt_btree_cursor_next(struct opt_btree_cursor *c, const json_t **key, const json_t **value);
+
+/* Free a cursor (NULL is fine). */
+void opt_btree_cursor_free(struct opt_btree_cursor *c);
+
+/* Check the tree's structure: valid header fields; every block present,
+ * reached once, of type TL or TB, with the ID it is reached by and the
+ * same collection as the root; entries sorted with unique valid keys;
+ * nodes.length == partitions.length + 1 and partitions sorted; separators
+ * route every key (each key lies within the bounds its ancestors'
+ * partitions give it); fill bounds (non-root nodes >= capacity/2, all
+ * <= capacity, a branch root has >= 2 children); all leaves at one depth.
+ * 0 and *count (may be NULL) the number of entries, or OPT_EINTEGRITY with
+ * a message naming the block.  Holds a set of visited block IDs. */
+int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count);
+
+#endif

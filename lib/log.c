@@ -1,0 +1,301 @@
+#include "log.h"
+#include "chain.h"
+#include "error.h"
+#include "json.h"
+#include "util.h"
+
+#include <limits.h>
+#include <string.h>
+
+static int is_hash(const char *s)
+{
+	size_t i;
+
+	if (!s || strlen(s) != OPT_SHA256_HEX)
+		return 0;
+	for (i = 0; i < OPT_SHA256_HEX; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+/* Check the caller's fields for an entry. */
+static int check_fields(const json_t *f)
+{
+	static const char *const computed[] = { "actionsHash", "prior", "hash" };
+	const json_t *blocks, *colls, *v;
+	const char *id;
+	size_t i;
+
+	if (!json_is_object(f))
+		return opt_error_set(OPT_EINVAL, "log entry fields must be a JSON object");
+	for (i = 0; i < sizeof(computed) / sizeof(*computed); i++)
+		if (json_object_get(f, computed[i]))
+			return opt_error_set(OPT_EINVAL, "log entry member \"%s\" is computed by the log",
+					     computed[i]);
+	v = json_object_get(f, "trx");
+	if (!json_is_string(v) || !opt_id_valid(json_string_value(v)))
+		return opt_error_set(OPT_EINVAL, "log entry needs a \"trx\" transaction ID");
+	if (!json_is_array(json_object_get(f, "actions")))
+		return opt_error_set(OPT_EINVAL, "log entry needs an \"actions\" array");
+	blocks = json_object_get(f, "blocks");
+	if (!json_is_object(blocks))
+		return opt_error_set(OPT_EINVAL, "log entry needs a \"blocks\" object {id: hash or null}");
+	json_object_foreach((json_t *)blocks, id, v) {
+		if (!opt_id_valid(id))
+			return opt_error_set(OPT_EINVAL, "log entry \"blocks\": invalid block ID '%.80s'", id);
+		if (!json_is_null(v) && !(json_is_string(v) && is_hash(json_string_value(v))))
+			return opt_error_set(OPT_EINVAL, "log entry \"blocks\": block '%s' needs a SHA-256 hex hash or null",
+					     id);
+	}
+	colls = json_object_get(f, "collections");
+	if (colls) {
+		if (!json_is_array(colls))
+			return opt_error_set(OPT_EINVAL, "log entry \"collections\" must be an array of names");
+		for (i = 0; i < json_array_size(colls); i++)
+			if (!json_is_string(json_array_get(colls, i)))
+				return opt_error_set(OPT_EINVAL, "log entry \"collections\" must be an array of names");
+	}
+	v = json_object_get(f, "time");
+	if (v && !json_is_integer(v))
+		return opt_error_set(OPT_EINVAL, "log entry \"time\" must be an integer (milliseconds)");
+	v = json_object_get(f, "rev");
+	if (v && !json_is_integer(v))
+		return opt_error_set(OPT_EINVAL, "log entry \"rev\" must be an integer");
+	return 0;
+}
+
+int opt_log_entry_hash(const json_t *entry, char out[65])
+{
+	json_t *copy;
+	int rc;
+
+	out[0] = '\0';
+	if (!json_is_object(entry))
+		return opt_error_set(OPT_EINVAL, "a log entry must be a JSON object");
+	copy = json_copy((json_t *)entry);  /* shallow: members are shared, not changed */
+	if (!copy)
+		return opt_error_set(OPT_EIO, "out of memory");
+	json_object_del(copy, "hash");
+	json_object_del(copy, "sig");
+	json_object_del(copy, "actions");
+	rc = opt_json_hash(out, copy);
+	json_decref(copy);
+	return rc;
+}
+
+int opt_log_last(const struct opt_source *src, const char *header_id, json_t **entry)
+{
+	int rc;
+
+	*entry = NULL;
+	rc = opt_chain_has(src, header_id);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return opt_error_set(OPT_ENOTFOUND, "the log of '%.80s' is empty", header_id);
+	rc = opt_chain_last(src, header_id, entry);
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_ENOTFOUND, "the log of '%.80s' is empty", header_id);
+	return rc;
+}
+
+/* The rev and hash of the newest entry: 1 and both, 0 when the log is
+ * empty, OPT_EINTEGRITY when the entry is malformed. */
+static int last_rev_hash(const struct opt_source *src, const char *header_id, long *rev,
+			 char hash[65])
+{
+	json_t *last = NULL;
+	const json_t *r, *h;
+	int rc = opt_log_last(src, header_id, &last);
+
+	*rev = 0;
+	hash[0] = '\0';
+	if (rc == OPT_ENOTFOUND) {
+		/* an empty log, or no header: tell them apart */
+		rc = opt_chain_has(src, header_id);
+		return rc < 0 ? rc : 0;
+	}
+	if (rc < 0)
+		return rc;
+	r = json_object_get(last, "rev");
+	h = json_object_get(last, "hash");
+	if (!json_is_integer(r) || json_integer_value(r) < 1 || json_integer_value(r) >= LONG_MAX ||
+	    !json_is_string(h) || !is_hash(json_string_value(h))) {
+		rc = opt_error_set(OPT_EINTEGRITY, "the last entry of the log of '%.80s' has no valid \"rev\" and \"hash\"",
+				   header_id);
+		goto done;
+	}
+	*rev = (long)json_integer_value(r);
+	memcpy(hash, json_string_value(h), OPT_SHA256_HEX + 1);
+	rc = 1;
+done:
+	json_decref(last);
+	return rc;
+}
+
+int opt_log_rev(const struct opt_source *src, const char *header_id, long *rev)
+{
+	char hash[65];
+	int rc = last_rev_hash(src, header_id, rev, hash);
+
+	return rc < 0 ? rc : 0;
+}
+
+/* Set member key of obj (stealing v). */
+static int set_new(json_t *obj, const char *key, json_t *v)
+{
+	if (!v || json_object_set_new(obj, key, v) < 0)
+		return opt_error_set(OPT_EIO, "out of memory");
+	return 0;
+}
+
+int opt_log_append(struct opt_tracker *t, const char *header_id, const json_t *fields, json_t **out)
+{
+	struct opt_source src = opt_tracker_source(t);
+	json_t *entry = NULL, *one = NULL;
+	const json_t *given;
+	char prior[65], hash[65];
+	long rev;
+	size_t tok;
+	int rc, marked = 0;
+
+	if (out)
+		*out = NULL;
+	if ((rc = check_fields(fields)) < 0)
+		return rc;
+	opt_tracker_mark(t, &tok);
+	marked = 1;
+	rc = opt_chain_has(&src, header_id);
+	if (rc < 0)
+		goto done;
+	if (rc == 0 && (rc = opt_chain_create(t, header_id, NULL, OPT_LOG_DATA_TYPE)) < 0)
+		goto done;
+	if ((rc = last_rev_hash(&src, header_id, &rev, prior)) < 0)
+		goto done;
+	rev++;
+	given = json_object_get(fields, "rev");
+	if (given && json_integer_value(given) != rev) {
+		rc = opt_error_set(OPT_ECONFLICT, "the log of '%.80s' is at rev %ld: cannot append rev %lld",
+				   header_id, rev - 1, (long long)json_integer_value(given));
+		goto done;
+	}
+	entry = json_deep_copy(fields);
+	if (!entry) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	if ((rc = set_new(entry, "rev", json_integer(rev))) < 0)
+		goto done;
+	if (!json_object_get(entry, "time") &&
+	    (rc = set_new(entry, "time", json_integer(opt_now_ms()))) < 0)
+		goto done;
+	if ((rc = opt_json_hash(hash, json_object_get(entry, "actions"))) < 0 ||
+	    (rc = set_new(entry, "actionsHash", json_string(hash))) < 0 ||
+	    (rc = set_new(entry, "prior", json_string(prior))) < 0)
+		goto done;
+	if ((rc = opt_log_entry_hash(entry, hash)) < 0 ||
+	    (rc = set_new(entry, "hash", json_string(hash))) < 0)
+		goto done;
+	one = json_array();
+	if (!one || json_array_append(one, entry) < 0) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	if ((rc = opt_chain_add(t, header_id, one)) < 0)
+		goto done;
+	if (out) {
+		*out = entry;
+		entry = NULL;
+	}
+done:
+	if (marked) {
+		if (rc < 0)
+			opt_tracker_rollback(t, tok);
+		else
+			opt_tracker_release(t, tok);
+	}
+	json_decref(one);
+	json_decref(entry);
+	return rc < 0 ? rc : 0;
+}
+
+/* Check one entry against the expected rev and the previous hash; on
+ * success copy its hash to hash. */
+static int check_entry(const json_t *e, long expect, const char *prev, char hash[65])
+{
+	const json_t *r, *h, *p, *ah, *actions;
+	char got[65], mine[65];
+	int rc;
+
+	if (!json_is_object(e))
+		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not a JSON object", expect);
+	r = json_object_get(e, "rev");
+	if (!json_is_integer(r))
+		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: no integer \"rev\"", expect);
+	if (json_integer_value(r) != expect)
+		return opt_error_set(OPT_EINTEGRITY, "log entry rev %lld: expected rev %ld (revisions must be consecutive)",
+				     (long long)json_integer_value(r), expect);
+	h = json_object_get(e, "hash");
+	if (!json_is_string(h))
+		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: no \"hash\"", expect);
+	if ((rc = opt_log_entry_hash(e, mine)) < 0)
+		return rc;
+	if (strcmp(mine, json_string_value(h)) != 0)
+		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: hash mismatch", expect);
+	p = json_object_get(e, "prior");
+	if (!json_is_string(p))
+		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: no \"prior\"", expect);
+	if (strcmp(json_string_value(p), prev) != 0)
+		return expect == 1
+			? opt_error_set(OPT_EINTEGRITY, "log entry rev 1: \"prior\" is not empty")
+			: opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: \"prior\" does not match the hash of rev %ld",
+					expect, expect - 1);
+	ah = json_object_get(e, "actionsHash");
+	if (!json_is_string(ah))
+		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: no \"actionsHash\"", expect);
+	actions = json_object_get(e, "actions");
+	if (actions) {
+		if ((rc = opt_json_hash(got, actions)) < 0)
+			return rc;
+		if (strcmp(got, json_string_value(ah)) != 0)
+			return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: actionsHash mismatch (the actions were altered)",
+					     expect);
+	}
+	if (!json_is_string(json_object_get(e, "trx")))
+		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: no \"trx\"", expect);
+	if (!json_is_object(json_object_get(e, "blocks")))
+		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: no \"blocks\" object", expect);
+	memcpy(hash, mine, sizeof(mine));
+	return 0;
+}
+
+int opt_log_verify(const struct opt_source *src, const char *header_id,
+		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+{
+	struct opt_chain_iter *it = NULL;
+	const json_t *e;
+	char prev[65] = "";
+	long n = 0;
+	int rc;
+
+	if (entries)
+		*entries = 0;
+	rc = opt_chain_has(src, header_id);
+	if (rc <= 0)
+		return rc;
+	if ((rc = opt_chain_iter_open(&it, src, header_id, 1)) < 0)
+		goto done;
+	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
+		if ((rc = check_entry(e, n + 1, prev, prev)) < 0)
+			goto done;
+		if (cb && (rc = cb(e, arg)) != 0)
+			goto done;
+		n++;
+	}
+done:
+	opt_chain_iter_free(it);
+	if (entries)
+		*entries = n;
+	return rc;
+}

@@ -1,0 +1,79 @@
+/* log.h - the transaction log of a collection: a hash-chained chain.
+ *
+ * The log is a chain (chain.h) of "LGD" data blocks whose header is the
+ * collection header block.  It holds one entry per transaction:
+ *
+ *	{"rev": N,               collection revision: 1, 2, 3, ... consecutive
+ *	 "trx": ID,              the transaction ID
+ *	 "time": MS,             milliseconds since the epoch (metadata only)
+ *	 "actions": [...],       the logical actions (may be pruned later)
+ *	 "actionsHash": HEX,     SHA-256 of the canonical JSON of "actions"
+ *	 "blocks": {ID: HEX or null, ...},
+ *	                         the blocks the transaction wrote (the SHA-256 of
+ *	                         each block's canonical JSON, null when deleted),
+ *	                         never the log's own blocks nor the header
+ *	 "collections": [...],   optional: every collection of a multi-collection
+ *	                         transaction
+ *	 "prior": HEX,           the hash of the previous entry, "" for rev 1
+ *	 "hash": HEX}            SHA-256 of the canonical JSON of the entry
+ *	                         without "hash", "sig" and "actions"
+ *
+ * Other members (e.g. "author", "status", "checkpoint") may be present; the
+ * hash covers every member but "hash", "sig" and "actions", so a signature
+ * over the hash covers them, and dropping "actions" after a checkpoint
+ * keeps the chain intact ("actionsHash" stays).
+ *
+ * Iterate over the entries with the chain iterator: opt_chain_iter_open(&it,
+ * src, header_id, 1) gives them oldest first, 0 newest first.
+ */
+#ifndef OPT_LOG_H
+#define OPT_LOG_H
+
+#include "block.h"
+
+#include <jansson.h>
+
+#define OPT_LOG_DATA_TYPE "LGD"
+
+/* Append an entry to the log of header_id (an existing block; the log's
+ * chain is created on the first append).  fields (borrowed; deep copied)
+ * is an object holding at least "trx" (an ID), "actions" (an array) and
+ * "blocks" (an object {ID: hash or null}), optionally "collections" (an
+ * array of strings), "time" (an integer), any other members, and "rev":
+ * when given it must be the revision the entry gets, else OPT_ECONFLICT
+ * (the log moved on).  The log fills "rev" (the previous entry's + 1, or
+ * 1), "time" (now, when absent), "actionsHash", "prior" and "hash";
+ * OPT_EINVAL when fields holds one of the last three or is malformed,
+ * OPT_EINTEGRITY when the last entry is malformed.  *out (out may be NULL)
+ * gets a new reference to the entry as stored.  All or nothing. */
+int opt_log_append(struct opt_tracker *t, const char *header_id, const json_t *fields, json_t **out);
+
+/* The newest entry: 0 and *entry (a new reference to a copy), OPT_ENOTFOUND
+ * when the log is empty or header_id has no log yet (or does not exist). */
+int opt_log_last(const struct opt_source *src, const char *header_id, json_t **entry);
+
+/* The revision of the newest entry into *rev, 0 for an empty or absent
+ * log (the header block must exist: OPT_ENOTFOUND otherwise). */
+int opt_log_rev(const struct opt_source *src, const char *header_id, long *rev);
+
+/* The hash of an entry (an object): the SHA-256 (hex) of the canonical JSON
+ * of entry without its members "hash", "sig" and "actions".  OPT_EINVAL
+ * when entry is not an object. */
+int opt_log_entry_hash(const json_t *entry, char out[65]);
+
+/* Verify the log of header_id, oldest entry first, holding one log block at
+ * a time: revisions consecutive from 1, "hash" recomputed, "prior" equal to
+ * the previous entry's hash ("" for rev 1), "actionsHash" recomputed when
+ * "actions" is present, "trx" a string and "blocks" an object.  The first
+ * break gives OPT_EINTEGRITY with a message naming the revision and what is
+ * wrong ("log entry rev 7: hash mismatch"); a broken chain of blocks is
+ * OPT_EINTEGRITY too.  cb (may be NULL) is called with every entry that
+ * checks out (borrowed, valid during the call) to check more (block hashes,
+ * signatures); a non-zero return stops verification and is returned.
+ * *entries (may be NULL) gets the number of entries that checked out
+ * (and that cb accepted).  A header without a log verifies as an empty
+ * log; OPT_ENOTFOUND when there is no such header block. */
+int opt_log_verify(const struct opt_source *src, const char *header_id,
+		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
+
+#endif

@@ -1,0 +1,441 @@
+#include "pack.h"
+#include "error.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+struct opt_pack {
+	unsigned char *buf;  /* the pack stream, from the 12-byte header on */
+	size_t len, cap;
+	uint32_t count;
+	git_oid *set;        /* open-addressing set of object IDs */
+	size_t setcap, setn;
+	z_stream z;
+	int zinit;
+};
+
+static int grow(struct opt_pack *p, size_t need)
+{
+	size_t cap = p->cap ? p->cap : 1 << 16;
+	unsigned char *nb;
+
+	if (p->len + need <= p->cap)
+		return 0;
+	while (cap < p->len + need)
+		cap *= 2;
+	nb = realloc(p->buf, cap);
+	if (!nb)
+		return opt_error_set(OPT_EIO, "out of memory");
+	p->buf = nb;
+	p->cap = cap;
+	return 0;
+}
+
+int opt_pack_new(struct opt_pack **out)
+{
+	struct opt_pack *p = calloc(1, sizeof(*p));
+
+	*out = NULL;
+	if (!p || grow(p, 12) < 0) {
+		free(p);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	memcpy(p->buf, "PACK\0\0\0\2\0\0\0\0", 12);
+	p->len = 12;
+	if (deflateInit(&p->z, 1) != Z_OK) {
+		free(p->buf);
+		free(p);
+		return opt_error_set(OPT_EIO, "cannot initialise zlib");
+	}
+	p->zinit = 1;
+	*out = p;
+	return 0;
+}
+
+void opt_pack_free(struct opt_pack *p)
+{
+	if (!p)
+		return;
+	if (p->zinit)
+		deflateEnd(&p->z);
+	free(p->buf);
+	free(p->set);
+	free(p);
+}
+
+size_t opt_pack_count(const struct opt_pack *p)
+{
+	return p->count;
+}
+
+static size_t oid_hash(const git_oid *id)
+{
+	size_t h;
+
+	memcpy(&h, id->id, sizeof(h));
+	return h;
+}
+
+/* 1 if inserted, 0 if present, <0 on error */
+static int set_add(struct opt_pack *p, const git_oid *id)
+{
+	size_t i;
+
+	if ((p->setn + 1) * 2 > p->setcap) {
+		size_t ncap = p->setcap ? p->setcap * 2 : 1024, k;
+		git_oid *ns = calloc(ncap, sizeof(*ns));
+		if (!ns)
+			return opt_error_set(OPT_EIO, "out of memory");
+		for (k = 0; k < p->setcap; k++) {
+			if (git_oid_is_zero(&p->set[k]))
+				continue;
+			i = oid_hash(&p->set[k]) & (ncap - 1);
+			while (!git_oid_is_zero(&ns[i]))
+				i = (i + 1) & (ncap - 1);
+			ns[i] = p->set[k];
+		}
+		free(p->set);
+		p->set = ns;
+		p->setcap = ncap;
+	}
+	i = oid_hash(id) & (p->setcap - 1);
+	while (!git_oid_is_zero(&p->set[i])) {
+		if (git_oid_equal(&p->set[i], id))
+			return 0;
+		i = (i + 1) & (p->setcap - 1);
+	}
+	p->set[i] = *id;
+	p->setn++;
+	return 1;
+}
+
+static const char *type_name(git_object_t type)
+{
+	switch (type) {
+	case GIT_OBJECT_COMMIT: return "commit";
+	case GIT_OBJECT_TREE: return "tree";
+	case GIT_OBJECT_BLOB: return "blob";
+	case GIT_OBJECT_TAG: return "tag";
+	default: return NULL;
+	}
+}
+
+int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t len, git_oid *oid)
+{
+	char hdr[64];
+	int hl, rc;
+	struct opt_sha1 c;
+	git_oid id;
+	unsigned char *o;
+	size_t sz = len, bound;
+	const char *tn = type_name(type);
+
+	if (!tn)
+		return opt_error_set(OPT_EINVAL, "bad object type");
+	hl = snprintf(hdr, sizeof(hdr), "%s %zu", tn, len) + 1;
+	opt_sha1_init(&c);
+	opt_sha1_update(&c, hdr, (size_t)hl);
+	opt_sha1_update(&c, data, len);
+	opt_sha1_final(&c, id.id);
+	if (oid)
+		*oid = id;
+	rc = set_add(p, &id);
+	if (rc <= 0)
+		return rc;
+	bound = deflateBound(&p->z, len);
+	if ((rc = grow(p, 16 + bound)) < 0)
+		return rc;
+	o = p->buf + p->len;
+	*o = (unsigned char)((type << 4) | (sz & 15));
+	sz >>= 4;
+	while (sz) {
+		*o++ |= 0x80;
+		*o = sz & 0x7f;
+		sz >>= 7;
+	}
+	o++;
+	deflateReset(&p->z);
+	p->z.next_in = (unsigned char *)data;
+	p->z.avail_in = (uInt)len;
+	p->z.next_out = o;
+	p->z.avail_out = (uInt)bound;
+	if (deflate(&p->z, Z_FINISH) != Z_STREAM_END)
+		return opt_error_set(OPT_EIO, "zlib deflate failed");
+	p->len = (size_t)((o + (bound - p->z.avail_out)) - p->buf);
+	p->count++;
+	return 0;
+}
+
+int opt_pack_write(struct opt_pack *p, git_odb *odb)
+{
+	git_odb_writepack *wp = NULL;
+	git_indexer_progress stats;
+	struct opt_sha1 c;
+	unsigned char trailer[20];
+	int rc = 0;
+
+	if (p->count == 0)
+		return 0;
+	p->buf[8] = (unsigned char)(p->count >> 24);
+	p->buf[9] = (unsigned char)(p->count >> 16);
+	p->buf[10] = (unsigned char)(p->count >> 8);
+	p->buf[11] = (unsigned char)p->count;
+	opt_sha1_init(&c);
+	opt_sha1_update(&c, p->buf, p->len);
+	opt_sha1_final(&c, trailer);
+	memset(&stats, 0, sizeof(stats));
+	if (git_odb_write_pack(&wp, odb, NULL, NULL) < 0 ||
+	    wp->append(wp, p->buf, p->len, &stats) < 0 ||
+	    wp->append(wp, trailer, sizeof(trailer), &stats) < 0 ||
+	    wp->commit(wp, &stats) < 0) {
+		const git_error *e = git_error_last();
+		int err = errno;
+		rc = opt_error_set(OPT_EIO, "cannot write pack: %s",
+				   e && e->message ? e->message : strerror(err));
+	}
+	if (wp)
+		wp->free(wp);
+	return rc;
+}
+
+/* ---- consolidation ---- */
+
+struct packinfo {
+	char name[128]; /* "pack-<hex>" */
+	uint32_t count;
+	off_t bytes;
+};
+
+static int read_idx_count(const char *path, uint32_t *count)
+{
+	unsigned char h[8 + 256 * 4];
+	FILE *f = fopen(path, "rb");
+	size_t n;
+
+	if (!f)
+		return -1;
+	n = fread(h, 1, sizeof(h), f);
+	fclose(f);
+	if (n != sizeof(h) || memcmp(h, "\377tOc\0\0\0\2", 8) != 0)
+		return -1;
+	*count = (uint32_t)h[8 + 255 * 4] << 24 | (uint32_t)h[8 + 255 * 4 + 1] << 16 |
+		 (uint32_t)h[8 + 255 * 4 + 2] << 8 | h[8 + 255 * 4 + 3];
+	return 0;
+}
+
+static int list_packs(const char *packdir, struct packinfo **out, size_t *n)
+{
+	DIR *d = opendir(packdir);
+	struct dirent *e;
+	struct packinfo *v = NULL;
+	size_t cnt = 0, cap = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (!d)
+		return errno == ENOENT ? 0 : opt_error_set(OPT_EIO, "cannot read '%s': %s", packdir, strerror(errno));
+	while ((e = readdir(d))) {
+		size_t l = strlen(e->d_name);
+		char path[4096];
+		struct stat st;
+		uint32_t c;
+
+		if (l < 10 || strncmp(e->d_name, "pack-", 5) || strcmp(e->d_name + l - 4, ".idx"))
+			continue;
+		if (l - 4 >= sizeof(v->name))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", packdir, e->d_name);
+		if (read_idx_count(path, &c) < 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%.*s.pack", packdir, (int)(l - 4), e->d_name);
+		if (stat(path, &st) < 0)
+			continue;
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 16;
+			struct packinfo *nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				free(v);
+				closedir(d);
+				return opt_error_set(OPT_EIO, "out of memory");
+			}
+			v = nv;
+		}
+		memcpy(v[cnt].name, e->d_name, l - 4);
+		v[cnt].name[l - 4] = '\0';
+		v[cnt].count = c;
+		v[cnt].bytes = st.st_size;
+		cnt++;
+	}
+	closedir(d);
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+int opt_pack_stats(git_repository *repo, size_t *packs, size_t *objects, size_t *bytes)
+{
+	char dir[4096];
+	struct packinfo *v;
+	size_t n, i;
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(repo));
+	if ((rc = list_packs(dir, &v, &n)) < 0)
+		return rc;
+	*packs = n;
+	*objects = 0;
+	*bytes = 0;
+	for (i = 0; i < n; i++) {
+		*objects += v[i].count;
+		*bytes += (size_t)v[i].bytes;
+	}
+	free(v);
+	return 0;
+}
+
+static int cmp_count(const void *a, const void *b)
+{
+	const struct packinfo *x = a, *y = b;
+	return x->count < y->count ? -1 : x->count > y->count;
+}
+
+static int take_lock(const char *path)
+{
+	int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
+	struct stat st;
+
+	if (fd >= 0) {
+		close(fd);
+		return 1;
+	}
+	if (errno != EEXIST)
+		return 0;
+	/* a lock left by a killed process: take it over after 10 minutes */
+	if (stat(path, &st) == 0 && time(NULL) - st.st_mtime > 600) {
+		unlink(path);
+		fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		if (fd >= 0) {
+			close(fd);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+struct rollup {
+	struct opt_pack *pack;
+	git_odb *odb;
+	int rc;
+};
+
+static int rollup_idx(const char *path, struct rollup *r)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char h[8 + 256 * 4];
+	uint32_t n, i;
+	int rc = 0;
+
+	if (!f)
+		return opt_error_set(OPT_EIO, "cannot open '%s': %s", path, strerror(errno));
+	if (fread(h, 1, sizeof(h), f) != sizeof(h)) {
+		fclose(f);
+		return opt_error_set(OPT_EINTEGRITY, "truncated pack index '%s'", path);
+	}
+	n = (uint32_t)h[8 + 255 * 4] << 24 | (uint32_t)h[8 + 255 * 4 + 1] << 16 |
+	    (uint32_t)h[8 + 255 * 4 + 2] << 8 | h[8 + 255 * 4 + 3];
+	for (i = 0; i < n && rc == 0; i++) {
+		git_oid id;
+		git_odb_object *obj;
+
+		if (fread(id.id, 1, 20, f) != 20) {
+			rc = opt_error_set(OPT_EINTEGRITY, "truncated pack index '%s'", path);
+			break;
+		}
+		if (git_odb_read(&obj, r->odb, &id) < 0) {
+			const git_error *e = git_error_last();
+			rc = opt_error_set(OPT_EINTEGRITY, "cannot read object while packing: %s",
+					   e ? e->message : "unknown");
+			break;
+		}
+		rc = opt_pack_add(r->pack, git_odb_object_type(obj), git_odb_object_data(obj),
+				  git_odb_object_size(obj), NULL);
+		git_odb_object_free(obj);
+	}
+	fclose(f);
+	return rc;
+}
+
+int opt_pack_consolidate(git_repository *repo, int force)
+{
+	char dir[4096], lock[4200], path[4400];
+	struct packinfo *v = NULL;
+	size_t n, i, k = 0;
+	uint64_t sum = 0;
+	long split = -1;
+	struct rollup r = { NULL, NULL, 0 };
+	int rc = 0;
+
+	snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(repo));
+	if ((rc = list_packs(dir, &v, &n)) < 0)
+		return rc;
+	if (n < 2 || (!force && n < 4))
+		goto done;
+	qsort(v, n, sizeof(*v), cmp_count);
+	if (force) {
+		split = (long)n - 1;
+	} else {
+		for (i = 0; i < n; i++) {
+			if (i > 0 && (uint64_t)v[i].count < 2 * sum)
+				split = (long)i;
+			sum += v[i].count;
+		}
+	}
+	if (split < 1)
+		goto done;
+	snprintf(lock, sizeof(lock), "%s/opt-repack.lock", dir);
+	if (!take_lock(lock))
+		goto done;
+	if ((rc = git_repository_odb(&r.odb, repo)) < 0) {
+		rc = opt_error_set(OPT_EIO, "cannot open object database");
+		goto unlock;
+	}
+	if ((rc = opt_pack_new(&r.pack)) < 0)
+		goto unlock;
+	for (k = 0; k <= (size_t)split && rc == 0; k++) {
+		snprintf(path, sizeof(path), "%s/%s.idx", dir, v[k].name);
+		rc = rollup_idx(path, &r);
+	}
+	if (rc == 0)
+		rc = opt_pack_write(r.pack, r.odb);
+	if (rc == 0) {
+		/* the new pack holds every object: the old ones can go */
+		for (k = 0; k <= (size_t)split; k++) {
+			static const char *ext[] = { ".keep", ".idx", ".pack", ".rev" };
+			size_t e;
+			for (e = 0; e < sizeof(ext) / sizeof(*ext); e++) {
+				snprintf(path, sizeof(path), "%s/%s%s", dir, v[k].name, ext[e]);
+				if (e == 0 && access(path, F_OK) == 0)
+					break; /* kept by someone: leave it */
+				unlink(path);
+			}
+		}
+		git_odb_refresh(r.odb);
+	}
+unlock:
+	unlink(lock);
+done:
+	opt_pack_free(r.pack);
+	git_odb_free(r.odb);
+	free(v);
+	return rc;
+}

@@ -1,0 +1,38 @@
+/* pack.h - (library-private) hand-written git packs and their upkeep.
+ *
+ * A transaction's new objects (blobs, trees, the commit) go into one pack,
+ * stored with git_odb_write_pack (libgit2 indexes it and writes .pack and
+ * .idx; with fsync on, both are synced).  Packs are consolidated
+ * geometrically so that a store has O(log n) packs at any time: each write
+ * stays cheap however long the history grows.
+ */
+#ifndef OPT_PACK_H
+#define OPT_PACK_H
+
+#include <git2.h>
+#include <stddef.h>
+
+struct opt_pack;
+
+int opt_pack_new(struct opt_pack **out);
+void opt_pack_free(struct opt_pack *p);
+
+/* Add an object (deduplicated); *oid (may be NULL) gets its ID. */
+int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t len, git_oid *oid);
+
+/* Number of objects added. */
+size_t opt_pack_count(const struct opt_pack *p);
+
+/* Store the pack in odb (nothing is written when it is empty). */
+int opt_pack_write(struct opt_pack *p, git_odb *odb);
+
+/* Consolidate the packs of the repository at gitdir geometrically (each
+ * remaining pack at least twice the size of all smaller ones together).
+ * Takes a lock; returns 0 at once when another process holds it.  force
+ * rolls every pack into one. */
+int opt_pack_consolidate(git_repository *repo, int force);
+
+/* Number of packs and objects in them. */
+int opt_pack_stats(git_repository *repo, size_t *packs, size_t *objects, size_t *bytes);
+
+#endif

@@ -1,0 +1,996 @@
+#include "store.h"
+#include "error.h"
+#include "json.h"
+#include "pack.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <git2.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define REF_PREFIX "refs/opt/collections/"
+#define CACHE_SLOTS 512
+
+struct opt_store {
+	git_repository *repo;
+	git_odb *odb;
+	char *path;
+};
+
+struct cache_slot {
+	char *id;
+	json_t *block;
+};
+
+struct opt_snap {
+	struct opt_store *s;
+	char *name;
+	git_commit *commit;
+	git_tree *root;
+	git_tree *blocks;   /* may be NULL: no blocks */
+	long rev;
+	char *trx, *summary;
+	char *trailer_buf;
+	char commit_hex[41];
+	struct cache_slot cache[CACHE_SLOTS];
+};
+
+static int git_fail(int code, const char *what)
+{
+	const git_error *e = git_error_last();
+
+	return opt_error_set(code, "%s: %s", what, e && e->message ? e->message : "unknown libgit2 error");
+}
+
+static int global_init(void)
+{
+	static int done;
+	const char *fs;
+
+	if (done)
+		return 0;
+	if (git_libgit2_init() < 0)
+		return git_fail(OPT_EIO, "cannot initialise libgit2");
+	if (opt_util_init() < 0)
+		return OPT_EIO;
+	fs = getenv("OPT_FSYNC");
+	git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, !(fs && strcmp(fs, "0") == 0));
+	git_libgit2_opts(GIT_OPT_ENABLE_STRICT_OBJECT_CREATION, 0);
+	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_TREE, (size_t)1 << 20);
+	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_COMMIT, (size_t)1 << 16);
+	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_BLOB, (size_t)0);
+	done = 1;
+	return 0;
+}
+
+int opt_store_name_valid(const char *name)
+{
+	size_t n, start = 0, i;
+
+	if (!name)
+		return 0;
+	n = strlen(name);
+	if (n == 0 || n > OPT_NAME_MAX)
+		return 0;
+	for (i = 0; i <= n; i++) {
+		char c = name[i];
+		if (c == '/' || c == '\0') {
+			size_t len = i - start;
+			if (len == 0 || name[start] == '.' || name[start] == '-')
+				return 0;
+			if (len >= 5 && strncmp(name + i - 5, ".lock", 5) == 0)
+				return 0;
+			start = i + 1;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return strstr(name, "..") == NULL;
+}
+
+void opt_collection_header_id(const char *name, char out[OPT_ID_LEN + 1])
+{
+	char hex[OPT_SHA256_HEX + 1];
+	uint8_t raw[OPT_ID_BYTES];
+	size_t i;
+	char *buf;
+	size_t len = strlen(name) + 32;
+
+	buf = malloc(len);
+	snprintf(buf, len, "optimystic collection %s", name ? name : "");
+	opt_sha256_hex(hex, buf, strlen(buf));
+	free(buf);
+	for (i = 0; i < OPT_ID_BYTES; i++) {
+		unsigned v;
+		sscanf(hex + 2 * i, "%2x", &v);
+		raw[i] = (uint8_t)v;
+	}
+	opt_base32_encode(out, raw, sizeof(raw));
+}
+
+static int dir_is_empty(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int empty = 1;
+
+	if (!d)
+		return errno == ENOENT;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+			empty = 0;
+			break;
+		}
+	closedir(d);
+	return empty;
+}
+
+/* Refuse repositories we must not write: another object format, or a
+ * repository that is not one of ours. */
+static int check_repo(git_repository *repo, const char *dir)
+{
+	git_config *cfg = NULL;
+	const char *fmt_s = NULL;
+	git_buf buf = { 0 };
+	int32_t ver = 0;
+	int rc = 0;
+
+	if (git_repository_config_snapshot(&cfg, repo) < 0)
+		return git_fail(OPT_EIO, "cannot read store configuration");
+	if (git_config_get_string_buf(&buf, cfg, "extensions.objectformat") == 0) {
+		fmt_s = buf.ptr;
+		if (fmt_s && strcasecmp(fmt_s, "sha1") != 0) {
+			rc = opt_error_set(OPT_EINVAL, "'%s' is a git repository with object format %s, not an optimystic store",
+					   dir, fmt_s);
+			goto done;
+		}
+	}
+	git_error_clear();
+	if (git_config_get_int32(&ver, cfg, "optimystic.version") < 0) {
+		rc = opt_error_set(OPT_EINVAL, "'%s' is not an optimystic store (a git repository without optimystic.version)", dir);
+		goto done;
+	}
+	if (ver != 1)
+		rc = opt_error_set(OPT_EINVAL, "store '%s' has version %d; this program knows version 1", dir, (int)ver);
+	if (rc == 0 && !git_repository_is_bare(repo))
+		rc = opt_error_set(OPT_EINVAL, "'%s' is not an optimystic store (not a bare repository)", dir);
+done:
+	git_buf_dispose(&buf);
+	git_config_free(cfg);
+	return rc;
+}
+
+static int store_wrap(struct opt_store **out, git_repository *repo, const char *dir)
+{
+	struct opt_store *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		git_repository_free(repo);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	s->repo = repo;
+	s->path = strdup(dir);
+	if (!s->path || git_repository_odb(&s->odb, repo) < 0) {
+		opt_store_free(s);
+		return opt_error_set(OPT_EIO, "cannot open object database of '%s'", dir);
+	}
+	*out = s;
+	return 0;
+}
+
+int opt_store_open(struct opt_store **out, const char *dir)
+{
+	git_repository *repo = NULL;
+	struct stat st;
+	char head[PATH_MAX];
+	int rc;
+
+	*out = NULL;
+	if ((rc = global_init()) < 0)
+		return rc;
+	if (stat(dir, &st) < 0) {
+		if (errno == ENOENT)
+			return opt_error_set(OPT_ENOTFOUND, "cannot open store '%s': no such directory", dir);
+		return opt_error_set(OPT_EIO, "cannot open store '%s': %s", dir, strerror(errno));
+	}
+	if (!S_ISDIR(st.st_mode))
+		return opt_error_set(OPT_EINVAL, "cannot open store '%s': not a directory", dir);
+	snprintf(head, sizeof(head), "%s/HEAD", dir);
+	if (access(head, F_OK) < 0) {
+		if (errno == EACCES)
+			return opt_error_set(OPT_EIO, "cannot open store '%s': permission denied", dir);
+		return opt_error_set(OPT_EINVAL, "'%s' is not an optimystic store", dir);
+	}
+	if (git_repository_open_ext(&repo, dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
+		if (access(dir, R_OK | X_OK) < 0)
+			return opt_error_set(OPT_EIO, "cannot open store '%s': %s", dir, strerror(errno));
+		return git_fail(OPT_EINVAL, "not an optimystic store");
+	}
+	if ((rc = check_repo(repo, dir)) < 0) {
+		git_repository_free(repo);
+		return rc;
+	}
+	return store_wrap(out, repo, dir);
+}
+
+int opt_store_create(struct opt_store **out, const char *dir, int *created)
+{
+	git_repository *repo = NULL;
+	git_repository_init_options o;
+	git_config *cfg = NULL;
+	char head[PATH_MAX];
+	int rc;
+
+	*out = NULL;
+	if (created)
+		*created = 0;
+	if ((rc = global_init()) < 0)
+		return rc;
+	snprintf(head, sizeof(head), "%s/HEAD", dir);
+	if (access(head, F_OK) == 0)
+		return opt_store_open(out, dir);
+	if (!dir_is_empty(dir))
+		return opt_error_set(OPT_EINVAL, "cannot create store '%s': directory exists and is not empty", dir);
+	git_repository_init_options_init(&o, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
+	o.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
+	o.initial_head = "opt";
+	if (git_repository_init_ext(&repo, dir, &o) < 0)
+		return git_fail(OPT_EIO, "cannot create store");
+	if (git_repository_config(&cfg, repo) < 0 ||
+	    git_config_set_int32(cfg, "optimystic.version", 1) < 0 ||
+	    git_config_set_bool(cfg, "core.logallrefupdates", 0) < 0 ||
+	    git_config_set_bool(cfg, "gc.auto", 0) < 0) {
+		rc = git_fail(OPT_EIO, "cannot configure store");
+		git_config_free(cfg);
+		git_repository_free(repo);
+		return rc;
+	}
+	git_config_free(cfg);
+	if (created)
+		*created = 1;
+	return store_wrap(out, repo, dir);
+}
+
+int opt_store_discover(char **path, const char *start)
+{
+	char cur[PATH_MAX], cand[PATH_MAX + 8];
+	struct stat st;
+
+	*path = NULL;
+	if (!realpath(start ? start : ".", cur))
+		return opt_error_set(OPT_EIO, "cannot resolve '%s': %s", start ? start : ".", strerror(errno));
+	for (;;) {
+		char *slash;
+		snprintf(cand, sizeof(cand), "%s/%s", strcmp(cur, "/") ? cur : "", OPT_STORE_DIRNAME);
+		if (stat(cand, &st) == 0 && S_ISDIR(st.st_mode)) {
+			*path = strdup(cand);
+			return *path ? 0 : opt_error_set(OPT_EIO, "out of memory");
+		}
+		if (strcmp(cur, "/") == 0)
+			break;
+		slash = strrchr(cur, '/');
+		if (slash == cur)
+			cur[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	return opt_error_set(OPT_ENOTFOUND, "no store found (no %s directory here or above; use --store DIR or opt-block init)",
+			     OPT_STORE_DIRNAME);
+}
+
+void opt_store_free(struct opt_store *s)
+{
+	if (!s)
+		return;
+	git_odb_free(s->odb);
+	git_repository_free(s->repo);
+	free(s->path);
+	free(s);
+}
+
+const char *opt_store_path(const struct opt_store *s)
+{
+	return s->path;
+}
+
+static int cmp_json_str(const void *a, const void *b)
+{
+	return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
+}
+
+int opt_store_list(struct opt_store *s, json_t **out)
+{
+	git_reference_iterator *it = NULL;
+	const char *name;
+	json_t *arr = json_array();
+	json_t **v = NULL;
+	size_t n, i;
+	int err;
+
+	*out = NULL;
+	if (!arr)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if (git_reference_iterator_glob_new(&it, s->repo, REF_PREFIX "*") < 0) {
+		json_decref(arr);
+		return git_fail(OPT_EIO, "cannot list collections");
+	}
+	while ((err = git_reference_next_name(&name, it)) == 0)
+		json_array_append_new(arr, json_string(name + strlen(REF_PREFIX)));
+	git_reference_iterator_free(it);
+	if (err != GIT_ITEROVER) {
+		json_decref(arr);
+		return git_fail(OPT_EIO, "cannot list collections");
+	}
+	n = json_array_size(arr);
+	v = malloc((n ? n : 1) * sizeof(*v));
+	if (!v) {
+		json_decref(arr);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	for (i = 0; i < n; i++)
+		v[i] = json_incref(json_array_get(arr, i));
+	qsort(v, n, sizeof(*v), cmp_json_str);
+	json_array_clear(arr);
+	for (i = 0; i < n; i++)
+		json_array_append_new(arr, v[i]);
+	free(v);
+	*out = arr;
+	return 0;
+}
+
+int opt_store_stats(struct opt_store *s, json_t **out)
+{
+	size_t packs = 0, objects = 0, bytes = 0;
+	int rc = opt_pack_stats(s->repo, &packs, &objects, &bytes);
+
+	*out = NULL;
+	if (rc < 0)
+		return rc;
+	*out = json_pack("{s:I,s:I,s:I}", "packs", (json_int_t)packs, "objects", (json_int_t)objects,
+			 "pack_bytes", (json_int_t)bytes);
+	return *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
+}
+
+int opt_store_repack(struct opt_store *s)
+{
+	return opt_pack_consolidate(s->repo, 1);
+}
+
+/* ---- snapshots ---- */
+
+static int ref_name(char *buf, size_t n, const char *name)
+{
+	if (!opt_store_name_valid(name))
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+	snprintf(buf, n, REF_PREFIX "%s", name);
+	return 0;
+}
+
+static char *trailer_value(const char *msg, const char *key)
+{
+	size_t kl = strlen(key);
+	const char *p = msg;
+
+	while (p && *p) {
+		if (strncmp(p, key, kl) == 0 && p[kl] == ':') {
+			const char *v = p + kl + 1, *e;
+			while (*v == ' ')
+				v++;
+			e = strchr(v, '\n');
+			return strndup(v, e ? (size_t)(e - v) : strlen(v));
+		}
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	return NULL;
+}
+
+static int snap_from_commit(struct opt_snap **out, struct opt_store *s, const char *name, git_commit *c)
+{
+	struct opt_snap *snap = calloc(1, sizeof(*snap));
+	const git_tree_entry *e;
+	const char *msg = git_commit_message(c);
+	char *revs;
+
+	*out = NULL;
+	if (!snap) {
+		git_commit_free(c);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	snap->s = s;
+	snap->commit = c;
+	snap->name = strdup(name);
+	git_oid_tostr(snap->commit_hex, sizeof(snap->commit_hex), git_commit_id(c));
+	if (git_commit_tree(&snap->root, c) < 0) {
+		opt_snap_free(snap);
+		return git_fail(OPT_EINTEGRITY, "cannot read collection tree");
+	}
+	e = git_tree_entry_byname(snap->root, "blocks");
+	if (e && git_tree_lookup(&snap->blocks, s->repo, git_tree_entry_id(e)) < 0) {
+		opt_snap_free(snap);
+		return git_fail(OPT_EINTEGRITY, "cannot read blocks tree");
+	}
+	revs = trailer_value(msg, "Opt-Rev");
+	snap->rev = revs ? strtol(revs, NULL, 10) : 0;
+	free(revs);
+	snap->trx = trailer_value(msg, "Opt-Trx");
+	{
+		const char *nl = strchr(msg, '\n');
+		snap->summary = strndup(msg, nl ? (size_t)(nl - msg) : strlen(msg));
+	}
+	snap->trailer_buf = strdup(msg);
+	if (snap->rev <= 0) {
+		opt_snap_free(snap);
+		return opt_error_set(OPT_EINTEGRITY, "collection '%s': commit without an Opt-Rev trailer", name);
+	}
+	*out = snap;
+	return 0;
+}
+
+int opt_snap_open(struct opt_snap **out, struct opt_store *s, const char *name, long rev)
+{
+	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX];
+	git_oid id;
+	git_commit *c = NULL;
+	struct opt_snap *snap = NULL;
+	int rc;
+
+	*out = NULL;
+	if ((rc = ref_name(ref, sizeof(ref), name)) < 0)
+		return rc;
+	rc = git_reference_name_to_id(&id, s->repo, ref);
+	if (rc == GIT_ENOTFOUND)
+		return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", name);
+	if (rc < 0)
+		return git_fail(OPT_EIO, "cannot read collection ref");
+	if (git_commit_lookup(&c, s->repo, &id) < 0)
+		return git_fail(OPT_EINTEGRITY, "cannot read collection commit");
+	if ((rc = snap_from_commit(&snap, s, name, c)) < 0)
+		return rc;
+	if (rev > 0 && rev > snap->rev) {
+		long have = snap->rev;
+		opt_snap_free(snap);
+		return opt_error_set(OPT_ENOTFOUND, "collection '%s' has no revision %ld (latest is %ld)", name, rev, have);
+	}
+	while (rev > 0 && snap->rev > rev) {
+		struct opt_snap *p;
+		if ((rc = opt_snap_parent(&p, snap)) < 0) {
+			opt_snap_free(snap);
+			return rc;
+		}
+		opt_snap_free(snap);
+		snap = p;
+	}
+	*out = snap;
+	return 0;
+}
+
+int opt_snap_parent(struct opt_snap **out, struct opt_snap *snap)
+{
+	git_commit *p = NULL;
+	int rc;
+
+	*out = NULL;
+	if (git_commit_parentcount(snap->commit) == 0)
+		return opt_error_set(OPT_ENOTFOUND, "collection '%s' has no revision before %ld", snap->name, snap->rev);
+	if (git_commit_parent(&p, snap->commit, 0) < 0)
+		return git_fail(OPT_EINTEGRITY, "cannot read parent commit");
+	rc = snap_from_commit(out, snap->s, snap->name, p);
+	if (rc == 0 && (*out)->rev != snap->rev - 1) {
+		long r = (*out)->rev;
+		opt_snap_free(*out);
+		*out = NULL;
+		return opt_error_set(OPT_EINTEGRITY, "collection '%s': revision %ld follows revision %ld",
+				     snap->name, snap->rev, r);
+	}
+	return rc;
+}
+
+void opt_snap_free(struct opt_snap *snap)
+{
+	size_t i;
+
+	if (!snap)
+		return;
+	for (i = 0; i < CACHE_SLOTS; i++) {
+		free(snap->cache[i].id);
+		json_decref(snap->cache[i].block);
+	}
+	git_tree_free(snap->blocks);
+	git_tree_free(snap->root);
+	git_commit_free(snap->commit);
+	free(snap->name);
+	free(snap->trx);
+	free(snap->summary);
+	free(snap->trailer_buf);
+	free(snap);
+}
+
+const char *opt_snap_name(const struct opt_snap *snap) { return snap->name; }
+long opt_snap_rev(const struct opt_snap *snap) { return snap->rev; }
+const char *opt_snap_trx(const struct opt_snap *snap) { return snap->trx ? snap->trx : ""; }
+const char *opt_snap_summary(const struct opt_snap *snap) { return snap->summary ? snap->summary : ""; }
+const char *opt_snap_commit(const struct opt_snap *snap) { return snap->commit_hex; }
+int64_t opt_snap_time(const struct opt_snap *snap) { return (int64_t)git_commit_time(snap->commit); }
+
+const char *opt_snap_trailer(const struct opt_snap *snap, const char *key)
+{
+	/* trailers are looked up rarely: parse on demand into a per-snap slot */
+	static _Thread_local char val[1024];
+	char *v = trailer_value(snap->trailer_buf, key);
+
+	if (!v)
+		return NULL;
+	snprintf(val, sizeof(val), "%s", v);
+	free(v);
+	return val;
+}
+
+/* Find the blob of block id. */
+static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
+{
+	const git_tree_entry *e;
+	git_tree *t1 = NULL, *t2 = NULL;
+	char c[2] = { 0, 0 };
+	int rc = OPT_ENOTFOUND;
+
+	if (!opt_id_valid(id))
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s'", id);
+	if (!snap->blocks)
+		return OPT_ENOTFOUND;
+	c[0] = id[0];
+	e = git_tree_entry_byname(snap->blocks, c);
+	if (!e)
+		return OPT_ENOTFOUND;
+	if (git_tree_lookup(&t1, snap->s->repo, git_tree_entry_id(e)) < 0)
+		return git_fail(OPT_EINTEGRITY, "cannot read block tree");
+	c[0] = id[1];
+	e = git_tree_entry_byname(t1, c);
+	if (!e)
+		goto done;
+	if (git_tree_lookup(&t2, snap->s->repo, git_tree_entry_id(e)) < 0) {
+		rc = git_fail(OPT_EINTEGRITY, "cannot read block tree");
+		goto done;
+	}
+	e = git_tree_entry_byname(t2, id);
+	if (!e)
+		goto done;
+	*out = *git_tree_entry_id(e);
+	rc = 0;
+done:
+	git_tree_free(t2);
+	git_tree_free(t1);
+	return rc;
+}
+
+int opt_snap_block_oid(struct opt_snap *snap, const char *id, char out[41])
+{
+	git_oid oid;
+	int rc = find_blob(snap, id, &oid);
+
+	if (rc < 0)
+		return rc;
+	git_oid_tostr(out, 41, &oid);
+	return 0;
+}
+
+int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t *len)
+{
+	git_oid oid;
+	git_odb_object *obj = NULL;
+	int rc;
+
+	*buf = NULL;
+	if ((rc = find_blob(snap, id, &oid)) < 0)
+		return rc;
+	if (git_odb_read(&obj, snap->s->odb, &oid) < 0)
+		return git_fail(OPT_EINTEGRITY, "cannot read block");
+	*len = git_odb_object_size(obj);
+	*buf = malloc(*len + 1);
+	if (!*buf) {
+		git_odb_object_free(obj);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	memcpy(*buf, git_odb_object_data(obj), *len);
+	(*buf)[*len] = '\0';
+	git_odb_object_free(obj);
+	return 0;
+}
+
+static size_t str_hash(const char *s)
+{
+	size_t h = 1469598103934665603ULL;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h;
+}
+
+static int snap_get(void *ctx, const char *id, json_t **out)
+{
+	struct opt_snap *snap = ctx;
+	struct cache_slot *slot = &snap->cache[str_hash(id) % CACHE_SLOTS];
+	git_oid oid;
+	git_odb_object *obj = NULL;
+	json_error_t err;
+	json_t *b;
+	int rc;
+
+	*out = NULL;
+	if (slot->id && strcmp(slot->id, id) == 0) {
+		*out = json_incref(slot->block);
+		return 0;
+	}
+	if ((rc = find_blob(snap, id, &oid)) < 0)
+		return rc;
+	if (git_odb_read(&obj, snap->s->odb, &oid) < 0)
+		return git_fail(OPT_EINTEGRITY, "cannot read block");
+	b = json_loadb(git_odb_object_data(obj), git_odb_object_size(obj), 0, &err);
+	git_odb_object_free(obj);
+	if (!b)
+		return opt_error_set(OPT_EINTEGRITY, "block '%s' of collection '%s' is not valid JSON: %s",
+				     id, snap->name, err.text);
+	free(slot->id);
+	json_decref(slot->block);
+	slot->id = strdup(id);
+	slot->block = json_incref(b);
+	if (!slot->id) {
+		json_decref(slot->block);
+		slot->block = NULL;
+	}
+	*out = b;
+	return 0;
+}
+
+struct opt_source opt_snap_source(struct opt_snap *snap)
+{
+	struct opt_source src = { snap_get, snap };
+	return src;
+}
+
+int opt_snap_foreach(struct opt_snap *snap, int (*cb)(const char *id, void *arg), void *arg)
+{
+	size_t i, j, k;
+	int rc = 0;
+
+	if (!snap->blocks)
+		return 0;
+	for (i = 0; i < git_tree_entrycount(snap->blocks) && rc == 0; i++) {
+		git_tree *t1 = NULL;
+		if (git_tree_lookup(&t1, snap->s->repo, git_tree_entry_id(git_tree_entry_byindex(snap->blocks, i))) < 0)
+			return git_fail(OPT_EINTEGRITY, "cannot read block tree");
+		for (j = 0; j < git_tree_entrycount(t1) && rc == 0; j++) {
+			git_tree *t2 = NULL;
+			if (git_tree_lookup(&t2, snap->s->repo, git_tree_entry_id(git_tree_entry_byindex(t1, j))) < 0) {
+				git_tree_free(t1);
+				return git_fail(OPT_EINTEGRITY, "cannot read block tree");
+			}
+			for (k = 0; k < git_tree_entrycount(t2) && rc == 0; k++)
+				rc = cb(git_tree_entry_name(git_tree_entry_byindex(t2, k)), arg);
+			git_tree_free(t2);
+		}
+		git_tree_free(t1);
+	}
+	return rc;
+}
+
+static int count_cb(const char *id, void *arg)
+{
+	(void)id;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+int opt_snap_count(struct opt_snap *snap, size_t *n)
+{
+	*n = 0;
+	return opt_snap_foreach(snap, count_cb, n);
+}
+
+/* ---- writing ---- */
+
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+static int buf_add(struct buf *b, const void *data, size_t n)
+{
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		char *np;
+		while (cap < b->len + n)
+			cap *= 2;
+		np = realloc(b->p, cap);
+		if (!np)
+			return opt_error_set(OPT_EIO, "out of memory");
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, data, n);
+	b->len += n;
+	return 0;
+}
+
+/* A change to one tree: all names at one level are of one kind (blobs or
+ * trees), so git's entry order is plain byte order of the names. */
+struct tmod {
+	char name[OPT_ID_MAX + 1];
+	git_oid oid;
+	int tree;
+	int del;
+};
+
+static int entry_add(struct buf *b, int tree, const char *name, const git_oid *oid)
+{
+	const char *mode = tree ? "40000 " : "100644 ";
+	int rc;
+
+	if ((rc = buf_add(b, mode, strlen(mode))) < 0 ||
+	    (rc = buf_add(b, name, strlen(name) + 1)) < 0 ||
+	    (rc = buf_add(b, oid->id, 20)) < 0)
+		return rc;
+	return 0;
+}
+
+/* Write base (may be NULL) with mods (sorted by name) applied. */
+static int write_tree(struct opt_pack *p, const git_tree *base, const struct tmod *mods, size_t nmods,
+		      git_oid *out, int *empty)
+{
+	struct buf b = { 0 };
+	size_t i = 0, j = 0, nbase = base ? git_tree_entrycount(base) : 0;
+	int rc = 0, n = 0;
+
+	while ((i < nbase || j < nmods) && rc == 0) {
+		const git_tree_entry *e = i < nbase ? git_tree_entry_byindex(base, i) : NULL;
+		int c = !e ? 1 : j >= nmods ? -1 : strcmp(git_tree_entry_name(e), mods[j].name);
+
+		if (c < 0) {
+			rc = entry_add(&b, git_tree_entry_type(e) == GIT_OBJECT_TREE, git_tree_entry_name(e),
+				       git_tree_entry_id(e));
+			n++;
+			i++;
+			continue;
+		}
+		if (!mods[j].del) {
+			rc = entry_add(&b, mods[j].tree, mods[j].name, &mods[j].oid);
+			n++;
+		}
+		if (c == 0)
+			i++;
+		j++;
+	}
+	*empty = n == 0;
+	if (rc == 0 && n > 0)
+		rc = opt_pack_add(p, GIT_OBJECT_TREE, b.p, b.len, out);
+	free(b.p);
+	return rc;
+}
+
+struct change {
+	char id[OPT_ID_MAX + 1];
+	git_oid oid;
+	int del;
+};
+
+struct collect {
+	struct opt_pack *pack;
+	struct change *v;
+	size_t n, cap;
+};
+
+static int collect_cb(const char *id, const json_t *block, void *arg)
+{
+	struct collect *c = arg;
+	struct change *ch;
+	int rc = 0;
+
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		struct change *nv = realloc(c->v, cap * sizeof(*nv));
+		if (!nv)
+			return opt_error_set(OPT_EIO, "out of memory");
+		c->v = nv;
+		c->cap = cap;
+	}
+	ch = &c->v[c->n];
+	if (!opt_id_valid(id) || strlen(id) > OPT_ID_MAX)
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s'", id);
+	strcpy(ch->id, id);
+	ch->del = block == NULL;
+	if (block) {
+		char *s;
+		size_t len;
+		if ((rc = opt_json_canon(&s, &len, block)) < 0)
+			return rc;
+		rc = opt_pack_add(c->pack, GIT_OBJECT_BLOB, s, len, &ch->oid);
+		free(s);
+		if (rc < 0)
+			return rc;
+	}
+	c->n++;
+	return 0;
+}
+
+static git_tree *subtree(git_repository *repo, const git_tree *t, const char *name, int *rc)
+{
+	const git_tree_entry *e;
+	git_tree *out = NULL;
+
+	*rc = 0;
+	if (!t || !(e = git_tree_entry_byname(t, name)) || git_tree_entry_type(e) != GIT_OBJECT_TREE)
+		return NULL;
+	if (git_tree_lookup(&out, repo, git_tree_entry_id(e)) < 0)
+		*rc = git_fail(OPT_EINTEGRITY, "cannot read tree");
+	return out;
+}
+
+static int build_trees(git_repository *repo, struct opt_pack *p, struct opt_snap *base,
+		       const struct change *ch, size_t n, git_oid *root_out)
+{
+	git_tree *bblocks = base ? base->blocks : NULL;
+	struct tmod *m1 = NULL, *mb = NULL, *ml = NULL, rootmod;
+	size_t nb = 0, i = 0;
+	int rc = 0, empty;
+	git_oid oid;
+
+	mb = calloc(32, sizeof(*mb));
+	m1 = calloc(32, sizeof(*m1));
+	ml = n ? malloc(n * sizeof(*ml)) : NULL;
+	if (!mb || !m1 || (n && !ml)) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	while (i < n && rc == 0) {
+		char c1[2] = { ch[i].id[0], 0 };
+		git_tree *b1 = subtree(repo, bblocks, c1, &rc);
+		size_t n1 = 0;
+
+		if (rc < 0)
+			break;
+		while (i < n && ch[i].id[0] == c1[0] && rc == 0) {
+			char c2[2] = { ch[i].id[1], 0 };
+			git_tree *b2 = subtree(repo, b1, c2, &rc);
+			size_t nl = 0;
+
+			if (rc < 0)
+				break;
+			while (i < n && ch[i].id[0] == c1[0] && ch[i].id[1] == c2[0]) {
+				strcpy(ml[nl].name, ch[i].id);
+				ml[nl].oid = ch[i].oid;
+				ml[nl].tree = 0;
+				ml[nl].del = ch[i].del;
+				nl++;
+				i++;
+			}
+			rc = write_tree(p, b2, ml, nl, &oid, &empty);
+			git_tree_free(b2);
+			if (rc < 0)
+				break;
+			strcpy(m1[n1].name, c2);
+			m1[n1].oid = oid;
+			m1[n1].tree = 1;
+			m1[n1].del = empty;
+			n1++;
+		}
+		if (rc == 0)
+			rc = write_tree(p, b1, m1, n1, &oid, &empty);
+		git_tree_free(b1);
+		if (rc < 0)
+			break;
+		strcpy(mb[nb].name, c1);
+		mb[nb].oid = oid;
+		mb[nb].tree = 1;
+		mb[nb].del = empty;
+		nb++;
+	}
+	if (rc < 0)
+		goto done;
+	if ((rc = write_tree(p, bblocks, mb, nb, &oid, &empty)) < 0)
+		goto done;
+	memset(&rootmod, 0, sizeof(rootmod));
+	strcpy(rootmod.name, "blocks");
+	rootmod.oid = oid;
+	rootmod.tree = 1;
+	rootmod.del = empty;
+	rc = write_tree(p, base ? base->root : NULL, &rootmod, 1, root_out, &empty);
+	if (rc == 0 && empty) /* an empty collection: the empty tree */
+		rc = opt_pack_add(p, GIT_OBJECT_TREE, "", 0, root_out);
+done:
+	free(mb);
+	free(m1);
+	free(ml);
+	return rc;
+}
+
+int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *base,
+		     struct opt_tracker *t, const struct opt_commit_info *info, long *rev)
+{
+	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX];
+	struct collect col = { 0 };
+	struct buf msg = { 0 }, cbuf = { 0 };
+	git_oid root, commit, zero;
+	git_reference *r = NULL;
+	char hex[GIT_OID_HEXSZ + 1], line[512];
+	long newrev = base ? base->rev + 1 : 1;
+	int64_t now = opt_now_ms() / 1000;
+	int rc, grc;
+
+	if ((rc = ref_name(ref, sizeof(ref), name)) < 0)
+		return rc;
+	if (!info || !info->trx)
+		return opt_error_set(OPT_EINVAL, "a commit needs a transaction ID");
+	if ((rc = opt_pack_new(&col.pack)) < 0)
+		return rc;
+	if ((rc = opt_tracker_foreach(t, collect_cb, &col)) < 0)
+		goto done;
+	if ((rc = build_trees(s->repo, col.pack, base, col.v, col.n, &root)) < 0)
+		goto done;
+
+	snprintf(line, sizeof(line), "%s\n\nOpt-Rev: %ld\nOpt-Trx: %s\n",
+		 info->summary && *info->summary ? info->summary : "transaction", newrev, info->trx);
+	if ((rc = buf_add(&msg, line, strlen(line))) < 0)
+		goto done;
+	if (info->trailers && (rc = buf_add(&msg, info->trailers, strlen(info->trailers))) < 0)
+		goto done;
+
+	git_oid_tostr(hex, sizeof(hex), &root);
+	snprintf(line, sizeof(line), "tree %s\n", hex);
+	if ((rc = buf_add(&cbuf, line, strlen(line))) < 0)
+		goto done;
+	if (base) {
+		snprintf(line, sizeof(line), "parent %s\n", base->commit_hex);
+		if ((rc = buf_add(&cbuf, line, strlen(line))) < 0)
+			goto done;
+	}
+	snprintf(line, sizeof(line),
+		 "author optimystic <optimystic@localhost> %lld +0000\n"
+		 "committer optimystic <optimystic@localhost> %lld +0000\n\n",
+		 (long long)now, (long long)now);
+	if ((rc = buf_add(&cbuf, line, strlen(line))) < 0 ||
+	    (rc = buf_add(&cbuf, msg.p, msg.len)) < 0)
+		goto done;
+	if ((rc = opt_pack_add(col.pack, GIT_OBJECT_COMMIT, cbuf.p, cbuf.len, &commit)) < 0)
+		goto done;
+	if ((rc = opt_pack_write(col.pack, s->odb)) < 0)
+		goto done;
+
+	memset(&zero, 0, sizeof(zero));
+	git_error_clear();
+	grc = git_reference_create_matching(&r, s->repo, ref, &commit, 1,
+					    base ? git_commit_id(base->commit) : &zero, msg.p);
+	if (grc == GIT_EMODIFIED || grc == GIT_EEXISTS || (grc == GIT_ENOTFOUND && base)) {
+		rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed since revision %ld was read",
+				   name, base ? base->rev : 0);
+		goto done;
+	}
+	if (grc == GIT_ELOCKED) {
+		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
+		goto done;
+	}
+	if (grc < 0) {
+		rc = git_fail(OPT_EIO, "cannot update collection ref");
+		goto done;
+	}
+	if (rev)
+		*rev = newrev;
+	/* keep the number of packs small; failures here lose nothing */
+	if (opt_pack_consolidate(s->repo, 0) < 0)
+		opt_error_clear();
+	rc = 0;
+done:
+	git_reference_free(r);
+	opt_pack_free(col.pack);
+	free(col.v);
+	free(msg.p);
+	free(cbuf.p);
+	return rc;
+}

@@ -1,0 +1,120 @@
+/* store.h - the content-addressed store: a bare git repository.
+ *
+ * Layout: each collection NAME has one ref, refs/opt/collections/NAME,
+ * pointing at a commit; one commit = one revision = one transaction.  The
+ * commit's tree is the collection's whole state: blocks/<c1>/<c2>/<id>
+ * (c1, c2 = the first two characters of the block ID), each a blob holding
+ * the block's canonical JSON.  The commit message carries a summary and the
+ * trailers Opt-Rev (the revision, 1, 2, ...) and Opt-Trx (transaction ID).
+ *
+ * New objects of a transaction are written as one pack (see pack.h); the
+ * ref moves by compare-and-swap, so of two writers that read the same
+ * revision exactly one wins; the other gets OPT_ECONFLICT.  With fsync on
+ * (the default; OPT_FSYNC=0 turns it off for tests), a commit is durable
+ * when opt_store_commit returns.
+ */
+#ifndef OPT_STORE_H
+#define OPT_STORE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "block.h"
+#include "util.h"
+
+#define OPT_STORE_DIRNAME ".opt"
+#define OPT_NAME_MAX 200
+
+struct opt_store;
+struct opt_snap;
+
+/* Create a store at dir (made if absent).  An existing store is opened and
+ * *created (may be NULL) is 0.  A non-empty directory that is not a store,
+ * or a repository of another object format, is refused with OPT_EINVAL. */
+int opt_store_create(struct opt_store **out, const char *dir, int *created);
+
+/* Open the store at dir: OPT_ENOTFOUND when there is nothing there,
+ * OPT_EINVAL when dir is not an optimystic store (or a git repository we
+ * must not write, such as a SHA-256 one), OPT_EIO when unreadable. */
+int opt_store_open(struct opt_store **out, const char *dir);
+
+/* Find the nearest OPT_STORE_DIRNAME directory from start upward: *path
+ * (malloc'd) or OPT_ENOTFOUND. */
+int opt_store_discover(char **path, const char *start);
+
+void opt_store_free(struct opt_store *s);
+
+/* The store's directory (borrowed). */
+const char *opt_store_path(const struct opt_store *s);
+
+/* 1 if name is a valid collection name: 1..OPT_NAME_MAX characters of
+ * A-Z a-z 0-9 . _ - and '/', with no empty, "." or ".."-led component and
+ * no component ending in ".lock". */
+int opt_store_name_valid(const char *name);
+
+/* The deterministic ID of a collection's header block. */
+void opt_collection_header_id(const char *name, char out[OPT_ID_LEN + 1]);
+
+/* The names of all collections, sorted: *out is a new JSON array. */
+int opt_store_list(struct opt_store *s, json_t **out);
+
+/* Object statistics: *out is a new JSON object {packs, objects, bytes, ...}. */
+int opt_store_stats(struct opt_store *s, json_t **out);
+
+/* Open collection name at revision rev (rev <= 0: the latest).
+ * OPT_ENOTFOUND when the collection or the revision does not exist. */
+int opt_snap_open(struct opt_snap **out, struct opt_store *s, const char *name, long rev);
+void opt_snap_free(struct opt_snap *snap);
+
+/* The previous revision of snap: OPT_ENOTFOUND at revision 1. */
+int opt_snap_parent(struct opt_snap **out, struct opt_snap *snap);
+
+const char *opt_snap_name(const struct opt_snap *snap);
+long opt_snap_rev(const struct opt_snap *snap);
+/* Transaction ID and summary of the revision (borrowed). */
+const char *opt_snap_trx(const struct opt_snap *snap);
+const char *opt_snap_summary(const struct opt_snap *snap);
+/* Value of trailer key ("Opt-Status", ...) or NULL (borrowed until free). */
+const char *opt_snap_trailer(const struct opt_snap *snap, const char *key);
+/* Commit time, seconds since the epoch. */
+int64_t opt_snap_time(const struct opt_snap *snap);
+/* The commit ID (40 hex, borrowed). */
+const char *opt_snap_commit(const struct opt_snap *snap);
+
+/* A source reading the blocks of snap (valid while snap is).  Blocks are
+ * parsed once and kept in a small cache. */
+struct opt_source opt_snap_source(struct opt_snap *snap);
+
+/* The stored bytes (canonical JSON) of block id: *buf malloc'd.
+ * OPT_ENOTFOUND when absent. */
+int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t *len);
+
+/* The git blob ID (40 hex) of block id at snap, or OPT_ENOTFOUND. */
+int opt_snap_block_oid(struct opt_snap *snap, const char *id, char out[41]);
+
+/* Call cb for every block ID of snap in order; stops when cb returns
+ * non-zero and returns that value. */
+int opt_snap_foreach(struct opt_snap *snap, int (*cb)(const char *id, void *arg), void *arg);
+
+/* Count the blocks of snap. */
+int opt_snap_count(struct opt_snap *snap, size_t *n);
+
+/* What a commit records besides the blocks. */
+struct opt_commit_info {
+	const char *trx;       /* transaction ID (required) */
+	const char *summary;   /* first line of the commit message */
+	const char *trailers;  /* more "Key: value\n" lines, or NULL */
+};
+
+/* Commit the changes of tracker t on top of base (NULL: create the
+ * collection; it must not exist).  On success *rev (may be NULL) gets the
+ * new revision.  OPT_ECONFLICT when the collection moved on (or came into
+ * existence) since base was read; OPT_EBUSY when its ref is locked by
+ * another writer right now; OPT_EIO on write failures (nothing committed). */
+int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *base,
+		     struct opt_tracker *t, const struct opt_commit_info *info, long *rev);
+
+/* Roll every pack into one (opt-block gc). */
+int opt_store_repack(struct opt_store *s);
+
+#endif

@@ -1,0 +1,71 @@
+/* txn.h - single-collection transactions with replay.
+ *
+ * opt_txn_run reads the latest revision of a collection, lets the caller's
+ * function stage changes (blocks through the tracker, and the logical
+ * actions that explain them), appends the log entry, and commits with a
+ * compare-and-swap of the collection ref.  When another writer committed
+ * first, it re-reads the new revision and calls the function again on it
+ * (replay: the function must derive its changes from the state it is
+ * given), with jittered exponential backoff, until it commits or the busy
+ * timeout passes (OPT_EBUSY).  The transaction ID stays the same across
+ * attempts.
+ */
+#ifndef OPT_TXN_H
+#define OPT_TXN_H
+
+#include <jansson.h>
+
+#include "block.h"
+#include "store.h"
+
+struct opt_txn;
+
+/* Stage the transaction: read through opt_txn_tracker (or the source),
+ * change blocks, add actions.  Return 0, or a negative code to give up
+ * (nothing is committed; no retry). */
+typedef int (*opt_txn_fn)(struct opt_txn *x, void *arg);
+
+struct opt_txn_opts {
+	const char *type;      /* header type a new collection gets, and an
+				  existing one must have (NULL: any) */
+	const char *summary;   /* commit summary line */
+	long busy_timeout_ms;  /* 0: $OPT_BUSY_TIMEOUT, else 30000 */
+	int allow_empty;       /* commit even with no actions */
+};
+
+struct opt_txn_result {
+	long rev;                   /* the committed revision (or the current one when nothing changed) */
+	char trx[OPT_ID_LEN + 1];
+	int attempts;
+	int committed;              /* 0 when there was nothing to commit */
+	int created;                /* 1 if this transaction created the collection */
+};
+
+int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
+		const struct opt_txn_opts *o, struct opt_txn_result *res);
+
+/* Inside fn: */
+struct opt_tracker *opt_txn_tracker(struct opt_txn *x);
+/* The revision read (NULL when the collection does not exist yet). */
+struct opt_snap *opt_txn_base(struct opt_txn *x);
+/* The ID of the collection's header block (borrowed). */
+const char *opt_txn_header_id(struct opt_txn *x);
+const char *opt_txn_collection(struct opt_txn *x);
+/* Record a logical action (stolen). */
+int opt_txn_action(struct opt_txn *x, json_t *action);
+
+/* The header type names. */
+#define OPT_TYPE_BLOCKS "COL"   /* a collection of plain blocks (opt-block) */
+#define OPT_TYPE_TREE "TRE"
+#define OPT_TYPE_DIARY "DIH"
+#define OPT_TYPE_LOG "LGD"
+
+/* A readable name for a header type ("tree", "diary", "block"). */
+const char *opt_type_name(const char *type);
+
+/* The hash recorded in log entries for a block: SHA-256 of its canonical
+ * JSON; for the collection header, without its log links (headId, tailId)
+ * which the log itself moves. */
+int opt_txn_block_hash(const json_t *block, int is_header, char out[65]);
+
+#endif
