@@ -56,29 +56,34 @@ static int header_parse(struct header *h, const json_t *hb, const char *header_i
 }
 
 /* The kind of node block b (LEAF or BRANCH) after checking the fields the
- * tree code relies on, or OPT_EINTEGRITY. */
-static int node_kind(const json_t *b, const char *id)
+ * tree code relies on, or OPT_EINTEGRITY.  The hot paths tell the kind by
+ * shape (an "entries" array, or "partitions" and "nodes" arrays) without
+ * reading the header; strict also checks the type (TL or TB). */
+static int node_kind(const json_t *b, const char *id, int strict)
 {
-	const char *type = opt_block_type(b);
-	const json_t *p, *n;
+	const json_t *e = json_object_get(b, "entries"), *p, *n;
+	const char *type;
+	int kind;
 
-	if (type && strcmp(type, "TL") == 0) {
-		if (!json_is_array(json_object_get(b, "entries")))
-			return opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' has no \"entries\" array", id);
-		return LEAF;
-	}
-	if (type && strcmp(type, "TB") == 0) {
+	if (json_is_array(e)) {
+		kind = LEAF;
+	} else {
 		p = json_object_get(b, "partitions");
 		n = json_object_get(b, "nodes");
-		if (!json_is_array(p) || !json_is_array(n) ||
-		    json_array_size(n) != json_array_size(p) + 1)
+		if (!json_is_array(p) || !json_is_array(n) || json_array_size(n) != json_array_size(p) + 1)
 			return opt_error_set(OPT_EINTEGRITY,
-					     "btree branch '%s' needs \"partitions\" and \"nodes\" arrays with one more node than partitions",
+					     "block '%s' is not a btree node: it needs an \"entries\" array, or \"partitions\" and \"nodes\" arrays with one more node than partitions",
 					     id);
-		return BRANCH;
+		kind = BRANCH;
 	}
-	return opt_error_set(OPT_EINTEGRITY, "block '%s' is not a btree node (type %s)", id,
-			     type ? type : "missing");
+	if (strict) {
+		type = opt_block_type(b);
+		if (!type || strcmp(type, kind == LEAF ? "TL" : "TB") != 0)
+			return opt_error_set(OPT_EINTEGRITY, "btree %s '%s' has type %s, not %s",
+					     kind == LEAF ? "leaf" : "branch", id, type ? type : "missing",
+					     kind == LEAF ? "TL" : "TB");
+	}
+	return kind;
 }
 
 static const json_t *entry_key(const json_t *entry)
@@ -220,7 +225,7 @@ static int tget(struct opt_tracker *t, const char *id, const json_t **b, int *ki
 		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is missing", id);
 	if (rc < 0)
 		return rc;
-	if ((rc = node_kind(*b, id)) < 0)
+	if ((rc = node_kind(*b, id, 0)) < 0)
 		return rc;
 	if (kind)
 		*kind = rc;
@@ -229,11 +234,13 @@ static int tget(struct opt_tracker *t, const char *id, const json_t **b, int *ki
 
 /* Walk from the root to the leaf where key belongs, filling p; *leaf is
  * that leaf (borrowed) and *found tells whether it holds key (at
- * p->lv[depth-1].idx). */
+ * p->lv[depth-1].idx).  When hi is not NULL, *hi gets the leaf's upper
+ * bound (a new reference; NULL for the last leaf): the leaf holds keys
+ * below it. */
 static int descend(struct path *p, struct opt_tracker *t, const char *header_id, const json_t *key,
-		   const json_t **leaf, int *found)
+		   const json_t **leaf, int *found, json_t **hi)
 {
-	const json_t *b;
+	const json_t *b, *parts, *bound = NULL;
 	int rc, kind, d;
 
 	rc = opt_tracker_get(t, header_id, &b);
@@ -251,9 +258,14 @@ static int descend(struct path *p, struct opt_tracker *t, const char *header_id,
 			p->lv[d].idx = leaf_search(json_object_get(b, "entries"), key, 0, found);
 			p->depth = d + 1;
 			*leaf = b;
+			if (hi)
+				*hi = bound ? json_incref((json_t *)bound) : NULL;
 			return 0;
 		}
-		p->lv[d].idx = branch_search(json_object_get(b, "partitions"), key);
+		parts = json_object_get(b, "partitions");
+		p->lv[d].idx = branch_search(parts, key);
+		if (p->lv[d].idx < json_array_size(parts))
+			bound = json_array_get(parts, p->lv[d].idx);
 		if (d + 1 == MAX_DEPTH)
 			return opt_error_set(OPT_EINTEGRITY, "btree under '%s' is deeper than %d levels",
 					     header_id, MAX_DEPTH);
@@ -632,7 +644,7 @@ int opt_btree_put(struct opt_tracker *t, const char *header_id, const json_t *ke
 		return opt_error_set(OPT_EINVAL, "invalid btree key: keys are numbers, strings or arrays of keys");
 	if (!value)
 		return opt_error_set(OPT_EINVAL, "btree value missing");
-	if ((rc = descend(&p, t, header_id, key, &leaf, &found)) < 0)
+	if ((rc = descend(&p, t, header_id, key, &leaf, &found, NULL)) < 0)
 		return rc;
 	i = p.lv[p.depth - 1].idx;
 	n = json_array_size(json_object_get(leaf, "entries"));
@@ -657,6 +669,89 @@ int opt_btree_put(struct opt_tracker *t, const char *header_id, const json_t *ke
 	return rc;
 }
 
+struct kv {
+	const json_t *key, *value;
+	size_t i;
+};
+
+static int kv_cmp(const void *a, const void *b)
+{
+	const struct kv *x = a, *y = b;
+	int c = opt_key_cmp(x->key, y->key);
+
+	if (c)
+		return c;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+int opt_btree_put_many(struct opt_tracker *t, const char *header_id, const json_t *const *keys,
+		       const json_t *const *values, size_t n)
+{
+	struct kv *kv = NULL;
+	struct path p;
+	const json_t *leaf;
+	json_t *hi = NULL, *ins;
+	size_t i, j, len, tok;
+	int rc = 0, found, have = 0;
+
+	for (i = 0; i < n; i++) {
+		if (!opt_key_valid(keys[i]))
+			return opt_error_set(OPT_EINVAL, "invalid btree key (entry %zu): keys are numbers, strings or arrays of keys", i);
+		if (!values[i])
+			return opt_error_set(OPT_EINVAL, "btree value missing (entry %zu)", i);
+	}
+	if (n == 0)
+		return 0;
+	if (!(kv = malloc(n * sizeof(*kv))))
+		return oom();
+	for (i = 0; i < n; i++) {
+		kv[i].key = keys[i];
+		kv[i].value = values[i];
+		kv[i].i = i;
+	}
+	qsort(kv, n, sizeof(*kv), kv_cmp);
+	for (j = 0; j < n; j++) {
+		/* keys ascend: while they stay below the leaf's upper bound
+		 * they belong to the same leaf, and the path holds */
+		if (have && (!hi || opt_key_cmp(kv[j].key, hi) < 0)) {
+			if ((rc = tget(t, p.lv[p.depth - 1].id, &leaf, NULL)) < 0)
+				goto done;
+			p.lv[p.depth - 1].idx = leaf_search(json_object_get(leaf, "entries"), kv[j].key, 0, &found);
+		} else {
+			json_decref(hi);
+			hi = NULL;
+			if ((rc = descend(&p, t, header_id, kv[j].key, &leaf, &found, &hi)) < 0)
+				goto done;
+			have = 1;
+		}
+		i = p.lv[p.depth - 1].idx;
+		len = json_array_size(json_object_get(leaf, "entries"));
+		if (!(ins = pair(kv[j].key, kv[j].value))) {
+			rc = oom();
+			goto done;
+		}
+		if (found || len < (size_t)p.h.cap) {
+			if ((rc = splice(t, p.lv[p.depth - 1].id, "entries", i, found ? 1 : 0, ins)) < 0)
+				goto done;
+			continue;
+		}
+		opt_tracker_mark(t, &tok);
+		rc = splice(t, p.lv[p.depth - 1].id, "entries", i, 0, ins);
+		if (rc == 0)
+			rc = split(&p, t, header_id);
+		if (rc < 0) {
+			opt_tracker_rollback(t, tok);
+			goto done;
+		}
+		opt_tracker_release(t, tok);
+		have = 0;
+	}
+done:
+	json_decref(hi);
+	free(kv);
+	return rc;
+}
+
 int opt_btree_del(struct opt_tracker *t, const char *header_id, const json_t *key)
 {
 	struct path p;
@@ -666,7 +761,7 @@ int opt_btree_del(struct opt_tracker *t, const char *header_id, const json_t *ke
 
 	if (!opt_key_valid(key))
 		return opt_error_set(OPT_EINVAL, "invalid btree key: keys are numbers, strings or arrays of keys");
-	if ((rc = descend(&p, t, header_id, key, &leaf, &found)) < 0)
+	if ((rc = descend(&p, t, header_id, key, &leaf, &found, NULL)) < 0)
 		return rc;
 	if (!found)
 		return opt_error_set(OPT_ENOTFOUND, "key not found");
@@ -688,7 +783,7 @@ int opt_btree_del(struct opt_tracker *t, const char *header_id, const json_t *ke
 /* ---- reading through a source ---- */
 
 /* Get block id from src: 0 and *b (a new reference) and *kind. */
-static int sget(const struct opt_source *src, const char *id, json_t **b, int *kind)
+static int sget(const struct opt_source *src, const char *id, json_t **b, int *kind, int strict)
 {
 	int rc = src->get(src->ctx, id, b);
 
@@ -696,7 +791,7 @@ static int sget(const struct opt_source *src, const char *id, json_t **b, int *k
 		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is missing", id);
 	if (rc < 0)
 		return rc;
-	if ((rc = node_kind(*b, id)) < 0) {
+	if ((rc = node_kind(*b, id, strict)) < 0) {
 		json_decref(*b);
 		*b = NULL;
 		return rc;
@@ -741,7 +836,7 @@ int opt_btree_get(const struct opt_source *src, const char *header_id, const jso
 					   MAX_DEPTH);
 			goto done;
 		}
-		if ((rc = sget(src, id, &b, &kind)) < 0)
+		if ((rc = sget(src, id, &b, &kind, 0)) < 0)
 			goto done;
 		if (kind == LEAF)
 			break;
@@ -770,6 +865,7 @@ done:
 
 struct frame {
 	json_t *node;   /* a new reference */
+	const json_t *arr; /* its "entries" (leaf) or "nodes" (branch) */
 	char id[OPT_ID_MAX + 1];
 	long idx;       /* child index (branch) or next entry (leaf) */
 	int kind;
@@ -812,11 +908,11 @@ static int cursor_down(struct opt_btree_cursor *c, const char *start, const json
 					     MAX_DEPTH, id);
 		f = &c->st[c->depth];
 		strcpy(f->id, id);
-		if ((rc = sget(&c->src, id, &f->node, &f->kind)) < 0)
+		if ((rc = sget(&c->src, id, &f->node, &f->kind, 0)) < 0)
 			return rc;
 		c->depth++;
 		if (f->kind == LEAF) {
-			a = json_object_get(f->node, "entries");
+			a = f->arr = json_object_get(f->node, "entries");
 			if (!key)
 				f->idx = c->reverse ? (long)json_array_size(a) - 1 : 0;
 			else if (!c->reverse)
@@ -825,7 +921,7 @@ static int cursor_down(struct opt_btree_cursor *c, const char *start, const json
 				f->idx = (long)leaf_search(a, key, c->hi_incl, NULL) - 1;
 			return 0;
 		}
-		a = json_object_get(f->node, "nodes");
+		a = f->arr = json_object_get(f->node, "nodes");
 		if (key)
 			f->idx = (long)branch_search(json_object_get(f->node, "partitions"), key);
 		else
@@ -844,7 +940,7 @@ static int cursor_step(struct opt_btree_cursor *c)
 	cursor_pop(c);
 	while (c->depth > 0) {
 		struct frame *f = &c->st[c->depth - 1];
-		const json_t *nodes = json_object_get(f->node, "nodes");
+		const json_t *nodes = f->arr;
 		long next = f->idx + (c->reverse ? -1 : 1);
 
 		if (next >= 0 && next < (long)json_array_size(nodes)) {
@@ -904,7 +1000,7 @@ int opt_btree_cursor_next(struct opt_btree_cursor *c, const json_t **key, const 
 		return c->err;
 	while (c->depth > 0) {
 		struct frame *f = &c->st[c->depth - 1];
-		const json_t *a = json_object_get(f->node, "entries"), *e;
+		const json_t *a = f->arr, *e;
 		int rc, cmp;
 
 		if (f->idx < 0 || f->idx >= (long)json_array_size(a)) {
@@ -917,7 +1013,7 @@ int opt_btree_cursor_next(struct opt_btree_cursor *c, const json_t **key, const 
 			continue;
 		}
 		e = json_array_get(a, (size_t)f->idx);
-		if (!entry_ok(e)) {
+		if (!json_is_array(e) || json_array_size(e) != 2) {
 			c->err = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' holds a malformed entry",
 					       f->id);
 			cursor_clear(c);
@@ -962,7 +1058,7 @@ int opt_btree_count(const struct opt_source *src, const char *header_id, size_t 
 	if ((rc = opt_btree_cursor_open(&c, src, header_id, NULL)) < 0)
 		return rc;
 	do {
-		n += json_array_size(json_object_get(c->st[c->depth - 1].node, "entries"));
+		n += json_array_size(c->st[c->depth - 1].arr);
 	} while ((rc = cursor_step(c)) > 0);
 	if (rc == 0)
 		*count = n;
@@ -1005,7 +1101,7 @@ static int check_node(struct check *k, const char *id, int depth, const json_t *
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
-	if ((rc = sget(k->src, id, &b, &kind)) < 0)
+	if ((rc = sget(k->src, id, &b, &kind, 1)) < 0)
 		goto done;
 	bid = opt_block_id(b);
 	if (!bid || strcmp(bid, id) != 0)

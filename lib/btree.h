@@ -55,6 +55,17 @@ int opt_btree_get(const struct opt_source *src, const char *header_id, const jso
 int opt_btree_put(struct opt_tracker *t, const char *header_id, const json_t *key, const json_t *value,
 		  int *replaced);
 
+/* Put n entries keys[i] -> values[i] (borrowed, copied) with the same
+ * result as opt_btree_put of each in turn (of equal keys the last wins),
+ * but faster for large batches in any order: the batch is sorted and
+ * inserted along the tree, descending only when it leaves a leaf.  Invalid
+ * keys fail the whole call with OPT_EINVAL before anything changes; after
+ * a later failure (out of memory, a corrupt tree) the tracker holds a
+ * valid tree with part of the batch in it: to make the call all or
+ * nothing, wrap it in opt_tracker_mark / opt_tracker_rollback. */
+int opt_btree_put_many(struct opt_tracker *t, const char *header_id, const json_t *const *keys,
+		       const json_t *const *values, size_t n);
+
 /* Delete key: 0, or OPT_ENOTFOUND when it is absent. */
 int opt_btree_del(struct opt_tracker *t, const char *header_id, const json_t *key);
 

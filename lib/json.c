@@ -6,17 +6,193 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Our own canonical serializer: object keys in byte order, the escapes
+ * JSON requires and no others, integers as integers, and reals in the
+ * shortest form that reads back to the same double (0.1, not
+ * 0.10000000000000001), always with a '.' or an exponent. */
+struct cbuf {
+	char *p;
+	size_t len, cap;
+	int err;
+};
+
+static void cb_reserve(struct cbuf *b, size_t n)
+{
+	if (b->err || b->len + n <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + n)
+		cap *= 2;
+	char *np = realloc(b->p, cap);
+	if (!np) {
+		b->err = 1;
+		return;
+	}
+	b->p = np;
+	b->cap = cap;
+}
+
+static void cb_put(struct cbuf *b, const char *s, size_t n)
+{
+	cb_reserve(b, n);
+	if (b->err)
+		return;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+static void cb_str(struct cbuf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i, start = 0;
+
+	cb_reserve(b, n + 2);
+	cb_put(b, "\"", 1);
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		const char *esc = NULL;
+		char u[7];
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		cb_put(b, s + start, i - start);
+		switch (c) {
+		case '"': esc = "\\\""; break;
+		case '\\': esc = "\\\\"; break;
+		case '\b': esc = "\\b"; break;
+		case '\f': esc = "\\f"; break;
+		case '\n': esc = "\\n"; break;
+		case '\r': esc = "\\r"; break;
+		case '\t': esc = "\\t"; break;
+		default:
+			u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
+			u[4] = hex[c >> 4]; u[5] = hex[c & 15]; u[6] = '\0';
+			esc = u;
+		}
+		cb_put(b, esc, strlen(esc));
+		start = i + 1;
+	}
+	cb_put(b, s + start, n - start);
+	cb_put(b, "\"", 1);
+}
+
+static void cb_real(struct cbuf *b, double d)
+{
+	char tmp[40];
+	int prec;
+
+	if (d != d || d - d != 0) { /* NaN or infinity: not JSON */
+		b->err = 2;
+		return;
+	}
+	for (prec = 15; prec <= 17; prec++) {
+		snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
+		if (strtod(tmp, NULL) == d)
+			break;
+	}
+	if (!strpbrk(tmp, ".eEn"))
+		strcat(tmp, ".0");
+	cb_put(b, tmp, strlen(tmp));
+}
+
+static int cmp_keyp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void cb_value(struct cbuf *b, const json_t *v, int depth)
+{
+	char tmp[32];
+
+	if (b->err)
+		return;
+	if (depth > 2048) {
+		b->err = 3;
+		return;
+	}
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: {
+		size_t n = json_object_size(v), i = 0;
+		const char *stackkeys[16], **keys = stackkeys, *k;
+		json_t *x;
+
+		if (n > 16) {
+			keys = malloc(n * sizeof(*keys));
+			if (!keys) {
+				b->err = 1;
+				return;
+			}
+		}
+		json_object_foreach((json_t *)v, k, x)
+			keys[i++] = k;
+		if (n > 1)
+			qsort(keys, n, sizeof(*keys), cmp_keyp);
+		cb_put(b, "{", 1);
+		for (i = 0; i < n; i++) {
+			if (i)
+				cb_put(b, ",", 1);
+			cb_str(b, keys[i], strlen(keys[i]));
+			cb_put(b, ":", 1);
+			cb_value(b, json_object_get(v, keys[i]), depth + 1);
+		}
+		cb_put(b, "}", 1);
+		if (keys != stackkeys)
+			free(keys);
+		break;
+	}
+	case JSON_ARRAY: {
+		size_t i, n = json_array_size(v);
+		cb_put(b, "[", 1);
+		for (i = 0; i < n; i++) {
+			if (i)
+				cb_put(b, ",", 1);
+			cb_value(b, json_array_get(v, i), depth + 1);
+		}
+		cb_put(b, "]", 1);
+		break;
+	}
+	case JSON_STRING:
+		cb_str(b, json_string_value(v), json_string_length(v));
+		break;
+	case JSON_INTEGER:
+		snprintf(tmp, sizeof(tmp), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		cb_put(b, tmp, strlen(tmp));
+		break;
+	case JSON_REAL:
+		cb_real(b, json_real_value(v));
+		break;
+	case JSON_TRUE:
+		cb_put(b, "true", 4);
+		break;
+	case JSON_FALSE:
+		cb_put(b, "false", 5);
+		break;
+	case JSON_NULL:
+		cb_put(b, "null", 4);
+		break;
+	}
+}
+
 int opt_json_canon(char **out, size_t *len, const json_t *v)
 {
-	char *s = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY |
-			     JSON_REAL_PRECISION(17));
+	struct cbuf b = { NULL, 0, 0, 0 };
 
 	*out = NULL;
-	if (!s)
-		return opt_error_set(OPT_EIO, "cannot serialize JSON value");
-	*out = s;
+	if (!v)
+		return opt_error_set(OPT_EINVAL, "no JSON value");
+	cb_value(&b, v, 0);
+	cb_put(&b, "", 1);
+	if (b.err) {
+		free(b.p);
+		if (b.err == 2)
+			return opt_error_set(OPT_EINVAL, "NaN and infinity are not JSON numbers");
+		if (b.err == 3)
+			return opt_error_set(OPT_EINVAL, "JSON value nested too deeply");
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	*out = b.p;
 	if (len)
-		*len = strlen(s);
+		*len = b.len - 1;
 	return 0;
 }
 

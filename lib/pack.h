@@ -23,8 +23,15 @@ int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t
 /* Number of objects added. */
 size_t opt_pack_count(const struct opt_pack *p);
 
-/* Store the pack in odb (nothing is written when it is empty). */
-int opt_pack_write(struct opt_pack *p, git_odb *odb);
+/* Store the pack in objdir/pack (the repository's objects directory) with
+ * its version 2 index, written by us (no libgit2 indexer pass): pack
+ * first, then index, each through a temporary file, synced unless
+ * $OPT_FSYNC is 0.  odb (may be NULL) is refreshed to see it.  Nothing is
+ * written when the pack is empty. */
+int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir);
+
+/* 0 when $OPT_FSYNC=0 turned syncing off. */
+int opt_pack_fsync_enabled(void);
 
 /* Consolidate the packs of the repository at gitdir geometrically (each
  * remaining pack at least twice the size of all smaller ones together).

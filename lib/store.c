@@ -58,8 +58,8 @@ static int global_init(void)
 		return git_fail(OPT_EIO, "cannot initialise libgit2");
 	if (opt_util_init() < 0)
 		return OPT_EIO;
-	fs = getenv("OPT_FSYNC");
-	git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, !(fs && strcmp(fs, "0") == 0));
+	(void)fs;
+	git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, opt_pack_fsync_enabled());
 	git_libgit2_opts(GIT_OPT_ENABLE_STRICT_OBJECT_CREATION, 0);
 	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_TREE, (size_t)1 << 20);
 	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_COMMIT, (size_t)1 << 16);
@@ -783,6 +783,7 @@ struct change {
 
 struct collect {
 	struct opt_pack *pack;
+	json_t *canon;
 	struct change *v;
 	size_t n, cap;
 };
@@ -809,6 +810,10 @@ static int collect_cb(const char *id, const json_t *block, void *arg)
 	if (block) {
 		char *s;
 		size_t len;
+		json_t *cached = c->canon ? json_object_get(c->canon, id) : NULL;
+		if (json_is_string(cached))
+			return opt_pack_add(c->pack, GIT_OBJECT_BLOB, json_string_value(cached),
+					    json_string_length(cached), &ch->oid) < 0 ? OPT_EIO : (c->n++, 0);
 		if ((rc = opt_json_canon(&s, &len, block)) < 0)
 			return rc;
 		rc = opt_pack_add(c->pack, GIT_OBJECT_BLOB, s, len, &ch->oid);
@@ -930,6 +935,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		return opt_error_set(OPT_EINVAL, "a commit needs a transaction ID");
 	if ((rc = opt_pack_new(&col.pack)) < 0)
 		return rc;
+	col.canon = info->canon;
 	if ((rc = opt_tracker_foreach(t, collect_cb, &col)) < 0)
 		goto done;
 	if ((rc = build_trees(s->repo, col.pack, base, col.v, col.n, &root)) < 0)
@@ -960,8 +966,12 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		goto done;
 	if ((rc = opt_pack_add(col.pack, GIT_OBJECT_COMMIT, cbuf.p, cbuf.len, &commit)) < 0)
 		goto done;
-	if ((rc = opt_pack_write(col.pack, s->odb)) < 0)
-		goto done;
+	{
+		char objdir[4096];
+		snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
+		if ((rc = opt_pack_write(col.pack, s->odb, objdir)) < 0)
+			goto done;
+	}
 
 	memset(&zero, 0, sizeof(zero));
 	git_error_clear();

@@ -104,6 +104,9 @@ struct opt_commit_info {
 	const char *trx;       /* transaction ID (required) */
 	const char *summary;   /* first line of the commit message */
 	const char *trailers;  /* more "Key: value\n" lines, or NULL */
+	json_t *canon;         /* optional {id: canonical JSON string} of
+				  blocks already serialized (not the header
+				  or log blocks), to avoid doing it twice */
 };
 
 /* Commit the changes of tracker t on top of base (NULL: create the

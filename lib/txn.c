@@ -62,6 +62,7 @@ int opt_txn_block_hash(const json_t *block, int is_header, char out[65])
 
 struct hash_ctx {
 	json_t *blocks;
+	json_t *canon;
 	const char *header_id;
 };
 
@@ -78,8 +79,21 @@ static int hash_cb(const char *id, const json_t *block, void *arg)
 	type = opt_block_type(block);
 	if (type && strcmp(type, OPT_TYPE_LOG) == 0)
 		return 0;
-	if ((rc = opt_txn_block_hash(block, strcmp(id, h->header_id) == 0, hex)) < 0)
-		return rc;
+	if (strcmp(id, h->header_id) == 0) {
+		if ((rc = opt_txn_block_hash(block, 1, hex)) < 0)
+			return rc;
+	} else {
+		/* serialize once: the store reuses these bytes for the blob */
+		char *s;
+		size_t len;
+		if ((rc = opt_json_canon(&s, &len, block)) < 0)
+			return rc;
+		opt_sha256_hex(hex, s, len);
+		rc = json_object_set_new(h->canon, id, json_stringn_nocheck(s, len));
+		free(s);
+		if (rc < 0)
+			return opt_error_set(OPT_EIO, "out of memory");
+	}
 	return json_object_set_new(h->blocks, id, json_string(hex)) < 0 ?
 		opt_error_set(OPT_EIO, "out of memory") : 0;
 }
@@ -101,7 +115,7 @@ static long busy_timeout(const struct opt_txn_opts *o)
 static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt_txn_opts *o,
 		   const char *trx, struct opt_txn_result *res)
 {
-	json_t *empty = NULL, *fields = NULL;
+	json_t *empty = NULL, *fields = NULL, *canon = NULL;
 	struct opt_source src;
 	struct hash_ctx hc;
 	long rev = 0;
@@ -157,6 +171,7 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 		goto done;
 	}
 	hc.blocks = json_object();
+	hc.canon = canon = json_object();
 	hc.header_id = x->header_id;
 	fields = json_pack("{s:s,s:O,s:o}", "trx", trx, "actions", x->actions, "blocks", hc.blocks);
 	if (!fields) {
@@ -168,7 +183,7 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 	if ((rc = opt_log_append(x->t, x->header_id, fields, NULL)) < 0)
 		goto done;
 	{
-		struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", NULL };
+		struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", NULL, canon };
 		rc = opt_store_commit(x->s, x->name, x->base, x->t, &info, &rev);
 	}
 	if (rc == 0) {
@@ -178,6 +193,7 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 	}
 done:
 	json_decref(fields);
+	json_decref(canon);
 	json_decref(x->actions);
 	x->actions = NULL;
 	opt_tracker_free(x->t);

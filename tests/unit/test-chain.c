@@ -132,6 +132,16 @@ static const char *str(const json_t *b, const char *f)
 	return json_string_value(json_object_get(b, f));
 }
 
+/* strcmp that takes NULL (as a string of its own) */
+static int eq(const char *a, const char *b)
+{
+	return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+#define OPEN_OR_RETURN(expr) do { int o_rc_ = (expr); if (o_rc_ < 0) { \
+	printf("# %s:%d: %s returned %d: %s\n", __FILE__, __LINE__, #expr, o_rc_, opt_error_last()); \
+	h_failed_now = 1; return; } } while (0)
+
 /* Walk the blocks of view from the header and check the layout: links both
  * ways, at most 32 entries, full middle blocks, non-empty ends (unless the
  * chain is one block), and no data block outside the chain.  Returns the
@@ -157,9 +167,9 @@ static size_t check_layout(json_t *view, const char *hid, size_t total)
 		len = json_array_size(json_object_get(b, "entries"));
 		sum += len;
 		CHECK(len <= OPT_CHAIN_ENTRIES);
-		CHECK(strcmp(opt_block_type(b), "CHD") == 0);
+		CHECK(eq(opt_block_type(b), "CHD"));
 		if (prev)
-			CHECK(str(b, "priorId") && strcmp(str(b, "priorId"), prev) == 0);
+			CHECK(eq(str(b, "priorId"), prev));
 		else
 			CHECK(json_object_get(b, "priorId") == NULL);
 		if (str(b, "nextId")) {
@@ -169,7 +179,7 @@ static size_t check_layout(json_t *view, const char *hid, size_t total)
 				CHECK(len > 0);                   /* head of several */
 		} else {
 			CHECK(json_object_get(b, "nextId") == NULL);
-			CHECK(strcmp(cur, str(h, "tailId")) == 0);
+			CHECK(eq(cur, str(h, "tailId")));
 			if (prev)
 				CHECK(len > 0);                   /* tail of several */
 		}
@@ -178,7 +188,7 @@ static size_t check_layout(json_t *view, const char *hid, size_t total)
 	}
 	CHECK(sum == total);
 	json_object_foreach(view, id, v)
-		if (strcmp(opt_block_type(v), "CHD") == 0)
+		if (eq(opt_block_type(v), "CHD"))
 			ndata++;
 	CHECK(ndata == nblocks);  /* no leaked blocks */
 	return nblocks;
@@ -192,7 +202,7 @@ static void check_iter(const struct opt_source *src, const char *hid, const stru
 	size_t i = 0, n = m_size(m), cnt;
 	int rc, ok = 1;
 
-	CHECK_RC(opt_chain_iter_open(&it, src, hid, 1));
+	OPEN_OR_RETURN(opt_chain_iter_open(&it, src, hid, 1));
 	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
 		if (i >= n || json_integer_value(e) != m_at(m, i))
 			ok = 0;
@@ -202,7 +212,7 @@ static void check_iter(const struct opt_source *src, const char *hid, const stru
 	CHECK(ok && i == n);
 	opt_chain_iter_free(it);
 
-	CHECK_RC(opt_chain_iter_open(&it, src, hid, 0));
+	OPEN_OR_RETURN(opt_chain_iter_open(&it, src, hid, 0));
 	i = n;
 	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
 		if (i == 0 || json_integer_value(e) != m_at(m, i - 1))
@@ -240,21 +250,21 @@ static void check_position(const struct opt_source *src, const char *hid, const 
 	size_t i;
 	int rc, ok = 1;
 
-	CHECK_RC(opt_chain_iter_open(&it, src, hid, 1));
+	OPEN_OR_RETURN(opt_chain_iter_open(&it, src, hid, 1));
 	CHECK(opt_chain_iter_pos(it, &pos) == OPT_EINVAL);
 	for (i = 0; i <= k; i++)
 		CHECK(opt_chain_iter_next(it, &e) == 1);
 	CHECK_RC(opt_chain_iter_pos(it, &pos));
 	opt_chain_iter_free(it);
 
-	CHECK_RC(opt_chain_iter_open_at(&it, src, &pos, 1));
+	OPEN_OR_RETURN(opt_chain_iter_open_at(&it, src, &pos, 1));
 	for (i = k; (rc = opt_chain_iter_next(it, &e)) == 1; i++)
 		if (i >= m_size(m) || json_integer_value(e) != m_at(m, i))
 			ok = 0;
 	CHECK(rc == 0 && i == m_size(m));
 	opt_chain_iter_free(it);
 
-	CHECK_RC(opt_chain_iter_open_at(&it, src, &pos, 0));
+	OPEN_OR_RETURN(opt_chain_iter_open_at(&it, src, &pos, 0));
 	for (i = k + 1; (rc = opt_chain_iter_next(it, &e)) == 1; i--)
 		if (i == 0 || json_integer_value(e) != m_at(m, i - 1))
 			ok = 0;
@@ -503,7 +513,7 @@ static void three_blocks(struct store *s, char ids[3][OPT_ID_MAX + 1])
 	CHECK_RC(opt_chain_add(s->t, s->hid, a));
 	json_decref(a);
 	src = opt_tracker_source(s->t);
-	CHECK_RC(opt_chain_iter_open(&it, &src, s->hid, 1));
+	OPEN_OR_RETURN(opt_chain_iter_open(&it, &src, s->hid, 1));
 	while (opt_chain_iter_next(it, &e) == 1) {
 		opt_chain_iter_pos(it, &pos);
 		if (pos.index == 0 && i < 3)
@@ -595,7 +605,7 @@ TEST(corruption)
 
 		snprintf(pos.block_id, sizeof(pos.block_id), "%s", ids[1]);
 		pos.index = 5;
-		CHECK_RC(opt_chain_iter_open_at(&it, &src, &pos, 1));
+		OPEN_OR_RETURN(opt_chain_iter_open_at(&it, &src, &pos, 1));
 		while ((rc = opt_chain_iter_next(it, &e)) == 1 && k < 100000)
 			k++;
 		CHECK(rc == OPT_EINTEGRITY);
@@ -726,7 +736,7 @@ TEST(streaming)
 	store_commit(&s);
 	c.blocks = s.blocks;
 	for (dir = 0; dir < 2; dir++) {
-		CHECK_RC(opt_chain_iter_open(&it, &src, s.hid, dir));
+		OPEN_OR_RETURN(opt_chain_iter_open(&it, &src, s.hid, dir));
 		n = 0;
 		while ((rc = opt_chain_iter_next(it, &e)) == 1) {
 			size_t h = counting_held(&c);
@@ -750,6 +760,88 @@ TEST(streaming)
 	store_close(&s);
 }
 
+/* Empty blocks inside a chain (not made by these functions, but valid)
+ * are skipped by readers and dropped by pop and dequeue. */
+TEST(empty_blocks_skipped)
+{
+	struct store s;
+	struct model m = { 0 };
+	char ids[3][OPT_ID_MAX + 1];
+	json_t *op, *got;
+	long i;
+
+	for (i = 0; i < 96; i++)
+		if (i < 32 || i >= 64)
+			m_push(&m, i);
+	three_blocks(&s, ids);
+	op = json_pack("[s,i,i,[]]", "entries", 0, 32);
+	CHECK_RC(opt_tracker_update(s.t, ids[1], op));
+	json_decref(op);
+	{
+		struct opt_source src = opt_tracker_source(s.t);
+		check_iter(&src, s.hid, &m);
+		check_position(&src, s.hid, &m, 31);
+		check_position(&src, s.hid, &m, 32);
+	}
+	CHECK_RC(opt_chain_pop(s.t, s.hid, 33, &got));
+	CHECK(json_array_size(got) == 33);
+	CHECK(json_integer_value(json_array_get(got, 0)) == 31);
+	CHECK(json_integer_value(json_array_get(got, 1)) == 64);
+	json_decref(got);
+	CHECK(nblocks(&s, 31) == 1);
+	store_close(&s);
+
+	three_blocks(&s, ids);
+	op = json_pack("[s,i,i,[]]", "entries", 0, 32);
+	CHECK_RC(opt_tracker_update(s.t, ids[1], op));
+	json_decref(op);
+	CHECK_RC(opt_chain_dequeue(s.t, s.hid, 33, &got));
+	CHECK(json_array_size(got) == 33);
+	CHECK(json_integer_value(json_array_get(got, 31)) == 31);
+	CHECK(json_integer_value(json_array_get(got, 32)) == 64);
+	json_decref(got);
+	CHECK(nblocks(&s, 31) == 1);
+	store_close(&s);
+	free(m.v);
+}
+
+/* Entries handed out are the caller's: changing them changes no block. */
+TEST(popped_entries_are_copies)
+{
+	struct store s;
+	json_t *a = json_pack("[{s:i},{s:i},{s:i},{s:i}]", "v", 1, "v", 2, "v", 3, "v", 4);
+	json_t *before, *after, *got, *last;
+	struct opt_source src;
+	size_t i;
+
+	store_open(&s);
+	CHECK_RC(opt_chain_add(s.t, s.hid, a));
+	json_object_set_new(json_array_get(a, 0), "v", json_integer(100));  /* the caller's */
+	store_commit(&s);
+	before = json_deep_copy(s.blocks);
+	CHECK_RC(opt_chain_pop(s.t, s.hid, 2, &got));
+	for (i = 0; i < json_array_size(got); i++)
+		json_object_set_new(json_array_get(got, i), "v", json_integer(-1));
+	json_decref(got);
+	CHECK_RC(opt_chain_dequeue(s.t, s.hid, 1, &got));
+	CHECK(json_integer_value(json_object_get(json_array_get(got, 0), "v")) == 1);
+	json_object_set_new(json_array_get(got, 0), "v", json_integer(-1));
+	json_decref(got);
+	src = opt_tracker_source(s.t);
+	CHECK_RC(opt_chain_last(&src, s.hid, &last));
+	json_object_set_new(last, "v", json_integer(-1));
+	json_decref(last);
+	CHECK_RC(opt_chain_first(&src, s.hid, &last));
+	CHECK(json_integer_value(json_object_get(last, "v")) == 2);
+	json_decref(last);
+	after = json_deep_copy(s.blocks);
+	CHECK(json_equal(before, after));  /* the committed blocks are untouched */
+	json_decref(before);
+	json_decref(after);
+	json_decref(a);
+	store_close(&s);
+}
+
 int main(void)
 {
 	const char *env = getenv("OPT_TEST_SEED");
@@ -768,5 +860,7 @@ int main(void)
 	RUN(corruption);
 	RUN(all_or_nothing);
 	RUN(streaming);
+	RUN(popped_entries_are_copies);
+	RUN(empty_blocks_skipped);
 	return DONE();
 }

@@ -90,6 +90,18 @@ TEST(canonical_json)
 	CHECK(strcmp(s, "{\"a\":[true,null,\"\xc3\xa9\"],\"b\":1,\"c\":2.5}") == 0);
 	free(s);
 	json_decref(v);
+	{
+		/* reals in their shortest exact form; escapes; nesting */
+		const char *in2 = "[0.1,1.0,-2.5e-300,1e300,100.0,\"a\\\"b\\n\\u0001/\",{\"z\":{},\"\":[]}]";
+		json_t *w;
+		CHECK_RC(opt_json_parse(&w, in2, strlen(in2)));
+		CHECK_RC(opt_json_canon(&s, NULL, w));
+		CHECK(strcmp(s, "[0.1,1.0,-2.5e-300,1e+300,100.0,\"a\\\"b\\n\\u0001/\",{\"\":[],\"z\":{}}]") == 0);
+		if (strcmp(s, "[0.1,1.0,-2.5e-300,1e+300,100.0,\"a\\\"b\\n\\u0001/\",{\"\":[],\"z\":{}}]"))
+			printf("# got %s\n", s);
+		free(s);
+		json_decref(w);
+	}
 	CHECK(opt_json_parse(&v, "{\"a\":1,\"a\":2}", 13) == OPT_EINVAL);
 	CHECK(opt_json_parse(&v, "{", 1) == OPT_EINVAL);
 }
