@@ -98,7 +98,7 @@ static int do_init(struct cmd *c)
 		return cmd_usage(c, "too many arguments");
 	rc = opt_store_create(&c->store, dir, &created);
 	if (rc < 0)
-		return cmd_lib_fail(c, rc);
+		return cmd_lib_fail(c, OPT_EIO);
 	o = json_pack("{s:s,s:b}", "store", dir, "created", created);
 	rc = cmd_print(c, o);
 	json_decref(o);
@@ -412,8 +412,10 @@ static int do_put(struct cmd *c)
 		}
 		json_decref(v);
 		if (each) {
+			/* acknowledged = printed: flush after every transaction */
 			if ((st = put_commit(c, coll, all)))
 				goto done;
+			fflush(stdout);
 			json_array_clear(all);
 		}
 	}

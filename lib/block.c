@@ -104,15 +104,16 @@ static int op_apply(json_t *block, const json_t *op, json_t **undo)
 	target = json_object_get(block, entity);
 
 	if (!json_is_array(ins)) {
-		json_t *old = target ? json_incref(target) : json_null();
 		if (undo) {
-			*undo = json_pack("[s,i,i,O]", entity, 0, 0, old);
-			if (!*undo) {
-				json_decref(old);
+			/* the inverse of a set is not an op (the old value may be an
+			 * array, or absent): {"set": entity, "old": value} */
+			*undo = json_pack("{s:s}", "set", entity);
+			if (!*undo || (target && json_object_set(*undo, "old", target) < 0)) {
+				json_decref(*undo);
+				*undo = NULL;
 				return opt_error_set(OPT_EIO, "out of memory");
 			}
 		}
-		json_decref(old);
 		if (json_is_null(ins))
 			json_object_del(block, entity);
 		else if (json_object_set_new(block, entity, json_deep_copy(ins)) < 0)
@@ -140,8 +141,24 @@ static int op_apply(json_t *block, const json_t *op, json_t **undo)
 	for (k = 0; k < del; k++)
 		json_array_remove(target, index);
 	for (k = 0; k < json_array_size(ins); k++)
-		json_array_insert_new(target, index + k, json_deep_copy(json_array_get(ins, k)));
+		if (json_array_insert_new(target, index + k, json_deep_copy(json_array_get(ins, k))) < 0)
+			return opt_error_set(OPT_EIO, "out of memory");
 	return 0;
+}
+
+/* Undo one change recorded by op_apply. */
+static void undo_apply(json_t *block, const json_t *inv)
+{
+	if (json_is_object(inv)) {
+		const char *entity = json_string_value(json_object_get(inv, "set"));
+		json_t *old = json_object_get(inv, "old");
+		if (old)
+			json_object_set(block, entity, old);
+		else
+			json_object_del(block, entity);
+		return;
+	}
+	op_apply(block, inv, NULL);
 }
 
 int opt_op_apply(json_t *block, const json_t *op)
@@ -264,6 +281,19 @@ void opt_tracker_free(struct opt_tracker *t)
 
 /* Record an undo entry (only while a mark is active).  prev and inv are
  * stolen. */
+static int undo_reserve(struct opt_tracker *t)
+{
+	if (t->nundo == t->capundo) {
+		size_t n = t->capundo ? t->capundo * 2 : 64;
+		struct undo *nu = realloc(t->undo, n * sizeof(*nu));
+		if (!nu)
+			return opt_error_set(OPT_EIO, "out of memory");
+		t->undo = nu;
+		t->capundo = n;
+	}
+	return 0;
+}
+
 static int undo_push(struct opt_tracker *t, const char *id, json_t *prev, json_t *inv)
 {
 	struct undo *u;
@@ -395,9 +425,12 @@ int opt_tracker_update(struct opt_tracker *t, const char *id, const json_t *op)
 			json_decref(copy);
 			return rc;
 		}
-		json_object_set_new(t->changed, id, copy);
+		if (json_object_set_new(t->changed, id, copy) < 0)
+			return opt_error_set(OPT_EIO, "out of memory");
 		return 0;
 	}
+	if (t->marks && (rc = undo_reserve(t)) < 0)
+		return rc;
 	rc = op_apply(cur, op, t->marks ? &inv : NULL);
 	if (rc < 0)
 		return rc;
@@ -434,7 +467,7 @@ void opt_tracker_rollback(struct opt_tracker *t, size_t token)
 		if (u->inv) {
 			json_t *cur = json_object_get(t->changed, u->id);
 			if (cur)
-				op_apply(cur, u->inv, NULL);
+				undo_apply(cur, u->inv);
 		} else if (json_is_false(u->prev)) {
 			json_object_del(t->changed, u->id);
 		} else {

@@ -282,6 +282,26 @@ static int insert_node(struct opt_tracker *t, json_t *nb, char id[OPT_ID_MAX + 1
 	return opt_tracker_insert_new(t, nb);
 }
 
+/* A deep copy of v, or NULL.  Arrays are copied here: json_deep_copy
+ * keeps a table of the containers it is inside (to catch loops), which
+ * costs allocations and a printf per array; tree values hold no loops. */
+static json_t *copy(const json_t *v)
+{
+	json_t *a;
+	size_t i, n;
+
+	if (!json_is_array(v))
+		return json_deep_copy(v);
+	n = json_array_size(v);
+	a = json_array();
+	for (i = 0; a && i < n; i++)
+		if (json_array_append_new(a, copy(json_array_get(v, i))) < 0) {
+			json_decref(a);
+			a = NULL;
+		}
+	return a;
+}
+
 /* A copy of elements [from, to) of array a, or NULL. */
 static json_t *slice(const json_t *a, size_t from, size_t to)
 {
@@ -289,7 +309,7 @@ static json_t *slice(const json_t *a, size_t from, size_t to)
 	size_t i;
 
 	for (i = from; s && i < to; i++)
-		if (json_array_append_new(s, json_deep_copy(json_array_get(a, i))) < 0) {
+		if (json_array_append_new(s, copy(json_array_get(a, i))) < 0) {
 			json_decref(s);
 			s = NULL;
 		}
@@ -672,13 +692,19 @@ int opt_btree_put(struct opt_tracker *t, const char *header_id, const json_t *ke
 struct kv {
 	const json_t *key, *value;
 	size_t i;
+	json_int_t iv;  /* the key's value when it is an integer */
+	int is_int;
 };
 
 static int kv_cmp(const void *a, const void *b)
 {
 	const struct kv *x = a, *y = b;
-	int c = opt_key_cmp(x->key, y->key);
+	int c;
 
+	if (x->is_int && y->is_int)
+		c = x->iv < y->iv ? -1 : x->iv > y->iv;
+	else
+		c = opt_key_cmp(x->key, y->key);
 	if (c)
 		return c;
 	return x->i < y->i ? -1 : x->i > y->i;
@@ -708,6 +734,8 @@ int opt_btree_put_many(struct opt_tracker *t, const char *header_id, const json_
 		kv[i].key = keys[i];
 		kv[i].value = values[i];
 		kv[i].i = i;
+		kv[i].is_int = json_is_integer(keys[i]);
+		kv[i].iv = kv[i].is_int ? json_integer_value(keys[i]) : 0;
 	}
 	qsort(kv, n, sizeof(*kv), kv_cmp);
 	for (j = 0; j < n; j++) {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define REF_PREFIX "refs/opt/collections/"
@@ -207,6 +208,27 @@ int opt_store_open(struct opt_store **out, const char *dir)
 		if (errno == EACCES)
 			return opt_error_set(OPT_EIO, "cannot open store '%s': permission denied", dir);
 		return opt_error_set(OPT_EINVAL, "'%s' is not an optimystic store", dir);
+	}
+	{
+		/* look at the object format before libgit2 does anything with
+		 * the repository: 1.5 would write SHA-1 objects into a SHA-256
+		 * one */
+		git_config *cfg = NULL;
+		git_buf fmt = { 0 };
+		char cpath[PATH_MAX];
+		snprintf(cpath, sizeof(cpath), "%s/config", dir);
+		if (git_config_open_ondisk(&cfg, cpath) == 0 &&
+		    git_config_get_string_buf(&fmt, cfg, "extensions.objectformat") == 0 &&
+		    fmt.ptr && strcasecmp(fmt.ptr, "sha1") != 0) {
+			rc = opt_error_set(OPT_EINVAL, "'%s' is a git repository with object format %s, not an optimystic store",
+					   dir, fmt.ptr);
+			git_buf_dispose(&fmt);
+			git_config_free(cfg);
+			return rc;
+		}
+		git_buf_dispose(&fmt);
+		git_config_free(cfg);
+		git_error_clear();
 	}
 	if (git_repository_open_ext(&repo, dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
 		if (access(dir, R_OK | X_OK) < 0)
@@ -916,6 +938,28 @@ done:
 	return rc;
 }
 
+/* A ref update holds its lock for well under a millisecond; a lock file
+ * older than $OPT_STALE_LOCK_MS (default 5000) was left by a killed
+ * process: remove it so that the collection is not wedged. */
+static void break_stale_lock(struct opt_store *s, const char *ref)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	struct timespec now;
+	const char *e = getenv("OPT_STALE_LOCK_MS");
+	long stale = e && *e ? atol(e) : 5000;
+	double age;
+
+	snprintf(path, sizeof(path), "%s%s.lock", git_repository_path(s->repo), ref);
+	if (stat(path, &st) < 0)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	age = (double)(now.tv_sec - st.st_mtim.tv_sec) * 1000.0 +
+	      (double)(now.tv_nsec - st.st_mtim.tv_nsec) / 1e6;
+	if (age > (double)stale)
+		unlink(path);
+}
+
 int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *base,
 		     struct opt_tracker *t, const struct opt_commit_info *info, long *rev)
 {
@@ -983,6 +1027,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		goto done;
 	}
 	if (grc == GIT_ELOCKED) {
+		break_stale_lock(s, ref);
 		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
 		goto done;
 	}

@@ -479,12 +479,36 @@ static void random_run(int cap, long ops, unsigned domain, long phase_len, long 
 				snprintf(failure, sizeof(failure), "put replaced %d, model %d", rep, mrep);
 				ok = 0;
 			}
+		} else if (r == 99) {
+			/* a batch with duplicates, like puts in turn */
+			json_t *bk[40], *bv[40];
+			unsigned nb = 1 + rn(40), j;
+			what = "put_many";
+			for (j = 0; j < nb; j++) {
+				bk[j] = j && rn(4) == 0 ? json_incref(bk[rn(j)]) : key_of(rn(domain));
+				bv[j] = json_pack("{s:I,s:i}", "op", (json_int_t)op, "j", (int)j);
+			}
+			if (opt_btree_put_many(s.t, s.hid, (const json_t *const *)bk, (const json_t *const *)bv,
+					       nb) < 0) {
+				snprintf(failure, sizeof(failure), "put_many: %s", opt_error_last());
+				ok = 0;
+			}
+			for (j = 0; j < nb; j++)
+				model_put(&m, bk[j], bv[j]);
+			for (j = 0; j < nb && ok; j++)
+				ok = check_lookup(&s, &m, bk[j]);
+			for (j = 0; j < nb; j++) {
+				json_decref(bk[j]);
+				json_decref(bv[j]);
+			}
 		} else if (r < put_pct[ph] + del_pct[ph]) {
 			int rc, had;
 			what = "del";
 			key = m.n && rn(5) ? json_incref(m.k[rn((unsigned)m.n)]) : key_of(rn(domain));
 			rc = opt_btree_del(s.t, s.hid, key);
 			had = model_del(&m, key);
+			if (had && m.n == 0)
+				empties++;
 			if ((had && rc != 0) || (!had && rc != OPT_ENOTFOUND)) {
 				snprintf(failure, sizeof(failure), "del: rc %d, model had %d: %s", rc, had,
 					 opt_error_last());
@@ -505,8 +529,6 @@ static void random_run(int cap, long ops, unsigned domain, long phase_len, long 
 		}
 		if (m.n > max_n)
 			max_n = m.n;
-		if (m.n == 0 && op > 0 && key)
-			empties++;
 		if (op % 64 == 0) {
 			const json_t *b = root_block(&s);
 			int depth = 1;
@@ -558,22 +580,22 @@ static void random_run(int cap, long ops, unsigned domain, long phase_len, long 
 
 TEST(random_cap4)
 {
-	random_run(4, UNDER_ASAN ? 50000 : 70000, 420, 500, 1);
+	random_run(4, 55000, 420, 500, 1);
 }
 
 TEST(random_cap5)
 {
-	random_run(5, UNDER_ASAN ? 45000 : 60000, 700, 700, 1);
+	random_run(5, 50000, 700, 700, 1);
 }
 
 TEST(random_cap8)
 {
-	random_run(8, UNDER_ASAN ? 45000 : 60000, 1400, 1500, 2);
+	random_run(8, 50000, 1400, 1500, 2);
 }
 
 TEST(random_cap64)
 {
-	random_run(64, UNDER_ASAN ? 60000 : 80000, 40000, 12000, 250);
+	random_run(64, 50000, 40000, 8000, 250);
 }
 
 TEST(random_total)
@@ -985,12 +1007,27 @@ TEST(bulk)
 		jk[i] = json_integer(keys[i]);
 		jv[i] = json_integer(keys[i] * 10);
 	}
+	/* one put at a time into a second tree (the common path) */
+	{
+		struct store s1;
+		const long n1 = n / 5;
+		CHECK_RC(store_open(&s1, OPT_BTREE_DEFAULT_CAPACITY));
+		t0 = now_s();
+		for (i = 0; i < n1; i++)
+			if (opt_btree_put(s1.t, s1.hid, jk[i], jv[i], NULL) < 0)
+				break;
+		t1 = now_s();
+		CHECK(i == n1);
+		printf("# single put %ld: %.0f/s (%.2f s)%s\n", n1, (double)n1 / (t1 - t0), t1 - t0,
+		       UNDER_ASAN ? " under ASan" : "");
+		CHECK_RC(opt_btree_check(&s1.tsrc, s1.hid, &cnt));
+		CHECK(cnt == (size_t)n1);
+		store_close(&s1);
+	}
+	/* the whole batch at once */
 	t0 = now_s();
-	for (i = 0; i < n; i++)
-		if (opt_btree_put(s.t, s.hid, jk[i], jv[i], NULL) < 0)
-			break;
+	CHECK_RC(opt_btree_put_many(s.t, s.hid, (const json_t *const *)jk, (const json_t *const *)jv, (size_t)n));
 	t1 = now_s();
-	CHECK(i == n);
 	printf("# bulk put %ld: %.0f/s (%.2f s)%s\n", n, (double)n / (t1 - t0), t1 - t0,
 	       UNDER_ASAN ? " under ASan" : "");
 	for (i = 0; i < n; i++) {
