@@ -41,6 +41,8 @@ _opt_store() {
 			[[ -z $d ]] && d=/
 		done
 	fi
+	# a leading ~/ that the shell did not expand
+	# shellcheck disable=SC2088
 	[[ $s == "~/"* ]] && s=$HOME/${s#"~/"}
 	[[ -n $s ]] && printf '%s\n' "$s"
 }
@@ -87,10 +89,11 @@ _opt_value() {
 
 _opt_complete() {
 	local prog=${COMP_WORDS[0]} cur=${COMP_WORDS[COMP_CWORD]}
-	local prev= prev2= verb= words w i opt
+	local prev='' prev2='' verb='' words w i opt
 	COMPREPLY=()
 	((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
 	((COMP_CWORD > 1)) && prev2=${COMP_WORDS[COMP_CWORD - 2]}
+	# shellcheck disable=SC2088
 	[[ $prog == "~/"* ]] && prog=$HOME/${prog#"~/"}
 	command -v -- "$prog" >/dev/null 2>&1 || return 0
 

@@ -557,10 +557,10 @@ static int rebalance(struct path *p, struct opt_tracker *t, const char *header_i
 			if (rn > min) {
 				/* rotate: the separator comes down to our end,
 				 * the right's first partition goes up */
-				json_t *node = one(json_array_get(json_object_get(sb, "nodes"), 0));
 				hold2 = json_incref(json_array_get(json_object_get(sb, "partitions"), 0));
 				if ((rc = splice(t, id, "partitions", n - 1, 0, one(hold))) < 0 ||
-				    (rc = splice(t, id, "nodes", n, 0, node)) < 0 ||
+				    (rc = splice(t, id, "nodes", n, 0,
+						 one(json_array_get(json_object_get(sb, "nodes"), 0)))) < 0 ||
 				    (rc = remove_at(t, rid, "partitions", 0, 1)) < 0 ||
 				    (rc = remove_at(t, rid, "nodes", 0, 1)) < 0)
 					goto done;
@@ -580,10 +580,10 @@ static int rebalance(struct path *p, struct opt_tracker *t, const char *header_i
 			tget(t, lid, &sb, NULL);
 			hold = json_incref(json_array_get(parts, pi - 1));
 			if (ln > min) {
-				json_t *node = one(json_array_get(json_object_get(sb, "nodes"), ln - 1));
 				hold2 = json_incref(json_array_get(json_object_get(sb, "partitions"), ln - 2));
 				if ((rc = splice(t, id, "partitions", 0, 0, one(hold))) < 0 ||
-				    (rc = splice(t, id, "nodes", 0, 0, node)) < 0 ||
+				    (rc = splice(t, id, "nodes", 0, 0,
+						 one(json_array_get(json_object_get(sb, "nodes"), ln - 1)))) < 0 ||
 				    (rc = remove_at(t, lid, "partitions", ln - 2, 1)) < 0 ||
 				    (rc = remove_at(t, lid, "nodes", ln - 1, 1)) < 0)
 					goto done;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Our own canonical serializer: object keys in byte order, the escapes
  * JSON requires and no others, integers as integers, and reals in the
@@ -315,6 +316,18 @@ void opt_jsonl_free(struct opt_jsonl *r)
 	free(r);
 }
 
+static int is_ws(char c);
+
+int opt_jsonl_buffered(const struct opt_jsonl *r)
+{
+	size_t i;
+
+	for (i = r->start; i < r->end; i++)
+		if (!is_ws(r->buf[i]))
+			return 1;
+	return 0;
+}
+
 long opt_jsonl_line(const struct opt_jsonl *r)
 {
 	return r->value_line;
@@ -341,10 +354,22 @@ static int fill(struct opt_jsonl *r)
 		r->buf = nb;
 		r->cap *= 2;
 	}
-	n = fread(r->buf + r->end, 1, r->cap - r->end, r->f);
-	if (n == 0) {
-		if (ferror(r->f))
+	/* read(2), not fread: return what a pipe has now, so that a stream's
+	 * values are seen as they come (fread would wait to fill the buffer) */
+	if (fileno(r->f) < 0) {  /* a memory stream (fmemopen) has no fd */
+		n = fread(r->buf + r->end, 1, r->cap - r->end, r->f);
+		if (n == 0 && ferror(r->f))
 			return opt_error_set(OPT_EIO, "cannot read input: %s", strerror(errno));
+	} else for (;;) {
+		ssize_t got = read(fileno(r->f), r->buf + r->end, r->cap - r->end);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return opt_error_set(OPT_EIO, "cannot read input: %s", strerror(errno));
+		n = (size_t)got;
+		break;
+	}
+	if (n == 0) {
 		r->eof = 1;
 		return 0;
 	}

@@ -49,6 +49,10 @@ void opt_jsonl_free(struct opt_jsonl *r);
  * OPT_EIO on a read error. */
 int opt_jsonl_next(struct opt_jsonl *r, json_t **out);
 
+/* 1 if more input is already buffered (the next value can be read without
+ * waiting), 0 otherwise. */
+int opt_jsonl_buffered(const struct opt_jsonl *r);
+
 /* The line number (1-based) where the last value read began. */
 long opt_jsonl_line(const struct opt_jsonl *r);
 

@@ -2,6 +2,8 @@
 #include "error.h"
 #include "util.h"
 
+#include <git2/sys/odb_backend.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +27,8 @@ struct opt_pack {
 	unsigned char *buf;  /* the pack stream, from the 12-byte header on */
 	size_t len, cap;
 	uint32_t count;
+	char name[64];       /* "pack-<hex>" once written */
+	git_odb_backend *mirror;
 	git_oid *set;        /* open-addressing set of object IDs */
 	struct pobj *objs;   /* every object: ID, offset, CRC-32 (for the .idx) */
 	size_t nobjs, capobjs;
@@ -90,6 +95,11 @@ void opt_pack_free(struct opt_pack *p)
 	free(p->set);
 	free(p->objs);
 	free(p);
+}
+
+void opt_pack_mirror(struct opt_pack *p, git_odb_backend *backend)
+{
+	p->mirror = backend;
 }
 
 size_t opt_pack_count(const struct opt_pack *p)
@@ -172,6 +182,8 @@ int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t
 	rc = set_add(p, &id);
 	if (rc <= 0)
 		return rc;
+	if (p->mirror && p->mirror->write(p->mirror, &id, data, len, type) < 0)
+		return opt_error_set(OPT_EIO, "cannot keep object in memory");
 	z = len < 512 ? &p->zs : &p->z;
 	bound = deflateBound(z, len);
 	if ((rc = grow(p, 16 + bound)) < 0)
@@ -277,6 +289,11 @@ static int sync_dir(const char *dir)
 	return rc;
 }
 
+const char *opt_pack_last_name(const struct opt_pack *p)
+{
+	return p->name[0] ? p->name : NULL;
+}
+
 int opt_pack_fsync_enabled(void)
 {
 	const char *e = getenv("OPT_FSYNC");
@@ -353,6 +370,7 @@ int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir)
 	snprintf(name, sizeof(name), "pack-%s.pack", hex);
 	if ((rc = write_file(packdir, name, p->buf, p->len + 20, sync)) < 0)
 		goto done;
+	snprintf(p->name, sizeof(p->name), "pack-%s", hex);
 	snprintf(name, sizeof(name), "pack-%s.idx", hex);
 	if ((rc = write_file(packdir, name, idx, (size_t)(o - idx), sync)) < 0)
 		goto done;
@@ -466,122 +484,242 @@ static int cmp_count(const void *a, const void *b)
 	return x->count < y->count ? -1 : x->count > y->count;
 }
 
+/* The consolidation lock: flock on a file that stays (no create/unlink
+ * churn, and a killed holder releases it).  Returns the fd or -1 when
+ * another process holds it. */
 static int take_lock(const char *path)
 {
-	int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
-	struct stat st;
+	int fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
 
-	if (fd >= 0) {
+	if (fd < 0)
+		return -1;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		close(fd);
-		return 1;
+		return -1;
 	}
-	if (errno != EEXIST)
-		return 0;
-	/* a lock left by a killed process: take it over after 10 minutes */
-	if (stat(path, &st) == 0 && time(NULL) - st.st_mtime > 600) {
-		unlink(path);
-		fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
-		if (fd >= 0) {
-			close(fd);
-			return 1;
-		}
+	return fd;
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+struct idxent {
+	const unsigned char *id;
+	uint64_t off;
+	uint32_t crc;
+};
+
+static int cmp_off(const void *a, const void *b)
+{
+	const struct idxent *x = a, *y = b;
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static int read_whole(const char *path, unsigned char **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	struct stat st;
+	unsigned char *b;
+
+	*out = NULL;
+	if (!f)
+		return opt_error_set(OPT_EIO, "cannot open '%s': %s", path, strerror(errno));
+	if (fstat(fileno(f), &st) < 0 || !(b = malloc((size_t)st.st_size + 1))) {
+		fclose(f);
+		return opt_error_set(OPT_EIO, "cannot read '%s'", path);
 	}
+	if (fread(b, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+		free(b);
+		fclose(f);
+		return opt_error_set(OPT_EIO, "cannot read '%s'", path);
+	}
+	fclose(f);
+	*out = b;
+	*len = (size_t)st.st_size;
+	return 0;
+}
+
+/* Add a raw, already compressed entry (header + zlib data) to p. */
+static int pack_add_raw(struct opt_pack *p, const unsigned char *id, const unsigned char *raw, size_t len,
+			uint32_t crc)
+{
+	git_oid oid;
+	int rc;
+
+	memcpy(oid.id, id, 20);
+	rc = set_add(p, &oid);
+	if (rc <= 0)
+		return rc;
+	if ((rc = grow(p, len)) < 0)
+		return rc;
+	if (p->nobjs == p->capobjs) {
+		size_t cap = p->capobjs ? p->capobjs * 2 : 256;
+		struct pobj *no = realloc(p->objs, cap * sizeof(*no));
+		if (!no)
+			return opt_error_set(OPT_EIO, "out of memory");
+		p->objs = no;
+		p->capobjs = cap;
+	}
+	p->objs[p->nobjs].id = oid;
+	p->objs[p->nobjs].off = p->len;
+	p->objs[p->nobjs].crc = crc;
+	p->nobjs++;
+	memcpy(p->buf + p->len, raw, len);
+	p->len += len;
+	p->count++;
 	return 0;
 }
 
 struct rollup {
 	struct opt_pack *pack;
 	git_odb *odb;
-	int rc;
 };
 
-static int rollup_idx(const char *path, struct rollup *r)
+/* Copy every object of one pack into the roll-up: whole objects are copied
+ * as they are stored (no inflate, no deflate); deltas (from packs fetched
+ * from peers) are resolved through the object database. */
+static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 {
-	FILE *f = fopen(path, "rb");
-	unsigned char h[8 + 256 * 4];
-	uint32_t n, i;
-	int rc = 0;
+	char path[4400];
+	unsigned char *idx = NULL, *pk = NULL;
+	size_t idxlen, pklen, i, n;
+	struct idxent *e = NULL;
+	int rc;
 
-	if (!f)
-		return opt_error_set(OPT_EIO, "cannot open '%s': %s", path, strerror(errno));
-	if (fread(h, 1, sizeof(h), f) != sizeof(h)) {
-		fclose(f);
-		return opt_error_set(OPT_EINTEGRITY, "truncated pack index '%s'", path);
+	snprintf(path, sizeof(path), "%s/%s.idx", dir, name);
+	if ((rc = read_whole(path, &idx, &idxlen)) < 0)
+		return rc;
+	snprintf(path, sizeof(path), "%s/%s.pack", dir, name);
+	if ((rc = read_whole(path, &pk, &pklen)) < 0)
+		goto done;
+	if (idxlen < 8 + 1024 + 40 || memcmp(idx, "\377tOc\0\0\0\2", 8) != 0 || pklen < 32) {
+		rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
+		goto done;
 	}
-	n = (uint32_t)h[8 + 255 * 4] << 24 | (uint32_t)h[8 + 255 * 4 + 1] << 16 |
-	    (uint32_t)h[8 + 255 * 4 + 2] << 8 | h[8 + 255 * 4 + 3];
+	n = get32(idx + 8 + 255 * 4);
+	if (idxlen < 8 + 1024 + n * 28 + 40) {
+		rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a truncated index", name);
+		goto done;
+	}
+	e = malloc((n ? n : 1) * sizeof(*e));
+	if (!e) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < n; i++) {
+		const unsigned char *offs = idx + 8 + 1024 + n * 24;
+		uint32_t o = get32(offs + 4 * i);
+		e[i].id = idx + 8 + 1024 + 20 * i;
+		e[i].crc = get32(idx + 8 + 1024 + n * 20 + 4 * i);
+		if (o & 0x80000000u) {
+			const unsigned char *lg = offs + 4 * n + 8 * (o & 0x7fffffffu);
+			if (lg + 8 > idx + idxlen - 40) {
+				rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
+				goto done;
+			}
+			e[i].off = (uint64_t)get32(lg) << 32 | get32(lg + 4);
+		} else {
+			e[i].off = o;
+		}
+	}
+	qsort(e, n, sizeof(*e), cmp_off);
 	for (i = 0; i < n && rc == 0; i++) {
-		git_oid id;
-		git_odb_object *obj;
+		uint64_t end = i + 1 < n ? e[i + 1].off : pklen - 20;
+		int type;
 
-		if (fread(id.id, 1, 20, f) != 20) {
-			rc = opt_error_set(OPT_EINTEGRITY, "truncated pack index '%s'", path);
+		if (e[i].off < 12 || end <= e[i].off || end > pklen - 20) {
+			rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
 			break;
 		}
-		if (git_odb_read(&obj, r->odb, &id) < 0) {
-			const git_error *e = git_error_last();
-			rc = opt_error_set(OPT_EINTEGRITY, "cannot read object while packing: %s",
-					   e ? e->message : "unknown");
-			break;
+		type = (pk[e[i].off] >> 4) & 7;
+		if (type >= 1 && type <= 4) {
+			rc = pack_add_raw(r->pack, e[i].id, pk + e[i].off, (size_t)(end - e[i].off), e[i].crc);
+		} else {
+			git_oid id;
+			git_odb_object *obj;
+			memcpy(id.id, e[i].id, 20);
+			if (git_odb_read(&obj, r->odb, &id) < 0) {
+				const git_error *ge = git_error_last();
+				rc = opt_error_set(OPT_EINTEGRITY, "cannot read object while packing: %s",
+						   ge ? ge->message : "unknown");
+				break;
+			}
+			rc = opt_pack_add(r->pack, git_odb_object_type(obj), git_odb_object_data(obj),
+					  git_odb_object_size(obj), NULL);
+			git_odb_object_free(obj);
 		}
-		rc = opt_pack_add(r->pack, git_odb_object_type(obj), git_odb_object_data(obj),
-				  git_odb_object_size(obj), NULL);
-		git_odb_object_free(obj);
 	}
-	fclose(f);
+done:
+	free(e);
+	free(pk);
+	free(idx);
 	return rc;
 }
 
 int opt_pack_consolidate(git_repository *repo, int force)
 {
-	char dir[4096], lock[4200], path[4400];
+	char dir[4096], lock[4200], path[4400], objdir[4096];
 	struct packinfo *v = NULL;
-	size_t n, i, k = 0;
-	uint64_t sum = 0;
-	long split = -1;
-	struct rollup r = { NULL, NULL, 0 };
-	int rc = 0;
-
-	char objdir[4096];
+	size_t n, i, k = 0, split = 0;
+	uint64_t total = 0;
+	struct rollup r = { NULL, NULL };
+	int rc = 0, lockfd = -1;
 
 	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(repo));
 	snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(repo));
 	if ((rc = list_packs(dir, &v, &n)) < 0)
 		return rc;
-	if (n < 2 || (!force && n < 4))
+	/* a few packs cost nothing to read through: leave them */
+	if (n < 2 || (!force && n < 8))
 		goto done;
 	qsort(v, n, sizeof(*v), cmp_count);
 	if (force) {
-		split = (long)n - 1;
+		split = n;
 	} else {
-		for (i = 0; i < n; i++) {
-			if (i > 0 && (uint64_t)v[i].count < 2 * sum)
-				split = (long)i;
-			sum += v[i].count;
+		/* git's geometric rule (factor 2): from the largest pack down,
+		 * find where the progression breaks; roll up everything below,
+		 * then every larger pack that is not twice the roll-up */
+		for (i = n - 1; i > 0; i--)
+			if ((uint64_t)v[i].count < 2 * (uint64_t)v[i - 1].count)
+				break;
+		split = i;
+		for (i = 0; i < split; i++)
+			total += v[i].count;
+		for (i = split; i < n && split > 0; i++) {
+			if ((uint64_t)v[i].count < 2 * total) {
+				split++;
+				total += v[i].count;
+			} else {
+				break;
+			}
 		}
 	}
-	if (split < 1)
+	if (split < 2)
 		goto done;
 	snprintf(lock, sizeof(lock), "%s/opt-repack.lock", dir);
-	if (!take_lock(lock))
+	if ((lockfd = take_lock(lock)) < 0)
 		goto done;
-	if ((rc = git_repository_odb(&r.odb, repo)) < 0) {
+	if (git_repository_odb(&r.odb, repo) < 0) {
 		rc = opt_error_set(OPT_EIO, "cannot open object database");
-		goto unlock;
+		goto done;
 	}
 	if ((rc = opt_pack_new(&r.pack)) < 0)
-		goto unlock;
-	for (k = 0; k <= (size_t)split && rc == 0; k++) {
-		snprintf(path, sizeof(path), "%s/%s.idx", dir, v[k].name);
-		rc = rollup_idx(path, &r);
-	}
+		goto done;
+	for (k = 0; k < split && rc == 0; k++)
+		rc = rollup_pack(dir, v[k].name, &r);
 	if (rc == 0)
-		rc = opt_pack_write(r.pack, r.odb, objdir);
+		rc = opt_pack_write(r.pack, NULL, objdir);
 	if (rc == 0) {
-		/* the new pack holds every object: the old ones can go */
-		for (k = 0; k <= (size_t)split; k++) {
+		/* the new pack holds every object: the old ones can go (unless
+		 * it is one of them: the same objects make the same pack) */
+		for (k = 0; k < split; k++) {
 			static const char *ext[] = { ".keep", ".idx", ".pack", ".rev" };
 			size_t e;
+			snprintf(path, sizeof(path), "%s/%s.pack", dir, v[k].name);
+			if (opt_pack_last_name(r.pack) && strcmp(opt_pack_last_name(r.pack), v[k].name) == 0)
+				continue;
 			for (e = 0; e < sizeof(ext) / sizeof(*ext); e++) {
 				snprintf(path, sizeof(path), "%s/%s%s", dir, v[k].name, ext[e]);
 				if (e == 0 && access(path, F_OK) == 0)
@@ -591,9 +729,9 @@ int opt_pack_consolidate(git_repository *repo, int force)
 		}
 		git_odb_refresh(r.odb);
 	}
-unlock:
-	unlink(lock);
 done:
+	if (lockfd >= 0)
+		close(lockfd);
 	opt_pack_free(r.pack);
 	git_odb_free(r.odb);
 	free(v);

@@ -17,6 +17,10 @@ struct opt_pack;
 int opt_pack_new(struct opt_pack **out);
 void opt_pack_free(struct opt_pack *p);
 
+/* Also hand every object added from now on to backend (a mempack that
+ * serves reads of objects not yet written); NULL stops it. */
+void opt_pack_mirror(struct opt_pack *p, git_odb_backend *backend);
+
 /* Add an object (deduplicated); *oid (may be NULL) gets its ID. */
 int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t len, git_oid *oid);
 
@@ -29,6 +33,9 @@ size_t opt_pack_count(const struct opt_pack *p);
  * $OPT_FSYNC is 0.  odb (may be NULL) is refreshed to see it.  Nothing is
  * written when the pack is empty. */
 int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir);
+
+/* The name ("pack-<hex>") of the pack once written, else NULL. */
+const char *opt_pack_last_name(const struct opt_pack *p);
 
 /* 0 when $OPT_FSYNC=0 turned syncing off. */
 int opt_pack_fsync_enabled(void);

@@ -6,6 +6,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <git2.h>
+#include <git2/sys/mempack.h>
+#include <git2/sys/odb_backend.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,13 @@ struct opt_store {
 	git_repository *repo;
 	git_odb *odb;
 	char *path;
+	/* group commit */
+	git_odb_backend *mempack;  /* serves pending objects (owned by odb) */
+	struct opt_pack *gpack;    /* pending objects, NULL outside a group */
+	char *gname;               /* the group's collection */
+	int gpending;              /* 1 once a commit is pending */
+	int gcreate;               /* the group creates the collection */
+	git_oid gbase, ghead;      /* ref value at the start; pending head */
 };
 
 struct cache_slot {
@@ -311,6 +320,7 @@ void opt_store_free(struct opt_store *s)
 {
 	if (!s)
 		return;
+	opt_store_group_end(s);
 	git_odb_free(s->odb);
 	git_repository_free(s->repo);
 	free(s->path);
@@ -468,11 +478,15 @@ int opt_snap_open(struct opt_snap **out, struct opt_store *s, const char *name, 
 	*out = NULL;
 	if ((rc = ref_name(ref, sizeof(ref), name)) < 0)
 		return rc;
-	rc = git_reference_name_to_id(&id, s->repo, ref);
-	if (rc == GIT_ENOTFOUND)
-		return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", name);
-	if (rc < 0)
-		return git_fail(OPT_EIO, "cannot read collection ref");
+	if (s->gpack && s->gpending && strcmp(s->gname, name) == 0) {
+		id = s->ghead;  /* the pending revision is the latest */
+	} else {
+		rc = git_reference_name_to_id(&id, s->repo, ref);
+		if (rc == GIT_ENOTFOUND)
+			return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", name);
+		if (rc < 0)
+			return git_fail(OPT_EIO, "cannot read collection ref");
+	}
 	if (git_commit_lookup(&c, s->repo, &id) < 0)
 		return git_fail(OPT_EINTEGRITY, "cannot read collection commit");
 	if ((rc = snap_from_commit(&snap, s, name, c)) < 0)
@@ -977,8 +991,13 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		return rc;
 	if (!info || !info->trx)
 		return opt_error_set(OPT_EINVAL, "a commit needs a transaction ID");
-	if ((rc = opt_pack_new(&col.pack)) < 0)
+	if (s->gpack && strcmp(s->gname, name) != 0)
+		return opt_error_set(OPT_EINVAL, "a group commit covers one collection ('%s', not '%s')", s->gname, name);
+	if (s->gpack) {
+		col.pack = s->gpack;  /* objects go to the group's pack */
+	} else if ((rc = opt_pack_new(&col.pack)) < 0) {
 		return rc;
+	}
 	col.canon = info->canon;
 	if ((rc = opt_tracker_foreach(t, collect_cb, &col)) < 0)
 		goto done;
@@ -1010,6 +1029,23 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		goto done;
 	if ((rc = opt_pack_add(col.pack, GIT_OBJECT_COMMIT, cbuf.p, cbuf.len, &commit)) < 0)
 		goto done;
+	if (s->gpack) {
+		/* group commit: remember; the flush writes and moves the ref */
+		if (!s->gpending) {
+			s->gcreate = base == NULL;
+			if (base)
+				s->gbase = *git_commit_id(base->commit);
+		} else if (!base || !git_oid_equal(git_commit_id(base->commit), &s->ghead)) {
+			rc = opt_error_set(OPT_ECONFLICT, "group commit on '%s' must build on its pending revision", name);
+			goto done;
+		}
+		s->ghead = commit;
+		s->gpending = 1;
+		if (rev)
+			*rev = newrev;
+		rc = 0;
+		goto done;
+	}
 	{
 		char objdir[4096];
 		snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
@@ -1043,9 +1079,91 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	rc = 0;
 done:
 	git_reference_free(r);
-	opt_pack_free(col.pack);
+	if (col.pack != s->gpack)
+		opt_pack_free(col.pack);
 	free(col.v);
 	free(msg.p);
 	free(cbuf.p);
+	return rc;
+}
+
+int opt_store_group_begin(struct opt_store *s, const char *name)
+{
+	int rc;
+
+	if (s->gpack)
+		return opt_error_set(OPT_EINVAL, "a group commit is already open");
+	if (!opt_store_name_valid(name))
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+	if (!s->mempack) {
+		if (git_mempack_new(&s->mempack) < 0 || git_odb_add_backend(s->odb, s->mempack, 1000) < 0) {
+			s->mempack = NULL;
+			return git_fail(OPT_EIO, "cannot set up group commit");
+		}
+	}
+	if ((rc = opt_pack_new(&s->gpack)) < 0)
+		return rc;
+	opt_pack_mirror(s->gpack, s->mempack);
+	s->gname = strdup(name);
+	s->gpending = 0;
+	s->gcreate = 0;
+	return s->gname ? 0 : opt_error_set(OPT_EIO, "out of memory");
+}
+
+void opt_store_group_end(struct opt_store *s)
+{
+	if (!s->gpack)
+		return;
+	opt_pack_free(s->gpack);
+	s->gpack = NULL;
+	free(s->gname);
+	s->gname = NULL;
+	s->gpending = 0;
+	if (s->mempack)
+		git_mempack_reset(s->mempack);
+}
+
+int opt_store_group_flush(struct opt_store *s)
+{
+	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX], objdir[4096];
+	git_reference *r = NULL;
+	git_oid zero;
+	char *name;
+	int rc = 0, grc;
+
+	if (!s->gpack)
+		return opt_error_set(OPT_EINVAL, "no group commit is open");
+	name = strdup(s->gname);
+	if (!name)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if (!s->gpending)
+		goto reopen;
+	snprintf(ref, sizeof(ref), REF_PREFIX "%s", name);
+	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
+	if ((rc = opt_pack_write(s->gpack, s->odb, objdir)) < 0)
+		goto reopen;
+	memset(&zero, 0, sizeof(zero));
+	git_error_clear();
+	grc = git_reference_create_matching(&r, s->repo, ref, &s->ghead, 1, s->gcreate ? &zero : &s->gbase,
+					    "opt group commit");
+	git_reference_free(r);
+	if (grc == GIT_EMODIFIED || grc == GIT_EEXISTS || (grc == GIT_ENOTFOUND && !s->gcreate))
+		rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed while the group was staged", name);
+	else if (grc == GIT_ELOCKED) {
+		break_stale_lock(s, ref);
+		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
+	} else if (grc < 0)
+		rc = git_fail(OPT_EIO, "cannot update collection ref");
+reopen:
+	/* start over with an empty group either way */
+	opt_store_group_end(s);
+	if (rc == 0 && opt_pack_consolidate(s->repo, 0) < 0)
+		opt_error_clear();
+	{
+		int rc2 = opt_store_group_begin(s, name);
+		if (rc == 0)
+			rc = rc2;
+	}
+	free(name);
 	return rc;
 }

@@ -117,6 +117,19 @@ struct opt_commit_info {
 int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *base,
 		     struct opt_tracker *t, const struct opt_commit_info *info, long *rev);
 
+/* Group commit.  Between opt_store_group_begin and opt_store_group_flush,
+ * opt_store_commit on collection name writes nothing: it keeps the new
+ * objects in memory (readable by later snapshots, which see the pending
+ * revision as the latest) and returns the provisional revision.  The
+ * flush writes all of them as one pack, synced once, and moves the ref
+ * once, by compare-and-swap from the revision read at the first commit:
+ * OPT_ECONFLICT or OPT_EBUSY mean none of them was committed (the pending
+ * state is dropped; replay them).  Only one collection per group. */
+int opt_store_group_begin(struct opt_store *s, const char *name);
+int opt_store_group_flush(struct opt_store *s);
+/* Drop what is pending and leave group mode. */
+void opt_store_group_end(struct opt_store *s);
+
 /* Roll every pack into one (opt-block gc). */
 int opt_store_repack(struct opt_store *s);
 

@@ -237,3 +237,136 @@ int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
 			opt_sleep_ms(1 + opt_random(4));
 	}
 }
+
+struct staged {
+	opt_txn_fn fn;
+	void *arg;
+	struct opt_txn_result res;
+};
+
+struct opt_txn_group {
+	struct opt_store *s;
+	char *name;
+	struct opt_txn_opts o;
+	struct staged *v;
+	size_t n, cap;
+	struct opt_txn x;
+};
+
+int opt_txn_group_new(struct opt_txn_group **out, struct opt_store *s, const char *name,
+		      const struct opt_txn_opts *o)
+{
+	struct opt_txn_group *g;
+	int rc;
+
+	*out = NULL;
+	if (!opt_store_name_valid(name))
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')",
+				     name);
+	g = calloc(1, sizeof(*g));
+	if (!g || !(g->name = strdup(name))) {
+		free(g);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	if (o)
+		g->o = *o;
+	g->s = s;
+	g->x.s = s;
+	g->x.name = g->name;
+	opt_collection_header_id(name, g->x.header_id);
+	if ((rc = opt_store_group_begin(s, name)) < 0) {
+		free(g->name);
+		free(g);
+		return rc;
+	}
+	*out = g;
+	return 0;
+}
+
+void opt_txn_group_free(struct opt_txn_group *g)
+{
+	if (!g)
+		return;
+	opt_store_group_end(g->s);
+	free(g->v);
+	free(g->name);
+	free(g);
+}
+
+size_t opt_txn_group_size(const struct opt_txn_group *g)
+{
+	return g->n;
+}
+
+const struct opt_txn_result *opt_txn_group_result(const struct opt_txn_group *g, size_t i)
+{
+	return i < g->n ? &g->v[i].res : NULL;
+}
+
+void opt_txn_group_clear(struct opt_txn_group *g)
+{
+	g->n = 0;
+}
+
+int opt_txn_group_add(struct opt_txn_group *g, opt_txn_fn fn, void *arg, size_t *index)
+{
+	struct staged *st;
+	int rc;
+
+	if (g->n == g->cap) {
+		size_t cap = g->cap ? g->cap * 2 : 64;
+		struct staged *nv = realloc(g->v, cap * sizeof(*nv));
+		if (!nv)
+			return opt_error_set(OPT_EIO, "out of memory");
+		g->v = nv;
+		g->cap = cap;
+	}
+	st = &g->v[g->n];
+	memset(st, 0, sizeof(*st));
+	st->fn = fn;
+	st->arg = arg;
+	opt_id_new(st->res.trx);
+	st->res.attempts = 1;
+	/* in group mode the store keeps the commit pending: no CAS here */
+	rc = attempt(&g->x, fn, arg, &g->o, st->res.trx, &st->res);
+	if (rc < 0)
+		return rc;
+	if (index)
+		*index = g->n;
+	g->n++;
+	return 0;
+}
+
+int opt_txn_group_flush(struct opt_txn_group *g)
+{
+	int64_t deadline = opt_now_ms() + busy_timeout(&g->o);
+	unsigned conflicts = 0;
+	size_t i;
+	int rc;
+
+	if (g->n == 0)
+		return 0;
+	for (;;) {
+		rc = opt_store_group_flush(g->s);
+		if (rc == 0)
+			return 0;
+		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
+			return rc;
+		if (opt_now_ms() >= deadline)
+			return opt_error_set(OPT_EBUSY, "collection '%s' is busy: gave up (%s)", g->name,
+					     opt_error_last());
+		if (rc == OPT_ECONFLICT)
+			opt_sleep_ms(opt_backoff_ms(conflicts++ < 8 ? conflicts : 8, 2, 500));
+		else
+			opt_sleep_ms(1 + opt_random(4));
+		/* replay every staged transaction on the new state */
+		for (i = 0; i < g->n; i++) {
+			struct staged *st = &g->v[i];
+			st->res.attempts++;
+			st->res.committed = 0;
+			rc = attempt(&g->x, st->fn, st->arg, &g->o, st->res.trx, &st->res);
+			if (rc < 0)
+				return opt_error_wrap(rc, "replaying transaction %s", st->res.trx);
+		}
+	}
+}

@@ -44,6 +44,29 @@ struct opt_txn_result {
 int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
 		const struct opt_txn_opts *o, struct opt_txn_result *res);
 
+/* Group commit: many transactions on one collection, each its own
+ * revision and log entry, made durable together by one pack write and one
+ * ref update (opt_store_group_*).  fn and arg of every staged transaction
+ * must stay valid until the flush: on a conflict at the flush, every one
+ * is replayed, in order, on the new state.  A transaction whose fn fails
+ * at staging is not staged (its error is returned; the group goes on). */
+struct opt_txn_group;
+
+int opt_txn_group_new(struct opt_txn_group **out, struct opt_store *s, const char *name,
+		      const struct opt_txn_opts *o);
+/* Stage one transaction; *index (may be NULL) is its place in the group. */
+int opt_txn_group_add(struct opt_txn_group *g, opt_txn_fn fn, void *arg, size_t *index);
+/* Number of staged transactions. */
+size_t opt_txn_group_size(const struct opt_txn_group *g);
+/* Commit every staged transaction durably; then the results are final. */
+int opt_txn_group_flush(struct opt_txn_group *g);
+/* The result of staged transaction i (valid after a successful flush,
+ * until the next add). */
+const struct opt_txn_result *opt_txn_group_result(const struct opt_txn_group *g, size_t i);
+/* Forget the staged transactions (after reading their results). */
+void opt_txn_group_clear(struct opt_txn_group *g);
+void opt_txn_group_free(struct opt_txn_group *g);
+
 /* Inside fn: */
 struct opt_tracker *opt_txn_tracker(struct opt_txn *x);
 /* The revision read (NULL when the collection does not exist yet). */

@@ -23,6 +23,7 @@ if [ "$mode" = install ]; then
 	command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 	command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
 	command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+	command -v jq >/dev/null 2>&1 || missing="$missing jq"
 fi
 [ -z "$missing" ] && exit 0
 if [ "$mode" = install ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

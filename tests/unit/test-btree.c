@@ -398,16 +398,26 @@ static int check_full(struct store *s, const struct model *m)
 		FAIL("check: %s", opt_error_last());
 	if (n != m->n)
 		FAIL("check counts %zu, model %zu", n, m->n);
-	return check_count(s, m) && check_range(&s->tsrc, s->hid, m, &fwd) &&
-	       check_range(&s->tsrc, s->hid, m, &rev);
+	return check_range(&s->tsrc, s->hid, m, &fwd) && check_range(&s->tsrc, s->hid, m, &rev);
 }
 
-static int check_random_range(struct store *s, const struct model *m, unsigned domain)
+/* A random range: wide (either bound open, or anywhere), or narrow (a
+ * window of up to 24 entries from a bound that may fall between keys). */
+static int check_random_range(struct store *s, const struct model *m, unsigned domain, int wide)
 {
 	struct opt_btree_range r;
-	json_t *lo = rn(5) ? bound_of(domain, m) : NULL, *hi = rn(5) ? bound_of(domain, m) : NULL;
+	json_t *lo = NULL, *hi = NULL;
 	int ok;
 
+	if (wide) {
+		lo = rn(5) ? bound_of(domain, m) : NULL;
+		hi = rn(5) ? bound_of(domain, m) : NULL;
+	} else {
+		size_t j;
+		lo = bound_of(domain, m);
+		j = model_lower(m, lo, 0) + rn(24);
+		hi = j < m->n ? json_incref(m->k[j]) : NULL;
+	}
 	r.lo = lo;
 	r.hi = hi;
 	r.lo_incl = (int)rn(2);
@@ -469,7 +479,7 @@ static void random_run(int cap, long ops, unsigned domain, long phase_len, long 
 			int rep = -1, mrep;
 			what = "put";
 			key = key_of(rn(domain));
-			val = rn(4) ? json_integer(op) : json_pack("{s:I,s:[i]}", "op", (json_int_t)op, "c", cap);
+			val = rn(8) ? json_integer(op) : json_pack("{s:I,s:[i]}", "op", (json_int_t)op, "c", cap);
 			if (opt_btree_put(s.t, s.hid, key, val, &rep) < 0) {
 				snprintf(failure, sizeof(failure), "put: %s", opt_error_last());
 				ok = 0;
@@ -486,7 +496,7 @@ static void random_run(int cap, long ops, unsigned domain, long phase_len, long 
 			what = "put_many";
 			for (j = 0; j < nb; j++) {
 				bk[j] = j && rn(4) == 0 ? json_incref(bk[rn(j)]) : key_of(rn(domain));
-				bv[j] = json_pack("{s:I,s:i}", "op", (json_int_t)op, "j", (int)j);
+				bv[j] = json_pack("[I,i]", (json_int_t)op, (int)j);
 			}
 			if (opt_btree_put_many(s.t, s.hid, (const json_t *const *)bk, (const json_t *const *)bv,
 					       nb) < 0) {
@@ -518,7 +528,9 @@ static void random_run(int cap, long ops, unsigned domain, long phase_len, long 
 		if (ok && key)
 			ok = check_lookup(&s, &m, key);
 		if (ok)
-			ok = check_count(&s, &m) && check_random_range(&s, &m, domain);
+			ok = check_count(&s, &m) &&
+			     check_random_range(&s, &m, domain, full_every == 1 || op % 25 == 0) &&
+			     check_random_range(&s, &m, domain, 0);
 		if (ok && (op % full_every == 0 || m.n == 0))
 			ok = check_full(&s, &m);
 		if (ok && op % 997 == 996) {
@@ -580,22 +592,22 @@ static void random_run(int cap, long ops, unsigned domain, long phase_len, long 
 
 TEST(random_cap4)
 {
-	random_run(4, 55000, 420, 500, 1);
+	random_run(4, 50000, 160, 300, 1);
 }
 
 TEST(random_cap5)
 {
-	random_run(5, 50000, 700, 700, 1);
+	random_run(5, 45000, 200, 400, 1);
 }
 
 TEST(random_cap8)
 {
-	random_run(8, 50000, 1400, 1500, 2);
+	random_run(8, 45000, 500, 800, 2);
 }
 
 TEST(random_cap64)
 {
-	random_run(64, 50000, 40000, 8000, 250);
+	random_run(64, 65000, 40000, 8000, 250);
 }
 
 TEST(random_total)
@@ -721,6 +733,44 @@ TEST(shuffled_10000)
 	store_close(&s);
 }
 
+/* Ascending and descending runs of puts and deletes drive the borrow and
+ * merge paths one side at a time. */
+TEST(sequential)
+{
+	static const int caps[] = { 4, 5, 6, 7, 16 };
+	size_t ci;
+
+	for (ci = 0; ci < sizeof(caps) / sizeof(caps[0]); ci++) {
+		int pass;
+		for (pass = 0; pass < 4; pass++) {
+			struct store s;
+			const long n = 600;
+			long i, bad = 0;
+			size_t cnt;
+			CHECK_RC(store_open(&s, caps[ci]));
+			for (i = 0; i < n; i++)
+				put_int(&s, pass & 1 ? n - 1 - i : i, (pass & 1 ? n - 1 - i : i) * 10);
+			scan_ints(&s, n);
+			for (i = 0; i < n; i++) {
+				long k = pass & 2 ? n - 1 - i : i;
+				json_t *key = json_integer(k);
+				bad += opt_btree_del(s.t, s.hid, key) != 0;
+				json_decref(key);
+				if (opt_btree_check(&s.tsrc, s.hid, &cnt) < 0 || cnt != (size_t)(n - 1 - i)) {
+					printf("# capacity %d pass %d after deleting %ld: %s\n", caps[ci], pass, k,
+					       opt_error_last());
+					bad++;
+					break;
+				}
+			}
+			CHECK(bad == 0);
+			CHECK_RC(store_flush(&s));
+			CHECK(json_object_size(s.base) == 2);
+			store_close(&s);
+		}
+	}
+}
+
 TEST(ascending_split_like_original)
 {
 	/* 0..64 ascending at capacity 64: leaves [0..31] and [32..64] */
@@ -774,6 +824,12 @@ TEST(create_and_errors)
 	CHECK(opt_btree_del(s.t, s.hid, obj) == OPT_EINVAL);
 	r.lo = obj;
 	CHECK(opt_btree_cursor_open(&c, &s.tsrc, s.hid, &r) == OPT_EINVAL);
+	{
+		/* a batch with an invalid key changes nothing */
+		const json_t *bk[2] = { k, obj }, *bv[2] = { k, k };
+		CHECK(opt_btree_put_many(s.t, s.hid, bk, bv, 2) == OPT_EINVAL);
+		CHECK(opt_btree_put_many(s.t, s.hid, bk, bv, 0) == 0);
+	}
 	/* empty tree */
 	CHECK(opt_btree_get(&s.tsrc, s.hid, k, &v) == OPT_ENOTFOUND);
 	CHECK(opt_btree_del(s.t, s.hid, k) == OPT_ENOTFOUND);
@@ -1079,6 +1135,7 @@ int main(void)
 	printf("# seed %llu\n", (unsigned long long)seed);
 	RUN(regression_out_of_order);
 	RUN(shuffled_10000);
+	RUN(sequential);
 	RUN(ascending_split_like_original);
 	RUN(create_and_errors);
 	RUN(ranges);
