@@ -83,6 +83,10 @@ void cmd_note(struct cmd *c, const char *fmt, ...) __attribute__((format(printf,
 /* 1 if stderr is a terminal (progress may be shown). */
 int cmd_progress_ok(struct cmd *c);
 
+/* Load the system's CA certificates for TLS (https peers) from now on:
+ * call before libgit2 is asked to set its certificate locations. */
+void cmd_tls_enable(void);
+
 /* Parse a JSON value given on the command line. */
 int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out);
 

@@ -1,5 +1,6 @@
 #include "block.h"
 #include "error.h"
+#include "json.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -116,7 +117,7 @@ static int op_apply(json_t *block, const json_t *op, json_t **undo)
 		}
 		if (json_is_null(ins))
 			json_object_del(block, entity);
-		else if (json_object_set_new(block, entity, json_deep_copy(ins)) < 0)
+		else if (json_object_set_new(block, entity, opt_json_copy(ins)) < 0)
 			return opt_error_set(OPT_EIO, "out of memory");
 		return 0;
 	}
@@ -129,6 +130,17 @@ static int op_apply(json_t *block, const json_t *op, json_t **undo)
 	if (del > len - index)
 		return opt_error_set(OPT_EINVAL, "operation deletes %zu elements of '%s' from %zu (length %zu)",
 				     del, entity, index, len);
+	if (ins == target) {
+		/* splicing an array into itself: insert a copy */
+		json_t *copy = opt_json_copy(ins);
+		json_t *op2 = copy ? json_pack("[s,I,I,o]", entity, (json_int_t)index, (json_int_t)del, copy) : NULL;
+		int rc2;
+		if (!op2)
+			return opt_error_set(OPT_EIO, "out of memory");
+		rc2 = op_apply(block, op2, undo);
+		json_decref(op2);
+		return rc2;
+	}
 	if (undo) {
 		json_t *removed = json_array();
 		for (k = 0; k < del; k++)
@@ -141,7 +153,7 @@ static int op_apply(json_t *block, const json_t *op, json_t **undo)
 	for (k = 0; k < del; k++)
 		json_array_remove(target, index);
 	for (k = 0; k < json_array_size(ins); k++)
-		if (json_array_insert_new(target, index + k, json_deep_copy(json_array_get(ins, k))) < 0)
+		if (json_array_insert_new(target, index + k, opt_json_copy(json_array_get(ins, k))) < 0)
 			return opt_error_set(OPT_EIO, "out of memory");
 	return 0;
 }
@@ -347,7 +359,7 @@ int opt_tracker_get(struct opt_tracker *t, const char *id, const json_t **out)
 	*out = NULL;
 	if (v) {
 		if (json_is_null(v))
-			return OPT_ENOTFOUND;
+			return opt_error_set(OPT_ENOTFOUND, "no block '%s' (deleted)", id);
 		*out = v;
 		return 0;
 	}
@@ -390,7 +402,7 @@ int opt_tracker_insert(struct opt_tracker *t, const json_t *block)
 
 	if (!json_is_object(block))
 		return opt_block_check(block, NULL);
-	copy = json_deep_copy(block);
+	copy = opt_json_copy(block);
 	if (!copy)
 		return opt_error_set(OPT_EIO, "out of memory");
 	return opt_tracker_insert_new(t, copy);
@@ -413,7 +425,7 @@ int opt_tracker_update(struct opt_tracker *t, const char *id, const json_t *op)
 			return opt_error_set(OPT_ENOTFOUND, "no block '%s'", id);
 		if (rc < 0)
 			return rc;
-		copy = json_deep_copy(src);
+		copy = opt_json_copy(src);
 		if (!copy)
 			return opt_error_set(OPT_EIO, "out of memory");
 		rc = op_apply(copy, op, NULL);
@@ -600,7 +612,7 @@ static int object_source_get(void *ctx, const char *id, json_t **out)
 
 	*out = NULL;
 	if (!b)
-		return OPT_ENOTFOUND;
+		return opt_error_set(OPT_ENOTFOUND, "no block '%s'", id);
 	*out = json_incref(b);
 	return 0;
 }

@@ -1005,8 +1005,8 @@ int opt_btree_cursor_open(struct opt_btree_cursor **out, const struct opt_source
 		c->lo_incl = range->lo_incl;
 		c->hi_incl = range->hi_incl;
 		c->reverse = range->reverse;
-		if ((range->lo && !(c->lo = json_deep_copy(range->lo))) ||
-		    (range->hi && !(c->hi = json_deep_copy(range->hi)))) {
+		if ((range->lo && !(c->lo = opt_json_copy(range->lo))) ||
+		    (range->hi && !(c->hi = opt_json_copy(range->hi)))) {
 			rc = opt_error_set(OPT_EIO, "out of memory");
 			goto done;
 		}

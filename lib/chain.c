@@ -345,7 +345,7 @@ static int chain_end_entry(const struct opt_source *src, const char *header_id, 
 		rc = opt_error_set(OPT_ENOTFOUND, "the chain of '%.80s' is empty", header_id);
 		goto done;
 	}
-	*entry = json_deep_copy(e);
+	*entry = opt_json_copy(e);
 	rc = *entry ? 0 : opt_error_set(OPT_EIO, "out of memory");
 done:
 	opt_chain_iter_free(it);
@@ -507,7 +507,7 @@ static int new_block(json_t **out, const char *type, const char *coll, const cha
 	if (!arr)
 		return opt_error_set(OPT_EIO, "out of memory");
 	for (j = 0; j < k; j++) {
-		e = json_deep_copy(json_array_get(entries, from + j));
+		e = opt_json_copy(json_array_get(entries, from + j));
 		if (!e || json_array_append_new(arr, e) < 0) {
 			rc = opt_error_set(OPT_EIO, "out of memory");
 			goto done;
@@ -661,7 +661,7 @@ static int chain_remove(struct opt_tracker *t, const char *header_id, size_t n, 
 				goto done;
 			}
 			for (j = 0; j < k; j++) {
-				e = json_deep_copy(json_array_get(ents, from + j));
+				e = opt_json_copy(json_array_get(ents, from + j));
 				if (!e || json_array_append_new(chunk, e) < 0) {
 					rc = opt_error_set(OPT_EIO, "out of memory");
 					goto done;

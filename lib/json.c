@@ -222,6 +222,43 @@ int opt_json_parse(json_t **out, const char *buf, size_t len)
 	return 0;
 }
 
+json_t *opt_json_copy(const json_t *v)
+{
+	json_t *out;
+	const char *k;
+	json_t *x;
+	size_t i;
+
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		out = json_object();
+		if (!out)
+			return NULL;
+		json_object_foreach((json_t *)v, k, x) {
+			if (json_object_set_new_nocheck(out, k, opt_json_copy(x)) < 0) {
+				json_decref(out);
+				return NULL;
+			}
+		}
+		return out;
+	case JSON_ARRAY:
+		out = json_array();
+		if (!out)
+			return NULL;
+		for (i = 0; i < json_array_size(v); i++)
+			if (json_array_append_new(out, opt_json_copy(json_array_get(v, i))) < 0) {
+				json_decref(out);
+				return NULL;
+			}
+		return out;
+	case JSON_STRING:
+		return json_stringn_nocheck(json_string_value(v), json_string_length(v));
+	default:
+		/* numbers, true, false, null: immutable in our use */
+		return json_incref((json_t *)v);
+	}
+}
+
 int opt_key_valid(const json_t *v)
 {
 	size_t i;
@@ -258,7 +295,9 @@ int opt_key_cmp(const json_t *a, const json_t *b)
 			json_int_t x = json_integer_value(a), y = json_integer_value(b);
 			return x < y ? -1 : x > y;
 		}
-		double x = json_number_value(a), y = json_number_value(b);
+		/* long double holds every 64-bit integer exactly */
+		long double x = json_is_integer(a) ? (long double)json_integer_value(a) : (long double)json_real_value(a);
+		long double y = json_is_integer(b) ? (long double)json_integer_value(b) : (long double)json_real_value(b);
 		return x < y ? -1 : x > y;
 	}
 	if (ra == 1) {

@@ -28,6 +28,10 @@ int opt_json_hash(char out[65], const json_t *v);
  * the message "invalid JSON: <reason>". */
 int opt_json_parse(json_t **out, const char *buf, size_t len);
 
+/* A deep copy of v (a new reference; NULL when out of memory).  Faster
+ * than json_deep_copy, which builds a loop-detection table per value. */
+json_t *opt_json_copy(const json_t *v);
+
 /* 1 if v may be a tree key: a number, a string, or an array of keys. */
 int opt_key_valid(const json_t *v);
 
