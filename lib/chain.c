@@ -1,5 +1,6 @@
 #include "chain.h"
 #include "error.h"
+#include "json.h"
 
 #include <stdlib.h>
 #include <string.h>
