@@ -509,6 +509,21 @@ int opt_snap_open(struct opt_snap **out, struct opt_store *s, const char *name, 
 	return 0;
 }
 
+int opt_snap_open_commit(struct opt_snap **out, struct opt_store *s, const char *name, const char *commit)
+{
+	git_oid id;
+	git_commit *c = NULL;
+
+	*out = NULL;
+	if (!opt_store_name_valid(name))
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+	if (git_oid_fromstr(&id, commit) < 0)
+		return opt_error_set(OPT_EINVAL, "invalid commit ID '%.50s'", commit);
+	if (git_commit_lookup(&c, s->repo, &id) < 0)
+		return git_fail(OPT_EINTEGRITY, "cannot read commit");
+	return snap_from_commit(out, s, name, c);
+}
+
 int opt_snap_parent(struct opt_snap **out, struct opt_snap *snap)
 {
 	git_commit *p = NULL;

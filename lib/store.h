@@ -66,6 +66,10 @@ int opt_store_stats(struct opt_store *s, json_t **out);
 int opt_snap_open(struct opt_snap **out, struct opt_store *s, const char *name, long rev);
 void opt_snap_free(struct opt_snap *snap);
 
+/* Open collection name at a given commit (40 hex, as opt_snap_commit
+ * gives): for walking history without re-reading it from the head. */
+int opt_snap_open_commit(struct opt_snap **out, struct opt_store *s, const char *name, const char *commit);
+
 /* The previous revision of snap: OPT_ENOTFOUND at revision 1. */
 int opt_snap_parent(struct opt_snap **out, struct opt_snap *snap);
 

@@ -1,0 +1,67 @@
+/* collection.h - Tree and Diary collections.
+ *
+ * A collection is a header block (ID derived from the name; type TRE for a
+ * tree, DIH for a diary, COL for plain blocks) plus its transaction log (a
+ * chain hosted by the header) plus its data: a B+tree whose root the
+ * header names (rootId, capacity) for a tree; a chain of entries for a
+ * diary, hosted by a second header block (diaryId).  The header also keeps
+ * the number of entries ("count") so that counting is O(1).
+ *
+ * Changes are actions, staged inside a transaction function (txn.h) so
+ * that a writer that lost a race replays them on the new state:
+ *   tree   {"type":"put","key":K,"value":V}   {"type":"del","key":K}
+ *   diary  {"type":"append","entry":E}
+ */
+#ifndef OPT_COLLECTION_H
+#define OPT_COLLECTION_H
+
+#include <jansson.h>
+
+#include "block.h"
+#include "btree.h"
+#include "store.h"
+#include "txn.h"
+
+/* Largest canonical JSON size of one tree value or diary entry (a block
+ * holds up to 64 of them and should stay well under git's comfort zone). */
+#define OPT_VALUE_MAX (1024 * 1024)
+
+/* Inside a txn function of a tree collection: make sure the tree exists
+ * (a new collection gets an empty tree of the given capacity, 0 for the
+ * default), then put or delete.  Keys must be valid keys (json.h).
+ * opt_tree_del sets *found (may be NULL) and records nothing when the key
+ * is absent. */
+int opt_tree_init(struct opt_txn *x, int capacity);
+int opt_tree_put(struct opt_txn *x, const json_t *key, const json_t *value);
+/* Many puts at once (faster for bulk loads); the same as n opt_tree_put. */
+int opt_tree_put_many(struct opt_txn *x, const json_t *const *keys, const json_t *const *values, size_t n);
+int opt_tree_del(struct opt_txn *x, const json_t *key, int *found);
+
+/* Inside a txn function of a diary collection. */
+int opt_diary_init(struct opt_txn *x);
+int opt_diary_append(struct opt_txn *x, const json_t *entry);
+
+/* Reading a snapshot (opt_snap_open). */
+
+/* The header block of the collection at snap: *out new reference. */
+int opt_coll_header(struct opt_snap *snap, json_t **out);
+/* "tree", "diary" or "block" for the collection at snap. */
+int opt_coll_kind(struct opt_snap *snap, const char **kind);
+/* Fail with OPT_EINVAL ("collection 'x' is a diary, not a tree") unless
+ * the collection at snap has header type `type`. */
+int opt_coll_expect(struct opt_snap *snap, const char *type);
+
+int opt_tree_get(struct opt_snap *snap, const json_t *key, json_t **value);
+int opt_tree_count(struct opt_snap *snap, size_t *n);
+/* Range cursor over the snapshot's tree (see btree.h). */
+int opt_tree_range(struct opt_snap *snap, const struct opt_btree_range *r, struct opt_btree_cursor **out);
+
+int opt_diary_count(struct opt_snap *snap, size_t *n);
+/* The ID of the diary's chain header (borrowed from a static buffer of the
+ * caller: out must hold OPT_ID_MAX + 1). */
+int opt_diary_chain(struct opt_snap *snap, char *out);
+
+/* Check a value or entry: canonical size at most OPT_VALUE_MAX. */
+int opt_value_check(const json_t *v, const char *what);
+
+#endif
