@@ -117,7 +117,7 @@ static int op_apply(json_t *block, const json_t *op, json_t **undo)
 		}
 		if (json_is_null(ins))
 			json_object_del(block, entity);
-		else if (json_object_set_new(block, entity, opt_json_copy(ins)) < 0)
+		else if (json_object_set(block, entity, ins) < 0)
 			return opt_error_set(OPT_EIO, "out of memory");
 		return 0;
 	}
@@ -153,7 +153,7 @@ static int op_apply(json_t *block, const json_t *op, json_t **undo)
 	for (k = 0; k < del; k++)
 		json_array_remove(target, index);
 	for (k = 0; k < json_array_size(ins); k++)
-		if (json_array_insert_new(target, index + k, opt_json_copy(json_array_get(ins, k))) < 0)
+		if (json_array_insert(target, index + k, json_array_get(ins, k)) < 0)
 			return opt_error_set(OPT_EIO, "out of memory");
 	return 0;
 }

@@ -46,8 +46,9 @@ int opt_block_check(const json_t *block, const char *collection);
 /* Check the shape of an operation (no block needed).  OPT_EINVAL. */
 int opt_op_check(const json_t *op);
 
-/* Apply one operation to block, in place.  The inserted values are deep
- * copied.  OPT_EINVAL when the op is malformed, its entity is "header", the
+/* Apply one operation to block, in place.  The inserted values are shared
+ * with the op, not copied (blocks' values are never changed in place: only
+ * ops change blocks, and an op replaces values): do not change them after.  OPT_EINVAL when the op is malformed, its entity is "header", the
  * property is not an array for a splice, or the index or count is out of
  * range; the block is unchanged then. */
 int opt_op_apply(json_t *block, const json_t *op);

@@ -508,7 +508,8 @@ static int new_block(json_t **out, const char *type, const char *coll, const cha
 	if (!arr)
 		return opt_error_set(OPT_EIO, "out of memory");
 	for (j = 0; j < k; j++) {
-		e = opt_json_copy(json_array_get(entries, from + j));
+		/* entries are shared, not copied: nothing changes them in place */
+		e = json_incref(json_array_get(entries, from + j));
 		if (!e || json_array_append_new(arr, e) < 0) {
 			rc = opt_error_set(OPT_EIO, "out of memory");
 			goto done;

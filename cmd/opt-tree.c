@@ -1,0 +1,758 @@
+/* opt-tree - Tree collections: sorted key/value data (a B+tree of blocks)
+ * with range queries. */
+#include "common.h"
+#include "collection.h"
+#include "txn.h"
+
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct cmd_opt opts_put[] = {
+	{ "each", 'e', NULL, "one transaction per input record instead of one for all" },
+	{ "json-keys", 'j', NULL, "KEY operands are JSON values, not strings" },
+	{ "capacity", 0, "N", "entries per node of a new tree (default 64)" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_get[] = {
+	{ "json-keys", 'j', NULL, "keys (operands and stdin lines) are JSON values, not strings" },
+	{ "rev", 0, "N", "read the tree as it was at revision N" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_del[] = {
+	{ "json-keys", 'j', NULL, "keys (operands and stdin lines) are JSON values, not strings" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_range[] = {
+	{ "from", 0, "K", "start at K, inclusive" },
+	{ "to", 0, "K", "end at K, inclusive" },
+	{ "after", 0, "K", "start after K (exclusive)" },
+	{ "before", 0, "K", "end before K (exclusive)" },
+	{ "reverse", 'r', NULL, "from the highest key down" },
+	{ "limit", 'n', "N", "at most N records" },
+	{ "json-keys", 'j', NULL, "bounds are JSON values, not strings" },
+	{ "rev", 0, "N", "read the tree as it was at revision N" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_rev[] = {
+	{ "rev", 0, "N", "as it was at revision N" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_none[] = {
+	{ NULL, 0, NULL, NULL },
+};
+
+/* ---- helpers ---- */
+
+static int need_name(struct cmd *c, const char **name)
+{
+	if (c->npos < 1)
+		return cmd_usage(c, "the tree's name is required");
+	*name = c->pos[0];
+	if (!opt_store_name_valid(*name))
+		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", *name);
+	return 0;
+}
+
+/* A key from the command line: a string, or JSON with --json-keys. */
+static int key_arg(struct cmd *c, const char *text, json_t **out)
+{
+	int st;
+
+	*out = NULL;
+	if (!cmd_flag(c, "json-keys")) {
+		*out = json_string(text);
+		if (!*out)
+			return cmd_fail(c, OPT_EINVAL, "key is not valid UTF-8: %s", text);
+		return 0;
+	}
+	if ((st = cmd_json_arg(c, text, "key", out)))
+		return st;
+	if (!opt_key_valid(*out)) {
+		json_decref(*out);
+		*out = NULL;
+		return cmd_fail(c, OPT_EINVAL, "'%s' is not a key: keys are numbers, strings or arrays of those", text);
+	}
+	return 0;
+}
+
+static int open_tree(struct cmd *c, const char *name, struct opt_snap **snap)
+{
+	long rev = 0;
+	int st, rc;
+
+	if (cmd_get(c, "rev") && (st = cmd_long(c, "rev", 0, 1, &rev)))
+		return st;
+	if ((st = cmd_store(c, 0)))
+		return st;
+	rc = opt_snap_open(snap, c->store, name, rev);
+	if (rc < 0)
+		return cmd_lib_fail(c, rc);
+	rc = opt_coll_expect(*snap, OPT_TYPE_TREE);
+	if (rc < 0) {
+		opt_snap_free(*snap);
+		*snap = NULL;
+		return cmd_lib_fail(c, rc);
+	}
+	return 0;
+}
+
+/* Print {"key":K,"value":V} as one line (the fast path), or indented. */
+static int print_kv(struct cmd *c, const json_t *key, const json_t *value)
+{
+	char *ks, *vs;
+	int st = 0;
+
+	if (c->pretty) {
+		json_t *o = json_pack("{s:O,s:O}", "key", key, "value", value);
+		st = cmd_print(c, o);
+		json_decref(o);
+		return st;
+	}
+	if (opt_json_canon(&ks, NULL, key) < 0)
+		return cmd_lib_fail(c, OPT_EIO);
+	if (opt_json_canon(&vs, NULL, value) < 0) {
+		free(ks);
+		return cmd_lib_fail(c, OPT_EIO);
+	}
+	if (printf("{\"key\":%s,\"value\":%s}\n", ks, vs) < 0) {
+		c->out_err = 1;
+		st = OPT_EXIT_OTHER;
+	}
+	free(ks);
+	free(vs);
+	return st;
+}
+
+static int print_result(struct cmd *c, const char *name, long rev, const char *what, long n)
+{
+	json_t *o = json_pack("{s:s,s:I,s:I}", "collection", name, "rev", (json_int_t)rev, what, (json_int_t)n);
+	int st = cmd_print(c, o);
+
+	json_decref(o);
+	return st;
+}
+
+/* ---- put ---- */
+
+struct put_ctx {
+	json_t **keys, **values;
+	size_t n;
+	int capacity;
+};
+
+static int put_fn(struct opt_txn *x, void *arg)
+{
+	struct put_ctx *p = arg;
+	int rc;
+
+	if ((rc = opt_tree_init(x, p->capacity)) < 0)
+		return rc;
+	if (p->n == 1)
+		return opt_tree_put(x, p->keys[0], p->values[0]);
+	return opt_tree_put_many(x, (const json_t *const *)p->keys, (const json_t *const *)p->values, p->n);
+}
+
+/* A record from stdin: {"key": K, "value": V}; *key and *value borrowed. */
+static int record(json_t *v, json_t **key, json_t **value)
+{
+	if (!json_is_object(v))
+		return opt_error_set(OPT_EINVAL, "expected a record {\"key\": K, \"value\": V}");
+	*key = json_object_get(v, "key");
+	*value = json_object_get(v, "value");
+	if (!*key)
+		return opt_error_set(OPT_EINVAL, "the record has no \"key\"");
+	if (!*value)
+		return opt_error_set(OPT_EINVAL, "the record has no \"value\"");
+	if (!opt_key_valid(*key))
+		return opt_error_set(OPT_EINVAL, "the record's key is not a key: keys are numbers, strings or arrays of those");
+	return opt_value_check(*value, "the value");
+}
+
+static int input_waiting(struct opt_jsonl *in)
+{
+	struct pollfd p = { 0, POLLIN, 0 };
+
+	if (opt_jsonl_buffered(in))
+		return 1;
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+static int put_each(struct cmd *c, const char *name, struct opt_jsonl *in, int capacity)
+{
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree put", 0, 0 };
+	struct opt_txn_group *g = NULL;
+	struct put_ctx *ctx;
+	json_t *recs = json_array(), *v;
+	size_t cap = 512, k = 0, i;
+	int rc, st = 0;
+
+	ctx = calloc(cap, sizeof(*ctx));
+	if (!ctx || (rc = opt_txn_group_new(&g, c->store, name, &o)) < 0) {
+		free(ctx);
+		json_decref(recs);
+		return cmd_lib_fail(c, ctx ? rc : OPT_EIO);
+	}
+	for (;;) {
+		json_t *key, *value;
+		rc = opt_jsonl_next(in, &v);
+		if (rc == 1) {
+			if (record(v, &key, &value) < 0) {
+				st = cmd_fail(c, OPT_EINVAL, "line %ld: %s", opt_jsonl_line(in), opt_error_last());
+				json_decref(v);
+				break;
+			}
+			json_array_append_new(recs, v);
+			ctx[k].keys = malloc(sizeof(json_t *));
+			ctx[k].values = malloc(sizeof(json_t *));
+			ctx[k].keys[0] = key;
+			ctx[k].values[0] = value;
+			ctx[k].n = 1;
+			ctx[k].capacity = capacity;
+			if ((rc = opt_txn_group_add(g, put_fn, &ctx[k], NULL)) < 0) {
+				st = cmd_lib_fail(c, rc);
+				k++;
+				break;
+			}
+			k++;
+		} else if (rc < 0) {
+			st = cmd_fail(c, rc, "%s", opt_error_last());
+		}
+		if (k > 0 && (rc <= 0 || k == cap || !input_waiting(in))) {
+			if ((rc = opt_txn_group_flush(g)) < 0) {
+				st = cmd_lib_fail(c, rc);
+				break;
+			}
+			for (i = 0; i < k && !st; i++) {
+				json_t *o = json_pack("{s:s,s:I,s:O}", "collection", name, "rev",
+						      (json_int_t)opt_txn_group_result(g, i)->rev, "key", ctx[i].keys[0]);
+				st = cmd_print(c, o);
+				json_decref(o);
+			}
+			fflush(stdout);
+			for (i = 0; i < k; i++) {
+				free(ctx[i].keys);
+				free(ctx[i].values);
+			}
+			k = 0;
+			opt_txn_group_clear(g);
+			json_array_clear(recs);
+		}
+		if (rc <= 0 || st)
+			break;
+	}
+	/* an error after staging: what was staged is still committed */
+	if (k > 0 && opt_txn_group_flush(g) == 0) {
+		for (i = 0; i < k; i++) {
+			json_t *o = json_pack("{s:s,s:I,s:O}", "collection", name, "rev",
+					      (json_int_t)opt_txn_group_result(g, i)->rev, "key", ctx[i].keys[0]);
+			cmd_print(c, o);
+			json_decref(o);
+		}
+	}
+	for (i = 0; i < k; i++) {
+		free(ctx[i].keys);
+		free(ctx[i].values);
+	}
+	opt_txn_group_free(g);
+	free(ctx);
+	json_decref(recs);
+	return st;
+}
+
+static int do_put(struct cmd *c)
+{
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree put", 0, 0 };
+	struct opt_txn_result res;
+	struct put_ctx p = { NULL, NULL, 0, 0 };
+	struct opt_jsonl *in = NULL;
+	json_t *recs = NULL, *key = NULL, *value = NULL, *v;
+	const char *name;
+	size_t cap = 0;
+	long capacity;
+	int st, rc;
+
+	if ((st = need_name(c, &name)))
+		return st;
+	if ((st = cmd_long(c, "capacity", 0, 0, &capacity)))
+		return st;
+	if (capacity && (capacity < OPT_BTREE_MIN_CAPACITY || capacity > OPT_BTREE_MAX_CAPACITY))
+		return cmd_usage(c, "--capacity must be between %d and %d", OPT_BTREE_MIN_CAPACITY, OPT_BTREE_MAX_CAPACITY);
+	p.capacity = (int)capacity;
+	if (c->npos != 1 && c->npos != 3)
+		return cmd_usage(c, "put takes NAME KEY VALUE, or NAME alone to read records from stdin");
+	if (c->npos == 3 && cmd_flag(c, "each"))
+		return cmd_usage(c, "--each reads records from stdin");
+	if (c->npos == 3) {
+		if ((st = key_arg(c, c->pos[1], &key)))
+			return st;
+		if ((st = cmd_json_arg(c, c->pos[2], "VALUE", &value))) {
+			json_decref(key);
+			return st;
+		}
+		if (opt_value_check(value, "the value") < 0) {
+			json_decref(key);
+			json_decref(value);
+			return cmd_lib_fail(c, OPT_EINVAL);
+		}
+		p.keys = &key;
+		p.values = &value;
+		p.n = 1;
+		if ((st = cmd_store(c, 1)))
+			goto done;
+		rc = opt_txn_run(c->store, name, put_fn, &p, &o, &res);
+		if (rc < 0) {
+			st = cmd_lib_fail(c, rc);
+			goto done;
+		}
+		st = print_result(c, name, res.rev, "put", 1);
+		goto done;
+	}
+	if ((st = cmd_store(c, 1)))
+		return st;
+	opt_jsonl_open(&in, stdin);
+	if (cmd_flag(c, "each")) {
+		st = put_each(c, name, in, p.capacity);
+		goto done;
+	}
+	/* every record of the input is one transaction: validate them all
+	 * first, so that nothing of a rejected batch is committed */
+	recs = json_array();
+	while ((rc = opt_jsonl_next(in, &v)) == 1) {
+		json_t *k2, *v2;
+		if (record(v, &k2, &v2) < 0) {
+			st = cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing written)", opt_jsonl_line(in), opt_error_last());
+			json_decref(v);
+			goto done;
+		}
+		if (p.n == cap) {
+			cap = cap ? cap * 2 : 1024;
+			p.keys = realloc(p.keys, cap * sizeof(*p.keys));
+			p.values = realloc(p.values, cap * sizeof(*p.values));
+		}
+		p.keys[p.n] = k2;
+		p.values[p.n] = v2;
+		p.n++;
+		json_array_append_new(recs, v);
+	}
+	if (rc < 0) {
+		st = cmd_fail(c, rc, "%s (nothing written)", opt_error_last());
+		goto done;
+	}
+	if (p.n == 0)
+		goto done;
+	rc = opt_txn_run(c->store, name, put_fn, &p, &o, &res);
+	if (rc < 0) {
+		st = cmd_lib_fail(c, rc);
+		goto done;
+	}
+	st = print_result(c, name, res.rev, "put", (long)p.n);
+done:
+	if (recs) {
+		free(p.keys);
+		free(p.values);
+	}
+	json_decref(recs);
+	json_decref(key);
+	json_decref(value);
+	opt_jsonl_free(in);
+	return st;
+}
+
+/* ---- keys from operands or stdin ---- */
+
+struct keys {
+	struct cmd *c;
+	int i;               /* next operand (from 1) */
+	struct opt_jsonl *in;
+	char *line;
+	size_t linecap;
+	int from_stdin;
+};
+
+/* Next key: 1 with *key (new reference), 0 at end, <0: -exit status. */
+static int next_key(struct keys *k, json_t **key)
+{
+	struct cmd *c = k->c;
+	int st;
+
+	*key = NULL;
+	for (;;) {
+		if (k->from_stdin) {
+			if (cmd_flag(c, "json-keys")) {
+				json_t *v;
+				int rc = opt_jsonl_next(k->in, &v);
+				if (rc == 0) {
+					k->from_stdin = 0;
+					continue;
+				}
+				if (rc < 0)
+					return -cmd_lib_fail(c, rc);
+				/* a record from range/get output works too */
+				if (json_is_object(v) && json_object_get(v, "key")) {
+					*key = json_incref(json_object_get(v, "key"));
+					json_decref(v);
+				} else {
+					*key = v;
+				}
+				if (!opt_key_valid(*key)) {
+					json_decref(*key);
+					*key = NULL;
+					return -cmd_fail(c, OPT_EINVAL, "line %ld: not a key", opt_jsonl_line(k->in));
+				}
+				return 1;
+			} else {
+				ssize_t n = getline(&k->line, &k->linecap, stdin);
+				if (n < 0) {
+					k->from_stdin = 0;
+					continue;
+				}
+				if (n > 0 && k->line[n - 1] == '\n')
+					k->line[--n] = '\0';
+				*key = json_stringn(k->line, (size_t)n);
+				if (!*key)
+					return -cmd_fail(c, OPT_EINVAL, "a key read from stdin is not valid UTF-8");
+				return 1;
+			}
+		}
+		if (k->i >= c->npos)
+			return 0;
+		if (strcmp(c->pos[k->i], "-") == 0) {
+			k->i++;
+			k->from_stdin = 1;
+			if (cmd_flag(c, "json-keys") && !k->in)
+				opt_jsonl_open(&k->in, stdin);
+			continue;
+		}
+		if ((st = key_arg(c, c->pos[k->i++], key)))
+			return -st;
+		return 1;
+	}
+}
+
+static void keys_free(struct keys *k)
+{
+	opt_jsonl_free(k->in);
+	free(k->line);
+}
+
+/* ---- get ---- */
+
+static int do_get(struct cmd *c)
+{
+	struct keys k = { c, 1, NULL, NULL, 0, 0 };
+	struct opt_snap *snap = NULL;
+	const char *name;
+	json_t *key, *value;
+	int st, rc, missing = 0;
+
+	if ((st = need_name(c, &name)))
+		return st;
+	if (c->npos < 2)
+		return cmd_usage(c, "no key given (use - to read keys from stdin)");
+	if ((st = open_tree(c, name, &snap)))
+		return st;
+	while ((rc = next_key(&k, &key)) == 1) {
+		rc = opt_tree_get(snap, key, &value);
+		if (rc == OPT_ENOTFOUND) {
+			char *ks = NULL;
+			missing++;
+			opt_json_canon(&ks, NULL, key);
+			cmd_fail(c, OPT_ENOTFOUND, "no key %s in tree '%s'", ks ? ks : "?", name);
+			free(ks);
+		} else if (rc < 0) {
+			json_decref(key);
+			st = cmd_lib_fail(c, rc);
+			goto done;
+		} else {
+			st = print_kv(c, key, value);
+			json_decref(value);
+		}
+		json_decref(key);
+		if (st)
+			goto done;
+	}
+	if (rc < 0)
+		st = -rc;
+	else if (missing)
+		st = OPT_EXIT_NOTFOUND;
+done:
+	keys_free(&k);
+	opt_snap_free(snap);
+	return st;
+}
+
+/* ---- del ---- */
+
+struct del_ctx {
+	json_t *keys;   /* array */
+	long deleted;
+	long absent;
+};
+
+static int del_fn(struct opt_txn *x, void *arg)
+{
+	struct del_ctx *d = arg;
+	size_t i;
+	int rc, found;
+
+	d->deleted = d->absent = 0;
+	if (!opt_txn_base(x))
+		return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", opt_txn_collection(x));
+	for (i = 0; i < json_array_size(d->keys); i++) {
+		if ((rc = opt_tree_del(x, json_array_get(d->keys, i), &found)) < 0)
+			return rc;
+		if (found)
+			d->deleted++;
+		else
+			d->absent++;
+	}
+	return 0;
+}
+
+static int do_del(struct cmd *c)
+{
+	struct keys k = { c, 1, NULL, NULL, 0, 0 };
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree del", 0, 0 };
+	struct opt_txn_result res;
+	struct del_ctx d = { json_array(), 0, 0 };
+	const char *name;
+	json_t *key;
+	int st, rc;
+
+	if ((st = need_name(c, &name)))
+		goto done;
+	if (c->npos < 2) {
+		st = cmd_usage(c, "no key given (use - to read keys from stdin)");
+		goto done;
+	}
+	while ((rc = next_key(&k, &key)) == 1)
+		json_array_append_new(d.keys, key);
+	if (rc < 0) {
+		st = -rc;
+		goto done;
+	}
+	if ((st = cmd_store(c, 0)))
+		goto done;
+	rc = opt_txn_run(c->store, name, del_fn, &d, &o, &res);
+	if (rc < 0) {
+		st = cmd_lib_fail(c, rc);
+		goto done;
+	}
+	st = print_result(c, name, res.rev, "deleted", d.deleted);
+	if (!st && d.absent) {
+		cmd_fail(c, OPT_ENOTFOUND, "%ld of the keys were not in tree '%s'", d.absent, name);
+		st = OPT_EXIT_NOTFOUND;
+	}
+done:
+	keys_free(&k);
+	json_decref(d.keys);
+	return st;
+}
+
+/* ---- range ---- */
+
+static int bound(struct cmd *c, const char *opt, json_t **out)
+{
+	const char *v = cmd_get(c, opt);
+
+	*out = NULL;
+	if (!v)
+		return 0;
+	return key_arg(c, v, out);
+}
+
+static int do_range(struct cmd *c)
+{
+	struct opt_snap *snap = NULL;
+	struct opt_btree_cursor *cur = NULL;
+	struct opt_btree_range r;
+	json_t *from = NULL, *to = NULL, *after = NULL, *before = NULL;
+	const json_t *key, *value;
+	const char *name;
+	long limit, n = 0;
+	int st, rc;
+
+	memset(&r, 0, sizeof(r));
+	if ((st = need_name(c, &name)))
+		return st;
+	if (c->npos > 1)
+		return cmd_usage(c, "range takes one tree name; bounds are options");
+	if ((st = cmd_long(c, "limit", -1, 0, &limit)))
+		return st;
+	if (cmd_get(c, "from") && cmd_get(c, "after"))
+		return cmd_usage(c, "--from and --after both set the lower bound: give one");
+	if (cmd_get(c, "to") && cmd_get(c, "before"))
+		return cmd_usage(c, "--to and --before both set the upper bound: give one");
+	if ((st = bound(c, "from", &from)) || (st = bound(c, "to", &to)) ||
+	    (st = bound(c, "after", &after)) || (st = bound(c, "before", &before)))
+		goto done;
+	r.lo = from ? from : after;
+	r.lo_incl = from != NULL;
+	r.hi = to ? to : before;
+	r.hi_incl = to != NULL;
+	r.reverse = cmd_flag(c, "reverse");
+	if (r.lo && r.hi && opt_key_cmp(r.lo, r.hi) > 0) {
+		st = cmd_usage(c, "the lower bound is above the upper bound");
+		goto done;
+	}
+	if ((st = open_tree(c, name, &snap)))
+		goto done;
+	if ((rc = opt_tree_range(snap, &r, &cur)) < 0) {
+		st = cmd_lib_fail(c, rc);
+		goto done;
+	}
+	while ((limit < 0 || n < limit) && (rc = opt_btree_cursor_next(cur, &key, &value)) == 1) {
+		if ((st = print_kv(c, key, value)))
+			goto done;
+		n++;
+	}
+	if (rc < 0)
+		st = cmd_lib_fail(c, rc);
+done:
+	opt_btree_cursor_free(cur);
+	opt_snap_free(snap);
+	json_decref(from);
+	json_decref(to);
+	json_decref(after);
+	json_decref(before);
+	return st;
+}
+
+/* ---- count, ls, stat ---- */
+
+static int do_count(struct cmd *c)
+{
+	struct opt_snap *snap = NULL;
+	const char *name;
+	size_t n;
+	int st, rc;
+
+	if ((st = need_name(c, &name)))
+		return st;
+	if (c->npos > 1)
+		return cmd_usage(c, "count takes one tree name");
+	if ((st = open_tree(c, name, &snap)))
+		return st;
+	if ((rc = opt_tree_count(snap, &n)) < 0)
+		st = cmd_lib_fail(c, rc);
+	else if (printf("%zu\n", n) < 0)
+		st = OPT_EXIT_OTHER;
+	opt_snap_free(snap);
+	return st;
+}
+
+static int do_ls(struct cmd *c)
+{
+	json_t *names = NULL;
+	size_t i;
+	int st, rc;
+
+	if (c->npos)
+		return cmd_usage(c, "ls takes no operands");
+	if ((st = cmd_store(c, 0)))
+		return st;
+	if ((rc = opt_store_list(c->store, &names)) < 0)
+		return cmd_lib_fail(c, rc);
+	for (i = 0; i < json_array_size(names) && !st; i++) {
+		struct opt_snap *snap;
+		size_t n;
+		const char *name = json_string_value(json_array_get(names, i));
+		json_t *o;
+
+		if ((rc = opt_snap_open(&snap, c->store, name, 0)) < 0) {
+			st = cmd_lib_fail(c, rc);
+			break;
+		}
+		if (opt_coll_expect(snap, OPT_TYPE_TREE) == 0 && opt_tree_count(snap, &n) == 0) {
+			o = json_pack("{s:s,s:I,s:I}", "collection", name, "count", (json_int_t)n, "rev",
+				      (json_int_t)opt_snap_rev(snap));
+			st = cmd_print(c, o);
+			json_decref(o);
+		}
+		opt_error_clear();
+		opt_snap_free(snap);
+	}
+	json_decref(names);
+	return st;
+}
+
+static int do_stat(struct cmd *c)
+{
+	struct opt_snap *snap = NULL;
+	struct opt_source src;
+	const char *name;
+	json_t *h = NULL, *o, *node = NULL;
+	size_t n, blocks = 0;
+	long depth = 0;
+	int st, rc;
+
+	if ((st = need_name(c, &name)))
+		return st;
+	if (c->npos > 1)
+		return cmd_usage(c, "stat takes one tree name");
+	if ((st = open_tree(c, name, &snap)))
+		return st;
+	if ((rc = opt_coll_header(snap, &h)) < 0 || (rc = opt_tree_count(snap, &n)) < 0 ||
+	    (rc = opt_snap_count(snap, &blocks)) < 0) {
+		st = cmd_lib_fail(c, rc);
+		goto done;
+	}
+	/* depth: follow the first child from the root down */
+	src = opt_snap_source(snap);
+	if (json_is_string(json_object_get(h, "rootId"))) {
+		char id[OPT_ID_MAX + 1];
+		snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(h, "rootId")));
+		while (src.get(src.ctx, id, &node) == 0) {
+			json_t *nodes = json_object_get(node, "nodes");
+			depth++;
+			if (!json_is_array(nodes) || !json_is_string(json_array_get(nodes, 0))) {
+				json_decref(node);
+				break;
+			}
+			snprintf(id, sizeof(id), "%s", json_string_value(json_array_get(nodes, 0)));
+			json_decref(node);
+		}
+	}
+	o = json_pack("{s:s,s:I,s:I,s:O?,s:I,s:I,s:s,s:I}", "collection", name, "rev", (json_int_t)opt_snap_rev(snap),
+		      "count", (json_int_t)n, "capacity", json_object_get(h, "capacity"), "depth", (json_int_t)depth,
+		      "blocks", (json_int_t)blocks, "trx", opt_snap_trx(snap), "time", (json_int_t)opt_snap_time(snap));
+	st = cmd_print(c, o);
+	json_decref(o);
+done:
+	json_decref(h);
+	opt_snap_free(snap);
+	return st;
+}
+
+static const struct cmd_verb verbs[] = {
+	{ "put", do_put, "NAME [KEY VALUE] [--each] [--json-keys] [--capacity N] < RECORDS",
+	  "put records (one transaction; --each: one per record)", opts_put, 1 },
+	{ "get", do_get, "NAME KEY... | - [--json-keys] [--rev N]", "print {key, value} records; exit 1 if a key is absent",
+	  opts_get, 0 },
+	{ "del", do_del, "NAME KEY... | - [--json-keys]", "delete keys (one transaction)", opts_del, 0 },
+	{ "range", do_range,
+	  "NAME [--from K] [--to K] [--after K] [--before K] [--reverse] [--limit N] [--json-keys] [--rev N]",
+	  "print {key, value} records in key order", opts_range, 0 },
+	{ "count", do_count, "NAME [--rev N]", "print the number of records", opts_rev, 0 },
+	{ "ls", do_ls, "", "list the tree collections: {collection, count, rev}", opts_none, 0 },
+	{ "stat", do_stat, "NAME [--rev N]", "a tree's figures: revision, count, capacity, depth, blocks", opts_rev, 0 },
+	{ NULL, NULL, NULL, NULL, NULL, 0 },
+};
+
+static const struct cmd_prog prog = {
+	"opt-tree",
+	"Tree collections of optimystic: sorted key/value records in a B+tree of\n"
+	"blocks, with range queries; every write is a transaction.",
+	verbs,
+};
+
+int main(int argc, char **argv)
+{
+	return cmd_main(&prog, argc, argv);
+}
