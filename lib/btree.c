@@ -282,34 +282,15 @@ static int insert_node(struct opt_tracker *t, json_t *nb, char id[OPT_ID_MAX + 1
 	return opt_tracker_insert_new(t, nb);
 }
 
-/* A deep copy of v, or NULL.  Arrays are copied here: json_deep_copy
- * keeps a table of the containers it is inside (to catch loops), which
- * costs allocations and a printf per array; tree values hold no loops. */
-static json_t *copy(const json_t *v)
-{
-	json_t *a;
-	size_t i, n;
-
-	if (!json_is_array(v))
-		return json_deep_copy(v);
-	n = json_array_size(v);
-	a = json_array();
-	for (i = 0; a && i < n; i++)
-		if (json_array_append_new(a, copy(json_array_get(v, i))) < 0) {
-			json_decref(a);
-			a = NULL;
-		}
-	return a;
-}
-
-/* A copy of elements [from, to) of array a, or NULL. */
+/* Elements [from, to) of array a in a new array, or NULL.  The elements
+ * are shared, not copied: values in blocks are never changed in place. */
 static json_t *slice(const json_t *a, size_t from, size_t to)
 {
 	json_t *s = json_array();
 	size_t i;
 
 	for (i = from; s && i < to; i++)
-		if (json_array_append_new(s, copy(json_array_get(a, i))) < 0) {
+		if (json_array_append(s, json_array_get(a, i)) < 0) {
 			json_decref(s);
 			s = NULL;
 		}

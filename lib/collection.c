@@ -93,60 +93,56 @@ int opt_tree_put(struct opt_txn *x, const json_t *key, const json_t *value)
 	return opt_txn_action(x, json_pack("{s:s,s:O,s:O}", "type", "put", "key", key, "value", value));
 }
 
-static const json_t *const *sort_keys;
-
-static int cmp_idx(const void *a, const void *b)
-{
-	size_t x = *(const size_t *)a, y = *(const size_t *)b;
-	return opt_key_cmp(sort_keys[x], sort_keys[y]);
-}
-
 int opt_tree_put_many(struct opt_txn *x, const json_t *const *keys, const json_t *const *values, size_t n)
 {
 	struct opt_source src = opt_tracker_source(opt_txn_tracker(x));
-	size_t *idx = NULL, i, added = 0;
+	json_t *seen = NULL;
+	const json_t *h;
+	size_t i, added = 0;
 	int rc, empty;
 
 	for (i = 0; i < n; i++)
 		if ((rc = check_key(keys[i])) < 0)
 			return opt_error_wrap(rc, "record %zu", i + 1);
-	/* the header keeps the count: find how many distinct keys are new */
-	idx = malloc((n ? n : 1) * sizeof(*idx));
-	if (!idx)
-		return opt_error_set(OPT_EIO, "out of memory");
-	for (i = 0; i < n; i++)
-		idx[i] = i;
-	sort_keys = keys;
-	qsort(idx, n, sizeof(*idx), cmp_idx);
-	{
-		const json_t *h;
-		if ((rc = header(x, &h)) < 0) {
-			free(idx);
+	if ((rc = header(x, &h)) < 0)
+		return rc;
+	empty = json_integer_value(json_object_get(h, "count")) == 0;
+	if (!empty) {
+		/* the header keeps the count: find how many distinct keys are
+		 * new (a bulk load into an empty tree counts its leaves after) */
+		seen = json_object();
+		for (i = 0; i < n && seen; i++) {
+			json_t *v = NULL;
+			char *ks;
+			if ((rc = opt_json_canon(&ks, NULL, keys[i])) < 0)
+				break;
+			if (json_object_get(seen, ks)) {
+				free(ks);
+				continue;
+			}
+			json_object_set_new(seen, ks, json_true());
+			free(ks);
+			rc = opt_btree_get(&src, opt_txn_header_id(x), keys[i], &v);
+			json_decref(v);
+			if (rc == OPT_ENOTFOUND)
+				added++;
+			else if (rc < 0)
+				break;
+			rc = 0;
+		}
+		json_decref(seen);
+		if (rc < 0)
 			return rc;
-		}
-		empty = json_integer_value(json_object_get(h, "count")) == 0;
+		opt_error_clear();
 	}
-	for (i = 0; i < n; i++) {
-		json_t *v = NULL;
-		if (i > 0 && opt_key_cmp(keys[idx[i]], keys[idx[i - 1]]) == 0)
-			continue;
-		if (empty) {  /* a bulk load into an empty tree: no lookups */
-			added++;
-			continue;
-		}
-		rc = opt_btree_get(&src, opt_txn_header_id(x), keys[idx[i]], &v);
-		json_decref(v);
-		if (rc == OPT_ENOTFOUND)
-			added++;
-		else if (rc < 0) {
-			free(idx);
-			return rc;
-		}
-	}
-	free(idx);
-	opt_error_clear();
 	if ((rc = opt_btree_put_many(opt_txn_tracker(x), opt_txn_header_id(x), keys, values, n)) < 0)
 		return rc;
+	if (empty) {
+		size_t c;
+		if ((rc = opt_btree_count(&src, opt_txn_header_id(x), &c)) < 0)
+			return rc;
+		added = c;
+	}
 	if ((rc = set_count(x, (long)added)) < 0)
 		return rc;
 	for (i = 0; i < n; i++) {

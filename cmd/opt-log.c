@@ -1,0 +1,255 @@
+/* opt-log - the transaction logs of collections: show their entries and
+ * verify their hash chains against the revisions they account for. */
+#include "common.h"
+#include "chain.h"
+#include "log.h"
+#include "verify.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct cmd_opt opts_show[] = {
+	{ "from", 0, "REV", "start at revision REV, inclusive" },
+	{ "to", 0, "REV", "end at revision REV, inclusive" },
+	{ "reverse", 'r', NULL, "newest entry first" },
+	{ "limit", 'n', "N", "at most N entries" },
+	{ "rev", 0, "N", "read the log as it was at revision N" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_none[] = {
+	{ NULL, 0, NULL, NULL },
+};
+
+/* ---- helpers ---- */
+
+static int check_name(struct cmd *c, const char *name)
+{
+	if (!opt_store_name_valid(name))
+		return cmd_usage(c, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')", name);
+	return 0;
+}
+
+/* ---- show ---- */
+
+struct show_range {
+	long lo, hi;      /* inclusive revision bounds */
+	long limit;       /* -1: no limit */
+	int reverse;
+};
+
+/* Open an iterator in the output direction that starts at the entry of
+ * revision `start`, reached from whichever end of the log is nearer (the
+ * log holds revisions 1..last in order): a range near the tail of a long
+ * log costs what the range costs, not the whole log.  Falls back to the
+ * start of the log when the entry is not where it should be. */
+static int open_at_rev(struct opt_chain_iter **out, const struct opt_source *src, const char *hid,
+		       int forward, long start, long last)
+{
+	struct opt_chain_iter *it = NULL;
+	struct opt_chain_pos pos;
+	const json_t *e;
+	long from_head = start - 1, from_tail = last - start;
+	int near_head = from_head <= from_tail, rc;
+
+	*out = NULL;
+	/* the output starts at the nearer end: read from there, skipping */
+	if (near_head == forward)
+		return opt_chain_iter_open(out, src, hid, forward);
+	/* walk from the nearer end to the entry, take its position */
+	if ((rc = opt_chain_iter_open(&it, src, hid, near_head)) < 0)
+		return rc;
+	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
+		const json_t *r = json_object_get(e, "rev");
+		if (json_is_integer(r) && json_integer_value(r) == start)
+			break;
+	}
+	if (rc == 1 && (rc = opt_chain_iter_pos(it, &pos)) == 0) {
+		opt_chain_iter_free(it);
+		return opt_chain_iter_open_at(out, src, &pos, forward);
+	}
+	opt_chain_iter_free(it);
+	if (rc < 0)
+		return rc;
+	return opt_chain_iter_open(out, src, hid, forward);
+}
+
+static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_range *r)
+{
+	struct opt_source src = opt_snap_source(snap);
+	struct opt_chain_iter *it = NULL;
+	const json_t *e;
+	char hid[OPT_ID_LEN + 1];
+	long last, lo, hi, n = 0;
+	int rc, st = 0;
+
+	opt_collection_header_id(opt_snap_name(snap), hid);
+	rc = opt_chain_has(&src, hid);
+	if (rc == 0)
+		return 0;  /* no log: nothing to show */
+	if (rc < 0 || (rc = opt_log_rev(&src, hid, &last)) < 0)
+		return cmd_fail(c, rc, "collection '%s': %s", opt_snap_name(snap), opt_error_last());
+	lo = r->lo;
+	hi = r->hi < last ? r->hi : last;
+	if (lo > hi || r->limit == 0)
+		return 0;
+	rc = open_at_rev(&it, &src, hid, !r->reverse, r->reverse ? hi : lo, last);
+	while (rc >= 0 && (r->limit < 0 || n < r->limit) && (rc = opt_chain_iter_next(it, &e)) == 1) {
+		const json_t *jr = json_object_get(e, "rev");
+		long rev = json_is_integer(jr) ? (long)json_integer_value(jr) : 0;
+
+		if (rev < lo || rev > hi) {
+			/* past the range in the direction of travel: done */
+			if (r->reverse ? rev < lo : rev > hi)
+				break;
+			continue;
+		}
+		if ((st = cmd_print(c, e)))
+			break;
+		n++;
+	}
+	if (rc < 0 && !st)
+		st = cmd_fail(c, rc, "collection '%s': %s", opt_snap_name(snap), opt_error_last());
+	opt_chain_iter_free(it);
+	return st;
+}
+
+static int do_show(struct cmd *c)
+{
+	struct show_range r = { 1, 0, -1, cmd_flag(c, "reverse") };
+	struct opt_snap *snap = NULL;
+	const char *name;
+	long rev;
+	int st, rc;
+
+	if (c->npos != 1)
+		return cmd_usage(c, c->npos ? "show takes one collection name" : "no collection name given");
+	name = c->pos[0];
+	if ((st = check_name(c, name)) || (st = cmd_long(c, "from", 1, 1, &r.lo)) ||
+	    (st = cmd_long(c, "to", 0, 1, &r.hi)) || (st = cmd_long(c, "limit", -1, 0, &r.limit)) ||
+	    (st = cmd_long(c, "rev", 0, 1, &rev)))
+		return st;
+	if (r.hi && r.lo > r.hi)
+		return cmd_usage(c, "--from %ld is after --to %ld", r.lo, r.hi);
+	if (!r.hi)
+		r.hi = LONG_MAX;
+	if ((st = cmd_store(c, 0)))
+		return st;
+	if ((rc = opt_snap_open(&snap, c->store, name, rev)) < 0)
+		return cmd_lib_fail(c, rc);
+	st = show_entries(c, snap, &r);
+	opt_snap_free(snap);
+	return st;
+}
+
+/* ---- verify ---- */
+
+struct progress {
+	struct cmd *c;
+	const char *name;
+	int64_t next_ms;
+	int shown;
+};
+
+static void progress_cb(long done, long total, void *arg)
+{
+	struct progress *p = arg;
+	int64_t now = opt_now_ms();
+
+	if (now < p->next_ms && done < total)
+		return;
+	p->next_ms = now + 100;
+	fprintf(stderr, "\r%s: verifying '%s': %ld/%ld revisions", p->c->prog->name, p->name, done, total);
+	p->shown = 1;
+}
+
+static void progress_end(struct progress *p)
+{
+	if (p->shown)
+		fprintf(stderr, "\r\033[K");
+	p->shown = 0;
+}
+
+/* Verify one collection; prints its record.  Returns 0, or the exit
+ * status of what went wrong (after the message). */
+static int verify_one(struct cmd *c, const char *name)
+{
+	struct opt_verify_result res;
+	struct progress p = { c, name, opt_now_ms() + 300, 0 };
+	char msg[1024];
+	json_t *o;
+	int rc, st;
+
+	rc = opt_verify_collection(c->store, name, NULL, cmd_progress_ok(c) ? progress_cb : NULL, &p, &res);
+	progress_end(&p);
+	if (rc == OPT_ENOTFOUND || rc == OPT_EINVAL)
+		return cmd_lib_fail(c, rc);
+	if (rc == 0) {
+		o = json_pack("{s:s,s:I,s:I,s:b}", "collection", name, "entries", (json_int_t)res.entries,
+			      "rev", (json_int_t)res.rev, "ok", 1);
+		st = cmd_print(c, o);
+		json_decref(o);
+		return st;
+	}
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	o = json_pack("{s:s,s:I,s:I,s:b,s:s}", "collection", name, "entries", (json_int_t)res.entries,
+		      "rev", (json_int_t)res.rev, "ok", 0, "error", msg);
+	st = cmd_print(c, o);
+	json_decref(o);
+	fflush(stdout);
+	rc = cmd_fail(c, rc, "collection '%s': %s", name, msg);
+	return st ? st : rc;
+}
+
+static int do_verify(struct cmd *c)
+{
+	json_t *names = NULL;
+	size_t i;
+	int st, rc, integrity = 0, other = 0;
+
+	for (i = 0; i < (size_t)c->npos; i++)
+		if ((st = check_name(c, c->pos[i])))
+			return st;
+	if ((st = cmd_store(c, 0)))
+		return st;
+	if (c->npos) {
+		names = json_array();
+		for (i = 0; i < (size_t)c->npos; i++)
+			json_array_append_new(names, json_string(c->pos[i]));
+	} else if ((rc = opt_store_list(c->store, &names)) < 0) {
+		return cmd_lib_fail(c, rc);
+	}
+	/* every collection is verified; a broken one does not stop the others */
+	for (i = 0; i < json_array_size(names); i++) {
+		st = verify_one(c, json_string_value(json_array_get(names, i)));
+		if (st == OPT_EXIT_INTEGRITY)
+			integrity = 1;
+		else if (st && !other)
+			other = st;
+		if (c->out_err)
+			break;
+	}
+	json_decref(names);
+	return integrity ? OPT_EXIT_INTEGRITY : other;
+}
+
+static const struct cmd_verb verbs[] = {
+	{ "show", do_show, "NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N]",
+	  "print the log entries of a collection, oldest first", opts_show, 0 },
+	{ "verify", do_verify, "[NAME...]",
+	  "check logs against the revisions: {collection, entries, rev, ok} lines", opts_none, 0 },
+	{ NULL, NULL, NULL, NULL, NULL, 0 },
+};
+
+static const struct cmd_prog prog = {
+	"opt-log",
+	"The transaction logs of optimystic: every collection keeps one hash-chained\n"
+	"entry per revision; show them, and verify them against the store.",
+	verbs,
+};
+
+int main(int argc, char **argv)
+{
+	return cmd_main(&prog, argc, argv);
+}

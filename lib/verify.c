@@ -1,0 +1,493 @@
+#include "verify.h"
+#include "btree.h"
+#include "chain.h"
+#include "collection.h"
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "txn.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define COMMIT_HEX 40
+
+struct vctx {
+	struct opt_store *s;
+	const char *name;
+	char hid[OPT_ID_LEN + 1];
+	struct opt_snap *head;
+	long H;
+	char *commits;          /* COMMIT_HEX each, revision H first */
+	size_t ncommits, capcommits;
+	json_t *live;           /* {id: [rev, hash]}: blocks the log leaves in place */
+	opt_verify_progress_fn progress;
+	void *arg;
+};
+
+/* Replace the last message with "<prefix>: <it>", dropping the
+ * "collection 'NAME': " it may begin with (the caller names the
+ * collection), and return code.  A message that already begins with
+ * "log entry rev " or "revision " keeps no prefix. */
+static int wrap_last(int code, const char *name, const char *prefix)
+{
+	char last[1024], lead[OPT_NAME_MAX + 20];
+	const char *m = last;
+	size_t n;
+
+	snprintf(last, sizeof(last), "%s", opt_error_last());
+	n = (size_t)snprintf(lead, sizeof(lead), "collection '%s': ", name);
+	if (strncmp(m, lead, n) == 0)
+		m += n;
+	if (!prefix || strncmp(m, "log entry rev ", 14) == 0 || strncmp(m, "revision ", 9) == 0)
+		return opt_error_set(code, "%s", m);
+	return opt_error_set(code, "%s: %s", prefix, m);
+}
+
+/* Reading what must be there: not found and corrupt are both integrity
+ * failures; I/O and memory errors stay what they are. */
+static int as_integrity(int rc)
+{
+	return rc == OPT_EIO || rc == OPT_EBUSY ? rc : OPT_EINTEGRITY;
+}
+
+static int push_commit(struct vctx *v, const char *hex)
+{
+	if (v->ncommits == v->capcommits) {
+		size_t cap = v->capcommits ? v->capcommits * 2 : 64;
+		char *p = realloc(v->commits, cap * COMMIT_HEX);
+		if (!p)
+			return opt_error_set(OPT_EIO, "out of memory");
+		v->commits = p;
+		v->capcommits = cap;
+	}
+	memcpy(v->commits + v->ncommits * COMMIT_HEX, hex, COMMIT_HEX);
+	v->ncommits++;
+	return 0;
+}
+
+/* Walk the commits from the head to revision 1 once, keeping their IDs. */
+static int walk_history(struct vctx *v)
+{
+	struct opt_snap *cur = v->head, *p = NULL;
+	char pre[64];
+	long r = v->H;
+	int rc;
+
+	if ((rc = push_commit(v, opt_snap_commit(cur))) < 0)
+		return rc;
+	for (; r > 1; r--) {
+		rc = opt_snap_parent(&p, cur);
+		if (rc == OPT_ENOTFOUND) {
+			rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: its commit has no parent (revisions 1 to %ld are missing)",
+					   r, r - 1);
+			goto done;
+		}
+		snprintf(pre, sizeof(pre), "revision %ld", r);
+		if (rc < 0) {
+			rc = wrap_last(as_integrity(rc), v->name, pre);
+			goto done;
+		}
+		if (cur != v->head)
+			opt_snap_free(cur);
+		cur = p;
+		if ((rc = push_commit(v, opt_snap_commit(cur))) < 0)
+			goto done;
+	}
+	/* revision 1 begins the history */
+	rc = opt_snap_parent(&p, cur);
+	if (rc == OPT_ENOTFOUND) {
+		opt_error_clear();
+		rc = 0;
+	} else if (rc == 0) {
+		opt_snap_free(p);
+		rc = opt_error_set(OPT_EINTEGRITY, "revision 1: its commit has a parent");
+	} else {
+		rc = wrap_last(as_integrity(rc), v->name, "revision 1: its commit has a parent");
+	}
+done:
+	if (cur != v->head)
+		opt_snap_free(cur);
+	return rc;
+}
+
+/* Compare block id as stored at snap with hash want (the log's way: the
+ * SHA-256 of its canonical JSON; the header without its log links).
+ * 0 when it matches, OPT_ENOTFOUND (no message) when absent, else
+ * OPT_EINTEGRITY with a message beginning with prefix. */
+static int check_block(struct opt_snap *snap, const char *id, int is_header, const char *want,
+		       const char *prefix)
+{
+	char *raw = NULL, got[OPT_SHA256_HEX + 1];
+	size_t len = 0;
+	json_t *b = NULL;
+	int rc;
+
+	rc = opt_snap_block_raw(snap, id, &raw, &len);
+	if (rc == OPT_ENOTFOUND) {
+		opt_error_clear();
+		return OPT_ENOTFOUND;
+	}
+	if (rc < 0)
+		return wrap_last(as_integrity(rc), opt_snap_name(snap), prefix);
+	if (!is_header) {
+		/* the stored bytes are the canonical JSON: hash them as they are */
+		opt_sha256_hex(got, raw, len);
+		if (strcmp(got, want) == 0)
+			goto done;
+	}
+	if (opt_json_parse(&b, raw, len) < 0) {
+		rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%s' is not valid JSON", prefix, id);
+		goto done;
+	}
+	if ((rc = opt_txn_block_hash(b, is_header, got)) < 0)
+		goto done;
+	if (strcmp(got, want) != 0)
+		rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%s' does not match the hash the log recorded for it",
+				   prefix, id);
+	else if (!is_header)
+		rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%s' is not stored as canonical JSON", prefix, id);
+done:
+	json_decref(b);
+	free(raw);
+	return rc;
+}
+
+/* The log stored at revision r must end with entry e itself. */
+static int check_log_at(struct vctx *v, struct opt_snap *snap, const json_t *e, long r)
+{
+	struct opt_source src = opt_snap_source(snap);
+	json_t *last = NULL;
+	const json_t *lr, *actions;
+	char pre[64], hash[OPT_SHA256_HEX + 1];
+	int rc;
+
+	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
+	rc = opt_log_last(&src, v->hid, &last);
+	if (rc < 0) {
+		rc = wrap_last(as_integrity(rc), v->name, pre);
+		goto done;
+	}
+	lr = json_object_get(last, "rev");
+	if (!json_is_integer(lr) || json_integer_value(lr) != r) {
+		rc = opt_error_set(OPT_EINTEGRITY, "%s: the log stored at revision %ld does not end with it", pre, r);
+		goto done;
+	}
+	if ((rc = opt_log_entry_hash(last, hash)) < 0)
+		goto done;
+	if (strcmp(hash, json_string_value(json_object_get(e, "hash"))) != 0) {
+		rc = opt_error_set(OPT_EINTEGRITY, "%s: the log stored at revision %ld holds another entry for it",
+				   pre, r);
+		goto done;
+	}
+	/* the actions may have been pruned since, never changed */
+	actions = json_object_get(last, "actions");
+	if (actions) {
+		if ((rc = opt_json_hash(hash, actions)) < 0)
+			goto done;
+		if (strcmp(hash, json_string_value(json_object_get(e, "actionsHash"))) != 0) {
+			rc = opt_error_set(OPT_EINTEGRITY, "%s: the log stored at revision %ld holds other actions for it",
+					   pre, r);
+			goto done;
+		}
+	}
+done:
+	json_decref(last);
+	return rc;
+}
+
+/* Check one entry (it passed the hash chain checks) against revision r. */
+static int entry_cb(const json_t *e, void *arg)
+{
+	struct vctx *v = arg;
+	struct opt_snap *snap = NULL;
+	const json_t *blocks, *h;
+	const char *id, *trx;
+	char pre[64], commit[COMMIT_HEX + 1], oid[41];
+	long r = (long)json_integer_value(json_object_get(e, "rev"));
+	int rc = 0;
+
+	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
+	if (r > v->H)
+		return opt_error_set(OPT_EINTEGRITY, "%s: the collection has no revision %ld (it is at revision %ld)",
+				     pre, r, v->H);
+	if (r == v->H) {
+		snap = v->head;
+	} else {
+		memcpy(commit, v->commits + (size_t)(v->H - r) * COMMIT_HEX, COMMIT_HEX);
+		commit[COMMIT_HEX] = '\0';
+		if ((rc = opt_snap_open_commit(&snap, v->s, v->name, commit)) < 0)
+			return wrap_last(as_integrity(rc), v->name, pre);
+	}
+	trx = json_string_value(json_object_get(e, "trx"));
+	if (strcmp(opt_snap_trx(snap), trx) != 0) {
+		rc = opt_error_set(OPT_EINTEGRITY, "%s: transaction '%.80s', but the commit of revision %ld names '%.80s'",
+				   pre, trx, r, opt_snap_trx(snap));
+		goto done;
+	}
+	if ((rc = check_log_at(v, snap, e, r)) < 0)
+		goto done;
+	blocks = json_object_get(e, "blocks");
+	json_object_foreach((json_t *)blocks, id, h) {
+		int is_header = strcmp(id, v->hid) == 0;
+		json_t *rec;
+
+		if (json_is_null(h)) {
+			rc = opt_snap_block_oid(snap, id, oid);
+			if (rc == 0) {
+				rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' was deleted, but revision %ld holds it",
+						   pre, id, r);
+				goto done;
+			}
+			if (rc != OPT_ENOTFOUND) {
+				rc = wrap_last(as_integrity(rc), v->name, pre);
+				goto done;
+			}
+			opt_error_clear();
+			rc = 0;
+			json_object_del(v->live, id);
+			continue;
+		}
+		if (!json_is_string(h) || strlen(json_string_value(h)) != OPT_SHA256_HEX) {
+			rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' has no valid hash", pre, id);
+			goto done;
+		}
+		rc = check_block(snap, id, is_header, json_string_value(h), pre);
+		if (rc == OPT_ENOTFOUND) {
+			rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' was written, but revision %ld does not hold it",
+					   pre, id, r);
+			goto done;
+		}
+		if (rc < 0)
+			goto done;
+		rec = json_pack("[I,O]", (json_int_t)r, h);
+		if (!rec || json_object_set_new(v->live, id, rec) < 0) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+	}
+	if (v->progress)
+		v->progress(r, v->H, v->arg);
+done:
+	if (snap != v->head)
+		opt_snap_free(snap);
+	return rc;
+}
+
+/* The data blocks of the log at the head, as a set {id: true}. */
+static int log_blocks(struct vctx *v, json_t *set)
+{
+	struct opt_source src = opt_snap_source(v->head);
+	json_t *b = NULL;
+	const char *tail;
+	char cur[OPT_ID_MAX + 1] = "", pre[64];
+	const json_t *next;
+	int rc;
+
+	snprintf(pre, sizeof(pre), "revision %ld", v->H);
+	if ((rc = src.get(src.ctx, v->hid, &b)) < 0)
+		return wrap_last(as_integrity(rc), v->name, pre);
+	next = json_object_get(b, "headId");
+	tail = json_string_value(json_object_get(b, "tailId"));
+	if (json_is_string(next))
+		snprintf(cur, sizeof(cur), "%s", json_string_value(next));
+	if (!*cur && tail) {
+		rc = opt_error_set(OPT_EINTEGRITY, "%s: the header has a log tail but no log head", pre);
+		goto done;
+	}
+	tail = tail ? tail : "";
+	while (*cur) {
+		json_t *lb = NULL;
+		if (json_object_get(set, cur)) {
+			rc = opt_error_set(OPT_EINTEGRITY, "%s: the log has a cycle through block '%s'", pre, cur);
+			goto done;
+		}
+		json_object_set_new(set, cur, json_true());
+		if ((rc = src.get(src.ctx, cur, &lb)) < 0) {
+			rc = wrap_last(as_integrity(rc), v->name, pre);
+			goto done;
+		}
+		next = json_object_get(lb, "nextId");
+		if (!json_is_string(next)) {
+			json_decref(lb);
+			break;
+		}
+		snprintf(cur, sizeof(cur), "%s", json_string_value(next));
+		json_decref(lb);
+	}
+	if (strcmp(cur, tail) != 0)
+		rc = opt_error_set(OPT_EINTEGRITY, "%s: the log ends at block '%s', but the header names '%s' as its tail",
+				   pre, cur, tail);
+done:
+	json_decref(b);
+	return rc;
+}
+
+struct head_ctx {
+	struct vctx *v;
+	json_t *logset;
+	int failed;     /* head_cb set the message */
+};
+
+static int head_cb(const char *id, void *arg)
+{
+	struct head_ctx *hc = arg;
+	struct vctx *v = hc->v;
+	const json_t *rec = json_object_get(v->live, id);
+	char pre[64];
+	long r;
+	int rc;
+
+	if (!rec) {
+		if (json_object_get(hc->logset, id))
+			return 0;
+		hc->failed = 1;
+		return opt_error_set(OPT_EINTEGRITY, "revision %ld: block '%.80s' is in the collection, but no log entry wrote it",
+				     v->H, id);
+	}
+	r = (long)json_integer_value(json_array_get(rec, 0));
+	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
+	if (r < v->H) {  /* an entry of revision H was checked at H already */
+		rc = check_block(v->head, id, strcmp(id, v->hid) == 0, json_string_value(json_array_get(rec, 1)), pre);
+		if (rc == OPT_ENOTFOUND)
+			rc = 0;  /* cannot be: foreach found it */
+		if (rc < 0) {
+			/* name the head as the revision where it differs */
+			char msg[1024];
+			hc->failed = 1;
+			snprintf(msg, sizeof(msg), "%s", opt_error_last());
+			return opt_error_set(rc, "%s (at revision %ld)", msg, v->H);
+		}
+	}
+	json_object_del(v->live, id);
+	return 0;
+}
+
+/* Revision H holds exactly the blocks the log says it does. */
+static int check_head(struct vctx *v)
+{
+	struct head_ctx hc = { v, json_object(), 0 };
+	char pre[64];
+	const char *id;
+	json_t *rec;
+	int rc;
+
+	if (!hc.logset)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = log_blocks(v, hc.logset)) < 0)
+		goto done;
+	rc = opt_snap_foreach(v->head, head_cb, &hc);
+	if (rc < 0) {
+		snprintf(pre, sizeof(pre), "revision %ld", v->H);
+		if (!hc.failed)
+			rc = wrap_last(as_integrity(rc), v->name, pre);
+		goto done;
+	}
+	json_object_foreach(v->live, id, rec) {
+		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: block '%.80s' that it wrote is missing at revision %ld",
+				   (long)json_integer_value(json_array_get(rec, 0)), id, v->H);
+		goto done;
+	}
+done:
+	json_decref(hc.logset);
+	return rc;
+}
+
+/* The data structure of the collection at the head. */
+static int check_data(struct vctx *v)
+{
+	struct opt_source src = opt_snap_source(v->head);
+	json_t *h = NULL;
+	const char *type;
+	char pre[64], cid[OPT_ID_MAX + 1];
+	size_t n = 0;
+	json_int_t want;
+	int rc;
+
+	snprintf(pre, sizeof(pre), "revision %ld", v->H);
+	if ((rc = opt_coll_header(v->head, &h)) < 0)
+		return wrap_last(as_integrity(rc), v->name, pre);
+	type = opt_block_type(h);
+	want = json_integer_value(json_object_get(h, "count"));
+	if (type && strcmp(type, OPT_TYPE_TREE) == 0) {
+		if ((rc = opt_btree_check(&src, v->hid, &n)) < 0) {
+			rc = wrap_last(as_integrity(rc), v->name, pre);
+			goto done;
+		}
+	} else if (type && strcmp(type, OPT_TYPE_DIARY) == 0) {
+		if ((rc = opt_diary_chain(v->head, cid)) < 0 || (rc = opt_chain_count(&src, cid, &n)) < 0) {
+			rc = wrap_last(as_integrity(rc), v->name, pre);
+			goto done;
+		}
+	} else {
+		goto done;
+	}
+	if ((json_int_t)n != want)
+		rc = opt_error_set(OPT_EINTEGRITY, "%s: the header counts %lld entries, but the %s holds %zu",
+				   pre, (long long)want, opt_type_name(type), n);
+done:
+	json_decref(h);
+	return rc;
+}
+
+int opt_verify_collection(struct opt_store *s, const char *name, const char *commit,
+			  opt_verify_progress_fn progress, void *arg, struct opt_verify_result *res)
+{
+	struct vctx v;
+	struct opt_source src;
+	long entries = 0;
+	int rc;
+
+	memset(&v, 0, sizeof(v));
+	if (res)
+		memset(res, 0, sizeof(*res));
+	if (!opt_store_name_valid(name))
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+	v.s = s;
+	v.name = name;
+	v.progress = progress;
+	v.arg = arg;
+	opt_collection_header_id(name, v.hid);
+	rc = commit ? opt_snap_open_commit(&v.head, s, name, commit) : opt_snap_open(&v.head, s, name, 0);
+	if (rc == OPT_ENOTFOUND || rc == OPT_EINVAL)
+		return rc;
+	if (rc < 0)
+		return wrap_last(as_integrity(rc), name, "the head commit");
+	v.H = opt_snap_rev(v.head);
+	if (res)
+		res->rev = v.H;
+	if (!(v.live = json_object())) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	if ((rc = walk_history(&v)) < 0)
+		goto done;
+	src = opt_snap_source(v.head);
+	rc = opt_log_verify(&src, v.hid, entry_cb, &v, &entries);
+	if (rc == OPT_ENOTFOUND) {
+		rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: the collection has no header block", v.H);
+		goto done;
+	}
+	if (rc < 0) {
+		char pre[64];
+		snprintf(pre, sizeof(pre), "log entry rev %ld", entries + 1);
+		rc = wrap_last(rc, name, pre);
+		goto done;
+	}
+	if (entries < v.H) {
+		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing (the log ends at rev %ld, the collection is at revision %ld)",
+				   entries + 1, entries, v.H);
+		goto done;
+	}
+	if ((rc = check_head(&v)) < 0)
+		goto done;
+	rc = check_data(&v);
+done:
+	if (res)
+		res->entries = entries;
+	json_decref(v.live);
+	free(v.commits);
+	opt_snap_free(v.head);
+	return rc;
+}
