@@ -386,15 +386,20 @@ static void on_signal(int sig)
 /* --follow ends cleanly on these signals, and on a closed pipe. */
 static void follow_signals(void)
 {
-	struct sigaction sa;
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction sa, old;
+	size_t i;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sa.sa_flags = SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		/* a signal ignored at start (nohup, a background job) stays so */
+		if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+			continue;
+		sigaction(sigs[i], &sa, NULL);
+	}
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 }
@@ -438,11 +443,14 @@ static int read_entries(struct reader *r, struct opt_snap *snap)
 		}
 		if ((st = print_entry(c, e)))
 			break;
-		if (r->follow && (rc = opt_chain_iter_pos(it, &r->pos)) < 0) {
-			st = cmd_lib_fail(c, rc);
-			break;
+		if (r->follow) {
+			/* where the next poll goes on from */
+			if ((rc = opt_chain_iter_pos(it, &r->pos)) < 0) {
+				st = cmd_lib_fail(c, rc);
+				break;
+			}
+			r->have_pos = 1;
 		}
-		r->have_pos = 1;
 		if (r->limit > 0 && --r->limit == 0)
 			break;
 	}

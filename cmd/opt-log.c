@@ -41,9 +41,10 @@ struct show_range {
 
 /* Open an iterator in the output direction that starts at the entry of
  * revision `start`, reached from whichever end of the log is nearer (the
- * log holds revisions 1..last in order): a range near the tail of a long
- * log costs what the range costs, not the whole log.  Falls back to the
- * start of the log when the entry is not where it should be. */
+ * log holds revisions 1..last in order; last < 0: unknown): a range near
+ * the tail of a long log costs what the range costs, not the whole log.
+ * Falls back to the start of the log when the entry is not where it
+ * should be. */
 static int open_at_rev(struct opt_chain_iter **out, const struct opt_source *src, const char *hid,
 		       int forward, long start, long last)
 {
@@ -54,8 +55,9 @@ static int open_at_rev(struct opt_chain_iter **out, const struct opt_source *src
 	int near_head = from_head <= from_tail, rc;
 
 	*out = NULL;
-	/* the output starts at the nearer end: read from there, skipping */
-	if (near_head == forward)
+	/* the output starts at the nearer end (or the log's length is not
+	 * known): read from there, skipping */
+	if (last < 0 || near_head == forward)
 		return opt_chain_iter_open(out, src, hid, forward);
 	/* walk from the nearer end to the entry, take its position */
 	if ((rc = opt_chain_iter_open(&it, src, hid, near_head)) < 0)
@@ -88,10 +90,19 @@ static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_
 	rc = opt_chain_has(&src, hid);
 	if (rc == 0)
 		return 0;  /* no log: nothing to show */
-	if (rc < 0 || (rc = opt_log_rev(&src, hid, &last)) < 0)
+	if (rc == OPT_ENOTFOUND)
+		return cmd_fail(c, OPT_EINTEGRITY, "collection '%s' has no header block", opt_snap_name(snap));
+	if (rc < 0)
 		return cmd_fail(c, rc, "collection '%s': %s", opt_snap_name(snap), opt_error_last());
+	/* the last revision, to read a range from the nearer end; show does
+	 * not verify: a malformed last entry only means reading from the
+	 * start */
+	if (opt_log_rev(&src, hid, &last) < 0) {
+		opt_error_clear();
+		last = -1;
+	}
 	lo = r->lo;
-	hi = r->hi < last ? r->hi : last;
+	hi = last >= 0 && last < r->hi ? last : r->hi;
 	if (lo > hi || r->limit == 0)
 		return 0;
 	rc = open_at_rev(&it, &src, hid, !r->reverse, r->reverse ? hi : lo, last);
@@ -99,7 +110,11 @@ static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_
 		const json_t *jr = json_object_get(e, "rev");
 		long rev = json_is_integer(jr) ? (long)json_integer_value(jr) : 0;
 
-		if (rev < lo || rev > hi) {
+		if (!json_is_integer(jr)) {
+			/* a malformed entry: shown unless a range is asked for */
+			if (r->lo > 1 || r->hi != LONG_MAX)
+				continue;
+		} else if (rev < lo || rev > hi) {
 			/* past the range in the direction of travel: done */
 			if (r->reverse ? rev < lo : rev > hi)
 				break;

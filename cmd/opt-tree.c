@@ -214,9 +214,12 @@ static int put_each(struct cmd *c, const char *name, struct opt_jsonl *in, int c
 			ctx[k].values[0] = value;
 			ctx[k].n = 1;
 			ctx[k].capacity = capacity;
-			if ((rc = opt_txn_group_add(g, put_fn, &ctx[k], NULL)) < 0) {
-				st = cmd_lib_fail(c, rc);
-				k++;
+			int arc = opt_txn_group_add(g, put_fn, &ctx[k], NULL);
+			if (arc < 0) {
+				/* not staged: what was staged before it is still flushed */
+				st = cmd_lib_fail(c, arc);
+				free(ctx[k].keys);
+				free(ctx[k].values);
 				break;
 			}
 			k++;
@@ -224,8 +227,9 @@ static int put_each(struct cmd *c, const char *name, struct opt_jsonl *in, int c
 			st = cmd_fail(c, rc, "%s", opt_error_last());
 		}
 		if (k > 0 && (rc <= 0 || k == cap || !input_waiting(in))) {
-			if ((rc = opt_txn_group_flush(g)) < 0) {
-				st = cmd_lib_fail(c, rc);
+			int frc = opt_txn_group_flush(g);
+			if (frc < 0) {
+				st = cmd_lib_fail(c, frc);
 				break;
 			}
 			for (i = 0; i < k && !st; i++) {

@@ -152,6 +152,12 @@ static int set_new(json_t *obj, const char *key, json_t *v)
 
 int opt_log_append(struct opt_tracker *t, const char *header_id, const json_t *fields, json_t **out)
 {
+	return opt_log_append_signed(t, header_id, fields, NULL, NULL, out);
+}
+
+int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const json_t *fields,
+			  int (*sign)(void *ctx, const char *hash, char sig[129]), void *ctx, json_t **out)
+{
 	struct opt_source src = opt_tracker_source(t);
 	json_t *entry = NULL, *one = NULL;
 	const json_t *given;
@@ -197,6 +203,11 @@ int opt_log_append(struct opt_tracker *t, const char *header_id, const json_t *f
 	if ((rc = opt_log_entry_hash(entry, hash)) < 0 ||
 	    (rc = set_new(entry, "hash", json_string(hash))) < 0)
 		goto done;
+	if (sign) {
+		char sig[129];
+		if ((rc = sign(ctx, hash, sig)) < 0 || (rc = set_new(entry, "sig", json_string(sig))) < 0)
+			goto done;
+	}
 	one = json_array();
 	if (!one || json_array_append(one, entry) < 0) {
 		rc = opt_error_set(OPT_EIO, "out of memory");

@@ -48,6 +48,12 @@
  * gets a new reference to the entry as stored.  All or nothing. */
 int opt_log_append(struct opt_tracker *t, const char *header_id, const json_t *fields, json_t **out);
 
+/* The same, and when sign is not NULL the entry gets "sig": sign(ctx,
+ * hash) of its hash (fields should then carry "author", the signer's
+ * public key, which the hash covers). */
+int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const json_t *fields,
+			  int (*sign)(void *ctx, const char *hash, char sig[129]), void *ctx, json_t **out);
+
 /* The newest entry: 0 and *entry (a new reference to a copy), OPT_ENOTFOUND
  * when the log is empty or header_id has no log yet (or does not exist). */
 int opt_log_last(const struct opt_source *src, const char *header_id, json_t **entry);

@@ -4,6 +4,7 @@
 #include "pack.h"
 
 #include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <git2.h>
 #include <git2/sys/mempack.h>
@@ -251,13 +252,47 @@ int opt_store_open(struct opt_store **out, const char *dir)
 	return store_wrap(out, repo, dir);
 }
 
-int opt_store_create(struct opt_store **out, const char *dir, int *created)
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void remove_tree(const char *dir)
+{
+	nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Make a new store at dir (which must not exist). */
+static int store_init_at(const char *dir)
 {
 	git_repository *repo = NULL;
 	git_repository_init_options o;
 	git_config *cfg = NULL;
-	char head[PATH_MAX];
-	int rc;
+	int rc = 0;
+
+	git_repository_init_options_init(&o, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
+	o.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
+	o.initial_head = "opt";
+	if (git_repository_init_ext(&repo, dir, &o) < 0)
+		return git_fail(OPT_EIO, "cannot create store");
+	if (git_repository_config(&cfg, repo) < 0 ||
+	    git_config_set_int32(cfg, "optimystic.version", 1) < 0 ||
+	    git_config_set_bool(cfg, "core.logallrefupdates", 0) < 0 ||
+	    git_config_set_bool(cfg, "gc.auto", 0) < 0)
+		rc = git_fail(OPT_EIO, "cannot configure store");
+	git_config_free(cfg);
+	git_repository_free(repo);
+	return rc;
+}
+
+int opt_store_create(struct opt_store **out, const char *dir, int *created)
+{
+	char head[PATH_MAX], tmp[PATH_MAX];
+	size_t n;
+	int rc, err, i;
 
 	*out = NULL;
 	if (created)
@@ -269,24 +304,34 @@ int opt_store_create(struct opt_store **out, const char *dir, int *created)
 		return opt_store_open(out, dir);
 	if (!dir_is_empty(dir))
 		return opt_error_set(OPT_EINVAL, "cannot create store '%s': directory exists and is not empty", dir);
-	git_repository_init_options_init(&o, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
-	o.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
-	o.initial_head = "opt";
-	if (git_repository_init_ext(&repo, dir, &o) < 0)
-		return git_fail(OPT_EIO, "cannot create store");
-	if (git_repository_config(&cfg, repo) < 0 ||
-	    git_config_set_int32(cfg, "optimystic.version", 1) < 0 ||
-	    git_config_set_bool(cfg, "core.logallrefupdates", 0) < 0 ||
-	    git_config_set_bool(cfg, "gc.auto", 0) < 0) {
-		rc = git_fail(OPT_EIO, "cannot configure store");
-		git_config_free(cfg);
-		git_repository_free(repo);
+	/* build the store beside its place and rename it there, so that two
+	 * processes creating it at once end with one whole store */
+	n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	snprintf(tmp, sizeof(tmp), "%.*s.opt-init.%ld", (int)n, dir, (long)getpid());
+	remove_tree(tmp);
+	if ((rc = store_init_at(tmp)) < 0) {
+		remove_tree(tmp);
 		return rc;
 	}
-	git_config_free(cfg);
-	if (created)
-		*created = 1;
-	return store_wrap(out, repo, dir);
+	if (rename(tmp, dir) == 0) {
+		if (created)
+			*created = 1;
+		return opt_store_open(out, dir);
+	}
+	err = errno;
+	remove_tree(tmp);
+	if (err != ENOTEMPTY && err != EEXIST)
+		return opt_error_set(OPT_EIO, "cannot create store '%s': %s", dir, strerror(err));
+	/* another process made it first: use theirs */
+	for (i = 0; i < 50; i++) {
+		rc = opt_store_open(out, dir);
+		if (rc != OPT_EINVAL)
+			return rc;
+		opt_sleep_ms(10);
+	}
+	return rc;
 }
 
 int opt_store_discover(char **path, const char *start)
@@ -467,7 +512,101 @@ static int snap_from_commit(struct opt_snap **out, struct opt_store *s, const ch
 	return 0;
 }
 
+static int snap_open_raw(struct opt_snap **out, struct opt_store *s, const char *name, long rev);
+
+int opt_store_decision(struct opt_store *s, const char *primary, const char *trx, int64_t since, int *out)
+{
+	struct opt_snap *snap = NULL, *p;
+	int rc;
+
+	*out = 0;
+	rc = snap_open_raw(&snap, s, primary, 0);
+	if (rc == OPT_ENOTFOUND) {
+		opt_error_clear();
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	/* newest first, back to the pend (with a minute of clock slack) */
+	for (;;) {
+		if (snap->trx && strcmp(snap->trx, trx) == 0) {
+			const char *st = opt_snap_trailer(snap, "Opt-Status");
+			if (!st || strcmp(st, "committed") == 0)
+				*out = 1;
+			else if (strcmp(st, "aborted") == 0)
+				*out = -1;
+			if (*out)
+				break;
+		}
+		if (opt_snap_time(snap) < since - 60)
+			break;
+		rc = opt_snap_parent(&p, snap);
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			break;
+		}
+		if (rc < 0) {
+			opt_snap_free(snap);
+			return rc;
+		}
+		opt_snap_free(snap);
+		snap = p;
+	}
+	opt_snap_free(snap);
+	return 0;
+}
+
+int opt_snap_decided(struct opt_snap *snap, int *out)
+{
+	const char *st = opt_snap_trailer(snap, "Opt-Status");
+	char primary[OPT_NAME_MAX + 1];
+
+	*out = 1;
+	if (!st || strcmp(st, "pending") != 0)
+		return 0;
+	st = opt_snap_trailer(snap, "Opt-Primary");
+	if (!st)
+		return opt_error_set(OPT_EINTEGRITY, "collection '%s' revision %ld is pending without a primary",
+				     snap->name, snap->rev);
+	snprintf(primary, sizeof(primary), "%.200s", st);
+	return opt_store_decision(snap->s, primary, opt_snap_trx(snap), opt_snap_time(snap), out);
+}
+
+int opt_snap_head(struct opt_snap **out, struct opt_store *s, const char *name)
+{
+	return snap_open_raw(out, s, name, 0);
+}
+
 int opt_snap_open(struct opt_snap **out, struct opt_store *s, const char *name, long rev)
+{
+	struct opt_snap *snap = NULL, *p;
+	int rc, d;
+
+	*out = NULL;
+	if ((rc = snap_open_raw(&snap, s, name, rev)) < 0)
+		return rc;
+	/* readers see a pending revision only once its transaction committed */
+	for (;;) {
+		if ((rc = opt_snap_decided(snap, &d)) < 0) {
+			opt_snap_free(snap);
+			return rc;
+		}
+		if (d == 1)
+			break;
+		rc = opt_snap_parent(&p, snap);
+		opt_snap_free(snap);
+		if (rc == OPT_ENOTFOUND)
+			return opt_error_set(OPT_ENOTFOUND, "no collection '%s' (its first transaction is not committed yet)",
+					     name);
+		if (rc < 0)
+			return rc;
+		snap = p;
+	}
+	*out = snap;
+	return 0;
+}
+
+static int snap_open_raw(struct opt_snap **out, struct opt_store *s, const char *name, long rev)
 {
 	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX];
 	git_oid id;

@@ -61,9 +61,24 @@ int opt_store_list(struct opt_store *s, json_t **out);
 /* Object statistics: *out is a new JSON object {packs, objects, bytes, ...}. */
 int opt_store_stats(struct opt_store *s, json_t **out);
 
-/* Open collection name at revision rev (rev <= 0: the latest).
- * OPT_ENOTFOUND when the collection or the revision does not exist. */
+/* Open collection name at revision rev (rev <= 0: the latest), as readers
+ * see it: a pending revision of a multi-collection transaction (see
+ * docs/protocol.md) whose decision is not "committed" on its primary
+ * collection is read as its parent.  OPT_ENOTFOUND when the collection or
+ * the revision does not exist. */
 int opt_snap_open(struct opt_snap **out, struct opt_store *s, const char *name, long rev);
+
+/* The head revision itself, pending or not (for writers). */
+int opt_snap_head(struct opt_snap **out, struct opt_store *s, const char *name);
+
+/* The decision on transaction trx in the history of collection primary,
+ * looking back to commits made at or after since (seconds): 1 committed,
+ * -1 aborted, 0 none yet. */
+int opt_store_decision(struct opt_store *s, const char *primary, const char *trx, int64_t since, int *out);
+
+/* For a snapshot whose revision is pending (Opt-Status: pending): 1 if its
+ * transaction is committed, -1 aborted, 0 undecided; 1 for any other. */
+int opt_snap_decided(struct opt_snap *snap, int *out);
 void opt_snap_free(struct opt_snap *snap);
 
 /* Open collection name at a given commit (40 hex, as opt_snap_commit

@@ -1,6 +1,7 @@
 #include "txn.h"
 #include "error.h"
 #include "json.h"
+#include "identity.h"
 #include "log.h"
 #include "util.h"
 
@@ -14,6 +15,15 @@ struct opt_txn {
 	struct opt_tracker *t;
 	json_t *actions;
 	char header_id[OPT_ID_LEN + 1];
+	/* the signer */
+	struct opt_identity id;
+	int have_id;
+	/* multi-collection transactions (docs/protocol.md) */
+	const char *status;     /* NULL: committed; "pending"; "aborted" */
+	const char *primary;
+	json_t *collections;    /* names, or NULL */
+	int64_t expires;        /* ms, for pending revisions */
+	long revert;            /* a revert of this pending revision */
 };
 
 struct opt_tracker *opt_txn_tracker(struct opt_txn *x) { return x->t; }
@@ -98,6 +108,11 @@ static int hash_cb(const char *id, const json_t *block, void *arg)
 		opt_error_set(OPT_EIO, "out of memory") : 0;
 }
 
+static int sign_cb(void *ctx, const char *hash, char sig[129])
+{
+	return opt_identity_sign(ctx, hash, sig);
+}
+
 static long busy_timeout(const struct opt_txn_opts *o)
 {
 	const char *e;
@@ -108,6 +123,197 @@ static long busy_timeout(const struct opt_txn_opts *o)
 	if (e && *e)
 		return atol(e);
 	return 30000;
+}
+
+static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt_txn_opts *o,
+		   const char *trx, struct opt_txn_result *res);
+
+static int noop_fn(struct opt_txn *x, void *arg)
+{
+	(void)x;
+	(void)arg;
+	return 0;
+}
+
+static int64_t txn_ttl(void)
+{
+	const char *e = getenv("OPT_TXN_TTL");
+	return e && *e ? atol(e) : 30000;
+}
+
+/* A revert of the pending revision x->base (rev x->revert): every block
+ * its log entry lists goes back to its content at the parent revision;
+ * the header too, except for its log links.  blocks gets the hashes. */
+static int revert_blocks(struct opt_txn *x, json_t *blocks)
+{
+	struct opt_source cur = opt_snap_source(x->base), psrc;
+	struct opt_snap *parent = NULL;
+	json_t *entry = NULL, *pb, *v;
+	const char *id;
+	int rc;
+
+	if ((rc = opt_log_last(&cur, x->header_id, &entry)) < 0)
+		return rc;
+	rc = opt_snap_parent(&parent, x->base);
+	if (rc < 0 && rc != OPT_ENOTFOUND)
+		goto done;
+	opt_error_clear();
+	if (parent)
+		psrc = opt_snap_source(parent);
+	json_object_foreach(json_object_get(entry, "blocks"), id, v) {
+		char hex[65];
+		pb = NULL;
+		rc = parent ? psrc.get(psrc.ctx, id, &pb) : OPT_ENOTFOUND;
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			const json_t *b;
+			if (strcmp(id, x->header_id) == 0) {
+				rc = 0; /* a collection the pend created: keep an empty header */
+				continue;
+			}
+			if (opt_tracker_get(x->t, id, &b) == 0) {
+				if ((rc = opt_tracker_delete(x->t, id)) < 0)
+					goto done;
+			}
+			opt_error_clear();
+			json_object_set_new(blocks, id, json_null());
+			rc = 0;
+			continue;
+		}
+		if (rc < 0)
+			goto done;
+		if (strcmp(id, x->header_id) == 0) {
+			/* the log goes on: keep the current links */
+			const json_t *h;
+			if ((rc = opt_tracker_get(x->t, id, &h)) < 0) {
+				json_decref(pb);
+				goto done;
+			}
+			json_t *nh = json_copy(pb);
+			json_object_set(nh, "headId", json_object_get(h, "headId"));
+			json_object_set(nh, "tailId", json_object_get(h, "tailId"));
+			json_decref(pb);
+			pb = nh;
+		}
+		if ((rc = opt_txn_block_hash(pb, strcmp(id, x->header_id) == 0, hex)) < 0 ||
+		    (rc = opt_tracker_insert_new(x->t, pb)) < 0)
+			goto done;
+		json_object_set_new(blocks, id, json_string(hex));
+	}
+	rc = 0;
+done:
+	json_decref(entry);
+	opt_snap_free(parent);
+	return rc;
+}
+
+/* Write T's abort record on primary, unless T is decided already.
+ * *decision: 1 committed, -1 aborted (by us or before). */
+static int abort_on_primary(struct opt_txn *x, const char *primary, const char *trx, int64_t since,
+			    int *decision)
+{
+	struct opt_txn p;
+	struct opt_txn_opts o = { NULL, "abort an expired transaction", 0, 1 };
+	struct opt_txn_result res;
+	int64_t deadline = opt_now_ms() + busy_timeout(NULL);
+	unsigned tries = 0;
+	int rc;
+
+	for (;;) {
+		if ((rc = opt_store_decision(x->s, primary, trx, since, decision)) < 0)
+			return rc;
+		if (*decision)
+			return 0;
+		memset(&p, 0, sizeof(p));
+		p.s = x->s;
+		p.name = primary;
+		p.id = x->id;
+		p.have_id = x->have_id;
+		p.status = "aborted";
+		opt_collection_header_id(primary, p.header_id);
+		memset(&res, 0, sizeof(res));
+		rc = attempt(&p, noop_fn, NULL, &o, trx, &res);
+		if (rc >= 0) {
+			*decision = -1;
+			opt_fault("txn:aborted-on-primary");
+			return 0;
+		}
+		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
+			return rc;
+		if (opt_now_ms() >= deadline)
+			return opt_error_set(OPT_EBUSY, "cannot abort transaction %s on '%s': busy", trx, primary);
+		opt_sleep_ms(opt_backoff_ms(tries++ < 8 ? tries : 8, 2, 200));
+	}
+}
+
+/* Revert pending revision snap of collection name (x's store and id). */
+static int revert_pending(struct opt_txn *x, struct opt_snap *snap)
+{
+	struct opt_txn r;
+	struct opt_txn_opts o = { NULL, "revert an aborted transaction", 0, 1 };
+	struct opt_txn_result res;
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	r.s = x->s;
+	r.name = x->name;
+	r.id = x->id;
+	r.have_id = x->have_id;
+	r.status = "aborted";
+	r.revert = opt_snap_rev(snap);
+	memcpy(r.header_id, x->header_id, sizeof(r.header_id));
+	memset(&res, 0, sizeof(res));
+	rc = attempt(&r, noop_fn, NULL, &o, opt_snap_trx(snap), &res);
+	if (rc >= 0)
+		opt_fault("txn:reverted");
+	return rc < 0 ? rc : 0;
+}
+
+/* The head x->base is a pending revision of another transaction?  0: no,
+ * or committed (build on it); OPT_ECONFLICT: it was resolved now (read
+ * again); OPT_EBUSY: in flight (back off). */
+static int resolve_head(struct opt_txn *x, const char *trx)
+{
+	const char *st = opt_snap_trailer(x->base, "Opt-Status");
+	char primary[OPT_NAME_MAX + 1], ptrx[OPT_ID_MAX + 1];
+	int64_t since, expires;
+	int d, rc;
+
+	if (x->revert) {
+		/* we are the revert: only of that very pending revision */
+		if (!st || strcmp(st, "pending") != 0 || opt_snap_rev(x->base) != x->revert ||
+		    strcmp(opt_snap_trx(x->base), trx) != 0)
+			return 1;  /* resolved by someone else meanwhile */
+		return 0;
+	}
+	if (!st || strcmp(st, "pending") != 0)
+		return 0;
+	snprintf(ptrx, sizeof(ptrx), "%.64s", opt_snap_trx(x->base));
+	if (strcmp(ptrx, trx) == 0)
+		return 0;  /* our own pend (a retry) */
+	st = opt_snap_trailer(x->base, "Opt-Expires");
+	expires = st ? atoll(st) : 0;
+	st = opt_snap_trailer(x->base, "Opt-Primary");
+	if (!st)
+		return opt_error_set(OPT_EINTEGRITY, "collection '%s' revision %ld is pending without a primary",
+				     x->name, opt_snap_rev(x->base));
+	snprintf(primary, sizeof(primary), "%.200s", st);
+	since = opt_snap_time(x->base);
+	if ((rc = opt_store_decision(x->s, primary, ptrx, since, &d)) < 0)
+		return rc;
+	if (d == 1)
+		return 0;
+	if (d == 0) {
+		if (opt_now_ms() < expires)
+			return opt_error_set(OPT_EBUSY, "collection '%s' has transaction %s in flight", x->name, ptrx);
+		if ((rc = abort_on_primary(x, primary, ptrx, since, &d)) < 0)
+			return rc;
+		if (d == 1)
+			return OPT_ECONFLICT;  /* it committed after all: read again */
+	}
+	if ((rc = revert_pending(x, x->base)) < 0 && rc != OPT_ECONFLICT)
+		return rc;
+	return opt_error_set(OPT_ECONFLICT, "reverted aborted transaction %s on '%s'", ptrx, x->name);
 }
 
 /* One attempt: 0 committed, 1 nothing to do, <0 error (OPT_ECONFLICT and
@@ -121,11 +327,26 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 	long rev = 0;
 	int rc;
 
-	rc = opt_snap_open(&x->base, x->s, x->name, 0);
+	if (!x->have_id) {
+		if ((rc = opt_identity_get(&x->id, x->s, 1)) < 0)
+			return rc;
+		x->have_id = 1;
+	}
+	rc = opt_snap_head(&x->base, x->s, x->name);
 	if (rc == OPT_ENOTFOUND) {
 		x->base = NULL;
 		opt_error_clear();
 	} else if (rc < 0) {
+		return rc;
+	}
+	if (x->base && (rc = resolve_head(x, trx)) != 0) {
+		/* the head was a pending revision of another transaction: it was
+		 * resolved (retry on the new head) or is still in flight; or a
+		 * revert found its work done */
+		if (rc == 1)
+			res->rev = opt_snap_rev(x->base);
+		opt_snap_free(x->base);
+		x->base = NULL;
 		return rc;
 	}
 	if (x->base) {
@@ -165,7 +386,7 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 	}
 	if ((rc = fn(x, arg)) < 0)
 		goto done;
-	if (json_array_size(x->actions) == 0 && !(o && o->allow_empty) && x->base) {
+	if (json_array_size(x->actions) == 0 && !(o && o->allow_empty) && !x->status && !x->revert && x->base) {
 		res->rev = opt_snap_rev(x->base);
 		rc = 1;
 		goto done;
@@ -173,18 +394,47 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 	hc.blocks = json_object();
 	hc.canon = canon = json_object();
 	hc.header_id = x->header_id;
-	fields = json_pack("{s:s,s:O,s:o}", "trx", trx, "actions", x->actions, "blocks", hc.blocks);
+	fields = json_pack("{s:s,s:O,s:o,s:s}", "trx", trx, "actions", x->actions, "blocks", hc.blocks,
+			   "author", x->id.pub);
 	if (!fields) {
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
+	if (x->status)
+		json_object_set_new(fields, "status", json_string(x->status));
+	if (x->primary)
+		json_object_set_new(fields, "primary", json_string(x->primary));
+	if (x->collections)
+		json_object_set(fields, "collections", x->collections);
+	if (x->status && strcmp(x->status, "pending") == 0)
+		json_object_set_new(fields, "expires", json_integer(x->expires));
+	if (x->revert)
+		json_object_set_new(fields, "revert", json_integer(x->revert));
 	if ((rc = opt_tracker_foreach(x->t, hash_cb, &hc)) < 0)
 		goto done;
-	if ((rc = opt_log_append(x->t, x->header_id, fields, NULL)) < 0)
+	if (x->revert && (rc = revert_blocks(x, hc.blocks)) < 0)
+		goto done;
+	if ((rc = opt_log_append_signed(x->t, x->header_id, fields, sign_cb, &x->id, NULL)) < 0)
 		goto done;
 	{
-		struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", NULL, canon };
+		char trailers[1024] = "";
+		struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", trailers, canon };
+		if (x->status || x->primary) {
+			char cols[600] = "";
+			size_t i;
+			for (i = 0; i < json_array_size(x->collections); i++)
+				snprintf(cols + strlen(cols), sizeof(cols) - strlen(cols), "%s%s", i ? "," : "",
+					 json_string_value(json_array_get(x->collections, i)));
+			snprintf(trailers, sizeof(trailers), "Opt-Status: %s\nOpt-Primary: %s\nOpt-Collections: %s\n",
+				 x->status ? x->status : "committed", x->primary ? x->primary : x->name, cols);
+			if (x->status && strcmp(x->status, "pending") == 0)
+				snprintf(trailers + strlen(trailers), sizeof(trailers) - strlen(trailers),
+					 "Opt-Expires: %lld\n", (long long)x->expires);
+		}
+		opt_fault("txn:before-commit");
 		rc = opt_store_commit(x->s, x->name, x->base, x->t, &info, &rev);
+		if (rc == 0)
+			opt_fault("txn:after-commit");
 	}
 	if (rc == 0) {
 		res->rev = rev;
@@ -369,4 +619,143 @@ int opt_txn_group_flush(struct opt_txn_group *g)
 				return opt_error_wrap(rc, "replaying transaction %s", st->res.trx);
 		}
 	}
+}
+
+/* ---- multi-collection transactions (docs/protocol.md) ---- */
+
+static int cmp_part(const void *a, const void *b)
+{
+	return strcmp((*(struct opt_txn_part *const *)a)->name, (*(struct opt_txn_part *const *)b)->name);
+}
+
+/* Run one step (a pend, or the decision) until it commits. */
+static int step(struct opt_txn *x, struct opt_txn_part *p, const struct opt_txn_opts *o, const char *trx,
+		int64_t deadline, int64_t since, int decide)
+{
+	struct opt_txn_opts po = o ? *o : (struct opt_txn_opts){ 0 };
+	unsigned conflicts = 0;
+	int rc, d;
+
+	po.type = p->type;
+	for (;;) {
+		if (decide) {
+			/* never decide after an abort record */
+			if ((rc = opt_store_decision(x->s, x->primary, trx, since, &d)) < 0)
+				return rc;
+			if (d == -1)
+				return opt_error_set(OPT_ECONFLICT, "transaction %s was aborted (it outlived OPT_TXN_TTL)", trx);
+			if (d == 1)
+				return 0;
+		}
+		p->res.attempts++;
+		rc = attempt(x, p->fn, p->arg, &po, trx, &p->res);
+		if (rc >= 0)
+			return 0;
+		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
+			return rc;
+		if (opt_now_ms() >= deadline)
+			return opt_error_set(OPT_EBUSY, "collection '%s' is busy: gave up (%s)", p->name, opt_error_last());
+		if (rc == OPT_ECONFLICT)
+			opt_sleep_ms(opt_backoff_ms(conflicts++ < 8 ? conflicts : 8, 2, 500));
+		else
+			opt_sleep_ms(2 + opt_random(20));
+	}
+}
+
+int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
+		  char trx[OPT_ID_LEN + 1])
+{
+	struct opt_txn_part **v = NULL;
+	struct opt_txn x;
+	json_t *cols = NULL;
+	int64_t deadline = opt_now_ms() + busy_timeout(o), since;
+	size_t i, pended = 0;
+	int rc = 0;
+
+	opt_id_new(trx);
+	if (n == 0)
+		return opt_error_set(OPT_EINVAL, "a transaction needs at least one collection");
+	v = malloc(n * sizeof(*v));
+	cols = json_array();
+	if (!v || !cols) {
+		free(v);
+		json_decref(cols);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	for (i = 0; i < n; i++) {
+		if (!opt_store_name_valid(parts[i].name)) {
+			rc = opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", parts[i].name);
+			goto done;
+		}
+		memset(&parts[i].res, 0, sizeof(parts[i].res));
+		memcpy(parts[i].res.trx, trx, sizeof(parts[i].res.trx));
+		v[i] = &parts[i];
+	}
+	qsort(v, n, sizeof(*v), cmp_part);
+	for (i = 0; i < n; i++) {
+		if (i > 0 && strcmp(v[i]->name, v[i - 1]->name) == 0) {
+			rc = opt_error_set(OPT_EINVAL, "collection '%s' is named twice", v[i]->name);
+			goto done;
+		}
+		json_array_append_new(cols, json_string(v[i]->name));
+	}
+	memset(&x, 0, sizeof(x));
+	x.s = s;
+	if ((rc = opt_identity_get(&x.id, s, 1)) < 0)
+		goto done;
+	x.have_id = 1;
+	x.primary = v[n - 1]->name;
+	x.collections = n > 1 ? cols : NULL;
+	since = opt_now_ms() / 1000;
+	/* 1. pend every collection but the primary, in name order */
+	for (i = 0; i + 1 < n; i++) {
+		x.name = v[i]->name;
+		opt_collection_header_id(x.name, x.header_id);
+		x.status = "pending";
+		x.expires = opt_now_ms() + txn_ttl();
+		if ((rc = step(&x, v[i], o, trx, deadline, since, 0)) < 0)
+			goto undo;
+		pended++;
+		opt_fault("txn:pended");
+	}
+	/* 2. the decision: T's revision of the primary, by one CAS */
+	x.name = v[n - 1]->name;
+	opt_collection_header_id(x.name, x.header_id);
+	x.status = n > 1 ? "committed" : NULL;
+	x.expires = 0;
+	if ((rc = step(&x, v[n - 1], o, trx, deadline, since, n > 1)) < 0)
+		goto undo;
+	opt_fault("txn:decided");
+	for (i = 0; i < n; i++)
+		v[i]->res.committed = 1;
+	goto done;
+undo:
+	/* not decided: abort through the primary, then revert our pends (what
+	 * is left is resolved by whoever comes next, after the TTL) */
+	if (pended > 0) {
+		int d = 0, keep = rc;
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		if (abort_on_primary(&x, v[n - 1]->name, trx, since, &d) == 0 && d == -1) {
+			for (i = 0; i < pended; i++) {
+				struct opt_snap *h = NULL;
+				x.name = v[i]->name;
+				opt_collection_header_id(x.name, x.header_id);
+				if (opt_snap_head(&h, s, x.name) == 0 && strcmp(opt_snap_trx(h), trx) == 0)
+					revert_pending(&x, h);
+				opt_snap_free(h);
+			}
+		} else if (d == 1) {
+			keep = 0; /* it was decided after all */
+			for (i = 0; i < n; i++)
+				v[i]->res.committed = 1;
+		}
+		rc = keep;
+		if (rc < 0)
+			opt_error_set(rc, "%s", msg);
+	}
+done:
+	free(v);
+	json_decref(cols);
+	return rc;
 }

@@ -67,6 +67,25 @@ const struct opt_txn_result *opt_txn_group_result(const struct opt_txn_group *g,
 void opt_txn_group_clear(struct opt_txn_group *g);
 void opt_txn_group_free(struct opt_txn_group *g);
 
+/* A multi-collection transaction: all or nothing, even when the process
+ * is killed at any point (docs/protocol.md).  Each part names a
+ * collection, the header type it must have (or gets when new), and its
+ * txn function.  On success every part's result is committed, with its
+ * revision; *trx gets the transaction ID either way.  OPT_ECONFLICT when
+ * the transaction was aborted (it outlived $OPT_TXN_TTL, default 30000
+ * ms, and another writer aborted it), OPT_EBUSY when a collection stayed
+ * busy for longer than the busy timeout. */
+struct opt_txn_part {
+	const char *name;
+	const char *type;
+	opt_txn_fn fn;
+	void *arg;
+	struct opt_txn_result res;
+};
+
+int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
+		  char trx[OPT_ID_LEN + 1]);
+
 /* Inside fn: */
 struct opt_tracker *opt_txn_tracker(struct opt_txn *x);
 /* The revision read (NULL when the collection does not exist yet). */

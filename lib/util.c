@@ -3,7 +3,10 @@
 
 #include <sodium.h>
 #include <string.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
 
@@ -246,4 +249,28 @@ unsigned opt_backoff_ms(unsigned attempt, unsigned base, unsigned cap)
 	if (d < 2)
 		return (unsigned)d;
 	return (unsigned)(d / 2 + 1 + opt_random((uint32_t)(d - d / 2)));
+}
+
+void opt_fault(const char *point)
+{
+	static long hits;
+	static const char *spec;
+	static int init;
+	const char *at;
+	size_t n;
+
+	if (!init) {
+		spec = getenv("OPT_TEST_CRASH");
+		init = 1;
+	}
+	if (!spec || !*spec)
+		return;
+	at = strchr(spec, '@');
+	n = at ? (size_t)(at - spec) : strlen(spec);
+	if (strlen(point) != n || strncmp(point, spec, n) != 0)
+		return;
+	if (++hits < (at ? atol(at + 1) : 1))
+		return;
+	kill(getpid(), SIGKILL);
+	_exit(137);
 }

@@ -71,4 +71,9 @@ void opt_sleep_ms(unsigned ms);
  * (0.5*d, d] where d = min(base * 2^attempt, cap), in milliseconds. */
 unsigned opt_backoff_ms(unsigned attempt, unsigned base, unsigned cap);
 
+/* Fault injection for the crash tests: when $OPT_TEST_CRASH names this
+ * point ("point", or "point@N" for its N-th passage), the process kills
+ * itself with SIGKILL there.  Costs one getenv when unset. */
+void opt_fault(const char *point);
+
 #endif

@@ -80,8 +80,8 @@ static int walk_history(struct vctx *v)
 	for (; r > 1; r--) {
 		rc = opt_snap_parent(&p, cur);
 		if (rc == OPT_ENOTFOUND) {
-			rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: its commit has no parent (revisions 1 to %ld are missing)",
-					   r, r - 1);
+			rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: its commit has no parent (the revisions before it are missing)",
+					   r);
 			goto done;
 		}
 		snprintf(pre, sizeof(pre), "revision %ld", r);

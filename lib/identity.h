@@ -1,0 +1,47 @@
+/* identity.h - a store's Ed25519 identity and its trusted keys.
+ *
+ * Every store has a key pair, made on first need: the public key signs
+ * (as "author", hex) every log entry the store writes, and the secret key
+ * stays outside the git objects, in <store>/opt-identity (mode 0600).  The
+ * keys whose entries the store accepts are its own and those listed in
+ * <store>/opt-trusted ("<hex key> <name>" lines).
+ */
+#ifndef OPT_IDENTITY_H
+#define OPT_IDENTITY_H
+
+#include <jansson.h>
+
+#include "store.h"
+
+#define OPT_KEY_HEX 64
+#define OPT_SIG_HEX 128
+
+struct opt_identity {
+	unsigned char pk[32];
+	unsigned char sk[64];
+	char pub[OPT_KEY_HEX + 1];
+};
+
+/* Load the store's identity, creating it when absent (create = 1) or
+ * failing with OPT_ENOTFOUND (create = 0). */
+int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create);
+
+/* Sign msg: 128 hex characters of an Ed25519 signature. */
+int opt_identity_sign(const struct opt_identity *id, const char *msg, char sig[OPT_SIG_HEX + 1]);
+
+/* Check sig (hex) of msg by pub (hex): 0 or OPT_EINTEGRITY. */
+int opt_sig_verify(const char *pub, const char *msg, const char *sig);
+
+/* 1 if s is 64 lowercase hex characters. */
+int opt_key_hex_valid(const char *s);
+
+/* The trusted keys: *out a new array of {"key", "name", "self"?}. */
+int opt_trust_list(struct opt_store *s, json_t **out);
+/* 1 if key is trusted (the store's own key always is), 0 if not. */
+int opt_trust_has(struct opt_store *s, const char *key);
+/* Add (or rename) / remove a trusted key.  Removing the store's own key is
+ * refused (OPT_EINVAL); removing an absent one is OPT_ENOTFOUND. */
+int opt_trust_add(struct opt_store *s, const char *key, const char *name);
+int opt_trust_remove(struct opt_store *s, const char *key);
+
+#endif
