@@ -1,6 +1,9 @@
 /* opt-log - the transaction logs of collections: show their entries and
  * verify their hash chains against the revisions they account for. */
 #include "common.h"
+#include "collection.h"
+#include "identity.h"
+#include "txn.h"
 #include "chain.h"
 #include "log.h"
 #include "verify.h"
@@ -249,11 +252,206 @@ static int do_verify(struct cmd *c)
 	return integrity ? OPT_EXIT_INTEGRITY : other;
 }
 
+/* ---- commit ---- */
+
+static const struct cmd_opt opts_commit[] = {
+	{ "each", 'e', NULL, "one transaction per input document (default: the input is one document)" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static int commit_one(struct cmd *c, json_t *doc, long line)
+{
+	json_t *out = NULL;
+	int rc, st;
+
+	if (opt_txdoc_check(doc) < 0)
+		return cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing committed)", line, opt_error_last());
+	rc = opt_txdoc_run(c->store, doc, NULL, &out);
+	if (rc < 0)
+		return cmd_lib_fail(c, rc);
+	st = cmd_print(c, out);
+	json_decref(out);
+	fflush(stdout);
+	return st;
+}
+
+static int do_commit(struct cmd *c)
+{
+	struct opt_jsonl *in = NULL;
+	json_t *v;
+	int rc, st = 0, n = 0;
+
+	if (c->npos)
+		return cmd_usage(c, "commit reads the transaction from stdin and takes no operands");
+	if ((st = cmd_store(c, 1)))
+		return st;
+	opt_jsonl_open(&in, stdin);
+	while ((rc = opt_jsonl_next(in, &v)) == 1) {
+		n++;
+		if (!cmd_flag(c, "each") && n > 1) {
+			json_decref(v);
+			st = cmd_usage(c, "the input holds more than one transaction document (use --each)");
+			break;
+		}
+		st = commit_one(c, v, opt_jsonl_line(in));
+		json_decref(v);
+		if (st)
+			break;
+	}
+	if (rc < 0 && !st)
+		st = cmd_fail(c, rc, "%s (nothing committed)", opt_error_last());
+	else if (rc == 0 && n == 0 && !st)
+		st = cmd_usage(c, "no transaction document on stdin");
+	opt_jsonl_free(in);
+	return st;
+}
+
+/* ---- status ---- */
+
+static int do_status(struct cmd *c)
+{
+	json_t *out = NULL;
+	int i, rc, st = 0, missing = 0;
+
+	if (c->npos == 0)
+		return cmd_usage(c, "no transaction ID given");
+	if ((st = cmd_store(c, 0)))
+		return st;
+	for (i = 0; i < c->npos && !st; i++) {
+		rc = opt_txn_status(c->store, c->pos[i], &out);
+		if (rc == OPT_ENOTFOUND) {
+			cmd_lib_fail(c, rc);
+			missing = 1;
+			continue;
+		}
+		if (rc < 0)
+			return cmd_lib_fail(c, rc);
+		st = cmd_print(c, out);
+		json_decref(out);
+	}
+	return st ? st : missing ? OPT_EXIT_NOTFOUND : 0;
+}
+
+/* ---- checkpoint ---- */
+
+static const struct cmd_opt opts_checkpoint[] = {
+	{ "upto", 0, "REV", "drop action payloads up to revision REV (default: the latest)" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static int do_checkpoint(struct cmd *c)
+{
+	json_t *out = NULL;
+	long upto;
+	int rc, st;
+
+	if (c->npos != 1)
+		return cmd_usage(c, "checkpoint takes one collection name");
+	if (!opt_store_name_valid(c->pos[0]))
+		return cmd_usage(c, "invalid collection name '%s'", c->pos[0]);
+	if ((st = cmd_long(c, "upto", 0, 1, &upto)))
+		return st;
+	if ((st = cmd_store(c, 0)))
+		return st;
+	rc = opt_checkpoint(c->store, c->pos[0], upto, &out);
+	if (rc < 0)
+		return cmd_lib_fail(c, rc);
+	st = cmd_print(c, out);
+	json_decref(out);
+	return st;
+}
+
+/* ---- identity and trust ---- */
+
+static int do_identity(struct cmd *c)
+{
+	struct opt_identity id;
+	json_t *o;
+	int rc, st;
+
+	if (c->npos)
+		return cmd_usage(c, "identity takes no operands");
+	if ((st = cmd_store(c, 1)))
+		return st;
+	if ((rc = opt_identity_get(&id, c->store, 1)) < 0)
+		return cmd_lib_fail(c, rc);
+	o = json_pack("{s:s,s:s}", "key", id.pub, "store", opt_store_path(c->store));
+	memset(&id, 0, sizeof(id));
+	st = cmd_print(c, o);
+	json_decref(o);
+	return st;
+}
+
+static const struct cmd_opt opts_trust[] = {
+	{ "name", 0, "NAME", "a name to remember the key by" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static int do_trust(struct cmd *c)
+{
+	int i, rc, st;
+
+	if (c->npos == 0)
+		return cmd_usage(c, "no key given");
+	if ((st = cmd_store(c, 0)))
+		return st;
+	for (i = 0; i < c->npos; i++) {
+		rc = opt_trust_add(c->store, c->pos[i], cmd_get(c, "name"));
+		if (rc < 0)
+			return cmd_lib_fail(c, rc);
+	}
+	return 0;
+}
+
+static int do_untrust(struct cmd *c)
+{
+	int i, rc, st;
+
+	if (c->npos == 0)
+		return cmd_usage(c, "no key given");
+	if ((st = cmd_store(c, 0)))
+		return st;
+	for (i = 0; i < c->npos; i++) {
+		rc = opt_trust_remove(c->store, c->pos[i]);
+		if (rc < 0)
+			return cmd_lib_fail(c, rc);
+	}
+	return 0;
+}
+
+static int do_trusted(struct cmd *c)
+{
+	json_t *arr = NULL;
+	size_t i;
+	int rc, st;
+
+	if (c->npos)
+		return cmd_usage(c, "trusted takes no operands");
+	if ((st = cmd_store(c, 0)))
+		return st;
+	if ((rc = opt_trust_list(c->store, &arr)) < 0)
+		return cmd_lib_fail(c, rc);
+	for (i = 0; i < json_array_size(arr) && !st; i++)
+		st = cmd_print(c, json_array_get(arr, i));
+	json_decref(arr);
+	return st;
+}
+
 static const struct cmd_verb verbs[] = {
 	{ "show", do_show, "NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N]",
 	  "print the log entries of a collection, oldest first", opts_show, 0 },
 	{ "verify", do_verify, "[NAME...]",
 	  "check logs against the revisions: {collection, entries, rev, ok} lines", opts_none, 0 },
+	{ "commit", do_commit, "[--each] < {\"collections\": {NAME: [ACTIONS]}}",
+	  "commit one atomic transaction over several collections", opts_commit, 1 },
+	{ "status", do_status, "TRX...", "pending, committed or aborted: {trx, status, collections} lines",
+	  opts_none, 0 },
+	{ "checkpoint", do_checkpoint, "NAME [--upto REV]",
+	  "drop old action payloads from the log, keeping its hash chain", opts_checkpoint, 0 },
+	{ "identity", do_identity, "", "the store's public key, which signs its log entries", opts_none, 1 },
+	{ "trust", do_trust, "KEY... [--name NAME]", "accept log entries signed by KEY", opts_trust, 0 },
+	{ "untrust", do_untrust, "KEY...", "stop accepting entries signed by KEY", opts_none, 0 },
+	{ "trusted", do_trusted, "", "list the trusted keys: {key, name} lines", opts_none, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },
 };
 

@@ -331,3 +331,228 @@ int opt_diary_chain(struct opt_snap *snap, char *out)
 	json_decref(h);
 	return rc;
 }
+
+/* ---- transaction documents ---- */
+
+static const char *action_type_of(const json_t *actions, const char *name, int *err)
+{
+	const char *kind = NULL;
+	size_t i;
+
+	*err = 0;
+	if (!json_is_array(actions) || json_array_size(actions) == 0) {
+		*err = opt_error_set(OPT_EINVAL, "collection '%s': expected a non-empty array of actions", name);
+		return NULL;
+	}
+	for (i = 0; i < json_array_size(actions); i++) {
+		const json_t *a = json_array_get(actions, i);
+		const char *t = json_string_value(json_object_get(a, "type"));
+		const char *k;
+		if (!json_is_object(a) || !t) {
+			*err = opt_error_set(OPT_EINVAL, "collection '%s', action %zu: an action is an object with a \"type\"",
+					     name, i + 1);
+			return NULL;
+		}
+		if (strcmp(t, "put") == 0 || strcmp(t, "del") == 0) {
+			const json_t *key = json_object_get(a, "key");
+			k = OPT_TYPE_TREE;
+			if (!key || !opt_key_valid(key)) {
+				*err = opt_error_set(OPT_EINVAL, "collection '%s', action %zu: \"key\" must be a number, a string or an array of those",
+						     name, i + 1);
+				return NULL;
+			}
+			if (strcmp(t, "put") == 0) {
+				if (!json_object_get(a, "value")) {
+					*err = opt_error_set(OPT_EINVAL, "collection '%s', action %zu: a put needs a \"value\"", name, i + 1);
+					return NULL;
+				}
+				if ((*err = opt_value_check(json_object_get(a, "value"), "the value")) < 0)
+					return NULL;
+			}
+		} else if (strcmp(t, "append") == 0) {
+			k = OPT_TYPE_DIARY;
+			if (!json_object_get(a, "entry")) {
+				*err = opt_error_set(OPT_EINVAL, "collection '%s', action %zu: an append needs an \"entry\"", name, i + 1);
+				return NULL;
+			}
+			if ((*err = opt_value_check(json_object_get(a, "entry"), "the entry")) < 0)
+				return NULL;
+		} else {
+			*err = opt_error_set(OPT_EINVAL, "collection '%s', action %zu: unknown action type '%.40s' (put, del, append)",
+					     name, i + 1, t);
+			return NULL;
+		}
+		if (kind && strcmp(kind, k) != 0) {
+			*err = opt_error_set(OPT_EINVAL, "collection '%s' mixes tree actions (put, del) and diary actions (append)", name);
+			return NULL;
+		}
+		kind = k;
+	}
+	return kind;
+}
+
+int opt_txdoc_check(const json_t *doc)
+{
+	const json_t *cols, *acts;
+	const char *name;
+	int err;
+
+	if (!json_is_object(doc))
+		return opt_error_set(OPT_EINVAL, "a transaction is an object {\"collections\": {NAME: [actions]}}");
+	cols = json_object_get(doc, "collections");
+	if (!json_is_object(cols) || json_object_size(cols) == 0)
+		return opt_error_set(OPT_EINVAL, "a transaction needs \"collections\": {NAME: [actions], ...}");
+	json_object_foreach((json_t *)doc, name, acts) {
+		if (strcmp(name, "collections") != 0)
+			return opt_error_set(OPT_EINVAL, "unknown member '%.80s' in the transaction", name);
+	}
+	json_object_foreach((json_t *)cols, name, acts) {
+		if (!opt_store_name_valid(name))
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+		if (!action_type_of(acts, name, &err))
+			return err;
+	}
+	return 0;
+}
+
+static int doc_fn(struct opt_txn *x, void *arg)
+{
+	const json_t *acts = arg;
+	size_t i;
+	int rc, found;
+	const char *t0 = json_string_value(json_object_get(json_array_get(acts, 0), "type"));
+
+	if (strcmp(t0, "append") == 0) {
+		if ((rc = opt_diary_init(x)) < 0)
+			return rc;
+	} else if ((rc = opt_tree_init(x, 0)) < 0) {
+		return rc;
+	}
+	for (i = 0; i < json_array_size(acts); i++) {
+		const json_t *a = json_array_get(acts, i);
+		const char *t = json_string_value(json_object_get(a, "type"));
+		if (strcmp(t, "put") == 0)
+			rc = opt_tree_put(x, json_object_get(a, "key"), json_object_get(a, "value"));
+		else if (strcmp(t, "del") == 0)
+			rc = opt_tree_del(x, json_object_get(a, "key"), &found);
+		else
+			rc = opt_diary_append(x, json_object_get(a, "entry"));
+		if (rc < 0)
+			return opt_error_wrap(rc, "collection '%s', action %zu", opt_txn_collection(x), i + 1);
+	}
+	return 0;
+}
+
+int opt_txdoc_run(struct opt_store *s, const json_t *doc, const struct opt_txn_opts *o, json_t **out)
+{
+	const json_t *cols = json_object_get(doc, "collections"), *acts;
+	struct opt_txn_part *parts = NULL;
+	char trx[OPT_ID_LEN + 1];
+	const char *name;
+	size_t n = 0, i;
+	json_t *revs;
+	int rc, err;
+
+	*out = NULL;
+	if ((rc = opt_txdoc_check(doc)) < 0)
+		return rc;
+	parts = calloc(json_object_size(cols), sizeof(*parts));
+	if (!parts)
+		return opt_error_set(OPT_EIO, "out of memory");
+	json_object_foreach((json_t *)cols, name, acts) {
+		parts[n].name = name;
+		parts[n].type = action_type_of(acts, name, &err);
+		parts[n].fn = doc_fn;
+		parts[n].arg = (void *)acts;
+		n++;
+	}
+	rc = opt_txn_multi(s, parts, n, o, trx);
+	if (rc == 0) {
+		revs = json_object();
+		for (i = 0; i < n; i++)
+			json_object_set_new(revs, parts[i].name, json_integer(parts[i].res.rev));
+		*out = json_pack("{s:s,s:o}", "trx", trx, "collections", revs);
+	}
+	free(parts);
+	return rc;
+}
+
+/* ---- checkpoints ---- */
+
+struct ckpt {
+	long upto;
+	long pruned;
+	long head;
+};
+
+static int ckpt_fn(struct opt_txn *x, void *arg)
+{
+	struct ckpt *k = arg;
+	struct opt_tracker *t = opt_txn_tracker(x);
+	const json_t *h, *b;
+	char id[OPT_ID_MAX + 1];
+	int rc;
+
+	if (!opt_txn_base(x))
+		return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", opt_txn_collection(x));
+	k->head = opt_snap_rev(opt_txn_base(x));
+	if (k->upto <= 0 || k->upto > k->head)
+		k->upto = k->upto <= 0 ? k->head : k->upto;
+	if (k->upto > k->head)
+		return opt_error_set(OPT_EINVAL, "collection '%s' has no revision %ld", opt_txn_collection(x), k->upto);
+	k->pruned = 0;
+	if ((rc = header(x, &h)) < 0)
+		return rc;
+	if (!json_is_string(json_object_get(h, "headId")))
+		return opt_error_set(OPT_EINTEGRITY, "collection '%s' has no log", opt_txn_collection(x));
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(h, "headId")));
+	for (;;) {
+		size_t i, n;
+		if ((rc = opt_tracker_get(t, id, &b)) < 0)
+			return opt_error_wrap(OPT_EINTEGRITY, "log block '%s'", id);
+		n = json_array_size(json_object_get(b, "entries"));
+		for (i = 0; i < n; i++) {
+			const json_t *e;
+			json_t *ne, *op;
+			if ((rc = opt_tracker_get(t, id, &b)) < 0)
+				return rc;
+			e = json_array_get(json_object_get(b, "entries"), i);
+			if (json_integer_value(json_object_get(e, "rev")) > k->upto)
+				return opt_txn_action(x, json_pack("{s:s,s:I,s:I}", "type", "checkpoint", "upto",
+								   (json_int_t)k->upto, "pruned", (json_int_t)k->pruned));
+			if (!json_object_get(e, "actions"))
+				continue;
+			ne = json_copy((json_t *)e);
+			json_object_del(ne, "actions");
+			op = json_pack("[s,I,i,[o]]", "entries", (json_int_t)i, 1, ne);
+			rc = opt_tracker_update(t, id, op);
+			json_decref(op);
+			if (rc < 0)
+				return rc;
+			k->pruned++;
+		}
+		if ((rc = opt_tracker_get(t, id, &b)) < 0)
+			return rc;
+		if (!json_is_string(json_object_get(b, "nextId")))
+			break;
+		snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(b, "nextId")));
+	}
+	return opt_txn_action(x, json_pack("{s:s,s:I,s:I}", "type", "checkpoint", "upto", (json_int_t)k->upto,
+					   "pruned", (json_int_t)k->pruned));
+}
+
+int opt_checkpoint(struct opt_store *s, const char *name, long upto, json_t **out)
+{
+	struct ckpt k = { upto, 0, 0 };
+	struct opt_txn_opts o = { NULL, "checkpoint", 0, 0 };
+	struct opt_txn_result res;
+	int rc;
+
+	*out = NULL;
+	rc = opt_txn_run(s, name, ckpt_fn, &k, &o, &res);
+	if (rc < 0)
+		return rc;
+	*out = json_pack("{s:s,s:I,s:I,s:I}", "collection", name, "rev", (json_int_t)res.rev, "upto",
+			 (json_int_t)k.upto, "pruned", (json_int_t)k.pruned);
+	return 0;
+}

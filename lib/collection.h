@@ -61,6 +61,23 @@ int opt_diary_count(struct opt_snap *snap, size_t *n);
  * caller: out must hold OPT_ID_MAX + 1). */
 int opt_diary_chain(struct opt_snap *snap, char *out);
 
+/* Transaction documents (opt-log commit):
+ *   {"collections": {NAME: [action, ...], ...}}
+ * Tree actions put/del, diary actions append; a collection that does not
+ * exist is created of the type its actions imply.  opt_txdoc_check
+ * validates the whole document (OPT_EINVAL naming what is wrong);
+ * opt_txdoc_run commits it as one atomic transaction (opt_txn_multi) and
+ * sets *out to {"trx": ID, "collections": {NAME: REV, ...}}. */
+int opt_txdoc_check(const json_t *doc);
+int opt_txdoc_run(struct opt_store *s, const json_t *doc, const struct opt_txn_opts *o, json_t **out);
+
+/* A checkpoint of collection name: a transaction that drops the action
+ * payloads of log entries up to revision upto (0: the latest) from the
+ * collection's current log blocks, keeping every entry's hashes, so the
+ * hash chain still verifies.  *out = {"collection", "rev", "upto",
+ * "pruned": entries}. */
+int opt_checkpoint(struct opt_store *s, const char *name, long upto, json_t **out);
+
 /* Check a value or entry: canonical size at most OPT_VALUE_MAX. */
 int opt_value_check(const json_t *v, const char *what);
 

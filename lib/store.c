@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #define REF_PREFIX "refs/opt/collections/"
-#define CACHE_SLOTS 512
+#define CACHE_SLOTS 4096
 
 struct opt_store {
 	git_repository *repo;
@@ -48,7 +48,9 @@ struct opt_snap {
 	char *trx, *summary;
 	char *trailer_buf;
 	char commit_hex[41];
-	struct cache_slot cache[CACHE_SLOTS];
+	struct cache_slot *cache;  /* CACHE_SLOTS, allocated on first read */
+	json_t *pinned;            /* inner nodes and headers: kept */
+	json_t *trailers;          /* parsed trailers */
 };
 
 static int git_fail(int code, const char *what)
@@ -690,10 +692,13 @@ void opt_snap_free(struct opt_snap *snap)
 
 	if (!snap)
 		return;
-	for (i = 0; i < CACHE_SLOTS; i++) {
+	for (i = 0; snap->cache && i < CACHE_SLOTS; i++) {
 		free(snap->cache[i].id);
 		json_decref(snap->cache[i].block);
 	}
+	free(snap->cache);
+	json_decref(snap->pinned);
+	json_decref(snap->trailers);
 	git_tree_free(snap->blocks);
 	git_tree_free(snap->root);
 	git_commit_free(snap->commit);
@@ -713,15 +718,21 @@ int64_t opt_snap_time(const struct opt_snap *snap) { return (int64_t)git_commit_
 
 const char *opt_snap_trailer(const struct opt_snap *snap, const char *key)
 {
-	/* trailers are looked up rarely: parse on demand into a per-snap slot */
-	static _Thread_local char val[1024];
-	char *v = trailer_value(snap->trailer_buf, key);
+	struct opt_snap *m = (struct opt_snap *)snap;
+	json_t *v;
+	char *t;
 
-	if (!v)
+	/* parsed on demand, kept per snapshot: valid until opt_snap_free */
+	if (!m->trailers && !(m->trailers = json_object()))
 		return NULL;
-	snprintf(val, sizeof(val), "%s", v);
-	free(v);
-	return val;
+	v = json_object_get(m->trailers, key);
+	if (v)
+		return json_is_string(v) ? json_string_value(v) : NULL;
+	t = trailer_value(snap->trailer_buf, key);
+	json_object_set_new(m->trailers, key, t ? json_string(t) : json_null());
+	free(t);
+	v = json_object_get(m->trailers, key);
+	return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
 /* Find the blob of block id. */
@@ -807,7 +818,7 @@ static size_t str_hash(const char *s)
 static int snap_get(void *ctx, const char *id, json_t **out)
 {
 	struct opt_snap *snap = ctx;
-	struct cache_slot *slot = &snap->cache[str_hash(id) % CACHE_SLOTS];
+	struct cache_slot *slot;
 	git_oid oid;
 	git_odb_object *obj = NULL;
 	json_error_t err;
@@ -815,6 +826,17 @@ static int snap_get(void *ctx, const char *id, json_t **out)
 	int rc;
 
 	*out = NULL;
+	if (!snap->cache) {
+		snap->cache = calloc(CACHE_SLOTS, sizeof(*snap->cache));
+		snap->pinned = json_object();
+		if (!snap->cache || !snap->pinned)
+			return opt_error_set(OPT_EIO, "out of memory");
+	}
+	if ((b = json_object_get(snap->pinned, id))) {
+		*out = json_incref(b);
+		return 0;
+	}
+	slot = &snap->cache[str_hash(id) % CACHE_SLOTS];
 	if (slot->id && strcmp(slot->id, id) == 0) {
 		*out = json_incref(slot->block);
 		return 0;
@@ -828,6 +850,13 @@ static int snap_get(void *ctx, const char *id, json_t **out)
 	if (!b)
 		return opt_error_set(OPT_EINTEGRITY, "block '%s' of collection '%s' is not valid JSON: %s",
 				     id, snap->name, err.text);
+	/* inner nodes of trees (a small share of the blocks, read by every
+	 * lookup) and headers stay; the rest share the slots */
+	if (json_object_get(b, "partitions") || json_object_get(b, "name")) {
+		json_object_set(snap->pinned, id, b);
+		*out = b;
+		return 0;
+	}
 	free(slot->id);
 	json_decref(slot->block);
 	slot->id = strdup(id);

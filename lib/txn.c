@@ -168,7 +168,19 @@ static int revert_blocks(struct opt_txn *x, json_t *blocks)
 			opt_error_clear();
 			const json_t *b;
 			if (strcmp(id, x->header_id) == 0) {
-				rc = 0; /* a collection the pend created: keep an empty header */
+				/* the pend created the collection: back to a bare header
+				 * (its type and name, and the log, which goes on) */
+				const json_t *h;
+				json_t *nh;
+				if ((rc = opt_tracker_get(x->t, id, &h)) < 0)
+					goto done;
+				nh = json_pack("{s:O,s:O?,s:O?,s:O?}", "header", json_object_get(h, "header"),
+					       "name", json_object_get(h, "name"), "headId", json_object_get(h, "headId"),
+					       "tailId", json_object_get(h, "tailId"));
+				if ((rc = opt_txn_block_hash(nh, 1, hex)) < 0 ||
+				    (rc = opt_tracker_insert_new(x->t, nh)) < 0)
+					goto done;
+				json_object_set_new(blocks, id, json_string(hex));
 				continue;
 			}
 			if (opt_tracker_get(x->t, id, &b) == 0) {
@@ -372,15 +384,27 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 		if (rc < 0)
 			goto done;
 		if (o && o->type && (!opt_block_type(h) || strcmp(opt_block_type(h), o->type) != 0)) {
-			rc = opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection",
-					   x->name, opt_type_name(opt_block_type(h)), opt_type_name(o->type));
-			goto done;
+			if (json_is_true(json_object_get(h, "placeholder"))) {
+				/* made only to hold an abort record (docs/protocol.md):
+				 * the first real transaction gives it its type */
+				json_t *nh = opt_json_copy(h), *hh = json_object_get(nh, "header");
+				json_object_set_new(hh, "type", json_string(o->type));
+				json_object_del(nh, "placeholder");
+				if ((rc = opt_tracker_insert_new(x->t, nh)) < 0)
+					goto done;
+			} else {
+				rc = opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection",
+						   x->name, opt_type_name(opt_block_type(h)), opt_type_name(o->type));
+				goto done;
+			}
 		}
 	} else {
 		json_t *h;
 		if ((rc = opt_block_new(&h, x->header_id, o && o->type ? o->type : OPT_TYPE_BLOCKS, x->name)) < 0)
 			goto done;
 		json_object_set_new(h, "name", json_string(x->name));
+		if (x->status && strcmp(x->status, "aborted") == 0 && !x->revert)
+			json_object_set_new(h, "placeholder", json_true());
 		if ((rc = opt_tracker_insert_new(x->t, h)) < 0)
 			goto done;
 	}
@@ -756,6 +780,88 @@ undo:
 	}
 done:
 	free(v);
+	json_decref(cols);
+	return rc;
+}
+
+int opt_txn_status(struct opt_store *s, const char *trx, json_t **out)
+{
+	json_t *names = NULL, *cols = json_array();
+	char primary[OPT_NAME_MAX + 1] = "";
+	int64_t since = 0, expires = 0;
+	int pending = 0, aborted = 0, found = 0, rc;
+	size_t i;
+
+	*out = NULL;
+	if (!opt_id_valid(trx)) {
+		json_decref(cols);
+		return opt_error_set(OPT_EINVAL, "invalid transaction ID '%.80s'", trx);
+	}
+	if ((rc = opt_store_list(s, &names)) < 0) {
+		json_decref(cols);
+		return rc;
+	}
+	for (i = 0; i < json_array_size(names); i++) {
+		const char *name = json_string_value(json_array_get(names, i));
+		struct opt_snap *snap = NULL, *p;
+		int here = 0;
+		if ((rc = opt_snap_head(&snap, s, name)) < 0)
+			goto done;
+		while (snap) {
+			if (strcmp(opt_snap_trx(snap), trx) == 0) {
+				const char *st = opt_snap_trailer(snap, "Opt-Status");
+				const char *pr = opt_snap_trailer(snap, "Opt-Primary");
+				here = 1;
+				if (pr)
+					snprintf(primary, sizeof(primary), "%.200s", pr);
+				if (st && strcmp(st, "pending") == 0) {
+					const char *ex = opt_snap_trailer(snap, "Opt-Expires");
+					pending = 1;
+					since = opt_snap_time(snap);
+					expires = ex ? atoll(ex) : 0;
+				} else if (st && strcmp(st, "aborted") == 0) {
+					aborted = 1;
+				}
+			}
+			rc = opt_snap_parent(&p, snap);
+			opt_snap_free(snap);
+			snap = NULL;
+			if (rc == OPT_ENOTFOUND) {
+				opt_error_clear();
+				break;
+			}
+			if (rc < 0)
+				goto done;
+			snap = p;
+		}
+		if (here) {
+			found = 1;
+			json_array_append_new(cols, json_string(name));
+		}
+	}
+	if (!found) {
+		rc = opt_error_set(OPT_ENOTFOUND, "no transaction '%s' in this store", trx);
+		goto done;
+	}
+	{
+		const char *status = "committed";
+		int d = 1;
+		if (primary[0] && (pending || aborted)) {
+			if ((rc = opt_store_decision(s, primary, trx, since, &d)) < 0)
+				goto done;
+			status = d == 1 ? "committed" : d == -1 ? "aborted" : "pending";
+		} else if (aborted) {
+			status = "aborted";
+		}
+		*out = json_pack("{s:s,s:s,s:O}", "trx", trx, "status", status, "collections", cols);
+		if (primary[0])
+			json_object_set_new(*out, "primary", json_string(primary));
+		if (d == 0 && opt_now_ms() >= expires)
+			json_object_set_new(*out, "expired", json_true());
+	}
+	rc = 0;
+done:
+	json_decref(names);
 	json_decref(cols);
 	return rc;
 }

@@ -86,6 +86,11 @@ struct opt_txn_part {
 int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
 		  char trx[OPT_ID_LEN + 1]);
 
+/* The status of transaction trx: *out = {"trx", "status": "pending" |
+ * "committed" | "aborted", "collections": [names], "primary"?, "expired"?}
+ * or OPT_ENOTFOUND when no collection has heard of it. */
+int opt_txn_status(struct opt_store *s, const char *trx, json_t **out);
+
 /* Inside fn: */
 struct opt_tracker *opt_txn_tracker(struct opt_txn *x);
 /* The revision read (NULL when the collection does not exist yet). */

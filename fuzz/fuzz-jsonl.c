@@ -1,0 +1,231 @@
+/* fuzz-jsonl.c - libFuzzer harness for the JSON readers and canonical JSON.
+ *
+ * Input: any bytes, read as a stream of JSON values by opt_jsonl (through
+ * fmemopen).  Every value read must
+ *   - serialize with opt_json_canon, and the canonical text must parse back
+ *     (opt_json_parse) to an equal value (json_equal) whose canonical text
+ *     is the same bytes;
+ *   - copy (opt_json_copy) to an equal value;
+ *   - if it is a key (opt_key_valid): compare equal to itself, to its copy
+ *     and to its re-parse (opt_key_cmp), and order consistently with the
+ *     previous keys and with its own elements (antisymmetry, transitivity).
+ * The reader must make progress: no more results than input bytes, line
+ * numbers never going back.  When opt_json_parse accepts the whole input as
+ * one value, the stream reader must give that value and then the end.
+ *
+ * An input starting with the byte 0x01 and a byte N is read after 65536 -
+ * 16*N bytes of white space, so that its values straddle the reader's
+ * first 64 KiB buffer (exercising the buffer's move and growth).
+ *
+ * A broken property aborts (the fuzzer reports it as a crash). */
+#include "error.h"
+#include "json.h"
+#include "util.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAIL(...) do { fprintf(stderr, "fuzz-jsonl: " __VA_ARGS__); \
+	fputc('\n', stderr); abort(); } while (0)
+#define ASSERT(c) do { if (!(c)) FAIL("assertion failed: %s (line %d)", #c, __LINE__); } while (0)
+
+#define PAD_BASE 65536
+
+static int sign(int c)
+{
+	return (c > 0) - (c < 0);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	if (opt_util_init() < 0)
+		FAIL("cannot initialise libsodium");
+	return 0;
+}
+
+/* The canonical form of v, checked: it parses back to an equal value with
+ * the same canonical bytes.  Returns the re-parsed value (new reference). */
+static json_t *check_canon(const json_t *v)
+{
+	char *s = NULL, *s2 = NULL;
+	size_t n = 0, n2 = 0;
+	json_t *w = NULL;
+	int rc;
+
+	rc = opt_json_canon(&s, &n, v);
+	if (rc < 0)
+		FAIL("opt_json_canon failed on a parsed value: %s", opt_error_last());
+	ASSERT(memchr(s, '\0', n) == NULL);
+	rc = opt_json_parse(&w, s, n);
+	if (rc < 0)
+		FAIL("canonical text does not parse: %s\n%.*s", opt_error_last(), (int)(n > 2000 ? 2000 : n), s);
+	if (!json_equal((json_t *)v, w))
+		FAIL("canonical text parses to a different value:\n%.*s", (int)(n > 2000 ? 2000 : n), s);
+	rc = opt_json_canon(&s2, &n2, w);
+	ASSERT(rc == 0);
+	if (n != n2 || memcmp(s, s2, n) != 0)
+		FAIL("canonical form is not stable:\n%.*s\n%.*s", (int)(n > 2000 ? 2000 : n), s,
+		     (int)(n2 > 2000 ? 2000 : n2), s2);
+	free(s);
+	free(s2);
+	return w;
+}
+
+/* opt_key_cmp must be antisymmetric on a, b. */
+static int cmp_checked(const json_t *a, const json_t *b)
+{
+	int ab = sign(opt_key_cmp(a, b)), ba = sign(opt_key_cmp(b, a));
+
+	if (ab != -ba)
+		FAIL("opt_key_cmp is not antisymmetric: cmp(a,b)=%d cmp(b,a)=%d", ab, ba);
+	return ab;
+}
+
+/* Transitivity over a, b, c (all keys). */
+static void check_trans(const json_t *a, const json_t *b, const json_t *c)
+{
+	int ab = cmp_checked(a, b), bc = cmp_checked(b, c), ac = cmp_checked(a, c);
+
+	if (ab <= 0 && bc <= 0 && ac > 0)
+		FAIL("opt_key_cmp is not transitive: a<=b, b<=c but a>c");
+	if (ab == 0 && bc == 0 && ac != 0)
+		FAIL("opt_key_cmp equality is not transitive");
+	if (ab >= 0 && bc >= 0 && ac < 0)
+		FAIL("opt_key_cmp is not transitive: a>=b, b>=c but a<c");
+}
+
+#define SUBKEYS 8
+
+/* The key properties of one value; prev[0..1] are earlier keys (or NULL). */
+static void check_key(const json_t *v, const json_t *reparsed, const json_t *copy,
+		      const json_t *prev[2])
+{
+	const json_t *sub[SUBKEYS];
+	size_t i, j, k, n = 0;
+
+	if (!opt_key_valid(v)) {
+		/* a non-key stays a non-key through the round trip */
+		ASSERT(!opt_key_valid(reparsed));
+		return;
+	}
+	ASSERT(opt_key_valid(reparsed) && opt_key_valid(copy));
+	if (opt_key_cmp(v, v) != 0)
+		FAIL("opt_key_cmp(a, a) != 0");
+	if (cmp_checked(v, reparsed) != 0)
+		FAIL("a key differs from its canonical re-parse");
+	if (cmp_checked(v, copy) != 0)
+		FAIL("a key differs from its copy");
+	if (prev[0])
+		cmp_checked(prev[0], v);
+	if (prev[0] && prev[1])
+		check_trans(prev[1], prev[0], v);
+	/* the elements of an array key are keys too: order them pairwise */
+	for (i = 0; json_is_array(v) && i < json_array_size(v) && n < SUBKEYS; i++)
+		sub[n++] = json_array_get(v, i);
+	for (i = 0; i < n; i++) {
+		if (opt_key_cmp(sub[i], sub[i]) != 0)
+			FAIL("opt_key_cmp(a, a) != 0 for an element");
+		cmp_checked(sub[i], v);
+		for (j = i + 1; j < n; j++)
+			for (k = j + 1; k < n; k++)
+				check_trans(sub[i], sub[j], sub[k]);
+	}
+}
+
+static void check_value(json_t *v, const json_t *prev[2])
+{
+	json_t *w = check_canon(v);
+	json_t *c = opt_json_copy(v);
+	char h1[65], h2[65];
+
+	ASSERT(c != NULL);
+	if (!json_equal(v, c))
+		FAIL("opt_json_copy gives a different value");
+	ASSERT(opt_json_hash(h1, v) == 0 && opt_json_hash(h2, c) == 0);
+	ASSERT(strcmp(h1, h2) == 0);
+	check_key(v, w, c, prev);
+	json_decref(w);
+	json_decref(c);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct opt_jsonl *r = NULL;
+	json_t *v, *whole = NULL, *keys[2] = { NULL, NULL };
+	const json_t *prev[2];
+	size_t pad = 0, total, results = 0, nvalues = 0;
+	char *buf;
+	FILE *f;
+	long line = 0;
+	int rc;
+
+	if (size >= 2 && data[0] == 0x01) {
+		pad = PAD_BASE - 16 * (size_t)data[1];
+		data += 2;
+		size -= 2;
+	}
+	total = pad + size;
+	if (total == 0)
+		return 0;
+	buf = malloc(total);
+	ASSERT(buf != NULL);
+	for (size_t i = 0; i < pad; i++)
+		buf[i] = (i % 61 == 60) ? '\n' : ' ';
+	if (size)
+		memcpy(buf + pad, data, size);
+
+	if (opt_json_parse(&whole, (const char *)data, size) < 0)
+		whole = NULL;
+
+	f = fmemopen(buf, total, "r");
+	ASSERT(f != NULL);
+	ASSERT(opt_jsonl_open(&r, f) == 0);
+	for (;;) {
+		rc = opt_jsonl_next(r, &v);
+		if (++results > total + 1)
+			FAIL("opt_jsonl_next makes no progress (%zu results from %zu bytes)", results, total);
+		if (rc == 0) {
+			ASSERT(v == NULL);
+			break;
+		}
+		if (rc < 0) {
+			ASSERT(v == NULL);
+			ASSERT(rc == OPT_EINVAL);
+			if (whole)
+				FAIL("opt_jsonl rejects what opt_json_parse accepts: %s", opt_error_last());
+			/* the reader may go on after a bad line: keep reading */
+			continue;
+		}
+		ASSERT(rc == 1 && v != NULL);
+		if (opt_jsonl_line(r) < line || opt_jsonl_line(r) < 1)
+			FAIL("opt_jsonl_line went back from %ld to %ld", line, opt_jsonl_line(r));
+		line = opt_jsonl_line(r);
+		(void)opt_jsonl_buffered(r);
+		nvalues++;
+		if (whole && (nvalues > 1 || !json_equal(whole, v)))
+			FAIL("opt_jsonl reads a different value than opt_json_parse of the whole input");
+		prev[0] = keys[0];
+		prev[1] = keys[1];
+		check_value(v, prev);
+		if (opt_key_valid(v)) {
+			json_decref(keys[1]);
+			keys[1] = keys[0];
+			keys[0] = v;
+		} else {
+			json_decref(v);
+		}
+	}
+	if (whole && nvalues != 1)
+		FAIL("opt_jsonl reads %zu values where opt_json_parse reads one", nvalues);
+	opt_jsonl_free(r);
+	fclose(f);
+	free(buf);
+	json_decref(whole);
+	json_decref(keys[0]);
+	json_decref(keys[1]);
+	return 0;
+}
