@@ -298,9 +298,8 @@ int cmd_print(struct cmd *c, const json_t *v)
 
 static int finish(struct cmd *c, int st)
 {
-	if (fflush(stdout) == EOF || ferror(stdout)) {
-		if (st == 0 || !c->out_err)
-			fprintf(stderr, "%s: cannot write output: %s\n", c->prog->name, strerror(errno));
+	if (fflush(stdout) == EOF || ferror(stdout) || c->out_err) {
+		fprintf(stderr, "%s: cannot write output: %s\n", c->prog->name, strerror(errno ? errno : EIO));
 		if (st == 0)
 			st = OPT_EXIT_OTHER;
 	}

@@ -1,0 +1,462 @@
+/* fuzz-log.c - libFuzzer harness for the readers of stored structures:
+ * the transaction log (opt_log_verify and friends), chains (iterators in
+ * both directions, positions) and B+trees (opt_btree_check, cursors, get,
+ * count), all reading hostile blocks.
+ *
+ * Input: a JSON object {id: block, ...}, read through an in-memory source
+ * (opt_source_object).  The header is the first key, and each of the next
+ * three keys in turn (to reach chain and tree blocks directly).
+ *
+ * Work is bounded: the source counts block reads per library call and a
+ * call that reads more than a linear bound (a few reads per block for chain
+ * walks, one per block for opt_btree_check, MAX_DEPTH per node reference
+ * for cursors) aborts: cycles and shared nodes in hostile data must be
+ * caught by the library, never looped over.
+ *
+ * Properties checked (a broken one aborts):
+ *  - chain: when the forward and the backward walks both end without an
+ *    error they give the same entries in opposite orders; opt_chain_count,
+ *    opt_chain_first and opt_chain_last agree with them; a position from
+ *    opt_chain_iter_pos reopens (opt_chain_iter_open_at) at the same entry.
+ *  - log: when opt_log_verify accepts n entries, opt_log_rev is n and
+ *    opt_log_last is the last entry verified (a reader must not be shown
+ *    entries the verification did not see); a callback's non-zero value
+ *    stops it and is returned.
+ *  - btree: when opt_btree_check accepts a tree of n entries, cursors give
+ *    the n entries in strictly increasing (reverse: decreasing) key order,
+ *    opt_btree_count is n, opt_btree_get finds each key with its value, and
+ *    bounded ranges give the expected slices.
+ *
+ * Known, reported library bugs can be tolerated while they are open (see
+ * docs/fuzzing.md): OPT_FUZZ_KNOWN=chain-ends,btree-shared (a comma-separated
+ * list) turns the matching property off, or makes the read bound fail the
+ * library call with an error instead of aborting. */
+#include "block.h"
+#include "btree.h"
+#include "chain.h"
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAIL(...) do { fprintf(stderr, "fuzz-log: " __VA_ARGS__); \
+	fputc('\n', stderr); abort(); } while (0)
+#define ASSERT(c) do { if (!(c)) FAIL("assertion failed: %s (line %d)", #c, __LINE__); } while (0)
+
+#define HEADERS 4
+#define MAX_DEPTH 64     /* btree.c's bound on the depth of a tree */
+#define ENTRIES_KEPT 256 /* chain entries compared between directions */
+#define KEYS_KEPT 4096   /* tree entries kept from a scan */
+
+static int known_chain_ends, known_btree_shared;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *k = getenv("OPT_FUZZ_KNOWN");
+
+	(void)argc;
+	(void)argv;
+	if (opt_util_init() < 0)
+		FAIL("cannot initialise libsodium");
+	known_chain_ends = k && strstr(k, "chain-ends") != NULL;
+	known_btree_shared = k && strstr(k, "btree-shared") != NULL;
+	return 0;
+}
+
+/* ---- a source that counts reads ---- */
+
+struct counted {
+	json_t *blocks;
+	const char *call;       /* the library call being made */
+	unsigned long reads, limit;
+	int soft;               /* past the limit: fail the read, do not abort */
+};
+
+static int counted_get(void *ctx, const char *id, json_t **out)
+{
+	struct counted *c = ctx;
+	json_t *b;
+
+	*out = NULL;
+	if (++c->reads > c->limit) {
+		if (!c->soft || c->reads > 2 * c->limit + 64)
+			FAIL("%s reads more than %lu blocks (at '%.80s'): unbounded work on a cycle or shared nodes",
+			     c->call, c->limit, id);
+		return opt_error_set(OPT_EIO, "fuzz: read bound exceeded");
+	}
+	b = json_object_get(c->blocks, id);
+	if (!b)
+		return opt_error_set(OPT_ENOTFOUND, "no block '%s'", id);
+	*out = json_incref(b);
+	return 0;
+}
+
+/* Start a library call with a read bound. */
+static void begin(struct counted *c, const char *call, unsigned long limit, int soft)
+{
+	c->call = call;
+	c->reads = 0;
+	c->limit = limit;
+	c->soft = soft;
+}
+
+static char *canon(const json_t *v)
+{
+	char *s = NULL;
+
+	if (opt_json_canon(&s, NULL, v) < 0)
+		FAIL("opt_json_canon failed: %s", opt_error_last());
+	return s;
+}
+
+static int same_json(const json_t *a, const json_t *b)
+{
+	char *x = canon(a), *y = canon(b);
+	int eq = strcmp(x, y) == 0;
+
+	free(x);
+	free(y);
+	return eq;
+}
+
+/* Bounds, from the input's size. */
+struct bounds {
+	unsigned long blocks;   /* number of blocks */
+	unsigned long refs;     /* node references in branch-shaped blocks */
+};
+
+/* ---- chains ---- */
+
+/* Walk the whole chain of hid in one direction: 0 at the end, <0 on error,
+ * 1 when the chain is longer than what is kept (not compared).  The first
+ * ENTRIES_KEPT entries go to kept (new references). */
+static int walk(struct counted *c, const struct opt_source *src, const char *hid, int forward,
+		json_t *kept, unsigned long limit)
+{
+	struct opt_chain_iter *it = NULL;
+	struct opt_chain_pos pos[8];
+	const json_t *e;
+	size_t n = 0, npos = 0, i;
+	int rc;
+
+	begin(c, forward ? "chain iteration (forward)" : "chain iteration (backward)", limit, 0);
+	if ((rc = opt_chain_iter_open(&it, src, hid, forward)) < 0)
+		return rc;
+	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
+		ASSERT(e != NULL);
+		if (npos < 8 && opt_chain_iter_pos(it, &pos[npos]) == 0)
+			npos++;
+		if (n < ENTRIES_KEPT)
+			json_array_append(kept, (json_t *)e);
+		n++;
+	}
+	ASSERT(rc <= 0);
+	/* the iterator stays at its end */
+	ASSERT(opt_chain_iter_next(it, &e) <= 0 && e == NULL);
+	opt_chain_iter_free(it);
+	/* positions reopen at the same entry, in both directions */
+	for (i = 0; i < npos; i++) {
+		int dir;
+		for (dir = 0; dir < 2; dir++) {
+			const json_t *e2;
+			int rc2;
+			begin(c, "opt_chain_iter_open_at", limit, 0);
+			if (opt_chain_iter_open_at(&it, src, &pos[i], dir) < 0)
+				FAIL("opt_chain_iter_open_at fails on a position the iterator gave: %s",
+				     opt_error_last());
+			rc2 = opt_chain_iter_next(it, &e2);
+			ASSERT(rc2 == 1);
+			if (forward && i < json_array_size(kept) && !same_json(e2, json_array_get(kept, i)))
+				FAIL("opt_chain_iter_open_at gives another entry than the iterator");
+			while (opt_chain_iter_next(it, &e2) == 1)
+				;
+			opt_chain_iter_free(it);
+			it = NULL;
+		}
+	}
+	return rc < 0 ? rc : n > ENTRIES_KEPT ? 1 : 0;
+}
+
+static void check_chain(struct counted *c, const struct opt_source *src, const char *hid,
+			const struct bounds *b)
+{
+	unsigned long limit = 4 * (b->blocks + 4);
+	json_t *fw = json_array(), *bw = json_array(), *first = NULL, *last = NULL;
+	size_t n, cnt = 0, i;
+	int rf, rb, rc;
+
+	begin(c, "opt_chain_has", 2, 0);
+	if (opt_chain_has(src, hid) <= 0)
+		goto done;
+	rf = walk(c, src, hid, 1, fw, limit);
+	rb = walk(c, src, hid, 0, bw, limit);
+	begin(c, "opt_chain_count", limit, 0);
+	rc = opt_chain_count(src, hid, &cnt);
+	if (rf == 0 && rc < 0)
+		FAIL("opt_chain_count fails (%s) where the forward iteration succeeds", opt_error_last());
+	if (rf == 0 && cnt != json_array_size(fw))
+		FAIL("opt_chain_count is %zu, the forward iteration gives %zu entries", cnt,
+		     json_array_size(fw));
+	begin(c, "opt_chain_first", limit, 0);
+	rc = opt_chain_first(src, hid, &first);
+	if (rf == 0 && json_array_size(fw) && (rc < 0 || !same_json(first, json_array_get(fw, 0))))
+		FAIL("opt_chain_first is not the first entry of the forward iteration");
+	begin(c, "opt_chain_last", limit, 0);
+	rc = opt_chain_last(src, hid, &last);
+	if (rb == 0 && json_array_size(bw) && (rc < 0 || !same_json(last, json_array_get(bw, 0))))
+		FAIL("opt_chain_last is not the first entry of the backward iteration");
+	if (rf == 0 && rb == 0 && !known_chain_ends) {
+		n = json_array_size(fw);
+		if (n != json_array_size(bw))
+			FAIL("chain '%s': forward iteration gives %zu entries, backward %zu: the walks from headId and tailId end at different blocks without an error",
+			     hid, n, json_array_size(bw));
+		for (i = 0; i < n; i++)
+			if (!same_json(json_array_get(fw, i), json_array_get(bw, n - 1 - i)))
+				FAIL("chain '%s': entry %zu differs between the forward and backward iterations",
+				     hid, i);
+	}
+done:
+	json_decref(first);
+	json_decref(last);
+	json_decref(fw);
+	json_decref(bw);
+}
+
+/* ---- the log ---- */
+
+struct vstate {
+	json_t *last;   /* the last entry verified (a copy) */
+	long seen, stop_at, stop_value;
+};
+
+static int verify_cb(const json_t *entry, void *arg)
+{
+	struct vstate *v = arg;
+
+	ASSERT(json_is_object(entry));
+	v->seen++;
+	json_decref(v->last);
+	v->last = opt_json_copy(entry);
+	if (v->stop_at && v->seen == v->stop_at)
+		return (int)v->stop_value;
+	return 0;
+}
+
+static void check_log(struct counted *c, const struct opt_source *src, const char *hid,
+		      const struct bounds *b)
+{
+	unsigned long limit = 4 * (b->blocks + 4);
+	struct vstate v = { NULL, 0, 0, 0 };
+	json_t *last = NULL;
+	char h[65];
+	long n = -1, rev = -1;
+	int rc, rl;
+
+	begin(c, "opt_log_verify", limit, 0);
+	rc = opt_log_verify(src, hid, verify_cb, &v, &n);
+	ASSERT(rc <= 0);
+	ASSERT(n == v.seen);
+	if (rc == 0) {
+		begin(c, "opt_log_rev", limit, 0);
+		rl = opt_log_rev(src, hid, &rev);
+		if (!known_chain_ends && (rl < 0 || rev != n))
+			FAIL("opt_log_verify accepts %ld entries, opt_log_rev gives %ld (%d)", n, rev, rl);
+		begin(c, "opt_log_last", limit, 0);
+		rl = opt_log_last(src, hid, &last);
+		if (!known_chain_ends) {
+			if (n > 0 && (rl < 0 || !json_equal(last, v.last)))
+				FAIL("opt_log_verify accepts %ld entries, but opt_log_last gives another entry than the last verified one",
+				     n);
+			if (n == 0 && rl != OPT_ENOTFOUND)
+				FAIL("opt_log_verify accepts an empty log, but opt_log_last gives %d", rl);
+		}
+		/* a callback's non-zero value stops the verification */
+		if (n >= 2) {
+			struct vstate s = { NULL, 0, 2, 7 };
+			begin(c, "opt_log_verify", limit, 0);
+			rc = opt_log_verify(src, hid, verify_cb, &s, &n);
+			ASSERT(rc == 7 && s.seen == 2);
+			json_decref(s.last);
+		}
+	} else {
+		begin(c, "opt_log_rev", limit, 0);
+		(void)opt_log_rev(src, hid, &rev);
+		begin(c, "opt_log_last", limit, 0);
+		(void)opt_log_last(src, hid, &last);
+	}
+	if (v.last)
+		(void)opt_log_entry_hash(v.last, h);
+	json_decref(last);
+	json_decref(v.last);
+}
+
+/* ---- the btree ---- */
+
+/* Scan with a cursor over range r, keeping up to KEYS_KEPT [key, value]
+ * pairs in out (may be NULL): the number of entries or <0. */
+static long scan(struct counted *c, const struct opt_source *src, const char *hid,
+		 const struct opt_btree_range *r, json_t *out, const struct bounds *b)
+{
+	unsigned long limit = MAX_DEPTH * (b->refs + b->blocks + 2);
+	struct opt_btree_cursor *cur = NULL;
+	const json_t *k, *v, *prev = NULL;
+	json_t *pk = NULL;
+	long n = 0;
+	int rc;
+
+	begin(c, "btree cursor scan", limit, known_btree_shared);
+	if ((rc = opt_btree_cursor_open(&cur, src, hid, r)) < 0)
+		return rc;
+	while ((rc = opt_btree_cursor_next(cur, &k, &v)) == 1) {
+		ASSERT(k && v);
+		(void)prev;
+		if (out && json_array_size(out) < KEYS_KEPT)
+			json_array_append_new(out, json_pack("[OO]", k, v));
+		n++;
+		json_decref(pk);
+		pk = opt_json_copy(k);
+	}
+	json_decref(pk);
+	if (rc < 0) {
+		/* the error sticks */
+		ASSERT(opt_btree_cursor_next(cur, &k, &v) == rc);
+	}
+	opt_btree_cursor_free(cur);
+	return rc < 0 ? rc : n;
+}
+
+static void check_btree(struct counted *c, const struct opt_source *src, const char *hid,
+			const struct bounds *b)
+{
+	unsigned long scan_limit = MAX_DEPTH * (b->refs + b->blocks + 2);
+	json_t *fw = json_array(), *bw = json_array(), *val = NULL, *part = NULL;
+	struct opt_btree_range r;
+	size_t count = 0, cnt = 0, n, i, j, lo, hi;
+	long got;
+	int rc, incl;
+
+	begin(c, "opt_btree_check", b->blocks + 2, 0);
+	rc = opt_btree_check(src, hid, &count);
+	ASSERT(rc <= 0);
+	if (rc < 0) {
+		/* a broken tree: readers may fail, but must not crash or hang */
+		(void)scan(c, src, hid, NULL, fw, b);
+		memset(&r, 0, sizeof(r));
+		r.reverse = 1;
+		(void)scan(c, src, hid, &r, NULL, b);
+		begin(c, "opt_btree_count", scan_limit, known_btree_shared);
+		(void)opt_btree_count(src, hid, &cnt);
+		for (i = 0; i < json_array_size(fw) && i < 4; i++) {
+			begin(c, "opt_btree_get", MAX_DEPTH + 2, 0);
+			(void)opt_btree_get(src, hid, json_array_get(json_array_get(fw, i), 0), &val);
+			json_decref(val);
+			val = NULL;
+		}
+		goto done;
+	}
+	/* a valid tree */
+	got = scan(c, src, hid, NULL, fw, b);
+	if (got < 0 || (size_t)got != count)
+		FAIL("opt_btree_check accepts %zu entries, a cursor gives %ld (%s)", count, got,
+		     got < 0 ? opt_error_last() : "");
+	memset(&r, 0, sizeof(r));
+	r.reverse = 1;
+	got = scan(c, src, hid, &r, bw, b);
+	if (got < 0 || (size_t)got != count)
+		FAIL("opt_btree_check accepts %zu entries, a reverse cursor gives %ld", count, got);
+	begin(c, "opt_btree_count", scan_limit, 0);
+	if (opt_btree_count(src, hid, &cnt) < 0 || cnt != count)
+		FAIL("opt_btree_check accepts %zu entries, opt_btree_count gives %zu", count, cnt);
+	n = json_array_size(fw);
+	ASSERT(n == json_array_size(bw));
+	for (i = 0; i < n; i++) {
+		const json_t *e = json_array_get(fw, i), *eb = json_array_get(bw, n - 1 - i);
+		if (i && opt_key_cmp(json_array_get(json_array_get(fw, i - 1), 0), json_array_get(e, 0)) >= 0)
+			FAIL("a cursor over a checked tree gives keys out of order at %zu", i);
+		if (!json_equal((json_t *)e, (json_t *)eb))
+			FAIL("the reverse cursor differs from the forward one at %zu", i);
+	}
+	/* lookups */
+	for (i = 0; i < n; i += 1 + n / 8) {
+		const json_t *e = json_array_get(fw, i);
+		begin(c, "opt_btree_get", MAX_DEPTH + 2, 0);
+		rc = opt_btree_get(src, hid, json_array_get(e, 0), &val);
+		if (rc < 0 || !json_equal(val, json_array_get(e, 1)))
+			FAIL("opt_btree_get does not find the key of entry %zu of a checked tree (%d)", i, rc);
+		json_decref(val);
+		val = NULL;
+	}
+	/* ranges between two keys, all four bound kinds, both directions */
+	if (n >= 2 && n < KEYS_KEPT) {
+		lo = n / 3;
+		hi = 2 * n / 3;
+		for (incl = 0; incl < 8; incl++) {
+			size_t want_from = lo + !(incl & 1), want_to = hi + !!(incl & 2);
+			memset(&r, 0, sizeof(r));
+			r.lo = json_array_get(json_array_get(fw, lo), 0);
+			r.hi = json_array_get(json_array_get(fw, hi), 0);
+			r.lo_incl = incl & 1;
+			r.hi_incl = !!(incl & 2);
+			r.reverse = !!(incl & 4);
+			part = json_array();
+			got = scan(c, src, hid, &r, part, b);
+			if (got < 0 || (size_t)got != (want_to > want_from ? want_to - want_from : 0))
+				FAIL("a range over a checked tree gives %ld entries, not %zu", got,
+				     want_to > want_from ? want_to - want_from : 0);
+			for (j = 0; j < json_array_size(part); j++) {
+				size_t at = r.reverse ? want_to - 1 - j : want_from + j;
+				if (!json_equal(json_array_get(part, j), json_array_get(fw, at)))
+					FAIL("a range over a checked tree gives the wrong entry %zu", j);
+			}
+			json_decref(part);
+			part = NULL;
+		}
+	}
+done:
+	json_decref(fw);
+	json_decref(bw);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	json_t *doc = NULL, *x;
+	struct counted c = { NULL, "", 0, 0, 0 };
+	struct opt_source src = { counted_get, &c };
+	struct bounds b = { 0, 0 };
+	const char *hid;
+	char *before, *after;
+	void *iter;
+	int h;
+
+	if (opt_json_parse(&doc, (const char *)data, size) < 0)
+		return 0;
+	if (!json_is_object(doc) || json_object_size(doc) == 0) {
+		json_decref(doc);
+		return 0;
+	}
+	c.blocks = doc;
+	json_object_foreach(doc, hid, x) {
+		b.blocks++;
+		b.refs += json_array_size(json_object_get(x, "nodes"));
+	}
+	before = canon(doc);
+	for (h = 0, iter = json_object_iter(doc); iter && h < HEADERS; h++, iter = json_object_iter_next(doc, iter)) {
+		hid = json_object_iter_key(iter);
+		check_chain(&c, &src, hid, &b);
+		check_log(&c, &src, hid, &b);
+		check_btree(&c, &src, hid, &b);
+	}
+	/* readers never write */
+	after = canon(doc);
+	if (strcmp(before, after) != 0)
+		FAIL("a reader changed the blocks it read");
+	free(before);
+	free(after);
+	json_decref(doc);
+	return 0;
+}
