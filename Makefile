@@ -116,3 +116,4 @@ clean:
 	rm -rf build build-san
 
 .PHONY: all units deps deps-check check check-quick soak demo bench install uninstall clean
+-include fuzz/fuzz.mk

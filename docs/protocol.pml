@@ -51,20 +51,13 @@
 
 #define B(t) (1 << (t))
 
-/* status of a revision (Opt-Status) */
-#define NONE      0             /* no revision yet */
-#define COMMITTED 1             /* a decision, or an ordinary revision */
-#define PENDING   2
-#define ABORTED   3             /* an abort record (on the primary) */
-#define REVERT    4             /* a revert revision (Opt-Status: aborted) */
-
-byte ver[NC];                   /* the ref: which commit */
-byte hT[NC];                    /* head revision: its transaction */
-byte hS[NC];                    /* head revision: its status */
+byte ver[NC];                   /* the ref: which commit (a counter) */
+bool hP[NC];                    /* the head revision is a pending one ... */
+byte hT[NC];                    /* ... of this transaction (0 otherwise) */
 byte pend[NC];                  /* history: pending revisions, by transaction */
 byte revd[NC];                  /* history: revert revisions, by transaction */
-byte dec;                       /* history of the primary: decisions */
-byte abr;                       /* history of the primary: abort records */
+byte dec;                       /* history of the primaries: decisions */
+byte abr;                       /* history of the primaries: abort records */
 byte ack;                       /* coordinators that reported success */
 byte exp;                       /* transactions whose pending revisions expired */
 byte ndone;                     /* writers that ended (crashed or not) */
@@ -72,14 +65,14 @@ byte ndone;                     /* writers that ended (crashed or not) */
 #define TREE(c) ((pend[c] & ~revd[c]) | (dec & PMASK(c)))
 /* the head is a pending revision whose transaction is not committed:
  * readers read its parent, writers may not build on it */
-#define UNDEC(c) (hS[c] == PENDING && !(dec & B(hT[c])))
+#define UNDEC(c) (hP[c] && !(dec & B(hT[c])))
 /* what a reader of collection c sees (lib/store.c: opt_snap_open) */
-#define VIS(c) (UNDEC(c) -> TREE(c) & ~B(hT[c]) : TREE(c))   /* MUTANT-4 */
+#define VIS(c) (UNDEC(c) -> TREE(c) & ~B(hT[c]) : TREE(c))      /* MUTANT-4 */
 #define HAS(c, t) ((VIS(c) >> (t)) & 1)
 
 /* T's collections all show T, or none does */
 #define AGREE(t, c) (!(COLL(t) & B(c)) || HAS(c, t) == HAS(PRIM(t), t))
-/* an acknowledged T is decided, not aborted, and visible everywhere */
+/* an acknowledged T is visible in all its collections */
 #define ACKED(t, c) (!(ack & B(t)) || !(COLL(t) & B(c)) || HAS(c, t))
 #ifdef THREE
 #define EACH_C(P, t) (P(t, 0) && P(t, 1) && P(t, 2))
@@ -87,193 +80,197 @@ byte ndone;                     /* writers that ended (crashed or not) */
 #define NOUNDEC (!UNDEC(0) && !UNDEC(1) && !UNDEC(2))
 #define PENDED(t) (((pend[0] | pend[1] | pend[2]) >> (t)) & 1)
 #define UNRESOLVED ((pend[0] & ~revd[0] & ~dec) | (pend[1] & ~revd[1] & ~dec) | (pend[2] & ~revd[2] & ~dec))
+#define REVDEC ((revd[0] | revd[1] | revd[2]) & dec)
 #else
 #define EACH_C(P, t) (P(t, 0) && P(t, 1))
 #define EACH(P) (EACH_C(P, 0) && EACH_C(P, 1))
 #define NOUNDEC (!UNDEC(0) && !UNDEC(1))
 #define PENDED(t) (((pend[0] | pend[1]) >> (t)) & 1)
 #define UNRESOLVED ((pend[0] & ~revd[0] & ~dec) | (pend[1] & ~revd[1] & ~dec))
+#define REVDEC ((revd[0] | revd[1]) & dec)
 #endif
 
+/* the properties: all or nothing, one decision, no lost acknowledged commit */
 #define ATOMIC    EACH(AGREE)
 #define ONE_DEC   ((dec & abr) == 0)
-#define NO_LOST   ((ack & ~dec) == 0 && (ack & abr) == 0 && EACH(ACKED))
+#define NO_LOST   ((ack & ~dec) == 0 && (ack & abr) == 0 && REVDEC == 0 && EACH(ACKED))
 #define INVARIANT (ATOMIC && ONE_DEC && NO_LOST)
 
 /* every writer ended and every pending revision is committed or reverted */
 #define ALL_RESOLVED (ndone == NW && UNRESOLVED == 0 && NOUNDEC)
 
-/* fate of transaction u, read in the history of its primary */
-#define F_NONE 0                /* in flight */
-#define F_DEC  1                /* committed */
-#define F_ABR  2                /* aborted */
-#define F_EXP  3                /* neither, and expired */
-
-#define CRASH(crashy) if :: crashy -> goto stop :: true fi
+/* what a resolver does after reading a head and the primary's history */
+#define A_BUILD  0              /* c0 may be built on: done */
+#define A_AGAIN  1              /* read again (x changed) */
+#define A_REVERT 2              /* u aborted: revert x */
+#define A_ABORT  3              /* u expired, neither decided nor aborted: abort it */
+#define A_WAIT   4              /* u in flight: back off */
 
 /*
  * Make the head of collection c0 one a writer may build on: resolve a
  * pending revision there through its primary, reverting it (aborted),
  * aborting it (expired: an abort record on the primary, after resolving
- * the primary's own head), or waiting (in flight; a crashy process may
- * give up, the busy timeout).  Leaves in s the ref value of c0 it read.
- * Each read is one atomic step, each write one CAS; the CAS carries the
- * value the decision to write was based on.
+ * the primary's own head the same way), or waiting (in flight).  Leaves
+ * in s the ref value of c0 it read last.  Each read is one atomic step,
+ * each write one CAS from the ref value read; a crashy process may stop
+ * before any read (a crash between a read and the next write is the same
+ * as one before that read) and give up while it waits (the busy timeout).
  */
 inline settle(c0, crashy) {
 	x = c0;
 	do
+	:: crashy -> goto stop
 	:: atomic {
 		s = ver[x];
 		if
-		:: hS[x] == PENDING ->
+		:: hP[x] ->
 			u = hT[x];
-			/* the primary of u: its ref and history */
+			/* read the primary of u: its ref, its head, its history */
 			ps = ver[PRIM(u)];
 			pb = !UNDEC(PRIM(u));
-			f = F_NONE;
-			if :: exp & B(u) -> f = F_EXP :: else fi;
-			if :: abr & B(u) -> f = F_ABR :: else fi;
-			if :: dec & B(u) -> f = F_DEC :: else fi    /* MUTANT-2 */
-		:: else -> f = F_DEC
+			if
+			:: dec & B(u) -> a = A_BUILD            /* MUTANT-2 */
+			:: abr & B(u) -> a = A_REVERT
+			:: else -> a = (exp & B(u) -> A_ABORT : A_WAIT)
+			fi
+		:: else -> a = A_BUILD
+		fi;
+		if
+		:: a == A_BUILD && x != c0 -> x = c0; a = A_AGAIN
+		:: a == A_ABORT && !pb -> x = PRIM(u); a = A_AGAIN   /* its head first */
+		:: else
+		fi;
+		if
+		:: a == A_BUILD || a == A_AGAIN -> u = 0; ps = 0; pb = 0
+		:: else
 		fi
 	   }
 		if
-		:: f == F_DEC ->        /* x may be built on */
-			if
-			:: x == c0 -> break
-			:: else -> x = c0
-			fi
-		:: f == F_ABR ->        /* revert x */
-			CRASH(crashy);
+		:: a == A_BUILD -> break
+		:: a == A_AGAIN
+		:: a == A_REVERT ->
 			atomic {
 				if
 				:: ver[x] == s ->
-					ver[x]++; hT[x] = u; hS[x] = REVERT; revd[x] = revd[x] | B(u)
+					ver[x]++; hP[x] = 0; hT[x] = 0; revd[x] = revd[x] | B(u)
 				:: else
-				fi
+				fi;
+				x = c0; u = 0; ps = 0; pb = 0
 			}
-			x = c0
-		:: f == F_EXP && !pb -> /* the primary's head first */
-			x = PRIM(u)
-		:: f == F_EXP && pb ->  /* abort u through its primary */
-			CRASH(crashy);
+		:: a == A_ABORT ->
 			atomic {
 				if
-				:: ver[PRIM(u)] == ps ->        /* MUTANT-3 */
-					ver[PRIM(u)]++; hT[PRIM(u)] = u; hS[PRIM(u)] = ABORTED; abr = abr | B(u)
+				:: ver[PRIM(u)] == ps ->                  /* MUTANT-3 */
+					ver[PRIM(u)]++; hP[PRIM(u)] = 0; hT[PRIM(u)] = 0; abr = abr | B(u)
 				:: else
-				fi
+				fi;
+				x = c0; u = 0; ps = 0; pb = 0
 			}
-			x = c0
-		:: f == F_NONE ->       /* in flight: back off */
+		:: a == A_WAIT ->
 			if
-			:: ((dec | abr | exp) & B(u))
+			:: ((dec | abr | exp) & B(u)) -> x = c0; u = 0; ps = 0; pb = 0
 			:: crashy -> goto stop
 			fi
 		fi
 	od;
-	x = 0; u = 0; f = 0; ps = 0; pb = 0
+	x = 0; a = 0
 }
 
 /* the coordinator of transaction t */
 proctype writer(byte t)
 {
-	byte c, x, s, u, f, ps;
+	byte c, x, s, u, ps, a;
 	bool pb, ok;
 
 	/* 1. pend, in name order, on every collection but the primary */
-	c = 0;
 	do
-	:: c == PRIM(t) -> break
+	:: c == PRIM(t) -> c = 0; break
 	:: c < PRIM(t) && !(COLL(t) & B(c)) -> c++
 	:: c < PRIM(t) && (COLL(t) & B(c)) ->
 		settle(c, 1);
-		CRASH(1);
 		atomic {
 			if
 			:: ver[c] == s ->
-				ver[c]++; hT[c] = t; hS[c] = PENDING; pend[c] = pend[c] | B(t); c++
-			:: else
+				ver[c]++; hP[c] = 1; hT[c] = t; pend[c] = pend[c] | B(t); c++
+			:: else             /* the ref moved: read it again */
 			fi;
 			s = 0
 		}
 	od;
-	c = 0;
-	/* 2. decide: CAS the decision on the primary */
+	/* 2. decide: the decision on the primary, by CAS; success is reported
+	 * (ack) only if it succeeds */
 decide:
 	settle(PRIM(t), 1);
 	if
-	:: abr & B(t) -> goto aborted               /* MUTANT-1a */
+	:: abr & B(t) -> s = 0; goto aborted       /* MUTANT-1a */
 	:: else
 	fi;
 cas:
-	CRASH(1);
 	atomic {
 		if
 		:: ver[PRIM(t)] == s ->
-			ver[PRIM(t)]++; hT[PRIM(t)] = t; hS[PRIM(t)] = COMMITTED;
+			ver[PRIM(t)]++; hP[PRIM(t)] = 0; hT[PRIM(t)] = 0;
 			dec = dec | B(t); ack = ack | B(t); ok = 1
 		:: else -> ok = 0
 		fi;
 		s = 0
 	}
 	if
-	:: ok -> goto stop
-	:: else -> goto decide                      /* MUTANT-1b */
+	:: ok -> ok = 0; goto stop
+	:: else -> goto decide                     /* MUTANT-1b */
 	fi;
 aborted:
-	/* exit 3: revert its own pending revisions first */
-	c = 0;
+	/* exit 3, after trying to revert its own pending revisions */
 	do
 	:: c == PRIM(t) -> break
+	:: c < PRIM(t) -> goto stop
 	:: c < PRIM(t) ->
 		atomic {
 			if
-			:: hS[c] == PENDING && hT[c] == t -> s = ver[c]; ok = 1
-			:: else -> ok = 0
+			:: hP[c] && hT[c] == t -> s = ver[c]; ok = 1
+			:: else -> c++
 			fi
 		}
 		if
 		:: ok ->
-			CRASH(1);
 			atomic {
 				if
 				:: ver[c] == s ->
-					ver[c]++; hS[c] = REVERT; revd[c] = revd[c] | B(t)
+					ver[c]++; hP[c] = 0; hT[c] = 0; revd[c] = revd[c] | B(t)
 				:: else
-				fi
+				fi;
+				s = 0; ok = 0; c++
 			}
 		:: else
-		fi;
-		s = 0; ok = 0; c++
+		fi
 	od;
 stop:
-	ndone++
+	atomic { c = 0; ndone++ }
 }
 
-/* whoever comes next: resolves every pending revision it may resolve */
+/* whoever comes next (a reader or a writer): resolves each pending
+ * revision it meets once it has expired or its transaction aborted */
 proctype recoverer()
 {
-	byte c, x, s, u, f, ps;
+	byte c, x, s, u, ps, a;
 	bool pb;
 
 	do
 	:: atomic { ALL_RESOLVED -> break }
-	:: atomic { UNDEC(0) && ((abr | exp) & B(hT[0])) -> c = 0 }; settle(c, 0); s = 0; c = 0
-	:: atomic { UNDEC(1) && ((abr | exp) & B(hT[1])) -> c = 1 }; settle(c, 0); s = 0; c = 0
+	:: atomic { UNDEC(0) && ((abr | exp) & B(hT[0])) -> c = 0 }; settle(c, 0); s = 0
+	:: atomic { UNDEC(1) && ((abr | exp) & B(hT[1])) -> c = 1 }; settle(c, 0); s = 0
 #ifdef THREE
-	:: atomic { UNDEC(2) && ((abr | exp) & B(hT[2])) -> c = 2 }; settle(c, 0); s = 0; c = 0
+	:: atomic { UNDEC(2) && ((abr | exp) & B(hT[2])) -> c = 2 }; settle(c, 0); s = 0
 #endif
 	od;
 stop:
-	/* the end state: nothing left pending, nothing lost */
+	/* the end state: every pending revision resolved, nothing lost */
 	assert(ALL_RESOLVED);
-	assert((revd[0] & dec) == 0 && (revd[1] & dec) == 0);
 	assert(INVARIANT)
 }
 
-/* time passes: a pending transaction may expire at any moment */
+/* time passes: the pending revisions of a transaction that is neither
+ * decided nor aborted may expire at any moment after its first pend */
 proctype clock()
 {
 end:
@@ -287,34 +284,40 @@ end:
 }
 
 /*
- * A reader of collections a and b (two refs, read one after the other).
- * It resolves the pending heads it read through their primaries, then
- * reads both refs again and starts over if either moved: then every ref
- * it used held its value at the moment each primary was read, so what it
- * sees of each transaction is one moment's view.  Without the second
- * reading (MUTANT-5, what docs/protocol.md describes) a reader can see
- * part of a transaction.
+ * A reader of collections a and b: it reads the two refs one after the
+ * other, then resolves the pending heads it read through their primaries,
+ * then reads both refs again and starts over if either moved.  Then every
+ * ref it used held the value it read at the moment each primary was read,
+ * so it sees every transaction as at one moment.  Without the second
+ * reading (MUTANT-5), which is what docs/protocol.md describes, a reader
+ * of two collections can see part of a transaction.
  */
 proctype reader()
 {
 	byte v0, v1, t0, t1, h0, h1;
 
 	do
-	:: atomic { v0 = ver[0]; t0 = TREE(0); h0 = (hS[0] == PENDING -> hT[0] : NT) }
-		atomic { v1 = ver[1]; t1 = TREE(1); h1 = (hS[1] == PENDING -> hT[1] : NT) }
-		if
-		:: h0 != NT && !(dec & B(h0)) -> t0 = t0 & ~B(h0)
-		:: else
-		fi;
-		if
-		:: h1 != NT && !(dec & B(h1)) -> t1 = t1 & ~B(h1)
-		:: else
-		fi;
-		if
-		:: ver[0] != v0 -> skip                 /* MUTANT-5a */
-		:: ver[1] != v1 -> skip                 /* MUTANT-5b */
-		:: else -> break
-		fi
+	:: atomic { v0 = ver[0]; t0 = TREE(0); h0 = (hP[0] -> hT[0] : NT) }
+		atomic { v1 = ver[1]; t1 = TREE(1); h1 = (hP[1] -> hT[1] : NT) }
+		atomic {
+			if
+			:: h0 != NT && !(dec & B(h0)) -> t0 = t0 & ~B(h0)
+			:: else
+			fi;
+			if
+			:: h1 != NT && !(dec & B(h1)) -> t1 = t1 & ~B(h1)
+			:: else
+			fi;
+			h0 = 0; h1 = 0
+		}
+		atomic {
+			if
+			:: ver[0] != v0 -> t0 = 0; t1 = 0        /* MUTANT-5a */
+			:: ver[1] != v1 -> t0 = 0; t1 = 0        /* MUTANT-5b */
+			:: else -> break
+			fi;
+			v0 = 0; v1 = 0
+		}
 	od;
 	assert(((t0 ^ t1) & RMASK) == 0)
 }

@@ -171,7 +171,7 @@ static int walk(struct counted *c, const struct opt_source *src, const char *hid
 				     opt_error_last());
 			rc2 = opt_chain_iter_next(it, &e2);
 			ASSERT(rc2 == 1);
-			if (forward && i < json_array_size(kept) && !same_json(e2, json_array_get(kept, i)))
+			if (i < json_array_size(kept) && !same_json(e2, json_array_get(kept, i)))
 				FAIL("opt_chain_iter_open_at gives another entry than the iterator");
 			while (opt_chain_iter_next(it, &e2) == 1)
 				;
@@ -304,8 +304,7 @@ static long scan(struct counted *c, const struct opt_source *src, const char *hi
 {
 	unsigned long limit = MAX_DEPTH * (b->refs + b->blocks + 2);
 	struct opt_btree_cursor *cur = NULL;
-	const json_t *k, *v, *prev = NULL;
-	json_t *pk = NULL;
+	const json_t *k, *v;
 	long n = 0;
 	int rc;
 
@@ -314,14 +313,10 @@ static long scan(struct counted *c, const struct opt_source *src, const char *hi
 		return rc;
 	while ((rc = opt_btree_cursor_next(cur, &k, &v)) == 1) {
 		ASSERT(k && v);
-		(void)prev;
 		if (out && json_array_size(out) < KEYS_KEPT)
 			json_array_append_new(out, json_pack("[OO]", k, v));
 		n++;
-		json_decref(pk);
-		pk = opt_json_copy(k);
 	}
-	json_decref(pk);
 	if (rc < 0) {
 		/* the error sticks */
 		ASSERT(opt_btree_cursor_next(cur, &k, &v) == rc);

@@ -1,4 +1,5 @@
 #include "verify.h"
+#include "identity.h"
 #include "btree.h"
 #include "chain.h"
 #include "collection.h"
@@ -22,6 +23,7 @@ struct vctx {
 	char *commits;          /* COMMIT_HEX each, revision H first */
 	size_t ncommits, capcommits;
 	json_t *live;           /* {id: [rev, hash]}: blocks the log leaves in place */
+	json_t *trusted;        /* {key: true}: authors whose entries we accept */
 	opt_verify_progress_fn progress;
 	void *arg;
 };
@@ -209,6 +211,34 @@ static int entry_cb(const json_t *e, void *arg)
 	int rc = 0;
 
 	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
+	/* the author's signature over the entry's hash, by a trusted key */
+	{
+		const char *author = json_string_value(json_object_get(e, "author"));
+		const char *sig = json_string_value(json_object_get(e, "sig"));
+		const char *hash = json_string_value(json_object_get(e, "hash"));
+		if (!author || !sig)
+			return opt_error_set(OPT_EINTEGRITY, "%s: the entry is not signed", pre);
+		if (opt_sig_verify(author, hash ? hash : "", sig) < 0) {
+			char why[200];
+			snprintf(why, sizeof(why), "%s", opt_error_last());
+			return opt_error_set(OPT_EINTEGRITY, "%s: %s (the entry or its signature was altered)", pre, why);
+		}
+		if (!v->trusted) {
+			json_t *arr = NULL;
+			size_t i;
+			if ((rc = opt_trust_list(v->s, &arr)) < 0)
+				return rc;
+			v->trusted = json_object();
+			for (i = 0; i < json_array_size(arr); i++)
+				json_object_set_new(v->trusted,
+						    json_string_value(json_object_get(json_array_get(arr, i), "key")),
+						    json_true());
+			json_decref(arr);
+		}
+		if (!json_object_get(v->trusted, author))
+			return opt_error_set(OPT_EINTEGRITY, "%s: signed by key %.16s..., which this store does not trust "
+					     "(opt-log trust KEY)", pre, author);
+	}
 	if (r > v->H)
 		return opt_error_set(OPT_EINTEGRITY, "%s: the collection has no revision %ld (it is at revision %ld)",
 				     pre, r, v->H);
@@ -449,7 +479,7 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 	v.progress = progress;
 	v.arg = arg;
 	opt_collection_header_id(name, v.hid);
-	rc = commit ? opt_snap_open_commit(&v.head, s, name, commit) : opt_snap_open(&v.head, s, name, 0);
+	rc = commit ? opt_snap_open_commit(&v.head, s, name, commit) : opt_snap_head(&v.head, s, name);
 	if (rc == OPT_ENOTFOUND || rc == OPT_EINVAL)
 		return rc;
 	if (rc < 0)
@@ -487,6 +517,7 @@ done:
 	if (res)
 		res->entries = entries;
 	json_decref(v.live);
+	json_decref(v.trusted);
 	free(v.commits);
 	opt_snap_free(v.head);
 	return rc;

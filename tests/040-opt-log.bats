@@ -443,12 +443,12 @@ broken() {
 	# one that revision 2 stored
 	G update-ref refs/opt/collections/c "$clean"
 	tamper c 4 rehash_entry 1 '.time += 1'
-	broken c 'log entry rev 2: the log stored at revision 2 holds another entry for it'
+	broken c 'log entry rev 2: bad signature*'
 	# the same in every revision's copy: the entry after it no longer
 	# follows it
 	G update-ref refs/opt/collections/c "$clean"
 	for r in 2 3 4; do tamper c "$r" rehash_entry 1 '.time += 1'; done
-	broken c 'log entry rev 3: "prior" does not match the hash of rev 2'
+	broken c 'log entry rev 2: bad signature*'
 }
 
 @test "tampering: an entry rewritten in an old revision only" {
@@ -503,4 +503,39 @@ broken() {
 	run opt-log show c
 	assert_success
 	assert_equal "${#lines[@]}" 4
+}
+
+@test "signatures: entries by a key the store does not trust fail verify until it is trusted" {
+	seed
+	old=$(opt-log identity | jq -r .key)
+	mv "$OPT_STORE/opt-identity" "$TMP/old-identity"
+	# a new identity signs the next entry; the old key is no longer trusted
+	echo '{"header":{"type":"t"}}' | opt-block put -c c >/dev/null
+	new=$(opt-log identity | jq -r .key)
+	[ "$old" != "$new" ]
+	run --separate-stderr opt-log verify c
+	assert_failure 4
+	[[ "$stderr" == *"log entry rev 1: signed by key ${old:0:16}..., which this store does not trust"* ]]
+	run opt-log trust "$old" --name "the old me"
+	assert_success
+	run opt-log verify c
+	assert_success
+	run opt-log trusted
+	assert_line --partial "\"key\":\"$old\",\"name\":\"the old me\""
+	run opt-log untrust "$new"
+	assert_failure 2
+	run opt-log untrust "$old"
+	assert_success
+	run opt-log verify c
+	assert_failure 4
+}
+
+@test "signatures: a forged signature or a removed one fails verify" {
+	seed
+	clean=$(G rev-parse refs/opt/collections/c)
+	tamper c 4 edit_log_tail '.entries[1].sig = ("0" * 128)'
+	broken c 'log entry rev 2: bad signature*'
+	G update-ref refs/opt/collections/c "$clean"
+	tamper c 4 edit_log_tail '.entries[1] |= del(.sig)'
+	broken c 'log entry rev 2: the entry is not signed'
 }
