@@ -461,6 +461,7 @@ static int do_get(struct cmd *c)
 		return cmd_usage(c, "no key given (use - to read keys from stdin)");
 	if ((st = open_tree(c, name, &snap)))
 		return st;
+	opt_snap_cache(snap, 16384);  /* lookups revisit leaves */
 	while ((rc = next_key(&k, &key)) == 1) {
 		rc = opt_tree_get(snap, key, &value);
 		if (rc == OPT_ENOTFOUND) {

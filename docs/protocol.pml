@@ -32,19 +32,35 @@
  * marked MUTANT-n) to show that the properties can fail.
  */
 
-#ifdef THREE
-#define NC 3
-#define NW 3
-#define COLL(t)  ((t) == 0 -> 3 : ((t) == 1 -> 6 : 7))
-#define PRIM(t)  ((t) == 0 -> 1 : 2)
-#define PMASK(c) ((c) == 1 -> 1 : ((c) == 2 -> 6 : 0))
-#define RMASK    5              /* the transactions over both a and b */
-#else
+#ifndef CONF
+#define CONF 1
+#endif
+#if CONF == 1
+/* a < b; T0 and T1 over {a, b} (primary b); the reader reads a and b */
 #define NC 2
 #define NW 2
 #define COLL(t)  3
 #define PRIM(t)  1
 #define PMASK(c) ((c) == 1 -> 3 : 0)
+#define READER
+#define RMASK    3              /* the transactions over both a and b */
+#elif CONF == 2
+/* a < b < c; T0 over {a, b} (primary b), T1 over {b, c}, T2 over
+ * {a, b, c} (primary c) */
+#define NC 3
+#define NW 3
+#define COLL(t)  ((t) == 0 -> 3 : ((t) == 1 -> 6 : 7))
+#define PRIM(t)  ((t) == 0 -> 1 : 2)
+#define PMASK(c) ((c) == 1 -> 1 : ((c) == 2 -> 6 : 0))
+#elif CONF == 3
+/* a < b < c; T0 over {a, b} (primary b), T1 over {a, b, c} (primary c);
+ * the reader reads a and b, and so does not read T1's primary */
+#define NC 3
+#define NW 2
+#define COLL(t)  ((t) == 0 -> 3 : 7)
+#define PRIM(t)  ((t) == 0 -> 1 : 2)
+#define PMASK(c) ((c) == 1 -> 1 : ((c) == 2 -> 2 : 0))
+#define READER
 #define RMASK    3
 #endif
 #define NT NW                   /* one transaction per writer */
@@ -74,7 +90,7 @@ byte ndone;                     /* writers that ended (crashed or not) */
 #define AGREE(t, c) (!(COLL(t) & B(c)) || HAS(c, t) == HAS(PRIM(t), t))
 /* an acknowledged T is visible in all its collections */
 #define ACKED(t, c) (!(ack & B(t)) || !(COLL(t) & B(c)) || HAS(c, t))
-#ifdef THREE
+#if NC == 3
 #define EACH_C(P, t) (P(t, 0) && P(t, 1) && P(t, 2))
 #define EACH(P) (EACH_C(P, 0) && EACH_C(P, 1) && EACH_C(P, 2))
 #define NOUNDEC (!UNDEC(0) && !UNDEC(1) && !UNDEC(2))
@@ -253,19 +269,20 @@ stop:
 proctype recoverer()
 {
 	byte c, x, s, u, ps, a;
-	bool pb;
+	bool pb, all_resolved;
 
 	do
 	:: atomic { ALL_RESOLVED -> break }
 	:: atomic { UNDEC(0) && ((abr | exp) & B(hT[0])) -> c = 0 }; settle(c, 0); s = 0
 	:: atomic { UNDEC(1) && ((abr | exp) & B(hT[1])) -> c = 1 }; settle(c, 0); s = 0
-#ifdef THREE
+#if NC == 3
 	:: atomic { UNDEC(2) && ((abr | exp) & B(hT[2])) -> c = 2 }; settle(c, 0); s = 0
 #endif
 	od;
 stop:
 	/* the end state: every pending revision resolved, nothing lost */
-	assert(ALL_RESOLVED);
+	all_resolved = ALL_RESOLVED;
+	assert(all_resolved);
 	assert(INVARIANT)
 }
 
@@ -277,7 +294,7 @@ end:
 	do
 	:: atomic { !(exp & B(0)) && PENDED(0) && !((dec | abr) & B(0)) -> exp = exp | B(0) }
 	:: atomic { !(exp & B(1)) && PENDED(1) && !((dec | abr) & B(1)) -> exp = exp | B(1) }
-#ifdef THREE
+#if NW == 3
 	:: atomic { !(exp & B(2)) && PENDED(2) && !((dec | abr) & B(2)) -> exp = exp | B(2) }
 #endif
 	od
@@ -292,6 +309,7 @@ end:
  * reading (MUTANT-5), which is what docs/protocol.md describes, a reader
  * of two collections can see part of a transaction.
  */
+#ifdef READER
 proctype reader()
 {
 	byte v0, v1, t0, t1, h0, h1;
@@ -321,11 +339,18 @@ proctype reader()
 	od;
 	assert(((t0 ^ t1) & RMASK) == 0)
 }
+#endif
 
+/* the invariants, in every reachable state */
 active proctype monitor()
 {
+	bool one_decision, no_lost_commit, atomicity;
 end:
-	atomic { !(INVARIANT) -> assert(INVARIANT) }
+	atomic {
+		!(INVARIANT) ->
+		one_decision = ONE_DEC; no_lost_commit = NO_LOST; atomicity = ATOMIC;
+		assert(one_decision); assert(no_lost_commit); assert(atomicity)
+	}
 }
 
 init {
@@ -333,11 +358,13 @@ init {
 		run clock();
 		run writer(0);
 		run writer(1);
-#ifdef THREE
+#if NW == 3
 		run writer(2);
 #endif
 		run recoverer();
+#ifdef READER
 		run reader()
+#endif
 	}
 }
 

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #define REF_PREFIX "refs/opt/collections/"
-#define CACHE_SLOTS 4096
+#define CACHE_SLOTS 64      /* default: streaming reads stay small */
 
 struct opt_store {
 	git_repository *repo;
@@ -48,7 +48,9 @@ struct opt_snap {
 	char *trx, *summary;
 	char *trailer_buf;
 	char commit_hex[41];
-	struct cache_slot *cache;  /* CACHE_SLOTS, allocated on first read */
+	struct cache_slot *cache;  /* nslots ring of cached IDs, oldest first */
+	size_t nslots, ring;
+	json_t *lru;               /* id -> block for the IDs in the ring */
 	json_t *pinned;            /* inner nodes and headers: kept */
 	json_t *trailers;          /* parsed trailers */
 };
@@ -74,6 +76,9 @@ static int global_init(void)
 	(void)fs;
 	git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, opt_pack_fsync_enabled());
 	git_libgit2_opts(GIT_OPT_ENABLE_STRICT_OBJECT_CREATION, 0);
+	/* reads need not re-hash every object: opt-log verify checks content
+	 * against the log's SHA-256 hashes, git fsck checks the objects */
+	git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0);
 	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_TREE, (size_t)1 << 20);
 	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_COMMIT, (size_t)1 << 16);
 	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_BLOB, (size_t)0);
@@ -692,11 +697,10 @@ void opt_snap_free(struct opt_snap *snap)
 
 	if (!snap)
 		return;
-	for (i = 0; snap->cache && i < CACHE_SLOTS; i++) {
+	for (i = 0; snap->cache && i < snap->nslots; i++)
 		free(snap->cache[i].id);
-		json_decref(snap->cache[i].block);
-	}
 	free(snap->cache);
+	json_decref(snap->lru);
 	json_decref(snap->pinned);
 	json_decref(snap->trailers);
 	git_tree_free(snap->blocks);
@@ -806,15 +810,6 @@ int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t
 	return 0;
 }
 
-static size_t str_hash(const char *s)
-{
-	size_t h = 1469598103934665603ULL;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
-}
-
 static int snap_get(void *ctx, const char *id, json_t **out)
 {
 	struct opt_snap *snap = ctx;
@@ -827,20 +822,22 @@ static int snap_get(void *ctx, const char *id, json_t **out)
 
 	*out = NULL;
 	if (!snap->cache) {
-		snap->cache = calloc(CACHE_SLOTS, sizeof(*snap->cache));
-		snap->pinned = json_object();
-		if (!snap->cache || !snap->pinned)
+		if (!snap->nslots)
+			snap->nslots = CACHE_SLOTS;
+		snap->cache = calloc(snap->nslots, sizeof(*snap->cache));
+		if (!snap->pinned)
+			snap->pinned = json_object();
+		if (!snap->lru)
+			snap->lru = json_object();
+		if (!snap->cache || !snap->pinned || !snap->lru)
 			return opt_error_set(OPT_EIO, "out of memory");
 	}
-	if ((b = json_object_get(snap->pinned, id))) {
+	if ((b = json_object_get(snap->pinned, id)) || (b = json_object_get(snap->lru, id))) {
 		*out = json_incref(b);
 		return 0;
 	}
-	slot = &snap->cache[str_hash(id) % CACHE_SLOTS];
-	if (slot->id && strcmp(slot->id, id) == 0) {
-		*out = json_incref(slot->block);
-		return 0;
-	}
+	/* the cache: a map, with the oldest entry leaving when it is full */
+	slot = &snap->cache[snap->ring++ % snap->nslots];
 	if ((rc = find_blob(snap, id, &oid)) < 0)
 		return rc;
 	if (git_odb_read(&obj, snap->s->odb, &oid) < 0)
@@ -857,16 +854,28 @@ static int snap_get(void *ctx, const char *id, json_t **out)
 		*out = b;
 		return 0;
 	}
+	if (slot->id)
+		json_object_del(snap->lru, slot->id);
 	free(slot->id);
-	json_decref(slot->block);
 	slot->id = strdup(id);
-	slot->block = json_incref(b);
-	if (!slot->id) {
-		json_decref(slot->block);
-		slot->block = NULL;
-	}
+	if (slot->id)
+		json_object_set(snap->lru, id, b);
 	*out = b;
 	return 0;
+}
+
+void opt_snap_cache(struct opt_snap *snap, size_t blocks)
+{
+	size_t i;
+
+	for (i = 0; snap->cache && i < snap->nslots; i++)
+		free(snap->cache[i].id);
+	free(snap->cache);
+	snap->cache = NULL;
+	json_decref(snap->lru);
+	snap->lru = NULL;
+	snap->ring = 0;
+	snap->nslots = blocks ? blocks : CACHE_SLOTS;
 }
 
 struct opt_source opt_snap_source(struct opt_snap *snap)

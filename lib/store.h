@@ -104,6 +104,11 @@ const char *opt_snap_commit(const struct opt_snap *snap);
  * parsed once and kept in a small cache. */
 struct opt_source opt_snap_source(struct opt_snap *snap);
 
+/* Keep up to `blocks` parsed blocks of snap in memory (default 64; inner
+ * tree nodes and headers are always kept).  Point lookups want many;
+ * streaming reads want few. */
+void opt_snap_cache(struct opt_snap *snap, size_t blocks);
+
 /* The stored bytes (canonical JSON) of block id: *buf malloc'd.
  * OPT_ENOTFOUND when absent. */
 int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t *len);
