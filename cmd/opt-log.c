@@ -286,13 +286,24 @@ static int do_commit(struct cmd *c)
 	if ((st = cmd_store(c, 1)))
 		return st;
 	opt_jsonl_open(&in, stdin);
-	while ((rc = opt_jsonl_next(in, &v)) == 1) {
-		n++;
-		if (!cmd_flag(c, "each") && n > 1) {
-			json_decref(v);
-			st = cmd_usage(c, "the input holds more than one transaction document (use --each)");
-			break;
+	if (!cmd_flag(c, "each")) {
+		/* one document: read all of the input before committing it */
+		json_t *doc = NULL;
+		long line = 0;
+		while ((rc = opt_jsonl_next(in, &v)) == 1) {
+			if (++n > 1) {
+				json_decref(v);
+				st = cmd_usage(c, "the input holds more than one transaction document (use --each; nothing committed)");
+				break;
+			}
+			doc = v;
+			line = opt_jsonl_line(in);
 		}
+		if (!st && rc >= 0 && doc)
+			st = commit_one(c, doc, line);
+		json_decref(doc);
+	} else while ((rc = opt_jsonl_next(in, &v)) == 1) {
+		n++;
 		st = commit_one(c, v, opt_jsonl_line(in));
 		json_decref(v);
 		if (st)

@@ -1,35 +1,51 @@
 /*
  * docs/protocol.pml - a Promela model of the multi-collection commit
- * protocol of docs/protocol.md, checked with spin (sh tests/protocol.sh).
+ * protocol of docs/protocol.md, checked with spin: sh tests/protocol.sh.
  *
- * What a collection is here: its ref (ver: the commit it points at, a
- * counter, so a CAS can never be fooled by an old value coming back), the
- * head revision (hT: its transaction, hS: its status) and its history as
- * flags: pend[c] bit t = T's pending revision is in c's history, revd[c]
- * bit t = T's revert revision is; dec bit t = T's decision is in the
- * history of its primary, abr bit t = an abort record for T is.  The tree
- * of the head is the set of transactions whose changes it holds:
- * TREE(c) = pend & ~revd, plus the decisions of the transactions whose
- * primary c is.  Block contents, log entries, replay and clocks are
- * abstracted away: a revision is (transaction, status).
+ * A collection is its ref (ver: which commit, a counter, so no CAS is ever
+ * fooled by an old value coming back), its head (hP: a pending revision,
+ * hT: of which transaction) and its history as flags: pend[c] bit t, T's
+ * pending revision is in c's history; revd[c] bit t, T's revert revision
+ * is; dec bit t, T's decision is in the history of T's primary; abr bit t,
+ * an abort record for T is.  The tree of the head is the set of
+ * transactions whose changes it holds: TREE(c).  A CAS is an atomic
+ * compare-and-set of ver; every read is one atomic step, and a process
+ * acts on a read in a later step (the CAS carries the value it read).
+ * Abstracted away: git objects, block contents and log entries (a revision
+ * is a transaction and a status), the replay of actions (a retry is a new
+ * CAS from the new head), clocks (expiry is an event, below), and
+ * single-collection transactions.
  *
- * Processes: one writer (coordinator) per transaction, which may crash
- * before any write (a crash between two reads is the same as one before
- * the next write); a recoverer, the "whoever comes next" of the protocol,
- * which resolves pending revisions, aborting the expired ones through the
- * primary; a clock, which may expire a pending transaction at any moment
- * after its first pend; a reader of two collections; and a monitor of the
- * invariants.  Writers resolve what they meet too, exactly as the
- * recoverer does, and may give up while waiting (the busy timeout).
+ * Processes:
+ *  - writer(t): the coordinator of transaction t.  Pends in name order,
+ *    then decides by CAS on the primary; after a failed CAS it re-reads the
+ *    primary (an abort record: exit 3, reverting its pending revisions
+ *    first).  It resolves what it meets on the way (settle) and may crash
+ *    before any read, which is the same as crashing anywhere before the
+ *    next write, and give up while it waits (the busy timeout, exit 6).
+ *  - recoverer: "whoever comes next", a reader or writer that meets
+ *    pending revisions: resolves every one that has expired or whose
+ *    transaction aborted; it does not crash, and it ends only when the
+ *    writers have ended and no pending revision is left (with RECOVER_LATE
+ *    it starts only once the writers have ended).
+ *  - clock: a transaction with a pending revision, neither decided nor
+ *    aborted, may expire at any moment; its coordinator may still try to
+ *    decide afterwards.
+ *  - reader: reads two collections and checks it saw every transaction
+ *    whole (see below); the invariants check readers of one collection.
+ *  - monitor: the invariants, in every reachable state.
  *
- * Configurations (spin -DTHREE for the second):
- *   default  collections a < b, T0 and T1 both over {a, b} (primary b)
- *   THREE    collections a < b < c, T0 over {a, b} (primary b), T1 over
- *            {b, c} (primary c), T2 over {a, b, c} (primary c); the reader
- *            reads a and b, which T2 changes but does not decide.
+ * Properties: in every state, for every transaction, all its collections
+ * show it (as a reader computes it, VIS) or none does (atomicity); never
+ * both a decision and an abort record (one_decision); an acknowledged
+ * transaction is decided, never aborted or reverted, and visible in all
+ * its collections (no_lost_commit); at the end, every pending revision is
+ * committed or reverted (all_resolved, and no invalid end state); and the
+ * LTL property progress, <> ALL_RESOLVED, under weak fairness.
  *
- * tests/protocol.sh also checks mutants of this file (sed on the lines
- * marked MUTANT-n) to show that the properties can fail.
+ * Configurations (spin -DCONF=n): see below.  tests/protocol.sh also
+ * checks mutants of this file (sed on the lines marked MUTANT-n), which
+ * must fail, so that the checks cannot pass vacuously.
  */
 
 #ifndef CONF
@@ -42,14 +58,18 @@
 #define COLL(t)  3
 #define PRIM(t)  1
 #define PMASK(c) ((c) == 1 -> 3 : 0)
+#ifndef NOREADER
 #define READER
+#endif
 #define RMASK    3              /* the transactions over both a and b */
 #elif CONF == 2
-/* a < b < c; T0 over {a, b} (primary b), T1 over {b, c}, T2 over
- * {a, b, c} (primary c) */
+/* a < b < c; T0 over {a, b} (primary b), T1 over {b, c} and T2 over
+ * {a, c} (both primary c).  b is T0's primary and holds T1's pending
+ * revision: T0's decision, and an abort of T0 by T2 or the recoverer,
+ * must first resolve T1 through c.  No reader (it would add nothing). */
 #define NC 3
 #define NW 3
-#define COLL(t)  ((t) == 0 -> 3 : ((t) == 1 -> 6 : 7))
+#define COLL(t)  ((t) == 0 -> 3 : ((t) == 1 -> 6 : 5))
 #define PRIM(t)  ((t) == 0 -> 1 : 2)
 #define PMASK(c) ((c) == 1 -> 1 : ((c) == 2 -> 6 : 0))
 #elif CONF == 3
@@ -60,7 +80,9 @@
 #define COLL(t)  ((t) == 0 -> 3 : 7)
 #define PRIM(t)  ((t) == 0 -> 1 : 2)
 #define PMASK(c) ((c) == 1 -> 1 : ((c) == 2 -> 2 : 0))
+#ifndef NOREADER
 #define READER
+#endif
 #define RMASK    3
 #endif
 #define NT NW                   /* one transaction per writer */
@@ -167,7 +189,7 @@ inline settle(c0, crashy) {
 		:: a == A_REVERT ->
 			atomic {
 				if
-				:: ver[x] == s ->
+				:: ver[x] == s ->                         /* MUTANT-6 */
 					ver[x]++; hP[x] = 0; hT[x] = 0; revd[x] = revd[x] | B(u)
 				:: else
 				fi;
@@ -271,6 +293,9 @@ proctype recoverer()
 	byte c, x, s, u, ps, a;
 	bool pb, all_resolved;
 
+#ifdef RECOVER_LATE
+	ndone == NW;                /* only once every writer ended */
+#endif
 	do
 	:: atomic { ALL_RESOLVED -> break }
 	:: atomic { UNDEC(0) && ((abr | exp) & B(hT[0])) -> c = 0 }; settle(c, 0); s = 0
@@ -282,8 +307,7 @@ proctype recoverer()
 stop:
 	/* the end state: every pending revision resolved, nothing lost */
 	all_resolved = ALL_RESOLVED;
-	assert(all_resolved);
-	assert(INVARIANT)
+	assert(all_resolved)
 }
 
 /* time passes: the pending revisions of a transaction that is neither
@@ -301,19 +325,26 @@ end:
 }
 
 /*
- * A reader of collections a and b: it reads the two refs one after the
- * other, then resolves the pending heads it read through their primaries,
- * then reads both refs again and starts over if either moved.  Then every
- * ref it used held the value it read at the moment each primary was read,
- * so it sees every transaction as at one moment.  Without the second
- * reading (MUTANT-5), which is what docs/protocol.md describes, a reader
- * of two collections can see part of a transaction.
+ * A reader of collections a and b.  As docs/protocol.md describes it
+ * (DOC_READER), it reads each collection in turn, resolving a pending head
+ * through its primary as it meets it: then it can see part of a
+ * transaction (tests/protocol.sh shows spin's trail).  The fix modelled
+ * by default: read the refs of a and b, then resolve the pending heads
+ * read through their primaries, then read both refs again and start over
+ * if either moved.  Every ref used then held the value read at the moment
+ * each primary was read, so each transaction is seen as at one moment.
+ * MUTANT-5 drops the second reading.
  */
 #ifdef READER
 proctype reader()
 {
 	byte v0, v1, t0, t1, h0, h1;
+	bool moved;
 
+#ifdef DOC_READER
+	atomic { t0 = VIS(0) }
+	atomic { t1 = VIS(1) };
+#else
 	do
 	:: atomic { v0 = ver[0]; t0 = TREE(0); h0 = (hP[0] -> hT[0] : NT) }
 		atomic { v1 = ver[1]; t1 = TREE(1); h1 = (hP[1] -> hT[1] : NT) }
@@ -329,14 +360,17 @@ proctype reader()
 			h0 = 0; h1 = 0
 		}
 		atomic {
+			moved = 0;
+			if :: ver[0] != v0 -> moved = 1 :: else fi;   /* MUTANT-5 */
+			if :: ver[1] != v1 -> moved = 1 :: else fi;   /* MUTANT-5 */
+			v0 = 0; v1 = 0;
 			if
-			:: ver[0] != v0 -> t0 = 0; t1 = 0        /* MUTANT-5a */
-			:: ver[1] != v1 -> t0 = 0; t1 = 0        /* MUTANT-5b */
+			:: moved -> moved = 0; t0 = 0; t1 = 0
 			:: else -> break
-			fi;
-			v0 = 0; v1 = 0
+			fi
 		}
 	od;
+#endif
 	assert(((t0 ^ t1) & RMASK) == 0)
 }
 #endif

@@ -13,19 +13,26 @@
  * numbers never going back.  When opt_json_parse accepts the whole input as
  * one value, the stream reader must give that value and then the end.
  *
- * An input starting with the byte 0x01 and a byte N is read after 65536 -
- * 16*N bytes of white space, so that its values straddle the reader's
- * first 64 KiB buffer (exercising the buffer's move and growth).
+ * Two prefixes change how the bytes after them are fed:
+ *   0x01 N  read after 65536 - 16*N bytes of white space, so that the values
+ *           straddle the reader's first 64 KiB buffer (exercising the
+ *           buffer's move and growth);
+ *   0x02 N  read from a socket (SOCK_SEQPACKET, a file descriptor: the
+ *           read(2) path used for stdin and pipes) in messages of N+1
+ *           bytes, so that values arrive split across reads.
  *
  * A broken property aborts (the fuzzer reports it as a crash). */
 #include "error.h"
 #include "json.h"
 #include "util.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define FAIL(...) do { fprintf(stderr, "fuzz-jsonl: " __VA_ARGS__); \
 	fputc('\n', stderr); abort(); } while (0)
@@ -136,6 +143,32 @@ static void check_key(const json_t *v, const json_t *reparsed, const json_t *cop
 	}
 }
 
+/* A stream of data in messages of chunk bytes: a socket whose writing end
+ * is closed after the last message (NULL when the messages do not fit in
+ * the socket's buffer). */
+static FILE *chunked_stream(const uint8_t *data, size_t size, size_t chunk)
+{
+	int sv[2], sndbuf = 1 << 20;
+	size_t off;
+	FILE *f;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0)
+		FAIL("socketpair: %s", strerror(errno));
+	(void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	for (off = 0; off < size; off += chunk) {
+		size_t n = size - off < chunk ? size - off : chunk;
+		if (send(sv[0], data + off, n, MSG_DONTWAIT) != (ssize_t)n) {
+			close(sv[0]);
+			close(sv[1]);
+			return NULL;
+		}
+	}
+	close(sv[0]);
+	f = fdopen(sv[1], "r");
+	ASSERT(f != NULL);
+	return f;
+}
+
 static void check_value(json_t *v, const json_t *prev[2])
 {
 	json_t *w = check_canon(v);
@@ -157,14 +190,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct opt_jsonl *r = NULL;
 	json_t *v, *whole = NULL, *keys[2] = { NULL, NULL };
 	const json_t *prev[2];
-	size_t pad = 0, total, results = 0, nvalues = 0;
+	size_t pad = 0, chunk = 0, total, results = 0, nvalues = 0;
 	char *buf;
-	FILE *f;
+	FILE *f = NULL;
 	long line = 0;
 	int rc;
 
 	if (size >= 2 && data[0] == 0x01) {
 		pad = PAD_BASE - 16 * (size_t)data[1];
+		data += 2;
+		size -= 2;
+	} else if (size >= 2 && data[0] == 0x02) {
+		chunk = (size_t)data[1] + 1;
 		data += 2;
 		size -= 2;
 	}
@@ -181,7 +218,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (opt_json_parse(&whole, (const char *)data, size) < 0)
 		whole = NULL;
 
-	f = fmemopen(buf, total, "r");
+	if (chunk)
+		f = chunked_stream(data, size, chunk);
+	if (!f)
+		f = fmemopen(buf, total, "r");
 	ASSERT(f != NULL);
 	ASSERT(opt_jsonl_open(&r, f) == 0);
 	for (;;) {

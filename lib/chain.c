@@ -532,7 +532,19 @@ done:
 	return rc;
 }
 
+static int chain_add(struct opt_tracker *t, const char *header_id, const json_t *entries, int start_new);
+
 int opt_chain_add(struct opt_tracker *t, const char *header_id, const json_t *entries)
+{
+	return chain_add(t, header_id, entries, 0);
+}
+
+int opt_chain_add_new_block(struct opt_tracker *t, const char *header_id, const json_t *entries)
+{
+	return chain_add(t, header_id, entries, 1);
+}
+
+static int chain_add(struct opt_tracker *t, const char *header_id, const json_t *entries, int start_new)
 {
 	char head[ID_BUF], tail[ID_BUF], cur[ID_BUF], nid[ID_BUF];
 	char *type = NULL, *coll = NULL;
@@ -567,7 +579,7 @@ int opt_chain_add(struct opt_tracker *t, const char *header_id, const json_t *en
 	len = json_array_size(ents);
 	opt_tracker_mark(t, &tok);
 	marked = 1;
-	if (len < OPT_CHAIN_ENTRIES) {
+	if (len < OPT_CHAIN_ENTRIES && !(start_new && len > 0)) {
 		k = OPT_CHAIN_ENTRIES - len < n ? OPT_CHAIN_ENTRIES - len : n;
 		if (!(slice = json_array())) {
 			rc = opt_error_set(OPT_EIO, "out of memory");

@@ -61,6 +61,11 @@ int opt_chain_has(const struct opt_source *src, const char *header_id);
  * both ways, and move tailId.  An empty array changes nothing. */
 int opt_chain_add(struct opt_tracker *t, const char *header_id, const json_t *entries);
 
+/* The same, but the entries start a new block even when the tail has room
+ * (unless the tail is empty): keeps big entries from being rewritten with
+ * every later addition. */
+int opt_chain_add_new_block(struct opt_tracker *t, const char *header_id, const json_t *entries);
+
 /* Remove up to n entries from the tail.  *out gets a new array of the
  * removed entries in chain order (oldest first: popping 2 from [a,b,c]
  * gives [b,c]).  A tail block left empty is deleted unless it is the last

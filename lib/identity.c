@@ -226,6 +226,15 @@ int opt_trust_add(struct opt_store *s, const char *key, const char *name)
 		return opt_error_set(OPT_EINVAL, "a key is 64 lowercase hex characters (as 'opt-log identity' prints), not '%.80s'", key);
 	if (name && (strchr(name, '\n') || strlen(name) > 200))
 		return opt_error_set(OPT_EINVAL, "a key's name is one line of at most 200 characters");
+	{
+		/* the store's own key is trusted already, and listed as such */
+		struct opt_identity id;
+		int self = opt_identity_get(&id, s, 0) == 0 && strcmp(id.pub, key) == 0;
+		sodium_memzero(&id, sizeof(id));
+		opt_error_clear();
+		if (self)
+			return 0;
+	}
 	if ((rc = trust_read(s, &arr)) < 0)
 		return rc;
 	for (i = 0; i < json_array_size(arr); i++)
@@ -247,6 +256,8 @@ int opt_trust_remove(struct opt_store *s, const char *key)
 	size_t i;
 	int rc;
 
+	if (!opt_key_hex_valid(key))
+		return opt_error_set(OPT_EINVAL, "a key is 64 lowercase hex characters (as 'opt-log identity' prints), not '%.80s'", key);
 	if (opt_identity_get(&id, s, 0) == 0 && strcmp(id.pub, key) == 0) {
 		sodium_memzero(&id, sizeof(id));
 		return opt_error_set(OPT_EINVAL, "the store's own key is always trusted");

@@ -164,7 +164,7 @@ int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const js
 	char prior[65], hash[65];
 	long rev;
 	size_t tok;
-	int rc, marked = 0;
+	int rc, marked = 0, big = 0, last_big = 0;
 
 	if (out)
 		*out = NULL;
@@ -177,8 +177,21 @@ int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const js
 		goto done;
 	if (rc == 0 && (rc = opt_chain_create(t, header_id, NULL, OPT_LOG_DATA_TYPE)) < 0)
 		goto done;
-	if ((rc = last_rev_hash(&src, header_id, &rev, prior)) < 0)
-		goto done;
+	{
+		/* the header keeps the last rev and hash (logRev, logHash): no
+		 * need to read the tail block, which may hold a big entry */
+		const json_t *h;
+		if (opt_tracker_get(t, header_id, &h) == 0 &&
+		    json_is_integer(json_object_get(h, "logRev")) &&
+		    json_is_string(json_object_get(h, "logHash")) &&
+		    is_hash(json_string_value(json_object_get(h, "logHash")))) {
+			rev = (long)json_integer_value(json_object_get(h, "logRev"));
+			memcpy(prior, json_string_value(json_object_get(h, "logHash")), OPT_SHA256_HEX + 1);
+			last_big = json_is_true(json_object_get(h, "logBig"));
+		} else if ((rc = last_rev_hash(&src, header_id, &rev, prior)) < 0) {
+			goto done;
+		}
+	}
 	rev++;
 	given = json_object_get(fields, "rev");
 	if (given && json_integer_value(given) != rev) {
@@ -213,8 +226,28 @@ int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const js
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
-	if ((rc = opt_chain_add(t, header_id, one)) < 0)
+	/* an entry with many actions gets a block of its own, and so does the
+	 * entry after it: big entries are never rewritten by later appends */
+	big = json_array_size(json_object_get(entry, "actions")) > OPT_LOG_BIG_ACTIONS;
+	if ((rc = (big || last_big ? opt_chain_add_new_block : opt_chain_add)(t, header_id, one)) < 0)
 		goto done;
+	{
+		json_t *op = json_pack("[s,i,i,I]", "logRev", 0, 0, (json_int_t)rev);
+		if (op && (rc = opt_tracker_update(t, header_id, op)) == 0) {
+			json_decref(op);
+			op = json_pack("[s,i,i,s]", "logHash", 0, 0, hash);
+			if (op)
+				rc = opt_tracker_update(t, header_id, op);
+		}
+		json_decref(op);
+		if (rc == 0) {
+			op = json_pack("[s,i,i,b]", "logBig", 0, 0, big);
+			rc = op ? opt_tracker_update(t, header_id, op) : OPT_EIO;
+			json_decref(op);
+		}
+		if (rc < 0)
+			goto done;
+	}
 	if (out) {
 		*out = entry;
 		entry = NULL;

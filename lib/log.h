@@ -35,6 +35,13 @@
 
 #define OPT_LOG_DATA_TYPE "LGD"
 
+/* An entry with more actions than this gets a log block of its own. */
+#define OPT_LOG_BIG_ACTIONS 64
+
+/* The header fields the log itself keeps up to date: the chain links and
+ * the last entry (logRev, logHash, logBig).  Hashes of the header leave
+ * them out. */
+
 /* Append an entry to the log of header_id (an existing block; the log's
  * chain is created on the first append).  fields (borrowed; deep copied)
  * is an object holding at least "trx" (an ID), "actions" (an array) and

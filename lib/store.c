@@ -288,7 +288,7 @@ static int store_init_at(const char *dir)
 	if (git_repository_config(&cfg, repo) < 0 ||
 	    git_config_set_int32(cfg, "optimystic.version", 1) < 0 ||
 	    git_config_set_bool(cfg, "core.logallrefupdates", 0) < 0 ||
-	    git_config_set_bool(cfg, "gc.auto", 0) < 0)
+	    git_config_set_int32(cfg, "gc.auto", 0) < 0)
 		rc = git_fail(OPT_EIO, "cannot configure store");
 	git_config_free(cfg);
 	git_repository_free(repo);

@@ -65,6 +65,9 @@ int opt_txn_block_hash(const json_t *block, int is_header, char out[65])
 		return opt_error_set(OPT_EIO, "out of memory");
 	json_object_del(copy, "headId");
 	json_object_del(copy, "tailId");
+	json_object_del(copy, "logRev");
+	json_object_del(copy, "logHash");
+	json_object_del(copy, "logBig");
 	rc = opt_json_hash(out, copy);
 	json_decref(copy);
 	return rc;
@@ -174,9 +177,10 @@ static int revert_blocks(struct opt_txn *x, json_t *blocks)
 				json_t *nh;
 				if ((rc = opt_tracker_get(x->t, id, &h)) < 0)
 					goto done;
-				nh = json_pack("{s:O,s:O?,s:O?,s:O?}", "header", json_object_get(h, "header"),
+				nh = json_pack("{s:O,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?}", "header", json_object_get(h, "header"),
 					       "name", json_object_get(h, "name"), "headId", json_object_get(h, "headId"),
-					       "tailId", json_object_get(h, "tailId"));
+					       "tailId", json_object_get(h, "tailId"), "logRev", json_object_get(h, "logRev"),
+					       "logHash", json_object_get(h, "logHash"), "logBig", json_object_get(h, "logBig"));
 				if ((rc = opt_txn_block_hash(nh, 1, hex)) < 0 ||
 				    (rc = opt_tracker_insert_new(x->t, nh)) < 0)
 					goto done;
@@ -202,8 +206,14 @@ static int revert_blocks(struct opt_txn *x, json_t *blocks)
 				goto done;
 			}
 			json_t *nh = json_copy(pb);
-			json_object_set(nh, "headId", json_object_get(h, "headId"));
-			json_object_set(nh, "tailId", json_object_get(h, "tailId"));
+			static const char *keep[] = { "headId", "tailId", "logRev", "logHash", "logBig" };
+			size_t q;
+			for (q = 0; q < sizeof(keep) / sizeof(*keep); q++) {
+				if (json_object_get(h, keep[q]))
+					json_object_set(nh, keep[q], json_object_get(h, keep[q]));
+				else
+					json_object_del(nh, keep[q]);
+			}
 			json_decref(pb);
 			pb = nh;
 		}
@@ -722,6 +732,34 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 			goto done;
 		}
 		json_array_append_new(cols, json_string(v[i]->name));
+	}
+	/* refuse a collection of the wrong kind before anything is written
+	 * (after a pend, a refusal leaves abort and revert revisions) */
+	for (i = 0; i < n; i++) {
+		struct opt_snap *h = NULL;
+		json_t *hb = NULL;
+		char hid[OPT_ID_LEN + 1];
+		struct opt_source src;
+		if (!v[i]->type)
+			continue;
+		rc = opt_snap_head(&h, s, v[i]->name);
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			rc = 0;
+			continue;
+		}
+		if (rc < 0)
+			goto done;
+		opt_collection_header_id(v[i]->name, hid);
+		src = opt_snap_source(h);
+		if (src.get(src.ctx, hid, &hb) == 0 && opt_block_type(hb) && strcmp(opt_block_type(hb), v[i]->type) != 0 &&
+		    !json_is_true(json_object_get(hb, "placeholder")))
+			rc = opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection", v[i]->name,
+					   opt_type_name(opt_block_type(hb)), opt_type_name(v[i]->type));
+		json_decref(hb);
+		opt_snap_free(h);
+		if (rc < 0)
+			goto done;
 	}
 	memset(&x, 0, sizeof(x));
 	x.s = s;

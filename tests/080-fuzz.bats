@@ -3,7 +3,7 @@
 # builds them with clang, ASan and UBSan, and each runs briefly from its seed
 # corpus (fuzz/corpus/NAME) and must end without a crash, a leak, a broken
 # property, a time-out or a sanitizer report.  The plain pass runs each for
-# 8 s, the sanitizer pass (OPT_BIN in build-san/) for 3 s: the fuzzers are
+# 7 s, the sanitizer pass (OPT_BIN in build-san/) for 3 s: the fuzzers are
 # sanitized either way.  Inputs the fuzzer finds go to a temporary corpus,
 # never to fuzz/corpus.  The seed is random and printed ("INFO: Seed: N");
 # OPT_FUZZ_SEED=N repeats a run.  Without clang or libFuzzer the tests skip,
@@ -61,7 +61,7 @@ need_fuzzers() {
 # Run harness $1 briefly from its corpus; fail with the essentials of its
 # output on a crash, a sanitizer report or a non-zero exit.
 fuzz_briefly() {
-	local h=$1 secs=8 out status
+	local h=$1 secs=7 out status
 	case "$OPT_BIN" in
 	*/build-san/bin | */build-san/bin/) secs=3 ;;
 	esac

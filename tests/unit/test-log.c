@@ -120,7 +120,7 @@ TEST(append_and_verify)
 	CHECK(nlgd == 4);
 	h = json_object_get(s.blocks, s.hid);
 	CHECK(strcmp(opt_block_type(h), "TRE") == 0);
-	CHECK(json_object_size(h) == 3);  /* header, headId, tailId */
+	CHECK(json_object_size(h) == 6);  /* header, headId, tailId, logRev, logHash, logBig */
 
 	/* newest first, prior links */
 	if (opt_chain_iter_open(&it, &s.src, s.hid, 0) < 0) {

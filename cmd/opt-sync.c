@@ -1,0 +1,305 @@
+/* opt-sync - peers: remotes, clone, fetch, pull and push of collections,
+ * every transfer verified before a ref moves, every push a
+ * compare-and-swap at the receiving side, conflicts replayed. */
+#include "common.h"
+#include "identity.h"
+#include "sync.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const struct cmd_opt opts_none[] = {
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_fetch[] = {
+	{ "dry-run", 'n', NULL, "show what would be fetched; download and change nothing" },
+	{ "conflict", 0, "POLICY", "accepted for symmetry with pull and push (a fetch has no conflicts)" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_sync[] = {
+	{ "dry-run", 'n', NULL, "show the plan; change nothing" },
+	{ "conflict", 0, "POLICY", "when both sides changed: replay (default), keep-remote, fail, exec:PROG" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_clone[] = {
+	{ "trust", 0, "KEY", "also trust log entries signed by KEY (the remote's writers)" },
+	{ NULL, 0, NULL, NULL },
+};
+
+/* ---- output and progress ---- */
+
+struct out {
+	struct cmd *c;
+	int64_t next_ms;
+	int shown;
+};
+
+static int emit_cb(const json_t *rec, void *arg)
+{
+	struct out *o = arg;
+
+	if (o->shown) {
+		fprintf(stderr, "\r\033[K");
+		o->shown = 0;
+	}
+	if (cmd_print(o->c, rec))
+		return OPT_EIO;
+	fflush(stdout);
+	return 0;
+}
+
+static void progress_cb(const char *what, size_t done, size_t total, void *arg)
+{
+	struct out *o = arg;
+	int64_t now = opt_now_ms();
+
+	if (now < o->next_ms && done < total)
+		return;
+	o->next_ms = now + 100;
+	if (total)
+		fprintf(stderr, "\r\033[K%s: %s: %zu/%zu", o->c->prog->name, what, done, total);
+	else
+		fprintf(stderr, "\r\033[K%s: %s", o->c->prog->name, what);
+	o->shown = 1;
+}
+
+static void progress_end(struct out *o)
+{
+	if (o->shown)
+		fprintf(stderr, "\r\033[K");
+	o->shown = 0;
+}
+
+/* The options of a sync verb; 0 or the exit status of a usage error. */
+static int sync_opts(struct cmd *c, struct opt_sync_opts *so, struct out *o)
+{
+	const char *p = cmd_get(c, "conflict");
+
+	memset(so, 0, sizeof(*so));
+	memset(o, 0, sizeof(*o));
+	o->c = c;
+	o->next_ms = opt_now_ms() + 300;
+	if (p && strcmp(p, "replay") && strcmp(p, "keep-remote") && strcmp(p, "fail") &&
+	    !(strncmp(p, "exec:", 5) == 0 && p[5]))
+		return cmd_usage(c, "unknown conflict policy '%s' (replay, keep-remote, fail, exec:PROG)", p);
+	so->conflict = p;
+	so->dry_run = cmd_flag(c, "dry-run");
+	so->emit = emit_cb;
+	so->progress = cmd_progress_ok(c) ? progress_cb : NULL;
+	so->arg = o;
+	return 0;
+}
+
+/* Open the store and its sync state. */
+static int open_sync(struct cmd *c, struct opt_sync **y, int lock)
+{
+	int rc, st;
+
+	*y = NULL;
+	if ((st = cmd_store(c, 0)))
+		return st;
+	/* TLS certificates are loaded only if an https peer asks for them */
+	cmd_tls_enable();
+	if ((rc = opt_sync_open(y, c->store)) < 0)
+		return cmd_lib_fail(c, rc);
+	if (lock && (rc = opt_sync_lock(*y, 0)) < 0) {
+		opt_sync_free(*y);
+		*y = NULL;
+		return cmd_lib_fail(c, rc);
+	}
+	return 0;
+}
+
+static int check_colls(struct cmd *c, int from)
+{
+	int i;
+
+	for (i = from; i < c->npos; i++)
+		if (!opt_store_name_valid(c->pos[i]))
+			return cmd_usage(c, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')",
+					 c->pos[i]);
+	return 0;
+}
+
+/* ---- remote ---- */
+
+static int do_remote(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	const char *sub = c->npos ? c->pos[0] : NULL;
+	json_t *list = NULL;
+	size_t i;
+	int rc = 0, st = 0;
+
+	if (!sub)
+		return cmd_usage(c, "remote needs add, rm or ls");
+	if (strcmp(sub, "add") == 0) {
+		if (c->npos != 3)
+			return cmd_usage(c, "remote add takes a name and a URL");
+		if (!opt_sync_remote_name_valid(c->pos[1]))
+			return cmd_usage(c, "invalid remote name '%.100s' (use letters, digits, '.', '_' and '-')", c->pos[1]);
+		if (!*c->pos[2])
+			return cmd_usage(c, "the URL is empty");
+	} else if (strcmp(sub, "rm") == 0) {
+		if (c->npos != 2)
+			return cmd_usage(c, "remote rm takes one name");
+	} else if (strcmp(sub, "ls") == 0) {
+		if (c->npos != 1)
+			return cmd_usage(c, "remote ls takes no operands");
+	} else {
+		return cmd_usage(c, "unknown remote command '%s' (add, rm, ls)", sub);
+	}
+	if ((st = open_sync(c, &y, 0)))
+		return st;
+	if (strcmp(sub, "add") == 0) {
+		rc = opt_sync_remote_add(y, c->pos[1], c->pos[2]);
+		if (rc == OPT_ECONFLICT)
+			rc = opt_error_set(OPT_EINVAL, "remote '%s' exists already", c->pos[1]);
+	} else if (strcmp(sub, "rm") == 0) {
+		rc = opt_sync_remote_rm(y, c->pos[1]);
+	} else if ((rc = opt_sync_remote_list(y, &list)) == 0) {
+		for (i = 0; i < json_array_size(list) && !st; i++)
+			st = cmd_print(c, json_array_get(list, i));
+		json_decref(list);
+	}
+	opt_sync_free(y);
+	if (rc < 0)
+		return cmd_lib_fail(c, rc);
+	return st;
+}
+
+/* ---- fetch, pull, push ---- */
+
+typedef int (*sync_fn)(struct opt_sync *, const char *, const char *const *, size_t, const struct opt_sync_opts *);
+
+static int run_sync(struct cmd *c, sync_fn fn)
+{
+	struct opt_sync *y = NULL;
+	struct opt_sync_opts so;
+	struct out o;
+	char *remote = NULL;
+	int rc, st;
+
+	if ((st = sync_opts(c, &so, &o)) || (st = check_colls(c, 1)))
+		return st;
+	if (c->npos && !opt_sync_remote_name_valid(c->pos[0]))
+		return cmd_usage(c, "invalid remote name '%.100s'", c->pos[0]);
+	if ((st = open_sync(c, &y, !so.dry_run)))
+		return st;
+	if (c->npos)
+		remote = strdup(c->pos[0]);
+	else if ((rc = opt_sync_remote_default(y, &remote)) < 0) {
+		opt_sync_free(y);
+		return cmd_lib_fail(c, rc == OPT_EINVAL ? OPT_EINVAL : rc);
+	}
+	rc = fn(y, remote, (const char *const *)(c->npos > 1 ? c->pos + 1 : NULL), c->npos > 1 ? (size_t)c->npos - 1 : 0,
+		&so);
+	progress_end(&o);
+	free(remote);
+	opt_sync_free(y);
+	if (rc < 0)
+		return c->out_err ? OPT_EXIT_OTHER : cmd_lib_fail(c, rc);
+	return c->out_err ? OPT_EXIT_OTHER : 0;
+}
+
+static int do_fetch(struct cmd *c)
+{
+	return run_sync(c, opt_sync_fetch);
+}
+
+static int do_pull(struct cmd *c)
+{
+	return run_sync(c, opt_sync_pull);
+}
+
+static int do_push(struct cmd *c)
+{
+	return run_sync(c, opt_sync_push);
+}
+
+/* ---- status ---- */
+
+static int do_status(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	struct opt_sync_opts so;
+	struct out o;
+	int rc, st;
+
+	if (c->npos > 1)
+		return cmd_usage(c, "status takes at most one remote");
+	if ((st = sync_opts(c, &so, &o)))
+		return st;
+	if ((st = open_sync(c, &y, 0)))
+		return st;
+	rc = opt_sync_status(y, c->npos ? c->pos[0] : NULL, &so);
+	opt_sync_free(y);
+	if (rc < 0)
+		return c->out_err ? OPT_EXIT_OTHER : cmd_lib_fail(c, rc);
+	return c->out_err ? OPT_EXIT_OTHER : 0;
+}
+
+/* ---- clone ---- */
+
+static int do_clone(struct cmd *c)
+{
+	struct opt_sync_opts so;
+	struct out o;
+	const char *dir, *key = cmd_get(c, "trust");
+	int rc, st;
+
+	if (c->npos < 1)
+		return cmd_usage(c, "clone needs the URL of the remote");
+	if (c->npos > 2)
+		return cmd_usage(c, "clone takes a URL and a directory");
+	if (!*c->pos[0])
+		return cmd_usage(c, "the URL is empty");
+	if (key && !opt_key_hex_valid(key))
+		return cmd_usage(c, "invalid key '%.80s' (64 lowercase hex characters)", key);
+	if ((st = sync_opts(c, &so, &o)))
+		return st;
+	/* like opt-block init: DIR, else --store, else ./.opt ($OPT_STORE is
+	 * where stores are looked for, not where a new one goes) */
+	dir = c->npos == 2 ? c->pos[1] : c->store_dir ? c->store_dir : OPT_STORE_DIRNAME;
+	cmd_tls_enable();
+	rc = opt_sync_clone(NULL, c->pos[0], dir, key ? &key : NULL, key ? 1 : 0, &so);
+	progress_end(&o);
+	if (rc < 0)
+		return c->out_err ? OPT_EXIT_OTHER : cmd_lib_fail(c, rc);
+	return c->out_err ? OPT_EXIT_OTHER : 0;
+}
+
+static const struct cmd_verb verbs[] = {
+	{ "remote", do_remote, "add NAME URL | rm NAME | ls",
+	  "add, remove or list the store's peers: {name, url} lines", opts_none, 0 },
+	{ "clone", do_clone, "URL [DIR] [--trust KEY]",
+	  "make a store at DIR (default .opt) holding the collections of URL", opts_clone, 1 },
+	{ "fetch", do_fetch, "[REMOTE] [COLL...] [--dry-run]",
+	  "fetch and verify the remote's collections into its tracking refs", opts_fetch, 0 },
+	{ "pull", do_pull, "[REMOTE] [COLL...] [--dry-run] [--conflict POLICY]",
+	  "fetch, then fast-forward or replay the local collections", opts_sync, 0 },
+	{ "push", do_push, "[REMOTE] [COLL...] [--dry-run] [--conflict POLICY]",
+	  "update the remote's collections by compare-and-swap, replaying when it moved", opts_sync, 0 },
+	{ "status", do_status, "[REMOTE]",
+	  "revisions on each side since the common base: {collection, remote, ahead, behind}", opts_none, 0 },
+	{ NULL, NULL, NULL, NULL, NULL, 0 },
+};
+
+static const struct cmd_prog prog = {
+	"opt-sync",
+	"Peers of optimystic: remotes, clone, fetch, pull and push.  Fetched data is\n"
+	"verified before any ref moves; pushes are compare-and-swap at the remote.",
+	verbs,
+};
+
+int main(int argc, char **argv)
+{
+	/* a peer that hangs up must not kill us (libgit2 writes to pipes) */
+	signal(SIGPIPE, SIG_IGN);
+	return cmd_main(&prog, argc, argv);
+}

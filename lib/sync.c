@@ -1,0 +1,2490 @@
+#include "sync.h"
+#include "chain.h"
+#include "collection.h"
+#include "error.h"
+#include "identity.h"
+#include "json.h"
+#include "pack.h"
+#include "txn.h"
+#include "util.h"
+#include "verify.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <git2.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define REF_COLL "refs/opt/collections/"
+#define REF_REMOTES "refs/opt/remotes/"
+#define REF_INCOMING "refs/opt/incoming/"
+#define REF_BACKUP "refs/opt/sync/backup/"
+#define REF_PUSH "refs/opt/sync/push/"
+#define REPLAY_PREFIX "replay "
+#define REFLEN (64 + OPT_REMOTE_NAME_MAX + OPT_NAME_MAX)
+
+struct opt_sync {
+	struct opt_store *s;
+	git_repository *repo;
+	int lockfd;
+	const struct opt_sync_opts *o;
+};
+
+/* A remote being worked with. */
+struct remote {
+	char name[OPT_REMOTE_NAME_MAX + 1];
+	char *url;
+	char *path;                  /* a repository on this machine, else NULL */
+	struct opt_store *peer;      /* opened path remote */
+	git_repository *peer_repo;
+	int cred_tries;
+	const struct opt_sync_opts *o;
+	/* push */
+	int conflict;
+	char push_msg[256];
+	const git_oid *expect;       /* what the remote ref must hold (NULL: absent) */
+};
+
+/* One collection as the two sides have it. */
+struct head {
+	char *name;
+	git_oid old, new;            /* tracking ref before; remote head now */
+	int has_old, has_new;
+	const char *status;          /* fetch: new, updated, unchanged */
+};
+
+struct heads {
+	struct head *v;
+	size_t n, cap;
+};
+
+static const struct opt_sync_opts no_opts;
+
+/* ---- small helpers ---- */
+
+static int git_err(int code, const char *what)
+{
+	const git_error *e = git_error_last();
+
+	return opt_error_set(code, "%s: %s", what, e && e->message ? e->message : "unknown libgit2 error");
+}
+
+static long busy_timeout(const struct opt_sync_opts *o)
+{
+	const char *e;
+
+	if (o && o->busy_timeout_ms > 0)
+		return o->busy_timeout_ms;
+	e = getenv("OPT_BUSY_TIMEOUT");
+	if (e && *e && atol(e) > 0)
+		return atol(e);
+	return 30000;
+}
+
+static int emit(const struct opt_sync_opts *o, json_t *rec)
+{
+	int rc = 0;
+
+	if (!rec)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if (o && o->emit)
+		rc = o->emit(rec, o->arg);
+	json_decref(rec);
+	return rc;
+}
+
+static void progress(const struct opt_sync_opts *o, const char *what, size_t done, size_t total)
+{
+	if (o && o->progress)
+		o->progress(what, done, total, o->arg);
+}
+
+static void hex_of(char out[GIT_OID_HEXSZ + 1], const git_oid *id)
+{
+	git_oid_tostr(out, GIT_OID_HEXSZ + 1, id);
+}
+
+static void heads_clear(struct heads *h)
+{
+	size_t i;
+
+	for (i = 0; i < h->n; i++)
+		free(h->v[i].name);
+	free(h->v);
+	memset(h, 0, sizeof(*h));
+}
+
+static struct head *heads_add(struct heads *h, const char *name)
+{
+	struct head *e;
+
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 16;
+		struct head *nv = realloc(h->v, cap * sizeof(*nv));
+		if (!nv)
+			return NULL;
+		h->v = nv;
+		h->cap = cap;
+	}
+	e = &h->v[h->n];
+	memset(e, 0, sizeof(*e));
+	if (!(e->name = strdup(name)))
+		return NULL;
+	h->n++;
+	return e;
+}
+
+static struct head *heads_find(struct heads *h, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < h->n; i++)
+		if (strcmp(h->v[i].name, name) == 0)
+			return &h->v[i];
+	return NULL;
+}
+
+static int cmp_head(const void *a, const void *b)
+{
+	return strcmp(((const struct head *)a)->name, ((const struct head *)b)->name);
+}
+
+/* The value of ref name: 1 and *out, 0 when absent, <0 on failure. */
+static int ref_get(git_repository *repo, const char *name, git_oid *out)
+{
+	int rc = git_reference_name_to_id(out, repo, name);
+
+	if (rc == GIT_ENOTFOUND) {
+		git_error_clear();
+		return 0;
+	}
+	if (rc < 0)
+		return git_err(OPT_EIO, "cannot read ref");
+	return 1;
+}
+
+/* Compare-and-swap ref name from old (NULL: absent) to new (NULL: delete),
+ * retrying a held lock until the deadline.  OPT_ECONFLICT when it holds
+ * another value. */
+static int ref_cas(git_repository *repo, const char *name, const git_oid *new, const git_oid *old,
+		   int64_t deadline)
+{
+	git_reference *r = NULL;
+	git_oid zero;
+	unsigned tries = 0;
+	int rc;
+
+	memset(&zero, 0, sizeof(zero));
+	for (;;) {
+		git_error_clear();
+		if (new) {
+			rc = git_reference_create_matching(&r, repo, name, new, 1, old ? old : &zero, "opt-sync");
+			git_reference_free(r);
+			r = NULL;
+		} else {
+			git_oid cur;
+			rc = git_reference_lookup(&r, repo, name);
+			if (rc == GIT_ENOTFOUND)
+				return old ? opt_error_set(OPT_ECONFLICT, "ref '%s' is gone", name) : 0;
+			if (rc == 0) {
+				cur = *git_reference_target(r);
+				if (old && !git_oid_equal(&cur, old))
+					rc = GIT_EMODIFIED;
+				else
+					rc = git_reference_delete(r);
+			}
+			git_reference_free(r);
+			r = NULL;
+		}
+		if (rc == 0)
+			return 0;
+		if (rc == GIT_EMODIFIED || rc == GIT_EEXISTS || (rc == GIT_ENOTFOUND && old))
+			return opt_error_set(OPT_ECONFLICT, "ref '%s' changed meanwhile", name);
+		if (rc != GIT_ELOCKED)
+			return git_err(OPT_EIO, "cannot update ref");
+		if (opt_now_ms() >= deadline)
+			return opt_error_set(OPT_EBUSY, "ref '%s' stayed locked", name);
+		opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 100));
+		tries++;
+	}
+}
+
+/* Names of the refs under prefix (the part after it), sorted. */
+static int refs_under(git_repository *repo, const char *prefix, json_t **out)
+{
+	git_reference_iterator *it = NULL;
+	const char *name;
+	size_t pl = strlen(prefix);
+	json_t *arr = json_array();
+	int err;
+
+	*out = NULL;
+	if (!arr)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if (git_reference_iterator_new(&it, repo) < 0) {
+		json_decref(arr);
+		return git_err(OPT_EIO, "cannot list refs");
+	}
+	while ((err = git_reference_next_name(&name, it)) == 0)
+		if (strncmp(name, prefix, pl) == 0 && name[pl])
+			json_array_append_new(arr, json_string(name + pl));
+	git_reference_iterator_free(it);
+	if (err != GIT_ITEROVER) {
+		json_decref(arr);
+		return git_err(OPT_EIO, "cannot list refs");
+	}
+	{
+		/* sort (few refs: insertion sort of the strings) */
+		size_t i, j, n = json_array_size(arr);
+		for (i = 1; i < n; i++)
+			for (j = i; j > 0 && strcmp(json_string_value(json_array_get(arr, j - 1)),
+						     json_string_value(json_array_get(arr, j))) > 0; j--) {
+				json_t *a = json_incref(json_array_get(arr, j - 1));
+				json_array_set(arr, j - 1, json_array_get(arr, j));
+				json_array_set_new(arr, j, a);
+			}
+	}
+	*out = arr;
+	return 0;
+}
+
+/* The revision of collection name at commit id (0 when unreadable). */
+static long rev_of(struct opt_sync *y, const char *name, const git_oid *id)
+{
+	struct opt_snap *snap = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	long rev = 0;
+
+	hex_of(hex, id);
+	if (opt_snap_open_commit(&snap, y->s, name, hex) == 0)
+		rev = opt_snap_rev(snap);
+	else
+		opt_error_clear();
+	opt_snap_free(snap);
+	return rev;
+}
+
+/* 1 if commit a descends from b (a != b), 0 if not, <0 on failure. */
+static int descends(git_repository *repo, const git_oid *a, const git_oid *b)
+{
+	int rc = git_graph_descendant_of(repo, a, b);
+
+	if (rc < 0)
+		return git_err(OPT_EINTEGRITY, "cannot compare histories");
+	return rc;
+}
+
+/* 1 if the object is in the store. */
+static int have_object(struct opt_sync *y, const git_oid *id)
+{
+	git_odb *odb = NULL;
+	int rc = 0;
+
+	if (git_repository_odb(&odb, y->repo) == 0)
+		rc = git_odb_exists(odb, id);
+	git_odb_free(odb);
+	return rc;
+}
+
+/* ---- names, URLs, remotes ---- */
+
+int opt_sync_remote_name_valid(const char *name)
+{
+	size_t n, i;
+
+	if (!name)
+		return 0;
+	n = strlen(name);
+	if (n == 0 || n > OPT_REMOTE_NAME_MAX || name[0] == '.' || name[0] == '-')
+		return 0;
+	for (i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		      c == '_' || c == '-'))
+			return 0;
+	}
+	if (strstr(name, ".."))
+		return 0;
+	if (n >= 5 && strcmp(name + n - 5, ".lock") == 0)
+		return 0;
+	return 1;
+}
+
+/* Make path absolute (relative to the current directory), without
+ * resolving symbolic links; "." and ".." components are folded. */
+static char *absolute(const char *path)
+{
+	char cwd[PATH_MAX], *buf, *out, *tok, *save = NULL;
+	size_t n;
+
+	if (path[0] == '/') {
+		buf = strdup(path);
+	} else {
+		if (!getcwd(cwd, sizeof(cwd)))
+			return NULL;
+		n = strlen(cwd) + strlen(path) + 2;
+		if (!(buf = malloc(n)))
+			return NULL;
+		snprintf(buf, n, "%s/%s", cwd, path);
+	}
+	if (!buf)
+		return NULL;
+	out = calloc(1, strlen(buf) + 2);
+	if (!out) {
+		free(buf);
+		return NULL;
+	}
+	for (tok = strtok_r(buf, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+		if (strcmp(tok, ".") == 0)
+			continue;
+		if (strcmp(tok, "..") == 0) {
+			char *sl = strrchr(out, '/');
+			if (sl)
+				*sl = '\0';
+			continue;
+		}
+		strcat(out, "/");
+		strcat(out, tok);
+	}
+	if (!*out)
+		strcpy(out, "/");
+	free(buf);
+	return out;
+}
+
+int opt_sync_url_is_local(const char *url, char **path)
+{
+	const char *p, *colon, *slash;
+
+	if (path)
+		*path = NULL;
+	if (!url || !*url)
+		return 0;
+	if (strncmp(url, "file://", 7) == 0) {
+		p = url + 7;
+		if (*p != '/')
+			return 0;  /* file://host/path: not ours */
+	} else if (strstr(url, "://")) {
+		return 0;
+	} else {
+		/* scp-like "host:path" is ssh: a colon before any slash */
+		colon = strchr(url, ':');
+		slash = strchr(url, '/');
+		if (colon && (!slash || colon < slash) && url[0] != '.' && url[0] != '/')
+			return 0;
+		p = url;
+	}
+	if (path && !(*path = absolute(p)))
+		return 0;
+	return 1;
+}
+
+int opt_sync_open(struct opt_sync **out, struct opt_store *s)
+{
+	struct opt_sync *y;
+
+	*out = NULL;
+	y = calloc(1, sizeof(*y));
+	if (!y)
+		return opt_error_set(OPT_EIO, "out of memory");
+	y->s = s;
+	y->lockfd = -1;
+	if (git_repository_open_ext(&y->repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
+				    NULL) < 0) {
+		free(y);
+		return git_err(OPT_EIO, "cannot open store");
+	}
+	*out = y;
+	return 0;
+}
+
+void opt_sync_free(struct opt_sync *y)
+{
+	if (!y)
+		return;
+	if (y->lockfd >= 0)
+		close(y->lockfd);
+	git_repository_free(y->repo);
+	free(y);
+}
+
+int opt_sync_lock(struct opt_sync *y, long timeout_ms)
+{
+	char path[PATH_MAX];
+	int64_t deadline;
+	unsigned tries = 0;
+
+	if (y->lockfd >= 0)
+		return 0;
+	snprintf(path, sizeof(path), "%s/opt-sync.lock", opt_store_path(y->s));
+	y->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (y->lockfd < 0)
+		return opt_error_set(OPT_EIO, "cannot open '%s': %s", path, strerror(errno));
+	deadline = opt_now_ms() + (timeout_ms > 0 ? timeout_ms : busy_timeout(NULL));
+	while (flock(y->lockfd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			close(y->lockfd);
+			y->lockfd = -1;
+			return opt_error_set(OPT_EIO, "cannot lock '%s': %s", path, strerror(errno));
+		}
+		if (opt_now_ms() >= deadline) {
+			close(y->lockfd);
+			y->lockfd = -1;
+			return opt_error_set(OPT_EBUSY, "another sync of store '%s' is running (it holds %s)",
+					     opt_store_path(y->s), path);
+		}
+		opt_sleep_ms(opt_backoff_ms(tries < 6 ? tries : 6, 10, 500));
+		tries++;
+	}
+	return 0;
+}
+
+int opt_sync_remote_add(struct opt_sync *y, const char *name, const char *url)
+{
+	git_remote_create_options co;
+	git_remote *r = NULL;
+	char *path = NULL, *fixed = NULL;
+	int rc;
+
+	if (!opt_sync_remote_name_valid(name))
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s' (use letters, digits, '.', '_' and '-')", name);
+	if (!url || !*url || strchr(url, '\n'))
+		return opt_error_set(OPT_EINVAL, "invalid remote URL '%.200s'", url ? url : "");
+	if (opt_sync_url_is_local(url, &path) && strncmp(url, "file://", 7) != 0)
+		fixed = path;  /* a relative path would depend on where we run */
+	else
+		free(path);
+	git_remote_create_options_init(&co, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+	co.repository = y->repo;
+	co.name = name;
+	co.flags = GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC | GIT_REMOTE_CREATE_SKIP_INSTEADOF;
+	git_error_clear();
+	rc = git_remote_create_with_opts(&r, fixed ? fixed : url, &co);
+	free(fixed);
+	git_remote_free(r);
+	if (rc == GIT_EEXISTS)
+		return opt_error_set(OPT_ECONFLICT, "remote '%s' exists already", name);
+	if (rc == GIT_EINVALIDSPEC)
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%s'", name);
+	if (rc < 0)
+		return git_err(OPT_EIO, "cannot add remote");
+	return 0;
+}
+
+/* The URL of remote name: *url malloc'd; OPT_ENOTFOUND when there is no
+ * such remote. */
+static int remote_url(struct opt_sync *y, const char *name, char **url)
+{
+	git_remote *r = NULL;
+	int rc;
+
+	*url = NULL;
+	if (!opt_sync_remote_name_valid(name))
+		return opt_error_set(OPT_ENOTFOUND, "no remote '%.100s'", name);
+	rc = git_remote_lookup(&r, y->repo, name);
+	if (rc == GIT_ENOTFOUND || rc == GIT_EINVALIDSPEC) {
+		git_error_clear();
+		return opt_error_set(OPT_ENOTFOUND, "no remote '%s' (opt-sync remote add %s URL)", name, name);
+	}
+	if (rc < 0)
+		return git_err(OPT_EIO, "cannot read remote");
+	if (!git_remote_url(r) || !(*url = strdup(git_remote_url(r))))
+		rc = opt_error_set(OPT_EINVAL, "remote '%s' has no URL", name);
+	git_remote_free(r);
+	return rc;
+}
+
+static int delete_refs_under(git_repository *repo, const char *prefix)
+{
+	json_t *names = NULL;
+	char ref[REFLEN];
+	size_t i;
+	int rc;
+
+	if ((rc = refs_under(repo, prefix, &names)) < 0)
+		return rc;
+	for (i = 0; i < json_array_size(names) && rc == 0; i++) {
+		snprintf(ref, sizeof(ref), "%s%s", prefix, json_string_value(json_array_get(names, i)));
+		rc = ref_cas(repo, ref, NULL, NULL, opt_now_ms() + busy_timeout(NULL));
+	}
+	json_decref(names);
+	return rc;
+}
+
+int opt_sync_remote_rm(struct opt_sync *y, const char *name)
+{
+	char *url = NULL, prefix[REFLEN];
+	int rc;
+
+	if ((rc = remote_url(y, name, &url)) < 0)
+		return rc;
+	free(url);
+	if (git_remote_delete(y->repo, name) < 0)
+		return git_err(OPT_EIO, "cannot remove remote");
+	snprintf(prefix, sizeof(prefix), REF_REMOTES "%s/", name);
+	return delete_refs_under(y->repo, prefix);
+}
+
+int opt_sync_remote_list(struct opt_sync *y, json_t **out)
+{
+	git_strarray names = { 0 };
+	json_t *arr;
+	size_t i;
+
+	*out = NULL;
+	if (git_remote_list(&names, y->repo) < 0)
+		return git_err(OPT_EIO, "cannot list remotes");
+	arr = json_array();
+	for (i = 0; arr && i < names.count; i++) {
+		char *url = NULL;
+		if (remote_url(y, names.strings[i], &url) < 0) {
+			opt_error_clear();
+			continue;
+		}
+		json_array_append_new(arr, json_pack("{s:s,s:s}", "name", names.strings[i], "url", url));
+		free(url);
+	}
+	git_strarray_dispose(&names);
+	if (!arr)
+		return opt_error_set(OPT_EIO, "out of memory");
+	*out = arr;
+	return 0;
+}
+
+int opt_sync_remote_default(struct opt_sync *y, char **out)
+{
+	json_t *arr = NULL;
+	size_t i, n;
+	int rc;
+
+	*out = NULL;
+	if ((rc = opt_sync_remote_list(y, &arr)) < 0)
+		return rc;
+	n = json_array_size(arr);
+	for (i = 0; i < n; i++)
+		if (strcmp(json_string_value(json_object_get(json_array_get(arr, i), "name")), "origin") == 0)
+			break;
+	if (i == n && n == 1)
+		i = 0;
+	if (i < n)
+		*out = strdup(json_string_value(json_object_get(json_array_get(arr, i), "name")));
+	json_decref(arr);
+	if (n == 0)
+		return opt_error_set(OPT_ENOTFOUND, "the store has no remote (opt-sync remote add NAME URL)");
+	if (i == n)
+		return opt_error_set(OPT_EINVAL, "the store has several remotes and none is 'origin': name one");
+	return *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
+}
+
+static void remote_close(struct remote *r)
+{
+	git_repository_free(r->peer_repo);
+	opt_store_free(r->peer);
+	free(r->url);
+	free(r->path);
+	memset(r, 0, sizeof(*r));
+}
+
+static int remote_open(struct opt_sync *y, struct remote *r, const char *name, const struct opt_sync_opts *o)
+{
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	r->o = o;
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	if ((rc = remote_url(y, name, &r->url)) < 0)
+		return rc;
+	if (opt_sync_url_is_local(r->url, &r->path)) {
+		rc = opt_store_open(&r->peer, r->path);
+		if (rc < 0) {
+			char msg[512];
+			snprintf(msg, sizeof(msg), "%s", opt_error_last());
+			remote_close(r);
+			return opt_error_set(OPT_ENET, "cannot reach remote '%s': %s", name, msg);
+		}
+		if (git_repository_open_ext(&r->peer_repo, r->path,
+					    GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
+			rc = git_err(OPT_ENET, "cannot open remote");
+			remote_close(r);
+			return rc;
+		}
+	} else if (strncmp(r->url, "https://", 8) == 0) {
+		/* the CA bundle is loaded only when an https peer needs it */
+		if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0)
+			git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, "/etc/ssl/certs/ca-certificates.crt", NULL);
+		else
+			git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, NULL, "/etc/ssl/certs");
+	}
+	return 0;
+}
+
+/* ---- transport ---- */
+
+/* A failure of the transport: the peer or the network (exit 5), unless
+ * what came is corrupt (exit 4). */
+static int net_fail(struct remote *r, const char *what)
+{
+	const git_error *e = git_error_last();
+	int code = OPT_ENET;
+
+	if (e && (e->klass == GIT_ERROR_INDEXER || e->klass == GIT_ERROR_ZLIB || e->klass == GIT_ERROR_OBJECT))
+		code = OPT_EINTEGRITY;
+	return opt_error_set(code, "remote '%s' (%s): %s: %s", r->name, r->url, what,
+			     e && e->message ? e->message : "unknown error");
+}
+
+static int cred_cb(git_credential **out, const char *url, const char *user_from_url, unsigned int allowed,
+		   void *payload)
+{
+	struct remote *r = payload;
+	const char *user = user_from_url;
+	const char *home = getenv("HOME");
+	char priv[PATH_MAX], pub[PATH_MAX];
+	int step;
+
+	(void)url;
+	if (!user || !*user)
+		user = getenv("USER") ? getenv("USER") : getenv("LOGNAME");
+	if (!user)
+		user = "git";
+	if (allowed & GIT_CREDENTIAL_USERNAME)
+		return git_credential_username_new(out, user);
+	if (!(allowed & GIT_CREDENTIAL_SSH_KEY)) {
+		git_error_set_str(GIT_ERROR_NET, "the peer asks for a password; opt-sync authenticates with ssh keys only");
+		return GIT_EUSER;
+	}
+	/* libgit2 asks again after each failure: try each way once */
+	for (;;) {
+		step = r->cred_tries++;
+		if (step == 0) {
+			const char *k = getenv("OPT_SSH_KEY");
+			if (!k || !*k)
+				continue;
+			snprintf(pub, sizeof(pub), "%s.pub", k);
+			return git_credential_ssh_key_new(out, user, access(pub, R_OK) == 0 ? pub : NULL, k, NULL);
+		}
+		if (step == 1) {
+			if (!getenv("SSH_AUTH_SOCK"))
+				continue;
+			return git_credential_ssh_key_from_agent(out, user);
+		}
+		if (step == 2 || step == 3) {
+			const char *f = step == 2 ? "id_ed25519" : "id_ecdsa";
+			if (!home)
+				continue;
+			snprintf(priv, sizeof(priv), "%s/.ssh/%s", home, f);
+			snprintf(pub, sizeof(pub), "%s/.ssh/%s.pub", home, f);
+			if (access(priv, R_OK) < 0)
+				continue;
+			return git_credential_ssh_key_new(out, user, access(pub, R_OK) == 0 ? pub : NULL, priv, NULL);
+		}
+		git_error_set_str(GIT_ERROR_NET, "ssh authentication failed (tried $OPT_SSH_KEY, the ssh agent, "
+				  "~/.ssh/id_ed25519 and ~/.ssh/id_ecdsa)");
+		return GIT_EUSER;
+	}
+}
+
+static int xfer_cb(const git_indexer_progress *st, void *payload)
+{
+	struct remote *r = payload;
+
+	if (st->total_objects)
+		progress(r->o, st->received_objects < st->total_objects ? "receiving objects" : "indexing objects",
+			 st->received_objects < st->total_objects ? st->received_objects : st->indexed_objects,
+			 st->total_objects);
+	return 0;
+}
+
+static void callbacks(git_remote_callbacks *cb, struct remote *r)
+{
+	git_remote_init_callbacks(cb, GIT_REMOTE_CALLBACKS_VERSION);
+	cb->credentials = cred_cb;
+	cb->transfer_progress = xfer_cb;
+	cb->payload = r;
+}
+
+/* Connect and list the remote's collections (name -> head) into h. */
+static int ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, struct heads *h)
+{
+	git_remote_callbacks cb;
+	git_remote *gr = NULL;
+	const git_remote_head **refs = NULL;
+	size_t n = 0, i, pl = strlen(REF_COLL);
+	int rc;
+
+	*gr_out = NULL;
+	callbacks(&cb, r);
+	if (git_remote_create_anonymous(&gr, y->repo, r->path ? r->path : r->url) < 0)
+		return net_fail(r, "invalid URL");
+	r->cred_tries = 0;
+	if (git_remote_connect(gr, GIT_DIRECTION_FETCH, &cb, NULL, NULL) < 0) {
+		rc = net_fail(r, "cannot connect");
+		git_remote_free(gr);
+		return rc;
+	}
+	if (git_remote_ls(&refs, &n, gr) < 0) {
+		rc = net_fail(r, "cannot list refs");
+		git_remote_free(gr);
+		return rc;
+	}
+	for (i = 0; i < n; i++) {
+		struct head *e;
+		const char *name = refs[i]->name;
+		if (strncmp(name, REF_COLL, pl) != 0 || !opt_store_name_valid(name + pl))
+			continue;
+		if (!(e = heads_add(h, name + pl))) {
+			git_remote_free(gr);
+			return opt_error_set(OPT_EIO, "out of memory");
+		}
+		e->new = refs[i]->oid;
+		e->has_new = 1;
+	}
+	*gr_out = gr;
+	return 0;
+}
+
+struct vprog {
+	const struct opt_sync_opts *o;
+	char what[OPT_NAME_MAX + 32];
+};
+
+static void verify_progress(long done, long total, void *arg)
+{
+	struct vprog *p = arg;
+
+	progress(p->o, p->what, (size_t)done, (size_t)total);
+}
+
+/* Is name among colls (n == 0: all are)? */
+static int wanted(const char *name, const char *const *colls, size_t n)
+{
+	size_t i;
+
+	if (n == 0)
+		return 1;
+	for (i = 0; i < n; i++)
+		if (strcmp(colls[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+/* Fetch the remote's collections (all, or colls) into the quarantine,
+ * verify each changed one, and only then move the tracking refs.  *h gets
+ * one head per collection of the remote (sorted by name), with the
+ * tracking ref before (old) and the remote head (new).  With dry_run
+ * nothing is downloaded or moved. */
+static int fetch_verified(struct opt_sync *y, struct remote *r, const char *const *colls, size_t n,
+			  int dry_run, struct heads *h)
+{
+	const struct opt_sync_opts *o = r->o;
+	git_remote *gr = NULL;
+	git_fetch_options fo;
+	git_strarray specs = { 0 };
+	char ref[REFLEN], inc_prefix[REFLEN], hex[GIT_OID_HEXSZ + 1];
+	int64_t deadline = opt_now_ms() + busy_timeout(o);
+	size_t i, k;
+	int rc;
+
+	memset(h, 0, sizeof(*h));
+	snprintf(inc_prefix, sizeof(inc_prefix), REF_INCOMING "%s/", r->name);
+	if ((rc = delete_refs_under(y->repo, inc_prefix)) < 0)
+		return rc;
+	if ((rc = ls_remote(y, r, &gr, h)) < 0)
+		goto done;
+	/* keep the wanted ones */
+	for (i = k = 0; i < h->n; i++) {
+		if (wanted(h->v[i].name, colls, n))
+			h->v[k++] = h->v[i];
+		else
+			free(h->v[i].name);
+	}
+	h->n = k;
+	qsort(h->v, h->n, sizeof(*h->v), cmp_head);
+	for (i = 0; i < h->n; i++) {
+		struct head *e = &h->v[i];
+		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
+		if ((rc = ref_get(y->repo, ref, &e->old)) < 0)
+			goto done;
+		e->has_old = rc;
+		e->status = !e->has_old ? "new" : git_oid_equal(&e->old, &e->new) ? "unchanged" : "updated";
+	}
+	rc = 0;
+	if (dry_run)
+		goto done;
+	/* download what changed, into the quarantine */
+	specs.strings = calloc(h->n ? h->n : 1, sizeof(char *));
+	if (!specs.strings) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < h->n; i++) {
+		struct head *e = &h->v[i];
+		if (strcmp(e->status, "unchanged") == 0)
+			continue;
+		if (asprintf(&specs.strings[specs.count], "+" REF_COLL "%s:%s%s", e->name, inc_prefix, e->name) < 0) {
+			specs.strings[specs.count] = NULL;
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+		specs.count++;
+	}
+	if (specs.count == 0)
+		goto done;
+	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
+	callbacks(&fo.callbacks, r);
+	fo.update_fetchhead = 0;
+	fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
+	fo.prune = GIT_FETCH_NO_PRUNE;
+	if (git_remote_download(gr, &specs, &fo) < 0) {
+		rc = net_fail(r, "cannot fetch");
+		goto done;
+	}
+	if (git_remote_update_tips(gr, &fo.callbacks, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, NULL) < 0) {
+		rc = git_err(OPT_EIO, "cannot write incoming refs");
+		goto done;
+	}
+	git_remote_disconnect(gr);
+	/* verify every changed collection before any ref moves */
+	for (i = 0; i < h->n; i++) {
+		struct head *e = &h->v[i];
+		struct vprog vp;
+		git_oid got;
+		if (strcmp(e->status, "unchanged") == 0)
+			continue;
+		snprintf(ref, sizeof(ref), "%s%s", inc_prefix, e->name);
+		if ((rc = ref_get(y->repo, ref, &got)) < 0)
+			goto done;
+		if (rc == 0 || !git_oid_equal(&got, &e->new)) {
+			rc = opt_error_set(OPT_ENET, "remote '%s': collection '%s' changed during the fetch; try again",
+					   r->name, e->name);
+			goto done;
+		}
+		if (e->has_old) {
+			rc = descends(y->repo, &e->new, &e->old);
+			if (rc < 0)
+				goto done;
+			if (rc == 0) {
+				rc = opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s' was rewound: its revision %ld does not "
+						   "descend from revision %ld that we fetched before (refused)", r->name, e->name,
+						   rev_of(y, e->name, &e->new), rev_of(y, e->name, &e->old));
+				goto done;
+			}
+		}
+		hex_of(hex, &e->new);
+		vp.o = o;
+		snprintf(vp.what, sizeof(vp.what), "verifying '%s'", e->name);
+		rc = opt_verify_collection(y->s, e->name, hex, o && o->progress ? verify_progress : NULL, &vp, NULL);
+		if (rc < 0) {
+			char msg[1024];
+			snprintf(msg, sizeof(msg), "%s", opt_error_last());
+			if (rc != OPT_EIO)
+				rc = OPT_EINTEGRITY;
+			rc = opt_error_set(rc, "remote '%s': collection '%s' refused: %s", r->name, e->name, msg);
+			goto done;
+		}
+	}
+	/* all verified: move the tracking refs */
+	for (i = 0; i < h->n; i++) {
+		struct head *e = &h->v[i];
+		if (strcmp(e->status, "unchanged") == 0)
+			continue;
+		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
+		if ((rc = ref_cas(y->repo, ref, &e->new, e->has_old ? &e->old : NULL, deadline)) < 0)
+			goto done;
+	}
+	rc = 0;
+done:
+	for (i = 0; i < specs.count; i++)
+		free(specs.strings[i]);
+	free(specs.strings);
+	if (gr) {
+		git_remote_disconnect(gr);
+		git_remote_free(gr);
+	}
+	{
+		/* the quarantine goes either way */
+		char msg[1024];
+		int keep = rc;
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		if (delete_refs_under(y->repo, inc_prefix) < 0 && rc == 0)
+			return opt_error_last_code() ? opt_error_last_code() : OPT_EIO;
+		if (keep < 0)
+			opt_error_set(keep, "%s", msg);
+	}
+	return rc;
+}
+
+/* A named collection the remote lacks. */
+static int check_named(struct heads *h, struct remote *r, const char *const *colls, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!heads_find(h, colls[i]))
+			return opt_error_set(OPT_ENOTFOUND, "remote '%s' has no collection '%s'", r->name, colls[i]);
+	return 0;
+}
+
+int opt_sync_fetch(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		   const struct opt_sync_opts *o)
+{
+	struct remote r;
+	struct heads h;
+	size_t i;
+	int rc;
+
+	o = o ? o : &no_opts;
+	for (i = 0; i < n; i++)
+		if (!opt_store_name_valid(colls[i]))
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", colls[i]);
+	if ((rc = remote_open(y, &r, remote, o)) < 0)
+		return rc;
+	rc = fetch_verified(y, &r, colls, n, o->dry_run, &h);
+	if (rc == 0)
+		rc = check_named(&h, &r, colls, n);
+	for (i = 0; rc == 0 && i < h.n; i++) {
+		struct head *e = &h.v[i];
+		json_t *rec;
+		char hex[GIT_OID_HEXSZ + 1];
+		if (o->dry_run) {
+			hex_of(hex, &e->new);
+			rec = json_pack("{s:s,s:s,s:s,s:s,s:b}", "remote", r.name, "collection", e->name, "commit", hex,
+					"status", e->status, "dry_run", 1);
+		} else {
+			rec = json_pack("{s:s,s:s,s:I,s:s}", "remote", r.name, "collection", e->name, "rev",
+					(json_int_t)rev_of(y, e->name, &e->new), "status", e->status);
+		}
+		if (rec && e->has_old && strcmp(e->status, "updated") == 0 && !o->dry_run)
+			json_object_set_new(rec, "from", json_integer(rev_of(y, e->name, &e->old)));
+		rc = emit(o, rec);
+	}
+	heads_clear(&h);
+	remote_close(&r);
+	return rc;
+}
+
+/* ---- reading histories ---- */
+
+/* The log entries of collection name at commit `at` with a revision after
+ * `after`, oldest first: *out a new array (of copies). */
+static int read_entries(struct opt_sync *y, const char *name, const git_oid *at, long after, json_t **out)
+{
+	struct opt_snap *snap = NULL;
+	struct opt_source src;
+	struct opt_chain_iter *it = NULL;
+	const json_t *e;
+	char hex[GIT_OID_HEXSZ + 1], hid[OPT_ID_LEN + 1];
+	json_t *rev = json_array(), *arr = NULL;
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	if (!rev)
+		return opt_error_set(OPT_EIO, "out of memory");
+	hex_of(hex, at);
+	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+		goto done;
+	src = opt_snap_source(snap);
+	opt_collection_header_id(name, hid);
+	rc = opt_chain_iter_open(&it, &src, hid, 0);
+	if (rc == OPT_ENOTFOUND) {
+		opt_error_clear();
+		rc = 0;
+		goto out;
+	}
+	if (rc < 0)
+		goto done;
+	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
+		const json_t *r = json_object_get(e, "rev");
+		if (!json_is_integer(r)) {
+			rc = opt_error_set(OPT_EINTEGRITY, "collection '%s': a log entry without a revision", name);
+			goto done;
+		}
+		if (json_integer_value(r) <= after)
+			break;
+		json_array_append_new(rev, opt_json_copy(e));
+	}
+	if (rc < 0)
+		goto done;
+out:
+	arr = json_array();
+	for (i = json_array_size(rev); arr && i > 0; i--)
+		json_array_append(arr, json_array_get(rev, i - 1));
+	*out = arr;
+	rc = arr ? 0 : opt_error_set(OPT_EIO, "out of memory");
+done:
+	opt_chain_iter_free(it);
+	opt_snap_free(snap);
+	json_decref(rev);
+	return rc;
+}
+
+/* The decision on trx in the history of collection name from commit at,
+ * back to `since` (seconds; a minute of slack): 1, -1 or 0. */
+static int decision_at(struct opt_sync *y, const char *name, const git_oid *at, const char *trx, int64_t since,
+		       int *d)
+{
+	struct opt_snap *snap = NULL, *p = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	int rc;
+
+	*d = 0;
+	hex_of(hex, at);
+	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+		return rc;
+	while (snap) {
+		if (strcmp(opt_snap_trx(snap), trx) == 0) {
+			const char *st = opt_snap_trailer(snap, "Opt-Status");
+			if (!st || strcmp(st, "committed") == 0)
+				*d = 1;
+			else if (strcmp(st, "aborted") == 0)
+				*d = -1;
+			if (*d)
+				break;
+		}
+		if (opt_snap_time(snap) < since - 60)
+			break;
+		rc = opt_snap_parent(&p, snap);
+		opt_snap_free(snap);
+		snap = p;
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			rc = 0;
+			break;
+		}
+		if (rc < 0)
+			return rc;
+	}
+	opt_snap_free(snap);
+	return 0;
+}
+
+/* The decision on trx by its primary, looking at the primary's old head
+ * when a replay moved it (its backup) and at its head. */
+static int decision_of(struct opt_sync *y, const char *primary, const char *trx, int64_t since, int *d)
+{
+	char ref[REFLEN];
+	git_oid b;
+	int rc;
+
+	*d = 0;
+	if (!opt_store_name_valid(primary))
+		return opt_error_set(OPT_EINTEGRITY, "transaction %s names an invalid primary '%.100s'", trx, primary);
+	snprintf(ref, sizeof(ref), REF_BACKUP "%s", primary);
+	if ((rc = ref_get(y->repo, ref, &b)) < 0)
+		return rc;
+	if (rc == 1 && (rc = decision_at(y, primary, &b, trx, since, d)) < 0)
+		return rc;
+	if (*d)
+		return 0;
+	return opt_store_decision(y->s, primary, trx, since, d);
+}
+
+/* The transactions our replay already committed on top of `head` (down to
+ * revision `after`): {trx: true} into set. */
+static int replayed_trx(struct opt_sync *y, const char *name, const git_oid *head, long after, json_t *set)
+{
+	struct opt_snap *snap = NULL, *p = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	size_t pl = strlen(REPLAY_PREFIX);
+	int rc, d;
+
+	hex_of(hex, head);
+	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+		return rc;
+	while (snap && opt_snap_rev(snap) > after) {
+		const char *sum = opt_snap_summary(snap);
+		if (strncmp(sum, REPLAY_PREFIX, pl) == 0 && opt_id_valid(sum + pl)) {
+			if ((rc = opt_snap_decided(snap, &d)) < 0)
+				break;
+			if (d == 1) {
+				const char *st = opt_snap_trailer(snap, "Opt-Status");
+				if (!st || strcmp(st, "aborted") != 0)
+					json_object_set_new(set, sum + pl, json_true());
+			}
+		}
+		rc = opt_snap_parent(&p, snap);
+		opt_snap_free(snap);
+		snap = p;
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			rc = 0;
+			break;
+		}
+		if (rc < 0)
+			break;
+	}
+	opt_snap_free(snap);
+	return rc;
+}
+
+/* ---- planning a replay ---- */
+
+/* One diverged collection. */
+struct coll {
+	char *name;
+	git_oid L, T, B;        /* local head, remote head, backup (our old head) */
+	int has_L, has_T;
+	long base_rev;          /* revision of the common base (0: none) */
+	json_t *ours;           /* [{"trx","actions","collections"?}] to replay */
+	json_t *theirs;         /* [actions] since the base */
+	long replayed;
+};
+
+static void coll_clear(struct coll *c)
+{
+	free(c->name);
+	json_decref(c->ours);
+	json_decref(c->theirs);
+	memset(c, 0, sizeof(*c));
+}
+
+/* The common base of a and b: its revision into *rev (0: none). */
+static int base_of(struct opt_sync *y, const char *name, const git_oid *a, const git_oid *b, long *rev)
+{
+	git_oid mb;
+	int rc = git_merge_base(&mb, y->repo, a, b);
+
+	*rev = 0;
+	if (rc == GIT_ENOTFOUND) {
+		git_error_clear();
+		return 0;
+	}
+	if (rc < 0)
+		return git_err(OPT_EIO, "cannot find the common base");
+	*rev = rev_of(y, name, &mb);
+	return 0;
+}
+
+static int is_tree_or_diary_action(const char *t)
+{
+	return strcmp(t, "put") == 0 || strcmp(t, "del") == 0 || strcmp(t, "append") == 0;
+}
+
+/* Our transactions to replay: the entries of c->name at `from` after the
+ * base, as committed (aborted and reverted ones left out), minus the ones
+ * in done.  report: keep every action (for --conflict=fail), refuse
+ * nothing. */
+static int plan_ours(struct opt_sync *y, struct coll *c, const git_oid *from, json_t *done, int report)
+{
+	json_t *entries = NULL, *out = json_array();
+	size_t i, j;
+	int rc;
+
+	if (!out)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = read_entries(y, c->name, from, c->base_rev, &entries)) < 0)
+		goto done;
+	for (i = 0; i < json_array_size(entries); i++) {
+		const json_t *e = json_array_get(entries, i), *acts, *cols;
+		const char *st = json_string_value(json_object_get(e, "status"));
+		const char *trx = json_string_value(json_object_get(e, "trx"));
+		long rev = (long)json_integer_value(json_object_get(e, "rev"));
+		json_t *keep, *rec;
+
+		if (!trx)
+			continue;
+		if (json_object_get(e, "revert") || (st && strcmp(st, "aborted") == 0))
+			continue;
+		if (done && json_object_get(done, trx))
+			continue;
+		if (st && strcmp(st, "pending") == 0) {
+			const char *primary = json_string_value(json_object_get(e, "primary"));
+			int d = 0;
+			if (!primary) {
+				rc = opt_error_set(OPT_EINTEGRITY, "collection '%s' revision %ld is pending without a primary",
+						   c->name, rev);
+				goto done;
+			}
+			if ((rc = decision_of(y, primary, trx, json_integer_value(json_object_get(e, "time")) / 1000, &d)) < 0)
+				goto done;
+			if (d == -1)
+				continue;
+			if (d == 0 && !report) {
+				rc = opt_error_set(OPT_EBUSY, "collection '%s': transaction %s is in flight; sync again later",
+						   c->name, trx);
+				goto done;
+			}
+		}
+		acts = json_object_get(e, "actions");
+		if (!json_is_array(acts)) {
+			if (report)
+				continue;
+			rc = opt_error_set(OPT_ECONFLICT, "collection '%s': cannot replay revision %ld: its actions were "
+					   "pruned by a checkpoint", c->name, rev);
+			goto done;
+		}
+		keep = json_array();
+		for (j = 0; j < json_array_size(acts); j++) {
+			const json_t *a = json_array_get(acts, j);
+			const char *t = json_string_value(json_object_get(a, "type"));
+			if (t && strcmp(t, "checkpoint") == 0)
+				continue;
+			if (!report && (!t || !is_tree_or_diary_action(t))) {
+				json_decref(keep);
+				rc = opt_error_set(OPT_ECONFLICT, "collection '%s': cannot replay block-level actions ('%.40s' "
+						   "at revision %ld); use --conflict keep-remote or fail", c->name,
+						   t ? t : "?", rev);
+				goto done;
+			}
+			json_array_append(keep, (json_t *)a);
+		}
+		if (json_array_size(keep) == 0) {
+			json_decref(keep);
+			continue;
+		}
+		rec = json_pack("{s:s,s:o,s:I}", "trx", trx, "actions", keep, "rev", (json_int_t)rev);
+		cols = json_object_get(e, "collections");
+		if (rec && json_is_array(cols) && json_array_size(cols) > 1)
+			json_object_set(rec, "collections", (json_t *)cols);
+		json_array_append_new(out, rec);
+	}
+	json_decref(c->ours);
+	c->ours = out;
+	out = NULL;
+	rc = 0;
+done:
+	json_decref(out);
+	json_decref(entries);
+	return rc;
+}
+
+/* Their actions since the base (at c->T). */
+static int plan_theirs(struct opt_sync *y, struct coll *c, const git_oid *at)
+{
+	json_t *entries = NULL, *out = json_array();
+	size_t i, j;
+	int rc;
+
+	if (!out)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = read_entries(y, c->name, at, c->base_rev, &entries)) < 0) {
+		json_decref(out);
+		return rc;
+	}
+	for (i = 0; i < json_array_size(entries); i++) {
+		const json_t *acts = json_object_get(json_array_get(entries, i), "actions");
+		for (j = 0; j < json_array_size(acts); j++)
+			json_array_append(out, json_array_get(acts, j));
+	}
+	json_decref(entries);
+	json_decref(c->theirs);
+	c->theirs = out;
+	return 0;
+}
+
+/* The report of --conflict=fail for c. */
+static json_t *report_of(const struct coll *c)
+{
+	json_t *ours = json_array();
+	size_t i, j;
+
+	for (i = 0; i < json_array_size(c->ours); i++) {
+		const json_t *acts = json_object_get(json_array_get(c->ours, i), "actions");
+		for (j = 0; j < json_array_size(acts); j++)
+			json_array_append(ours, json_array_get(acts, j));
+	}
+	return json_pack("{s:s,s:I,s:o,s:O}", "collection", c->name, "base", (json_int_t)c->base_rev, "ours", ours,
+			 "theirs", c->theirs ? c->theirs : json_array());
+}
+
+/* ---- the resolver program ---- */
+
+/* Run prog (through /bin/sh -c) with input on stdin; *out its action, or
+ * NULL to drop ours. */
+static int run_resolver(const char *prog, const json_t *input, json_t **out)
+{
+	FILE *in = NULL;
+	char *text = NULL, *buf = NULL;
+	size_t len = 0, cap = 0;
+	int pfd[2] = { -1, -1 }, status, rc = 0;
+	pid_t pid;
+	json_t *v = NULL;
+
+	*out = NULL;
+	if (!(text = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY)) || !(in = tmpfile())) {
+		rc = opt_error_set(OPT_EIO, "cannot prepare the resolver's input: %s", strerror(errno));
+		goto done;
+	}
+	if (fputs(text, in) == EOF || fputc('\n', in) == EOF || fflush(in) == EOF || fseek(in, 0, SEEK_SET) < 0) {
+		rc = opt_error_set(OPT_EIO, "cannot prepare the resolver's input: %s", strerror(errno));
+		goto done;
+	}
+	if (pipe(pfd) < 0) {
+		rc = opt_error_set(OPT_EIO, "cannot run the resolver: %s", strerror(errno));
+		goto done;
+	}
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		rc = opt_error_set(OPT_EIO, "cannot run the resolver: %s", strerror(errno));
+		goto done;
+	}
+	if (pid == 0) {
+		dup2(fileno(in), 0);
+		dup2(pfd[1], 1);
+		close(pfd[0]);
+		close(pfd[1]);
+		execl("/bin/sh", "sh", "-c", prog, (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	pfd[1] = -1;
+	for (;;) {
+		ssize_t n;
+		if (len + 4096 > cap) {
+			char *nb = realloc(buf, cap = cap ? cap * 2 : 8192);
+			if (!nb) {
+				rc = opt_error_set(OPT_EIO, "out of memory");
+				break;
+			}
+			buf = nb;
+		}
+		n = read(pfd[0], buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (rc < 0)
+		goto done;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' failed (%s %d)", prog,
+				   WIFEXITED(status) ? "exit status" : "signal",
+				   WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+		goto done;
+	}
+	buf[len] = '\0';
+	if (opt_json_parse(&v, buf, len) < 0) {
+		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed no JSON action or null: %s", prog,
+				   opt_error_last());
+		goto done;
+	}
+	if (json_is_null(v)) {
+		json_decref(v);
+		v = NULL;
+	} else if (!json_is_object(v) || !json_is_string(json_object_get(v, "type"))) {
+		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed something that is neither an action "
+				   "nor null", prog);
+		goto done;
+	}
+	*out = v;
+	v = NULL;
+done:
+	json_decref(v);
+	if (pfd[0] >= 0)
+		close(pfd[0]);
+	if (pfd[1] >= 0)
+		close(pfd[1]);
+	if (in)
+		fclose(in);
+	free(text);
+	free(buf);
+	return rc;
+}
+
+/* Pass every action of c->ours through the resolver. */
+static int resolve_all(struct coll *c, const char *prog)
+{
+	size_t i, j;
+	int rc;
+
+	for (i = 0; i < json_array_size(c->ours); i++) {
+		json_t *t = json_array_get(c->ours, i), *acts = json_object_get(t, "actions"), *na = json_array();
+		for (j = 0; j < json_array_size(acts); j++) {
+			json_t *in = json_pack("{s:s,s:O,s:O}", "collection", c->name, "local", json_array_get(acts, j),
+					       "remote", c->theirs ? c->theirs : json_array()), *res = NULL;
+			rc = in ? run_resolver(prog, in, &res) : opt_error_set(OPT_EIO, "out of memory");
+			json_decref(in);
+			if (rc < 0) {
+				json_decref(na);
+				return rc;
+			}
+			if (res)
+				json_array_append_new(na, res);
+		}
+		json_object_set_new(t, "actions", na);
+	}
+	return 0;
+}
+
+/* ---- moving local heads ---- */
+
+/* Move refs/opt/collections/C from L to T for each of v, all under one
+ * lock set; with backup, keep L in refs/opt/sync/backup/C.  OPT_ECONFLICT
+ * when a collection moved since it was read (plan again). */
+static int move_heads(struct opt_sync *y, struct coll **v, size_t n, int backup, int64_t deadline)
+{
+	char ref[REFLEN], bref[REFLEN];
+	unsigned tries = 0;
+	size_t i;
+	int rc;
+
+	for (;;) {
+		git_transaction *tx = NULL;
+		int locked = 0;
+
+		if (git_transaction_new(&tx, y->repo) < 0)
+			return git_err(OPT_EIO, "cannot move collections");
+		rc = 0;
+		for (i = 0; i < n && rc == 0; i++) {
+			snprintf(ref, sizeof(ref), REF_COLL "%s", v[i]->name);
+			snprintf(bref, sizeof(bref), REF_BACKUP "%s", v[i]->name);
+			git_error_clear();
+			rc = git_transaction_lock_ref(tx, ref);
+			if (rc == 0 && backup)
+				rc = git_transaction_lock_ref(tx, bref);
+		}
+		if (rc == GIT_ELOCKED) {
+			locked = 1;
+		} else if (rc < 0) {
+			rc = git_err(OPT_EIO, "cannot lock collections");
+		} else {
+			for (i = 0; i < n && rc == 0; i++) {
+				git_oid cur;
+				int has;
+				snprintf(ref, sizeof(ref), REF_COLL "%s", v[i]->name);
+				snprintf(bref, sizeof(bref), REF_BACKUP "%s", v[i]->name);
+				if ((has = ref_get(y->repo, ref, &cur)) < 0) {
+					rc = has;
+					break;
+				}
+				if (has != v[i]->has_L || (has && !git_oid_equal(&cur, &v[i]->L))) {
+					rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed meanwhile", v[i]->name);
+					break;
+				}
+				if (backup && (has = ref_get(y->repo, bref, &cur)) != 0) {
+					rc = has < 0 ? has : opt_error_set(OPT_ECONFLICT, "collection '%s' has a replay in progress",
+									     v[i]->name);
+					break;
+				}
+				if (git_transaction_set_target(tx, ref, &v[i]->T, NULL, "opt-sync: to the remote head") < 0 ||
+				    (backup && v[i]->has_L &&
+				     git_transaction_set_target(tx, bref, &v[i]->L, NULL, "opt-sync: replay backup") < 0))
+					rc = git_err(OPT_EIO, "cannot move collections");
+			}
+			if (rc == 0 && git_transaction_commit(tx) < 0)
+				rc = git_err(OPT_EIO, "cannot move collections");
+		}
+		git_transaction_free(tx);
+		if (!locked)
+			return rc;
+		if (opt_now_ms() >= deadline)
+			return opt_error_set(OPT_EBUSY, "collections stayed locked by other writers");
+		opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 200));
+		tries++;
+	}
+}
+
+/* ---- running a replay ---- */
+
+/* Replay every collection with a backup ref among names (NULL: all with
+ * one): our transactions from the backup after the common base, minus
+ * those already replayed, on the current head; then drop the backup.
+ * Emits a record per collection, or with counts (an object) sets
+ * counts[name] to the number of transactions replayed instead. */
+static int replay_backups(struct opt_sync *y, const char *remote, const json_t *names, const char *policy,
+			  const struct opt_sync_opts *o, json_t *counts)
+{
+	json_t *all = NULL, *queues = json_object(), *docs = json_object();
+	struct coll *cs = NULL;
+	size_t nc = 0, i, j;
+	char ref[REFLEN], bref[REFLEN];
+	int64_t deadline = opt_now_ms() + busy_timeout(o);
+	int rc;
+
+	if (!queues || !docs) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	if ((rc = refs_under(y->repo, REF_BACKUP, &all)) < 0)
+		goto done;
+	cs = calloc(json_array_size(all) + 1, sizeof(*cs));
+	if (!cs) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < json_array_size(all); i++) {
+		const char *name = json_string_value(json_array_get(all, i));
+		struct coll *c = &cs[nc];
+		json_t *d;
+		int has;
+
+		if (names) {
+			for (j = 0; j < json_array_size(names); j++)
+				if (strcmp(json_string_value(json_array_get(names, j)), name) == 0)
+					break;
+			if (j == json_array_size(names))
+				continue;
+		}
+		if (!opt_store_name_valid(name))
+			continue;
+		c->name = strdup(name);
+		nc++;
+		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
+		snprintf(bref, sizeof(bref), REF_BACKUP "%s", name);
+		if ((rc = ref_get(y->repo, bref, &c->B)) < 0 || (has = ref_get(y->repo, ref, &c->L)) < 0) {
+			rc = rc < 0 ? rc : has;
+			goto done;
+		}
+		c->has_L = has;
+		if (!has) {
+			rc = opt_error_set(OPT_EINTEGRITY, "collection '%s' is gone while its replay is pending", name);
+			goto done;
+		}
+		if ((rc = base_of(y, name, &c->B, &c->L, &c->base_rev)) < 0)
+			goto done;
+		d = json_object();
+		if ((rc = replayed_trx(y, name, &c->L, c->base_rev, d)) < 0 ||
+		    (rc = plan_ours(y, c, &c->B, d, 0)) < 0 || (rc = plan_theirs(y, c, &c->L)) < 0) {
+			json_decref(d);
+			goto done;
+		}
+		json_decref(d);
+		if (policy && strncmp(policy, "exec:", 5) == 0 && (rc = resolve_all(c, policy + 5)) < 0)
+			goto done;
+		/* queue its transactions; gather each one's parts */
+		{
+			json_t *q = json_array();
+			json_object_set_new(queues, name, q);
+			for (j = 0; j < json_array_size(c->ours); j++) {
+				json_t *t = json_array_get(c->ours, j), *doc, *cols;
+				const char *trx = json_string_value(json_object_get(t, "trx"));
+				if (json_array_size(json_object_get(t, "actions")) == 0)
+					continue;
+				doc = json_object_get(docs, trx);
+				if (!doc) {
+					doc = json_pack("{s:{}}", "collections");
+					json_object_set_new(docs, trx, doc);
+				}
+				cols = json_object_get(doc, "collections");
+				json_object_set(cols, name, json_object_get(t, "actions"));
+				json_array_append_new(q, json_string(trx));
+			}
+		}
+	}
+	/* run them: each when it is first in the queue of every collection
+	 * it has a part in (the order of each collection stays) */
+	for (;;) {
+		int progress_made = 0, left = 0;
+		for (i = 0; i < nc; i++) {
+			json_t *q = json_object_get(queues, cs[i].name);
+			while (json_array_size(q) > 0) {
+				const char *trx = json_string_value(json_array_get(q, 0));
+				json_t *doc = json_object_get(docs, trx), *cols = json_object_get(doc, "collections"), *out = NULL;
+				const char *cn;
+				json_t *unused;
+				int ready = 1;
+				char summary[64];
+				struct opt_txn_opts to = { NULL, summary, o ? o->busy_timeout_ms : 0, 0 };
+
+				json_object_foreach(cols, cn, unused) {
+					json_t *oq = json_object_get(queues, cn);
+					if (!json_array_size(oq) || strcmp(json_string_value(json_array_get(oq, 0)), trx) != 0)
+						ready = 0;
+				}
+				if (!ready)
+					break;
+				snprintf(summary, sizeof(summary), REPLAY_PREFIX "%s", trx);
+				rc = opt_txdoc_run(y->s, doc, &to, &out);
+				json_decref(out);
+				if (rc < 0) {
+					char msg[1024];
+					snprintf(msg, sizeof(msg), "%s", opt_error_last());
+					if (rc == OPT_EINVAL || rc == OPT_ENOTFOUND)
+						rc = OPT_ECONFLICT;
+					rc = opt_error_set(rc, "cannot replay transaction %s: %s", trx, msg);
+					goto done;
+				}
+				json_object_foreach(cols, cn, unused) {
+					json_array_remove(json_object_get(queues, cn), 0);
+					for (j = 0; j < nc; j++)
+						if (strcmp(cs[j].name, cn) == 0)
+							cs[j].replayed++;
+				}
+				progress_made = 1;
+			}
+			left += json_array_size(q) > 0;
+		}
+		if (!left)
+			break;
+		if (!progress_made) {
+			rc = opt_error_set(OPT_ECONFLICT, "cannot order the replay of multi-collection transactions");
+			goto done;
+		}
+	}
+	/* done: drop the backups, report */
+	for (i = 0; i < nc; i++) {
+		git_oid head;
+		snprintf(bref, sizeof(bref), REF_BACKUP "%s", cs[i].name);
+		snprintf(ref, sizeof(ref), REF_COLL "%s", cs[i].name);
+		if ((rc = ref_cas(y->repo, bref, NULL, &cs[i].B, deadline)) < 0)
+			goto done;
+		if ((rc = ref_get(y->repo, ref, &head)) < 0)
+			goto done;
+		if (counts) {
+			/* the caller reports */
+			json_object_set_new(counts, cs[i].name, json_integer(cs[i].replayed));
+			continue;
+		}
+		if ((rc = emit(o, json_pack("{s:s,s:s,s:I,s:s,s:I}", "remote", remote, "collection", cs[i].name, "rev",
+					    (json_int_t)(rc ? rev_of(y, cs[i].name, &head) : 0), "status", "replayed",
+					    "replayed", (json_int_t)cs[i].replayed))) != 0)
+			goto done;
+	}
+	rc = 0;
+done:
+	for (i = 0; cs && i < nc; i++)
+		coll_clear(&cs[i]);
+	free(cs);
+	json_decref(all);
+	json_decref(queues);
+	json_decref(docs);
+	return rc;
+}
+
+/* The diverged collections v (L, T set): apply the policy.  Emits the
+ * records; OPT_ECONFLICT for fail (after the reports). */
+static int reconcile(struct opt_sync *y, const char *remote, struct coll **v, size_t n, const struct opt_sync_opts *o,
+		     int64_t deadline, json_t *counts)
+{
+	const char *policy = o && o->conflict ? o->conflict : "replay";
+	json_t *names = NULL;
+	size_t i;
+	int rc = 0;
+
+	if (n == 0)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if ((rc = base_of(y, v[i]->name, &v[i]->L, &v[i]->T, &v[i]->base_rev)) < 0)
+			return rc;
+		if (strcmp(policy, "keep-remote") == 0)
+			continue;
+		if ((rc = plan_ours(y, v[i], &v[i]->L, NULL, strcmp(policy, "fail") == 0)) < 0 ||
+		    (rc = plan_theirs(y, v[i], &v[i]->T)) < 0)
+			return rc;
+	}
+	if (strcmp(policy, "fail") == 0) {
+		for (i = 0; i < n; i++)
+			if ((rc = emit(o, report_of(v[i]))) != 0)
+				return rc;
+		return opt_error_set(OPT_ECONFLICT, "%s '%s' %s diverged from remote '%s' (--conflict fail)",
+				     n == 1 ? "collection" : "collections", v[0]->name,
+				     n == 1 ? "has" : "and others have", remote);
+	}
+	if (o && o->dry_run) {
+		for (i = 0; i < n; i++) {
+			json_t *rec = json_pack("{s:s,s:s,s:I,s:s,s:b}", "remote", remote, "collection", v[i]->name, "rev",
+						(json_int_t)rev_of(y, v[i]->name, &v[i]->L), "status",
+						strcmp(policy, "keep-remote") == 0 ? "kept-remote" : "replayed", "dry_run", 1);
+			if (rec && v[i]->ours)
+				json_object_set_new(rec, "replayed", json_integer((json_int_t)json_array_size(v[i]->ours)));
+			if ((rc = emit(o, rec)) != 0)
+				return rc;
+		}
+		return 0;
+	}
+	if (strcmp(policy, "keep-remote") == 0) {
+		if ((rc = move_heads(y, v, n, 0, deadline)) < 0)
+			return rc;
+		for (i = 0; i < n; i++)
+			if ((rc = emit(o, json_pack("{s:s,s:s,s:I,s:s}", "remote", remote, "collection", v[i]->name, "rev",
+						    (json_int_t)rev_of(y, v[i]->name, &v[i]->T), "status", "kept-remote"))) != 0)
+				return rc;
+		return 0;
+	}
+	if ((rc = move_heads(y, v, n, 1, deadline)) < 0)
+		return rc;
+	names = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append_new(names, json_string(v[i]->name));
+	rc = replay_backups(y, remote, names, policy, o, counts);
+	json_decref(names);
+	return rc;
+}
+
+/* A sync cut short left backups: finish those replays first. */
+static int resume(struct opt_sync *y, const char *remote, const struct opt_sync_opts *o, json_t *counts)
+{
+	json_t *all = NULL;
+	int rc;
+
+	if ((rc = refs_under(y->repo, REF_BACKUP, &all)) < 0)
+		return rc;
+	if (json_array_size(all) > 0 && !(o && o->dry_run))
+		rc = replay_backups(y, remote, NULL, o && o->conflict ? o->conflict : "replay", o, counts);
+	json_decref(all);
+	return rc;
+}
+
+static int check_policy(const struct opt_sync_opts *o)
+{
+	const char *p = o ? o->conflict : NULL;
+
+	if (!p || strcmp(p, "replay") == 0 || strcmp(p, "keep-remote") == 0 || strcmp(p, "fail") == 0)
+		return 0;
+	if (strncmp(p, "exec:", 5) == 0 && p[5])
+		return 0;
+	return opt_error_set(OPT_EINVAL, "unknown conflict policy '%.100s' (replay, keep-remote, fail, exec:PROG)", p);
+}
+
+/* ---- pull ---- */
+
+static int valid_names(const char *const *colls, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!opt_store_name_valid(colls[i]))
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", colls[i]);
+	return 0;
+}
+
+static json_t *rec_of(struct opt_sync *y, const char *remote, const char *name, const git_oid *at, const char *status,
+		      int dry_run)
+{
+	json_t *rec = json_pack("{s:s,s:s,s:I,s:s}", "remote", remote, "collection", name, "rev",
+				(json_int_t)(at ? rev_of(y, name, at) : 0), "status", status);
+	if (rec && dry_run)
+		json_object_set_new(rec, "dry_run", json_true());
+	return rec;
+}
+
+int opt_sync_pull(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		  const struct opt_sync_opts *o)
+{
+	struct remote r;
+	struct heads h = { 0 };
+	struct coll *cs = NULL, **dv = NULL;
+	size_t i, nd = 0;
+	int64_t deadline;
+	int rc;
+
+	o = o ? o : &no_opts;
+	deadline = opt_now_ms() + busy_timeout(o);
+	if ((rc = valid_names(colls, n)) < 0 || (rc = check_policy(o)) < 0)
+		return rc;
+	if ((rc = remote_open(y, &r, remote, o)) < 0)
+		return rc;
+	if ((rc = resume(y, r.name, o, NULL)) < 0)
+		goto done;
+	if ((rc = fetch_verified(y, &r, colls, n, o->dry_run, &h)) < 0 || (rc = check_named(&h, &r, colls, n)) < 0)
+		goto done;
+	cs = calloc(h.n + 1, sizeof(*cs));
+	dv = calloc(h.n + 1, sizeof(*dv));
+	if (!cs || !dv) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < h.n; i++) {
+		struct head *e = &h.v[i];
+		struct coll *c = &cs[i];
+		char ref[REFLEN];
+		const char *status = NULL;
+		unsigned tries = 0;
+
+		c->name = strdup(e->name);
+		c->T = e->new;
+		c->has_T = 1;
+		snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
+		for (;;) {
+			if ((rc = ref_get(y->repo, ref, &c->L)) < 0)
+				goto done;
+			c->has_L = rc;
+			if (c->has_L && git_oid_equal(&c->L, &c->T)) {
+				status = "up-to-date";
+				break;
+			}
+			if (!c->has_L) {
+				status = "new";
+			} else if (o->dry_run && !have_object(y, &c->T)) {
+				/* not downloaded: judge by what we fetched before */
+				int d = e->has_old ? (git_oid_equal(&c->L, &e->old) ? 1 : descends(y->repo, &e->old, &c->L)) : 0;
+				if (d < 0) {
+					rc = d;
+					goto done;
+				}
+				status = d ? "fast-forward" : !o->conflict || strcmp(o->conflict, "replay") == 0 ? "replayed" :
+					 strcmp(o->conflict, "keep-remote") == 0 ? "kept-remote" : "conflict";
+				break;
+			} else {
+				int d = descends(y->repo, &c->T, &c->L);
+				if (d < 0) {
+					rc = d;
+					goto done;
+				}
+				if (d) {
+					status = "fast-forward";
+				} else if ((d = descends(y->repo, &c->L, &c->T)) != 0) {
+					if (d < 0) {
+						rc = d;
+						goto done;
+					}
+					status = "ahead";
+					break;
+				} else {
+					dv[nd++] = c;
+					break;
+				}
+			}
+			if (o->dry_run)
+				break;
+			rc = ref_cas(y->repo, ref, &c->T, c->has_L ? &c->L : NULL, deadline);
+			if (rc == 0)
+				break;
+			if (rc != OPT_ECONFLICT || opt_now_ms() >= deadline)
+				goto done;
+			opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 200));
+			tries++;
+		}
+		if (status && (rc = emit(o, rec_of(y, r.name, c->name,
+						    strcmp(status, "ahead") == 0 ? &c->L : &c->T, status, o->dry_run))) != 0)
+			goto done;
+	}
+	rc = reconcile(y, r.name, dv, nd, o, deadline, NULL);
+done:
+	for (i = 0; cs && i < h.n; i++)
+		coll_clear(&cs[i]);
+	free(cs);
+	free(dv);
+	heads_clear(&h);
+	remote_close(&r);
+	return rc;
+}
+
+/* ---- push ---- */
+
+/* Copy what the remote lacks of nw (it has expect, may be NULL) into the
+ * path remote as one pack, then compare-and-swap its ref. */
+static int push_path_one(struct opt_sync *y, struct remote *r, const char *name, const git_oid *expect,
+			 const git_oid *nw, int64_t deadline)
+{
+	git_packbuilder *pb = NULL;
+	git_revwalk *w = NULL;
+	git_odb *odb = NULL;
+	char dir[PATH_MAX], ref[REFLEN];
+	int rc = 0;
+
+	if (git_packbuilder_new(&pb, y->repo) < 0 || git_revwalk_new(&w, y->repo) < 0 ||
+	    git_revwalk_push(w, nw) < 0 || (expect && git_revwalk_hide(w, expect) < 0) ||
+	    git_packbuilder_insert_walk(pb, w) < 0) {
+		rc = git_err(OPT_EIO, "cannot pack the objects to push");
+		goto done;
+	}
+	if (git_packbuilder_object_count(pb) > 0) {
+		snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(r->peer_repo));
+		if (git_packbuilder_write(pb, dir, 0, NULL, NULL) < 0) {
+			rc = net_fail(r, "cannot write objects");
+			goto done;
+		}
+		if (git_repository_odb(&odb, r->peer_repo) == 0)
+			git_odb_refresh(odb);
+	}
+	snprintf(ref, sizeof(ref), REF_COLL "%s", name);
+	rc = ref_cas(r->peer_repo, ref, nw, expect, deadline);
+	if (rc == OPT_ECONFLICT)
+		rc = opt_error_set(OPT_ECONFLICT, "remote '%s': collection '%s' moved", r->name, name);
+	if (rc == 0 && opt_pack_consolidate(r->peer_repo, 0) < 0)
+		opt_error_clear();
+done:
+	git_odb_free(odb);
+	git_revwalk_free(w);
+	git_packbuilder_free(pb);
+	return rc;
+}
+
+static int nego_cb(const git_push_update **u, size_t len, void *payload)
+{
+	struct remote *r = payload;
+	git_oid zero;
+	size_t i;
+
+	memset(&zero, 0, sizeof(zero));
+	for (i = 0; i < len; i++) {
+		const git_oid *want = r->expect ? r->expect : &zero;
+		if (!git_oid_equal(&u[i]->src, want)) {
+			r->conflict = 1;
+			snprintf(r->push_msg, sizeof(r->push_msg), "%s moved", u[i]->dst_refname);
+			git_error_set_str(GIT_ERROR_NET, "the remote moved since it was fetched");
+			return GIT_EUSER;
+		}
+	}
+	return 0;
+}
+
+static int update_ref_cb(const char *refname, const char *status, void *data)
+{
+	struct remote *r = data;
+
+	if (status) {
+		r->conflict = 1;
+		snprintf(r->push_msg, sizeof(r->push_msg), "%s: %s", refname, status);
+	}
+	return 0;
+}
+
+/* Push over a transport that runs git receive-pack at the far end, which
+ * compares the old value. */
+static int push_net_one(struct opt_sync *y, struct remote *r, const char *name, const git_oid *expect,
+			const git_oid *nw, int64_t deadline)
+{
+	git_remote *gr = NULL;
+	git_push_options po;
+	git_strarray specs = { 0 };
+	char tmp[REFLEN], *spec = NULL;
+	int rc, grc;
+
+	snprintf(tmp, sizeof(tmp), REF_PUSH "%s", name);
+	{
+		git_reference *ref = NULL;
+		if (git_reference_create(&ref, y->repo, tmp, nw, 1, "opt-sync push") < 0)
+			return git_err(OPT_EIO, "cannot prepare the push");
+		git_reference_free(ref);
+	}
+	if (asprintf(&spec, "%s:" REF_COLL "%s", tmp, name) < 0) {
+		spec = NULL;
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	specs.strings = &spec;
+	specs.count = 1;
+	if (git_remote_create_anonymous(&gr, y->repo, r->url) < 0) {
+		rc = net_fail(r, "invalid URL");
+		goto done;
+	}
+	git_push_options_init(&po, GIT_PUSH_OPTIONS_VERSION);
+	callbacks(&po.callbacks, r);
+	po.callbacks.push_negotiation = nego_cb;
+	po.callbacks.push_update_reference = update_ref_cb;
+	r->conflict = 0;
+	r->push_msg[0] = '\0';
+	r->expect = expect;
+	r->cred_tries = 0;
+	git_error_clear();
+	grc = git_remote_push(gr, &specs, &po);
+	if (r->conflict || grc == GIT_ENONFASTFORWARD)
+		rc = opt_error_set(OPT_ECONFLICT, "remote '%s': collection '%s' moved%s%s", r->name, name,
+				   r->push_msg[0] ? ": " : "", r->push_msg);
+	else if (grc < 0)
+		rc = net_fail(r, "cannot push");
+	else
+		rc = 0;
+done:
+	(void)deadline;
+	git_remote_free(gr);
+	free(spec);
+	{
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		if (ref_cas(y->repo, tmp, NULL, NULL, opt_now_ms() + 1000) < 0)
+			opt_error_clear();
+		if (rc < 0)
+			opt_error_set(rc, "%s", msg);
+	}
+	return rc;
+}
+
+/* Add to names (an array) the collections that share a multi-collection
+ * transaction with one of them in the local revisions after `stop` (the
+ * remote's tracking refs), until nothing is added. */
+static int close_over_transactions(struct opt_sync *y, const char *remote, json_t *names)
+{
+	size_t i, j;
+	int rc = 0;
+
+	for (i = 0; i < json_array_size(names); i++) {
+		const char *name = json_string_value(json_array_get(names, i));
+		struct opt_snap *snap = NULL, *p = NULL;
+		char ref[REFLEN], tref[REFLEN];
+		git_oid L, T;
+		int hasT;
+
+		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
+		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", remote, name);
+		if ((rc = ref_get(y->repo, ref, &L)) <= 0) {
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		if ((hasT = ref_get(y->repo, tref, &T)) < 0)
+			return hasT;
+		if ((rc = opt_snap_head(&snap, y->s, name)) < 0)
+			return rc;
+		while (snap) {
+			const char *cols = opt_snap_trailer(snap, "Opt-Collections");
+			git_oid id;
+			git_oid_fromstr(&id, opt_snap_commit(snap));
+			if (hasT && git_oid_equal(&id, &T))
+				break;
+			if (cols) {
+				char *dup = strdup(cols), *tok, *save = NULL;
+				for (tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+					if (!opt_store_name_valid(tok))
+						continue;
+					for (j = 0; j < json_array_size(names); j++)
+						if (strcmp(json_string_value(json_array_get(names, j)), tok) == 0)
+							break;
+					if (j == json_array_size(names))
+						json_array_append_new(names, json_string(tok));
+				}
+				free(dup);
+			}
+			rc = opt_snap_parent(&p, snap);
+			opt_snap_free(snap);
+			snap = p;
+			if (rc == OPT_ENOTFOUND) {
+				opt_error_clear();
+				rc = 0;
+				break;
+			}
+			if (rc < 0)
+				return rc;
+		}
+		opt_snap_free(snap);
+	}
+	/* name order: pends before their primary */
+	{
+		size_t n = json_array_size(names), a, b;
+		for (a = 1; a < n; a++)
+			for (b = a; b > 0 && strcmp(json_string_value(json_array_get(names, b - 1)),
+						     json_string_value(json_array_get(names, b))) > 0; b--) {
+				json_t *t = json_incref(json_array_get(names, b - 1));
+				json_array_set(names, b - 1, json_array_get(names, b));
+				json_array_set_new(names, b, t);
+			}
+	}
+	return rc;
+}
+
+int opt_sync_push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		  const struct opt_sync_opts *o)
+{
+	struct remote r;
+	struct heads h = { 0 };
+	json_t *names = NULL, *done_set = json_object(), *replayed = json_object();
+	struct coll *cs = NULL, **dv = NULL, **ff = NULL;
+	const char **cn = NULL;
+	size_t i, nn, nd, nf;
+	int64_t deadline;
+	unsigned attempt = 0;
+	int rc;
+
+	o = o ? o : &no_opts;
+	deadline = opt_now_ms() + busy_timeout(o);
+	if (!done_set || !replayed) {
+		json_decref(done_set);
+		json_decref(replayed);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	if ((rc = valid_names(colls, n)) < 0 || (rc = check_policy(o)) < 0) {
+		json_decref(done_set);
+		json_decref(replayed);
+		return rc;
+	}
+	if ((rc = remote_open(y, &r, remote, o)) < 0) {
+		json_decref(done_set);
+		json_decref(replayed);
+		return rc;
+	}
+	if ((rc = resume(y, r.name, o, replayed)) < 0)
+		goto done;
+	/* what to push: the named collections, or all of ours */
+	if (n) {
+		names = json_array();
+		for (i = 0; i < n; i++) {
+			char ref[REFLEN];
+			git_oid id;
+			snprintf(ref, sizeof(ref), REF_COLL "%s", colls[i]);
+			if ((rc = ref_get(y->repo, ref, &id)) <= 0) {
+				if (rc == 0)
+					rc = opt_error_set(OPT_ENOTFOUND, "no collection '%s'", colls[i]);
+				goto done;
+			}
+			json_array_append_new(names, json_string(colls[i]));
+		}
+		if ((rc = close_over_transactions(y, r.name, names)) < 0)
+			goto done;
+	} else if ((rc = opt_store_list(y->s, &names)) < 0) {
+		goto done;
+	}
+	nn = json_array_size(names);
+	cs = calloc(nn + 1, sizeof(*cs));
+	dv = calloc(nn + 1, sizeof(*dv));
+	ff = calloc(nn + 1, sizeof(*ff));
+	cn = calloc(nn + 1, sizeof(*cn));
+	if (!cs || !dv || !ff || !cn) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < nn; i++)
+		cn[i] = json_string_value(json_array_get(names, i));
+	for (;;) {
+		int again = 0;
+		heads_clear(&h);
+		if ((rc = fetch_verified(y, &r, cn, nn, o->dry_run, &h)) < 0)
+			goto done;
+		nd = nf = 0;
+		for (i = 0; i < nn; i++) {
+			struct coll *c = &cs[i];
+			struct head *e = heads_find(&h, cn[i]);
+			char ref[REFLEN];
+			int d;
+
+			if (json_object_get(done_set, cn[i]))
+				continue;
+			coll_clear(c);
+			c->name = strdup(cn[i]);
+			snprintf(ref, sizeof(ref), REF_COLL "%s", cn[i]);
+			if ((rc = ref_get(y->repo, ref, &c->L)) < 0)
+				goto done;
+			c->has_L = rc;
+			if (!c->has_L) {
+				json_object_set_new(done_set, cn[i], json_true());
+				continue;
+			}
+			if (e) {
+				c->T = e->new;
+				c->has_T = 1;
+			}
+			if (c->has_T && git_oid_equal(&c->L, &c->T)) {
+				json_object_set_new(done_set, cn[i], json_true());
+				json_t *rec = rec_of(y, r.name, cn[i], &c->L,
+						     json_object_get(replayed, cn[i]) ? "replayed" : "up-to-date", o->dry_run);
+				if (rec && json_object_get(replayed, cn[i]))
+					json_object_set(rec, "replayed", json_object_get(replayed, cn[i]));
+				if ((rc = emit(o, rec)) != 0)
+					goto done;
+				continue;
+			}
+			if (!c->has_T) {
+				ff[nf++] = c;
+				continue;
+			}
+			if (o->dry_run && !have_object(y, &c->T)) {
+				/* the remote moved to what we have not fetched */
+				d = e->has_old ? (git_oid_equal(&c->L, &e->old) ? 1 : descends(y->repo, &e->old, &c->L)) : 0;
+				if (d < 0) {
+					rc = d;
+					goto done;
+				}
+				json_object_set_new(done_set, cn[i], json_true());
+				if ((rc = emit(o, rec_of(y, r.name, cn[i], &c->L,
+							 d ? "up-to-date" : !o->conflict || strcmp(o->conflict, "replay") == 0 ?
+							 "replayed" : strcmp(o->conflict, "keep-remote") == 0 ? "kept-remote" : "conflict",
+							 1))) != 0)
+					goto done;
+				continue;
+			}
+			if ((d = descends(y->repo, &c->L, &c->T)) < 0) {
+				rc = d;
+				goto done;
+			}
+			if (d) {
+				ff[nf++] = c;
+				continue;
+			}
+			if ((d = descends(y->repo, &c->T, &c->L)) < 0) {
+				rc = d;
+				goto done;
+			}
+			if (d) {
+				/* the remote is ahead and we have nothing new */
+				json_object_set_new(done_set, cn[i], json_true());
+				if ((rc = emit(o, rec_of(y, r.name, cn[i], &c->L, "up-to-date", o->dry_run))) != 0)
+					goto done;
+				continue;
+			}
+			dv[nd++] = c;
+		}
+		if (nd) {
+			const char *policy = o->conflict ? o->conflict : "replay";
+			int keep = strcmp(policy, "keep-remote") == 0;
+			if ((rc = reconcile(y, r.name, dv, nd, o, deadline, replayed)) < 0)
+				goto done;
+			for (i = 0; i < nd; i++)
+				if (keep || o->dry_run)
+					json_object_set_new(done_set, dv[i]->name, json_true());
+			if (!keep && !o->dry_run)
+				continue;  /* now they fast-forward */
+		}
+		/* fast-forward the remote, in name order: pends before their
+		 * primary; stop at the first that moved under us */
+		for (i = 0; i < nf; i++) {
+			struct coll *c = ff[i];
+			char tref[REFLEN];
+			if (o->dry_run) {
+				json_object_set_new(done_set, c->name, json_true());
+				if ((rc = emit(o, rec_of(y, r.name, c->name, &c->L, "pushed", 1))) != 0)
+					goto done;
+				continue;
+			}
+			progress(o, c->name, i, nf);
+			rc = r.path ? push_path_one(y, &r, c->name, c->has_T ? &c->T : NULL, &c->L, deadline)
+				    : push_net_one(y, &r, c->name, c->has_T ? &c->T : NULL, &c->L, deadline);
+			if (rc == OPT_ECONFLICT || rc == OPT_EBUSY) {
+				again = 1;
+				break;
+			}
+			if (rc < 0)
+				goto done;
+			snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r.name, c->name);
+			if (ref_cas(y->repo, tref, &c->L, c->has_T ? &c->T : NULL, deadline) < 0)
+				opt_error_clear();  /* the next fetch sets it */
+			json_object_set_new(done_set, c->name, json_true());
+			{
+				json_t *rec = rec_of(y, r.name, c->name, &c->L,
+						     json_object_get(replayed, c->name) ? "replayed" : "pushed", 0);
+				if (rec && json_object_get(replayed, c->name))
+					json_object_set(rec, "replayed", json_object_get(replayed, c->name));
+				if ((rc = emit(o, rec)) != 0)
+					goto done;
+			}
+		}
+		if (!again)
+			break;
+		if (opt_now_ms() >= deadline) {
+			rc = opt_error_set(OPT_EBUSY, "remote '%s' kept moving: gave up after %u attempts (%s)", r.name,
+					   attempt + 1, opt_error_last());
+			goto done;
+		}
+		opt_sleep_ms(opt_backoff_ms(attempt < 8 ? attempt : 8, 5, 500));
+		attempt++;
+	}
+	rc = 0;
+done:
+	for (i = 0; cs && i < json_array_size(names); i++)
+		coll_clear(&cs[i]);
+	free(cs);
+	free(dv);
+	free(ff);
+	free(cn);
+	json_decref(names);
+	json_decref(done_set);
+	json_decref(replayed);
+	heads_clear(&h);
+	remote_close(&r);
+	return rc;
+}
+
+/* ---- status ---- */
+
+static int status_one(struct opt_sync *y, const char *remote, const struct opt_sync_opts *o)
+{
+	json_t *local = NULL, *tracked = NULL, *all = json_object();
+	char prefix[REFLEN], ref[REFLEN];
+	const char *name;
+	json_t *v;
+	size_t i;
+	int rc;
+
+	snprintf(prefix, sizeof(prefix), REF_REMOTES "%s/", remote);
+	if ((rc = opt_store_list(y->s, &local)) < 0 || (rc = refs_under(y->repo, prefix, &tracked)) < 0)
+		goto done;
+	for (i = 0; i < json_array_size(local); i++)
+		json_object_set_new(all, json_string_value(json_array_get(local, i)), json_true());
+	for (i = 0; i < json_array_size(tracked); i++)
+		json_object_set_new(all, json_string_value(json_array_get(tracked, i)), json_true());
+	{
+		/* in name order */
+		json_t *keys = json_array();
+		json_object_foreach(all, name, v)
+			json_array_append_new(keys, json_string(name));
+		json_decref(all);
+		all = keys;
+		{
+			size_t n = json_array_size(all), a, b;
+			for (a = 1; a < n; a++)
+				for (b = a; b > 0 && strcmp(json_string_value(json_array_get(all, b - 1)),
+							     json_string_value(json_array_get(all, b))) > 0; b--) {
+					json_t *t = json_incref(json_array_get(all, b - 1));
+					json_array_set(all, b - 1, json_array_get(all, b));
+					json_array_set_new(all, b, t);
+				}
+		}
+	}
+	for (i = 0; i < json_array_size(all); i++) {
+		git_oid L, T;
+		int hasL, hasT;
+		long lr = 0, tr = 0, br = 0;
+
+		name = json_string_value(json_array_get(all, i));
+		if (!opt_store_name_valid(name))
+			continue;
+		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
+		if ((hasL = ref_get(y->repo, ref, &L)) < 0) {
+			rc = hasL;
+			goto done;
+		}
+		snprintf(ref, sizeof(ref), "%s%s", prefix, name);
+		if ((hasT = ref_get(y->repo, ref, &T)) < 0) {
+			rc = hasT;
+			goto done;
+		}
+		if (hasL)
+			lr = rev_of(y, name, &L);
+		if (hasT)
+			tr = rev_of(y, name, &T);
+		if (hasL && hasT && (rc = base_of(y, name, &L, &T, &br)) < 0)
+			goto done;
+		rc = emit(o, json_pack("{s:s,s:s,s:I,s:I}", "collection", name, "remote", remote, "ahead",
+				       (json_int_t)(lr - br), "behind", (json_int_t)(tr - br)));
+		if (rc)
+			goto done;
+	}
+	rc = 0;
+done:
+	json_decref(local);
+	json_decref(tracked);
+	json_decref(all);
+	return rc;
+}
+
+int opt_sync_status(struct opt_sync *y, const char *remote, const struct opt_sync_opts *o)
+{
+	json_t *list = NULL;
+	size_t i;
+	int rc;
+
+	o = o ? o : &no_opts;
+	if (remote) {
+		char *url = NULL;
+		if ((rc = remote_url(y, remote, &url)) < 0)
+			return rc;
+		free(url);
+		return status_one(y, remote, o);
+	}
+	if ((rc = opt_sync_remote_list(y, &list)) < 0)
+		return rc;
+	for (i = 0; i < json_array_size(list) && rc == 0; i++)
+		rc = status_one(y, json_string_value(json_object_get(json_array_get(list, i), "name")), o);
+	json_decref(list);
+	return rc;
+}
+
+/* ---- clone ---- */
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* The public key of the store at path, if it has one: *key (65 bytes). */
+static int peer_key(const char *path, char key[OPT_KEY_HEX + 1])
+{
+	char file[PATH_MAX];
+	json_t *j;
+	const char *pk;
+
+	key[0] = '\0';
+	snprintf(file, sizeof(file), "%s/opt-identity", path);
+	j = json_load_file(file, 0, NULL);
+	if (!j)
+		return access(file, F_OK) == 0 ? opt_error_set(OPT_ENET, "cannot read the remote store's identity '%s'", file) : 0;
+	pk = json_string_value(json_object_get(j, "public"));
+	if (pk && opt_key_hex_valid(pk))
+		snprintf(key, OPT_KEY_HEX + 1, "%s", pk);
+	/* only the public half is used; the rest goes at once */
+	json_object_clear(j);
+	json_decref(j);
+	return 0;
+}
+
+int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, const char *const *trust,
+		   size_t ntrust, const struct opt_sync_opts *o)
+{
+	struct opt_store *s = NULL;
+	struct opt_sync *y = NULL;
+	json_t *list = NULL;
+	char *path = NULL, key[OPT_KEY_HEX + 1];
+	struct stat st;
+	int created = 0, rc;
+	size_t i;
+
+	if (out)
+		*out = NULL;
+	o = o ? o : &no_opts;
+	for (i = 0; i < ntrust; i++)
+		if (!opt_key_hex_valid(trust[i]))
+			return opt_error_set(OPT_EINVAL, "invalid key '%.80s' (64 hex characters)", trust[i]);
+	if ((rc = check_policy(o)) < 0)
+		return rc;
+	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+		return opt_error_set(OPT_EINVAL, "cannot clone into '%s': not a directory", dir);
+	if ((rc = opt_store_create(&s, dir, &created)) < 0)
+		return rc;
+	if ((rc = opt_sync_open(&y, s)) < 0)
+		goto done;
+	if ((rc = opt_sync_lock(y, 0)) < 0)
+		goto done;
+	if (!created) {
+		if ((rc = opt_store_list(s, &list)) < 0)
+			goto done;
+		if (json_array_size(list) > 0) {
+			rc = opt_error_set(OPT_EINVAL, "cannot clone into store '%s': it has collections", dir);
+			goto done;
+		}
+		json_decref(list);
+		list = NULL;
+		if ((rc = opt_sync_remote_list(y, &list)) < 0)
+			goto done;
+		if (json_array_size(list) > 0) {
+			rc = opt_error_set(OPT_EINVAL, "cannot clone into store '%s': it has remotes", dir);
+			goto done;
+		}
+	}
+	if ((rc = opt_sync_remote_add(y, "origin", url)) < 0)
+		goto done;
+	if (opt_sync_url_is_local(url, &path)) {
+		struct stat ps;
+		if (stat(path, &ps) < 0) {
+			rc = opt_error_set(OPT_ENET, "cannot reach '%s': %s", url, strerror(errno));
+			goto done;
+		}
+		if ((rc = peer_key(path, key)) < 0)
+			goto done;
+		if (key[0] && (rc = opt_trust_add(s, key, "origin")) < 0)
+			goto done;
+	}
+	for (i = 0; i < ntrust; i++)
+		if ((rc = opt_trust_add(s, trust[i], "origin")) < 0)
+			goto done;
+	rc = opt_sync_pull(y, "origin", NULL, 0, o);
+	if (rc == OPT_EINTEGRITY && strstr(opt_error_last(), "does not trust")) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		opt_error_set(rc, "%s; to clone from a peer whose entries are signed by other keys, trust them first "
+			      "(opt-sync clone --trust KEY, or opt-block init DIR and opt-log trust KEY before the clone)",
+			      msg);
+	}
+done:
+	free(path);
+	json_decref(list);
+	opt_sync_free(y);
+	if (rc < 0) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		opt_store_free(s);
+		s = NULL;
+		if (created)
+			nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+		opt_error_set(rc, "%s", msg);
+	}
+	if (out)
+		*out = s;
+	else
+		opt_store_free(s);
+	return rc;
+}
