@@ -283,7 +283,7 @@ aborted:
 		fi
 	od;
 stop:
-	atomic { c = 0; ndone++ }
+	atomic { c = 0; x = 0; s = 0; u = 0; ps = 0; a = 0; pb = 0; ok = 0; ndone++ }
 }
 
 /* whoever comes next (a reader or a writer): resolves each pending
@@ -298,10 +298,10 @@ proctype recoverer()
 #endif
 	do
 	:: atomic { ALL_RESOLVED -> break }
-	:: atomic { UNDEC(0) && ((abr | exp) & B(hT[0])) -> c = 0 }; settle(c, 0); s = 0
-	:: atomic { UNDEC(1) && ((abr | exp) & B(hT[1])) -> c = 1 }; settle(c, 0); s = 0
+	:: atomic { UNDEC(0) && ((abr | exp) & B(hT[0])) -> c = 0 }; settle(c, 0); s = 0; c = 0
+	:: atomic { UNDEC(1) && ((abr | exp) & B(hT[1])) -> c = 1 }; settle(c, 0); s = 0; c = 0
 #if NC == 3
-	:: atomic { UNDEC(2) && ((abr | exp) & B(hT[2])) -> c = 2 }; settle(c, 0); s = 0
+	:: atomic { UNDEC(2) && ((abr | exp) & B(hT[2])) -> c = 2 }; settle(c, 0); s = 0; c = 0
 #endif
 	od;
 stop:
@@ -371,7 +371,8 @@ proctype reader()
 		}
 	od;
 #endif
-	assert(((t0 ^ t1) & RMASK) == 0)
+	assert(((t0 ^ t1) & RMASK) == 0);
+	t0 = 0; t1 = 0
 }
 #endif
 

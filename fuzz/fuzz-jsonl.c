@@ -14,9 +14,11 @@
  * one value, the stream reader must give that value and then the end.
  *
  * Two prefixes change how the bytes after them are fed:
- *   0x01 N  read after 65536 - 16*N bytes of white space, so that the values
- *           straddle the reader's first 64 KiB buffer (exercising the
- *           buffer's move and growth);
+ *   0x01 N  65536 - 32*(N/2) bytes of white space are put before the
+ *           bytes (N even) or after their first byte (N odd: inside the
+ *           first value), so that values straddle the reader's first 64 KiB
+ *           buffer (exercising the buffer's move, and its growth when a
+ *           value outgrows it);
  *   0x02 N  read from a socket (SOCK_SEQPACKET, a file descriptor: the
  *           read(2) path used for stdin and pipes) in messages of N+1
  *           bytes, so that values arrive split across reads.
@@ -190,16 +192,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct opt_jsonl *r = NULL;
 	json_t *v, *whole = NULL, *keys[2] = { NULL, NULL };
 	const json_t *prev[2];
-	size_t pad = 0, chunk = 0, total, results = 0, nvalues = 0;
+	size_t pad = 0, pad_at = 0, chunk = 0, total, results = 0, nvalues = 0;
 	char *buf;
 	FILE *f = NULL;
 	long line = 0;
 	int rc;
 
 	if (size >= 2 && data[0] == 0x01) {
-		pad = PAD_BASE - 16 * (size_t)data[1];
+		pad = PAD_BASE - 32 * (size_t)(data[1] / 2);
 		data += 2;
 		size -= 2;
+		pad_at = (data[-1] & 1) && size ? 1 : 0;
 	} else if (size >= 2 && data[0] == 0x02) {
 		chunk = (size_t)data[1] + 1;
 		data += 2;
@@ -210,12 +213,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	buf = malloc(total);
 	ASSERT(buf != NULL);
+	if (pad_at)
+		buf[0] = (char)data[0];
 	for (size_t i = 0; i < pad; i++)
-		buf[i] = (i % 61 == 60) ? '\n' : ' ';
-	if (size)
-		memcpy(buf + pad, data, size);
+		buf[pad_at + i] = (i % 61 == 60) ? '\n' : ' ';
+	if (size > pad_at)
+		memcpy(buf + pad_at + pad, data + pad_at, size - pad_at);
 
-	if (opt_json_parse(&whole, (const char *)data, size) < 0)
+	if (opt_json_parse(&whole, buf, total) < 0)
 		whole = NULL;
 
 	if (chunk)

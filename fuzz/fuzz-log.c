@@ -26,11 +26,20 @@
  *    the n entries in strictly increasing (reverse: decreasing) key order,
  *    opt_btree_count is n, opt_btree_get finds each key with its value, and
  *    bounded ranges give the expected slices.
+ *  - writers over the blocks as found (first header only, through a
+ *    tracker): opt_log_append, opt_chain_pop, opt_chain_dequeue,
+ *    opt_chain_add, opt_btree_put and opt_btree_del either fail and leave
+ *    the tracker as it was, or (on a log that verified, whose header's
+ *    logRev/logHash agree with it; on a tree that checked) leave a log that
+ *    verifies one more entry, a tree that checks with one more (one fewer)
+ *    entry.
+ *  - no reader changes the blocks.
  *
  * Known, reported library bugs can be tolerated while they are open (see
- * docs/fuzzing.md): OPT_FUZZ_KNOWN=chain-ends,btree-shared (a comma-separated
- * list) turns the matching property off, or makes the read bound fail the
- * library call with an error instead of aborting. */
+ * docs/fuzzing.md): OPT_FUZZ_KNOWN=chain-ends,btree-shared,log-rev-overflow
+ * (a comma-separated list) turns the matching property off, makes the read
+ * bound fail the library call with an error instead of aborting, or skips
+ * the call that would overflow. */
 #include "block.h"
 #include "btree.h"
 #include "chain.h"
@@ -39,6 +48,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +63,7 @@
 #define ENTRIES_KEPT 256 /* chain entries compared between directions */
 #define KEYS_KEPT 4096   /* tree entries kept from a scan */
 
-static int known_chain_ends, known_btree_shared;
+static int known_chain_ends, known_btree_shared, known_log_rev_overflow;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -65,6 +75,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		FAIL("cannot initialise libsodium");
 	known_chain_ends = k && strstr(k, "chain-ends") != NULL;
 	known_btree_shared = k && strstr(k, "btree-shared") != NULL;
+	known_log_rev_overflow = k && strstr(k, "log-rev-overflow") != NULL;
 	return 0;
 }
 
@@ -247,8 +258,8 @@ static int verify_cb(const json_t *entry, void *arg)
 	return 0;
 }
 
-static void check_log(struct counted *c, const struct opt_source *src, const char *hid,
-		      const struct bounds *b)
+static long check_log(struct counted *c, const struct opt_source *src, const char *hid,
+		      const struct bounds *b, char last_hash[65])
 {
 	unsigned long limit = 4 * (b->blocks + 4);
 	struct vstate v = { NULL, 0, 0, 0 };
@@ -278,9 +289,9 @@ static void check_log(struct counted *c, const struct opt_source *src, const cha
 		/* a callback's non-zero value stops the verification */
 		if (n >= 2) {
 			struct vstate s = { NULL, 0, 2, 7 };
+			long n2 = 0;
 			begin(c, "opt_log_verify", limit, 0);
-			rc = opt_log_verify(src, hid, verify_cb, &s, &n);
-			ASSERT(rc == 7 && s.seen == 2);
+			ASSERT(opt_log_verify(src, hid, verify_cb, &s, &n2) == 7 && s.seen == 2 && n2 == 1);
 			json_decref(s.last);
 		}
 	} else {
@@ -289,10 +300,12 @@ static void check_log(struct counted *c, const struct opt_source *src, const cha
 		begin(c, "opt_log_last", limit, 0);
 		(void)opt_log_last(src, hid, &last);
 	}
-	if (v.last)
-		(void)opt_log_entry_hash(v.last, h);
+	last_hash[0] = '\0';
+	if (v.last && opt_log_entry_hash(v.last, h) == 0)
+		memcpy(last_hash, h, sizeof(h));
 	json_decref(last);
 	json_decref(v.last);
+	return rc == 0 ? n : -1;
 }
 
 /* ---- the btree ---- */
@@ -325,7 +338,7 @@ static long scan(struct counted *c, const struct opt_source *src, const char *hi
 	return rc < 0 ? rc : n;
 }
 
-static void check_btree(struct counted *c, const struct opt_source *src, const char *hid,
+static long check_btree(struct counted *c, const struct opt_source *src, const char *hid,
 			const struct bounds *b)
 {
 	unsigned long scan_limit = MAX_DEPTH * (b->refs + b->blocks + 2);
@@ -415,6 +428,134 @@ static void check_btree(struct counted *c, const struct opt_source *src, const c
 done:
 	json_decref(fw);
 	json_decref(bw);
+	return rc < 0 ? -1 : (long)count;
+}
+
+/* ---- writers over hostile blocks ---- */
+
+/* The tracker's changes as one canonical string (caller frees). */
+static int state_cb(const char *id, const json_t *block, void *arg)
+{
+	json_object_set_new(arg, id, block ? opt_json_copy(block) : json_null());
+	return 0;
+}
+
+static char *tracker_state(struct opt_tracker *t)
+{
+	json_t *all = json_object();
+	char *s;
+
+	ASSERT(all && opt_tracker_foreach(t, state_cb, all) == 0);
+	s = canon(all);
+	json_decref(all);
+	return s;
+}
+
+/* A writer's call failed: the tracker must be as before (all or nothing). */
+static void unchanged(struct opt_tracker *t, const char *before, const char *call, int rc)
+{
+	char *now = tracker_state(t);
+
+	if (strcmp(before, now) != 0)
+		FAIL("%s failed (%d: %s) but changed the tracker", call, rc, opt_error_last());
+	free(now);
+}
+
+/* The writers (log append, chain pop/dequeue/add, btree put/del) over the
+ * blocks as found: they must fail cleanly or leave a structure that
+ * verifies.  n: the entries opt_log_verify accepted (-1: none), last: the
+ * hash of the last; count: the entries opt_btree_check accepted (-1). */
+static void check_writers(json_t *blocks, const char *hid, long n, const char *last, long count)
+{
+	struct opt_source plain = opt_source_object(blocks), ts;
+	struct opt_tracker *t = NULL;
+	json_t *fields, *out = NULL, *key, *val, *ents;
+	const json_t *h, *lr, *lh;
+	char *before, *mid;
+	size_t tok, cnt;
+	long n2;
+	int rc, replaced = 0, header_agrees = 1;
+
+	ASSERT(opt_tracker_new(&t, &plain) == 0);
+	ts = opt_tracker_source(t);
+	before = tracker_state(t);
+
+	/* the log: append one entry */
+	if (opt_tracker_get(t, hid, &h) == 0) {
+		lr = json_object_get(h, "logRev");
+		lh = json_object_get(h, "logHash");
+		if (lr || lh)
+			header_agrees = json_is_integer(lr) && json_integer_value(lr) == n &&
+					json_is_string(lh) && strcmp(json_string_value(lh), last) == 0;
+	}
+	fields = json_pack("{s:s,s:[{s:s,s:i,s:i}],s:{},s:i}", "trx", "fuzzaaaaaaaaaaaaaaaaaaaaaa",
+			   "actions", "type", "put", "key", 1, "value", 2, "blocks", "time", 1);
+	ASSERT(fields);
+	if (known_log_rev_overflow && opt_tracker_get(t, hid, &h) == 0 &&
+	    json_integer_value(json_object_get(h, "logRev")) == LONG_MAX)
+		rc = OPT_EINVAL;        /* a known bug: rev + 1 overflows */
+	else
+		rc = opt_log_append(t, hid, fields, &out);
+	if (rc < 0) {
+		unchanged(t, before, "opt_log_append", rc);
+	} else if (n >= 0 && header_agrees && !known_chain_ends) {
+		/* a verified log with one more entry still verifies */
+		rc = opt_log_verify(&ts, hid, NULL, NULL, &n2);
+		if (rc < 0 || n2 != n + 1)
+			FAIL("opt_log_append on a log of %ld verified entries gives a log that verifies %ld entries (%d: %s)",
+			     n, n2, rc, rc < 0 ? opt_error_last() : "");
+	}
+	json_decref(out);
+	json_decref(fields);
+	opt_tracker_reset(t);
+
+	/* the chain: pop, dequeue, add (each all or nothing) */
+	opt_tracker_mark(t, &tok);
+	out = NULL;
+	if ((rc = opt_chain_pop(t, hid, 2, &out)) < 0)
+		unchanged(t, before, "opt_chain_pop", rc);
+	json_decref(out);
+	out = NULL;
+	mid = tracker_state(t);
+	if ((rc = opt_chain_dequeue(t, hid, 3, &out)) < 0)
+		unchanged(t, mid, "opt_chain_dequeue", rc);
+	free(mid);
+	json_decref(out);
+	opt_tracker_rollback(t, tok);
+	unchanged(t, before, "a rollback after opt_chain_pop and opt_chain_dequeue", 0);
+	ents = json_pack("[i,s,{s:i}]", 1, "two", "three", 3);
+	if ((rc = opt_chain_add(t, hid, ents)) < 0)
+		unchanged(t, before, "opt_chain_add", rc);
+	json_decref(ents);
+	opt_tracker_reset(t);
+
+	/* the tree: put, then delete, a key */
+	key = json_integer(5);
+	val = json_string("fuzz");
+	rc = opt_btree_put(t, hid, key, val, &replaced);
+	if (rc < 0) {
+		unchanged(t, before, "opt_btree_put", rc);
+	} else if (count >= 0) {
+		rc = opt_btree_check(&ts, hid, &cnt);
+		if (rc < 0 || cnt != (size_t)count + !replaced)
+			FAIL("opt_btree_put on a checked tree of %ld entries gives a tree that %s (%zu entries)", count,
+			     rc < 0 ? opt_error_last() : "checks", cnt);
+		free(before);
+		before = tracker_state(t);
+		rc = opt_btree_del(t, hid, key);
+		if (rc < 0)
+			FAIL("opt_btree_del cannot delete the key just put (%d: %s)", rc, opt_error_last());
+		rc = opt_btree_check(&ts, hid, &cnt);
+		if (rc < 0 || cnt != (size_t)count + !replaced - 1)
+			FAIL("opt_btree_del on a checked tree gives a tree that %s (%zu entries)",
+			     rc < 0 ? opt_error_last() : "checks", cnt);
+		if ((rc = opt_btree_del(t, hid, key)) != OPT_ENOTFOUND)
+			FAIL("opt_btree_del of a deleted key gives %d, not OPT_ENOTFOUND", rc);
+	}
+	json_decref(key);
+	json_decref(val);
+	free(before);
+	opt_tracker_free(t);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -441,10 +582,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	before = canon(doc);
 	for (h = 0, iter = json_object_iter(doc); iter && h < HEADERS; h++, iter = json_object_iter_next(doc, iter)) {
+		long n, count;
+		char last[65];
 		hid = json_object_iter_key(iter);
-		check_log(&c, &src, hid, &b);
+		n = check_log(&c, &src, hid, &b, last);
 		check_chain(&c, &src, hid, &b);
-		check_btree(&c, &src, hid, &b);
+		count = check_btree(&c, &src, hid, &b);
+		if (h == 0)
+			check_writers(doc, hid, n, last, count);
 	}
 	/* readers never write */
 	after = canon(doc);

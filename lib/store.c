@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <git2.h>
 #include <git2/sys/mempack.h>
+#include <git2/sys/repository.h>
 #include <git2/sys/odb_backend.h>
 #include <limits.h>
 #include <stdio.h>
@@ -60,6 +61,64 @@ static int git_fail(int code, const char *what)
 	const git_error *e = git_error_last();
 
 	return opt_error_set(code, "%s: %s", what, e && e->message ? e->message : "unknown libgit2 error");
+}
+
+/* libgit2 rescans objects/pack only when the directory's mtime (in whole
+ * seconds) changed: a pack another process wrote in the same second as
+ * our last scan stays invisible, and so do the objects of a ref it just
+ * moved.  On a miss, open the object database afresh and look again. */
+static int reload_odb(struct opt_store *s)
+{
+	git_odb *odb = NULL;
+	char objdir[PATH_MAX];
+
+	if (s->gpending)
+		return -1;  /* pending objects live in the current one */
+	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
+	if (git_odb_open(&odb, objdir) < 0)
+		return -1;
+	if (s->gpack) {
+		git_odb_backend *mp = NULL;
+		if (git_mempack_new(&mp) < 0 || git_odb_add_backend(odb, mp, 1000) < 0) {
+			git_odb_free(odb);
+			return -1;
+		}
+		s->mempack = mp;
+		opt_pack_mirror(s->gpack, mp);
+	} else {
+		s->mempack = NULL;  /* went with the old database */
+	}
+	git_repository_set_odb(s->repo, odb);
+	git_odb_free(s->odb);
+	s->odb = odb;
+	return 0;
+}
+
+static int s_commit_lookup(struct opt_store *s, git_commit **out, const git_oid *id)
+{
+	int rc = git_commit_lookup(out, s->repo, id);
+
+	if (rc == GIT_ENOTFOUND && reload_odb(s) == 0)
+		rc = git_commit_lookup(out, s->repo, id);
+	return rc;
+}
+
+static int s_tree_lookup(struct opt_store *s, git_tree **out, const git_oid *id)
+{
+	int rc = git_tree_lookup(out, s->repo, id);
+
+	if (rc == GIT_ENOTFOUND && reload_odb(s) == 0)
+		rc = git_tree_lookup(out, s->repo, id);
+	return rc;
+}
+
+static int s_odb_read(struct opt_store *s, git_odb_object **out, const git_oid *id)
+{
+	int rc = git_odb_read(out, s->odb, id);
+
+	if (rc == GIT_ENOTFOUND && reload_odb(s) == 0)
+		rc = git_odb_read(out, s->odb, id);
+	return rc;
 }
 
 static int global_init(void)
@@ -493,12 +552,12 @@ static int snap_from_commit(struct opt_snap **out, struct opt_store *s, const ch
 	snap->commit = c;
 	snap->name = strdup(name);
 	git_oid_tostr(snap->commit_hex, sizeof(snap->commit_hex), git_commit_id(c));
-	if (git_commit_tree(&snap->root, c) < 0) {
+	if (s_tree_lookup(s, &snap->root, git_commit_tree_id(c)) < 0) {
 		opt_snap_free(snap);
 		return git_fail(OPT_EINTEGRITY, "cannot read collection tree");
 	}
 	e = git_tree_entry_byname(snap->root, "blocks");
-	if (e && git_tree_lookup(&snap->blocks, s->repo, git_tree_entry_id(e)) < 0) {
+	if (e && s_tree_lookup(s, &snap->blocks, git_tree_entry_id(e)) < 0) {
 		opt_snap_free(snap);
 		return git_fail(OPT_EINTEGRITY, "cannot read blocks tree");
 	}
@@ -521,7 +580,7 @@ static int snap_from_commit(struct opt_snap **out, struct opt_store *s, const ch
 
 static int snap_open_raw(struct opt_snap **out, struct opt_store *s, const char *name, long rev);
 
-int opt_store_decision(struct opt_store *s, const char *primary, const char *trx, int64_t since, int *out)
+int opt_store_decision_at(struct opt_store *s, const char *primary, const char *trx, const char *stop, int *out)
 {
 	struct opt_snap *snap = NULL, *p;
 	int rc;
@@ -534,8 +593,11 @@ int opt_store_decision(struct opt_store *s, const char *primary, const char *trx
 	}
 	if (rc < 0)
 		return rc;
-	/* newest first, back to the pend (with a minute of clock slack) */
+	/* newest first, back to the primary's head before the pends: the
+	 * decision or abort record is always after it */
 	for (;;) {
+		if (stop && *stop && strcmp(snap->commit_hex, stop) == 0)
+			break;
 		if (snap->trx && strcmp(snap->trx, trx) == 0) {
 			const char *st = opt_snap_trailer(snap, "Opt-Status");
 			if (!st || strcmp(st, "committed") == 0)
@@ -545,8 +607,6 @@ int opt_store_decision(struct opt_store *s, const char *primary, const char *trx
 			if (*out)
 				break;
 		}
-		if (opt_snap_time(snap) < since - 60)
-			break;
 		rc = opt_snap_parent(&p, snap);
 		if (rc == OPT_ENOTFOUND) {
 			opt_error_clear();
@@ -563,6 +623,12 @@ int opt_store_decision(struct opt_store *s, const char *primary, const char *trx
 	return 0;
 }
 
+int opt_store_decision(struct opt_store *s, const char *primary, const char *trx, int64_t since, int *out)
+{
+	(void)since;  /* no time bound: clocks and stalled writers make it unsafe */
+	return opt_store_decision_at(s, primary, trx, NULL, out);
+}
+
 int opt_snap_decided(struct opt_snap *snap, int *out)
 {
 	const char *st = opt_snap_trailer(snap, "Opt-Status");
@@ -576,7 +642,8 @@ int opt_snap_decided(struct opt_snap *snap, int *out)
 		return opt_error_set(OPT_EINTEGRITY, "collection '%s' revision %ld is pending without a primary",
 				     snap->name, snap->rev);
 	snprintf(primary, sizeof(primary), "%.200s", st);
-	return opt_store_decision(snap->s, primary, opt_snap_trx(snap), opt_snap_time(snap), out);
+	return opt_store_decision_at(snap->s, primary, opt_snap_trx(snap), opt_snap_trailer(snap, "Opt-Primary-Base"),
+				     out);
 }
 
 int opt_snap_head(struct opt_snap **out, struct opt_store *s, const char *name)
@@ -633,7 +700,7 @@ static int snap_open_raw(struct opt_snap **out, struct opt_store *s, const char 
 		if (rc < 0)
 			return git_fail(OPT_EIO, "cannot read collection ref");
 	}
-	if (git_commit_lookup(&c, s->repo, &id) < 0)
+	if (s_commit_lookup(s, &c, &id) < 0)
 		return git_fail(OPT_EINTEGRITY, "cannot read collection commit");
 	if ((rc = snap_from_commit(&snap, s, name, c)) < 0)
 		return rc;
@@ -665,7 +732,7 @@ int opt_snap_open_commit(struct opt_snap **out, struct opt_store *s, const char 
 		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
 	if (git_oid_fromstr(&id, commit) < 0)
 		return opt_error_set(OPT_EINVAL, "invalid commit ID '%.50s'", commit);
-	if (git_commit_lookup(&c, s->repo, &id) < 0)
+	if (s_commit_lookup(s, &c, &id) < 0)
 		return git_fail(OPT_EINTEGRITY, "cannot read commit");
 	return snap_from_commit(out, s, name, c);
 }
@@ -678,7 +745,7 @@ int opt_snap_parent(struct opt_snap **out, struct opt_snap *snap)
 	*out = NULL;
 	if (git_commit_parentcount(snap->commit) == 0)
 		return opt_error_set(OPT_ENOTFOUND, "collection '%s' has no revision before %ld", snap->name, snap->rev);
-	if (git_commit_parent(&p, snap->commit, 0) < 0)
+	if (s_commit_lookup(snap->s, &p, git_commit_parent_id(snap->commit, 0)) < 0)
 		return git_fail(OPT_EINTEGRITY, "cannot read parent commit");
 	rc = snap_from_commit(out, snap->s, snap->name, p);
 	if (rc == 0 && (*out)->rev != snap->rev - 1) {
@@ -755,13 +822,13 @@ static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 	e = git_tree_entry_byname(snap->blocks, c);
 	if (!e)
 		return OPT_ENOTFOUND;
-	if (git_tree_lookup(&t1, snap->s->repo, git_tree_entry_id(e)) < 0)
+	if (s_tree_lookup(snap->s, &t1, git_tree_entry_id(e)) < 0)
 		return git_fail(OPT_EINTEGRITY, "cannot read block tree");
 	c[0] = id[1];
 	e = git_tree_entry_byname(t1, c);
 	if (!e)
 		goto done;
-	if (git_tree_lookup(&t2, snap->s->repo, git_tree_entry_id(e)) < 0) {
+	if (s_tree_lookup(snap->s, &t2, git_tree_entry_id(e)) < 0) {
 		rc = git_fail(OPT_EINTEGRITY, "cannot read block tree");
 		goto done;
 	}
@@ -796,7 +863,7 @@ int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t
 	*buf = NULL;
 	if ((rc = find_blob(snap, id, &oid)) < 0)
 		return rc;
-	if (git_odb_read(&obj, snap->s->odb, &oid) < 0)
+	if (s_odb_read(snap->s, &obj, &oid) < 0)
 		return git_fail(OPT_EINTEGRITY, "cannot read block");
 	*len = git_odb_object_size(obj);
 	*buf = malloc(*len + 1);
@@ -840,7 +907,7 @@ static int snap_get(void *ctx, const char *id, json_t **out)
 	slot = &snap->cache[snap->ring++ % snap->nslots];
 	if ((rc = find_blob(snap, id, &oid)) < 0)
 		return rc;
-	if (git_odb_read(&obj, snap->s->odb, &oid) < 0)
+	if (s_odb_read(snap->s, &obj, &oid) < 0)
 		return git_fail(OPT_EINTEGRITY, "cannot read block");
 	b = json_loadb(git_odb_object_data(obj), git_odb_object_size(obj), 0, &err);
 	git_odb_object_free(obj);
@@ -893,11 +960,11 @@ int opt_snap_foreach(struct opt_snap *snap, int (*cb)(const char *id, void *arg)
 		return 0;
 	for (i = 0; i < git_tree_entrycount(snap->blocks) && rc == 0; i++) {
 		git_tree *t1 = NULL;
-		if (git_tree_lookup(&t1, snap->s->repo, git_tree_entry_id(git_tree_entry_byindex(snap->blocks, i))) < 0)
+		if (s_tree_lookup(snap->s, &t1, git_tree_entry_id(git_tree_entry_byindex(snap->blocks, i))) < 0)
 			return git_fail(OPT_EINTEGRITY, "cannot read block tree");
 		for (j = 0; j < git_tree_entrycount(t1) && rc == 0; j++) {
 			git_tree *t2 = NULL;
-			if (git_tree_lookup(&t2, snap->s->repo, git_tree_entry_id(git_tree_entry_byindex(t1, j))) < 0) {
+			if (s_tree_lookup(snap->s, &t2, git_tree_entry_id(git_tree_entry_byindex(t1, j))) < 0) {
 				git_tree_free(t1);
 				return git_fail(OPT_EINTEGRITY, "cannot read block tree");
 			}
@@ -1053,7 +1120,7 @@ static int collect_cb(const char *id, const json_t *block, void *arg)
 	return 0;
 }
 
-static git_tree *subtree(git_repository *repo, const git_tree *t, const char *name, int *rc)
+static git_tree *subtree(struct opt_store *s, const git_tree *t, const char *name, int *rc)
 {
 	const git_tree_entry *e;
 	git_tree *out = NULL;
@@ -1061,12 +1128,12 @@ static git_tree *subtree(git_repository *repo, const git_tree *t, const char *na
 	*rc = 0;
 	if (!t || !(e = git_tree_entry_byname(t, name)) || git_tree_entry_type(e) != GIT_OBJECT_TREE)
 		return NULL;
-	if (git_tree_lookup(&out, repo, git_tree_entry_id(e)) < 0)
+	if (s_tree_lookup(s, &out, git_tree_entry_id(e)) < 0)
 		*rc = git_fail(OPT_EINTEGRITY, "cannot read tree");
 	return out;
 }
 
-static int build_trees(git_repository *repo, struct opt_pack *p, struct opt_snap *base,
+static int build_trees(struct opt_store *s, struct opt_pack *p, struct opt_snap *base,
 		       const struct change *ch, size_t n, git_oid *root_out)
 {
 	git_tree *bblocks = base ? base->blocks : NULL;
@@ -1084,14 +1151,14 @@ static int build_trees(git_repository *repo, struct opt_pack *p, struct opt_snap
 	}
 	while (i < n && rc == 0) {
 		char c1[2] = { ch[i].id[0], 0 };
-		git_tree *b1 = subtree(repo, bblocks, c1, &rc);
+		git_tree *b1 = subtree(s, bblocks, c1, &rc);
 		size_t n1 = 0;
 
 		if (rc < 0)
 			break;
 		while (i < n && ch[i].id[0] == c1[0] && rc == 0) {
 			char c2[2] = { ch[i].id[1], 0 };
-			git_tree *b2 = subtree(repo, b1, c2, &rc);
+			git_tree *b2 = subtree(s, b1, c2, &rc);
 			size_t nl = 0;
 
 			if (rc < 0)
@@ -1193,7 +1260,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	col.canon = info->canon;
 	if ((rc = opt_tracker_foreach(t, collect_cb, &col)) < 0)
 		goto done;
-	if ((rc = build_trees(s->repo, col.pack, base, col.v, col.n, &root)) < 0)
+	if ((rc = build_trees(s, col.pack, base, col.v, col.n, &root)) < 0)
 		goto done;
 
 	snprintf(line, sizeof(line), "%s\n\nOpt-Rev: %ld\nOpt-Trx: %s\n",

@@ -76,6 +76,11 @@ int opt_snap_head(struct opt_snap **out, struct opt_store *s, const char *name);
  * -1 aborted, 0 none yet. */
 int opt_store_decision(struct opt_store *s, const char *primary, const char *trx, int64_t since, int *out);
 
+/* The same, walking the primary's history back to commit stop (40 hex: the
+ * primary's head before the transaction's pends, recorded in its pending
+ * revisions as Opt-Primary-Base; NULL or "" for the whole history). */
+int opt_store_decision_at(struct opt_store *s, const char *primary, const char *trx, const char *stop, int *out);
+
 /* For a snapshot whose revision is pending (Opt-Status: pending): 1 if its
  * transaction is committed, -1 aborted, 0 undecided; 1 for any other. */
 int opt_snap_decided(struct opt_snap *snap, int *out);

@@ -446,61 +446,6 @@ int opt_sync_lock(struct opt_sync *y, long timeout_ms)
 	return 0;
 }
 
-int opt_sync_remote_add(struct opt_sync *y, const char *name, const char *url)
-{
-	git_remote_create_options co;
-	git_remote *r = NULL;
-	char *path = NULL, *fixed = NULL;
-	int rc;
-
-	if (!opt_sync_remote_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s' (use letters, digits, '.', '_' and '-')", name);
-	if (!url || !*url || strchr(url, '\n'))
-		return opt_error_set(OPT_EINVAL, "invalid remote URL '%.200s'", url ? url : "");
-	if (opt_sync_url_is_local(url, &path) && strncmp(url, "file://", 7) != 0)
-		fixed = path;  /* a relative path would depend on where we run */
-	else
-		free(path);
-	git_remote_create_options_init(&co, GIT_REMOTE_CREATE_OPTIONS_VERSION);
-	co.repository = y->repo;
-	co.name = name;
-	co.flags = GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC | GIT_REMOTE_CREATE_SKIP_INSTEADOF;
-	git_error_clear();
-	rc = git_remote_create_with_opts(&r, fixed ? fixed : url, &co);
-	free(fixed);
-	git_remote_free(r);
-	if (rc == GIT_EEXISTS)
-		return opt_error_set(OPT_ECONFLICT, "remote '%s' exists already", name);
-	if (rc == GIT_EINVALIDSPEC)
-		return opt_error_set(OPT_EINVAL, "invalid remote name '%s'", name);
-	if (rc < 0)
-		return git_err(OPT_EIO, "cannot add remote");
-	return 0;
-}
-
-/* The URL of remote name: *url malloc'd; OPT_ENOTFOUND when there is no
- * such remote. */
-static int remote_url(struct opt_sync *y, const char *name, char **url)
-{
-	git_remote *r = NULL;
-	int rc;
-
-	*url = NULL;
-	if (!opt_sync_remote_name_valid(name))
-		return opt_error_set(OPT_ENOTFOUND, "no remote '%.100s'", name);
-	rc = git_remote_lookup(&r, y->repo, name);
-	if (rc == GIT_ENOTFOUND || rc == GIT_EINVALIDSPEC) {
-		git_error_clear();
-		return opt_error_set(OPT_ENOTFOUND, "no remote '%s' (opt-sync remote add %s URL)", name, name);
-	}
-	if (rc < 0)
-		return git_err(OPT_EIO, "cannot read remote");
-	if (!git_remote_url(r) || !(*url = strdup(git_remote_url(r))))
-		rc = opt_error_set(OPT_EINVAL, "remote '%s' has no URL", name);
-	git_remote_free(r);
-	return rc;
-}
-
 static int delete_refs_under(git_repository *repo, const char *prefix)
 {
 	json_t *names = NULL;
@@ -518,40 +463,207 @@ static int delete_refs_under(git_repository *repo, const char *prefix)
 	return rc;
 }
 
+/* libgit2 1.5 leaks a regex match block on every config entry that a
+ * pattern does not match (git_regexp_match returns before freeing it),
+ * and git_remote_lookup, _list, _delete and the insteadOf rewriting of
+ * git_remote_create all match patterns: remotes are read and written
+ * here through plain config calls instead. */
+
+/* A new reference to the store's config (fresh from disk). */
+static int config_of(struct opt_sync *y, git_config **out)
+{
+	if (git_repository_config(out, y->repo) < 0)
+		return git_err(OPT_EIO, "cannot read the store's configuration");
+	return 0;
+}
+
+/* An anonymous remote for url, without insteadOf rewriting. */
+static int anon_remote(git_remote **out, git_repository *repo, const char *url)
+{
+	git_remote_create_options co;
+
+	git_remote_create_options_init(&co, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+	co.repository = repo;
+	co.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
+	return git_remote_create_with_opts(out, url, &co);
+}
+
+/* The URL of remote name: *url malloc'd; OPT_ENOTFOUND when there is no
+ * such remote. */
+static int remote_url(struct opt_sync *y, const char *name, char **url)
+{
+	git_config *cfg = NULL;
+	git_buf buf = { 0 };
+	char key[OPT_REMOTE_NAME_MAX + 16];
+	int rc;
+
+	*url = NULL;
+	if (!opt_sync_remote_name_valid(name))
+		return opt_error_set(OPT_ENOTFOUND, "no remote '%.100s'", name);
+	if ((rc = config_of(y, &cfg)) < 0)
+		return rc;
+	snprintf(key, sizeof(key), "remote.%s.url", name);
+	rc = git_config_get_string_buf(&buf, cfg, key);
+	if (rc == GIT_ENOTFOUND) {
+		git_error_clear();
+		rc = opt_error_set(OPT_ENOTFOUND, "no remote '%s' (opt-sync remote add %s URL)", name, name);
+	} else if (rc < 0) {
+		rc = git_err(OPT_EIO, "cannot read remote");
+	} else if (!buf.ptr || !*buf.ptr) {
+		rc = opt_error_set(OPT_EINVAL, "remote '%s' has no URL", name);
+	} else if (!(*url = strdup(buf.ptr))) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+	}
+	git_buf_dispose(&buf);
+	git_config_free(cfg);
+	return rc;
+}
+
+int opt_sync_remote_add(struct opt_sync *y, const char *name, const char *url)
+{
+	git_config *cfg = NULL;
+	char *path = NULL, *fixed = NULL, *old = NULL, key[OPT_REMOTE_NAME_MAX + 16];
+	int rc;
+
+	if (!opt_sync_remote_name_valid(name))
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s' (use letters, digits, '.', '_' and '-')", name);
+	if (!url || !*url || strchr(url, '\n'))
+		return opt_error_set(OPT_EINVAL, "invalid remote URL '%.200s'", url ? url : "");
+	if (opt_sync_url_is_local(url, &path) && strncmp(url, "file://", 7) != 0)
+		fixed = path;  /* a relative path would depend on where we run */
+	else
+		free(path);
+	rc = remote_url(y, name, &old);
+	free(old);
+	if (rc == 0) {
+		rc = opt_error_set(OPT_ECONFLICT, "remote '%s' exists already", name);
+		goto done;
+	}
+	if (rc != OPT_ENOTFOUND)
+		goto done;
+	opt_error_clear();
+	if ((rc = config_of(y, &cfg)) < 0)
+		goto done;
+	snprintf(key, sizeof(key), "remote.%s.url", name);
+	if (git_config_set_string(cfg, key, fixed ? fixed : url) < 0)
+		rc = git_err(OPT_EIO, "cannot add remote");
+done:
+	git_config_free(cfg);
+	free(fixed);
+	return rc;
+}
+
+struct names_ctx {
+	json_t *names;   /* remote names, or the keys of one remote */
+	const char *only;
+};
+
+/* Collect remote names ("remote.NAME.url"), or with only set, every key
+ * of remote `only`. */
+static int names_cb(const git_config_entry *e, void *arg)
+{
+	struct names_ctx *n = arg;
+	const char *k = e->name, *dot;
+	char name[OPT_REMOTE_NAME_MAX + 1];
+	size_t len;
+
+	if (strncmp(k, "remote.", 7) != 0)
+		return 0;
+	k += 7;
+	if (!(dot = strrchr(k, '.')))
+		return 0;
+	len = (size_t)(dot - k);
+	if (len == 0 || len > OPT_REMOTE_NAME_MAX)
+		return 0;
+	memcpy(name, k, len);
+	name[len] = '\0';
+	if (n->only) {
+		if (strcmp(name, n->only) == 0)
+			json_array_append_new(n->names, json_string(e->name));
+		return 0;
+	}
+	if (strcmp(dot + 1, "url") == 0 && opt_sync_remote_name_valid(name)) {
+		size_t i;
+		for (i = 0; i < json_array_size(n->names); i++)
+			if (strcmp(json_string_value(json_array_get(n->names, i)), name) == 0)
+				return 0;
+		json_array_append_new(n->names, json_string(name));
+	}
+	return 0;
+}
+
 int opt_sync_remote_rm(struct opt_sync *y, const char *name)
 {
+	struct names_ctx n = { NULL, name };
+	git_config *cfg = NULL;
 	char *url = NULL, prefix[REFLEN];
+	size_t i;
 	int rc;
 
 	if ((rc = remote_url(y, name, &url)) < 0)
 		return rc;
 	free(url);
-	if (git_remote_delete(y->repo, name) < 0)
-		return git_err(OPT_EIO, "cannot remove remote");
+	if ((rc = config_of(y, &cfg)) < 0)
+		return rc;
+	n.names = json_array();
+	if (!n.names || git_config_foreach(cfg, names_cb, &n) < 0) {
+		rc = git_err(OPT_EIO, "cannot read the store's configuration");
+		goto done;
+	}
+	for (i = 0; i < json_array_size(n.names); i++) {
+		const char *k = json_string_value(json_array_get(n.names, i));
+		git_error_clear();
+		if (git_config_delete_entry(cfg, k) < 0 && git_config_delete_multivar(cfg, k, ".*") < 0) {
+			rc = git_err(OPT_EIO, "cannot remove remote");
+			goto done;
+		}
+	}
 	snprintf(prefix, sizeof(prefix), REF_REMOTES "%s/", name);
-	return delete_refs_under(y->repo, prefix);
+	rc = delete_refs_under(y->repo, prefix);
+done:
+	json_decref(n.names);
+	git_config_free(cfg);
+	return rc;
 }
 
 int opt_sync_remote_list(struct opt_sync *y, json_t **out)
 {
-	git_strarray names = { 0 };
+	struct names_ctx n = { NULL, NULL };
+	git_config *cfg = NULL;
 	json_t *arr;
-	size_t i;
+	size_t i, j, cnt;
+	int rc;
 
 	*out = NULL;
-	if (git_remote_list(&names, y->repo) < 0)
+	if ((rc = config_of(y, &cfg)) < 0)
+		return rc;
+	n.names = json_array();
+	if (!n.names || git_config_foreach(cfg, names_cb, &n) < 0) {
+		json_decref(n.names);
+		git_config_free(cfg);
 		return git_err(OPT_EIO, "cannot list remotes");
+	}
+	git_config_free(cfg);
+	cnt = json_array_size(n.names);
+	for (i = 1; i < cnt; i++)
+		for (j = i; j > 0 && strcmp(json_string_value(json_array_get(n.names, j - 1)),
+					     json_string_value(json_array_get(n.names, j))) > 0; j--) {
+			json_t *t = json_incref(json_array_get(n.names, j - 1));
+			json_array_set(n.names, j - 1, json_array_get(n.names, j));
+			json_array_set_new(n.names, j, t);
+		}
 	arr = json_array();
-	for (i = 0; arr && i < names.count; i++) {
+	for (i = 0; arr && i < cnt; i++) {
 		char *url = NULL;
-		if (remote_url(y, names.strings[i], &url) < 0) {
+		const char *name = json_string_value(json_array_get(n.names, i));
+		if (remote_url(y, name, &url) < 0) {
 			opt_error_clear();
 			continue;
 		}
-		json_array_append_new(arr, json_pack("{s:s,s:s}", "name", names.strings[i], "url", url));
+		json_array_append_new(arr, json_pack("{s:s,s:s}", "name", name, "url", url));
 		free(url);
 	}
-	git_strarray_dispose(&names);
+	json_decref(n.names);
 	if (!arr)
 		return opt_error_set(OPT_EIO, "out of memory");
 	*out = arr;
@@ -721,7 +833,7 @@ static int ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, 
 
 	*gr_out = NULL;
 	callbacks(&cb, r);
-	if (git_remote_create_anonymous(&gr, y->repo, r->path ? r->path : r->url) < 0)
+	if (anon_remote(&gr, y->repo, r->path ? r->path : r->url) < 0)
 		return net_fail(r, "invalid URL");
 	r->cred_tries = 0;
 	if (git_remote_connect(gr, GIT_DIRECTION_FETCH, &cb, NULL, NULL) < 0) {
@@ -958,11 +1070,13 @@ int opt_sync_fetch(struct opt_sync *y, const char *remote, const char *const *co
 			rec = json_pack("{s:s,s:s,s:s,s:s,s:b}", "remote", r.name, "collection", e->name, "commit", hex,
 					"status", e->status, "dry_run", 1);
 		} else {
-			rec = json_pack("{s:s,s:s,s:I,s:s}", "remote", r.name, "collection", e->name, "rev",
-					(json_int_t)rev_of(y, e->name, &e->new), "status", e->status);
+			rec = json_pack("{s:s,s:s,s:I}", "remote", r.name, "collection", e->name, "rev",
+					(json_int_t)rev_of(y, e->name, &e->new));
+			if (rec && e->has_old && strcmp(e->status, "updated") == 0)
+				json_object_set_new(rec, "from", json_integer(rev_of(y, e->name, &e->old)));
+			if (rec)
+				json_object_set_new(rec, "status", json_string(e->status));
 		}
-		if (rec && e->has_old && strcmp(e->status, "updated") == 0 && !o->dry_run)
-			json_object_set_new(rec, "from", json_integer(rev_of(y, e->name, &e->old)));
 		rc = emit(o, rec);
 	}
 	heads_clear(&h);
@@ -1494,7 +1608,7 @@ static int move_heads(struct opt_sync *y, struct coll **v, size_t n, int backup,
  * Emits a record per collection, or with counts (an object) sets
  * counts[name] to the number of transactions replayed instead. */
 static int replay_backups(struct opt_sync *y, const char *remote, const json_t *names, const char *policy,
-			  const struct opt_sync_opts *o, json_t *counts)
+			  const struct opt_sync_opts *o, json_t *counts, json_t *prepared)
 {
 	json_t *all = NULL, *queues = json_object(), *docs = json_object();
 	struct coll *cs = NULL;
@@ -1544,15 +1658,20 @@ static int replay_backups(struct opt_sync *y, const char *remote, const json_t *
 		}
 		if ((rc = base_of(y, name, &c->B, &c->L, &c->base_rev)) < 0)
 			goto done;
-		d = json_object();
-		if ((rc = replayed_trx(y, name, &c->L, c->base_rev, d)) < 0 ||
-		    (rc = plan_ours(y, c, &c->B, d, 0)) < 0 || (rc = plan_theirs(y, c, &c->L)) < 0) {
+		if (prepared && json_object_get(prepared, name)) {
+			/* planned (and resolved) before the move */
+			c->ours = json_incref(json_object_get(prepared, name));
+		} else {
+			d = json_object();
+			if ((rc = replayed_trx(y, name, &c->L, c->base_rev, d)) < 0 ||
+			    (rc = plan_ours(y, c, &c->B, d, 0)) < 0 || (rc = plan_theirs(y, c, &c->L)) < 0) {
+				json_decref(d);
+				goto done;
+			}
 			json_decref(d);
-			goto done;
+			if (policy && strncmp(policy, "exec:", 5) == 0 && (rc = resolve_all(c, policy + 5)) < 0)
+				goto done;
 		}
-		json_decref(d);
-		if (policy && strncmp(policy, "exec:", 5) == 0 && (rc = resolve_all(c, policy + 5)) < 0)
-			goto done;
 		/* queue its transactions; gather each one's parts */
 		{
 			json_t *q = json_array();
@@ -1659,7 +1778,7 @@ static int reconcile(struct opt_sync *y, const char *remote, struct coll **v, si
 		     int64_t deadline, json_t *counts)
 {
 	const char *policy = o && o->conflict ? o->conflict : "replay";
-	json_t *names = NULL;
+	json_t *names = NULL, *prepared = NULL;
 	size_t i;
 	int rc = 0;
 
@@ -1703,13 +1822,26 @@ static int reconcile(struct opt_sync *y, const char *remote, struct coll **v, si
 				return rc;
 		return 0;
 	}
-	if ((rc = move_heads(y, v, n, 1, deadline)) < 0)
+	/* the resolver decides before anything moves: a failing resolver
+	 * changes nothing */
+	prepared = json_object();
+	for (i = 0; i < n; i++) {
+		if (strncmp(policy, "exec:", 5) == 0 && (rc = resolve_all(v[i], policy + 5)) < 0) {
+			json_decref(prepared);
+			return rc;
+		}
+		json_object_set(prepared, v[i]->name, v[i]->ours);
+	}
+	if ((rc = move_heads(y, v, n, 1, deadline)) < 0) {
+		json_decref(prepared);
 		return rc;
+	}
 	names = json_array();
 	for (i = 0; i < n; i++)
 		json_array_append_new(names, json_string(v[i]->name));
-	rc = replay_backups(y, remote, names, policy, o, counts);
+	rc = replay_backups(y, remote, names, policy, o, counts, prepared);
 	json_decref(names);
+	json_decref(prepared);
 	return rc;
 }
 
@@ -1722,7 +1854,7 @@ static int resume(struct opt_sync *y, const char *remote, const struct opt_sync_
 	if ((rc = refs_under(y->repo, REF_BACKUP, &all)) < 0)
 		return rc;
 	if (json_array_size(all) > 0 && !(o && o->dry_run))
-		rc = replay_backups(y, remote, NULL, o && o->conflict ? o->conflict : "replay", o, counts);
+		rc = replay_backups(y, remote, NULL, o && o->conflict ? o->conflict : "replay", o, counts, NULL);
 	json_decref(all);
 	return rc;
 }
@@ -1736,6 +1868,77 @@ static int check_policy(const struct opt_sync_opts *o)
 	if (strncmp(p, "exec:", 5) == 0 && p[5])
 		return 0;
 	return opt_error_set(OPT_EINVAL, "unknown conflict policy '%.100s' (replay, keep-remote, fail, exec:PROG)", p);
+}
+
+/* ---- reports in name order ---- */
+
+/* pull and push report one record per collection, in name order, at the
+ * end (also when they fail half-way); other records (the reports of
+ * --conflict fail) go out at once. */
+struct held {
+	const struct opt_sync_opts *o;
+	json_t *recs;    /* collection -> record */
+};
+
+static int hold_cb(const json_t *rec, void *arg)
+{
+	struct held *h = arg;
+	const char *name = json_string_value(json_object_get(rec, "collection"));
+
+	if (!name || !json_object_get(rec, "status"))
+		return h->o->emit ? h->o->emit(rec, h->o->arg) : 0;
+	return json_object_set(h->recs, name, (json_t *)rec) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
+}
+
+static void hold_progress(const char *what, size_t done, size_t total, void *arg)
+{
+	struct held *h = arg;
+
+	progress(h->o, what, done, total);
+}
+
+static void hold_init(struct held *h, struct opt_sync_opts *lo, const struct opt_sync_opts *o)
+{
+	h->o = o;
+	h->recs = json_object();
+	*lo = *o;
+	lo->emit = hold_cb;
+	lo->progress = o->progress ? hold_progress : NULL;
+	lo->arg = h;
+}
+
+/* Emit what is held, in name order; rc stays unless emitting fails. */
+static int hold_flush(struct held *h, int rc)
+{
+	json_t *names = json_array();
+	const char *name;
+	json_t *v;
+	size_t i, j, n;
+	int erc = 0;
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	json_object_foreach(h->recs, name, v)
+		json_array_append_new(names, json_string(name));
+	n = json_array_size(names);
+	for (i = 1; i < n; i++)
+		for (j = i; j > 0 && strcmp(json_string_value(json_array_get(names, j - 1)),
+					     json_string_value(json_array_get(names, j))) > 0; j--) {
+			json_t *t = json_incref(json_array_get(names, j - 1));
+			json_array_set(names, j - 1, json_array_get(names, j));
+			json_array_set_new(names, j, t);
+		}
+	for (i = 0; i < n && erc == 0; i++)
+		if (h->o->emit)
+			erc = h->o->emit(json_object_get(h->recs, json_string_value(json_array_get(names, i))), h->o->arg);
+	json_decref(names);
+	json_decref(h->recs);
+	h->recs = NULL;
+	if (rc < 0) {
+		opt_error_set(rc, "%s", msg);
+		return rc;
+	}
+	return erc ? erc : rc;
 }
 
 /* ---- pull ---- */
@@ -1760,8 +1963,21 @@ static json_t *rec_of(struct opt_sync *y, const char *remote, const char *name, 
 	return rec;
 }
 
+static int pull(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		const struct opt_sync_opts *o);
+
 int opt_sync_pull(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		  const struct opt_sync_opts *o)
+{
+	struct opt_sync_opts lo;
+	struct held h;
+
+	hold_init(&h, &lo, o ? o : &no_opts);
+	return hold_flush(&h, pull(y, remote, colls, n, &lo));
+}
+
+static int pull(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		const struct opt_sync_opts *o)
 {
 	struct remote r;
 	struct heads h = { 0 };
@@ -1958,7 +2174,7 @@ static int push_net_one(struct opt_sync *y, struct remote *r, const char *name, 
 	}
 	specs.strings = &spec;
 	specs.count = 1;
-	if (git_remote_create_anonymous(&gr, y->repo, r->url) < 0) {
+	if (anon_remote(&gr, y->repo, r->url) < 0) {
 		rc = net_fail(r, "invalid URL");
 		goto done;
 	}
@@ -2066,8 +2282,21 @@ static int close_over_transactions(struct opt_sync *y, const char *remote, json_
 	return rc;
 }
 
+static int push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		const struct opt_sync_opts *o);
+
 int opt_sync_push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		  const struct opt_sync_opts *o)
+{
+	struct opt_sync_opts lo;
+	struct held h;
+
+	hold_init(&h, &lo, o ? o : &no_opts);
+	return hold_flush(&h, push(y, remote, colls, n, &lo));
+}
+
+static int push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		const struct opt_sync_opts *o)
 {
 	struct remote r;
 	struct heads h = { 0 };

@@ -23,6 +23,7 @@ struct opt_txn {
 	const char *primary;
 	json_t *collections;    /* names, or NULL */
 	int64_t expires;        /* ms, for pending revisions */
+	char primary_base[41];  /* the primary's head before the pends ("" if none) */
 	long revert;            /* a revert of this pending revision */
 };
 
@@ -231,7 +232,7 @@ done:
 
 /* Write T's abort record on primary, unless T is decided already.
  * *decision: 1 committed, -1 aborted (by us or before). */
-static int abort_on_primary(struct opt_txn *x, const char *primary, const char *trx, int64_t since,
+static int abort_on_primary(struct opt_txn *x, const char *primary, const char *trx, const char *stop,
 			    int *decision)
 {
 	struct opt_txn p;
@@ -242,7 +243,7 @@ static int abort_on_primary(struct opt_txn *x, const char *primary, const char *
 	int rc;
 
 	for (;;) {
-		if ((rc = opt_store_decision(x->s, primary, trx, since, decision)) < 0)
+		if ((rc = opt_store_decision_at(x->s, primary, trx, stop, decision)) < 0)
 			return rc;
 		if (*decision)
 			return 0;
@@ -297,7 +298,7 @@ static int revert_pending(struct opt_txn *x, struct opt_snap *snap)
 static int resolve_head(struct opt_txn *x, const char *trx)
 {
 	const char *st = opt_snap_trailer(x->base, "Opt-Status");
-	char primary[OPT_NAME_MAX + 1], ptrx[OPT_ID_MAX + 1];
+	char primary[OPT_NAME_MAX + 1], ptrx[OPT_ID_MAX + 1], pbase[41];
 	int64_t since, expires;
 	int d, rc;
 
@@ -321,14 +322,17 @@ static int resolve_head(struct opt_txn *x, const char *trx)
 				     x->name, opt_snap_rev(x->base));
 	snprintf(primary, sizeof(primary), "%.200s", st);
 	since = opt_snap_time(x->base);
-	if ((rc = opt_store_decision(x->s, primary, ptrx, since, &d)) < 0)
+	(void)since;
+	st = opt_snap_trailer(x->base, "Opt-Primary-Base");
+	snprintf(pbase, sizeof(pbase), "%.40s", st ? st : "");
+	if ((rc = opt_store_decision_at(x->s, primary, ptrx, pbase, &d)) < 0)
 		return rc;
 	if (d == 1)
 		return 0;
 	if (d == 0) {
 		if (opt_now_ms() < expires)
 			return opt_error_set(OPT_EBUSY, "collection '%s' has transaction %s in flight", x->name, ptrx);
-		if ((rc = abort_on_primary(x, primary, ptrx, since, &d)) < 0)
+		if ((rc = abort_on_primary(x, primary, ptrx, pbase, &d)) < 0)
 			return rc;
 		if (d == 1)
 			return OPT_ECONFLICT;  /* it committed after all: read again */
@@ -463,7 +467,8 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 				 x->status ? x->status : "committed", x->primary ? x->primary : x->name, cols);
 			if (x->status && strcmp(x->status, "pending") == 0)
 				snprintf(trailers + strlen(trailers), sizeof(trailers) - strlen(trailers),
-					 "Opt-Expires: %lld\n", (long long)x->expires);
+					 "Opt-Expires: %lld\nOpt-Primary-Base: %s\n", (long long)x->expires,
+					 x->primary_base[0] ? x->primary_base : "none");
 		}
 		opt_fault("txn:before-commit");
 		rc = opt_store_commit(x->s, x->name, x->base, x->t, &info, &rev);
@@ -674,7 +679,8 @@ static int step(struct opt_txn *x, struct opt_txn_part *p, const struct opt_txn_
 	for (;;) {
 		if (decide) {
 			/* never decide after an abort record */
-			if ((rc = opt_store_decision(x->s, x->primary, trx, since, &d)) < 0)
+			(void)since;
+			if ((rc = opt_store_decision_at(x->s, x->primary, trx, x->primary_base, &d)) < 0)
 				return rc;
 			if (d == -1)
 				return opt_error_set(OPT_ECONFLICT, "transaction %s was aborted (it outlived OPT_TXN_TTL)", trx);
@@ -769,6 +775,13 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 	x.primary = v[n - 1]->name;
 	x.collections = n > 1 ? cols : NULL;
 	since = opt_now_ms() / 1000;
+	{
+		struct opt_snap *ph = NULL;
+		if (opt_snap_head(&ph, s, x.primary) == 0)
+			snprintf(x.primary_base, sizeof(x.primary_base), "%s", opt_snap_commit(ph));
+		opt_error_clear();
+		opt_snap_free(ph);
+	}
 	/* 1. pend every collection but the primary, in name order */
 	for (i = 0; i + 1 < n; i++) {
 		x.name = v[i]->name;
@@ -798,7 +811,7 @@ undo:
 		int d = 0, keep = rc;
 		char msg[1024];
 		snprintf(msg, sizeof(msg), "%s", opt_error_last());
-		if (abort_on_primary(&x, v[n - 1]->name, trx, since, &d) == 0 && d == -1) {
+		if (abort_on_primary(&x, v[n - 1]->name, trx, x.primary_base, &d) == 0 && d == -1) {
 			for (i = 0; i < pended; i++) {
 				struct opt_snap *h = NULL;
 				x.name = v[i]->name;

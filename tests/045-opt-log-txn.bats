@@ -442,7 +442,9 @@ sys.exit(1 if bytes.fromhex(sys.argv[2]) in data else 0)
 EOF
 	done
 	# nor in the packs or loose objects as stored (zlib), nor in the refs
-	! grep -r -q -i -- "$seed" "$OPT_STORE/refs" "$OPT_STORE/config"
+	if grep -r -q -i -- "$seed" "$OPT_STORE/refs" "$OPT_STORE/config"; then
+		fail "the secret key is in the refs or the config"
+	fi
 	fsck_ok
 }
 

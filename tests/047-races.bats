@@ -50,9 +50,15 @@ fi
 	run python3 "$TOP/tests/tools/serial.py" --bin "$OPT_BIN" --store "$OPT_STORE" --acks "$TMP"/acks.*
 	printf '%s\n' "$output" | grep '^# ' >&3 || true
 	assert_success
-	# no pending revision is left at any head
+	# a pending revision left at a head (nothing needs to roll it forward)
+	# belongs to a committed transaction
 	for c in a-tree b-diary c-tree d-diary e-tree; do
-		! git --git-dir="$OPT_STORE" cat-file commit "refs/opt/collections/$c" | grep -q '^Opt-Status: pending'
+		git --git-dir="$OPT_STORE" cat-file commit "refs/opt/collections/$c" >"$TMP/head"
+		grep -q '^Opt-Status: pending' "$TMP/head" || continue
+		trx=$(sed -n 's/^Opt-Trx: //p' "$TMP/head")
+		run opt-log status "$trx"
+		assert_success
+		[ "$(jq -r .status <<<"$output")" = committed ] || fail "$c: pending head of $trx: $output"
 	done
 	# every transaction acknowledged
 	[ "$failed" -eq 0 ] || fail "writers failed: $(cat "$TMP"/err.*)"

@@ -9,7 +9,7 @@ Each iteration runs one random workload against the store with one random
 way to die armed:
   - a fault point of lib/ ($OPT_TEST_CRASH=POINT@N: the process kills
     itself with SIGKILL at the N-th passage of POINT), or
-  - a plain SIGKILL from outside after a random delay of 0-30 ms.
+  - a plain SIGKILL from outside after a random delay (0-30 ms, --kill-ms).
 The workloads: a transaction over 2 or 3 collections (opt-log commit), a
 transaction over one collection (opt-log commit), or a plain opt-tree put /
 opt-diary append.  Transaction n writes a unique marker into each of its
@@ -127,7 +127,7 @@ class Loop:
         kind, colls, argv, stdin = self.workload(n)
         if self.rng.random() < 0.25:
             how = "kill"
-            delay = self.rng.uniform(0, 0.03)
+            delay = self.rng.uniform(0, self.a.kill_ms / 1000.0)
             p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=self.env)
             if stdin:
@@ -362,6 +362,7 @@ def main():
     ap.add_argument("--ttl", type=int, default=50)
     ap.add_argument("--stale-lock-ms", type=int, default=100)
     ap.add_argument("--busy-timeout", type=int, default=20000)
+    ap.add_argument("--kill-ms", type=int, default=30, help="the plain kills come after 0 to this many ms")
     a = ap.parse_args()
     if a.seed is None:
         a.seed = random.SystemRandom().randrange(1 << 31)

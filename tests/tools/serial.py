@@ -178,7 +178,7 @@ def main():
             apply(e)
             settle(e, True)
         if pend:
-            figures["pending heads"] += 1
+            figures["pending heads (%s)" % decided.get(pend[0]["trx"], "undecided")] += 1
             if decided.get(pend[0]["trx"]) == "committed":
                 settle(pend[0], True)
             else:
@@ -286,10 +286,11 @@ def main():
 
     print("# serial.py: %d collections, %d log entries, %d transactions counted (%s)" %
           (len(names), figures["entries"], len(nodes), ", ".join("%s %d" % (c, counts[c]) for c in names)))
+    heads = ", ".join("%s %d" % (k, v) for k, v in sorted(figures.items()) if k.startswith("pending heads"))
     print("# serial.py: %d over several collections, %d pending revisions, %d reverts, %d abort records, "
-          "%d pending heads, %d acknowledged checked, %d ordered pairs compared" %
+          "%d acknowledged checked, %d ordered pairs compared%s" %
           (figures["transactions over several collections"], figures["pending revisions"], figures["reverts"],
-           figures["abort records"], figures["pending heads"], acked, pairs))
+           figures["abort records"], acked, pairs, "; " + heads if heads else ""))
     if figures["collections with pruned actions (not replayed)"]:
         print("# serial.py: %d collections with pruned actions were not replayed" %
               figures["collections with pruned actions (not replayed)"])
