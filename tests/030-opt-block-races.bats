@@ -46,7 +46,7 @@ gen() { # gen PREFIX N: N one-block documents, one a line
 	for round in $(seq 1 15); do
 		gen "r$round" 400 | opt-block put -c crash --each >> "$TMP/ack" 2>/dev/null &
 		pid=$!
-		sleep "0.$((RANDOM % 30))"
+		sleep "0.$((RANDOM % 8 + 2))"
 		pkill -9 -P $pid opt-block 2>/dev/null || true
 		kill -9 $pid 2>/dev/null || true
 		wait $pid 2>/dev/null || true
