@@ -1,6 +1,7 @@
 #include "util.h"
 #include "error.h"
 
+#include <openssl/sha.h>
 #include <sodium.h>
 #include <string.h>
 #include <signal.h>
@@ -134,88 +135,27 @@ void opt_sha256_final_hex(struct opt_sha256 *h, char out[OPT_SHA256_HEX + 1])
 	opt_hex(out, d, sizeof(d));
 }
 
-/* SHA-1, FIPS 180-4. */
-#define ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
-
-static void sha1_block(uint32_t h[5], const uint8_t *p)
-{
-	uint32_t w[80], a, b, c, d, e, t;
-	int i;
-
-	for (i = 0; i < 16; i++)
-		w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-		       (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-	for (; i < 80; i++)
-		w[i] = ROL(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-	a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4];
-	for (i = 0; i < 80; i++) {
-		uint32_t f, k;
-		if (i < 20) { f = (b & c) | (~b & d); k = 0x5a827999; }
-		else if (i < 40) { f = b ^ c ^ d; k = 0x6ed9eba1; }
-		else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8f1bbcdc; }
-		else { f = b ^ c ^ d; k = 0xca62c1d6; }
-		t = ROL(a, 5) + f + e + k + w[i];
-		e = d; d = c; c = ROL(b, 30); b = a; a = t;
-	}
-	h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
-}
+/* SHA-1: OpenSSL's low-level API is deprecated in 3.0 but is still the
+ * fast path (no provider lookup per object). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+_Static_assert(sizeof(SHA_CTX) <= sizeof(struct opt_sha1), "SHA_CTX too large");
 
 void opt_sha1_init(struct opt_sha1 *c)
 {
-	c->h[0] = 0x67452301; c->h[1] = 0xefcdab89; c->h[2] = 0x98badcfe;
-	c->h[3] = 0x10325476; c->h[4] = 0xc3d2e1f0;
-	c->len = 0;
-	c->used = 0;
+	SHA1_Init((SHA_CTX *)c->ctx);
 }
 
 void opt_sha1_update(struct opt_sha1 *c, const void *data, size_t len)
 {
-	const uint8_t *p = data;
-
-	c->len += len;
-	if (c->used) {
-		size_t n = 64 - c->used;
-		if (n > len)
-			n = len;
-		memcpy(c->buf + c->used, p, n);
-		c->used += n;
-		p += n;
-		len -= n;
-		if (c->used < 64)
-			return;
-		sha1_block(c->h, c->buf);
-		c->used = 0;
-	}
-	while (len >= 64) {
-		sha1_block(c->h, p);
-		p += 64;
-		len -= 64;
-	}
-	if (len) {
-		memcpy(c->buf, p, len);
-		c->used = len;
-	}
+	SHA1_Update((SHA_CTX *)c->ctx, data, len);
 }
 
 void opt_sha1_final(struct opt_sha1 *c, uint8_t out[20])
 {
-	uint64_t bits = c->len * 8;
-	uint8_t pad = 0x80, zero = 0, lenb[8];
-	int i;
-
-	opt_sha1_update(c, &pad, 1);
-	while (c->used != 56)
-		opt_sha1_update(c, &zero, 1);
-	for (i = 0; i < 8; i++)
-		lenb[i] = (uint8_t)(bits >> (56 - 8 * i));
-	opt_sha1_update(c, lenb, 8);
-	for (i = 0; i < 5; i++) {
-		out[4 * i] = (uint8_t)(c->h[i] >> 24);
-		out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
-		out[4 * i + 2] = (uint8_t)(c->h[i] >> 8);
-		out[4 * i + 3] = (uint8_t)c->h[i];
-	}
+	SHA1_Final(out, (SHA_CTX *)c->ctx);
 }
+#pragma GCC diagnostic pop
 
 int64_t opt_now_ms(void)
 {
