@@ -68,14 +68,30 @@ rate 1000 "$(python3 -c "print($t1-$t0)")" "put --each: 1,000 x 5-block transact
 
 # 6. write cost from the 1st to the 10,000th transaction (streamed)
 python3 "$top/bench/gen.py" txns 10000 5 > "$work/txns10k"
+# each transaction prints 5 lines (one per block): count transactions
 opt-block put -c flat --each < "$work/txns10k" | python3 -c '
 import sys, time
 t = time.perf_counter(); n = 0; out = []
 for line in sys.stdin:
     n += 1
-    if n % 2000 == 0:
+    if n % 10000 == 0:
         now = time.perf_counter(); out.append("%.0f" % (2000 / (now - t))); t = now
 print("%-58s %s txn/s" % ("put --each: 10,000 txns, rate per 2,000 (flat = no growth)", " ".join(out)))'
+# and one process per transaction, the 1st-1,000th against the 9,001st-10,000th
+python3 - "$bin/opt-block" "$work/txns10k" <<'PY'
+import subprocess, sys, time
+lines = open(sys.argv[2]).readlines()
+def run(chunk):
+    t = time.perf_counter()
+    for l in chunk:
+        subprocess.run([sys.argv[1], "put", "-c", "flatp"], input=l.encode(), stdout=subprocess.DEVNULL, check=True)
+    return len(chunk) / (time.perf_counter() - t)
+first = run(lines[:500])
+# 9,000 more, streamed (the store grows to 9,500 transactions)
+subprocess.run([sys.argv[1], "put", "-c", "flatp", "--each"], input="".join(lines[500:9500]).encode(), stdout=subprocess.DEVNULL, check=True)
+last = run(lines[9500:])
+print("%-58s %6.0f then %6.0f txn/s" % ("put: a process each, txns 1-500 vs 9,501-10,000", first, last))
+PY
 opt-block stat --compact | python3 -c '
 import json, sys; s = json.load(sys.stdin)
 print("%-58s %10d packs, %d objects, %.1f MB" % ("store after the run", s["packs"], s["objects"], s["pack_bytes"] / 1e6))'
