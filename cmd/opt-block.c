@@ -171,9 +171,22 @@ static int do_get(struct cmd *c)
 		return st;
 	nsnap = json_array_size(names);
 	snaps = calloc(nsnap ? nsnap : 1, sizeof(*snaps));
-	for (i = 0; i < nsnap; i++) {
-		if ((st = open_snap(c, json_string_value(json_array_get(names, i)), rev, &snaps[i])))
+	if (nsnap > 1) {
+		/* one consistent view of every collection */
+		const char **nv = calloc(nsnap, sizeof(*nv));
+		for (i = 0; i < nsnap; i++)
+			nv[i] = json_string_value(json_array_get(names, i));
+		rc = opt_snap_open_many(snaps, c->store, nv, nsnap);
+		free(nv);
+		if (rc < 0) {
+			st = cmd_lib_fail(c, rc);
 			goto done;
+		}
+	} else {
+		for (i = 0; i < nsnap; i++) {
+			if ((st = open_snap(c, json_string_value(json_array_get(names, i)), rev, &snaps[i])))
+				goto done;
+		}
 	}
 	while ((rc = next_id(&it, id, sizeof(id))) == 1) {
 		int found = 0;
@@ -182,7 +195,10 @@ static int do_get(struct cmd *c)
 			goto done;
 		}
 		for (i = 0; i < nsnap && !found; i++) {
-			struct opt_source src = opt_snap_source(snaps[i]);
+			struct opt_source src;
+			if (!snaps[i])
+				continue;
+			src = opt_snap_source(snaps[i]);
 			json_t *b;
 			rc = src.get(src.ctx, id, &b);
 			if (rc == OPT_ENOTFOUND)

@@ -646,6 +646,66 @@ int opt_snap_decided(struct opt_snap *snap, int *out)
 				     out);
 }
 
+static int head_ids(struct opt_store *s, const char *const *names, size_t n, git_oid *ids)
+{
+	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX];
+	size_t i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		if ((rc = ref_name(ref, sizeof(ref), names[i])) < 0)
+			return rc;
+		rc = git_reference_name_to_id(&ids[i], s->repo, ref);
+		if (rc == GIT_ENOTFOUND)
+			memset(&ids[i], 0, sizeof(ids[i]));
+		else if (rc < 0)
+			return git_fail(OPT_EIO, "cannot read collection ref");
+	}
+	return 0;
+}
+
+int opt_snap_open_many(struct opt_snap **snaps, struct opt_store *s, const char *const *names, size_t n)
+{
+	git_oid *before = calloc(n ? n : 1, sizeof(*before)), *after = calloc(n ? n : 1, sizeof(*after));
+	size_t i;
+	int rc = 0, tries;
+
+	if (!before || !after) {
+		free(before);
+		free(after);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	for (i = 0; i < n; i++)
+		snaps[i] = NULL;
+	for (tries = 0; tries < 100; tries++) {
+		if ((rc = head_ids(s, names, n, before)) < 0)
+			break;
+		for (i = 0; i < n && rc == 0; i++) {
+			rc = opt_snap_open(&snaps[i], s, names[i], 0);
+			if (rc == OPT_ENOTFOUND) {
+				snaps[i] = NULL;
+				opt_error_clear();
+				rc = 0;
+			}
+		}
+		if (rc == 0 && (rc = head_ids(s, names, n, after)) == 0 &&
+		    memcmp(before, after, n * sizeof(*before)) == 0)
+			break;
+		for (i = 0; i < n; i++) {
+			opt_snap_free(snaps[i]);
+			snaps[i] = NULL;
+		}
+		if (rc < 0)
+			break;
+		opt_sleep_ms(1 + opt_random(5));
+	}
+	if (rc == 0 && tries == 100)
+		rc = opt_error_set(OPT_EBUSY, "the collections kept changing while being read");
+	free(before);
+	free(after);
+	return rc;
+}
+
 int opt_snap_head(struct opt_snap **out, struct opt_store *s, const char *name)
 {
 	return snap_open_raw(out, s, name, 0);

@@ -68,6 +68,12 @@ int opt_store_stats(struct opt_store *s, json_t **out);
  * the revision does not exist. */
 int opt_snap_open(struct opt_snap **out, struct opt_store *s, const char *name, long rev);
 
+/* Open several collections as one consistent view (docs/protocol.md,
+ * "Readers of several collections"): read every head, resolve pending
+ * revisions, read the heads again, and start over if any moved.
+ * snaps[i] gets collection names[i] (NULL when it does not exist). */
+int opt_snap_open_many(struct opt_snap **snaps, struct opt_store *s, const char *const *names, size_t n);
+
 /* The head revision itself, pending or not (for writers). */
 int opt_snap_head(struct opt_snap **out, struct opt_store *s, const char *name);
 
