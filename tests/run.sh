@@ -14,7 +14,20 @@ for b in "$@"; do
 	done
 	if [ -n "$(ls tests/*.bats 2>/dev/null)" ]; then
 		echo "# bats: $b" | tee -a "$log"
-		OPT_BIN="$top/$b/bin" bats --tap tests/*.bats 2>&1 | tee -a "$log"
+		# a hung suite fails instead of stalling the run: each file gets
+		# at most 15 minutes
+		out=$(mktemp)
+		for f in tests/*.bats; do
+			OPT_BIN="$top/$b/bin" timeout -k 10 900 bats --tap "$f" > "$out" 2>&1
+			st=$?
+			cat "$out" | tee -a "$log"
+			if [ "$st" -eq 124 ] || [ "$st" -eq 137 ]; then
+				echo "not ok - $f timed out after 900 s" | tee -a "$log"
+			elif [ "$st" -ne 0 ] && ! grep -q '^not ok ' "$out"; then
+				echo "not ok - $f exited $st without a failing test" | tee -a "$log"
+			fi
+		done
+		rm -f "$out"
 	fi
 done
 passed=$(grep -c '^ok ' "$log")
