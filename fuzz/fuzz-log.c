@@ -472,8 +472,8 @@ static void check_writers(json_t *blocks, const char *hid, long n, const char *l
 	json_t *fields, *out = NULL, *key, *val, *ents;
 	const json_t *h, *lr, *lh;
 	char *before, *mid;
-	size_t tok, cnt;
-	long n2;
+	size_t tok, cnt, i;
+	long n2, base;
 	int rc, replaced = 0, header_agrees = 1;
 
 	ASSERT(opt_tracker_new(&t, &plain) == 0);
@@ -523,7 +523,10 @@ static void check_writers(json_t *blocks, const char *hid, long n, const char *l
 	json_decref(out);
 	opt_tracker_rollback(t, tok);
 	unchanged(t, before, "a rollback after opt_chain_pop and opt_chain_dequeue", 0);
-	ents = json_pack("[i,s,{s:i}]", 1, "two", "three", 3);
+	/* more than a block's worth: fills the tail, then adds blocks */
+	ents = json_array();
+	for (i = 0; i < OPT_CHAIN_ENTRIES + 3; i++)
+		json_array_append_new(ents, json_integer((json_int_t)i));
 	if ((rc = opt_chain_add(t, hid, ents)) < 0)
 		unchanged(t, before, "opt_chain_add", rc);
 	json_decref(ents);
@@ -540,8 +543,6 @@ static void check_writers(json_t *blocks, const char *hid, long n, const char *l
 		if (rc < 0 || cnt != (size_t)count + !replaced)
 			FAIL("opt_btree_put on a checked tree of %ld entries gives a tree that %s (%zu entries)", count,
 			     rc < 0 ? opt_error_last() : "checks", cnt);
-		free(before);
-		before = tracker_state(t);
 		rc = opt_btree_del(t, hid, key);
 		if (rc < 0)
 			FAIL("opt_btree_del cannot delete the key just put (%d: %s)", rc, opt_error_last());
@@ -551,6 +552,26 @@ static void check_writers(json_t *blocks, const char *hid, long n, const char *l
 			     rc < 0 ? opt_error_last() : "checks", cnt);
 		if ((rc = opt_btree_del(t, hid, key)) != OPT_ENOTFOUND)
 			FAIL("opt_btree_del of a deleted key gives %d, not OPT_ENOTFOUND", rc);
+		/* delete the smallest and the largest keys (merges, borrows) */
+		base = count + !replaced - 1;
+		for (i = 0; i < 2 && base - (long)i > 0; i++) {
+			struct opt_btree_cursor *cur = NULL;
+			struct opt_btree_range r = { NULL, 0, NULL, 0, (int)i };
+			const json_t *k, *v;
+			json_t *kc = NULL;
+			if (opt_btree_cursor_open(&cur, &ts, hid, &r) < 0 || opt_btree_cursor_next(cur, &k, &v) != 1)
+				FAIL("a cursor over a checked tree after put and del gives no entry (%s)", opt_error_last());
+			kc = opt_json_copy(k);
+			opt_btree_cursor_free(cur);
+			if ((rc = opt_btree_del(t, hid, kc)) < 0)
+				FAIL("opt_btree_del of an existing key fails (%d: %s)", rc, opt_error_last());
+			rc = opt_btree_check(&ts, hid, &cnt);
+			if (rc < 0 || cnt != (size_t)(base - 1 - (long)i))
+				FAIL("opt_btree_del of the %s key gives a tree that %s (%zu entries, not %ld)",
+				     i ? "largest" : "smallest", rc < 0 ? opt_error_last() : "checks", cnt,
+				     base - 1 - (long)i);
+			json_decref(kc);
+		}
 	}
 	json_decref(key);
 	json_decref(val);

@@ -1,7 +1,8 @@
 # fuzz/fuzz.mk - libFuzzer harnesses (see docs/fuzzing.md), included by the
 # Makefile.  `make fuzz` builds build-fuzz/fuzz-NAME from fuzz/fuzz-NAME.c
 # against the library compiled again with clang, coverage instrumentation,
-# ASan and UBSan (never the gcc objects of build/ or build-san/).
+# ASan and UBSan (never the gcc objects of build/ or build-san/), linked
+# with the Makefile's $(LIBS) (pkg-config --libs of its PKGS).
 
 FUZZ_CC ?= clang
 FUZZ_B = build-fuzz

@@ -882,6 +882,7 @@ struct frame {
 
 struct opt_btree_cursor {
 	struct opt_source src;
+	json_t *last;   /* the key returned last: keys must keep their order */
 	json_t *lo, *hi;
 	int lo_incl, hi_incl, reverse;
 	int depth;      /* frames in use; 0 once the range is done */
@@ -958,6 +959,11 @@ static int cursor_step(struct opt_btree_cursor *c)
 				return rc;
 			if ((rc = cursor_down(c, id, NULL)) < 0)
 				return rc;
+			/* only a root leaf may be empty: a damaged tree could
+			 * otherwise send a walk round empty subtrees for ever */
+			if (c->depth > 1 && json_array_size(c->st[c->depth - 1].arr) == 0)
+				return opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' is empty but not the root",
+						     c->st[c->depth - 1].id);
 			return 1;
 		}
 		cursor_pop(c);
@@ -1038,6 +1044,19 @@ int opt_btree_cursor_next(struct opt_btree_cursor *c, const json_t **key, const 
 			if (cmp < 0 || (cmp == 0 && !c->lo_incl))
 				break;
 		}
+		if (c->last) {
+			/* a tree whose branches share children would repeat keys
+			 * (and could take exponential time): stop at the first */
+			cmp = opt_key_cmp(entry_key(e), c->last);
+			if (c->reverse ? cmp >= 0 : cmp <= 0) {
+				c->err = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s': keys out of order (the tree is damaged)",
+						       f->id);
+				cursor_clear(c);
+				return c->err;
+			}
+			json_decref(c->last);
+		}
+		c->last = json_incref((json_t *)entry_key(e));
 		f->idx += c->reverse ? -1 : 1;
 		*key = entry_key(e);
 		*value = json_array_get(e, 1);
@@ -1052,6 +1071,7 @@ void opt_btree_cursor_free(struct opt_btree_cursor *c)
 	if (!c)
 		return;
 	cursor_clear(c);
+	json_decref(c->last);
 	json_decref(c->lo);
 	json_decref(c->hi);
 	free(c);
@@ -1067,7 +1087,19 @@ int opt_btree_count(const struct opt_source *src, const char *header_id, size_t 
 	if ((rc = opt_btree_cursor_open(&c, src, header_id, NULL)) < 0)
 		return rc;
 	do {
-		n += json_array_size(c->st[c->depth - 1].arr);
+		const json_t *arr = c->st[c->depth - 1].arr;
+		size_t k = json_array_size(arr);
+		/* each leaf's first key above the previous leaf's last */
+		if (k && c->last && opt_key_cmp(entry_key(json_array_get(arr, 0)), c->last) <= 0) {
+			rc = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s': keys out of order (the tree is damaged)",
+					   c->st[c->depth - 1].id);
+			break;
+		}
+		if (k) {
+			json_decref(c->last);
+			c->last = json_incref((json_t *)entry_key(json_array_get(arr, k - 1)));
+		}
+		n += k;
 	} while ((rc = cursor_step(c)) > 0);
 	if (rc == 0)
 		*count = n;

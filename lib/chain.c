@@ -109,6 +109,8 @@ struct walker {
 	const json_t *entries;  /* its entries (borrowed from block) */
 	int forward;
 	char mark[ID_BUF];
+	char end[ID_BUF];       /* where the walk must end (the header's tail or
+				   head), "" when unknown */
 	unsigned long power, lam;
 };
 
@@ -158,8 +160,13 @@ static int walker_step(struct walker *w)
 
 	if ((rc = link_get(w->block, w->forward ? "nextId" : "priorId", &next)) < 0)
 		return rc;
-	if (!next)
+	if (!next) {
+		/* the walk must end where the header says the chain ends */
+		if (w->end[0] && strcmp(bid(w->block), w->end) != 0)
+			return opt_error_set(OPT_EINTEGRITY, "chain ends at block '%.80s', but its header names '%.80s'",
+					     bid(w->block), w->end);
 		return 0;
+	}
 	id_copy(cur, bid(w->block));
 	if (strcmp(next, w->mark) == 0)
 		return opt_error_set(OPT_EINTEGRITY, "chain has a cycle through block '%.80s'", next);
@@ -211,6 +218,7 @@ static int walker_open(struct walker *w, const struct opt_source *src, const cha
 		return opt_error_set(OPT_ENOTFOUND, "block '%.80s' holds no chain", header_id);
 	if ((rc = walker_load(w, forward ? head : tail, header_id)) < 0)
 		return rc;
+	id_copy(w->end, forward ? tail : head);
 	if ((rc = link_get(w->block, forward ? "priorId" : "nextId", &beyond)) < 0)
 		goto done;
 	if (beyond)

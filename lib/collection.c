@@ -93,6 +93,14 @@ int opt_tree_put(struct opt_txn *x, const json_t *key, const json_t *value)
 	return opt_txn_action(x, json_pack("{s:s,s:O,s:O}", "type", "put", "key", key, "value", value));
 }
 
+static const json_t *const *sort_keys;
+
+static int cmp_idx(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	return opt_key_cmp(sort_keys[x], sort_keys[y]);
+}
+
 int opt_tree_put_many(struct opt_txn *x, const json_t *const *keys, const json_t *const *values, size_t n)
 {
 	struct opt_source src = opt_tracker_source(opt_txn_tracker(x));
@@ -110,19 +118,22 @@ int opt_tree_put_many(struct opt_txn *x, const json_t *const *keys, const json_t
 	if (!empty) {
 		/* the header keeps the count: find how many distinct keys are
 		 * new (a bulk load into an empty tree counts its leaves after) */
+		/* distinct keys by the key order (1 and 1.0 are one key) */
+		size_t *idx = malloc((n ? n : 1) * sizeof(*idx));
 		seen = json_object();
+		if (!idx) {
+			json_decref(seen);
+			return opt_error_set(OPT_EIO, "out of memory");
+		}
+		for (i = 0; i < n; i++)
+			idx[i] = i;
+		sort_keys = keys;
+		qsort(idx, n, sizeof(*idx), cmp_idx);
 		for (i = 0; i < n && seen; i++) {
 			json_t *v = NULL;
-			char *ks;
-			if ((rc = opt_json_canon(&ks, NULL, keys[i])) < 0)
-				break;
-			if (json_object_get(seen, ks)) {
-				free(ks);
+			if (i > 0 && opt_key_cmp(keys[idx[i]], keys[idx[i - 1]]) == 0)
 				continue;
-			}
-			json_object_set_new(seen, ks, json_true());
-			free(ks);
-			rc = opt_btree_get(&src, opt_txn_header_id(x), keys[i], &v);
+			rc = opt_btree_get(&src, opt_txn_header_id(x), keys[idx[i]], &v);
 			json_decref(v);
 			if (rc == OPT_ENOTFOUND)
 				added++;
@@ -131,6 +142,7 @@ int opt_tree_put_many(struct opt_txn *x, const json_t *const *keys, const json_t
 			rc = 0;
 		}
 		json_decref(seen);
+		free(idx);
 		if (rc < 0)
 			return rc;
 		opt_error_clear();
@@ -253,7 +265,12 @@ int opt_coll_kind(struct opt_snap *snap, const char **kind)
 
 	if (rc < 0)
 		return rc;
-	*kind = opt_type_name(opt_block_type(h));
+	{
+		/* a static name, never a pointer into the header we release */
+		const char *k = opt_type_name(opt_block_type(h));
+		*kind = strcmp(k, "tree") == 0 ? "tree" : strcmp(k, "diary") == 0 ? "diary" :
+			strcmp(k, "block") == 0 ? "block" : "other";
+	}
 	json_decref(h);
 	return 0;
 }

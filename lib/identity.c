@@ -67,8 +67,15 @@ int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create)
 		json_decref(j);
 		return rc;
 	}
-	if (access(path, F_OK) == 0)
+	if (access(path, F_OK) == 0) {
+		/* another process may have just made it: read it once more */
+		json_t *again = json_load_file(path, 0, &err);
+		if (again) {
+			json_decref(again);
+			return opt_identity_get(out, s, 0);
+		}
 		return opt_error_set(OPT_EINTEGRITY, "cannot read the store's identity '%s': %s", path, err.text);
+	}
 	if (!create)
 		return opt_error_set(OPT_ENOTFOUND, "the store has no identity yet");
 	crypto_sign_keypair(out->pk, out->sk);

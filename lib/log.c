@@ -185,7 +185,12 @@ int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const js
 		    json_is_integer(json_object_get(h, "logRev")) &&
 		    json_is_string(json_object_get(h, "logHash")) &&
 		    is_hash(json_string_value(json_object_get(h, "logHash")))) {
-			rev = (long)json_integer_value(json_object_get(h, "logRev"));
+			json_int_t lr = json_integer_value(json_object_get(h, "logRev"));
+			if (lr < 0 || lr >= LONG_MAX - 1) {
+				rc = opt_error_set(OPT_EINTEGRITY, "the header of '%.80s' has an impossible logRev", header_id);
+				goto done;
+			}
+			rev = (long)lr;
 			memcpy(prior, json_string_value(json_object_get(h, "logHash")), OPT_SHA256_HEX + 1);
 			last_big = json_is_true(json_object_get(h, "logBig"));
 		} else if ((rc = last_rev_hash(&src, header_id, &rev, prior)) < 0) {
@@ -336,6 +341,21 @@ int opt_log_verify(const struct opt_source *src, const char *header_id,
 		if (cb && (rc = cb(e, arg)) != 0)
 			goto done;
 		n++;
+	}
+	if (rc < 0)
+		goto done;
+	{
+		/* the header's note of the last entry (which appends trust)
+		 * must agree with the log */
+		json_t *h = NULL;
+		if (src->get(src->ctx, header_id, &h) == 0 && json_object_get(h, "logRev")) {
+			const json_t *lr = json_object_get(h, "logRev"), *lh = json_object_get(h, "logHash");
+			if (!json_is_integer(lr) || json_integer_value(lr) != n ||
+			    (n > 0 && (!json_is_string(lh) || strcmp(json_string_value(lh), prev) != 0)))
+				rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: the header says the log ends at rev %lld",
+						   n, json_is_integer(lr) ? (long long)json_integer_value(lr) : -1LL);
+		}
+		json_decref(h);
 	}
 done:
 	opt_chain_iter_free(it);

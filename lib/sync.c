@@ -67,6 +67,9 @@ struct heads {
 
 static const struct opt_sync_opts no_opts;
 
+static int close_over_transactions(struct opt_sync *y, const char *from_prefix, const char *stop_prefix,
+				   json_t *names, int *grew);
+
 /* ---- small helpers ---- */
 
 static int git_err(int code, const char *what)
@@ -1394,6 +1397,25 @@ static int plan_theirs(struct opt_sync *y, struct coll *c, const git_oid *at)
 	return 0;
 }
 
+/* The kind ("tree", "diary", "block") of collection name at commit at. */
+static int kind_at(struct opt_sync *y, const char *name, const git_oid *at, const char **kind)
+{
+	struct opt_snap *snap = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	const char *k = NULL;
+	int rc;
+
+	*kind = "unknown";
+	hex_of(hex, at);
+	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+		return rc;
+	rc = opt_coll_kind(snap, &k);
+	if (rc == 0 && k)
+		*kind = strcmp(k, "tree") == 0 ? "tree" : strcmp(k, "diary") == 0 ? "diary" : "block collection";
+	opt_snap_free(snap);
+	return rc;
+}
+
 /* The report of --conflict=fail for c. */
 static json_t *report_of(const struct coll *c)
 {
@@ -1785,10 +1807,16 @@ static int reconcile(struct opt_sync *y, const char *remote, struct coll **v, si
 	if (n == 0)
 		return 0;
 	for (i = 0; i < n; i++) {
+		const char *kl = NULL, *kt = NULL;
 		if ((rc = base_of(y, v[i]->name, &v[i]->L, &v[i]->T, &v[i]->base_rev)) < 0)
 			return rc;
 		if (strcmp(policy, "keep-remote") == 0)
 			continue;
+		if ((rc = kind_at(y, v[i]->name, &v[i]->L, &kl)) < 0 || (rc = kind_at(y, v[i]->name, &v[i]->T, &kt)) < 0)
+			return rc;
+		if (strcmp(kl, kt) != 0 && strcmp(policy, "fail") != 0)
+			return opt_error_set(OPT_ECONFLICT, "collection '%s' is a %s here and a %s at remote '%s': it cannot be "
+					     "replayed (--conflict keep-remote takes theirs)", v[i]->name, kl, kt, remote);
 		if ((rc = plan_ours(y, v[i], &v[i]->L, NULL, strcmp(policy, "fail") == 0)) < 0 ||
 		    (rc = plan_theirs(y, v[i], &v[i]->T)) < 0)
 			return rc;
@@ -1853,8 +1881,12 @@ static int resume(struct opt_sync *y, const char *remote, const struct opt_sync_
 
 	if ((rc = refs_under(y->repo, REF_BACKUP, &all)) < 0)
 		return rc;
-	if (json_array_size(all) > 0 && !(o && o->dry_run))
+	if (json_array_size(all) > 0 && o && o->conflict && strcmp(o->conflict, "keep-remote") == 0 && !o->dry_run) {
+		/* what was not replayed yet is dropped */
+		rc = delete_refs_under(y->repo, REF_BACKUP);
+	} else if (json_array_size(all) > 0 && !(o && o->dry_run)) {
 		rc = replay_backups(y, remote, NULL, o && o->conflict ? o->conflict : "replay", o, counts, NULL);
+	}
 	json_decref(all);
 	return rc;
 }
@@ -1982,6 +2014,8 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 	struct remote r;
 	struct heads h = { 0 };
 	struct coll *cs = NULL, **dv = NULL;
+	json_t *more = NULL;
+	const char **mc = NULL;
 	size_t i, nd = 0;
 	int64_t deadline;
 	int rc;
@@ -1996,6 +2030,32 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 		goto done;
 	if ((rc = fetch_verified(y, &r, colls, n, o->dry_run, &h)) < 0 || (rc = check_named(&h, &r, colls, n)) < 0)
 		goto done;
+	if (n && !o->dry_run) {
+		/* the other collections of multi-collection transactions come too */
+		char tp[REFLEN];
+		int grew = 0;
+		snprintf(tp, sizeof(tp), REF_REMOTES "%s/", r.name);
+		if (!(more = json_array())) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+		for (i = 0; i < n; i++)
+			json_array_append_new(more, json_string(colls[i]));
+		if ((rc = close_over_transactions(y, tp, REF_COLL, more, &grew)) < 0)
+			goto done;
+		if (grew) {
+			mc = calloc(json_array_size(more) + 1, sizeof(*mc));
+			if (!mc) {
+				rc = opt_error_set(OPT_EIO, "out of memory");
+				goto done;
+			}
+			for (i = 0; i < json_array_size(more); i++)
+				mc[i] = json_string_value(json_array_get(more, i));
+			heads_clear(&h);
+			if ((rc = fetch_verified(y, &r, mc, json_array_size(more), 0, &h)) < 0)
+				goto done;
+		}
+	}
 	cs = calloc(h.n + 1, sizeof(*cs));
 	dv = calloc(h.n + 1, sizeof(*dv));
 	if (!cs || !dv) {
@@ -2073,6 +2133,8 @@ done:
 		coll_clear(&cs[i]);
 	free(cs);
 	free(dv);
+	free(mc);
+	json_decref(more);
 	heads_clear(&h);
 	remote_close(&r);
 	return rc;
@@ -2211,49 +2273,69 @@ done:
 }
 
 /* Add to names (an array) the collections that share a multi-collection
- * transaction with one of them in the local revisions after `stop` (the
- * remote's tracking refs), until nothing is added. */
-static int close_over_transactions(struct opt_sync *y, const char *remote, json_t *names)
+ * transaction with one of them, in the revisions of ref from_prefix+NAME
+ * down to ref stop_prefix+NAME (the side that has them and the side that
+ * lacks them), until nothing is added; then sort names (name order:
+ * pends before their primary).  *grew (may be NULL) is set when names
+ * were added. */
+static int close_over_transactions(struct opt_sync *y, const char *from_prefix, const char *stop_prefix,
+				   json_t *names, int *grew)
 {
 	size_t i, j;
 	int rc = 0;
 
+	if (grew)
+		*grew = 0;
 	for (i = 0; i < json_array_size(names); i++) {
 		const char *name = json_string_value(json_array_get(names, i));
 		struct opt_snap *snap = NULL, *p = NULL;
-		char ref[REFLEN], tref[REFLEN];
-		git_oid L, T;
-		int hasT;
+		char ref[REFLEN], sref[REFLEN], hex[GIT_OID_HEXSZ + 1];
+		git_oid from, stop;
+		int has_stop;
 
-		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
-		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", remote, name);
-		if ((rc = ref_get(y->repo, ref, &L)) <= 0) {
+		snprintf(ref, sizeof(ref), "%s%s", from_prefix, name);
+		snprintf(sref, sizeof(sref), "%s%s", stop_prefix, name);
+		if ((rc = ref_get(y->repo, ref, &from)) <= 0) {
 			if (rc < 0)
 				return rc;
 			continue;
 		}
-		if ((hasT = ref_get(y->repo, tref, &T)) < 0)
-			return hasT;
-		if ((rc = opt_snap_head(&snap, y->s, name)) < 0)
+		if ((has_stop = ref_get(y->repo, sref, &stop)) < 0)
+			return has_stop;
+		hex_of(hex, &from);
+		if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
 			return rc;
 		while (snap) {
 			const char *cols = opt_snap_trailer(snap, "Opt-Collections");
 			git_oid id;
 			git_oid_fromstr(&id, opt_snap_commit(snap));
-			if (hasT && git_oid_equal(&id, &T))
+			if (has_stop && git_oid_equal(&id, &stop))
 				break;
 			if (cols) {
 				char *dup = strdup(cols), *tok, *save = NULL;
-				for (tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+				for (tok = dup ? strtok_r(dup, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
 					if (!opt_store_name_valid(tok))
 						continue;
 					for (j = 0; j < json_array_size(names); j++)
 						if (strcmp(json_string_value(json_array_get(names, j)), tok) == 0)
 							break;
-					if (j == json_array_size(names))
+					if (j == json_array_size(names)) {
 						json_array_append_new(names, json_string(tok));
+						if (grew)
+							*grew = 1;
+					}
 				}
 				free(dup);
+			}
+			/* below the common base nothing is missing on either side */
+			if (has_stop) {
+				int d = descends(y->repo, &stop, &id);
+				if (d < 0) {
+					rc = d;
+					break;
+				}
+				if (d)
+					break;
 			}
 			rc = opt_snap_parent(&p, snap);
 			opt_snap_free(snap);
@@ -2267,8 +2349,9 @@ static int close_over_transactions(struct opt_sync *y, const char *remote, json_
 				return rc;
 		}
 		opt_snap_free(snap);
+		if (rc < 0)
+			return rc;
 	}
-	/* name order: pends before their primary */
 	{
 		size_t n = json_array_size(names), a, b;
 		for (a = 1; a < n; a++)
@@ -2341,8 +2424,12 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 			}
 			json_array_append_new(names, json_string(colls[i]));
 		}
-		if ((rc = close_over_transactions(y, r.name, names)) < 0)
-			goto done;
+		{
+			char tp[REFLEN];
+			snprintf(tp, sizeof(tp), REF_REMOTES "%s/", r.name);
+			if ((rc = close_over_transactions(y, REF_COLL, tp, names, NULL)) < 0)
+				goto done;
+		}
 	} else if ((rc = opt_store_list(y->s, &names)) < 0) {
 		goto done;
 	}

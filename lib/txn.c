@@ -772,12 +772,12 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 	if ((rc = opt_identity_get(&x.id, s, 1)) < 0)
 		goto done;
 	x.have_id = 1;
-	x.primary = v[n - 1]->name;
+	x.primary = n > 1 ? v[n - 1]->name : NULL;
 	x.collections = n > 1 ? cols : NULL;
 	since = opt_now_ms() / 1000;
 	{
 		struct opt_snap *ph = NULL;
-		if (opt_snap_head(&ph, s, x.primary) == 0)
+		if (x.primary && opt_snap_head(&ph, s, x.primary) == 0)
 			snprintf(x.primary_base, sizeof(x.primary_base), "%s", opt_snap_commit(ph));
 		opt_error_clear();
 		opt_snap_free(ph);
@@ -807,6 +807,8 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 undo:
 	/* not decided: abort through the primary, then revert our pends (what
 	 * is left is resolved by whoever comes next, after the TTL) */
+	for (i = 0; i < n; i++)
+		v[i]->res.committed = 0;
 	if (pended > 0) {
 		int d = 0, keep = rc;
 		char msg[1024];

@@ -28,7 +28,8 @@
  *
  * What it cannot see: a block changed at a revision r that did not write
  * it, and written again before H (that revision's copy is not compared
- * with anything); signatures (not yet in the log).
+ * with anything).  It does check every entry's Ed25519 signature and that
+ * its author is a key the store trusts.
  */
 #ifndef OPT_VERIFY_H
 #define OPT_VERIFY_H

@@ -420,7 +420,7 @@ broken() {
 	local clean
 	clean=$(G rev-parse refs/opt/collections/c)
 	tamper c 4 edit_log_tail '.entries |= .[:-1]'
-	broken c 'log entry rev 4: missing (the log ends at rev 3, the collection is at revision 4)'
+	broken c 'log entry rev 3: the header says the log ends at rev 4'
 	# a last entry without a revision: show still shows the others
 	G update-ref refs/opt/collections/c "$clean"
 	tamper c 4 edit_log_tail '.entries[-1].rev = "four"'

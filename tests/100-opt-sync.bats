@@ -537,6 +537,32 @@ EOF
 	[ "$before_a" = "$(refs_of "$TMP/a")" ]
 }
 
+@test "a collection made on both sides independently: appended after theirs; another kind cannot be replayed" {
+	seed "$TMP/a"
+	opt-sync clone "$TMP/a" "$TMP/b" >/dev/null
+	opt-diary -C "$TMP/a" append fresh '"a"' >/dev/null
+	opt-diary -C "$TMP/b" append fresh '"b"' >/dev/null
+	opt-tree -C "$TMP/a" put mixed k 1 >/dev/null
+	opt-diary -C "$TMP/b" append mixed '"d"' >/dev/null
+	local before
+	before=$(refs_of "$TMP/b" | grep -v refs/opt/remotes/)
+	run --separate-stderr opt-sync -C "$TMP/b" pull
+	assert_failure 3
+	[[ $stderr == *"collection 'mixed' is a diary here and a tree at remote 'origin'"* ]]
+	[ "$before" = "$(refs_of "$TMP/b" | grep -v refs/opt/remotes/)" ]
+	run opt-sync -C "$TMP/b" pull origin fresh
+	assert_success
+	assert_output '{"remote":"origin","collection":"fresh","rev":2,"status":"replayed","replayed":1}'
+	run opt-diary -C "$TMP/b" read fresh --compact
+	assert_output '"a"
+"b"'
+	run opt-sync -C "$TMP/b" pull --conflict keep-remote
+	assert_success
+	assert_line '{"remote":"origin","collection":"mixed","rev":1,"status":"kept-remote"}'
+	run opt-tree -C "$TMP/b" get mixed k
+	assert_output '{"key":"k","value":1}'
+}
+
 # ---- multi-collection transactions ----
 
 @test "a multi-collection transaction travels whole: pushed, and replayed as one transaction" {
@@ -571,6 +597,14 @@ EOF
 	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/b")" ]
 	run opt-log -C "$TMP/a" verify
 	assert_success
+	# pulling one collection of a transaction brings the others
+	echo '{"collections":{"events":[{"type":"append","entry":"multi3"}],"users":[{"type":"put","key":"m3","value":3}]}}' |
+		opt-log -C "$TMP/a" commit >/dev/null
+	run opt-sync -C "$TMP/b" pull origin users
+	assert_success
+	assert_output '{"remote":"origin","collection":"events","rev":5,"status":"fast-forward"}
+{"remote":"origin","collection":"users","rev":6,"status":"fast-forward"}'
+	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/b")" ]
 }
 
 # ---- remotes that lie ----

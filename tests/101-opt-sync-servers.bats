@@ -106,6 +106,13 @@ EOF
 	echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$TMP/ssh/host_key.pub")" >"$HOME/.ssh/known_hosts"
 	export OPT_SSH_KEY="$TMP/ssh/user_key"
 	SSHURL="ssh://$user@127.0.0.1:$port"
+	# libgit2 1.5.1 leaks a few hundred bytes per ssh connection (its
+	# load_known_hosts clears its path buffers instead of freeing them,
+	# and what libssh2 holds for it): a sanitizer build ignores those,
+	# with full stacks so that the suppression matches only them
+	printf 'leak:git_remote_connect_ext\nleak:libssh2.so\n' >"$TMP/lsan.supp"
+	export LSAN_OPTIONS="suppressions=$TMP/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+	export ASAN_OPTIONS="fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 }
 
 # The store $TMP/srv/r with a diary and a tree, served by the servers.
@@ -213,8 +220,10 @@ seed_served() {
 		opt-diary -C "$TMP/c$i" append log "\"c$i\"" >/dev/null
 	done
 	opt-sync -C "$TMP/c1" push >"$TMP/out1" &
+	i=$!
 	opt-sync -C "$TMP/c2" push >"$TMP/out2" &
-	wait
+	n=$!
+	wait "$i" "$n"
 	cat "$TMP/out1" "$TMP/out2" >"$TMP/out"
 	run grep -c '"collection":"log","rev":2,"status":"pushed"' "$TMP/out"
 	assert_output 1

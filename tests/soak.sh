@@ -20,7 +20,7 @@ cd "$top" || exit 2
 
 secs=${FUZZ_SECONDS:-600}
 jobs=${FUZZ_JOBS:-1}
-OPT_FUZZ_KNOWN=${OPT_FUZZ_KNOWN-chain-ends,btree-shared,log-rev-overflow}
+OPT_FUZZ_KNOWN=${OPT_FUZZ_KNOWN-}
 export OPT_FUZZ_KNOWN
 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export UBSAN_OPTIONS
