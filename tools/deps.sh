@@ -25,6 +25,10 @@ if [ "$mode" = install ]; then
 	command -v ssh >/dev/null 2>&1 || missing="$missing openssh-client"
 	command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 	command -v jq >/dev/null 2>&1 || missing="$missing jq"
+	command -v clang >/dev/null 2>&1 || missing="$missing clang"
+	ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
+		missing="$missing libclang-rt-14-dev"
+	command -v git-daemon >/dev/null 2>&1 || [ -x /usr/lib/git-core/git-daemon ] || missing="$missing git"
 fi
 [ -z "$missing" ] && exit 0
 if [ "$mode" = install ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
