@@ -32,7 +32,47 @@ struct opt_store {
 	int gpending;              /* 1 once a commit is pending */
 	int gcreate;               /* the group creates the collection */
 	git_oid gbase, ghead;      /* ref value at the start; pending head */
+	/* parsed blocks by blob ID (content-addressed, so valid in every
+	 * snapshot): a stream of transactions reads what the one before wrote
+	 * without parsing it again */
+	json_t *ocache;
+	char (*oring)[GIT_OID_HEXSZ + 1];
+	size_t opos;
 };
+
+#define OCACHE 256
+
+static json_t *ocache_get(struct opt_store *s, const git_oid *oid)
+{
+	char hex[GIT_OID_HEXSZ + 1];
+
+	if (!s->ocache)
+		return NULL;
+	git_oid_tostr(hex, sizeof(hex), oid);
+	return json_object_get(s->ocache, hex);
+}
+
+static void ocache_put(struct opt_store *s, const git_oid *oid, const json_t *b)
+{
+	char *slot;
+
+	if (!s->ocache) {
+		s->ocache = json_object();
+		s->oring = calloc(OCACHE, sizeof(*s->oring));
+		if (!s->ocache || !s->oring) {
+			json_decref(s->ocache);
+			free(s->oring);
+			s->ocache = NULL;
+			s->oring = NULL;
+			return;
+		}
+	}
+	slot = s->oring[s->opos++ % OCACHE];
+	if (slot[0])
+		json_object_del(s->ocache, slot);
+	git_oid_tostr(slot, GIT_OID_HEXSZ + 1, oid);
+	json_object_set(s->ocache, slot, (json_t *)b);
+}
 
 struct cache_slot {
 	char *id;
@@ -432,6 +472,8 @@ void opt_store_free(struct opt_store *s)
 	if (!s)
 		return;
 	opt_store_group_end(s);
+	json_decref(s->ocache);
+	free(s->oring);
 	git_odb_free(s->odb);
 	git_repository_free(s->repo);
 	free(s->path);
@@ -963,10 +1005,14 @@ static int snap_get(void *ctx, const char *id, json_t **out)
 		*out = json_incref(b);
 		return 0;
 	}
-	/* the cache: a map, with the oldest entry leaving when it is full */
-	slot = &snap->cache[snap->ring++ % snap->nslots];
 	if ((rc = find_blob(snap, id, &oid)) < 0)
 		return rc;
+	if ((b = ocache_get(snap->s, &oid))) {
+		*out = json_incref(b);
+		return 0;
+	}
+	/* the cache: a map, with the oldest entry leaving when it is full */
+	slot = &snap->cache[snap->ring++ % snap->nslots];
 	if (s_odb_read(snap->s, &obj, &oid) < 0)
 		return git_fail(OPT_EINTEGRITY, "cannot read block");
 	b = json_loadb(git_odb_object_data(obj), git_odb_object_size(obj), 0, &err);
@@ -1137,6 +1183,7 @@ struct change {
 };
 
 struct collect {
+	struct opt_store *s;
 	struct opt_pack *pack;
 	json_t *canon;
 	struct change *v;
@@ -1166,15 +1213,21 @@ static int collect_cb(const char *id, const json_t *block, void *arg)
 		char *s;
 		size_t len;
 		json_t *cached = c->canon ? json_object_get(c->canon, id) : NULL;
-		if (json_is_string(cached))
-			return opt_pack_add(c->pack, GIT_OBJECT_BLOB, json_string_value(cached),
-					    json_string_length(cached), &ch->oid) < 0 ? OPT_EIO : (c->n++, 0);
+		if (json_is_string(cached)) {
+			if (opt_pack_add(c->pack, GIT_OBJECT_BLOB, json_string_value(cached),
+					 json_string_length(cached), &ch->oid) < 0)
+				return OPT_EIO;
+			ocache_put(c->s, &ch->oid, block);
+			c->n++;
+			return 0;
+		}
 		if ((rc = opt_json_canon(&s, &len, block)) < 0)
 			return rc;
 		rc = opt_pack_add(c->pack, GIT_OBJECT_BLOB, s, len, &ch->oid);
 		free(s);
 		if (rc < 0)
 			return rc;
+		ocache_put(c->s, &ch->oid, block);
 	}
 	c->n++;
 	return 0;
@@ -1318,6 +1371,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		return rc;
 	}
 	col.canon = info->canon;
+	col.s = s;
 	if ((rc = opt_tracker_foreach(t, collect_cb, &col)) < 0)
 		goto done;
 	if ((rc = build_trees(s, col.pack, base, col.v, col.n, &root)) < 0)
