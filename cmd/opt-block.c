@@ -308,8 +308,22 @@ static int print_written(struct cmd *c, const char *id, const char *coll, long r
 	/* the fast path of bulk writes: IDs and collection names need no
 	 * escaping */
 	if (!c->pretty) {
-		if (printf("{\"id\":\"%s\",\"collection\":\"%s\",\"rev\":%ld%s}\n", id, coll, rev,
-			   deleted ? ",\"deleted\":true" : "") < 0) {
+		char line[512];
+		int n = snprintf(line, sizeof(line), "{\"id\":\"%s\",\"collection\":\"", id);
+		size_t cl = strlen(coll);
+		if (n < 0 || (size_t)n + cl + 64 > sizeof(line)) {
+			if (printf("{\"id\":\"%s\",\"collection\":\"%s\",\"rev\":%ld%s}\n", id, coll, rev,
+				   deleted ? ",\"deleted\":true" : "") < 0) {
+				c->out_err = 1;
+				return OPT_EXIT_OTHER;
+			}
+			return 0;
+		}
+		memcpy(line + n, coll, cl);
+		n += (int)cl;
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "\",\"rev\":%ld%s}\n", rev,
+			      deleted ? ",\"deleted\":true" : "");
+		if (fwrite(line, 1, (size_t)n, stdout) != (size_t)n) {
 			c->out_err = 1;
 			return OPT_EXIT_OTHER;
 		}

@@ -558,9 +558,15 @@ int opt_tracker_changed(const struct opt_tracker *t, const char *id)
 	return json_object_get(t->changed, id) != NULL;
 }
 
-static int cmp_str(const void *a, const void *b)
+
+struct idval {
+	const char *id;
+	json_t *v;
+};
+
+static int cmp_idval(const void *a, const void *b)
 {
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
+	return strcmp(((const struct idval *)a)->id, ((const struct idval *)b)->id);
 }
 
 int opt_tracker_foreach(struct opt_tracker *t,
@@ -568,23 +574,27 @@ int opt_tracker_foreach(struct opt_tracker *t,
 			void *arg)
 {
 	size_t n = json_object_size(t->changed), i = 0;
-	const char **ids, *id;
+	struct idval *iv;
+	const char *id;
 	json_t *v;
 	int rc = 0;
 
 	if (!n)
 		return 0;
-	ids = malloc(n * sizeof(*ids));
-	if (!ids)
+	/* keys and values together: no lookup per block afterwards (cb must
+	 * not change the tracker) */
+	iv = malloc(n * sizeof(*iv));
+	if (!iv)
 		return opt_error_set(OPT_EIO, "out of memory");
-	json_object_foreach(t->changed, id, v)
-		ids[i++] = id;
-	qsort(ids, n, sizeof(*ids), cmp_str);
-	for (i = 0; i < n && rc == 0; i++) {
-		v = json_object_get(t->changed, ids[i]);
-		rc = cb(ids[i], json_is_null(v) ? NULL : v, arg);
+	json_object_foreach(t->changed, id, v) {
+		iv[i].id = id;
+		iv[i].v = v;
+		i++;
 	}
-	free(ids);
+	qsort(iv, n, sizeof(*iv), cmp_idval);
+	for (i = 0; i < n && rc == 0; i++)
+		rc = cb(iv[i].id, json_is_null(iv[i].v) ? NULL : iv[i].v, arg);
+	free(iv);
 	return rc;
 }
 

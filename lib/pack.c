@@ -172,7 +172,21 @@ int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t
 
 	if (!tn)
 		return opt_error_set(OPT_EINVAL, "bad object type");
-	hl = snprintf(hdr, sizeof(hdr), "%s %zu", tn, len) + 1;
+	{
+		/* "<type> <size>\0", without printf on this hot path */
+		char digits[24];
+		size_t tl = strlen(tn), dl = 0, v = len;
+		do {
+			digits[dl++] = (char)('0' + v % 10);
+			v /= 10;
+		} while (v);
+		memcpy(hdr, tn, tl);
+		hdr[tl] = ' ';
+		for (hl = 0; hl < (int)dl; hl++)
+			hdr[tl + 1 + (size_t)hl] = digits[dl - 1 - (size_t)hl];
+		hdr[tl + 1 + dl] = '\0';
+		hl = (int)(tl + 2 + dl);
+	}
 	opt_sha1_init(&c);
 	opt_sha1_update(&c, hdr, (size_t)hl);
 	opt_sha1_update(&c, data, len);
