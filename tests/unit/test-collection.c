@@ -1,6 +1,7 @@
 /* test-collection.c - trees and diaries through transactions, the value
  * limit, transaction documents and checkpoints. */
 #include "harness.h"
+#include "fixture.h"
 #include "block.h"
 #include "btree.h"
 #include "chain.h"
@@ -23,43 +24,13 @@
 
 /* ---- random numbers (seeded, re-runnable with OPT_TEST_SEED) ---- */
 
-static uint64_t seed, rng;
 
-static uint64_t rnd(void)
-{
-	uint64_t z = (rng += 0x9e3779b97f4a7c15ULL);
 
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-static unsigned rn(unsigned n)
-{
-	return (unsigned)(rnd() % n);
-}
 
 /* ---- the scratch directory ---- */
 
-static char root[PATH_MAX];
 
-static const char *at(const char *rel)
-{
-	static char buf[4][PATH_MAX + 64];
-	static int k;
-	char *p = buf[k++ % 4];
 
-	snprintf(p, PATH_MAX + 64, "%s/%s", root, rel);
-	return p;
-}
-
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static struct opt_store *new_store(const char *rel)
 {

@@ -1,5 +1,6 @@
 /* test-identity.c - a store's Ed25519 identity and its trusted keys. */
 #include "harness.h"
+#include "fixture.h"
 #include "collection.h"
 #include "error.h"
 #include "identity.h"
@@ -18,25 +19,8 @@
 
 /* ---- the scratch directory ---- */
 
-static char root[PATH_MAX];
 
-static const char *at(const char *rel)
-{
-	static char buf[4][PATH_MAX + 64];
-	static int k;
-	char *p = buf[k++ % 4];
 
-	snprintf(p, PATH_MAX + 64, "%s/%s", root, rel);
-	return p;
-}
-
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static struct opt_store *new_store(const char *rel)
 {

@@ -1,6 +1,7 @@
 /* test-txn.c - transactions: replay after a lost race, group commit,
  * multi-collection transactions and their recovery (docs/protocol.md). */
 #include "harness.h"
+#include "fixture.h"
 #include "block.h"
 #include "btree.h"
 #include "collection.h"
@@ -24,25 +25,8 @@
 
 /* ---- the scratch directory ---- */
 
-static char root[PATH_MAX];
 
-static const char *at(const char *rel)
-{
-	static char buf[4][PATH_MAX + 64];
-	static int k;
-	char *p = buf[k++ % 4];
 
-	snprintf(p, PATH_MAX + 64, "%s/%s", root, rel);
-	return p;
-}
-
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static struct opt_store *new_store(const char *rel)
 {
