@@ -102,31 +102,29 @@ static int open_tree(struct cmd *c, const char *name, struct opt_snap **snap)
 	return 0;
 }
 
-/* Print {"key":K,"value":V} as one line (the fast path), or indented. */
-static int print_kv(struct cmd *c, const json_t *key, const json_t *value)
+/* Print {"key":K,"value":V} from canonical texts (the fast path: no
+ * values built), or indented. */
+static int print_kv_text(struct cmd *c, const char *k, size_t kl, const char *v, size_t vl)
 {
-	char *ks, *vs;
-	int st = 0;
-
 	if (c->pretty) {
-		json_t *o = json_pack("{s:O,s:O}", "key", key, "value", value);
+		json_t *key = NULL, *value = NULL;
+		int st;
+		if (opt_json_parse(&key, k, kl) < 0 || opt_json_parse(&value, v, vl) < 0) {
+			json_decref(key);
+			return cmd_lib_fail(c, OPT_EINTEGRITY);
+		}
+		json_t *o = json_pack("{s:o,s:o}", "key", key, "value", value);
 		st = cmd_print(c, o);
 		json_decref(o);
 		return st;
 	}
-	if (opt_json_canon(&ks, NULL, key) < 0)
-		return cmd_lib_fail(c, OPT_EIO);
-	if (opt_json_canon(&vs, NULL, value) < 0) {
-		free(ks);
-		return cmd_lib_fail(c, OPT_EIO);
-	}
-	if (printf("{\"key\":%s,\"value\":%s}\n", ks, vs) < 0) {
+	if (fwrite("{\"key\":", 1, 7, stdout) != 7 || fwrite(k, 1, kl, stdout) != kl ||
+	    fwrite(",\"value\":", 1, 9, stdout) != 9 || fwrite(v, 1, vl, stdout) != vl ||
+	    fwrite("}\n", 1, 2, stdout) != 2) {
 		c->out_err = 1;
-		st = OPT_EXIT_OTHER;
+		return OPT_EXIT_OTHER;
 	}
-	free(ks);
-	free(vs);
-	return st;
+	return 0;
 }
 
 static int print_result(struct cmd *c, const char *name, long rev, const char *what, long n)
@@ -452,7 +450,7 @@ static int do_get(struct cmd *c)
 	struct keys k = { c, 1, NULL, NULL, 0, 0 };
 	struct opt_snap *snap = NULL;
 	const char *name;
-	json_t *key, *value;
+	json_t *key;
 	int st, rc, missing = 0;
 
 	if ((st = need_name(c, &name)))
@@ -461,23 +459,27 @@ static int do_get(struct cmd *c)
 		return cmd_usage(c, "no key given (use - to read keys from stdin)");
 	if ((st = open_tree(c, name, &snap)))
 		return st;
-	opt_snap_cache(snap, 16384);  /* lookups revisit leaves */
+	/* lookups revisit leaves at random: keep their bytes and indexes */
+	opt_snap_cache_bytes(snap, (size_t)128 << 20);
 	while ((rc = next_key(&k, &key)) == 1) {
-		rc = opt_tree_get(snap, key, &value);
+		char *ks = NULL, *vs = NULL;
+		size_t kl, vl;
+		rc = opt_tree_get_text(snap, key, &vs, &vl);
 		if (rc == OPT_ENOTFOUND) {
-			char *ks = NULL;
 			missing++;
 			opt_json_canon(&ks, NULL, key);
 			cmd_fail(c, OPT_ENOTFOUND, "no key %s in tree '%s'", ks ? ks : "?", name);
-			free(ks);
 		} else if (rc < 0) {
 			json_decref(key);
 			st = cmd_lib_fail(c, rc);
 			goto done;
+		} else if (opt_json_canon(&ks, &kl, key) < 0) {
+			st = cmd_lib_fail(c, OPT_EIO);
 		} else {
-			st = print_kv(c, key, value);
-			json_decref(value);
+			st = print_kv_text(c, ks, kl, vs, vl);
 		}
+		free(ks);
+		free(vs);
 		json_decref(key);
 		if (st)
 			goto done;
@@ -578,7 +580,8 @@ static int do_range(struct cmd *c)
 	struct opt_btree_cursor *cur = NULL;
 	struct opt_btree_range r;
 	json_t *from = NULL, *to = NULL, *after = NULL, *before = NULL;
-	const json_t *key, *value;
+	const char *key, *value;
+	size_t kl, vl;
 	const char *name;
 	long limit, n = 0;
 	int st, rc;
@@ -612,8 +615,8 @@ static int do_range(struct cmd *c)
 		st = cmd_lib_fail(c, rc);
 		goto done;
 	}
-	while ((limit < 0 || n < limit) && (rc = opt_btree_cursor_next(cur, &key, &value)) == 1) {
-		if ((st = print_kv(c, key, value)))
+	while ((limit < 0 || n < limit) && (rc = opt_btree_cursor_next_text(cur, &key, &kl, &value, &vl)) == 1) {
+		if ((st = print_kv_text(c, key, kl, value, vl)))
 			goto done;
 		n++;
 	}

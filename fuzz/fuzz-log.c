@@ -583,7 +583,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	json_t *doc = NULL, *x;
 	struct counted c = { NULL, "", 0, 0, 0 };
-	struct opt_source src = { counted_get, &c };
+	struct opt_source src = { counted_get, &c, NULL };
 	struct bounds b = { 0, 0 };
 	const char *hid;
 	char *before, *after;

@@ -15,6 +15,13 @@ static const char *header_str(const json_t *block, const char *field)
 }
 
 const char *opt_block_id(const json_t *block) { return header_str(block, "id"); }
+
+void opt_bytes_release(struct opt_bytes *b)
+{
+	if (b->release)
+		b->release(b->owner);
+	memset(b, 0, sizeof(*b));
+}
 const char *opt_block_type(const json_t *block) { return header_str(block, "type"); }
 const char *opt_block_collection(const json_t *block) { return header_str(block, "collection"); }
 
@@ -612,7 +619,7 @@ static int tracker_source_get(void *ctx, const char *id, json_t **out)
 
 struct opt_source opt_tracker_source(struct opt_tracker *t)
 {
-	struct opt_source s = { tracker_source_get, t };
+	struct opt_source s = { tracker_source_get, t, NULL };
 	return s;
 }
 
@@ -629,6 +636,6 @@ static int object_source_get(void *ctx, const char *id, json_t **out)
 
 struct opt_source opt_source_object(json_t *blocks)
 {
-	struct opt_source s = { object_source_get, blocks };
+	struct opt_source s = { object_source_get, blocks, NULL };
 	return s;
 }

@@ -20,12 +20,39 @@
 #include <jansson.h>
 #include <stddef.h>
 
+/* The bytes of a stored block (its canonical JSON, not NUL-terminated),
+ * held by owner until opt_bytes_release. */
+struct opt_memo {
+	void *p;                 /* what a reader derived from the bytes */
+	void (*free)(void *p);
+};
+
+struct opt_bytes {
+	const char *data;
+	size_t len;
+	void (*release)(void *owner);
+	void *owner;
+	/* When the source keeps these bytes for later reads (else NULL): a
+	 * slot kept with them, where a reader may leave what it derived
+	 * from them (an index) for the next reader; valid until the next
+	 * read from the source. */
+	struct opt_memo *memo;
+};
+
+/* Release b's bytes (fine on an empty one); b becomes empty. */
+void opt_bytes_release(struct opt_bytes *b);
+
 /* Read-only access to blocks by ID. */
 struct opt_source {
 	/* Get block id: 0 and *out (a new reference the caller must not
 	 * modify) or OPT_ENOTFOUND, or another negative code on failure. */
 	int (*get)(void *ctx, const char *id, json_t **out);
 	void *ctx;
+	/* Optional (may be NULL): get block id as stored, unparsed, when
+	 * that is cheaper: 0 with either *out (parsed, as get gives it) or
+	 * *raw (the canonical bytes of a tree leaf, which readers scan
+	 * without building JSON values), the other left empty. */
+	int (*get_raw)(void *ctx, const char *id, json_t **out, struct opt_bytes *raw);
 };
 
 /* The block's header fields (borrowed; NULL when absent or not a string). */

@@ -3,6 +3,7 @@
 #include "json.h"
 #include "util.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -810,6 +811,187 @@ static int sget(const struct opt_source *src, const char *id, json_t **b, int *k
 	return 0;
 }
 
+/* ---- leaves read as stored text ----
+ *
+ * A leaf is stored as canonical JSON, {"entries":[[k,v],...],"header":..};
+ * readers find the entries' keys and values in the text (offsets) instead
+ * of building JSON values, compare keys on the text, and parse only what
+ * they hand out as values.  Text that does not scan is parsed instead. */
+
+struct rawent {
+	uint32_t k, kl, v, vl;  /* key and value: offsets and lengths */
+};
+
+struct rawleaf {
+	struct opt_bytes b;     /* empty when not in use */
+	const struct rawent *ent; /* n entries: e, or an index kept with b */
+	size_t n;
+	struct rawent *e;       /* our own index */
+	size_t cap;
+};
+
+/* An index kept with the bytes by the source (opt_bytes.memo). */
+struct rawidx {
+	size_t n;
+	struct rawent e[];
+};
+
+static void rawleaf_release(struct rawleaf *l)
+{
+	opt_bytes_release(&l->b);
+	l->n = 0;
+}
+
+static void rawleaf_free(struct rawleaf *l)
+{
+	rawleaf_release(l);
+	free(l->e);
+	l->e = NULL;
+	l->cap = 0;
+}
+
+/* Find the entries in l->b: 0, or -1 when the text does not scan. */
+static int rawleaf_index(struct rawleaf *l)
+{
+	const char *base = l->b.data, *end = base + l->b.len, *p = base + 12, *q;
+
+	l->n = 0;
+	l->ent = l->e;
+	if (l->b.len < 13 || l->b.len > UINT32_MAX || memcmp(base, "{\"entries\":[", 12) != 0)
+		return -1;
+	if (*p == ']')
+		return 0;
+	for (;;) {
+		struct rawent *e;
+
+		if (p >= end || *p != '[')
+			return -1;
+		if (l->n == l->cap) {
+			size_t cap = l->cap ? l->cap * 2 : 128;
+			struct rawent *ne = realloc(l->e, cap * sizeof(*ne));
+			if (!ne)
+				return -1;
+			l->e = ne;
+			l->cap = cap;
+		}
+		e = &l->e[l->n];
+		p++;
+		if (!(q = opt_raw_skip(p, end)) || q >= end || *q != ',')
+			return -1;
+		e->k = (uint32_t)(p - base);
+		e->kl = (uint32_t)(q - p);
+		p = q + 1;
+		if (!(q = opt_raw_skip(p, end)) || q >= end || *q != ']')
+			return -1;
+		e->v = (uint32_t)(p - base);
+		e->vl = (uint32_t)(q - p);
+		l->n++;
+		p = q + 1;
+		if (p < end && *p == ',') {
+			p++;
+			continue;
+		}
+		if (p >= end || *p != ']')
+			return -1;
+		l->ent = l->e;
+		return 0;
+	}
+}
+
+/* A key as an entry holds it: parsed, or as text. */
+struct kref {
+	const json_t *j;
+	const char *t;
+	size_t tl;
+};
+
+static int kref_cmp_json(const struct kref *a, const json_t *b, int *err)
+{
+	return a->j ? opt_key_cmp(a->j, b) : opt_raw_key_cmp(a->t, a->tl, b, err);
+}
+
+static int kref_cmp(const struct kref *a, const struct kref *b, int *err)
+{
+	if (b->j)
+		return kref_cmp_json(a, b->j, err);
+	if (a->j)
+		return -opt_raw_key_cmp(b->t, b->tl, a->j, err);
+	return opt_raw_keys_cmp(a->t, a->tl, b->t, b->tl, err);
+}
+
+/* rawleaf's leaf_search (see there). */
+static size_t raw_search(const struct rawleaf *l, const json_t *key, int upper, int *found, int *err)
+{
+	size_t lo = 0, hi = l->n;
+	int c;
+
+	if (found)
+		*found = 0;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		c = opt_raw_key_cmp(l->b.data + l->ent[mid].k, l->ent[mid].kl, key, err);
+		if (*err)
+			return 0;
+		if (c < 0 || (upper && c == 0)) {
+			lo = mid + 1;
+		} else {
+			if (c == 0 && found)
+				*found = 1;
+			hi = mid;
+		}
+	}
+	return lo;
+}
+
+/* Read node id: parsed into *b, or (l given, the source offers it, a leaf
+ * that scans) as text into l with *b NULL. */
+static int node_read(const struct opt_source *src, const char *id, json_t **b, struct rawleaf *l, int *kind)
+{
+	json_error_t jerr;
+	int rc;
+
+	*b = NULL;
+	if (!l || !src->get_raw)
+		return sget(src, id, b, kind, 0);
+	rc = src->get_raw(src->ctx, id, b, &l->b);
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is missing", id);
+	if (rc < 0)
+		return rc;
+	if (!*b) {
+		struct opt_memo *m = l->b.memo;
+		if (m && m->p) {
+			const struct rawidx *ix = m->p;
+			l->ent = ix->e;
+			l->n = ix->n;
+			*kind = LEAF;
+			return 0;
+		}
+		if (rawleaf_index(l) == 0) {
+			struct rawidx *ix;
+			if (m && (ix = malloc(sizeof(*ix) + l->n * sizeof(ix->e[0])))) {
+				ix->n = l->n;
+				memcpy(ix->e, l->e, l->n * sizeof(ix->e[0]));
+				m->p = ix;
+				m->free = free;
+			}
+			*kind = LEAF;
+			return 0;
+		}
+		*b = json_loadb(l->b.data, l->b.len, 0, &jerr);
+		rawleaf_release(l);
+		if (!*b)
+			return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is not valid JSON: %s", id, jerr.text);
+	}
+	if ((rc = node_kind(*b, id, 0)) < 0) {
+		json_decref(*b);
+		*b = NULL;
+		return rc;
+	}
+	*kind = rc;
+	return 0;
+}
+
 static int read_header(struct header *h, const struct opt_source *src, const char *header_id)
 {
 	json_t *hb;
@@ -824,16 +1006,19 @@ static int read_header(struct header *h, const struct opt_source *src, const cha
 	return rc;
 }
 
-int opt_btree_get(const struct opt_source *src, const char *header_id, const json_t *key, json_t **value)
+/* Look key up: its value parsed (value) or as canonical text (text). */
+static int lookup(const struct opt_source *src, const char *header_id, const json_t *key, json_t **value,
+		  char **text, size_t *len)
 {
 	struct header h;
+	struct rawleaf l;
 	json_t *b = NULL;
 	char id[OPT_ID_MAX + 1];
 	const json_t *e;
 	size_t i;
-	int rc, kind, d, found;
+	int rc, kind = BRANCH, d, found, err = 0;
 
-	*value = NULL;
+	memset(&l, 0, sizeof(l));
 	if (!opt_key_valid(key))
 		return opt_error_set(OPT_EINVAL, "invalid btree key: keys are numbers, strings or arrays of keys");
 	if ((rc = read_header(&h, src, header_id)) < 0)
@@ -845,7 +1030,7 @@ int opt_btree_get(const struct opt_source *src, const char *header_id, const jso
 					   MAX_DEPTH);
 			goto done;
 		}
-		if ((rc = sget(src, id, &b, &kind, 0)) < 0)
+		if ((rc = node_read(src, id, &b, &l, &kind)) < 0)
 			goto done;
 		if (kind == LEAF)
 			break;
@@ -855,6 +1040,29 @@ int opt_btree_get(const struct opt_source *src, const char *header_id, const jso
 		b = NULL;
 		if (rc < 0)
 			goto done;
+	}
+	if (!b) {
+		i = raw_search(&l, key, 0, &found, &err);
+		if (err) {
+			rc = err;
+			goto done;
+		}
+		if (!found) {
+			rc = opt_error_set(OPT_ENOTFOUND, "key not found");
+			goto done;
+		}
+		if (value) {
+			rc = opt_json_parse(value, l.b.data + l.ent[i].v, l.ent[i].vl);
+			if (rc < 0)
+				rc = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' holds a malformed entry", id);
+		} else if (!(*text = malloc(l.ent[i].vl + 1))) {
+			rc = oom();
+		} else {
+			memcpy(*text, l.b.data + l.ent[i].v, l.ent[i].vl);
+			(*text)[l.ent[i].vl] = '\0';
+			*len = l.ent[i].vl;
+		}
+		goto done;
 	}
 	i = leaf_search(json_object_get(b, "entries"), key, 0, &found);
 	if (!found) {
@@ -866,15 +1074,34 @@ int opt_btree_get(const struct opt_source *src, const char *header_id, const jso
 		rc = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' holds a malformed entry", id);
 		goto done;
 	}
-	*value = json_incref(json_array_get(e, 1));
+	if (value)
+		*value = json_incref(json_array_get(e, 1));
+	else if (opt_json_canon(text, len, json_array_get(e, 1)) < 0)
+		rc = oom();
 done:
 	json_decref(b);
+	rawleaf_free(&l);
 	return rc;
 }
 
+int opt_btree_get(const struct opt_source *src, const char *header_id, const json_t *key, json_t **value)
+{
+	*value = NULL;
+	return lookup(src, header_id, key, value, NULL, NULL);
+}
+
+int opt_btree_get_text(const struct opt_source *src, const char *header_id, const json_t *key, char **text,
+		       size_t *len)
+{
+	*text = NULL;
+	*len = 0;
+	return lookup(src, header_id, key, NULL, text, len);
+}
+
 struct frame {
-	json_t *node;   /* a new reference */
+	json_t *node;   /* a new reference; NULL for a leaf read as text */
 	const json_t *arr; /* its "entries" (leaf) or "nodes" (branch) */
+	struct rawleaf raw; /* a leaf read as text */
 	char id[OPT_ID_MAX + 1];
 	long idx;       /* child index (branch) or next entry (leaf) */
 	int kind;
@@ -882,18 +1109,74 @@ struct frame {
 
 struct opt_btree_cursor {
 	struct opt_source src;
-	json_t *last;   /* the key returned last: keys must keep their order */
+	/* the key returned last (keys must keep their order): parsed in
+	 * last, or as text in lastk */
+	json_t *last;
+	char *lastk;
+	size_t lastkl, lastkcap;
+	int haslast;
 	json_t *lo, *hi;
 	int lo_incl, hi_incl, reverse;
 	int depth;      /* frames in use; 0 once the range is done */
 	int err;
+	json_t *ck, *cv;   /* the entry handed out parsed */
+	char *kbuf, *vbuf; /* the entry handed out as text, when it was parsed */
 	struct frame st[MAX_DEPTH];
 };
 
+static size_t leaf_size(const struct frame *f)
+{
+	return f->node ? json_array_size(f->arr) : f->raw.n;
+}
+
+static struct kref entry_kref(const struct frame *f, size_t i)
+{
+	struct kref k = { NULL, NULL, 0 };
+
+	if (f->node) {
+		k.j = entry_key(json_array_get(f->arr, i));
+	} else {
+		k.t = f->raw.b.data + f->raw.ent[i].k;
+		k.tl = f->raw.ent[i].kl;
+	}
+	return k;
+}
+
+static int set_last(struct opt_btree_cursor *c, const struct kref *k)
+{
+	json_decref(c->last);
+	c->last = NULL;
+	c->haslast = 1;
+	if (k->j) {
+		c->last = json_incref((json_t *)k->j);
+		return 0;
+	}
+	if (k->tl > c->lastkcap) {
+		char *nb = realloc(c->lastk, k->tl);
+		if (!nb)
+			return oom();
+		c->lastk = nb;
+		c->lastkcap = k->tl;
+	}
+	memcpy(c->lastk, k->t, k->tl);
+	c->lastkl = k->tl;
+	return 0;
+}
+
+static struct kref last_kref(const struct opt_btree_cursor *c)
+{
+	struct kref k = { c->last, c->lastk, c->lastkl };
+	return k;
+}
+
 static void cursor_pop(struct opt_btree_cursor *c)
 {
-	json_decref(c->st[--c->depth].node);
-	c->st[c->depth].node = NULL;
+	struct frame *f = &c->st[--c->depth];
+
+	json_decref(f->node);
+	f->node = NULL;
+	f->arr = NULL;
+	rawleaf_release(&f->raw);
 }
 
 static void cursor_clear(struct opt_btree_cursor *c)
@@ -909,7 +1192,7 @@ static int cursor_down(struct opt_btree_cursor *c, const char *start, const json
 	char id[OPT_ID_MAX + 1];
 	struct frame *f;
 	const json_t *a;
-	int rc;
+	int rc, err = 0;
 
 	strcpy(id, start);
 	for (;;) {
@@ -918,9 +1201,18 @@ static int cursor_down(struct opt_btree_cursor *c, const char *start, const json
 					     MAX_DEPTH, id);
 		f = &c->st[c->depth];
 		strcpy(f->id, id);
-		if ((rc = sget(&c->src, id, &f->node, &f->kind, 0)) < 0)
+		if ((rc = node_read(&c->src, id, &f->node, &f->raw, &f->kind)) < 0)
 			return rc;
 		c->depth++;
+		if (f->kind == LEAF && !f->node) {
+			if (!key)
+				f->idx = c->reverse ? (long)f->raw.n - 1 : 0;
+			else if (!c->reverse)
+				f->idx = (long)raw_search(&f->raw, key, !c->lo_incl, NULL, &err);
+			else
+				f->idx = (long)raw_search(&f->raw, key, c->hi_incl, NULL, &err) - 1;
+			return err;
+		}
 		if (f->kind == LEAF) {
 			a = f->arr = json_object_get(f->node, "entries");
 			if (!key)
@@ -961,7 +1253,7 @@ static int cursor_step(struct opt_btree_cursor *c)
 				return rc;
 			/* only a root leaf may be empty: a damaged tree could
 			 * otherwise send a walk round empty subtrees for ever */
-			if (c->depth > 1 && json_array_size(c->st[c->depth - 1].arr) == 0)
+			if (c->depth > 1 && leaf_size(&c->st[c->depth - 1]) == 0)
 				return opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' is empty but not the root",
 						     c->st[c->depth - 1].id);
 			return 1;
@@ -1008,72 +1300,146 @@ done:
 	return rc;
 }
 
-int opt_btree_cursor_next(struct opt_btree_cursor *c, const json_t **key, const json_t **value)
+static int cursor_fail(struct opt_btree_cursor *c, int rc)
 {
-	*key = *value = NULL;
+	c->err = rc;
+	cursor_clear(c);
+	return rc;
+}
+
+/* The next entry: 1 with *f (its leaf) and *i (its index), 0 at the end. */
+static int cursor_advance(struct opt_btree_cursor *c, struct frame **fp, size_t *ip)
+{
 	if (c->err)
 		return c->err;
 	while (c->depth > 0) {
 		struct frame *f = &c->st[c->depth - 1];
-		const json_t *a = f->arr, *e;
-		int rc, cmp;
+		struct kref k, l;
+		int rc, cmp, err = 0;
 
-		if (f->idx < 0 || f->idx >= (long)json_array_size(a)) {
+		if (f->idx < 0 || f->idx >= (long)leaf_size(f)) {
 			rc = cursor_step(c);
-			if (rc < 0) {
-				c->err = rc;
-				cursor_clear(c);
-				return rc;
-			}
+			if (rc < 0)
+				return cursor_fail(c, rc);
 			continue;
 		}
-		e = json_array_get(a, (size_t)f->idx);
-		if (!json_is_array(e) || json_array_size(e) != 2) {
-			c->err = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' holds a malformed entry",
-					       f->id);
-			cursor_clear(c);
-			return c->err;
+		if (f->node) {
+			const json_t *e = json_array_get(f->arr, (size_t)f->idx);
+			if (!json_is_array(e) || json_array_size(e) != 2)
+				return cursor_fail(c, opt_error_set(OPT_EINTEGRITY,
+								    "btree leaf '%s' holds a malformed entry", f->id));
 		}
+		k = entry_kref(f, (size_t)f->idx);
 		if (!c->reverse && c->hi) {
-			cmp = opt_key_cmp(entry_key(e), c->hi);
+			cmp = kref_cmp_json(&k, c->hi, &err);
+			if (err)
+				return cursor_fail(c, err);
 			if (cmp > 0 || (cmp == 0 && !c->hi_incl))
 				break;
 		}
 		if (c->reverse && c->lo) {
-			cmp = opt_key_cmp(entry_key(e), c->lo);
+			cmp = kref_cmp_json(&k, c->lo, &err);
+			if (err)
+				return cursor_fail(c, err);
 			if (cmp < 0 || (cmp == 0 && !c->lo_incl))
 				break;
 		}
-		if (c->last) {
+		if (c->haslast) {
 			/* a tree whose branches share children would repeat keys
 			 * (and could take exponential time): stop at the first */
-			cmp = opt_key_cmp(entry_key(e), c->last);
-			if (c->reverse ? cmp >= 0 : cmp <= 0) {
-				c->err = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s': keys out of order (the tree is damaged)",
-						       f->id);
-				cursor_clear(c);
-				return c->err;
-			}
-			json_decref(c->last);
+			l = last_kref(c);
+			cmp = kref_cmp(&k, &l, &err);
+			if (err)
+				return cursor_fail(c, err);
+			if (c->reverse ? cmp >= 0 : cmp <= 0)
+				return cursor_fail(c, opt_error_set(OPT_EINTEGRITY,
+								    "btree leaf '%s': keys out of order (the tree is damaged)",
+								    f->id));
 		}
-		c->last = json_incref((json_t *)entry_key(e));
+		if ((rc = set_last(c, &k)) < 0)
+			return cursor_fail(c, rc);
+		*fp = f;
+		*ip = (size_t)f->idx;
 		f->idx += c->reverse ? -1 : 1;
-		*key = entry_key(e);
-		*value = json_array_get(e, 1);
 		return 1;
 	}
 	cursor_clear(c);
 	return 0;
 }
 
+int opt_btree_cursor_next(struct opt_btree_cursor *c, const json_t **key, const json_t **value)
+{
+	struct frame *f;
+	size_t i;
+	int rc;
+
+	*key = *value = NULL;
+	json_decref(c->ck);
+	json_decref(c->cv);
+	c->ck = c->cv = NULL;
+	if ((rc = cursor_advance(c, &f, &i)) <= 0)
+		return rc;
+	if (f->node) {
+		const json_t *e = json_array_get(f->arr, i);
+		*key = entry_key(e);
+		*value = json_array_get(e, 1);
+		return 1;
+	}
+	if (opt_json_parse(&c->ck, f->raw.b.data + f->raw.ent[i].k, f->raw.ent[i].kl) < 0 ||
+	    opt_json_parse(&c->cv, f->raw.b.data + f->raw.ent[i].v, f->raw.ent[i].vl) < 0)
+		return cursor_fail(c, opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' holds a malformed entry", f->id));
+	*key = c->ck;
+	*value = c->cv;
+	return 1;
+}
+
+int opt_btree_cursor_next_text(struct opt_btree_cursor *c, const char **key, size_t *klen, const char **value,
+			       size_t *vlen)
+{
+	struct frame *f;
+	size_t i;
+	int rc;
+
+	*key = *value = NULL;
+	*klen = *vlen = 0;
+	free(c->kbuf);
+	free(c->vbuf);
+	c->kbuf = c->vbuf = NULL;
+	if ((rc = cursor_advance(c, &f, &i)) <= 0)
+		return rc;
+	if (f->node) {
+		const json_t *e = json_array_get(f->arr, i);
+		if (opt_json_canon(&c->kbuf, klen, entry_key(e)) < 0 ||
+		    opt_json_canon(&c->vbuf, vlen, json_array_get(e, 1)) < 0)
+			return cursor_fail(c, oom());
+		*key = c->kbuf;
+		*value = c->vbuf;
+		return 1;
+	}
+	*key = f->raw.b.data + f->raw.ent[i].k;
+	*klen = f->raw.ent[i].kl;
+	*value = f->raw.b.data + f->raw.ent[i].v;
+	*vlen = f->raw.ent[i].vl;
+	return 1;
+}
+
 void opt_btree_cursor_free(struct opt_btree_cursor *c)
 {
+	int i;
+
 	if (!c)
 		return;
 	cursor_clear(c);
+	for (i = 0; i < MAX_DEPTH; i++)
+		rawleaf_free(&c->st[i].raw);
 	json_decref(c->last);
+	free(c->lastk);
 	json_decref(c->lo);
 	json_decref(c->hi);
+	json_decref(c->ck);
+	json_decref(c->cv);
+	free(c->kbuf);
+	free(c->vbuf);
 	free(c);
 }
 
@@ -1087,17 +1453,23 @@ int opt_btree_count(const struct opt_source *src, const char *header_id, size_t 
 	if ((rc = opt_btree_cursor_open(&c, src, header_id, NULL)) < 0)
 		return rc;
 	do {
-		const json_t *arr = c->st[c->depth - 1].arr;
-		size_t k = json_array_size(arr);
+		const struct frame *f = &c->st[c->depth - 1];
+		size_t k = leaf_size(f);
 		/* each leaf's first key above the previous leaf's last */
-		if (k && c->last && opt_key_cmp(entry_key(json_array_get(arr, 0)), c->last) <= 0) {
-			rc = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s': keys out of order (the tree is damaged)",
-					   c->st[c->depth - 1].id);
-			break;
+		if (k && c->haslast) {
+			struct kref first = entry_kref(f, 0), last = last_kref(c);
+			int err = 0, cmp = kref_cmp(&first, &last, &err);
+			if (err || cmp <= 0) {
+				rc = err ? err : opt_error_set(OPT_EINTEGRITY,
+							       "btree leaf '%s': keys out of order (the tree is damaged)",
+							       f->id);
+				break;
+			}
 		}
 		if (k) {
-			json_decref(c->last);
-			c->last = json_incref((json_t *)entry_key(json_array_get(arr, k - 1)));
+			struct kref lastk = entry_kref(f, k - 1);
+			if ((rc = set_last(c, &lastk)) < 0)
+				break;
 		}
 		n += k;
 	} while ((rc = cursor_step(c)) > 0);

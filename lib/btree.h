@@ -49,6 +49,11 @@ int opt_btree_create(struct opt_tracker *t, const char *header_id, const char *c
  * blocks are malformed or missing. */
 int opt_btree_get(const struct opt_source *src, const char *header_id, const json_t *key, json_t **value);
 
+/* The same, with the value as canonical JSON text: *text (malloc'd,
+ * NUL-terminated) and *len.  Cheaper: a leaf is scanned, not parsed. */
+int opt_btree_get_text(const struct opt_source *src, const char *header_id, const json_t *key, char **text,
+		       size_t *len);
+
 /* Insert key with value, or replace the entry when the key exists (the
  * stored key becomes key).  key and value are borrowed and copied.
  * *replaced (may be NULL) is set to 1 if the key existed, else 0. */
@@ -100,6 +105,13 @@ int opt_btree_cursor_open(struct opt_btree_cursor **out, const struct opt_source
  * on the cursor or its free), 0 at the end of the range, or a negative code
  * on error (the same code again on later calls). */
 int opt_btree_cursor_next(struct opt_btree_cursor *c, const json_t **key, const json_t **value);
+
+/* The next entry as canonical JSON text: 1 and *key, *value (not
+ * NUL-terminated; *klen, *vlen bytes; valid until the next call on the
+ * cursor or its free), 0 at the end, or a negative code.  The fast way to
+ * print a range: leaves are scanned, not parsed. */
+int opt_btree_cursor_next_text(struct opt_btree_cursor *c, const char **key, size_t *klen, const char **value,
+			       size_t *vlen);
 
 /* Free a cursor (NULL is fine). */
 void opt_btree_cursor_free(struct opt_btree_cursor *c);

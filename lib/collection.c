@@ -303,6 +303,19 @@ int opt_tree_get(struct opt_snap *snap, const json_t *key, json_t **value)
 	return opt_btree_get(&src, hid, key, value);
 }
 
+int opt_tree_get_text(struct opt_snap *snap, const json_t *key, char **text, size_t *len)
+{
+	char hid[OPT_ID_LEN + 1];
+	struct opt_source src = opt_snap_source(snap);
+
+	*text = NULL;
+	*len = 0;
+	if (!opt_key_valid(key))
+		return check_key(key);
+	opt_collection_header_id(opt_snap_name(snap), hid);
+	return opt_btree_get_text(&src, hid, key, text, len);
+}
+
 static int header_count(struct opt_snap *snap, size_t *n)
 {
 	json_t *h;

@@ -52,6 +52,8 @@ int opt_coll_kind(struct opt_snap *snap, const char **kind);
 int opt_coll_expect(struct opt_snap *snap, const char *type);
 
 int opt_tree_get(struct opt_snap *snap, const json_t *key, json_t **value);
+/* The value as canonical JSON text (malloc'd; see opt_btree_get_text). */
+int opt_tree_get_text(struct opt_snap *snap, const json_t *key, char **text, size_t *len);
 int opt_tree_count(struct opt_snap *snap, size_t *n);
 /* Range cursor over the snapshot's tree (see btree.h). */
 int opt_tree_range(struct opt_snap *snap, const struct opt_btree_range *r, struct opt_btree_cursor **out);

@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -314,6 +315,149 @@ int opt_key_cmp(const json_t *a, const json_t *b)
 			return c;
 	}
 	return na < nb ? -1 : na > nb;
+}
+
+/* ---- canonical JSON text, scanned without building values ---- */
+
+const char *opt_raw_skip(const char *p, const char *end)
+{
+	uint64_t stack = 0;  /* bit per open level: 1 for '{', 0 for '[' */
+	int depth = 0;
+
+	if (p >= end)
+		return NULL;
+	for (;;) {
+		char ch = *p;
+
+		if (ch == '"') {
+			for (p++;; p++) {
+				if (p >= end)
+					return NULL;
+				if (*p == '\\') {
+					p++;
+					continue;
+				}
+				if (*p == '"')
+					break;
+				if ((unsigned char)*p < 0x20)
+					return NULL;
+			}
+			p++;
+		} else if (ch == '{' || ch == '[') {
+			if (depth == 64)
+				return NULL;
+			stack = (stack << 1) | (ch == '{');
+			depth++;
+			p++;
+			continue;
+		} else if (ch == '}' || ch == ']') {
+			if (depth == 0 || (stack & 1) != (ch == '}'))
+				return NULL;
+			stack >>= 1;
+			depth--;
+			p++;
+		} else if (ch == ',' || ch == ':') {
+			if (depth == 0)
+				return NULL;
+			p++;
+			continue;
+		} else if ((ch >= '0' && ch <= '9') || ch == '-' || ch == 't' || ch == 'f' || ch == 'n') {
+			/* a number or a literal: letters, digits, sign, point */
+			const char *q = p;
+			while (p < end && ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || *p == '-' ||
+					   *p == '+' || *p == '.' || *p == 'E'))
+				p++;
+			if (p == q)
+				return NULL;
+		} else {
+			return NULL;  /* white space or junk: not canonical */
+		}
+		if (depth == 0)
+			return p;
+		if (p >= end)
+			return NULL;
+	}
+}
+
+static int raw_rank(char c)
+{
+	if (c == '"')
+		return 1;
+	if (c == '[')
+		return 2;
+	return (c >= '0' && c <= '9') || c == '-' ? 0 : -1;
+}
+
+/* A string key's bytes straight from the text, when it has no escapes. */
+static int raw_plain_string(const char *raw, size_t len)
+{
+	return len >= 2 && raw[0] == '"' && raw[len - 1] == '"' && !memchr(raw + 1, '\\', len - 2);
+}
+
+static int raw_parse_key(const char *raw, size_t len, json_t **out)
+{
+	json_error_t err;
+
+	*out = json_loadb(raw, len, JSON_DECODE_ANY, &err);
+	if (!*out || !opt_key_valid(*out)) {
+		json_decref(*out);
+		*out = NULL;
+		return opt_error_set(OPT_EINTEGRITY, "a stored key is not a valid key");
+	}
+	return 0;
+}
+
+int opt_raw_key_cmp(const char *raw, size_t len, const json_t *key, int *err)
+{
+	int ra, rk = key_rank(key), c;
+	json_t *v;
+
+	if (len == 0) {
+		*err = opt_error_set(OPT_EINTEGRITY, "a stored key is empty");
+		return 0;
+	}
+	ra = raw_rank(raw[0]);
+	if (ra < 0) {
+		*err = opt_error_set(OPT_EINTEGRITY, "a stored key is not a valid key");
+		return 0;
+	}
+	if (ra != rk)
+		return ra < rk ? -1 : 1;
+	if (ra == 1 && raw_plain_string(raw, len)) {
+		size_t la = len - 2, lb = json_string_length(key);
+		c = memcmp(raw + 1, json_string_value(key), la < lb ? la : lb);
+		if (c)
+			return c < 0 ? -1 : 1;
+		return la < lb ? -1 : la > lb;
+	}
+	if ((c = raw_parse_key(raw, len, &v)) < 0) {
+		*err = c;
+		return 0;
+	}
+	c = opt_key_cmp(v, key);
+	json_decref(v);
+	return c;
+}
+
+int opt_raw_keys_cmp(const char *a, size_t al, const char *b, size_t bl, int *err)
+{
+	json_t *v;
+	int c;
+
+	if (raw_plain_string(a, al) && raw_plain_string(b, bl)) {
+		size_t la = al - 2, lb = bl - 2;
+		c = memcmp(a + 1, b + 1, la < lb ? la : lb);
+		if (c)
+			return c < 0 ? -1 : 1;
+		return la < lb ? -1 : la > lb;
+	}
+	if ((c = raw_parse_key(b, bl, &v)) < 0) {
+		*err = c;
+		return 0;
+	}
+	c = opt_raw_key_cmp(a, al, v, err);
+	json_decref(v);
+	return c;
 }
 
 /* The reader keeps a buffer; a scanner finds where one top-level value

@@ -40,6 +40,20 @@ int opt_key_valid(const json_t *v);
  * keys.  Returns <0, 0, >0. */
 int opt_key_cmp(const json_t *a, const json_t *b);
 
+/* Canonical JSON text (how blocks are stored), read without building
+ * values.  opt_raw_skip: the end of the one value that starts at p (no
+ * white space outside strings; nesting up to 64), or NULL when the text
+ * is not such a value.  It checks structure (strings, brackets, commas),
+ * not every detail: use it only on text that was valid canonical JSON
+ * when written (a stored block). */
+const char *opt_raw_skip(const char *p, const char *end);
+
+/* Compare a key stored as canonical text raw[0..len) with key (a valid
+ * key), or two stored keys, as opt_key_cmp does.  A stored key that is not
+ * a valid key sets *err (OPT_EINTEGRITY) and the result is 0. */
+int opt_raw_key_cmp(const char *raw, size_t len, const json_t *key, int *err);
+int opt_raw_keys_cmp(const char *a, size_t al, const char *b, size_t bl, int *err);
+
 /* A streaming reader of JSON values (JSON Lines, or any concatenation of
  * JSON texts separated by white space) in constant memory per value. */
 struct opt_jsonl;

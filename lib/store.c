@@ -11,6 +11,7 @@
 #include <git2/sys/repository.h>
 #include <git2/sys/odb_backend.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,16 @@ struct opt_snap {
 	json_t *lru;               /* id -> block for the IDs in the ring */
 	json_t *pinned;            /* inner nodes and headers: kept */
 	json_t *trailers;          /* parsed trailers */
+	/* tree leaves' bytes kept for lookups (opt_snap_cache_bytes) */
+	json_t *rmap;              /* id -> slot (an integer holding a pointer) */
+	struct raw_slot **rring;   /* oldest first from rhead */
+	size_t rcap, rhead, rcount, rbytes, rbudget;
+};
+
+struct raw_slot {
+	char *id;
+	git_odb_object *obj;
+	struct opt_memo memo;
 };
 
 static int git_fail(int code, const char *what)
@@ -214,20 +225,22 @@ int opt_store_name_valid(const char *name)
 
 void opt_collection_header_id(const char *name, char out[OPT_ID_LEN + 1])
 {
+	static const char pre[] = "optimystic collection ";
 	char hex[OPT_SHA256_HEX + 1];
 	uint8_t raw[OPT_ID_BYTES];
+	struct opt_sha256 h;
 	size_t i;
-	char *buf;
-	size_t len = strlen(name) + 32;
 
-	buf = malloc(len);
-	snprintf(buf, len, "optimystic collection %s", name ? name : "");
-	opt_sha256_hex(hex, buf, strlen(buf));
-	free(buf);
+	opt_sha256_init(&h);
+	opt_sha256_update(&h, pre, sizeof(pre) - 1);
+	if (name)
+		opt_sha256_update(&h, name, strlen(name));
+	opt_sha256_final_hex(&h, hex);
 	for (i = 0; i < OPT_ID_BYTES; i++) {
-		unsigned v;
-		sscanf(hex + 2 * i, "%2x", &v);
-		raw[i] = (uint8_t)v;
+		int hi = hex[2 * i], lo = hex[2 * i + 1];
+		hi = hi <= '9' ? hi - '0' : hi - 'a' + 10;
+		lo = lo <= '9' ? lo - '0' : lo - 'a' + 10;
+		raw[i] = (uint8_t)(hi << 4 | lo);
 	}
 	opt_base32_encode(out, raw, sizeof(raw));
 }
@@ -860,12 +873,35 @@ int opt_snap_parent(struct opt_snap **out, struct opt_snap *snap)
 	return rc;
 }
 
+static void raw_slot_free(struct raw_slot *r)
+{
+	if (r->memo.p && r->memo.free)
+		r->memo.free(r->memo.p);
+	git_odb_object_free(r->obj);
+	free(r->id);
+	free(r);
+}
+
+static void raw_cache_clear(struct opt_snap *snap)
+{
+	size_t i;
+
+	for (i = 0; i < snap->rcount; i++)
+		raw_slot_free(snap->rring[(snap->rhead + i) % snap->rcap]);
+	free(snap->rring);
+	json_decref(snap->rmap);
+	snap->rring = NULL;
+	snap->rmap = NULL;
+	snap->rcap = snap->rhead = snap->rcount = snap->rbytes = 0;
+}
+
 void opt_snap_free(struct opt_snap *snap)
 {
 	size_t i;
 
 	if (!snap)
 		return;
+	raw_cache_clear(snap);
 	for (i = 0; snap->cache && i < snap->nslots; i++)
 		free(snap->cache[i].id);
 	free(snap->cache);
@@ -979,17 +1015,12 @@ int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t
 	return 0;
 }
 
-static int snap_get(void *ctx, const char *id, json_t **out)
+/* A block already parsed: 1 and *out, or 0 and *oid (its blob). */
+static int snap_cached(struct opt_snap *snap, const char *id, git_oid *oid, json_t **out)
 {
-	struct opt_snap *snap = ctx;
-	struct cache_slot *slot;
-	git_oid oid;
-	git_odb_object *obj = NULL;
-	json_error_t err;
 	json_t *b;
 	int rc;
 
-	*out = NULL;
 	if (!snap->cache) {
 		if (!snap->nslots)
 			snap->nslots = CACHE_SLOTS;
@@ -1003,30 +1034,38 @@ static int snap_get(void *ctx, const char *id, json_t **out)
 	}
 	if ((b = json_object_get(snap->pinned, id)) || (b = json_object_get(snap->lru, id))) {
 		*out = json_incref(b);
-		return 0;
+		return 1;
 	}
-	if ((rc = find_blob(snap, id, &oid)) < 0)
+	if ((rc = find_blob(snap, id, oid)) < 0)
 		return rc;
-	if ((b = ocache_get(snap->s, &oid))) {
+	if ((b = ocache_get(snap->s, oid))) {
 		*out = json_incref(b);
-		return 0;
+		return 1;
 	}
-	/* the cache: a map, with the oldest entry leaving when it is full */
-	slot = &snap->cache[snap->ring++ % snap->nslots];
-	if (s_odb_read(snap->s, &obj, &oid) < 0)
-		return git_fail(OPT_EINTEGRITY, "cannot read block");
+	return 0;
+}
+
+/* Parse the blob obj of block id (freed here) and cache it. */
+static int snap_parse(struct opt_snap *snap, const char *id, git_odb_object *obj, json_t **out)
+{
+	struct cache_slot *slot;
+	json_error_t err;
+	json_t *b;
+
 	b = json_loadb(git_odb_object_data(obj), git_odb_object_size(obj), 0, &err);
 	git_odb_object_free(obj);
 	if (!b)
 		return opt_error_set(OPT_EINTEGRITY, "block '%s' of collection '%s' is not valid JSON: %s",
 				     id, snap->name, err.text);
 	/* inner nodes of trees (a small share of the blocks, read by every
-	 * lookup) and headers stay; the rest share the slots */
+	 * lookup) and headers stay; the rest share the slots, a map with the
+	 * oldest entry leaving when it is full */
 	if (json_object_get(b, "partitions") || json_object_get(b, "name")) {
 		json_object_set(snap->pinned, id, b);
 		*out = b;
 		return 0;
 	}
+	slot = &snap->cache[snap->ring++ % snap->nslots];
 	if (slot->id)
 		json_object_del(snap->lru, slot->id);
 	free(slot->id);
@@ -1036,6 +1075,126 @@ static int snap_get(void *ctx, const char *id, json_t **out)
 	*out = b;
 	return 0;
 }
+
+static int snap_get(void *ctx, const char *id, json_t **out)
+{
+	struct opt_snap *snap = ctx;
+	git_oid oid;
+	git_odb_object *obj = NULL;
+	int rc;
+
+	*out = NULL;
+	if ((rc = snap_cached(snap, id, &oid, out)) != 0)
+		return rc < 0 ? rc : 0;
+	if (s_odb_read(snap->s, &obj, &oid) < 0)
+		return git_fail(OPT_EINTEGRITY, "cannot read block");
+	return snap_parse(snap, id, obj, out);
+}
+
+static void release_odb_object(void *obj)
+{
+	git_odb_object_free(obj);
+}
+
+static struct raw_slot *raw_cache_get(struct opt_snap *snap, const char *id)
+{
+	json_t *v;
+
+	if (!snap->rmap || !(v = json_object_get(snap->rmap, id)))
+		return NULL;
+	return (struct raw_slot *)(intptr_t)json_integer_value(v);
+}
+
+/* Keep obj (a new reference is taken) as block id's bytes; NULL when it
+ * is not kept (too large, out of memory). */
+static struct raw_slot *raw_cache_put(struct opt_snap *snap, const char *id, git_odb_object *obj)
+{
+	size_t size = git_odb_object_size(obj);
+	struct raw_slot *r;
+
+	if (!snap->rbudget || size > snap->rbudget / 4)
+		return NULL;
+	if (!snap->rmap && !(snap->rmap = json_object()))
+		return NULL;
+	while (snap->rcount && snap->rbytes + size > snap->rbudget) {
+		struct raw_slot *old = snap->rring[snap->rhead];
+		snap->rhead = (snap->rhead + 1) % snap->rcap;
+		snap->rcount--;
+		snap->rbytes -= git_odb_object_size(old->obj);
+		json_object_del(snap->rmap, old->id);
+		raw_slot_free(old);
+	}
+	if (snap->rcount == snap->rcap) {
+		size_t cap = snap->rcap ? snap->rcap * 2 : 1024, i;
+		struct raw_slot **nr = malloc(cap * sizeof(*nr));
+		if (!nr)
+			return NULL;
+		for (i = 0; i < snap->rcount; i++)
+			nr[i] = snap->rring[(snap->rhead + i) % snap->rcap];
+		free(snap->rring);
+		snap->rring = nr;
+		snap->rcap = cap;
+		snap->rhead = 0;
+	}
+	if (!(r = calloc(1, sizeof(*r))) || !(r->id = strdup(id)) ||
+	    json_object_set_new(snap->rmap, id, json_integer((json_int_t)(intptr_t)r)) < 0) {
+		if (r)
+			free(r->id);
+		free(r);
+		return NULL;
+	}
+	git_odb_object_dup(&r->obj, obj);
+	snap->rring[(snap->rhead + snap->rcount++) % snap->rcap] = r;
+	snap->rbytes += size;
+	return r;
+}
+
+void opt_snap_cache_bytes(struct opt_snap *snap, size_t bytes)
+{
+	raw_cache_clear(snap);
+	snap->rbudget = bytes;
+}
+
+static void raw_out(struct opt_bytes *raw, git_odb_object *obj, struct raw_slot *r)
+{
+	raw->data = git_odb_object_data(obj);
+	raw->len = git_odb_object_size(obj);
+	raw->release = release_odb_object;
+	raw->owner = obj;
+	raw->memo = r ? &r->memo : NULL;
+}
+
+/* Tree leaves come as their stored bytes (readers scan them); the rest as
+ * snap_get gives them. */
+static int snap_get_raw(void *ctx, const char *id, json_t **out, struct opt_bytes *raw)
+{
+	static const char leaf[] = "{\"entries\":[";
+	struct opt_snap *snap = ctx;
+	git_oid oid;
+	git_odb_object *obj = NULL;
+	int rc;
+
+	struct raw_slot *r;
+
+	*out = NULL;
+	memset(raw, 0, sizeof(*raw));
+	if ((r = raw_cache_get(snap, id))) {
+		git_odb_object_dup(&obj, r->obj);
+		raw_out(raw, obj, r);
+		return 0;
+	}
+	if ((rc = snap_cached(snap, id, &oid, out)) != 0)
+		return rc < 0 ? rc : 0;
+	if (s_odb_read(snap->s, &obj, &oid) < 0)
+		return git_fail(OPT_EINTEGRITY, "cannot read block");
+	if (git_odb_object_size(obj) > sizeof(leaf) - 1 &&
+	    memcmp(git_odb_object_data(obj), leaf, sizeof(leaf) - 1) == 0) {
+		raw_out(raw, obj, raw_cache_put(snap, id, obj));
+		return 0;
+	}
+	return snap_parse(snap, id, obj, out);
+}
+
 
 void opt_snap_cache(struct opt_snap *snap, size_t blocks)
 {
@@ -1053,7 +1212,7 @@ void opt_snap_cache(struct opt_snap *snap, size_t blocks)
 
 struct opt_source opt_snap_source(struct opt_snap *snap)
 {
-	struct opt_source src = { snap_get, snap };
+	struct opt_source src = { snap_get, snap, snap_get_raw };
 	return src;
 }
 

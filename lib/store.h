@@ -120,6 +120,11 @@ struct opt_source opt_snap_source(struct opt_snap *snap);
  * streaming reads want few. */
 void opt_snap_cache(struct opt_snap *snap, size_t blocks);
 
+/* Keep the stored bytes of tree leaves read through snap's source, up to
+ * bytes in all (0, the default: none), with what readers derive from them
+ * (a leaf's index): for many lookups, which revisit leaves at random. */
+void opt_snap_cache_bytes(struct opt_snap *snap, size_t bytes);
+
 /* The stored bytes (canonical JSON) of block id: *buf malloc'd.
  * OPT_ENOTFOUND when absent. */
 int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t *len);

@@ -490,6 +490,44 @@ EOF
 	assert_output 18
 }
 
+@test "get and range read leaves as stored text: escapes, numbers and arrays come back exact" {
+	# capacity 4: many leaves; keys whose stored text has escapes sort
+	# by their characters, not by their escaped bytes
+	python3 - >"$TMP/in" <<'PY'
+import json, random
+keys = ['k"q', 'k\\b', 'k\n', 'k1', 'k', 'kz', 'é', 'a\u0001', 7, -1.25, 1e20, 3, [1, 'x'], [1, 'x"'], []]
+keys += ['u%03d' % i for i in range(60)]
+random.Random(5).shuffle(keys)
+for i, k in enumerate(keys):
+    print(json.dumps({"key": k, "value": {"i": i, "s": 'v"\\\n%d' % i, "n": None}}))
+PY
+	opt-tree put t --capacity 4 <"$TMP/in" >/dev/null
+	python3 - "$TMP/in" >"$TMP/want" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+def rank(k):
+    if isinstance(k, (int, float)): return (0, k)
+    if isinstance(k, str): return (1, k.encode())
+    return (2, [rank(x) for x in k])
+def canon(v): return json.dumps(v, sort_keys=True, separators=(',', ':'), ensure_ascii=False)
+for r in sorted(recs, key=lambda r: rank(r["key"])):
+    print('{"key":%s,"value":%s}' % (canon(r["key"]), canon(r["value"])))
+PY
+	run opt-tree range t
+	assert_success
+	assert_output "$(cat "$TMP/want")"
+	run bash -c "opt-tree range t --reverse | tac"
+	assert_output "$(cat "$TMP/want")"
+	run bash -c "jq -c .key '$TMP/in' | opt-tree get t --json-keys - | sort"
+	assert_success
+	assert_output "$(sort "$TMP/want")"
+	# bounds between keys with escapes: "k" < "k\n" < "k\"q" < "k1"
+	run bash -c "opt-tree range t --json-keys --after '\"k\"' --before '\"k1\"' | jq -c .key"
+	assert_output "$(printf '%s\n' '"k\n"' '"k\"q"')"
+	run bash -c "opt-tree get t --json-keys '\"k\\\\b\"' --pretty | jq -c .key"
+	assert_output '"k\\b"'
+}
+
 # --- count, ls, stat, --rev ---
 
 @test "count prints a bare number; ls lists only the trees" {

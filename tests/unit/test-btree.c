@@ -287,6 +287,11 @@ static json_t *key_of(unsigned n)
 	case 4:
 		if (q % 9 == 0)
 			return json_string(q % 2 ? "" : "k");
+		if (q % 9 == 4) {
+			/* escapes in the stored text: compared parsed, not as bytes */
+			snprintf(buf, sizeof(buf), "k\"q\\%u\n", q % 31);
+			return json_string(buf);
+		}
 		snprintf(buf, sizeof(buf), "\xc3\xa9t\xc3\xa9%u", q % 97);
 		return json_string(buf);
 	case 5:
@@ -332,6 +337,16 @@ static json_t *bound_of(unsigned domain, const struct model *m)
 
 /* ---- checks against the model ---- */
 
+/* Free what json_dumps gave (jansson's allocator, maybe count_malloc). */
+static void jfree(void *p)
+{
+	json_malloc_t m;
+	json_free_t f;
+
+	json_get_alloc_funcs(&m, &f);
+	f(p);
+}
+
 static char failure[512];
 
 #define FAIL(...) do { snprintf(failure, sizeof(failure), __VA_ARGS__); return 0; } while (0)
@@ -363,8 +378,8 @@ static int check_range(const struct opt_source *src, const char *hid, const stru
 			char *a = json_dumps(k, JSON_ENCODE_ANY), *b = json_dumps(m->k[i], JSON_ENCODE_ANY);
 			snprintf(failure, sizeof(failure), "range (reverse %d) entry %zu: key %s, model %s",
 				 r->reverse, got, a, b);
-			free(a);
-			free(b);
+			jfree(a);
+			jfree(b);
 			opt_btree_cursor_free(c);
 			return 0;
 		}
@@ -375,6 +390,112 @@ static int check_range(const struct opt_source *src, const char *hid, const stru
 		FAIL("cursor_next: %s", opt_error_last());
 	if (got != to - from)
 		FAIL("range (reverse %d) yields %zu entries, the model %zu", r->reverse, got, to - from);
+	return 1;
+}
+
+/* A source over the committed blocks that hands out leaves as their
+ * canonical text, as a store does: readers scan them instead. */
+static void free_text(void *p)
+{
+	free(p);
+}
+
+static int text_get(void *ctx, const char *id, json_t **out)
+{
+	json_t *b = json_object_get(ctx, id);
+
+	*out = NULL;
+	if (!b)
+		return OPT_ENOTFOUND;
+	*out = json_incref(b);
+	return 0;
+}
+
+static int text_get_raw(void *ctx, const char *id, json_t **out, struct opt_bytes *raw)
+{
+	json_t *b = json_object_get(ctx, id);
+	char *t;
+	size_t n;
+
+	*out = NULL;
+	memset(raw, 0, sizeof(*raw));
+	if (!b)
+		return OPT_ENOTFOUND;
+	if (!json_object_get(b, "entries")) {
+		*out = json_incref(b);
+		return 0;
+	}
+	if (opt_json_canon(&t, &n, b) < 0)
+		return OPT_EIO;
+	raw->data = t;
+	raw->len = n;
+	raw->release = free_text;
+	raw->owner = t;
+	return 0;
+}
+
+/* After a flush: every reader that scans leaves as text agrees with the
+ * model (lookups of every key and of absent ones, both scans as values
+ * and as text, count). */
+static int check_text_reads(struct store *s, const struct model *m, unsigned domain)
+{
+	struct opt_source src = { text_get, s->base, text_get_raw };
+	struct opt_btree_range fwd = { NULL, 0, NULL, 0, 0 }, rev = { NULL, 0, NULL, 0, 1 };
+	struct opt_btree_cursor *c;
+	const char *k, *v;
+	size_t kl, vl, i, n, got = 0;
+	int rc;
+
+	for (i = 0; i < m->n; i++) {
+		json_t *val = NULL;
+		char *t = NULL, *want = NULL;
+		size_t tl;
+		if (opt_btree_get(&src, s->hid, m->k[i], &val) < 0 || !json_equal(val, m->v[i])) {
+			json_decref(val);
+			FAIL("text source: get of a present key");
+		}
+		json_decref(val);
+		if (opt_btree_get_text(&src, s->hid, m->k[i], &t, &tl) < 0 || opt_json_canon(&want, NULL, m->v[i]) < 0 ||
+		    strcmp(t, want) != 0 || tl != strlen(want)) {
+			free(t);
+			free(want);
+			FAIL("text source: get_text of a present key");
+		}
+		free(t);
+		free(want);
+	}
+	for (i = 0; i < 20; i++) {
+		json_t *key = key_of(rn(domain)), *val = NULL;
+		size_t j;
+		int want = model_has(m, key, &j) ? 0 : OPT_ENOTFOUND;
+		rc = opt_btree_get(&src, s->hid, key, &val);
+		json_decref(val);
+		json_decref(key);
+		if (rc != want)
+			FAIL("text source: get of a random key: rc %d, model %d", rc, want);
+	}
+	if (opt_btree_count(&src, s->hid, &n) < 0 || n != m->n)
+		FAIL("text source: count");
+	if (!check_range(&src, s->hid, m, &fwd) || !check_range(&src, s->hid, m, &rev))
+		return 0;
+	if (opt_btree_cursor_open(&c, &src, s->hid, NULL) < 0)
+		FAIL("text source: cursor_open: %s", opt_error_last());
+	while ((rc = opt_btree_cursor_next_text(c, &k, &kl, &v, &vl)) == 1) {
+		char *wk = NULL, *wv = NULL;
+		int same = got < m->n && opt_json_canon(&wk, NULL, m->k[got]) == 0 &&
+			   opt_json_canon(&wv, NULL, m->v[got]) == 0 && strlen(wk) == kl && memcmp(wk, k, kl) == 0 &&
+			   strlen(wv) == vl && memcmp(wv, v, vl) == 0;
+		free(wk);
+		free(wv);
+		if (!same) {
+			opt_btree_cursor_free(c);
+			FAIL("text source: next_text entry %zu differs from the model", got);
+		}
+		got++;
+	}
+	opt_btree_cursor_free(c);
+	if (rc < 0 || got != m->n)
+		FAIL("text source: next_text gave %zu entries (rc %d), model %zu", got, rc, m->n);
 	return 1;
 }
 
@@ -428,8 +549,8 @@ static int check_random_range(struct store *s, const struct model *m, unsigned d
 		char *a = lo ? json_dumps(lo, JSON_ENCODE_ANY) : NULL, *b = hi ? json_dumps(hi, JSON_ENCODE_ANY) : NULL;
 		printf("# range lo %s (incl %d) hi %s (incl %d) reverse %d\n", a ? a : "-", r.lo_incl,
 		       b ? b : "-", r.hi_incl, r.reverse);
-		free(a);
-		free(b);
+		jfree(a);
+		jfree(b);
 	}
 	json_decref(lo);
 	json_decref(hi);
@@ -538,6 +659,8 @@ static void random_run(int cap, long ops, unsigned domain, long phase_len, long 
 			ok = no_leaked_blocks(&s);
 			if (!ok)
 				snprintf(failure, sizeof(failure), "leaked blocks");
+			else
+				ok = check_text_reads(&s, &m, domain);
 		}
 		if (m.n > max_n)
 			max_n = m.n;
@@ -557,7 +680,7 @@ static void random_run(int cap, long ops, unsigned domain, long phase_len, long 
 			char *k = key ? json_dumps(key, JSON_ENCODE_ANY) : NULL;
 			printf("# capacity %d, operation %ld (%s %s): %s\n", cap, op, what, k ? k : "",
 			       failure);
-			free(k);
+			jfree(k);
 		}
 		json_decref(key);
 		json_decref(val);

@@ -723,7 +723,7 @@ TEST(streaming)
 {
 	struct store s;
 	struct counting c = { 0 };
-	struct opt_source src = { counting_get, &c };
+	struct opt_source src = { counting_get, &c, NULL };
 	struct opt_chain_iter *it;
 	const json_t *e;
 	json_t *a = ints(0, 5000);

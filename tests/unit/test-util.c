@@ -127,6 +127,49 @@ TEST(keys)
 	json_decref(s2); json_decref(arr); json_decref(arr2); json_decref(obj); json_decref(bad);
 }
 
+TEST(raw_text)
+{
+	/* values of every kind end where they should */
+	static const char *ok[] = { "1", "-2.5e+10", "true", "null", "\"a\\\"]b\"", "[]", "{}",
+				    "[1,[2,{\"a\":[3]}],\"x\"]", "{\"a\":{\"b\":\"}\"},\"c\":[]}" };
+	static const char *bad[] = { "", " 1", "[1, 2]", "[1}", "{\"a\":1]", "\"abc", "[[1]", "]", "\"a\nb\"",
+				     ",", "x" };
+	char deep[200], buf[64];
+	size_t i;
+	int err = 0;
+
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		snprintf(buf, sizeof(buf), "%s,", ok[i]);
+		CHECK(opt_raw_skip(buf, buf + strlen(buf)) == buf + strlen(ok[i]));
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(opt_raw_skip(bad[i], bad[i] + strlen(bad[i])) == NULL);
+	/* nesting beyond 64 levels is refused (the caller parses instead) */
+	memset(deep, '[', 100);
+	memset(deep + 100, ']', 100);
+	CHECK(opt_raw_skip(deep, deep + 200) == NULL);
+	CHECK(opt_raw_skip(deep + 36, deep + 164) == deep + 164);
+
+	/* stored keys compare as parsed ones do */
+	json_t *k = json_string("k\"q"), *n = json_integer(3), *a = json_pack("[i]", 1);
+	CHECK(opt_raw_key_cmp("\"k\\\"q\"", 6, k, &err) == 0 && !err);
+	CHECK(opt_raw_key_cmp("\"k1\"", 4, k, &err) > 0 && !err);  /* '1' > '"' */
+	CHECK(opt_raw_key_cmp("\"k\"", 3, k, &err) < 0 && !err);
+	CHECK(opt_raw_key_cmp("2.5", 3, n, &err) < 0 && !err);
+	CHECK(opt_raw_key_cmp("3.0", 3, n, &err) == 0 && !err);
+	CHECK(opt_raw_key_cmp("\"a\"", 3, n, &err) > 0 && !err);
+	CHECK(opt_raw_key_cmp("[0,1]", 5, a, &err) < 0 && !err);
+	CHECK(opt_raw_key_cmp("\"zz\"", 4, a, &err) < 0 && !err);
+	CHECK(opt_raw_keys_cmp("\"k1\"", 4, "\"k\\\"q\"", 6, &err) > 0 && !err);
+	CHECK(opt_raw_keys_cmp("\"ab\"", 4, "\"abc\"", 5, &err) < 0 && !err);
+	CHECK(opt_raw_keys_cmp("[1]", 3, "[1]", 3, &err) == 0 && !err);
+	opt_raw_key_cmp("{\"a\":1}", 7, a, &err);
+	CHECK(err == OPT_EINTEGRITY);
+	json_decref(k);
+	json_decref(n);
+	json_decref(a);
+}
+
 TEST(jsonl_reader)
 {
 	const char *text = "{\"a\":1}\n  [1,\n 2]\n\"x y\" 42\n\n{\"s\":\"}]\\\"\"}\nnope\n{\"z\":0}";
@@ -199,6 +242,7 @@ int main(void)
 	RUN(sha);
 	RUN(canonical_json);
 	RUN(keys);
+	RUN(raw_text);
 	RUN(jsonl_reader);
 	RUN(jsonl_large);
 	RUN(backoff);
