@@ -4,12 +4,14 @@
 #include "pack.h"
 #include "verify.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define REF_COLL "refs/opt/collections/"
@@ -614,6 +616,27 @@ static void scratch_free(struct scratch *sc)
 	memset(sc, 0, sizeof(*sc));
 }
 
+/* Scratch repositories older than a day, left by a process that was
+ * killed, go. */
+static void scratch_sweep(const char *store)
+{
+	DIR *d = opendir(store);
+	struct dirent *e;
+	struct stat st;
+	char path[PATH_MAX];
+	time_t now = time(NULL);
+
+	while (d && (e = readdir(d))) {
+		if (strncmp(e->d_name, "opt-bundle.", 11) != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", store, e->d_name);
+		if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && now - st.st_mtime > 86400)
+			nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	}
+	if (d)
+		closedir(d);
+}
+
 /* A bare repository beside store s whose objects include the store's. */
 static int scratch_new(struct scratch *sc, struct opt_store *s)
 {
@@ -626,6 +649,7 @@ static int scratch_new(struct scratch *sc, struct opt_store *s)
 	memset(sc, 0, sizeof(*sc));
 	if (!(abs = realpath(opt_store_path(s), NULL)))
 		return opt_error_set(OPT_EIO, "cannot resolve '%s': %s", opt_store_path(s), strerror(errno));
+	scratch_sweep(abs);
 	snprintf(sc->dir, sizeof(sc->dir), "%s/opt-bundle.XXXXXX", abs);
 	if (!mkdtemp(sc->dir)) {
 		rc = opt_error_set(OPT_EIO, "cannot make '%s': %s", sc->dir, strerror(errno));

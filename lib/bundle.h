@@ -18,15 +18,16 @@
  * Reading never trusts the file: the header is bounded (lines of at most
  * 4096 bytes, at most OPT_BUNDLE_MAX_REFS lines), the pack is indexed by
  * libgit2's indexer into a scratch repository beside the store
- * (<store>/opt-bundle.XXXXXX, removed again) whose objects/info/alternates
- * names the store's objects, and every object reachable from the heads
- * must then be there (opt_bundle_index).  Applying is a pull from that scratch
- * repository (opt_sync_pull_url): quarantined fetch, verification of every
- * changed collection (history, hash chain, signatures by trusted keys, no
- * rewind of the tracking refs refs/opt/remotes/AS/...), then fast-forward
- * or replay per conflict policy.  Verifying runs the same checks against
- * the scratch repository (opened as a store that trusts the keys the
- * store trusts) and changes nothing in the store.
+ * (<store>/opt-bundle.XXXXXX, removed again; one older than a day, left
+ * by a killed run, is swept) whose objects/info/alternates names the
+ * store's objects, and every object reachable from the heads must then be
+ * there (opt_bundle_index).  Applying is a pull from that scratch
+ * repository (opt_sync_pull_url): quarantined fetch, verification of
+ * every changed collection (history, hash chain, signatures by trusted
+ * keys, no rewind of the tracking refs refs/opt/remotes/AS/...), then
+ * fast-forward or replay per conflict policy.  Verifying runs the same
+ * checks against the scratch repository (opened as a store that trusts
+ * the keys the store trusts) and changes nothing in the store.
  *
  * Results are reported through the emit callback of opt_sync_opts; the
  * library never prints.

@@ -58,6 +58,12 @@ two_stores() {
 	assert_success
 	fsck_ok b
 	no_scratch b
+	# a scratch repository left by a killed run goes after a day
+	mkdir b/opt-bundle.old1 b/opt-bundle.new1
+	touch -d '2 days ago' b/opt-bundle.old1
+	opt-sync -C b bundle verify all.bundle >/dev/null
+	[ ! -e b/opt-bundle.old1 ]
+	[ -d b/opt-bundle.new1 ]
 }
 
 @test "incremental bundles: --since REMOTE, --base FILE, pipes; a missing prerequisite is named" {
@@ -108,6 +114,15 @@ two_stores() {
 	run --separate-stderr opt-sync -C a bundle create x.bundle --since nosuch
 	assert_failure 1
 	[[ $stderr == *"no remote 'nosuch'"* ]]
+	# a bundle made by plain git (a thin pack) applies too
+	local prev
+	prev=$(git --git-dir=a rev-parse refs/opt/collections/users)
+	opt-tree -C a put users dave '{"age":60}' >/dev/null
+	git --git-dir=a bundle create git.bundle refs/opt/collections/users "^$prev" 2>/dev/null
+	run opt-sync -C b bundle apply git.bundle
+	assert_success
+	assert_output '{"remote":"bundle","collection":"users","rev":4,"status":"fast-forward"}'
+	[ "$(content_of a)" = "$(content_of b)" ]
 }
 
 @test "offline divergence: each side's changes replayed on apply, each exactly once; --dry-run shows the plan" {
