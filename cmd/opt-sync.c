@@ -1,6 +1,7 @@
 /* opt-sync - peers: remotes, clone, fetch, pull and push of collections,
  * every transfer verified before a ref moves, every push a
  * compare-and-swap at the receiving side, conflicts replayed. */
+#include "bundle.h"
 #include "common.h"
 #include "identity.h"
 #include "sync.h"
@@ -28,6 +29,15 @@ static const struct cmd_opt opts_sync[] = {
 
 static const struct cmd_opt opts_clone[] = {
 	{ "trust", 0, "KEY", "also trust log entries signed by KEY (the remote's writers)" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_bundle[] = {
+	{ "since", 0, "REMOTE", "create: leave out what REMOTE's tracking refs have (an incremental bundle)" },
+	{ "base", 0, "FILE", "create: leave out what the earlier bundle FILE carries" },
+	{ "as", 0, "NAME", "verify, apply: track the bundle's collections as remote NAME (default bundle)" },
+	{ "dry-run", 'n', NULL, "apply: verify and show the plan; change nothing" },
+	{ "conflict", 0, "POLICY", "apply: when both sides changed: replay (default), keep-remote, fail, exec:PROG" },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -244,6 +254,75 @@ static int do_status(struct cmd *c)
 	return c->out_err ? OPT_EXIT_OTHER : 0;
 }
 
+/* ---- bundle ---- */
+
+static int no_emit(const json_t *rec, void *arg)
+{
+	(void)rec;
+	(void)arg;
+	return 0;
+}
+
+static int do_bundle(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	struct opt_sync_opts so;
+	struct out o;
+	const char *sub = c->npos ? c->pos[0] : NULL, *file = c->npos > 1 ? c->pos[1] : NULL;
+	const char *since = cmd_get(c, "since"), *base = cmd_get(c, "base"), *as = cmd_get(c, "as");
+	const char *const *colls = (const char *const *)(c->npos > 2 ? c->pos + 2 : NULL);
+	size_t n = c->npos > 2 ? (size_t)c->npos - 2 : 0;
+	int create, apply, rc, st;
+
+	if (!sub)
+		return cmd_usage(c, "bundle needs create, verify, ls or apply");
+	create = strcmp(sub, "create") == 0;
+	apply = strcmp(sub, "apply") == 0;
+	if (!create && !apply && strcmp(sub, "verify") && strcmp(sub, "ls"))
+		return cmd_usage(c, "unknown bundle command '%s' (create, verify, ls, apply)", sub);
+	if (!file || !*file)
+		return cmd_usage(c, "bundle %s needs a FILE ('-': %s)", sub, create ? "stdout" : "stdin");
+	if (strcmp(sub, "ls") == 0 && c->npos > 2)
+		return cmd_usage(c, "bundle ls takes one FILE");
+	if (since && base)
+		return cmd_usage(c, "--since and --base exclude each other");
+	if ((since || base) && !create)
+		return cmd_usage(c, "--%s is for bundle create", since ? "since" : "base");
+	if (since && !opt_sync_remote_name_valid(since))
+		return cmd_usage(c, "invalid remote name '%.100s'", since);
+	if (as && (create || strcmp(sub, "ls") == 0))
+		return cmd_usage(c, "--as is for bundle verify and apply");
+	if (as && !opt_sync_remote_name_valid(as))
+		return cmd_usage(c, "invalid remote name '%.100s'", as);
+	if ((cmd_flag(c, "dry-run") || cmd_get(c, "conflict")) && !apply)
+		return cmd_usage(c, "--%s is for bundle apply", cmd_flag(c, "dry-run") ? "dry-run" : "conflict");
+	if ((st = sync_opts(c, &so, &o)) || (st = check_colls(c, 2)))
+		return st;
+	if (create && strcmp(file, "-") == 0) {
+		/* stdout carries the bundle */
+		if (isatty(STDOUT_FILENO))
+			return cmd_usage(c, "not writing a bundle to a terminal");
+		so.emit = no_emit;
+	}
+	if (strcmp(sub, "ls") == 0) {
+		rc = opt_bundle_ls(file, &so);
+	} else {
+		if ((st = open_sync(c, &y, apply && !so.dry_run)))
+			return st;
+		if (create)
+			rc = opt_bundle_create(y, c->store, file, colls, n, since, base, &so);
+		else if (apply)
+			rc = opt_bundle_apply(y, c->store, file, as, colls, n, &so);
+		else
+			rc = opt_bundle_verify(y, c->store, file, as, colls, n, &so);
+	}
+	progress_end(&o);
+	opt_sync_free(y);
+	if (rc < 0)
+		return c->out_err ? OPT_EXIT_OTHER : cmd_lib_fail(c, rc);
+	return c->out_err ? OPT_EXIT_OTHER : 0;
+}
+
 /* ---- clone ---- */
 
 static int do_clone(struct cmd *c)
@@ -285,6 +364,10 @@ static const struct cmd_verb verbs[] = {
 	  "fetch, then fast-forward or replay the local collections", opts_sync, 0 },
 	{ "push", do_push, "[REMOTE] [COLL...] [--dry-run] [--conflict POLICY]",
 	  "update the remote's collections by compare-and-swap, replaying when it moved", opts_sync, 0 },
+	{ "bundle", do_bundle,
+	  "create FILE [COLL...] [--since REMOTE | --base FILE] | verify FILE [COLL...] [--as NAME] | ls FILE | "
+	  "apply FILE [COLL...] [--as NAME] [--dry-run] [--conflict POLICY]",
+	  "write collections to one file for offline transfer; list, verify or apply (pull from) one", opts_bundle, 0 },
 	{ "status", do_status, "[REMOTE]",
 	  "revisions on each side since the common base: {collection, remote, ahead, behind}", opts_none, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },
@@ -292,8 +375,8 @@ static const struct cmd_verb verbs[] = {
 
 static const struct cmd_prog prog = {
 	"opt-sync",
-	"Peers of optimystic: remotes, clone, fetch, pull and push.  Fetched data is\n"
-	"verified before any ref moves; pushes are compare-and-swap at the remote.",
+	"Peers of optimystic: remotes, clone, fetch, pull, push and bundles.  Fetched\n"
+	"data is verified before any ref moves; pushes are compare-and-swap at the remote.",
 	verbs,
 };
 

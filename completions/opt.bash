@@ -7,6 +7,7 @@
 #                            value ends with '=')
 # Collection names (for -c/--collection) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
+# and remote names (for opt-sync's --since and --as) from its git config,
 # where STORE is the --store/-C on the command line, else $OPT_STORE, else
 # the nearest .opt directory upward, as the programs find it.
 #
@@ -57,6 +58,23 @@ _opt_collections() {
 	git --git-dir="$s" for-each-ref --format='%(refname:lstrip=3)' refs/opt/collections/ 2>/dev/null
 }
 
+# The remote names of that store, one a line.
+_opt_remotes() {
+	local s
+	s=$(_opt_store) || return 0
+	[[ -n $s && -d $s ]] || return 0
+	command -v git >/dev/null 2>&1 || return 0
+	git --git-dir="$s" config --get-regexp '^remote\..*\.url$' 2>/dev/null | sed 's/^remote\.//; s/\.url .*//'
+}
+
+# The subcommands of command $1 (opt-sync remote and bundle), one a line.
+_opt_subcommands() {
+	case $1 in
+	remote) printf '%s\n' add rm ls ;;
+	bundle) printf '%s\n' create verify ls apply ;;
+	esac
+}
+
 # The long name of short option -$2 of verb $3 of program $1, with '='
 # appended when it takes a value (read from PROG VERB --help).
 _opt_short() {
@@ -79,6 +97,13 @@ _opt_value() {
 		;;
 	--collection)
 		mapfile -t COMPREPLY < <(compgen -W "$(_opt_collections)" -- "$cur")
+		;;
+	--base)
+		compopt -o filenames 2>/dev/null
+		mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+		;;
+	--since | --as)
+		mapfile -t COMPREPLY < <(compgen -W "$(_opt_remotes)" -- "$cur")
 		;;
 	*)
 		# a value we know nothing about (a number, a key, a URL)
@@ -166,6 +191,11 @@ _opt_complete() {
 	fi
 	if [[ -z $verb ]]; then
 		mapfile -t COMPREPLY < <(compgen -W "$(grep -v -- '^-' <<<"$words")" -- "$cur")
+		return 0
+	fi
+	# the first operand of a command with subcommands
+	if ((COMP_CWORD == i + 1)) && [[ -n $(_opt_subcommands "$verb") ]]; then
+		mapfile -t COMPREPLY < <(compgen -W "$(_opt_subcommands "$verb")" -- "$cur")
 		return 0
 	fi
 	# an operand of the command: file names

@@ -7,6 +7,7 @@
 #                            value ends with '=')
 # Collection names (for -c/--collection) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
+# and remote names (for opt-sync's --since and --as) from its git config,
 # where STORE is the --store/-C on the command line, else $OPT_STORE, else
 # the nearest .opt directory upward, as the programs find it.
 #
@@ -58,6 +59,23 @@ function __opt_collections
     git --git-dir=$s for-each-ref --format='%(refname:lstrip=3)' refs/opt/collections/ 2>/dev/null
 end
 
+function __opt_remotes
+    set -l s (__opt_store)
+    test -n "$s"; and test -d "$s"; or return 0
+    command -q git; or return 0
+    git --git-dir=$s config --get-regexp '^remote\..*\.url$' 2>/dev/null | string replace -r '^remote\.(.*)\.url .*' '$1'
+end
+
+# The subcommands of command $argv[1] (opt-sync remote and bundle).
+function __opt_subcommands
+    switch $argv[1]
+        case remote
+            printf '%s\n' add rm ls
+        case bundle
+            printf '%s\n' create verify ls apply
+    end
+end
+
 # Print the values of option $argv[1] (a long name) that start with
 # $argv[2], each prefixed with $argv[3].
 function __opt_values
@@ -73,6 +91,14 @@ function __opt_values
             for c in (__opt_collections)
                 printf '%s%s\n' $pre $c
             end
+        case --since --as
+            for r in (__opt_remotes)
+                printf '%s%s\n' $pre $r
+            end
+        case --base
+            for f in (__fish_complete_path $cur)
+                printf '%s%s\n' $pre (string split -f1 \t -- $f)
+            end
     end
 end
 
@@ -86,6 +112,7 @@ function __opt_complete
     # The command is the first operand; before it only the common options
     # are allowed, of which --store/-C takes a value.
     set -l verb
+    set -l vi 0
     set -l n (count $words)
     set -l i 2
     while test $i -le $n
@@ -95,6 +122,7 @@ function __opt_complete
             case '-*'
             case '*'
                 set verb $words[$i]
+                set vi $i
                 break
         end
         set i (math $i + 1)
@@ -135,6 +163,8 @@ function __opt_complete
         string match -- '-*' $list
     else if test -z "$verb"
         string match -v -- '-*' $list
+    else if test $vi -eq $n; and set -l subs (__opt_subcommands $verb)
+        printf '%s\n' $subs
     else
         # an operand of the command: file names
         __fish_complete_path $cur

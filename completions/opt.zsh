@@ -8,6 +8,7 @@
 #                            value ends with '=')
 # Collection names (for -c/--collection) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
+# and remote names (for opt-sync's --since and --as) from its git config,
 # where STORE is the --store/-C on the command line, else $OPT_STORE, else
 # the nearest .opt directory upward, as the programs find it.
 #
@@ -16,13 +17,14 @@
 # compinit works too.
 
 # _opt_analyse: from $words and $CURRENT, decide what to complete.  Sets
-#   _opt_kind   verbs, options, store, collection, none or operand
+#   _opt_kind   verbs, options, store, collection, remote, file, none or
+#               operand
 #   _opt_cands  the candidate words (verbs, options or collection names)
 #   _opt_pre    for "--opt=VALUE" words: the "--opt=" part, else empty
 #   _opt_cur    the text being completed (without _opt_pre)
 _opt_analyse() {
 	local prog=${words[1]} cur=${words[CURRENT]} prev= verb= w opt= out
-	local -i i
+	local -i i vi=0
 	_opt_kind=none _opt_pre= _opt_cur=$cur
 	_opt_cands=()
 	(( CURRENT > 2 )) && prev=${words[CURRENT-1]}
@@ -35,7 +37,7 @@ _opt_analyse() {
 		case $w in
 		(--store|-C) (( i++ )) ;;
 		(-*) ;;
-		(*) verb=$w; break ;;
+		(*) verb=$w; vi=i; break ;;
 		esac
 	done
 	out=$(${~prog} --complete ${verb:+$verb} 2>/dev/null)
@@ -68,6 +70,11 @@ _opt_analyse() {
 			_opt_kind=collection
 			_opt_cands=(${(f)"$(_opt_collections)"})
 			;;
+		(--since|--as)
+			_opt_kind=remote
+			_opt_cands=(${(f)"$(_opt_remotes)"})
+			;;
+		(--base) _opt_kind=file ;;
 		(*) _opt_kind=none ;;
 		esac
 		return 0
@@ -78,6 +85,9 @@ _opt_analyse() {
 	elif [[ -z $verb ]]; then
 		_opt_kind=verbs
 		_opt_cands=(${list:#-*})
+	elif (( CURRENT == vi + 1 )) && [[ -n $(_opt_subcommands $verb) ]]; then
+		_opt_kind=verbs
+		_opt_cands=(${(f)"$(_opt_subcommands $verb)"})
 	else
 		_opt_kind=operand
 	fi
@@ -120,6 +130,22 @@ _opt_collections() {
 	git --git-dir=$s for-each-ref --format='%(refname:lstrip=3)' refs/opt/collections/ 2>/dev/null
 }
 
+_opt_remotes() {
+	local s
+	s=$(_opt_store)
+	[[ -n $s && -d $s ]] || return 0
+	(( $+commands[git] )) || return 0
+	git --git-dir=$s config --get-regexp '^remote\..*\.url$' 2>/dev/null | sed 's/^remote\.//; s/\.url .*//'
+}
+
+# The subcommands of command $1 (opt-sync remote and bundle), one a line.
+_opt_subcommands() {
+	case $1 in
+	(remote) print -l add rm ls ;;
+	(bundle) print -l create verify ls apply ;;
+	esac
+}
+
 _opt() {
 	local _opt_kind _opt_pre _opt_cur
 	local -a _opt_cands
@@ -138,6 +164,11 @@ _opt() {
 		local expl
 		_wanted collections expl collection compadd -a _opt_cands
 		;;
+	(remote)
+		local expl
+		_wanted remotes expl remote compadd -a _opt_cands
+		;;
+	(file) _files ;;
 	(store) _files -/ ;;
 	(operand) _files ;;
 	(*) return 1 ;;

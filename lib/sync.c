@@ -35,6 +35,7 @@ struct opt_sync {
 	git_repository *repo;
 	int lockfd;
 	const struct opt_sync_opts *o;
+	const char *url;             /* opt_sync_pull_url: the remote's URL */
 };
 
 /* A remote being worked with. */
@@ -714,7 +715,9 @@ static int remote_open(struct opt_sync *y, struct remote *r, const char *name, c
 	memset(r, 0, sizeof(*r));
 	r->o = o;
 	snprintf(r->name, sizeof(r->name), "%s", name);
-	if ((rc = remote_url(y, name, &r->url)) < 0)
+	if (y->url && !(r->url = strdup(y->url)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	if (!y->url && (rc = remote_url(y, name, &r->url)) < 0)
 		return rc;
 	if (opt_sync_url_is_local(r->url, &r->path)) {
 		rc = opt_store_open(&r->peer, r->path);
@@ -2006,6 +2009,33 @@ int opt_sync_pull(struct opt_sync *y, const char *remote, const char *const *col
 
 	hold_init(&h, &lo, o ? o : &no_opts);
 	return hold_flush(&h, pull(y, remote, colls, n, &lo));
+}
+
+int opt_sync_pull_url(struct opt_sync *y, const char *name, const char *url, const char *const *colls, size_t n,
+		      const struct opt_sync_opts *o)
+{
+	int rc;
+
+	if (!opt_sync_remote_name_valid(name))
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", name);
+	y->url = url;
+	rc = opt_sync_pull(y, name, colls, n, o);
+	y->url = NULL;
+	return rc;
+}
+
+int opt_sync_close_over(struct opt_sync *y, const char *remote, json_t *names, int *grew)
+{
+	char stop[REFLEN];
+
+	if (remote && !opt_sync_remote_name_valid(remote))
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", remote);
+	/* without a remote: the whole history (no ref is kept there) */
+	if (remote)
+		snprintf(stop, sizeof(stop), REF_REMOTES "%s/", remote);
+	else
+		snprintf(stop, sizeof(stop), "refs/opt/sync/none/");
+	return close_over_transactions(y, REF_COLL, stop, names, grew);
 }
 
 static int pull(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,

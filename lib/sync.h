@@ -116,6 +116,18 @@ int opt_sync_fetch(struct opt_sync *y, const char *remote, const char *const *co
 int opt_sync_pull(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		  const struct opt_sync_opts *o);
 
+/* pull from the store at url (a path on this machine, as a remote's
+ * URL), its collections tracked as remote name, which need not be
+ * configured: how a bundle is applied (bundle.h). */
+int opt_sync_pull_url(struct opt_sync *y, const char *name, const char *url, const char *const *colls, size_t n,
+		      const struct opt_sync_opts *o);
+
+/* Add to names (an array of collection names) the collections that share
+ * a multi-collection transaction with one of them, in their local
+ * histories since what remote has (NULL: the whole histories); then sort
+ * names.  *grew (may be NULL) is set when names were added. */
+int opt_sync_close_over(struct opt_sync *y, const char *remote, json_t *names, int *grew);
+
 /* push: emits {"remote","collection","rev","status": "pushed" |
  * "up-to-date" | "replayed" | "kept-remote"}. */
 int opt_sync_push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,

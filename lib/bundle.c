@@ -1,0 +1,1147 @@
+#include "bundle.h"
+#include "error.h"
+#include "identity.h"
+#include "pack.h"
+#include "verify.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REF_COLL "refs/opt/collections/"
+#define REF_REMOTES "refs/opt/remotes/"
+#define LINE_MAX_BYTES 4096
+#define HDR_V2 "# v2 git bundle"
+#define HDR_V3 "# v3 git bundle"
+
+/* ---- small helpers ---- */
+
+static int git_fail(int code, const char *what)
+{
+	const git_error *e = git_error_last();
+
+	return opt_error_set(code, "%s: %s", what, e && e->message ? e->message : "unknown libgit2 error");
+}
+
+static int emit(const struct opt_sync_opts *o, json_t *rec)
+{
+	int rc = 0;
+
+	if (!rec)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if (o && o->emit)
+		rc = o->emit(rec, o->arg);
+	json_decref(rec);
+	return rc;
+}
+
+static void hex_of(char out[GIT_OID_HEXSZ + 1], const git_oid *id)
+{
+	git_oid_tostr(out, GIT_OID_HEXSZ + 1, id);
+}
+
+/* The value of ref name in repo: 1 and *out, 0 when absent, <0 on failure. */
+static int ref_get(git_repository *repo, const char *name, git_oid *out)
+{
+	int rc = git_reference_name_to_id(out, repo, name);
+
+	if (rc == GIT_ENOTFOUND) {
+		git_error_clear();
+		return 0;
+	}
+	return rc < 0 ? git_fail(OPT_EIO, "cannot read ref") : 1;
+}
+
+/* Is name among colls (n == 0: all are)? */
+static int wanted(const char *name, const char *const *colls, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(colls[i], name) == 0)
+			return 1;
+	return n == 0;
+}
+
+/* ---- reading ---- */
+
+static void lines_free(struct opt_bundle_line *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i].text);
+	free(v);
+}
+
+void opt_bundle_free(struct opt_bundle *b)
+{
+	if (!b)
+		return;
+	if (b->f && b->own)
+		fclose(b->f);
+	lines_free(b->pre, b->npre);
+	lines_free(b->refs, b->nrefs);
+	free(b->path);
+	free(b);
+}
+
+/* One header line into buf (without its newline): its length, -1 at a
+ * line too long, -2 at the end of the file, -3 on a read error. */
+static long read_line(FILE *f, char *buf, size_t cap)
+{
+	size_t n = 0;
+	int c;
+
+	while ((c = getc(f)) != EOF && c != '\n') {
+		if (n + 1 >= cap)
+			return -1;
+		buf[n++] = (char)c;
+	}
+	if (c == EOF)
+		return ferror(f) ? -3 : -2;
+	buf[n] = 0;
+	return (long)n;
+}
+
+static int add_line(struct opt_bundle_line **v, size_t *n, const git_oid *id, const char *text)
+{
+	struct opt_bundle_line *nv;
+
+	if ((*n & (*n - 1)) == 0) {
+		nv = realloc(*v, (*n ? *n * 2 : 8) * sizeof(*nv));
+		if (!nv)
+			return opt_error_set(OPT_EIO, "out of memory");
+		*v = nv;
+	}
+	(*v)[*n].id = *id;
+	if (!((*v)[*n].text = strdup(text)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	(*n)++;
+	return 0;
+}
+
+/* Parse the header of b->f. */
+static int read_header(struct opt_bundle *b)
+{
+	char line[LINE_MAX_BYTES];
+	size_t nlines = 0, pl = strlen(REF_COLL), i;
+	int v3;
+	long len;
+	git_oid id;
+	int rc;
+
+	len = read_line(b->f, line, sizeof(line));
+	if (len == -3)
+		return opt_error_set(OPT_EIO, "cannot read bundle '%s': %s", b->path, strerror(errno));
+	if (len < 0 || (strcmp(line, HDR_V2) != 0 && strcmp(line, HDR_V3) != 0))
+		return opt_error_set(OPT_EINTEGRITY, "'%s' is not a git bundle (no \"" HDR_V2 "\" line)", b->path);
+	v3 = strcmp(line, HDR_V3) == 0;
+	for (;;) {
+		len = read_line(b->f, line, sizeof(line));
+		if (len == -3)
+			return opt_error_set(OPT_EIO, "cannot read bundle '%s': %s", b->path, strerror(errno));
+		if (len == -2)
+			return opt_error_set(OPT_EINTEGRITY, "bundle '%s' is truncated: its header has no end", b->path);
+		if (len == -1)
+			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': a header line is longer than %d bytes", b->path,
+					     LINE_MAX_BYTES);
+		if (len == 0)
+			break;
+		if (++nlines > OPT_BUNDLE_MAX_REFS)
+			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': more than %d header lines", b->path,
+					     OPT_BUNDLE_MAX_REFS);
+		if (v3 && line[0] == '@') {
+			if (strcmp(line, "@object-format=sha1") != 0)
+				return opt_error_set(OPT_EINTEGRITY, "bundle '%s': unsupported capability '%.100s'", b->path,
+						     line + 1);
+			continue;
+		}
+		if (line[0] == '-') {
+			if (len < 1 + GIT_OID_HEXSZ || git_oid_fromstrn(&id, line + 1, GIT_OID_HEXSZ) < 0 ||
+			    (line[1 + GIT_OID_HEXSZ] && line[1 + GIT_OID_HEXSZ] != ' '))
+				return opt_error_set(OPT_EINTEGRITY, "bundle '%s': malformed prerequisite line '%.100s'",
+						     b->path, line);
+			git_error_clear();
+			if ((rc = add_line(&b->pre, &b->npre, &id,
+					   line[1 + GIT_OID_HEXSZ] ? line + 2 + GIT_OID_HEXSZ : "")) < 0)
+				return rc;
+			continue;
+		}
+		if (len < GIT_OID_HEXSZ + 2 || line[GIT_OID_HEXSZ] != ' ' ||
+		    git_oid_fromstrn(&id, line, GIT_OID_HEXSZ) < 0) {
+			git_error_clear();
+			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': malformed ref line '%.100s'", b->path, line);
+		}
+		/* only collections are ours; other refs are left alone */
+		if (strncmp(line + GIT_OID_HEXSZ + 1, REF_COLL, pl) != 0)
+			continue;
+		if (!opt_store_name_valid(line + GIT_OID_HEXSZ + 1 + pl))
+			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': invalid collection name in '%.100s'", b->path,
+					     line);
+		for (i = 0; i < b->nrefs; i++)
+			if (strcmp(b->refs[i].text, line + GIT_OID_HEXSZ + 1 + pl) == 0)
+				return opt_error_set(OPT_EINTEGRITY, "bundle '%s': collection '%s' is listed twice", b->path,
+						     b->refs[i].text);
+		if ((rc = add_line(&b->refs, &b->nrefs, &id, line + GIT_OID_HEXSZ + 1 + pl)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int opt_bundle_open(struct opt_bundle **out, const char *path)
+{
+	struct opt_bundle *b;
+	int rc;
+
+	*out = NULL;
+	{
+		/* ls needs no store, so libgit2 may not be set up yet */
+		static int inited;
+		if (!inited && git_libgit2_init() < 0)
+			return git_fail(OPT_EIO, "cannot initialise libgit2");
+		inited = 1;
+	}
+	if (!(b = calloc(1, sizeof(*b))) || !(b->path = strdup(strcmp(path, "-") == 0 ? "(stdin)" : path))) {
+		free(b);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	if (strcmp(path, "-") == 0) {
+		b->f = stdin;
+	} else {
+		struct stat st;
+		if (!(b->f = fopen(path, "rb"))) {
+			rc = opt_error_set(errno == ENOENT ? OPT_ENOTFOUND : OPT_EIO, "cannot open bundle '%s': %s", path,
+					   strerror(errno));
+			opt_bundle_free(b);
+			return rc;
+		}
+		b->own = 1;
+		if (fstat(fileno(b->f), &st) == 0 && S_ISDIR(st.st_mode)) {
+			opt_bundle_free(b);
+			return opt_error_set(OPT_EINVAL, "cannot open bundle '%s': a directory", path);
+		}
+	}
+	if ((rc = read_header(b)) < 0) {
+		opt_bundle_free(b);
+		return rc;
+	}
+	*out = b;
+	return 0;
+}
+
+const git_oid *opt_bundle_head(const struct opt_bundle *b, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < b->nrefs; i++)
+		if (strcmp(b->refs[i].text, name) == 0)
+			return &b->refs[i].id;
+	return NULL;
+}
+
+struct iprog {
+	opt_sync_progress_fn fn;
+	void *arg;
+};
+
+static int index_cb(const git_indexer_progress *st, void *payload)
+{
+	struct iprog *p = payload;
+
+	if (p->fn && st->total_objects)
+		p->fn(st->received_objects < st->total_objects ? "reading the bundle" : "indexing objects",
+		      st->received_objects < st->total_objects ? st->received_objects : st->indexed_objects,
+		      st->total_objects, p->arg);
+	return 0;
+}
+
+/* 1 if id is a commit in repo. */
+static int is_commit(git_repository *repo, const git_oid *id)
+{
+	git_odb *odb = NULL;
+	size_t len;
+	git_object_t type = GIT_OBJECT_INVALID;
+	int ok = 0;
+
+	if (git_repository_odb(&odb, repo) == 0)
+		ok = git_odb_read_header(&len, &type, odb, id) == 0 && type == GIT_OBJECT_COMMIT;
+	git_odb_free(odb);
+	git_error_clear();
+	return ok;
+}
+
+/* A set of object IDs (open addressing). */
+struct oidset {
+	git_oid *v;
+	unsigned char *used;
+	size_t n, cap;
+};
+
+static void oidset_clear(struct oidset *s)
+{
+	free(s->v);
+	free(s->used);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Add id: 1 if new, 0 if there already, <0 out of memory. */
+static int oidset_add(struct oidset *s, const git_oid *id)
+{
+	size_t i, mask;
+
+	if ((s->n + 1) * 2 > s->cap) {
+		struct oidset t = { 0 };
+		size_t k;
+		t.cap = s->cap ? s->cap * 2 : 1024;
+		if (!(t.v = malloc(t.cap * sizeof(*t.v))) || !(t.used = calloc(t.cap, 1))) {
+			oidset_clear(&t);
+			return opt_error_set(OPT_EIO, "out of memory");
+		}
+		for (k = 0; k < s->cap; k++)
+			if (s->used[k])
+				oidset_add(&t, &s->v[k]);
+		oidset_clear(s);
+		*s = t;
+	}
+	mask = s->cap - 1;
+	memcpy(&i, id->id, sizeof(i));
+	for (i &= mask; s->used[i]; i = (i + 1) & mask)
+		if (git_oid_equal(&s->v[i], id))
+			return 0;
+	s->used[i] = 1;
+	s->v[i] = *id;
+	s->n++;
+	return 1;
+}
+
+static int missing(const char *path, const char *what, const git_oid *id)
+{
+	char hex[GIT_OID_HEXSZ + 1];
+
+	hex_of(hex, id);
+	git_error_clear();
+	return opt_error_set(OPT_EINTEGRITY, "bundle '%s' is incomplete: it lacks %s %s", path, what, hex);
+}
+
+/* Every object reachable from the heads of b and not from its
+ * prerequisites is in repo: the commits, their trees, the trees' entries.
+ * What known (may be NULL) has is taken as complete, as git does with
+ * what a repository has. */
+static int check_complete(const struct opt_bundle *b, git_repository *repo, git_odb *known)
+{
+	git_revwalk *w = NULL;
+	git_odb *odb = NULL;
+	git_oid id, *stack = NULL;
+	struct oidset seen = { 0 };
+	size_t i, sn = 0, scap = 0;
+	int rc = 0;
+
+	if (git_repository_odb(&odb, repo) < 0 || git_revwalk_new(&w, repo) < 0) {
+		rc = git_fail(OPT_EIO, "cannot read the bundle's objects");
+		goto done;
+	}
+	for (i = 0; i < b->nrefs; i++)
+		if (git_revwalk_push(w, &b->refs[i].id) < 0) {
+			rc = missing(b->path, "commit", &b->refs[i].id);
+			goto done;
+		}
+	for (i = 0; i < b->npre; i++)
+		if (git_revwalk_hide(w, &b->pre[i].id) < 0) {
+			rc = missing(b->path, "commit", &b->pre[i].id);
+			goto done;
+		}
+	for (;;) {
+		git_commit *c = NULL;
+		int err = git_revwalk_next(&id, w);
+		if (err == GIT_ITEROVER)
+			break;
+		if (err < 0) {
+			const git_error *e = git_error_last();
+			rc = opt_error_set(OPT_EINTEGRITY, "bundle '%s' is incomplete: its history breaks off: %s", b->path,
+					   e && e->message ? e->message : "unknown libgit2 error");
+			goto done;
+		}
+		if (known && git_odb_exists(known, &id))
+			continue;
+		if (git_commit_lookup(&c, repo, &id) < 0) {
+			rc = missing(b->path, "commit", &id);
+			goto done;
+		}
+		/* the trees depth first, with a stack of our own (a hostile
+		 * pack may nest them deep) */
+		if (sn == scap) {
+			git_oid *ns = realloc(stack, (scap = scap ? scap * 2 : 64) * sizeof(*ns));
+			if (!ns) {
+				git_commit_free(c);
+				rc = opt_error_set(OPT_EIO, "out of memory");
+				goto done;
+			}
+			stack = ns;
+		}
+		stack[sn++] = *git_commit_tree_id(c);
+		git_commit_free(c);
+		while (sn > 0) {
+			git_tree *t = NULL;
+			size_t k, ne;
+			id = stack[--sn];
+			if ((rc = oidset_add(&seen, &id)) <= 0) {
+				if (rc < 0)
+					goto done;
+				continue;
+			}
+			rc = 0;
+			if (known && git_odb_exists(known, &id))
+				continue;
+			if (git_tree_lookup(&t, repo, &id) < 0) {
+				rc = missing(b->path, "tree", &id);
+				goto done;
+			}
+			ne = git_tree_entrycount(t);
+			for (k = 0; k < ne && rc == 0; k++) {
+				const git_tree_entry *e = git_tree_entry_byindex(t, k);
+				git_object_t type = git_tree_entry_type(e);
+				if (type == GIT_OBJECT_TREE) {
+					if (sn == scap) {
+						git_oid *ns = realloc(stack, (scap *= 2) * sizeof(*ns));
+						if (!ns) {
+							rc = opt_error_set(OPT_EIO, "out of memory");
+							break;
+						}
+						stack = ns;
+					}
+					stack[sn++] = *git_tree_entry_id(e);
+				} else if (type == GIT_OBJECT_BLOB && !git_odb_exists(odb, git_tree_entry_id(e))) {
+					rc = missing(b->path, "blob", git_tree_entry_id(e));
+				}
+			}
+			git_tree_free(t);
+			if (rc < 0)
+				goto done;
+		}
+	}
+done:
+	free(stack);
+	oidset_clear(&seen);
+	git_revwalk_free(w);
+	git_odb_free(odb);
+	return rc;
+}
+
+int opt_bundle_index(struct opt_bundle *b, git_repository *repo, git_odb *known, opt_sync_progress_fn progress,
+		     void *arg, size_t *objects)
+{
+	git_indexer *idx = NULL;
+	git_indexer_options io;
+	git_indexer_progress st;
+	git_odb *odb = NULL;
+	struct iprog ip = { progress, arg };
+	char dir[PATH_MAX], hex[GIT_OID_HEXSZ + 1];
+	char *buf = NULL;
+	size_t got, total = 0, i;
+	int rc = 0;
+
+	if (objects)
+		*objects = 0;
+	memset(&st, 0, sizeof(st));
+	/* the prerequisites first: without them the pack cannot be complete */
+	for (i = 0; i < b->npre; i++)
+		if (!is_commit(repo, &b->pre[i].id)) {
+			hex_of(hex, &b->pre[i].id);
+			return opt_error_set(OPT_ENOTFOUND, "bundle '%s' needs commit %s (%s), which the store lacks: apply "
+					     "the bundle it follows first", b->path, hex, b->pre[i].text);
+		}
+	snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(repo));
+	git_indexer_options_init(&io, GIT_INDEXER_OPTIONS_VERSION);
+	io.progress_cb = index_cb;
+	io.progress_cb_payload = &ip;
+	if (git_repository_odb(&odb, repo) < 0 || git_indexer_new(&idx, dir, 0, odb, &io) < 0) {
+		rc = git_fail(OPT_EIO, "cannot index the bundle");
+		goto done;
+	}
+	if (!(buf = malloc(1 << 16))) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	while ((got = fread(buf, 1, 1 << 16, b->f)) > 0) {
+		total += got;
+		if (git_indexer_append(idx, buf, got, &st) < 0) {
+			rc = git_fail(OPT_EINTEGRITY, "malformed pack");
+			goto done;
+		}
+	}
+	if (ferror(b->f)) {
+		rc = opt_error_set(OPT_EIO, "cannot read bundle '%s': %s", b->path, strerror(errno));
+		goto done;
+	}
+	if (total == 0) {
+		rc = opt_error_set(OPT_EINTEGRITY, "bundle '%s' is truncated: it has no pack", b->path);
+		goto done;
+	}
+	if (git_indexer_commit(idx, &st) < 0) {
+		rc = git_fail(OPT_EINTEGRITY, "truncated or malformed pack");
+		goto done;
+	}
+	git_odb_refresh(odb);
+	for (i = 0; i < b->nrefs; i++)
+		if (!is_commit(repo, &b->refs[i].id)) {
+			hex_of(hex, &b->refs[i].id);
+			rc = opt_error_set(OPT_EINTEGRITY, "bundle '%s' is incomplete: the head of '%s' (%s) is not a commit it "
+					   "carries", b->path, b->refs[i].text, hex);
+			goto done;
+		}
+	if ((rc = check_complete(b, repo, known)) < 0)
+		goto done;
+	if (objects)
+		*objects = st.total_objects;
+done:
+	if (rc < 0 && rc != OPT_EIO && rc != OPT_ENOTFOUND) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		if (strncmp(msg, "bundle '", 8) != 0)
+			opt_error_set(rc, "bundle '%s': %s", b->path, msg);
+	}
+	free(buf);
+	git_indexer_free(idx);
+	git_odb_free(odb);
+	return rc;
+}
+
+/* ---- writing ---- */
+
+struct wr {
+	FILE *f;
+	size_t bytes;
+};
+
+static int write_cb(void *buf, size_t size, void *payload)
+{
+	struct wr *w = payload;
+
+	if (fwrite(buf, 1, size, w->f) != size)
+		return -1;
+	w->bytes += size;
+	return 0;
+}
+
+int opt_bundle_write(FILE *f, git_repository *repo, const struct opt_bundle_line *refs, size_t n,
+		     const struct opt_bundle_line *pre, size_t m, size_t *bytes, size_t *objects)
+{
+	git_packbuilder *pb = NULL;
+	git_revwalk *w = NULL;
+	struct wr wr = { f, 0 };
+	char hex[GIT_OID_HEXSZ + 1];
+	size_t i;
+	int rc = 0, len;
+
+	if (git_packbuilder_new(&pb, repo) < 0 || git_revwalk_new(&w, repo) < 0) {
+		rc = git_fail(OPT_EIO, "cannot pack the bundle");
+		goto done;
+	}
+	for (i = 0; i < n; i++)
+		if (git_revwalk_push(w, &refs[i].id) < 0) {
+			rc = git_fail(OPT_EIO, "cannot pack the bundle");
+			goto done;
+		}
+	for (i = 0; i < m; i++)
+		if (git_revwalk_hide(w, &pre[i].id) < 0) {
+			rc = git_fail(OPT_EIO, "cannot pack the bundle");
+			goto done;
+		}
+	if (git_packbuilder_insert_walk(pb, w) < 0) {
+		rc = git_fail(OPT_EIO, "cannot pack the bundle");
+		goto done;
+	}
+	if ((len = fprintf(f, HDR_V2 "\n")) < 0)
+		goto werr;
+	wr.bytes += (size_t)len;
+	for (i = 0; i < m; i++) {
+		hex_of(hex, &pre[i].id);
+		if ((len = fprintf(f, "-%s %s\n", hex, pre[i].text)) < 0)
+			goto werr;
+		wr.bytes += (size_t)len;
+	}
+	for (i = 0; i < n; i++) {
+		hex_of(hex, &refs[i].id);
+		if ((len = fprintf(f, "%s " REF_COLL "%s\n", hex, refs[i].text)) < 0)
+			goto werr;
+		wr.bytes += (size_t)len;
+	}
+	if (fputc('\n', f) == EOF)
+		goto werr;
+	wr.bytes++;
+	if (git_packbuilder_foreach(pb, write_cb, &wr) < 0 || fflush(f) != 0 || ferror(f))
+		goto werr;
+	if (bytes)
+		*bytes = wr.bytes;
+	if (objects)
+		*objects = git_packbuilder_object_count(pb);
+	goto done;
+werr:
+	rc = opt_error_set(OPT_EIO, "cannot write the bundle: %s", errno ? strerror(errno) : "write error");
+done:
+	git_revwalk_free(w);
+	git_packbuilder_free(pb);
+	return rc;
+}
+
+/* ---- the scratch repository ---- */
+
+struct scratch {
+	char dir[PATH_MAX];
+	git_repository *repo;
+	struct opt_store *store;     /* opened on demand (verify) */
+};
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void scratch_free(struct scratch *sc)
+{
+	opt_store_free(sc->store);
+	git_repository_free(sc->repo);
+	if (sc->dir[0])
+		nftw(sc->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	memset(sc, 0, sizeof(*sc));
+}
+
+/* Scratch repositories older than a day, left by a process that was
+ * killed, go. */
+static void scratch_sweep(const char *store)
+{
+	DIR *d = opendir(store);
+	struct dirent *e;
+	struct stat st;
+	char path[PATH_MAX];
+	time_t now = time(NULL);
+
+	while (d && (e = readdir(d))) {
+		if (strncmp(e->d_name, "opt-bundle.", 11) != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", store, e->d_name);
+		if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && now - st.st_mtime > 86400)
+			nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	}
+	if (d)
+		closedir(d);
+}
+
+/* A bare repository beside store s whose objects include the store's. */
+static int scratch_new(struct scratch *sc, struct opt_store *s)
+{
+	git_repository_init_options io;
+	git_config *cfg = NULL;
+	char *abs = NULL, alt[PATH_MAX + 64];
+	FILE *f;
+	int rc = 0;
+
+	memset(sc, 0, sizeof(*sc));
+	if (!(abs = realpath(opt_store_path(s), NULL)))
+		return opt_error_set(OPT_EIO, "cannot resolve '%s': %s", opt_store_path(s), strerror(errno));
+	scratch_sweep(abs);
+	snprintf(sc->dir, sizeof(sc->dir), "%s/opt-bundle.XXXXXX", abs);
+	if (!mkdtemp(sc->dir)) {
+		rc = opt_error_set(OPT_EIO, "cannot make '%s': %s", sc->dir, strerror(errno));
+		sc->dir[0] = 0;
+		goto done;
+	}
+	git_repository_init_options_init(&io, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
+	io.flags = GIT_REPOSITORY_INIT_BARE;
+	if (git_repository_init_ext(&sc->repo, sc->dir, &io) < 0 || git_repository_config(&cfg, sc->repo) < 0 ||
+	    git_config_set_int32(cfg, "optimystic.version", 1) < 0 || git_config_set_int32(cfg, "gc.auto", 0) < 0) {
+		rc = git_fail(OPT_EIO, "cannot make the scratch repository");
+		goto done;
+	}
+	snprintf(alt, sizeof(alt), "%s/objects/info/alternates", sc->dir);
+	if (!(f = fopen(alt, "w")) || fprintf(f, "%s/objects\n", abs) < 0 || fclose(f) != 0) {
+		rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", alt, strerror(errno));
+		goto done;
+	}
+	/* libgit2 reads the alternates when it opens the object database */
+	git_repository_free(sc->repo);
+	sc->repo = NULL;
+	if (git_repository_open_ext(&sc->repo, sc->dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
+				    NULL) < 0)
+		rc = git_fail(OPT_EIO, "cannot open the scratch repository");
+done:
+	git_config_free(cfg);
+	free(abs);
+	if (rc < 0)
+		scratch_free(sc);
+	return rc;
+}
+
+/* Read bundle path into a new scratch repository beside s: its objects
+ * indexed, a collection ref per head.  *out the bundle (its header). */
+static int unpack(struct scratch *sc, struct opt_bundle **out, struct opt_store *s, const char *path,
+		  const struct opt_sync_opts *o)
+{
+	struct opt_bundle *b = NULL;
+	git_odb *known = NULL;
+	char ref[PATH_MAX];
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	memset(sc, 0, sizeof(*sc));
+	if ((rc = opt_bundle_open(&b, path)) < 0)
+		return rc;
+	snprintf(ref, sizeof(ref), "%s/objects", opt_store_path(s));
+	if (git_odb_open(&known, ref) < 0) {
+		rc = git_fail(OPT_EIO, "cannot open the store's objects");
+		goto done;
+	}
+	if ((rc = scratch_new(sc, s)) < 0 ||
+	    (rc = opt_bundle_index(b, sc->repo, known, o ? o->progress : NULL, o ? o->arg : NULL, NULL)) < 0)
+		goto done;
+	for (i = 0; i < b->nrefs; i++) {
+		git_reference *r = NULL;
+		snprintf(ref, sizeof(ref), REF_COLL "%s", b->refs[i].text);
+		if (git_reference_create(&r, sc->repo, ref, &b->refs[i].id, 1, "opt-sync bundle") < 0) {
+			rc = git_fail(OPT_EIO, "cannot write the scratch repository");
+			goto done;
+		}
+		git_reference_free(r);
+	}
+done:
+	git_odb_free(known);
+	if (rc < 0) {
+		scratch_free(sc);
+		opt_bundle_free(b);
+		return rc;
+	}
+	*out = b;
+	return 0;
+}
+
+/* ---- create ---- */
+
+/* The basis of collection name: from remote since, or bundle base. */
+static int basis_of(git_repository *repo, const char *name, const char *since, const struct opt_bundle *base,
+		    git_oid *out)
+{
+	char ref[PATH_MAX];
+	const git_oid *id;
+
+	if (since) {
+		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", since, name);
+		return ref_get(repo, ref, out);
+	}
+	if (base && (id = opt_bundle_head(base, name))) {
+		*out = *id;
+		if (!is_commit(repo, id)) {
+			char hex[GIT_OID_HEXSZ + 1];
+			hex_of(hex, id);
+			return opt_error_set(OPT_ENOTFOUND, "the base bundle's head of '%s' (%s) is not in this store", name,
+					     hex);
+		}
+		return 1;
+	}
+	return 0;
+}
+
+static long rev_at(struct opt_store *s, const char *name, const git_oid *id)
+{
+	struct opt_snap *snap = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	long rev = 0;
+
+	hex_of(hex, id);
+	if (opt_snap_open_commit(&snap, s, name, hex) == 0)
+		rev = opt_snap_rev(snap);
+	else
+		opt_error_clear();
+	opt_snap_free(snap);
+	return rev;
+}
+
+/* Is remote a configured remote of y, or one with tracking refs? */
+static int remote_known(struct opt_sync *y, git_repository *repo, const char *remote)
+{
+	json_t *list = NULL;
+	git_reference_iterator *it = NULL;
+	const char *name;
+	char prefix[PATH_MAX];
+	size_t i, pl;
+	int found = 0;
+
+	if (opt_sync_remote_list(y, &list) < 0)
+		return opt_error_last_code();
+	for (i = 0; i < json_array_size(list) && !found; i++)
+		found = strcmp(json_string_value(json_object_get(json_array_get(list, i), "name")), remote) == 0;
+	json_decref(list);
+	snprintf(prefix, sizeof(prefix), REF_REMOTES "%s/", remote);
+	pl = strlen(prefix);
+	if (!found && git_reference_iterator_glob_new(&it, repo, "refs/opt/remotes/*") == 0) {
+		while (!found && git_reference_next_name(&name, it) == 0)
+			found = strncmp(name, prefix, pl) == 0;
+		git_reference_iterator_free(it);
+	}
+	git_error_clear();
+	return found;
+}
+
+int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path, const char *const *colls, size_t n,
+		      const char *since, const char *base, const struct opt_sync_opts *o)
+{
+	git_repository *repo = NULL;
+	struct opt_bundle *bb = NULL;
+	struct opt_bundle_line *refs = NULL, *pre = NULL;
+	size_t nrefs = 0, npre = 0, i, bytes = 0, objects = 0;
+	json_t *names = NULL, *recs = NULL;
+	char tmp[PATH_MAX], ref[PATH_MAX], hex[GIT_OID_HEXSZ + 1];
+	FILE *f = NULL;
+	int rc = 0, to_stdout = strcmp(path, "-") == 0;
+
+	tmp[0] = 0;
+	for (i = 0; i < n; i++)
+		if (!opt_store_name_valid(colls[i]))
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", colls[i]);
+	if (since && !opt_sync_remote_name_valid(since))
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", since);
+	if (git_repository_open_ext(&repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
+				    NULL) < 0)
+		return git_fail(OPT_EIO, "cannot open store");
+	if (since && (rc = remote_known(y, repo, since)) <= 0) {
+		if (rc == 0)
+			rc = opt_error_set(OPT_ENOTFOUND, "no remote '%s'", since);
+		goto done;
+	}
+	if (base && (rc = opt_bundle_open(&bb, base)) < 0) {
+		opt_error_wrap(rc, "the base bundle");
+		goto done;
+	}
+	/* the collections, closed over multi-collection transactions */
+	if (n) {
+		names = json_array();
+		for (i = 0; i < n; i++)
+			json_array_append_new(names, json_string(colls[i]));
+	} else if ((rc = opt_store_list(s, &names)) < 0) {
+		goto done;
+	}
+	for (i = 0; n && i < json_array_size(names); i++) {
+		git_oid id;
+		snprintf(ref, sizeof(ref), REF_COLL "%s", json_string_value(json_array_get(names, i)));
+		if ((rc = ref_get(repo, ref, &id)) <= 0) {
+			if (rc == 0)
+				rc = opt_error_set(OPT_ENOTFOUND, "no collection '%s'", json_string_value(json_array_get(names, i)));
+			goto done;
+		}
+	}
+	if ((rc = opt_sync_close_over(y, since, names, NULL)) < 0)
+		goto done;
+	recs = json_array();
+	for (i = 0; i < json_array_size(names); i++) {
+		const char *name = json_string_value(json_array_get(names, i));
+		git_oid head, b;
+		int has_b;
+		json_t *rec;
+
+		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
+		if ((rc = ref_get(repo, ref, &head)) < 0)
+			goto done;
+		if (rc == 0)
+			continue;
+		if ((has_b = basis_of(repo, name, since, bb, &b)) < 0) {
+			rc = has_b;
+			goto done;
+		}
+		if (has_b && git_oid_equal(&b, &head))
+			continue;
+		if ((rc = add_line(&refs, &nrefs, &head, name)) < 0)
+			goto done;
+		hex_of(hex, &head);
+		rec = json_pack("{s:s,s:I,s:s}", "collection", name, "rev", (json_int_t)rev_at(s, name, &head), "commit", hex);
+		if (has_b) {
+			char comment[OPT_NAME_MAX + 64];
+			long brev = rev_at(s, name, &b);
+			snprintf(comment, sizeof(comment), "%s rev %ld", name, brev);
+			if ((rc = add_line(&pre, &npre, &b, comment)) < 0) {
+				json_decref(rec);
+				goto done;
+			}
+			json_object_set_new(rec, "since", json_integer(brev));
+		}
+		json_array_append_new(recs, rec);
+	}
+	if (nrefs == 0) {
+		rc = opt_error_set(OPT_ENOTFOUND, "nothing to bundle: %s", since ? "the remote has every collection at its head" :
+				   base ? "the base bundle has every collection at its head" : "the store has no collection");
+		goto done;
+	}
+	if (to_stdout) {
+		f = stdout;
+	} else {
+		snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+		if (!(f = fopen(tmp, "wb"))) {
+			rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", tmp, strerror(errno));
+			tmp[0] = 0;
+			goto done;
+		}
+	}
+	if ((rc = opt_bundle_write(f, repo, refs, nrefs, pre, npre, &bytes, &objects)) < 0)
+		goto done;
+	if (!to_stdout) {
+		if (opt_pack_fsync_enabled() && fsync(fileno(f)) < 0) {
+			rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", tmp, strerror(errno));
+			goto done;
+		}
+		rc = fclose(f);
+		f = NULL;
+		if (rc != 0 || rename(tmp, path) < 0) {
+			rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", path, strerror(errno));
+			goto done;
+		}
+		tmp[0] = 0;
+	}
+	for (i = 0; i < json_array_size(recs) && rc == 0; i++)
+		rc = emit(o, json_incref(json_array_get(recs, i)));
+	if (rc == 0)
+		rc = emit(o, json_pack("{s:s,s:I,s:I,s:I}", "file", to_stdout ? "-" : path, "bytes", (json_int_t)bytes,
+				       "objects", (json_int_t)objects, "collections", (json_int_t)nrefs));
+done:
+	if (f && !to_stdout)
+		fclose(f);
+	if (tmp[0])
+		unlink(tmp);
+	json_decref(recs);
+	json_decref(names);
+	lines_free(refs, nrefs);
+	lines_free(pre, npre);
+	opt_bundle_free(bb);
+	git_repository_free(repo);
+	return rc;
+}
+
+/* ---- ls ---- */
+
+int opt_bundle_ls(const char *path, const struct opt_sync_opts *o)
+{
+	struct opt_bundle *b = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	size_t i;
+	int rc;
+
+	if ((rc = opt_bundle_open(&b, path)) < 0)
+		return rc;
+	for (i = 0; i < b->nrefs && rc == 0; i++) {
+		hex_of(hex, &b->refs[i].id);
+		rc = emit(o, json_pack("{s:s,s:s}", "collection", b->refs[i].text, "commit", hex));
+	}
+	for (i = 0; i < b->npre && rc == 0; i++) {
+		hex_of(hex, &b->pre[i].id);
+		rc = emit(o, json_pack("{s:s,s:s}", "prerequisite", hex, "comment", b->pre[i].text));
+	}
+	opt_bundle_free(b);
+	return rc;
+}
+
+/* ---- verify and apply ---- */
+
+/* The named collections the bundle lacks. */
+static int check_named(const struct opt_bundle *b, const char *const *colls, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (!opt_store_name_valid(colls[i]))
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", colls[i]);
+		if (!opt_bundle_head(b, colls[i]))
+			return opt_error_set(OPT_ENOTFOUND, "bundle '%s' has no collection '%s'", b->path, colls[i]);
+	}
+	return 0;
+}
+
+struct vprog {
+	const struct opt_sync_opts *o;
+	char what[OPT_NAME_MAX + 32];
+};
+
+static void verify_progress(long done, long total, void *arg)
+{
+	struct vprog *p = arg;
+
+	p->o->progress(p->what, (size_t)done, (size_t)total, p->o->arg);
+}
+
+/* Verify the wanted collections of b in the scratch repository, as a
+ * fetch from remote as would: no rewind of its tracking refs, then
+ * opt_verify_collection with the keys s trusts. */
+static int verify_all(struct scratch *sc, const struct opt_bundle *b, git_repository *repo, struct opt_store *s,
+		      const char *as, const char *const *colls, size_t n, const struct opt_sync_opts *o, int report)
+{
+	json_t *keys = NULL;
+	char ref[PATH_MAX], hex[GIT_OID_HEXSZ + 1];
+	size_t i;
+	int rc;
+
+	if ((rc = opt_store_open(&sc->store, sc->dir)) < 0 || (rc = opt_trust_list(s, &keys)) < 0)
+		return rc;
+	for (i = 0; i < json_array_size(keys) && rc == 0; i++)
+		rc = opt_trust_add(sc->store, json_string_value(json_object_get(json_array_get(keys, i), "key")),
+				   json_string_value(json_object_get(json_array_get(keys, i), "name")));
+	json_decref(keys);
+	for (i = 0; rc == 0 && i < b->nrefs; i++) {
+		const struct opt_bundle_line *e = &b->refs[i];
+		struct vprog vp;
+		git_oid old;
+		int has_old;
+
+		if (!wanted(e->text, colls, n))
+			continue;
+		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", as, e->text);
+		if ((has_old = ref_get(repo, ref, &old)) < 0)
+			return has_old;
+		if (has_old && !git_oid_equal(&old, &e->id) && git_graph_descendant_of(sc->repo, &e->id, &old) != 1) {
+			git_error_clear();
+			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': collection '%s' was rewound: its revision %ld does not "
+					     "descend from revision %ld that we had from '%s' before (refused)", b->path, e->text,
+					     rev_at(sc->store, e->text, &e->id), rev_at(s, e->text, &old), as);
+		}
+		hex_of(hex, &e->id);
+		vp.o = o;
+		snprintf(vp.what, sizeof(vp.what), "verifying '%s'", e->text);
+		rc = opt_verify_collection(sc->store, e->text, hex, o && o->progress ? verify_progress : NULL, &vp, NULL);
+		if (rc < 0) {
+			char msg[1024];
+			snprintf(msg, sizeof(msg), "%s", opt_error_last());
+			return opt_error_set(rc == OPT_EIO ? OPT_EIO : OPT_EINTEGRITY, "bundle '%s': collection '%s' refused: %s",
+					     b->path, e->text, msg);
+		}
+		if (report)
+			rc = emit(o, json_pack("{s:s,s:I,s:s,s:s}", "collection", e->text, "rev",
+					       (json_int_t)rev_at(sc->store, e->text, &e->id), "commit", hex, "status", "verified"));
+	}
+	return rc;
+}
+
+/* The plan of an apply (after verify_all): pull's records, with
+ * "dry_run": true.  The scratch store sees both sides' objects. */
+static int plan(struct scratch *sc, const struct opt_bundle *b, git_repository *repo, const char *as,
+		const char *const *colls, size_t n, const struct opt_sync_opts *o)
+{
+	const char *policy = o->conflict ? o->conflict : "replay";
+	char ref[PATH_MAX];
+	size_t i;
+	int rc = 0, diverged = 0;
+
+	for (i = 0; rc == 0 && i < b->nrefs; i++) {
+		const struct opt_bundle_line *e = &b->refs[i];
+		const char *status;
+		git_oid L, base;
+		long rev = rev_at(sc->store, e->text, &e->id), ours = -1;
+		int has_L;
+		json_t *rec;
+
+		if (!wanted(e->text, colls, n))
+			continue;
+		snprintf(ref, sizeof(ref), REF_COLL "%s", e->text);
+		if ((has_L = ref_get(repo, ref, &L)) < 0)
+			return has_L;
+		if (!has_L) {
+			status = "new";
+		} else if (git_oid_equal(&L, &e->id)) {
+			status = "up-to-date";
+		} else if (git_graph_descendant_of(sc->repo, &e->id, &L) == 1) {
+			status = "fast-forward";
+		} else if (git_graph_descendant_of(sc->repo, &L, &e->id) == 1) {
+			status = "ahead";
+			rev = rev_at(sc->store, e->text, &L);
+		} else {
+			diverged = 1;
+			rev = rev_at(sc->store, e->text, &L);
+			status = strcmp(policy, "keep-remote") == 0 ? "kept-remote" : strcmp(policy, "fail") == 0 ? "conflict"
+													      : "replayed";
+			if (strcmp(status, "replayed") == 0)
+				ours = git_merge_base(&base, sc->repo, &L, &e->id) == 0 ? rev - rev_at(sc->store, e->text, &base)
+											    : rev;
+		}
+		git_error_clear();
+		rec = json_pack("{s:s,s:s,s:I,s:s,s:b}", "remote", as, "collection", e->text, "rev", (json_int_t)rev, "status",
+				status, "dry_run", 1);
+		if (rec && ours >= 0)
+			json_object_set_new(rec, "replayed", json_integer(ours));
+		rc = emit(o, rec);
+	}
+	if (rc == 0 && diverged && strcmp(policy, "fail") == 0)
+		rc = opt_error_set(OPT_ECONFLICT, "bundle '%s': collections diverged (--conflict fail)", b->path);
+	return rc;
+}
+
+static int verify_or_plan(struct opt_sync *y, struct opt_store *s, const char *path, const char *as,
+			  const char *const *colls, size_t n, const struct opt_sync_opts *o, int dry_run)
+{
+	struct scratch sc;
+	struct opt_bundle *b = NULL;
+	git_repository *repo = NULL;
+	int rc;
+
+	(void)y;
+	as = as ? as : OPT_BUNDLE_AS;
+	if (!opt_sync_remote_name_valid(as))
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", as);
+	if ((rc = unpack(&sc, &b, s, path, o)) < 0)
+		return rc;
+	if ((rc = check_named(b, colls, n)) < 0)
+		goto done;
+	if (git_repository_open_ext(&repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
+				    NULL) < 0) {
+		rc = git_fail(OPT_EIO, "cannot open store");
+		goto done;
+	}
+	if ((rc = verify_all(&sc, b, repo, s, as, colls, n, o, !dry_run)) == 0 && dry_run)
+		rc = plan(&sc, b, repo, as, colls, n, o);
+done:
+	git_repository_free(repo);
+	opt_bundle_free(b);
+	scratch_free(&sc);
+	return rc;
+}
+
+int opt_bundle_verify(struct opt_sync *y, struct opt_store *s, const char *path, const char *as,
+		      const char *const *colls, size_t n, const struct opt_sync_opts *o)
+{
+	static const struct opt_sync_opts none;
+
+	return verify_or_plan(y, s, path, as, colls, n, o ? o : &none, 0);
+}
+
+int opt_bundle_apply(struct opt_sync *y, struct opt_store *s, const char *path, const char *as,
+		     const char *const *colls, size_t n, const struct opt_sync_opts *o)
+{
+	static const struct opt_sync_opts none;
+	struct scratch sc;
+	struct opt_bundle *b = NULL;
+	int rc;
+
+	o = o ? o : &none;
+	if (o->dry_run)
+		return verify_or_plan(y, s, path, as, colls, n, o, 1);
+	as = as ? as : OPT_BUNDLE_AS;
+	if (!opt_sync_remote_name_valid(as))
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", as);
+	if ((rc = unpack(&sc, &b, s, path, o)) < 0)
+		return rc;
+	if ((rc = check_named(b, colls, n)) == 0) {
+		rc = opt_sync_pull_url(y, as, sc.dir, colls, n, o);
+		if (rc < 0) {
+			char msg[1024];
+			snprintf(msg, sizeof(msg), "%s", opt_error_last());
+			opt_error_set(rc, "bundle '%s': %s", b->path, msg);
+		}
+	}
+	opt_bundle_free(b);
+	scratch_free(&sc);
+	return rc;
+}
