@@ -415,6 +415,37 @@ int opt_tracker_insert(struct opt_tracker *t, const json_t *block)
 	return opt_tracker_insert_new(t, copy);
 }
 
+/* The copy a change starts from: operations splice only the block's
+ * top-level arrays (or replace a member), so those arrays are copied and
+ * everything below them is shared; nothing shared is ever changed. */
+static json_t *cow_copy(const json_t *b)
+{
+	json_t *c = json_object(), *v;
+	const char *k;
+
+	if (!c)
+		return NULL;
+	json_object_foreach((json_t *)b, k, v) {
+		json_t *nv;
+		if (json_is_array(v)) {
+			size_t i, n = json_array_size(v);
+			nv = json_array();
+			for (i = 0; nv && i < n; i++)
+				if (json_array_append(nv, json_array_get(v, i)) < 0) {
+					json_decref(nv);
+					nv = NULL;
+				}
+		} else {
+			nv = json_incref(v);
+		}
+		if (!nv || json_object_set_new(c, k, nv) < 0) {
+			json_decref(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
 int opt_tracker_update(struct opt_tracker *t, const char *id, const json_t *op)
 {
 	json_t *cur = json_object_get(t->changed, id), *inv = NULL;
@@ -432,7 +463,7 @@ int opt_tracker_update(struct opt_tracker *t, const char *id, const json_t *op)
 			return opt_error_set(OPT_ENOTFOUND, "no block '%s'", id);
 		if (rc < 0)
 			return rc;
-		copy = opt_json_copy(src);
+		copy = cow_copy(src);
 		if (!copy)
 			return opt_error_set(OPT_EIO, "out of memory");
 		rc = op_apply(copy, op, NULL);

@@ -1169,7 +1169,7 @@ TEST(bulk)
 {
 	const long n = UNDER_ASAN ? 100000 : 1000000;
 	struct store s;
-	struct opt_source copying;
+	struct opt_source copying = { NULL, NULL, NULL };
 	struct opt_btree_cursor *c;
 	const json_t *k, *v;
 	long *keys = malloc((size_t)n * sizeof(*keys)), i, prev = -1, seen = 0;
