@@ -37,7 +37,25 @@ struct opt_pack {
 			     zlib's fixed cost per stream (~10 us) would
 			     dominate, for little gain on a few hundred bytes */
 	int zinit;
+	/* the last version of each hinted object in this pack (a block by
+	 * its ID): the next version is stored as a delta against it */
+	struct dbase *bases;
+	size_t nbases, capbases;
+	unsigned char *dbuf;  /* delta being built */
+	size_t dcap;
 };
+
+struct dbase {
+	char *hint;
+	uint64_t off;
+	unsigned char *bytes;
+	size_t len;
+	int depth;
+};
+
+/* Deltas are chained at most this deep (a read resolves the chain). */
+#define DELTA_DEPTH 10
+#define OBJ_OFS_DELTA 6
 
 static int grow(struct opt_pack *p, size_t need)
 {
@@ -91,6 +109,12 @@ void opt_pack_free(struct opt_pack *p)
 		deflateEnd(&p->z);
 		deflateEnd(&p->zs);
 	}
+	for (size_t i = 0; i < p->capbases; i++) {
+		free(p->bases[i].hint);
+		free(p->bases[i].bytes);
+	}
+	free(p->bases);
+	free(p->dbuf);
 	free(p->buf);
 	free(p->set);
 	free(p->objs);
@@ -159,15 +183,182 @@ static const char *type_name(git_object_t type)
 	}
 }
 
-int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t len, git_oid *oid)
+static size_t str_hash(const char *s)
+{
+	size_t h = 1469598103934665603ull;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return h;
+}
+
+/* The base slot of hint (an empty one, hint NULL, when it has none). */
+static struct dbase *base_slot(struct opt_pack *p, const char *hint)
+{
+	size_t i;
+
+	if ((p->nbases + 1) * 2 > p->capbases) {
+		size_t ncap = p->capbases ? p->capbases * 2 : 64, k;
+		struct dbase *nb = calloc(ncap, sizeof(*nb));
+		if (!nb)
+			return NULL;
+		for (k = 0; k < p->capbases; k++) {
+			if (!p->bases[k].hint)
+				continue;
+			i = str_hash(p->bases[k].hint) & (ncap - 1);
+			while (nb[i].hint)
+				i = (i + 1) & (ncap - 1);
+			nb[i] = p->bases[k];
+		}
+		free(p->bases);
+		p->bases = nb;
+		p->capbases = ncap;
+	}
+	i = str_hash(hint) & (p->capbases - 1);
+	while (p->bases[i].hint && strcmp(p->bases[i].hint, hint) != 0)
+		i = (i + 1) & (p->capbases - 1);
+	return &p->bases[i];
+}
+
+static size_t put_size(unsigned char *o, size_t v)
+{
+	size_t n = 0;
+
+	do {
+		o[n] = v & 0x7f;
+		v >>= 7;
+		if (v)
+			o[n] |= 0x80;
+		n++;
+	} while (v);
+	return n;
+}
+
+static size_t put_copy(unsigned char *o, size_t off, size_t size)
+{
+	unsigned char *cmd = o++;
+	int i;
+
+	*cmd = 0x80;
+	for (i = 0; i < 4; i++)
+		if ((off >> (8 * i)) & 0xff) {
+			*o++ = (unsigned char)(off >> (8 * i));
+			*cmd |= (unsigned char)(1 << i);
+		}
+	for (i = 0; i < 3; i++)
+		if ((size >> (8 * i)) & 0xff) {
+			*o++ = (unsigned char)(size >> (8 * i));
+			*cmd |= (unsigned char)(0x10 << i);
+		}
+	return (size_t)(o - cmd);
+}
+
+/* A git delta turning base into data: what the two share at the start
+ * and at the end is copied, the middle inserted (a changed block is
+ * mostly its old self with something spliced in).  *out in p->dbuf;
+ * 0, or -1 when the delta would not be worth it (over half the object). */
+static int make_delta(struct opt_pack *p, const unsigned char *base, size_t blen, const unsigned char *data,
+		      size_t len, size_t *out)
+{
+	size_t pre = 0, suf = 0, max = blen < len ? blen : len, mid, need, n = 0, i;
+
+	if (blen > 0xffffffffu || len > 0xffffffffu)
+		return -1;
+	while (pre < max && base[pre] == data[pre])
+		pre++;
+	while (suf < max - pre && base[blen - 1 - suf] == data[len - 1 - suf])
+		suf++;
+	mid = len - pre - suf;
+	need = 20 + mid + mid / 127 + 1 + 8 * (2 + (pre + suf) / 0xffffff);
+	if (need * 2 > len)
+		return -1;
+	if (need > p->dcap) {
+		unsigned char *nb = realloc(p->dbuf, need);
+		if (!nb)
+			return -1;
+		p->dbuf = nb;
+		p->dcap = need;
+	}
+	n += put_size(p->dbuf + n, blen);
+	n += put_size(p->dbuf + n, len);
+	for (i = 0; i < pre; i += 0xffffff)
+		n += put_copy(p->dbuf + n, i, pre - i < 0xffffff ? pre - i : 0xffffff);
+	for (i = 0; i < mid; i += 127) {
+		size_t k = mid - i < 127 ? mid - i : 127;
+		p->dbuf[n++] = (unsigned char)k;
+		memcpy(p->dbuf + n, data + pre + i, k);
+		n += k;
+	}
+	for (i = 0; i < suf; i += 0xffffff)
+		n += put_copy(p->dbuf + n, blen - suf + i, suf - i < 0xffffff ? suf - i : 0xffffff);
+	*out = n;
+	return 0;
+}
+
+/* Append an entry: the pack header of type/size, for a delta the
+ * distance back to its base, then body deflated. */
+static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, const void *body, size_t blen)
+{
+	unsigned char *o;
+	size_t bound;
+	z_stream *z = blen < 512 ? &p->zs : &p->z;
+	int rc;
+
+	bound = deflateBound(z, blen);
+	if ((rc = grow(p, 32 + bound)) < 0)
+		return rc;
+	if (p->nobjs == p->capobjs) {
+		size_t cap = p->capobjs ? p->capobjs * 2 : 256;
+		struct pobj *no = realloc(p->objs, cap * sizeof(*no));
+		if (!no)
+			return opt_error_set(OPT_EIO, "out of memory");
+		p->objs = no;
+		p->capobjs = cap;
+	}
+	p->objs[p->nobjs].off = p->len;
+	o = p->buf + p->len;
+	*o = (unsigned char)((type << 4) | (size & 15));
+	size >>= 4;
+	while (size) {
+		*o++ |= 0x80;
+		*o = size & 0x7f;
+		size >>= 7;
+	}
+	o++;
+	if (type == OBJ_OFS_DELTA) {
+		unsigned char ob[16];
+		size_t pos = sizeof(ob) - 1;
+		ob[pos] = dist & 127;
+		while (dist >>= 7)
+			ob[--pos] = (unsigned char)(128 | (--dist & 127));
+		memcpy(o, ob + pos, sizeof(ob) - pos);
+		o += sizeof(ob) - pos;
+	}
+	deflateReset(z);
+	z->next_in = (unsigned char *)body;
+	z->avail_in = (uInt)blen;
+	z->next_out = o;
+	z->avail_out = (uInt)bound;
+	if (deflate(z, Z_FINISH) != Z_STREAM_END)
+		return opt_error_set(OPT_EIO, "zlib deflate failed");
+	p->len = (size_t)((o + (bound - z->avail_out)) - p->buf);
+	p->objs[p->nobjs].crc = (uint32_t)crc32(0, p->buf + p->objs[p->nobjs].off,
+						(uInt)(p->len - p->objs[p->nobjs].off));
+	p->nobjs++;
+	p->count++;
+	return 0;
+}
+
+static int pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t len, git_oid *oid,
+		    const char *hint)
 {
 	char hdr[64];
 	int hl, rc;
 	struct opt_sha1 c;
 	git_oid id;
-	unsigned char *o;
-	size_t sz = len, bound;
-	z_stream *z;
+	struct dbase *b = NULL;
+	size_t dlen;
+	uint64_t off;
 	const char *tn = type_name(type);
 
 	if (!tn)
@@ -198,42 +389,49 @@ int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t
 		return rc;
 	if (p->mirror && p->mirror->write(p->mirror, &id, data, len, type) < 0)
 		return opt_error_set(OPT_EIO, "cannot keep object in memory");
-	z = len < 512 ? &p->zs : &p->z;
-	bound = deflateBound(z, len);
-	if ((rc = grow(p, 16 + bound)) < 0)
+	off = p->len;
+	if (hint && len >= 512 && (b = base_slot(p, hint)) && b->hint && b->depth < DELTA_DEPTH &&
+	    make_delta(p, b->bytes, b->len, data, len, &dlen) == 0) {
+		rc = put_entry(p, OBJ_OFS_DELTA, dlen, off - b->off, p->dbuf, dlen);
+		b->depth++;
+	} else {
+		rc = put_entry(p, (int)type, len, 0, data, len);
+		if (b)
+			b->depth = 0;
+	}
+	if (rc < 0)
 		return rc;
-	if (p->nobjs == p->capobjs) {
-		size_t cap = p->capobjs ? p->capobjs * 2 : 256;
-		struct pobj *no = realloc(p->objs, cap * sizeof(*no));
-		if (!no)
-			return opt_error_set(OPT_EIO, "out of memory");
-		p->objs = no;
-		p->capobjs = cap;
+	p->objs[p->nobjs - 1].id = id;
+	/* remember this version as the base for the next one */
+	if (hint && len >= 512 && (b || (b = base_slot(p, hint)))) {
+		unsigned char *copy = malloc(len);
+		if (!copy)
+			return 0;  /* no delta next time: fine */
+		memcpy(copy, data, len);
+		if (!b->hint) {
+			if (!(b->hint = strdup(hint))) {
+				free(copy);
+				return 0;
+			}
+			p->nbases++;
+			b->depth = 0;
+		}
+		free(b->bytes);
+		b->bytes = copy;
+		b->len = len;
+		b->off = off;
 	}
-	p->objs[p->nobjs].id = id;
-	p->objs[p->nobjs].off = p->len;
-	o = p->buf + p->len;
-	*o = (unsigned char)((type << 4) | (sz & 15));
-	sz >>= 4;
-	while (sz) {
-		*o++ |= 0x80;
-		*o = sz & 0x7f;
-		sz >>= 7;
-	}
-	o++;
-	deflateReset(z);
-	z->next_in = (unsigned char *)data;
-	z->avail_in = (uInt)len;
-	z->next_out = o;
-	z->avail_out = (uInt)bound;
-	if (deflate(z, Z_FINISH) != Z_STREAM_END)
-		return opt_error_set(OPT_EIO, "zlib deflate failed");
-	p->len = (size_t)((o + (bound - z->avail_out)) - p->buf);
-	p->objs[p->nobjs].crc = (uint32_t)crc32(0, p->buf + p->objs[p->nobjs].off,
-						(uInt)(p->len - p->objs[p->nobjs].off));
-	p->nobjs++;
-	p->count++;
 	return 0;
+}
+
+int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t len, git_oid *oid)
+{
+	return pack_add(p, type, data, len, oid, NULL);
+}
+
+int opt_pack_add_version(struct opt_pack *p, const void *data, size_t len, const char *hint, git_oid *oid)
+{
+	return pack_add(p, GIT_OBJECT_BLOB, data, len, oid, hint);
 }
 
 static int cmp_pobj(const void *a, const void *b)
@@ -591,6 +789,59 @@ struct rollup {
 	git_odb *odb;
 };
 
+/* Copy the delta entry e[i] (raw, len bytes) of a pack into p, its base
+ * distance rewritten for where its base went in p: 0 when copied, 1 when
+ * it cannot be (its base was not copied: it was in p already), <0 on
+ * error. */
+static int rollup_delta(struct opt_pack *p, const struct idxent *e, const uint64_t *newoff, size_t i,
+			const unsigned char *raw, size_t len)
+{
+	size_t h = 0, lo = 0, hi = i, q;
+	uint64_t dist, base, nd;
+	unsigned char ob[16], *nb;
+	size_t pos = sizeof(ob) - 1;
+	int rc;
+
+	while (h < len && (raw[h] & 0x80))
+		h++;
+	if (++h >= len)
+		return 1;
+	q = h;
+	dist = raw[q] & 127;
+	while (raw[q] & 128) {
+		if (++q >= len || dist > (UINT64_MAX >> 8))
+			return 1;
+		dist = ((dist + 1) << 7) | (raw[q] & 127);
+	}
+	q++;
+	if (dist == 0 || dist > e[i].off)
+		return 1;
+	base = e[i].off - dist;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (e[mid].off < base)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo >= i || e[lo].off != base || newoff[lo] == UINT64_MAX)
+		return 1;
+	nd = p->len - newoff[lo];
+	ob[pos] = nd & 127;
+	while (nd >>= 7)
+		ob[--pos] = (unsigned char)(128 | (--nd & 127));
+	nb = malloc(h + (sizeof(ob) - pos) + (len - q));
+	if (!nb)
+		return opt_error_set(OPT_EIO, "out of memory");
+	memcpy(nb, raw, h);
+	memcpy(nb + h, ob + pos, sizeof(ob) - pos);
+	memcpy(nb + h + (sizeof(ob) - pos), raw + q, len - q);
+	len = h + (sizeof(ob) - pos) + (len - q);
+	rc = pack_add_raw(p, e[i].id, nb, len, (uint32_t)crc32(0, nb, (uInt)len));
+	free(nb);
+	return rc < 0 ? rc : 0;
+}
+
 /* Copy every object of one pack into the roll-up: whole objects are copied
  * as they are stored (no inflate, no deflate); deltas (from packs fetched
  * from peers) are resolved through the object database. */
@@ -600,6 +851,7 @@ static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 	unsigned char *idx = NULL, *pk = NULL;
 	size_t idxlen, pklen, i, n;
 	struct idxent *e = NULL;
+	uint64_t *newoff = NULL;
 	int rc;
 
 	snprintf(path, sizeof(path), "%s/%s.idx", dir, name);
@@ -639,10 +891,17 @@ static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 		}
 	}
 	qsort(e, n, sizeof(*e), cmp_off);
+	newoff = malloc((n ? n : 1) * sizeof(*newoff));
+	if (!newoff) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
 	for (i = 0; i < n && rc == 0; i++) {
-		uint64_t end = i + 1 < n ? e[i + 1].off : pklen - 20;
+		uint64_t end = i + 1 < n ? e[i + 1].off : pklen - 20, at = r->pack->len;
+		size_t before = r->pack->nobjs;
 		int type;
 
+		newoff[i] = UINT64_MAX;
 		if (e[i].off < 12 || end <= e[i].off || end > pklen - 20) {
 			rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
 			break;
@@ -650,6 +909,9 @@ static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 		type = (pk[e[i].off] >> 4) & 7;
 		if (type >= 1 && type <= 4) {
 			rc = pack_add_raw(r->pack, e[i].id, pk + e[i].off, (size_t)(end - e[i].off), e[i].crc);
+		} else if (type == OBJ_OFS_DELTA &&
+			   (rc = rollup_delta(r->pack, e, newoff, i, pk + e[i].off, (size_t)(end - e[i].off))) != 1) {
+			/* copied as it is, its base found by its new offset */
 		} else {
 			git_oid id;
 			git_odb_object *obj;
@@ -664,8 +926,11 @@ static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 					  git_odb_object_size(obj), NULL);
 			git_odb_object_free(obj);
 		}
+		if (rc == 0 && r->pack->nobjs > before)
+			newoff[i] = at;
 	}
 done:
+	free(newoff);
 	free(e);
 	free(pk);
 	free(idx);

@@ -1373,8 +1373,8 @@ static int collect_cb(const char *id, const json_t *block, void *arg)
 		size_t len;
 		json_t *cached = c->canon ? json_object_get(c->canon, id) : NULL;
 		if (json_is_string(cached)) {
-			if (opt_pack_add(c->pack, GIT_OBJECT_BLOB, json_string_value(cached),
-					 json_string_length(cached), &ch->oid) < 0)
+			if (opt_pack_add_version(c->pack, json_string_value(cached), json_string_length(cached), id,
+						 &ch->oid) < 0)
 				return OPT_EIO;
 			ocache_put(c->s, &ch->oid, block);
 			c->n++;
@@ -1382,7 +1382,7 @@ static int collect_cb(const char *id, const json_t *block, void *arg)
 		}
 		if ((rc = opt_json_canon(&s, &len, block)) < 0)
 			return rc;
-		rc = opt_pack_add(c->pack, GIT_OBJECT_BLOB, s, len, &ch->oid);
+		rc = opt_pack_add_version(c->pack, s, len, id, &ch->oid);
 		free(s);
 		if (rc < 0)
 			return rc;
