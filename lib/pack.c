@@ -297,6 +297,14 @@ static int make_delta(struct opt_pack *p, const unsigned char *base, size_t blen
 
 /* Append an entry: the pack header of type/size, for a delta the
  * distance back to its base, then body deflated. */
+static void put32(unsigned char *o, uint32_t v)
+{
+	o[0] = (unsigned char)(v >> 24);
+	o[1] = (unsigned char)(v >> 16);
+	o[2] = (unsigned char)(v >> 8);
+	o[3] = (unsigned char)v;
+}
+
 static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, const void *body, size_t blen)
 {
 	unsigned char *o;
@@ -304,7 +312,7 @@ static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, c
 	z_stream *z = blen < 512 ? &p->zs : &p->z;
 	int rc;
 
-	bound = deflateBound(z, blen);
+	bound = z == &p->zs ? blen + 16 : deflateBound(z, blen);
 	if ((rc = grow(p, 32 + bound)) < 0)
 		return rc;
 	if (p->nobjs == p->capobjs) {
@@ -334,14 +342,30 @@ static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, c
 		memcpy(o, ob + pos, sizeof(ob) - pos);
 		o += sizeof(ob) - pos;
 	}
-	deflateReset(z);
-	z->next_in = (unsigned char *)body;
-	z->avail_in = (uInt)blen;
-	z->next_out = o;
-	z->avail_out = (uInt)bound;
-	if (deflate(z, Z_FINISH) != Z_STREAM_END)
-		return opt_error_set(OPT_EIO, "zlib deflate failed");
-	p->len = (size_t)((o + (bound - z->avail_out)) - p->buf);
+	if (z == &p->zs) {
+		/* stored: a zlib stream of one uncompressed block, by hand */
+		uLong a = adler32(1, body, (uInt)blen);
+		*o++ = 0x78;
+		*o++ = 0x01;
+		*o++ = 0x01;  /* the final block, stored */
+		*o++ = (unsigned char)(blen & 0xff);
+		*o++ = (unsigned char)(blen >> 8);
+		*o++ = (unsigned char)(~blen & 0xff);
+		*o++ = (unsigned char)((~blen >> 8) & 0xff);
+		memcpy(o, body, blen);
+		o += blen;
+		put32(o, (uint32_t)a);
+		p->len = (size_t)(o + 4 - p->buf);
+	} else {
+		deflateReset(z);
+		z->next_in = (unsigned char *)body;
+		z->avail_in = (uInt)blen;
+		z->next_out = o;
+		z->avail_out = (uInt)bound;
+		if (deflate(z, Z_FINISH) != Z_STREAM_END)
+			return opt_error_set(OPT_EIO, "zlib deflate failed");
+		p->len = (size_t)((o + (bound - z->avail_out)) - p->buf);
+	}
 	p->objs[p->nobjs].crc = (uint32_t)crc32(0, p->buf + p->objs[p->nobjs].off,
 						(uInt)(p->len - p->objs[p->nobjs].off));
 	p->nobjs++;
@@ -437,14 +461,6 @@ int opt_pack_add_version(struct opt_pack *p, const void *data, size_t len, const
 static int cmp_pobj(const void *a, const void *b)
 {
 	return memcmp(((const struct pobj *)a)->id.id, ((const struct pobj *)b)->id.id, 20);
-}
-
-static void put32(unsigned char *o, uint32_t v)
-{
-	o[0] = (unsigned char)(v >> 24);
-	o[1] = (unsigned char)(v >> 16);
-	o[2] = (unsigned char)(v >> 8);
-	o[3] = (unsigned char)v;
 }
 
 static int write_all(int fd, const void *data, size_t len)
