@@ -171,6 +171,65 @@ static FILE *chunked_stream(const uint8_t *data, size_t size, size_t chunk)
 	return f;
 }
 
+/* The depth of v's nesting (1 for a scalar). */
+static int depth_of(const json_t *v)
+{
+	int d = 0, x;
+	size_t i;
+	const char *k;
+	json_t *m;
+
+	if (json_is_array(v)) {
+		for (i = 0; i < json_array_size(v); i++)
+			if ((x = depth_of(json_array_get(v, i))) > d)
+				d = x;
+	} else if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, k, m)
+			if ((x = depth_of(m)) > d)
+				d = x;
+	}
+	return d + (json_is_array(v) || json_is_object(v));
+}
+
+/* Stored text is scanned, not parsed (tree leaves): the scanner finds the
+ * end of v's canonical text exactly (nesting up to 64), never reads past
+ * the end of any input, and stored keys compare as parsed ones do. */
+static void check_raw(const json_t *v, const json_t *prev[2], const char *in, size_t inlen)
+{
+	char *s = NULL;
+	size_t n = 0;
+	const char *end;
+	int err = 0, a, b;
+
+	(void)opt_raw_skip(in, in + inlen);
+	ASSERT(opt_json_canon(&s, &n, v) == 0);
+	end = opt_raw_skip(s, s + n);
+	if (depth_of(v) <= 64 && end != s + n)
+		FAIL("opt_raw_skip does not find the end of canonical text:\n%.*s", (int)(n > 2000 ? 2000 : n), s);
+	if (end && end != s + n)
+		FAIL("opt_raw_skip stops inside canonical text");
+	if (opt_key_valid(v)) {
+		if (opt_raw_key_cmp(s, n, v, &err) != 0 || err)
+			FAIL("a stored key differs from itself: %s", err ? opt_error_last() : "");
+		for (int i = 0; i < 2; i++) {
+			char *t = NULL;
+			size_t tl = 0;
+			if (!prev[i])
+				continue;
+			a = sign(opt_key_cmp(v, prev[i]));
+			b = sign(opt_raw_key_cmp(s, n, prev[i], &err));
+			if (err || a != b)
+				FAIL("opt_raw_key_cmp %d, opt_key_cmp %d", b, a);
+			ASSERT(opt_json_canon(&t, &tl, prev[i]) == 0);
+			b = sign(opt_raw_keys_cmp(s, n, t, tl, &err));
+			free(t);
+			if (err || a != b)
+				FAIL("opt_raw_keys_cmp %d, opt_key_cmp %d", b, a);
+		}
+	}
+	free(s);
+}
+
 static void check_value(json_t *v, const json_t *prev[2])
 {
 	json_t *w = check_canon(v);
@@ -256,6 +315,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		prev[0] = keys[0];
 		prev[1] = keys[1];
 		check_value(v, prev);
+		check_raw(v, prev, buf, total);
 		if (opt_key_valid(v)) {
 			json_decref(keys[1]);
 			keys[1] = keys[0];
