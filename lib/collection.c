@@ -251,7 +251,7 @@ int opt_coll_header(struct opt_snap *snap, json_t **out)
 	struct opt_source src = opt_snap_source(snap);
 	int rc;
 
-	opt_collection_header_id(opt_snap_name(snap), hid);
+	strcpy(hid, opt_snap_header_id(snap));
 	rc = src.get(src.ctx, hid, out);
 	if (rc == OPT_ENOTFOUND)
 		return opt_error_set(OPT_EINTEGRITY, "collection '%s' has no header block", opt_snap_name(snap));
@@ -299,7 +299,7 @@ int opt_tree_get(struct opt_snap *snap, const json_t *key, json_t **value)
 	*value = NULL;
 	if (!opt_key_valid(key))
 		return check_key(key);
-	opt_collection_header_id(opt_snap_name(snap), hid);
+	strcpy(hid, opt_snap_header_id(snap));
 	return opt_btree_get(&src, hid, key, value);
 }
 
@@ -312,7 +312,7 @@ int opt_tree_get_text(struct opt_snap *snap, const json_t *key, char **text, siz
 	*len = 0;
 	if (!opt_key_valid(key))
 		return check_key(key);
-	opt_collection_header_id(opt_snap_name(snap), hid);
+	strcpy(hid, opt_snap_header_id(snap));
 	return opt_btree_get_text(&src, hid, key, text, len);
 }
 
@@ -338,7 +338,7 @@ int opt_tree_range(struct opt_snap *snap, const struct opt_btree_range *r, struc
 	char hid[OPT_ID_LEN + 1];
 	struct opt_source src = opt_snap_source(snap);
 
-	opt_collection_header_id(opt_snap_name(snap), hid);
+	strcpy(hid, opt_snap_header_id(snap));
 	return opt_btree_cursor_open(out, &src, hid, r);
 }
 

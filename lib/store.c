@@ -95,6 +95,7 @@ struct opt_snap {
 	json_t *lru;               /* id -> block for the IDs in the ring */
 	json_t *pinned;            /* inner nodes and headers: kept */
 	json_t *trailers;          /* parsed trailers */
+	char hid[OPT_ID_LEN + 1];  /* the header block's ID, once asked for */
 	/* tree leaves' bytes kept for lookups (opt_snap_cache_bytes) */
 	json_t *rmap;              /* id -> slot (an integer holding a pointer) */
 	struct raw_slot **rring;   /* oldest first from rhead */
@@ -919,6 +920,13 @@ void opt_snap_free(struct opt_snap *snap)
 }
 
 const char *opt_snap_name(const struct opt_snap *snap) { return snap->name; }
+
+const char *opt_snap_header_id(struct opt_snap *snap)
+{
+	if (!snap->hid[0])
+		opt_collection_header_id(snap->name, snap->hid);
+	return snap->hid;
+}
 long opt_snap_rev(const struct opt_snap *snap) { return snap->rev; }
 const char *opt_snap_trx(const struct opt_snap *snap) { return snap->trx ? snap->trx : ""; }
 const char *opt_snap_summary(const struct opt_snap *snap) { return snap->summary ? snap->summary : ""; }
@@ -1176,8 +1184,15 @@ static int snap_get_raw(void *ctx, const char *id, json_t **out, struct opt_byte
 
 	struct raw_slot *r;
 
+	json_t *b;
+
 	*out = NULL;
 	memset(raw, 0, sizeof(*raw));
+	/* inner nodes and headers first: a lookup reads several of them */
+	if (snap->pinned && (b = json_object_get(snap->pinned, id))) {
+		*out = json_incref(b);
+		return 0;
+	}
 	if ((r = raw_cache_get(snap, id))) {
 		git_odb_object_dup(&obj, r->obj);
 		raw_out(raw, obj, r);

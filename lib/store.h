@@ -54,6 +54,9 @@ int opt_store_name_valid(const char *name);
 
 /* The deterministic ID of a collection's header block. */
 void opt_collection_header_id(const char *name, char out[OPT_ID_LEN + 1]);
+/* The header block's ID of snap's collection (computed once per snapshot;
+ * valid while snap is). */
+const char *opt_snap_header_id(struct opt_snap *snap);
 
 /* The names of all collections, sorted: *out is a new JSON array. */
 int opt_store_list(struct opt_store *s, json_t **out);
