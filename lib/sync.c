@@ -921,7 +921,8 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 			free(h->v[i].name);
 	}
 	h->n = k;
-	qsort(h->v, h->n, sizeof(*h->v), cmp_head);
+	if (h->n > 1)  /* h->v is NULL for a remote with no collections */
+		qsort(h->v, h->n, sizeof(*h->v), cmp_head);
 	for (i = 0; i < h->n; i++) {
 		struct head *e = &h->v[i];
 		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
