@@ -379,7 +379,7 @@ int opt_cluster_where(struct opt_cluster *c, const char *coll, json_t **out)
 
 /* ---- sessions with the peers, in parallel ---- */
 
-enum op { OP_PUSH, OP_PULL, OP_LIST };
+enum op { OP_PUSH, OP_PUSH_REPLICA, OP_PULL, OP_LIST };
 
 /* One sync session with a peer, run in a child process. */
 struct job {
@@ -452,6 +452,7 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 	so.emit = child_emit;
 	if (op == OP_LIST)
 		so.dry_run = 1;
+	so.replica = op == OP_PUSH_REPLICA;
 	v = calloc(n + 1, sizeof(*v));
 	for (i = 0; v && i < n; i++)
 		v[i] = json_string_value(json_array_get(j->names, i));
@@ -462,7 +463,7 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 			json_decref(recs);
 			recs = json_array();
 			so.arg = recs;
-			if (op == OP_PUSH)
+			if (op == OP_PUSH || op == OP_PUSH_REPLICA)
 				rc = opt_sync_push(y, c->peers[j->peer], v, n, &so);
 			else if (op == OP_PULL)
 				rc = opt_sync_pull(y, c->peers[j->peer], v, n, &so);
@@ -627,6 +628,7 @@ struct cstate {
 	int home_ok;
 	json_t *reached;     /* peer names that took it */
 	int failed;          /* a non-network failure */
+	int changed;         /* a replica's repair moved our head: push it again */
 };
 
 struct run {
@@ -685,7 +687,7 @@ static struct cstate *find_c(struct run *r, const char *name)
 static int reached_status(const char *st)
 {
 	static const char *const ok[] = { "pushed", "up-to-date", "replayed", "kept-remote", "new", "fast-forward",
-					  "ahead", NULL };
+					  "ahead", "repaired", NULL };
 	size_t i;
 
 	for (i = 0; st && ok[i]; i++)
@@ -693,6 +695,8 @@ static int reached_status(const char *st)
 			return 1;
 	return 0;
 }
+
+static void add_name(json_t *names, const char *name);
 
 /* Take the results of the jobs: records out, peers down, collections
  * reached.  home: the jobs were homes (phase 1). */
@@ -713,9 +717,13 @@ static int settle(struct run *r, struct job *jobs, size_t nj, int home)
 			if (name)
 				json_object_set_new(seen, name, json_true());
 			if (cs && reached_status(json_string_value(json_object_get(rec, "status")))) {
-				json_array_append_new(cs->reached, json_string(peer));
+				const char *st = json_string_value(json_object_get(rec, "status"));
+				add_name(cs->reached, peer);
 				if (home)
 					cs->home_ok = 1;
+				else if (!json_is_true(json_object_get(rec, "dry_run")) &&
+					 (strcmp(st, "repaired") == 0 || strcmp(st, "fast-forward") == 0))
+					cs->changed = 1;
 			}
 			if ((rc = emit(r->o, json_incref(rec))) != 0) {
 				json_decref(seen);
@@ -1076,8 +1084,9 @@ static int check_local(struct opt_cluster *c, json_t *names)
 
 /* Push the collections of r to the peers of their placement: homes
  * first (with promote, the next reachable peer when a home is down),
- * then the replicas of the collections their home took. */
-static int push_run(struct run *r)
+ * then the replicas of the collections their home took.  only (when
+ * set): just the collections with changed set. */
+static int push_phases(struct run *r, int only)
 {
 	const struct opt_cluster_opts *o = r->o;
 	json_t *per;
@@ -1089,7 +1098,7 @@ static int push_run(struct run *r)
 			return opt_error_set(OPT_EIO, "out of memory");
 		for (i = 0; i < r->nc; i++) {
 			struct cstate *cs = &r->cs[i];
-			if (cs->home_ok || cs->failed)
+			if (cs->home_ok || cs->failed || (only && !cs->changed))
 				continue;
 			k = (size_t)(cs->acting + 1);
 			while (k < cs->np && r->down[cs->place[k]])
@@ -1111,8 +1120,9 @@ static int push_run(struct run *r)
 		return opt_error_set(OPT_EIO, "out of memory");
 	for (i = 0; i < r->nc; i++) {
 		struct cstate *cs = &r->cs[i];
-		if (!cs->home_ok)
+		if (!cs->home_ok || (only && !cs->changed))
 			continue;
+		cs->changed = 0;
 		for (k = 0; k < cs->np; k++) {
 			size_t p = cs->place[k];
 			if ((int)k == cs->acting)
@@ -1130,9 +1140,27 @@ static int push_run(struct run *r)
 			}
 		}
 	}
-	rc = phase(r, per, OP_PUSH, 0);
+	rc = phase(r, per, OP_PUSH_REPLICA, 0);
 	json_decref(per);
 	return rc;
+}
+
+/* Both phases; then once more for the collections a replica's repair
+ * moved here (the replica's writes go to their home, then to the rest). */
+static int push_run(struct run *r)
+{
+	size_t i;
+	int rc, again = 0;
+
+	if ((rc = push_phases(r, 0)) != 0)
+		return rc;
+	for (i = 0; i < r->nc; i++)
+		if (r->cs[i].changed) {
+			r->cs[i].home_ok = 0;
+			r->cs[i].acting = -1;
+			again = 1;
+		}
+	return again ? push_phases(r, 1) : 0;
 }
 
 int opt_cluster_push(struct opt_cluster *c, const char *const *colls, size_t n, const struct opt_cluster_opts *o)

@@ -22,9 +22,12 @@
  * home, then the replicas of the collections whose home took them.  A
  * collection whose home cannot be reached is not pushed to its replicas
  * (status "home-unreachable") unless promote is set, which makes the next
- * reachable peer of its placement act as its home for this push.  A
- * replica that diverged from its home is never overwritten: the replica
- * push uses the replay rule like any push.
+ * reachable peer of its placement act as its home for this push.  The
+ * replicas are pushed with opt_sync_opts.replica: one that took writes of
+ * its own is taken here (ahead) or repaired (diverged: its writes replayed
+ * here on our head, then it follows by compare-and-swap), never
+ * overwritten; the collections whose head moved that way go through both
+ * phases once more.
  *
  * A peer that fails with a network error (OPT_ENET) is retried with
  * jittered backoff; a peer still failing is reported.  The operation

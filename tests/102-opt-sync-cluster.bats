@@ -49,6 +49,27 @@ colls_of() { git --git-dir="$1" for-each-ref --format='%(refname:lstrip=3)' refs
 # The collections `where` places on peer $1, one a line.
 placed_on() { opt-sync where | jq -r --arg p "$1" 'select(.peers | index($p)) | .collection' | sort; }
 
+# git daemon (--verbose: it logs each connection) serving $TMP/srv; sets
+# GITURL.
+start_daemon() {
+	command -v git >/dev/null || skip "git is not installed"
+	[ -x "$(git --exec-path)/git-daemon" ] || skip "git daemon is not available"
+	local port tries ok=
+	for tries in 1 2 3; do
+		port=$((20000 + RANDOM % 40000))
+		git daemon --verbose --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$TMP/srv" --export-all \
+			--enable=receive-pack "$TMP/srv" >"$TMP/daemon.log" 2>&1 &
+		SERVER_PIDS+=($!)
+		for _ in $(seq 50); do
+			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then ok=1; break; fi
+			sleep 0.1
+		done
+		[ -n "$ok" ] && break
+	done
+	[ -n "$ok" ] || skip "git daemon did not start"
+	GITURL="git://127.0.0.1:$port"
+}
+
 @test "peer add, ls, rm; replicas; where is the same from any store with the same peers" {
 	run opt-sync where c1
 	assert_failure 1
@@ -275,27 +296,12 @@ placed_on() { opt-sync where | jq -r --arg p "$1" 'select(.peers | index($p)) | 
 }
 
 @test "a peer over git daemon joins the cluster" {
-	command -v git >/dev/null || skip "git is not installed"
-	[ -x "$(git --exec-path)/git-daemon" ] || skip "git daemon is not available"
 	mkdir -p "$TMP/srv"
 	opt-block init "$TMP/srv/g" >/dev/null
-	git --git-dir="$TMP/srv/g" config daemon.receivepack true
-	local port tries ok=
-	for tries in 1 2 3; do
-		port=$((20000 + RANDOM % 40000))
-		git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$TMP/srv" --export-all \
-			--enable=receive-pack "$TMP/srv" >"$TMP/daemon.log" 2>&1 &
-		SERVER_PIDS+=($!)
-		for _ in $(seq 50); do
-			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then ok=1; break; fi
-			sleep 0.1
-		done
-		[ -n "$ok" ] && break
-	done
-	[ -n "$ok" ] || skip "git daemon did not start"
+	start_daemon
 	opt-block init "$TMP/p1" >/dev/null
 	opt-sync peer add p1 "$TMP/p1"
-	opt-sync peer add g "git://127.0.0.1:$port/g"
+	opt-sync peer add g "$GITURL/g"
 	make_colls 6
 	run opt-sync push
 	assert_success
@@ -313,4 +319,95 @@ placed_on() { opt-sync where | jq -r --arg p "$1" 'select(.peers | index($p)) | 
 	assert_success
 	assert_line --partial '"down":["g"],"short":0'
 	[ "$(opt-tree -C "$TMP/p1" get c1 k)" = '{"key":"k","value":100}' ]
+}
+
+@test "git://: one connection per peer carries all its collections; a race lost at receive-pack is replayed" {
+	mkdir -p "$TMP/srv"
+	opt-block init "$TMP/srv/g" >/dev/null
+	opt-log -C "$TMP/srv/g" trust "$(key_of "$OPT_STORE")" --name s
+	start_daemon
+	make_colls 8
+	opt-sync peer add g "$GITURL/g"
+	sleep 0.2
+	: >"$TMP/daemon.log"
+	run opt-sync push
+	assert_success
+	[ "$(grep -c '"status":"pushed"' <<<"$output")" -eq 8 ]
+	sleep 0.2
+	# the listing/fetch, then one push with all 8 refs
+	[ "$(grep -c 'Connection from' "$TMP/daemon.log")" -eq 2 ] || fail "$(cat "$TMP/daemon.log")"
+	# two writers change two collections each and push at once; the server
+	# holds each push a second after its pack, so both pass the negotiation
+	printf '#!/bin/sh\ncat >/dev/null\nsleep 1\n' >"$TMP/srv/g/hooks/pre-receive"
+	chmod +x "$TMP/srv/g/hooks/pre-receive"
+	local i
+	for i in 1 2; do
+		opt-sync clone "$GITURL/g" "$TMP/w$i" --trust "$(key_of "$OPT_STORE")" >/dev/null
+	done
+	for i in 1 2; do
+		for n in srv/g w1 w2; do opt-log -C "$TMP/$n" trust "$(key_of "$TMP/w$i")" --name "w$i"; done
+		opt-diary -C "$TMP/w$i" append d1 "\"w$i\"" >/dev/null
+		opt-diary -C "$TMP/w$i" append d2 "\"w$i\"" >/dev/null
+	done
+	opt-sync -C "$TMP/w1" push origin d1 d2 >"$TMP/out1" &
+	i=$!
+	opt-sync -C "$TMP/w2" push origin d1 d2 >"$TMP/out2" &
+	wait "$i" $!
+	cat "$TMP/out1" "$TMP/out2" >"$TMP/out"
+	run grep -c '"status":"pushed"' "$TMP/out"
+	assert_output 2
+	run grep -c '"status":"replayed","replayed":1' "$TMP/out"
+	assert_output 2
+	run opt-diary -C "$TMP/srv/g" count d1
+	assert_output 2
+	run opt-diary -C "$TMP/srv/g" count d2
+	assert_output 2
+	run opt-log -C "$TMP/srv/g" verify
+	assert_success
+}
+
+@test "a diverged replica is repaired by replay, never overwritten; a replica ahead is taken" {
+	make_peers 2
+	opt-diary append log '"one"' >/dev/null
+	opt-sync push >/dev/null
+	home=$(opt-sync where log | jq -r .home)
+	rep=$(opt-sync where log | jq -r '.peers[1]')
+	opt-log trust "$(key_of "$TMP/$rep")" --name rep
+	opt-log -C "$TMP/$home" trust "$(key_of "$TMP/$rep")" --name rep
+	# someone wrote to the replica directly, and we wrote too
+	opt-diary -C "$TMP/$rep" append log '"on the replica"' >/dev/null
+	opt-diary append log '"two"' >/dev/null
+	run opt-sync push --dry-run
+	assert_success
+	assert_line "{\"remote\":\"$rep\",\"collection\":\"log\",\"rev\":2,\"status\":\"repaired\",\"dry_run\":true}"
+	[ "$(opt-diary -C "$TMP/$rep" count log)" = 2 ]
+	run opt-sync push
+	assert_success
+	# the home's order: ours first, then the replica's write replayed on it,
+	# which goes to the home too
+	assert_line "{\"remote\":\"$home\",\"collection\":\"log\",\"rev\":2,\"status\":\"pushed\"}"
+	assert_line "{\"remote\":\"$rep\",\"collection\":\"log\",\"rev\":3,\"status\":\"repaired\",\"replayed\":1}"
+	assert_line "{\"remote\":\"$home\",\"collection\":\"log\",\"rev\":3,\"status\":\"pushed\"}"
+	for s in "$OPT_STORE" "$TMP/$home" "$TMP/$rep"; do
+		run opt-diary -C "$s" read log --compact
+		assert_output '"one"
+"two"
+"on the replica"'
+		[ "$(git --git-dir="$s" rev-parse refs/opt/collections/log)" = \
+			"$(git --git-dir="$OPT_STORE" rev-parse refs/opt/collections/log)" ]
+		run opt-log -C "$s" verify log
+		assert_success
+	done
+	# converged: nothing moves any more
+	run opt-sync push
+	assert_success
+	[ "$(grep -c '"status":"up-to-date"' <<<"$output")" -eq 2 ]
+	# a replica ahead of us: we take it, then its home does
+	opt-diary -C "$TMP/$rep" append log '"replica again"' >/dev/null
+	run opt-sync push
+	assert_success
+	assert_line "{\"remote\":\"$rep\",\"collection\":\"log\",\"rev\":4,\"status\":\"fast-forward\"}"
+	assert_line "{\"remote\":\"$home\",\"collection\":\"log\",\"rev\":4,\"status\":\"pushed\"}"
+	[ "$(opt-diary -C "$TMP/$home" count log)" = 4 ]
+	[ "$(opt-diary count log)" = 4 ]
 }
