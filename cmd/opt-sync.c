@@ -205,7 +205,6 @@ static int cluster_opts(struct cmd *c, const struct opt_sync_opts *so, struct op
 
 	memset(co, 0, sizeof(*co));
 	co->sync = *so;
-	co->sync.progress = NULL;
 	if ((st = cmd_long(c, "retries", -1, 0, &v)))
 		return st;
 	co->retries = v > 1000 ? 1000 : (int)v;

@@ -5,7 +5,8 @@
 #   PROG --complete          its commands, then its common options
 #   PROG --complete VERB     the options of VERB (an option that takes a
 #                            value ends with '=')
-# Collection names (for -c/--collection) come from the store's refs:
+# Collection names (for -c/--collection, and the operands of
+# `opt-sync where`) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
 # where STORE is the --store/-C on the command line, else $OPT_STORE, else
 # the nearest .opt directory upward, as the programs find it.
@@ -166,6 +167,11 @@ _opt_complete() {
 	fi
 	if [[ -z $verb ]]; then
 		mapfile -t COMPREPLY < <(compgen -W "$(grep -v -- '^-' <<<"$words")" -- "$cur")
+		return 0
+	fi
+	# opt-sync where COLL...: collection names
+	if [[ ${prog##*/} == opt-sync && $verb == where ]]; then
+		mapfile -t COMPREPLY < <(compgen -W "$(_opt_collections)" -- "$cur")
 		return 0
 	fi
 	# an operand of the command: file names

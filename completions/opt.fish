@@ -5,7 +5,8 @@
 #   PROG --complete          its commands, then its common options
 #   PROG --complete VERB     the options of VERB (an option that takes a
 #                            value ends with '=')
-# Collection names (for -c/--collection) come from the store's refs:
+# Collection names (for -c/--collection, and the operands of
+# `opt-sync where`) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
 # where STORE is the --store/-C on the command line, else $OPT_STORE, else
 # the nearest .opt directory upward, as the programs find it.
@@ -135,6 +136,9 @@ function __opt_complete
         string match -- '-*' $list
     else if test -z "$verb"
         string match -v -- '-*' $list
+    else if test (basename -- $prog) = opt-sync -a "$verb" = where
+        # opt-sync where COLL...: collection names
+        __opt_collections
     else
         # an operand of the command: file names
         __fish_complete_path $cur

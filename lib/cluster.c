@@ -589,6 +589,8 @@ static int run_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, en
 				close(jobs[i].fd);
 				jobs[i].fd = -1;
 				open_n--;
+				if (o->sync.progress)
+					o->sync.progress("sessions with peers", nj - open_n, nj, o->sync.arg);
 				continue;
 			}
 			jobs[i].len += (size_t)got;

@@ -411,3 +411,40 @@ start_daemon() {
 	[ "$(opt-diary -C "$TMP/$home" count log)" = 4 ]
 	[ "$(opt-diary count log)" = 4 ]
 }
+
+# What bash completion offers for the words "$@" (the last is completed).
+bash_offers() {
+	(
+		# shellcheck disable=SC1091
+		source "$TOP/completions/opt.bash"
+		COMP_WORDS=("$@")
+		COMP_CWORD=$(($# - 1))
+		_opt_complete
+		printf '%s\n' "${COMPREPLY[@]}"
+	)
+}
+
+@test "completions: the cluster's commands and options; where completes collection names" {
+	opt-tree put users k 1 >/dev/null
+	opt-tree put user/archive k 1 >/dev/null
+	run bash_offers opt-sync ''
+	for v in peer replicas where rebalance; do assert_line "$v"; done
+	run bash_offers opt-sync push --
+	for o in --cluster --min= --retries= --promote; do assert_line -- "$o"; done
+	run bash_offers opt-sync rebalance --
+	assert_line --index 0 -- --dry-run
+	assert_line --index 1 -- --retries=
+	run bash_offers opt-sync where us
+	assert_output $'user/archive\nusers'
+	if command -v zsh >/dev/null; then
+		run zsh -f -c "source '$TOP/completions/opt.zsh'; words=(opt-sync where u); CURRENT=3; _opt_analyse; print -r -- \$_opt_kind:\${(j: :)_opt_cands}"
+		assert_output 'collection:user/archive users'
+	fi
+	if command -v fish >/dev/null; then
+		sed "s/@PROG@/opt-sync/g" "$TOP/completions/opt.fish" >"$TMP/opt-sync.fish"
+		run fish --no-config -c "source '$TMP/opt-sync.fish'; complete -C 'opt-sync where '"
+		assert_output $'user/archive\nusers'
+		run fish --no-config -c "source '$TMP/opt-sync.fish'; complete -C 'opt-sync '"
+		for v in peer replicas where rebalance; do assert_line --partial "$v"; done
+	fi
+}
