@@ -1287,6 +1287,31 @@ done:
 	return rc;
 }
 
+/* Take out of per (peer -> names) the collections not in local (made
+ * sorted here): a failed record for each. */
+static int drop_missing(struct run *r, json_t *per, json_t *local)
+{
+	const char *key;
+	json_t *names;
+	size_t k;
+	int rc;
+
+	sort_names(local);
+	json_object_foreach(per, key, names) {
+		for (k = json_array_size(names); k > 0; k--) {
+			const char *name = json_string_value(json_array_get(names, k - 1));
+			if (has_name(local, name))
+				continue;
+			if ((rc = emit(r->o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r->c->peers[strtoul(key, NULL, 10)],
+						       "collection", name, "status", "failed", "error",
+						       "no reachable peer holding it could give it"))) != 0)
+				return rc;
+			json_array_remove(names, k - 1);
+		}
+	}
+	return 0;
+}
+
 int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *o)
 {
 	struct run r;
@@ -1364,6 +1389,11 @@ int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *
 		}
 		run_free(&pr);
 		if (rc)
+			goto done;
+		/* what could not be pulled cannot be pushed on */
+		json_decref(local);
+		local = NULL;
+		if ((rc = opt_store_list(c->s, &local)) < 0 || (rc = drop_missing(&r, per, local)) != 0)
 			goto done;
 	}
 	if (!o->sync.dry_run && (rc = phase(&r, per, OP_PUSH, 0)) != 0)

@@ -448,3 +448,21 @@ bash_offers() {
 		for v in peer replicas where rebalance; do assert_line --partial "$v"; done
 	fi
 }
+
+@test "rebalance from a store that cannot verify what it lacks moves none of it (exit 4)" {
+	make_peers 2
+	make_colls 6
+	opt-sync push >/dev/null
+	# t trusts nobody: it can list the peers but not take their collections
+	opt-block init "$TMP/t" >/dev/null
+	for p in p1 p2; do opt-sync -C "$TMP/t" peer add "$p" "$TMP/$p"; done
+	opt-block init "$TMP/p3" >/dev/null
+	opt-sync -C "$TMP/t" peer add p3 "$TMP/p3"
+	run --separate-stderr opt-sync -C "$TMP/t" rebalance
+	assert_failure 4
+	[[ $stderr == *"does not trust"* ]] || fail "$stderr"
+	assert_line --partial '"remote":"p3","collection":"c'
+	assert_line --partial '"status":"failed","error":"no reachable peer holding it could give it"'
+	[ -z "$(colls_of "$TMP/p3")" ]
+	[ -z "$(colls_of "$TMP/t")" ]
+}

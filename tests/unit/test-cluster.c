@@ -45,6 +45,16 @@ TEST(placement_is_stable_and_distinct)
 		CHECK(opt_cluster_place(rev, 5, name, 3, b) == 3);
 		for (j = 0; j < 3; j++)
 			CHECK(strcmp(peers5[a[j]], rev[b[j]]) == 0);
+		/* the top r by weight, as a full sort finds them */
+		for (j = 0; j < 5; j++) {
+			int in = 0;
+			size_t m, above = 0;
+			for (m = 0; m < 3; m++)
+				in |= a[m] == j;
+			for (m = 0; m < 5; m++)
+				above += opt_cluster_weight(peers5[m], name) > opt_cluster_weight(peers5[j], name);
+			CHECK(in == (above < 3));
+		}
 		/* asking for more than there are gives all */
 		CHECK(opt_cluster_place(peers5, 2, name, 9, b) == 2);
 		CHECK(opt_cluster_place(peers5, 0, name, 2, b) == 0);
