@@ -251,6 +251,19 @@ start_daemon() {
 	run opt-sync rebalance
 	assert_success
 	refute_output --partial '"pushed"'
+	# a peer leaves: only the collections it held move, each to one peer
+	before=$(opt-sync where)
+	held=$(placed_on p2)
+	opt-sync peer rm p2
+	run opt-sync rebalance
+	assert_success
+	# (a copy a peer kept from before, now in the placement again, stays)
+	pushed=$(grep '"status":"pushed"' <<<"$output" | jq -r .collection | sort)
+	[ -n "$pushed" ] && [ -z "$(comm -23 <(echo "$pushed") <(echo "$held"))" ]
+	[ "$(diff <(echo "$before") <(opt-sync where) | grep -c '^>')" -eq "$(wc -l <<<"$held")" ]
+	for p in p1 p3 p4; do
+		[ "$(colls_of "$TMP/$p" | comm -12 - <(placed_on "$p"))" = "$(placed_on "$p")" ]
+	done
 	# a store that lacks a collection gets it from a peer first
 	opt-block init "$TMP/t" >/dev/null
 	opt-log -C "$TMP/t" trust "$(key_of "$OPT_STORE")" --name s
