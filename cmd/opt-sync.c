@@ -43,6 +43,7 @@ static const struct cmd_opt opts_pull[] = {
 static const struct cmd_opt opts_rebalance[] = {
 	{ "dry-run", 'n', NULL, "print the plan (what would move where); change nothing" },
 	{ "retries", 0, "N", "attempts more per unreachable peer, with backoff (default 3)" },
+	{ "prune", 0, NULL, "remove copies outside their placement once the placement holds all of them" },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -214,6 +215,7 @@ static int cluster_opts(struct cmd *c, const struct opt_sync_opts *so, struct op
 		co->min = v;
 	}
 	co->promote = cmd_get(c, "promote") ? 1 : 0;
+	co->prune = cmd_get(c, "prune") ? 1 : 0;
 	if (getenv("OPT_CLUSTER_BACKOFF_MS"))
 		co->backoff_ms = (unsigned)strtoul(getenv("OPT_CLUSTER_BACKOFF_MS"), NULL, 10);
 	return 0;
@@ -530,7 +532,7 @@ static const struct cmd_verb verbs[] = {
 	  opts_none, 0 },
 	{ "where", do_where, "[COLL...]", "where collections live: {collection, peers, home} (placement order)", opts_none,
 	  0 },
-	{ "rebalance", do_rebalance, "[--dry-run] [--retries N]",
+	{ "rebalance", do_rebalance, "[--dry-run] [--retries N] [--prune]",
 	  "copy collections to the peers of their placement that lack them", opts_rebalance, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },
 };

@@ -379,7 +379,7 @@ int opt_cluster_where(struct opt_cluster *c, const char *coll, json_t **out)
 
 /* ---- sessions with the peers, in parallel ---- */
 
-enum op { OP_PUSH, OP_PUSH_REPLICA, OP_PULL, OP_LIST };
+enum op { OP_PUSH, OP_PUSH_REPLICA, OP_PULL, OP_LIST, OP_REMOVE };
 
 /* One sync session with a peer, run in a child process. */
 struct job {
@@ -467,6 +467,8 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 				rc = opt_sync_push(y, c->peers[j->peer], v, n, &so);
 			else if (op == OP_PULL)
 				rc = opt_sync_pull(y, c->peers[j->peer], v, n, &so);
+			else if (op == OP_REMOVE)
+				rc = opt_sync_remove(y, c->peers[j->peer], v, n, &so);
 			else
 				rc = opt_sync_fetch(y, c->peers[j->peer], v, n, &so);
 			if (rc != OPT_ENET || a >= retries)
@@ -1312,10 +1314,69 @@ static int drop_missing(struct run *r, json_t *per, json_t *local)
 	return 0;
 }
 
+/* Remove the misplaced copies (peer -> names): first push those
+ * collections to their whole placement; a copy goes only when every peer
+ * of the placement took ours and the copy holds nothing we lack
+ * (opt_sync_remove checks that at the peer, by compare-and-swap). */
+static int prune(struct run *r, json_t *misplaced)
+{
+	struct run pr;
+	json_t *names = json_array(), *rm = json_object(), *v;
+	const char *key;
+	size_t k;
+	int rc;
+
+	run_begin(&pr, r->c, r->o);
+	memcpy(pr.down, r->down, sizeof(pr.down));
+	if (!names || !rm) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	json_object_foreach(misplaced, key, v)
+		for (k = 0; k < json_array_size(v); k++)
+			add_name(names, json_string_value(json_array_get(v, k)));
+	sort_names(names);
+	if ((rc = check_local(r->c, names)) < 0) {
+		/* what this store lacks could not be checked against ours */
+		json_t *local = NULL, *keep = json_array();
+		opt_error_clear();
+		if ((rc = opt_store_list(r->c->s, &local)) < 0) {
+			json_decref(keep);
+			goto done;
+		}
+		sort_names(local);
+		for (k = 0; k < json_array_size(names); k++)
+			if (has_name(local, json_string_value(json_array_get(names, k))))
+				json_array_append(keep, json_array_get(names, k));
+		json_decref(local);
+		json_decref(names);
+		names = keep;
+	}
+	if ((rc = run_names(&pr, names)) < 0 || (rc = push_run(&pr)) != 0)
+		goto done;
+	json_object_foreach(misplaced, key, v)
+		for (k = 0; k < json_array_size(v); k++) {
+			struct cstate *cs = find_c(&pr, json_string_value(json_array_get(v, k)));
+			if (cs && json_array_size(cs->reached) >= cs->np)
+				per_add(rm, strtoul(key, NULL, 10), cs->name);
+		}
+	rc = phase(r, rm, OP_REMOVE, 0);
+done:
+	r->sessions += pr.sessions;
+	if (pr.worst && !r->worst) {
+		r->worst = pr.worst;
+		snprintf(r->worst_msg, sizeof(r->worst_msg), "%s", pr.worst_msg);
+	}
+	run_free(&pr);
+	json_decref(names);
+	json_decref(rm);
+	return rc;
+}
+
 int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *o)
 {
 	struct run r;
-	json_t *names = NULL, *held = NULL, *local = NULL, *per = NULL, *fetch = NULL;
+	json_t *names = NULL, *held = NULL, *local = NULL, *per = NULL, *fetch = NULL, *misplaced = NULL;
 	size_t i, k, short_n = 0, moves = 0;
 	int rc;
 
@@ -1328,6 +1389,7 @@ int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *
 	sort_names(local);
 	per = json_object();
 	fetch = json_array();
+	misplaced = json_object();
 	for (i = 0; i < r.nc; i++) {
 		struct cstate *cs = &r.cs[i];
 		const char *peer, *from = has_name(local, cs->name) ? "local" : NULL;
@@ -1346,8 +1408,12 @@ int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *
 				from = peer;
 			for (k = 0; k < cs->np && strcmp(c->peers[cs->place[k]], peer) != 0; k++)
 				;
-			if (k == cs->np &&
-			    (rc = emit(o, json_pack("{s:s,s:s,s:s}", "remote", peer, "collection", cs->name, "status",
+			if (k < cs->np)
+				continue;
+			for (k = 0; k < c->n && strcmp(c->peers[k], peer) != 0; k++)
+				;
+			per_add(misplaced, k, cs->name);
+			if ((rc = emit(o, json_pack("{s:s,s:s,s:s}", "remote", peer, "collection", cs->name, "status",
 						    "misplaced"))) != 0) {
 				json_decref(to);
 				goto done;
@@ -1398,6 +1464,8 @@ int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *
 	}
 	if (!o->sync.dry_run && (rc = phase(&r, per, OP_PUSH, 0)) != 0)
 		goto done;
+	if (o->prune && !o->sync.dry_run && (rc = prune(&r, misplaced)) != 0)
+		goto done;
 	if (!o->sync.dry_run && (rc = report_short(&r, (long)opt_cluster_replicas(c), &short_n)) != 0)
 		goto done;
 	if ((rc = report_end(&r, "rebalance", short_n)) != 0)
@@ -1411,5 +1479,6 @@ done:
 	json_decref(local);
 	json_decref(per);
 	json_decref(fetch);
+	json_decref(misplaced);
 	return rc;
 }

@@ -101,6 +101,7 @@ struct opt_cluster_opts {
 	int retries;                /* more attempts per failed peer (< 0: 3) */
 	unsigned backoff_ms;        /* first retry delay (0: 200) */
 	int promote;                /* an unreachable home's next peer acts as home */
+	int prune;                  /* rebalance: remove copies outside their placement */
 };
 
 /* Push colls (n names; none: every collection of the store) to their
@@ -117,8 +118,12 @@ int opt_cluster_pull(struct opt_cluster *c, const char *const *colls, size_t n, 
  * it too.  Emits {"collection","to":[peers],"from":"local"|PEER,
  * "status":"moved"|"failed"|"planned"} per collection that had to move,
  * {"remote","collection","status":"misplaced"} per copy held by a peer
- * outside the placement (left where it is), and a {"cluster"} summary.
- * With dry_run only the plan (status "planned"). */
+ * outside the placement (left where it is, unless prune), and a
+ * {"cluster"} summary.  With dry_run only the plan (status "planned").
+ * prune: the misplaced collections are pushed to their whole placement,
+ * then each misplaced copy that holds nothing we lack is removed from its
+ * peer by compare-and-swap once every peer of its placement took ours
+ * ({"remote","collection","status": "removed" | "kept","reason"?}). */
 int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *o);
 
 #endif

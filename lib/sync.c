@@ -2854,6 +2854,98 @@ done:
 	return rc;
 }
 
+/* ---- remove ---- */
+
+int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		    const struct opt_sync_opts *o)
+{
+	struct remote r;
+	struct heads h = { 0 };
+	int64_t deadline;
+	size_t i;
+	int rc;
+
+	o = o ? o : &no_opts;
+	deadline = opt_now_ms() + busy_timeout(o);
+	if ((rc = valid_names(colls, n)) < 0)
+		return rc;
+	if ((rc = remote_open(y, &r, remote, o)) < 0)
+		return rc;
+	if ((rc = fetch_verified(y, &r, colls, n, o->dry_run, &h)) < 0 || (rc = check_named(&h, &r, colls, n)) < 0)
+		goto done;
+	for (i = 0; rc == 0 && i < h.n; i++) {
+		struct head *e = &h.v[i];
+		char ref[REFLEN], tref[REFLEN];
+		const char *why = NULL;
+		git_oid L;
+		int has, d = 0;
+
+		snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
+		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r.name, e->name);
+		if ((has = ref_get(y->repo, ref, &L)) < 0) {
+			rc = has;
+			break;
+		}
+		if (!has)
+			why = "this store does not hold it";
+		else if (git_oid_equal(&L, &e->new))
+			d = 1;
+		else if (!have_object(y, &e->new))
+			why = "it holds revisions this store has not fetched";
+		else if ((d = descends(y->repo, &L, &e->new)) < 0) {
+			rc = d;
+			break;
+		} else if (!d)
+			why = "it holds revisions this store lacks";
+		if (why) {
+			rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "kept",
+					       "reason", why));
+			continue;
+		}
+		if (o->dry_run) {
+			rc = emit(o, json_pack("{s:s,s:s,s:s,s:b}", "remote", r.name, "collection", e->name, "status",
+					       "removed", "dry_run", 1));
+			continue;
+		}
+		if (r.path) {
+			rc = ref_cas(r.peer_repo, ref, NULL, &e->new, deadline);
+		} else {
+			git_remote *gr = NULL;
+			git_strarray specs = { 0 };
+			char *spec = ref;
+			int grc = 0;
+			specs.strings = &spec;
+			specs.count = 1;
+			memmove(ref + 1, ref, strlen(ref) + 1);
+			ref[0] = ':';
+			r.expect = &e->new;
+			if ((rc = push_specs(y, &r, &gr, &specs, &grc)) == 0) {
+				if (r.conflict || grc == GIT_ENONFASTFORWARD)
+					rc = OPT_ECONFLICT;
+				else if (grc < 0)
+					rc = net_fail(&r, "cannot remove");
+			}
+			git_remote_free(gr);
+		}
+		if (rc == OPT_ECONFLICT || rc == OPT_EBUSY) {
+			/* it moved meanwhile: keep it */
+			opt_error_clear();
+			rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "kept",
+					       "reason", "it moved meanwhile"));
+			continue;
+		}
+		if (rc < 0)
+			break;
+		if (ref_cas(y->repo, tref, NULL, NULL, deadline) < 0)
+			opt_error_clear();
+		rc = emit(o, json_pack("{s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "removed"));
+	}
+done:
+	heads_clear(&h);
+	remote_close(&r);
+	return rc;
+}
+
 /* ---- status ---- */
 
 static int status_one(struct opt_sync *y, const char *remote, const struct opt_sync_opts *o)

@@ -131,6 +131,13 @@ int opt_sync_pull(struct opt_sync *y, const char *remote, const char *const *col
 int opt_sync_push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		  const struct opt_sync_opts *o);
 
+/* remove: delete colls (n >= 1 names) at the remote, each only when its
+ * head there is ours or an ancestor of ours (nothing of it is lost here),
+ * by compare-and-swap from what a fresh fetch saw.  Emits {"remote",
+ * "collection","status": "removed" | "kept","reason"?} per collection. */
+int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		    const struct opt_sync_opts *o);
+
 /* status (no network; as of the last fetch): emits {"collection",
  * "remote","ahead","behind"} per collection on either side. */
 int opt_sync_status(struct opt_sync *y, const char *remote, const struct opt_sync_opts *o);

@@ -479,3 +479,68 @@ bash_offers() {
 	[ -z "$(colls_of "$TMP/p3")" ]
 	[ -z "$(colls_of "$TMP/t")" ]
 }
+
+@test "rebalance --prune removes copies outside their placement, never one holding writes we lack" {
+	make_peers 3
+	make_colls 12
+	opt-sync push >/dev/null
+	opt-block init "$TMP/p4" >/dev/null
+	opt-log -C "$TMP/p4" trust "$(key_of "$OPT_STORE")" --name s
+	opt-sync peer add p4 "$TMP/p4"
+	opt-sync rebalance >/dev/null
+	mis=$(opt-sync rebalance --dry-run | jq -r 'select(.status == "misplaced") | .remote + " " + .collection')
+	[ -n "$mis" ]
+	# one misplaced copy took a write of its own
+	read -r kp kc <<<"$(head -n 1 <<<"$mis")"
+	opt-tree -C "$TMP/$kp" put "$kc" own 1 >/dev/null
+	opt-log trust "$(key_of "$TMP/$kp")" --name "$kp"
+	run opt-sync rebalance --prune
+	assert_success
+	assert_line "{\"remote\":\"$kp\",\"collection\":\"$kc\",\"status\":\"kept\",\"reason\":\"it holds revisions this store lacks\"}"
+	[ "$(grep -c '"status":"removed"' <<<"$output")" -eq "$(($(wc -l <<<"$mis") - 1))" ]
+	for p in p1 p2 p3 p4; do
+		want=$(placed_on "$p")
+		[ "$p" = "$kp" ] && want=$(printf '%s\n%s\n' "$want" "$kc" | sort)
+		[ "$(colls_of "$TMP/$p")" = "$want" ] || fail "$p holds $(colls_of "$TMP/$p" | tr '\n' ' ')"
+	done
+	# once we have that write, the copy goes too
+	opt-sync pull "$kp" "$kc" >/dev/null
+	for p in p1 p2 p3 p4; do opt-log -C "$TMP/$p" trust "$(key_of "$TMP/$kp")" --name "$kp"; done
+	run opt-sync rebalance --prune
+	assert_success
+	assert_line "{\"remote\":\"$kp\",\"collection\":\"$kc\",\"status\":\"removed\"}"
+	[ "$(colls_of "$TMP/$kp")" = "$(placed_on "$kp")" ]
+	[ "$(opt-tree get "$kc" own)" = '{"key":"own","value":1}' ]
+	# and the write reached the collection's placement
+	for p in $(opt-sync where "$kc" | jq -r '.peers[]'); do
+		[ "$(opt-tree -C "$TMP/$p" get "$kc" own)" = '{"key":"own","value":1}' ]
+	done
+}
+
+@test "git://: rebalance --prune removes a misplaced copy at receive-pack by compare-and-swap" {
+	mkdir -p "$TMP/srv"
+	opt-block init "$TMP/srv/g" >/dev/null
+	opt-log -C "$TMP/srv/g" trust "$(key_of "$OPT_STORE")" --name s
+	start_daemon
+	opt-sync peer add g "$GITURL/g"
+	make_peers 2
+	make_colls 20
+	opt-sync push >/dev/null
+	[ "$(colls_of "$TMP/srv/g")" = "$(placed_on g)" ]
+	before=$(placed_on g)
+	opt-block init "$TMP/p3" >/dev/null
+	opt-sync peer add p3 "$TMP/p3"
+	# (with these names, some of g's collections move to p3)
+	[ "$(placed_on g)" != "$before" ]
+	run opt-sync rebalance --prune
+	assert_success
+	for c in $(comm -23 <(echo "$before") <(placed_on g)); do
+		assert_line "{\"remote\":\"g\",\"collection\":\"$c\",\"status\":\"removed\"}"
+	done
+	for p in srv/g p1 p2 p3; do
+		[ "$(colls_of "$TMP/$p")" = "$(placed_on "${p#srv/}")" ] || fail "$p holds $(colls_of "$TMP/$p" | tr '\n' ' ')"
+	done
+	# its tracking ref went with it
+	[ -z "$(git --git-dir="$OPT_STORE" for-each-ref --format='%(refname)' "refs/opt/remotes/g/" |
+		grep -v -x -F -f <(placed_on g | sed 's|^|refs/opt/remotes/g/|'))" ]
+}
