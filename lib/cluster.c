@@ -626,7 +626,7 @@ static int run_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, en
 
 struct cstate {
 	const char *name;
-	size_t place[OPT_CLUSTER_PEERS_MAX];
+	size_t *place;       /* the placement: peer indices, home first */
 	size_t np;
 	int acting;          /* index into place of the peer acting as home (-1: none yet) */
 	int home_ok;
@@ -652,8 +652,10 @@ static void run_free(struct run *r)
 {
 	size_t i;
 
-	for (i = 0; r->cs && i < r->nc; i++)
+	for (i = 0; r->cs && i < r->nc; i++) {
 		json_decref(r->cs[i].reached);
+		free(r->cs[i].place);
+	}
 	free(r->cs);
 	for (i = 0; i < OPT_CLUSTER_PEERS_MAX; i++)
 		free(r->down_msg[i]);
@@ -783,11 +785,12 @@ static int run_names(struct run *r, json_t *names)
 	for (i = 0; i < r->nc; i++) {
 		struct cstate *cs = &r->cs[i];
 		cs->name = json_string_value(json_array_get(names, i));
+		cs->place = calloc(opt_cluster_replicas(r->c) + 1, sizeof(*cs->place));
+		cs->reached = json_array();
+		if (!cs->place || !cs->reached)
+			return opt_error_set(OPT_EIO, "out of memory");
 		cs->np = place(r->c, cs->name, cs->place);
 		cs->acting = -1;
-		cs->reached = json_array();
-		if (!cs->reached)
-			return opt_error_set(OPT_EIO, "out of memory");
 	}
 	return 0;
 }
@@ -902,17 +905,25 @@ static int outcome(struct run *r, size_t short_n, long min)
 			     nd ? ")" : "");
 }
 
+static int cmp_json_str(const void *a, const void *b)
+{
+	return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
+}
+
+/* Sort an array of strings in place (strcmp order). */
 static void sort_names(json_t *names)
 {
-	size_t i, j;
+	size_t i, n = json_array_size(names);
+	json_t **v;
 
-	for (i = 1; i < json_array_size(names); i++)
-		for (j = i; j > 0 && strcmp(json_string_value(json_array_get(names, j - 1)),
-					    json_string_value(json_array_get(names, j))) > 0; j--) {
-			json_t *t = json_incref(json_array_get(names, j - 1));
-			json_array_set(names, j - 1, json_array_get(names, j));
-			json_array_set_new(names, j, t);
-		}
+	if (n < 2 || !(v = malloc(n * sizeof(*v))))
+		return;
+	for (i = 0; i < n; i++)
+		v[i] = json_incref(json_array_get(names, i));
+	qsort(v, n, sizeof(*v), cmp_json_str);
+	for (i = 0; i < n; i++)
+		json_array_set_new(names, i, v[i]);
+	free(v);
 }
 
 /* Add name to names (an array) unless it is there. */
@@ -1030,13 +1041,29 @@ static int all_names(struct opt_cluster *c, json_t *held, json_t **out)
 {
 	const char *peer, *name;
 	json_t *set, *v;
+	json_t *all = json_object(), *local = NULL;
+	size_t i;
 	int rc;
 
-	if ((rc = opt_store_list(c->s, out)) < 0)
+	*out = NULL;
+	if (!all)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = opt_store_list(c->s, &local)) < 0) {
+		json_decref(all);
 		return rc;
+	}
+	for (i = 0; i < json_array_size(local); i++)
+		json_object_set_new(all, json_string_value(json_array_get(local, i)), json_true());
 	json_object_foreach(held, peer, set)
 		json_object_foreach(set, name, v)
-			add_name(*out, name);
+			json_object_set_new(all, name, json_true());
+	*out = json_array();
+	json_object_foreach(all, name, v)
+		json_array_append_new(*out, json_string(name));
+	json_decref(all);
+	json_decref(local);
+	if (!*out)
+		return opt_error_set(OPT_EIO, "out of memory");
 	sort_names(*out);
 	return 0;
 }
@@ -1332,9 +1359,16 @@ static int prune(struct run *r, json_t *misplaced)
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
-	json_object_foreach(misplaced, key, v)
-		for (k = 0; k < json_array_size(v); k++)
-			add_name(names, json_string_value(json_array_get(v, k)));
+	{
+		json_t *set = json_object(), *t;
+		const char *name;
+		json_object_foreach(misplaced, key, v)
+			for (k = 0; k < json_array_size(v); k++)
+				json_object_set_new(set, json_string_value(json_array_get(v, k)), json_true());
+		json_object_foreach(set, name, t)
+			json_array_append_new(names, json_string(name));
+		json_decref(set);
+	}
 	sort_names(names);
 	if ((rc = check_local(r->c, names)) < 0) {
 		/* what this store lacks could not be checked against ours */
