@@ -2,10 +2,12 @@
  * every transfer verified before a ref moves, every push a
  * compare-and-swap at the receiving side, conflicts replayed. */
 #include "bundle.h"
+#include "cluster.h"
 #include "common.h"
 #include "identity.h"
 #include "sync.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +23,28 @@ static const struct cmd_opt opts_fetch[] = {
 	{ NULL, 0, NULL, NULL },
 };
 
-static const struct cmd_opt opts_sync[] = {
+static const struct cmd_opt opts_push[] = {
 	{ "dry-run", 'n', NULL, "show the plan; change nothing" },
 	{ "conflict", 0, "POLICY", "when both sides changed: replay (default), keep-remote, fail, exec:PROG" },
+	{ "min", 0, "N", "cluster: fail (exit 5) only when a collection reached fewer than N peers (default R)" },
+	{ "retries", 0, "N", "cluster: attempts more per unreachable peer, with backoff (default 3)" },
+	{ "promote", 0, NULL, "cluster: when a collection's home is unreachable, its next peer acts as home" },
+	{ "cluster", 0, NULL, "over the cluster, operands are collections (the default with peers and no REMOTE)" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_pull[] = {
+	{ "dry-run", 'n', NULL, "show the plan; change nothing" },
+	{ "conflict", 0, "POLICY", "when both sides changed: replay (default), keep-remote, fail, exec:PROG" },
+	{ "retries", 0, "N", "cluster: attempts more per unreachable peer, with backoff (default 3)" },
+	{ "cluster", 0, NULL, "over the cluster, operands are collections (the default with peers and no REMOTE)" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_rebalance[] = {
+	{ "dry-run", 'n', NULL, "print the plan (what would move where); change nothing" },
+	{ "retries", 0, "N", "attempts more per unreachable peer, with backoff (default 3)" },
+	{ "prune", 0, NULL, "remove copies outside their placement once the placement holds all of them" },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -187,7 +208,60 @@ static int do_remote(struct cmd *c)
 
 typedef int (*sync_fn)(struct opt_sync *, const char *, const char *const *, size_t, const struct opt_sync_opts *);
 
-static int run_sync(struct cmd *c, sync_fn fn)
+/* The cluster's options; 0 or the exit status of a usage error. */
+static int cluster_opts(struct cmd *c, const struct opt_sync_opts *so, struct opt_cluster_opts *co)
+{
+	long v;
+	int st;
+
+	memset(co, 0, sizeof(*co));
+	co->sync = *so;
+	if ((st = cmd_long(c, "retries", -1, 0, &v)))
+		return st;
+	co->retries = v > 1000 ? 1000 : (int)v;
+	if (cmd_get(c, "min")) {
+		if ((st = cmd_long(c, "min", 0, 1, &v)))
+			return st;
+		co->min = v;
+	}
+	co->promote = cmd_get(c, "promote") ? 1 : 0;
+	co->prune = cmd_get(c, "prune") ? 1 : 0;
+	if (getenv("OPT_CLUSTER_BACKOFF_MS"))
+		co->backoff_ms = (unsigned)strtoul(getenv("OPT_CLUSTER_BACKOFF_MS"), NULL, 10);
+	return 0;
+}
+
+typedef int (*cluster_fn)(struct opt_cluster *, const char *const *, size_t, const struct opt_cluster_opts *);
+
+/* push or pull with no remote named: over the cluster when the store has
+ * peers (the exit status), else -1 (the default remote then). */
+static int run_cluster(struct cmd *c, struct opt_sync *y, cluster_fn fn, const struct opt_sync_opts *so, struct out *o)
+{
+	struct opt_cluster *cl = NULL;
+	struct opt_cluster_opts co;
+	int rc, st;
+
+	if ((rc = opt_cluster_open(&cl, c->store, y)) < 0)
+		return cmd_lib_fail(c, rc);
+	if (opt_cluster_npeers(cl) == 0) {
+		opt_cluster_free(cl);
+		if (cmd_flag(c, "cluster"))
+			return cmd_fail(c, OPT_EXIT_NOTFOUND, "the store has no peers (opt-sync peer add NAME URL)");
+		return -1;
+	}
+	if ((st = cluster_opts(c, so, &co))) {
+		opt_cluster_free(cl);
+		return st;
+	}
+	rc = fn(cl, (const char *const *)c->pos, (size_t)c->npos, &co);
+	progress_end(o);
+	opt_cluster_free(cl);
+	if (rc < 0)
+		return c->out_err ? OPT_EXIT_OTHER : cmd_lib_fail(c, rc);
+	return c->out_err ? OPT_EXIT_OTHER : 0;
+}
+
+static int run_sync(struct cmd *c, sync_fn fn, cluster_fn cl)
 {
 	struct opt_sync *y = NULL;
 	struct opt_sync_opts so;
@@ -195,12 +269,23 @@ static int run_sync(struct cmd *c, sync_fn fn)
 	char *remote = NULL;
 	int rc, st;
 
+	if (cl && cmd_flag(c, "cluster")) {
+		if ((st = sync_opts(c, &so, &o)) || (st = check_colls(c, 0)) || (st = open_sync(c, &y, !so.dry_run)))
+			return st;
+		st = run_cluster(c, y, cl, &so, &o);
+		opt_sync_free(y);
+		return st;
+	}
 	if ((st = sync_opts(c, &so, &o)) || (st = check_colls(c, 1)))
 		return st;
 	if (c->npos && !opt_sync_remote_name_valid(c->pos[0]))
 		return cmd_usage(c, "invalid remote name '%.100s'", c->pos[0]);
 	if ((st = open_sync(c, &y, !so.dry_run)))
 		return st;
+	if (!c->npos && cl && (st = run_cluster(c, y, cl, &so, &o)) >= 0) {
+		opt_sync_free(y);
+		return st;
+	}
 	if (c->npos)
 		remote = strdup(c->pos[0]);
 	else if ((rc = opt_sync_remote_default(y, &remote)) < 0) {
@@ -219,17 +304,17 @@ static int run_sync(struct cmd *c, sync_fn fn)
 
 static int do_fetch(struct cmd *c)
 {
-	return run_sync(c, opt_sync_fetch);
+	return run_sync(c, opt_sync_fetch, NULL);
 }
 
 static int do_pull(struct cmd *c)
 {
-	return run_sync(c, opt_sync_pull);
+	return run_sync(c, opt_sync_pull, opt_cluster_pull);
 }
 
 static int do_push(struct cmd *c)
 {
-	return run_sync(c, opt_sync_push);
+	return run_sync(c, opt_sync_push, opt_cluster_push);
 }
 
 /* ---- status ---- */
@@ -353,6 +438,159 @@ static int do_clone(struct cmd *c)
 	return c->out_err ? OPT_EXIT_OTHER : 0;
 }
 
+/* ---- the cluster ---- */
+
+/* Open the store, its sync state and its cluster. */
+static int open_cluster(struct cmd *c, struct opt_sync **y, struct opt_cluster **cl, int lock)
+{
+	int rc, st;
+
+	*cl = NULL;
+	if ((st = open_sync(c, y, lock)))
+		return st;
+	if ((rc = opt_cluster_open(cl, c->store, *y)) < 0) {
+		opt_sync_free(*y);
+		*y = NULL;
+		return cmd_lib_fail(c, rc);
+	}
+	return 0;
+}
+
+static int do_peer(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	struct opt_cluster *cl = NULL;
+	const char *sub = c->npos ? c->pos[0] : NULL;
+	json_t *list = NULL;
+	size_t i;
+	int rc = 0, st = 0;
+
+	if (!sub)
+		return cmd_usage(c, "peer needs add, rm or ls");
+	if (strcmp(sub, "add") == 0) {
+		if (c->npos != 2 && c->npos != 3)
+			return cmd_usage(c, "peer add takes a name and a URL (none for an existing remote)");
+		if (!opt_sync_remote_name_valid(c->pos[1]))
+			return cmd_usage(c, "invalid remote name '%.100s' (use letters, digits, '.', '_' and '-')", c->pos[1]);
+		if (c->npos == 3 && !*c->pos[2])
+			return cmd_usage(c, "the URL is empty");
+	} else if (strcmp(sub, "rm") == 0) {
+		if (c->npos != 2)
+			return cmd_usage(c, "peer rm takes one name");
+	} else if (strcmp(sub, "ls") == 0) {
+		if (c->npos != 1)
+			return cmd_usage(c, "peer ls takes no operands");
+	} else {
+		return cmd_usage(c, "unknown peer command '%s' (add, rm, ls)", sub);
+	}
+	if ((st = open_cluster(c, &y, &cl, 0)))
+		return st;
+	if (strcmp(sub, "add") == 0) {
+		rc = opt_cluster_peer_add(cl, c->pos[1], c->npos == 3 ? c->pos[2] : NULL);
+		if (rc == OPT_ECONFLICT)
+			rc = opt_error_set(OPT_EINVAL, "remote '%s' exists already (opt-sync peer add %s, without a URL)",
+					   c->pos[1], c->pos[1]);
+	} else if (strcmp(sub, "rm") == 0) {
+		rc = opt_cluster_peer_rm(cl, c->pos[1]);
+	} else if ((rc = opt_cluster_peer_list(cl, &list)) == 0) {
+		for (i = 0; i < json_array_size(list) && !st; i++)
+			st = cmd_print(c, json_array_get(list, i));
+		json_decref(list);
+	}
+	opt_cluster_free(cl);
+	opt_sync_free(y);
+	if (rc < 0)
+		return cmd_lib_fail(c, rc);
+	return st;
+}
+
+static int do_replicas(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	struct opt_cluster *cl = NULL;
+	json_t *v = NULL;
+	long r = 0;
+	char *end = NULL;
+	int rc, st;
+
+	if (c->npos > 1)
+		return cmd_usage(c, "replicas takes at most one number");
+	if (c->npos) {
+		errno = 0;
+		r = strtol(c->pos[0], &end, 10);
+		if (errno || end == c->pos[0] || *end || r < 0 || r > OPT_CLUSTER_PEERS_MAX)
+			return cmd_usage(c, "replicas needs a whole number 1..%d (0 unsets it), not '%.40s'",
+					 OPT_CLUSTER_PEERS_MAX, c->pos[0]);
+	}
+	if ((st = open_cluster(c, &y, &cl, 0)))
+		return st;
+	rc = c->npos ? opt_cluster_replicas_set(cl, r) : 0;
+	if (rc == 0 && c->npos) {
+		opt_cluster_free(cl);
+		rc = opt_cluster_open(&cl, c->store, y);
+	}
+	if (rc == 0 && (rc = opt_cluster_replicas_get(cl, &v)) == 0) {
+		st = cmd_print(c, v);
+		json_decref(v);
+	}
+	opt_cluster_free(cl);
+	opt_sync_free(y);
+	return rc < 0 ? cmd_lib_fail(c, rc) : st;
+}
+
+static int do_where(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	struct opt_cluster *cl = NULL;
+	json_t *names = NULL, *v;
+	size_t i;
+	int rc = 0, st;
+
+	if ((st = check_colls(c, 0)) || (st = open_cluster(c, &y, &cl, 0)))
+		return st;
+	if (c->npos) {
+		names = json_array();
+		for (i = 0; i < (size_t)c->npos; i++)
+			json_array_append_new(names, json_string(c->pos[i]));
+	} else {
+		rc = opt_store_list(c->store, &names);
+	}
+	for (i = 0; rc == 0 && !st && i < json_array_size(names); i++)
+		if ((rc = opt_cluster_where(cl, json_string_value(json_array_get(names, i)), &v)) == 0) {
+			st = cmd_print(c, v);
+			json_decref(v);
+		}
+	if (rc == 0 && json_array_size(names) == 0 && opt_cluster_npeers(cl) == 0)
+		rc = opt_cluster_where(cl, "x", &v);
+	json_decref(names);
+	opt_cluster_free(cl);
+	opt_sync_free(y);
+	return rc < 0 ? cmd_lib_fail(c, rc) : st;
+}
+
+static int do_rebalance(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	struct opt_cluster *cl = NULL;
+	struct opt_sync_opts so;
+	struct opt_cluster_opts co;
+	struct out o;
+	int rc, st;
+
+	if (c->npos)
+		return cmd_usage(c, "rebalance takes no operands");
+	if ((st = sync_opts(c, &so, &o)) || (st = cluster_opts(c, &so, &co)))
+		return st;
+	if ((st = open_cluster(c, &y, &cl, !so.dry_run)))
+		return st;
+	rc = opt_cluster_rebalance(cl, &co);
+	opt_cluster_free(cl);
+	opt_sync_free(y);
+	if (rc < 0)
+		return c->out_err ? OPT_EXIT_OTHER : cmd_lib_fail(c, rc);
+	return c->out_err ? OPT_EXIT_OTHER : 0;
+}
+
 static const struct cmd_verb verbs[] = {
 	{ "remote", do_remote, "add NAME URL | rm NAME | ls",
 	  "add, remove or list the store's peers: {name, url} lines", opts_none, 0 },
@@ -360,23 +598,33 @@ static const struct cmd_verb verbs[] = {
 	  "make a store at DIR (default .opt) holding the collections of URL", opts_clone, 1 },
 	{ "fetch", do_fetch, "[REMOTE] [COLL...] [--dry-run]",
 	  "fetch and verify the remote's collections into its tracking refs", opts_fetch, 0 },
-	{ "pull", do_pull, "[REMOTE] [COLL...] [--dry-run] [--conflict POLICY]",
-	  "fetch, then fast-forward or replay the local collections", opts_sync, 0 },
-	{ "push", do_push, "[REMOTE] [COLL...] [--dry-run] [--conflict POLICY]",
-	  "update the remote's collections by compare-and-swap, replaying when it moved", opts_sync, 0 },
+	{ "pull", do_pull, "[REMOTE] [COLL...] [--dry-run] [--conflict POLICY] [--cluster] [--retries N]",
+	  "fetch, then fast-forward or replay the local collections", opts_pull, 0 },
+	{ "push", do_push,
+	  "[REMOTE] [COLL...] [--dry-run] [--conflict POLICY] [--cluster] [--min N] [--retries N] [--promote]",
+	  "update the remote's collections by compare-and-swap, replaying when it moved", opts_push, 0 },
 	{ "bundle", do_bundle,
 	  "create FILE [COLL...] [--since REMOTE | --base FILE] | verify FILE [COLL...] [--as NAME] | ls FILE | "
 	  "apply FILE [COLL...] [--as NAME] [--dry-run] [--conflict POLICY]",
 	  "write collections to one file for offline transfer; list, verify or apply (pull from) one", opts_bundle, 0 },
 	{ "status", do_status, "[REMOTE]",
 	  "revisions on each side since the common base: {collection, remote, ahead, behind}", opts_none, 0 },
+	{ "peer", do_peer, "add NAME [URL] | rm NAME | ls",
+	  "the cluster's peers: remotes that hold the collections placed on them", opts_none, 0 },
+	{ "replicas", do_replicas, "[R]", "show or set R, the peers each collection is placed on: {replicas, configured, peers}",
+	  opts_none, 0 },
+	{ "where", do_where, "[COLL...]", "where collections live: {collection, peers, home} (placement order)", opts_none,
+	  0 },
+	{ "rebalance", do_rebalance, "[--dry-run] [--retries N] [--prune]",
+	  "copy collections to the peers of their placement that lack them", opts_rebalance, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },
 };
 
 static const struct cmd_prog prog = {
 	"opt-sync",
-	"Peers of optimystic: remotes, clone, fetch, pull, push and bundles.  Fetched\n"
-	"data is verified before any ref moves; pushes are compare-and-swap at the remote.",
+	"Peers of optimystic: remotes, clone, fetch, pull and push, clusters of peers\n"
+	"and bundles.  Fetched data is verified before any ref moves; pushes are\n"
+	"compare-and-swap at the remote.",
 	verbs,
 };
 

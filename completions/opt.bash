@@ -5,7 +5,8 @@
 #   PROG --complete          its commands, then its common options
 #   PROG --complete VERB     the options of VERB (an option that takes a
 #                            value ends with '=')
-# Collection names (for -c/--collection) come from the store's refs:
+# Collection names (for -c/--collection, and the operands of
+# `opt-sync where`) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
 # and remote names (for opt-sync's --since and --as) from its git config,
 # where STORE is the --store/-C on the command line, else $OPT_STORE, else
@@ -196,6 +197,11 @@ _opt_complete() {
 	# the first operand of a command with subcommands
 	if ((COMP_CWORD == i + 1)) && [[ -n $(_opt_subcommands "$verb") ]]; then
 		mapfile -t COMPREPLY < <(compgen -W "$(_opt_subcommands "$verb")" -- "$cur")
+		return 0
+	fi
+	# opt-sync where COLL...: collection names
+	if [[ ${prog##*/} == opt-sync && $verb == where ]]; then
+		mapfile -t COMPREPLY < <(compgen -W "$(_opt_collections)" -- "$cur")
 		return 0
 	fi
 	# an operand of the command: file names

@@ -5,7 +5,8 @@
 #   PROG --complete          its commands, then its common options
 #   PROG --complete VERB     the options of VERB (an option that takes a
 #                            value ends with '=')
-# Collection names (for -c/--collection) come from the store's refs:
+# Collection names (for -c/--collection, and the operands of
+# `opt-sync where`) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
 # and remote names (for opt-sync's --since and --as) from its git config,
 # where STORE is the --store/-C on the command line, else $OPT_STORE, else
@@ -165,6 +166,9 @@ function __opt_complete
         string match -v -- '-*' $list
     else if test $vi -eq $n; and set -l subs (__opt_subcommands $verb)
         printf '%s\n' $subs
+    else if test (basename -- $prog) = opt-sync -a "$verb" = where
+        # opt-sync where COLL...: collection names
+        __opt_collections
     else
         # an operand of the command: file names
         __fish_complete_path $cur

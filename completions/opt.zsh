@@ -6,7 +6,8 @@
 #   PROG --complete          its commands, then its common options
 #   PROG --complete VERB     the options of VERB (an option that takes a
 #                            value ends with '=')
-# Collection names (for -c/--collection) come from the store's refs:
+# Collection names (for -c/--collection, and the operands of
+# `opt-sync where`) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
 # and remote names (for opt-sync's --since and --as) from its git config,
 # where STORE is the --store/-C on the command line, else $OPT_STORE, else
@@ -88,6 +89,9 @@ _opt_analyse() {
 	elif (( CURRENT == vi + 1 )) && [[ -n $(_opt_subcommands $verb) ]]; then
 		_opt_kind=verbs
 		_opt_cands=(${(f)"$(_opt_subcommands $verb)"})
+	elif [[ ${prog:t} == opt-sync && $verb == where ]]; then
+		_opt_kind=collection
+		_opt_cands=(${(f)"$(_opt_collections)"})
 	else
 		_opt_kind=operand
 	fi

@@ -51,6 +51,12 @@ struct remote {
 	int conflict;
 	char push_msg[256];
 	const git_oid *expect;       /* what the remote ref must hold (NULL: absent) */
+	/* a push of several refs at once (push_net_many) */
+	size_t nb;
+	const char **bnames;         /* collection names */
+	const git_oid **bexpect;     /* what each remote ref must hold (NULL: absent) */
+	int *bres;                   /* per ref: 0, or OPT_ECONFLICT when it moved */
+	int force;                   /* the push need not fast-forward (a replica's repair) */
 };
 
 /* One collection as the two sides have it. */
@@ -924,7 +930,8 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 			free(h->v[i].name);
 	}
 	h->n = k;
-	qsort(h->v, h->n, sizeof(*h->v), cmp_head);
+	if (h->n > 1)  /* h->v is NULL for a remote with no collections */
+		qsort(h->v, h->n, sizeof(*h->v), cmp_head);
 	for (i = 0; i < h->n; i++) {
 		struct head *e = &h->v[i];
 		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
@@ -2172,6 +2179,23 @@ done:
 
 /* ---- push ---- */
 
+/* Write what pb holds into the path remote r as one pack. */
+static int pack_to_peer(struct remote *r, git_packbuilder *pb)
+{
+	git_odb *odb = NULL;
+	char dir[PATH_MAX];
+
+	if (git_packbuilder_object_count(pb) == 0)
+		return 0;
+	snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(r->peer_repo));
+	if (git_packbuilder_write(pb, dir, 0, NULL, NULL) < 0)
+		return net_fail(r, "cannot write objects");
+	if (git_repository_odb(&odb, r->peer_repo) == 0)
+		git_odb_refresh(odb);
+	git_odb_free(odb);
+	return 0;
+}
+
 /* Copy what the remote lacks of nw (it has expect, may be NULL) into the
  * path remote as one pack, then compare-and-swap its ref. */
 static int push_path_one(struct opt_sync *y, struct remote *r, const char *name, const git_oid *expect,
@@ -2179,8 +2203,7 @@ static int push_path_one(struct opt_sync *y, struct remote *r, const char *name,
 {
 	git_packbuilder *pb = NULL;
 	git_revwalk *w = NULL;
-	git_odb *odb = NULL;
-	char dir[PATH_MAX], ref[REFLEN];
+	char ref[REFLEN];
 	int rc = 0;
 
 	if (git_packbuilder_new(&pb, y->repo) < 0 || git_revwalk_new(&w, y->repo) < 0 ||
@@ -2189,15 +2212,8 @@ static int push_path_one(struct opt_sync *y, struct remote *r, const char *name,
 		rc = git_err(OPT_EIO, "cannot pack the objects to push");
 		goto done;
 	}
-	if (git_packbuilder_object_count(pb) > 0) {
-		snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(r->peer_repo));
-		if (git_packbuilder_write(pb, dir, 0, NULL, NULL) < 0) {
-			rc = net_fail(r, "cannot write objects");
-			goto done;
-		}
-		if (git_repository_odb(&odb, r->peer_repo) == 0)
-			git_odb_refresh(odb);
-	}
+	if ((rc = pack_to_peer(r, pb)) < 0)
+		goto done;
 	snprintf(ref, sizeof(ref), REF_COLL "%s", name);
 	rc = ref_cas(r->peer_repo, ref, nw, expect, deadline);
 	if (rc == OPT_ECONFLICT)
@@ -2205,10 +2221,22 @@ static int push_path_one(struct opt_sync *y, struct remote *r, const char *name,
 	if (rc == 0 && opt_pack_consolidate(r->peer_repo, 0) < 0)
 		opt_error_clear();
 done:
-	git_odb_free(odb);
 	git_revwalk_free(w);
 	git_packbuilder_free(pb);
 	return rc;
+}
+
+/* The index of ref (refs/opt/collections/NAME) in a batch push, or nb. */
+static size_t batch_index(const struct remote *r, const char *ref)
+{
+	size_t i, pl = strlen(REF_COLL);
+
+	if (strncmp(ref, REF_COLL, pl) != 0)
+		return r->nb;
+	for (i = 0; i < r->nb; i++)
+		if (strcmp(r->bnames[i], ref + pl) == 0)
+			break;
+	return i;
 }
 
 static int nego_cb(const git_push_update **u, size_t len, void *payload)
@@ -2219,7 +2247,9 @@ static int nego_cb(const git_push_update **u, size_t len, void *payload)
 
 	memset(&zero, 0, sizeof(zero));
 	for (i = 0; i < len; i++) {
-		const git_oid *want = r->expect ? r->expect : &zero;
+		size_t b = r->nb ? batch_index(r, u[i]->dst_refname) : 0;
+		const git_oid *want = r->nb ? (b < r->nb && r->bexpect[b] ? r->bexpect[b] : &zero)
+					    : r->expect ? r->expect : &zero;
 		if (!git_oid_equal(&u[i]->src, want)) {
 			r->conflict = 1;
 			snprintf(r->push_msg, sizeof(r->push_msg), "%s moved", u[i]->dst_refname);
@@ -2235,9 +2265,34 @@ static int update_ref_cb(const char *refname, const char *status, void *data)
 	struct remote *r = data;
 
 	if (status) {
-		r->conflict = 1;
+		size_t b = r->nb ? batch_index(r, refname) : 0;
+		if (r->nb && b < r->nb)
+			r->bres[b] = OPT_ECONFLICT;
+		else
+			r->conflict = 1;
 		snprintf(r->push_msg, sizeof(r->push_msg), "%s: %s", refname, status);
 	}
+	return 0;
+}
+
+/* One git push of specs to r, through our callbacks (the expected old
+ * values are in r): *grc gets git_remote_push's result; *gr (to free)
+ * stays for the error. */
+static int push_specs(struct opt_sync *y, struct remote *r, git_remote **gr, git_strarray *specs, int *grc)
+{
+	git_push_options po;
+
+	if (anon_remote(gr, y->repo, r->url) < 0)
+		return net_fail(r, "invalid URL");
+	git_push_options_init(&po, GIT_PUSH_OPTIONS_VERSION);
+	callbacks(&po.callbacks, r);
+	po.callbacks.push_negotiation = nego_cb;
+	po.callbacks.push_update_reference = update_ref_cb;
+	r->conflict = 0;
+	r->push_msg[0] = '\0';
+	r->cred_tries = 0;
+	git_error_clear();
+	*grc = git_remote_push(*gr, specs, &po);
 	return 0;
 }
 
@@ -2247,7 +2302,6 @@ static int push_net_one(struct opt_sync *y, struct remote *r, const char *name, 
 			const git_oid *nw, int64_t deadline)
 {
 	git_remote *gr = NULL;
-	git_push_options po;
 	git_strarray specs = { 0 };
 	char tmp[REFLEN], *spec = NULL;
 	int rc, grc;
@@ -2259,27 +2313,16 @@ static int push_net_one(struct opt_sync *y, struct remote *r, const char *name, 
 			return git_err(OPT_EIO, "cannot prepare the push");
 		git_reference_free(ref);
 	}
-	if (asprintf(&spec, "%s:" REF_COLL "%s", tmp, name) < 0) {
+	if (asprintf(&spec, "%s%s:" REF_COLL "%s", r->force ? "+" : "", tmp, name) < 0) {
 		spec = NULL;
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
 	specs.strings = &spec;
 	specs.count = 1;
-	if (anon_remote(&gr, y->repo, r->url) < 0) {
-		rc = net_fail(r, "invalid URL");
-		goto done;
-	}
-	git_push_options_init(&po, GIT_PUSH_OPTIONS_VERSION);
-	callbacks(&po.callbacks, r);
-	po.callbacks.push_negotiation = nego_cb;
-	po.callbacks.push_update_reference = update_ref_cb;
-	r->conflict = 0;
-	r->push_msg[0] = '\0';
 	r->expect = expect;
-	r->cred_tries = 0;
-	git_error_clear();
-	grc = git_remote_push(gr, &specs, &po);
+	if ((rc = push_specs(y, r, &gr, &specs, &grc)) < 0)
+		goto done;
 	if (r->conflict || grc == GIT_ENONFASTFORWARD)
 		rc = opt_error_set(OPT_ECONFLICT, "remote '%s': collection '%s' moved%s%s", r->name, name,
 				   r->push_msg[0] ? ": " : "", r->push_msg);
@@ -2299,6 +2342,133 @@ done:
 		if (rc < 0)
 			opt_error_set(rc, "%s", msg);
 	}
+	return rc;
+}
+
+/* Push the n collections v (local heads L, remote heads T) over one
+ * connection: git receive-pack compares each old value.  res[i]: 0 when
+ * v[i] was pushed, OPT_ECONFLICT when its remote ref moved (all of them
+ * when the remote moved before the push began).  A transport failure is
+ * returned. */
+static int push_net_many(struct opt_sync *y, struct remote *r, struct coll **v, size_t n, int *res)
+{
+	git_remote *gr = NULL;
+	git_strarray specs = { 0 };
+	char **sp = calloc(n + 1, sizeof(*sp)), tmp[REFLEN];
+	const char **names = calloc(n + 1, sizeof(*names));
+	const git_oid **exp = calloc(n + 1, sizeof(*exp));
+	size_t i, made = 0;
+	int rc = 0, grc;
+
+	if (!sp || !names || !exp) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < n; i++, made++) {
+		git_reference *ref = NULL;
+		res[i] = 0;
+		names[i] = v[i]->name;
+		exp[i] = v[i]->has_T ? &v[i]->T : NULL;
+		snprintf(tmp, sizeof(tmp), REF_PUSH "%s", v[i]->name);
+		if (git_reference_create(&ref, y->repo, tmp, &v[i]->L, 1, "opt-sync push") < 0) {
+			rc = git_err(OPT_EIO, "cannot prepare the push");
+			goto done;
+		}
+		git_reference_free(ref);
+		if (asprintf(&sp[i], "%s:" REF_COLL "%s", tmp, v[i]->name) < 0) {
+			sp[i] = NULL;
+			made++;
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+	}
+	specs.strings = sp;
+	specs.count = n;
+	r->nb = n;
+	r->bnames = names;
+	r->bexpect = exp;
+	r->bres = res;
+	if ((rc = push_specs(y, r, &gr, &specs, &grc)) < 0)
+		goto done;
+	if (r->conflict || grc == GIT_ENONFASTFORWARD) {
+		for (i = 0; i < n; i++)
+			res[i] = OPT_ECONFLICT;
+		opt_error_set(OPT_ECONFLICT, "remote '%s' moved%s%s", r->name, r->push_msg[0] ? ": " : "", r->push_msg);
+	} else if (grc < 0) {
+		rc = net_fail(r, "cannot push");
+	}
+done:
+	r->nb = 0;
+	r->bnames = NULL;
+	r->bexpect = NULL;
+	r->bres = NULL;
+	git_remote_free(gr);
+	{
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		for (i = 0; i < made; i++) {
+			snprintf(tmp, sizeof(tmp), REF_PUSH "%s", v[i]->name);
+			if (ref_cas(y->repo, tmp, NULL, NULL, opt_now_ms() + 1000) < 0)
+				opt_error_clear();
+		}
+		if (rc < 0)
+			opt_error_set(rc, "%s", msg);
+	}
+	for (i = 0; sp && i < n; i++)
+		free(sp[i]);
+	free(sp);
+	free(names);
+	free(exp);
+	return rc;
+}
+
+/* Push the n collections v to the path remote with one pack, then
+ * compare-and-swap their refs in order, stopping at the first that moved:
+ * res[i] 0 pushed, OPT_ECONFLICT moved, OPT_EBUSY not tried. */
+static int push_path_many(struct opt_sync *y, struct remote *r, struct coll **v, size_t n, int64_t deadline,
+			  int *res)
+{
+	git_packbuilder *pb = NULL;
+	git_revwalk *w = NULL;
+	char ref[REFLEN];
+	size_t i;
+	int rc = 0, moved = 0;
+
+	if (git_packbuilder_new(&pb, y->repo) < 0 || git_revwalk_new(&w, y->repo) < 0) {
+		rc = git_err(OPT_EIO, "cannot pack the objects to push");
+		goto done;
+	}
+	for (i = 0; i < n; i++)
+		if (git_revwalk_push(w, &v[i]->L) < 0 || (v[i]->has_T && git_revwalk_hide(w, &v[i]->T) < 0)) {
+			rc = git_err(OPT_EIO, "cannot pack the objects to push");
+			goto done;
+		}
+	if (git_packbuilder_insert_walk(pb, w) < 0) {
+		rc = git_err(OPT_EIO, "cannot pack the objects to push");
+		goto done;
+	}
+	if ((rc = pack_to_peer(r, pb)) < 0)
+		goto done;
+	for (i = 0; i < n; i++) {
+		if (moved) {
+			res[i] = OPT_EBUSY;
+			continue;
+		}
+		snprintf(ref, sizeof(ref), REF_COLL "%s", v[i]->name);
+		res[i] = ref_cas(r->peer_repo, ref, &v[i]->L, v[i]->has_T ? &v[i]->T : NULL, deadline);
+		if (res[i] == OPT_ECONFLICT || res[i] == OPT_EBUSY) {
+			opt_error_set(res[i], "remote '%s': collection '%s' moved", r->name, v[i]->name);
+			moved = 1;
+		} else if (res[i] < 0) {
+			rc = res[i];
+			goto done;
+		}
+	}
+	if (opt_pack_consolidate(r->peer_repo, 0) < 0)
+		opt_error_clear();
+done:
+	git_revwalk_free(w);
+	git_packbuilder_free(pb);
 	return rc;
 }
 
@@ -2398,6 +2568,66 @@ static int close_over_transactions(struct opt_sync *y, const char *from_prefix, 
 static int push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		const struct opt_sync_opts *o);
 
+/* Repair collection c at replica r (see opt_sync_push, o->replica):
+ * ahead: the replica's head descends from ours.  OPT_ECONFLICT or
+ * OPT_EBUSY when something moved meanwhile (fetch and plan again). */
+static int repair_replica(struct opt_sync *y, struct remote *r, struct coll *c, int ahead,
+			  const struct opt_sync_opts *o, int64_t deadline)
+{
+	char ref[REFLEN], tref[REFLEN];
+	json_t *names = NULL, *counts = NULL, *rec;
+	git_oid nl;
+	long replayed = 0;
+	int rc;
+
+	if (o->dry_run)
+		return emit(o, rec_of(y, r->name, c->name, &c->T, ahead ? "fast-forward" : "repaired", 1));
+	snprintf(ref, sizeof(ref), REF_COLL "%s", c->name);
+	snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r->name, c->name);
+	if (ahead) {
+		/* verified by the fetch: take it as a pull would */
+		if ((rc = move_heads(y, &c, 1, 0, deadline)) < 0)
+			return rc;
+		return emit(o, rec_of(y, r->name, c->name, &c->T, "fast-forward", 0));
+	}
+	/* its transactions we lack, replayed here as a replay of ours would be */
+	snprintf(tref, sizeof(tref), REF_BACKUP "%s", c->name);
+	if ((rc = ref_cas(y->repo, tref, &c->T, NULL, deadline)) < 0)
+		return rc == OPT_ECONFLICT ? opt_error_set(OPT_EBUSY, "collection '%s' has a replay in progress", c->name)
+					   : rc;
+	names = json_pack("[s]", c->name);
+	counts = json_object();
+	if (!names || !counts) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	if ((rc = replay_backups(y, r->name, names, "replay", o, counts, NULL)) < 0)
+		goto done;
+	replayed = (long)json_integer_value(json_object_get(counts, c->name));
+	if ((rc = ref_get(y->repo, ref, &nl)) <= 0) {
+		rc = rc < 0 ? rc : opt_error_set(OPT_ENOTFOUND, "no collection '%s'", c->name);
+		goto done;
+	}
+	/* then the replica follows: from what the fetch saw, to ours */
+	r->force = 1;
+	rc = r->path ? push_path_one(y, r, c->name, &c->T, &nl, deadline) : push_net_one(y, r, c->name, &c->T, &nl, deadline);
+	r->force = 0;
+	if (rc < 0)
+		goto done;
+	snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r->name, c->name);
+	if (ref_cas(y->repo, tref, &nl, &c->T, deadline) < 0)
+		opt_error_clear();  /* the next fetch sets it */
+	rec = rec_of(y, r->name, c->name, &nl, "repaired", 0);
+	if (rec)
+		json_object_set_new(rec, "replayed", json_integer(replayed));
+	rc = emit(o, rec);
+done:
+	json_decref(names);
+	json_decref(counts);
+	return rc;
+}
+
+
 int opt_sync_push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		  const struct opt_sync_opts *o)
 {
@@ -2416,6 +2646,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 	json_t *names = NULL, *done_set = json_object(), *replayed = json_object();
 	struct coll *cs = NULL, **dv = NULL, **ff = NULL;
 	const char **cn = NULL;
+	int *bres = NULL;
 	size_t i, nn, nd, nf;
 	int64_t deadline;
 	unsigned attempt = 0;
@@ -2525,7 +2756,8 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 				}
 				json_object_set_new(done_set, cn[i], json_true());
 				if ((rc = emit(o, rec_of(y, r.name, cn[i], &c->L,
-							 d ? "up-to-date" : !o->conflict || strcmp(o->conflict, "replay") == 0 ?
+							 d ? "up-to-date" : o->replica ? "repaired" :
+							 !o->conflict || strcmp(o->conflict, "replay") == 0 ?
 							 "replayed" : strcmp(o->conflict, "keep-remote") == 0 ? "kept-remote" : "conflict",
 							 1))) != 0)
 					goto done;
@@ -2543,6 +2775,17 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 				rc = d;
 				goto done;
 			}
+			if (o->replica) {
+				/* a replica with revisions we lack: ahead of us (d) or diverged */
+				if ((rc = repair_replica(y, &r, c, d, o, deadline)) == OPT_ECONFLICT || rc == OPT_EBUSY) {
+					again = 1;
+					break;
+				}
+				if (rc != 0)
+					goto done;
+				json_object_set_new(done_set, cn[i], json_true());
+				continue;
+			}
 			if (d) {
 				/* the remote is ahead and we have nothing new */
 				json_object_set_new(done_set, cn[i], json_true());
@@ -2552,6 +2795,8 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 			}
 			dv[nd++] = c;
 		}
+		if (again)
+			nd = nf = 0;  /* plan again after the backoff */
 		if (nd) {
 			const char *policy = o->conflict ? o->conflict : "replay";
 			int keep = strcmp(policy, "keep-remote") == 0;
@@ -2562,6 +2807,19 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 					json_object_set_new(done_set, dv[i]->name, json_true());
 			if (!keep && !o->dry_run)
 				continue;  /* now they fast-forward */
+		}
+		/* all of them at once: one pack, one connection */
+		free(bres);
+		bres = NULL;
+		if (!o->dry_run && nf > 1) {
+			if (!(bres = calloc(nf, sizeof(*bres)))) {
+				rc = opt_error_set(OPT_EIO, "out of memory");
+				goto done;
+			}
+			progress(o, "pushing", 0, nf);
+			if ((rc = r.path ? push_path_many(y, &r, ff, nf, deadline, bres)
+					 : push_net_many(y, &r, ff, nf, bres)) < 0)
+				goto done;
 		}
 		/* fast-forward the remote, in name order: pends before their
 		 * primary; stop at the first that moved under us */
@@ -2575,10 +2833,13 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 				continue;
 			}
 			progress(o, c->name, i, nf);
-			rc = r.path ? push_path_one(y, &r, c->name, c->has_T ? &c->T : NULL, &c->L, deadline)
-				    : push_net_one(y, &r, c->name, c->has_T ? &c->T : NULL, &c->L, deadline);
+			rc = bres ? bres[i]
+			     : r.path ? push_path_one(y, &r, c->name, c->has_T ? &c->T : NULL, &c->L, deadline)
+				      : push_net_one(y, &r, c->name, c->has_T ? &c->T : NULL, &c->L, deadline);
 			if (rc == OPT_ECONFLICT || rc == OPT_EBUSY) {
 				again = 1;
+				if (bres)
+					continue;  /* the rest went in the same push: record those that took */
 				break;
 			}
 			if (rc < 0)
@@ -2614,9 +2875,102 @@ done:
 	free(dv);
 	free(ff);
 	free(cn);
+	free(bres);
 	json_decref(names);
 	json_decref(done_set);
 	json_decref(replayed);
+	heads_clear(&h);
+	remote_close(&r);
+	return rc;
+}
+
+/* ---- remove ---- */
+
+int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		    const struct opt_sync_opts *o)
+{
+	struct remote r;
+	struct heads h = { 0 };
+	int64_t deadline;
+	size_t i;
+	int rc;
+
+	o = o ? o : &no_opts;
+	deadline = opt_now_ms() + busy_timeout(o);
+	if ((rc = valid_names(colls, n)) < 0)
+		return rc;
+	if ((rc = remote_open(y, &r, remote, o)) < 0)
+		return rc;
+	if ((rc = fetch_verified(y, &r, colls, n, o->dry_run, &h)) < 0 || (rc = check_named(&h, &r, colls, n)) < 0)
+		goto done;
+	for (i = 0; rc == 0 && i < h.n; i++) {
+		struct head *e = &h.v[i];
+		char ref[REFLEN], tref[REFLEN];
+		const char *why = NULL;
+		git_oid L;
+		int has, d = 0;
+
+		snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
+		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r.name, e->name);
+		if ((has = ref_get(y->repo, ref, &L)) < 0) {
+			rc = has;
+			break;
+		}
+		if (!has)
+			why = "this store does not hold it";
+		else if (git_oid_equal(&L, &e->new))
+			d = 1;
+		else if (!have_object(y, &e->new))
+			why = "it holds revisions this store has not fetched";
+		else if ((d = descends(y->repo, &L, &e->new)) < 0) {
+			rc = d;
+			break;
+		} else if (!d)
+			why = "it holds revisions this store lacks";
+		if (why) {
+			rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "kept",
+					       "reason", why));
+			continue;
+		}
+		if (o->dry_run) {
+			rc = emit(o, json_pack("{s:s,s:s,s:s,s:b}", "remote", r.name, "collection", e->name, "status",
+					       "removed", "dry_run", 1));
+			continue;
+		}
+		if (r.path) {
+			rc = ref_cas(r.peer_repo, ref, NULL, &e->new, deadline);
+		} else {
+			git_remote *gr = NULL;
+			git_strarray specs = { 0 };
+			char *spec = ref;
+			int grc = 0;
+			specs.strings = &spec;
+			specs.count = 1;
+			memmove(ref + 1, ref, strlen(ref) + 1);
+			ref[0] = ':';
+			r.expect = &e->new;
+			if ((rc = push_specs(y, &r, &gr, &specs, &grc)) == 0) {
+				if (r.conflict || grc == GIT_ENONFASTFORWARD)
+					rc = OPT_ECONFLICT;
+				else if (grc < 0)
+					rc = net_fail(&r, "cannot remove");
+			}
+			git_remote_free(gr);
+		}
+		if (rc == OPT_ECONFLICT || rc == OPT_EBUSY) {
+			/* it moved meanwhile: keep it */
+			opt_error_clear();
+			rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "kept",
+					       "reason", "it moved meanwhile"));
+			continue;
+		}
+		if (rc < 0)
+			break;
+		if (ref_cas(y->repo, tref, NULL, NULL, deadline) < 0)
+			opt_error_clear();
+		rc = emit(o, json_pack("{s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "removed"));
+	}
+done:
 	heads_clear(&h);
 	remote_close(&r);
 	return rc;

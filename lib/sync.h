@@ -69,6 +69,7 @@ typedef void (*opt_sync_progress_fn)(const char *what, size_t done, size_t total
 struct opt_sync_opts {
 	const char *conflict;        /* "replay" (NULL), "keep-remote", "fail", "exec:PROG" */
 	int dry_run;                 /* print the plan, change nothing */
+	int replica;                 /* push: the remote is a replica (see opt_sync_push) */
 	long busy_timeout_ms;        /* 0: $OPT_BUSY_TIMEOUT, else 30000 */
 	opt_sync_emit_fn emit;       /* may be NULL */
 	opt_sync_progress_fn progress; /* may be NULL */
@@ -129,9 +130,25 @@ int opt_sync_pull_url(struct opt_sync *y, const char *name, const char *url, con
 int opt_sync_close_over(struct opt_sync *y, const char *remote, json_t *names, int *grew);
 
 /* push: emits {"remote","collection","rev","status": "pushed" |
- * "up-to-date" | "replayed" | "kept-remote"}. */
+ * "up-to-date" | "replayed" | "kept-remote"}.
+ * With o->replica the remote is a replica of a cluster, whose order is
+ * ours (the home's): a collection where the replica has revisions we lack
+ * is not replayed there but repaired.  When the replica is ahead of us we
+ * fast-forward to it ("fast-forward"); when it diverged, its transactions
+ * we lack are replayed here on our head (through the backup ref, so a
+ * repair cut short resumes like any replay), then its ref moves from
+ * what the fetch saw to our new head by compare-and-swap ("repaired",
+ * "replayed": N): nothing of the replica is lost, nothing of ours is
+ * reordered.  Either way our head moved: push it to the home again. */
 int opt_sync_push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		  const struct opt_sync_opts *o);
+
+/* remove: delete colls (n >= 1 names) at the remote, each only when its
+ * head there is ours or an ancestor of ours (nothing of it is lost here),
+ * by compare-and-swap from what a fresh fetch saw.  Emits {"remote",
+ * "collection","status": "removed" | "kept","reason"?} per collection. */
+int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		    const struct opt_sync_opts *o);
 
 /* status (no network; as of the last fetch): emits {"collection",
  * "remote","ahead","behind"} per collection on either side. */

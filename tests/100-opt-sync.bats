@@ -671,7 +671,7 @@ EOF
 	assert_line --partial 'remote add NAME URL | rm NAME | ls'
 	run opt-sync push --help
 	assert_success
-	assert_line --index 0 'usage: opt-sync push [REMOTE] [COLL...] [--dry-run] [--conflict POLICY]'
+	assert_line --index 0 'usage: opt-sync push [REMOTE] [COLL...] [--dry-run] [--conflict POLICY] [--cluster] [--min N] [--retries N] [--promote]'
 	run --separate-stderr opt-sync status a b
 	assert_failure 2
 	run --separate-stderr opt-sync clone a b c

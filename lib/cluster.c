@@ -1,0 +1,1518 @@
+/* cluster.c - placement by rendezvous hashing and push, pull and
+ * rebalance over each collection's cluster (see cluster.h). */
+#include "cluster.h"
+#include "error.h"
+#include "json.h"
+#include "util.h"
+
+#include <errno.h>
+#include <git2.h>
+#include <poll.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PLACEMENT_KEY "optimystic placement"
+
+struct opt_cluster {
+	struct opt_store *s;
+	struct opt_sync *y;
+	char **peers;     /* sorted by name */
+	char **urls;
+	size_t n;
+	long configured;  /* opt.replicas, 0 when unset */
+};
+
+/* ---- placement ---- */
+
+uint64_t opt_cluster_weight(const char *peer, const char *coll)
+{
+	crypto_generichash_state st;
+	unsigned char h[16];
+	uint64_t w = 0;
+	int i;
+
+	crypto_generichash_init(&st, (const unsigned char *)PLACEMENT_KEY, sizeof(PLACEMENT_KEY) - 1, sizeof(h));
+	crypto_generichash_update(&st, (const unsigned char *)peer, strlen(peer) + 1);
+	crypto_generichash_update(&st, (const unsigned char *)coll, strlen(coll));
+	crypto_generichash_final(&st, h, sizeof(h));
+	for (i = 0; i < 8; i++)
+		w = w << 8 | h[i];
+	return w;
+}
+
+size_t opt_cluster_place(const char *const *peers, size_t n, const char *coll, size_t r, size_t *out)
+{
+	uint64_t wv[OPT_CLUSTER_PEERS_MAX];
+	size_t i, j, k = 0;
+
+	if (n > OPT_CLUSTER_PEERS_MAX)
+		n = OPT_CLUSTER_PEERS_MAX;
+	if (r > n)
+		r = n;
+	for (i = 0; i < n; i++)
+		wv[i] = opt_cluster_weight(peers[i], coll);
+	/* insertion into the top r: higher weight first, ties by name */
+	for (i = 0; i < n; i++) {
+		for (j = k; j > 0; j--) {
+			size_t p = out[j - 1];
+			if (wv[p] > wv[i] || (wv[p] == wv[i] && strcmp(peers[p], peers[i]) < 0))
+				break;
+			if (j < r)
+				out[j] = p;
+		}
+		if (j < r)
+			out[j] = i;
+		if (k < r)
+			k++;
+	}
+	return k;
+}
+
+/* ---- configuration ---- */
+
+static int git_fail(int code, const char *what)
+{
+	const git_error *e = git_error_last();
+
+	return opt_error_set(code, "%s: %s", what, e && e->message ? e->message : "unknown error");
+}
+
+/* The store's config, fresh from disk (*repo and *cfg to free). */
+static int config_open(struct opt_store *s, git_repository **repo, git_config **cfg)
+{
+	*repo = NULL;
+	*cfg = NULL;
+	if (git_repository_open_ext(repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
+				    NULL) < 0)
+		return git_fail(OPT_EIO, "cannot open store");
+	if (git_repository_config(cfg, *repo) < 0) {
+		git_repository_free(*repo);
+		*repo = NULL;
+		return git_fail(OPT_EIO, "cannot read the store's configuration");
+	}
+	return 0;
+}
+
+static void config_close(git_repository *repo, git_config *cfg)
+{
+	git_config_free(cfg);
+	git_repository_free(repo);
+}
+
+/* remote.NAME.optpeer = true entries: names into the object flags. */
+static int peers_cb(const git_config_entry *e, void *arg)
+{
+	json_t *flags = arg;
+	const char *k = e->name, *dot;
+	char name[OPT_REMOTE_NAME_MAX + 1];
+	size_t len;
+	int b = 0;
+
+	if (strncmp(k, "remote.", 7) != 0)
+		return 0;
+	k += 7;
+	if (!(dot = strrchr(k, '.')) || strcasecmp(dot + 1, "optpeer") != 0)
+		return 0;
+	len = (size_t)(dot - k);
+	if (len == 0 || len > OPT_REMOTE_NAME_MAX)
+		return 0;
+	memcpy(name, k, len);
+	name[len] = '\0';
+	if (git_config_parse_bool(&b, e->value) < 0) {
+		git_error_clear();
+		b = 0;
+	}
+	if (b)
+		json_object_set_new(flags, name, json_true());
+	else
+		json_object_del(flags, name);
+	return 0;
+}
+
+int opt_cluster_open(struct opt_cluster **out, struct opt_store *s, struct opt_sync *y)
+{
+	struct opt_cluster *c;
+	git_repository *repo = NULL;
+	git_config *cfg = NULL;
+	json_t *flags = json_object(), *remotes = NULL;
+	int32_t r = 0;
+	size_t i, n;
+	int rc;
+
+	*out = NULL;
+	opt_util_init();
+	if (!flags)
+		return opt_error_set(OPT_EIO, "out of memory");
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		json_decref(flags);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	c->s = s;
+	c->y = y;
+	if ((rc = config_open(s, &repo, &cfg)) < 0)
+		goto fail;
+	if (git_config_foreach(cfg, peers_cb, flags) < 0) {
+		rc = git_fail(OPT_EIO, "cannot read the store's configuration");
+		goto fail;
+	}
+	rc = git_config_get_int32(&r, cfg, "opt.replicas");
+	if (rc == GIT_ENOTFOUND || (rc == 0 && r < 1)) {
+		git_error_clear();
+		r = 0;
+	} else if (rc < 0) {
+		rc = git_fail(OPT_EINVAL, "invalid opt.replicas");
+		goto fail;
+	}
+	c->configured = r;
+	if ((rc = opt_sync_remote_list(y, &remotes)) < 0)
+		goto fail;
+	n = json_array_size(remotes);
+	c->peers = calloc(n + 1, sizeof(*c->peers));
+	c->urls = calloc(n + 1, sizeof(*c->urls));
+	if (!c->peers || !c->urls) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto fail;
+	}
+	/* remotes come sorted by name */
+	for (i = 0; i < n && c->n < OPT_CLUSTER_PEERS_MAX; i++) {
+		json_t *e = json_array_get(remotes, i);
+		const char *name = json_string_value(json_object_get(e, "name"));
+		if (!json_object_get(flags, name))
+			continue;
+		c->peers[c->n] = strdup(name);
+		c->urls[c->n] = strdup(json_string_value(json_object_get(e, "url")));
+		if (!c->peers[c->n] || !c->urls[c->n]) {
+			c->n++;
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto fail;
+		}
+		c->n++;
+	}
+	rc = 0;
+	*out = c;
+	c = NULL;
+fail:
+	json_decref(flags);
+	json_decref(remotes);
+	config_close(repo, cfg);
+	opt_cluster_free(c);
+	return rc;
+}
+
+void opt_cluster_free(struct opt_cluster *c)
+{
+	size_t i;
+
+	if (!c)
+		return;
+	for (i = 0; i < c->n; i++) {
+		free(c->peers[i]);
+		free(c->urls[i]);
+	}
+	free(c->peers);
+	free(c->urls);
+	free(c);
+}
+
+size_t opt_cluster_npeers(const struct opt_cluster *c)
+{
+	return c->n;
+}
+
+const char *opt_cluster_peer(const struct opt_cluster *c, size_t i)
+{
+	return i < c->n ? c->peers[i] : NULL;
+}
+
+size_t opt_cluster_replicas(const struct opt_cluster *c)
+{
+	size_t r = c->configured > 0 ? (size_t)c->configured : OPT_CLUSTER_REPLICAS_DEFAULT;
+
+	return r < c->n ? r : c->n;
+}
+
+/* Set (value non-NULL) or unset remote.NAME.optPeer / opt.replicas. */
+static int config_set(struct opt_store *s, const char *key, const char *value)
+{
+	git_repository *repo = NULL;
+	git_config *cfg = NULL;
+	int rc;
+
+	if ((rc = config_open(s, &repo, &cfg)) < 0)
+		return rc;
+	if (value)
+		rc = git_config_set_string(cfg, key, value) < 0 ? git_fail(OPT_EIO, "cannot write the configuration") : 0;
+	else if ((rc = git_config_delete_entry(cfg, key)) == GIT_ENOTFOUND) {
+		git_error_clear();
+		rc = OPT_ENOTFOUND;
+	} else if (rc < 0) {
+		rc = git_fail(OPT_EIO, "cannot write the configuration");
+	}
+	config_close(repo, cfg);
+	return rc;
+}
+
+/* 1 if remote name exists. */
+static int remote_exists(struct opt_sync *y, const char *name)
+{
+	json_t *list = NULL;
+	size_t i;
+	int rc, found = 0;
+
+	if ((rc = opt_sync_remote_list(y, &list)) < 0)
+		return rc;
+	for (i = 0; i < json_array_size(list); i++)
+		if (strcmp(json_string_value(json_object_get(json_array_get(list, i), "name")), name) == 0)
+			found = 1;
+	json_decref(list);
+	return found;
+}
+
+int opt_cluster_peer_add(struct opt_cluster *c, const char *name, const char *url)
+{
+	char key[OPT_REMOTE_NAME_MAX + 32];
+	int rc;
+
+	if (!opt_sync_remote_name_valid(name))
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s' (use letters, digits, '.', '_' and '-')", name);
+	if (url) {
+		if ((rc = opt_sync_remote_add(c->y, name, url)) < 0)
+			return rc;
+	} else if ((rc = remote_exists(c->y, name)) <= 0) {
+		return rc < 0 ? rc : opt_error_set(OPT_ENOTFOUND, "no remote '%s' (opt-sync peer add %s URL)", name, name);
+	}
+	snprintf(key, sizeof(key), "remote.%s.optPeer", name);
+	return config_set(c->s, key, "true");
+}
+
+int opt_cluster_peer_rm(struct opt_cluster *c, const char *name)
+{
+	char key[OPT_REMOTE_NAME_MAX + 32];
+	int rc;
+
+	if (!opt_sync_remote_name_valid(name))
+		return opt_error_set(OPT_ENOTFOUND, "no peer '%.100s'", name);
+	snprintf(key, sizeof(key), "remote.%s.optPeer", name);
+	rc = config_set(c->s, key, NULL);
+	if (rc == OPT_ENOTFOUND)
+		rc = opt_error_set(OPT_ENOTFOUND, "'%s' is not a peer of the cluster", name);
+	return rc;
+}
+
+int opt_cluster_peer_list(struct opt_cluster *c, json_t **out)
+{
+	json_t *arr = json_array();
+	size_t i;
+
+	*out = NULL;
+	for (i = 0; arr && i < c->n; i++)
+		json_array_append_new(arr, json_pack("{s:s,s:s}", "name", c->peers[i], "url", c->urls[i]));
+	if (!arr)
+		return opt_error_set(OPT_EIO, "out of memory");
+	*out = arr;
+	return 0;
+}
+
+int opt_cluster_replicas_set(struct opt_cluster *c, long r)
+{
+	char v[32];
+	int rc;
+
+	if (r < 0 || r > OPT_CLUSTER_PEERS_MAX)
+		return opt_error_set(OPT_EINVAL, "replicas must be 1..%d (0 unsets it)", OPT_CLUSTER_PEERS_MAX);
+	if (r == 0) {
+		rc = config_set(c->s, "opt.replicas", NULL);
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			rc = 0;
+		}
+		return rc;
+	}
+	snprintf(v, sizeof(v), "%ld", r);
+	return config_set(c->s, "opt.replicas", v);
+}
+
+int opt_cluster_replicas_get(struct opt_cluster *c, json_t **out)
+{
+	*out = json_pack("{s:I,s:o,s:I}", "replicas", (json_int_t)opt_cluster_replicas(c), "configured",
+			 c->configured ? json_integer(c->configured) : json_null(), "peers", (json_int_t)c->n);
+	return *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
+}
+
+/* The placement of coll: indices into out (R of them), their count. */
+static size_t place(const struct opt_cluster *c, const char *coll, size_t *out)
+{
+	return opt_cluster_place((const char *const *)c->peers, c->n, coll, opt_cluster_replicas(c), out);
+}
+
+static int need_peers(const struct opt_cluster *c)
+{
+	if (c->n == 0)
+		return opt_error_set(OPT_ENOTFOUND, "the store has no peers (opt-sync peer add NAME URL)");
+	return 0;
+}
+
+int opt_cluster_where(struct opt_cluster *c, const char *coll, json_t **out)
+{
+	size_t idx[OPT_CLUSTER_PEERS_MAX], k, i;
+	json_t *peers;
+	int rc;
+
+	*out = NULL;
+	if ((rc = need_peers(c)) < 0)
+		return rc;
+	if (!opt_store_name_valid(coll))
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", coll);
+	k = place(c, coll, idx);
+	peers = json_array();
+	for (i = 0; peers && i < k; i++)
+		json_array_append_new(peers, json_string(c->peers[idx[i]]));
+	*out = json_pack("{s:s,s:o,s:s}", "collection", coll, "peers", peers, "home", c->peers[idx[0]]);
+	return *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
+}
+
+/* ---- sessions with the peers, in parallel ---- */
+
+enum op { OP_PUSH, OP_PUSH_REPLICA, OP_PULL, OP_LIST, OP_REMOVE };
+
+/* One sync session with a peer, run in a child process. */
+struct job {
+	size_t peer;
+	json_t *names;     /* collections (array of strings) */
+	pid_t pid;
+	int fd;
+	char *buf;
+	size_t len, cap;
+	json_t *recs;      /* the records of its last attempt */
+	int rc;            /* its result */
+	int attempts;
+	char *error;
+};
+
+static void job_clear(struct job *j)
+{
+	json_decref(j->names);
+	json_decref(j->recs);
+	free(j->buf);
+	free(j->error);
+	memset(j, 0, sizeof(*j));
+}
+
+static int child_emit(const json_t *rec, void *arg)
+{
+	return json_array_append_new(arg, opt_json_copy(rec)) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void write_rec(int fd, const json_t *rec)
+{
+	char *s = json_dumps(rec, JSON_COMPACT);
+
+	if (s) {
+		write_all(fd, s, strlen(s));
+		write_all(fd, "\n", 1);
+	}
+	free(s);
+}
+
+/* The child's part: its own store and sync handles, attempts with
+ * backoff while the peer cannot be reached, the records of the last
+ * attempt and then {"_done": {...}} on fd. */
+static void child_run(const struct opt_cluster *c, const struct job *j, enum op op, const struct opt_cluster_opts *o,
+		      int fd)
+{
+	struct opt_store *s = NULL;
+	struct opt_sync *y = NULL;
+	struct opt_sync_opts so = o->sync;
+	const char **v = NULL;
+	json_t *recs = NULL, *done;
+	size_t i, n = json_array_size(j->names);
+	int rc, a = 0, retries = o->retries < 0 ? 3 : o->retries;
+	unsigned base = o->backoff_ms ? o->backoff_ms : 200;
+
+	so.progress = NULL;
+	so.emit = child_emit;
+	if (op == OP_LIST)
+		so.dry_run = 1;
+	so.replica = op == OP_PUSH_REPLICA;
+	v = calloc(n + 1, sizeof(*v));
+	for (i = 0; v && i < n; i++)
+		v[i] = json_string_value(json_array_get(j->names, i));
+	if (!v)
+		rc = opt_error_set(OPT_EIO, "out of memory");
+	else if ((rc = opt_store_open(&s, opt_store_path(c->s))) == 0 && (rc = opt_sync_open(&y, s)) == 0) {
+		for (a = 0;; a++) {
+			json_decref(recs);
+			recs = json_array();
+			so.arg = recs;
+			if (op == OP_PUSH || op == OP_PUSH_REPLICA)
+				rc = opt_sync_push(y, c->peers[j->peer], v, n, &so);
+			else if (op == OP_PULL)
+				rc = opt_sync_pull(y, c->peers[j->peer], v, n, &so);
+			else if (op == OP_REMOVE)
+				rc = opt_sync_remove(y, c->peers[j->peer], v, n, &so);
+			else
+				rc = opt_sync_fetch(y, c->peers[j->peer], v, n, &so);
+			if (rc != OPT_ENET || a >= retries)
+				break;
+			opt_sleep_ms(opt_backoff_ms((unsigned)a, base, 5000));
+		}
+	}
+	for (i = 0; i < json_array_size(recs); i++)
+		write_rec(fd, json_array_get(recs, i));
+	done = json_pack("{s:{s:i,s:i,s:s?}}", "_done", "rc", rc, "attempts", a + 1, "error",
+			 rc < 0 ? opt_error_last() : NULL);
+	if (done)
+		write_rec(fd, done);
+	json_decref(done);
+	json_decref(recs);
+	free(v);
+	opt_sync_free(y);
+	opt_store_free(s);
+}
+
+/* Parse what child j sent. */
+static void job_parse(struct job *j)
+{
+	char *p = j->buf, *nl;
+	size_t left = j->len;
+
+	j->recs = json_array();
+	j->rc = OPT_EIO;
+	while (left > 0 && (nl = memchr(p, '\n', left))) {
+		json_t *v = json_loadb(p, (size_t)(nl - p), 0, NULL), *d;
+		left -= (size_t)(nl - p) + 1;
+		p = nl + 1;
+		if (!v)
+			continue;
+		if ((d = json_object_get(v, "_done"))) {
+			const char *e = json_string_value(json_object_get(d, "error"));
+			j->rc = (int)json_integer_value(json_object_get(d, "rc"));
+			j->attempts = (int)json_integer_value(json_object_get(d, "attempts"));
+			free(j->error);
+			j->error = e ? strdup(e) : NULL;
+			json_decref(v);
+		} else {
+			json_array_append_new(j->recs, v);
+		}
+	}
+}
+
+/* Run the jobs, one child per job, all at once; wait for all. */
+static int run_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, enum op op,
+		    const struct opt_cluster_opts *o)
+{
+	struct pollfd *pf = NULL;
+	size_t i, open_n = 0;
+	int rc = 0;
+
+	if (nj == 0)
+		return 0;
+	fflush(NULL);
+	for (i = 0; i < nj; i++) {
+		int p[2];
+		jobs[i].fd = -1;
+		jobs[i].pid = -1;
+		if (pipe(p) < 0) {
+			rc = opt_error_set(OPT_EIO, "cannot make a pipe: %s", strerror(errno));
+			break;
+		}
+		jobs[i].pid = fork();
+		if (jobs[i].pid < 0) {
+			close(p[0]);
+			close(p[1]);
+			rc = opt_error_set(OPT_EIO, "cannot start a process: %s", strerror(errno));
+			break;
+		}
+		if (jobs[i].pid == 0) {
+			size_t k;
+			close(p[0]);
+			for (k = 0; k < i; k++)
+				if (jobs[k].fd >= 0)
+					close(jobs[k].fd);
+			child_run(c, &jobs[i], op, o, p[1]);
+			_exit(0);
+		}
+		close(p[1]);
+		jobs[i].fd = p[0];
+		open_n++;
+	}
+	pf = calloc(nj, sizeof(*pf));
+	while (pf && open_n > 0) {
+		for (i = 0; i < nj; i++) {
+			pf[i].fd = jobs[i].fd;
+			pf[i].events = POLLIN;
+			pf[i].revents = 0;
+		}
+		if (poll(pf, nj, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (i = 0; i < nj; i++) {
+			ssize_t got;
+			if (jobs[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			if (jobs[i].cap - jobs[i].len < 4096) {
+				size_t cap = jobs[i].cap ? jobs[i].cap * 2 : 8192;
+				char *nb = realloc(jobs[i].buf, cap);
+				if (!nb) {
+					rc = opt_error_set(OPT_EIO, "out of memory");
+					close(jobs[i].fd);
+					jobs[i].fd = -1;
+					open_n--;
+					continue;
+				}
+				jobs[i].buf = nb;
+				jobs[i].cap = cap;
+			}
+			got = read(jobs[i].fd, jobs[i].buf + jobs[i].len, jobs[i].cap - jobs[i].len);
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0) {
+				close(jobs[i].fd);
+				jobs[i].fd = -1;
+				open_n--;
+				if (o->sync.progress)
+					o->sync.progress("sessions with peers", nj - open_n, nj, o->sync.arg);
+				continue;
+			}
+			jobs[i].len += (size_t)got;
+		}
+	}
+	free(pf);
+	for (i = 0; i < nj; i++) {
+		int st = 0;
+		if (jobs[i].fd >= 0)
+			close(jobs[i].fd);
+		jobs[i].fd = -1;
+		if (jobs[i].pid > 0)
+			while (waitpid(jobs[i].pid, &st, 0) < 0 && errno == EINTR)
+				;
+		job_parse(&jobs[i]);
+		if (jobs[i].rc == OPT_EIO && !jobs[i].error) {
+			char msg[128];
+			if (WIFSIGNALED(st))
+				snprintf(msg, sizeof(msg), "the session with peer '%s' died (signal %d)", c->peers[jobs[i].peer],
+					 WTERMSIG(st));
+			else
+				snprintf(msg, sizeof(msg), "the session with peer '%s' ended without a result",
+					 c->peers[jobs[i].peer]);
+			jobs[i].error = strdup(msg);
+		}
+	}
+	return rc;
+}
+
+/* ---- bookkeeping per collection ---- */
+
+struct cstate {
+	const char *name;
+	size_t *place;       /* the placement: peer indices, home first */
+	size_t np;
+	int acting;          /* index into place of the peer acting as home (-1: none yet) */
+	int home_ok;
+	json_t *reached;     /* peer names that took it */
+	int failed;          /* a non-network failure */
+	int changed;         /* a replica's repair moved our head: push it again */
+};
+
+struct run {
+	struct opt_cluster *c;
+	const struct opt_cluster_opts *o;
+	struct cstate *cs;
+	size_t nc;
+	int down[OPT_CLUSTER_PEERS_MAX];
+	char *down_msg[OPT_CLUSTER_PEERS_MAX];
+	int down_attempts[OPT_CLUSTER_PEERS_MAX];
+	int worst;           /* the first failure other than the network's */
+	char worst_msg[1024];
+	long sessions;
+};
+
+static void run_free(struct run *r)
+{
+	size_t i;
+
+	for (i = 0; r->cs && i < r->nc; i++) {
+		json_decref(r->cs[i].reached);
+		free(r->cs[i].place);
+	}
+	free(r->cs);
+	for (i = 0; i < OPT_CLUSTER_PEERS_MAX; i++)
+		free(r->down_msg[i]);
+}
+
+static int emit(const struct opt_cluster_opts *o, json_t *rec)
+{
+	int rc;
+
+	if (!rec)
+		return opt_error_set(OPT_EIO, "out of memory");
+	rc = o->sync.emit ? o->sync.emit(rec, o->sync.arg) : 0;
+	json_decref(rec);
+	return rc;
+}
+
+static struct cstate *find_c(struct run *r, const char *name)
+{
+	size_t lo = 0, hi = r->nc;
+
+	/* r->cs is in name order */
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int d = strcmp(r->cs[mid].name, name);
+		if (d == 0)
+			return &r->cs[mid];
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static int reached_status(const char *st)
+{
+	static const char *const ok[] = { "pushed", "up-to-date", "replayed", "kept-remote", "new", "fast-forward",
+					  "ahead", "repaired", NULL };
+	size_t i;
+
+	for (i = 0; st && ok[i]; i++)
+		if (strcmp(st, ok[i]) == 0)
+			return 1;
+	return 0;
+}
+
+static void add_name(json_t *names, const char *name);
+
+/* Take the results of the jobs: records out, peers down, collections
+ * reached.  home: the jobs were homes (phase 1). */
+static int settle(struct run *r, struct job *jobs, size_t nj, int home)
+{
+	size_t i, k;
+	int rc;
+
+	for (i = 0; i < nj; i++) {
+		struct job *j = &jobs[i];
+		const char *peer = r->c->peers[j->peer];
+		json_t *seen = json_object();
+		r->sessions += j->attempts > 0 ? j->attempts : 1;
+		for (k = 0; k < json_array_size(j->recs); k++) {
+			json_t *rec = json_array_get(j->recs, k);
+			const char *name = json_string_value(json_object_get(rec, "collection"));
+			struct cstate *cs = name ? find_c(r, name) : NULL;
+			if (name)
+				json_object_set_new(seen, name, json_true());
+			if (cs && reached_status(json_string_value(json_object_get(rec, "status")))) {
+				const char *st = json_string_value(json_object_get(rec, "status"));
+				add_name(cs->reached, peer);
+				if (home)
+					cs->home_ok = 1;
+				else if (!json_is_true(json_object_get(rec, "dry_run")) &&
+					 (strcmp(st, "repaired") == 0 || strcmp(st, "fast-forward") == 0))
+					cs->changed = 1;
+			}
+			if ((rc = emit(r->o, json_incref(rec))) != 0) {
+				json_decref(seen);
+				return rc;
+			}
+		}
+		if (j->rc < 0) {
+			const char *msg = j->error ? j->error : "failed";
+			if (j->rc == OPT_ENET) {
+				r->down[j->peer] = 1;
+				free(r->down_msg[j->peer]);
+				r->down_msg[j->peer] = strdup(msg);
+				r->down_attempts[j->peer] = j->attempts;
+			} else if (!r->worst) {
+				r->worst = j->rc;
+				snprintf(r->worst_msg, sizeof(r->worst_msg), "%s", msg);
+			}
+			for (k = 0; k < json_array_size(j->names); k++) {
+				const char *name = json_string_value(json_array_get(j->names, k));
+				struct cstate *cs = find_c(r, name);
+				if (json_object_get(seen, name))
+					continue;
+				if (cs && j->rc != OPT_ENET)
+					cs->failed = 1;
+				if ((rc = emit(r->o, json_pack("{s:s,s:s,s:s,s:s}", "remote", peer, "collection", name, "status",
+							       "failed", "error", msg))) != 0) {
+					json_decref(seen);
+					return rc;
+				}
+			}
+		}
+		json_decref(seen);
+	}
+	return 0;
+}
+
+static void run_begin(struct run *r, struct opt_cluster *c, const struct opt_cluster_opts *o)
+{
+	memset(r, 0, sizeof(*r));
+	r->c = c;
+	r->o = o;
+}
+
+/* The collections of the run: names (sorted; borrowed, must outlive r). */
+static int run_names(struct run *r, json_t *names)
+{
+	size_t i;
+
+	r->nc = json_array_size(names);
+	r->cs = calloc(r->nc + 1, sizeof(*r->cs));
+	if (!r->cs)
+		return opt_error_set(OPT_EIO, "out of memory");
+	for (i = 0; i < r->nc; i++) {
+		struct cstate *cs = &r->cs[i];
+		cs->name = json_string_value(json_array_get(names, i));
+		cs->place = calloc(opt_cluster_replicas(r->c) + 1, sizeof(*cs->place));
+		cs->reached = json_array();
+		if (!cs->place || !cs->reached)
+			return opt_error_set(OPT_EIO, "out of memory");
+		cs->np = place(r->c, cs->name, cs->place);
+		cs->acting = -1;
+	}
+	return 0;
+}
+
+/* Jobs from a peer -> names map (keys: peer index as text). */
+static struct job *jobs_of(json_t *per, size_t *nj)
+{
+	struct job *jobs = calloc(json_object_size(per) + 1, sizeof(*jobs));
+	const char *key;
+	json_t *v;
+
+	*nj = 0;
+	if (!jobs)
+		return NULL;
+	json_object_foreach(per, key, v) {
+		size_t k;
+		/* in peer order: the records come out in an order that
+		 * depends only on the placement */
+		for (k = *nj; k > 0 && jobs[k - 1].peer > strtoul(key, NULL, 10); k--)
+			jobs[k] = jobs[k - 1];
+		jobs[k].peer = strtoul(key, NULL, 10);
+		jobs[k].names = json_incref(v);
+		(*nj)++;
+	}
+	return jobs;
+}
+
+static void per_add(json_t *per, size_t peer, const char *name)
+{
+	char key[24];
+	json_t *a;
+
+	snprintf(key, sizeof(key), "%zu", peer);
+	if (!(a = json_object_get(per, key))) {
+		a = json_array();
+		json_object_set_new(per, key, a);
+	}
+	json_array_append_new(a, json_string(name));
+}
+
+static void jobs_free(struct job *jobs, size_t nj)
+{
+	size_t i;
+
+	for (i = 0; jobs && i < nj; i++)
+		job_clear(&jobs[i]);
+	free(jobs);
+}
+
+/* Run one phase: the jobs of per (peer -> names) with op, then settle. */
+static int phase(struct run *r, json_t *per, enum op op, int home)
+{
+	struct job *jobs;
+	size_t nj;
+	int rc;
+
+	if (json_object_size(per) == 0)
+		return 0;
+	if (!(jobs = jobs_of(per, &nj)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	rc = run_jobs(r->c, jobs, nj, op, r->o);
+	if (rc == 0)
+		rc = settle(r, jobs, nj, home);
+	jobs_free(jobs, nj);
+	return rc;
+}
+
+/* The unreachable peers, one record each, and the summary. */
+static int report_end(struct run *r, const char *what, size_t short_n)
+{
+	json_t *down = json_array(), *sum;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < r->c->n; i++) {
+		if (!r->down[i])
+			continue;
+		json_array_append_new(down, json_string(r->c->peers[i]));
+		if ((rc = emit(r->o, json_pack("{s:s,s:s,s:i,s:s}", "peer", r->c->peers[i], "status", "unreachable",
+					       "attempts", r->down_attempts[i], "error",
+					       r->down_msg[i] ? r->down_msg[i] : "unreachable"))) != 0) {
+			json_decref(down);
+			return rc;
+		}
+	}
+	sum = json_pack("{s:{s:s,s:I,s:I,s:I,s:I,s:o,s:I}}", "cluster", "op", what, "collections", (json_int_t)r->nc,
+			"peers", (json_int_t)r->c->n, "replicas", (json_int_t)opt_cluster_replicas(r->c), "sessions",
+			(json_int_t)r->sessions, "down", down, "short", (json_int_t)short_n);
+	if (sum && r->o->sync.dry_run)
+		json_object_set_new(json_object_get(sum, "cluster"), "dry_run", json_true());
+	return emit(r->o, sum);
+}
+
+/* The final status: the first failure other than the network's, else
+ * OPT_ENET when collections fell short. */
+static int outcome(struct run *r, size_t short_n, long min)
+{
+	size_t i, nd = 0;
+	char downs[512] = "";
+
+	if (r->worst)
+		return opt_error_set(r->worst, "%s", r->worst_msg);
+	if (!short_n)
+		return 0;
+	for (i = 0; i < r->c->n; i++)
+		if (r->down[i]) {
+			size_t l = strlen(downs);
+			snprintf(downs + l, sizeof(downs) - l, "%s%s", nd++ ? ", " : "", r->c->peers[i]);
+		}
+	return opt_error_set(OPT_ENET, "%zu of %zu collection%s reached fewer than %ld peer%s%s%s%s", short_n, r->nc,
+			     r->nc == 1 ? "" : "s", min, min == 1 ? "" : "s", nd ? " (unreachable: " : "", downs,
+			     nd ? ")" : "");
+}
+
+static int cmp_json_str(const void *a, const void *b)
+{
+	return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
+}
+
+/* Sort an array of strings in place (strcmp order). */
+static void sort_names(json_t *names)
+{
+	size_t i, n = json_array_size(names);
+	json_t **v;
+
+	if (n < 2 || !(v = malloc(n * sizeof(*v))))
+		return;
+	for (i = 0; i < n; i++)
+		v[i] = json_incref(json_array_get(names, i));
+	qsort(v, n, sizeof(*v), cmp_json_str);
+	for (i = 0; i < n; i++)
+		json_array_set_new(names, i, v[i]);
+	free(v);
+}
+
+/* Add name to names (an array) unless it is there. */
+static void add_name(json_t *names, const char *name)
+{
+	size_t j;
+
+	for (j = 0; j < json_array_size(names); j++)
+		if (strcmp(json_string_value(json_array_get(names, j)), name) == 0)
+			return;
+	json_array_append_new(names, json_string(name));
+}
+
+/* names: colls (validated, unique) or every local collection, sorted. */
+static int names_of(struct opt_cluster *c, const char *const *colls, size_t n, json_t **out)
+{
+	json_t *names;
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	if (!n) {
+		if ((rc = opt_store_list(c->s, out)) < 0)
+			return rc;
+		sort_names(*out);
+		return 0;
+	}
+	names = json_array();
+	for (i = 0; names && i < n; i++) {
+		if (!opt_store_name_valid(colls[i])) {
+			json_decref(names);
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", colls[i]);
+		}
+		add_name(names, colls[i]);
+	}
+	if (!names)
+		return opt_error_set(OPT_EIO, "out of memory");
+	sort_names(names);
+	*out = names;
+	return 0;
+}
+
+/* 1 if name is in the sorted array names. */
+static int has_name(const json_t *names, const char *name)
+{
+	size_t lo = 0, hi = json_array_size(names);
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int d = strcmp(json_string_value(json_array_get(names, mid)), name);
+		if (d == 0)
+			return 1;
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* Ask every peer what it holds (one listing session each, in parallel):
+ * *held gets {peer: {collection: true}} for the peers that answered;
+ * the others are marked down. */
+static int list_peers(struct run *r, json_t **held)
+{
+	struct job *jobs = calloc(r->c->n + 1, sizeof(*jobs));
+	size_t i, k, nj = r->c->n;
+	int rc;
+
+	*held = json_object();
+	if (!jobs || !*held) {
+		free(jobs);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	for (i = 0; i < nj; i++) {
+		jobs[i].peer = i;
+		jobs[i].names = json_array();
+	}
+	rc = run_jobs(r->c, jobs, nj, OP_LIST, r->o);
+	for (i = 0; rc == 0 && i < nj; i++) {
+		struct job *j = &jobs[i];
+		r->sessions += j->attempts > 0 ? j->attempts : 1;
+		if (j->rc < 0) {
+			if (j->rc != OPT_ENET && !r->worst) {
+				r->worst = j->rc;
+				snprintf(r->worst_msg, sizeof(r->worst_msg), "%s", j->error ? j->error : "failed");
+			}
+			r->down[i] = 1;
+			free(r->down_msg[i]);
+			r->down_msg[i] = j->error ? strdup(j->error) : NULL;
+			r->down_attempts[i] = j->attempts;
+			continue;
+		}
+		{
+			json_t *set = json_object();
+			for (k = 0; k < json_array_size(j->recs); k++) {
+				const char *name = json_string_value(json_object_get(json_array_get(j->recs, k), "collection"));
+				if (name)
+					json_object_set_new(set, name, json_true());
+			}
+			json_object_set_new(*held, r->c->peers[i], set);
+		}
+	}
+	jobs_free(jobs, nj);
+	return rc;
+}
+
+static int holds(json_t *held, const char *peer, const char *name)
+{
+	return json_object_get(json_object_get(held, peer), name) != NULL;
+}
+
+/* Local collections and those the peers hold, sorted. */
+static int all_names(struct opt_cluster *c, json_t *held, json_t **out)
+{
+	const char *peer, *name;
+	json_t *set, *v;
+	json_t *all = json_object(), *local = NULL;
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	if (!all)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = opt_store_list(c->s, &local)) < 0) {
+		json_decref(all);
+		return rc;
+	}
+	for (i = 0; i < json_array_size(local); i++)
+		json_object_set_new(all, json_string_value(json_array_get(local, i)), json_true());
+	json_object_foreach(held, peer, set)
+		json_object_foreach(set, name, v)
+			json_object_set_new(all, name, json_true());
+	*out = json_array();
+	json_object_foreach(all, name, v)
+		json_array_append_new(*out, json_string(name));
+	json_decref(all);
+	json_decref(local);
+	if (!*out)
+		return opt_error_set(OPT_EIO, "out of memory");
+	sort_names(*out);
+	return 0;
+}
+
+/* Collections short of their peers, one record each: how many. */
+static int report_short(struct run *r, long min, size_t *short_n)
+{
+	size_t i;
+	int rc;
+
+	*short_n = 0;
+	for (i = 0; i < r->nc; i++) {
+		struct cstate *cs = &r->cs[i];
+		size_t want = (size_t)min < cs->np ? (size_t)min : cs->np;
+		size_t got = json_array_size(cs->reached);
+		json_t *rec;
+		if (cs->failed || got >= want)
+			continue;
+		(*short_n)++;
+		rec = json_pack("{s:s,s:s,s:I,s:I,s:O}", "collection", cs->name, "status",
+				cs->home_ok ? "under-replicated" : "home-unreachable", "reached", (json_int_t)got, "required",
+				(json_int_t)want, "peers", cs->reached);
+		if (rec && !cs->home_ok && cs->np)
+			json_object_set_new(rec, "home", json_string(r->c->peers[cs->place[0]]));
+		if ((rc = emit(r->o, rec)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* The collections of names that do not exist here: OPT_ENOTFOUND. */
+static int check_local(struct opt_cluster *c, json_t *names)
+{
+	json_t *local = NULL;
+	size_t i;
+	int rc;
+
+	if ((rc = opt_store_list(c->s, &local)) < 0)
+		return rc;
+	sort_names(local);
+	for (i = 0; i < json_array_size(names); i++)
+		if (!has_name(local, json_string_value(json_array_get(names, i)))) {
+			rc = opt_error_set(OPT_ENOTFOUND, "no collection '%s'", json_string_value(json_array_get(names, i)));
+			break;
+		}
+	json_decref(local);
+	return rc;
+}
+
+/* Push the collections of r to the peers of their placement: homes
+ * first (with promote, the next reachable peer when a home is down),
+ * then the replicas of the collections their home took.  only (when
+ * set): just the collections with changed set. */
+static int push_phases(struct run *r, int only)
+{
+	const struct opt_cluster_opts *o = r->o;
+	json_t *per;
+	size_t i, k;
+	int rc = 0, round;
+
+	for (round = 0; round < (int)r->c->n; round++) {
+		if (!(per = json_object()))
+			return opt_error_set(OPT_EIO, "out of memory");
+		for (i = 0; i < r->nc; i++) {
+			struct cstate *cs = &r->cs[i];
+			if (cs->home_ok || cs->failed || (only && !cs->changed))
+				continue;
+			k = (size_t)(cs->acting + 1);
+			while (k < cs->np && r->down[cs->place[k]])
+				k++;
+			if (k >= cs->np || (k > 0 && !o->promote))
+				continue;
+			cs->acting = (int)k;
+			per_add(per, cs->place[k], cs->name);
+		}
+		k = json_object_size(per);
+		rc = phase(r, per, OP_PUSH, 1);
+		json_decref(per);
+		if (rc || k == 0 || !o->promote)
+			break;
+	}
+	if (rc)
+		return rc;
+	if (!(per = json_object()))
+		return opt_error_set(OPT_EIO, "out of memory");
+	for (i = 0; i < r->nc; i++) {
+		struct cstate *cs = &r->cs[i];
+		if (!cs->home_ok || (only && !cs->changed))
+			continue;
+		cs->changed = 0;
+		for (k = 0; k < cs->np; k++) {
+			size_t p = cs->place[k];
+			if ((int)k == cs->acting)
+				continue;
+			if (!r->down[p]) {
+				per_add(per, p, cs->name);
+				continue;
+			}
+			/* a peer found down in the first phase is not tried again */
+			if ((rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r->c->peers[p], "collection", cs->name,
+						    "status", "failed", "error",
+						    r->down_msg[p] ? r->down_msg[p] : "unreachable"))) != 0) {
+				json_decref(per);
+				return rc;
+			}
+		}
+	}
+	rc = phase(r, per, OP_PUSH_REPLICA, 0);
+	json_decref(per);
+	return rc;
+}
+
+/* Both phases; then once more for the collections a replica's repair
+ * moved here (the replica's writes go to their home, then to the rest). */
+static int push_run(struct run *r)
+{
+	size_t i;
+	int rc, again = 0;
+
+	if ((rc = push_phases(r, 0)) != 0)
+		return rc;
+	for (i = 0; i < r->nc; i++)
+		if (r->cs[i].changed) {
+			r->cs[i].home_ok = 0;
+			r->cs[i].acting = -1;
+			again = 1;
+		}
+	return again ? push_phases(r, 1) : 0;
+}
+
+int opt_cluster_push(struct opt_cluster *c, const char *const *colls, size_t n, const struct opt_cluster_opts *o)
+{
+	struct run r;
+	json_t *names = NULL;
+	size_t short_n = 0;
+	long min = o->min > 0 ? o->min : (long)opt_cluster_replicas(c);
+	int rc;
+
+	run_begin(&r, c, o);
+	if ((rc = need_peers(c)) < 0 || (rc = names_of(c, colls, n, &names)) < 0)
+		return rc;
+	if ((n && (rc = check_local(c, names)) < 0) || (rc = run_names(&r, names)) < 0 || (rc = push_run(&r)) != 0 ||
+	    (rc = report_short(&r, min, &short_n)) != 0 || (rc = report_end(&r, "push", short_n)) != 0)
+		goto done;
+	rc = outcome(&r, short_n, min);
+done:
+	run_free(&r);
+	json_decref(names);
+	return rc;
+}
+
+/* Pull each collection of r from the first reachable peer that holds it:
+ * its placement first, then any other. */
+static int pull_run(struct run *r, json_t *held)
+{
+	json_t *per;
+	size_t i, k;
+	int rc = 0;
+
+	for (;;) {
+		if (!(per = json_object()))
+			return opt_error_set(OPT_EIO, "out of memory");
+		for (i = 0; i < r->nc; i++) {
+			struct cstate *cs = &r->cs[i];
+			size_t cand[OPT_CLUSTER_PEERS_MAX * 2], nc = 0, p;
+			if (cs->home_ok || cs->failed)
+				continue;
+			for (k = 0; k < cs->np; k++)
+				cand[nc++] = cs->place[k];
+			for (p = 0; p < r->c->n; p++) {
+				for (k = 0; k < cs->np && cs->place[k] != p; k++)
+					;
+				if (k == cs->np)
+					cand[nc++] = p;
+			}
+			for (k = (size_t)(cs->acting + 1); k < nc; k++)
+				if (!r->down[cand[k]] && holds(held, r->c->peers[cand[k]], cs->name))
+					break;
+			if (k >= nc)
+				continue;
+			cs->acting = (int)k;
+			per_add(per, cand[k], cs->name);
+		}
+		k = json_object_size(per);
+		rc = phase(r, per, OP_PULL, 1);
+		json_decref(per);
+		if (rc || k == 0)
+			return rc;
+	}
+}
+
+int opt_cluster_pull(struct opt_cluster *c, const char *const *colls, size_t n, const struct opt_cluster_opts *o)
+{
+	struct run r;
+	json_t *names = NULL, *held = NULL, *local = NULL;
+	size_t i, short_n = 0;
+	int rc, missing = 0;
+
+	run_begin(&r, c, o);
+	if ((rc = need_peers(c)) < 0)
+		return rc;
+	if ((rc = list_peers(&r, &held)) != 0)
+		goto done;
+	rc = n ? names_of(c, colls, n, &names) : all_names(c, held, &names);
+	if (rc < 0 || (rc = run_names(&r, names)) < 0 || (rc = pull_run(&r, held)) != 0)
+		goto done;
+	if ((rc = opt_store_list(c->s, &local)) < 0)
+		goto done;
+	sort_names(local);
+	for (i = 0; i < r.nc; i++) {
+		struct cstate *cs = &r.cs[i];
+		const char *peer;
+		json_t *set;
+		int anywhere = 0;
+		if (cs->home_ok || cs->failed)
+			continue;
+		json_object_foreach(held, peer, set)
+			if (json_object_get(set, cs->name))
+				anywhere = 1;
+		if (anywhere) {
+			short_n++;
+			rc = emit(o, json_pack("{s:s,s:s}", "collection", cs->name, "status", "unavailable"));
+		} else if (n && !has_name(local, cs->name)) {
+			missing++;
+			rc = emit(o, json_pack("{s:s,s:s}", "collection", cs->name, "status", "not-found"));
+		} else {
+			/* only here, or on a peer that is down */
+			int down = 0;
+			size_t p;
+			for (p = 0; p < c->n; p++)
+				down |= r.down[p];
+			if (down)
+				short_n++;
+			rc = emit(o, json_pack("{s:s,s:s}", "collection", cs->name, "status",
+					       down ? "unavailable" : "local-only"));
+		}
+		if (rc)
+			goto done;
+	}
+	if ((rc = report_end(&r, "pull", short_n)) != 0)
+		goto done;
+	rc = outcome(&r, short_n, 1);
+	if (rc == 0 && missing)
+		rc = opt_error_set(OPT_ENOTFOUND, "%d collection%s on no peer", missing, missing == 1 ? " is" : "s are");
+done:
+	run_free(&r);
+	json_decref(names);
+	json_decref(held);
+	json_decref(local);
+	return rc;
+}
+
+/* Take out of per (peer -> names) the collections not in local (made
+ * sorted here): a failed record for each. */
+static int drop_missing(struct run *r, json_t *per, json_t *local)
+{
+	const char *key;
+	json_t *names;
+	size_t k;
+	int rc;
+
+	sort_names(local);
+	json_object_foreach(per, key, names) {
+		for (k = json_array_size(names); k > 0; k--) {
+			const char *name = json_string_value(json_array_get(names, k - 1));
+			if (has_name(local, name))
+				continue;
+			if ((rc = emit(r->o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r->c->peers[strtoul(key, NULL, 10)],
+						       "collection", name, "status", "failed", "error",
+						       "no reachable peer holding it could give it"))) != 0)
+				return rc;
+			json_array_remove(names, k - 1);
+		}
+	}
+	return 0;
+}
+
+/* Remove the misplaced copies (peer -> names): first push those
+ * collections to their whole placement; a copy goes only when every peer
+ * of the placement took ours and the copy holds nothing we lack
+ * (opt_sync_remove checks that at the peer, by compare-and-swap). */
+static int prune(struct run *r, json_t *misplaced)
+{
+	struct run pr;
+	json_t *names = json_array(), *rm = json_object(), *v;
+	const char *key;
+	size_t k;
+	int rc;
+
+	run_begin(&pr, r->c, r->o);
+	memcpy(pr.down, r->down, sizeof(pr.down));
+	if (!names || !rm) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	{
+		json_t *set = json_object(), *t;
+		const char *name;
+		json_object_foreach(misplaced, key, v)
+			for (k = 0; k < json_array_size(v); k++)
+				json_object_set_new(set, json_string_value(json_array_get(v, k)), json_true());
+		json_object_foreach(set, name, t)
+			json_array_append_new(names, json_string(name));
+		json_decref(set);
+	}
+	sort_names(names);
+	if ((rc = check_local(r->c, names)) < 0) {
+		/* what this store lacks could not be checked against ours */
+		json_t *local = NULL, *keep = json_array();
+		opt_error_clear();
+		if ((rc = opt_store_list(r->c->s, &local)) < 0) {
+			json_decref(keep);
+			goto done;
+		}
+		sort_names(local);
+		for (k = 0; k < json_array_size(names); k++)
+			if (has_name(local, json_string_value(json_array_get(names, k))))
+				json_array_append(keep, json_array_get(names, k));
+		json_decref(local);
+		json_decref(names);
+		names = keep;
+	}
+	if ((rc = run_names(&pr, names)) < 0 || (rc = push_run(&pr)) != 0)
+		goto done;
+	json_object_foreach(misplaced, key, v)
+		for (k = 0; k < json_array_size(v); k++) {
+			struct cstate *cs = find_c(&pr, json_string_value(json_array_get(v, k)));
+			if (cs && json_array_size(cs->reached) >= cs->np)
+				per_add(rm, strtoul(key, NULL, 10), cs->name);
+		}
+	rc = phase(r, rm, OP_REMOVE, 0);
+done:
+	r->sessions += pr.sessions;
+	if (pr.worst && !r->worst) {
+		r->worst = pr.worst;
+		snprintf(r->worst_msg, sizeof(r->worst_msg), "%s", pr.worst_msg);
+	}
+	run_free(&pr);
+	json_decref(names);
+	json_decref(rm);
+	return rc;
+}
+
+int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *o)
+{
+	struct run r;
+	json_t *names = NULL, *held = NULL, *local = NULL, *per = NULL, *fetch = NULL, *misplaced = NULL;
+	size_t i, k, short_n = 0, moves = 0;
+	int rc;
+
+	run_begin(&r, c, o);
+	if ((rc = need_peers(c)) < 0)
+		return rc;
+	if ((rc = list_peers(&r, &held)) != 0 || (rc = all_names(c, held, &names)) < 0 ||
+	    (rc = run_names(&r, names)) < 0 || (rc = opt_store_list(c->s, &local)) < 0)
+		goto done;
+	sort_names(local);
+	per = json_object();
+	fetch = json_array();
+	misplaced = json_object();
+	for (i = 0; i < r.nc; i++) {
+		struct cstate *cs = &r.cs[i];
+		const char *peer, *from = has_name(local, cs->name) ? "local" : NULL;
+		json_t *to = json_array(), *set;
+		for (k = 0; k < cs->np; k++) {
+			const char *p = c->peers[cs->place[k]];
+			if (holds(held, p, cs->name))
+				json_array_append_new(cs->reached, json_string(p));
+			else if (!r.down[cs->place[k]])
+				json_array_append_new(to, json_string(p));
+		}
+		json_object_foreach(held, peer, set) {
+			if (!json_object_get(set, cs->name))
+				continue;
+			if (!from)
+				from = peer;
+			for (k = 0; k < cs->np && strcmp(c->peers[cs->place[k]], peer) != 0; k++)
+				;
+			if (k < cs->np)
+				continue;
+			for (k = 0; k < c->n && strcmp(c->peers[k], peer) != 0; k++)
+				;
+			per_add(misplaced, k, cs->name);
+			if ((rc = emit(o, json_pack("{s:s,s:s,s:s}", "remote", peer, "collection", cs->name, "status",
+						    "misplaced"))) != 0) {
+				json_decref(to);
+				goto done;
+			}
+		}
+		if (json_array_size(to) == 0) {
+			json_decref(to);
+			continue;
+		}
+		moves += json_array_size(to);
+		if (o->sync.dry_run) {
+			json_t *rec = json_pack("{s:s,s:s,s:o,s:s,s:b}", "collection", cs->name, "from", from, "to", to,
+						"status", "planned", "dry_run", 1);
+			if ((rc = emit(o, rec)) != 0)
+				goto done;
+			continue;
+		}
+		if (strcmp(from, "local") != 0)
+			json_array_append_new(fetch, json_string(cs->name));
+		for (k = 0; k < json_array_size(to); k++) {
+			size_t p;
+			for (p = 0; p < c->n && strcmp(c->peers[p], json_string_value(json_array_get(to, k))) != 0; p++)
+				;
+			per_add(per, p, cs->name);
+		}
+		json_decref(to);
+	}
+	if (!o->sync.dry_run && json_array_size(fetch) > 0) {
+		/* what this store lacks comes from a peer holding it first */
+		struct run pr;
+		run_begin(&pr, c, o);
+		memcpy(pr.down, r.down, sizeof(pr.down));
+		if ((rc = run_names(&pr, fetch)) == 0)
+			rc = pull_run(&pr, held);
+		r.sessions += pr.sessions;
+		if (pr.worst && !r.worst) {
+			r.worst = pr.worst;
+			snprintf(r.worst_msg, sizeof(r.worst_msg), "%s", pr.worst_msg);
+		}
+		run_free(&pr);
+		if (rc)
+			goto done;
+		/* what could not be pulled cannot be pushed on */
+		json_decref(local);
+		local = NULL;
+		if ((rc = opt_store_list(c->s, &local)) < 0 || (rc = drop_missing(&r, per, local)) != 0)
+			goto done;
+	}
+	if (!o->sync.dry_run && (rc = phase(&r, per, OP_PUSH, 0)) != 0)
+		goto done;
+	if (o->prune && !o->sync.dry_run && (rc = prune(&r, misplaced)) != 0)
+		goto done;
+	if (!o->sync.dry_run && (rc = report_short(&r, (long)opt_cluster_replicas(c), &short_n)) != 0)
+		goto done;
+	if ((rc = report_end(&r, "rebalance", short_n)) != 0)
+		goto done;
+	rc = outcome(&r, short_n, (long)opt_cluster_replicas(c));
+done:
+	(void)moves;
+	run_free(&r);
+	json_decref(names);
+	json_decref(held);
+	json_decref(local);
+	json_decref(per);
+	json_decref(fetch);
+	json_decref(misplaced);
+	return rc;
+}
