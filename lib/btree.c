@@ -860,7 +860,7 @@ static int rawleaf_index(struct rawleaf *l)
 	if (l->b.len < 13 || l->b.len > UINT32_MAX || memcmp(base, "{\"entries\":[", 12) != 0)
 		return -1;
 	if (*p == ']')
-		return 0;
+		return l->b.len == 14 || (l->b.len > 24 && memcmp(p, "],\"header\":", 11) == 0) ? 0 : -1;
 	for (;;) {
 		struct rawent *e;
 
@@ -891,7 +891,9 @@ static int rawleaf_index(struct rawleaf *l)
 			p++;
 			continue;
 		}
-		if (p >= end || *p != ']')
+		/* then the header, or the end: nothing else in a leaf */
+		if (p >= end || *p != ']' || (end - p != 2 && (end - p < 12 || memcmp(p, "],\"header\":", 11) != 0)) ||
+		    end[-1] != '}')
 			return -1;
 		l->ent = l->e;
 		return 0;
@@ -961,8 +963,21 @@ static int node_read(const struct opt_source *src, const char *id, json_t **b, s
 	if (!*b) {
 		struct opt_memo *m = l->b.memo;
 		if (m && m->p) {
+			/* the memo stays with the source's cache, which may drop
+			 * it at the next read from the source: keep a copy */
 			const struct rawidx *ix = m->p;
-			l->ent = ix->e;
+			if (ix->n > l->cap) {
+				struct rawent *ne = realloc(l->e, ix->n * sizeof(*ne));
+				if (!ne) {
+					rawleaf_release(l);
+					return oom();
+				}
+				l->e = ne;
+				l->cap = ix->n;
+			}
+			if (ix->n)
+				memcpy(l->e, ix->e, ix->n * sizeof(*ix->e));
+			l->ent = l->e;
 			l->n = ix->n;
 			*kind = LEAF;
 			return 0;

@@ -2,6 +2,7 @@
 #include "error.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -327,14 +328,24 @@ const char *opt_raw_skip(const char *p, const char *end)
 	if (p >= end)
 		return NULL;
 	for (;;) {
-		char ch = *p;
+		char ch;
 
+		if (p >= end)
+			return NULL;  /* after an opening bracket, a comma or a colon */
+		ch = *p;
 		if (ch == '"') {
 			for (p++;; p++) {
 				if (p >= end)
 					return NULL;
 				if (*p == '\\') {
-					p++;
+					if (++p >= end || !strchr("\"\\/bfnrtu", *p))
+						return NULL;
+					if (*p == 'u') {
+						int k;
+						for (k = 0; k < 4; k++)
+							if (++p >= end || !isxdigit((unsigned char)*p))
+								return NULL;
+					}
 					continue;
 				}
 				if (*p == '"')
@@ -361,14 +372,39 @@ const char *opt_raw_skip(const char *p, const char *end)
 				return NULL;
 			p++;
 			continue;
-		} else if ((ch >= '0' && ch <= '9') || ch == '-' || ch == 't' || ch == 'f' || ch == 'n') {
-			/* a number or a literal: letters, digits, sign, point */
-			const char *q = p;
-			while (p < end && ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || *p == '-' ||
-					   *p == '+' || *p == '.' || *p == 'E'))
-				p++;
-			if (p == q)
+		} else if (ch == 't' || ch == 'f' || ch == 'n') {
+			const char *lit = ch == 't' ? "true" : ch == 'f' ? "false" : "null";
+			size_t ll = strlen(lit);
+			if ((size_t)(end - p) < ll || memcmp(p, lit, ll) != 0)
 				return NULL;
+			p += ll;
+		} else if ((ch >= '0' && ch <= '9') || ch == '-') {
+			/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+			const char *q;
+			if (*p == '-')
+				p++;
+			q = p;
+			while (p < end && *p >= '0' && *p <= '9')
+				p++;
+			if (p == q || (*q == '0' && p - q > 1))
+				return NULL;
+			if (p < end && *p == '.') {
+				q = ++p;
+				while (p < end && *p >= '0' && *p <= '9')
+					p++;
+				if (p == q)
+					return NULL;
+			}
+			if (p < end && (*p == 'e' || *p == 'E')) {
+				p++;
+				if (p < end && (*p == '+' || *p == '-'))
+					p++;
+				q = p;
+				while (p < end && *p >= '0' && *p <= '9')
+					p++;
+				if (p == q)
+					return NULL;
+			}
 		} else {
 			return NULL;  /* white space or junk: not canonical */
 		}

@@ -379,6 +379,82 @@ done:
 	return rc;
 }
 
+static int put_keys_fn(struct opt_txn *x, void *arg)
+{
+	long n = *(long *)arg, i;
+	int rc = opt_tree_init(x, 4);
+
+	for (i = 0; i < n && rc == 0; i++) {
+		char k[24];
+		json_t *key, *val;
+		snprintf(k, sizeof(k), "k%05ld", i);
+		key = json_string(k);
+		val = json_pack("{s:I,s:s}", "i", (json_int_t)i, "pad", "some padding to make leaves bigger");
+		rc = opt_tree_put(x, key, val);
+		json_decref(key);
+		json_decref(val);
+	}
+	return rc;
+}
+
+/* Lookups that keep leaves' bytes (opt_snap_cache_bytes, as opt-tree get
+ * does) beside a range cursor on the same snapshot: the lookups evict
+ * what the cursor's leaf came with, and the cursor reads on correctly. */
+TEST(lookups_beside_a_range)
+{
+	struct opt_store *s = new_store("lookrange/.opt");
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "put", 0, 0 };
+	struct opt_txn_result res;
+	struct opt_snap *snap = NULL;
+	struct opt_btree_cursor *c = NULL;
+	const char *k, *v;
+	size_t kl, vl;
+	long n = 400, i, got = 0;
+	json_t *val = NULL, *key;
+	char want[24];
+
+	CHECK_RC(opt_txn_run(s, "lr", put_keys_fn, &n, &o, &res));
+	/* a fresh handle: the writer's keeps what it wrote parsed */
+	opt_store_free(s);
+	s = NULL;
+	CHECK_RC(opt_store_open(&s, at("lookrange/.opt")));
+	CHECK_RC(opt_snap_head(&snap, s, "lr"));
+	opt_snap_cache_bytes(snap, 2000);  /* a few leaves */
+	key = json_string("k00000");
+	CHECK_RC(opt_tree_get(snap, key, &val));  /* the first leaf's index kept */
+	json_decref(val);
+	json_decref(key);
+	CHECK_RC(opt_tree_range(snap, NULL, &c));
+	for (i = 0; c && i < 2 * n; i++) {
+		int rc, j;
+		char kk[24];
+		/* the next entry's leaf is looked up first (its index is kept
+		 * with its bytes), then lookups far away evict it */
+		snprintf(kk, sizeof(kk), "k%05ld", (got + 1) % n);
+		key = json_string(kk);
+		CHECK_RC(opt_tree_get(snap, key, &val));
+		json_decref(val);
+		json_decref(key);
+		rc = opt_btree_cursor_next_text(c, &k, &kl, &v, &vl);
+		if (rc != 1)
+			break;
+		snprintf(want, sizeof(want), "\"k%05ld\"", got);
+		CHECK(kl == strlen(want) && memcmp(k, want, kl) == 0);
+		for (j = 1; j <= 8; j++) {
+			snprintf(kk, sizeof(kk), "k%05ld", (got + 50 * j) % n);
+			key = json_string(kk);
+			CHECK_RC(opt_tree_get(snap, key, &val));
+			json_decref(val);
+			json_decref(key);
+		}
+		got++;
+	}
+	CHECK(got == n);
+	opt_btree_cursor_free(c);
+	opt_snap_free(snap);
+	opt_store_free(s);
+}
+
 TEST(tree_count_with_equal_keys)
 {
 	struct opt_store *s = new_store("eqkeys/.opt");
@@ -984,6 +1060,7 @@ int main(void)
 		return 1;
 	}
 	RUN(tree_against_model);
+	RUN(lookups_beside_a_range);
 	RUN(tree_count_with_equal_keys);
 	RUN(tree_errors);
 	RUN(diary);
