@@ -74,6 +74,8 @@ function __opt_subcommands
             printf '%s\n' add rm ls
         case bundle
             printf '%s\n' create verify ls apply
+        case '*'
+            return 1
     end
 end
 
