@@ -1356,10 +1356,43 @@ struct change {
 	int del;
 };
 
+int opt_canon_add(struct opt_canon *c, const char *id, char *text, size_t len)
+{
+	if (strlen(id) > OPT_ID_MAX) {
+		free(text);
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s'", id);
+	}
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 256;
+		struct opt_canon_ent *nv = realloc(c->v, cap * sizeof(*nv));
+		if (!nv) {
+			free(text);
+			return opt_error_set(OPT_EIO, "out of memory");
+		}
+		c->v = nv;
+		c->cap = cap;
+	}
+	strcpy(c->v[c->n].id, id);
+	c->v[c->n].text = text;
+	c->v[c->n].len = len;
+	c->n++;
+	return 0;
+}
+
+void opt_canon_clear(struct opt_canon *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n; i++)
+		free(c->v[i].text);
+	free(c->v);
+	memset(c, 0, sizeof(*c));
+}
+
 struct collect {
 	struct opt_store *s;
 	struct opt_pack *pack;
-	json_t *canon;
+	struct opt_canon *canon;
 	struct change *v;
 	size_t n, cap;
 };
@@ -1386,10 +1419,10 @@ static int collect_cb(const char *id, const json_t *block, void *arg)
 	if (block) {
 		char *s;
 		size_t len;
-		json_t *cached = c->canon ? json_object_get(c->canon, id) : NULL;
-		if (json_is_string(cached)) {
-			if (opt_pack_add_version(c->pack, json_string_value(cached), json_string_length(cached), id,
-						 &ch->oid) < 0)
+		struct opt_canon *cn = c->canon;
+		if (cn && cn->next < cn->n && strcmp(cn->v[cn->next].id, id) == 0) {
+			struct opt_canon_ent *e = &cn->v[cn->next++];
+			if (opt_pack_add_version(c->pack, e->text, e->len, id, &ch->oid) < 0)
 				return OPT_EIO;
 			ocache_put(c->s, &ch->oid, block);
 			c->n++;

@@ -147,10 +147,28 @@ struct opt_commit_info {
 	const char *trx;       /* transaction ID (required) */
 	const char *summary;   /* first line of the commit message */
 	const char *trailers;  /* more "Key: value\n" lines, or NULL */
-	json_t *canon;         /* optional {id: canonical JSON string} of
-				  blocks already serialized (not the header
-				  or log blocks), to avoid doing it twice */
+	struct opt_canon *canon; /* optional: blocks already serialized
+				  (not the header or log blocks), to avoid
+				  doing it twice */
 };
+
+/* Canonical texts of blocks, in the order opt_tracker_foreach gives them
+ * (IDs ascending); a commit takes a block's text from here when the next
+ * unused entry names it, else serializes the block itself. */
+struct opt_canon_ent {
+	char id[OPT_ID_MAX + 1];
+	char *text;            /* malloc'd */
+	size_t len;
+};
+
+struct opt_canon {
+	struct opt_canon_ent *v;
+	size_t n, cap, next;
+};
+
+/* Append (id, text) to c, taking text (malloc'd); OPT_EIO. */
+int opt_canon_add(struct opt_canon *c, const char *id, char *text, size_t len);
+void opt_canon_clear(struct opt_canon *c);
 
 /* Commit the changes of tracker t on top of base (NULL: create the
  * collection; it must not exist).  On success *rev (may be NULL) gets the

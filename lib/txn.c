@@ -76,7 +76,7 @@ int opt_txn_block_hash(const json_t *block, int is_header, char out[65])
 
 struct hash_ctx {
 	json_t *blocks;
-	json_t *canon;
+	struct opt_canon *canon;
 	const char *header_id;
 };
 
@@ -103,10 +103,8 @@ static int hash_cb(const char *id, const json_t *block, void *arg)
 		if ((rc = opt_json_canon(&s, &len, block)) < 0)
 			return rc;
 		opt_sha256_hex(hex, s, len);
-		rc = json_object_set_new(h->canon, id, json_stringn_nocheck(s, len));
-		free(s);
-		if (rc < 0)
-			return opt_error_set(OPT_EIO, "out of memory");
+		if ((rc = opt_canon_add(h->canon, id, s, len)) < 0)
+			return rc;
 	}
 	return json_object_set_new(h->blocks, id, json_string(hex)) < 0 ?
 		opt_error_set(OPT_EIO, "out of memory") : 0;
@@ -347,7 +345,8 @@ static int resolve_head(struct opt_txn *x, const char *trx)
 static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt_txn_opts *o,
 		   const char *trx, struct opt_txn_result *res)
 {
-	json_t *empty = NULL, *fields = NULL, *canon = NULL;
+	json_t *empty = NULL, *fields = NULL;
+	struct opt_canon canon = { NULL, 0, 0, 0 };
 	struct opt_source src;
 	struct hash_ctx hc;
 	long rev = 0;
@@ -430,7 +429,7 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 		goto done;
 	}
 	hc.blocks = json_object();
-	hc.canon = canon = json_object();
+	hc.canon = &canon;
 	hc.header_id = x->header_id;
 	fields = json_pack("{s:s,s:O,s:o,s:s}", "trx", trx, "actions", x->actions, "blocks", hc.blocks,
 			   "author", x->id.pub);
@@ -456,7 +455,7 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 		goto done;
 	{
 		char trailers[1024] = "";
-		struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", trailers, canon };
+		struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", trailers, &canon };
 		if (x->status || x->primary) {
 			char cols[600] = "";
 			size_t i;
@@ -482,7 +481,7 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 	}
 done:
 	json_decref(fields);
-	json_decref(canon);
+	opt_canon_clear(&canon);
 	json_decref(x->actions);
 	x->actions = NULL;
 	opt_tracker_free(x->t);
