@@ -540,19 +540,26 @@ done:
 	return rc;
 }
 
-static int chain_add(struct opt_tracker *t, const char *header_id, const json_t *entries, int start_new);
+static int chain_add(struct opt_tracker *t, const char *header_id, const json_t *entries, int start_new,
+		     int then_empty);
 
 int opt_chain_add(struct opt_tracker *t, const char *header_id, const json_t *entries)
 {
-	return chain_add(t, header_id, entries, 0);
+	return chain_add(t, header_id, entries, 0, 0);
 }
 
 int opt_chain_add_new_block(struct opt_tracker *t, const char *header_id, const json_t *entries)
 {
-	return chain_add(t, header_id, entries, 1);
+	return chain_add(t, header_id, entries, 1, 0);
 }
 
-static int chain_add(struct opt_tracker *t, const char *header_id, const json_t *entries, int start_new)
+int opt_chain_add_sealed(struct opt_tracker *t, const char *header_id, const json_t *entries)
+{
+	return chain_add(t, header_id, entries, 1, 1);
+}
+
+static int chain_add(struct opt_tracker *t, const char *header_id, const json_t *entries, int start_new,
+		     int then_empty)
 {
 	char head[ID_BUF], tail[ID_BUF], cur[ID_BUF], nid[ID_BUF];
 	char *type = NULL, *coll = NULL;
@@ -615,6 +622,18 @@ static int chain_add(struct opt_tracker *t, const char *header_id, const json_t 
 			goto done;
 		id_copy(cur, nid);
 		i += k;
+	}
+	if (then_empty) {
+		/* an empty block after them takes the next entries: linking
+		 * it now means no later append reads or rewrites theirs */
+		if ((rc = new_block(&nb, type, coll, cur, entries, 0, 0)) < 0)
+			goto done;
+		id_copy(nid, opt_block_id(nb));
+		rc = opt_tracker_insert_new(t, nb);
+		nb = NULL;
+		if (rc < 0 || (rc = set_link(t, cur, "nextId", nid)) < 0)
+			goto done;
+		id_copy(cur, nid);
 	}
 	if (strcmp(cur, tail) != 0)
 		rc = set_link(t, header_id, "tailId", cur);

@@ -65,6 +65,10 @@ int opt_chain_add(struct opt_tracker *t, const char *header_id, const json_t *en
  * (unless the tail is empty): keeps big entries from being rewritten with
  * every later addition. */
 int opt_chain_add_new_block(struct opt_tracker *t, const char *header_id, const json_t *entries);
+/* The same, and then an empty block after them (the new tail): later
+ * appends go there and never read or rewrite the blocks of these entries
+ * (a big log entry stays as it was written). */
+int opt_chain_add_sealed(struct opt_tracker *t, const char *header_id, const json_t *entries);
 
 /* Remove up to n entries from the tail.  *out gets a new array of the
  * removed entries in chain order (oldest first: popping 2 from [a,b,c]

@@ -231,11 +231,19 @@ int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const js
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
-	/* an entry with many actions gets a block of its own, and so does the
-	 * entry after it: big entries are never rewritten by later appends */
+	/* an entry with many actions gets a block of its own, sealed by an
+	 * empty block after it that takes the next entries: a big entry is
+	 * never read or rewritten by later appends.  (Stores written before
+	 * the seal have a big entry as the tail, logBig: the next entry
+	 * starts a block of its own.) */
 	big = json_array_size(json_object_get(entry, "actions")) > OPT_LOG_BIG_ACTIONS;
-	if ((rc = (big || last_big ? opt_chain_add_new_block : opt_chain_add)(t, header_id, one)) < 0)
+	if (big)
+		rc = opt_chain_add_sealed(t, header_id, one);
+	else
+		rc = (last_big ? opt_chain_add_new_block : opt_chain_add)(t, header_id, one);
+	if (rc < 0)
 		goto done;
+	big = 0;  /* the tail is the empty block now */
 	{
 		json_t *op = json_pack("[s,i,i,I]", "logRev", 0, 0, (json_int_t)rev);
 		if (op && (rc = opt_tracker_update(t, header_id, op)) == 0) {

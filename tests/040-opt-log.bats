@@ -343,6 +343,27 @@ broken() {
 	assert_line --index 1 '{"collection":"d","entries":2,"rev":2,"ok":true}'
 }
 
+@test "a big entry (a bulk load) is written once: later appends neither read nor rewrite its block" {
+	for i in $(seq 1 300); do echo "{\"key\":\"k$i\",\"value\":$i}"; done | opt-tree put t >/dev/null
+	for i in 1 2 3; do opt-tree put t "x$i" "$i" >/dev/null; done
+	echo '{"key":"y","value":0}' | opt-tree put t >/dev/null
+	big=""
+	for id in $(opt-block ls -c t | jq -r 'select(.type == "LGD") | .id'); do
+		if opt-block get -c t "$id" | jq -e '.entries[] | select(.rev == 1)' >/dev/null; then big=$id; fi
+	done
+	[ -n "$big" ]
+	# one revision of that block: the one that wrote it
+	run opt-block history -c t "$big"
+	assert_success
+	assert_equal "$(echo "$output" | wc -l)" 1
+	assert_equal "$(echo "$output" | jq .rev)" 1
+	run opt-log verify t
+	assert_success
+	run bash -c "opt-log show t | jq -c '[.rev, (.actions | length)]'"
+	assert_output "$(printf '%s\n' '[1,300]' '[2,1]' '[3,1]' '[4,1]' '[5,1]')"
+	fsck_ok
+}
+
 @test "verify after racing writers checks out" {
 	local p
 	for p in 1 2 3; do
