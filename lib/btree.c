@@ -675,6 +675,8 @@ struct kv {
 	const json_t *key, *value;
 	size_t i;
 	json_int_t iv;  /* the key's value when it is an integer */
+	const char *s;  /* its bytes when it is a string (slen of them) */
+	size_t slen;
 	int is_int;
 };
 
@@ -683,10 +685,14 @@ static int kv_cmp(const void *a, const void *b)
 	const struct kv *x = a, *y = b;
 	int c;
 
-	if (x->is_int && y->is_int)
+	if (x->is_int && y->is_int) {
 		c = x->iv < y->iv ? -1 : x->iv > y->iv;
-	else
+	} else if (x->s && y->s) {
+		c = memcmp(x->s, y->s, x->slen < y->slen ? x->slen : y->slen);
+		c = c ? c : (x->slen > y->slen) - (x->slen < y->slen);
+	} else {
 		c = opt_key_cmp(x->key, y->key);
+	}
 	if (c)
 		return c;
 	return x->i < y->i ? -1 : x->i > y->i;
@@ -718,6 +724,8 @@ int opt_btree_put_many(struct opt_tracker *t, const char *header_id, const json_
 		kv[i].i = i;
 		kv[i].is_int = json_is_integer(keys[i]);
 		kv[i].iv = kv[i].is_int ? json_integer_value(keys[i]) : 0;
+		kv[i].s = json_is_string(keys[i]) ? json_string_value(keys[i]) : NULL;
+		kv[i].slen = kv[i].s ? json_string_length(keys[i]) : 0;
 	}
 	qsort(kv, n, sizeof(*kv), kv_cmp);
 	for (j = 0; j < n; j++) {
