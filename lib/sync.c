@@ -45,6 +45,7 @@ struct remote {
 	struct opt_store *peer;      /* opened path remote */
 	git_repository *peer_repo;
 	int cred_tries;
+	int no_verify;               /* http.sslVerify=false: any certificate */
 	const struct opt_sync_opts *o;
 	/* push */
 	int conflict;
@@ -707,6 +708,77 @@ static void remote_close(struct remote *r)
 	memset(r, 0, sizeof(*r));
 }
 
+/* A setting for https as git has it: the environment variable env, else
+ * the store's (or the user's) git config key, else the environment
+ * variable fallback (may be NULL).  *out malloc'd, NULL when unset. */
+static int tls_setting(struct opt_sync *y, const char *env, const char *key, const char *fallback, char **out)
+{
+	git_config *cfg = NULL;
+	git_buf buf = { 0 };
+	const char *v = getenv(env);
+	int rc = 0;
+
+	*out = NULL;
+	if (v && *v)
+		goto copy;
+	if ((rc = config_of(y, &cfg)) < 0)
+		return rc;
+	if (git_config_get_string_buf(&buf, cfg, key) == 0 && buf.size) {
+		*out = strdup(buf.ptr);
+		rc = *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
+		git_buf_dispose(&buf);
+		git_config_free(cfg);
+		return rc;
+	}
+	git_error_clear();
+	git_config_free(cfg);
+	v = fallback ? getenv(fallback) : NULL;
+	if (!v || !*v)
+		return 0;
+copy:
+	*out = strdup(v);
+	return *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
+}
+
+/* The certificates an https peer is checked against: $GIT_SSL_CAINFO,
+ * http.sslCAInfo or $SSL_CERT_FILE (a PEM file), $GIT_SSL_CAPATH,
+ * http.sslCAPath or $SSL_CERT_DIR (a directory), else the system's
+ * bundle.  $GIT_SSL_NO_VERIFY or http.sslVerify=false accept any
+ * certificate, as git does. */
+static int tls_setup(struct opt_sync *y, struct remote *r)
+{
+	git_config *cfg = NULL;
+	char *file = NULL, *dir = NULL;
+	int verify = 1, rc;
+
+	if ((rc = tls_setting(y, "GIT_SSL_CAINFO", "http.sslCAInfo", "SSL_CERT_FILE", &file)) < 0 ||
+	    (rc = tls_setting(y, "GIT_SSL_CAPATH", "http.sslCAPath", "SSL_CERT_DIR", &dir)) < 0)
+		goto done;
+	if (getenv("GIT_SSL_NO_VERIFY") && *getenv("GIT_SSL_NO_VERIFY")) {
+		verify = 0;
+	} else if ((rc = config_of(y, &cfg)) < 0) {
+		goto done;
+	} else if (git_config_get_bool(&verify, cfg, "http.sslVerify") < 0) {
+		git_error_clear();
+		verify = 1;
+	}
+	r->no_verify = !verify;
+	if (file || dir) {
+		if (git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, dir) < 0)
+			rc = git_err(OPT_EINVAL, "cannot load the certificates of http.sslCAInfo/http.sslCAPath "
+				     "($GIT_SSL_CAINFO/$GIT_SSL_CAPATH)");
+	} else if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0) {
+		git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, "/etc/ssl/certs/ca-certificates.crt", NULL);
+	} else {
+		git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, NULL, "/etc/ssl/certs");
+	}
+done:
+	git_config_free(cfg);
+	free(file);
+	free(dir);
+	return rc;
+}
+
 static int remote_open(struct opt_sync *y, struct remote *r, const char *name, const struct opt_sync_opts *o)
 {
 	int rc;
@@ -732,10 +804,10 @@ static int remote_open(struct opt_sync *y, struct remote *r, const char *name, c
 		}
 	} else if (strncmp(r->url, "https://", 8) == 0) {
 		/* the CA bundle is loaded only when an https peer needs it */
-		if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0)
-			git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, "/etc/ssl/certs/ca-certificates.crt", NULL);
-		else
-			git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, NULL, "/etc/ssl/certs");
+		if ((rc = tls_setup(y, r)) < 0) {
+			remote_close(r);
+			return rc;
+		}
 	}
 	return 0;
 }
@@ -817,10 +889,22 @@ static int xfer_cb(const git_indexer_progress *st, void *payload)
 	return 0;
 }
 
+/* An https certificate libgit2 found invalid passes only when the user
+ * turned verification off. */
+static int cert_cb(git_cert *cert, int valid, const char *host, void *payload)
+{
+	struct remote *r = payload;
+
+	(void)cert;
+	(void)host;
+	return !valid && r->no_verify ? 0 : GIT_PASSTHROUGH;
+}
+
 static void callbacks(git_remote_callbacks *cb, struct remote *r)
 {
 	git_remote_init_callbacks(cb, GIT_REMOTE_CALLBACKS_VERSION);
 	cb->credentials = cred_cb;
+	cb->certificate_check = cert_cb;
 	cb->transfer_progress = xfer_cb;
 	cb->payload = r;
 }
