@@ -1115,6 +1115,13 @@ struct check {
 	int leaf_depth;
 	char *coll;
 	json_t *seen;
+	/* opt_btree_check_since: RECORD notes the bounds of every leaf
+	 * ({id: [lo, hi]}) without reading leaves; SINCE reads only the
+	 * leaves that changed or whose bounds widened */
+	enum { FULL, RECORD, SINCE } mode;
+	json_t *bounds;
+	const json_t *changed;
+	json_t *read;           /* SINCE: the leaves read {id: true} */
 };
 
 #define BAD(...) do { rc = opt_error_set(OPT_EINTEGRITY, __VA_ARGS__); goto done; } while (0)
@@ -1123,6 +1130,43 @@ struct check {
 static int in_bounds(const json_t *k, const json_t *lo, const json_t *hi)
 {
 	return (!lo || opt_key_cmp(k, lo) >= 0) && (!hi || opt_key_cmp(k, hi) < 0);
+}
+
+/* Bound a is no wider than bound b on its side (NULL: unbounded). */
+static int within(const json_t *a, const json_t *b, int low)
+{
+	if (!b)
+		return 1;
+	if (!a || json_is_null(a))
+		return 0;
+	return low ? opt_key_cmp(a, b) >= 0 : opt_key_cmp(a, b) <= 0;
+}
+
+/* A leaf the walk need not read: 1 (noted), 0 (read it), < 0 error.
+ * RECORD notes its bounds; SINCE skips a leaf unchanged since the base
+ * whose bounds there held the bounds it has now. */
+static int leaf_skip(struct check *k, const char *id, const json_t *lo, const json_t *hi)
+{
+	const json_t *rec;
+
+	if (k->mode == RECORD) {
+		json_t *b = json_pack("[OO]", lo ? lo : json_null(), hi ? hi : json_null());
+		if (json_object_get(k->seen, id))
+			return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is reached twice", id);
+		if (!b || json_object_set_new(k->bounds, id, b) < 0 || json_object_set_new(k->seen, id, json_true()) < 0)
+			return oom();
+		return 1;
+	}
+	rec = json_object_get(k->bounds, id);
+	if (!rec || json_object_get(k->changed, id))
+		return 0;
+	if (!within(json_array_get(rec, 0), lo, 1) || !within(json_array_get(rec, 1), hi, 0))
+		return 0;
+	if (json_object_get(k->seen, id))
+		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is reached twice", id);
+	if (json_object_set_new(k->seen, id, json_true()) < 0)
+		return oom();
+	return 1;
 }
 
 static int check_node(struct check *k, const char *id, int depth, const json_t *lo, const json_t *hi)
@@ -1177,6 +1221,8 @@ static int check_node(struct check *k, const char *id, int depth, const json_t *
 			prev = entry_key(e);
 		}
 		k->count += n;
+		if (k->read && json_object_set_new(k->read, id, json_true()) < 0)
+			rc = oom();
 		goto done;
 	}
 	a = json_object_get(b, "nodes");
@@ -1197,6 +1243,14 @@ static int check_node(struct check *k, const char *id, int depth, const json_t *
 	for (i = 0; i < n; i++) {
 		if ((rc = copy_id(child, json_array_get(a, i), id)) < 0)
 			goto done;
+		if (k->mode != FULL && depth + 1 == k->leaf_depth &&
+		    (rc = leaf_skip(k, child, i ? json_array_get(parts, i - 1) : lo,
+				    i + 1 < n ? json_array_get(parts, i) : hi)) != 0) {
+			if (rc < 0)
+				goto done;
+			rc = 0;
+			continue;
+		}
 		rc = check_node(k, child, depth + 1, i ? json_array_get(parts, i - 1) : lo,
 				i + 1 < n ? json_array_get(parts, i) : hi);
 		if (rc < 0)
@@ -1207,9 +1261,109 @@ done:
 	return rc;
 }
 
+/* The depth of the leaves along the leftmost path from the root. */
+static int leftmost_depth(const struct opt_source *src, const char *root, int *depth)
+{
+	char cur[OPT_ID_MAX + 1];
+	json_t *b = NULL;
+	int kind, rc;
+
+	snprintf(cur, sizeof(cur), "%s", root);
+	for (*depth = 0; *depth < MAX_DEPTH; (*depth)++) {
+		if ((rc = sget(src, cur, &b, &kind, 1)) < 0)
+			return rc;
+		if (kind == LEAF) {
+			json_decref(b);
+			return 0;
+		}
+		rc = copy_id(cur, json_array_get(json_object_get(b, "nodes"), 0), cur);
+		json_decref(b);
+		if (rc < 0)
+			return rc;
+	}
+	return opt_error_set(OPT_EINTEGRITY, "btree deeper than %d levels at block '%s'", MAX_DEPTH, cur);
+}
+
+/* Entries of leaf id at src. */
+static int leaf_size(const struct opt_source *src, const char *id, size_t *n)
+{
+	json_t *b = NULL;
+	int kind, rc;
+
+	if ((rc = sget(src, id, &b, &kind, 1)) < 0)
+		return rc;
+	*n = kind == LEAF ? json_array_size(json_object_get(b, "entries")) : 0;
+	json_decref(b);
+	return 0;
+}
+
+int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
+			  const json_t *changed, size_t base_count, size_t *count)
+{
+	struct check k = { base, 0, 0, 0, -1, NULL, NULL, RECORD, NULL, changed, NULL };
+	struct header h;
+	const char *id;
+	json_t *v;
+	size_t n, total;
+	int rc;
+
+	if (count)
+		*count = 0;
+	if (!(k.seen = json_object()) || !(k.bounds = json_object()) || !(k.read = json_object())) {
+		rc = oom();
+		goto done;
+	}
+	/* the base (verified before): its branches, and where its leaves lie */
+	if ((rc = read_header(&h, base, header_id)) < 0 || (rc = leftmost_depth(base, h.root, &k.leaf_depth)) < 0)
+		goto done;
+	k.min = (size_t)h.cap / 2;
+	k.max = (size_t)h.cap;
+	if (k.leaf_depth > 0 && (rc = check_node(&k, h.root, 0, NULL, NULL)) < 0)
+		goto done;
+	if (k.leaf_depth == 0 && (rc = json_object_set_new(k.bounds, h.root, json_pack("[nn]"))) < 0) {
+		rc = oom();
+		goto done;
+	}
+	/* the new state: every branch, the leaves that changed or moved */
+	k.src = src;
+	k.mode = SINCE;
+	k.count = 0;
+	json_object_clear(k.seen);
+	free(k.coll);
+	k.coll = NULL;
+	if ((rc = read_header(&h, src, header_id)) < 0 || (rc = leftmost_depth(src, h.root, &k.leaf_depth)) < 0)
+		goto done;
+	k.min = (size_t)h.cap / 2;
+	k.max = (size_t)h.cap;
+	if ((rc = check_node(&k, h.root, 0, NULL, NULL)) < 0)
+		goto done;
+	/* count: the base's count, less what the leaves read or gone held
+	 * there, plus what the leaves read hold now */
+	total = base_count + k.count;
+	json_object_foreach(k.bounds, id, v) {
+		if (!json_object_get(k.read, id) && json_object_get(k.seen, id))
+			continue;  /* skipped: the same leaf as at the base */
+		if ((rc = leaf_size(base, id, &n)) < 0)
+			goto done;
+		if (n > total) {
+			rc = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s': the entries do not add up", id);
+			goto done;
+		}
+		total -= n;
+	}
+	if (count)
+		*count = total;
+done:
+	json_decref(k.seen);
+	json_decref(k.bounds);
+	json_decref(k.read);
+	free(k.coll);
+	return rc;
+}
+
 int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count)
 {
-	struct check k = { src, 0, 0, 0, -1, NULL, NULL };
+	struct check k = { src, 0, 0, 0, -1, NULL, NULL, FULL, NULL, NULL, NULL };
 	struct header h;
 	int rc;
 

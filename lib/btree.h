@@ -115,4 +115,15 @@ void opt_btree_cursor_free(struct opt_btree_cursor *c);
  * a message naming the block.  Holds a set of visited block IDs. */
 int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count);
 
+/* The same check of the tree at src, given that it was made at base (a
+ * state that passed opt_btree_check with base_count entries) and that
+ * only the blocks of changed ({id: anything}) differ: every branch at
+ * both is read, but a leaf only when it changed or when its bounds at
+ * src are not within those it had at base (an unchanged leaf there held
+ * keys within the old bounds).  *count is base_count less what the
+ * leaves read (or no longer reached) held at base plus what they hold at
+ * src. */
+int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
+			  const json_t *changed, size_t base_count, size_t *count);
+
 #endif

@@ -319,6 +319,112 @@ static int check_entry(const json_t *e, long expect, const char *prev, char hash
 	return 0;
 }
 
+/* The header's note of the last entry (which appends trust) must agree
+ * with the log: n entries, the last hashing to last. */
+static int check_note(const struct opt_source *src, const char *header_id, long n, const char *last)
+{
+	json_t *h = NULL;
+	int rc = 0;
+
+	if (src->get(src->ctx, header_id, &h) == 0 && json_object_get(h, "logRev")) {
+		const json_t *lr = json_object_get(h, "logRev"), *lh = json_object_get(h, "logHash");
+		if (!json_is_integer(lr) || json_integer_value(lr) != n ||
+		    (n > 0 && (!json_is_string(lh) || strcmp(json_string_value(lh), last) != 0)))
+			rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: the header says the log ends at rev %lld",
+					   n, json_is_integer(lr) ? (long long)json_integer_value(lr) : -1LL);
+	}
+	json_decref(h);
+	return rc;
+}
+
+int opt_log_verify_since(const struct opt_source *src, const char *header_id, long after, const char *after_hash,
+			 const json_t *recheck, json_t *visited, int (*cb)(const json_t *entry, void *arg), void *arg,
+			 long *entries)
+{
+	struct opt_chain_iter *it = NULL;
+	struct opt_chain_pos pos;
+	const json_t *e;
+	json_t *fresh = json_array();
+	char prev[65] = "", want[65] = "";
+	long n = 0, r, want_rev = 0;
+	int rc, found = after == 0;
+	size_t i;
+
+	if (entries)
+		*entries = 0;
+	if (!fresh)
+		return opt_error_set(OPT_EIO, "out of memory");
+	rc = opt_chain_has(src, header_id);
+	if (rc <= 0)
+		goto done;
+	if ((rc = opt_chain_iter_open(&it, src, header_id, 0)) < 0)
+		goto done;
+	/* newest first: the new entries, then the entry `after` and those
+	 * older that share a changed block with it */
+	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
+		const json_t *p = json_object_get(e, "prior");
+		if ((rc = opt_chain_iter_pos(it, &pos)) < 0)
+			goto done;
+		if (visited && json_object_set_new(visited, pos.block_id, json_true()) < 0) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+		r = json_is_integer(json_object_get(e, "rev")) ? (long)json_integer_value(json_object_get(e, "rev")) : -1;
+		if (r > after && !found) {
+			if (json_array_append(fresh, (json_t *)e) < 0) {
+				rc = opt_error_set(OPT_EIO, "out of memory");
+				goto done;
+			}
+			continue;
+		}
+		if (found && (!recheck || !json_object_get(recheck, pos.block_id)))
+			break;
+		/* an entry verified before: it must hash to what the next one
+		 * names as prior */
+		if ((rc = check_entry(e, r < 1 ? 1 : r, json_is_string(p) ? json_string_value(p) : "", prev)) < 0)
+			goto done;
+		if (!found) {
+			if (r != after || strcmp(prev, after_hash) != 0) {
+				rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not the entry verified before (the log "
+						   "was rewritten)", after);
+				goto done;
+			}
+			found = 1;
+		} else if (r != want_rev || strcmp(prev, want) != 0) {
+			rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not the entry verified before (the log "
+					   "was rewritten)", r);
+			goto done;
+		}
+		/* what the next older entry must be: rev r - 1 hashing to prior */
+		want_rev = r - 1;
+		snprintf(want, sizeof(want), "%s", json_is_string(p) ? json_string_value(p) : "");
+	}
+	if (rc < 0)
+		goto done;
+	rc = 0;
+	if (!found) {
+		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing (the log was rewritten)", after);
+		goto done;
+	}
+	/* the new entries, oldest first, continuing the chain */
+	snprintf(prev, sizeof(prev), "%s", after_hash ? after_hash : "");
+	for (i = json_array_size(fresh); i-- > 0;) {
+		e = json_array_get(fresh, i);
+		if ((rc = check_entry(e, after + n + 1, prev, prev)) < 0)
+			goto done;
+		if (cb && (rc = cb(e, arg)) != 0)
+			goto done;
+		n++;
+	}
+	rc = check_note(src, header_id, after + n, prev);
+done:
+	opt_chain_iter_free(it);
+	json_decref(fresh);
+	if (entries)
+		*entries = n;
+	return rc;
+}
+
 int opt_log_verify(const struct opt_source *src, const char *header_id,
 		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
 {
@@ -344,19 +450,7 @@ int opt_log_verify(const struct opt_source *src, const char *header_id,
 	}
 	if (rc < 0)
 		goto done;
-	{
-		/* the header's note of the last entry (which appends trust)
-		 * must agree with the log */
-		json_t *h = NULL;
-		if (src->get(src->ctx, header_id, &h) == 0 && json_object_get(h, "logRev")) {
-			const json_t *lr = json_object_get(h, "logRev"), *lh = json_object_get(h, "logHash");
-			if (!json_is_integer(lr) || json_integer_value(lr) != n ||
-			    (n > 0 && (!json_is_string(lh) || strcmp(json_string_value(lh), prev) != 0)))
-				rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: the header says the log ends at rev %lld",
-						   n, json_is_integer(lr) ? (long long)json_integer_value(lr) : -1LL);
-		}
-		json_decref(h);
-	}
+	rc = check_note(src, header_id, n, prev);
 done:
 	opt_chain_iter_free(it);
 	if (entries)

@@ -1079,7 +1079,13 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 		hex_of(hex, &e->new);
 		vp.o = o;
 		snprintf(vp.what, sizeof(vp.what), "verifying '%s'", e->name);
-		rc = opt_verify_collection(y->s, e->name, hex, o && o->progress ? verify_progress : NULL, &vp, NULL);
+		/* the old tracking ref was verified when it came: only what is new */
+		{
+			char base[GIT_OID_HEXSZ + 1];
+			hex_of(base, &e->old);
+			rc = opt_verify_collection_since(y->s, e->name, hex, e->has_old ? base : NULL,
+							 o && o->progress ? verify_progress : NULL, &vp, NULL);
+		}
 		if (rc < 0) {
 			char msg[1024];
 			snprintf(msg, sizeof(msg), "%s", opt_error_last());
