@@ -1115,13 +1115,6 @@ struct check {
 	int leaf_depth;
 	char *coll;
 	json_t *seen;
-	/* opt_btree_check_since: RECORD notes the bounds of every leaf
-	 * ({id: [lo, hi]}) without reading leaves; SINCE reads only the
-	 * leaves that changed or whose bounds widened */
-	enum { FULL, RECORD, SINCE } mode;
-	json_t *bounds;
-	const json_t *changed;
-	json_t *read;           /* SINCE: the leaves read {id: true} */
 };
 
 #define BAD(...) do { rc = opt_error_set(OPT_EINTEGRITY, __VA_ARGS__); goto done; } while (0)
@@ -1130,43 +1123,6 @@ struct check {
 static int in_bounds(const json_t *k, const json_t *lo, const json_t *hi)
 {
 	return (!lo || opt_key_cmp(k, lo) >= 0) && (!hi || opt_key_cmp(k, hi) < 0);
-}
-
-/* Bound a is no wider than bound b on its side (NULL: unbounded). */
-static int within(const json_t *a, const json_t *b, int low)
-{
-	if (!b)
-		return 1;
-	if (!a || json_is_null(a))
-		return 0;
-	return low ? opt_key_cmp(a, b) >= 0 : opt_key_cmp(a, b) <= 0;
-}
-
-/* A leaf the walk need not read: 1 (noted), 0 (read it), < 0 error.
- * RECORD notes its bounds; SINCE skips a leaf unchanged since the base
- * whose bounds there held the bounds it has now. */
-static int leaf_skip(struct check *k, const char *id, const json_t *lo, const json_t *hi)
-{
-	const json_t *rec;
-
-	if (k->mode == RECORD) {
-		json_t *b = json_pack("[OO]", lo ? lo : json_null(), hi ? hi : json_null());
-		if (json_object_get(k->seen, id))
-			return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is reached twice", id);
-		if (!b || json_object_set_new(k->bounds, id, b) < 0 || json_object_set_new(k->seen, id, json_true()) < 0)
-			return oom();
-		return 1;
-	}
-	rec = json_object_get(k->bounds, id);
-	if (!rec || json_object_get(k->changed, id))
-		return 0;
-	if (!within(json_array_get(rec, 0), lo, 1) || !within(json_array_get(rec, 1), hi, 0))
-		return 0;
-	if (json_object_get(k->seen, id))
-		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is reached twice", id);
-	if (json_object_set_new(k->seen, id, json_true()) < 0)
-		return oom();
-	return 1;
 }
 
 static int check_node(struct check *k, const char *id, int depth, const json_t *lo, const json_t *hi)
@@ -1221,8 +1177,6 @@ static int check_node(struct check *k, const char *id, int depth, const json_t *
 			prev = entry_key(e);
 		}
 		k->count += n;
-		if (k->read && json_object_set_new(k->read, id, json_true()) < 0)
-			rc = oom();
 		goto done;
 	}
 	a = json_object_get(b, "nodes");
@@ -1243,14 +1197,6 @@ static int check_node(struct check *k, const char *id, int depth, const json_t *
 	for (i = 0; i < n; i++) {
 		if ((rc = copy_id(child, json_array_get(a, i), id)) < 0)
 			goto done;
-		if (k->mode != FULL && depth + 1 == k->leaf_depth &&
-		    (rc = leaf_skip(k, child, i ? json_array_get(parts, i - 1) : lo,
-				    i + 1 < n ? json_array_get(parts, i) : hi)) != 0) {
-			if (rc < 0)
-				goto done;
-			rc = 0;
-			continue;
-		}
 		rc = check_node(k, child, depth + 1, i ? json_array_get(parts, i - 1) : lo,
 				i + 1 < n ? json_array_get(parts, i) : hi);
 		if (rc < 0)
@@ -1258,6 +1204,87 @@ static int check_node(struct check *k, const char *id, int depth, const json_t *
 	}
 done:
 	json_decref(b);
+	return rc;
+}
+
+/* Route key from the root of h down to a leaf: *leaf (its ID), its
+ * bounds (*lo, *hi: borrowed from *keep, which the caller frees; NULL:
+ * unbounded) and depth. */
+static int route(const struct opt_source *src, const struct header *h, const json_t *key, char leaf[OPT_ID_MAX + 1],
+		 json_t **keep, const json_t **lo, const json_t **hi, int *depth)
+{
+	json_t *b = NULL;
+	int kind, rc;
+
+	*lo = *hi = NULL;
+	snprintf(leaf, OPT_ID_MAX + 1, "%s", h->root);
+	for (*depth = 0; *depth < MAX_DEPTH; (*depth)++) {
+		const json_t *parts;
+		size_t i, n;
+		if ((rc = sget(src, leaf, &b, &kind, 1)) < 0)
+			return rc;
+		if (kind == LEAF) {
+			json_decref(b);
+			return 0;
+		}
+		parts = json_object_get(b, "partitions");
+		n = json_array_size(parts);
+		for (i = 0; i < n && opt_key_cmp(key, json_array_get(parts, i)) >= 0; i++)
+			;
+		if (i > 0)
+			*lo = json_array_get(parts, i - 1);
+		if (i < n)
+			*hi = json_array_get(parts, i);
+		if (json_array_append(*keep, b) < 0) {
+			json_decref(b);
+			return oom();
+		}
+		rc = copy_id(leaf, json_array_get(json_object_get(b, "nodes"), i), leaf);
+		json_decref(b);
+		if (rc < 0)
+			return rc;
+	}
+	return opt_error_set(OPT_EINTEGRITY, "btree deeper than %d levels at block '%s'", MAX_DEPTH, leaf);
+}
+
+/* Leaf id of the tree at src, changed in place: it must be where its
+ * first key routes (1: it is not: judge the whole tree), and pass the
+ * checks of check_node with the bounds and depth found there.  *n its
+ * entries. */
+static int leaf_in_place(const struct opt_source *src, const struct header *h, const char *id, int leaf_depth,
+			 size_t *n)
+{
+	struct check k = { src, (size_t)h->cap / 2, (size_t)h->cap, 0, -1, NULL, NULL };
+	json_t *b = NULL, *keep = json_array();
+	const json_t *lo, *hi, *es;
+	char at[OPT_ID_MAX + 1];
+	int kind, depth, rc;
+
+	*n = 0;
+	if (!keep || !(k.seen = json_object())) {
+		rc = oom();
+		goto done;
+	}
+	if ((rc = sget(src, id, &b, &kind, 0)) < 0)
+		goto done;
+	es = json_object_get(b, "entries");
+	rc = 1;
+	if (kind != LEAF || !json_array_size(es))
+		goto done;  /* a branch now, or empty (the root only) */
+	if ((rc = route(src, h, json_array_get(json_array_get(es, 0), 0), at, &keep, &lo, &hi, &depth)) < 0)
+		goto done;
+	if (strcmp(at, id) != 0 || depth != leaf_depth) {
+		rc = 1;
+		goto done;
+	}
+	k.leaf_depth = depth;
+	if ((rc = check_node(&k, id, depth, lo, hi)) == 0)
+		*n = k.count;
+done:
+	json_decref(b);
+	json_decref(keep);
+	json_decref(k.seen);
+	free(k.coll);
 	return rc;
 }
 
@@ -1284,86 +1311,83 @@ static int leftmost_depth(const struct opt_source *src, const char *root, int *d
 	return opt_error_set(OPT_EINTEGRITY, "btree deeper than %d levels at block '%s'", MAX_DEPTH, cur);
 }
 
-/* Entries of leaf id at src. */
-static int leaf_size(const struct opt_source *src, const char *id, size_t *n)
-{
-	json_t *b = NULL;
-	int kind, rc;
-
-	if ((rc = sget(src, id, &b, &kind, 1)) < 0)
-		return rc;
-	*n = kind == LEAF ? json_array_size(json_object_get(b, "entries")) : 0;
-	json_decref(b);
-	return 0;
-}
-
 int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
 			  const json_t *changed, size_t base_count, size_t *count)
 {
-	struct check k = { base, 0, 0, 0, -1, NULL, NULL, RECORD, NULL, changed, NULL };
-	struct header h;
+	struct header h, bh;
 	const char *id;
-	json_t *v;
-	size_t n, total;
-	int rc;
+	const json_t *v;
+	size_t total = base_count, n;
+	int depth, rc;
 
 	if (count)
 		*count = 0;
-	if (!(k.seen = json_object()) || !(k.bounds = json_object()) || !(k.read = json_object())) {
-		rc = oom();
-		goto done;
-	}
-	/* the base (verified before): its branches, and where its leaves lie */
-	if ((rc = read_header(&h, base, header_id)) < 0 || (rc = leftmost_depth(base, h.root, &k.leaf_depth)) < 0)
-		goto done;
-	k.min = (size_t)h.cap / 2;
-	k.max = (size_t)h.cap;
-	if (k.leaf_depth > 0 && (rc = check_node(&k, h.root, 0, NULL, NULL)) < 0)
-		goto done;
-	if (k.leaf_depth == 0 && (rc = json_object_set_new(k.bounds, h.root, json_pack("[nn]"))) < 0) {
-		rc = oom();
-		goto done;
-	}
-	/* the new state: every branch, the leaves that changed or moved */
-	k.src = src;
-	k.mode = SINCE;
-	k.count = 0;
-	json_object_clear(k.seen);
-	free(k.coll);
-	k.coll = NULL;
-	if ((rc = read_header(&h, src, header_id)) < 0 || (rc = leftmost_depth(src, h.root, &k.leaf_depth)) < 0)
-		goto done;
-	k.min = (size_t)h.cap / 2;
-	k.max = (size_t)h.cap;
-	if ((rc = check_node(&k, h.root, 0, NULL, NULL)) < 0)
-		goto done;
-	/* count: the base's count, less what the leaves read or gone held
-	 * there, plus what the leaves read hold now */
-	total = base_count + k.count;
-	json_object_foreach(k.bounds, id, v) {
-		if (!json_object_get(k.read, id) && json_object_get(k.seen, id))
-			continue;  /* skipped: the same leaf as at the base */
-		if ((rc = leaf_size(base, id, &n)) < 0)
-			goto done;
-		if (n > total) {
-			rc = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s': the entries do not add up", id);
-			goto done;
+	if ((rc = read_header(&h, src, header_id)) < 0 || (rc = read_header(&bh, base, header_id)) < 0)
+		return rc;
+	if (strcmp(h.root, bh.root) != 0 || h.cap != bh.cap)
+		goto full;
+	if ((rc = leftmost_depth(src, h.root, &depth)) < 0)
+		return rc;
+	/* only leaves changed, each in place: its ancestors, unchanged, give
+	 * it the bounds and depth it had */
+	json_object_foreach((json_t *)changed, id, v) {
+		json_t *b = NULL;
+		int kind;
+		const char *type;
+		if (strcmp(id, header_id) == 0)
+			continue;
+		rc = src->get(src->ctx, id, &b);
+		if (rc == OPT_ENOTFOUND) {
+			if (base->get(base->ctx, id, &b) < 0) {
+				opt_error_clear();
+				continue;
+			}
+			type = opt_block_type(b);
+			kind = type && (strcmp(type, "TL") == 0 || strcmp(type, "TB") == 0);
+			json_decref(b);
+			opt_error_clear();
+			if (kind)
+				goto full;  /* a node dropped */
+			continue;
 		}
+		if (rc < 0)
+			return rc;
+		type = opt_block_type(b);
+		kind = !type ? -1 : strcmp(type, "TL") == 0 ? LEAF : strcmp(type, "TB") == 0 ? BRANCH : -1;
+		json_decref(b);
+		if (kind == -1)
+			continue;  /* not a node (the log's blocks) */
+		if (kind == BRANCH)
+			goto full;
+		if ((rc = leaf_in_place(src, &h, id, depth, &n)) < 0)
+			return rc;
+		if (rc == 1)
+			goto full;
+		total += n;
+		rc = base->get(base->ctx, id, &b);
+		if (rc == OPT_ENOTFOUND)
+			goto full;  /* a new leaf */
+		if (rc < 0)
+			return rc;
+		n = json_array_size(json_object_get(b, "entries"));
+		type = opt_block_type(b);
+		kind = type && strcmp(type, "TL") == 0;
+		json_decref(b);
+		if (!kind || n > total)
+			goto full;
 		total -= n;
 	}
 	if (count)
 		*count = total;
-done:
-	json_decref(k.seen);
-	json_decref(k.bounds);
-	json_decref(k.read);
-	free(k.coll);
-	return rc;
+	return 0;
+full:
+	opt_error_clear();
+	return opt_btree_check(src, header_id, count);
 }
 
 int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count)
 {
-	struct check k = { src, 0, 0, 0, -1, NULL, NULL, FULL, NULL, NULL, NULL };
+	struct check k = { src, 0, 0, 0, -1, NULL, NULL };
 	struct header h;
 	int rc;
 

@@ -672,7 +672,7 @@ int opt_verify_collection_since(struct opt_store *s, const char *name, const cha
 {
 	struct vctx v;
 	struct diff_ctx d;
-	struct opt_source src;
+	struct opt_source src, bsrc;
 	json_t *last = NULL, *logset = NULL;
 	const char *bhash;
 	long entries = 0;
@@ -719,14 +719,19 @@ int opt_verify_collection_since(struct opt_store *s, const char *name, const cha
 		rc = wrap_last(as_integrity(rc), name, "revision");
 		goto done;
 	}
-	src = opt_snap_source(d.base);
-	if ((rc = opt_log_last(&src, v.hid, &last)) < 0 ||
-	    !(bhash = json_string_value(json_object_get(last, "hash")))) {
-		rc = opt_error_set(OPT_EINTEGRITY, "the base revision %ld has no log entry", v.B);
-		goto done;
+	/* the base's last entry, as its header notes it (checked then) */
+	bsrc = opt_snap_source(d.base);
+	if ((rc = bsrc.get(bsrc.ctx, v.hid, &last)) < 0 || json_integer_value(json_object_get(last, "logRev")) != v.B ||
+	    !(bhash = json_string_value(json_object_get(last, "logHash")))) {
+		json_decref(last);
+		last = NULL;
+		if ((rc = opt_log_last(&bsrc, v.hid, &last)) < 0 || !(bhash = json_string_value(json_object_get(last, "hash")))) {
+			rc = opt_error_set(OPT_EINTEGRITY, "the base revision %ld has no log entry", v.B);
+			goto done;
+		}
 	}
 	src = opt_snap_source(v.head);
-	rc = opt_log_verify_since(&src, v.hid, v.B, bhash, d.changed, logset, entry_cb, &v, &entries);
+	rc = opt_log_verify_since(&src, &bsrc, v.hid, v.B, bhash, d.changed, logset, entry_cb, &v, &entries);
 	if (rc < 0) {
 		char pre[64];
 		snprintf(pre, sizeof(pre), "log entry rev %ld", v.B + entries + 1);

@@ -96,7 +96,7 @@ TEST(since_agrees_with_full)
 		return;
 	CHECK_RC(run_step(s, &st, first));
 	memcpy(prev, first, sizeof(prev));
-	for (i = 0; i < 25; i++) {
+	for (i = 0; i < 40; i++) {
 		st.from = rn(4000);
 		st.n = rn(3) ? 1 + rn(3) : rn(200);
 		st.del = rn(4) ? 0 : rn(300);
@@ -108,11 +108,11 @@ TEST(since_agrees_with_full)
 	}
 	/* several revisions at once, and none */
 	CHECK_RC(opt_verify_collection_since(s, "t", NULL, first, NULL, NULL, &vr));
-	CHECK(vr.rev == 26);
+	CHECK(vr.rev == 41);
 	CHECK_RC(opt_verify_collection_since(s, "t", c, c, NULL, NULL, &vr));
 	/* NULL base: the full verification */
 	CHECK_RC(opt_verify_collection_since(s, "t", NULL, NULL, NULL, NULL, &vr));
-	CHECK(vr.entries == 26);
+	CHECK(vr.entries == 41);
 	opt_store_free(s);
 }
 
