@@ -9,6 +9,7 @@
 #include "util.h"
 #include "verify.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -974,6 +975,92 @@ static int wanted(const char *name, const char *const *colls, size_t n)
 	return 0;
 }
 
+/* Copy file from to to (through a temporary name, synced when fsync is
+ * on).  0, or -1 with errno. */
+static int copy_file(const char *from, const char *to)
+{
+	char tmp[PATH_MAX], buf[1 << 16];
+	ssize_t n = 0;
+	int in, out, rc = -1;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", to) >= (int)sizeof(tmp))
+		return -1;
+	if ((in = open(from, O_RDONLY)) < 0)
+		return -1;
+	if ((out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0444)) < 0) {
+		close(in);
+		return -1;
+	}
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			break;
+	if (n == 0 && (!opt_pack_fsync_enabled() || fsync(out) == 0))
+		rc = 0;
+	close(in);
+	if (close(out) < 0)
+		rc = -1;
+	if (rc == 0)
+		rc = rename(tmp, to);
+	if (rc < 0)
+		unlink(tmp);
+	return rc;
+}
+
+/* A first fetch from a store on this machine into a store without packs
+ * (a clone): the peer's pack files are copied as they are, where
+ * libgit2's local transport would build a new pack object by object
+ * (delta search, recompression): 1 when every wanted head is then here
+ * and its incoming ref written, 0 to fetch the usual way. */
+static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h, const char *inc_prefix)
+{
+	char ours[PATH_MAX], theirs[PATH_MAX], from[PATH_MAX + 300], to[PATH_MAX + 300], ref[REFLEN];
+	struct dirent *de;
+	DIR *d;
+	git_odb *odb = NULL;
+	size_t i, len;
+	int any = 0, ok = 1;
+
+	snprintf(ours, sizeof(ours), "%s/objects/pack", git_repository_path(y->repo));
+	snprintf(theirs, sizeof(theirs), "%s/objects/pack", git_repository_path(r->peer_repo));
+	if (!(d = opendir(ours)))
+		return 0;
+	while ((de = readdir(d)))
+		if ((len = strlen(de->d_name)) > 5 && strcmp(de->d_name + len - 5, ".pack") == 0)
+			any = 1;
+	closedir(d);
+	if (any || !(d = opendir(theirs)))
+		return 0;
+	/* each pack, then its index (which makes it visible) */
+	while (ok && (de = readdir(d))) {
+		if ((len = strlen(de->d_name)) <= 5 || strcmp(de->d_name + len - 5, ".pack") != 0)
+			continue;
+		snprintf(from, sizeof(from), "%s/%s", theirs, de->d_name);
+		snprintf(to, sizeof(to), "%s/%s", ours, de->d_name);
+		ok = copy_file(from, to) == 0;
+		memcpy(from + strlen(from) - 5, ".idx", 5);
+		memcpy(to + strlen(to) - 5, ".idx", 5);
+		ok = ok && copy_file(from, to) == 0;
+	}
+	closedir(d);
+	if (git_repository_odb(&odb, y->repo) == 0)
+		git_odb_refresh(odb);
+	git_odb_free(odb);
+	for (i = 0; ok && i < h->n; i++)
+		if (strcmp(h->v[i].status, "unchanged") != 0 && !have_object(y, &h->v[i].new))
+			ok = 0;
+	for (i = 0; ok && i < h->n; i++) {
+		git_reference *gref = NULL;
+		if (strcmp(h->v[i].status, "unchanged") == 0)
+			continue;
+		snprintf(ref, sizeof(ref), "%s%s", inc_prefix, h->v[i].name);
+		if (git_reference_create(&gref, y->repo, ref, &h->v[i].new, 1, "opt-sync fetch") < 0)
+			return git_err(OPT_EIO, "cannot write incoming refs");
+		git_reference_free(gref);
+	}
+	git_error_clear();
+	return ok;
+}
+
 /* Fetch the remote's collections (all, or colls) into the quarantine,
  * verify each changed one, and only then move the tracking refs.  *h gets
  * one head per collection of the remote (sorted by name), with the
@@ -1036,6 +1123,11 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 	}
 	if (specs.count == 0)
 		goto done;
+	if (r->path && (rc = seed_from_path(y, r, h, inc_prefix)) != 0) {
+		if (rc < 0)
+			goto done;
+		goto downloaded;
+	}
 	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
 	callbacks(&fo.callbacks, r);
 	fo.update_fetchhead = 0;
@@ -1049,6 +1141,7 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 		rc = git_err(OPT_EIO, "cannot write incoming refs");
 		goto done;
 	}
+downloaded:
 	git_remote_disconnect(gr);
 	/* verify every changed collection before any ref moves */
 	for (i = 0; i < h->n; i++) {

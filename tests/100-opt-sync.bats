@@ -609,6 +609,16 @@ EOF
 
 # ---- remotes that lie ----
 
+@test "hostile remote: a clone from a path copies its packs but verifies all the same: a tampered store is refused" {
+	seed "$OPT_STORE"
+	GD=$OPT_STORE
+	tamper things 2 edit_block "$A" '.v = 99'
+	run --separate-stderr opt-sync clone "$OPT_STORE" "$TMP/b"
+	assert_failure 4
+	[[ $stderr == *"collection 'things' refused: "*"does not match the hash"* ]]
+	[ ! -e "$TMP/b" ]
+}
+
 @test "hostile remote: a tampered block is refused (exit 4), the local store is unchanged" {
 	seed "$OPT_STORE"
 	opt-sync clone "$OPT_STORE" "$TMP/b" >/dev/null
