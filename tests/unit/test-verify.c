@@ -98,7 +98,7 @@ TEST(since_agrees_with_full)
 	memcpy(prev, first, sizeof(prev));
 	for (i = 0; i < 40; i++) {
 		st.from = rn(4000);
-		st.n = rn(3) ? 1 + rn(3) : rn(200);
+		st.n = rn(3) ? 1 + rn(3) : 1 + rn(200);  /* a revision each */
 		st.del = rn(4) ? 0 : rn(300);
 		CHECK_RC(run_step(s, &st, c));
 		CHECK_RC(opt_verify_collection_since(s, "t", c, prev, NULL, NULL, &vr));
