@@ -30,6 +30,7 @@ if [ "$mode" = install ]; then
 		missing="$missing libclang-rt-14-dev"
 	command -v git-daemon >/dev/null 2>&1 || [ -x /usr/lib/git-core/git-daemon ] || missing="$missing git"
 	command -v lighttpd >/dev/null 2>&1 || [ -x /usr/sbin/lighttpd ] || missing="$missing lighttpd"
+	[ -e /usr/lib/lighttpd/mod_openssl.so ] || missing="$missing lighttpd-mod-openssl"
 	command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 fi
 [ -z "$missing" ] && exit 0
