@@ -1602,6 +1602,184 @@ done:
 	return rc;
 }
 
+/* Route key from the root of h down to a leaf: *leaf (its ID), its
+ * bounds (*lo, *hi: borrowed from *keep, which the caller frees; NULL:
+ * unbounded) and depth. */
+static int route(const struct opt_source *src, const struct header *h, const json_t *key, char leaf[OPT_ID_MAX + 1],
+		 json_t **keep, const json_t **lo, const json_t **hi, int *depth)
+{
+	json_t *b = NULL;
+	int kind, rc;
+
+	*lo = *hi = NULL;
+	snprintf(leaf, OPT_ID_MAX + 1, "%s", h->root);
+	for (*depth = 0; *depth < MAX_DEPTH; (*depth)++) {
+		const json_t *parts;
+		size_t i, n;
+		if ((rc = sget(src, leaf, &b, &kind, 1)) < 0)
+			return rc;
+		if (kind == LEAF) {
+			json_decref(b);
+			return 0;
+		}
+		parts = json_object_get(b, "partitions");
+		n = json_array_size(parts);
+		for (i = 0; i < n && opt_key_cmp(key, json_array_get(parts, i)) >= 0; i++)
+			;
+		if (i > 0)
+			*lo = json_array_get(parts, i - 1);
+		if (i < n)
+			*hi = json_array_get(parts, i);
+		if (json_array_append(*keep, b) < 0) {
+			json_decref(b);
+			return oom();
+		}
+		rc = copy_id(leaf, json_array_get(json_object_get(b, "nodes"), i), leaf);
+		json_decref(b);
+		if (rc < 0)
+			return rc;
+	}
+	return opt_error_set(OPT_EINTEGRITY, "btree deeper than %d levels at block '%s'", MAX_DEPTH, leaf);
+}
+
+/* Leaf id of the tree at src, changed in place: it must be where its
+ * first key routes (1: it is not: judge the whole tree), and pass the
+ * checks of check_node with the bounds and depth found there.  *n its
+ * entries. */
+static int leaf_in_place(const struct opt_source *src, const struct header *h, const char *id, int leaf_depth,
+			 size_t *n)
+{
+	struct check k = { src, (size_t)h->cap / 2, (size_t)h->cap, 0, -1, NULL, NULL };
+	json_t *b = NULL, *keep = json_array();
+	const json_t *lo, *hi, *es;
+	char at[OPT_ID_MAX + 1];
+	int kind, depth, rc;
+
+	*n = 0;
+	if (!keep || !(k.seen = json_object())) {
+		rc = oom();
+		goto done;
+	}
+	if ((rc = sget(src, id, &b, &kind, 0)) < 0)
+		goto done;
+	es = json_object_get(b, "entries");
+	rc = 1;
+	if (kind != LEAF || !json_array_size(es))
+		goto done;  /* a branch now, or empty (the root only) */
+	if ((rc = route(src, h, json_array_get(json_array_get(es, 0), 0), at, &keep, &lo, &hi, &depth)) < 0)
+		goto done;
+	if (strcmp(at, id) != 0 || depth != leaf_depth) {
+		rc = 1;
+		goto done;
+	}
+	k.leaf_depth = depth;
+	if ((rc = check_node(&k, id, depth, lo, hi)) == 0)
+		*n = k.count;
+done:
+	json_decref(b);
+	json_decref(keep);
+	json_decref(k.seen);
+	free(k.coll);
+	return rc;
+}
+
+/* The depth of the leaves along the leftmost path from the root. */
+static int leftmost_depth(const struct opt_source *src, const char *root, int *depth)
+{
+	char cur[OPT_ID_MAX + 1];
+	json_t *b = NULL;
+	int kind, rc;
+
+	snprintf(cur, sizeof(cur), "%s", root);
+	for (*depth = 0; *depth < MAX_DEPTH; (*depth)++) {
+		if ((rc = sget(src, cur, &b, &kind, 1)) < 0)
+			return rc;
+		if (kind == LEAF) {
+			json_decref(b);
+			return 0;
+		}
+		rc = copy_id(cur, json_array_get(json_object_get(b, "nodes"), 0), cur);
+		json_decref(b);
+		if (rc < 0)
+			return rc;
+	}
+	return opt_error_set(OPT_EINTEGRITY, "btree deeper than %d levels at block '%s'", MAX_DEPTH, cur);
+}
+
+int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
+			  const json_t *changed, size_t base_count, size_t *count)
+{
+	struct header h, bh;
+	const char *id;
+	const json_t *v;
+	size_t total = base_count, n;
+	int depth, rc;
+
+	if (count)
+		*count = 0;
+	if ((rc = read_header(&h, src, header_id)) < 0 || (rc = read_header(&bh, base, header_id)) < 0)
+		return rc;
+	if (strcmp(h.root, bh.root) != 0 || h.cap != bh.cap)
+		goto full;
+	if ((rc = leftmost_depth(src, h.root, &depth)) < 0)
+		return rc;
+	/* only leaves changed, each in place: its ancestors, unchanged, give
+	 * it the bounds and depth it had */
+	json_object_foreach((json_t *)changed, id, v) {
+		json_t *b = NULL;
+		int kind;
+		const char *type;
+		if (strcmp(id, header_id) == 0)
+			continue;
+		rc = src->get(src->ctx, id, &b);
+		if (rc == OPT_ENOTFOUND) {
+			if (base->get(base->ctx, id, &b) < 0) {
+				opt_error_clear();
+				continue;
+			}
+			type = opt_block_type(b);
+			kind = type && (strcmp(type, "TL") == 0 || strcmp(type, "TB") == 0);
+			json_decref(b);
+			opt_error_clear();
+			if (kind)
+				goto full;  /* a node dropped */
+			continue;
+		}
+		if (rc < 0)
+			return rc;
+		type = opt_block_type(b);
+		kind = !type ? -1 : strcmp(type, "TL") == 0 ? LEAF : strcmp(type, "TB") == 0 ? BRANCH : -1;
+		json_decref(b);
+		if (kind == -1)
+			continue;  /* not a node (the log's blocks) */
+		if (kind == BRANCH)
+			goto full;
+		if ((rc = leaf_in_place(src, &h, id, depth, &n)) < 0)
+			return rc;
+		if (rc == 1)
+			goto full;
+		total += n;
+		rc = base->get(base->ctx, id, &b);
+		if (rc == OPT_ENOTFOUND)
+			goto full;  /* a new leaf */
+		if (rc < 0)
+			return rc;
+		n = json_array_size(json_object_get(b, "entries"));
+		type = opt_block_type(b);
+		kind = type && strcmp(type, "TL") == 0;
+		json_decref(b);
+		if (!kind || n > total)
+			goto full;
+		total -= n;
+	}
+	if (count)
+		*count = total;
+	return 0;
+full:
+	opt_error_clear();
+	return opt_btree_check(src, header_id, count);
+}
+
 int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count)
 {
 	struct check k = { src, 0, 0, 0, -1, NULL, NULL };

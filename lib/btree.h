@@ -127,4 +127,16 @@ void opt_btree_cursor_free(struct opt_btree_cursor *c);
  * a message naming the block.  Holds a set of visited block IDs. */
 int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count);
 
+/* The same check of the tree at src, given that it was made at base (a
+ * state that passed opt_btree_check with base_count entries) and that
+ * only the blocks of changed ({id: anything}) differ.  When only leaves
+ * changed, in place (the root and every branch as at base), each is
+ * checked where its first key routes from the root, with the bounds and
+ * depth found there, and *count is base_count plus what each holds now
+ * less what it held at base: a few blocks read, whatever the tree's
+ * size.  Any other change (a branch, a leaf added or dropped, a leaf not
+ * where its keys route) is judged by opt_btree_check of the whole tree. */
+int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
+			  const json_t *changed, size_t base_count, size_t *count);
+
 #endif

@@ -89,4 +89,23 @@ int opt_log_entry_hash(const json_t *entry, char out[65]);
 int opt_log_verify(const struct opt_source *src, const char *header_id,
 		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
 
+/* Verify only the entries after revision `after` (0: all), given that the
+ * log at base (a state that passed opt_log_verify) ends with entry
+ * `after`, which hashes to after_hash, and that only the blocks in
+ * recheck (a set {block ID: anything}: the blocks that differ from base)
+ * changed since.  The log is read from its tail back, block by block, for
+ * as long as the blocks changed: the new entries, then entry `after`
+ * (which must hash to after_hash: else the log was rewritten) and the
+ * older entries of changed blocks, each of which must hash to what the
+ * next names as "prior".  The first unchanged block ends the walk
+ * without being read: it and all before it are base's, and the last
+ * block read must have followed it at base too.  The new entries are
+ * then checked oldest first as opt_log_verify does, the first continuing
+ * from after_hash, and cb is called with each; the header's note must
+ * name the last.  visited (may be NULL) gets the IDs of the log blocks
+ * read; *entries the number of new entries that checked out. */
+int opt_log_verify_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
+			 long after, const char *after_hash, const json_t *recheck, json_t *visited,
+			 int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
+
 #endif

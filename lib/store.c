@@ -1257,6 +1257,52 @@ int opt_snap_foreach(struct opt_snap *snap, int (*cb)(const char *id, void *arg)
 	return rc;
 }
 
+/* Diff two levels-deep trees of blocks (either may be NULL: empty);
+ * depth 0 holds blobs. */
+static int diff_trees(struct opt_store *s, git_tree *a, git_tree *b, int depth,
+		      int (*cb)(const char *id, char change, void *arg), void *arg)
+{
+	size_t na = a ? git_tree_entrycount(a) : 0, nb = b ? git_tree_entrycount(b) : 0, i = 0, j = 0;
+	int rc = 0;
+
+	while (rc == 0 && (i < na || j < nb)) {
+		const git_tree_entry *ea = i < na ? git_tree_entry_byindex(a, i) : NULL;
+		const git_tree_entry *eb = j < nb ? git_tree_entry_byindex(b, j) : NULL;
+		int c = !ea ? 1 : !eb ? -1 : strcmp(git_tree_entry_name(ea), git_tree_entry_name(eb));
+		git_tree *ta = NULL, *tb = NULL;
+
+		if (c == 0 && git_oid_equal(git_tree_entry_id(ea), git_tree_entry_id(eb))) {
+			i++, j++;
+			continue;
+		}
+		if (depth == 0) {
+			rc = cb(c < 0 ? git_tree_entry_name(ea) : git_tree_entry_name(eb), c < 0 ? 'D' : c > 0 ? 'A' : 'M',
+				arg);
+		} else {
+			if (c <= 0 && s_tree_lookup(s, &ta, git_tree_entry_id(ea)) < 0)
+				return git_fail(OPT_EINTEGRITY, "cannot read block tree");
+			if (c >= 0 && s_tree_lookup(s, &tb, git_tree_entry_id(eb)) < 0) {
+				git_tree_free(ta);
+				return git_fail(OPT_EINTEGRITY, "cannot read block tree");
+			}
+			rc = diff_trees(s, ta, tb, depth - 1, cb, arg);
+			git_tree_free(ta);
+			git_tree_free(tb);
+		}
+		if (c <= 0)
+			i++;
+		if (c >= 0)
+			j++;
+	}
+	return rc;
+}
+
+int opt_snap_diff(struct opt_snap *a, struct opt_snap *b, int (*cb)(const char *id, char change, void *arg),
+		  void *arg)
+{
+	return diff_trees(a->s, a->blocks, b->blocks, 2, cb, arg);
+}
+
 static int count_cb(const char *id, void *arg)
 {
 	(void)id;

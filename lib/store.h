@@ -139,6 +139,14 @@ int opt_snap_block_oid(struct opt_snap *snap, const char *id, char out[41]);
  * non-zero and returns that value. */
 int opt_snap_foreach(struct opt_snap *snap, int (*cb)(const char *id, void *arg), void *arg);
 
+/* Call cb for every block that differs between snapshots a and b (of any
+ * collections) in ID order: change 'A' (only in b), 'D' (only in a) or
+ * 'M' (in both, other bytes).  Subtrees with the same git ID are skipped,
+ * so the cost follows the change, not the size.  Stops when cb returns
+ * non-zero and returns that value. */
+int opt_snap_diff(struct opt_snap *a, struct opt_snap *b, int (*cb)(const char *id, char change, void *arg),
+		  void *arg);
+
 /* Count the blocks of snap. */
 int opt_snap_count(struct opt_snap *snap, size_t *n);
 

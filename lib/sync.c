@@ -9,6 +9,7 @@
 #include "util.h"
 #include "verify.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -46,6 +47,7 @@ struct remote {
 	struct opt_store *peer;      /* opened path remote */
 	git_repository *peer_repo;
 	int cred_tries;
+	int no_verify;               /* http.sslVerify=false: any certificate */
 	const struct opt_sync_opts *o;
 	/* push */
 	int conflict;
@@ -714,6 +716,77 @@ static void remote_close(struct remote *r)
 	memset(r, 0, sizeof(*r));
 }
 
+/* A setting for https as git has it: the environment variable env, else
+ * the store's (or the user's) git config key, else the environment
+ * variable fallback (may be NULL).  *out malloc'd, NULL when unset. */
+static int tls_setting(struct opt_sync *y, const char *env, const char *key, const char *fallback, char **out)
+{
+	git_config *cfg = NULL;
+	git_buf buf = { 0 };
+	const char *v = getenv(env);
+	int rc = 0;
+
+	*out = NULL;
+	if (v && *v)
+		goto copy;
+	if ((rc = config_of(y, &cfg)) < 0)
+		return rc;
+	if (git_config_get_string_buf(&buf, cfg, key) == 0 && buf.size) {
+		*out = strdup(buf.ptr);
+		rc = *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
+		git_buf_dispose(&buf);
+		git_config_free(cfg);
+		return rc;
+	}
+	git_error_clear();
+	git_config_free(cfg);
+	v = fallback ? getenv(fallback) : NULL;
+	if (!v || !*v)
+		return 0;
+copy:
+	*out = strdup(v);
+	return *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
+}
+
+/* The certificates an https peer is checked against: $GIT_SSL_CAINFO,
+ * http.sslCAInfo or $SSL_CERT_FILE (a PEM file), $GIT_SSL_CAPATH,
+ * http.sslCAPath or $SSL_CERT_DIR (a directory), else the system's
+ * bundle.  $GIT_SSL_NO_VERIFY or http.sslVerify=false accept any
+ * certificate, as git does. */
+static int tls_setup(struct opt_sync *y, struct remote *r)
+{
+	git_config *cfg = NULL;
+	char *file = NULL, *dir = NULL;
+	int verify = 1, rc;
+
+	if ((rc = tls_setting(y, "GIT_SSL_CAINFO", "http.sslCAInfo", "SSL_CERT_FILE", &file)) < 0 ||
+	    (rc = tls_setting(y, "GIT_SSL_CAPATH", "http.sslCAPath", "SSL_CERT_DIR", &dir)) < 0)
+		goto done;
+	if (getenv("GIT_SSL_NO_VERIFY") && *getenv("GIT_SSL_NO_VERIFY")) {
+		verify = 0;
+	} else if ((rc = config_of(y, &cfg)) < 0) {
+		goto done;
+	} else if (git_config_get_bool(&verify, cfg, "http.sslVerify") < 0) {
+		git_error_clear();
+		verify = 1;
+	}
+	r->no_verify = !verify;
+	if (file || dir) {
+		if (git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, dir) < 0)
+			rc = git_err(OPT_EINVAL, "cannot load the certificates of http.sslCAInfo/http.sslCAPath "
+				     "($GIT_SSL_CAINFO/$GIT_SSL_CAPATH)");
+	} else if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0) {
+		git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, "/etc/ssl/certs/ca-certificates.crt", NULL);
+	} else {
+		git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, NULL, "/etc/ssl/certs");
+	}
+done:
+	git_config_free(cfg);
+	free(file);
+	free(dir);
+	return rc;
+}
+
 static int remote_open(struct opt_sync *y, struct remote *r, const char *name, const struct opt_sync_opts *o)
 {
 	int rc;
@@ -741,10 +814,10 @@ static int remote_open(struct opt_sync *y, struct remote *r, const char *name, c
 		}
 	} else if (strncmp(r->url, "https://", 8) == 0) {
 		/* the CA bundle is loaded only when an https peer needs it */
-		if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0)
-			git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, "/etc/ssl/certs/ca-certificates.crt", NULL);
-		else
-			git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, NULL, "/etc/ssl/certs");
+		if ((rc = tls_setup(y, r)) < 0) {
+			remote_close(r);
+			return rc;
+		}
 	}
 	return 0;
 }
@@ -826,10 +899,22 @@ static int xfer_cb(const git_indexer_progress *st, void *payload)
 	return 0;
 }
 
+/* An https certificate libgit2 found invalid passes only when the user
+ * turned verification off. */
+static int cert_cb(git_cert *cert, int valid, const char *host, void *payload)
+{
+	struct remote *r = payload;
+
+	(void)cert;
+	(void)host;
+	return !valid && r->no_verify ? 0 : GIT_PASSTHROUGH;
+}
+
 static void callbacks(git_remote_callbacks *cb, struct remote *r)
 {
 	git_remote_init_callbacks(cb, GIT_REMOTE_CALLBACKS_VERSION);
 	cb->credentials = cred_cb;
+	cb->certificate_check = cert_cb;
 	cb->transfer_progress = xfer_cb;
 	cb->payload = r;
 }
@@ -899,6 +984,92 @@ static int wanted(const char *name, const char *const *colls, size_t n)
 	return 0;
 }
 
+/* Copy file from to to (through a temporary name, synced when fsync is
+ * on).  0, or -1 with errno. */
+static int copy_file(const char *from, const char *to)
+{
+	char tmp[PATH_MAX], buf[1 << 16];
+	ssize_t n = 0;
+	int in, out, rc = -1;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", to) >= (int)sizeof(tmp))
+		return -1;
+	if ((in = open(from, O_RDONLY)) < 0)
+		return -1;
+	if ((out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0444)) < 0) {
+		close(in);
+		return -1;
+	}
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			break;
+	if (n == 0 && (!opt_pack_fsync_enabled() || fsync(out) == 0))
+		rc = 0;
+	close(in);
+	if (close(out) < 0)
+		rc = -1;
+	if (rc == 0)
+		rc = rename(tmp, to);
+	if (rc < 0)
+		unlink(tmp);
+	return rc;
+}
+
+/* A first fetch from a store on this machine into a store without packs
+ * (a clone): the peer's pack files are copied as they are, where
+ * libgit2's local transport would build a new pack object by object
+ * (delta search, recompression): 1 when every wanted head is then here
+ * and its incoming ref written, 0 to fetch the usual way. */
+static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h, const char *inc_prefix)
+{
+	char ours[PATH_MAX], theirs[PATH_MAX], from[PATH_MAX + 300], to[PATH_MAX + 300], ref[REFLEN];
+	struct dirent *de;
+	DIR *d;
+	git_odb *odb = NULL;
+	size_t i, len;
+	int any = 0, ok = 1;
+
+	snprintf(ours, sizeof(ours), "%s/objects/pack", git_repository_path(y->repo));
+	snprintf(theirs, sizeof(theirs), "%s/objects/pack", git_repository_path(r->peer_repo));
+	if (!(d = opendir(ours)))
+		return 0;
+	while ((de = readdir(d)))
+		if ((len = strlen(de->d_name)) > 5 && strcmp(de->d_name + len - 5, ".pack") == 0)
+			any = 1;
+	closedir(d);
+	if (any || !(d = opendir(theirs)))
+		return 0;
+	/* each pack, then its index (which makes it visible) */
+	while (ok && (de = readdir(d))) {
+		if ((len = strlen(de->d_name)) <= 5 || strcmp(de->d_name + len - 5, ".pack") != 0)
+			continue;
+		snprintf(from, sizeof(from), "%s/%s", theirs, de->d_name);
+		snprintf(to, sizeof(to), "%s/%s", ours, de->d_name);
+		ok = copy_file(from, to) == 0;
+		memcpy(from + strlen(from) - 5, ".idx", 5);
+		memcpy(to + strlen(to) - 5, ".idx", 5);
+		ok = ok && copy_file(from, to) == 0;
+	}
+	closedir(d);
+	if (git_repository_odb(&odb, y->repo) == 0)
+		git_odb_refresh(odb);
+	git_odb_free(odb);
+	for (i = 0; ok && i < h->n; i++)
+		if (strcmp(h->v[i].status, "unchanged") != 0 && !have_object(y, &h->v[i].new))
+			ok = 0;
+	for (i = 0; ok && i < h->n; i++) {
+		git_reference *gref = NULL;
+		if (strcmp(h->v[i].status, "unchanged") == 0)
+			continue;
+		snprintf(ref, sizeof(ref), "%s%s", inc_prefix, h->v[i].name);
+		if (git_reference_create(&gref, y->repo, ref, &h->v[i].new, 1, "opt-sync fetch") < 0)
+			return git_err(OPT_EIO, "cannot write incoming refs");
+		git_reference_free(gref);
+	}
+	git_error_clear();
+	return ok;
+}
+
 /* Fetch the remote's collections (all, or colls) into the quarantine,
  * verify each changed one, and only then move the tracking refs.  *h gets
  * one head per collection of the remote (sorted by name), with the
@@ -962,6 +1133,11 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 	}
 	if (specs.count == 0)
 		goto done;
+	if (r->path && (rc = seed_from_path(y, r, h, inc_prefix)) != 0) {
+		if (rc < 0)
+			goto done;
+		goto downloaded;
+	}
 	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
 	callbacks(&fo.callbacks, r);
 	fo.update_fetchhead = 0;
@@ -975,6 +1151,7 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 		rc = git_err(OPT_EIO, "cannot write incoming refs");
 		goto done;
 	}
+downloaded:
 	git_remote_disconnect(gr);
 	/* verify every changed collection before any ref moves */
 	for (i = 0; i < h->n; i++) {
@@ -1005,7 +1182,13 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 		hex_of(hex, &e->new);
 		vp.o = o;
 		snprintf(vp.what, sizeof(vp.what), "verifying '%s'", e->name);
-		rc = opt_verify_collection(y->s, e->name, hex, o && o->progress ? verify_progress : NULL, &vp, NULL);
+		/* the old tracking ref was verified when it came: only what is new */
+		{
+			char base[GIT_OID_HEXSZ + 1];
+			hex_of(base, &e->old);
+			rc = opt_verify_collection_since(y->s, e->name, hex, e->has_old ? base : NULL,
+							 o && o->progress ? verify_progress : NULL, &vp, NULL);
+		}
 		if (rc < 0) {
 			char msg[1024];
 			snprintf(msg, sizeof(msg), "%s", opt_error_last());

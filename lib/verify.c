@@ -26,6 +26,8 @@ struct vctx {
 	json_t *trusted;        /* {key: true}: authors whose entries we accept */
 	opt_verify_progress_fn progress;
 	void *arg;
+	long B;                 /* since: the base's revision (0: verify all) */
+	json_t *gone;           /* since: {id: true} deleted by a new entry */
 };
 
 /* Replace the last message with "<prefix>: <it>", dropping the
@@ -79,7 +81,7 @@ static int walk_history(struct vctx *v)
 
 	if ((rc = push_commit(v, opt_snap_commit(cur))) < 0)
 		return rc;
-	for (; r > 1; r--) {
+	for (; r > (v->B ? v->B : 1); r--) {
 		rc = opt_snap_parent(&p, cur);
 		if (rc == OPT_ENOTFOUND) {
 			rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: its commit has no parent (the revisions before it are missing)",
@@ -97,6 +99,8 @@ static int walk_history(struct vctx *v)
 		if ((rc = push_commit(v, opt_snap_commit(cur))) < 0)
 			goto done;
 	}
+	if (v->B)  /* the caller compares the base's commit */
+		goto done;
 	/* revision 1 begins the history */
 	rc = opt_snap_parent(&p, cur);
 	if (rc == OPT_ENOTFOUND) {
@@ -256,7 +260,8 @@ static int entry_cb(const json_t *e, void *arg)
 				   pre, trx, r, opt_snap_trx(snap));
 		goto done;
 	}
-	if ((rc = check_log_at(v, snap, e, r)) < 0)
+	/* (the head's log is the one being read: e is its entry r) */
+	if (snap != v->head && (rc = check_log_at(v, snap, e, r)) < 0)
 		goto done;
 	blocks = json_object_get(e, "blocks");
 	json_object_foreach((json_t *)blocks, id, h) {
@@ -277,8 +282,14 @@ static int entry_cb(const json_t *e, void *arg)
 			opt_error_clear();
 			rc = 0;
 			json_object_del(v->live, id);
+			if (v->gone && json_object_set_new(v->gone, id, json_true()) < 0) {
+				rc = opt_error_set(OPT_EIO, "out of memory");
+				goto done;
+			}
 			continue;
 		}
+		if (v->gone)
+			json_object_del(v->gone, id);
 		if (!json_is_string(h) || strlen(json_string_value(h)) != OPT_SHA256_HEX) {
 			rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' has no valid hash", pre, id);
 			goto done;
@@ -461,6 +472,27 @@ done:
 	return rc;
 }
 
+/* Fill in v for collection name at commit (NULL: its ref). */
+static int open_head(struct vctx *v, struct opt_store *s, const char *name, const char *commit,
+		     opt_verify_progress_fn progress, void *arg)
+{
+	int rc;
+
+	if (!opt_store_name_valid(name))
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+	v->s = s;
+	v->name = name;
+	v->progress = progress;
+	v->arg = arg;
+	opt_collection_header_id(name, v->hid);
+	rc = commit ? opt_snap_open_commit(&v->head, s, name, commit) : opt_snap_head(&v->head, s, name);
+	if (rc == OPT_ENOTFOUND || rc == OPT_EINVAL)
+		return rc;
+	if (rc < 0)
+		return wrap_last(as_integrity(rc), name, "the head commit");
+	return 0;
+}
+
 int opt_verify_collection(struct opt_store *s, const char *name, const char *commit,
 			  opt_verify_progress_fn progress, void *arg, struct opt_verify_result *res)
 {
@@ -472,18 +504,8 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 	memset(&v, 0, sizeof(v));
 	if (res)
 		memset(res, 0, sizeof(*res));
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
-	v.s = s;
-	v.name = name;
-	v.progress = progress;
-	v.arg = arg;
-	opt_collection_header_id(name, v.hid);
-	rc = commit ? opt_snap_open_commit(&v.head, s, name, commit) : opt_snap_head(&v.head, s, name);
-	if (rc == OPT_ENOTFOUND || rc == OPT_EINVAL)
+	if ((rc = open_head(&v, s, name, commit, progress, arg)) < 0)
 		return rc;
-	if (rc < 0)
-		return wrap_last(as_integrity(rc), name, "the head commit");
 	v.H = opt_snap_rev(v.head);
 	if (res)
 		res->rev = v.H;
@@ -517,6 +539,228 @@ done:
 	if (res)
 		res->entries = entries;
 	json_decref(v.live);
+	json_decref(v.trusted);
+	free(v.commits);
+	opt_snap_free(v.head);
+	return rc;
+}
+
+/* ---- since a verified base ---- */
+
+struct diff_ctx {
+	struct vctx *v;
+	struct opt_snap *base;
+	json_t *changed;        /* {id: "A"/"D"/"M"} */
+	int full;               /* something only a full verification can judge */
+};
+
+static int diff_cb(const char *id, char change, void *arg)
+{
+	struct diff_ctx *d = arg;
+	char c[2] = { change, 0 };
+
+	return json_object_set_new(d->changed, id, json_string(c)) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
+}
+
+/* The header's hash without its log links at snap into out. */
+static int header_hash(struct vctx *v, struct opt_snap *snap, char out[OPT_SHA256_HEX + 1])
+{
+	char *raw = NULL;
+	size_t len = 0;
+	json_t *b = NULL;
+	int rc;
+
+	if ((rc = opt_snap_block_raw(snap, v->hid, &raw, &len)) < 0)
+		return as_integrity(rc);
+	if ((rc = opt_json_parse(&b, raw, len)) == 0)
+		rc = opt_txn_block_hash(b, 1, out);
+	json_decref(b);
+	free(raw);
+	return rc < 0 ? as_integrity(rc) : 0;
+}
+
+/* The head holds what the new entries wrote, and every block that changed
+ * since the base was written by one of them (or is the log's). */
+static int check_head_since(struct vctx *v, struct diff_ctx *d, const json_t *logset)
+{
+	const char *id;
+	json_t *rec;
+	char pre[64], oid[41], a[OPT_SHA256_HEX + 1], b[OPT_SHA256_HEX + 1];
+	int rc;
+
+	json_object_foreach(v->live, id, rec) {
+		long r = (long)json_integer_value(json_array_get(rec, 0));
+		if (r == v->H)
+			continue;  /* checked at H already */
+		snprintf(pre, sizeof(pre), "log entry rev %ld", r);
+		rc = check_block(v->head, id, strcmp(id, v->hid) == 0, json_string_value(json_array_get(rec, 1)), pre);
+		if (rc == OPT_ENOTFOUND)
+			return opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' that it wrote is missing at revision %ld", pre,
+					     id, v->H);
+		if (rc < 0) {
+			char msg[1024];
+			snprintf(msg, sizeof(msg), "%s", opt_error_last());
+			return opt_error_set(rc, "%s (at revision %ld)", msg, v->H);
+		}
+	}
+	json_object_foreach(v->gone, id, rec) {
+		rc = opt_snap_block_oid(v->head, id, oid);
+		if (rc == 0)
+			return opt_error_set(OPT_EINTEGRITY, "revision %ld: block '%.80s' was deleted, but it is there", v->H,
+					     id);
+		if (rc != OPT_ENOTFOUND)
+			return wrap_last(as_integrity(rc), v->name, "revision");
+		opt_error_clear();
+	}
+	json_object_foreach(d->changed, id, rec) {
+		const char *c = json_string_value(rec);
+		if (json_object_get(v->live, id) || json_object_get(v->gone, id))
+			continue;
+		if (strcmp(id, v->hid) == 0 && *c == 'M') {
+			/* the log's links moved; the rest must be as before */
+			if ((rc = header_hash(v, d->base, a)) < 0 || (rc = header_hash(v, v->head, b)) < 0)
+				return wrap_last(rc, v->name, "the header");
+			if (strcmp(a, b) == 0)
+				continue;
+		} else if (*c != 'D' && json_object_get(logset, id)) {
+			continue;  /* a log block: its entries were read */
+		} else if (*c == 'D') {
+			d->full = 1;  /* a block dropped without an entry: judge all */
+			return 0;
+		}
+		return opt_error_set(OPT_EINTEGRITY, "revision %ld: block '%.80s' does not match the hash the log recorded "
+				     "for it (it changed, but no new log entry wrote it)", v->H, id);
+	}
+	return 0;
+}
+
+/* The data structure at the head: a tree from the base's by its changed
+ * blocks; a diary's chain in full. */
+static int check_data_since(struct vctx *v, struct diff_ctx *d)
+{
+	struct opt_source src = opt_snap_source(v->head), bsrc = opt_snap_source(d->base);
+	json_t *h = NULL, *bh = NULL;
+	const char *type;
+	char pre[64];
+	size_t n = 0;
+	int rc;
+
+	snprintf(pre, sizeof(pre), "revision %ld", v->H);
+	if ((rc = opt_coll_header(v->head, &h)) < 0)
+		return wrap_last(as_integrity(rc), v->name, pre);
+	type = opt_block_type(h);
+	if (!type || strcmp(type, OPT_TYPE_TREE) != 0 || opt_coll_header(d->base, &bh) < 0 ||
+	    !opt_block_type(bh) || strcmp(opt_block_type(bh), OPT_TYPE_TREE) != 0) {
+		opt_error_clear();
+		json_decref(h);
+		json_decref(bh);
+		return check_data(v);
+	}
+	rc = opt_btree_check_since(&src, &bsrc, v->hid, d->changed,
+				   (size_t)json_integer_value(json_object_get(bh, "count")), &n);
+	if (rc < 0)
+		rc = wrap_last(as_integrity(rc), v->name, pre);
+	else if ((json_int_t)n != json_integer_value(json_object_get(h, "count")))
+		rc = opt_error_set(OPT_EINTEGRITY, "%s: the header counts %lld entries, but the tree holds %zu", pre,
+				   (long long)json_integer_value(json_object_get(h, "count")), n);
+	json_decref(h);
+	json_decref(bh);
+	return rc;
+}
+
+int opt_verify_collection_since(struct opt_store *s, const char *name, const char *commit, const char *base,
+				opt_verify_progress_fn progress, void *arg, struct opt_verify_result *res)
+{
+	struct vctx v;
+	struct diff_ctx d;
+	struct opt_source src, bsrc;
+	json_t *last = NULL, *logset = NULL;
+	const char *bhash;
+	long entries = 0;
+	int rc;
+
+	if (!base)
+		return opt_verify_collection(s, name, commit, progress, arg, res);
+	memset(&v, 0, sizeof(v));
+	memset(&d, 0, sizeof(d));
+	if (res)
+		memset(res, 0, sizeof(*res));
+	if ((rc = open_head(&v, s, name, commit, progress, arg)) < 0)
+		return rc;
+	if ((rc = opt_snap_open_commit(&d.base, s, name, base)) < 0) {
+		rc = rc == OPT_EINVAL ? rc : wrap_last(as_integrity(rc), name, "the base commit");
+		goto done;
+	}
+	v.H = opt_snap_rev(v.head);
+	v.B = opt_snap_rev(d.base);
+	if (res)
+		res->rev = v.H;
+	if (v.B < 1 || v.B > v.H) {
+		rc = opt_error_set(OPT_EINTEGRITY, "revision %ld does not descend from revision %ld verified before", v.H,
+				   v.B);
+		goto done;
+	}
+	if (!(v.live = json_object()) || !(v.gone = json_object()) || !(d.changed = json_object()) ||
+	    !(logset = json_object())) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	/* the history down to the base, whose commit it must reach */
+	if ((rc = walk_history(&v)) < 0)
+		goto done;
+	/* (walk_history kept the commit of revision B last) */
+	if (strncmp(v.commits + (v.ncommits - 1) * COMMIT_HEX, opt_snap_commit(d.base), COMMIT_HEX) != 0) {
+		rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: not the commit verified before (the history was "
+				   "rewritten)", v.B);
+		goto done;
+	}
+	/* what changed, then the new entries chained to the base's last */
+	d.v = &v;
+	if ((rc = opt_snap_diff(d.base, v.head, diff_cb, &d)) < 0) {
+		rc = wrap_last(as_integrity(rc), name, "revision");
+		goto done;
+	}
+	/* the base's last entry, as its header notes it (checked then) */
+	bsrc = opt_snap_source(d.base);
+	if ((rc = bsrc.get(bsrc.ctx, v.hid, &last)) < 0 || json_integer_value(json_object_get(last, "logRev")) != v.B ||
+	    !(bhash = json_string_value(json_object_get(last, "logHash")))) {
+		json_decref(last);
+		last = NULL;
+		if ((rc = opt_log_last(&bsrc, v.hid, &last)) < 0 || !(bhash = json_string_value(json_object_get(last, "hash")))) {
+			rc = opt_error_set(OPT_EINTEGRITY, "the base revision %ld has no log entry", v.B);
+			goto done;
+		}
+	}
+	src = opt_snap_source(v.head);
+	rc = opt_log_verify_since(&src, &bsrc, v.hid, v.B, bhash, d.changed, logset, entry_cb, &v, &entries);
+	if (rc < 0) {
+		char pre[64];
+		snprintf(pre, sizeof(pre), "log entry rev %ld", v.B + entries + 1);
+		rc = wrap_last(rc, name, pre);
+		goto done;
+	}
+	if (v.B + entries < v.H) {
+		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing (the log ends at rev %ld, the collection is at revision %ld)",
+				   v.B + entries + 1, v.B + entries, v.H);
+		goto done;
+	}
+	if ((rc = check_head_since(&v, &d, logset)) < 0)
+		goto done;
+	if (d.full) {
+		rc = opt_verify_collection(s, name, commit, progress, arg, res);
+		goto out;
+	}
+	rc = check_data_since(&v, &d);
+done:
+	if (res)
+		res->entries = v.B + entries;
+out:
+	json_decref(last);
+	json_decref(logset);
+	json_decref(d.changed);
+	opt_snap_free(d.base);
+	json_decref(v.live);
+	json_decref(v.gone);
 	json_decref(v.trusted);
 	free(v.commits);
 	opt_snap_free(v.head);

@@ -55,4 +55,20 @@ typedef void (*opt_verify_progress_fn)(long done, long total, void *arg);
 int opt_verify_collection(struct opt_store *s, const char *name, const char *commit,
 			  opt_verify_progress_fn progress, void *arg, struct opt_verify_result *res);
 
+/* The same for a collection whose earlier commit base (40 hex; NULL: none,
+ * verify all) passed before and is an ancestor of commit: only what is
+ * new is checked.  The commits from the head must reach base (else the
+ * history was rewritten); the log, read back to base's last entry (which
+ * must be there unchanged, as must the older entries in log blocks that
+ * changed), continues the chain; each new entry passes the checks above;
+ * every block that changed since base (a diff of the two trees of blocks)
+ * was written by a new entry, with the hash it recorded, or is a block of
+ * the log, or the header with only its log links moved; a tree passes
+ * opt_btree_check_since with the header's count; a diary's chain is
+ * checked in full.  A block dropped that no new entry deleted sends it
+ * to the full verification.  Costs what changed, not the collection's
+ * size. */
+int opt_verify_collection_since(struct opt_store *s, const char *name, const char *commit, const char *base,
+				opt_verify_progress_fn progress, void *arg, struct opt_verify_result *res);
+
 #endif

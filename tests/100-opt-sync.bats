@@ -518,6 +518,16 @@ EOF
 
 # ---- remotes that lie ----
 
+@test "hostile remote: a clone from a path copies its packs but verifies all the same: a tampered store is refused" {
+	seed "$OPT_STORE"
+	GD=$OPT_STORE
+	tamper things 2 edit_block "$A" '.v = 99'
+	run --separate-stderr opt-sync clone "$OPT_STORE" "$TMP/b"
+	assert_failure 4
+	[[ $stderr == *"collection 'things' refused: "*"does not match the hash"* ]]
+	[ ! -e "$TMP/b" ]
+}
+
 @test "hostile remote: a tampered block is refused (exit 4), the local store is unchanged" {
 	seed "$OPT_STORE"
 	opt-sync clone "$OPT_STORE" "$TMP/b" >/dev/null
@@ -582,6 +592,48 @@ EOF
 	assert_failure 4
 	# only the other collections: fine
 	run opt-sync -C "$TMP/b" pull origin events
+	assert_success
+}
+
+@test "hostile remote after a good fetch: tampering in the new revisions only is refused; a rewritten old one is a rewind" {
+	seed "$OPT_STORE"
+	opt-sync clone "$OPT_STORE" "$TMP/b" >/dev/null
+	# fetched and verified at rev 2; the remote moves on by two revisions
+	opt-tree put users x 1 >/dev/null
+	opt-tree put users y 2 >/dev/null
+	GD=$OPT_STORE
+	local leaf good before
+	leaf=$(opt-block ls -c users | jq -r 'select(.type == "TL") | .id')
+	good=$(G rev-parse refs/opt/collections/users)
+	before=$(refs_of "$TMP/b")
+	# a value changed at rev 3 (and so at rev 4) without an entry saying so
+	tamper users 3 edit_block "$leaf" '.entries[0][1] = 99'
+	run --separate-stderr opt-sync -C "$TMP/b" fetch
+	assert_failure 4
+	[[ $stderr == *"collection 'users' refused: "*"does not match the hash"* ]]
+	[ "$before" = "$(refs_of "$TMP/b")" ]
+	# the new entry altered (its hash recomputed: the signature fails)
+	G update-ref refs/opt/collections/users "$good"
+	tamper users 4 edit_log_tail '.entries[-1].time += 1 | .entries[-1].hash = "0"'
+	run --separate-stderr opt-sync -C "$TMP/b" pull
+	assert_failure 4
+	[[ $stderr == *"collection 'users' refused: log entry rev 4"* ]]
+	[ "$before" = "$(refs_of "$TMP/b")" ]
+	# an old, already fetched revision rewritten (and the new ones on top)
+	G update-ref refs/opt/collections/users "$good"
+	tamper users 1 edit_block "$leaf" '.entries[0][1] = 99'
+	run --separate-stderr opt-sync -C "$TMP/b" pull
+	assert_failure 4
+	[[ $stderr == *"collection 'users' was rewound"* ]]
+	[ "$before" = "$(refs_of "$TMP/b")" ]
+	# the honest history comes through, verified from rev 2 on
+	G update-ref refs/opt/collections/users "$good"
+	run opt-sync -C "$TMP/b" pull
+	assert_success
+	assert_line '{"remote":"origin","collection":"users","rev":4,"status":"fast-forward"}'
+	run opt-tree -C "$TMP/b" get users y
+	assert_output '{"key":"y","value":2}'
+	run opt-log -C "$TMP/b" verify
 	assert_success
 }
 

@@ -29,6 +29,9 @@ if [ "$mode" = install ]; then
 	ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
 		missing="$missing libclang-rt-14-dev"
 	command -v git-daemon >/dev/null 2>&1 || [ -x /usr/lib/git-core/git-daemon ] || missing="$missing git"
+	command -v lighttpd >/dev/null 2>&1 || [ -x /usr/sbin/lighttpd ] || missing="$missing lighttpd"
+	[ -e /usr/lib/lighttpd/mod_openssl.so ] || missing="$missing lighttpd-mod-openssl"
+	command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 fi
 [ -z "$missing" ] && exit 0
 if [ "$mode" = install ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
