@@ -453,9 +453,10 @@ int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t
 	return pack_add(p, type, data, len, oid, NULL);
 }
 
-int opt_pack_add_version(struct opt_pack *p, const void *data, size_t len, const char *hint, git_oid *oid)
+int opt_pack_add_version(struct opt_pack *p, git_object_t type, const void *data, size_t len, const char *hint,
+			 git_oid *oid)
 {
-	return pack_add(p, GIT_OBJECT_BLOB, data, len, oid, hint);
+	return pack_add(p, type, data, len, oid, hint);
 }
 
 static int cmp_pobj(const void *a, const void *b)

@@ -24,11 +24,12 @@ void opt_pack_mirror(struct opt_pack *p, git_odb_backend *backend);
 /* Add an object (deduplicated); *oid (may be NULL) gets its ID. */
 int opt_pack_add(struct opt_pack *p, git_object_t type, const void *data, size_t len, git_oid *oid);
 
-/* Add a blob that is a new version of the object named hint (a block
- * ID): when this pack holds the previous version, the blob is stored as
- * a git delta against it (what the two share at the start and end is
- * copied), in chains of at most 10. */
-int opt_pack_add_version(struct opt_pack *p, const void *data, size_t len, const char *hint, git_oid *oid);
+/* Add an object that is a new version of the object named hint (a block
+ * ID, a tree's path): when this pack holds the previous version, the
+ * object is stored as a git delta against it (what the two share at the
+ * start and end is copied), in chains of at most 10. */
+int opt_pack_add_version(struct opt_pack *p, git_object_t type, const void *data, size_t len, const char *hint,
+			 git_oid *oid);
 
 /* Number of objects added. */
 size_t opt_pack_count(const struct opt_pack *p);

@@ -1363,8 +1363,10 @@ static int entry_add(struct buf *b, int tree, const char *name, const git_oid *o
 }
 
 /* Write base (may be NULL) with mods (sorted by name) applied. */
-static int write_tree(struct opt_pack *p, const git_tree *base, const struct tmod *mods, size_t nmods,
-		      git_oid *out, int *empty)
+/* Write the tree base with mods applied; path (e.g. "tree:blocks/a")
+ * names it so that its next version in a stream is a delta of this one. */
+static int write_tree(struct opt_pack *p, const char *path, const git_tree *base, const struct tmod *mods,
+		      size_t nmods, git_oid *out, int *empty)
 {
 	struct buf b = { 0 };
 	size_t i = 0, j = 0, nbase = base ? git_tree_entrycount(base) : 0;
@@ -1391,7 +1393,7 @@ static int write_tree(struct opt_pack *p, const git_tree *base, const struct tmo
 	}
 	*empty = n == 0;
 	if (rc == 0 && n > 0)
-		rc = opt_pack_add(p, GIT_OBJECT_TREE, b.p, b.len, out);
+		rc = opt_pack_add_version(p, GIT_OBJECT_TREE, b.p, b.len, path, out);
 	free(b.p);
 	return rc;
 }
@@ -1468,7 +1470,7 @@ static int collect_cb(const char *id, const json_t *block, void *arg)
 		struct opt_canon *cn = c->canon;
 		if (cn && cn->next < cn->n && strcmp(cn->v[cn->next].id, id) == 0) {
 			struct opt_canon_ent *e = &cn->v[cn->next++];
-			if (opt_pack_add_version(c->pack, e->text, e->len, id, &ch->oid) < 0)
+			if (opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, e->text, e->len, id, &ch->oid) < 0)
 				return OPT_EIO;
 			ocache_put(c->s, &ch->oid, block);
 			c->n++;
@@ -1476,7 +1478,7 @@ static int collect_cb(const char *id, const json_t *block, void *arg)
 		}
 		if ((rc = opt_json_canon(&s, &len, block)) < 0)
 			return rc;
-		rc = opt_pack_add_version(c->pack, s, len, id, &ch->oid);
+		rc = opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, s, len, id, &ch->oid);
 		free(s);
 		if (rc < 0)
 			return rc;
@@ -1504,6 +1506,7 @@ static int build_trees(struct opt_store *s, struct opt_pack *p, struct opt_snap 
 {
 	git_tree *bblocks = base ? base->blocks : NULL;
 	struct tmod *m1 = NULL, *mb = NULL, *ml = NULL, rootmod;
+	char path[32];
 	size_t nb = 0, i = 0;
 	int rc = 0, empty;
 	git_oid oid;
@@ -1537,7 +1540,8 @@ static int build_trees(struct opt_store *s, struct opt_pack *p, struct opt_snap 
 				nl++;
 				i++;
 			}
-			rc = write_tree(p, b2, ml, nl, &oid, &empty);
+			snprintf(path, sizeof(path), "tree:blocks/%s/%s", c1, c2);
+			rc = write_tree(p, path, b2, ml, nl, &oid, &empty);
 			git_tree_free(b2);
 			if (rc < 0)
 				break;
@@ -1547,8 +1551,9 @@ static int build_trees(struct opt_store *s, struct opt_pack *p, struct opt_snap 
 			m1[n1].del = empty;
 			n1++;
 		}
+		snprintf(path, sizeof(path), "tree:blocks/%s", c1);
 		if (rc == 0)
-			rc = write_tree(p, b1, m1, n1, &oid, &empty);
+			rc = write_tree(p, path, b1, m1, n1, &oid, &empty);
 		git_tree_free(b1);
 		if (rc < 0)
 			break;
@@ -1560,14 +1565,14 @@ static int build_trees(struct opt_store *s, struct opt_pack *p, struct opt_snap 
 	}
 	if (rc < 0)
 		goto done;
-	if ((rc = write_tree(p, bblocks, mb, nb, &oid, &empty)) < 0)
+	if ((rc = write_tree(p, "tree:blocks", bblocks, mb, nb, &oid, &empty)) < 0)
 		goto done;
 	memset(&rootmod, 0, sizeof(rootmod));
 	strcpy(rootmod.name, "blocks");
 	rootmod.oid = oid;
 	rootmod.tree = 1;
 	rootmod.del = empty;
-	rc = write_tree(p, base ? base->root : NULL, &rootmod, 1, root_out, &empty);
+	rc = write_tree(p, "tree:", base ? base->root : NULL, &rootmod, 1, root_out, &empty);
 	if (rc == 0 && empty) /* an empty collection: the empty tree */
 		rc = opt_pack_add(p, GIT_OBJECT_TREE, "", 0, root_out);
 done:
