@@ -49,7 +49,7 @@ static const struct cmd_opt opts_rebalance[] = {
 };
 
 static const struct cmd_opt opts_clone[] = {
-	{ "trust", 0, "KEY", "also trust log entries signed by KEY (the remote's writers)" },
+	{ "trust", 0, "KEY[,KEY...]", "also trust log entries signed by these keys (the remote's writers)" },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -414,7 +414,10 @@ static int do_clone(struct cmd *c)
 {
 	struct opt_sync_opts so;
 	struct out o;
-	const char *dir, *key = cmd_get(c, "trust");
+	const char *dir, *list = cmd_get(c, "trust");
+	char keys[16][OPT_KEY_HEX + 1];
+	const char *kp[16];
+	size_t nkeys = 0;
 	int rc, st;
 
 	if (c->npos < 1)
@@ -423,15 +426,30 @@ static int do_clone(struct cmd *c)
 		return cmd_usage(c, "clone takes a URL and a directory");
 	if (!*c->pos[0])
 		return cmd_usage(c, "the URL is empty");
-	if (key && !opt_key_hex_valid(key))
-		return cmd_usage(c, "invalid key '%.80s' (64 lowercase hex characters)", key);
+	/* --trust KEY[,KEY...] */
+	while (list) {
+		const char *comma = strchr(list, ',');
+		size_t len = comma ? (size_t)(comma - list) : strlen(list);
+		if (nkeys == 16)
+			return cmd_usage(c, "at most 16 keys to trust");
+		if (len != OPT_KEY_HEX)
+			return cmd_usage(c, "invalid key '%.*s' (64 lowercase hex characters)", (int)(len > 80 ? 80 : len),
+					 list);
+		memcpy(keys[nkeys], list, len);
+		keys[nkeys][len] = '\0';
+		if (!opt_key_hex_valid(keys[nkeys]))
+			return cmd_usage(c, "invalid key '%s' (64 lowercase hex characters)", keys[nkeys]);
+		kp[nkeys] = keys[nkeys];
+		nkeys++;
+		list = comma ? comma + 1 : NULL;
+	}
 	if ((st = sync_opts(c, &so, &o)))
 		return st;
 	/* like opt-block init: DIR, else --store, else ./.opt ($OPT_STORE is
 	 * where stores are looked for, not where a new one goes) */
 	dir = c->npos == 2 ? c->pos[1] : c->store_dir ? c->store_dir : OPT_STORE_DIRNAME;
 	cmd_tls_enable();
-	rc = opt_sync_clone(NULL, c->pos[0], dir, key ? &key : NULL, key ? 1 : 0, &so);
+	rc = opt_sync_clone(NULL, c->pos[0], dir, nkeys ? kp : NULL, nkeys, &so);
 	progress_end(&o);
 	if (rc < 0)
 		return c->out_err ? OPT_EXIT_OTHER : cmd_lib_fail(c, rc);
@@ -594,7 +612,7 @@ static int do_rebalance(struct cmd *c)
 static const struct cmd_verb verbs[] = {
 	{ "remote", do_remote, "add NAME URL | rm NAME | ls",
 	  "add, remove or list the store's peers: {name, url} lines", opts_none, 0 },
-	{ "clone", do_clone, "URL [DIR] [--trust KEY]",
+	{ "clone", do_clone, "URL [DIR] [--trust KEY[,KEY...]]",
 	  "make a store at DIR (default .opt) holding the collections of URL", opts_clone, 1 },
 	{ "fetch", do_fetch, "[REMOTE] [COLL...] [--dry-run]",
 	  "fetch and verify the remote's collections into its tracking refs", opts_fetch, 0 },

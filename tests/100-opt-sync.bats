@@ -144,6 +144,19 @@ load sync_helper
 	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/c")" ]
 	run --separate-stderr opt-sync clone "$TMP/a" d --trust nothex
 	assert_failure 2
+	run --separate-stderr opt-sync clone "$TMP/a" d --trust "$(key_of "$TMP/w"),nothex"
+	assert_failure 2
+	[ ! -e "$TMP/d" ]
+	# several writers: a comma-separated list
+	opt-sync clone "$TMP/a" "$TMP/w2" --trust "$(key_of "$TMP/w")" >/dev/null
+	trust_all "$TMP/a" "$TMP/w2"
+	opt-diary -C "$TMP/w2" append events '{"by":"w2"}' >/dev/null
+	opt-sync -C "$TMP/w2" push >/dev/null
+	run --separate-stderr opt-sync clone "$TMP/a" e --trust "$(key_of "$TMP/w")"
+	assert_failure 4
+	run --separate-stderr opt-sync clone "$TMP/a" e --trust "$(key_of "$TMP/w"),$(key_of "$TMP/w2")"
+	assert_success
+	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/e")" ]
 }
 
 # ---- fetch, pull, push ----
