@@ -309,10 +309,15 @@ static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, c
 {
 	unsigned char *o;
 	size_t bound;
-	z_stream *z = blen < 512 ? &p->zs : &p->z;
+	/* small objects and git trees are stored: zlib's fixed cost would
+	 * dominate the first, and the second are mostly SHA-1s, which do
+	 * not compress, rewritten by every transaction (the fan-out trees
+	 * grow with the store: compressing them made writes slower as the
+	 * store grew) */
+	z_stream *z = blen < 512 || type == GIT_OBJECT_TREE ? &p->zs : &p->z;
 	int rc;
 
-	bound = z == &p->zs ? blen + 16 : deflateBound(z, blen);
+	bound = z == &p->zs ? blen + 16 + 5 * (blen / 65535) : deflateBound(z, blen);
 	if ((rc = grow(p, 32 + bound)) < 0)
 		return rc;
 	if (p->nobjs == p->capobjs) {
@@ -343,17 +348,23 @@ static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, c
 		o += sizeof(ob) - pos;
 	}
 	if (z == &p->zs) {
-		/* stored: a zlib stream of one uncompressed block, by hand */
+		/* stored: a zlib stream of uncompressed blocks (at most 65,535
+		 * bytes each), by hand */
 		uLong a = adler32(1, body, (uInt)blen);
+		size_t done = 0;
 		*o++ = 0x78;
 		*o++ = 0x01;
-		*o++ = 0x01;  /* the final block, stored */
-		*o++ = (unsigned char)(blen & 0xff);
-		*o++ = (unsigned char)(blen >> 8);
-		*o++ = (unsigned char)(~blen & 0xff);
-		*o++ = (unsigned char)((~blen >> 8) & 0xff);
-		memcpy(o, body, blen);
-		o += blen;
+		do {
+			size_t k = blen - done < 65535 ? blen - done : 65535;
+			*o++ = done + k == blen;  /* final?, type 00: stored */
+			*o++ = (unsigned char)(k & 0xff);
+			*o++ = (unsigned char)(k >> 8);
+			*o++ = (unsigned char)(~k & 0xff);
+			*o++ = (unsigned char)((~k >> 8) & 0xff);
+			memcpy(o, (const unsigned char *)body + done, k);
+			o += k;
+			done += k;
+		} while (done < blen);
 		put32(o, (uint32_t)a);
 		p->len = (size_t)(o + 4 - p->buf);
 	} else {

@@ -7,6 +7,7 @@
 #include "block.h"
 #include "error.h"
 #include "json.h"
+#include "pack.h"
 #include "store.h"
 #include "util.h"
 
@@ -1187,6 +1188,49 @@ TEST(versions_as_deltas)
 	opt_store_free(s);
 }
 
+/* A git tree bigger than one stored zlib block (65,535 bytes) is
+ * written as several and reads back whole; git accepts the pack. */
+TEST(big_tree_stored)
+{
+	struct opt_store *s = new_store("bigtree/.opt");
+	struct opt_pack *p = NULL;
+	git_repository *repo = NULL;
+	git_odb *odb = NULL;
+	git_odb_object *obj = NULL;
+	git_oid blob, tree;
+	unsigned char *t = malloc(6000 * 40);
+	size_t n = 0, i;
+	char objdir[4200], cmd[4400];
+
+	CHECK(t != NULL);
+	CHECK_RC(opt_pack_new(&p));
+	CHECK_RC(opt_pack_add(p, GIT_OBJECT_BLOB, "x", 1, &blob));
+	for (i = 0; t && i < 6000; i++) {
+		n += (size_t)sprintf((char *)t + n, "100644 f%05zu", i) + 1;  /* the NUL too */
+		memcpy(t + n, blob.id, 20);
+		n += 20;
+	}
+	CHECK(n > 3 * 65535);
+	CHECK_RC(opt_pack_add(p, GIT_OBJECT_TREE, t, n, &tree));
+	snprintf(objdir, sizeof(objdir), "%s/objects", at("bigtree/.opt"));
+	CHECK_RC(opt_pack_write(p, NULL, objdir));
+	CHECK(git_repository_open_bare(&repo, at("bigtree/.opt")) == 0);
+	CHECK(repo && git_repository_odb(&odb, repo) == 0);
+	CHECK(odb && git_odb_read(&obj, odb, &tree) == 0);
+	CHECK(obj && git_odb_object_size(obj) == n && memcmp(git_odb_object_data(obj), t, n) == 0);
+	if (system("git --version >/dev/null 2>&1") == 0) {
+		snprintf(cmd, sizeof(cmd), "git --git-dir='%s' fsck --strict --no-progress --unreachable >/dev/null 2>&1",
+			 at("bigtree/.opt"));
+		CHECK(system(cmd) == 0);
+	}
+	git_odb_object_free(obj);
+	git_odb_free(odb);
+	git_repository_free(repo);
+	opt_pack_free(p);
+	free(t);
+	opt_store_free(s);
+}
+
 TEST(snapshot_cache)
 {
 	struct opt_store *s = new_store("cache/.opt");
@@ -1447,6 +1491,7 @@ int main(void)
 	RUN(many_commits_few_packs);
 	RUN(group_commit);
 	RUN(versions_as_deltas);
+	RUN(big_tree_stored);
 	RUN(snapshot_cache);
 	RUN(pending_visibility);
 	RUN(fsync_on);
