@@ -2821,6 +2821,32 @@ int opt_sync_push(struct opt_sync *y, const char *remote, const char *const *col
 	return hold_flush(&h, push(y, remote, colls, n, &lo));
 }
 
+/* The heads of the n collections cn at remote as of our last fetch or
+ * push (its tracking refs): what a push expects to find there when the
+ * remote has not moved since. */
+static int heads_from_tracking(struct opt_sync *y, const char *remote, const char **cn, size_t n, struct heads *h)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		char tref[REFLEN];
+		git_oid id;
+		struct head *e;
+		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", remote, cn[i]);
+		if ((rc = ref_get(y->repo, tref, &id)) < 0)
+			return rc;
+		if (rc == 0)
+			continue;
+		if (!(e = heads_add(h, cn[i])))
+			return opt_error_set(OPT_EIO, "out of memory");
+		e->old = e->new = id;
+		e->has_old = e->has_new = 1;
+		e->status = "unchanged";
+	}
+	return 0;
+}
+
 static int push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		const struct opt_sync_opts *o)
 {
@@ -2833,7 +2859,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 	size_t i, nn, nd, nf;
 	int64_t deadline;
 	unsigned attempt = 0;
-	int rc;
+	int rc, optimistic;
 
 	o = o ? o : &no_opts;
 	deadline = opt_now_ms() + busy_timeout(o);
@@ -2888,11 +2914,21 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 	}
 	for (i = 0; i < nn; i++)
 		cn[i] = json_string_value(json_array_get(names, i));
+	/* over the network, the first attempt trusts the tracking refs: when
+	 * the remote has not moved since we last saw it, everything to push
+	 * fast-forwards it, and one connection (receive-pack, which compares
+	 * each ref with what we expect) does it all.  A remote that moved
+	 * refuses, and then we fetch, verify and plan again as always. */
+	optimistic = !o->dry_run && !r.path;
 	for (;;) {
 		int again = 0;
 		heads_clear(&h);
-		if ((rc = fetch_verified(y, &r, cn, nn, o->dry_run, &h)) < 0)
+		if (optimistic) {
+			if ((rc = heads_from_tracking(y, r.name, cn, nn, &h)) < 0)
+				goto done;
+		} else if ((rc = fetch_verified(y, &r, cn, nn, o->dry_run, &h)) < 0) {
 			goto done;
+		}
 		nd = nf = 0;
 		for (i = 0; i < nn; i++) {
 			struct coll *c = &cs[i];
@@ -2958,6 +2994,12 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 				rc = d;
 				goto done;
 			}
+			if (o->replica && optimistic) {
+				/* it has revisions we lack, as of what we last saw:
+				 * fetch them first */
+				again = 1;
+				break;
+			}
 			if (o->replica) {
 				/* a replica with revisions we lack: ahead of us (d) or diverged */
 				if ((rc = repair_replica(y, &r, c, d, o, deadline)) == OPT_ECONFLICT || rc == OPT_EBUSY) {
@@ -2978,8 +3020,17 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 			}
 			dv[nd++] = c;
 		}
+		if (again && optimistic) {
+			optimistic = 0;
+			continue;
+		}
 		if (again)
 			nd = nf = 0;  /* plan again after the backoff */
+		if (optimistic && nd) {
+			/* diverged from what we last saw: fetch first after all */
+			optimistic = 0;
+			continue;
+		}
 		if (nd) {
 			const char *policy = o->conflict ? o->conflict : "replay";
 			int keep = strcmp(policy, "keep-remote") == 0;
@@ -3042,6 +3093,11 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 		}
 		if (!again)
 			break;
+		if (optimistic) {
+			/* the remote moved since we last saw it: fetch now */
+			optimistic = 0;
+			continue;
+		}
 		if (opt_now_ms() >= deadline) {
 			rc = opt_error_set(OPT_EBUSY, "remote '%s' kept moving: gave up after %u attempts (%s)", r.name,
 					   attempt + 1, opt_error_last());

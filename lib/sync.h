@@ -14,7 +14,8 @@
  * The objects it brought stay in the object database, unreferenced.
  *
  * Push is a compare-and-swap at the remote from the value a fresh fetch
- * saw.  A remote on this machine (a path or a file:// URL) is opened
+ * saw; over the network the first attempt expects what the tracking refs
+ * say (no fetch: one connection when the remote has not moved).  A remote on this machine (a path or a file:// URL) is opened
  * directly: the missing objects are copied as one pack and its ref moved
  * with git_reference_create_matching (libgit2's local transport would
  * overwrite without comparing).  ssh://, git:// and http(s):// remotes go
