@@ -59,6 +59,7 @@ struct remote {
 	const git_oid **bexpect;     /* what each remote ref must hold (NULL: absent) */
 	int *bres;                   /* per ref: 0, or OPT_ECONFLICT when it moved */
 	int force;                   /* the push need not fast-forward (a replica's repair) */
+	git_remote *conn;            /* connected to receive-pack: the next push goes over it */
 };
 
 /* One collection as the two sides have it. */
@@ -709,6 +710,7 @@ int opt_sync_remote_default(struct opt_sync *y, char **out)
 
 static void remote_close(struct remote *r)
 {
+	git_remote_free(r->conn);
 	git_repository_free(r->peer_repo);
 	opt_store_free(r->peer);
 	free(r->url);
@@ -2465,8 +2467,13 @@ static int push_specs(struct opt_sync *y, struct remote *r, git_remote **gr, git
 {
 	git_push_options po;
 
-	if (anon_remote(gr, y->repo, r->url) < 0)
+	if (r->conn) {
+		/* connected by tracking_holds: the advertisement it checked */
+		*gr = r->conn;
+		r->conn = NULL;
+	} else if (anon_remote(gr, y->repo, r->url) < 0) {
 		return net_fail(r, "invalid URL");
+	}
 	git_push_options_init(&po, GIT_PUSH_OPTIONS_VERSION);
 	callbacks(&po.callbacks, r);
 	po.callbacks.push_negotiation = nego_cb;
@@ -2821,30 +2828,58 @@ int opt_sync_push(struct opt_sync *y, const char *remote, const char *const *col
 	return hold_flush(&h, push(y, remote, colls, n, &lo));
 }
 
-/* The heads of the n collections cn at remote as of our last fetch or
- * push (its tracking refs): what a push expects to find there when the
- * remote has not moved since. */
-static int heads_from_tracking(struct opt_sync *y, const char *remote, const char **cn, size_t n, struct heads *h)
+/* Does the remote hold, for each of the n collections cn, what its
+ * tracking ref says (both absent counts)?  Asked of receive-pack, whose
+ * connection stays in r->conn for the push that follows: 1 and *h gets
+ * the tracking refs as heads; 0 when one differs (r->conn closed). */
+static int tracking_holds(struct opt_sync *y, struct remote *r, const char **cn, size_t n, struct heads *h)
 {
-	size_t i;
+	git_remote_callbacks cb;
+	const git_remote_head **refs = NULL;
+	size_t nr = 0, i, k;
 	int rc;
 
+	callbacks(&cb, r);
+	if (anon_remote(&r->conn, y->repo, r->url) < 0)
+		return net_fail(r, "invalid URL");
+	r->cred_tries = 0;
+	if (git_remote_connect(r->conn, GIT_DIRECTION_PUSH, &cb, NULL, NULL) < 0 ||
+	    git_remote_ls(&refs, &nr, r->conn) < 0) {
+		rc = net_fail(r, "cannot connect");
+		goto fail;
+	}
 	for (i = 0; i < n; i++) {
-		char tref[REFLEN];
+		char tref[REFLEN], ref[REFLEN];
+		const git_oid *at = NULL;
 		git_oid id;
 		struct head *e;
-		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", remote, cn[i]);
+		snprintf(ref, sizeof(ref), REF_COLL "%s", cn[i]);
+		for (k = 0; k < nr && !at; k++)
+			if (strcmp(refs[k]->name, ref) == 0)
+				at = &refs[k]->oid;
+		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r->name, cn[i]);
 		if ((rc = ref_get(y->repo, tref, &id)) < 0)
-			return rc;
-		if (rc == 0)
+			goto fail;
+		if (!rc != !at || (at && !git_oid_equal(at, &id))) {
+			rc = 0;  /* it moved since we last saw it */
+			goto fail;
+		}
+		if (!at)
 			continue;
-		if (!(e = heads_add(h, cn[i])))
-			return opt_error_set(OPT_EIO, "out of memory");
+		if (!(e = heads_add(h, cn[i]))) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto fail;
+		}
 		e->old = e->new = id;
 		e->has_old = e->has_new = 1;
 		e->status = "unchanged";
 	}
-	return 0;
+	return 1;
+fail:
+	heads_clear(h);
+	git_remote_free(r->conn);
+	r->conn = NULL;
+	return rc;
 }
 
 static int push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
@@ -2923,12 +2958,15 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 	for (;;) {
 		int again = 0;
 		heads_clear(&h);
-		if (optimistic) {
-			if ((rc = heads_from_tracking(y, r.name, cn, nn, &h)) < 0)
+		git_remote_free(r.conn);
+		r.conn = NULL;
+		if (optimistic && (rc = tracking_holds(y, &r, cn, nn, &h)) <= 0) {
+			if (rc < 0)
 				goto done;
-		} else if ((rc = fetch_verified(y, &r, cn, nn, o->dry_run, &h)) < 0) {
-			goto done;
+			optimistic = 0;  /* the remote moved since we last saw it */
 		}
+		if (!optimistic && (rc = fetch_verified(y, &r, cn, nn, o->dry_run, &h)) < 0)
+			goto done;
 		nd = nf = 0;
 		for (i = 0; i < nn; i++) {
 			struct coll *c = &cs[i];
