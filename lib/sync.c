@@ -2828,6 +2828,39 @@ int opt_sync_push(struct opt_sync *y, const char *remote, const char *const *col
 	return hold_flush(&h, push(y, remote, colls, n, &lo));
 }
 
+/* 1 if a commit of collection c to be pushed (after what the remote has)
+ * belongs to a multi-collection transaction (Opt-Primary), 0 if none does,
+ * <0 on failure.  git receive-pack applies the refs of one push one by one,
+ * not atomically: such a push goes ref by ref, in name order, so that a
+ * primary's decision never lands while a pending revision of its
+ * transaction was refused. */
+static int multi_to_push(struct opt_sync *y, const struct coll *c)
+{
+	git_revwalk *w = NULL;
+	git_oid id;
+	int rc = 0, n = 0;
+
+	if (git_revwalk_new(&w, y->repo) < 0 || git_revwalk_push(w, &c->L) < 0 ||
+	    (c->has_T && git_revwalk_hide(w, &c->T) < 0)) {
+		git_revwalk_free(w);
+		return git_err(OPT_EIO, "cannot walk the history to push");
+	}
+	while (rc == 0 && git_revwalk_next(&id, w) == 0) {
+		git_commit *cm = NULL;
+		if (git_commit_lookup(&cm, y->repo, &id) < 0) {
+			rc = git_err(OPT_EINTEGRITY, "cannot read a commit to push");
+			break;
+		}
+		if (strstr(git_commit_message(cm), "\nOpt-Primary: "))
+			rc = 1;
+		git_commit_free(cm);
+		if (++n > 100000)
+			rc = 1;  /* a long history: go ref by ref to be safe */
+	}
+	git_revwalk_free(w);
+	return rc;
+}
+
 /* Does the remote hold, for each of the n collections cn, what its
  * tracking ref says (both absent counts)?  Asked of receive-pack, whose
  * connection stays in r->conn for the push that follows: 1 and *h gets
@@ -2894,7 +2927,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 	size_t i, nn, nd, nf;
 	int64_t deadline;
 	unsigned attempt = 0;
-	int rc, optimistic;
+	int rc, optimistic, batch;
 
 	o = o ? o : &no_opts;
 	deadline = opt_now_ms() + busy_timeout(o);
@@ -3080,10 +3113,20 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 			if (!keep && !o->dry_run)
 				continue;  /* now they fast-forward */
 		}
-		/* all of them at once: one pack, one connection */
+		/* all of them at once: one pack, one connection (over the
+		 * network only when no multi-collection transaction goes) */
 		free(bres);
 		bres = NULL;
-		if (!o->dry_run && nf > 1) {
+		batch = !o->dry_run && nf > 1;
+		for (i = 0; batch && !r.path && i < nf; i++) {
+			int m = multi_to_push(y, ff[i]);
+			if (m < 0) {
+				rc = m;
+				goto done;
+			}
+			batch = !m;
+		}
+		if (batch) {
 			if (!(bres = calloc(nf, sizeof(*bres)))) {
 				rc = opt_error_set(OPT_EIO, "out of memory");
 				goto done;

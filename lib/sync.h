@@ -15,7 +15,10 @@
  *
  * Push is a compare-and-swap at the remote from the value a fresh fetch
  * saw; over the network the first attempt expects what the tracking refs
- * say (no fetch: one connection when the remote has not moved).  A remote on this machine (a path or a file:// URL) is opened
+ * say (no fetch: one connection when the remote has not moved).  All the
+ * collections go in one push, except when a multi-collection transaction
+ * is among them (receive-pack is not atomic): then one by one, in name
+ * order.  A remote on this machine (a path or a file:// URL) is opened
  * directly: the missing objects are copied as one pack and its ref moved
  * with git_reference_create_matching (libgit2's local transport would
  * overwrite without comparing).  ssh://, git:// and http(s):// remotes go

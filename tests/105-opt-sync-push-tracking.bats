@@ -136,3 +136,35 @@ two_clones() {
 	assert_success
 	git --git-dir="$TMP/srv/$rep" show-ref refs/opt/collections/log || fail "rebalance did not copy log to $rep"
 }
+
+@test "a multi-collection transaction is pushed ref by ref, its primary last; other pushes go in one" {
+	mkdir -p "$TMP/srv"
+	opt-block init "$TMP/srv/r" >/dev/null
+	opt-log -C "$TMP/srv/r" trust "$(key_of "$OPT_STORE")" --name s >/dev/null
+	start_git_daemon
+	opt-sync remote add origin "$GITURL/r"
+	for c in x1 x2 x3; do echo "{\"collections\":{\"$c\":[{\"type\":\"put\",\"key\":\"k\",\"value\":1}]}}"; done |
+		opt-log commit --each >/dev/null
+	sleep 0.2
+	: >"$TMP/daemon.log"
+	run opt-sync push
+	assert_success
+	[ "$(grep -c '"status":"pushed"' <<<"$output")" -eq 3 ]
+	sleep 0.2
+	[ "$(grep -c 'Connection from' "$TMP/daemon.log")" -eq 1 ] || fail "$(cat "$TMP/daemon.log")"
+	echo '{"collections":{"m1":[{"type":"put","key":"k","value":1}],"m2":[{"type":"append","entry":2}]}}' |
+		opt-log commit >/dev/null
+	sleep 0.2
+	: >"$TMP/daemon.log"
+	run opt-sync push
+	assert_success
+	assert_line --index 0 --partial '"collection":"m1","rev":1,"status":"pushed"'
+	assert_line --index 1 --partial '"collection":"m2","rev":1,"status":"pushed"'
+	sleep 0.2
+	# one push for each collection (the optimistic check shares the first)
+	[ "$(grep -c 'Connection from' "$TMP/daemon.log")" -eq 2 ] || fail "$(cat "$TMP/daemon.log")"
+	run opt-log -C "$TMP/srv/r" verify m1 m2
+	assert_success
+	[ "$(opt-tree -C "$TMP/srv/r" get m1 k)" = '{"key":"k","value":1}' ]
+	[ "$(opt-diary -C "$TMP/srv/r" count m2)" = 1 ]
+}
