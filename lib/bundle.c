@@ -1,5 +1,6 @@
 #include "bundle.h"
 #include "error.h"
+#include "gitutil.h"
 #include "identity.h"
 #include "pack.h"
 #include "verify.h"
@@ -22,51 +23,9 @@
 
 /* ---- small helpers ---- */
 
-static int git_fail(int code, const char *what)
-{
-	const git_error *e = git_error_last();
-
-	return opt_error_set(code, "%s: %s", what, e && e->message ? e->message : "unknown libgit2 error");
-}
-
-static int emit(const struct opt_sync_opts *o, json_t *rec)
-{
-	int rc = 0;
-
-	if (!rec)
-		return opt_error_set(OPT_EIO, "out of memory");
-	if (o && o->emit)
-		rc = o->emit(rec, o->arg);
-	json_decref(rec);
-	return rc;
-}
-
 static void hex_of(char out[GIT_OID_HEXSZ + 1], const git_oid *id)
 {
 	git_oid_tostr(out, GIT_OID_HEXSZ + 1, id);
-}
-
-/* The value of ref name in repo: 1 and *out, 0 when absent, <0 on failure. */
-static int ref_get(git_repository *repo, const char *name, git_oid *out)
-{
-	int rc = git_reference_name_to_id(out, repo, name);
-
-	if (rc == GIT_ENOTFOUND) {
-		git_error_clear();
-		return 0;
-	}
-	return rc < 0 ? git_fail(OPT_EIO, "cannot read ref") : 1;
-}
-
-/* Is name among colls (n == 0: all are)? */
-static int wanted(const char *name, const char *const *colls, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (strcmp(colls[i], name) == 0)
-			return 1;
-	return n == 0;
 }
 
 /* ---- reading ---- */
@@ -205,7 +164,7 @@ int opt_bundle_open(struct opt_bundle **out, const char *path)
 		/* ls needs no store, so libgit2 may not be set up yet */
 		static int inited;
 		if (!inited && git_libgit2_init() < 0)
-			return git_fail(OPT_EIO, "cannot initialise libgit2");
+			return opt_git_fail(OPT_EIO, "cannot initialise libgit2");
 		inited = 1;
 	}
 	if (!(b = calloc(1, sizeof(*b))) || !(b->path = strdup(strcmp(path, "-") == 0 ? "(stdin)" : path))) {
@@ -344,7 +303,7 @@ static int check_complete(const struct opt_bundle *b, git_repository *repo, git_
 	int rc = 0;
 
 	if (git_repository_odb(&odb, repo) < 0 || git_revwalk_new(&w, repo) < 0) {
-		rc = git_fail(OPT_EIO, "cannot read the bundle's objects");
+		rc = opt_git_fail(OPT_EIO, "cannot read the bundle's objects");
 		goto done;
 	}
 	for (i = 0; i < b->nrefs; i++)
@@ -462,7 +421,7 @@ int opt_bundle_index(struct opt_bundle *b, git_repository *repo, git_odb *known,
 	io.progress_cb = index_cb;
 	io.progress_cb_payload = &ip;
 	if (git_repository_odb(&odb, repo) < 0 || git_indexer_new(&idx, dir, 0, odb, &io) < 0) {
-		rc = git_fail(OPT_EIO, "cannot index the bundle");
+		rc = opt_git_fail(OPT_EIO, "cannot index the bundle");
 		goto done;
 	}
 	if (!(buf = malloc(1 << 16))) {
@@ -472,7 +431,7 @@ int opt_bundle_index(struct opt_bundle *b, git_repository *repo, git_odb *known,
 	while ((got = fread(buf, 1, 1 << 16, b->f)) > 0) {
 		total += got;
 		if (git_indexer_append(idx, buf, got, &st) < 0) {
-			rc = git_fail(OPT_EINTEGRITY, "malformed pack");
+			rc = opt_git_fail(OPT_EINTEGRITY, "malformed pack");
 			goto done;
 		}
 	}
@@ -485,7 +444,7 @@ int opt_bundle_index(struct opt_bundle *b, git_repository *repo, git_odb *known,
 		goto done;
 	}
 	if (git_indexer_commit(idx, &st) < 0) {
-		rc = git_fail(OPT_EINTEGRITY, "truncated or malformed pack");
+		rc = opt_git_fail(OPT_EINTEGRITY, "truncated or malformed pack");
 		goto done;
 	}
 	git_odb_refresh(odb);
@@ -541,21 +500,21 @@ int opt_bundle_write(FILE *f, git_repository *repo, const struct opt_bundle_line
 	int rc = 0, len;
 
 	if (git_packbuilder_new(&pb, repo) < 0 || git_revwalk_new(&w, repo) < 0) {
-		rc = git_fail(OPT_EIO, "cannot pack the bundle");
+		rc = opt_git_fail(OPT_EIO, "cannot pack the bundle");
 		goto done;
 	}
 	for (i = 0; i < n; i++)
 		if (git_revwalk_push(w, &refs[i].id) < 0) {
-			rc = git_fail(OPT_EIO, "cannot pack the bundle");
+			rc = opt_git_fail(OPT_EIO, "cannot pack the bundle");
 			goto done;
 		}
 	for (i = 0; i < m; i++)
 		if (git_revwalk_hide(w, &pre[i].id) < 0) {
-			rc = git_fail(OPT_EIO, "cannot pack the bundle");
+			rc = opt_git_fail(OPT_EIO, "cannot pack the bundle");
 			goto done;
 		}
 	if (git_packbuilder_insert_walk(pb, w) < 0) {
-		rc = git_fail(OPT_EIO, "cannot pack the bundle");
+		rc = opt_git_fail(OPT_EIO, "cannot pack the bundle");
 		goto done;
 	}
 	if ((len = fprintf(f, HDR_V2 "\n")) < 0)
@@ -660,7 +619,7 @@ static int scratch_new(struct scratch *sc, struct opt_store *s)
 	io.flags = GIT_REPOSITORY_INIT_BARE;
 	if (git_repository_init_ext(&sc->repo, sc->dir, &io) < 0 || git_repository_config(&cfg, sc->repo) < 0 ||
 	    git_config_set_int32(cfg, "optimystic.version", 1) < 0 || git_config_set_int32(cfg, "gc.auto", 0) < 0) {
-		rc = git_fail(OPT_EIO, "cannot make the scratch repository");
+		rc = opt_git_fail(OPT_EIO, "cannot make the scratch repository");
 		goto done;
 	}
 	snprintf(alt, sizeof(alt), "%s/objects/info/alternates", sc->dir);
@@ -673,7 +632,7 @@ static int scratch_new(struct scratch *sc, struct opt_store *s)
 	sc->repo = NULL;
 	if (git_repository_open_ext(&sc->repo, sc->dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
 				    NULL) < 0)
-		rc = git_fail(OPT_EIO, "cannot open the scratch repository");
+		rc = opt_git_fail(OPT_EIO, "cannot open the scratch repository");
 done:
 	git_config_free(cfg);
 	free(abs);
@@ -699,7 +658,7 @@ static int unpack(struct scratch *sc, struct opt_bundle **out, struct opt_store 
 		return rc;
 	snprintf(ref, sizeof(ref), "%s/objects", opt_store_path(s));
 	if (git_odb_open(&known, ref) < 0) {
-		rc = git_fail(OPT_EIO, "cannot open the store's objects");
+		rc = opt_git_fail(OPT_EIO, "cannot open the store's objects");
 		goto done;
 	}
 	if ((rc = scratch_new(sc, s)) < 0 ||
@@ -709,7 +668,7 @@ static int unpack(struct scratch *sc, struct opt_bundle **out, struct opt_store 
 		git_reference *r = NULL;
 		snprintf(ref, sizeof(ref), REF_COLL "%s", b->refs[i].text);
 		if (git_reference_create(&r, sc->repo, ref, &b->refs[i].id, 1, "opt-sync bundle") < 0) {
-			rc = git_fail(OPT_EIO, "cannot write the scratch repository");
+			rc = opt_git_fail(OPT_EIO, "cannot write the scratch repository");
 			goto done;
 		}
 		git_reference_free(r);
@@ -736,7 +695,7 @@ static int basis_of(git_repository *repo, const char *name, const char *since, c
 
 	if (since) {
 		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", since, name);
-		return ref_get(repo, ref, out);
+		return opt_git_ref_get(repo, ref, out);
 	}
 	if (base && (id = opt_bundle_head(base, name))) {
 		*out = *id;
@@ -812,7 +771,7 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", since);
 	if (git_repository_open_ext(&repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
 				    NULL) < 0)
-		return git_fail(OPT_EIO, "cannot open store");
+		return opt_git_fail(OPT_EIO, "cannot open store");
 	if (since && (rc = remote_known(y, repo, since)) <= 0) {
 		if (rc == 0)
 			rc = opt_error_set(OPT_ENOTFOUND, "no remote '%s'", since);
@@ -833,7 +792,7 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 	for (i = 0; n && i < json_array_size(names); i++) {
 		git_oid id;
 		snprintf(ref, sizeof(ref), REF_COLL "%s", json_string_value(json_array_get(names, i)));
-		if ((rc = ref_get(repo, ref, &id)) <= 0) {
+		if ((rc = opt_git_ref_get(repo, ref, &id)) <= 0) {
 			if (rc == 0)
 				rc = opt_error_set(OPT_ENOTFOUND, "no collection '%s'", json_string_value(json_array_get(names, i)));
 			goto done;
@@ -849,7 +808,7 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 		json_t *rec;
 
 		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
-		if ((rc = ref_get(repo, ref, &head)) < 0)
+		if ((rc = opt_git_ref_get(repo, ref, &head)) < 0)
 			goto done;
 		if (rc == 0)
 			continue;
@@ -906,9 +865,9 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 		tmp[0] = 0;
 	}
 	for (i = 0; i < json_array_size(recs) && rc == 0; i++)
-		rc = emit(o, json_incref(json_array_get(recs, i)));
+		rc = opt_sync_emit_rec(o, json_incref(json_array_get(recs, i)));
 	if (rc == 0)
-		rc = emit(o, json_pack("{s:s,s:I,s:I,s:I}", "file", to_stdout ? "-" : path, "bytes", (json_int_t)bytes,
+		rc = opt_sync_emit_rec(o, json_pack("{s:s,s:I,s:I,s:I}", "file", to_stdout ? "-" : path, "bytes", (json_int_t)bytes,
 				       "objects", (json_int_t)objects, "collections", (json_int_t)nrefs));
 done:
 	if (f && !to_stdout)
@@ -937,11 +896,11 @@ int opt_bundle_ls(const char *path, const struct opt_sync_opts *o)
 		return rc;
 	for (i = 0; i < b->nrefs && rc == 0; i++) {
 		hex_of(hex, &b->refs[i].id);
-		rc = emit(o, json_pack("{s:s,s:s}", "collection", b->refs[i].text, "commit", hex));
+		rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s}", "collection", b->refs[i].text, "commit", hex));
 	}
 	for (i = 0; i < b->npre && rc == 0; i++) {
 		hex_of(hex, &b->pre[i].id);
-		rc = emit(o, json_pack("{s:s,s:s}", "prerequisite", hex, "comment", b->pre[i].text));
+		rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s}", "prerequisite", hex, "comment", b->pre[i].text));
 	}
 	opt_bundle_free(b);
 	return rc;
@@ -998,10 +957,10 @@ static int verify_all(struct scratch *sc, const struct opt_bundle *b, git_reposi
 		git_oid old;
 		int has_old;
 
-		if (!wanted(e->text, colls, n))
+		if (!opt_name_wanted(e->text, colls, n))
 			continue;
 		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", as, e->text);
-		if ((has_old = ref_get(repo, ref, &old)) < 0)
+		if ((has_old = opt_git_ref_get(repo, ref, &old)) < 0)
 			return has_old;
 		if (has_old && !git_oid_equal(&old, &e->id) && git_graph_descendant_of(sc->repo, &e->id, &old) != 1) {
 			git_error_clear();
@@ -1020,7 +979,7 @@ static int verify_all(struct scratch *sc, const struct opt_bundle *b, git_reposi
 					     b->path, e->text, msg);
 		}
 		if (report)
-			rc = emit(o, json_pack("{s:s,s:I,s:s,s:s}", "collection", e->text, "rev",
+			rc = opt_sync_emit_rec(o, json_pack("{s:s,s:I,s:s,s:s}", "collection", e->text, "rev",
 					       (json_int_t)rev_at(sc->store, e->text, &e->id), "commit", hex, "status", "verified"));
 	}
 	return rc;
@@ -1044,10 +1003,10 @@ static int plan(struct scratch *sc, const struct opt_bundle *b, git_repository *
 		int has_L;
 		json_t *rec;
 
-		if (!wanted(e->text, colls, n))
+		if (!opt_name_wanted(e->text, colls, n))
 			continue;
 		snprintf(ref, sizeof(ref), REF_COLL "%s", e->text);
-		if ((has_L = ref_get(repo, ref, &L)) < 0)
+		if ((has_L = opt_git_ref_get(repo, ref, &L)) < 0)
 			return has_L;
 		if (!has_L) {
 			status = "new";
@@ -1072,7 +1031,7 @@ static int plan(struct scratch *sc, const struct opt_bundle *b, git_repository *
 				status, "dry_run", 1);
 		if (rec && ours >= 0)
 			json_object_set_new(rec, "replayed", json_integer(ours));
-		rc = emit(o, rec);
+		rc = opt_sync_emit_rec(o, rec);
 	}
 	if (rc == 0 && diverged && strcmp(policy, "fail") == 0)
 		rc = opt_error_set(OPT_ECONFLICT, "bundle '%s': collections diverged (--conflict fail)", b->path);
@@ -1097,7 +1056,7 @@ static int verify_or_plan(struct opt_sync *y, struct opt_store *s, const char *p
 		goto done;
 	if (git_repository_open_ext(&repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
 				    NULL) < 0) {
-		rc = git_fail(OPT_EIO, "cannot open store");
+		rc = opt_git_fail(OPT_EIO, "cannot open store");
 		goto done;
 	}
 	if ((rc = verify_all(&sc, b, repo, s, as, colls, n, o, !dry_run)) == 0 && dry_run)

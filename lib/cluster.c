@@ -2,6 +2,7 @@
  * rebalance over each collection's cluster (see cluster.h). */
 #include "cluster.h"
 #include "error.h"
+#include "gitutil.h"
 #include "json.h"
 #include "util.h"
 
@@ -75,13 +76,6 @@ size_t opt_cluster_place(const char *const *peers, size_t n, const char *coll, s
 
 /* ---- configuration ---- */
 
-static int git_fail(int code, const char *what)
-{
-	const git_error *e = git_error_last();
-
-	return opt_error_set(code, "%s: %s", what, e && e->message ? e->message : "unknown error");
-}
-
 /* The store's config, fresh from disk (*repo and *cfg to free). */
 static int config_open(struct opt_store *s, git_repository **repo, git_config **cfg)
 {
@@ -89,11 +83,11 @@ static int config_open(struct opt_store *s, git_repository **repo, git_config **
 	*cfg = NULL;
 	if (git_repository_open_ext(repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
 				    NULL) < 0)
-		return git_fail(OPT_EIO, "cannot open store");
+		return opt_git_fail(OPT_EIO, "cannot open store");
 	if (git_repository_config(cfg, *repo) < 0) {
 		git_repository_free(*repo);
 		*repo = NULL;
-		return git_fail(OPT_EIO, "cannot read the store's configuration");
+		return opt_git_fail(OPT_EIO, "cannot read the store's configuration");
 	}
 	return 0;
 }
@@ -158,7 +152,7 @@ int opt_cluster_open(struct opt_cluster **out, struct opt_store *s, struct opt_s
 	if ((rc = config_open(s, &repo, &cfg)) < 0)
 		goto fail;
 	if (git_config_foreach(cfg, peers_cb, flags) < 0) {
-		rc = git_fail(OPT_EIO, "cannot read the store's configuration");
+		rc = opt_git_fail(OPT_EIO, "cannot read the store's configuration");
 		goto fail;
 	}
 	rc = git_config_get_int32(&r, cfg, "opt.replicas");
@@ -166,7 +160,7 @@ int opt_cluster_open(struct opt_cluster **out, struct opt_store *s, struct opt_s
 		git_error_clear();
 		r = 0;
 	} else if (rc < 0) {
-		rc = git_fail(OPT_EINVAL, "invalid opt.replicas");
+		rc = opt_git_fail(OPT_EINVAL, "invalid opt.replicas");
 		goto fail;
 	}
 	c->configured = r;
@@ -247,12 +241,12 @@ static int config_set(struct opt_store *s, const char *key, const char *value)
 	if ((rc = config_open(s, &repo, &cfg)) < 0)
 		return rc;
 	if (value)
-		rc = git_config_set_string(cfg, key, value) < 0 ? git_fail(OPT_EIO, "cannot write the configuration") : 0;
+		rc = git_config_set_string(cfg, key, value) < 0 ? opt_git_fail(OPT_EIO, "cannot write the configuration") : 0;
 	else if ((rc = git_config_delete_entry(cfg, key)) == GIT_ENOTFOUND) {
 		git_error_clear();
 		rc = OPT_ENOTFOUND;
 	} else if (rc < 0) {
-		rc = git_fail(OPT_EIO, "cannot write the configuration");
+		rc = opt_git_fail(OPT_EIO, "cannot write the configuration");
 	}
 	config_close(repo, cfg);
 	return rc;

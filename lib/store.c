@@ -1,5 +1,6 @@
 #include "store.h"
 #include "error.h"
+#include "gitutil.h"
 #include "json.h"
 #include "pack.h"
 
@@ -108,13 +109,6 @@ struct raw_slot {
 	struct opt_memo memo;
 };
 
-static int git_fail(int code, const char *what)
-{
-	const git_error *e = git_error_last();
-
-	return opt_error_set(code, "%s: %s", what, e && e->message ? e->message : "unknown libgit2 error");
-}
-
 /* libgit2 rescans objects/pack only when the directory's mtime (in whole
  * seconds) changed: a pack another process wrote in the same second as
  * our last scan stays invisible, and so do the objects of a ref it just
@@ -181,7 +175,7 @@ static int global_init(void)
 	if (done)
 		return 0;
 	if (git_libgit2_init() < 0)
-		return git_fail(OPT_EIO, "cannot initialise libgit2");
+		return opt_git_fail(OPT_EIO, "cannot initialise libgit2");
 	if (opt_util_init() < 0)
 		return OPT_EIO;
 	(void)fs;
@@ -274,7 +268,7 @@ static int check_repo(git_repository *repo, const char *dir)
 	int rc = 0;
 
 	if (git_repository_config_snapshot(&cfg, repo) < 0)
-		return git_fail(OPT_EIO, "cannot read store configuration");
+		return opt_git_fail(OPT_EIO, "cannot read store configuration");
 	if (git_config_get_string_buf(&buf, cfg, "extensions.objectformat") == 0) {
 		fmt_s = buf.ptr;
 		if (fmt_s && strcasecmp(fmt_s, "sha1") != 0) {
@@ -363,7 +357,7 @@ int opt_store_open(struct opt_store **out, const char *dir)
 	if (git_repository_open_ext(&repo, dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
 		if (access(dir, R_OK | X_OK) < 0)
 			return opt_error_set(OPT_EIO, "cannot open store '%s': %s", dir, strerror(errno));
-		return git_fail(OPT_EINVAL, "not an optimystic store");
+		return opt_git_fail(OPT_EINVAL, "not an optimystic store");
 	}
 	if ((rc = check_repo(repo, dir)) < 0) {
 		git_repository_free(repo);
@@ -397,12 +391,12 @@ static int store_init_at(const char *dir)
 	o.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
 	o.initial_head = "opt";
 	if (git_repository_init_ext(&repo, dir, &o) < 0)
-		return git_fail(OPT_EIO, "cannot create store");
+		return opt_git_fail(OPT_EIO, "cannot create store");
 	if (git_repository_config(&cfg, repo) < 0 ||
 	    git_config_set_int32(cfg, "optimystic.version", 1) < 0 ||
 	    git_config_set_bool(cfg, "core.logallrefupdates", 0) < 0 ||
 	    git_config_set_int32(cfg, "gc.auto", 0) < 0)
-		rc = git_fail(OPT_EIO, "cannot configure store");
+		rc = opt_git_fail(OPT_EIO, "cannot configure store");
 	git_config_free(cfg);
 	git_repository_free(repo);
 	return rc;
@@ -518,14 +512,14 @@ int opt_store_list(struct opt_store *s, json_t **out)
 		return opt_error_set(OPT_EIO, "out of memory");
 	if (git_reference_iterator_glob_new(&it, s->repo, REF_PREFIX "*") < 0) {
 		json_decref(arr);
-		return git_fail(OPT_EIO, "cannot list collections");
+		return opt_git_fail(OPT_EIO, "cannot list collections");
 	}
 	while ((err = git_reference_next_name(&name, it)) == 0)
 		json_array_append_new(arr, json_string(name + strlen(REF_PREFIX)));
 	git_reference_iterator_free(it);
 	if (err != GIT_ITEROVER) {
 		json_decref(arr);
-		return git_fail(OPT_EIO, "cannot list collections");
+		return opt_git_fail(OPT_EIO, "cannot list collections");
 	}
 	n = json_array_size(arr);
 	v = malloc((n ? n : 1) * sizeof(*v));
@@ -610,12 +604,12 @@ static int snap_from_commit(struct opt_snap **out, struct opt_store *s, const ch
 	git_oid_tostr(snap->commit_hex, sizeof(snap->commit_hex), git_commit_id(c));
 	if (s_tree_lookup(s, &snap->root, git_commit_tree_id(c)) < 0) {
 		opt_snap_free(snap);
-		return git_fail(OPT_EINTEGRITY, "cannot read collection tree");
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read collection tree");
 	}
 	e = git_tree_entry_byname(snap->root, "blocks");
 	if (e && s_tree_lookup(s, &snap->blocks, git_tree_entry_id(e)) < 0) {
 		opt_snap_free(snap);
-		return git_fail(OPT_EINTEGRITY, "cannot read blocks tree");
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read blocks tree");
 	}
 	revs = trailer_value(msg, "Opt-Rev");
 	snap->rev = revs ? strtol(revs, NULL, 10) : 0;
@@ -715,7 +709,7 @@ static int head_ids(struct opt_store *s, const char *const *names, size_t n, git
 		if (rc == GIT_ENOTFOUND)
 			memset(&ids[i], 0, sizeof(ids[i]));
 		else if (rc < 0)
-			return git_fail(OPT_EIO, "cannot read collection ref");
+			return opt_git_fail(OPT_EIO, "cannot read collection ref");
 	}
 	return 0;
 }
@@ -814,10 +808,10 @@ static int snap_open_raw(struct opt_snap **out, struct opt_store *s, const char 
 		if (rc == GIT_ENOTFOUND)
 			return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", name);
 		if (rc < 0)
-			return git_fail(OPT_EIO, "cannot read collection ref");
+			return opt_git_fail(OPT_EIO, "cannot read collection ref");
 	}
 	if (s_commit_lookup(s, &c, &id) < 0)
-		return git_fail(OPT_EINTEGRITY, "cannot read collection commit");
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read collection commit");
 	if ((rc = snap_from_commit(&snap, s, name, c)) < 0)
 		return rc;
 	if (rev > 0 && rev > snap->rev) {
@@ -849,7 +843,7 @@ int opt_snap_open_commit(struct opt_snap **out, struct opt_store *s, const char 
 	if (git_oid_fromstr(&id, commit) < 0)
 		return opt_error_set(OPT_EINVAL, "invalid commit ID '%.50s'", commit);
 	if (s_commit_lookup(s, &c, &id) < 0)
-		return git_fail(OPT_EINTEGRITY, "cannot read commit");
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read commit");
 	return snap_from_commit(out, s, name, c);
 }
 
@@ -862,7 +856,7 @@ int opt_snap_parent(struct opt_snap **out, struct opt_snap *snap)
 	if (git_commit_parentcount(snap->commit) == 0)
 		return opt_error_set(OPT_ENOTFOUND, "collection '%s' has no revision before %ld", snap->name, snap->rev);
 	if (s_commit_lookup(snap->s, &p, git_commit_parent_id(snap->commit, 0)) < 0)
-		return git_fail(OPT_EINTEGRITY, "cannot read parent commit");
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read parent commit");
 	rc = snap_from_commit(out, snap->s, snap->name, p);
 	if (rc == 0 && (*out)->rev != snap->rev - 1) {
 		long r = (*out)->rev;
@@ -969,13 +963,13 @@ static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 	if (!e)
 		return OPT_ENOTFOUND;
 	if (s_tree_lookup(snap->s, &t1, git_tree_entry_id(e)) < 0)
-		return git_fail(OPT_EINTEGRITY, "cannot read block tree");
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read block tree");
 	c[0] = id[1];
 	e = git_tree_entry_byname(t1, c);
 	if (!e)
 		goto done;
 	if (s_tree_lookup(snap->s, &t2, git_tree_entry_id(e)) < 0) {
-		rc = git_fail(OPT_EINTEGRITY, "cannot read block tree");
+		rc = opt_git_fail(OPT_EINTEGRITY, "cannot read block tree");
 		goto done;
 	}
 	e = git_tree_entry_byname(t2, id);
@@ -1010,7 +1004,7 @@ int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t
 	if ((rc = find_blob(snap, id, &oid)) < 0)
 		return rc;
 	if (s_odb_read(snap->s, &obj, &oid) < 0)
-		return git_fail(OPT_EINTEGRITY, "cannot read block");
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
 	*len = git_odb_object_size(obj);
 	*buf = malloc(*len + 1);
 	if (!*buf) {
@@ -1095,7 +1089,7 @@ static int snap_get(void *ctx, const char *id, json_t **out)
 	if ((rc = snap_cached(snap, id, &oid, out)) != 0)
 		return rc < 0 ? rc : 0;
 	if (s_odb_read(snap->s, &obj, &oid) < 0)
-		return git_fail(OPT_EINTEGRITY, "cannot read block");
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
 	return snap_parse(snap, id, obj, out);
 }
 
@@ -1201,7 +1195,7 @@ static int snap_get_raw(void *ctx, const char *id, json_t **out, struct opt_byte
 	if ((rc = snap_cached(snap, id, &oid, out)) != 0)
 		return rc < 0 ? rc : 0;
 	if (s_odb_read(snap->s, &obj, &oid) < 0)
-		return git_fail(OPT_EINTEGRITY, "cannot read block");
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
 	if (git_odb_object_size(obj) > sizeof(leaf) - 1 &&
 	    memcmp(git_odb_object_data(obj), leaf, sizeof(leaf) - 1) == 0) {
 		raw_out(raw, obj, raw_cache_put(snap, id, obj));
@@ -1241,12 +1235,12 @@ int opt_snap_foreach(struct opt_snap *snap, int (*cb)(const char *id, void *arg)
 	for (i = 0; i < git_tree_entrycount(snap->blocks) && rc == 0; i++) {
 		git_tree *t1 = NULL;
 		if (s_tree_lookup(snap->s, &t1, git_tree_entry_id(git_tree_entry_byindex(snap->blocks, i))) < 0)
-			return git_fail(OPT_EINTEGRITY, "cannot read block tree");
+			return opt_git_fail(OPT_EINTEGRITY, "cannot read block tree");
 		for (j = 0; j < git_tree_entrycount(t1) && rc == 0; j++) {
 			git_tree *t2 = NULL;
 			if (s_tree_lookup(snap->s, &t2, git_tree_entry_id(git_tree_entry_byindex(t1, j))) < 0) {
 				git_tree_free(t1);
-				return git_fail(OPT_EINTEGRITY, "cannot read block tree");
+				return opt_git_fail(OPT_EINTEGRITY, "cannot read block tree");
 			}
 			for (k = 0; k < git_tree_entrycount(t2) && rc == 0; k++)
 				rc = cb(git_tree_entry_name(git_tree_entry_byindex(t2, k)), arg);
@@ -1280,10 +1274,10 @@ static int diff_trees(struct opt_store *s, git_tree *a, git_tree *b, int depth,
 				arg);
 		} else {
 			if (c <= 0 && s_tree_lookup(s, &ta, git_tree_entry_id(ea)) < 0)
-				return git_fail(OPT_EINTEGRITY, "cannot read block tree");
+				return opt_git_fail(OPT_EINTEGRITY, "cannot read block tree");
 			if (c >= 0 && s_tree_lookup(s, &tb, git_tree_entry_id(eb)) < 0) {
 				git_tree_free(ta);
-				return git_fail(OPT_EINTEGRITY, "cannot read block tree");
+				return opt_git_fail(OPT_EINTEGRITY, "cannot read block tree");
 			}
 			rc = diff_trees(s, ta, tb, depth - 1, cb, arg);
 			git_tree_free(ta);
@@ -1497,7 +1491,7 @@ static git_tree *subtree(struct opt_store *s, const git_tree *t, const char *nam
 	if (!t || !(e = git_tree_entry_byname(t, name)) || git_tree_entry_type(e) != GIT_OBJECT_TREE)
 		return NULL;
 	if (s_tree_lookup(s, &out, git_tree_entry_id(e)) < 0)
-		*rc = git_fail(OPT_EINTEGRITY, "cannot read tree");
+		*rc = opt_git_fail(OPT_EINTEGRITY, "cannot read tree");
 	return out;
 }
 
@@ -1699,7 +1693,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		goto done;
 	}
 	if (grc < 0) {
-		rc = git_fail(OPT_EIO, "cannot update collection ref");
+		rc = opt_git_fail(OPT_EIO, "cannot update collection ref");
 		goto done;
 	}
 	if (rev)
@@ -1729,7 +1723,7 @@ int opt_store_group_begin(struct opt_store *s, const char *name)
 	if (!s->mempack) {
 		if (git_mempack_new(&s->mempack) < 0 || git_odb_add_backend(s->odb, s->mempack, 1000) < 0) {
 			s->mempack = NULL;
-			return git_fail(OPT_EIO, "cannot set up group commit");
+			return opt_git_fail(OPT_EIO, "cannot set up group commit");
 		}
 	}
 	if ((rc = opt_pack_new(&s->gpack)) < 0)
@@ -1784,7 +1778,7 @@ int opt_store_group_flush(struct opt_store *s)
 		break_stale_lock(s, ref);
 		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
 	} else if (grc < 0)
-		rc = git_fail(OPT_EIO, "cannot update collection ref");
+		rc = opt_git_fail(OPT_EIO, "cannot update collection ref");
 reopen:
 	/* start over with an empty group either way */
 	opt_store_group_end(s);

@@ -2,6 +2,7 @@
 #include "chain.h"
 #include "collection.h"
 #include "error.h"
+#include "gitutil.h"
 #include "identity.h"
 #include "json.h"
 #include "pack.h"
@@ -82,13 +83,6 @@ static int close_over_transactions(struct opt_sync *y, const char *from_prefix, 
 
 /* ---- small helpers ---- */
 
-static int git_err(int code, const char *what)
-{
-	const git_error *e = git_error_last();
-
-	return opt_error_set(code, "%s: %s", what, e && e->message ? e->message : "unknown libgit2 error");
-}
-
 static long busy_timeout(const struct opt_sync_opts *o)
 {
 	const char *e;
@@ -99,18 +93,6 @@ static long busy_timeout(const struct opt_sync_opts *o)
 	if (e && *e && atol(e) > 0)
 		return atol(e);
 	return 30000;
-}
-
-static int emit(const struct opt_sync_opts *o, json_t *rec)
-{
-	int rc = 0;
-
-	if (!rec)
-		return opt_error_set(OPT_EIO, "out of memory");
-	if (o && o->emit)
-		rc = o->emit(rec, o->arg);
-	json_decref(rec);
-	return rc;
 }
 
 static void progress(const struct opt_sync_opts *o, const char *what, size_t done, size_t total)
@@ -169,20 +151,6 @@ static int cmp_head(const void *a, const void *b)
 	return strcmp(((const struct head *)a)->name, ((const struct head *)b)->name);
 }
 
-/* The value of ref name: 1 and *out, 0 when absent, <0 on failure. */
-static int ref_get(git_repository *repo, const char *name, git_oid *out)
-{
-	int rc = git_reference_name_to_id(out, repo, name);
-
-	if (rc == GIT_ENOTFOUND) {
-		git_error_clear();
-		return 0;
-	}
-	if (rc < 0)
-		return git_err(OPT_EIO, "cannot read ref");
-	return 1;
-}
-
 /* Compare-and-swap ref name from old (NULL: absent) to new (NULL: delete),
  * retrying a held lock until the deadline.  OPT_ECONFLICT when it holds
  * another value. */
@@ -221,7 +189,7 @@ static int ref_cas(git_repository *repo, const char *name, const git_oid *new, c
 		if (rc == GIT_EMODIFIED || rc == GIT_EEXISTS || (rc == GIT_ENOTFOUND && old))
 			return opt_error_set(OPT_ECONFLICT, "ref '%s' changed meanwhile", name);
 		if (rc != GIT_ELOCKED)
-			return git_err(OPT_EIO, "cannot update ref");
+			return opt_git_fail(OPT_EIO, "cannot update ref");
 		if (opt_now_ms() >= deadline)
 			return opt_error_set(OPT_EBUSY, "ref '%s' stayed locked", name);
 		opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 100));
@@ -243,7 +211,7 @@ static int refs_under(git_repository *repo, const char *prefix, json_t **out)
 		return opt_error_set(OPT_EIO, "out of memory");
 	if (git_reference_iterator_new(&it, repo) < 0) {
 		json_decref(arr);
-		return git_err(OPT_EIO, "cannot list refs");
+		return opt_git_fail(OPT_EIO, "cannot list refs");
 	}
 	while ((err = git_reference_next_name(&name, it)) == 0)
 		if (strncmp(name, prefix, pl) == 0 && name[pl])
@@ -251,7 +219,7 @@ static int refs_under(git_repository *repo, const char *prefix, json_t **out)
 	git_reference_iterator_free(it);
 	if (err != GIT_ITEROVER) {
 		json_decref(arr);
-		return git_err(OPT_EIO, "cannot list refs");
+		return opt_git_fail(OPT_EIO, "cannot list refs");
 	}
 	{
 		/* sort (few refs: insertion sort of the strings) */
@@ -290,7 +258,7 @@ static int descends(git_repository *repo, const git_oid *a, const git_oid *b)
 	int rc = git_graph_descendant_of(repo, a, b);
 
 	if (rc < 0)
-		return git_err(OPT_EINTEGRITY, "cannot compare histories");
+		return opt_git_fail(OPT_EINTEGRITY, "cannot compare histories");
 	return rc;
 }
 
@@ -412,7 +380,7 @@ int opt_sync_open(struct opt_sync **out, struct opt_store *s)
 	if (git_repository_open_ext(&y->repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
 				    NULL) < 0) {
 		free(y);
-		return git_err(OPT_EIO, "cannot open store");
+		return opt_git_fail(OPT_EIO, "cannot open store");
 	}
 	*out = y;
 	return 0;
@@ -486,7 +454,7 @@ static int delete_refs_under(git_repository *repo, const char *prefix)
 static int config_of(struct opt_sync *y, git_config **out)
 {
 	if (git_repository_config(out, y->repo) < 0)
-		return git_err(OPT_EIO, "cannot read the store's configuration");
+		return opt_git_fail(OPT_EIO, "cannot read the store's configuration");
 	return 0;
 }
 
@@ -521,7 +489,7 @@ static int remote_url(struct opt_sync *y, const char *name, char **url)
 		git_error_clear();
 		rc = opt_error_set(OPT_ENOTFOUND, "no remote '%s' (opt-sync remote add %s URL)", name, name);
 	} else if (rc < 0) {
-		rc = git_err(OPT_EIO, "cannot read remote");
+		rc = opt_git_fail(OPT_EIO, "cannot read remote");
 	} else if (!buf.ptr || !*buf.ptr) {
 		rc = opt_error_set(OPT_EINVAL, "remote '%s' has no URL", name);
 	} else if (!(*url = strdup(buf.ptr))) {
@@ -559,7 +527,7 @@ int opt_sync_remote_add(struct opt_sync *y, const char *name, const char *url)
 		goto done;
 	snprintf(key, sizeof(key), "remote.%s.url", name);
 	if (git_config_set_string(cfg, key, fixed ? fixed : url) < 0)
-		rc = git_err(OPT_EIO, "cannot add remote");
+		rc = opt_git_fail(OPT_EIO, "cannot add remote");
 done:
 	git_config_free(cfg);
 	free(fixed);
@@ -620,14 +588,14 @@ int opt_sync_remote_rm(struct opt_sync *y, const char *name)
 		return rc;
 	n.names = json_array();
 	if (!n.names || git_config_foreach(cfg, names_cb, &n) < 0) {
-		rc = git_err(OPT_EIO, "cannot read the store's configuration");
+		rc = opt_git_fail(OPT_EIO, "cannot read the store's configuration");
 		goto done;
 	}
 	for (i = 0; i < json_array_size(n.names); i++) {
 		const char *k = json_string_value(json_array_get(n.names, i));
 		git_error_clear();
 		if (git_config_delete_entry(cfg, k) < 0 && git_config_delete_multivar(cfg, k, ".*") < 0) {
-			rc = git_err(OPT_EIO, "cannot remove remote");
+			rc = opt_git_fail(OPT_EIO, "cannot remove remote");
 			goto done;
 		}
 	}
@@ -654,7 +622,7 @@ int opt_sync_remote_list(struct opt_sync *y, json_t **out)
 	if (!n.names || git_config_foreach(cfg, names_cb, &n) < 0) {
 		json_decref(n.names);
 		git_config_free(cfg);
-		return git_err(OPT_EIO, "cannot list remotes");
+		return opt_git_fail(OPT_EIO, "cannot list remotes");
 	}
 	git_config_free(cfg);
 	cnt = json_array_size(n.names);
@@ -775,7 +743,7 @@ static int tls_setup(struct opt_sync *y, struct remote *r)
 	r->no_verify = !verify;
 	if (file || dir) {
 		if (git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, dir) < 0)
-			rc = git_err(OPT_EINVAL, "cannot load the certificates of http.sslCAInfo/http.sslCAPath "
+			rc = opt_git_fail(OPT_EINVAL, "cannot load the certificates of http.sslCAInfo/http.sslCAPath "
 				     "($GIT_SSL_CAINFO/$GIT_SSL_CAPATH)");
 	} else if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0) {
 		git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, "/etc/ssl/certs/ca-certificates.crt", NULL);
@@ -810,7 +778,7 @@ static int remote_open(struct opt_sync *y, struct remote *r, const char *name, c
 		}
 		if (git_repository_open_ext(&r->peer_repo, r->path,
 					    GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
-			rc = git_err(OPT_ENET, "cannot open remote");
+			rc = opt_git_fail(OPT_ENET, "cannot open remote");
 			remote_close(r);
 			return rc;
 		}
@@ -973,19 +941,6 @@ static void verify_progress(long done, long total, void *arg)
 	progress(p->o, p->what, (size_t)done, (size_t)total);
 }
 
-/* Is name among colls (n == 0: all are)? */
-static int wanted(const char *name, const char *const *colls, size_t n)
-{
-	size_t i;
-
-	if (n == 0)
-		return 1;
-	for (i = 0; i < n; i++)
-		if (strcmp(colls[i], name) == 0)
-			return 1;
-	return 0;
-}
-
 /* Copy file from to to (through a temporary name, synced when fsync is
  * on).  0, or -1 with errno. */
 static int copy_file(const char *from, const char *to)
@@ -1065,7 +1020,7 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 			continue;
 		snprintf(ref, sizeof(ref), "%s%s", inc_prefix, h->v[i].name);
 		if (git_reference_create(&gref, y->repo, ref, &h->v[i].new, 1, "opt-sync fetch") < 0)
-			return git_err(OPT_EIO, "cannot write incoming refs");
+			return opt_git_fail(OPT_EIO, "cannot write incoming refs");
 		git_reference_free(gref);
 	}
 	git_error_clear();
@@ -1097,7 +1052,7 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 		goto done;
 	/* keep the wanted ones */
 	for (i = k = 0; i < h->n; i++) {
-		if (wanted(h->v[i].name, colls, n))
+		if (opt_name_wanted(h->v[i].name, colls, n))
 			h->v[k++] = h->v[i];
 		else
 			free(h->v[i].name);
@@ -1108,7 +1063,7 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 	for (i = 0; i < h->n; i++) {
 		struct head *e = &h->v[i];
 		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
-		if ((rc = ref_get(y->repo, ref, &e->old)) < 0)
+		if ((rc = opt_git_ref_get(y->repo, ref, &e->old)) < 0)
 			goto done;
 		e->has_old = rc;
 		e->status = !e->has_old ? "new" : git_oid_equal(&e->old, &e->new) ? "unchanged" : "updated";
@@ -1150,7 +1105,7 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 		goto done;
 	}
 	if (git_remote_update_tips(gr, &fo.callbacks, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, NULL) < 0) {
-		rc = git_err(OPT_EIO, "cannot write incoming refs");
+		rc = opt_git_fail(OPT_EIO, "cannot write incoming refs");
 		goto done;
 	}
 downloaded:
@@ -1163,7 +1118,7 @@ downloaded:
 		if (strcmp(e->status, "unchanged") == 0)
 			continue;
 		snprintf(ref, sizeof(ref), "%s%s", inc_prefix, e->name);
-		if ((rc = ref_get(y->repo, ref, &got)) < 0)
+		if ((rc = opt_git_ref_get(y->repo, ref, &got)) < 0)
 			goto done;
 		if (rc == 0 || !git_oid_equal(&got, &e->new)) {
 			rc = opt_error_set(OPT_ENET, "remote '%s': collection '%s' changed during the fetch; try again",
@@ -1275,7 +1230,7 @@ int opt_sync_fetch(struct opt_sync *y, const char *remote, const char *const *co
 			if (rec)
 				json_object_set_new(rec, "status", json_string(e->status));
 		}
-		rc = emit(o, rec);
+		rc = opt_sync_emit_rec(o, rec);
 	}
 	heads_clear(&h);
 	remote_close(&r);
@@ -1390,7 +1345,7 @@ static int decision_of(struct opt_sync *y, const char *primary, const char *trx,
 	if (!opt_store_name_valid(primary))
 		return opt_error_set(OPT_EINTEGRITY, "transaction %s names an invalid primary '%.100s'", trx, primary);
 	snprintf(ref, sizeof(ref), REF_BACKUP "%s", primary);
-	if ((rc = ref_get(y->repo, ref, &b)) < 0)
+	if ((rc = opt_git_ref_get(y->repo, ref, &b)) < 0)
 		return rc;
 	if (rc == 1 && (rc = decision_at(y, primary, &b, trx, since, d)) < 0)
 		return rc;
@@ -1470,7 +1425,7 @@ static int base_of(struct opt_sync *y, const char *name, const git_oid *a, const
 		return 0;
 	}
 	if (rc < 0)
-		return git_err(OPT_EIO, "cannot find the common base");
+		return opt_git_fail(OPT_EIO, "cannot find the common base");
 	*rev = rev_of(y, name, &mb);
 	return 0;
 }
@@ -1766,7 +1721,7 @@ static int move_heads(struct opt_sync *y, struct coll **v, size_t n, int backup,
 		int locked = 0;
 
 		if (git_transaction_new(&tx, y->repo) < 0)
-			return git_err(OPT_EIO, "cannot move collections");
+			return opt_git_fail(OPT_EIO, "cannot move collections");
 		rc = 0;
 		for (i = 0; i < n && rc == 0; i++) {
 			snprintf(ref, sizeof(ref), REF_COLL "%s", v[i]->name);
@@ -1779,14 +1734,14 @@ static int move_heads(struct opt_sync *y, struct coll **v, size_t n, int backup,
 		if (rc == GIT_ELOCKED) {
 			locked = 1;
 		} else if (rc < 0) {
-			rc = git_err(OPT_EIO, "cannot lock collections");
+			rc = opt_git_fail(OPT_EIO, "cannot lock collections");
 		} else {
 			for (i = 0; i < n && rc == 0; i++) {
 				git_oid cur;
 				int has;
 				snprintf(ref, sizeof(ref), REF_COLL "%s", v[i]->name);
 				snprintf(bref, sizeof(bref), REF_BACKUP "%s", v[i]->name);
-				if ((has = ref_get(y->repo, ref, &cur)) < 0) {
+				if ((has = opt_git_ref_get(y->repo, ref, &cur)) < 0) {
 					rc = has;
 					break;
 				}
@@ -1794,7 +1749,7 @@ static int move_heads(struct opt_sync *y, struct coll **v, size_t n, int backup,
 					rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed meanwhile", v[i]->name);
 					break;
 				}
-				if (backup && (has = ref_get(y->repo, bref, &cur)) != 0) {
+				if (backup && (has = opt_git_ref_get(y->repo, bref, &cur)) != 0) {
 					rc = has < 0 ? has : opt_error_set(OPT_ECONFLICT, "collection '%s' has a replay in progress",
 									     v[i]->name);
 					break;
@@ -1802,10 +1757,10 @@ static int move_heads(struct opt_sync *y, struct coll **v, size_t n, int backup,
 				if (git_transaction_set_target(tx, ref, &v[i]->T, NULL, "opt-sync: to the remote head") < 0 ||
 				    (backup && v[i]->has_L &&
 				     git_transaction_set_target(tx, bref, &v[i]->L, NULL, "opt-sync: replay backup") < 0))
-					rc = git_err(OPT_EIO, "cannot move collections");
+					rc = opt_git_fail(OPT_EIO, "cannot move collections");
 			}
 			if (rc == 0 && git_transaction_commit(tx) < 0)
-				rc = git_err(OPT_EIO, "cannot move collections");
+				rc = opt_git_fail(OPT_EIO, "cannot move collections");
 		}
 		git_transaction_free(tx);
 		if (!locked)
@@ -1864,7 +1819,7 @@ static int replay_backups(struct opt_sync *y, const char *remote, const json_t *
 		nc++;
 		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
 		snprintf(bref, sizeof(bref), REF_BACKUP "%s", name);
-		if ((rc = ref_get(y->repo, bref, &c->B)) < 0 || (has = ref_get(y->repo, ref, &c->L)) < 0) {
+		if ((rc = opt_git_ref_get(y->repo, bref, &c->B)) < 0 || (has = opt_git_ref_get(y->repo, ref, &c->L)) < 0) {
 			rc = rc < 0 ? rc : has;
 			goto done;
 		}
@@ -1966,14 +1921,14 @@ static int replay_backups(struct opt_sync *y, const char *remote, const json_t *
 		snprintf(ref, sizeof(ref), REF_COLL "%s", cs[i].name);
 		if ((rc = ref_cas(y->repo, bref, NULL, &cs[i].B, deadline)) < 0)
 			goto done;
-		if ((rc = ref_get(y->repo, ref, &head)) < 0)
+		if ((rc = opt_git_ref_get(y->repo, ref, &head)) < 0)
 			goto done;
 		if (counts) {
 			/* the caller reports */
 			json_object_set_new(counts, cs[i].name, json_integer(cs[i].replayed));
 			continue;
 		}
-		if ((rc = emit(o, json_pack("{s:s,s:s,s:I,s:s,s:I}", "remote", remote, "collection", cs[i].name, "rev",
+		if ((rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:I,s:s,s:I}", "remote", remote, "collection", cs[i].name, "rev",
 					    (json_int_t)(rc ? rev_of(y, cs[i].name, &head) : 0), "status", "replayed",
 					    "replayed", (json_int_t)cs[i].replayed))) != 0)
 			goto done;
@@ -2018,7 +1973,7 @@ static int reconcile(struct opt_sync *y, const char *remote, struct coll **v, si
 	}
 	if (strcmp(policy, "fail") == 0) {
 		for (i = 0; i < n; i++)
-			if ((rc = emit(o, report_of(v[i]))) != 0)
+			if ((rc = opt_sync_emit_rec(o, report_of(v[i]))) != 0)
 				return rc;
 		return opt_error_set(OPT_ECONFLICT, "%s '%s' %s diverged from remote '%s' (--conflict fail)",
 				     n == 1 ? "collection" : "collections", v[0]->name,
@@ -2031,7 +1986,7 @@ static int reconcile(struct opt_sync *y, const char *remote, struct coll **v, si
 						strcmp(policy, "keep-remote") == 0 ? "kept-remote" : "replayed", "dry_run", 1);
 			if (rec && v[i]->ours)
 				json_object_set_new(rec, "replayed", json_integer((json_int_t)json_array_size(v[i]->ours)));
-			if ((rc = emit(o, rec)) != 0)
+			if ((rc = opt_sync_emit_rec(o, rec)) != 0)
 				return rc;
 		}
 		return 0;
@@ -2040,7 +1995,7 @@ static int reconcile(struct opt_sync *y, const char *remote, struct coll **v, si
 		if ((rc = move_heads(y, v, n, 0, deadline)) < 0)
 			return rc;
 		for (i = 0; i < n; i++)
-			if ((rc = emit(o, json_pack("{s:s,s:s,s:I,s:s}", "remote", remote, "collection", v[i]->name, "rev",
+			if ((rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:I,s:s}", "remote", remote, "collection", v[i]->name, "rev",
 						    (json_int_t)rev_of(y, v[i]->name, &v[i]->T), "status", "kept-remote"))) != 0)
 				return rc;
 		return 0;
@@ -2296,7 +2251,7 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 		c->has_T = 1;
 		snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
 		for (;;) {
-			if ((rc = ref_get(y->repo, ref, &c->L)) < 0)
+			if ((rc = opt_git_ref_get(y->repo, ref, &c->L)) < 0)
 				goto done;
 			c->has_L = rc;
 			if (c->has_L && git_oid_equal(&c->L, &c->T)) {
@@ -2345,7 +2300,7 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 			opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 200));
 			tries++;
 		}
-		if (status && (rc = emit(o, rec_of(y, r.name, c->name,
+		if (status && (rc = opt_sync_emit_rec(o, rec_of(y, r.name, c->name,
 						    strcmp(status, "ahead") == 0 ? &c->L : &c->T, status, o->dry_run))) != 0)
 			goto done;
 	}
@@ -2394,7 +2349,7 @@ static int push_path_one(struct opt_sync *y, struct remote *r, const char *name,
 	if (git_packbuilder_new(&pb, y->repo) < 0 || git_revwalk_new(&w, y->repo) < 0 ||
 	    git_revwalk_push(w, nw) < 0 || (expect && git_revwalk_hide(w, expect) < 0) ||
 	    git_packbuilder_insert_walk(pb, w) < 0) {
-		rc = git_err(OPT_EIO, "cannot pack the objects to push");
+		rc = opt_git_fail(OPT_EIO, "cannot pack the objects to push");
 		goto done;
 	}
 	if ((rc = pack_to_peer(r, pb)) < 0)
@@ -2500,7 +2455,7 @@ static int push_net_one(struct opt_sync *y, struct remote *r, const char *name, 
 	{
 		git_reference *ref = NULL;
 		if (git_reference_create(&ref, y->repo, tmp, nw, 1, "opt-sync push") < 0)
-			return git_err(OPT_EIO, "cannot prepare the push");
+			return opt_git_fail(OPT_EIO, "cannot prepare the push");
 		git_reference_free(ref);
 	}
 	if (asprintf(&spec, "%s%s:" REF_COLL "%s", r->force ? "+" : "", tmp, name) < 0) {
@@ -2561,7 +2516,7 @@ static int push_net_many(struct opt_sync *y, struct remote *r, struct coll **v, 
 		exp[i] = v[i]->has_T ? &v[i]->T : NULL;
 		snprintf(tmp, sizeof(tmp), REF_PUSH "%s", v[i]->name);
 		if (git_reference_create(&ref, y->repo, tmp, &v[i]->L, 1, "opt-sync push") < 0) {
-			rc = git_err(OPT_EIO, "cannot prepare the push");
+			rc = opt_git_fail(OPT_EIO, "cannot prepare the push");
 			goto done;
 		}
 		git_reference_free(ref);
@@ -2625,16 +2580,16 @@ static int push_path_many(struct opt_sync *y, struct remote *r, struct coll **v,
 	int rc = 0, moved = 0;
 
 	if (git_packbuilder_new(&pb, y->repo) < 0 || git_revwalk_new(&w, y->repo) < 0) {
-		rc = git_err(OPT_EIO, "cannot pack the objects to push");
+		rc = opt_git_fail(OPT_EIO, "cannot pack the objects to push");
 		goto done;
 	}
 	for (i = 0; i < n; i++)
 		if (git_revwalk_push(w, &v[i]->L) < 0 || (v[i]->has_T && git_revwalk_hide(w, &v[i]->T) < 0)) {
-			rc = git_err(OPT_EIO, "cannot pack the objects to push");
+			rc = opt_git_fail(OPT_EIO, "cannot pack the objects to push");
 			goto done;
 		}
 	if (git_packbuilder_insert_walk(pb, w) < 0) {
-		rc = git_err(OPT_EIO, "cannot pack the objects to push");
+		rc = opt_git_fail(OPT_EIO, "cannot pack the objects to push");
 		goto done;
 	}
 	if ((rc = pack_to_peer(r, pb)) < 0)
@@ -2685,12 +2640,12 @@ static int close_over_transactions(struct opt_sync *y, const char *from_prefix, 
 
 		snprintf(ref, sizeof(ref), "%s%s", from_prefix, name);
 		snprintf(sref, sizeof(sref), "%s%s", stop_prefix, name);
-		if ((rc = ref_get(y->repo, ref, &from)) <= 0) {
+		if ((rc = opt_git_ref_get(y->repo, ref, &from)) <= 0) {
 			if (rc < 0)
 				return rc;
 			continue;
 		}
-		if ((has_stop = ref_get(y->repo, sref, &stop)) < 0)
+		if ((has_stop = opt_git_ref_get(y->repo, sref, &stop)) < 0)
 			return has_stop;
 		hex_of(hex, &from);
 		if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
@@ -2771,14 +2726,14 @@ static int repair_replica(struct opt_sync *y, struct remote *r, struct coll *c, 
 	int rc;
 
 	if (o->dry_run)
-		return emit(o, rec_of(y, r->name, c->name, &c->T, ahead ? "fast-forward" : "repaired", 1));
+		return opt_sync_emit_rec(o, rec_of(y, r->name, c->name, &c->T, ahead ? "fast-forward" : "repaired", 1));
 	snprintf(ref, sizeof(ref), REF_COLL "%s", c->name);
 	snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r->name, c->name);
 	if (ahead) {
 		/* verified by the fetch: take it as a pull would */
 		if ((rc = move_heads(y, &c, 1, 0, deadline)) < 0)
 			return rc;
-		return emit(o, rec_of(y, r->name, c->name, &c->T, "fast-forward", 0));
+		return opt_sync_emit_rec(o, rec_of(y, r->name, c->name, &c->T, "fast-forward", 0));
 	}
 	/* its transactions we lack, replayed here as a replay of ours would be */
 	snprintf(tref, sizeof(tref), REF_BACKUP "%s", c->name);
@@ -2794,7 +2749,7 @@ static int repair_replica(struct opt_sync *y, struct remote *r, struct coll *c, 
 	if ((rc = replay_backups(y, r->name, names, "replay", o, counts, NULL)) < 0)
 		goto done;
 	replayed = (long)json_integer_value(json_object_get(counts, c->name));
-	if ((rc = ref_get(y->repo, ref, &nl)) <= 0) {
+	if ((rc = opt_git_ref_get(y->repo, ref, &nl)) <= 0) {
 		rc = rc < 0 ? rc : opt_error_set(OPT_ENOTFOUND, "no collection '%s'", c->name);
 		goto done;
 	}
@@ -2810,7 +2765,7 @@ static int repair_replica(struct opt_sync *y, struct remote *r, struct coll *c, 
 	rec = rec_of(y, r->name, c->name, &nl, "repaired", 0);
 	if (rec)
 		json_object_set_new(rec, "replayed", json_integer(replayed));
-	rc = emit(o, rec);
+	rc = opt_sync_emit_rec(o, rec);
 done:
 	json_decref(names);
 	json_decref(counts);
@@ -2843,12 +2798,12 @@ static int multi_to_push(struct opt_sync *y, const struct coll *c)
 	if (git_revwalk_new(&w, y->repo) < 0 || git_revwalk_push(w, &c->L) < 0 ||
 	    (c->has_T && git_revwalk_hide(w, &c->T) < 0)) {
 		git_revwalk_free(w);
-		return git_err(OPT_EIO, "cannot walk the history to push");
+		return opt_git_fail(OPT_EIO, "cannot walk the history to push");
 	}
 	while (rc == 0 && git_revwalk_next(&id, w) == 0) {
 		git_commit *cm = NULL;
 		if (git_commit_lookup(&cm, y->repo, &id) < 0) {
-			rc = git_err(OPT_EINTEGRITY, "cannot read a commit to push");
+			rc = opt_git_fail(OPT_EINTEGRITY, "cannot read a commit to push");
 			break;
 		}
 		if (strstr(git_commit_message(cm), "\nOpt-Primary: "))
@@ -2891,7 +2846,7 @@ static int tracking_holds(struct opt_sync *y, struct remote *r, const char **cn,
 			if (strcmp(refs[k]->name, ref) == 0)
 				at = &refs[k]->oid;
 		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r->name, cn[i]);
-		if ((rc = ref_get(y->repo, tref, &id)) < 0)
+		if ((rc = opt_git_ref_get(y->repo, tref, &id)) < 0)
 			goto fail;
 		if (!rc != !at || (at && !git_oid_equal(at, &id))) {
 			rc = 0;  /* it moved since we last saw it */
@@ -2955,7 +2910,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 			char ref[REFLEN];
 			git_oid id;
 			snprintf(ref, sizeof(ref), REF_COLL "%s", colls[i]);
-			if ((rc = ref_get(y->repo, ref, &id)) <= 0) {
+			if ((rc = opt_git_ref_get(y->repo, ref, &id)) <= 0) {
 				if (rc == 0)
 					rc = opt_error_set(OPT_ENOTFOUND, "no collection '%s'", colls[i]);
 				goto done;
@@ -3012,7 +2967,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 			coll_clear(c);
 			c->name = strdup(cn[i]);
 			snprintf(ref, sizeof(ref), REF_COLL "%s", cn[i]);
-			if ((rc = ref_get(y->repo, ref, &c->L)) < 0)
+			if ((rc = opt_git_ref_get(y->repo, ref, &c->L)) < 0)
 				goto done;
 			c->has_L = rc;
 			if (!c->has_L) {
@@ -3029,7 +2984,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 						     json_object_get(replayed, cn[i]) ? "replayed" : "up-to-date", o->dry_run);
 				if (rec && json_object_get(replayed, cn[i]))
 					json_object_set(rec, "replayed", json_object_get(replayed, cn[i]));
-				if ((rc = emit(o, rec)) != 0)
+				if ((rc = opt_sync_emit_rec(o, rec)) != 0)
 					goto done;
 				continue;
 			}
@@ -3045,7 +3000,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 					goto done;
 				}
 				json_object_set_new(done_set, cn[i], json_true());
-				if ((rc = emit(o, rec_of(y, r.name, cn[i], &c->L,
+				if ((rc = opt_sync_emit_rec(o, rec_of(y, r.name, cn[i], &c->L,
 							 d ? "up-to-date" : o->replica ? "repaired" :
 							 !o->conflict || strcmp(o->conflict, "replay") == 0 ?
 							 "replayed" : strcmp(o->conflict, "keep-remote") == 0 ? "kept-remote" : "conflict",
@@ -3085,7 +3040,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 			if (d) {
 				/* the remote is ahead and we have nothing new */
 				json_object_set_new(done_set, cn[i], json_true());
-				if ((rc = emit(o, rec_of(y, r.name, cn[i], &c->L, "up-to-date", o->dry_run))) != 0)
+				if ((rc = opt_sync_emit_rec(o, rec_of(y, r.name, cn[i], &c->L, "up-to-date", o->dry_run))) != 0)
 					goto done;
 				continue;
 			}
@@ -3143,7 +3098,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 			char tref[REFLEN];
 			if (o->dry_run) {
 				json_object_set_new(done_set, c->name, json_true());
-				if ((rc = emit(o, rec_of(y, r.name, c->name, &c->L, "pushed", 1))) != 0)
+				if ((rc = opt_sync_emit_rec(o, rec_of(y, r.name, c->name, &c->L, "pushed", 1))) != 0)
 					goto done;
 				continue;
 			}
@@ -3168,7 +3123,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 						     json_object_get(replayed, c->name) ? "replayed" : "pushed", 0);
 				if (rec && json_object_get(replayed, c->name))
 					json_object_set(rec, "replayed", json_object_get(replayed, c->name));
-				if ((rc = emit(o, rec)) != 0)
+				if ((rc = opt_sync_emit_rec(o, rec)) != 0)
 					goto done;
 			}
 		}
@@ -3232,7 +3187,7 @@ int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *c
 
 		snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
 		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r.name, e->name);
-		if ((has = ref_get(y->repo, ref, &L)) < 0) {
+		if ((has = opt_git_ref_get(y->repo, ref, &L)) < 0) {
 			rc = has;
 			break;
 		}
@@ -3248,12 +3203,12 @@ int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *c
 		} else if (!d)
 			why = "it holds revisions this store lacks";
 		if (why) {
-			rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "kept",
+			rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "kept",
 					       "reason", why));
 			continue;
 		}
 		if (o->dry_run) {
-			rc = emit(o, json_pack("{s:s,s:s,s:s,s:b}", "remote", r.name, "collection", e->name, "status",
+			rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s,s:b}", "remote", r.name, "collection", e->name, "status",
 					       "removed", "dry_run", 1));
 			continue;
 		}
@@ -3280,7 +3235,7 @@ int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *c
 		if (rc == OPT_ECONFLICT || rc == OPT_EBUSY) {
 			/* it moved meanwhile: keep it */
 			opt_error_clear();
-			rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "kept",
+			rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "kept",
 					       "reason", "it moved meanwhile"));
 			continue;
 		}
@@ -3288,7 +3243,7 @@ int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *c
 			break;
 		if (ref_cas(y->repo, tref, NULL, NULL, deadline) < 0)
 			opt_error_clear();
-		rc = emit(o, json_pack("{s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "removed"));
+		rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "removed"));
 	}
 done:
 	heads_clear(&h);
@@ -3341,12 +3296,12 @@ static int status_one(struct opt_sync *y, const char *remote, const struct opt_s
 		if (!opt_store_name_valid(name))
 			continue;
 		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
-		if ((hasL = ref_get(y->repo, ref, &L)) < 0) {
+		if ((hasL = opt_git_ref_get(y->repo, ref, &L)) < 0) {
 			rc = hasL;
 			goto done;
 		}
 		snprintf(ref, sizeof(ref), "%s%s", prefix, name);
-		if ((hasT = ref_get(y->repo, ref, &T)) < 0) {
+		if ((hasT = opt_git_ref_get(y->repo, ref, &T)) < 0) {
 			rc = hasT;
 			goto done;
 		}
@@ -3356,7 +3311,7 @@ static int status_one(struct opt_sync *y, const char *remote, const struct opt_s
 			tr = rev_of(y, name, &T);
 		if (hasL && hasT && (rc = base_of(y, name, &L, &T, &br)) < 0)
 			goto done;
-		rc = emit(o, json_pack("{s:s,s:s,s:I,s:I}", "collection", name, "remote", remote, "ahead",
+		rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:I,s:I}", "collection", name, "remote", remote, "ahead",
 				       (json_int_t)(lr - br), "behind", (json_int_t)(tr - br)));
 		if (rc)
 			goto done;

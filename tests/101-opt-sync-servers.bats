@@ -23,13 +23,7 @@ start_git_daemon() {
 		SERVER_PIDS+=($!)
 		if wait_port "$port"; then
 			GITURL="git://127.0.0.1:$port"
-			# libgit2 1.5.1 leaks inside git_remote_connect_ext when a
-			# connection fails (a server that is down): a sanitizer
-			# build ignores that, with full stacks so that the
-			# suppression matches only it
-			printf 'leak:git_remote_connect_ext\n' >"$TMP/lsan-daemon.supp"
-			export LSAN_OPTIONS="suppressions=$TMP/lsan-daemon.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-			export ASAN_OPTIONS="fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+			ignore_libgit2_leaks
 			return 0
 		fi
 	done
@@ -75,13 +69,7 @@ EOF
 	echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$TMP/ssh/host_key.pub")" >"$HOME/.ssh/known_hosts"
 	export OPT_SSH_KEY="$TMP/ssh/user_key"
 	SSHURL="ssh://$user@127.0.0.1:$port"
-	# libgit2 1.5.1 leaks a few hundred bytes per ssh connection (its
-	# load_known_hosts clears its path buffers instead of freeing them,
-	# and what libssh2 holds for it): a sanitizer build ignores those,
-	# with full stacks so that the suppression matches only them
-	printf 'leak:git_remote_connect_ext\nleak:libssh2.so\n' >"$TMP/lsan.supp"
-	export LSAN_OPTIONS="suppressions=$TMP/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-	export ASAN_OPTIONS="fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+	ignore_libgit2_leaks
 }
 
 # ---- git daemon ----

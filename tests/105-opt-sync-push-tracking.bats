@@ -22,12 +22,7 @@ start_git_daemon() {
 	SERVER_PIDS+=($!)
 	wait_port "$port" || skip "git daemon did not start: $(cat "$TMP/daemon.log")"
 	GITURL="git://127.0.0.1:$port"
-	# libgit2 1.5.1 leaks inside git_remote_connect_ext when a connection
-	# fails (a server that is down): a sanitizer build ignores that, with
-	# full stacks so that the suppression matches only it
-	printf 'leak:git_remote_connect_ext\n' >"$TMP/lsan.supp"
-	export LSAN_OPTIONS="suppressions=$TMP/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-	export ASAN_OPTIONS="fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+	ignore_libgit2_leaks
 }
 
 # two clones c1 c2 of $GITURL/r, each trusted by the server and the other
