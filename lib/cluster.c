@@ -373,12 +373,13 @@ int opt_cluster_where(struct opt_cluster *c, const char *coll, json_t **out)
 
 /* ---- sessions with the peers, in parallel ---- */
 
-enum op { OP_PUSH, OP_PUSH_REPLICA, OP_PULL, OP_LIST, OP_REMOVE };
+enum op { OP_PUSH, OP_PULL, OP_LIST, OP_REMOVE };
 
 /* One sync session with a peer, run in a child process. */
 struct job {
 	size_t peer;
 	json_t *names;     /* collections (array of strings) */
+	json_t *replicas;  /* push: {name: hex} of names the peer holds as a replica */
 	pid_t pid;
 	int fd;
 	char *buf;
@@ -392,6 +393,7 @@ struct job {
 static void job_clear(struct job *j)
 {
 	json_decref(j->names);
+	json_decref(j->replicas);
 	json_decref(j->recs);
 	free(j->buf);
 	free(j->error);
@@ -446,7 +448,8 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 	so.emit = child_emit;
 	if (op == OP_LIST)
 		so.dry_run = 1;
-	so.replica = op == OP_PUSH_REPLICA;
+	so.replica = 0;
+	so.replicas = op == OP_PUSH ? j->replicas : NULL;
 	v = calloc(n + 1, sizeof(*v));
 	for (i = 0; v && i < n; i++)
 		v[i] = json_string_value(json_array_get(j->names, i));
@@ -457,7 +460,7 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 			json_decref(recs);
 			recs = json_array();
 			so.arg = recs;
-			if (op == OP_PUSH || op == OP_PUSH_REPLICA)
+			if (op == OP_PUSH)
 				rc = opt_sync_push(y, c->peers[j->peer], v, n, &so);
 			else if (op == OP_PULL)
 				rc = opt_sync_pull(y, c->peers[j->peer], v, n, &so);
@@ -627,7 +630,16 @@ struct cstate {
 	json_t *reached;     /* peer names that took it */
 	int failed;          /* a non-network failure */
 	int changed;         /* a replica's repair moved our head: push it again */
+	/* push */
+	int planned;         /* settled and local are current for acting */
+	int settled;         /* the acting home held our head when planned */
+	git_oid local;       /* our head when planned */
+	git_oid acked;       /* what the acting home acknowledged (home_ok) */
+	git_oid *given;      /* per placement index: the state given to that replica */
+	unsigned char *rst;  /* per placement index: RS_* */
 };
+
+enum { RS_NONE, RS_GIVEN, RS_DONE };
 
 struct run {
 	struct opt_cluster *c;
@@ -649,6 +661,8 @@ static void run_free(struct run *r)
 	for (i = 0; r->cs && i < r->nc; i++) {
 		json_decref(r->cs[i].reached);
 		free(r->cs[i].place);
+		free(r->cs[i].given);
+		free(r->cs[i].rst);
 	}
 	free(r->cs);
 	for (i = 0; i < OPT_CLUSTER_PEERS_MAX; i++)
@@ -781,7 +795,9 @@ static int run_names(struct run *r, json_t *names)
 		cs->name = json_string_value(json_array_get(names, i));
 		cs->place = calloc(opt_cluster_replicas(r->c) + 1, sizeof(*cs->place));
 		cs->reached = json_array();
-		if (!cs->place || !cs->reached)
+		cs->given = calloc(opt_cluster_replicas(r->c) + 1, sizeof(*cs->given));
+		cs->rst = calloc(opt_cluster_replicas(r->c) + 1, sizeof(*cs->rst));
+		if (!cs->place || !cs->reached || !cs->given || !cs->rst)
 			return opt_error_set(OPT_EIO, "out of memory");
 		cs->np = place(r->c, cs->name, cs->place);
 		cs->acting = -1;
@@ -1107,85 +1123,306 @@ static int check_local(struct opt_cluster *c, json_t *names)
 	return rc;
 }
 
-/* Push the collections of r to the peers of their placement: homes
- * first (with promote, the next reachable peer when a home is down),
- * then the replicas of the collections their home took.  only (when
- * set): just the collections with changed set. */
-static int push_phases(struct run *r, int only)
-{
-	const struct opt_cluster_opts *o = r->o;
-	json_t *per;
-	size_t i, k;
-	int rc = 0, round;
+/* ---- push: each home orders, each replica takes what its home took ---- */
 
-	for (round = 0; round < (int)r->c->n; round++) {
-		if (!(per = json_object()))
-			return opt_error_set(OPT_EIO, "out of memory");
-		for (i = 0; i < r->nc; i++) {
-			struct cstate *cs = &r->cs[i];
-			if (cs->home_ok || cs->failed || (only && !cs->changed))
-				continue;
-			k = (size_t)(cs->acting + 1);
-			while (k < cs->np && r->down[cs->place[k]])
-				k++;
-			if (k >= cs->np || (k > 0 && !o->promote))
-				continue;
-			cs->acting = (int)k;
-			per_add(per, cs->place[k], cs->name);
-		}
-		k = json_object_size(per);
-		rc = phase(r, per, OP_PUSH, 1);
-		json_decref(per);
-		if (rc || k == 0 || !o->promote)
-			break;
+/* Our head of name (peer NULL) or our tracking ref of it for peer: 1 and
+ * *out, 0 when absent. */
+static int ref_of(git_repository *repo, const char *peer, const char *name, git_oid *out)
+{
+	char ref[64 + OPT_REMOTE_NAME_MAX + OPT_NAME_MAX];
+
+	if (peer)
+		snprintf(ref, sizeof(ref), "refs/opt/remotes/%s/%s", peer, name);
+	else
+		snprintf(ref, sizeof(ref), "refs/opt/collections/%s", name);
+	return opt_git_ref_get(repo, ref, out);
+}
+
+/* jobs[i]: 1 if the sessions of jobs a and b may both replay a collection
+ * here: one carries, for a multi-collection transaction, a collection
+ * (extra, beyond its names) that the other pushes too. */
+static int jobs_clash(const struct job *a, const json_t *xa, const struct job *b, const json_t *xb)
+{
+	size_t i, k;
+
+	for (i = 0; i < json_array_size(xa); i++) {
+		const char *n = json_string_value(json_array_get(xa, i));
+		for (k = 0; k < json_array_size(b->names); k++)
+			if (strcmp(n, json_string_value(json_array_get(b->names, k))) == 0)
+				return 1;
+		for (k = 0; k < json_array_size(xb); k++)
+			if (strcmp(n, json_string_value(json_array_get(xb, k))) == 0)
+				return 1;
 	}
-	if (rc)
-		return rc;
-	if (!(per = json_object()))
-		return opt_error_set(OPT_EIO, "out of memory");
+	for (i = 0; i < json_array_size(xb); i++)
+		for (k = 0; k < json_array_size(a->names); k++)
+			if (strcmp(json_string_value(json_array_get(xb, i)), json_string_value(json_array_get(a->names, k))) == 0)
+				return 1;
+	return 0;
+}
+
+/* What the jobs did for each collection's roles: a home's acknowledged
+ * state, the state each replica took; a collection whose head a replica's
+ * repair moved starts over. */
+static int push_roles(struct run *r, git_repository *repo, struct job *jobs, size_t nj)
+{
+	size_t i, k, q;
+	int rc;
+
+	for (i = 0; i < nj; i++) {
+		struct job *j = &jobs[i];
+		const char *peer = r->c->peers[j->peer];
+		for (k = 0; k < json_array_size(j->names); k++) {
+			const char *name = json_string_value(json_array_get(j->names, k));
+			struct cstate *cs = find_c(r, name);
+			json_t *src = json_object_get(j->replicas, name);
+			int took = 0;
+			if (!cs)
+				continue;
+			for (q = 0; q < json_array_size(j->recs); q++) {
+				json_t *rec = json_array_get(j->recs, q);
+				const char *cn = json_string_value(json_object_get(rec, "collection"));
+				if (cn && strcmp(cn, name) == 0 && reached_status(json_string_value(json_object_get(rec, "status"))))
+					took = 1;
+			}
+			if (!src) {
+				/* its home */
+				if (!took) {
+					if (!r->down[j->peer])
+						cs->failed = 1;
+					continue;
+				}
+				cs->home_ok = 1;
+				cs->acked = cs->local;
+				if (!r->o->sync.dry_run && (rc = ref_of(repo, peer, name, &cs->acked)) < 0)
+					return rc;
+				continue;
+			}
+			for (q = 0; q < cs->np && cs->place[q] != j->peer; q++)
+				;
+			if (q == cs->np)
+				continue;
+			if (!took) {
+				cs->rst[q] = RS_DONE;
+				continue;
+			}
+			cs->rst[q] = RS_GIVEN;
+			git_oid_fromstr(&cs->given[q], json_string_value(src));
+		}
+	}
 	for (i = 0; i < r->nc; i++) {
 		struct cstate *cs = &r->cs[i];
-		if (!cs->home_ok || (only && !cs->changed))
+		if (!cs->changed)
 			continue;
+		/* a replica's writes came here: to the home, then to the others */
 		cs->changed = 0;
-		for (k = 0; k < cs->np; k++) {
-			size_t p = cs->place[k];
-			if ((int)k == cs->acting)
-				continue;
-			if (!r->down[p]) {
-				per_add(per, p, cs->name);
-				continue;
-			}
-			/* a peer found down in the first phase is not tried again */
-			if ((rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r->c->peers[p], "collection", cs->name,
-						    "status", "failed", "error",
-						    r->down_msg[p] ? r->down_msg[p] : "unreachable"))) != 0) {
-				json_decref(per);
-				return rc;
-			}
-		}
+		cs->home_ok = 0;
+		cs->planned = 0;
 	}
-	rc = phase(r, per, OP_PUSH_REPLICA, 0);
-	json_decref(per);
+	return 0;
+}
+
+/* Run the sessions of one round: per (peer -> names), reps (peer ->
+ * {name: hex}, the replicas among them).  Sessions that could replay the
+ * same collection here (a multi-collection transaction carries its other
+ * collections along) do not run at the same time. */
+static int push_round(struct run *r, git_repository *repo, json_t *per, json_t *reps)
+{
+	struct job *jobs;
+	json_t **extra = NULL;
+	int *wave = NULL;
+	size_t nj, i, k, done = 0;
+	int rc = 0, w;
+
+	if (!(jobs = jobs_of(per, &nj)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	extra = calloc(nj + 1, sizeof(*extra));
+	wave = calloc(nj + 1, sizeof(*wave));
+	if (!extra || !wave) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < nj; i++) {
+		char key[24];
+		json_t *all = json_copy(jobs[i].names);
+		int grew = 0;
+		snprintf(key, sizeof(key), "%zu", jobs[i].peer);
+		jobs[i].replicas = json_incref(json_object_get(reps, key));
+		extra[i] = json_array();
+		if (!all || !extra[i]) {
+			json_decref(all);
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+		if (!r->o->sync.dry_run && (rc = opt_sync_close_over(r->c->y, r->c->peers[jobs[i].peer], all, &grew)) < 0) {
+			json_decref(all);
+			goto done;
+		}
+		for (k = 0; grew && k < json_array_size(all); k++)
+			if (!find_c(r, json_string_value(json_array_get(all, k))) ||
+			    !has_name(jobs[i].names, json_string_value(json_array_get(all, k))))
+				json_array_append(extra[i], json_array_get(all, k));
+		json_decref(all);
+		/* the first wave where it clashes with nobody */
+		for (w = 0;; w++) {
+			for (k = 0; k < i; k++)
+				if (wave[k] == w && jobs_clash(&jobs[i], extra[i], &jobs[k], extra[k]))
+					break;
+			if (k == i)
+				break;
+		}
+		wave[i] = w;
+	}
+	for (w = 0; done < nj; w++) {
+		struct job *sub = calloc(nj + 1, sizeof(*sub));
+		size_t ns = 0;
+		if (!sub) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+		for (i = 0; i < nj; i++)
+			if (wave[i] == w)
+				sub[ns++] = jobs[i];
+		done += ns;
+		rc = run_jobs(r->c, sub, ns, OP_PUSH, r->o);
+		if (rc == 0)
+			rc = settle(r, sub, ns, 0);
+		if (rc == 0)
+			rc = push_roles(r, repo, sub, ns);
+		/* hand the results back to jobs (freed there) */
+		for (i = 0, k = 0; i < nj; i++)
+			if (wave[i] == w)
+				jobs[i] = sub[k++];
+		free(sub);
+		if (rc)
+			break;
+	}
+done:
+	for (i = 0; extra && i < nj; i++)
+		json_decref(extra[i]);
+	free(extra);
+	free(wave);
+	jobs_free(jobs, nj);
 	return rc;
 }
 
-/* Both phases; then once more for the collections a replica's repair
- * moved here (the replica's writes go to their home, then to the rest). */
+static void reps_add(json_t *reps, size_t peer, const char *name, const git_oid *id)
+{
+	char key[24], hex[GIT_OID_HEXSZ + 1];
+	json_t *o;
+
+	snprintf(key, sizeof(key), "%zu", peer);
+	if (!(o = json_object_get(reps, key))) {
+		o = json_object();
+		json_object_set_new(reps, key, o);
+	}
+	git_oid_tostr(hex, sizeof(hex), id);
+	json_object_set_new(o, name, json_string(hex));
+}
+
+/* Push the collections of r to the peers of their placement, in rounds.
+ * A collection goes to its home (with promote, the next reachable peer
+ * when the home is down), which orders it; a replica takes only a state
+ * its home acknowledged: what the home took in this push, or our head
+ * when the home already held it (our tracking ref of the home said so
+ * when planned), so that replica needs no wait.  A round visits the
+ * homes that have something new to order (their replicas wait for
+ * them) and carries every other ready task of those peers along; when
+ * no home has anything new, it visits every peer with a task.  In the
+ * common cases that is one session per peer (an incremental push, a
+ * push where the homes already hold our heads), or two for a peer that
+ * orders new writes and replicates another home's new writes (see
+ * docs/clusters.md for why no single connection can do both). */
 static int push_run(struct run *r)
 {
-	size_t i;
-	int rc, again = 0;
+	const struct opt_cluster_opts *o = r->o;
+	git_repository *repo = NULL;
+	size_t i, k;
+	int rc = 0, round, max = 4 + 2 * (int)r->c->n;
 
-	if ((rc = push_phases(r, 0)) != 0)
-		return rc;
-	for (i = 0; i < r->nc; i++)
-		if (r->cs[i].changed) {
-			r->cs[i].home_ok = 0;
-			r->cs[i].acting = -1;
-			again = 1;
+	if (git_repository_open_ext(&repo, opt_store_path(r->c->s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
+				    NULL) < 0)
+		return opt_git_fail(OPT_EIO, "cannot open store");
+	for (round = 0; rc == 0 && round < max; round++) {
+		json_t *per = json_object(), *reps = json_object();
+		int blocking[OPT_CLUSTER_PEERS_MAX] = { 0 }, nb = 0;
+
+		if (!per || !reps) {
+			json_decref(per);
+			json_decref(reps);
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			break;
 		}
-	return again ? push_phases(r, 1) : 0;
+		for (i = 0; rc == 0 && i < r->nc; i++) {
+			struct cstate *cs = &r->cs[i];
+			if (cs->failed)
+				continue;
+			if (!cs->home_ok) {
+				k = cs->acting < 0 ? 0 : (size_t)cs->acting;
+				while (k < cs->np && r->down[cs->place[k]])
+					k++;
+				if (k >= cs->np || (k > 0 && !o->promote))
+					continue;
+				if ((int)k != cs->acting || !cs->planned) {
+					git_oid t;
+					int hl, ht;
+					cs->acting = (int)k;
+					cs->planned = 1;
+					if ((hl = ref_of(repo, NULL, cs->name, &cs->local)) < 0 ||
+					    (ht = ref_of(repo, r->c->peers[cs->place[k]], cs->name, &t)) < 0) {
+						rc = hl < 0 ? hl : ht;
+						break;
+					}
+					cs->settled = hl && ht && git_oid_equal(&cs->local, &t);
+				}
+				per_add(per, cs->place[k], cs->name);
+				if (!cs->settled && cs->np > 1 && !blocking[cs->place[k]]) {
+					blocking[cs->place[k]] = 1;
+					nb++;
+				}
+			}
+			for (k = 0; k < cs->np; k++) {
+				size_t p = cs->place[k];
+				const git_oid *src = cs->home_ok ? &cs->acked : cs->settled ? &cs->local : NULL;
+				if ((int)k == cs->acting || cs->rst[k] == RS_DONE || !src ||
+				    (cs->rst[k] == RS_GIVEN && git_oid_equal(&cs->given[k], src)))
+					continue;
+				if (r->down[p]) {
+					/* a peer found down is not tried again */
+					cs->rst[k] = RS_DONE;
+					if ((rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r->c->peers[p], "collection",
+								    cs->name, "status", "failed", "error",
+								    r->down_msg[p] ? r->down_msg[p] : "unreachable"))) != 0)
+						break;
+					continue;
+				}
+				per_add(per, p, cs->name);
+				reps_add(reps, p, cs->name, src);
+			}
+		}
+		if (rc == 0 && nb) {
+			/* first the homes with something new to order */
+			for (k = 0; k < r->c->n; k++) {
+				char key[24];
+				if (blocking[k])
+					continue;
+				snprintf(key, sizeof(key), "%zu", k);
+				json_object_del(per, key);
+				json_object_del(reps, key);
+			}
+		}
+		if (rc == 0 && json_object_size(per) == 0) {
+			json_decref(per);
+			json_decref(reps);
+			break;
+		}
+		if (rc == 0)
+			rc = push_round(r, repo, per, reps);
+		json_decref(per);
+		json_decref(reps);
+	}
+	git_repository_free(repo);
+	return rc;
 }
 
 int opt_cluster_push(struct opt_cluster *c, const char *const *colls, size_t n, const struct opt_cluster_opts *o)

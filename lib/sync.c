@@ -2962,6 +2962,9 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 			char ref[REFLEN];
 			int d;
 
+			json_t *src = o->replicas ? json_object_get(o->replicas, cn[i]) : NULL;
+			int replica = o->replica || src;
+
 			if (json_object_get(done_set, cn[i]))
 				continue;
 			coll_clear(c);
@@ -2970,6 +2973,32 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 			if ((rc = opt_git_ref_get(y->repo, ref, &c->L)) < 0)
 				goto done;
 			c->has_L = rc;
+			if (json_is_string(src) && git_oid_fromstr(&c->L, json_string_value(src)) == 0) {
+				/* a replica takes what its home acknowledged, not our head */
+				git_oid own = c->L;
+				int on_ours = c->has_L;
+				if (on_ours && (rc = opt_git_ref_get(y->repo, ref, &own)) < 0)
+					goto done;
+				on_ours = on_ours && git_oid_equal(&own, &c->L);
+				c->has_L = 1;
+				if (e && !git_oid_equal(&e->new, &c->L) && !on_ours && have_object(y, &e->new)) {
+					/* the replica has more than the home's state we give
+					 * it, and our head is elsewhere: a replica past that
+					 * state is left to its home; one that diverged is
+					 * repaired from our head (below) */
+					if ((d = descends(y->repo, &e->new, &c->L)) < 0) {
+						rc = d;
+						goto done;
+					}
+					if (d) {
+						json_object_set_new(done_set, cn[i], json_true());
+						if ((rc = opt_sync_emit_rec(o, rec_of(y, r.name, cn[i], &e->new, "up-to-date",
+										      o->dry_run))) != 0)
+							goto done;
+						continue;
+					}
+				}
+			}
 			if (!c->has_L) {
 				json_object_set_new(done_set, cn[i], json_true());
 				continue;
@@ -3001,7 +3030,7 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 				}
 				json_object_set_new(done_set, cn[i], json_true());
 				if ((rc = opt_sync_emit_rec(o, rec_of(y, r.name, cn[i], &c->L,
-							 d ? "up-to-date" : o->replica ? "repaired" :
+							 d ? "up-to-date" : replica ? "repaired" :
 							 !o->conflict || strcmp(o->conflict, "replay") == 0 ?
 							 "replayed" : strcmp(o->conflict, "keep-remote") == 0 ? "kept-remote" : "conflict",
 							 1))) != 0)
@@ -3020,14 +3049,25 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 				rc = d;
 				goto done;
 			}
-			if (o->replica && optimistic) {
+			if (replica && optimistic) {
 				/* it has revisions we lack, as of what we last saw:
 				 * fetch them first */
 				again = 1;
 				break;
 			}
-			if (o->replica) {
-				/* a replica with revisions we lack: ahead of us (d) or diverged */
+			if (replica) {
+				/* a replica with revisions we lack: ahead of us (d) or
+				 * diverged; repaired from our head */
+				if (json_is_string(src)) {
+					if ((rc = opt_git_ref_get(y->repo, ref, &c->L)) <= 0) {
+						rc = rc < 0 ? rc : opt_error_set(OPT_ENOTFOUND, "no collection '%s'", cn[i]);
+						goto done;
+					}
+					if ((d = descends(y->repo, &c->T, &c->L)) < 0) {
+						rc = d;
+						goto done;
+					}
+				}
 				if ((rc = repair_replica(y, &r, c, d, o, deadline)) == OPT_ECONFLICT || rc == OPT_EBUSY) {
 					again = 1;
 					break;

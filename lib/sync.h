@@ -74,6 +74,8 @@ struct opt_sync_opts {
 	const char *conflict;        /* "replay" (NULL), "keep-remote", "fail", "exec:PROG" */
 	int dry_run;                 /* print the plan, change nothing */
 	int replica;                 /* push: the remote is a replica (see opt_sync_push) */
+	const json_t *replicas;      /* push: {collection: hex} the remote holds as a replica,
+				      * each given that state (its home's), not our head */
 	long busy_timeout_ms;        /* 0: $OPT_BUSY_TIMEOUT, else 30000 */
 	opt_sync_emit_fn emit;       /* may be NULL */
 	opt_sync_progress_fn progress; /* may be NULL */
@@ -143,7 +145,12 @@ int opt_sync_close_over(struct opt_sync *y, const char *remote, json_t *names, i
  * repair cut short resumes like any replay), then its ref moves from
  * what the fetch saw to our new head by compare-and-swap ("repaired",
  * "replayed": N): nothing of the replica is lost, nothing of ours is
- * reordered.  Either way our head moved: push it to the home again. */
+ * reordered.  Either way our head moved: push it to the home again.
+ * o->replicas makes the named collections replicas in a push that is
+ * otherwise an ordinary one (one connection carries both kinds), each
+ * given the commit its value names (what its home acknowledged) instead
+ * of our head; a replica already past that commit is left as it is
+ * ("up-to-date") unless our head is that commit (then as above). */
 int opt_sync_push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		  const struct opt_sync_opts *o);
 
