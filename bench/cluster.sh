@@ -36,10 +36,15 @@ push() {
 	line "$1: first push (100 collections, $copies copies)" "$(python3 -c "print('%.2f s' % ($t1-$t0))")"
 	line "$1: sessions with peers (cluster summary)" "$sessions"
 	opt-tree put c000 more 1 >/dev/null
+	[ -z "$daemon" ] || { sleep 0.3; : >"$work/daemon.log"; }
 	t0=$(t)
 	opt-sync push >"$work/out"
 	t1=$(t)
 	line "$1: push of one changed collection" "$(python3 -c "print('%.2f s' % ($t1-$t0))")"
+	if [ -n "$daemon" ]; then
+		sleep 0.3
+		line "$1: connections the daemon accepted (that push)" "$(grep -c 'Connection from' "$work/daemon.log" || true)"
+	fi
 }
 
 # ---- git daemon peers ----

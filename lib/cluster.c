@@ -373,13 +373,15 @@ int opt_cluster_where(struct opt_cluster *c, const char *coll, json_t **out)
 
 /* ---- sessions with the peers, in parallel ---- */
 
-enum op { OP_PUSH, OP_PULL, OP_LIST, OP_REMOVE };
+enum op { OP_PUSH, OP_PULL, OP_PULL_HOME, OP_LIST, OP_REMOVE };
 
 /* One sync session with a peer, run in a child process. */
 struct job {
 	size_t peer;
 	json_t *names;     /* collections (array of strings) */
 	json_t *replicas;  /* push: {name: hex} of names the peer holds as a replica */
+	const json_t *only; /* OP_PULL_HOME: the collections asked for (sorted; empty: all) */
+	json_t *held;      /* OP_PULL_HOME: what the peer listed */
 	pid_t pid;
 	int fd;
 	char *buf;
@@ -394,6 +396,7 @@ static void job_clear(struct job *j)
 {
 	json_decref(j->names);
 	json_decref(j->replicas);
+	json_decref(j->held);
 	json_decref(j->recs);
 	free(j->buf);
 	free(j->error);
@@ -429,6 +432,29 @@ static void write_rec(int fd, const json_t *rec)
 	free(s);
 }
 
+struct home_want {
+	const struct opt_cluster *c;
+	size_t peer;
+	const json_t *only;
+	json_t *held;
+};
+
+static int has_name(const json_t *names, const char *name);
+
+/* OP_PULL_HOME: note every collection the peer lists; take those it is
+ * the home of (among those asked for). */
+static int want_home(const char *name, void *arg)
+{
+	struct home_want *w = arg;
+	size_t idx[OPT_CLUSTER_PEERS_MAX];
+
+	json_array_append_new(w->held, json_string(name));
+	if (json_array_size(w->only) && !has_name(w->only, name))
+		return 0;
+	return opt_cluster_place((const char *const *)w->c->peers, w->c->n, name, opt_cluster_replicas(w->c), idx) > 0 &&
+	       idx[0] == w->peer;
+}
+
 /* The child's part: its own store and sync handles, attempts with
  * backoff while the peer cannot be reached, the records of the last
  * attempt and then {"_done": {...}} on fd. */
@@ -440,6 +466,7 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 	struct opt_sync_opts so = o->sync;
 	const char **v = NULL;
 	json_t *recs = NULL, *done;
+	struct home_want hw = { c, j->peer, j->only, NULL };
 	size_t i, n = json_array_size(j->names);
 	int rc, a = 0, retries = o->retries < 0 ? 3 : o->retries;
 	unsigned base = o->backoff_ms ? o->backoff_ms : 200;
@@ -460,9 +487,15 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 			json_decref(recs);
 			recs = json_array();
 			so.arg = recs;
+			if (op == OP_PULL_HOME) {
+				json_decref(hw.held);
+				hw.held = json_array();
+				so.want = want_home;
+				so.want_arg = &hw;
+			}
 			if (op == OP_PUSH)
 				rc = opt_sync_push(y, c->peers[j->peer], v, n, &so);
-			else if (op == OP_PULL)
+			else if (op == OP_PULL || op == OP_PULL_HOME)
 				rc = opt_sync_pull(y, c->peers[j->peer], v, n, &so);
 			else if (op == OP_REMOVE)
 				rc = opt_sync_remove(y, c->peers[j->peer], v, n, &so);
@@ -475,6 +508,13 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 	}
 	for (i = 0; i < json_array_size(recs); i++)
 		write_rec(fd, json_array_get(recs, i));
+	if (hw.held && rc == 0) {
+		json_t *h = json_pack("{s:O}", "_held", hw.held);
+		if (h)
+			write_rec(fd, h);
+		json_decref(h);
+	}
+	json_decref(hw.held);
 	done = json_pack("{s:{s:i,s:i,s:s?}}", "_done", "rc", rc, "attempts", a + 1, "error",
 			 rc < 0 ? opt_error_last() : NULL);
 	if (done)
@@ -506,6 +546,10 @@ static void job_parse(struct job *j)
 			j->attempts = (int)json_integer_value(json_object_get(d, "attempts"));
 			free(j->error);
 			j->error = e ? strdup(e) : NULL;
+			json_decref(v);
+		} else if ((d = json_object_get(v, "_held"))) {
+			json_decref(j->held);
+			j->held = json_incref(d);
 			json_decref(v);
 		} else {
 			json_array_append_new(j->recs, v);
@@ -1486,6 +1530,62 @@ static int pull_run(struct run *r, json_t *held)
 	}
 }
 
+/* The first round of a pull: one session per peer (in parallel), which
+ * lists the peer's collections and pulls, over the same connection, those
+ * the peer is the home of (among only, if set).  Then *held gets {peer:
+ * {collection: true}} for the peers that answered (the others are down),
+ * *names (when only is NULL) every collection here or on a peer, and the
+ * run's collections are set up, those pulled done; the others are left
+ * to the replicas (pull_run). */
+static int pull_homes(struct run *r, json_t *only, json_t **held, json_t **names)
+{
+	struct job *jobs = calloc(r->c->n + 1, sizeof(*jobs));
+	json_t *none = json_array();
+	size_t i, k, nj = r->c->n;
+	int rc;
+
+	*held = json_object();
+	if (!jobs || !none || !*held) {
+		free(jobs);
+		json_decref(none);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	for (i = 0; i < nj; i++) {
+		jobs[i].peer = i;
+		jobs[i].names = json_array();
+		jobs[i].only = only ? only : none;
+	}
+	rc = run_jobs(r->c, jobs, nj, OP_PULL_HOME, r->o);
+	for (i = 0; rc == 0 && i < nj; i++) {
+		json_t *set;
+		if (jobs[i].rc < 0)
+			continue;
+		set = json_object();
+		for (k = 0; k < json_array_size(jobs[i].held); k++)
+			json_object_set_new(set, json_string_value(json_array_get(jobs[i].held, k)), json_true());
+		json_object_set_new(*held, r->c->peers[i], set);
+	}
+	if (rc == 0 && !only)
+		rc = all_names(r->c, *held, names);
+	if (rc == 0)
+		rc = run_names(r, *names);
+	if (rc == 0)
+		rc = settle(r, jobs, nj, 1);
+	for (i = 0; rc == 0 && i < nj; i++)
+		if (jobs[i].rc < 0 && !r->down[i]) {
+			/* not to be asked again in this pull */
+			r->down[i] = 1;
+			r->down_msg[i] = jobs[i].error ? strdup(jobs[i].error) : NULL;
+			r->down_attempts[i] = jobs[i].attempts;
+		}
+	/* the homes were asked: the replicas come next */
+	for (i = 0; rc == 0 && i < r->nc; i++)
+		r->cs[i].acting = 0;
+	jobs_free(jobs, nj);
+	json_decref(none);
+	return rc;
+}
+
 int opt_cluster_pull(struct opt_cluster *c, const char *const *colls, size_t n, const struct opt_cluster_opts *o)
 {
 	struct run r;
@@ -1496,10 +1596,8 @@ int opt_cluster_pull(struct opt_cluster *c, const char *const *colls, size_t n, 
 	run_begin(&r, c, o);
 	if ((rc = need_peers(c)) < 0)
 		return rc;
-	if ((rc = list_peers(&r, &held)) != 0)
-		goto done;
-	rc = n ? names_of(c, colls, n, &names) : all_names(c, held, &names);
-	if (rc < 0 || (rc = run_names(&r, names)) < 0 || (rc = pull_run(&r, held)) != 0)
+	if ((n && (rc = names_of(c, colls, n, &names)) < 0) || (rc = pull_homes(&r, names, &held, &names)) != 0 ||
+	    (rc = pull_run(&r, held)) != 0)
 		goto done;
 	if ((rc = opt_store_list(c->s, &local)) < 0)
 		goto done;

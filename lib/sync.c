@@ -1052,7 +1052,7 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 		goto done;
 	/* keep the wanted ones */
 	for (i = k = 0; i < h->n; i++) {
-		if (opt_name_wanted(h->v[i].name, colls, n))
+		if (opt_name_wanted(h->v[i].name, colls, n) && (!o || !o->want || o->want(h->v[i].name, o->want_arg)))
 			h->v[k++] = h->v[i];
 		else
 			free(h->v[i].name);

@@ -77,6 +77,10 @@ struct opt_sync_opts {
 	const json_t *replicas;      /* push: {collection: hex} the remote holds as a replica,
 				      * each given that state (its home's), not our head */
 	long busy_timeout_ms;        /* 0: $OPT_BUSY_TIMEOUT, else 30000 */
+	/* fetch, pull: of the remote's collections (those named, if any),
+	 * only those want accepts; it sees every one listed (may be NULL) */
+	int (*want)(const char *name, void *want_arg);
+	void *want_arg;
 	opt_sync_emit_fn emit;       /* may be NULL */
 	opt_sync_progress_fn progress; /* may be NULL */
 	void *arg;                   /* for emit and progress */
