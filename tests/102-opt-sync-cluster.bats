@@ -380,6 +380,221 @@ start_daemon() {
 	assert_success
 }
 
+@test "git://: connections: a first push two per peer (it orders and replicates new writes), an incremental push and a pull one per peer" {
+	mkdir -p "$TMP/srv"
+	local p
+	for p in g1 g2 g3; do
+		opt-block init "$TMP/srv/$p" >/dev/null
+		opt-log -C "$TMP/srv/$p" trust "$(key_of "$OPT_STORE")" --name s
+	done
+	start_daemon
+	for p in g1 g2 g3; do opt-sync peer add "$p" "$GITURL/$p"; done
+	make_colls 12
+	conns() { sleep 0.3; grep -c 'Connection from' "$TMP/daemon.log" || true; : >"$TMP/daemon.log"; }
+	sleep 0.2
+	: >"$TMP/daemon.log"
+	# each peer is the home of new writes and a replica of another home's:
+	# its replicas wait for its home's answer (docs/clusters.md)
+	run opt-sync push
+	assert_success
+	[ "$(grep -c '"status":"pushed"' <<<"$output")" -eq 24 ]
+	assert_line --partial '"sessions":6,'
+	[ "$(conns)" -eq 6 ]
+	# one collection changed: its home first, with whatever else that peer
+	# holds; then the other peers, its replica among them: one each
+	opt-tree put c1 k 100 >/dev/null
+	run opt-sync push
+	assert_success
+	[ "$(grep -c '"status":"pushed"' <<<"$output")" -eq 2 ]
+	[ "$(grep -c '"status":"up-to-date"' <<<"$output")" -eq 22 ]
+	assert_line --partial '"sessions":3,'
+	[ "$(conns)" -eq 3 ]
+	for p in $(opt-sync where c1 | jq -r '.peers[]'); do
+		[ "$(git --git-dir="$TMP/srv/$p" rev-parse refs/opt/collections/c1)" = \
+			"$(git --git-dir="$OPT_STORE" rev-parse refs/opt/collections/c1)" ]
+	done
+	# nothing changed: one each
+	run opt-sync push
+	assert_success
+	[ "$(conns)" -eq 3 ]
+	# a pull lists each peer and takes what it is the home of over the
+	# same connection
+	opt-block init "$TMP/t" >/dev/null
+	opt-log -C "$TMP/t" trust "$(key_of "$OPT_STORE")" --name s
+	for p in g1 g2 g3; do opt-sync -C "$TMP/t" peer add "$p" "$GITURL/$p"; done
+	: >"$TMP/daemon.log"
+	run opt-sync -C "$TMP/t" pull
+	assert_success
+	[ "$(grep -c '"status":"new"' <<<"$output")" -eq 12 ]
+	assert_line --partial '"sessions":3,'
+	[ "$(conns)" -eq 3 ]
+	home=$(opt-sync where c1 | jq -r .home)
+	assert_line "{\"remote\":\"$home\",\"collection\":\"c1\",\"rev\":2,\"status\":\"new\"}"
+	[ "$(opt-tree -C "$TMP/t" get c1 k)" = '{"key":"k","value":100}' ]
+	# a home that lost a collection: its replica gives it, over one more
+	# connection
+	git --git-dir="$TMP/srv/$home" update-ref -d refs/opt/collections/c1
+	opt-block init "$TMP/t2" >/dev/null
+	opt-log -C "$TMP/t2" trust "$(key_of "$OPT_STORE")" --name s
+	for p in g1 g2 g3; do opt-sync -C "$TMP/t2" peer add "$p" "$GITURL/$p"; done
+	: >"$TMP/daemon.log"
+	run opt-sync -C "$TMP/t2" pull
+	assert_success
+	assert_line "{\"remote\":\"$(opt-sync where c1 | jq -r '.peers[1]')\",\"collection\":\"c1\",\"rev\":2,\"status\":\"new\"}"
+	[ "$(grep -c '"status":"new"' <<<"$output")" -eq 12 ]
+	[ "$(conns)" -eq 4 ]
+}
+
+@test "a second writer racing cluster pushes: homes and replicas end identical, nothing lost or doubled" {
+	make_peers 3
+	opt-block init "$TMP/w" >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
+	opt-log trust "$(key_of "$TMP/w")" --name w
+	local p i
+	for p in p1 p2 p3; do
+		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
+		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
+	done
+	opt-diary append log '"start"' >/dev/null
+	opt-tree put t k0 0 >/dev/null
+	opt-sync push >/dev/null
+	opt-sync -C "$TMP/w" pull >/dev/null
+	writer() {
+		local s=$1 i
+		for i in $(seq 8); do
+			opt-diary -C "$s" append log "\"$2$i\"" >/dev/null
+			opt-tree -C "$s" put t "$2$i" "$i" >/dev/null
+			opt-sync -C "$s" push >"$TMP/out.$2.$i" 2>&1 || { echo "push $2$i: exit $?" >>"$TMP/fail"; cat "$TMP/out.$2.$i" >>"$TMP/fail"; }
+		done
+	}
+	writer "$OPT_STORE" s &
+	i=$!
+	writer "$TMP/w" w &
+	wait "$i" $!
+	[ ! -e "$TMP/fail" ] || fail "$(cat "$TMP/fail")"
+	# each writer's last push left the home and the replicas equal
+	for c in log t; do
+		home=$(opt-sync where "$c" | jq -r .home)
+		rep=$(opt-sync where "$c" | jq -r '.peers[1]')
+		[ "$(git --git-dir="$TMP/$home" rev-parse "refs/opt/collections/$c")" = \
+			"$(git --git-dir="$TMP/$rep" rev-parse "refs/opt/collections/$c")" ] || fail "$c: $home and $rep differ"
+		run opt-diary -C "$TMP/$rep" count log
+		[ "$c" != log ] || assert_output 17
+		run opt-log -C "$TMP/$rep" verify
+		assert_success
+	done
+	run opt-tree -C "$TMP/$(opt-sync where t | jq -r '.peers[1]')" count t
+	assert_output 17
+	# every write once, in the home's order, everywhere after a pull
+	for s in "$OPT_STORE" "$TMP/w"; do
+		opt-sync -C "$s" pull >/dev/null
+		run opt-diary -C "$s" count log
+		assert_output 17
+		[ "$(git --git-dir="$s" rev-parse refs/opt/collections/log)" = \
+			"$(git --git-dir="$TMP/$(opt-sync where log | jq -r .home)" rev-parse refs/opt/collections/log)" ]
+	done
+	[ "$(opt-diary read log --compact | sort | uniq -d)" = "" ]
+}
+
+@test "git://: while a cluster push waits for the home, a local write and another writer's push: the replica takes only what the home took" {
+	mkdir -p "$TMP/srv"
+	opt-block init "$TMP/w" >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
+	opt-log trust "$(key_of "$TMP/w")" --name w
+	local p
+	for p in g1 g2; do
+		opt-block init "$TMP/srv/$p" >/dev/null
+		opt-log -C "$TMP/srv/$p" trust "$(key_of "$OPT_STORE")" --name s
+		opt-log -C "$TMP/srv/$p" trust "$(key_of "$TMP/w")" --name w
+	done
+	start_daemon
+	for p in g1 g2; do
+		opt-sync peer add "$p" "$GITURL/$p"
+		opt-sync -C "$TMP/w" peer add "$p" "$GITURL/$p"
+	done
+	opt-diary append log '"start"' >/dev/null
+	opt-sync push >/dev/null
+	opt-sync -C "$TMP/w" pull >/dev/null
+	home=$(opt-sync where log | jq -r .home)
+	rep=$(opt-sync where log | jq -r '.peers[1]')
+	# the home holds each push a second after its pack
+	printf '#!/bin/sh\ncat >/dev/null\nsleep 1\n' >"$TMP/srv/$home/hooks/pre-receive"
+	chmod +x "$TMP/srv/$home/hooks/pre-receive"
+	opt-diary append log '"s1"' >/dev/null
+	opt-diary -C "$TMP/w" append log '"w1"' >/dev/null
+	opt-sync push >"$TMP/out.s" 2>&1 &
+	local ps=$!
+	sleep 0.4
+	opt-diary append log '"s2"' >/dev/null
+	opt-sync -C "$TMP/w" push >"$TMP/out.w" 2>&1 || fail "w: $(cat "$TMP/out.w")"
+	wait "$ps" || fail "s: $(cat "$TMP/out.s")"
+	# home and replica agree, and neither has s2: the home never took it
+	[ "$(git --git-dir="$TMP/srv/$home" rev-parse refs/opt/collections/log)" = \
+		"$(git --git-dir="$TMP/srv/$rep" rev-parse refs/opt/collections/log)" ] || fail "$(cat "$TMP/out.s" "$TMP/out.w")"
+	run opt-diary -C "$TMP/srv/$rep" read log --compact
+	refute_output --partial '"s2"'
+	assert_line '"s1"'
+	assert_line '"w1"'
+	# the next push brings s2 to both, after what the home ordered
+	run opt-sync push
+	assert_success
+	for p in g1 g2; do
+		run opt-diary -C "$TMP/srv/$p" count log
+		assert_output 4
+		run opt-log -C "$TMP/srv/$p" verify log
+		assert_success
+	done
+	[ "$(git --git-dir="$TMP/srv/$home" rev-parse refs/opt/collections/log)" = \
+		"$(git --git-dir="$TMP/srv/$rep" rev-parse refs/opt/collections/log)" ]
+	opt-sync -C "$TMP/w" pull >/dev/null
+	[ "$(opt-diary -C "$TMP/w" read log --compact | sort | uniq -d)" = "" ]
+	[ "$(git --git-dir="$TMP/w" rev-parse refs/opt/collections/log)" = \
+		"$(git --git-dir="$TMP/srv/$home" rev-parse refs/opt/collections/log)" ]
+}
+
+@test "a multi-collection transaction over two homes: the sessions of one push do not replay it against each other" {
+	make_peers 2
+	opt-block init "$TMP/w" >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
+	opt-log trust "$(key_of "$TMP/w")" --name w
+	local p b i
+	for p in p1 p2; do
+		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
+		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
+	done
+	for b in b c d e f g h; do
+		[ "$(opt-sync where a | jq -r .home)" != "$(opt-sync where "$b" | jq -r .home)" ] && break
+	done
+	txn() { echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}]}}"; }
+	txn k0 | opt-log commit >/dev/null
+	opt-sync push >/dev/null
+	opt-sync -C "$TMP/w" pull >/dev/null
+	for i in 1 2 3; do
+		# another writer moved both homes; we wrote one transaction over both
+		opt-tree -C "$TMP/w" put a "w$i" 1 >/dev/null
+		opt-tree -C "$TMP/w" put "$b" "w$i" 1 >/dev/null
+		opt-sync -C "$TMP/w" push >/dev/null
+		txn "s$i" | opt-log commit >/dev/null
+		run --separate-stderr opt-sync push
+		assert_success
+		refute_output --partial '"status":"failed"'
+		for c in a "$b"; do
+			for p in p1 p2; do
+				[ "$(git --git-dir="$TMP/$p" rev-parse "refs/opt/collections/$c")" = \
+					"$(git --git-dir="$OPT_STORE" rev-parse "refs/opt/collections/$c")" ] || fail "round $i: $c on $p"
+			done
+		done
+	done
+	for c in a "$b"; do
+		run opt-tree count "$c"
+		assert_output 7
+		run opt-log -C "$TMP/p1" verify "$c"
+		assert_success
+	done
+	opt-sync -C "$TMP/w" pull >/dev/null
+	[ "$(git --git-dir="$TMP/w" rev-parse refs/opt/collections/a)" = "$(git --git-dir="$OPT_STORE" rev-parse refs/opt/collections/a)" ]
+}
+
 @test "a diverged replica is repaired by replay, never overwritten; a replica ahead is taken" {
 	make_peers 2
 	opt-diary append log '"one"' >/dev/null
