@@ -518,13 +518,15 @@ start_daemon() {
 	home=$(opt-sync where log | jq -r .home)
 	rep=$(opt-sync where log | jq -r '.peers[1]')
 	# the home holds each push a second after its pack
-	printf '#!/bin/sh\ncat >/dev/null\nsleep 1\n' >"$TMP/srv/$home/hooks/pre-receive"
+	printf '#!/bin/sh\ntouch "%s"\ncat >/dev/null\nsleep 1\n' "$TMP/held" >"$TMP/srv/$home/hooks/pre-receive"
 	chmod +x "$TMP/srv/$home/hooks/pre-receive"
 	opt-diary append log '"s1"' >/dev/null
 	opt-diary -C "$TMP/w" append log '"w1"' >/dev/null
 	opt-sync push >"$TMP/out.s" 2>&1 &
-	local ps=$!
-	sleep 0.4
+	local ps=$! i
+	# our push is at the home: write here meanwhile
+	for i in $(seq 100); do [ -e "$TMP/held" ] && break; sleep 0.1; done
+	[ -e "$TMP/held" ] || fail "the push did not reach the home"
 	opt-diary append log '"s2"' >/dev/null
 	opt-sync -C "$TMP/w" push >"$TMP/out.w" 2>&1 || fail "w: $(cat "$TMP/out.w")"
 	wait "$ps" || fail "s: $(cat "$TMP/out.s")"
