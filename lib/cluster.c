@@ -1298,7 +1298,8 @@ static int push_round(struct run *r, git_repository *repo, json_t *per, json_t *
 			rc = opt_error_set(OPT_EIO, "out of memory");
 			goto done;
 		}
-		if (!r->o->sync.dry_run && (rc = opt_sync_close_over(r->c->y, r->c->peers[jobs[i].peer], all, &grew)) < 0) {
+		if (nj > 1 && !r->o->sync.dry_run &&
+		    (rc = opt_sync_close_over(r->c->y, r->c->peers[jobs[i].peer], all, &grew)) < 0) {
 			json_decref(all);
 			goto done;
 		}
