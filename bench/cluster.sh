@@ -76,6 +76,17 @@ if [ -x "$(git --exec-path 2>/dev/null)/git-daemon" ]; then
 	opt-sync push >/dev/null
 	sleep 0.3
 	line "git://: connections the daemon accepted (first push)" "$(grep -c 'Connection from' "$work/daemon.log" || true)"
+	# a new store pulls the 100 collections from the cluster
+	opt-block init "$work/reader" >/dev/null
+	opt-log -C "$work/reader" trust "$key" >/dev/null
+	for p in h1 h2 h3; do opt-sync -C "$work/reader" peer add "$p" "git://127.0.0.1:$port/$p"; done
+	: >"$work/daemon.log"
+	t0=$(t)
+	opt-sync -C "$work/reader" pull >/dev/null
+	t1=$(t)
+	sleep 0.3
+	line "git://: pull of the 100 collections into a new store" "$(python3 -c "print('%.2f s' % ($t1-$t0))")"
+	line "git://: connections the daemon accepted (that pull)" "$(grep -c 'Connection from' "$work/daemon.log" || true)"
 	for p in h1 h2 h3; do opt-sync remote rm "$p"; done
 	for p in g1 g2 g3; do opt-sync remote rm "$p"; done
 	kill "$daemon"
