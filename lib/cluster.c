@@ -1182,9 +1182,9 @@ static int ref_of(git_repository *repo, const char *peer, const char *name, git_
 	return opt_git_ref_get(repo, ref, out);
 }
 
-/* jobs[i]: 1 if the sessions of jobs a and b may both replay a collection
- * here: one carries, for a multi-collection transaction, a collection
- * (extra, beyond its names) that the other pushes too. */
+/* 1 if the sessions of jobs a and b may both replay a collection here:
+ * one carries, for a multi-collection transaction, a collection beyond
+ * its names (xa, xb: those extras) that the other pushes or carries too. */
 static int jobs_clash(const struct job *a, const json_t *xa, const struct job *b, const json_t *xb)
 {
 	size_t i, k;
