@@ -801,6 +801,65 @@ static int lk_cmp(const void *a, const void *b)
 	return x->i < y->i ? -1 : x->i > y->i;
 }
 
+/* Plain keys (integers and strings without escapes) sort by a 16-byte
+ * prefix, the rest of the text only on a tie: qsort moves 24 bytes, not
+ * a whole struct lk, and rarely reads the keys' text. */
+struct sk {
+	uint64_t p1, p2;
+	uint32_t i, cls;
+};
+
+static const struct lk *sk_base;
+
+static int sk_cmp(const void *a, const void *b)
+{
+	const struct sk *x = a, *y = b;
+
+	if (x->cls != y->cls)
+		return x->cls < y->cls ? -1 : 1;
+	if (x->p1 != y->p1)
+		return x->p1 < y->p1 ? -1 : 1;
+	if (x->p2 != y->p2)
+		return x->p2 < y->p2 ? -1 : 1;
+	if (x->cls == 1) {
+		const struct lk *kx = &sk_base[x->i], *ky = &sk_base[y->i];
+		size_t la = kx->kl - 2, lb = ky->kl - 2;
+		if (la > 16 && lb > 16) {
+			int c = memcmp(kx->k + 17, ky->k + 17, (la < lb ? la : lb) - 16);
+			if (c)
+				return c < 0 ? -1 : 1;
+		}
+		if (la != lb)
+			return la < lb ? -1 : 1;
+	}
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+static uint64_t be_prefix(const char *s, size_t n)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	for (i = 0; i < 8; i++)
+		v = (v << 8) | (i < n ? (unsigned char)s[i] : 0);
+	return v;
+}
+
+static void sk_make(struct sk *k, const struct lk *e, uint32_t i)
+{
+	k->i = i;
+	k->cls = (uint32_t)e->cls;
+	if (e->cls == 0) {
+		k->p1 = (uint64_t)e->iv ^ (1ULL << 63);
+		k->p2 = 0;
+	} else {
+		/* no NUL in such a string: padding with zeros keeps the order */
+		size_t n = e->kl - 2;
+		k->p1 = be_prefix(e->k + 1, n);
+		k->p2 = n > 8 ? be_prefix(e->k + 9, n - 8) : 0;
+	}
+}
+
 static int lk_classify(struct lk *e)
 {
 	const char *k = e->k;
@@ -918,7 +977,27 @@ int opt_btree_load_text(struct opt_tracker *t, const char *header_id, const stru
 			e[i].cls = 2;
 		}
 	}
-	qsort(e, n, sizeof(*e), lk_cmp);
+	if (others || n > UINT32_MAX) {
+		qsort(e, n, sizeof(*e), lk_cmp);
+	} else {
+		struct sk *k = malloc(n * sizeof(*k));
+		struct lk *sorted = malloc(n * sizeof(*sorted));
+		if (!k || !sorted) {
+			free(k);
+			free(sorted);
+			rc = oom();
+			goto done;
+		}
+		for (i = 0; i < n; i++)
+			sk_make(&k[i], &e[i], (uint32_t)i);
+		sk_base = e;
+		qsort(k, n, sizeof(*k), sk_cmp);
+		for (i = 0; i < n; i++)
+			sorted[i] = e[k[i].i];
+		free(k);
+		free(e);
+		e = sorted;
+	}
 	/* of equal keys the last put wins (its key and its value) */
 	for (i = 0, m = 0; i < n; i++) {
 		if (i + 1 < n) {

@@ -1274,8 +1274,13 @@ static int canon_text_cb(const char *id, const json_t *block, const struct opt_b
  * canonical blocks. */
 static json_t *plain_key(unsigned mode, unsigned n)
 {
-	char buf[32];
+	char buf[64];
 
+	if (n % 4 == 1 && mode != 1) {
+		/* longer than the 16 bytes sorted by prefix, sharing them */
+		snprintf(buf, sizeof(buf), "a-key-longer-than-16-bytes-%u%s", n % 1000, n % 3 ? "" : "x");
+		return json_string(buf);
+	}
 	if (mode == 1 || (mode == 3 && n % 2)) {
 		long long v = (long long)n * 7919 - 3000000;
 		return json_integer(n % 5 == 0 ? v * 1000000000LL : v);
