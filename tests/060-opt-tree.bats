@@ -696,8 +696,14 @@ PY
 	# and a later put and del work on it as on any tree
 	opt-tree put a k '"v"' >/dev/null
 	opt-tree del a k >/dev/null
+	# emptied, it is loaded from text again
+	opt-tree range a | jq -c .key | opt-tree del a --json-keys - >/dev/null
+	[ "$(opt-tree count a)" -eq 0 ]
+	opt-tree put a <"$TMP/recs" >/dev/null
+	diff <(opt-tree range a) <(opt-tree range b)
 	run opt-log verify a
 	assert_success
+	assert_output '{"collection":"a","entries":5,"rev":5,"ok":true}'
 	fsck_ok
 }
 
