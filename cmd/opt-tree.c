@@ -156,6 +156,23 @@ static int put_fn(struct opt_txn *x, void *arg)
 	return opt_tree_put_many(x, (const json_t *const *)p->keys, (const json_t *const *)p->values, p->n);
 }
 
+/* A batch of records as canonical text (the bulk path). */
+struct put_text_ctx {
+	const struct opt_kv_text *kv;
+	size_t n;
+	int capacity;
+};
+
+static int put_text_fn(struct opt_txn *x, void *arg)
+{
+	struct put_text_ctx *p = arg;
+	int rc;
+
+	if ((rc = opt_tree_init(x, p->capacity)) < 0)
+		return rc;
+	return opt_tree_put_text(x, p->kv, p->n);
+}
+
 /* A record from stdin: {"key": K, "value": V}; *key and *value borrowed. */
 static int record(json_t *v, json_t **key, json_t **value)
 {
@@ -272,10 +289,14 @@ static int do_put(struct cmd *c)
 	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree put", 0, 0 };
 	struct opt_txn_result res;
 	struct put_ctx p = { NULL, NULL, 0, 0 };
+	struct put_text_ctx pt = { NULL, 0, 0 };
 	struct opt_jsonl *in = NULL;
-	json_t *recs = NULL, *key = NULL, *value = NULL, *v;
-	const char *name;
-	size_t cap = 0;
+	struct opt_text arena = { NULL, 0, 0 };
+	struct opt_text_rec *recs = NULL;
+	struct opt_kv_text *kv = NULL;
+	json_t *key = NULL, *value = NULL, *v;
+	const char *name, *text;
+	size_t cap = 0, tlen, i;
 	long capacity;
 	int st, rc;
 
@@ -323,24 +344,53 @@ static int do_put(struct cmd *c)
 		goto done;
 	}
 	/* every record of the input is one transaction: validate them all
-	 * first, so that nothing of a rejected batch is committed */
-	recs = json_array();
-	while ((rc = opt_jsonl_next(in, &v)) == 1) {
-		json_t *k2, *v2;
-		if (record(v, &k2, &v2) < 0) {
-			st = cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing written)", opt_jsonl_line(in), opt_error_last());
-			json_decref(v);
+	 * first, so that nothing of a rejected batch is committed.  Records
+	 * are kept as canonical text: the fast path makes it from the input
+	 * text; what it does not handle is parsed, checked and serialized */
+	while ((rc = opt_jsonl_next_text(in, &text, &tlen)) == 1) {
+		struct opt_text_rec r;
+		int frc = opt_json_record_text(&arena, text, tlen, OPT_VALUE_MAX, &r);
+		if (frc < 0) {
+			st = cmd_lib_fail(c, frc);
 			goto done;
 		}
-		if (p.n == cap) {
-			cap = cap ? cap * 2 : 1024;
-			p.keys = realloc(p.keys, cap * sizeof(*p.keys));
-			p.values = realloc(p.values, cap * sizeof(*p.values));
+		if (frc == 0) {
+			json_t *k2, *v2;
+			char *ks = NULL, *vs = NULL;
+			size_t kl = 0, vl = 0;
+			if ((rc = opt_jsonl_parse_text(in, text, tlen, &v)) < 0)
+				break;
+			if (record(v, &k2, &v2) < 0) {
+				st = cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing written)", opt_jsonl_line(in), opt_error_last());
+				json_decref(v);
+				goto done;
+			}
+			r.koff = arena.len;
+			if ((frc = opt_json_canon(&ks, &kl, k2)) < 0 || (frc = opt_json_canon(&vs, &vl, v2)) < 0 ||
+			    (frc = opt_text_add(&arena, ks, kl)) < 0 || (frc = opt_text_add(&arena, vs, vl)) < 0) {
+				free(ks);
+				free(vs);
+				json_decref(v);
+				st = cmd_lib_fail(c, frc);
+				goto done;
+			}
+			r.klen = kl;
+			r.voff = r.koff + kl;
+			r.vlen = vl;
+			free(ks);
+			free(vs);
+			json_decref(v);
 		}
-		p.keys[p.n] = k2;
-		p.values[p.n] = v2;
-		p.n++;
-		json_array_append_new(recs, v);
+		if (p.n == cap) {
+			struct opt_text_rec *nr;
+			cap = cap ? cap * 2 : 1024;
+			if (!(nr = realloc(recs, cap * sizeof(*recs)))) {
+				st = cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+				goto done;
+			}
+			recs = nr;
+		}
+		recs[p.n++] = r;
 	}
 	if (rc < 0) {
 		st = cmd_fail(c, rc, "%s (nothing written)", opt_error_last());
@@ -348,18 +398,29 @@ static int do_put(struct cmd *c)
 	}
 	if (p.n == 0)
 		goto done;
-	rc = opt_txn_run(c->store, name, put_fn, &p, &o, &res);
+	if (!(kv = malloc(p.n * sizeof(*kv)))) {
+		st = cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+		goto done;
+	}
+	for (i = 0; i < p.n; i++) {
+		kv[i].k = arena.p + recs[i].koff;
+		kv[i].kl = recs[i].klen;
+		kv[i].v = arena.p + recs[i].voff;
+		kv[i].vl = recs[i].vlen;
+	}
+	pt.kv = kv;
+	pt.n = p.n;
+	pt.capacity = p.capacity;
+	rc = opt_txn_run(c->store, name, put_text_fn, &pt, &o, &res);
 	if (rc < 0) {
 		st = cmd_lib_fail(c, rc);
 		goto done;
 	}
 	st = print_result(c, name, res.rev, "put", (long)p.n);
 done:
-	if (recs) {
-		free(p.keys);
-		free(p.values);
-	}
-	json_decref(recs);
+	free(recs);
+	free(kv);
+	opt_text_free(&arena);
 	json_decref(key);
 	json_decref(value);
 	opt_jsonl_free(in);

@@ -12,6 +12,10 @@
  * The reader must make progress: no more results than input bytes, line
  * numbers never going back.  When opt_json_parse accepts the whole input as
  * one value, the stream reader must give that value and then the end.
+ * The fast canonicalizer (opt_json_canon_text, opt_json_record_text) must
+ * accept only what opt_json_parse accepts, giving opt_json_canon's bytes
+ * (and for a record the key's and value's), and leave its output as it was
+ * when it declines.
  *
  * Two prefixes change how the bytes after them are fed:
  *   0x01 N  65536 - 32*(N/2) bytes of white space are put before the
@@ -246,6 +250,46 @@ static void check_value(json_t *v, const json_t *prev[2])
 	json_decref(c);
 }
 
+/* The fast path against the reference on the whole input. */
+static void check_fast(const char *buf, size_t total, const json_t *whole)
+{
+	struct opt_text t = { NULL, 0, 0 };
+	struct opt_text_rec rec;
+	char *s = NULL;
+	size_t n = 0;
+	int rc = opt_json_canon_text(&t, buf, total);
+
+	ASSERT(rc == 0 || rc == 1);
+	if (rc == 0)
+		ASSERT(t.len == 0);
+	if (rc == 1) {
+		if (!whole)
+			FAIL("opt_json_canon_text accepts what opt_json_parse rejects");
+		ASSERT(opt_json_canon(&s, &n, whole) == 0);
+		if (n != t.len || memcmp(s, t.p, n) != 0)
+			FAIL("opt_json_canon_text differs from opt_json_canon:\n%.*s\n%.*s", (int)(n > 2000 ? 2000 : n), s,
+			     (int)(t.len > 2000 ? 2000 : t.len), t.p);
+		free(s);
+		s = NULL;
+	}
+	opt_text_free(&t);
+	rc = opt_json_record_text(&t, buf, total, 1 << 20, &rec);
+	ASSERT(rc == 0 || rc == 1);
+	if (rc == 1) {
+		const json_t *k = json_object_get(whole, "key"), *v = json_object_get(whole, "value");
+		ASSERT(whole && json_is_object(whole) && k && v && opt_key_valid(k));
+		ASSERT(opt_json_canon(&s, &n, k) == 0);
+		ASSERT(n == rec.klen && memcmp(s, t.p + rec.koff, n) == 0);
+		free(s);
+		ASSERT(opt_json_canon(&s, &n, v) == 0);
+		ASSERT(n == rec.vlen && memcmp(s, t.p + rec.voff, n) == 0);
+		free(s);
+	} else {
+		ASSERT(t.len == 0);
+	}
+	opt_text_free(&t);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct opt_jsonl *r = NULL;
@@ -281,6 +325,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (opt_json_parse(&whole, buf, total) < 0)
 		whole = NULL;
+	check_fast(buf, total, whole);
 
 	if (chunk)
 		f = chunked_stream(data, size, chunk);

@@ -12,6 +12,8 @@
  *	[entity, index, deleteCount, inserted]   an op on BLOCK (else "aaaa")
  *	{"id": ID, "op": OP}                    an op on block ID
  *	{"insert": BLOCK}   {"delete": ID}   {"transform": TRANSFORM}
+ *	{"text": BLOCK}     BLOCK inserted as its canonical text
+ *	                    (opt_tracker_insert_text), when it is a valid block
  *	"mark"   "rollback"   "release"   "reset"
  *
  * Any other input is one action: an object without "ops" is a transform,
@@ -257,6 +259,7 @@ static void note_ids(json_t *ids, const json_t *v)
 		note_id(ids, json_string_value(json_object_get(v, "id")));
 		note_id(ids, json_string_value(json_object_get(v, "delete")));
 		note_ids(ids, json_object_get(v, "insert"));
+		note_ids(ids, json_object_get(v, "text"));
 		note_ids(ids, json_object_get(v, "transform"));
 		json_object_foreach(json_object_get(v, "inserts"), k, x)
 			note_id(ids, k);
@@ -372,6 +375,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			rc = opt_tracker_insert(t, b);
 			if (rc != want)
 				FAIL("%s: opt_tracker_insert gives %d, the model %d (%s)", what, rc, want,
+				     opt_error_last());
+		} else if (json_is_object(a) && json_object_get(a, "text")) {
+			const json_t *b = json_object_get(a, "text");
+			char *text = NULL;
+			size_t len = 0;
+			if (opt_block_check(b, NULL) < 0 || strlen(opt_block_type(b)) >= 16)
+				continue;  /* the caller vouches for text blocks */
+			ASSERT(opt_json_canon(&text, &len, b) == 0);
+			want = model_insert(&m, b);
+			rc = opt_tracker_insert_text(t, opt_block_id(b), opt_block_type(b), text, len);
+			if (rc != want)
+				FAIL("%s: opt_tracker_insert_text gives %d, the model %d (%s)", what, rc, want,
 				     opt_error_last());
 		} else if (json_is_object(a) && json_is_string(json_object_get(a, "delete"))) {
 			const char *id = json_string_value(json_object_get(a, "delete"));

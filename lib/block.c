@@ -250,9 +250,21 @@ struct undo {
 	json_t *inv;    /* ... or, for an in-place op, its inverse */
 };
 
+/* A block inserted as its canonical text (opt_tracker_insert_text): in
+ * `changed` it is the JSON integer of its index here, and it is parsed
+ * only if someone reads or changes it. */
+struct ttext {
+	char *text;
+	size_t len;
+	char type[16];
+};
+
 struct opt_tracker {
 	struct opt_source src;
-	json_t *changed; /* id -> new block, or json null for deleted */
+	json_t *changed; /* id -> new block, json null for deleted, or the
+			    integer index of a text block in texts */
+	struct ttext *texts;
+	size_t ntexts, captexts;
 	json_t *cache;   /* id -> source block (unchanged) */
 	struct undo *undo;
 	size_t nundo, capundo;
@@ -287,11 +299,23 @@ static void undo_clear(struct opt_tracker *t, size_t to)
 	}
 }
 
+static void texts_clear(struct opt_tracker *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->ntexts; i++)
+		free(t->texts[i].text);
+	free(t->texts);
+	t->texts = NULL;
+	t->ntexts = t->captexts = 0;
+}
+
 void opt_tracker_free(struct opt_tracker *t)
 {
 	if (!t)
 		return;
 	undo_clear(t, 0);
+	texts_clear(t);
 	free(t->undo);
 	json_decref(t->changed);
 	json_decref(t->cache);
@@ -358,10 +382,74 @@ static int undo_save_entry(struct opt_tracker *t, const char *id)
 	return undo_push(t, id, cur ? json_incref(cur) : json_false(), NULL);
 }
 
+/* The `changed` entry of id, a text block parsed first (NULL when there
+ * is none, or on a parse failure: then *rc). */
+static json_t *changed_get(struct opt_tracker *t, const char *id, int *rc)
+{
+	json_t *v = json_object_get(t->changed, id), *b;
+	struct ttext *x;
+
+	*rc = 0;
+	if (!v || !json_is_integer(v))
+		return v;
+	x = &t->texts[json_integer_value(v)];
+	if ((*rc = opt_json_parse(&b, x->text, x->len)) < 0) {
+		*rc = opt_error_wrap(*rc, "block '%s' inserted as text", id);
+		return NULL;
+	}
+	/* the text stays (an undo entry may name it) until the tracker goes */
+	if (json_object_set_new(t->changed, id, b) < 0) {
+		*rc = opt_error_set(OPT_EIO, "out of memory");
+		return NULL;
+	}
+	return b;
+}
+
+int opt_tracker_insert_text(struct opt_tracker *t, const char *id, const char *type, char *text, size_t len)
+{
+	json_t *ix;
+	int rc;
+
+	if (!opt_id_valid(id) || strlen(type) >= sizeof(t->texts[0].type)) {
+		free(text);
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s' or type", id);
+	}
+	if (t->ntexts == t->captexts) {
+		size_t cap = t->captexts ? t->captexts * 2 : 64;
+		struct ttext *nt = realloc(t->texts, cap * sizeof(*nt));
+		if (!nt) {
+			free(text);
+			return opt_error_set(OPT_EIO, "out of memory");
+		}
+		t->texts = nt;
+		t->captexts = cap;
+	}
+	if (!(ix = json_integer((json_int_t)t->ntexts))) {
+		free(text);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	t->texts[t->ntexts].text = text;
+	t->texts[t->ntexts].len = len;
+	strcpy(t->texts[t->ntexts].type, type);
+	t->ntexts++;
+	if ((rc = undo_save_entry(t, id)) < 0) {
+		json_decref(ix);
+		return rc;
+	}
+	if (json_object_set_new(t->changed, id, ix) < 0)
+		return opt_error_set(OPT_EIO, "out of memory");
+	return 0;
+}
+
 int opt_tracker_get(struct opt_tracker *t, const char *id, const json_t **out)
 {
-	json_t *v = json_object_get(t->changed, id);
+	json_t *v;
 	int rc;
+
+	*out = NULL;
+	v = changed_get(t, id, &rc);
+	if (rc < 0)
+		return rc;
 
 	*out = NULL;
 	if (v) {
@@ -448,11 +536,14 @@ static json_t *cow_copy(const json_t *b)
 
 int opt_tracker_update(struct opt_tracker *t, const char *id, const json_t *op)
 {
-	json_t *cur = json_object_get(t->changed, id), *inv = NULL;
+	json_t *cur, *inv = NULL;
 	const json_t *src;
 	int rc;
 
 	if ((rc = opt_op_check(op)) < 0)
+		return rc;
+	cur = changed_get(t, id, &rc);
+	if (rc < 0)
 		return rc;
 	if (cur && json_is_null(cur))
 		return opt_error_set(OPT_ENOTFOUND, "block '%s' was deleted", id);
@@ -515,7 +606,8 @@ void opt_tracker_rollback(struct opt_tracker *t, size_t token)
 	while (t->nundo > token) {
 		struct undo *u = &t->undo[t->nundo - 1];
 		if (u->inv) {
-			json_t *cur = json_object_get(t->changed, u->id);
+			int rc;
+			json_t *cur = changed_get(t, u->id, &rc);
 			if (cur)
 				undo_apply(cur, u->inv);
 		} else if (json_is_false(u->prev)) {
@@ -579,6 +671,7 @@ void opt_tracker_reset(struct opt_tracker *t)
 	undo_clear(t, 0);
 	t->marks = 0;
 	json_object_clear(t->changed);
+	texts_clear(t);
 }
 
 int opt_tracker_empty(const struct opt_tracker *t)
@@ -607,9 +700,10 @@ static int cmp_idval(const void *a, const void *b)
 	return strcmp(((const struct idval *)a)->id, ((const struct idval *)b)->id);
 }
 
-int opt_tracker_foreach(struct opt_tracker *t,
-			int (*cb)(const char *id, const json_t *block, void *arg),
-			void *arg)
+int opt_tracker_foreach_text(struct opt_tracker *t,
+			     int (*cb)(const char *id, const json_t *block, const struct opt_block_text *text,
+				       void *arg),
+			     void *arg)
 {
 	size_t n = json_object_size(t->changed), i = 0;
 	struct idval *iv;
@@ -630,10 +724,46 @@ int opt_tracker_foreach(struct opt_tracker *t,
 		i++;
 	}
 	qsort(iv, n, sizeof(*iv), cmp_idval);
-	for (i = 0; i < n && rc == 0; i++)
-		rc = cb(iv[i].id, json_is_null(iv[i].v) ? NULL : iv[i].v, arg);
+	for (i = 0; i < n && rc == 0; i++) {
+		if (json_is_integer(iv[i].v)) {
+			const struct ttext *x = &t->texts[json_integer_value(iv[i].v)];
+			struct opt_block_text bt = { x->text, x->len, x->type };
+			rc = cb(iv[i].id, NULL, &bt, arg);
+		} else {
+			rc = cb(iv[i].id, json_is_null(iv[i].v) ? NULL : iv[i].v, NULL, arg);
+		}
+	}
 	free(iv);
 	return rc;
+}
+
+struct foreach_json {
+	int (*cb)(const char *id, const json_t *block, void *arg);
+	void *arg;
+};
+
+static int foreach_json_cb(const char *id, const json_t *block, const struct opt_block_text *text, void *arg)
+{
+	struct foreach_json *f = arg;
+	json_t *b;
+	int rc;
+
+	if (!text)
+		return f->cb(id, block, f->arg);
+	if ((rc = opt_json_parse(&b, text->text, text->len)) < 0)
+		return opt_error_wrap(rc, "block '%s' inserted as text", id);
+	rc = f->cb(id, b, f->arg);
+	json_decref(b);
+	return rc;
+}
+
+int opt_tracker_foreach(struct opt_tracker *t,
+			int (*cb)(const char *id, const json_t *block, void *arg),
+			void *arg)
+{
+	struct foreach_json f = { cb, arg };
+
+	return opt_tracker_foreach_text(t, foreach_json_cb, &f);
 }
 
 static int tracker_source_get(void *ctx, const char *id, json_t **out)

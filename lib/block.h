@@ -103,6 +103,13 @@ int opt_tracker_insert(struct opt_tracker *t, const json_t *block);
  * touch block afterwards. */
 int opt_tracker_insert_new(struct opt_tracker *t, json_t *block);
 
+/* Insert the block whose canonical JSON is text[0..len) (taken: malloc'd),
+ * with ID id and header type `type` (under 16 bytes): the caller vouches
+ * for the text (canonical, that ID and type).  It is kept as text and
+ * parsed only if the block is read or changed in the tracker; a commit
+ * stores the text as it is.  OPT_EINVAL for a bad ID. */
+int opt_tracker_insert_text(struct opt_tracker *t, const char *id, const char *type, char *text, size_t len);
+
 /* Apply op to block id (copy-on-write over the source).  OPT_ENOTFOUND
  * when there is no such block, OPT_EINVAL for a bad op (nothing changed). */
 int opt_tracker_update(struct opt_tracker *t, const char *id, const json_t *op);
@@ -126,6 +133,19 @@ int opt_tracker_empty(const struct opt_tracker *t);
 int opt_tracker_foreach(struct opt_tracker *t,
 			int (*cb)(const char *id, const json_t *block, void *arg),
 			void *arg);
+
+/* The same, with blocks inserted as text handed out as such: cb(id, NULL,
+ * text, arg) for those (never parsed), cb(id, block, NULL, arg) for the
+ * others (block NULL for a deletion). */
+struct opt_block_text {
+	const char *text;
+	size_t len;
+	const char *type;
+};
+int opt_tracker_foreach_text(struct opt_tracker *t,
+			     int (*cb)(const char *id, const json_t *block, const struct opt_block_text *text,
+				       void *arg),
+			     void *arg);
 
 /* Number of changed (inserted, updated or deleted) blocks. */
 size_t opt_tracker_count(const struct opt_tracker *t);

@@ -770,6 +770,343 @@ done:
 	return rc;
 }
 
+/* ---- a bulk load of canonical text into an empty tree ---- */
+
+struct lk {
+	const char *k, *v;
+	size_t kl, vl, i;
+	long long iv;
+	json_t *j;   /* the parsed key, when keys are not all plain */
+	int cls;     /* 0 an integer, 1 a string without escapes, 2 other */
+};
+
+static int lk_cmp(const void *a, const void *b)
+{
+	const struct lk *x = a, *y = b;
+	int c;
+
+	if (x->cls == 0 && y->cls == 0) {
+		c = x->iv < y->iv ? -1 : x->iv > y->iv;
+	} else if (x->cls == 1 && y->cls == 1) {
+		size_t la = x->kl - 2, lb = y->kl - 2;
+		c = memcmp(x->k + 1, y->k + 1, la < lb ? la : lb);
+		c = c ? c : (la > lb) - (la < lb);
+	} else if (x->cls < 2 && y->cls < 2) {
+		c = x->cls < y->cls ? -1 : 1;  /* numbers before strings */
+	} else {
+		c = opt_key_cmp(x->j, y->j);
+	}
+	if (c)
+		return c;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Plain keys (integers and strings without escapes) sort by a 16-byte
+ * prefix, the rest of the text only on a tie: qsort moves 24 bytes, not
+ * a whole struct lk, and rarely reads the keys' text. */
+struct sk {
+	uint64_t p1, p2;
+	uint32_t i, cls;
+};
+
+static const struct lk *sk_base;
+
+static int sk_cmp(const void *a, const void *b)
+{
+	const struct sk *x = a, *y = b;
+
+	if (x->cls != y->cls)
+		return x->cls < y->cls ? -1 : 1;
+	if (x->p1 != y->p1)
+		return x->p1 < y->p1 ? -1 : 1;
+	if (x->p2 != y->p2)
+		return x->p2 < y->p2 ? -1 : 1;
+	if (x->cls == 1) {
+		const struct lk *kx = &sk_base[x->i], *ky = &sk_base[y->i];
+		size_t la = kx->kl - 2, lb = ky->kl - 2;
+		if (la > 16 && lb > 16) {
+			int c = memcmp(kx->k + 17, ky->k + 17, (la < lb ? la : lb) - 16);
+			if (c)
+				return c < 0 ? -1 : 1;
+		}
+		if (la != lb)
+			return la < lb ? -1 : 1;
+	}
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+static uint64_t be_prefix(const char *s, size_t n)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	for (i = 0; i < 8; i++)
+		v = (v << 8) | (i < n ? (unsigned char)s[i] : 0);
+	return v;
+}
+
+static void sk_make(struct sk *k, const struct lk *e, uint32_t i)
+{
+	k->i = i;
+	k->cls = (uint32_t)e->cls;
+	if (e->cls == 0) {
+		k->p1 = (uint64_t)e->iv ^ (1ULL << 63);
+		k->p2 = 0;
+	} else {
+		/* no NUL in such a string: padding with zeros keeps the order */
+		size_t n = e->kl - 2;
+		k->p1 = be_prefix(e->k + 1, n);
+		k->p2 = n > 8 ? be_prefix(e->k + 9, n - 8) : 0;
+	}
+}
+
+static int lk_classify(struct lk *e)
+{
+	const char *k = e->k;
+	size_t n = e->kl, d = k[0] == '-' ? 1 : 0, i;
+
+	if (n >= 2 && k[0] == '"' && k[n - 1] == '"' && !memchr(k + 1, '\\', n - 2))
+		return 1;
+	if (n > d && n - d <= 18) {
+		for (i = d; i < n && k[i] >= '0' && k[i] <= '9'; i++)
+			;
+		if (i == n && !(k[d] == '0' && n - d > 1)) {
+			/* (not strtoll: the text is not NUL-terminated) */
+			long long v = 0;
+			for (i = d; i < n; i++)
+				v = v * 10 + (k[i] - '0');
+			e->iv = d ? -v : v;
+			return 0;
+		}
+	}
+	return 2;
+}
+
+/* The sizes of the nodes of one level holding m items: full ones (cap),
+ * the last two evened out when the last would hold fewer than cap/2. */
+static size_t level_size(size_t m, size_t cap, size_t i, size_t nodes)
+{
+	size_t r;
+
+	if (nodes == 1)
+		return m;
+	r = m - (nodes - 1) * cap;
+	if (r >= cap / 2)
+		return i + 1 < nodes ? cap : r;
+	if (i + 2 < nodes)
+		return cap;
+	return i + 2 == nodes ? (cap + r) - (cap + r) / 2 : (cap + r) / 2;
+}
+
+static int text_put(char **p, size_t *len, size_t *cap, const char *s, size_t n)
+{
+	if (*len + n > *cap) {
+		size_t nc = *cap ? *cap * 2 : 4096;
+		char *np;
+		while (nc < *len + n)
+			nc *= 2;
+		if (!(np = realloc(*p, nc)))
+			return oom();
+		*p = np;
+		*cap = nc;
+	}
+	memcpy(*p + *len, s, n);
+	*len += n;
+	return 0;
+}
+
+int opt_btree_load_text(struct opt_tracker *t, const char *header_id, const struct opt_kv_text *kv, size_t n,
+			size_t *count)
+{
+	struct header h;
+	const json_t *hb, *root;
+	struct lk *e = NULL;
+	char *ccoll = NULL, *buf = NULL;
+	char (*ids)[OPT_ID_MAX + 1] = NULL;
+	size_t *first = NULL;  /* index in e of each node's first key */
+	size_t i, j, m, nodes, cl, len, cap, level_n;
+	int rc, kind, others = 0;
+
+	*count = 0;
+	rc = opt_tracker_get(t, header_id, &hb);
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_ENOTFOUND, "no btree header block '%s'", header_id);
+	if (rc < 0)
+		return rc;
+	if ((rc = header_parse(&h, hb, header_id)) < 0)
+		return rc;
+	if ((rc = tget(t, h.root, &root, &kind)) < 0)
+		return rc;
+	if (kind != LEAF || json_array_size(json_object_get(root, "entries")) != 0)
+		return 1;
+	if (n == 0)
+		return 0;
+	{
+		json_t *c = json_string(opt_block_collection(root) ? opt_block_collection(root) : "");
+		rc = c ? opt_json_canon(&ccoll, &cl, c) : oom();
+		json_decref(c);
+		if (rc < 0)
+			return rc;
+	}
+	if (!(e = calloc(n, sizeof(*e)))) {
+		rc = oom();
+		goto done;
+	}
+	for (i = 0; i < n; i++) {
+		e[i].k = kv[i].k;
+		e[i].kl = kv[i].kl;
+		e[i].v = kv[i].v;
+		e[i].vl = kv[i].vl;
+		e[i].i = i;
+		if (kv[i].kl == 0 || kv[i].vl == 0) {
+			rc = opt_error_set(OPT_EINVAL, "btree entry %zu has an empty key or value", i);
+			goto done;
+		}
+		if ((e[i].cls = lk_classify(&e[i])) == 2)
+			others = 1;
+	}
+	if (others) {
+		/* keys that are not plain integers or strings: compare parsed */
+		for (i = 0; i < n; i++) {
+			if ((rc = opt_json_parse(&e[i].j, e[i].k, e[i].kl)) < 0)
+				goto done;
+			if (!opt_key_valid(e[i].j)) {
+				rc = opt_error_set(OPT_EINVAL, "invalid btree key (entry %zu): keys are numbers, strings or arrays of keys", i);
+				goto done;
+			}
+			e[i].cls = 2;
+		}
+	}
+	if (others || n > UINT32_MAX) {
+		qsort(e, n, sizeof(*e), lk_cmp);
+	} else {
+		struct sk *k = malloc(n * sizeof(*k));
+		struct lk *sorted = malloc(n * sizeof(*sorted));
+		if (!k || !sorted) {
+			free(k);
+			free(sorted);
+			rc = oom();
+			goto done;
+		}
+		for (i = 0; i < n; i++)
+			sk_make(&k[i], &e[i], (uint32_t)i);
+		sk_base = e;
+		qsort(k, n, sizeof(*k), sk_cmp);
+		for (i = 0; i < n; i++)
+			sorted[i] = e[k[i].i];
+		free(k);
+		free(e);
+		e = sorted;
+	}
+	/* of equal keys the last put wins (its key and its value) */
+	for (i = 0, m = 0; i < n; i++) {
+		if (i + 1 < n) {
+			int c = others ? opt_key_cmp(e[i].j, e[i + 1].j) :
+				(e[i].cls == e[i + 1].cls && e[i].kl == e[i + 1].kl &&
+				 (e[i].cls == 0 ? e[i].iv == e[i + 1].iv : memcmp(e[i].k, e[i + 1].k, e[i].kl) == 0)) ? 0 : 1;
+			if (c == 0)
+				continue;
+		}
+		if (m != i) {
+			json_t *tmp = e[m].j;
+			e[m] = e[i];
+			e[i].j = tmp;
+		}
+		m++;
+	}
+	/* the leaves, the first keeping the old root's ID */
+	nodes = (m + (size_t)h.cap - 1) / (size_t)h.cap;
+	if (!(ids = malloc(nodes * sizeof(*ids))) || !(first = malloc(nodes * sizeof(*first)))) {
+		rc = oom();
+		goto done;
+	}
+	for (i = 0, j = 0; i < nodes; i++) {
+		size_t k = level_size(m, (size_t)h.cap, i, nodes), x;
+		len = cap = 0;
+		buf = NULL;
+		if (i == 0)
+			strcpy(ids[i], h.root);
+		else
+			opt_id_new(ids[i]);
+		first[i] = j;
+		rc = text_put(&buf, &len, &cap, "{\"entries\":[", sizeof("{\"entries\":[") - 1);
+		for (x = 0; x < k && rc == 0; x++, j++) {
+			if ((rc = text_put(&buf, &len, &cap, x ? ",[" : "[", x ? 2 : 1)) < 0 ||
+			    (rc = text_put(&buf, &len, &cap, e[j].k, e[j].kl)) < 0 ||
+			    (rc = text_put(&buf, &len, &cap, ",", sizeof(",") - 1)) < 0 ||
+			    (rc = text_put(&buf, &len, &cap, e[j].v, e[j].vl)) < 0)
+				break;
+			rc = text_put(&buf, &len, &cap, "]", sizeof("]") - 1);
+		}
+		if (rc < 0 || (rc = text_put(&buf, &len, &cap, "],\"header\":{\"collection\":", sizeof("],\"header\":{\"collection\":") - 1)) < 0 ||
+		    (rc = text_put(&buf, &len, &cap, ccoll, cl)) < 0 ||
+		    (rc = text_put(&buf, &len, &cap, ",\"id\":\"", sizeof(",\"id\":\"") - 1)) < 0 ||
+		    (rc = text_put(&buf, &len, &cap, ids[i], strlen(ids[i]))) < 0 ||
+		    (rc = text_put(&buf, &len, &cap, "\",\"type\":\"TL\"}}", sizeof("\",\"type\":\"TL\"}}") - 1)) < 0)
+			goto done;
+		rc = opt_tracker_insert_text(t, ids[i], "TL", buf, len);
+		buf = NULL;
+		if (rc < 0)
+			goto done;
+	}
+	/* the branches, level by level: ids[] and first[] become the level's */
+	for (level_n = nodes; level_n > 1; level_n = nodes) {
+		size_t c = 0;
+		nodes = (level_n + (size_t)h.cap - 1) / (size_t)h.cap;
+		for (i = 0; i < nodes; i++) {
+			size_t k = level_size(level_n, (size_t)h.cap, i, nodes), x;
+			char id[OPT_ID_MAX + 1];
+			len = cap = 0;
+			buf = NULL;
+			opt_id_new(id);
+			rc = text_put(&buf, &len, &cap, "{\"header\":{\"collection\":", sizeof("{\"header\":{\"collection\":") - 1);
+			if (rc < 0 || (rc = text_put(&buf, &len, &cap, ccoll, cl)) < 0 ||
+			    (rc = text_put(&buf, &len, &cap, ",\"id\":\"", sizeof(",\"id\":\"") - 1)) < 0 ||
+			    (rc = text_put(&buf, &len, &cap, id, strlen(id))) < 0 ||
+			    (rc = text_put(&buf, &len, &cap, "\",\"type\":\"TB\"},\"nodes\":[", sizeof("\",\"type\":\"TB\"},\"nodes\":[") - 1)) < 0)
+				goto done;
+			for (x = 0; x < k; x++) {
+				if ((rc = text_put(&buf, &len, &cap, x ? ",\"" : "\"", x ? 2 : 1)) < 0 ||
+				    (rc = text_put(&buf, &len, &cap, ids[c + x], strlen(ids[c + x]))) < 0 ||
+				    (rc = text_put(&buf, &len, &cap, "\"", sizeof("\"") - 1)) < 0)
+					goto done;
+			}
+			if ((rc = text_put(&buf, &len, &cap, "],\"partitions\":[", sizeof("],\"partitions\":[") - 1)) < 0)
+				goto done;
+			for (x = 1; x < k; x++) {
+				const struct lk *p = &e[first[c + x]];
+				if ((x > 1 && (rc = text_put(&buf, &len, &cap, ",", sizeof(",") - 1)) < 0) ||
+				    (rc = text_put(&buf, &len, &cap, p->k, p->kl)) < 0)
+					goto done;
+			}
+			if ((rc = text_put(&buf, &len, &cap, "]}", sizeof("]}") - 1)) < 0)
+				goto done;
+			rc = opt_tracker_insert_text(t, id, "TB", buf, len);
+			buf = NULL;
+			if (rc < 0)
+				goto done;
+			/* this level's node i: written over the slots already read */
+			first[i] = first[c];
+			strcpy(ids[i], id);
+			c += k;
+		}
+	}
+	if (strcmp(ids[0], h.root) != 0 && (rc = set_root(t, header_id, ids[0])) < 0)
+		goto done;
+	*count = m;
+	rc = 0;
+done:
+	if (e)
+		for (i = 0; i < n; i++)
+			json_decref(e[i].j);
+	free(e);
+	free(buf);
+	free(ids);
+	free(first);
+	free(ccoll);
+	return rc;
+}
+
 int opt_btree_del(struct opt_tracker *t, const char *header_id, const json_t *key)
 {
 	struct path p;

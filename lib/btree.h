@@ -71,6 +71,25 @@ int opt_btree_put(struct opt_tracker *t, const char *header_id, const json_t *ke
 int opt_btree_put_many(struct opt_tracker *t, const char *header_id, const json_t *const *keys,
 		       const json_t *const *values, size_t n);
 
+/* An entry as canonical JSON text: key k[0..kl), value v[0..vl). */
+struct opt_kv_text {
+	const char *k, *v;
+	size_t kl, vl;
+};
+
+/* A bulk load into an empty tree (its root an empty leaf): the n entries
+ * (canonical JSON text the caller vouches for; keys must be valid keys,
+ * else OPT_EINVAL before anything changes) sorted, of equal keys the last
+ * kept, written as full leaves (the last two evened out so that each holds
+ * at least capacity/2) and full branches above them, as text blocks
+ * (opt_tracker_insert_text), never parsed.  The same tree as
+ * opt_btree_put_many would hold, laid out densely.  0 and *count (the
+ * distinct keys); 1 when the tree is not empty (nothing changed: use
+ * opt_btree_put_many); <0 on error (the tracker may hold part of it: wrap
+ * it in a mark to undo). */
+int opt_btree_load_text(struct opt_tracker *t, const char *header_id, const struct opt_kv_text *kv, size_t n,
+			size_t *count);
+
 /* Delete key: 0, or OPT_ENOTFOUND when it is absent. */
 int opt_btree_del(struct opt_tracker *t, const char *header_id, const json_t *key);
 

@@ -165,6 +165,96 @@ int opt_tree_put_many(struct opt_txn *x, const json_t *const *keys, const json_t
 	return 0;
 }
 
+/* The actions of n puts as one canonical text: [{"key":K,"type":"put",
+ * "value":V},...] in the order given (the keys in name order). */
+static int put_actions_text(const struct opt_kv_text *kv, size_t n, char **out, size_t *len)
+{
+	static const char a[] = "{\"key\":", b[] = ",\"type\":\"put\",\"value\":";
+	size_t total = 2, i, o = 0;
+	char *p;
+
+	for (i = 0; i < n; i++)
+		total += kv[i].kl + kv[i].vl + sizeof(a) - 1 + sizeof(b) - 1 + 2;
+	if (!(p = malloc(total + 1)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	p[o++] = '[';
+	for (i = 0; i < n; i++) {
+		if (i)
+			p[o++] = ',';
+		memcpy(p + o, a, sizeof(a) - 1);
+		o += sizeof(a) - 1;
+		memcpy(p + o, kv[i].k, kv[i].kl);
+		o += kv[i].kl;
+		memcpy(p + o, b, sizeof(b) - 1);
+		o += sizeof(b) - 1;
+		memcpy(p + o, kv[i].v, kv[i].vl);
+		o += kv[i].vl;
+		p[o++] = '}';
+	}
+	p[o++] = ']';
+	p[o] = '\0';
+	*out = p;
+	*len = o;
+	return 0;
+}
+
+int opt_tree_put_text(struct opt_txn *x, const struct opt_kv_text *kv, size_t n)
+{
+	json_t **keys = NULL, **values = NULL;
+	const json_t *h;
+	size_t i, count = 0, tok, len = 0;
+	char *text = NULL;
+	int rc;
+
+	for (i = 0; i < n; i++)
+		if (kv[i].vl > OPT_VALUE_MAX)
+			return opt_error_set(OPT_EINVAL, "record %zu: the value is %zu bytes; the limit is %d bytes of canonical JSON",
+					     i + 1, kv[i].vl, OPT_VALUE_MAX);
+	if ((rc = header(x, &h)) < 0)
+		return rc;
+	if (n > 0 && json_integer_value(json_object_get(h, "count")) == 0) {
+		/* an empty tree: built from the text as it is */
+		opt_tracker_mark(opt_txn_tracker(x), &tok);
+		rc = opt_btree_load_text(opt_txn_tracker(x), opt_txn_header_id(x), kv, n, &count);
+		if (rc == 0 && (rc = set_count(x, (long)count)) == 0 &&
+		    (rc = put_actions_text(kv, n, &text, &len)) == 0)
+			rc = opt_txn_actions_text(x, text, len, n);
+		if (rc < 0) {
+			opt_tracker_rollback(opt_txn_tracker(x), tok);
+			return rc;
+		}
+		opt_tracker_release(opt_txn_tracker(x), tok);
+		if (rc == 0)
+			return 0;
+	}
+	/* otherwise as JSON values, as opt_tree_put_many does */
+	keys = calloc(n ? n : 1, sizeof(*keys));
+	values = calloc(n ? n : 1, sizeof(*values));
+	if (!keys || !values) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < n; i++) {
+		if ((rc = opt_json_parse(&keys[i], kv[i].k, kv[i].kl)) < 0 ||
+		    (rc = opt_json_parse(&values[i], kv[i].v, kv[i].vl)) < 0) {
+			rc = opt_error_wrap(rc, "record %zu", i + 1);
+			goto done;
+		}
+	}
+	if (n == 1)
+		rc = opt_tree_put(x, keys[0], values[0]);
+	else
+		rc = opt_tree_put_many(x, (const json_t *const *)keys, (const json_t *const *)values, n);
+done:
+	for (i = 0; keys && values && i < n; i++) {
+		json_decref(keys[i]);
+		json_decref(values[i]);
+	}
+	free(keys);
+	free(values);
+	return rc;
+}
+
 int opt_tree_del(struct opt_txn *x, const json_t *key, int *found)
 {
 	int rc;

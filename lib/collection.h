@@ -35,6 +35,12 @@ int opt_tree_init(struct opt_txn *x, int capacity);
 int opt_tree_put(struct opt_txn *x, const json_t *key, const json_t *value);
 /* Many puts at once (faster for bulk loads); the same as n opt_tree_put. */
 int opt_tree_put_many(struct opt_txn *x, const json_t *const *keys, const json_t *const *values, size_t n);
+/* The same with keys and values as canonical JSON text (the caller vouches
+ * that it is canonical; keys are checked).  Into an empty tree the leaves
+ * and branches are built from the text and the log entry's actions written
+ * as text, nothing parsed (opt_btree_load_text, opt_log_append_text);
+ * otherwise the text is parsed and put as opt_tree_put_many does. */
+int opt_tree_put_text(struct opt_txn *x, const struct opt_kv_text *kv, size_t n);
 int opt_tree_del(struct opt_txn *x, const json_t *key, int *found);
 
 /* Inside a txn function of a diary collection. */

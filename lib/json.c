@@ -601,12 +601,13 @@ static int is_ws(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-int opt_jsonl_next(struct opt_jsonl *r, json_t **out)
+int opt_jsonl_next_text(struct opt_jsonl *r, const char **text, size_t *len)
 {
-	size_t i;
+	size_t i, k;
 	int depth = 0, in_str = 0, esc = 0, rc;
 
-	*out = NULL;
+	*text = NULL;
+	*len = 0;
 	/* skip white space */
 	for (;;) {
 		while (r->start < r->end && is_ws(r->buf[r->start])) {
@@ -666,25 +667,478 @@ int opt_jsonl_next(struct opt_jsonl *r, json_t **out)
 found_next:
 	i++;
 found:
-	{
-		json_error_t err;
-		size_t len = i - r->start;
-		const char *p = r->buf + r->start;
-		size_t k;
-		json_t *v = json_loadb(p, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+	*text = r->buf + r->start;
+	*len = i - r->start;
+	for (k = 0; k < *len; k++)
+		if ((*text)[k] == '\n')
+			r->line++;
+	r->start = i;
+	return 1;
+}
 
-		for (k = 0; k < len; k++)
-			if (p[k] == '\n')
-				r->line++;
-		r->start = i;
-		if (!v) {
-			/* skip the rest of the offending line so a caller may go on */
-			while (r->start < r->end && r->buf[r->start] != '\n')
-				r->start++;
-			return opt_error_set(OPT_EINVAL, "line %ld: invalid JSON: %s",
-					     r->value_line, err.text);
-		}
-		*out = v;
-		return 1;
+int opt_jsonl_parse_text(struct opt_jsonl *r, const char *text, size_t len, json_t **out)
+{
+	json_error_t err;
+	json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+
+	*out = NULL;
+	if (!v) {
+		/* skip the rest of the offending line so a caller may go on */
+		while (r->start < r->end && r->buf[r->start] != '\n')
+			r->start++;
+		return opt_error_set(OPT_EINVAL, "line %ld: invalid JSON: %s", r->value_line, err.text);
 	}
+	*out = v;
+	return 0;
+}
+
+int opt_jsonl_next(struct opt_jsonl *r, json_t **out)
+{
+	const char *text;
+	size_t len;
+	int rc = opt_jsonl_next_text(r, &text, &len);
+
+	*out = NULL;
+	if (rc <= 0)
+		return rc;
+	rc = opt_jsonl_parse_text(r, text, len, out);
+	return rc < 0 ? rc : 1;
+}
+
+/* ---- canonical text straight from input text ----
+ *
+ * A fast path for the common case: it handles objects, arrays, strings
+ * (valid UTF-8, the short escapes), integers of up to 18 digits, true,
+ * false and null, and gives up (0) on anything else -- \u escapes, reals,
+ * bigger integers, -0, duplicate or escaped object keys, deep nesting,
+ * malformed text -- so that the caller falls back to jansson and
+ * opt_json_canon.  What it does produce is what that path produces. */
+
+#define FAST_MAX_DEPTH 64
+
+static int tx_reserve(struct opt_text *t, size_t n)
+{
+	size_t cap;
+	char *np;
+
+	if (t->len + n <= t->cap)
+		return 0;
+	cap = t->cap ? t->cap : 4096;
+	while (cap < t->len + n)
+		cap *= 2;
+	np = realloc(t->p, cap);
+	if (!np)
+		return -1;
+	t->p = np;
+	t->cap = cap;
+	return 0;
+}
+
+int opt_text_add(struct opt_text *t, const char *s, size_t n)
+{
+	if (tx_reserve(t, n + 1) < 0)
+		return opt_error_set(OPT_EIO, "out of memory");
+	memcpy(t->p + t->len, s, n);
+	t->len += n;
+	t->p[t->len] = '\0';
+	return 0;
+}
+
+void opt_text_free(struct opt_text *t)
+{
+	free(t->p);
+	memset(t, 0, sizeof(*t));
+}
+
+/* The length of the valid UTF-8 sequence at s (first byte >= 0x80), or 0:
+ * the rules jansson applies (no overlong forms, no surrogates, at most
+ * U+10FFFF). */
+static size_t utf8_seq(const unsigned char *s, const unsigned char *end)
+{
+	unsigned c = s[0], v, i;
+	size_t n;
+
+	if (c < 0xC2 || c > 0xF4)
+		return 0;
+	n = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+	if ((size_t)(end - s) < n)
+		return 0;
+	v = c & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07);
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		v = (v << 6) | (s[i] & 0x3F);
+	}
+	if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000) || (v >= 0xD800 && v <= 0xDFFF) || v > 0x10FFFF)
+		return 0;
+	return n;
+}
+
+struct fast {
+	const char *end;
+	struct opt_text *out;
+	int oom;
+};
+
+static const char *fast_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* A string at p (at the '"'): write its canonical form; *plain is 1 when
+ * it had no escapes.  The end of it, or NULL. */
+static const char *fast_str(struct fast *f, const char *p, int *plain)
+{
+	const unsigned char *s = (const unsigned char *)p + 1, *end = (const unsigned char *)f->end, *run;
+	struct opt_text *o = f->out;
+
+	*plain = 1;
+	if (tx_reserve(o, 2) < 0)
+		goto oom;
+	o->p[o->len++] = '"';
+	run = s;
+	for (;;) {
+		unsigned c;
+		/* the run of bytes that need nothing */
+		while (s < end && *s >= 0x20 && *s != '"' && *s != '\\' && *s < 0x80)
+			s++;
+		if (s >= end)
+			return NULL;
+		c = *s;
+		if (c >= 0x80) {
+			size_t n = utf8_seq(s, end);
+			if (!n)
+				return NULL;
+			s += n;
+			continue;
+		}
+		if (tx_reserve(o, (size_t)(s - run) + 3) < 0)
+			goto oom;
+		memcpy(o->p + o->len, run, (size_t)(s - run));
+		o->len += (size_t)(s - run);
+		if (c == '"') {
+			o->p[o->len++] = '"';
+			return (const char *)s + 1;
+		}
+		if (c < 0x20)
+			return NULL;  /* a raw control character: jansson says why */
+		/* a backslash */
+		*plain = 0;
+		if (s + 1 >= end)
+			return NULL;
+		switch (s[1]) {
+		case '"': o->p[o->len++] = '\\'; o->p[o->len++] = '"'; break;
+		case '\\': o->p[o->len++] = '\\'; o->p[o->len++] = '\\'; break;
+		case '/': o->p[o->len++] = '/'; break;
+		case 'b': o->p[o->len++] = '\\'; o->p[o->len++] = 'b'; break;
+		case 'f': o->p[o->len++] = '\\'; o->p[o->len++] = 'f'; break;
+		case 'n': o->p[o->len++] = '\\'; o->p[o->len++] = 'n'; break;
+		case 'r': o->p[o->len++] = '\\'; o->p[o->len++] = 'r'; break;
+		case 't': o->p[o->len++] = '\\'; o->p[o->len++] = 't'; break;
+		default:
+			return NULL;  /* \u, or not an escape */
+		}
+		s += 2;
+		run = s;
+	}
+oom:
+	f->oom = 1;
+	return NULL;
+}
+
+struct member {
+	const char *k;   /* the name's bytes (no escapes) */
+	size_t kl;
+	size_t off, len; /* its canonical value in the output */
+};
+
+static int member_cmp(const void *a, const void *b)
+{
+	const struct member *x = a, *y = b;
+	int c = memcmp(x->k, y->k, x->kl < y->kl ? x->kl : y->kl);
+
+	if (c)
+		return c;
+	return (x->kl > y->kl) - (x->kl < y->kl);
+}
+
+static const char *fast_value(struct fast *f, const char *p, int depth);
+
+static const char *fast_object(struct fast *f, const char *p, int depth)
+{
+	struct member stack[16], *m = stack, *nm;
+	size_t n = 0, cap = 16, start = f->out->len, i, total;
+	char *tmp = NULL;
+	const char *q, *ret = NULL;
+	int plain;
+
+	p = fast_ws(p + 1, f->end);
+	if (p < f->end && *p == '}') {
+		if (opt_text_add(f->out, "{}", 2) < 0)
+			f->oom = 1;
+		return f->oom ? NULL : p + 1;
+	}
+	for (;;) {
+		if (p >= f->end || *p != '"')
+			goto done;
+		if (n == cap) {
+			nm = malloc(cap * 2 * sizeof(*nm));
+			if (!nm) {
+				f->oom = 1;
+				goto done;
+			}
+			memcpy(nm, m, n * sizeof(*m));
+			if (m != stack)
+				free(m);
+			m = nm;
+			cap *= 2;
+		}
+		/* the name: written, then dropped (it is written again in order) */
+		m[n].off = f->out->len;
+		q = fast_str(f, p, &plain);
+		if (!q || !plain)
+			goto done;
+		m[n].k = p + 1;
+		m[n].kl = (size_t)(q - p) - 2;
+		f->out->len = m[n].off;
+		p = fast_ws(q, f->end);
+		if (p >= f->end || *p != ':')
+			goto done;
+		p = fast_value(f, p + 1, depth + 1);
+		if (!p)
+			goto done;
+		m[n].len = f->out->len - m[n].off;
+		n++;
+		p = fast_ws(p, f->end);
+		if (p < f->end && *p == ',') {
+			p = fast_ws(p + 1, f->end);
+			continue;
+		}
+		if (p < f->end && *p == '}')
+			break;
+		goto done;
+	}
+	if (n > 1)
+		qsort(m, n, sizeof(*m), member_cmp);
+	for (i = 1; i < n; i++)
+		if (member_cmp(&m[i - 1], &m[i]) == 0)
+			goto done;  /* a duplicate name: jansson rejects it */
+	/* the values in name order, each after its name */
+	total = f->out->len - start;
+	tmp = malloc(total ? total : 1);
+	if (!tmp) {
+		f->oom = 1;
+		goto done;
+	}
+	memcpy(tmp, f->out->p + start, total);
+	f->out->len = start;
+	if (tx_reserve(f->out, 1) < 0)
+		goto oom;
+	f->out->p[f->out->len++] = '{';
+	for (i = 0; i < n; i++) {
+		if (tx_reserve(f->out, m[i].kl + m[i].len + 4) < 0)
+			goto oom;
+		if (i)
+			f->out->p[f->out->len++] = ',';
+		f->out->p[f->out->len++] = '"';
+		memcpy(f->out->p + f->out->len, m[i].k, m[i].kl);
+		f->out->len += m[i].kl;
+		f->out->p[f->out->len++] = '"';
+		f->out->p[f->out->len++] = ':';
+		memcpy(f->out->p + f->out->len, tmp + (m[i].off - start), m[i].len);
+		f->out->len += m[i].len;
+	}
+	if (tx_reserve(f->out, 1) < 0)
+		goto oom;
+	f->out->p[f->out->len++] = '}';
+	ret = p + 1;
+	goto done;
+oom:
+	f->oom = 1;
+done:
+	free(tmp);
+	if (m != stack)
+		free(m);
+	return ret;
+}
+
+static const char *fast_value(struct fast *f, const char *p, int depth)
+{
+	const char *end = f->end, *q;
+	int plain;
+
+	if (depth > FAST_MAX_DEPTH)
+		return NULL;
+	p = fast_ws(p, end);
+	if (p >= end)
+		return NULL;
+	switch (*p) {
+	case '{':
+		return fast_object(f, p, depth);
+	case '[':
+		if (opt_text_add(f->out, "[", 1) < 0)
+			goto oom;
+		p = fast_ws(p + 1, end);
+		if (p < end && *p == ']')
+			goto close;
+		for (;;) {
+			if (!(p = fast_value(f, p, depth + 1)))
+				return NULL;
+			p = fast_ws(p, end);
+			if (p < end && *p == ']')
+				goto close;
+			if (p >= end || *p != ',' || opt_text_add(f->out, ",", 1) < 0)
+				return NULL;
+			p++;
+		}
+	close:
+		if (opt_text_add(f->out, "]", 1) < 0)
+			goto oom;
+		return p + 1;
+	case '"':
+		return fast_str(f, p, &plain);
+	case 't':
+	case 'f':
+	case 'n': {
+		const char *lit = *p == 't' ? "true" : *p == 'f' ? "false" : "null";
+		size_t ll = strlen(lit);
+		if ((size_t)(end - p) < ll || memcmp(p, lit, ll) != 0)
+			return NULL;
+		q = p + ll;
+		if (q < end && ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9')))
+			return NULL;
+		if (opt_text_add(f->out, lit, ll) < 0)
+			goto oom;
+		return q;
+	}
+	default:
+		if (*p == '-' || (*p >= '0' && *p <= '9')) {
+			const char *d = *p == '-' ? p + 1 : p;
+			q = d;
+			while (q < end && *q >= '0' && *q <= '9')
+				q++;
+			/* integers only: no leading zero, at most 18 digits, not -0 */
+			if (q == d || q - d > 18 || (*d == '0' && (q - d > 1 || d != p)))
+				return NULL;
+			if (q < end && ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || *q == '.' ||
+					*q == '+' || *q == '-'))
+				return NULL;
+			if (opt_text_add(f->out, p, (size_t)(q - p)) < 0)
+				goto oom;
+			return q;
+		}
+		return NULL;
+	}
+oom:
+	f->oom = 1;
+	return NULL;
+}
+
+int opt_json_canon_text(struct opt_text *out, const char *in, size_t len)
+{
+	struct fast f = { in + len, out, 0 };
+	size_t start = out->len;
+	const char *p = fast_value(&f, in, 0);
+
+	if (p)
+		p = fast_ws(p, in + len);
+	if (!p || p != in + len || f.oom) {
+		out->len = start;
+		if (out->p)
+			out->p[start] = '\0';
+		return f.oom ? opt_error_set(OPT_EIO, "out of memory") : 0;
+	}
+	if (tx_reserve(out, 1) < 0) {
+		out->len = start;
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	out->p[out->len] = '\0';
+	return 1;
+}
+
+/* 1 if canonical text (from the fast path: no reals) is a valid key:
+ * a number, a string, or arrays of those. */
+static int fast_key_ok(const char *s, size_t n)
+{
+	size_t i;
+	int in_str = 0;
+
+	for (i = 0; i < n; i++) {
+		char c = s[i];
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+			continue;
+		}
+		if (c == '"')
+			in_str = 1;
+		else if (c == '{' || c == 't' || c == 'f' || c == 'n')
+			return 0;
+	}
+	return 1;
+}
+
+int opt_json_record_text(struct opt_text *out, const char *in, size_t len, size_t max_value,
+			 struct opt_text_rec *rec)
+{
+	size_t start = out->len, tmp;
+	int rc;
+
+	rc = opt_json_canon_text(out, in, len);
+	if (rc <= 0)
+		return rc;
+	/* the canonical record: {"key":K,...,"value":V} in name order, the
+	 * names plain; find the two members at top level */
+	{
+		const char *s = out->p + start, *e = out->p + out->len, *p = s + 1, *q;
+		rec->klen = rec->vlen = 0;
+		rec->koff = rec->voff = (size_t)-1;
+		if (*s != '{')
+			goto no;
+		while (p < e && *p == '"') {
+			const char *name = p + 1;
+			size_t nl;
+			q = memchr(name, '"', (size_t)(e - name));
+			if (!q)
+				goto no;
+			nl = (size_t)(q - name);
+			p = q + 2;  /* past '":' */
+			q = opt_raw_skip(p, e);
+			if (!q)
+				goto no;
+			if (nl == 3 && memcmp(name, "key", 3) == 0) {
+				rec->koff = (size_t)(p - out->p);
+				rec->klen = (size_t)(q - p);
+			} else if (nl == 5 && memcmp(name, "value", 5) == 0) {
+				rec->voff = (size_t)(p - out->p);
+				rec->vlen = (size_t)(q - p);
+			}
+			p = q + 1;  /* past ',' or '}' */
+		}
+		if (rec->koff == (size_t)-1 || rec->voff == (size_t)-1 || rec->vlen > max_value ||
+		    !fast_key_ok(out->p + rec->koff, rec->klen))
+			goto no;
+	}
+	/* keep only "K" then "V" (the key first, so the value follows it) */
+	tmp = out->len;
+	if (tx_reserve(out, rec->klen + rec->vlen) < 0) {
+		out->len = start;
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	memcpy(out->p + tmp, out->p + rec->koff, rec->klen);
+	memcpy(out->p + tmp + rec->klen, out->p + rec->voff, rec->vlen);
+	memmove(out->p + start, out->p + tmp, rec->klen + rec->vlen);
+	rec->koff = start;
+	rec->voff = start + rec->klen;
+	out->len = start + rec->klen + rec->vlen;
+	out->p[out->len] = '\0';
+	return 1;
+no:
+	out->len = start;
+	out->p[start] = '\0';
+	return 0;
 }

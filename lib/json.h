@@ -67,11 +67,52 @@ void opt_jsonl_free(struct opt_jsonl *r);
  * OPT_EIO on a read error. */
 int opt_jsonl_next(struct opt_jsonl *r, json_t **out);
 
+/* The same in two steps: the text of the next value (framed as
+ * opt_jsonl_next frames it; valid until the next call on r): 1, 0 at the
+ * end, OPT_EIO; then, when wanted, parse it as opt_jsonl_next does (0 or
+ * OPT_EINVAL "line N: invalid JSON: ..."). */
+int opt_jsonl_next_text(struct opt_jsonl *r, const char **text, size_t *len);
+int opt_jsonl_parse_text(struct opt_jsonl *r, const char *text, size_t len, json_t **out);
+
 /* 1 if more input is already buffered (the next value can be read without
  * waiting), 0 otherwise. */
 int opt_jsonl_buffered(const struct opt_jsonl *r);
 
 /* The line number (1-based) where the last value read began. */
 long opt_jsonl_line(const struct opt_jsonl *r);
+
+/* A growing text buffer (p NUL-terminated when not NULL). */
+struct opt_text {
+	char *p;
+	size_t len, cap;
+};
+
+/* Append n bytes (0 or OPT_EIO); free the buffer (it may be reused). */
+int opt_text_add(struct opt_text *t, const char *s, size_t n);
+void opt_text_free(struct opt_text *t);
+
+/* The canonical JSON of the one JSON value in in[0..len) (white space
+ * around it allowed), appended to out, without building values: 1 when
+ * done; 0 when the text is not handled by this fast path (out unchanged)
+ * -- \u escapes, reals, integers of more than 18 digits, -0, escaped or
+ * duplicate object names, nesting deeper than 64, or text that is not
+ * JSON -- and the caller must use jansson (opt_json_parse) and
+ * opt_json_canon, which decide; OPT_EIO when out of memory.  What it
+ * produces is byte for byte what that path produces. */
+int opt_json_canon_text(struct opt_text *out, const char *in, size_t len);
+
+/* A record {"key": K, "value": V} as canonical text. */
+struct opt_text_rec {
+	size_t koff, klen;   /* K at out->p + koff */
+	size_t voff, vlen;   /* V */
+};
+
+/* The fast path for one record: appends K's and V's canonical text to out
+ * and sets *rec: 1; 0 (out unchanged) when the fast path does not handle
+ * the text or the record is not a plain valid one (not an object, no
+ * "key" or "value", a key that is not a key, V longer than max_value):
+ * the caller parses it with jansson and reports what is wrong. */
+int opt_json_record_text(struct opt_text *out, const char *in, size_t len, size_t max_value,
+			 struct opt_text_rec *rec);
 
 #endif

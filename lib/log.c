@@ -155,9 +155,76 @@ int opt_log_append(struct opt_tracker *t, const char *header_id, const json_t *f
 	return opt_log_append_signed(t, header_id, fields, NULL, NULL, out);
 }
 
+/* The entry with actions as text is stored with a placeholder for them
+ * (a one-string array naming a random marker), then its block is written
+ * again as text with the actions' text in the placeholder's place. */
+static int splice_actions(struct opt_tracker *t, const char *header_id, const char *marker,
+			  const struct opt_log_actions_text *at, int big)
+{
+	const json_t *h, *b;
+	const char *id;
+	char bid[OPT_ID_MAX + 1], *s = NULL, *out = NULL, *hit = NULL, pat[80];
+	size_t n = 0, pl, i;
+	int rc;
+
+	if ((rc = opt_tracker_get(t, header_id, &h)) < 0)
+		return rc;
+	id = json_string_value(json_object_get(h, "tailId"));
+	if (!id || (rc = opt_tracker_get(t, id, &b)) < 0)
+		return rc < 0 ? rc : opt_error_set(OPT_EINTEGRITY, "the log of '%.80s' has no tail", header_id);
+	if (big) {
+		id = json_string_value(json_object_get(b, "priorId"));
+		if (!id || (rc = opt_tracker_get(t, id, &b)) < 0)
+			return rc < 0 ? rc : opt_error_set(OPT_EINTEGRITY, "a sealed log entry has no block");
+	}
+	snprintf(bid, sizeof(bid), "%s", id);
+	if ((rc = opt_json_canon(&s, &n, b)) < 0)
+		return rc;
+	pl = (size_t)snprintf(pat, sizeof(pat), "[\"%s\"]", marker);
+	for (i = 0; i + pl <= n; i++)
+		if (s[i] == '[' && memcmp(s + i, pat, pl) == 0) {
+			hit = s + i;
+			break;
+		}
+	if (!hit) {
+		free(s);
+		return opt_error_set(OPT_EINTEGRITY, "a log entry's actions placeholder is lost");
+	}
+	if (!(out = malloc(n - pl + at->len + 1))) {
+		free(s);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	i = (size_t)(hit - s);
+	memcpy(out, s, i);
+	memcpy(out + i, at->text, at->len);
+	memcpy(out + i + at->len, hit + pl, n - i - pl);
+	out[n - pl + at->len] = '\0';
+	free(s);
+	return opt_tracker_insert_text(t, bid, OPT_LOG_DATA_TYPE, out, n - pl + at->len);
+}
+
+static int append(struct opt_tracker *t, const char *header_id, const json_t *fields,
+		  const struct opt_log_actions_text *at,
+		  int (*sign)(void *ctx, const char *hash, char sig[129]), void *ctx, json_t **out);
+
 int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const json_t *fields,
 			  int (*sign)(void *ctx, const char *hash, char sig[129]), void *ctx, json_t **out)
 {
+	return append(t, header_id, fields, NULL, sign, ctx, out);
+}
+
+int opt_log_append_text(struct opt_tracker *t, const char *header_id, const json_t *fields,
+			const struct opt_log_actions_text *at,
+			int (*sign)(void *ctx, const char *hash, char sig[129]), void *ctx)
+{
+	return append(t, header_id, fields, at, sign, ctx, NULL);
+}
+
+static int append(struct opt_tracker *t, const char *header_id, const json_t *fields,
+		  const struct opt_log_actions_text *at,
+		  int (*sign)(void *ctx, const char *hash, char sig[129]), void *ctx, json_t **out)
+{
+	char marker[OPT_ID_LEN + 16];
 	struct opt_source src = opt_tracker_source(t);
 	json_t *entry = NULL, *one = NULL;
 	const json_t *given;
@@ -214,8 +281,18 @@ int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const js
 	if (!json_object_get(entry, "time") &&
 	    (rc = set_new(entry, "time", json_integer(opt_now_ms()))) < 0)
 		goto done;
-	if ((rc = opt_json_hash(hash, json_object_get(entry, "actions"))) < 0 ||
-	    (rc = set_new(entry, "actionsHash", json_string(hash))) < 0 ||
+	if (at) {
+		/* the actions' text stands for them: hashed as it is */
+		char rnd[OPT_ID_LEN + 1];
+		opt_id_new(rnd);
+		snprintf(marker, sizeof(marker), "opt-actions-%s", rnd);
+		if ((rc = set_new(entry, "actions", json_pack("[s]", marker))) < 0)
+			goto done;
+		opt_sha256_hex(hash, at->text, at->len);
+	} else if ((rc = opt_json_hash(hash, json_object_get(entry, "actions"))) < 0) {
+		goto done;
+	}
+	if ((rc = set_new(entry, "actionsHash", json_string(hash))) < 0 ||
 	    (rc = set_new(entry, "prior", json_string(prior))) < 0)
 		goto done;
 	if ((rc = opt_log_entry_hash(entry, hash)) < 0 ||
@@ -236,11 +313,13 @@ int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const js
 	 * never read or rewritten by later appends.  (Stores written before
 	 * the seal have a big entry as the tail, logBig: the next entry
 	 * starts a block of its own.) */
-	big = json_array_size(json_object_get(entry, "actions")) > OPT_LOG_BIG_ACTIONS;
+	big = (at ? at->n : json_array_size(json_object_get(entry, "actions"))) > OPT_LOG_BIG_ACTIONS;
 	if (big)
 		rc = opt_chain_add_sealed(t, header_id, one);
 	else
 		rc = (last_big ? opt_chain_add_new_block : opt_chain_add)(t, header_id, one);
+	if (rc == 0 && at)
+		rc = splice_actions(t, header_id, marker, at, big);
 	if (rc < 0)
 		goto done;
 	big = 0;  /* the tail is the empty block now */

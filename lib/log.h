@@ -61,6 +61,18 @@ int opt_log_append(struct opt_tracker *t, const char *header_id, const json_t *f
 int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const json_t *fields,
 			  int (*sign)(void *ctx, const char *hash, char sig[129]), void *ctx, json_t **out);
 
+/* The same (signed when sign is not NULL), with the entry's actions given
+ * as text: at->text is the canonical JSON array of at->n actions (the
+ * caller vouches for it), hashed and stored as it is, never parsed.
+ * fields' "actions" is ignored. */
+struct opt_log_actions_text {
+	const char *text;
+	size_t len, n;
+};
+int opt_log_append_text(struct opt_tracker *t, const char *header_id, const json_t *fields,
+			const struct opt_log_actions_text *at,
+			int (*sign)(void *ctx, const char *hash, char sig[129]), void *ctx);
+
 /* The newest entry: 0 and *entry (a new reference to a copy), OPT_ENOTFOUND
  * when the log is empty or header_id has no log yet (or does not exist). */
 int opt_log_last(const struct opt_source *src, const char *header_id, json_t **entry);

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <libdeflate.h>
 #include <zlib.h>
 
 struct pobj {
@@ -37,6 +38,10 @@ struct opt_pack {
 			     zlib's fixed cost per stream (~10 us) would
 			     dominate, for little gain on a few hundred bytes */
 	int zinit;
+	/* the others are compressed by libdeflate (level 1: as small as
+	 * zlib's level 1, in about half the time; a bulk load compresses
+	 * hundreds of MB) */
+	struct libdeflate_compressor *ld;
 	/* the last version of each hinted object in this pack (a block by
 	 * its ID): the next version is stored as a delta against it */
 	struct dbase *bases;
@@ -97,6 +102,10 @@ int opt_pack_new(struct opt_pack **out)
 		return opt_error_set(OPT_EIO, "cannot initialise zlib");
 	}
 	p->zinit = 1;
+	if (!(p->ld = libdeflate_alloc_compressor(1))) {
+		opt_pack_free(p);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
 	*out = p;
 	return 0;
 }
@@ -109,6 +118,8 @@ void opt_pack_free(struct opt_pack *p)
 		deflateEnd(&p->z);
 		deflateEnd(&p->zs);
 	}
+	if (p->ld)
+		libdeflate_free_compressor(p->ld);
 	for (size_t i = 0; i < p->capbases; i++) {
 		free(p->bases[i].hint);
 		free(p->bases[i].bytes);
@@ -317,7 +328,7 @@ static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, c
 	z_stream *z = blen < 512 || type == GIT_OBJECT_TREE ? &p->zs : &p->z;
 	int rc;
 
-	bound = z == &p->zs ? blen + 16 + 5 * (blen / 65535) : deflateBound(z, blen);
+	bound = z == &p->zs ? blen + 16 + 5 * (blen / 65535) : libdeflate_zlib_compress_bound(p->ld, blen);
 	if ((rc = grow(p, 32 + bound)) < 0)
 		return rc;
 	if (p->nobjs == p->capobjs) {
@@ -368,14 +379,10 @@ static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, c
 		put32(o, (uint32_t)a);
 		p->len = (size_t)(o + 4 - p->buf);
 	} else {
-		deflateReset(z);
-		z->next_in = (unsigned char *)body;
-		z->avail_in = (uInt)blen;
-		z->next_out = o;
-		z->avail_out = (uInt)bound;
-		if (deflate(z, Z_FINISH) != Z_STREAM_END)
-			return opt_error_set(OPT_EIO, "zlib deflate failed");
-		p->len = (size_t)((o + (bound - z->avail_out)) - p->buf);
+		size_t n = libdeflate_zlib_compress(p->ld, body, blen, o, bound);
+		if (n == 0)
+			return opt_error_set(OPT_EIO, "libdeflate compression failed");
+		p->len = (size_t)((o + n) - p->buf);
 	}
 	p->objs[p->nobjs].crc = (uint32_t)crc32(0, p->buf + p->objs[p->nobjs].off,
 						(uInt)(p->len - p->objs[p->nobjs].off));

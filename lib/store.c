@@ -1398,17 +1398,19 @@ struct change {
 	int del;
 };
 
-int opt_canon_add(struct opt_canon *c, const char *id, char *text, size_t len)
+static int canon_add(struct opt_canon *c, const char *id, char *text, size_t len, int borrowed)
 {
 	if (strlen(id) > OPT_ID_MAX) {
-		free(text);
+		if (!borrowed)
+			free(text);
 		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s'", id);
 	}
 	if (c->n == c->cap) {
 		size_t cap = c->cap ? c->cap * 2 : 256;
 		struct opt_canon_ent *nv = realloc(c->v, cap * sizeof(*nv));
 		if (!nv) {
-			free(text);
+			if (!borrowed)
+				free(text);
 			return opt_error_set(OPT_EIO, "out of memory");
 		}
 		c->v = nv;
@@ -1417,8 +1419,19 @@ int opt_canon_add(struct opt_canon *c, const char *id, char *text, size_t len)
 	strcpy(c->v[c->n].id, id);
 	c->v[c->n].text = text;
 	c->v[c->n].len = len;
+	c->v[c->n].borrowed = borrowed;
 	c->n++;
 	return 0;
+}
+
+int opt_canon_add(struct opt_canon *c, const char *id, char *text, size_t len)
+{
+	return canon_add(c, id, text, len, 0);
+}
+
+int opt_canon_add_borrowed(struct opt_canon *c, const char *id, const char *text, size_t len)
+{
+	return canon_add(c, id, (char *)text, len, 1);
 }
 
 void opt_canon_clear(struct opt_canon *c)
@@ -1426,7 +1439,8 @@ void opt_canon_clear(struct opt_canon *c)
 	size_t i;
 
 	for (i = 0; i < c->n; i++)
-		free(c->v[i].text);
+		if (!c->v[i].borrowed)
+			free(c->v[i].text);
 	free(c->v);
 	memset(c, 0, sizeof(*c));
 }
@@ -1439,7 +1453,7 @@ struct collect {
 	size_t n, cap;
 };
 
-static int collect_cb(const char *id, const json_t *block, void *arg)
+static int collect_cb(const char *id, const json_t *block, const struct opt_block_text *text, void *arg)
 {
 	struct collect *c = arg;
 	struct change *ch;
@@ -1457,8 +1471,12 @@ static int collect_cb(const char *id, const json_t *block, void *arg)
 	if (!opt_id_valid(id) || strlen(id) > OPT_ID_MAX)
 		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s'", id);
 	strcpy(ch->id, id);
-	ch->del = block == NULL;
-	if (block) {
+	ch->del = block == NULL && text == NULL;
+	if (text && !(c->canon && c->canon->next < c->canon->n && strcmp(c->canon->v[c->canon->next].id, id) == 0)) {
+		/* a block inserted as text: stored as it is */
+		if (opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, text->text, text->len, id, &ch->oid) < 0)
+			return OPT_EIO;
+	} else if (block || text) {
 		char *s;
 		size_t len;
 		struct opt_canon *cn = c->canon;
@@ -1466,7 +1484,8 @@ static int collect_cb(const char *id, const json_t *block, void *arg)
 			struct opt_canon_ent *e = &cn->v[cn->next++];
 			if (opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, e->text, e->len, id, &ch->oid) < 0)
 				return OPT_EIO;
-			ocache_put(c->s, &ch->oid, block);
+			if (block)
+				ocache_put(c->s, &ch->oid, block);
 			c->n++;
 			return 0;
 		}
@@ -1624,7 +1643,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	}
 	col.canon = info->canon;
 	col.s = s;
-	if ((rc = opt_tracker_foreach(t, collect_cb, &col)) < 0)
+	if ((rc = opt_tracker_foreach_text(t, collect_cb, &col)) < 0)
 		goto done;
 	if ((rc = build_trees(s, col.pack, base, col.v, col.n, &root)) < 0)
 		goto done;

@@ -165,8 +165,9 @@ struct opt_commit_info {
  * unused entry names it, else serializes the block itself. */
 struct opt_canon_ent {
 	char id[OPT_ID_MAX + 1];
-	char *text;            /* malloc'd */
+	char *text;            /* malloc'd, or borrowed */
 	size_t len;
+	int borrowed;
 };
 
 struct opt_canon {
@@ -176,6 +177,8 @@ struct opt_canon {
 
 /* Append (id, text) to c, taking text (malloc'd); OPT_EIO. */
 int opt_canon_add(struct opt_canon *c, const char *id, char *text, size_t len);
+/* The same with text borrowed (it must outlive c's use; never freed). */
+int opt_canon_add_borrowed(struct opt_canon *c, const char *id, const char *text, size_t len);
 void opt_canon_clear(struct opt_canon *c);
 
 /* Commit the changes of tracker t on top of base (NULL: create the

@@ -14,6 +14,8 @@ struct opt_txn {
 	struct opt_snap *base;
 	struct opt_tracker *t;
 	json_t *actions;
+	char *actions_text;     /* or the actions as canonical text */
+	size_t actions_text_len, actions_text_n;
 	char header_id[OPT_ID_LEN + 1];
 	/* the signer */
 	struct opt_identity id;
@@ -38,6 +40,18 @@ int opt_txn_action(struct opt_txn *x, json_t *action)
 		return opt_error_set(OPT_EIO, "out of memory");
 	if (json_array_append_new(x->actions, action) < 0)
 		return opt_error_set(OPT_EIO, "out of memory");
+	return 0;
+}
+
+int opt_txn_actions_text(struct opt_txn *x, char *text, size_t len, size_t count)
+{
+	if (json_array_size(x->actions) || x->actions_text) {
+		free(text);
+		return opt_error_set(OPT_EINVAL, "a transaction's actions are either JSON values or one text");
+	}
+	x->actions_text = text;
+	x->actions_text_len = len;
+	x->actions_text_n = count;
 	return 0;
 }
 
@@ -80,13 +94,25 @@ struct hash_ctx {
 	const char *header_id;
 };
 
-static int hash_cb(const char *id, const json_t *block, void *arg)
+static int hash_cb(const char *id, const json_t *block, const struct opt_block_text *text, void *arg)
 {
 	struct hash_ctx *h = arg;
 	char hex[65];
 	const char *type;
 	int rc;
 
+	if (text) {
+		/* a block inserted as canonical text: hashed as it is */
+		if (strcmp(text->type, OPT_TYPE_LOG) == 0)
+			return 0;
+		if (strcmp(id, h->header_id) == 0)
+			return opt_error_set(OPT_EINVAL, "the header block cannot be inserted as text");
+		opt_sha256_hex(hex, text->text, text->len);
+		if ((rc = opt_canon_add_borrowed(h->canon, id, text->text, text->len)) < 0)
+			return rc;
+		return json_object_set_new(h->blocks, id, json_string(hex)) < 0 ?
+			opt_error_set(OPT_EIO, "out of memory") : 0;
+	}
 	if (!block)
 		return json_object_set_new(h->blocks, id, json_null()) < 0 ?
 			opt_error_set(OPT_EIO, "out of memory") : 0;
@@ -423,7 +449,7 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 	}
 	if ((rc = fn(x, arg)) < 0)
 		goto done;
-	if (json_array_size(x->actions) == 0 && !(o && o->allow_empty) && !x->status && !x->revert && x->base) {
+	if (json_array_size(x->actions) == 0 && !x->actions_text_n && !(o && o->allow_empty) && !x->status && !x->revert && x->base) {
 		res->rev = opt_snap_rev(x->base);
 		rc = 1;
 		goto done;
@@ -447,11 +473,17 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 		json_object_set_new(fields, "expires", json_integer(x->expires));
 	if (x->revert)
 		json_object_set_new(fields, "revert", json_integer(x->revert));
-	if ((rc = opt_tracker_foreach(x->t, hash_cb, &hc)) < 0)
+	if ((rc = opt_tracker_foreach_text(x->t, hash_cb, &hc)) < 0)
 		goto done;
 	if (x->revert && (rc = revert_blocks(x, hc.blocks)) < 0)
 		goto done;
-	if ((rc = opt_log_append_signed(x->t, x->header_id, fields, sign_cb, &x->id, NULL)) < 0)
+	if (x->actions_text) {
+		struct opt_log_actions_text at = { x->actions_text, x->actions_text_len, x->actions_text_n };
+		rc = opt_log_append_text(x->t, x->header_id, fields, &at, sign_cb, &x->id);
+	} else {
+		rc = opt_log_append_signed(x->t, x->header_id, fields, sign_cb, &x->id, NULL);
+	}
+	if (rc < 0)
 		goto done;
 	{
 		char trailers[1024] = "";
@@ -484,6 +516,9 @@ done:
 	opt_canon_clear(&canon);
 	json_decref(x->actions);
 	x->actions = NULL;
+	free(x->actions_text);
+	x->actions_text = NULL;
+	x->actions_text_len = x->actions_text_n = 0;
 	opt_tracker_free(x->t);
 	x->t = NULL;
 	opt_snap_free(x->base);

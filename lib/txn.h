@@ -101,6 +101,12 @@ const char *opt_txn_collection(struct opt_txn *x);
 /* Record a logical action (stolen). */
 int opt_txn_action(struct opt_txn *x, json_t *action);
 
+/* Or give all of the transaction's actions at once as text (stolen,
+ * malloc'd): the canonical JSON array of count actions, which the log
+ * entry stores and hashes as it is (opt_log_append_text).  OPT_EINVAL when
+ * actions were recorded already. */
+int opt_txn_actions_text(struct opt_txn *x, char *text, size_t len, size_t count);
+
 /* The header type names. */
 #define OPT_TYPE_BLOCKS "COL"   /* a collection of plain blocks (opt-block) */
 #define OPT_TYPE_TREE "TRE"

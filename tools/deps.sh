@@ -13,6 +13,7 @@ pkgconf_ok jansson || missing="$missing libjansson-dev"
 pkgconf_ok libsodium || missing="$missing libsodium-dev"
 pkgconf_ok zlib || missing="$missing zlib1g-dev"
 pkgconf_ok libcrypto || missing="$missing libssl-dev"
+pkgconf_ok libdeflate || missing="$missing libdeflate-dev"
 if [ "$mode" = install ]; then
 	command -v bats >/dev/null 2>&1 || missing="$missing bats"
 	[ -d /usr/lib/bats/bats-support ] || missing="$missing bats-support"

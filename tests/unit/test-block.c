@@ -154,6 +154,77 @@ TEST(tracker_apply_transform_all_or_nothing)
 	json_decref(store);
 }
 
+struct seen {
+	int text, json;
+	char last[64];
+};
+
+static int seen_cb(const char *id, const json_t *block, const struct opt_block_text *text, void *arg)
+{
+	struct seen *s = arg;
+
+	if (text) {
+		s->text++;
+		snprintf(s->last, sizeof(s->last), "%s %s %.*s", id, text->type, (int)(text->len > 30 ? 30 : text->len),
+			 text->text);
+	} else if (block) {
+		s->json++;
+	}
+	return 0;
+}
+
+/* A block inserted as text: handed out as that text by foreach_text,
+ * parsed when read or changed, undone by a rollback. */
+TEST(tracker_text_blocks)
+{
+	json_t *store = J("{\"aa\":{\"header\":{\"id\":\"aa\",\"type\":\"t\",\"collection\":\"c\"},\"a\":[1]}}");
+	struct opt_source src = opt_source_object(store);
+	struct opt_tracker *t;
+	const json_t *b;
+	struct seen s = { 0, 0, "" };
+	json_t *op;
+	size_t tok;
+	const char *tx = "{\"a\":[2,3],\"header\":{\"collection\":\"c\",\"id\":\"bb\",\"type\":\"TL\"}}";
+	const char *ta = "{\"a\":[],\"header\":{\"collection\":\"c\",\"id\":\"aa\",\"type\":\"t\"}}";
+
+	CHECK_RC(opt_tracker_new(&t, &src));
+	CHECK(opt_tracker_insert_text(t, "no/t valid", "TL", strdup(tx), strlen(tx)) == OPT_EINVAL);
+	opt_tracker_mark(t, &tok);
+	CHECK_RC(opt_tracker_insert_text(t, "bb", "TL", strdup(tx), strlen(tx)));
+	CHECK(opt_tracker_changed(t, "bb") && opt_tracker_count(t) == 1);
+	CHECK_RC(opt_tracker_foreach_text(t, seen_cb, &s));
+	CHECK(s.text == 1 && s.json == 0);
+	CHECK(strncmp(s.last, "bb TL {\"a\":[2,3],\"header\":{\"", 26) == 0 && strlen(s.last) == 6 + 30);
+	opt_tracker_rollback(t, tok);
+	CHECK(!opt_tracker_changed(t, "bb") && opt_tracker_empty(t));
+	CHECK(opt_tracker_get(t, "bb", &b) == OPT_ENOTFOUND);
+	/* read, then changed: parsed */
+	CHECK_RC(opt_tracker_insert_text(t, "bb", "TL", strdup(tx), strlen(tx)));
+	CHECK_RC(opt_tracker_get(t, "bb", &b));
+	CHECK(same(b, tx));
+	opt_tracker_mark(t, &tok);
+	op = J("[\"a\",0,1,[]]");
+	CHECK_RC(opt_tracker_update(t, "bb", op));
+	json_decref(op);
+	CHECK_RC(opt_tracker_get(t, "bb", &b));
+	CHECK(same(json_object_get(b, "a"), "[3]"));
+	opt_tracker_rollback(t, tok);
+	CHECK_RC(opt_tracker_get(t, "bb", &b));
+	CHECK(same(json_object_get(b, "a"), "[2,3]"));
+	/* over a source block: the text wins; the plain foreach parses it */
+	CHECK_RC(opt_tracker_insert_text(t, "aa", "t", strdup(ta), strlen(ta)));
+	s.text = s.json = 0;
+	CHECK_RC(opt_tracker_foreach_text(t, seen_cb, &s));
+	CHECK(s.text == 1 && s.json == 1);
+	CHECK_RC(opt_tracker_get(t, "aa", &b));
+	CHECK(same(json_object_get(b, "a"), "[]"));
+	CHECK(same(json_object_get(json_object_get(store, "aa"), "a"), "[1]"));
+	opt_tracker_reset(t);
+	CHECK(opt_tracker_empty(t));
+	opt_tracker_free(t);
+	json_decref(store);
+}
+
 int main(void)
 {
 	opt_util_init();
@@ -161,5 +232,6 @@ int main(void)
 	RUN(block_check);
 	RUN(tracker_overlay_and_rollback);
 	RUN(tracker_apply_transform_all_or_nothing);
+	RUN(tracker_text_blocks);
 	return DONE();
 }

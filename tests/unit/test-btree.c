@@ -1247,6 +1247,158 @@ TEST(bulk)
 	store_close(&s);
 }
 
+/* ---- a bulk load of text into an empty tree ---- */
+
+static int canon_text_cb(const char *id, const json_t *block, const struct opt_block_text *text, void *arg)
+{
+	json_t *v = NULL;
+	char *s = NULL;
+	size_t n = 0;
+	int *bad = arg;
+
+	(void)block;
+	if (!text)
+		return 0;
+	if (opt_json_parse(&v, text->text, text->len) < 0 || opt_json_canon(&s, &n, v) < 0 || n != text->len ||
+	    memcmp(s, text->text, n) != 0 || strcmp(opt_block_id(v), id) != 0 ||
+	    strcmp(opt_block_type(v), text->type) != 0)
+		(*bad)++;
+	free(s);
+	json_decref(v);
+	return 0;
+}
+
+/* n entries from a small domain (duplicates), loaded as text into one
+ * tree and put with opt_btree_put_many into another: the same entries
+ * (keys and values byte for byte), a tree that checks out, full leaves,
+ * canonical blocks. */
+static json_t *plain_key(unsigned mode, unsigned n)
+{
+	char buf[64];
+
+	if (n % 4 == 1 && mode != 1) {
+		/* longer than the 16 bytes sorted by prefix, sharing them */
+		snprintf(buf, sizeof(buf), "a-key-longer-than-16-bytes-%u%s", n % 1000, n % 3 ? "" : "x");
+		return json_string(buf);
+	}
+	if (mode == 1 || (mode == 3 && n % 2)) {
+		long long v = (long long)n * 7919 - 3000000;
+		return json_integer(n % 5 == 0 ? v * 1000000000LL : v);
+	}
+	snprintf(buf, sizeof(buf), n % 3 ? "u%u" : "\xc3\xa9%u~", n);
+	return json_string(buf);
+}
+
+/* mode 0: every kind of key (key_of); 1: integers; 2: strings without
+ * escapes; 3: both (compared without parsing) */
+static void load_one(int cap, size_t n, unsigned domain, unsigned mode)
+{
+	struct store a, b;
+	json_t **keys = malloc((n + 1) * sizeof(*keys)), **vals = malloc((n + 1) * sizeof(*vals));
+	struct opt_kv_text *kv = malloc((n + 1) * sizeof(*kv));
+	char **texts = malloc((2 * n + 1) * sizeof(*texts));
+	struct opt_btree_cursor *ca = NULL, *cb = NULL;
+	size_t i, count = 0, ca_n = 0, cb_n = 0, check_n = 0, leaves;
+	int bad = 0, ra, rb;
+
+	CHECK_RC(store_open(&a, cap));
+	CHECK_RC(store_open(&b, cap));
+	for (i = 0; i < n; i++) {
+		keys[i] = mode ? plain_key(mode, rn(domain)) : key_of(rn(domain));
+		switch (rn(3)) {
+		case 0: vals[i] = json_integer((json_int_t)rn(1000)); break;
+		case 1: vals[i] = json_pack("{s:i,s:[s,n]}", "z", (int)rn(9), "a", "t\xc3\xa9xt\n", NULL); break;
+		default: vals[i] = json_pack("s", "v"); break;
+		}
+		/* the key's text right before the value's, as the reader
+		 * keeps them: not NUL-terminated */
+		CHECK(opt_json_canon(&texts[2 * i], &kv[i].kl, keys[i]) == 0);
+		CHECK(opt_json_canon(&texts[2 * i + 1], &kv[i].vl, vals[i]) == 0);
+		texts[2 * i] = realloc(texts[2 * i], kv[i].kl + kv[i].vl);
+		memcpy(texts[2 * i] + kv[i].kl, texts[2 * i + 1], kv[i].vl);
+		kv[i].k = texts[2 * i];
+		kv[i].v = texts[2 * i] + kv[i].kl;
+	}
+	CHECK_RC(opt_btree_put_many(a.t, a.hid, (const json_t *const *)keys, (const json_t *const *)vals, n));
+	CHECK(opt_btree_load_text(b.t, b.hid, kv, n, &count) == 0);
+	opt_tracker_foreach_text(b.t, canon_text_cb, &bad);
+	CHECK(bad == 0);
+	CHECK_RC(opt_btree_check(&b.tsrc, b.hid, &check_n));
+	CHECK(check_n == count);
+	CHECK_RC(opt_btree_cursor_open(&ca, &a.tsrc, a.hid, NULL));
+	CHECK_RC(opt_btree_cursor_open(&cb, &b.tsrc, b.hid, NULL));
+	for (;;) {
+		const char *ka, *va, *kb, *vb;
+		size_t kal, val, kbl, vbl;
+		ra = opt_btree_cursor_next_text(ca, &ka, &kal, &va, &val);
+		rb = opt_btree_cursor_next_text(cb, &kb, &kbl, &vb, &vbl);
+		CHECK(ra == rb);
+		if (ra != 1 || rb != 1)
+			break;
+		ca_n++;
+		cb_n++;
+		if (kal != kbl || memcmp(ka, kb, kal) != 0 || val != vbl || memcmp(va, vb, val) != 0) {
+			printf("# cap %d n %zu: entry %zu differs: %.*s %.*s / %.*s %.*s\n", cap, n, ca_n, (int)kal, ka,
+			       (int)val, va, (int)kbl, kb, (int)vbl, vb);
+			CHECK(0);
+			break;
+		}
+	}
+	CHECK(ca_n == count && cb_n == count);
+	/* full leaves: as few as the count allows */
+	leaves = opt_tracker_count(b.t) - 1 - (count > (size_t)cap ? 1 : 0);
+	if (count > (size_t)cap * (size_t)cap)
+		leaves = 0;  /* more than one branch: not counted here */
+	if (leaves)
+		CHECK(leaves == (count + (size_t)cap - 1) / (size_t)cap || (count == 0 && leaves == 1));
+	/* a tree that is not empty any more is not loaded again */
+	if (count > 0)
+		CHECK(opt_btree_load_text(b.t, b.hid, kv, n, &count) == 1);
+	opt_btree_cursor_free(ca);
+	opt_btree_cursor_free(cb);
+	for (i = 0; i < n; i++) {
+		json_decref(keys[i]);
+		json_decref(vals[i]);
+		free(texts[2 * i]);
+		free(texts[2 * i + 1]);
+	}
+	free(keys);
+	free(vals);
+	free(kv);
+	free(texts);
+	store_close(&a);
+	store_close(&b);
+}
+
+TEST(load_text)
+{
+	static const int caps[] = { 4, 5, 8, 64 };
+	size_t ci, n;
+	unsigned mode;
+
+	for (ci = 0; ci < 4; ci++) {
+		int cap = caps[ci];
+		for (mode = 0; mode < 4; mode++) {
+			for (n = 0; n <= (size_t)cap * 3 + 2; n++)
+				load_one(cap, n, 100000, mode);
+			load_one(cap, (size_t)cap * cap + 1, 100000, mode);
+			load_one(cap, 3000, 100000, mode);
+			load_one(cap, 3000, 300, mode);  /* many equal keys: the last wins */
+		}
+	}
+	{
+		/* an invalid key: nothing changes */
+		struct store s;
+		struct opt_kv_text kv[2] = { { "1", "1", 1, 1 }, { "{}", "2", 2, 1 } };
+		size_t count = 9, before;
+		CHECK_RC(store_open(&s, 4));
+		before = opt_tracker_count(s.t);
+		CHECK(opt_btree_load_text(s.t, s.hid, kv, 2, &count) == OPT_EINVAL);
+		CHECK(count == 0 && opt_tracker_count(s.t) == before);
+		store_close(&s);
+	}
+}
+
 int main(void)
 {
 	const char *env = getenv("OPT_TEST_SEED");
@@ -1270,5 +1422,6 @@ int main(void)
 	RUN(random_cap64);
 	RUN(random_total);
 	RUN(bulk);
+	RUN(load_text);
 	return DONE();
 }
