@@ -10,7 +10,7 @@ FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 DESTDIR ?=
 
 CFLAGS ?= -O2 -g
-PKGS = libgit2 jansson libsodium zlib libcrypto
+PKGS = libgit2 jansson libsodium zlib libcrypto libdeflate
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || cat VERSION 2>/dev/null || echo 0.1)
 
 # SAN=1 builds into build-san/ with AddressSanitizer and UBSan.

@@ -12,6 +12,7 @@ pkgconf_ok libgit2 || missing="$missing libgit2-dev"
 pkgconf_ok jansson || missing="$missing libjansson-dev"
 pkgconf_ok libsodium || missing="$missing libsodium-dev"
 pkgconf_ok zlib || missing="$missing zlib1g-dev"
+pkgconf_ok libdeflate || missing="$missing libdeflate-dev"
 pkgconf_ok libcrypto || missing="$missing libssl-dev"
 if [ "$mode" = install ]; then
 	command -v bats >/dev/null 2>&1 || missing="$missing bats"
