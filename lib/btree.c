@@ -973,16 +973,22 @@ struct cbranch {
 };
 
 /* Compile branch b (checked by node_kind): NULL when a child ID is not
- * valid (the uncompiled path reports it) or out of memory.  Points into
- * b, which the source keeps as long as the memo. */
+ * valid (the uncompiled path reports it) or out of memory.  String keys
+ * are copied next to each other (a search touches one block of memory);
+ * the rest points into b, which the source keeps as long as the memo. */
 static struct cbranch *branch_compile(const json_t *b)
 {
 	const json_t *parts = json_object_get(b, "partitions"), *nodes = json_object_get(b, "nodes");
-	size_t n = json_array_size(parts), i;
-	struct cbranch *cb = malloc(sizeof(*cb) + n * sizeof(cb->part[0]) + (n + 1) * sizeof(char *));
+	size_t n = json_array_size(parts), i, text = 0, at;
+	struct cbranch *cb;
+	char *t;
 
-	if (!cb)
+	for (i = 0; i < n; i++)
+		text += json_string_length(json_array_get(parts, i));  /* 0 for others */
+	at = sizeof(*cb) + n * sizeof(cb->part[0]) + (n + 1) * sizeof(char *);
+	if (!(cb = malloc(at + text + 1)))
 		return NULL;
+	t = (char *)cb + at;
 	cb->n = n;
 	cb->child = (const char **)(void *)(cb->part + n);
 	for (i = 0; i <= n; i++) {
@@ -996,8 +1002,14 @@ static struct cbranch *branch_compile(const json_t *b)
 	for (i = 0; i < n; i++) {
 		const json_t *p = json_array_get(parts, i);
 		cb->part[i].j = p;
-		cb->part[i].s = json_is_string(p) ? json_string_value(p) : NULL;
-		cb->part[i].l = json_is_string(p) ? json_string_length(p) : 0;
+		cb->part[i].s = NULL;
+		cb->part[i].l = 0;
+		if (json_is_string(p)) {
+			cb->part[i].l = json_string_length(p);
+			memcpy(t, json_string_value(p), cb->part[i].l);
+			cb->part[i].s = t;
+			t += cb->part[i].l;
+		}
 	}
 	return cb;
 }
@@ -1029,8 +1041,11 @@ static size_t cbranch_search(const struct cbranch *cb, const json_t *key, const 
 
 /* Read node id: parsed into *b, or (l given, the source offers it, a leaf
  * that scans) as text into l with *b NULL.  A branch the source keeps
- * comes with its compiled form in l->b.memo->p. */
-static int node_read(const struct opt_source *src, const char *id, json_t **b, struct rawleaf *l, int *kind)
+ * comes with its compiled form in l->b.memo->p.  borrow: l may point at
+ * the index the source keeps (the caller reads nothing more from src
+ * while it uses l). */
+static int node_read(const struct opt_source *src, const char *id, json_t **b, struct rawleaf *l, int *kind,
+		     int borrow)
 {
 	json_error_t jerr;
 	int rc;
@@ -1045,6 +1060,14 @@ static int node_read(const struct opt_source *src, const char *id, json_t **b, s
 		return rc;
 	if (!*b) {
 		struct opt_memo *m = l->b.memo;
+		if (m && m->p && borrow) {
+			/* used before the next read from the source */
+			const struct rawidx *ix = m->p;
+			l->ent = ix->e;
+			l->n = ix->n;
+			*kind = LEAF;
+			return 0;
+		}
 		if (m && m->p) {
 			/* the memo stays with the source's cache, which may drop
 			 * it at the next read from the source: keep a copy */
@@ -1134,7 +1157,7 @@ static int lookup(const struct opt_source *src, const char *header_id, const jso
 					   MAX_DEPTH);
 			goto done;
 		}
-		if ((rc = node_read(src, id, &b, &l, &kind)) < 0)
+		if ((rc = node_read(src, id, &b, &l, &kind, 1)) < 0)
 			goto done;
 		if (kind == LEAF)
 			break;
@@ -1311,7 +1334,7 @@ static int cursor_down(struct opt_btree_cursor *c, const char *start, const json
 					     MAX_DEPTH, id);
 		f = &c->st[c->depth];
 		strcpy(f->id, id);
-		if ((rc = node_read(&c->src, id, &f->node, &f->raw, &f->kind)) < 0)
+		if ((rc = node_read(&c->src, id, &f->node, &f->raw, &f->kind, 0)) < 0)
 			return rc;
 		c->depth++;
 		if (f->kind == LEAF && !f->node) {

@@ -101,11 +101,18 @@ struct idmap {
 
 static size_t id_hash(const char *id)
 {
-	size_t h = 1469598103934665603u;
+	size_t n = strlen(id), i;
+	uint64_t h = 0x9e3779b97f4a7c15u ^ n, w;
 
-	while (*id)
-		h = (h ^ (unsigned char)*id++) * 1099511628211u;
-	return h;
+	/* eight bytes at a time, mixed as splitmix64 does */
+	for (i = 0; i < n; i += 8) {
+		w = 0;
+		memcpy(&w, id + i, n - i < 8 ? n - i : 8);
+		h = (h ^ w) * 0xbf58476d1ce4e5b9u;
+		h ^= h >> 31;
+	}
+	h = (h ^ (h >> 30)) * 0x94d049bb133111ebu;
+	return (size_t)(h ^ (h >> 31));
 }
 
 static void *idmap_get(const struct idmap *m, const char *id)
@@ -209,6 +216,7 @@ struct opt_snap {
 	char hid[OPT_ID_LEN + 1];  /* the header block's ID, once asked for */
 	/* tree leaves' bytes kept for lookups (opt_snap_cache_bytes) */
 	struct idmap rmap;         /* id -> struct raw_slot */
+	git_tree **t2;             /* blocks/<c1>/<c2> trees by ID prefix */
 	struct raw_slot **rring;   /* oldest first from rhead */
 	size_t rcap, rhead, rcount, rbytes, rbudget;
 };
@@ -221,9 +229,9 @@ struct sbuf {
 };
 
 struct raw_slot {
-	char *id;
 	struct sbuf *buf;
 	struct opt_memo memo;
+	char id[];
 };
 
 /* libgit2 rescans objects/pack only when the directory's mtime (in whole
@@ -1033,7 +1041,6 @@ static void raw_slot_free(struct raw_slot *r)
 	if (r->memo.p && r->memo.free)
 		r->memo.free(r->memo.p);
 	sbuf_release(r->buf);
-	free(r->id);
 	free(r);
 }
 
@@ -1071,6 +1078,9 @@ void opt_snap_free(struct opt_snap *snap)
 	}
 	idmap_clear(&snap->pinned);
 	json_decref(snap->trailers);
+	for (i = 0; snap->t2 && i < 32 * 32; i++)
+		git_tree_free(snap->t2[i]);
+	free(snap->t2);
 	git_tree_free(snap->blocks);
 	git_tree_free(snap->root);
 	git_commit_free(snap->commit);
@@ -1115,6 +1125,13 @@ const char *opt_snap_trailer(const struct opt_snap *snap, const char *key)
 }
 
 /* Find the blob of block id. */
+/* The slot of a two-character ID prefix in snap->t2 (IDs are a-z, 2-7). */
+static size_t t2_slot(const char *id)
+{
+	return (size_t)(id[0] >= 'a' ? id[0] - 'a' : id[0] - '2' + 26) * 32 +
+	       (size_t)(id[1] >= 'a' ? id[1] - 'a' : id[1] - '2' + 26);
+}
+
 static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 {
 	const git_tree_entry *e;
@@ -1126,6 +1143,14 @@ static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s'", id);
 	if (!snap->blocks)
 		return OPT_ENOTFOUND;
+	/* the trees of two-character prefixes are kept: a lookup of many
+	 * blocks walks each of them many times */
+	if (id[1] && snap->t2 && snap->t2[t2_slot(id)]) {
+		if (!(e = git_tree_entry_byname(snap->t2[t2_slot(id)], id)))
+			return OPT_ENOTFOUND;
+		*out = *git_tree_entry_id(e);
+		return 0;
+	}
 	c[0] = id[0];
 	e = git_tree_entry_byname(snap->blocks, c);
 	if (!e)
@@ -1141,10 +1166,14 @@ static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 		goto done;
 	}
 	e = git_tree_entry_byname(t2, id);
-	if (!e)
-		goto done;
-	*out = *git_tree_entry_id(e);
-	rc = 0;
+	if (e) {
+		*out = *git_tree_entry_id(e);
+		rc = 0;
+	}
+	if (id[1] && (snap->t2 || (snap->t2 = calloc(32 * 32, sizeof(*snap->t2))))) {
+		snap->t2[t2_slot(id)] = t2;
+		t2 = NULL;
+	}
 done:
 	git_tree_free(t2);
 	git_tree_free(t1);
@@ -1297,9 +1326,10 @@ static struct raw_slot *raw_cache_put(struct opt_snap *snap, const char *id, str
 		snap->rcap = cap;
 		snap->rhead = 0;
 	}
-	if (!(r = calloc(1, sizeof(*r))) || !(r->id = strdup(id)) || idmap_put(&snap->rmap, r->id, r) < 0) {
-		if (r)
-			free(r->id);
+	if (!(r = calloc(1, sizeof(*r) + strlen(id) + 1)))
+		return NULL;
+	strcpy(r->id, id);
+	if (idmap_put(&snap->rmap, r->id, r) < 0) {
 		free(r);
 		return NULL;
 	}
