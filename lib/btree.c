@@ -973,9 +973,10 @@ struct cbranch {
 };
 
 /* Compile branch b (checked by node_kind): NULL when a child ID is not
- * valid (the uncompiled path reports it) or out of memory.  String keys
- * are copied next to each other (a search touches one block of memory);
- * the rest points into b, which the source keeps as long as the memo. */
+ * valid (the uncompiled path reports it) or out of memory.  Child IDs and
+ * string keys are copied next to each other (a search touches one block
+ * of memory); other keys point into b, which the source keeps as long as
+ * the memo. */
 static struct cbranch *branch_compile(const json_t *b)
 {
 	const json_t *parts = json_object_get(b, "partitions"), *nodes = json_object_get(b, "nodes");
@@ -985,6 +986,8 @@ static struct cbranch *branch_compile(const json_t *b)
 
 	for (i = 0; i < n; i++)
 		text += json_string_length(json_array_get(parts, i));  /* 0 for others */
+	for (i = 0; i <= n; i++)
+		text += json_string_length(json_array_get(nodes, i)) + 1;
 	at = sizeof(*cb) + n * sizeof(cb->part[0]) + (n + 1) * sizeof(char *);
 	if (!(cb = malloc(at + text + 1)))
 		return NULL;
@@ -997,7 +1000,9 @@ static struct cbranch *branch_compile(const json_t *b)
 			free(cb);
 			return NULL;
 		}
-		cb->child[i] = c;
+		cb->child[i] = t;
+		memcpy(t, c, json_string_length(json_array_get(nodes, i)) + 1);
+		t += json_string_length(json_array_get(nodes, i)) + 1;
 	}
 	for (i = 0; i < n; i++) {
 		const json_t *p = json_array_get(parts, i);
