@@ -463,19 +463,64 @@ struct gkey {
 	int rc;
 };
 
-static int gkey_cmp(const void *a, const void *b)
-{
-	const struct gkey *x = *(const struct gkey *const *)a, *y = *(const struct gkey *const *)b;
-	int c;
+/* What the sort moves: a string key's first 16 bytes as two big-endian
+ * numbers (most keys differ there), its rank (numbers, strings, arrays:
+ * opt_key_cmp's order) and its place in the batch. */
+struct gsort {
+	uint64_t a, b;
+	uint32_t pos;
+	int rank;
+};
 
-	if (x->ks && y->ks) {
-		c = memcmp(x->ks, y->ks, x->kl < y->kl ? x->kl : y->kl);
+static uint64_t be64(const char *s, size_t n)
+{
+	unsigned char b[8] = { 0 };
+	uint64_t v = 0;
+	size_t i;
+
+	memcpy(b, s, n < 8 ? n : 8);
+	for (i = 0; i < 8; i++)
+		v = v << 8 | b[i];
+	return v;
+}
+
+static void gsort_set(struct gsort *g, const struct gkey *k)
+{
+	g->pos = (uint32_t)k->pos;
+	g->a = g->b = 0;
+	if (k->ks) {
+		g->rank = 1;
+		g->a = be64(k->ks, k->kl);
+		if (k->kl > 8)
+			g->b = be64(k->ks + 8, k->kl - 8);
+	} else {
+		g->rank = json_is_number(k->key) ? 0 : 2;
+	}
+}
+
+static int gsort_cmp(const void *a, const void *b, void *ctx)
+{
+	const struct gsort *p = a, *q = b;
+	const struct gkey *v = ctx, *x = &v[p->pos], *y = &v[q->pos];
+	int c = 0;
+
+	if (p->rank != q->rank)
+		return p->rank < q->rank ? -1 : 1;
+	if (p->rank == 1) {
+		if (p->a != q->a)
+			return p->a < q->a ? -1 : 1;
+		if (p->b != q->b)
+			return p->b < q->b ? -1 : 1;
+		/* the same 16 bytes (zero-padded): a key of up to 16 is a
+		 * prefix of the other */
+		if (x->kl > 16 && y->kl > 16)
+			c = memcmp(x->ks + 16, y->ks + 16, (x->kl < y->kl ? x->kl : y->kl) - 16);
 		if (!c)
 			c = x->kl < y->kl ? -1 : x->kl > y->kl;
 	} else {
 		c = opt_key_cmp(x->key, y->key);
 	}
-	return c ? c : x->pos < y->pos ? -1 : x->pos > y->pos;
+	return c ? c : p->pos < q->pos ? -1 : p->pos > q->pos;
 }
 
 /* More keys can be read without waiting. */
@@ -520,18 +565,19 @@ static int get_emit(struct cmd *c, const char *name, const json_t *key, int rc, 
 }
 
 /* Look up and print the n keys of v. */
-static int get_batch(struct cmd *c, const char *name, struct opt_snap *snap, struct gkey *v, struct gkey **order,
+static int get_batch(struct cmd *c, const char *name, struct opt_snap *snap, struct gkey *v, struct gsort *order,
 		     size_t n, int *missing)
 {
 	size_t i;
 	int st = 0;
 
 	for (i = 0; i < n; i++)
-		order[i] = &v[i];
-	qsort(order, n, sizeof(*order), gkey_cmp);
+		gsort_set(&order[i], &v[i]);
+	qsort_r(order, n, sizeof(*order), gsort_cmp, v);
 	for (i = 0; i < n; i++) {
-		order[i]->rc = opt_tree_get_text(snap, order[i]->key, &order[i]->vs, &order[i]->vl);
-		if (order[i]->rc < 0 && order[i]->rc != OPT_ENOTFOUND)
+		struct gkey *k = &v[order[i].pos];
+		k->rc = opt_tree_get_text(snap, k->key, &k->vs, &k->vl);
+		if (k->rc < 0 && k->rc != OPT_ENOTFOUND)
 			break;
 	}
 	if (i < n) {
@@ -554,7 +600,8 @@ static int do_get(struct cmd *c)
 {
 	struct keys k = { c, 1, NULL, NULL, 0, 0 };
 	struct opt_snap *snap = NULL;
-	struct gkey *v = NULL, **order = NULL;
+	struct gkey *v = NULL;
+	struct gsort *order = NULL;
 	const char *name;
 	size_t n, i, b;
 	int st, rc = 1, missing = 0;

@@ -67,7 +67,9 @@ int opt_pack_stats(git_repository *repo, size_t *packs, size_t *objects, size_t 
  * damaged or hostile data gives an error, never a read outside them.  A
  * pack removed (rolled up) by another process stays readable through its
  * mapping; new packs are seen on a miss when the directory changed.
- * Loose objects are not read: the caller falls back to libgit2. */
+ * (A file shortened in place under a mapping would fault: git, libgit2
+ * and we only ever add packs by rename and drop them by unlink.)  Loose
+ * objects are not read: the caller falls back to libgit2. */
 struct opt_packr;
 
 #define OPT_PACKR_DEPTH 64
