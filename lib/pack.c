@@ -1065,6 +1065,7 @@ struct opt_packr {
 	struct pk *v;
 	size_t n, cap, last;     /* last: the pack of the last hit */
 	int scanned;
+	unsigned reads;          /* since the last look at packdir */
 	struct timespec mtime;   /* of packdir at the last scan */
 	struct libdeflate_decompressor *d;
 };
@@ -1480,7 +1481,9 @@ int opt_packr_read(struct opt_packr *r, const git_oid *id, unsigned char **data,
 	int rc, t = 0;
 
 	*data = NULL;
-	if (!r->scanned)
+	/* now and then, even without a miss: packs rolled up by another
+	 * process are let go (their disk space with them) */
+	if (!r->scanned || ++r->reads % 4096 == 0)
 		packr_scan(r);
 	rc = packr_find(r, id->id, &p, &off);
 	if (rc == 0 && packr_scan(r))

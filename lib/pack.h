@@ -66,7 +66,8 @@ int opt_pack_stats(git_repository *repo, size_t *packs, size_t *objects, size_t 
  * OPT_PACKR_DEPTH.  Everything read from the files is bounds-checked:
  * damaged or hostile data gives an error, never a read outside them.  A
  * pack removed (rolled up) by another process stays readable through its
- * mapping; new packs are seen on a miss when the directory changed.
+ * mapping until the reader looks at the directory again (on a miss, and
+ * every 4096 reads; only when it changed), which also finds new packs.
  * (A file shortened in place under a mapping would fault: git, libgit2
  * and we only ever add packs by rename and drop them by unlink.)  Loose
  * objects are not read: the caller falls back to libgit2. */
