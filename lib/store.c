@@ -217,6 +217,8 @@ struct opt_snap {
 	/* tree leaves' bytes kept for lookups (opt_snap_cache_bytes) */
 	struct idmap rmap;         /* id -> struct raw_slot */
 	git_tree **t2;             /* blocks/<c1>/<c2> trees by ID prefix */
+	struct idmap blobs;        /* their entries by name (block ID) */
+	int noblobs;               /* out of memory: search the trees */
 	struct raw_slot **rring;   /* oldest first from rhead */
 	size_t rcap, rhead, rcount, rbytes, rbudget;
 };
@@ -1078,6 +1080,7 @@ void opt_snap_free(struct opt_snap *snap)
 	}
 	idmap_clear(&snap->pinned);
 	json_decref(snap->trailers);
+	idmap_clear(&snap->blobs);
 	for (i = 0; snap->t2 && i < 32 * 32; i++)
 		git_tree_free(snap->t2[i]);
 	free(snap->t2);
@@ -1146,7 +1149,8 @@ static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 	/* the trees of two-character prefixes are kept: a lookup of many
 	 * blocks walks each of them many times */
 	if (id[1] && snap->t2 && snap->t2[t2_slot(id)]) {
-		if (!(e = git_tree_entry_byname(snap->t2[t2_slot(id)], id)))
+		e = snap->noblobs ? git_tree_entry_byname(snap->t2[t2_slot(id)], id) : idmap_get(&snap->blobs, id);
+		if (!e)
 			return OPT_ENOTFOUND;
 		*out = *git_tree_entry_id(e);
 		return 0;
@@ -1171,7 +1175,15 @@ static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 		rc = 0;
 	}
 	if (id[1] && (snap->t2 || (snap->t2 = calloc(32 * 32, sizeof(*snap->t2))))) {
+		size_t i;
 		snap->t2[t2_slot(id)] = t2;
+		for (i = 0; i < git_tree_entrycount(t2) && !snap->noblobs; i++) {
+			const git_tree_entry *te = git_tree_entry_byindex(t2, i);
+			const char *n = git_tree_entry_name(te);
+			/* (an entry out of place is not found, as by name) */
+			if (n[0] == id[0] && n[1] == id[1] && idmap_put(&snap->blobs, n, (void *)te) < 0)
+				snap->noblobs = 1;
+		}
 		t2 = NULL;
 	}
 done:
