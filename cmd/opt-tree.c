@@ -576,6 +576,11 @@ static int get_batch(struct cmd *c, const char *name, struct opt_snap *snap, str
 	qsort_r(order, n, sizeof(*order), gsort_cmp, v);
 	for (i = 0; i < n; i++) {
 		struct gkey *k = &v[order[i].pos];
+		/* the keys are all over memory: ask early */
+		if (i + 16 < n)
+			__builtin_prefetch(&v[order[i + 16].pos]);
+		if (i + 8 < n)
+			__builtin_prefetch(v[order[i + 8].pos].key);
 		k->rc = opt_tree_get_text(snap, k->key, &k->vs, &k->vl);
 		if (k->rc < 0 && k->rc != OPT_ENOTFOUND)
 			break;
@@ -591,8 +596,13 @@ static int get_batch(struct cmd *c, const char *name, struct opt_snap *snap, str
 		}
 		return st;
 	}
-	for (i = 0; i < n && st == 0; i++)
+	for (i = 0; i < n && st == 0; i++) {
+		if (i + 4 < n) {
+			__builtin_prefetch(v[i + 4].vs);
+			__builtin_prefetch(v[i + 4].key);
+		}
 		st = get_emit(c, name, v[i].key, v[i].rc, v[i].vs, v[i].vl, missing);
+	}
 	return st;
 }
 
