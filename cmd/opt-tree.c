@@ -541,15 +541,36 @@ static int keys_waiting(struct keys *k)
 	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
+/* A string key that needs no escapes as canonical JSON text, in buf
+ * (cap bytes): 1 and *len, else 0. */
+static int key_text_plain(const json_t *key, char *buf, size_t cap, size_t *len)
+{
+	const char *s = json_string_value(key);
+	size_t n = json_string_length(key), i;
+
+	if (!s || n + 2 > cap)
+		return 0;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+			return 0;
+	buf[0] = '"';
+	memcpy(buf + 1, s, n);
+	buf[n + 1] = '"';
+	*len = n + 2;
+	return 1;
+}
+
 /* Print the result of looking key up (rc, the value's text vs). */
 static int get_emit(struct cmd *c, const char *name, const json_t *key, int rc, const char *vs, size_t vl,
 		    int *missing)
 {
-	char *ks = NULL;
+	char *ks = NULL, buf[256];
 	size_t kl;
 	int st = 0;
 
-	if (rc == OPT_ENOTFOUND) {
+	if (rc == 0 && key_text_plain(key, buf, sizeof(buf), &kl)) {
+		st = print_kv_text(c, buf, kl, vs, vl);
+	} else if (rc == OPT_ENOTFOUND) {
 		(*missing)++;
 		opt_json_canon(&ks, NULL, key);
 		cmd_fail(c, OPT_ENOTFOUND, "no key %s in tree '%s'", ks ? ks : "?", name);
