@@ -447,8 +447,8 @@ static void keys_free(struct keys *k)
 /* ---- get ---- */
 
 /* Keys are looked up in batches: as many as are at hand (operands, and
- * what standard input holds without waiting: a file, or a pipe's
- * buffered lines; one key at a time when they come slowly), sorted, so
+ * what standard input holds without waiting long: a file, or what comes
+ * through a pipe; one key at a time when they come slowly), sorted, so
  * that the lookups walk the tree in order: each leaf is read once per
  * batch and visited while it is in the CPU's caches.  Records are printed
  * in the order given. */
@@ -538,7 +538,9 @@ static int keys_waiting(struct keys *k)
 		return 1;
 	if (k->in && opt_jsonl_buffered(k->in))
 		return 1;
-	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+	/* a writer into a pipe fills it in bursts: a key that comes within
+	 * 2 ms is still at hand (a person typing keys does not notice) */
+	return poll(&p, 1, 2) == 1 && (p.revents & POLLIN);
 }
 
 /* A string key that needs no escapes as canonical JSON text, in buf
