@@ -5,6 +5,7 @@
 #include "txn.h"
 
 #include <poll.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -506,13 +507,198 @@ static void keys_free(struct keys *k)
 
 /* ---- get ---- */
 
+/* Keys are looked up in batches: as many as are at hand (operands, and
+ * what standard input holds without waiting long: a file, or what comes
+ * through a pipe; one key at a time when they come slowly), sorted, so
+ * that the lookups walk the tree in order: each leaf is read once per
+ * batch and visited while it is in the CPU's caches.  Records are printed
+ * in the order given. */
+#define GET_BATCH 131072
+
+struct gkey {
+	json_t *key;
+	const char *ks;   /* a string key's bytes (else NULL) */
+	size_t kl, pos;
+	char *vs;
+	size_t vl;
+	int rc;
+};
+
+/* What the sort moves: a string key's first 16 bytes as two big-endian
+ * numbers (most keys differ there), its rank (numbers, strings, arrays:
+ * opt_key_cmp's order) and its place in the batch. */
+struct gsort {
+	uint64_t a, b;
+	uint32_t pos;
+	int rank;
+};
+
+static uint64_t be64(const char *s, size_t n)
+{
+	unsigned char b[8] = { 0 };
+	uint64_t v = 0;
+	size_t i;
+
+	memcpy(b, s, n < 8 ? n : 8);
+	for (i = 0; i < 8; i++)
+		v = v << 8 | b[i];
+	return v;
+}
+
+static void gsort_set(struct gsort *g, const struct gkey *k)
+{
+	g->pos = (uint32_t)k->pos;
+	g->a = g->b = 0;
+	if (k->ks) {
+		g->rank = 1;
+		g->a = be64(k->ks, k->kl);
+		if (k->kl > 8)
+			g->b = be64(k->ks + 8, k->kl - 8);
+	} else {
+		g->rank = json_is_number(k->key) ? 0 : 2;
+	}
+}
+
+static int gsort_cmp(const void *a, const void *b, void *ctx)
+{
+	const struct gsort *p = a, *q = b;
+	const struct gkey *v = ctx, *x = &v[p->pos], *y = &v[q->pos];
+	int c = 0;
+
+	if (p->rank != q->rank)
+		return p->rank < q->rank ? -1 : 1;
+	if (p->rank == 1) {
+		if (p->a != q->a)
+			return p->a < q->a ? -1 : 1;
+		if (p->b != q->b)
+			return p->b < q->b ? -1 : 1;
+		/* the same 16 bytes (zero-padded): a key of up to 16 is a
+		 * prefix of the other */
+		if (x->kl > 16 && y->kl > 16)
+			c = memcmp(x->ks + 16, y->ks + 16, (x->kl < y->kl ? x->kl : y->kl) - 16);
+		if (!c)
+			c = x->kl < y->kl ? -1 : x->kl > y->kl;
+	} else {
+		c = opt_key_cmp(x->key, y->key);
+	}
+	return c ? c : p->pos < q->pos ? -1 : p->pos > q->pos;
+}
+
+/* More keys can be read without waiting. */
+static int keys_waiting(struct keys *k)
+{
+	static int file = -1;
+	struct pollfd p = { 0, POLLIN, 0 };
+	struct stat st;
+
+	if (!k->from_stdin)
+		return 1;
+	if (file < 0)
+		file = fstat(0, &st) == 0 && S_ISREG(st.st_mode);
+	if (file)
+		return 1;
+	if (k->in && opt_jsonl_buffered(k->in))
+		return 1;
+	/* a writer into a pipe fills it in bursts: a key that comes within
+	 * 2 ms is still at hand (a person typing keys does not notice) */
+	return poll(&p, 1, 2) == 1 && (p.revents & POLLIN);
+}
+
+/* A string key that needs no escapes as canonical JSON text, in buf
+ * (cap bytes): 1 and *len, else 0. */
+static int key_text_plain(const json_t *key, char *buf, size_t cap, size_t *len)
+{
+	const char *s = json_string_value(key);
+	size_t n = json_string_length(key), i;
+
+	if (!s || n + 2 > cap)
+		return 0;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+			return 0;
+	buf[0] = '"';
+	memcpy(buf + 1, s, n);
+	buf[n + 1] = '"';
+	*len = n + 2;
+	return 1;
+}
+
+/* Print the result of looking key up (rc, the value's text vs). */
+static int get_emit(struct cmd *c, const char *name, const json_t *key, int rc, const char *vs, size_t vl,
+		    int *missing)
+{
+	char *ks = NULL, buf[256];
+	size_t kl;
+	int st = 0;
+
+	if (rc == 0 && key_text_plain(key, buf, sizeof(buf), &kl)) {
+		st = print_kv_text(c, buf, kl, vs, vl);
+	} else if (rc == OPT_ENOTFOUND) {
+		(*missing)++;
+		opt_json_canon(&ks, NULL, key);
+		cmd_fail(c, OPT_ENOTFOUND, "no key %s in tree '%s'", ks ? ks : "?", name);
+	} else if (rc < 0) {
+		st = cmd_lib_fail(c, rc);
+	} else if (opt_json_canon(&ks, &kl, key) < 0) {
+		st = cmd_lib_fail(c, OPT_EIO);
+	} else {
+		st = print_kv_text(c, ks, kl, vs, vl);
+	}
+	free(ks);
+	return st;
+}
+
+/* Look up and print the n keys of v. */
+static int get_batch(struct cmd *c, const char *name, struct opt_snap *snap, struct gkey *v, struct gsort *order,
+		     size_t n, int *missing)
+{
+	size_t i;
+	int st = 0;
+
+	for (i = 0; i < n; i++)
+		gsort_set(&order[i], &v[i]);
+	qsort_r(order, n, sizeof(*order), gsort_cmp, v);
+	for (i = 0; i < n; i++) {
+		struct gkey *k = &v[order[i].pos];
+		/* the keys are all over memory: ask early */
+		if (i + 16 < n)
+			__builtin_prefetch(&v[order[i + 16].pos]);
+		if (i + 8 < n)
+			__builtin_prefetch(v[order[i + 8].pos].key);
+		k->rc = opt_tree_get_text(snap, k->key, &k->vs, &k->vl);
+		if (k->rc < 0 && k->rc != OPT_ENOTFOUND)
+			break;
+	}
+	if (i < n) {
+		/* a failure: as without batches, the keys before the first
+		 * failing one (in the order given) are printed */
+		for (i = 0; i < n && st == 0; i++) {
+			free(v[i].vs);
+			v[i].vs = NULL;
+			v[i].rc = opt_tree_get_text(snap, v[i].key, &v[i].vs, &v[i].vl);
+			st = get_emit(c, name, v[i].key, v[i].rc, v[i].vs, v[i].vl, missing);
+		}
+		return st;
+	}
+	for (i = 0; i < n && st == 0; i++) {
+		if (i + 4 < n) {
+			__builtin_prefetch(v[i + 4].vs);
+			__builtin_prefetch(v[i + 4].key);
+		}
+		st = get_emit(c, name, v[i].key, v[i].rc, v[i].vs, v[i].vl, missing);
+	}
+	return st;
+}
+
 static int do_get(struct cmd *c)
 {
 	struct keys k = { c, 1, NULL, NULL, 0, 0 };
 	struct opt_snap *snap = NULL;
+	struct gkey *v = NULL;
+	struct gsort *order = NULL;
 	const char *name;
-	json_t *key;
-	int st, rc, missing = 0;
+	size_t n, i, b;
+	int st, rc = 1, missing = 0;
 
 	if ((st = need_name(c, &name)))
 		return st;
@@ -520,36 +706,44 @@ static int do_get(struct cmd *c)
 		return cmd_usage(c, "no key given (use - to read keys from stdin)");
 	if ((st = open_tree(c, name, &snap)))
 		return st;
-	/* lookups revisit leaves at random: keep their bytes and indexes */
-	opt_snap_cache_bytes(snap, (size_t)128 << 20);
-	while ((rc = next_key(&k, &key)) == 1) {
-		char *ks = NULL, *vs = NULL;
-		size_t kl, vl;
-		rc = opt_tree_get_text(snap, key, &vs, &vl);
-		if (rc == OPT_ENOTFOUND) {
-			missing++;
-			opt_json_canon(&ks, NULL, key);
-			cmd_fail(c, OPT_ENOTFOUND, "no key %s in tree '%s'", ks ? ks : "?", name);
-		} else if (rc < 0) {
-			json_decref(key);
-			st = cmd_lib_fail(c, rc);
-			goto done;
-		} else if (opt_json_canon(&ks, &kl, key) < 0) {
-			st = cmd_lib_fail(c, OPT_EIO);
-		} else {
-			st = print_kv_text(c, ks, kl, vs, vl);
-		}
-		free(ks);
-		free(vs);
-		json_decref(key);
-		if (st)
-			goto done;
+	v = malloc(GET_BATCH * sizeof(*v));
+	order = malloc(GET_BATCH * sizeof(*order));
+	if (!v || !order) {
+		st = cmd_lib_fail(c, OPT_EIO);
+		goto done;
 	}
-	if (rc < 0)
+	/* a batch reads each leaf once, in order: a few leaves' bytes are
+	 * enough; from a second batch on, leaves are read again: keep them */
+	opt_snap_cache_bytes(snap, (size_t)8 << 20);
+	for (b = 0; rc == 1 && st == 0; b++) {
+		json_t *key;
+		if (b == 1)
+			opt_snap_cache_bytes(snap, (size_t)128 << 20);
+		for (n = 0; n < GET_BATCH && (rc = next_key(&k, &key)) == 1;) {
+			v[n].key = key;
+			v[n].ks = json_string_value(key);
+			v[n].kl = json_string_length(key);
+			v[n].pos = n;
+			v[n].vs = NULL;
+			v[n].vl = 0;
+			v[n].rc = 0;
+			n++;
+			if (!keys_waiting(&k))
+				break;
+		}
+		st = get_batch(c, name, snap, v, order, n, &missing);
+		for (i = 0; i < n; i++) {
+			json_decref(v[i].key);
+			free(v[i].vs);
+		}
+	}
+	if (st == 0 && rc < 0)
 		st = -rc;
-	else if (missing)
+	else if (st == 0 && missing)
 		st = OPT_EXIT_NOTFOUND;
 done:
+	free(v);
+	free(order);
 	keys_free(&k);
 	opt_snap_free(snap);
 	return st;

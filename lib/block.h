@@ -51,7 +51,10 @@ struct opt_source {
 	/* Optional (may be NULL): get block id as stored, unparsed, when
 	 * that is cheaper: 0 with either *out (parsed, as get gives it) or
 	 * *raw (the canonical bytes of a tree leaf, which readers scan
-	 * without building JSON values), the other left empty. */
+	 * without building JSON values), the other left empty.  With *out,
+	 * raw->memo alone may be set (no bytes): a slot kept with a block
+	 * the source keeps for its life (an inner tree node), where a reader
+	 * may leave what it derived from the block (valid while *out is). */
 	int (*get_raw)(void *ctx, const char *id, json_t **out, struct opt_bytes *raw);
 };
 

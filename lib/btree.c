@@ -1290,9 +1290,104 @@ static size_t raw_search(const struct rawleaf *l, const json_t *key, int upper, 
 	return lo;
 }
 
+/* ---- branches compiled for lookups ----
+ *
+ * An inner node the source keeps (with a memo slot: opt_source.get_raw)
+ * is read by every lookup under it: its partitions (string keys as bytes)
+ * and child IDs, checked once, go into the memo, so a lookup compares
+ * bytes instead of walking JSON values. */
+
+struct cpart {
+	const char *s;     /* a string key's bytes, else NULL */
+	size_t l;
+	const json_t *j;
+};
+
+struct cbranch {
+	size_t n;          /* partitions; n + 1 children */
+	const char **child;
+	struct cpart part[];
+};
+
+/* Compile branch b (checked by node_kind): NULL when a child ID is not
+ * valid (the uncompiled path reports it) or out of memory.  Child IDs and
+ * string keys are copied next to each other (a search touches one block
+ * of memory); other keys point into b, which the source keeps as long as
+ * the memo. */
+static struct cbranch *branch_compile(const json_t *b)
+{
+	const json_t *parts = json_object_get(b, "partitions"), *nodes = json_object_get(b, "nodes");
+	size_t n = json_array_size(parts), i, text = 0, at;
+	struct cbranch *cb;
+	char *t;
+
+	for (i = 0; i < n; i++)
+		text += json_string_length(json_array_get(parts, i));  /* 0 for others */
+	for (i = 0; i <= n; i++)
+		text += json_string_length(json_array_get(nodes, i)) + 1;
+	at = sizeof(*cb) + n * sizeof(cb->part[0]) + (n + 1) * sizeof(char *);
+	if (!(cb = malloc(at + text + 1)))
+		return NULL;
+	t = (char *)cb + at;
+	cb->n = n;
+	cb->child = (const char **)(void *)(cb->part + n);
+	for (i = 0; i <= n; i++) {
+		const char *c = json_string_value(json_array_get(nodes, i));
+		if (!c || !opt_id_valid(c)) {
+			free(cb);
+			return NULL;
+		}
+		cb->child[i] = t;
+		memcpy(t, c, json_string_length(json_array_get(nodes, i)) + 1);
+		t += json_string_length(json_array_get(nodes, i)) + 1;
+	}
+	for (i = 0; i < n; i++) {
+		const json_t *p = json_array_get(parts, i);
+		cb->part[i].j = p;
+		cb->part[i].s = NULL;
+		cb->part[i].l = 0;
+		if (json_is_string(p)) {
+			cb->part[i].l = json_string_length(p);
+			memcpy(t, json_string_value(p), cb->part[i].l);
+			cb->part[i].s = t;
+			t += cb->part[i].l;
+		}
+	}
+	return cb;
+}
+
+/* branch_search on a compiled branch; ks (kl bytes) is key's string, or
+ * NULL when key is not one. */
+static size_t cbranch_search(const struct cbranch *cb, const json_t *key, const char *ks, size_t kl)
+{
+	size_t lo = 0, hi = cb->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct cpart *p = &cb->part[mid];
+		int c;
+		if (ks && p->s) {
+			c = memcmp(ks, p->s, kl < p->l ? kl : p->l);
+			if (!c)
+				c = kl < p->l ? -1 : kl > p->l;
+		} else {
+			c = opt_key_cmp(key, p->j);
+		}
+		if (c >= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* Read node id: parsed into *b, or (l given, the source offers it, a leaf
- * that scans) as text into l with *b NULL. */
-static int node_read(const struct opt_source *src, const char *id, json_t **b, struct rawleaf *l, int *kind)
+ * that scans) as text into l with *b NULL.  A branch the source keeps
+ * comes with its compiled form in l->b.memo->p.  borrow: l may point at
+ * the index the source keeps (the caller reads nothing more from src
+ * while it uses l). */
+static int node_read(const struct opt_source *src, const char *id, json_t **b, struct rawleaf *l, int *kind,
+		     int borrow)
 {
 	json_error_t jerr;
 	int rc;
@@ -1307,6 +1402,14 @@ static int node_read(const struct opt_source *src, const char *id, json_t **b, s
 		return rc;
 	if (!*b) {
 		struct opt_memo *m = l->b.memo;
+		if (m && m->p && borrow) {
+			/* used before the next read from the source */
+			const struct rawidx *ix = m->p;
+			l->ent = ix->e;
+			l->n = ix->n;
+			*kind = LEAF;
+			return 0;
+		}
 		if (m && m->p) {
 			/* the memo stays with the source's cache, which may drop
 			 * it at the next read from the source: keep a copy */
@@ -1342,6 +1445,9 @@ static int node_read(const struct opt_source *src, const char *id, json_t **b, s
 		rawleaf_release(l);
 		if (!*b)
 			return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is not valid JSON: %s", id, jerr.text);
+	} else if (l->b.memo && l->b.memo->p) {
+		*kind = BRANCH;  /* checked and compiled at an earlier read */
+		return 0;
 	}
 	if ((rc = node_kind(*b, id, 0)) < 0) {
 		json_decref(*b);
@@ -1349,6 +1455,8 @@ static int node_read(const struct opt_source *src, const char *id, json_t **b, s
 		return rc;
 	}
 	*kind = rc;
+	if (rc == BRANCH && l->b.memo && !l->b.memo->p && (l->b.memo->p = branch_compile(*b)))
+		l->b.memo->free = free;
 	return 0;
 }
 
@@ -1375,7 +1483,8 @@ static int lookup(const struct opt_source *src, const char *header_id, const jso
 	json_t *b = NULL;
 	char id[OPT_ID_MAX + 1];
 	const json_t *e;
-	size_t i;
+	size_t i, kl = json_is_string(key) ? json_string_length(key) : 0;
+	const char *ks = json_is_string(key) ? json_string_value(key) : NULL;
 	int rc, kind = BRANCH, d, found, err = 0;
 
 	memset(&l, 0, sizeof(l));
@@ -1390,12 +1499,18 @@ static int lookup(const struct opt_source *src, const char *header_id, const jso
 					   MAX_DEPTH);
 			goto done;
 		}
-		if ((rc = node_read(src, id, &b, &l, &kind)) < 0)
+		if ((rc = node_read(src, id, &b, &l, &kind, 1)) < 0)
 			goto done;
 		if (kind == LEAF)
 			break;
-		i = branch_search(json_object_get(b, "partitions"), key);
-		rc = copy_id(id, json_array_get(json_object_get(b, "nodes"), i), id);
+		if (l.b.memo && l.b.memo->p) {
+			const struct cbranch *cb = l.b.memo->p;
+			strcpy(id, cb->child[cbranch_search(cb, key, ks, kl)]);
+			rc = 0;
+		} else {
+			i = branch_search(json_object_get(b, "partitions"), key);
+			rc = copy_id(id, json_array_get(json_object_get(b, "nodes"), i), id);
+		}
 		json_decref(b);
 		b = NULL;
 		if (rc < 0)
@@ -1561,7 +1676,7 @@ static int cursor_down(struct opt_btree_cursor *c, const char *start, const json
 					     MAX_DEPTH, id);
 		f = &c->st[c->depth];
 		strcpy(f->id, id);
-		if ((rc = node_read(&c->src, id, &f->node, &f->raw, &f->kind)) < 0)
+		if ((rc = node_read(&c->src, id, &f->node, &f->raw, &f->kind, 0)) < 0)
 			return rc;
 		c->depth++;
 		if (f->kind == LEAF && !f->node) {

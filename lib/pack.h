@@ -56,4 +56,39 @@ int opt_pack_consolidate(git_repository *repo, int force);
 /* Number of packs and objects in them. */
 int opt_pack_stats(git_repository *repo, size_t *packs, size_t *objects, size_t *bytes);
 
+/* ---- reading packs ----
+ *
+ * Our own reader of version 2 pack indexes and the packs they index
+ * (ours and fetched ones alike): both files mapped, the object found by
+ * fan-out and binary search, inflated with libdeflate into a buffer of
+ * the size the entry header gives; deltas (OFS_DELTA, and REF_DELTA with
+ * the base in any pack read) are applied here, in chains of at most
+ * OPT_PACKR_DEPTH.  Everything read from the files is bounds-checked:
+ * damaged or hostile data gives an error, never a read outside them.  A
+ * pack removed (rolled up) by another process stays readable through its
+ * mapping until the reader looks at the directory again (on a miss, and
+ * every 4096 reads; only when it changed), which also finds new packs.
+ * (A file shortened in place under a mapping would fault: git, libgit2
+ * and we only ever add packs by rename and drop them by unlink.)  Loose
+ * objects are not read: the caller falls back to libgit2. */
+struct opt_packr;
+
+#define OPT_PACKR_DEPTH 64
+
+/* A reader of the packs in objdir/pack (none opened yet; a missing
+ * directory is fine). */
+int opt_packr_new(struct opt_packr **out, const char *objdir);
+void opt_packr_free(struct opt_packr *r);
+
+/* Read object id: 0 with *data (malloc'd, len + 1 bytes, NUL-terminated),
+ * *len and *type; OPT_ENOTFOUND when no pack holds it; OPT_EINTEGRITY
+ * when the pack holding it is damaged (or uses what we do not read). */
+int opt_packr_read(struct opt_packr *r, const git_oid *id, unsigned char **data, size_t *len, git_object_t *type);
+
+/* Read the pack stream at pack (len bytes, its idx bytes at idx), not
+ * mapped from files: for tests of the reader on damaged data.  Same
+ * results as opt_packr_read. */
+int opt_packr_read_mem(const unsigned char *idx, size_t idxlen, const unsigned char *pack, size_t packlen,
+		       const git_oid *id, unsigned char **data, size_t *len, git_object_t *type);
+
 #endif

@@ -40,6 +40,10 @@ struct opt_store {
 	json_t *ocache;
 	char (*oring)[GIT_OID_HEXSZ + 1];
 	size_t opos;
+	/* our own reader of the packs (block reads), made at the first read;
+	 * libgit2 reads what it does not hold */
+	struct opt_packr *packr;
+	int nopackr;
 };
 
 #define OCACHE 256
@@ -81,6 +85,119 @@ struct cache_slot {
 	json_t *block;
 };
 
+/* A map from block IDs to records that hold their ID (open addressing,
+ * linear probing): the lookups of a point read want it cheaper than a
+ * JSON object's. */
+struct idmap_ent {
+	size_t h;
+	const char *id;   /* the record's own; NULL: free */
+	void *v;
+};
+
+struct idmap {
+	struct idmap_ent *t;
+	size_t cap, n;
+};
+
+static size_t id_hash(const char *id)
+{
+	size_t n = strlen(id), i;
+	uint64_t h = 0x9e3779b97f4a7c15u ^ n, w;
+
+	/* eight bytes at a time, mixed as splitmix64 does */
+	for (i = 0; i < n; i += 8) {
+		w = 0;
+		memcpy(&w, id + i, n - i < 8 ? n - i : 8);
+		h = (h ^ w) * 0xbf58476d1ce4e5b9u;
+		h ^= h >> 31;
+	}
+	h = (h ^ (h >> 30)) * 0x94d049bb133111ebu;
+	return (size_t)(h ^ (h >> 31));
+}
+
+static void *idmap_get(const struct idmap *m, const char *id)
+{
+	size_t h, i;
+
+	if (!m->n)
+		return NULL;
+	h = id_hash(id);
+	for (i = h & (m->cap - 1); m->t[i].id; i = (i + 1) & (m->cap - 1))
+		if (m->t[i].h == h && strcmp(m->t[i].id, id) == 0)
+			return m->t[i].v;
+	return NULL;
+}
+
+/* Add v under id (not present; id must live as long as the entry). */
+static int idmap_put(struct idmap *m, const char *id, void *v)
+{
+	size_t h, i;
+
+	if ((m->n + 1) * 2 > m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 64, k;
+		struct idmap_ent *t = calloc(cap, sizeof(*t));
+		if (!t)
+			return -1;
+		for (k = 0; k < m->cap; k++) {
+			if (!m->t[k].id)
+				continue;
+			for (i = m->t[k].h & (cap - 1); t[i].id; i = (i + 1) & (cap - 1))
+				;
+			t[i] = m->t[k];
+		}
+		free(m->t);
+		m->t = t;
+		m->cap = cap;
+	}
+	h = id_hash(id);
+	for (i = h & (m->cap - 1); m->t[i].id; i = (i + 1) & (m->cap - 1))
+		;
+	m->t[i].h = h;
+	m->t[i].id = id;
+	m->t[i].v = v;
+	m->n++;
+	return 0;
+}
+
+/* Remove id (backward-shift deletion: no tombstones). */
+static void idmap_del(struct idmap *m, const char *id)
+{
+	size_t h, i, j;
+
+	if (!m->n)
+		return;
+	h = id_hash(id);
+	for (i = h & (m->cap - 1); m->t[i].id; i = (i + 1) & (m->cap - 1))
+		if (m->t[i].h == h && strcmp(m->t[i].id, id) == 0)
+			break;
+	if (!m->t[i].id)
+		return;
+	m->n--;
+	for (j = (i + 1) & (m->cap - 1); m->t[j].id; j = (j + 1) & (m->cap - 1)) {
+		size_t home = m->t[j].h & (m->cap - 1);
+		/* move j back to i unless its home lies in (i, j] */
+		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+			m->t[i] = m->t[j];
+			i = j;
+		}
+	}
+	m->t[i].id = NULL;
+}
+
+static void idmap_clear(struct idmap *m)
+{
+	free(m->t);
+	memset(m, 0, sizeof(*m));
+}
+
+/* A block kept for the snapshot's life (inner tree nodes, headers), with
+ * a slot for what readers derive from it (see opt_source.get_raw). */
+struct pin {
+	json_t *block;
+	struct opt_memo memo;
+	char id[];
+};
+
 struct opt_snap {
 	struct opt_store *s;
 	char *name;
@@ -94,19 +211,29 @@ struct opt_snap {
 	struct cache_slot *cache;  /* nslots ring of cached IDs, oldest first */
 	size_t nslots, ring;
 	json_t *lru;               /* id -> block for the IDs in the ring */
-	json_t *pinned;            /* inner nodes and headers: kept */
+	struct idmap pinned;       /* inner nodes and headers: kept (struct pin) */
 	json_t *trailers;          /* parsed trailers */
 	char hid[OPT_ID_LEN + 1];  /* the header block's ID, once asked for */
 	/* tree leaves' bytes kept for lookups (opt_snap_cache_bytes) */
-	json_t *rmap;              /* id -> slot (an integer holding a pointer) */
+	struct idmap rmap;         /* id -> struct raw_slot */
+	git_tree **t2;             /* blocks/<c1>/<c2> trees by ID prefix */
+	struct idmap blobs;        /* their entries by name (block ID) */
+	int noblobs;               /* out of memory: search the trees */
 	struct raw_slot **rring;   /* oldest first from rhead */
 	size_t rcap, rhead, rcount, rbytes, rbudget;
 };
 
+/* A block's stored bytes, shared by the cache and the readers it hands
+ * them to. */
+struct sbuf {
+	size_t refs, len;
+	unsigned char *data;
+};
+
 struct raw_slot {
-	char *id;
-	git_odb_object *obj;
+	struct sbuf *buf;
 	struct opt_memo memo;
+	char id[];
 };
 
 /* libgit2 rescans objects/pack only when the directory's mtime (in whole
@@ -165,6 +292,38 @@ static int s_odb_read(struct opt_store *s, git_odb_object **out, const git_oid *
 	if (rc == GIT_ENOTFOUND && reload_odb(s) == 0)
 		rc = git_odb_read(out, s->odb, id);
 	return rc;
+}
+
+/* Read object id: *data (malloc'd, NUL-terminated) and *len.  Our pack
+ * reader first (several times faster than git_odb_read on a leaf: no
+ * zlib stream set-up, libdeflate); libgit2 for what it does not find or
+ * cannot read (loose and pending objects, damage: libgit2's own word). */
+static int s_read(struct opt_store *s, const git_oid *id, unsigned char **data, size_t *len)
+{
+	git_odb_object *obj = NULL;
+	git_object_t type;
+
+	*data = NULL;
+	if (!s->packr && !s->nopackr) {
+		char objdir[PATH_MAX];
+		snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
+		if (opt_packr_new(&s->packr, objdir) < 0)
+			s->nopackr = 1;
+	}
+	if (s->packr && !s->gpending && opt_packr_read(s->packr, id, data, len, &type) == 0)
+		return 0;
+	if (s_odb_read(s, &obj, id) < 0)
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
+	*len = git_odb_object_size(obj);
+	*data = malloc(*len + 1);
+	if (!*data) {
+		git_odb_object_free(obj);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	memcpy(*data, git_odb_object_data(obj), *len);
+	(*data)[*len] = '\0';
+	git_odb_object_free(obj);
+	return 0;
 }
 
 static int global_init(void)
@@ -484,6 +643,7 @@ void opt_store_free(struct opt_store *s)
 	free(s->oring);
 	git_odb_free(s->odb);
 	git_repository_free(s->repo);
+	opt_packr_free(s->packr);
 	free(s->path);
 	free(s);
 }
@@ -868,12 +1028,21 @@ int opt_snap_parent(struct opt_snap **out, struct opt_snap *snap)
 	return rc;
 }
 
+static void sbuf_release(void *owner)
+{
+	struct sbuf *b = owner;
+
+	if (b && --b->refs == 0) {
+		free(b->data);
+		free(b);
+	}
+}
+
 static void raw_slot_free(struct raw_slot *r)
 {
 	if (r->memo.p && r->memo.free)
 		r->memo.free(r->memo.p);
-	git_odb_object_free(r->obj);
-	free(r->id);
+	sbuf_release(r->buf);
 	free(r);
 }
 
@@ -884,9 +1053,8 @@ static void raw_cache_clear(struct opt_snap *snap)
 	for (i = 0; i < snap->rcount; i++)
 		raw_slot_free(snap->rring[(snap->rhead + i) % snap->rcap]);
 	free(snap->rring);
-	json_decref(snap->rmap);
+	idmap_clear(&snap->rmap);
 	snap->rring = NULL;
-	snap->rmap = NULL;
 	snap->rcap = snap->rhead = snap->rcount = snap->rbytes = 0;
 }
 
@@ -901,8 +1069,21 @@ void opt_snap_free(struct opt_snap *snap)
 		free(snap->cache[i].id);
 	free(snap->cache);
 	json_decref(snap->lru);
-	json_decref(snap->pinned);
+	for (i = 0; i < snap->pinned.cap; i++) {
+		struct pin *p = snap->pinned.t[i].id ? snap->pinned.t[i].v : NULL;
+		if (!p)
+			continue;
+		if (p->memo.p && p->memo.free)
+			p->memo.free(p->memo.p);
+		json_decref(p->block);
+		free(p);
+	}
+	idmap_clear(&snap->pinned);
 	json_decref(snap->trailers);
+	idmap_clear(&snap->blobs);
+	for (i = 0; snap->t2 && i < 32 * 32; i++)
+		git_tree_free(snap->t2[i]);
+	free(snap->t2);
 	git_tree_free(snap->blocks);
 	git_tree_free(snap->root);
 	git_commit_free(snap->commit);
@@ -947,6 +1128,13 @@ const char *opt_snap_trailer(const struct opt_snap *snap, const char *key)
 }
 
 /* Find the blob of block id. */
+/* The slot of a two-character ID prefix in snap->t2 (IDs are a-z, 2-7). */
+static size_t t2_slot(const char *id)
+{
+	return (size_t)(id[0] >= 'a' ? id[0] - 'a' : id[0] - '2' + 26) * 32 +
+	       (size_t)(id[1] >= 'a' ? id[1] - 'a' : id[1] - '2' + 26);
+}
+
 static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 {
 	const git_tree_entry *e;
@@ -958,6 +1146,15 @@ static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s'", id);
 	if (!snap->blocks)
 		return OPT_ENOTFOUND;
+	/* the trees of two-character prefixes are kept: a lookup of many
+	 * blocks walks each of them many times */
+	if (id[1] && snap->t2 && snap->t2[t2_slot(id)]) {
+		e = snap->noblobs ? git_tree_entry_byname(snap->t2[t2_slot(id)], id) : idmap_get(&snap->blobs, id);
+		if (!e)
+			return OPT_ENOTFOUND;
+		*out = *git_tree_entry_id(e);
+		return 0;
+	}
 	c[0] = id[0];
 	e = git_tree_entry_byname(snap->blocks, c);
 	if (!e)
@@ -973,10 +1170,22 @@ static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 		goto done;
 	}
 	e = git_tree_entry_byname(t2, id);
-	if (!e)
-		goto done;
-	*out = *git_tree_entry_id(e);
-	rc = 0;
+	if (e) {
+		*out = *git_tree_entry_id(e);
+		rc = 0;
+	}
+	if (id[1] && (snap->t2 || (snap->t2 = calloc(32 * 32, sizeof(*snap->t2))))) {
+		size_t i;
+		snap->t2[t2_slot(id)] = t2;
+		for (i = 0; i < git_tree_entrycount(t2) && !snap->noblobs; i++) {
+			const git_tree_entry *te = git_tree_entry_byindex(t2, i);
+			const char *n = git_tree_entry_name(te);
+			/* (an entry out of place is not found, as by name) */
+			if (n[0] == id[0] && n[1] == id[1] && idmap_put(&snap->blobs, n, (void *)te) < 0)
+				snap->noblobs = 1;
+		}
+		t2 = NULL;
+	}
 done:
 	git_tree_free(t2);
 	git_tree_free(t1);
@@ -997,29 +1206,18 @@ int opt_snap_block_oid(struct opt_snap *snap, const char *id, char out[41])
 int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t *len)
 {
 	git_oid oid;
-	git_odb_object *obj = NULL;
 	int rc;
 
 	*buf = NULL;
 	if ((rc = find_blob(snap, id, &oid)) < 0)
 		return rc;
-	if (s_odb_read(snap->s, &obj, &oid) < 0)
-		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
-	*len = git_odb_object_size(obj);
-	*buf = malloc(*len + 1);
-	if (!*buf) {
-		git_odb_object_free(obj);
-		return opt_error_set(OPT_EIO, "out of memory");
-	}
-	memcpy(*buf, git_odb_object_data(obj), *len);
-	(*buf)[*len] = '\0';
-	git_odb_object_free(obj);
-	return 0;
+	return s_read(snap->s, &oid, (unsigned char **)buf, len);
 }
 
 /* A block already parsed: 1 and *out, or 0 and *oid (its blob). */
 static int snap_cached(struct opt_snap *snap, const char *id, git_oid *oid, json_t **out)
 {
+	struct pin *p;
 	json_t *b;
 	int rc;
 
@@ -1027,14 +1225,16 @@ static int snap_cached(struct opt_snap *snap, const char *id, git_oid *oid, json
 		if (!snap->nslots)
 			snap->nslots = CACHE_SLOTS;
 		snap->cache = calloc(snap->nslots, sizeof(*snap->cache));
-		if (!snap->pinned)
-			snap->pinned = json_object();
 		if (!snap->lru)
 			snap->lru = json_object();
-		if (!snap->cache || !snap->pinned || !snap->lru)
+		if (!snap->cache || !snap->lru)
 			return opt_error_set(OPT_EIO, "out of memory");
 	}
-	if ((b = json_object_get(snap->pinned, id)) || (b = json_object_get(snap->lru, id))) {
+	if ((p = idmap_get(&snap->pinned, id))) {
+		*out = json_incref(p->block);
+		return 1;
+	}
+	if ((b = json_object_get(snap->lru, id))) {
 		*out = json_incref(b);
 		return 1;
 	}
@@ -1047,15 +1247,15 @@ static int snap_cached(struct opt_snap *snap, const char *id, git_oid *oid, json
 	return 0;
 }
 
-/* Parse the blob obj of block id (freed here) and cache it. */
-static int snap_parse(struct opt_snap *snap, const char *id, git_odb_object *obj, json_t **out)
+/* Parse the bytes data (len; freed here) of block id and cache it. */
+static int snap_parse(struct opt_snap *snap, const char *id, unsigned char *data, size_t len, json_t **out)
 {
 	struct cache_slot *slot;
 	json_error_t err;
 	json_t *b;
 
-	b = json_loadb(git_odb_object_data(obj), git_odb_object_size(obj), 0, &err);
-	git_odb_object_free(obj);
+	b = json_loadb((const char *)data, len, 0, &err);
+	free(data);
 	if (!b)
 		return opt_error_set(OPT_EINTEGRITY, "block '%s' of collection '%s' is not valid JSON: %s",
 				     id, snap->name, err.text);
@@ -1063,7 +1263,17 @@ static int snap_parse(struct opt_snap *snap, const char *id, git_odb_object *obj
 	 * lookup) and headers stay; the rest share the slots, a map with the
 	 * oldest entry leaving when it is full */
 	if (json_object_get(b, "partitions") || json_object_get(b, "name")) {
-		json_object_set(snap->pinned, id, b);
+		struct pin *p = malloc(sizeof(*p) + strlen(id) + 1);
+		if (p) {
+			strcpy(p->id, id);
+			p->block = json_incref(b);
+			p->memo.p = NULL;
+			p->memo.free = NULL;
+			if (idmap_put(&snap->pinned, p->id, p) < 0) {
+				json_decref(b);
+				free(p);
+			}
+		}
 		*out = b;
 		return 0;
 	}
@@ -1082,48 +1292,38 @@ static int snap_get(void *ctx, const char *id, json_t **out)
 {
 	struct opt_snap *snap = ctx;
 	git_oid oid;
-	git_odb_object *obj = NULL;
+	unsigned char *data;
+	size_t len;
 	int rc;
 
 	*out = NULL;
 	if ((rc = snap_cached(snap, id, &oid, out)) != 0)
 		return rc < 0 ? rc : 0;
-	if (s_odb_read(snap->s, &obj, &oid) < 0)
-		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
-	return snap_parse(snap, id, obj, out);
-}
-
-static void release_odb_object(void *obj)
-{
-	git_odb_object_free(obj);
+	if ((rc = s_read(snap->s, &oid, &data, &len)) < 0)
+		return rc;
+	return snap_parse(snap, id, data, len, out);
 }
 
 static struct raw_slot *raw_cache_get(struct opt_snap *snap, const char *id)
 {
-	json_t *v;
-
-	if (!snap->rmap || !(v = json_object_get(snap->rmap, id)))
-		return NULL;
-	return (struct raw_slot *)(intptr_t)json_integer_value(v);
+	return idmap_get(&snap->rmap, id);
 }
 
-/* Keep obj (a new reference is taken) as block id's bytes; NULL when it
+/* Keep buf (a new reference is taken) as block id's bytes; NULL when it
  * is not kept (too large, out of memory). */
-static struct raw_slot *raw_cache_put(struct opt_snap *snap, const char *id, git_odb_object *obj)
+static struct raw_slot *raw_cache_put(struct opt_snap *snap, const char *id, struct sbuf *buf)
 {
-	size_t size = git_odb_object_size(obj);
+	size_t size = buf->len;
 	struct raw_slot *r;
 
 	if (!snap->rbudget || size > snap->rbudget / 4)
-		return NULL;
-	if (!snap->rmap && !(snap->rmap = json_object()))
 		return NULL;
 	while (snap->rcount && snap->rbytes + size > snap->rbudget) {
 		struct raw_slot *old = snap->rring[snap->rhead];
 		snap->rhead = (snap->rhead + 1) % snap->rcap;
 		snap->rcount--;
-		snap->rbytes -= git_odb_object_size(old->obj);
-		json_object_del(snap->rmap, old->id);
+		snap->rbytes -= old->buf->len;
+		idmap_del(&snap->rmap, old->id);
 		raw_slot_free(old);
 	}
 	if (snap->rcount == snap->rcap) {
@@ -1138,14 +1338,15 @@ static struct raw_slot *raw_cache_put(struct opt_snap *snap, const char *id, git
 		snap->rcap = cap;
 		snap->rhead = 0;
 	}
-	if (!(r = calloc(1, sizeof(*r))) || !(r->id = strdup(id)) ||
-	    json_object_set_new(snap->rmap, id, json_integer((json_int_t)(intptr_t)r)) < 0) {
-		if (r)
-			free(r->id);
+	if (!(r = calloc(1, sizeof(*r) + strlen(id) + 1)))
+		return NULL;
+	strcpy(r->id, id);
+	if (idmap_put(&snap->rmap, r->id, r) < 0) {
 		free(r);
 		return NULL;
 	}
-	git_odb_object_dup(&r->obj, obj);
+	buf->refs++;
+	r->buf = buf;
 	snap->rring[(snap->rhead + snap->rcount++) % snap->rcap] = r;
 	snap->rbytes += size;
 	return r;
@@ -1157,12 +1358,13 @@ void opt_snap_cache_bytes(struct opt_snap *snap, size_t bytes)
 	snap->rbudget = bytes;
 }
 
-static void raw_out(struct opt_bytes *raw, git_odb_object *obj, struct raw_slot *r)
+/* Hand buf to raw (the reference the caller holds goes with it). */
+static void raw_out(struct opt_bytes *raw, struct sbuf *buf, struct raw_slot *r)
 {
-	raw->data = git_odb_object_data(obj);
-	raw->len = git_odb_object_size(obj);
-	raw->release = release_odb_object;
-	raw->owner = obj;
+	raw->data = (const char *)buf->data;
+	raw->len = buf->len;
+	raw->release = sbuf_release;
+	raw->owner = buf;
 	raw->memo = r ? &r->memo : NULL;
 }
 
@@ -1173,35 +1375,42 @@ static int snap_get_raw(void *ctx, const char *id, json_t **out, struct opt_byte
 	static const char leaf[] = "{\"entries\":[";
 	struct opt_snap *snap = ctx;
 	git_oid oid;
-	git_odb_object *obj = NULL;
+	unsigned char *data;
+	size_t len;
 	int rc;
-
 	struct raw_slot *r;
-
-	json_t *b;
+	struct sbuf *buf;
+	struct pin *p;
 
 	*out = NULL;
 	memset(raw, 0, sizeof(*raw));
 	/* inner nodes and headers first: a lookup reads several of them */
-	if (snap->pinned && (b = json_object_get(snap->pinned, id))) {
-		*out = json_incref(b);
+	if ((p = idmap_get(&snap->pinned, id))) {
+		*out = json_incref(p->block);
+		raw->memo = &p->memo;
 		return 0;
 	}
 	if ((r = raw_cache_get(snap, id))) {
-		git_odb_object_dup(&obj, r->obj);
-		raw_out(raw, obj, r);
+		r->buf->refs++;
+		raw_out(raw, r->buf, r);
 		return 0;
 	}
 	if ((rc = snap_cached(snap, id, &oid, out)) != 0)
 		return rc < 0 ? rc : 0;
-	if (s_odb_read(snap->s, &obj, &oid) < 0)
-		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
-	if (git_odb_object_size(obj) > sizeof(leaf) - 1 &&
-	    memcmp(git_odb_object_data(obj), leaf, sizeof(leaf) - 1) == 0) {
-		raw_out(raw, obj, raw_cache_put(snap, id, obj));
+	if ((rc = s_read(snap->s, &oid, &data, &len)) < 0)
+		return rc;
+	if (len > sizeof(leaf) - 1 && memcmp(data, leaf, sizeof(leaf) - 1) == 0) {
+		if (!(buf = malloc(sizeof(*buf)))) {
+			free(data);
+			return opt_error_set(OPT_EIO, "out of memory");
+		}
+		buf->refs = 1;
+		buf->len = len;
+		buf->data = data;
+		raw_out(raw, buf, raw_cache_put(snap, id, buf));
 		return 0;
 	}
-	return snap_parse(snap, id, obj, out);
+	return snap_parse(snap, id, data, len, out);
 }
 
 

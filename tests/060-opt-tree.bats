@@ -250,6 +250,33 @@ EOF
 	assert_equal "$stderr" "opt-tree: no key 7 in tree 'users'"
 }
 
+@test "get: many keys in any order, repeated and absent ones, from a file or a pipe that pauses: records in the order given" {
+	# a tree of many small leaves; keys are looked up in sorted batches
+	for i in $(seq 1 400); do printf '{"key":"k%03d","value":{"n":%d}}\n' "$i" "$i"; done |
+		opt-tree put t --capacity 4 >/dev/null
+	for i in 7 400 1 7 250 999 3 128 128 0 64; do echo "k$(printf %03d "$i")"; done >"$TMP/keys"
+	expect() {
+		while read -r k; do
+			n=$((10#${k#k}))
+			if [ "$n" -ge 1 ] && [ "$n" -le 400 ]; then printf '{"key":"%s","value":{"n":%d}}\n' "$k" "$n"; fi
+		done <"$TMP/keys"
+	}
+	run --separate-stderr opt-tree get t - <"$TMP/keys"
+	assert_failure 1
+	assert_output "$(expect)"
+	assert_equal "$stderr" $'opt-tree: no key "k999" in tree \'t\'\nopt-tree: no key "k000" in tree \'t\''
+	# operands too, and JSON keys
+	run --separate-stderr opt-tree get t $(cat "$TMP/keys")
+	assert_output "$(expect)"
+	run --separate-stderr opt-tree get t -j - < <(sed 's/.*/"&"/' "$TMP/keys")
+	assert_output "$(expect)"
+	# keys that come in two bursts through a pipe: the first ones are
+	# looked up without waiting for the rest
+	run --separate-stderr bash -c "{ head -4 '$TMP/keys'; sleep 0.3; tail -n +5 '$TMP/keys'; } | opt-tree get t -"
+	assert_failure 1
+	assert_output "$(expect)"
+}
+
 # --- del ---
 
 @test "del: the count goes down; one revision; absent keys exit 1 but the others go" {
