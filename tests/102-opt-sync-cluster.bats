@@ -762,3 +762,33 @@ bash_offers() {
 	[ -z "$(git --git-dir="$OPT_STORE" for-each-ref --format='%(refname)' "refs/opt/remotes/g/" |
 		grep -v -x -F -f <(placed_on g | sed 's|^|refs/opt/remotes/g/|'))" ]
 }
+
+@test "a cluster pull takes a multi-collection transaction whole, even when only one home holds it" {
+	make_peers 2
+	opt-block init "$TMP/w" >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
+	opt-log trust "$(key_of "$TMP/w")" --name w
+	local p b
+	for p in p1 p2; do
+		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
+		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
+	done
+	for b in b c d e f g h; do
+		[ "$(opt-sync where a | jq -r .home)" != "$(opt-sync where "$b" | jq -r .home)" ] && break
+	done
+	txn() { echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}]}}"; }
+	txn k0 | opt-log commit >/dev/null
+	opt-sync push >/dev/null
+	opt-sync -C "$TMP/w" pull >/dev/null
+	# the other writer's transaction reached only $b's home (the primary's:
+	# the last in name order), a's home went down meanwhile
+	txn k1 | opt-log -C "$TMP/w" commit >/dev/null
+	opt-sync -C "$TMP/w" push "$(opt-sync where "$b" | jq -r .home)" "$b" >/dev/null
+	run opt-sync pull
+	assert_success
+	# both halves, or neither
+	[ "$(opt-tree get a k1 | jq -c .)" = "$(opt-tree get "$b" k1 | jq -c .)" ] ||
+		fail "half a transaction: a: $(opt-tree get a k1) $b: $(opt-tree get "$b" k1)"
+	run opt-tree get a k1
+	assert_success
+}
