@@ -508,7 +508,7 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 	}
 	for (i = 0; i < json_array_size(recs); i++)
 		write_rec(fd, json_array_get(recs, i));
-	if (hw.held && rc == 0) {
+	if (hw.held && rc != OPT_ENET) {
 		json_t *h = json_pack("{s:O}", "_held", hw.held);
 		if (h)
 			write_rec(fd, h);
@@ -1559,8 +1559,8 @@ static int pull_homes(struct run *r, json_t *only, json_t **held, json_t **names
 	rc = run_jobs(r->c, jobs, nj, OP_PULL_HOME, r->o);
 	for (i = 0; rc == 0 && i < nj; i++) {
 		json_t *set;
-		if (jobs[i].rc < 0)
-			continue;
+		if (jobs[i].rc == OPT_ENET || !jobs[i].held)
+			continue;  /* down (or it never listed) */
 		set = json_object();
 		for (k = 0; k < json_array_size(jobs[i].held); k++)
 			json_object_set_new(set, json_string_value(json_array_get(jobs[i].held, k)), json_true());
@@ -1570,15 +1570,22 @@ static int pull_homes(struct run *r, json_t *only, json_t **held, json_t **names
 		rc = all_names(r->c, *held, names);
 	if (rc == 0)
 		rc = run_names(r, *names);
+	for (i = 0; rc == 0 && i < nj; i++) {
+		/* a peer that answered but whose pull failed (what it gave was
+		 * refused, a conflict): the collections it is the home of
+		 * failed, as they would have in a pull of just those (settle
+		 * reports them); the peer is not down */
+		if (jobs[i].rc >= 0 || jobs[i].rc == OPT_ENET)
+			continue;
+		for (k = 0; k < json_array_size(jobs[i].held); k++) {
+			const char *name = json_string_value(json_array_get(jobs[i].held, k));
+			size_t idx[OPT_CLUSTER_PEERS_MAX];
+			if (find_c(r, name) && place(r->c, name, idx) > 0 && idx[0] == i)
+				add_name(jobs[i].names, name);
+		}
+	}
 	if (rc == 0)
 		rc = settle(r, jobs, nj, 1);
-	for (i = 0; rc == 0 && i < nj; i++)
-		if (jobs[i].rc < 0 && !r->down[i]) {
-			/* not to be asked again in this pull */
-			r->down[i] = 1;
-			r->down_msg[i] = jobs[i].error ? strdup(jobs[i].error) : NULL;
-			r->down_attempts[i] = jobs[i].attempts;
-		}
 	/* the homes were asked: the replicas come next */
 	for (i = 0; rc == 0 && i < r->nc; i++)
 		r->cs[i].acting = 0;

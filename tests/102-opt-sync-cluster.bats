@@ -792,3 +792,34 @@ bash_offers() {
 	run opt-tree get a k1
 	assert_success
 }
+
+@test "a cluster pull from a home that gives what this store refuses: exit 4, the home's collections failed, the home not called unreachable" {
+	make_peers 2
+	opt-block init "$TMP/w" >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
+	local p c home
+	for p in p1 p2; do
+		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
+		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
+	done
+	make_colls 6
+	opt-sync push >/dev/null
+	opt-sync -C "$TMP/w" pull >/dev/null
+	# a writer this store does not trust wrote c1 at its home
+	home=$(opt-sync where c1 | jq -r .home)
+	opt-tree -C "$TMP/w" put c1 k 2 >/dev/null
+	opt-sync -C "$TMP/w" push "$home" c1 >/dev/null
+	run --separate-stderr opt-sync pull
+	assert_failure 4
+	[[ "$stderr" == *"does not trust"* ]] || fail "$stderr"
+	refute_output --partial '"status":"unreachable"'
+	assert_output --partial '"down":[]'
+	# each collection of that home is reported failed, none taken elsewhere
+	for c in $(placed_on "$home"); do
+		[ "$(opt-sync where "$c" | jq -r .home)" = "$home" ] || continue
+		assert_line --partial "{\"remote\":\"$home\",\"collection\":\"$c\",\"status\":\"failed\""
+		refute_line --partial "\"collection\":\"$c\",\"rev\":"
+	done
+	run opt-tree get c1 k
+	assert_output '{"key":"k","value":1}'
+}
