@@ -776,7 +776,13 @@ static int settle(struct run *r, struct job *jobs, size_t nj, int home)
 				json_object_set_new(seen, name, json_true());
 			if (cs && reached_status(json_string_value(json_object_get(rec, "status")))) {
 				const char *st = json_string_value(json_object_get(rec, "status"));
-				add_name(cs->reached, peer);
+				size_t q;
+				/* a copy outside the placement (a multi-collection
+				 * transaction carried it there) is no replica */
+				for (q = 0; q < cs->np && cs->place[q] != j->peer; q++)
+					;
+				if (q < cs->np)
+					add_name(cs->reached, peer);
 				if (home)
 					cs->home_ok = 1;
 				else if (!json_is_true(json_object_get(rec, "dry_run")) &&

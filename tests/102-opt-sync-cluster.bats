@@ -781,7 +781,7 @@ bash_offers() {
 	opt-sync push >/dev/null
 	opt-sync -C "$TMP/w" pull >/dev/null
 	# the other writer's transaction reached only $b's home (the primary's:
-	# the last in name order), a's home went down meanwhile
+	# the last in name order), as when a's home is down during its push
 	txn k1 | opt-log -C "$TMP/w" commit >/dev/null
 	opt-sync -C "$TMP/w" push "$(opt-sync where "$b" | jq -r .home)" "$b" >/dev/null
 	run opt-sync pull
@@ -822,4 +822,23 @@ bash_offers() {
 	done
 	run opt-tree get c1 k
 	assert_output '{"key":"k","value":1}'
+}
+
+@test "a copy outside a collection's placement (a multi-collection transaction carried it) does not count toward --min: exit 5" {
+	make_peers 3
+	local a b q rep
+	a=a
+	q=$(opt-sync where a | jq -r '["p1","p2","p3"] - .peers | .[0]')
+	rep=$(opt-sync where a | jq -r '.peers[1]')
+	# b is placed on q, the peer a is not placed on
+	for b in b c d e f g h i j k; do
+		[ "$(opt-sync where "$b" | jq --arg p "$q" '.peers | index($p)')" != null ] && break
+	done
+	echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"k\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"k\",\"value\":1}]}}" |
+		opt-log commit >/dev/null
+	mv "$TMP/$rep" "$TMP/$rep.away"
+	run --separate-stderr opt-sync push --retries 0
+	mv "$TMP/$rep.away" "$TMP/$rep"
+	[ "$status" -eq 5 ] || fail "exit $status: $output $stderr"
+	assert_line --partial '{"collection":"a","status":"under-replicated","reached":1,"required":2'
 }
