@@ -842,3 +842,38 @@ bash_offers() {
 	[ "$status" -eq 5 ] || fail "exit $status: $output $stderr"
 	assert_line --partial '{"collection":"a","status":"under-replicated","reached":1,"required":2'
 }
+
+@test "a cluster pull with a transaction of ours over two homes that both moved: the sessions do not replay it against each other" {
+	make_peers 2
+	opt-block init "$TMP/w" >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
+	opt-log trust "$(key_of "$TMP/w")" --name w
+	local p b n
+	for p in p1 p2; do
+		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
+		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
+	done
+	for b in b c d e f g h; do
+		[ "$(opt-sync where a | jq -r .home)" != "$(opt-sync where "$b" | jq -r .home)" ] && break
+	done
+	txn() { echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}]}}"; }
+	txn k0 | opt-log commit >/dev/null
+	opt-sync push >/dev/null
+	opt-sync -C "$TMP/w" pull >/dev/null
+	for n in 1 2 3; do
+		txn "w$n" | opt-log -C "$TMP/w" commit >/dev/null
+		opt-sync -C "$TMP/w" push >/dev/null
+		txn "s$n" | opt-log commit >/dev/null
+		run --separate-stderr opt-sync pull
+		[ "$status" -eq 0 ] || fail "round $n: exit $status: $output $stderr"
+		refute_output --partial '"status":"failed"'
+		run opt-tree count a
+		assert_output $((1 + 2 * n))
+		run opt-tree count "$b"
+		assert_output $((1 + 2 * n))
+		opt-sync push >/dev/null
+		opt-sync -C "$TMP/w" pull >/dev/null
+	done
+	run opt-log verify a
+	assert_success
+}
