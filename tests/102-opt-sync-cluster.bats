@@ -43,6 +43,24 @@ make_colls() {
 		opt-log commit --each >/dev/null
 }
 
+# A second writer $TMP/w of peers p1 and p2 (each store trusting the
+# other's key); b: a collection whose home is not a's; txn KEY: one
+# transaction putting KEY in a and in $b.
+two_writers_two_homes() {
+	local p
+	opt-block init "$TMP/w" >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
+	opt-log trust "$(key_of "$TMP/w")" --name w
+	for p in p1 p2; do
+		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
+		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
+	done
+	for b in b c d e f g h; do
+		[ "$(opt-sync where a | jq -r .home)" != "$(opt-sync where "$b" | jq -r .home)" ] && break
+	done
+}
+txn() { echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}]}}"; }
+
 # The collections store $1 holds, one a line.
 colls_of() { git --git-dir="$1" for-each-ref --format='%(refname:lstrip=3)' refs/opt/collections/ | sort; }
 
@@ -556,18 +574,8 @@ start_daemon() {
 
 @test "a multi-collection transaction over two homes: the sessions of one push do not replay it against each other" {
 	make_peers 2
-	opt-block init "$TMP/w" >/dev/null
-	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
-	opt-log trust "$(key_of "$TMP/w")" --name w
-	local p b i
-	for p in p1 p2; do
-		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
-		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
-	done
-	for b in b c d e f g h; do
-		[ "$(opt-sync where a | jq -r .home)" != "$(opt-sync where "$b" | jq -r .home)" ] && break
-	done
-	txn() { echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}]}}"; }
+	local b i
+	two_writers_two_homes
 	txn k0 | opt-log commit >/dev/null
 	opt-sync push >/dev/null
 	opt-sync -C "$TMP/w" pull >/dev/null
@@ -765,18 +773,8 @@ bash_offers() {
 
 @test "a cluster pull takes a multi-collection transaction whole, even when only one home holds it" {
 	make_peers 2
-	opt-block init "$TMP/w" >/dev/null
-	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
-	opt-log trust "$(key_of "$TMP/w")" --name w
-	local p b
-	for p in p1 p2; do
-		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
-		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
-	done
-	for b in b c d e f g h; do
-		[ "$(opt-sync where a | jq -r .home)" != "$(opt-sync where "$b" | jq -r .home)" ] && break
-	done
-	txn() { echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}]}}"; }
+	local b
+	two_writers_two_homes
 	txn k0 | opt-log commit >/dev/null
 	opt-sync push >/dev/null
 	opt-sync -C "$TMP/w" pull >/dev/null
@@ -845,18 +843,8 @@ bash_offers() {
 
 @test "a cluster pull with a transaction of ours over two homes that both moved: the sessions do not replay it against each other" {
 	make_peers 2
-	opt-block init "$TMP/w" >/dev/null
-	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
-	opt-log trust "$(key_of "$TMP/w")" --name w
-	local p b n
-	for p in p1 p2; do
-		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
-		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
-	done
-	for b in b c d e f g h; do
-		[ "$(opt-sync where a | jq -r .home)" != "$(opt-sync where "$b" | jq -r .home)" ] && break
-	done
-	txn() { echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}]}}"; }
+	local b n
+	two_writers_two_homes
 	txn k0 | opt-log commit >/dev/null
 	opt-sync push >/dev/null
 	opt-sync -C "$TMP/w" pull >/dev/null
