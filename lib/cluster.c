@@ -508,7 +508,7 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 	}
 	for (i = 0; i < json_array_size(recs); i++)
 		write_rec(fd, json_array_get(recs, i));
-	if (hw.held && rc == 0) {
+	if (hw.held && rc != OPT_ENET) {
 		json_t *h = json_pack("{s:O}", "_held", hw.held);
 		if (h)
 			write_rec(fd, h);
@@ -776,7 +776,13 @@ static int settle(struct run *r, struct job *jobs, size_t nj, int home)
 				json_object_set_new(seen, name, json_true());
 			if (cs && reached_status(json_string_value(json_object_get(rec, "status")))) {
 				const char *st = json_string_value(json_object_get(rec, "status"));
-				add_name(cs->reached, peer);
+				size_t q;
+				/* a copy outside the placement (a multi-collection
+				 * transaction carried it there) is no replica */
+				for (q = 0; q < cs->np && cs->place[q] != j->peer; q++)
+					;
+				if (q < cs->np)
+					add_name(cs->reached, peer);
 				if (home)
 					cs->home_ok = 1;
 				else if (!json_is_true(json_object_get(rec, "dry_run")) &&
@@ -1182,27 +1188,94 @@ static int ref_of(git_repository *repo, const char *peer, const char *name, git_
 	return opt_git_ref_get(repo, ref, out);
 }
 
-/* 1 if the sessions of jobs a and b may both replay a collection here:
- * one carries, for a multi-collection transaction, a collection beyond
- * its names (xa, xb: those extras) that the other pushes or carries too. */
-static int jobs_clash(const struct job *a, const json_t *xa, const struct job *b, const json_t *xb)
+/* 1 if two sessions may both replay a collection here: one carries, for
+ * a multi-collection transaction, a collection beyond its names (na, nb;
+ * xa, xb: those extras) that the other takes or carries too. */
+static int names_clash(const json_t *na, const json_t *xa, const json_t *nb, const json_t *xb)
 {
 	size_t i, k;
 
 	for (i = 0; i < json_array_size(xa); i++) {
 		const char *n = json_string_value(json_array_get(xa, i));
-		for (k = 0; k < json_array_size(b->names); k++)
-			if (strcmp(n, json_string_value(json_array_get(b->names, k))) == 0)
+		for (k = 0; k < json_array_size(nb); k++)
+			if (strcmp(n, json_string_value(json_array_get(nb, k))) == 0)
 				return 1;
 		for (k = 0; k < json_array_size(xb); k++)
 			if (strcmp(n, json_string_value(json_array_get(xb, k))) == 0)
 				return 1;
 	}
 	for (i = 0; i < json_array_size(xb); i++)
-		for (k = 0; k < json_array_size(a->names); k++)
-			if (strcmp(json_string_value(json_array_get(xb, i)), json_string_value(json_array_get(a->names, k))) == 0)
+		for (k = 0; k < json_array_size(na); k++)
+			if (strcmp(json_string_value(json_array_get(xb, i)), json_string_value(json_array_get(na, k))) == 0)
 				return 1;
 	return 0;
+}
+
+/* Put the jobs in waves, in place (stable; peer order within a wave):
+ * sessions that could replay the same collection here (a
+ * multi-collection transaction of ours carries its other collections
+ * along) go in different waves; names[i] are the collections job i takes
+ * (sorted; NULL: its names).  *nw gets the number of waves, ends[w] the
+ * index past wave w's last job (ends: nj entries). */
+static int clash_waves(struct run *r, struct job *jobs, json_t **names, size_t nj, size_t *ends, size_t *nw)
+{
+	json_t **extra = calloc(nj + 1, sizeof(*extra));
+	int *wave = calloc(nj + 1, sizeof(*wave)), w, top = 0;
+	struct job *sorted = calloc(nj + 1, sizeof(*sorted));
+	size_t i, k, n = 0;
+	int rc = 0;
+
+	*nw = 0;
+	if (!extra || !wave || !sorted) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < nj; i++) {
+		const json_t *ni = names && names[i] ? names[i] : jobs[i].names;
+		json_t *all = json_copy((json_t *)ni);
+		int grew = 0;
+		extra[i] = json_array();
+		if (!all || !extra[i]) {
+			json_decref(all);
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+		if (nj > 1 && !r->o->sync.dry_run &&
+		    (rc = opt_sync_close_over(r->c->y, r->c->peers[jobs[i].peer], all, &grew)) < 0) {
+			json_decref(all);
+			goto done;
+		}
+		for (k = 0; grew && k < json_array_size(all); k++)
+			if (!has_name(ni, json_string_value(json_array_get(all, k))))
+				json_array_append(extra[i], json_array_get(all, k));
+		json_decref(all);
+		/* the first wave where it clashes with nobody */
+		for (w = 0;; w++) {
+			for (k = 0; k < i; k++)
+				if (wave[k] == w &&
+				    names_clash(ni, extra[i], names && names[k] ? names[k] : jobs[k].names, extra[k]))
+					break;
+			if (k == i)
+				break;
+		}
+		wave[i] = w;
+		if (w > top)
+			top = w;
+	}
+	for (w = 0; w <= top; w++) {
+		for (i = 0; i < nj; i++)
+			if (wave[i] == w)
+				sorted[n++] = jobs[i];
+		ends[(*nw)++] = n;
+	}
+	memcpy(jobs, sorted, nj * sizeof(*jobs));
+done:
+	for (i = 0; extra && i < nj; i++)
+		json_decref(extra[i]);
+	free(extra);
+	free(wave);
+	free(sorted);
+	return rc;
 }
 
 /* What the jobs did for each collection's roles: a home's acknowledged
@@ -1273,80 +1346,31 @@ static int push_roles(struct run *r, git_repository *repo, struct job *jobs, siz
 static int push_round(struct run *r, git_repository *repo, json_t *per, json_t *reps)
 {
 	struct job *jobs;
-	json_t **extra = NULL;
-	int *wave = NULL;
-	size_t nj, i, k, done = 0;
-	int rc = 0, w;
+	size_t *ends = NULL, nj, nw = 0, i, w, start = 0;
+	int rc = 0;
 
 	if (!(jobs = jobs_of(per, &nj)))
 		return opt_error_set(OPT_EIO, "out of memory");
-	extra = calloc(nj + 1, sizeof(*extra));
-	wave = calloc(nj + 1, sizeof(*wave));
-	if (!extra || !wave) {
+	if (!(ends = calloc(nj + 1, sizeof(*ends)))) {
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
 	for (i = 0; i < nj; i++) {
 		char key[24];
-		json_t *all = json_copy(jobs[i].names);
-		int grew = 0;
 		snprintf(key, sizeof(key), "%zu", jobs[i].peer);
 		jobs[i].replicas = json_incref(json_object_get(reps, key));
-		extra[i] = json_array();
-		if (!all || !extra[i]) {
-			json_decref(all);
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
-		}
-		if (nj > 1 && !r->o->sync.dry_run &&
-		    (rc = opt_sync_close_over(r->c->y, r->c->peers[jobs[i].peer], all, &grew)) < 0) {
-			json_decref(all);
-			goto done;
-		}
-		for (k = 0; grew && k < json_array_size(all); k++)
-			if (!find_c(r, json_string_value(json_array_get(all, k))) ||
-			    !has_name(jobs[i].names, json_string_value(json_array_get(all, k))))
-				json_array_append(extra[i], json_array_get(all, k));
-		json_decref(all);
-		/* the first wave where it clashes with nobody */
-		for (w = 0;; w++) {
-			for (k = 0; k < i; k++)
-				if (wave[k] == w && jobs_clash(&jobs[i], extra[i], &jobs[k], extra[k]))
-					break;
-			if (k == i)
-				break;
-		}
-		wave[i] = w;
 	}
-	for (w = 0; done < nj; w++) {
-		struct job *sub = calloc(nj + 1, sizeof(*sub));
-		size_t ns = 0;
-		if (!sub) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
-		}
-		for (i = 0; i < nj; i++)
-			if (wave[i] == w)
-				sub[ns++] = jobs[i];
-		done += ns;
-		rc = run_jobs(r->c, sub, ns, OP_PUSH, r->o);
+	if ((rc = clash_waves(r, jobs, NULL, nj, ends, &nw)) < 0)
+		goto done;
+	for (w = 0; rc == 0 && w < nw; start = ends[w++]) {
+		rc = run_jobs(r->c, jobs + start, ends[w] - start, OP_PUSH, r->o);
 		if (rc == 0)
-			rc = settle(r, sub, ns, 0);
+			rc = settle(r, jobs + start, ends[w] - start, 0);
 		if (rc == 0)
-			rc = push_roles(r, repo, sub, ns);
-		/* hand the results back to jobs (freed there) */
-		for (i = 0, k = 0; i < nj; i++)
-			if (wave[i] == w)
-				jobs[i] = sub[k++];
-		free(sub);
-		if (rc)
-			break;
+			rc = push_roles(r, repo, jobs + start, ends[w] - start);
 	}
 done:
-	for (i = 0; extra && i < nj; i++)
-		json_decref(extra[i]);
-	free(extra);
-	free(wave);
+	free(ends);
 	jobs_free(jobs, nj);
 	return rc;
 }
@@ -1531,6 +1555,53 @@ static int pull_run(struct run *r, json_t *held)
 	}
 }
 
+/* Run the home sessions of a pull (jobs, one per peer): all at once,
+ * unless a multi-collection transaction of ours that was not pushed
+ * spans collections of several homes; then a session whose replay could
+ * touch what another one replays runs after it (as the sessions of a
+ * push round do: two replays of one transaction at once fail, exit 3,
+ * against each other). */
+static int pull_home_waves(struct run *r, struct job *jobs, size_t nj, const json_t *only)
+{
+	json_t *local = NULL, **homed = calloc(nj + 1, sizeof(*homed));
+	size_t *ends = calloc(nj + 1, sizeof(*ends)), nw = 0, i, w, start = 0;
+	int rc;
+
+	if (!homed || !ends) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	/* what each session may replay: our collections it is the home of */
+	if ((rc = opt_store_list(r->c->s, &local)) < 0)
+		goto done;
+	sort_names(local);
+	for (i = 0; i < nj; i++)
+		if (!(homed[i] = json_array())) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+	for (i = 0; i < json_array_size(local); i++) {
+		const char *name = json_string_value(json_array_get(local, i));
+		size_t idx[OPT_CLUSTER_PEERS_MAX];
+		if ((json_array_size(only) && !has_name(only, name)) || place(r->c, name, idx) == 0)
+			continue;
+		for (w = 0; w < nj; w++)
+			if (jobs[w].peer == idx[0])
+				json_array_append_new(homed[w], json_string(name));
+	}
+	if ((rc = clash_waves(r, jobs, homed, nj, ends, &nw)) < 0)
+		goto done;
+	for (w = 0; rc == 0 && w < nw; start = ends[w++])
+		rc = run_jobs(r->c, jobs + start, ends[w] - start, OP_PULL_HOME, r->o);
+done:
+	for (i = 0; homed && i < nj; i++)
+		json_decref(homed[i]);
+	free(homed);
+	free(ends);
+	json_decref(local);
+	return rc;
+}
+
 /* The first round of a pull: one session per peer (in parallel), which
  * lists the peer's collections and pulls, over the same connection, those
  * the peer is the home of (among only, if set).  Then *held gets {peer:
@@ -1556,29 +1627,36 @@ static int pull_homes(struct run *r, json_t *only, json_t **held, json_t **names
 		jobs[i].names = json_array();
 		jobs[i].only = only ? only : none;
 	}
-	rc = run_jobs(r->c, jobs, nj, OP_PULL_HOME, r->o);
+	rc = pull_home_waves(r, jobs, nj, only);
 	for (i = 0; rc == 0 && i < nj; i++) {
 		json_t *set;
-		if (jobs[i].rc < 0)
-			continue;
+		if (jobs[i].rc == OPT_ENET || !jobs[i].held)
+			continue;  /* down (or it never listed) */
 		set = json_object();
 		for (k = 0; k < json_array_size(jobs[i].held); k++)
 			json_object_set_new(set, json_string_value(json_array_get(jobs[i].held, k)), json_true());
-		json_object_set_new(*held, r->c->peers[i], set);
+		json_object_set_new(*held, r->c->peers[jobs[i].peer], set);
 	}
 	if (rc == 0 && !only)
 		rc = all_names(r->c, *held, names);
 	if (rc == 0)
 		rc = run_names(r, *names);
+	for (i = 0; rc == 0 && i < nj; i++) {
+		/* a peer that answered but whose pull failed (what it gave was
+		 * refused, a conflict): the collections it is the home of
+		 * failed, as they would have in a pull of just those (settle
+		 * reports them); the peer is not down */
+		if (jobs[i].rc >= 0 || jobs[i].rc == OPT_ENET)
+			continue;
+		for (k = 0; k < json_array_size(jobs[i].held); k++) {
+			const char *name = json_string_value(json_array_get(jobs[i].held, k));
+			size_t idx[OPT_CLUSTER_PEERS_MAX];
+			if (find_c(r, name) && place(r->c, name, idx) > 0 && idx[0] == jobs[i].peer)
+				add_name(jobs[i].names, name);
+		}
+	}
 	if (rc == 0)
 		rc = settle(r, jobs, nj, 1);
-	for (i = 0; rc == 0 && i < nj; i++)
-		if (jobs[i].rc < 0 && !r->down[i]) {
-			/* not to be asked again in this pull */
-			r->down[i] = 1;
-			r->down_msg[i] = jobs[i].error ? strdup(jobs[i].error) : NULL;
-			r->down_attempts[i] = jobs[i].attempts;
-		}
 	/* the homes were asked: the replicas come next */
 	for (i = 0; rc == 0 && i < r->nc; i++)
 		r->cs[i].acting = 0;

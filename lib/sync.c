@@ -2207,8 +2207,10 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 		goto done;
 	if ((rc = fetch_verified(y, &r, colls, n, o->dry_run, &h)) < 0 || (rc = check_named(&h, &r, colls, n)) < 0)
 		goto done;
-	if (n && !o->dry_run) {
-		/* the other collections of multi-collection transactions come too */
+	if ((n || o->want) && !o->dry_run) {
+		/* the other collections of multi-collection transactions come
+		 * too (also those o->want turned down: a transaction is taken
+		 * whole or not at all) */
 		char tp[REFLEN];
 		int grew = 0;
 		snprintf(tp, sizeof(tp), REF_REMOTES "%s/", r.name);
@@ -2218,9 +2220,12 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 		}
 		for (i = 0; i < n; i++)
 			json_array_append_new(more, json_string(colls[i]));
+		for (i = 0; !n && i < h.n; i++)
+			json_array_append_new(more, json_string(h.v[i].name));
 		if ((rc = close_over_transactions(y, tp, REF_COLL, more, &grew)) < 0)
 			goto done;
 		if (grew) {
+			struct opt_sync_opts all = *o;
 			mc = calloc(json_array_size(more) + 1, sizeof(*mc));
 			if (!mc) {
 				rc = opt_error_set(OPT_EIO, "out of memory");
@@ -2229,7 +2234,11 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 			for (i = 0; i < json_array_size(more); i++)
 				mc[i] = json_string_value(json_array_get(more, i));
 			heads_clear(&h);
-			if ((rc = fetch_verified(y, &r, mc, json_array_size(more), 0, &h)) < 0)
+			all.want = NULL;
+			r.o = &all;
+			rc = fetch_verified(y, &r, mc, json_array_size(more), 0, &h);
+			r.o = o;
+			if (rc < 0)
 				goto done;
 		}
 	}

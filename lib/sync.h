@@ -78,8 +78,10 @@ struct opt_sync_opts {
 				      * each given that state (its home's), not our head */
 	long busy_timeout_ms;        /* 0: $OPT_BUSY_TIMEOUT, else 30000 */
 	/* fetch, pull: of the remote's collections (those named, if any),
-	 * only those want accepts; it is asked about each of them, so it
-	 * sees all the remote lists when none is named (may be NULL) */
+	 * only those want accepts (pull: and the collections sharing a
+	 * multi-collection transaction with them, so that none is taken
+	 * half); it is asked about each of them, so it sees all the remote
+	 * lists when none is named (may be NULL) */
 	int (*want)(const char *name, void *want_arg);
 	void *want_arg;
 	opt_sync_emit_fn emit;       /* may be NULL */

@@ -43,6 +43,24 @@ make_colls() {
 		opt-log commit --each >/dev/null
 }
 
+# A second writer $TMP/w of peers p1 and p2 (each store trusting the
+# other's key); b: a collection whose home is not a's; txn KEY: one
+# transaction putting KEY in a and in $b.
+two_writers_two_homes() {
+	local p
+	opt-block init "$TMP/w" >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
+	opt-log trust "$(key_of "$TMP/w")" --name w
+	for p in p1 p2; do
+		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
+		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
+	done
+	for b in b c d e f g h; do
+		[ "$(opt-sync where a | jq -r .home)" != "$(opt-sync where "$b" | jq -r .home)" ] && break
+	done
+}
+txn() { echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}]}}"; }
+
 # The collections store $1 holds, one a line.
 colls_of() { git --git-dir="$1" for-each-ref --format='%(refname:lstrip=3)' refs/opt/collections/ | sort; }
 
@@ -556,18 +574,8 @@ start_daemon() {
 
 @test "a multi-collection transaction over two homes: the sessions of one push do not replay it against each other" {
 	make_peers 2
-	opt-block init "$TMP/w" >/dev/null
-	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
-	opt-log trust "$(key_of "$TMP/w")" --name w
-	local p b i
-	for p in p1 p2; do
-		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
-		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
-	done
-	for b in b c d e f g h; do
-		[ "$(opt-sync where a | jq -r .home)" != "$(opt-sync where "$b" | jq -r .home)" ] && break
-	done
-	txn() { echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"$1\",\"value\":1}]}}"; }
+	local b i
+	two_writers_two_homes
 	txn k0 | opt-log commit >/dev/null
 	opt-sync push >/dev/null
 	opt-sync -C "$TMP/w" pull >/dev/null
@@ -761,4 +769,99 @@ bash_offers() {
 	# its tracking ref went with it
 	[ -z "$(git --git-dir="$OPT_STORE" for-each-ref --format='%(refname)' "refs/opt/remotes/g/" |
 		grep -v -x -F -f <(placed_on g | sed 's|^|refs/opt/remotes/g/|'))" ]
+}
+
+@test "a cluster pull takes a multi-collection transaction whole, even when only one home holds it" {
+	make_peers 2
+	local b
+	two_writers_two_homes
+	txn k0 | opt-log commit >/dev/null
+	opt-sync push >/dev/null
+	opt-sync -C "$TMP/w" pull >/dev/null
+	# the other writer's transaction reached only $b's home (the primary's:
+	# the last in name order), as when a's home is down during its push
+	txn k1 | opt-log -C "$TMP/w" commit >/dev/null
+	opt-sync -C "$TMP/w" push "$(opt-sync where "$b" | jq -r .home)" "$b" >/dev/null
+	run opt-sync pull
+	assert_success
+	# both halves, or neither
+	[ "$(opt-tree get a k1 | jq -c .)" = "$(opt-tree get "$b" k1 | jq -c .)" ] ||
+		fail "half a transaction: a: $(opt-tree get a k1) $b: $(opt-tree get "$b" k1)"
+	run opt-tree get a k1
+	assert_success
+}
+
+@test "a cluster pull from a home that gives what this store refuses: exit 4, the home's collections failed, the home not called unreachable" {
+	make_peers 2
+	opt-block init "$TMP/w" >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
+	local p c home
+	for p in p1 p2; do
+		opt-log -C "$TMP/$p" trust "$(key_of "$TMP/w")" --name w
+		opt-sync -C "$TMP/w" peer add "$p" "$TMP/$p"
+	done
+	make_colls 6
+	opt-sync push >/dev/null
+	opt-sync -C "$TMP/w" pull >/dev/null
+	# a writer this store does not trust wrote c1 at its home
+	home=$(opt-sync where c1 | jq -r .home)
+	opt-tree -C "$TMP/w" put c1 k 2 >/dev/null
+	opt-sync -C "$TMP/w" push "$home" c1 >/dev/null
+	run --separate-stderr opt-sync pull
+	assert_failure 4
+	[[ "$stderr" == *"does not trust"* ]] || fail "$stderr"
+	refute_output --partial '"status":"unreachable"'
+	assert_output --partial '"down":[]'
+	# each collection of that home is reported failed, none taken elsewhere
+	for c in $(placed_on "$home"); do
+		[ "$(opt-sync where "$c" | jq -r .home)" = "$home" ] || continue
+		assert_line --partial "{\"remote\":\"$home\",\"collection\":\"$c\",\"status\":\"failed\""
+		refute_line --partial "\"collection\":\"$c\",\"rev\":"
+	done
+	run opt-tree get c1 k
+	assert_output '{"key":"k","value":1}'
+}
+
+@test "a copy outside a collection's placement (a multi-collection transaction carried it) does not count toward --min: exit 5" {
+	make_peers 3
+	local a b q rep
+	a=a
+	q=$(opt-sync where a | jq -r '["p1","p2","p3"] - .peers | .[0]')
+	rep=$(opt-sync where a | jq -r '.peers[1]')
+	# b is placed on q, the peer a is not placed on
+	for b in b c d e f g h i j k; do
+		[ "$(opt-sync where "$b" | jq --arg p "$q" '.peers | index($p)')" != null ] && break
+	done
+	echo "{\"collections\":{\"a\":[{\"type\":\"put\",\"key\":\"k\",\"value\":1}],\"$b\":[{\"type\":\"put\",\"key\":\"k\",\"value\":1}]}}" |
+		opt-log commit >/dev/null
+	mv "$TMP/$rep" "$TMP/$rep.away"
+	run --separate-stderr opt-sync push --retries 0
+	mv "$TMP/$rep.away" "$TMP/$rep"
+	[ "$status" -eq 5 ] || fail "exit $status: $output $stderr"
+	assert_line --partial '{"collection":"a","status":"under-replicated","reached":1,"required":2'
+}
+
+@test "a cluster pull with a transaction of ours over two homes that both moved: the sessions do not replay it against each other" {
+	make_peers 2
+	local b n
+	two_writers_two_homes
+	txn k0 | opt-log commit >/dev/null
+	opt-sync push >/dev/null
+	opt-sync -C "$TMP/w" pull >/dev/null
+	for n in 1 2 3; do
+		txn "w$n" | opt-log -C "$TMP/w" commit >/dev/null
+		opt-sync -C "$TMP/w" push >/dev/null
+		txn "s$n" | opt-log commit >/dev/null
+		run --separate-stderr opt-sync pull
+		[ "$status" -eq 0 ] || fail "round $n: exit $status: $output $stderr"
+		refute_output --partial '"status":"failed"'
+		run opt-tree count a
+		assert_output $((1 + 2 * n))
+		run opt-tree count "$b"
+		assert_output $((1 + 2 * n))
+		opt-sync push >/dev/null
+		opt-sync -C "$TMP/w" pull >/dev/null
+	done
+	run opt-log verify a
+	assert_success
 }
