@@ -38,6 +38,10 @@ int opt_txn_action(struct opt_txn *x, json_t *action)
 {
 	if (!action)
 		return opt_error_set(OPT_EIO, "out of memory");
+	if (x->actions_text) {
+		json_decref(action);
+		return opt_error_set(OPT_EINVAL, "a transaction's actions are either JSON values or one text");
+	}
 	if (json_array_append_new(x->actions, action) < 0)
 		return opt_error_set(OPT_EIO, "out of memory");
 	return 0;

@@ -98,7 +98,7 @@ struct opt_snap *opt_txn_base(struct opt_txn *x);
 /* The ID of the collection's header block (borrowed). */
 const char *opt_txn_header_id(struct opt_txn *x);
 const char *opt_txn_collection(struct opt_txn *x);
-/* Record a logical action (stolen). */
+/* Record a logical action (stolen); OPT_EINVAL after opt_txn_actions_text. */
 int opt_txn_action(struct opt_txn *x, json_t *action);
 
 /* Or give all of the transaction's actions at once as text (stolen,

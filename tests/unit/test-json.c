@@ -155,7 +155,12 @@ static void gen(struct opt_text *t, int depth)
 	switch (k) {
 	case 0: gen_num(t); break;
 	case 1: gen_str(t, 0); break;
-	case 2: opt_text_add(t, rnd(2) ? "true" : rnd(2) ? "false" : "null", rnd(2) ? 4 : 4); break;
+	case 2: {
+		/* (the length of the literal chosen: "false" is 5 bytes) */
+		const char *lit = rnd(2) ? "true" : rnd(2) ? "false" : "null";
+		opt_text_add(t, lit, strlen(lit));
+		break;
+	}
 	case 3: gen_num(t); break;
 	case 4:
 	case 5:

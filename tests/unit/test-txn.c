@@ -362,6 +362,50 @@ TEST(run_basic)
 	opt_store_free(s);
 }
 
+/* A transaction's actions are JSON values or one text, never both: an
+ * action recorded after the text is refused (it would be left out of the
+ * log entry), as the text is after an action. */
+static int mixed_fn(struct opt_txn *x, void *arg)
+{
+	static const char text[] = "[{\"key\":\"a\",\"type\":\"put\",\"value\":1}]";
+	int *order = arg, rc;
+	char *t = strdup(text);
+	json_t *a = json_pack("{s:s,s:s,s:i}", "type", "put", "key", "b", "value", 2);
+
+	if ((rc = opt_tree_init(x, 0)) < 0) {
+		free(t);
+		json_decref(a);
+		return rc;
+	}
+	if (*order == 0) {
+		if ((rc = opt_txn_actions_text(x, t, strlen(text), 1)) < 0) {
+			json_decref(a);
+			return rc;
+		}
+		return opt_txn_action(x, a);
+	}
+	if ((rc = opt_txn_action(x, a)) < 0) {
+		free(t);
+		return rc;
+	}
+	return opt_txn_actions_text(x, t, strlen(text), 1);
+}
+
+TEST(actions_json_or_text)
+{
+	struct opt_store *s = new_store("mixed/.opt");
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "mixed", 0, 0 };
+	struct opt_txn_result res;
+	int order;
+
+	for (order = 0; order < 2; order++) {
+		CHECK(opt_txn_run(s, "m", mixed_fn, &order, &o, &res) == OPT_EINVAL);
+		CHECK(strstr(opt_error_last(), "either JSON values or one text") != NULL);
+		CHECK(head_rev(s, "m") == -1);
+	}
+	opt_store_free(s);
+}
+
 TEST(run_replays_after_a_lost_race)
 {
 	struct opt_store *s = new_store("replay/.opt"), *s2 = NULL;
@@ -927,6 +971,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	RUN(run_basic);
+	RUN(actions_json_or_text);
 	RUN(run_replays_after_a_lost_race);
 	RUN(run_creation_race);
 	RUN(group);
