@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int is_hash(const char *s)
@@ -279,7 +280,19 @@ done:
 
 /* Check one entry against the expected rev and the previous hash; on
  * success copy its hash to hash. */
+static int check_entry_known(const json_t *e, long expect, const char *prev, char hash[65], int known,
+			     const char *known_hash);
+
 static int check_entry(const json_t *e, long expect, const char *prev, char hash[65])
+{
+	return check_entry_known(e, expect, prev, hash, -1, NULL);
+}
+
+/* check_entry, where known is 1 when the entry's actions were left out
+ * of e and hashed on their text to known_hash, 0 when it had none, -1
+ * when e is the whole entry. */
+static int check_entry_known(const json_t *e, long expect, const char *prev, char hash[65], int known,
+			     const char *known_hash)
 {
 	const json_t *r, *h, *p, *ah, *actions;
 	char got[65], mine[65];
@@ -312,7 +325,12 @@ static int check_entry(const json_t *e, long expect, const char *prev, char hash
 	if (!json_is_string(ah))
 		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: no \"actionsHash\"", expect);
 	actions = json_object_get(e, "actions");
-	if (actions) {
+	if (known == 1) {
+		snprintf(got, sizeof(got), "%s", known_hash);
+		if (strcmp(got, json_string_value(ah)) != 0)
+			return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: actionsHash mismatch (the actions were altered)",
+					     expect);
+	} else if (actions) {
 		if ((rc = opt_json_hash(got, actions)) < 0)
 			return rc;
 		if (strcmp(got, json_string_value(ah)) != 0)
@@ -507,11 +525,160 @@ done:
 	return rc;
 }
 
-int opt_log_verify(const struct opt_source *src, const char *header_id,
-		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+/* ---- log blocks read as stored text ----
+ *
+ * A log block is canonical JSON text, and most of it may be one entry's
+ * actions (a bulk load: a million of them).  The text is checked
+ * canonical in one pass (opt_canon_scan), each entry's actions are hashed
+ * as they stand in it (the canonical JSON of a part of a canonical text
+ * is that part), and only the rest is parsed: the entries come without
+ * their "actions", with the hash of each on the side. */
+
+struct lean_ent {
+	const json_t *e;       /* the entry as parsed (borrowed from block) */
+	int has;               /* it had actions, hashed to h */
+	char h[OPT_SHA256_HEX + 1];
+};
+
+struct lean {
+	struct opt_source inner;
+	opt_log_bytes_fn bytes;
+	void *bctx;
+	const char *hid;
+	json_t *visited;       /* the IDs of the blocks read (may be NULL) */
+	struct opt_ctape tape;
+	struct lean_ent *v;    /* the entries of the block read last */
+	size_t n, cap, pos;
+};
+
+/* The text of log block id, canonical, into *out without its entries'
+ * actions, noting their hashes in l. */
+static int lean_parse(struct lean *l, const char *id, const char *text, size_t len, json_t **out)
+{
+	const struct opt_cnode *t;
+	json_error_t jerr;
+	const json_t *es;
+	char *buf = NULL;
+	size_t ents, i, e, a, from = 0, bl = 0;
+	int rc;
+
+	*out = NULL;
+	l->n = l->pos = 0;
+	rc = opt_canon_scan(text, len, 3, &l->tape);
+	if (rc == 0 && (rc = opt_canon_check_parsed(text, len)) == 1)
+		rc = 2;  /* canonical, beyond the scanner: parsed whole */
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not stored as canonical JSON", id);
+	t = l->tape.v;
+	if (rc == 2 || t[0].t != '{' || !(ents = opt_ctape_member(&l->tape, text, 0, "entries")) || t[ents].t != '[')
+		goto whole;  /* (the chain's checks say what is wrong) */
+	if (!(buf = malloc(len)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	for (i = 0; (e = opt_ctape_child(&l->tape, ents, i)); i++) {
+		struct lean_ent *le;
+		size_t cut, cut_end;
+		if (l->n == l->cap) {
+			size_t cap = l->cap ? l->cap * 2 : 64;
+			struct lean_ent *nv = realloc(l->v, cap * sizeof(*nv));
+			if (!nv) {
+				free(buf);
+				return opt_error_set(OPT_EIO, "out of memory");
+			}
+			l->v = nv;
+			l->cap = cap;
+		}
+		le = &l->v[l->n++];
+		le->e = NULL;
+		le->has = 0;
+		if (t[e].t != '{' || !(a = opt_ctape_member(&l->tape, text, e, "actions")))
+			continue;
+		le->has = 1;
+		opt_sha256_hex(le->h, text + t[a].v, t[a].vl);
+		/* cut "actions":[...] and one comma next to it */
+		if (t[a].next < t[e].next) {
+			cut = t[a].k;
+			cut_end = t[t[a].next].k;
+		} else if (a != e + 1) {
+			cut = t[a].k - 1;
+			cut_end = t[a].v + t[a].vl;
+		} else {
+			cut = t[a].k;
+			cut_end = t[a].v + t[a].vl;
+		}
+		memcpy(buf + bl, text + from, cut - from);
+		bl += cut - from;
+		from = cut_end;
+	}
+	memcpy(buf + bl, text + from, len - from);
+	bl += len - from;
+	*out = json_loadb(buf, bl, 0, &jerr);
+	free(buf);
+	if (!*out)
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not valid JSON: %s", id, jerr.text);
+	es = json_object_get(*out, "entries");
+	if (json_array_size(es) != l->n) {
+		json_decref(*out);
+		*out = NULL;
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not valid JSON", id);
+	}
+	for (i = 0; i < l->n; i++)
+		l->v[i].e = json_array_get(es, i);
+	return 0;
+whole:
+	l->n = 0;
+	*out = json_loadb(text, len, 0, &jerr);
+	if (!*out)
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not valid JSON: %s", id, jerr.text);
+	return 0;
+}
+
+static int lean_get(void *ctx, const char *id, json_t **out)
+{
+	struct lean *l = ctx;
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	*out = NULL;
+	if (strcmp(id, l->hid) == 0)
+		return l->inner.get(l->inner.ctx, id, out);
+	l->n = l->pos = 0;
+	if (l->visited && json_object_set_new(l->visited, id, json_true()) < 0)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = l->bytes(l->bctx, id, &text, &len)) < 0)
+		return rc;
+	rc = lean_parse(l, id, text, len, out);
+	free(text);
+	return rc;
+}
+
+/* What l knows of entry e: 1 and its actions' hash, 0 (it had none), -1
+ * (not an entry l read). */
+static int lean_known(struct lean *l, const json_t *e, const char **h)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++) {
+		struct lean_ent *le = &l->v[(l->pos + i) % l->n];
+		if (le->e == e) {
+			l->pos = (l->pos + i + 1) % l->n;
+			*h = le->h;
+			return le->has;
+		}
+	}
+	return -1;
+}
+
+/* The entries of the chain of header_id read through walk (src itself,
+ * or a lean source over it), oldest first: opt_log_verify. */
+static int verify_chain(const struct opt_source *src, const struct opt_source *walk, struct lean *l,
+			const char *header_id, int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
 {
 	struct opt_chain_iter *it = NULL;
 	const json_t *e;
+	const char *kh = NULL;
 	char prev[65] = "";
 	long n = 0;
 	int rc;
@@ -521,10 +688,11 @@ int opt_log_verify(const struct opt_source *src, const char *header_id,
 	rc = opt_chain_has(src, header_id);
 	if (rc <= 0)
 		return rc;
-	if ((rc = opt_chain_iter_open(&it, src, header_id, 1)) < 0)
+	if ((rc = opt_chain_iter_open(&it, walk, header_id, 1)) < 0)
 		goto done;
 	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
-		if ((rc = check_entry(e, n + 1, prev, prev)) < 0)
+		int known = l ? lean_known(l, e, &kh) : -1;
+		if ((rc = check_entry_known(e, n + 1, prev, prev, known, kh)) < 0)
 			goto done;
 		if (cb && (rc = cb(e, arg)) != 0)
 			goto done;
@@ -538,4 +706,34 @@ done:
 	if (entries)
 		*entries = n;
 	return rc;
+}
+
+int opt_log_verify_text(const struct opt_source *src, opt_log_bytes_fn bytes, void *bctx, const char *header_id,
+			json_t *visited, int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+{
+	struct lean l;
+	struct opt_source ls;
+	int rc;
+
+	if (!bytes)
+		return verify_chain(src, src, NULL, header_id, cb, arg, entries);
+	memset(&l, 0, sizeof(l));
+	l.inner = *src;
+	l.bytes = bytes;
+	l.bctx = bctx;
+	l.hid = header_id;
+	l.visited = visited;
+	ls.get = lean_get;
+	ls.ctx = &l;
+	ls.get_raw = NULL;
+	rc = verify_chain(src, &ls, &l, header_id, cb, arg, entries);
+	opt_ctape_free(&l.tape);
+	free(l.v);
+	return rc;
+}
+
+int opt_log_verify(const struct opt_source *src, const char *header_id,
+		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+{
+	return verify_chain(src, src, NULL, header_id, cb, arg, entries);
 }

@@ -28,6 +28,14 @@ struct vctx {
 	void *arg;
 	long B;                 /* since: the base's revision (0: verify all) */
 	json_t *gone;           /* since: {id: true} deleted by a new entry */
+	json_t *logset;         /* {id: true}: the log's blocks, as its check walked them */
+	int defer;              /* full: the blocks of entry H are checked with the head's */
+	json_t *hashed;         /* full: {id: true} checked at the head already */
+	int tree_rc;            /* full: the tree's check, done before check_head:
+				   1 passed (tree_n entries), <0 failed (tree_msg) */
+	size_t tree_n;
+	char tree_msg[1024];
+	int seen_fail;          /* head_seen failed the tree's check */
 };
 
 /* Replace the last message with "<prefix>: <it>", dropping the
@@ -294,6 +302,8 @@ static int entry_cb(const json_t *e, void *arg)
 			rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' has no valid hash", pre, id);
 			goto done;
 		}
+		if (v->defer && snap == v->head)
+			goto record;  /* read once, with the head's blocks (check_head) */
 		rc = check_block(snap, id, is_header, json_string_value(h), pre);
 		if (rc == OPT_ENOTFOUND) {
 			rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' was written, but revision %ld does not hold it",
@@ -302,6 +312,7 @@ static int entry_cb(const json_t *e, void *arg)
 		}
 		if (rc < 0)
 			goto done;
+	record:
 		rec = json_pack("[I,O]", (json_int_t)r, h);
 		if (!rec || json_object_set_new(v->live, id, rec) < 0) {
 			rc = opt_error_set(OPT_EIO, "out of memory");
@@ -371,6 +382,41 @@ struct head_ctx {
 	int failed;     /* head_cb set the message */
 };
 
+/* The stored bytes of a block at the head (the log's and the tree's,
+ * read as text). */
+static int head_bytes(void *ctx, const char *id, char **buf, size_t *len)
+{
+	int rc = opt_snap_block_raw(ctx, id, buf, len);
+
+	if (rc == OPT_ENOTFOUND)
+		opt_error_clear();
+	return rc;
+}
+
+static int head_seen(void *arg, const char *id, const char *text, size_t len);
+
+static int head_seen_cb(void *arg, const char *id, const char *text, size_t len)
+{
+	struct vctx *v = arg;
+	int rc = head_seen(arg, id, text, len);
+
+	if (rc < 0)
+		v->seen_fail = 1;
+	return rc;
+}
+
+/* A block that differs at the head from what entry r recorded: the
+ * message names the head as the revision where it differs. */
+static int head_fail(struct vctx *v, int rc, long r)
+{
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	if (r == v->H)
+		return opt_error_set(rc, "%s", msg);
+	return opt_error_set(rc, "%s (at revision %ld)", msg, v->H);
+}
+
 static int head_cb(const char *id, void *arg)
 {
 	struct head_ctx *hc = arg;
@@ -389,20 +435,47 @@ static int head_cb(const char *id, void *arg)
 	}
 	r = (long)json_integer_value(json_array_get(rec, 0));
 	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
-	if (r < v->H) {  /* an entry of revision H was checked at H already */
+	/* an entry of revision H was checked at H already (unless deferred
+	 * to here); a block the tree's check read was checked then */
+	if ((r < v->H || v->defer) && !(v->hashed && json_object_get(v->hashed, id))) {
 		rc = check_block(v->head, id, strcmp(id, v->hid) == 0, json_string_value(json_array_get(rec, 1)), pre);
 		if (rc == OPT_ENOTFOUND)
 			rc = 0;  /* cannot be: foreach found it */
 		if (rc < 0) {
-			/* name the head as the revision where it differs */
-			char msg[1024];
 			hc->failed = 1;
-			snprintf(msg, sizeof(msg), "%s", opt_error_last());
-			return opt_error_set(rc, "%s (at revision %ld)", msg, v->H);
+			return head_fail(v, rc, r);
 		}
 	}
 	json_object_del(v->live, id);
 	return 0;
+}
+
+/* The block text read at the head for the tree's check: it must be what
+ * the last entry that wrote it recorded (check_block's judgement when
+ * not, with its message). */
+static int head_seen(void *arg, const char *id, const char *text, size_t len)
+{
+	struct vctx *v = arg;
+	const json_t *rec = json_object_get(v->live, id);
+	char got[OPT_SHA256_HEX + 1], pre[64];
+	long r;
+	int rc;
+
+	if (!rec) {
+		if (json_object_get(v->logset, id))
+			return 0;  /* (the tree's check says what it is doing there) */
+		return opt_error_set(OPT_EINTEGRITY, "revision %ld: block '%.80s' is in the collection, but no log entry wrote it",
+				     v->H, id);
+	}
+	r = (long)json_integer_value(json_array_get(rec, 0));
+	opt_sha256_hex(got, text, len);
+	if (strcmp(id, v->hid) != 0 && strcmp(got, json_string_value(json_array_get(rec, 1))) == 0)
+		return json_object_set_new(v->hashed, id, json_true()) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
+	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
+	rc = check_block(v->head, id, strcmp(id, v->hid) == 0, json_string_value(json_array_get(rec, 1)), pre);
+	if (rc == 0)
+		return json_object_set_new(v->hashed, id, json_true()) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
+	return head_fail(v, rc == OPT_ENOTFOUND ? OPT_EINTEGRITY : rc, r);
 }
 
 /* Revision H holds exactly the blocks the log says it does. */
@@ -416,7 +489,11 @@ static int check_head(struct vctx *v)
 
 	if (!hc.logset)
 		return opt_error_set(OPT_EIO, "out of memory");
-	if ((rc = log_blocks(v, hc.logset)) < 0)
+	/* the log's blocks: as its check walked them (from the head block
+	 * to the tail, links checked both ways), or walked here */
+	if (v->logset)
+		json_object_update(hc.logset, v->logset);
+	else if ((rc = log_blocks(v, hc.logset)) < 0)
 		goto done;
 	rc = opt_snap_foreach(v->head, head_cb, &hc);
 	if (rc < 0) {
@@ -426,13 +503,57 @@ static int check_head(struct vctx *v)
 		goto done;
 	}
 	json_object_foreach(v->live, id, rec) {
-		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: block '%.80s' that it wrote is missing at revision %ld",
-				   (long)json_integer_value(json_array_get(rec, 0)), id, v->H);
+		long r = (long)json_integer_value(json_array_get(rec, 0));
+		if (r == v->H)
+			rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: block '%.80s' was written, but revision %ld does not hold it",
+					   r, id, r);
+		else
+			rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: block '%.80s' that it wrote is missing at revision %ld",
+					   r, id, v->H);
 		goto done;
 	}
 done:
 	json_decref(hc.logset);
 	return rc;
+}
+
+/* A tree's structure, checked on the text of its nodes, each read once:
+ * its hash is checked as it is read (head_seen), which spares
+ * check_head reading it again.  A failure of the structure itself waits
+ * (tree_rc) until check_head had its say, as when the two came apart. */
+static int check_tree(struct vctx *v)
+{
+	struct opt_source src = opt_snap_source(v->head);
+	json_t *h = NULL;
+	const char *type;
+	int rc;
+
+	v->tree_rc = 0;
+	if (opt_coll_header(v->head, &h) < 0) {
+		opt_error_clear();
+		return 0;  /* (check_data says so) */
+	}
+	type = opt_block_type(h);
+	if (type && strcmp(type, OPT_TYPE_TREE) == 0) {
+		v->seen_fail = 0;
+		rc = opt_btree_check_text(&src, head_bytes, v->head, v->hid, head_seen_cb, v, &v->tree_n);
+		if (rc < 0 && v->seen_fail) {
+			json_decref(h);
+			return rc;  /* a block's hash: check_head's kind of failure */
+		}
+		if (rc < 0) {
+			char pre[64];
+			snprintf(pre, sizeof(pre), "revision %ld", v->H);
+			rc = wrap_last(as_integrity(rc), v->name, pre);
+			snprintf(v->tree_msg, sizeof(v->tree_msg), "%s", opt_error_last());
+			v->tree_rc = rc;
+			opt_error_clear();
+		} else {
+			v->tree_rc = 1;
+		}
+	}
+	json_decref(h);
+	return 0;
 }
 
 /* The data structure of the collection at the head. */
@@ -452,7 +573,13 @@ static int check_data(struct vctx *v)
 	type = opt_block_type(h);
 	want = json_integer_value(json_object_get(h, "count"));
 	if (type && strcmp(type, OPT_TYPE_TREE) == 0) {
-		if ((rc = opt_btree_check(&src, v->hid, &n)) < 0) {
+		if (v->tree_rc < 0) {
+			rc = opt_error_set(v->tree_rc, "%s", v->tree_msg);
+			goto done;
+		}
+		if (v->tree_rc == 1) {
+			n = v->tree_n;
+		} else if ((rc = opt_btree_check(&src, v->hid, &n)) < 0) {
 			rc = wrap_last(as_integrity(rc), v->name, pre);
 			goto done;
 		}
@@ -509,14 +636,19 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 	v.H = opt_snap_rev(v.head);
 	if (res)
 		res->rev = v.H;
-	if (!(v.live = json_object())) {
+	v.defer = 1;
+	if (!(v.live = json_object()) || !(v.hashed = json_object())) {
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
 	if ((rc = walk_history(&v)) < 0)
 		goto done;
 	src = opt_snap_source(v.head);
-	rc = opt_log_verify(&src, v.hid, entry_cb, &v, &entries);
+	if (!(v.logset = json_object())) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	rc = opt_log_verify_text(&src, head_bytes, v.head, v.hid, v.logset, entry_cb, &v, &entries);
 	if (rc == OPT_ENOTFOUND) {
 		rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: the collection has no header block", v.H);
 		goto done;
@@ -532,13 +664,15 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 				   entries + 1, entries, v.H);
 		goto done;
 	}
-	if ((rc = check_head(&v)) < 0)
+	if ((rc = check_tree(&v)) < 0 || (rc = check_head(&v)) < 0)
 		goto done;
 	rc = check_data(&v);
 done:
 	if (res)
 		res->entries = entries;
+	json_decref(v.hashed);
 	json_decref(v.live);
+	json_decref(v.logset);
 	json_decref(v.trusted);
 	free(v.commits);
 	opt_snap_free(v.head);
