@@ -9,6 +9,8 @@
 #include "txn.h"
 #include "util.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -453,11 +455,21 @@ static int head_cb(const char *id, void *arg)
 /* The block text read at the head for the tree's check: it must be what
  * the last entry that wrote it recorded (check_block's judgement when
  * not, with its message). */
+static int head_seen_hex(struct vctx *v, const char *id, const char *got);
+
 static int head_seen(void *arg, const char *id, const char *text, size_t len)
 {
-	struct vctx *v = arg;
+	char got[OPT_SHA256_HEX + 1];
+
+	opt_sha256_hex(got, text, len);
+	return head_seen_hex(arg, id, got);
+}
+
+/* head_seen of a block whose bytes hash to got. */
+static int head_seen_hex(struct vctx *v, const char *id, const char *got)
+{
 	const json_t *rec = json_object_get(v->live, id);
-	char got[OPT_SHA256_HEX + 1], pre[64];
+	char pre[64];
 	long r;
 	int rc;
 
@@ -468,7 +480,6 @@ static int head_seen(void *arg, const char *id, const char *text, size_t len)
 				     v->H, id);
 	}
 	r = (long)json_integer_value(json_array_get(rec, 0));
-	opt_sha256_hex(got, text, len);
 	if (strcmp(id, v->hid) != 0 && strcmp(got, json_string_value(json_array_get(rec, 1))) == 0)
 		return json_object_set_new(v->hashed, id, json_true()) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
 	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
@@ -514,6 +525,142 @@ static int check_head(struct vctx *v)
 	}
 done:
 	json_decref(hc.logset);
+	return rc;
+}
+
+/* ---- the tree's check beside the log's ----
+ *
+ * A full verification of a tree reads two things of about the same size:
+ * the log (a bulk load's entry holds every action) and the tree's nodes.
+ * The nodes are checked in a thread of their own, on a store and a
+ * snapshot of its own (libgit2 objects are not shared between threads),
+ * noting the hash of every node it reads; the hashes are held to the
+ * log's record afterwards, in the order the nodes were read, so the
+ * outcome and its message are those of the check in one thread. */
+
+struct seen_rec {
+	char id[OPT_ID_MAX + 1];
+	char hex[OPT_SHA256_HEX + 1];
+};
+
+struct tree_job {
+	const char *path, *name, *hid;
+	char commit[COMMIT_HEX + 1];
+	struct seen_rec *v;     /* the nodes read, in order */
+	size_t n, cap;
+	atomic_int stop;        /* the verification failed elsewhere: give up */
+	int rc;                 /* the check's result; JOB_UNAVAILABLE: none */
+	size_t count;
+	char msg[1024];
+	pthread_t th;
+};
+
+#define JOB_UNAVAILABLE 1000
+
+static int job_bytes(void *ctx, const char *id, char **buf, size_t *len)
+{
+	return head_bytes(ctx, id, buf, len);
+}
+
+static int job_seen(void *arg, const char *id, const char *text, size_t len)
+{
+	struct tree_job *j = arg;
+
+	if (atomic_load(&j->stop))
+		return opt_error_set(OPT_EIO, "stopped");
+	if (j->n == j->cap) {
+		size_t cap = j->cap ? j->cap * 2 : 1024;
+		struct seen_rec *nv = realloc(j->v, cap * sizeof(*nv));
+		if (!nv)
+			return opt_error_set(OPT_EIO, "out of memory");
+		j->v = nv;
+		j->cap = cap;
+	}
+	snprintf(j->v[j->n].id, sizeof(j->v[j->n].id), "%s", id);
+	opt_sha256_hex(j->v[j->n].hex, text, len);
+	j->n++;
+	return 0;
+}
+
+static void *tree_job_run(void *arg)
+{
+	struct tree_job *j = arg;
+	struct opt_store *s = NULL;
+	struct opt_snap *snap = NULL;
+	struct opt_source src;
+
+	j->rc = JOB_UNAVAILABLE;
+	if (opt_store_open(&s, j->path) < 0 || opt_snap_open_commit(&snap, s, j->name, j->commit) < 0)
+		goto done;
+	src = opt_snap_source(snap);
+	j->rc = opt_btree_check_text(&src, job_bytes, snap, j->hid, job_seen, j, &j->count);
+	if (j->rc < 0)
+		snprintf(j->msg, sizeof(j->msg), "%s", opt_error_last());
+done:
+	opt_snap_free(snap);
+	opt_store_free(s);
+	return NULL;
+}
+
+/* Start the tree's check of v beside the log's (0: not started). */
+static int tree_job_start(struct vctx *v, struct tree_job *j)
+{
+	json_t *h = NULL;
+	const char *type;
+	int tree;
+
+	memset(j, 0, sizeof(*j));
+	if (opt_coll_header(v->head, &h) < 0) {
+		opt_error_clear();
+		return 0;
+	}
+	type = opt_block_type(h);
+	tree = type && strcmp(type, OPT_TYPE_TREE) == 0;
+	json_decref(h);
+	if (!tree)
+		return 0;
+	j->path = opt_store_path(v->s);
+	j->name = v->name;
+	j->hid = v->hid;
+	snprintf(j->commit, sizeof(j->commit), "%s", opt_snap_commit(v->head));
+	atomic_init(&j->stop, 0);
+	return pthread_create(&j->th, NULL, tree_job_run, j) == 0;
+}
+
+/* Wait for the job; 0 and v->tree_rc as check_tree leaves it, or the
+ * failure of a node's hash (check_head's kind), or JOB_UNAVAILABLE when
+ * the job could not check (check_tree must). */
+static int tree_job_finish(struct vctx *v, struct tree_job *j, int give_up)
+{
+	size_t i;
+	int rc = 0;
+
+	if (give_up)
+		atomic_store(&j->stop, 1);
+	pthread_join(j->th, NULL);
+	if (give_up || j->rc == JOB_UNAVAILABLE) {
+		rc = give_up ? 0 : JOB_UNAVAILABLE;
+		goto done;
+	}
+	for (i = 0; i < j->n; i++)
+		if ((rc = head_seen_hex(v, j->v[i].id, j->v[i].hex)) < 0)
+			goto done;
+	if (j->rc == 1) {
+		rc = JOB_UNAVAILABLE;  /* (cannot be: the check settles it) */
+	} else if (j->rc < 0) {
+		char pre[64];
+		opt_error_set(j->rc, "%s", j->msg);
+		snprintf(pre, sizeof(pre), "revision %ld", v->H);
+		v->tree_rc = wrap_last(as_integrity(j->rc), v->name, pre);
+		snprintf(v->tree_msg, sizeof(v->tree_msg), "%s", opt_error_last());
+		opt_error_clear();
+	} else {
+		v->tree_rc = 1;
+		v->tree_n = j->count;
+	}
+done:
+	free(j->v);
+	j->v = NULL;
 	return rc;
 }
 
@@ -625,8 +772,9 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 {
 	struct vctx v;
 	struct opt_source src;
+	struct tree_job tj;
 	long entries = 0;
-	int rc;
+	int rc, job = 0;
 
 	memset(&v, 0, sizeof(v));
 	if (res)
@@ -641,6 +789,8 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
+	/* the tree's nodes are checked beside the log */
+	job = tree_job_start(&v, &tj);
 	if ((rc = walk_history(&v)) < 0)
 		goto done;
 	src = opt_snap_source(v.head);
@@ -664,10 +814,20 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 				   entries + 1, entries, v.H);
 		goto done;
 	}
-	if ((rc = check_tree(&v)) < 0 || (rc = check_head(&v)) < 0)
+	if (job) {
+		job = 0;
+		rc = tree_job_finish(&v, &tj, 0);
+		if (rc == JOB_UNAVAILABLE)
+			rc = check_tree(&v);
+	} else {
+		rc = check_tree(&v);
+	}
+	if (rc < 0 || (rc = check_head(&v)) < 0)
 		goto done;
 	rc = check_data(&v);
 done:
+	if (job)
+		tree_job_finish(&v, &tj, 1);
 	if (res)
 		res->entries = entries;
 	json_decref(v.hashed);
