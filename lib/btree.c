@@ -1842,8 +1842,9 @@ static int tcheck_node(struct tcheck *k, const char *id, int depth, const struct
 {
 	struct opt_ctape *t;
 	const struct opt_cnode *v;
-	char *text = NULL, child[OPT_ID_MAX + 1];
-	const char *s;
+	struct opt_bytes b = { 0 };
+	char child[OPT_ID_MAX + 1];
+	const char *s, *text;
 	size_t len = 0, sl = 0, hdr, ents, parts, nodes, n, i, c, pc = 0;
 	int rc, err = 0, kind;
 
@@ -1855,11 +1856,13 @@ static int tcheck_node(struct tcheck *k, const char *id, int depth, const struct
 		rc = oom();
 		goto done;
 	}
-	rc = k->bytes(k->bctx, id, &text, &len);
+	rc = k->bytes(k->bctx, id, &b);
 	if (rc == OPT_ENOTFOUND)
 		TBAD("btree block '%s' is missing", id);
 	if (rc < 0)
 		goto done;
+	text = b.data;
+	len = b.len;
 	if (k->seen && (rc = k->seen(k->sarg, id, text, len)) < 0)
 		goto done;
 	t = &k->tape[depth];
@@ -1990,7 +1993,7 @@ static int tcheck_node(struct tcheck *k, const char *id, int depth, const struct
 		}
 	}
 done:
-	free(text);
+	opt_bytes_release(&b);
 	return rc;
 }
 

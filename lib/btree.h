@@ -127,9 +127,9 @@ void opt_btree_cursor_free(struct opt_btree_cursor *c);
  * a message naming the block.  Holds a set of visited block IDs. */
 int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count);
 
-/* The stored bytes of block id: 0 and *buf (malloc'd), *len;
- * OPT_ENOTFOUND when absent. */
-typedef int (*opt_btree_bytes_fn)(void *ctx, const char *id, char **buf, size_t *len);
+/* The stored bytes of block id: 0 and *out (the caller releases it with
+ * opt_bytes_release); OPT_ENOTFOUND when absent. */
+typedef int (*opt_btree_bytes_fn)(void *ctx, const char *id, struct opt_bytes *out);
 
 /* opt_btree_check on the stored text of the nodes (read through bytes;
  * the header through src), without parsing them: the same checks and

@@ -740,6 +740,20 @@ static const char *canon_string(const char *p, const char *end, int *esc)
 	unsigned x;
 
 	for (;;) {
+		/* eight bytes at a time while none is a quote, a backslash, a
+		 * control character or a byte >= 0x80 */
+		while (e - q >= 8) {
+			uint64_t x, t;
+			memcpy(&x, q, 8);
+			/* (a lane's high bit after the subtractions: the lowest
+			 * byte below 0x20, or equal to '"' or '\\', sets it;
+			 * false alarms only send us to the loop below) */
+			t = ((x - 0x2020202020202020ULL) | ((x ^ 0x2222222222222222ULL) - 0x0101010101010101ULL) |
+			     ((x ^ 0x5c5c5c5c5c5c5c5cULL) - 0x0101010101010101ULL) | x) & 0x8080808080808080ULL;
+			if (t)
+				break;
+			q += 8;
+		}
 		while (q < e && canon_plain[*q])
 			q++;
 		if (q >= e)
@@ -964,7 +978,10 @@ member:
 		kc = (uint32_t)(p + 1 - text);
 		kcl = (uint32_t)(q - p - 2);
 		if (!l->first) {
-			int c = memcmp(text + l->pk, text + kc, l->pkl < kcl ? l->pkl : kcl);
+			/* (keys mostly differ in their first byte) */
+			const unsigned char *a = (const unsigned char *)text + l->pk, *b = (const unsigned char *)text + kc;
+			size_t m = l->pkl < kcl ? l->pkl : kcl;
+			int c = m && a[0] != b[0] ? (a[0] < b[0] ? -1 : 1) : memcmp(a, b, m);
 			if (c > 0 || (c == 0 && l->pkl >= kcl))
 				return 0;  /* out of order, or twice */
 		}

@@ -637,8 +637,7 @@ whole:
 static int lean_get(void *ctx, const char *id, json_t **out)
 {
 	struct lean *l = ctx;
-	char *text = NULL;
-	size_t len = 0;
+	struct opt_bytes b;
 	int rc;
 
 	*out = NULL;
@@ -647,10 +646,10 @@ static int lean_get(void *ctx, const char *id, json_t **out)
 	l->n = l->pos = 0;
 	if (l->visited && json_object_set_new(l->visited, id, json_true()) < 0)
 		return opt_error_set(OPT_EIO, "out of memory");
-	if ((rc = l->bytes(l->bctx, id, &text, &len)) < 0)
+	if ((rc = l->bytes(l->bctx, id, &b)) < 0)
 		return rc;
-	rc = lean_parse(l, id, text, len, out);
-	free(text);
+	rc = lean_parse(l, id, b.data, b.len, out);
+	opt_bytes_release(&b);
 	return rc;
 }
 

@@ -89,8 +89,9 @@ int opt_log_entry_hash(const json_t *entry, char out[65]);
 int opt_log_verify(const struct opt_source *src, const char *header_id,
 		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
 
-/* Read the stored bytes of block id: 0 and *buf (malloc'd), *len. */
-typedef int (*opt_log_bytes_fn)(void *ctx, const char *id, char **buf, size_t *len);
+/* Read the stored bytes of block id: 0 and *out (the caller releases it
+ * with opt_bytes_release). */
+typedef int (*opt_log_bytes_fn)(void *ctx, const char *id, struct opt_bytes *out);
 
 /* opt_log_verify, reading the log's blocks as stored text through bytes
  * (NULL: as opt_log_verify does): each must be canonical JSON (else

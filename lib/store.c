@@ -1017,6 +1017,26 @@ int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t
 	return 0;
 }
 
+static void release_odb_object(void *obj);
+
+int opt_snap_block_bytes(struct opt_snap *snap, const char *id, struct opt_bytes *out)
+{
+	git_oid oid;
+	git_odb_object *obj = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = find_blob(snap, id, &oid)) < 0)
+		return rc;
+	if (s_odb_read(snap->s, &obj, &oid) < 0)
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
+	out->data = git_odb_object_data(obj);
+	out->len = git_odb_object_size(obj);
+	out->release = release_odb_object;
+	out->owner = obj;
+	return 0;
+}
+
 /* A block already parsed: 1 and *out, or 0 and *oid (its blob). */
 static int snap_cached(struct opt_snap *snap, const char *id, git_oid *oid, json_t **out)
 {

@@ -386,9 +386,9 @@ struct head_ctx {
 
 /* The stored bytes of a block at the head (the log's and the tree's,
  * read as text). */
-static int head_bytes(void *ctx, const char *id, char **buf, size_t *len)
+static int head_bytes(void *ctx, const char *id, struct opt_bytes *out)
 {
-	int rc = opt_snap_block_raw(ctx, id, buf, len);
+	int rc = opt_snap_block_bytes(ctx, id, out);
 
 	if (rc == OPT_ENOTFOUND)
 		opt_error_clear();
@@ -557,9 +557,9 @@ struct tree_job {
 
 #define JOB_UNAVAILABLE 1000
 
-static int job_bytes(void *ctx, const char *id, char **buf, size_t *len)
+static int job_bytes(void *ctx, const char *id, struct opt_bytes *out)
 {
-	return head_bytes(ctx, id, buf, len);
+	return head_bytes(ctx, id, out);
 }
 
 static int job_seen(void *arg, const char *id, const char *text, size_t len)

@@ -514,7 +514,30 @@ static int check_count(struct store *s, const struct model *m)
  * block named by s_pretty) an indented text of the same value. */
 static const char *s_pretty;
 
-static int canon_bytes(void *ctx, const char *id, char **buf, size_t *len)
+static void free_bytes(void *p)
+{
+	free(p);
+}
+
+static int canon_text(void *ctx, const char *id, char **buf, size_t *len);
+
+static int canon_bytes(void *ctx, const char *id, struct opt_bytes *out)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	int rc = canon_text(ctx, id, &buf, &len);
+
+	memset(out, 0, sizeof(*out));
+	if (rc < 0)
+		return rc;
+	out->data = buf;
+	out->len = len;
+	out->release = free_bytes;
+	out->owner = buf;
+	return 0;
+}
+
+static int canon_text(void *ctx, const char *id, char **buf, size_t *len)
 {
 	struct store *s = ctx;
 	const json_t *b;

@@ -201,6 +201,20 @@ TEST(canon_scan)
 		CHECK(opt_canon_scan(no[i], strlen(no[i]), 3, &t) == 0);
 		CHECK(opt_canon_check_parsed(no[i], strlen(no[i])) == 0);
 	}
+	/* a byte that matters at every place of a long string (the scanner
+	 * reads strings eight bytes at a time) */
+	{
+		static const char *const bytes[] = { "\\n", "\\\"", "\\\\", "\x01", "\x1f", "\xc3\xa9", "\xc3",
+						     "\x7f", "\x20", "~", "\\u0001", "\\/" };
+		char buf[64];
+		size_t b, at, len;
+		for (b = 0; b < sizeof(bytes) / sizeof(*bytes); b++)
+			for (at = 0; at < 20; at++) {
+				len = (size_t)snprintf(buf, sizeof(buf), "\"%.*s%s%.*s\"", (int)at, "abcdefghijklmnopqrstuvwxyz",
+						       bytes[b], (int)(20 - at), "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+				CHECK(opt_canon_scan(buf, len, 3, &t) == opt_canon_check_parsed(buf, len));
+			}
+	}
 	/* the tape: {entries: [[k, {x}], [2, 3]], header: {id}} */
 	CHECK(opt_canon_scan(text, strlen(text), 3, &t) == 1);
 	e = opt_ctape_member(&t, text, 0, "entries");
