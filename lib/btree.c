@@ -1709,6 +1709,13 @@ static int leftmost_depth(const struct opt_source *src, const char *root, int *d
 int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
 			  const json_t *changed, size_t base_count, size_t *count)
 {
+	return opt_btree_check_since_text(src, base, NULL, NULL, header_id, changed, base_count, count);
+}
+
+int opt_btree_check_since_text(const struct opt_source *src, const struct opt_source *base, opt_btree_bytes_fn bytes,
+			       void *bctx, const char *header_id, const json_t *changed, size_t base_count,
+			       size_t *count)
+{
 	struct header h, bh;
 	const char *id;
 	const json_t *v;
@@ -1777,6 +1784,8 @@ int opt_btree_check_since(const struct opt_source *src, const struct opt_source 
 	return 0;
 full:
 	opt_error_clear();
+	if (bytes)
+		return opt_btree_check_text(src, bytes, bctx, header_id, NULL, NULL, count);
 	return opt_btree_check(src, header_id, count);
 }
 

@@ -153,4 +153,10 @@ int opt_btree_check_text(const struct opt_source *src, opt_btree_bytes_fn bytes,
 int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
 			  const json_t *changed, size_t base_count, size_t *count);
 
+/* The same, judging the whole tree (when it must) with
+ * opt_btree_check_text through bytes (NULL: opt_btree_check). */
+int opt_btree_check_since_text(const struct opt_source *src, const struct opt_source *base, opt_btree_bytes_fn bytes,
+			       void *bctx, const char *header_id, const json_t *changed, size_t base_count,
+			       size_t *count);
+
 #endif

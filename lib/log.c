@@ -280,17 +280,8 @@ done:
 
 /* Check one entry against the expected rev and the previous hash; on
  * success copy its hash to hash. */
-static int check_entry_known(const json_t *e, long expect, const char *prev, char hash[65], int known,
-			     const char *known_hash);
-
-static int check_entry(const json_t *e, long expect, const char *prev, char hash[65])
-{
-	return check_entry_known(e, expect, prev, hash, -1, NULL);
-}
-
-/* check_entry, where known is 1 when the entry's actions were left out
- * of e and hashed on their text to known_hash, 0 when it had none, -1
- * when e is the whole entry. */
+/* Where known is 1, the entry's actions were left out of e and hashed on
+ * their text to known_hash; 0: it had none; -1: e is the whole entry. */
 static int check_entry_known(const json_t *e, long expect, const char *prev, char hash[65], int known,
 			     const char *known_hash)
 {
@@ -376,153 +367,6 @@ static int link_of(const json_t *b, const char *field, const char *id, const cha
 		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s': \"%s\" is not a block ID", id, field);
 	*out = json_string_value(v);
 	return 0;
-}
-
-int opt_log_verify_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
-			 long after, const char *after_hash, const json_t *recheck, json_t *visited,
-			 int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
-{
-	json_t *fresh = json_array(), *h = NULL, *b = NULL;
-	const char *link;
-	char cur[OPT_ID_MAX + 1] = "", came[OPT_ID_MAX + 1] = "", prev[65] = "", want[65] = "";
-	long n = 0, r, want_rev = 0, loaded = 0;
-	int rc, found = after == 0;
-	size_t i;
-
-	if (entries)
-		*entries = 0;
-	if (!fresh)
-		return opt_error_set(OPT_EIO, "out of memory");
-	if ((rc = src->get(src->ctx, header_id, &h)) < 0)
-		goto done;
-	if ((rc = link_of(h, "tailId", header_id, &link)) < 0)
-		goto done;
-	if (link)
-		snprintf(cur, sizeof(cur), "%s", link);
-	/* newest block first: the new entries, then the entry `after` and the
-	 * older ones while their block changed; an unchanged block and all
-	 * before it are as verified before (its link to the next block too:
-	 * that block, the last read, was its successor there) */
-	while (*cur) {
-		const json_t *es;
-		if (!recheck || !json_object_get(recheck, cur)) {
-			json_t *nb = NULL;
-			const char *bp = NULL;
-			if (!*came) {
-				/* nothing read: the tail is the old one */
-				json_t *bh = NULL;
-				if ((rc = base->get(base->ctx, header_id, &bh)) == 0 && (rc = link_of(bh, "tailId", header_id, &bp)) == 0 &&
-				    (!bp || strcmp(bp, cur) != 0))
-					rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': the tail, unchanged, but not the "
-							   "tail before", cur);
-				json_decref(bh);
-			} else if ((rc = base->get(base->ctx, came, &nb)) == 0 && (rc = link_of(nb, "priorId", came, &bp)) == 0 &&
-				   (!bp || strcmp(bp, cur) != 0)) {
-				rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': linked to '%.80s', which it did not "
-						   "follow before", came, cur);
-			} else if (rc == OPT_ENOTFOUND) {
-				rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': new, but linked to the unchanged block "
-						   "'%.80s'", came, cur);
-			}
-			json_decref(nb);
-			if (rc < 0)
-				goto done;
-			if (!found && after > 0) {
-				/* the entry `after` is in that block, as before */
-				if (json_array_size(fresh) &&
-				    json_integer_value(json_object_get(json_array_get(fresh, json_array_size(fresh) - 1), "rev")) !=
-					    after + 1) {
-					rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing", after + 1);
-					goto done;
-				}
-				found = 1;
-			}
-			break;
-		}
-		if (++loaded > 1000000) {
-			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': the log has a cycle", cur);
-			goto done;
-		}
-		if ((rc = src->get(src->ctx, cur, &b)) < 0) {
-			if (rc == OPT_ENOTFOUND)
-				rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is missing", cur);
-			goto done;
-		}
-		if (visited && json_object_set_new(visited, cur, json_true()) < 0) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
-		}
-		/* the block names the one we came from as its next */
-		if ((rc = link_of(b, "nextId", cur, &link)) < 0)
-			goto done;
-		if ((*came && (!link || strcmp(link, came) != 0)) || (!*came && link)) {
-			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': \"nextId\" does not name the block after it",
-					   cur);
-			goto done;
-		}
-		es = json_object_get(b, "entries");
-		if (!json_is_array(es)) {
-			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s' has no \"entries\" array", cur);
-			goto done;
-		}
-		for (i = json_array_size(es); i-- > 0;) {
-			const json_t *e = json_array_get(es, i), *p = json_object_get(e, "prior");
-			r = json_is_integer(json_object_get(e, "rev")) ? (long)json_integer_value(json_object_get(e, "rev")) : -1;
-			if (r > after && !found) {
-				if (json_array_append(fresh, (json_t *)e) < 0) {
-					rc = opt_error_set(OPT_EIO, "out of memory");
-					goto done;
-				}
-				continue;
-			}
-			/* an entry verified before: it must hash to what the next
-			 * one names as prior */
-			if ((rc = check_entry(e, r < 1 ? 1 : r, json_is_string(p) ? json_string_value(p) : "", prev)) < 0)
-				goto done;
-			if (!found) {
-				if (r != after || strcmp(prev, after_hash) != 0) {
-					rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not the entry verified before (the "
-							   "log was rewritten)", after);
-					goto done;
-				}
-				found = 1;
-			} else if (r != want_rev || strcmp(prev, want) != 0) {
-				rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not the entry verified before (the log "
-						   "was rewritten)", r);
-				goto done;
-			}
-			want_rev = r - 1;
-			snprintf(want, sizeof(want), "%s", json_is_string(p) ? json_string_value(p) : "");
-		}
-		snprintf(came, sizeof(came), "%s", cur);
-		if ((rc = link_of(b, "priorId", cur, &link)) < 0)
-			goto done;
-		snprintf(cur, sizeof(cur), "%s", link ? link : "");
-		json_decref(b);
-		b = NULL;
-	}
-	if (!found) {
-		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing (the log was rewritten)", after);
-		goto done;
-	}
-	/* the new entries, oldest first, continuing the chain */
-	snprintf(prev, sizeof(prev), "%s", after_hash ? after_hash : "");
-	for (i = json_array_size(fresh); i-- > 0;) {
-		const json_t *e = json_array_get(fresh, i);
-		if ((rc = check_entry(e, after + n + 1, prev, prev)) < 0)
-			goto done;
-		if (cb && (rc = cb(e, arg)) != 0)
-			goto done;
-		n++;
-	}
-	rc = check_note(src, header_id, after + n, prev);
-done:
-	json_decref(b);
-	json_decref(h);
-	json_decref(fresh);
-	if (entries)
-		*entries = n;
-	return rc;
 }
 
 /* ---- log blocks read as stored text ----
@@ -668,6 +512,205 @@ static int lean_known(struct lean *l, const json_t *e, const char **h)
 		}
 	}
 	return -1;
+}
+
+int opt_log_verify_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
+			 long after, const char *after_hash, const json_t *recheck, json_t *visited,
+			 int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+{
+	return opt_log_verify_since_text(src, base, NULL, NULL, header_id, after, after_hash, recheck, visited, cb, arg,
+					 entries);
+}
+
+/* What is known of each new entry's actions (lean_known), by its index
+ * in the array of new entries. */
+struct fresh_known {
+	int known;
+	char h[OPT_SHA256_HEX + 1];
+};
+
+int opt_log_verify_since_text(const struct opt_source *src, const struct opt_source *base, opt_log_bytes_fn bytes,
+			      void *bctx, const char *header_id, long after, const char *after_hash,
+			      const json_t *recheck, json_t *visited, int (*cb)(const json_t *entry, void *arg),
+			      void *arg, long *entries)
+{
+	struct lean l;
+	struct opt_source ls;
+	const struct opt_source *rd = src;
+	struct fresh_known *fk = NULL;
+	size_t fkcap = 0;
+	const char *kh = NULL;
+	json_t *fresh = json_array(), *h = NULL, *b = NULL;
+	const char *link;
+	char cur[OPT_ID_MAX + 1] = "", came[OPT_ID_MAX + 1] = "", prev[65] = "", want[65] = "";
+	long n = 0, r, want_rev = 0, loaded = 0;
+	int rc, found = after == 0;
+	size_t i;
+
+	if (entries)
+		*entries = 0;
+	if (!fresh)
+		return opt_error_set(OPT_EIO, "out of memory");
+	memset(&l, 0, sizeof(l));
+	if (bytes) {
+		/* the log's blocks read as text (see above) */
+		l.inner = *src;
+		l.bytes = bytes;
+		l.bctx = bctx;
+		l.hid = header_id;
+		ls.get = lean_get;
+		ls.ctx = &l;
+		ls.get_raw = NULL;
+		rd = &ls;
+	}
+	if ((rc = src->get(src->ctx, header_id, &h)) < 0)
+		goto done;
+	if ((rc = link_of(h, "tailId", header_id, &link)) < 0)
+		goto done;
+	if (link)
+		snprintf(cur, sizeof(cur), "%s", link);
+	/* newest block first: the new entries, then the entry `after` and the
+	 * older ones while their block changed; an unchanged block and all
+	 * before it are as verified before (its link to the next block too:
+	 * that block, the last read, was its successor there) */
+	while (*cur) {
+		const json_t *es;
+		if (!recheck || !json_object_get(recheck, cur)) {
+			json_t *nb = NULL;
+			const char *bp = NULL;
+			if (!*came) {
+				/* nothing read: the tail is the old one */
+				json_t *bh = NULL;
+				if ((rc = base->get(base->ctx, header_id, &bh)) == 0 && (rc = link_of(bh, "tailId", header_id, &bp)) == 0 &&
+				    (!bp || strcmp(bp, cur) != 0))
+					rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': the tail, unchanged, but not the "
+							   "tail before", cur);
+				json_decref(bh);
+			} else if ((rc = base->get(base->ctx, came, &nb)) == 0 && (rc = link_of(nb, "priorId", came, &bp)) == 0 &&
+				   (!bp || strcmp(bp, cur) != 0)) {
+				rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': linked to '%.80s', which it did not "
+						   "follow before", came, cur);
+			} else if (rc == OPT_ENOTFOUND) {
+				rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': new, but linked to the unchanged block "
+						   "'%.80s'", came, cur);
+			}
+			json_decref(nb);
+			if (rc < 0)
+				goto done;
+			if (!found && after > 0) {
+				/* the entry `after` is in that block, as before */
+				if (json_array_size(fresh) &&
+				    json_integer_value(json_object_get(json_array_get(fresh, json_array_size(fresh) - 1), "rev")) !=
+					    after + 1) {
+					rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing", after + 1);
+					goto done;
+				}
+				found = 1;
+			}
+			break;
+		}
+		if (++loaded > 1000000) {
+			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': the log has a cycle", cur);
+			goto done;
+		}
+		if ((rc = rd->get(rd->ctx, cur, &b)) < 0) {
+			if (rc == OPT_ENOTFOUND)
+				rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is missing", cur);
+			goto done;
+		}
+		if (visited && json_object_set_new(visited, cur, json_true()) < 0) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+		/* the block names the one we came from as its next */
+		if ((rc = link_of(b, "nextId", cur, &link)) < 0)
+			goto done;
+		if ((*came && (!link || strcmp(link, came) != 0)) || (!*came && link)) {
+			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': \"nextId\" does not name the block after it",
+					   cur);
+			goto done;
+		}
+		es = json_object_get(b, "entries");
+		if (!json_is_array(es)) {
+			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s' has no \"entries\" array", cur);
+			goto done;
+		}
+		for (i = json_array_size(es); i-- > 0;) {
+			const json_t *e = json_array_get(es, i), *p = json_object_get(e, "prior");
+			r = json_is_integer(json_object_get(e, "rev")) ? (long)json_integer_value(json_object_get(e, "rev")) : -1;
+			int known = bytes ? lean_known(&l, e, &kh) : -1;
+			if (r > after && !found) {
+				size_t at = json_array_size(fresh);
+				if (at == fkcap) {
+					size_t cap = fkcap ? fkcap * 2 : 64;
+					struct fresh_known *nk = realloc(fk, cap * sizeof(*nk));
+					if (!nk) {
+						rc = opt_error_set(OPT_EIO, "out of memory");
+						goto done;
+					}
+					fk = nk;
+					fkcap = cap;
+				}
+				fk[at].known = known;
+				snprintf(fk[at].h, sizeof(fk[at].h), "%s", known == 1 ? kh : "");
+				if (json_array_append(fresh, (json_t *)e) < 0) {
+					rc = opt_error_set(OPT_EIO, "out of memory");
+					goto done;
+				}
+				continue;
+			}
+			/* an entry verified before: it must hash to what the next
+			 * one names as prior */
+			if ((rc = check_entry_known(e, r < 1 ? 1 : r, json_is_string(p) ? json_string_value(p) : "", prev,
+						    known, kh)) < 0)
+				goto done;
+			if (!found) {
+				if (r != after || strcmp(prev, after_hash) != 0) {
+					rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not the entry verified before (the "
+							   "log was rewritten)", after);
+					goto done;
+				}
+				found = 1;
+			} else if (r != want_rev || strcmp(prev, want) != 0) {
+				rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not the entry verified before (the log "
+						   "was rewritten)", r);
+				goto done;
+			}
+			want_rev = r - 1;
+			snprintf(want, sizeof(want), "%s", json_is_string(p) ? json_string_value(p) : "");
+		}
+		snprintf(came, sizeof(came), "%s", cur);
+		if ((rc = link_of(b, "priorId", cur, &link)) < 0)
+			goto done;
+		snprintf(cur, sizeof(cur), "%s", link ? link : "");
+		json_decref(b);
+		b = NULL;
+	}
+	if (!found) {
+		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing (the log was rewritten)", after);
+		goto done;
+	}
+	/* the new entries, oldest first, continuing the chain */
+	snprintf(prev, sizeof(prev), "%s", after_hash ? after_hash : "");
+	for (i = json_array_size(fresh); i-- > 0;) {
+		const json_t *e = json_array_get(fresh, i);
+		if ((rc = check_entry_known(e, after + n + 1, prev, prev, fk[i].known, fk[i].h)) < 0)
+			goto done;
+		if (cb && (rc = cb(e, arg)) != 0)
+			goto done;
+		n++;
+	}
+	rc = check_note(src, header_id, after + n, prev);
+done:
+	json_decref(b);
+	json_decref(h);
+	json_decref(fresh);
+	free(fk);
+	opt_ctape_free(&l.tape);
+	free(l.v);
+	if (entries)
+		*entries = n;
+	return rc;
 }
 
 /* The entries of the chain of header_id read through walk (src itself,

@@ -124,4 +124,11 @@ int opt_log_verify_since(const struct opt_source *src, const struct opt_source *
 			 long after, const char *after_hash, const json_t *recheck, json_t *visited,
 			 int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
 
+/* The same, reading the log's blocks as opt_log_verify_text does
+ * (bytes NULL: as opt_log_verify_since). */
+int opt_log_verify_since_text(const struct opt_source *src, const struct opt_source *base, opt_log_bytes_fn bytes,
+			      void *bctx, const char *header_id, long after, const char *after_hash,
+			      const json_t *recheck, json_t *visited, int (*cb)(const json_t *entry, void *arg),
+			      void *arg, long *entries);
+
 #endif

@@ -950,8 +950,8 @@ static int check_data_since(struct vctx *v, struct diff_ctx *d)
 		json_decref(bh);
 		return check_data(v);
 	}
-	rc = opt_btree_check_since(&src, &bsrc, v->hid, d->changed,
-				   (size_t)json_integer_value(json_object_get(bh, "count")), &n);
+	rc = opt_btree_check_since_text(&src, &bsrc, head_bytes, v->head, v->hid, d->changed,
+					(size_t)json_integer_value(json_object_get(bh, "count")), &n);
 	if (rc < 0)
 		rc = wrap_last(as_integrity(rc), v->name, pre);
 	else if ((json_int_t)n != json_integer_value(json_object_get(h, "count")))
@@ -1026,7 +1026,8 @@ int opt_verify_collection_since(struct opt_store *s, const char *name, const cha
 		}
 	}
 	src = opt_snap_source(v.head);
-	rc = opt_log_verify_since(&src, &bsrc, v.hid, v.B, bhash, d.changed, logset, entry_cb, &v, &entries);
+	rc = opt_log_verify_since_text(&src, &bsrc, head_bytes, v.head, v.hid, v.B, bhash, d.changed, logset, entry_cb, &v,
+				       &entries);
 	if (rc < 0) {
 		char pre[64];
 		snprintf(pre, sizeof(pre), "log entry rev %ld", v.B + entries + 1);
