@@ -497,6 +497,27 @@ static int lean_get(void *ctx, const char *id, json_t **out)
 	return rc;
 }
 
+/* A source reading the log's blocks of src through bytes, set up in l. */
+static struct opt_source lean_open(struct lean *l, const struct opt_source *src, opt_log_bytes_fn bytes, void *bctx,
+				   const char *header_id, json_t *visited)
+{
+	struct opt_source ls = { lean_get, l, NULL };
+
+	memset(l, 0, sizeof(*l));
+	l->inner = *src;
+	l->bytes = bytes;
+	l->bctx = bctx;
+	l->hid = header_id;
+	l->visited = visited;
+	return ls;
+}
+
+static void lean_close(struct lean *l)
+{
+	opt_ctape_free(&l->tape);
+	free(l->v);
+}
+
 /* What l knows of entry e: 1 and its actions' hash, 0 (it had none), -1
  * (not an entry l read). */
 static int lean_known(struct lean *l, const json_t *e, const char **h)
@@ -551,18 +572,9 @@ int opt_log_verify_since_text(const struct opt_source *src, const struct opt_sou
 		*entries = 0;
 	if (!fresh)
 		return opt_error_set(OPT_EIO, "out of memory");
-	memset(&l, 0, sizeof(l));
-	if (bytes) {
-		/* the log's blocks read as text (see above) */
-		l.inner = *src;
-		l.bytes = bytes;
-		l.bctx = bctx;
-		l.hid = header_id;
-		ls.get = lean_get;
-		ls.ctx = &l;
-		ls.get_raw = NULL;
-		rd = &ls;
-	}
+	ls = lean_open(&l, src, bytes, bctx, header_id, NULL);
+	if (bytes)
+		rd = &ls;  /* the log's blocks read as text (see above) */
 	if ((rc = src->get(src->ctx, header_id, &h)) < 0)
 		goto done;
 	if ((rc = link_of(h, "tailId", header_id, &link)) < 0)
@@ -706,8 +718,7 @@ done:
 	json_decref(h);
 	json_decref(fresh);
 	free(fk);
-	opt_ctape_free(&l.tape);
-	free(l.v);
+	lean_close(&l);
 	if (entries)
 		*entries = n;
 	return rc;
@@ -759,18 +770,9 @@ int opt_log_verify_text(const struct opt_source *src, opt_log_bytes_fn bytes, vo
 
 	if (!bytes)
 		return verify_chain(src, src, NULL, header_id, cb, arg, entries);
-	memset(&l, 0, sizeof(l));
-	l.inner = *src;
-	l.bytes = bytes;
-	l.bctx = bctx;
-	l.hid = header_id;
-	l.visited = visited;
-	ls.get = lean_get;
-	ls.ctx = &l;
-	ls.get_raw = NULL;
+	ls = lean_open(&l, src, bytes, bctx, header_id, visited);
 	rc = verify_chain(src, &ls, &l, header_id, cb, arg, entries);
-	opt_ctape_free(&l.tape);
-	free(l.v);
+	lean_close(&l);
 	return rc;
 }
 
