@@ -2161,6 +2161,13 @@ static int leftmost_depth(const struct opt_source *src, const char *root, int *d
 int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
 			  const json_t *changed, size_t base_count, size_t *count)
 {
+	return opt_btree_check_since_text(src, base, NULL, NULL, header_id, changed, base_count, count);
+}
+
+int opt_btree_check_since_text(const struct opt_source *src, const struct opt_source *base, opt_btree_bytes_fn bytes,
+			       void *bctx, const char *header_id, const json_t *changed, size_t base_count,
+			       size_t *count)
+{
 	struct header h, bh;
 	const char *id;
 	const json_t *v;
@@ -2229,7 +2236,267 @@ int opt_btree_check_since(const struct opt_source *src, const struct opt_source 
 	return 0;
 full:
 	opt_error_clear();
+	if (bytes)
+		return opt_btree_check_text(src, bytes, bctx, header_id, NULL, NULL, count);
 	return opt_btree_check(src, header_id, count);
+}
+
+/* ---- the structural check on stored text ----
+ *
+ * The checks of check_node, on each node's canonical text (checked so in
+ * one pass, opt_canon_scan) instead of a parse: keys are compared as
+ * text, bounds are spans of the parent's text. */
+
+struct tcheck {
+	opt_btree_bytes_fn bytes;
+	void *bctx;
+	int (*seen)(void *arg, const char *id, const char *text, size_t len);
+	void *sarg;
+	size_t min, max, count;
+	int leaf_depth;
+	char *coll;             /* the root's collection, as stored (no quotes) */
+	size_t colll;
+	json_t *visited;
+	struct opt_ctape tape[MAX_DEPTH];
+	int parsed;             /* a node the scanner cannot judge: check parsed */
+};
+
+/* A span of text that is a canonical key (or not: *err). */
+static int tkey_valid(const char *text, const struct opt_cnode *c)
+{
+	json_t *v;
+	int ok;
+
+	if (c->t == '0' || c->t == '"')
+		return 1;
+	if (c->t != '[')
+		return 0;
+	v = json_loadb(text + c->v, c->vl, JSON_DECODE_ANY, NULL);
+	ok = v && opt_key_valid(v);
+	json_decref(v);
+	return ok;
+}
+
+struct tspan {
+	const char *p;
+	size_t l;
+};
+
+static int tin_bounds(const char *k, size_t kl, const struct tspan *lo, const struct tspan *hi, int *err)
+{
+	return (!lo || opt_raw_keys_cmp(k, kl, lo->p, lo->l, err) >= 0) && (!hi || opt_raw_keys_cmp(k, kl, hi->p, hi->l, err) < 0);
+}
+
+/* The string node c of text: its bytes without quotes (no escapes in a
+ * valid ID or name), or NULL when c is absent or not a string. */
+static const char *tstr(const char *text, const struct opt_ctape *t, size_t c, size_t *len)
+{
+	if (!c || t->v[c].t != '"')
+		return NULL;
+	*len = t->v[c].vl - 2;
+	return text + t->v[c].v + 1;
+}
+
+#define TBAD(...) do { rc = opt_error_set(OPT_EINTEGRITY, __VA_ARGS__); goto done; } while (0)
+
+static int tcheck_node(struct tcheck *k, const char *id, int depth, const struct tspan *lo, const struct tspan *hi)
+{
+	struct opt_ctape *t;
+	const struct opt_cnode *v;
+	struct opt_bytes b = { 0 };
+	char child[OPT_ID_MAX + 1];
+	const char *s, *text;
+	size_t len = 0, sl = 0, hdr, ents, parts, nodes, n, i, c, pc = 0;
+	int rc, err = 0, kind;
+
+	if (depth >= MAX_DEPTH)
+		TBAD("btree deeper than %d levels at block '%s'", MAX_DEPTH, id);
+	if (json_object_get(k->visited, id))
+		TBAD("btree block '%s' is reached twice", id);
+	if (json_object_set_new(k->visited, id, json_true()) < 0) {
+		rc = oom();
+		goto done;
+	}
+	rc = k->bytes(k->bctx, id, &b);
+	if (rc == OPT_ENOTFOUND)
+		TBAD("btree block '%s' is missing", id);
+	if (rc < 0)
+		goto done;
+	text = b.data;
+	len = b.len;
+	if (k->seen && (rc = k->seen(k->sarg, id, text, len)) < 0)
+		goto done;
+	t = &k->tape[depth];
+	if ((rc = opt_canon_scan(text, len, 3, t)) < 0)
+		goto done;
+	if (rc == 0) {
+		if ((rc = opt_canon_check_parsed(text, len)) < 0)
+			goto done;
+		if (rc == 0)
+			TBAD("btree block '%s' is not stored as canonical JSON", id);
+		k->parsed = 1;  /* canonical, but beyond the scanner */
+		rc = 1;
+		goto done;
+	}
+	rc = 0;
+	v = t->v;
+	if (v[0].t != '{')
+		TBAD("block '%s' is not a btree node: it needs an \"entries\" array, or \"partitions\" and \"nodes\" arrays with one more node than partitions", id);
+	ents = opt_ctape_member(t, text, 0, "entries");
+	parts = opt_ctape_member(t, text, 0, "partitions");
+	nodes = opt_ctape_member(t, text, 0, "nodes");
+	hdr = opt_ctape_member(t, text, 0, "header");
+	if (ents && v[ents].t == '[') {
+		kind = LEAF;
+	} else {
+		size_t np = 0, nn = 0;
+		if (parts && v[parts].t == '[')
+			for (c = parts + 1; c < v[parts].next; c = v[c].next)
+				np++;
+		if (nodes && v[nodes].t == '[')
+			for (c = nodes + 1; c < v[nodes].next; c = v[c].next)
+				nn++;
+		if (!parts || v[parts].t != '[' || !nodes || v[nodes].t != '[' || nn != np + 1)
+			TBAD("block '%s' is not a btree node: it needs an \"entries\" array, or \"partitions\" and \"nodes\" arrays with one more node than partitions", id);
+		kind = BRANCH;
+	}
+	s = hdr ? tstr(text, t, opt_ctape_member(t, text, hdr, "type"), &sl) : NULL;
+	if (!s || sl != 2 || memcmp(s, kind == LEAF ? "TL" : "TB", 2) != 0) {
+		char ty[64];
+		if (s)
+			snprintf(ty, sizeof(ty), "%.*s", (int)(sl < 60 ? sl : 60), s);
+		TBAD("btree %s '%s' has type %s, not %s", kind == LEAF ? "leaf" : "branch", id, s ? ty : "missing",
+		     kind == LEAF ? "TL" : "TB");
+	}
+	s = hdr ? tstr(text, t, opt_ctape_member(t, text, hdr, "id"), &sl) : NULL;
+	if (!s || sl != strlen(id) || memcmp(s, id, sl) != 0)
+		TBAD("btree block '%s' has the ID '%.*s' in its header", id, s ? (int)(sl < 100 ? sl : 100) : 0, s ? s : "");
+	s = hdr ? tstr(text, t, opt_ctape_member(t, text, hdr, "collection"), &sl) : NULL;
+	if (!s)
+		TBAD("btree block '%s' has no collection", id);
+	if (!k->coll) {
+		if (!(k->coll = malloc(sl + 1))) {
+			rc = oom();
+			goto done;
+		}
+		memcpy(k->coll, s, sl);
+		k->coll[sl] = '\0';
+		k->colll = sl;
+	}
+	if (sl != k->colll || memcmp(s, k->coll, sl) != 0)
+		TBAD("btree block '%s' is in collection '%.*s', the root in '%s'", id, (int)(sl < 200 ? sl : 200), s, k->coll);
+	if (kind == LEAF) {
+		for (n = 0, c = ents + 1; c < v[ents].next; c = v[c].next)
+			n++;
+		if (k->leaf_depth < 0)
+			k->leaf_depth = depth;
+		if (depth != k->leaf_depth)
+			TBAD("btree leaf '%s' is at depth %d, another at %d", id, depth, k->leaf_depth);
+		if (n > k->max || (depth > 0 && n < k->min))
+			TBAD("btree leaf '%s' holds %zu entries (%zu-%zu allowed)", id, n, depth ? k->min : 0, k->max);
+		for (i = 0, c = ents + 1; c < v[ents].next; c = v[c].next, i++) {
+			size_t key = c + 1;
+			if (v[c].t != '[' || v[c].next != c + 3 || !tkey_valid(text, &v[key]))
+				TBAD("btree leaf '%s' entry %zu is not a [key, value] pair", id, i);
+			if (pc && opt_raw_keys_cmp(text + v[pc].v, v[pc].vl, text + v[key].v, v[key].vl, &err) >= 0)
+				TBAD("btree leaf '%s' entries %zu and %zu are out of order", id, i - 1, i);
+			if (err)
+				TBAD("btree leaf '%s' entry %zu is not a [key, value] pair", id, i);
+			if (!tin_bounds(text + v[key].v, v[key].vl, lo, hi, &err) || err)
+				TBAD("btree leaf '%s' entry %zu is outside the bounds of its parent's partitions", id, i);
+			pc = key;
+		}
+		k->count += n;
+		goto done;
+	}
+	for (n = 0, c = nodes + 1; c < v[nodes].next; c = v[c].next)
+		n++;
+	if (n > k->max || (depth > 0 && n < k->min) || n < 2)
+		TBAD("btree branch '%s' has %zu children (%zu-%zu allowed)", id, n, depth ? k->min : 2, k->max);
+	for (i = 0, c = parts + 1; c < v[parts].next; c = v[c].next, i++) {
+		if (!tkey_valid(text, &v[c]))
+			TBAD("btree branch '%s' partition %zu is not a valid key", id, i);
+		if (pc && (opt_raw_keys_cmp(text + v[pc].v, v[pc].vl, text + v[c].v, v[c].vl, &err) >= 0 || err))
+			TBAD("btree branch '%s' partitions %zu and %zu are out of order", id, i - 1, i);
+		if (!tin_bounds(text + v[c].v, v[c].vl, lo, hi, &err) || err)
+			TBAD("btree branch '%s' partition %zu is outside the bounds of its parent's partitions", id, i);
+		pc = c;
+	}
+	{
+		/* the children, each within the partitions around it (spans of
+		 * this node's text, which stays while they are checked; the tape
+		 * of this depth is not touched below it) */
+		size_t pcur = parts + 1;
+		struct tspan plo, phi;
+		for (i = 0, c = nodes + 1; c < v[nodes].next; c = v[c].next, i++) {
+			s = tstr(text, t, c, &sl);
+			if (!s || sl > OPT_ID_MAX) {
+				rc = opt_error_set(OPT_EINTEGRITY, "btree block '%s' holds an invalid block ID", id);
+				goto done;
+			}
+			memcpy(child, s, sl);
+			child[sl] = '\0';
+			if (!opt_id_valid(child)) {
+				rc = opt_error_set(OPT_EINTEGRITY, "btree block '%s' holds an invalid block ID", id);
+				goto done;
+			}
+			if (i + 1 < n) {
+				phi.p = text + v[pcur].v;
+				phi.l = v[pcur].vl;
+			}
+			rc = tcheck_node(k, child, depth + 1, i ? &plo : lo, i + 1 < n ? &phi : hi);
+			if (rc != 0)
+				goto done;
+			if (i + 1 < n) {
+				plo = phi;
+				pcur = v[pcur].next;
+			}
+		}
+	}
+done:
+	opt_bytes_release(&b);
+	return rc;
+}
+
+int opt_btree_check_text(const struct opt_source *src, opt_btree_bytes_fn bytes, void *bctx, const char *header_id,
+			 int (*seen)(void *arg, const char *id, const char *text, size_t len), void *sarg,
+			 size_t *count)
+{
+	struct tcheck *k;
+	struct header h;
+	int rc, i;
+
+	if (count)
+		*count = 0;
+	if ((rc = read_header(&h, src, header_id)) < 0)
+		return rc;
+	if (!(k = calloc(1, sizeof(*k))))
+		return oom();
+	k->bytes = bytes;
+	k->bctx = bctx;
+	k->seen = seen;
+	k->sarg = sarg;
+	k->min = (size_t)h.cap / 2;
+	k->max = (size_t)h.cap;
+	k->leaf_depth = -1;
+	if (!(k->visited = json_object())) {
+		free(k);
+		return oom();
+	}
+	rc = tcheck_node(k, h.root, 0, NULL, NULL);
+	if (rc == 0 && count)
+		*count = k->count;
+	json_decref(k->visited);
+	free(k->coll);
+	for (i = 0; i < MAX_DEPTH; i++)
+		opt_ctape_free(&k->tape[i]);
+	free(k);
+	if (rc == 1) {
+		/* a node the scanner could not judge (canonical all the same):
+		 * the whole tree parsed, as opt_btree_check does */
+		rc = opt_btree_check(src, header_id, count);
+	}
+	return rc;
 }
 
 int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count)

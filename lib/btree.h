@@ -146,6 +146,20 @@ void opt_btree_cursor_free(struct opt_btree_cursor *c);
  * a message naming the block.  Holds a set of visited block IDs. */
 int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count);
 
+/* The stored bytes of block id: 0 and *out (the caller releases it with
+ * opt_bytes_release); OPT_ENOTFOUND when absent. */
+typedef int (*opt_btree_bytes_fn)(void *ctx, const char *id, struct opt_bytes *out);
+
+/* opt_btree_check on the stored text of the nodes (read through bytes;
+ * the header through src), without parsing them: the same checks and
+ * messages, and each node must be stored as canonical JSON ("btree
+ * block 'ID' is not stored as canonical JSON").  seen (may be NULL) is
+ * called with every node's bytes as read, before they are checked; a
+ * negative return stops the check and is returned. */
+int opt_btree_check_text(const struct opt_source *src, opt_btree_bytes_fn bytes, void *bctx, const char *header_id,
+			 int (*seen)(void *arg, const char *id, const char *text, size_t len), void *sarg,
+			 size_t *count);
+
 /* The same check of the tree at src, given that it was made at base (a
  * state that passed opt_btree_check with base_count entries) and that
  * only the blocks of changed ({id: anything}) differ.  When only leaves
@@ -157,5 +171,11 @@ int opt_btree_check(const struct opt_source *src, const char *header_id, size_t 
  * where its keys route) is judged by opt_btree_check of the whole tree. */
 int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
 			  const json_t *changed, size_t base_count, size_t *count);
+
+/* The same, judging the whole tree (when it must) with
+ * opt_btree_check_text through bytes (NULL: opt_btree_check). */
+int opt_btree_check_since_text(const struct opt_source *src, const struct opt_source *base, opt_btree_bytes_fn bytes,
+			       void *bctx, const char *header_id, const json_t *changed, size_t base_count,
+			       size_t *count);
 
 #endif

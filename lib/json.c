@@ -1177,3 +1177,328 @@ no:
 	out->p[start] = '\0';
 	return 0;
 }
+
+/* ---- canonical text checked in one pass (opt_canon_scan) ---- */
+
+#define CANON_DEPTH 512
+
+/* Bytes a canonical string holds as they are (bytes >= 0x80 are checked
+ * as UTF-8 apart). */
+static const unsigned char canon_plain[256] = {
+	[0x20] = 1, [0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7f] = 1,
+};
+
+/* The end of the canonical string at p (*p == '"'), or NULL; *esc is set
+ * when it holds an escape. */
+static const char *canon_string(const char *p, const char *end, int *esc)
+{
+	const unsigned char *q = (const unsigned char *)p + 1, *e = (const unsigned char *)end;
+	unsigned x;
+
+	for (;;) {
+		/* eight bytes at a time while none is a quote, a backslash, a
+		 * control character or a byte >= 0x80 */
+		while (e - q >= 8) {
+			uint64_t x, t;
+			memcpy(&x, q, 8);
+			/* (a lane's high bit after the subtractions: the lowest
+			 * byte below 0x20, or equal to '"' or '\\', sets it;
+			 * false alarms only send us to the loop below) */
+			t = ((x - 0x2020202020202020ULL) | ((x ^ 0x2222222222222222ULL) - 0x0101010101010101ULL) |
+			     ((x ^ 0x5c5c5c5c5c5c5c5cULL) - 0x0101010101010101ULL) | x) & 0x8080808080808080ULL;
+			if (t)
+				break;
+			q += 8;
+		}
+		while (q < e && canon_plain[*q])
+			q++;
+		if (q >= e)
+			return NULL;
+		if (*q == '"')
+			return (const char *)q + 1;
+		if (*q >= 0x80) {
+			size_t n = utf8_seq(q, e);
+			if (!n)
+				return NULL;
+			q += n;
+			continue;
+		}
+		if (*q != '\\' || e - q < 2)
+			return NULL;  /* a control character as it is */
+		*esc = 1;
+		switch (q[1]) {
+		case '"': case '\\': case 'b': case 'f': case 'n': case 'r': case 't':
+			q += 2;
+			continue;
+		case 'u':
+			/* \u00xx (lower case) only for the control characters
+			 * without a short escape, and never NUL */
+			if (e - q < 6 || q[2] != '0' || q[3] != '0' || (q[4] != '0' && q[4] != '1'))
+				return NULL;
+			if (q[5] >= '0' && q[5] <= '9')
+				x = (unsigned)(q[5] - '0');
+			else if (q[5] >= 'a' && q[5] <= 'f')
+				x = (unsigned)(q[5] - 'a' + 10);
+			else
+				return NULL;
+			x += (unsigned)(q[4] - '0') * 16;
+			if (x == 0 || x == '\b' || x == '\t' || x == '\n' || x == '\f' || x == '\r')
+				return NULL;
+			q += 6;
+			continue;
+		default:
+			return NULL;
+		}
+	}
+}
+
+/* The end of the canonical number at p, or NULL: an integer that fits
+ * (no "-0"), or a real exactly as cb_real writes it. */
+static const char *canon_number(const char *p, const char *end)
+{
+	const char *s = p, *d, *f;
+	int real = 0;
+
+	if (p < end && *p == '-')
+		p++;
+	d = p;
+	if (p >= end)
+		return NULL;
+	if (*p == '0')
+		p++;
+	else if (*p >= '1' && *p <= '9')
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	else
+		return NULL;
+	if (p < end && *p == '.') {
+		real = 1;
+		f = ++p;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+		if (p == f)
+			return NULL;
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		real = 1;
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			p++;
+		f = p;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+		if (p == f)
+			return NULL;
+	}
+	if (!real) {
+		size_t nd = (size_t)(p - d);
+		if ((s != d && nd == 1 && *d == '0') || nd > 19 ||
+		    (nd == 19 && memcmp(d, s != d ? "9223372036854775808" : "9223372036854775807", 19) > 0))
+			return NULL;
+		return p;
+	}
+	{
+		struct cbuf b = { NULL, 0, 0, 0 };
+		char tmp[64];
+		size_t n = (size_t)(p - s);
+		int same;
+
+		if (n >= sizeof(tmp))
+			return NULL;
+		memcpy(tmp, s, n);
+		tmp[n] = '\0';
+		cb_real(&b, strtod(tmp, NULL));
+		same = !b.err && b.len == n && memcmp(b.p, s, n) == 0;
+		free(b.p);
+		return same ? p : NULL;
+	}
+}
+
+struct clevel {
+	uint32_t node;  /* tape index, UINT32_MAX when not recorded */
+	uint32_t pk, pkl; /* the previous key's bytes (objects) */
+	char close;     /* '}' or ']' */
+	char first;
+};
+
+static int tape_add(struct opt_ctape *t)
+{
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 256;
+		struct opt_cnode *nv = realloc(t->v, cap * sizeof(*nv));
+		if (!nv)
+			return opt_error_set(OPT_EIO, "out of memory");
+		t->v = nv;
+		t->cap = cap;
+	}
+	return 0;
+}
+
+int opt_canon_scan(const char *text, size_t len, int maxdepth, struct opt_ctape *tape)
+{
+	struct clevel st[CANON_DEPTH];
+	const char *p = text, *end = text + len, *q;
+	uint32_t key = 0, keyl = 0, node;
+	int depth = 0, esc;
+
+	tape->n = 0;
+	if (len == 0 || len >= UINT32_MAX)
+		return 0;
+value:
+	if (p >= end)
+		return 0;
+	node = UINT32_MAX;
+	if (depth <= maxdepth) {
+		struct opt_cnode *c;
+		if (tape_add(tape) < 0)
+			return OPT_EIO;
+		node = (uint32_t)tape->n++;
+		c = &tape->v[node];
+		c->k = key;
+		c->kl = keyl;
+		c->v = (uint32_t)(p - text);
+		c->t = *p == '-' || (*p >= '0' && *p <= '9') ? '0' : *p;
+	}
+	switch (*p) {
+	case '{':
+	case '[':
+		if (depth == CANON_DEPTH)
+			return 0;
+		st[depth].node = node;
+		st[depth].close = *p == '{' ? '}' : ']';
+		st[depth].first = 1;
+		st[depth].pk = st[depth].pkl = 0;
+		depth++;
+		p++;
+		if (p < end && *p == st[depth - 1].close)
+			goto close;
+		if (st[depth - 1].close == '}')
+			goto member;
+		key = keyl = 0;
+		goto value;
+	case '"':
+		esc = 0;
+		q = canon_string(p, end, &esc);
+		break;
+	case 't':
+		q = end - p >= 4 && memcmp(p, "true", 4) == 0 ? p + 4 : NULL;
+		break;
+	case 'f':
+		q = end - p >= 5 && memcmp(p, "false", 5) == 0 ? p + 5 : NULL;
+		break;
+	case 'n':
+		q = end - p >= 4 && memcmp(p, "null", 4) == 0 ? p + 4 : NULL;
+		break;
+	default:
+		q = canon_number(p, end);
+	}
+	if (!q)
+		return 0;
+	if (node != UINT32_MAX) {
+		tape->v[node].vl = (uint32_t)(q - p);
+		tape->v[node].next = (uint32_t)tape->n;
+	}
+	p = q;
+after:
+	if (depth == 0)
+		return p == end;
+	if (p >= end)
+		return 0;
+	if (*p == ',') {
+		p++;
+		if (st[depth - 1].close == '}')
+			goto member;
+		key = keyl = 0;
+		goto value;
+	}
+	if (*p != st[depth - 1].close)
+		return 0;
+close:
+	p++;
+	depth--;
+	if ((node = st[depth].node) != UINT32_MAX) {
+		tape->v[node].vl = (uint32_t)(p - text) - tape->v[node].v;
+		tape->v[node].next = (uint32_t)tape->n;
+	}
+	goto after;
+member:
+	{
+		struct clevel *l = &st[depth - 1];
+		uint32_t kc, kcl;
+		if (p >= end || *p != '"')
+			return 0;
+		esc = 0;
+		q = canon_string(p, end, &esc);
+		if (!q || esc)
+			return 0;  /* (a key with an escape: compare it parsed) */
+		kc = (uint32_t)(p + 1 - text);
+		kcl = (uint32_t)(q - p - 2);
+		if (!l->first) {
+			/* (keys mostly differ in their first byte) */
+			const unsigned char *a = (const unsigned char *)text + l->pk, *b = (const unsigned char *)text + kc;
+			size_t m = l->pkl < kcl ? l->pkl : kcl;
+			int c = m && a[0] != b[0] ? (a[0] < b[0] ? -1 : 1) : memcmp(a, b, m);
+			if (c > 0 || (c == 0 && l->pkl >= kcl))
+				return 0;  /* out of order, or twice */
+		}
+		l->first = 0;
+		l->pk = kc;
+		l->pkl = kcl;
+		key = (uint32_t)(p - text);
+		keyl = (uint32_t)(q - p);
+		p = q;
+		if (p >= end || *p != ':')
+			return 0;
+		p++;
+		goto value;
+	}
+}
+
+void opt_ctape_free(struct opt_ctape *tape)
+{
+	free(tape->v);
+	tape->v = NULL;
+	tape->n = tape->cap = 0;
+}
+
+int opt_canon_check_parsed(const char *text, size_t len)
+{
+	json_t *v = json_loadb(text, len, JSON_DECODE_ANY, NULL);
+	char *c = NULL;
+	size_t cl = 0;
+	int rc;
+
+	if (!v)
+		return 0;
+	rc = opt_json_canon(&c, &cl, v);
+	json_decref(v);
+	if (rc < 0)
+		return rc == OPT_EIO ? rc : 0;
+	rc = cl == len && memcmp(c, text, len) == 0;
+	free(c);
+	return rc;
+}
+
+size_t opt_ctape_child(const struct opt_ctape *tape, size_t at, size_t i)
+{
+	size_t c = at + 1, stop = tape->v[at].next;
+
+	if (tape->v[at].t != '{' && tape->v[at].t != '[')
+		return 0;
+	for (; c < stop; c = tape->v[c].next)
+		if (i-- == 0)
+			return c;
+	return 0;
+}
+
+size_t opt_ctape_member(const struct opt_ctape *tape, const char *text, size_t at, const char *key)
+{
+	size_t c = at + 1, stop = tape->v[at].next, kl = strlen(key);
+
+	if (tape->v[at].t != '{')
+		return 0;
+	for (; c < stop; c = tape->v[c].next)
+		if (tape->v[c].kl == kl + 2 && memcmp(text + tape->v[c].k + 1, key, kl) == 0)
+			return c;
+	return 0;
+}

@@ -15,6 +15,7 @@
 #define OPT_JSON_H
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Canonical serialization; *out is malloc'd and NUL-terminated (caller
@@ -53,6 +54,43 @@ const char *opt_raw_skip(const char *p, const char *end);
  * a valid key sets *err (OPT_EINTEGRITY) and the result is 0. */
 int opt_raw_key_cmp(const char *raw, size_t len, const json_t *key, int *err);
 int opt_raw_keys_cmp(const char *a, size_t al, const char *b, size_t bl, int *err);
+
+/* Canonical text checked, not trusted: opt_canon_scan reads text[0..len)
+ * in one pass, building no values, and says whether it is exactly what
+ * opt_json_canon makes of its parse (so that hashing a span of it is
+ * hashing the canonical JSON of the value there).  It records a tape of
+ * the values down to depth maxdepth (0: the top value only), in text
+ * order, each with its span, the key it is under (in an object) and the
+ * tape index after its recorded descendants (its next sibling, when it
+ * has one). */
+struct opt_cnode {
+	uint32_t k, kl;     /* its key as stored (quotes included), 0 0 in an array or at the top */
+	uint32_t v, vl;     /* the value as stored */
+	uint32_t next;      /* tape index after this node and its recorded descendants */
+	char t;             /* '{', '[', '"', '0' (a number), 't', 'f', 'n' */
+};
+
+struct opt_ctape {
+	struct opt_cnode *v;
+	size_t n, cap;
+};
+
+/* 1 when the text is canonical (one value, nothing around it), 0 when it
+ * is not or cannot be told here (nesting deeper than 512, a key with an
+ * escape, a text of 4 GB or more: parse it and compare instead);
+ * OPT_EIO when out of memory.  The tape is reused across calls. */
+int opt_canon_scan(const char *text, size_t len, int maxdepth, struct opt_ctape *tape);
+void opt_ctape_free(struct opt_ctape *tape);
+
+/* The same question answered the slow way (parse, serialize, compare):
+ * 1 canonical, 0 not (or not JSON), OPT_EIO out of memory. */
+int opt_canon_check_parsed(const char *text, size_t len);
+
+/* Child i of tape node at (a container), or 0 when it has fewer children. */
+size_t opt_ctape_child(const struct opt_ctape *tape, size_t at, size_t i);
+/* The member of object node at whose key is the string key (no escapes),
+ * or 0 when it has none. */
+size_t opt_ctape_member(const struct opt_ctape *tape, const char *text, size_t at, const char *key);
 
 /* A streaming reader of JSON values (JSON Lines, or any concatenation of
  * JSON texts separated by white space) in constant memory per value. */

@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int is_hash(const char *s)
@@ -358,7 +359,10 @@ done:
 
 /* Check one entry against the expected rev and the previous hash; on
  * success copy its hash to hash. */
-static int check_entry(const json_t *e, long expect, const char *prev, char hash[65])
+/* Where known is 1, the entry's actions were left out of e and hashed on
+ * their text to known_hash; 0: it had none; -1: e is the whole entry. */
+static int check_entry_known(const json_t *e, long expect, const char *prev, char hash[65], int known,
+			     const char *known_hash)
 {
 	const json_t *r, *h, *p, *ah, *actions;
 	char got[65], mine[65];
@@ -391,7 +395,12 @@ static int check_entry(const json_t *e, long expect, const char *prev, char hash
 	if (!json_is_string(ah))
 		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: no \"actionsHash\"", expect);
 	actions = json_object_get(e, "actions");
-	if (actions) {
+	if (known == 1) {
+		snprintf(got, sizeof(got), "%s", known_hash);
+		if (strcmp(got, json_string_value(ah)) != 0)
+			return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: actionsHash mismatch (the actions were altered)",
+					     expect);
+	} else if (actions) {
 		if ((rc = opt_json_hash(got, actions)) < 0)
 			return rc;
 		if (strcmp(got, json_string_value(ah)) != 0)
@@ -439,10 +448,198 @@ static int link_of(const json_t *b, const char *field, const char *id, const cha
 	return 0;
 }
 
+/* ---- log blocks read as stored text ----
+ *
+ * A log block is canonical JSON text, and most of it may be one entry's
+ * actions (a bulk load: a million of them).  The text is checked
+ * canonical in one pass (opt_canon_scan), each entry's actions are hashed
+ * as they stand in it (the canonical JSON of a part of a canonical text
+ * is that part), and only the rest is parsed: the entries come without
+ * their "actions", with the hash of each on the side. */
+
+struct lean_ent {
+	const json_t *e;       /* the entry as parsed (borrowed from block) */
+	int has;               /* it had actions, hashed to h */
+	char h[OPT_SHA256_HEX + 1];
+};
+
+struct lean {
+	struct opt_source inner;
+	opt_log_bytes_fn bytes;
+	void *bctx;
+	const char *hid;
+	json_t *visited;       /* the IDs of the blocks read (may be NULL) */
+	struct opt_ctape tape;
+	struct lean_ent *v;    /* the entries of the block read last */
+	size_t n, cap, pos;
+};
+
+/* The text of log block id, canonical, into *out without its entries'
+ * actions, noting their hashes in l. */
+static int lean_parse(struct lean *l, const char *id, const char *text, size_t len, json_t **out)
+{
+	const struct opt_cnode *t;
+	json_error_t jerr;
+	const json_t *es;
+	char *buf = NULL;
+	size_t ents, i, e, a, from = 0, bl = 0;
+	int rc;
+
+	*out = NULL;
+	l->n = l->pos = 0;
+	rc = opt_canon_scan(text, len, 3, &l->tape);
+	if (rc == 0 && (rc = opt_canon_check_parsed(text, len)) == 1)
+		rc = 2;  /* canonical, beyond the scanner: parsed whole */
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not stored as canonical JSON", id);
+	t = l->tape.v;
+	if (rc == 2 || t[0].t != '{' || !(ents = opt_ctape_member(&l->tape, text, 0, "entries")) || t[ents].t != '[')
+		goto whole;  /* (the chain's checks say what is wrong) */
+	if (!(buf = malloc(len)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	for (i = 0; (e = opt_ctape_child(&l->tape, ents, i)); i++) {
+		struct lean_ent *le;
+		size_t cut, cut_end;
+		if (l->n == l->cap) {
+			size_t cap = l->cap ? l->cap * 2 : 64;
+			struct lean_ent *nv = realloc(l->v, cap * sizeof(*nv));
+			if (!nv) {
+				free(buf);
+				return opt_error_set(OPT_EIO, "out of memory");
+			}
+			l->v = nv;
+			l->cap = cap;
+		}
+		le = &l->v[l->n++];
+		le->e = NULL;
+		le->has = 0;
+		if (t[e].t != '{' || !(a = opt_ctape_member(&l->tape, text, e, "actions")))
+			continue;
+		le->has = 1;
+		opt_sha256_hex(le->h, text + t[a].v, t[a].vl);
+		/* cut "actions":[...] and one comma next to it */
+		if (t[a].next < t[e].next) {
+			cut = t[a].k;
+			cut_end = t[t[a].next].k;
+		} else if (a != e + 1) {
+			cut = t[a].k - 1;
+			cut_end = t[a].v + t[a].vl;
+		} else {
+			cut = t[a].k;
+			cut_end = t[a].v + t[a].vl;
+		}
+		memcpy(buf + bl, text + from, cut - from);
+		bl += cut - from;
+		from = cut_end;
+	}
+	memcpy(buf + bl, text + from, len - from);
+	bl += len - from;
+	*out = json_loadb(buf, bl, 0, &jerr);
+	free(buf);
+	if (!*out)
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not valid JSON: %s", id, jerr.text);
+	es = json_object_get(*out, "entries");
+	if (json_array_size(es) != l->n) {
+		json_decref(*out);
+		*out = NULL;
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not valid JSON", id);
+	}
+	for (i = 0; i < l->n; i++)
+		l->v[i].e = json_array_get(es, i);
+	return 0;
+whole:
+	l->n = 0;
+	*out = json_loadb(text, len, 0, &jerr);
+	if (!*out)
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not valid JSON: %s", id, jerr.text);
+	return 0;
+}
+
+static int lean_get(void *ctx, const char *id, json_t **out)
+{
+	struct lean *l = ctx;
+	struct opt_bytes b;
+	int rc;
+
+	*out = NULL;
+	if (strcmp(id, l->hid) == 0)
+		return l->inner.get(l->inner.ctx, id, out);
+	l->n = l->pos = 0;
+	if (l->visited && json_object_set_new(l->visited, id, json_true()) < 0)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = l->bytes(l->bctx, id, &b)) < 0)
+		return rc;
+	rc = lean_parse(l, id, b.data, b.len, out);
+	opt_bytes_release(&b);
+	return rc;
+}
+
+/* A source reading the log's blocks of src through bytes, set up in l. */
+static struct opt_source lean_open(struct lean *l, const struct opt_source *src, opt_log_bytes_fn bytes, void *bctx,
+				   const char *header_id, json_t *visited)
+{
+	struct opt_source ls = { lean_get, l, NULL };
+
+	memset(l, 0, sizeof(*l));
+	l->inner = *src;
+	l->bytes = bytes;
+	l->bctx = bctx;
+	l->hid = header_id;
+	l->visited = visited;
+	return ls;
+}
+
+static void lean_close(struct lean *l)
+{
+	opt_ctape_free(&l->tape);
+	free(l->v);
+}
+
+/* What l knows of entry e: 1 and its actions' hash, 0 (it had none), -1
+ * (not an entry l read). */
+static int lean_known(struct lean *l, const json_t *e, const char **h)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++) {
+		struct lean_ent *le = &l->v[(l->pos + i) % l->n];
+		if (le->e == e) {
+			l->pos = (l->pos + i + 1) % l->n;
+			*h = le->h;
+			return le->has;
+		}
+	}
+	return -1;
+}
+
 int opt_log_verify_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
 			 long after, const char *after_hash, const json_t *recheck, json_t *visited,
 			 int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
 {
+	return opt_log_verify_since_text(src, base, NULL, NULL, header_id, after, after_hash, recheck, visited, cb, arg,
+					 entries);
+}
+
+/* What is known of each new entry's actions (lean_known), by its index
+ * in the array of new entries. */
+struct fresh_known {
+	int known;
+	char h[OPT_SHA256_HEX + 1];
+};
+
+int opt_log_verify_since_text(const struct opt_source *src, const struct opt_source *base, opt_log_bytes_fn bytes,
+			      void *bctx, const char *header_id, long after, const char *after_hash,
+			      const json_t *recheck, json_t *visited, int (*cb)(const json_t *entry, void *arg),
+			      void *arg, long *entries)
+{
+	struct lean l;
+	struct opt_source ls;
+	const struct opt_source *rd = src;
+	struct fresh_known *fk = NULL;
+	size_t fkcap = 0;
+	const char *kh = NULL;
 	json_t *fresh = json_array(), *h = NULL, *b = NULL;
 	const char *link;
 	char cur[OPT_ID_MAX + 1] = "", came[OPT_ID_MAX + 1] = "", prev[65] = "", want[65] = "";
@@ -454,6 +651,9 @@ int opt_log_verify_since(const struct opt_source *src, const struct opt_source *
 		*entries = 0;
 	if (!fresh)
 		return opt_error_set(OPT_EIO, "out of memory");
+	ls = lean_open(&l, src, bytes, bctx, header_id, NULL);
+	if (bytes)
+		rd = &ls;  /* the log's blocks read as text (see above) */
 	if ((rc = src->get(src->ctx, header_id, &h)) < 0)
 		goto done;
 	if ((rc = link_of(h, "tailId", header_id, &link)) < 0)
@@ -504,7 +704,7 @@ int opt_log_verify_since(const struct opt_source *src, const struct opt_source *
 			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': the log has a cycle", cur);
 			goto done;
 		}
-		if ((rc = src->get(src->ctx, cur, &b)) < 0) {
+		if ((rc = rd->get(rd->ctx, cur, &b)) < 0) {
 			if (rc == OPT_ENOTFOUND)
 				rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is missing", cur);
 			goto done;
@@ -529,7 +729,21 @@ int opt_log_verify_since(const struct opt_source *src, const struct opt_source *
 		for (i = json_array_size(es); i-- > 0;) {
 			const json_t *e = json_array_get(es, i), *p = json_object_get(e, "prior");
 			r = json_is_integer(json_object_get(e, "rev")) ? (long)json_integer_value(json_object_get(e, "rev")) : -1;
+			int known = bytes ? lean_known(&l, e, &kh) : -1;
 			if (r > after && !found) {
+				size_t at = json_array_size(fresh);
+				if (at == fkcap) {
+					size_t cap = fkcap ? fkcap * 2 : 64;
+					struct fresh_known *nk = realloc(fk, cap * sizeof(*nk));
+					if (!nk) {
+						rc = opt_error_set(OPT_EIO, "out of memory");
+						goto done;
+					}
+					fk = nk;
+					fkcap = cap;
+				}
+				fk[at].known = known;
+				snprintf(fk[at].h, sizeof(fk[at].h), "%s", known == 1 ? kh : "");
 				if (json_array_append(fresh, (json_t *)e) < 0) {
 					rc = opt_error_set(OPT_EIO, "out of memory");
 					goto done;
@@ -538,7 +752,8 @@ int opt_log_verify_since(const struct opt_source *src, const struct opt_source *
 			}
 			/* an entry verified before: it must hash to what the next
 			 * one names as prior */
-			if ((rc = check_entry(e, r < 1 ? 1 : r, json_is_string(p) ? json_string_value(p) : "", prev)) < 0)
+			if ((rc = check_entry_known(e, r < 1 ? 1 : r, json_is_string(p) ? json_string_value(p) : "", prev,
+						    known, kh)) < 0)
 				goto done;
 			if (!found) {
 				if (r != after || strcmp(prev, after_hash) != 0) {
@@ -570,7 +785,7 @@ int opt_log_verify_since(const struct opt_source *src, const struct opt_source *
 	snprintf(prev, sizeof(prev), "%s", after_hash ? after_hash : "");
 	for (i = json_array_size(fresh); i-- > 0;) {
 		const json_t *e = json_array_get(fresh, i);
-		if ((rc = check_entry(e, after + n + 1, prev, prev)) < 0)
+		if ((rc = check_entry_known(e, after + n + 1, prev, prev, fk[i].known, fk[i].h)) < 0)
 			goto done;
 		if (cb && (rc = cb(e, arg)) != 0)
 			goto done;
@@ -581,16 +796,21 @@ done:
 	json_decref(b);
 	json_decref(h);
 	json_decref(fresh);
+	free(fk);
+	lean_close(&l);
 	if (entries)
 		*entries = n;
 	return rc;
 }
 
-int opt_log_verify(const struct opt_source *src, const char *header_id,
-		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+/* The entries of the chain of header_id read through walk (src itself,
+ * or a lean source over it), oldest first: opt_log_verify. */
+static int verify_chain(const struct opt_source *src, const struct opt_source *walk, struct lean *l,
+			const char *header_id, int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
 {
 	struct opt_chain_iter *it = NULL;
 	const json_t *e;
+	const char *kh = NULL;
 	char prev[65] = "";
 	long n = 0;
 	int rc;
@@ -600,10 +820,11 @@ int opt_log_verify(const struct opt_source *src, const char *header_id,
 	rc = opt_chain_has(src, header_id);
 	if (rc <= 0)
 		return rc;
-	if ((rc = opt_chain_iter_open(&it, src, header_id, 1)) < 0)
+	if ((rc = opt_chain_iter_open(&it, walk, header_id, 1)) < 0)
 		goto done;
 	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
-		if ((rc = check_entry(e, n + 1, prev, prev)) < 0)
+		int known = l ? lean_known(l, e, &kh) : -1;
+		if ((rc = check_entry_known(e, n + 1, prev, prev, known, kh)) < 0)
 			goto done;
 		if (cb && (rc = cb(e, arg)) != 0)
 			goto done;
@@ -617,4 +838,25 @@ done:
 	if (entries)
 		*entries = n;
 	return rc;
+}
+
+int opt_log_verify_text(const struct opt_source *src, opt_log_bytes_fn bytes, void *bctx, const char *header_id,
+			json_t *visited, int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+{
+	struct lean l;
+	struct opt_source ls;
+	int rc;
+
+	if (!bytes)
+		return verify_chain(src, src, NULL, header_id, cb, arg, entries);
+	ls = lean_open(&l, src, bytes, bctx, header_id, visited);
+	rc = verify_chain(src, &ls, &l, header_id, cb, arg, entries);
+	lean_close(&l);
+	return rc;
+}
+
+int opt_log_verify(const struct opt_source *src, const char *header_id,
+		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+{
+	return verify_chain(src, src, NULL, header_id, cb, arg, entries);
 }

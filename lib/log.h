@@ -101,6 +101,22 @@ int opt_log_entry_hash(const json_t *entry, char out[65]);
 int opt_log_verify(const struct opt_source *src, const char *header_id,
 		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
 
+/* Read the stored bytes of block id: 0 and *out (the caller releases it
+ * with opt_bytes_release). */
+typedef int (*opt_log_bytes_fn)(void *ctx, const char *id, struct opt_bytes *out);
+
+/* opt_log_verify, reading the log's blocks as stored text through bytes
+ * (NULL: as opt_log_verify does): each must be canonical JSON (else
+ * OPT_EINTEGRITY, "log block 'ID' is not stored as canonical JSON"), the
+ * actions of each entry are hashed as they stand in it, and cb gets the
+ * entries without their "actions" (everything else as stored).  Costs a
+ * pass over the text instead of building every action as JSON.  visited
+ * (may be NULL) gets the IDs of the log's blocks, from its head to its
+ * tail (the walk checks the links both ways and that it ends at the
+ * tail). */
+int opt_log_verify_text(const struct opt_source *src, opt_log_bytes_fn bytes, void *bctx, const char *header_id,
+			json_t *visited, int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
+
 /* Verify only the entries after revision `after` (0: all), given that the
  * log at base (a state that passed opt_log_verify) ends with entry
  * `after`, which hashes to after_hash, and that only the blocks in
@@ -119,5 +135,12 @@ int opt_log_verify(const struct opt_source *src, const char *header_id,
 int opt_log_verify_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
 			 long after, const char *after_hash, const json_t *recheck, json_t *visited,
 			 int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
+
+/* The same, reading the log's blocks as opt_log_verify_text does
+ * (bytes NULL: as opt_log_verify_since). */
+int opt_log_verify_since_text(const struct opt_source *src, const struct opt_source *base, opt_log_bytes_fn bytes,
+			      void *bctx, const char *header_id, long after, const char *after_hash,
+			      const json_t *recheck, json_t *visited, int (*cb)(const json_t *entry, void *arg),
+			      void *arg, long *entries);
 
 #endif

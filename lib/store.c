@@ -1214,6 +1214,25 @@ int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t
 	return s_read(snap->s, &oid, (unsigned char **)buf, len);
 }
 
+int opt_snap_block_bytes(struct opt_snap *snap, const char *id, struct opt_bytes *out)
+{
+	git_oid oid;
+	unsigned char *data;
+	size_t len;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = find_blob(snap, id, &oid)) < 0)
+		return rc;
+	if ((rc = s_read(snap->s, &oid, &data, &len)) < 0)
+		return rc;
+	out->data = (const char *)data;
+	out->len = len;
+	out->release = free;
+	out->owner = data;
+	return 0;
+}
+
 /* A block already parsed: 1 and *out, or 0 and *oid (its blob). */
 static int snap_cached(struct opt_snap *snap, const char *id, git_oid *oid, json_t **out)
 {

@@ -132,6 +132,10 @@ void opt_snap_cache_bytes(struct opt_snap *snap, size_t bytes);
  * OPT_ENOTFOUND when absent. */
 int opt_snap_block_raw(struct opt_snap *snap, const char *id, char **buf, size_t *len);
 
+/* The same, read once (our pack reader first): *out holds them until
+ * opt_bytes_release. */
+int opt_snap_block_bytes(struct opt_snap *snap, const char *id, struct opt_bytes *out);
+
 /* The git blob ID (40 hex) of block id at snap, or OPT_ENOTFOUND. */
 int opt_snap_block_oid(struct opt_snap *snap, const char *id, char out[41]);
 

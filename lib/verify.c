@@ -9,6 +9,8 @@
 #include "txn.h"
 #include "util.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +30,14 @@ struct vctx {
 	void *arg;
 	long B;                 /* since: the base's revision (0: verify all) */
 	json_t *gone;           /* since: {id: true} deleted by a new entry */
+	json_t *logset;         /* {id: true}: the log's blocks, as its check walked them */
+	int defer;              /* full: the blocks of entry H are checked with the head's */
+	json_t *hashed;         /* full: {id: true} checked at the head already */
+	int tree_rc;            /* full: the tree's check, done before check_head:
+				   1 passed (tree_n entries), <0 failed (tree_msg) */
+	size_t tree_n;
+	char tree_msg[1024];
+	int seen_fail;          /* head_seen failed the tree's check */
 };
 
 /* Replace the last message with "<prefix>: <it>", dropping the
@@ -294,6 +304,8 @@ static int entry_cb(const json_t *e, void *arg)
 			rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' has no valid hash", pre, id);
 			goto done;
 		}
+		if (v->defer && snap == v->head)
+			goto record;  /* read once, with the head's blocks (check_head) */
 		rc = check_block(snap, id, is_header, json_string_value(h), pre);
 		if (rc == OPT_ENOTFOUND) {
 			rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' was written, but revision %ld does not hold it",
@@ -302,6 +314,7 @@ static int entry_cb(const json_t *e, void *arg)
 		}
 		if (rc < 0)
 			goto done;
+	record:
 		rec = json_pack("[I,O]", (json_int_t)r, h);
 		if (!rec || json_object_set_new(v->live, id, rec) < 0) {
 			rc = opt_error_set(OPT_EIO, "out of memory");
@@ -371,6 +384,41 @@ struct head_ctx {
 	int failed;     /* head_cb set the message */
 };
 
+/* The stored bytes of a block at the head (the log's and the tree's,
+ * read as text). */
+static int head_bytes(void *ctx, const char *id, struct opt_bytes *out)
+{
+	int rc = opt_snap_block_bytes(ctx, id, out);
+
+	if (rc == OPT_ENOTFOUND)
+		opt_error_clear();
+	return rc;
+}
+
+static int head_seen(void *arg, const char *id, const char *text, size_t len);
+
+static int head_seen_cb(void *arg, const char *id, const char *text, size_t len)
+{
+	struct vctx *v = arg;
+	int rc = head_seen(arg, id, text, len);
+
+	if (rc < 0)
+		v->seen_fail = 1;
+	return rc;
+}
+
+/* A block that differs at the head from what entry r recorded: the
+ * message names the head as the revision where it differs. */
+static int head_fail(struct vctx *v, int rc, long r)
+{
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	if (r == v->H)
+		return opt_error_set(rc, "%s", msg);
+	return opt_error_set(rc, "%s (at revision %ld)", msg, v->H);
+}
+
 static int head_cb(const char *id, void *arg)
 {
 	struct head_ctx *hc = arg;
@@ -389,20 +437,56 @@ static int head_cb(const char *id, void *arg)
 	}
 	r = (long)json_integer_value(json_array_get(rec, 0));
 	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
-	if (r < v->H) {  /* an entry of revision H was checked at H already */
+	/* an entry of revision H was checked at H already (unless deferred
+	 * to here); a block the tree's check read was checked then */
+	if ((r < v->H || v->defer) && !(v->hashed && json_object_get(v->hashed, id))) {
 		rc = check_block(v->head, id, strcmp(id, v->hid) == 0, json_string_value(json_array_get(rec, 1)), pre);
 		if (rc == OPT_ENOTFOUND)
 			rc = 0;  /* cannot be: foreach found it */
 		if (rc < 0) {
-			/* name the head as the revision where it differs */
-			char msg[1024];
 			hc->failed = 1;
-			snprintf(msg, sizeof(msg), "%s", opt_error_last());
-			return opt_error_set(rc, "%s (at revision %ld)", msg, v->H);
+			return head_fail(v, rc, r);
 		}
 	}
 	json_object_del(v->live, id);
 	return 0;
+}
+
+/* The block text read at the head for the tree's check: it must be what
+ * the last entry that wrote it recorded (check_block's judgement when
+ * not, with its message). */
+static int head_seen_hex(struct vctx *v, const char *id, const char *got);
+
+static int head_seen(void *arg, const char *id, const char *text, size_t len)
+{
+	char got[OPT_SHA256_HEX + 1];
+
+	opt_sha256_hex(got, text, len);
+	return head_seen_hex(arg, id, got);
+}
+
+/* head_seen of a block whose bytes hash to got. */
+static int head_seen_hex(struct vctx *v, const char *id, const char *got)
+{
+	const json_t *rec = json_object_get(v->live, id);
+	char pre[64];
+	long r;
+	int rc;
+
+	if (!rec) {
+		if (json_object_get(v->logset, id))
+			return 0;  /* (the tree's check says what it is doing there) */
+		return opt_error_set(OPT_EINTEGRITY, "revision %ld: block '%.80s' is in the collection, but no log entry wrote it",
+				     v->H, id);
+	}
+	r = (long)json_integer_value(json_array_get(rec, 0));
+	if (strcmp(id, v->hid) != 0 && strcmp(got, json_string_value(json_array_get(rec, 1))) == 0)
+		return json_object_set_new(v->hashed, id, json_true()) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
+	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
+	rc = check_block(v->head, id, strcmp(id, v->hid) == 0, json_string_value(json_array_get(rec, 1)), pre);
+	if (rc == 0)
+		return json_object_set_new(v->hashed, id, json_true()) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
+	return head_fail(v, rc == OPT_ENOTFOUND ? OPT_EINTEGRITY : rc, r);
 }
 
 /* Revision H holds exactly the blocks the log says it does. */
@@ -416,7 +500,11 @@ static int check_head(struct vctx *v)
 
 	if (!hc.logset)
 		return opt_error_set(OPT_EIO, "out of memory");
-	if ((rc = log_blocks(v, hc.logset)) < 0)
+	/* the log's blocks: as its check walked them (from the head block
+	 * to the tail, links checked both ways), or walked here */
+	if (v->logset)
+		json_object_update(hc.logset, v->logset);
+	else if ((rc = log_blocks(v, hc.logset)) < 0)
 		goto done;
 	rc = opt_snap_foreach(v->head, head_cb, &hc);
 	if (rc < 0) {
@@ -426,13 +514,193 @@ static int check_head(struct vctx *v)
 		goto done;
 	}
 	json_object_foreach(v->live, id, rec) {
-		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: block '%.80s' that it wrote is missing at revision %ld",
-				   (long)json_integer_value(json_array_get(rec, 0)), id, v->H);
+		long r = (long)json_integer_value(json_array_get(rec, 0));
+		if (r == v->H)
+			rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: block '%.80s' was written, but revision %ld does not hold it",
+					   r, id, r);
+		else
+			rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: block '%.80s' that it wrote is missing at revision %ld",
+					   r, id, v->H);
 		goto done;
 	}
 done:
 	json_decref(hc.logset);
 	return rc;
+}
+
+/* ---- the tree's check beside the log's ----
+ *
+ * A full verification of a tree reads two things of about the same size:
+ * the log (a bulk load's entry holds every action) and the tree's nodes.
+ * The nodes are checked in a thread of their own, on a store and a
+ * snapshot of its own (libgit2 objects are not shared between threads),
+ * noting the hash of every node it reads; the hashes are held to the
+ * log's record afterwards, in the order the nodes were read, so the
+ * outcome and its message are those of the check in one thread. */
+
+struct seen_rec {
+	char id[OPT_ID_MAX + 1];
+	char hex[OPT_SHA256_HEX + 1];
+};
+
+struct tree_job {
+	const char *path, *name, *hid;
+	char commit[COMMIT_HEX + 1];
+	struct seen_rec *v;     /* the nodes read, in order */
+	size_t n, cap;
+	atomic_int stop;        /* the verification failed elsewhere: give up */
+	int rc;                 /* the check's result; JOB_UNAVAILABLE: none */
+	size_t count;
+	char msg[1024];
+	pthread_t th;
+};
+
+#define JOB_UNAVAILABLE 1000
+
+static int job_bytes(void *ctx, const char *id, struct opt_bytes *out)
+{
+	return head_bytes(ctx, id, out);
+}
+
+static int job_seen(void *arg, const char *id, const char *text, size_t len)
+{
+	struct tree_job *j = arg;
+
+	if (atomic_load(&j->stop))
+		return opt_error_set(OPT_EIO, "stopped");
+	if (j->n == j->cap) {
+		size_t cap = j->cap ? j->cap * 2 : 1024;
+		struct seen_rec *nv = realloc(j->v, cap * sizeof(*nv));
+		if (!nv)
+			return opt_error_set(OPT_EIO, "out of memory");
+		j->v = nv;
+		j->cap = cap;
+	}
+	snprintf(j->v[j->n].id, sizeof(j->v[j->n].id), "%s", id);
+	opt_sha256_hex(j->v[j->n].hex, text, len);
+	j->n++;
+	return 0;
+}
+
+static void *tree_job_run(void *arg)
+{
+	struct tree_job *j = arg;
+	struct opt_store *s = NULL;
+	struct opt_snap *snap = NULL;
+	struct opt_source src;
+
+	j->rc = JOB_UNAVAILABLE;
+	if (opt_store_open(&s, j->path) < 0 || opt_snap_open_commit(&snap, s, j->name, j->commit) < 0)
+		goto done;
+	src = opt_snap_source(snap);
+	j->rc = opt_btree_check_text(&src, job_bytes, snap, j->hid, job_seen, j, &j->count);
+	if (j->rc < 0)
+		snprintf(j->msg, sizeof(j->msg), "%s", opt_error_last());
+done:
+	opt_snap_free(snap);
+	opt_store_free(s);
+	return NULL;
+}
+
+/* Start the tree's check of v beside the log's (0: not started). */
+static int tree_job_start(struct vctx *v, struct tree_job *j)
+{
+	json_t *h = NULL;
+	const char *type;
+	int tree;
+
+	memset(j, 0, sizeof(*j));
+	if (opt_coll_header(v->head, &h) < 0) {
+		opt_error_clear();
+		return 0;
+	}
+	type = opt_block_type(h);
+	tree = type && strcmp(type, OPT_TYPE_TREE) == 0;
+	json_decref(h);
+	if (!tree)
+		return 0;
+	j->path = opt_store_path(v->s);
+	j->name = v->name;
+	j->hid = v->hid;
+	snprintf(j->commit, sizeof(j->commit), "%s", opt_snap_commit(v->head));
+	atomic_init(&j->stop, 0);
+	return pthread_create(&j->th, NULL, tree_job_run, j) == 0;
+}
+
+/* Wait for the job; 0 and v->tree_rc as check_tree leaves it, or the
+ * failure of a node's hash (check_head's kind), or JOB_UNAVAILABLE when
+ * the job could not check (check_tree must). */
+static int tree_job_finish(struct vctx *v, struct tree_job *j, int give_up)
+{
+	size_t i;
+	int rc = 0;
+
+	if (give_up)
+		atomic_store(&j->stop, 1);
+	pthread_join(j->th, NULL);
+	if (give_up || j->rc == JOB_UNAVAILABLE) {
+		rc = give_up ? 0 : JOB_UNAVAILABLE;
+		goto done;
+	}
+	for (i = 0; i < j->n; i++)
+		if ((rc = head_seen_hex(v, j->v[i].id, j->v[i].hex)) < 0)
+			goto done;
+	if (j->rc == 1) {
+		rc = JOB_UNAVAILABLE;  /* (cannot be: the check settles it) */
+	} else if (j->rc < 0) {
+		char pre[64];
+		opt_error_set(j->rc, "%s", j->msg);
+		snprintf(pre, sizeof(pre), "revision %ld", v->H);
+		v->tree_rc = wrap_last(as_integrity(j->rc), v->name, pre);
+		snprintf(v->tree_msg, sizeof(v->tree_msg), "%s", opt_error_last());
+		opt_error_clear();
+	} else {
+		v->tree_rc = 1;
+		v->tree_n = j->count;
+	}
+done:
+	free(j->v);
+	j->v = NULL;
+	return rc;
+}
+
+/* A tree's structure, checked on the text of its nodes, each read once:
+ * its hash is checked as it is read (head_seen), which spares
+ * check_head reading it again.  A failure of the structure itself waits
+ * (tree_rc) until check_head had its say, as when the two came apart. */
+static int check_tree(struct vctx *v)
+{
+	struct opt_source src = opt_snap_source(v->head);
+	json_t *h = NULL;
+	const char *type;
+	int rc;
+
+	v->tree_rc = 0;
+	if (opt_coll_header(v->head, &h) < 0) {
+		opt_error_clear();
+		return 0;  /* (check_data says so) */
+	}
+	type = opt_block_type(h);
+	if (type && strcmp(type, OPT_TYPE_TREE) == 0) {
+		v->seen_fail = 0;
+		rc = opt_btree_check_text(&src, head_bytes, v->head, v->hid, head_seen_cb, v, &v->tree_n);
+		if (rc < 0 && v->seen_fail) {
+			json_decref(h);
+			return rc;  /* a block's hash: check_head's kind of failure */
+		}
+		if (rc < 0) {
+			char pre[64];
+			snprintf(pre, sizeof(pre), "revision %ld", v->H);
+			rc = wrap_last(as_integrity(rc), v->name, pre);
+			snprintf(v->tree_msg, sizeof(v->tree_msg), "%s", opt_error_last());
+			v->tree_rc = rc;
+			opt_error_clear();
+		} else {
+			v->tree_rc = 1;
+		}
+	}
+	json_decref(h);
+	return 0;
 }
 
 /* The data structure of the collection at the head. */
@@ -452,7 +720,13 @@ static int check_data(struct vctx *v)
 	type = opt_block_type(h);
 	want = json_integer_value(json_object_get(h, "count"));
 	if (type && strcmp(type, OPT_TYPE_TREE) == 0) {
-		if ((rc = opt_btree_check(&src, v->hid, &n)) < 0) {
+		if (v->tree_rc < 0) {
+			rc = opt_error_set(v->tree_rc, "%s", v->tree_msg);
+			goto done;
+		}
+		if (v->tree_rc == 1) {
+			n = v->tree_n;
+		} else if ((rc = opt_btree_check(&src, v->hid, &n)) < 0) {
 			rc = wrap_last(as_integrity(rc), v->name, pre);
 			goto done;
 		}
@@ -498,8 +772,9 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 {
 	struct vctx v;
 	struct opt_source src;
+	struct tree_job tj;
 	long entries = 0;
-	int rc;
+	int rc, job = 0;
 
 	memset(&v, 0, sizeof(v));
 	if (res)
@@ -509,14 +784,21 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 	v.H = opt_snap_rev(v.head);
 	if (res)
 		res->rev = v.H;
-	if (!(v.live = json_object())) {
+	v.defer = 1;
+	if (!(v.live = json_object()) || !(v.hashed = json_object())) {
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
+	/* the tree's nodes are checked beside the log */
+	job = tree_job_start(&v, &tj);
 	if ((rc = walk_history(&v)) < 0)
 		goto done;
 	src = opt_snap_source(v.head);
-	rc = opt_log_verify(&src, v.hid, entry_cb, &v, &entries);
+	if (!(v.logset = json_object())) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	rc = opt_log_verify_text(&src, head_bytes, v.head, v.hid, v.logset, entry_cb, &v, &entries);
 	if (rc == OPT_ENOTFOUND) {
 		rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: the collection has no header block", v.H);
 		goto done;
@@ -532,13 +814,25 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 				   entries + 1, entries, v.H);
 		goto done;
 	}
-	if ((rc = check_head(&v)) < 0)
+	if (job) {
+		job = 0;
+		rc = tree_job_finish(&v, &tj, 0);
+		if (rc == JOB_UNAVAILABLE)
+			rc = check_tree(&v);
+	} else {
+		rc = check_tree(&v);
+	}
+	if (rc < 0 || (rc = check_head(&v)) < 0)
 		goto done;
 	rc = check_data(&v);
 done:
+	if (job)
+		tree_job_finish(&v, &tj, 1);
 	if (res)
 		res->entries = entries;
+	json_decref(v.hashed);
 	json_decref(v.live);
+	json_decref(v.logset);
 	json_decref(v.trusted);
 	free(v.commits);
 	opt_snap_free(v.head);
@@ -656,8 +950,8 @@ static int check_data_since(struct vctx *v, struct diff_ctx *d)
 		json_decref(bh);
 		return check_data(v);
 	}
-	rc = opt_btree_check_since(&src, &bsrc, v->hid, d->changed,
-				   (size_t)json_integer_value(json_object_get(bh, "count")), &n);
+	rc = opt_btree_check_since_text(&src, &bsrc, head_bytes, v->head, v->hid, d->changed,
+					(size_t)json_integer_value(json_object_get(bh, "count")), &n);
 	if (rc < 0)
 		rc = wrap_last(as_integrity(rc), v->name, pre);
 	else if ((json_int_t)n != json_integer_value(json_object_get(h, "count")))
@@ -732,7 +1026,8 @@ int opt_verify_collection_since(struct opt_store *s, const char *name, const cha
 		}
 	}
 	src = opt_snap_source(v.head);
-	rc = opt_log_verify_since(&src, &bsrc, v.hid, v.B, bhash, d.changed, logset, entry_cb, &v, &entries);
+	rc = opt_log_verify_since_text(&src, &bsrc, head_bytes, v.head, v.hid, v.B, bhash, d.changed, logset, entry_cb, &v,
+				       &entries);
 	if (rc < 0) {
 		char pre[64];
 		snprintf(pre, sizeof(pre), "log entry rev %ld", v.B + entries + 1);

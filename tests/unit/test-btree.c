@@ -510,6 +510,79 @@ static int check_count(struct store *s, const struct model *m)
 	return 1;
 }
 
+/* The stored bytes of a block of s: its canonical JSON, or (the one
+ * block named by s_pretty) an indented text of the same value. */
+static const char *s_pretty;
+
+static void free_bytes(void *p)
+{
+	free(p);
+}
+
+static int canon_text(void *ctx, const char *id, char **buf, size_t *len);
+
+static int canon_bytes(void *ctx, const char *id, struct opt_bytes *out)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	int rc = canon_text(ctx, id, &buf, &len);
+
+	memset(out, 0, sizeof(*out));
+	if (rc < 0)
+		return rc;
+	out->data = buf;
+	out->len = len;
+	out->release = free_bytes;
+	out->owner = buf;
+	return 0;
+}
+
+static int canon_text(void *ctx, const char *id, char **buf, size_t *len)
+{
+	struct store *s = ctx;
+	const json_t *b;
+
+	if (opt_tracker_get(s->t, id, &b) < 0)
+		return OPT_ENOTFOUND;
+	if (s_pretty && strcmp(id, s_pretty) == 0) {
+		/* "{ ...": the same value, with a space */
+		char *c = NULL;
+		size_t cl = 0;
+		int rc = opt_json_canon(&c, &cl, b);
+		if (rc < 0)
+			return rc;
+		*buf = malloc(cl + 2);
+		if (!*buf) {
+			free(c);
+			return OPT_EIO;
+		}
+		(*buf)[0] = '{';
+		(*buf)[1] = ' ';
+		memcpy(*buf + 2, c + 1, cl - 1);
+		(*buf)[cl + 1] = '\0';
+		*len = cl + 1;
+		free(c);
+		return 0;
+	}
+	return opt_json_canon(buf, len, b);
+}
+
+/* opt_btree_check_text judges s as opt_btree_check does: the same
+ * result, count and message. */
+static int check_text_same(struct store *s)
+{
+	char msg[512];
+	size_t n1 = 0, n2 = 0;
+	int rc1, rc2;
+
+	rc1 = opt_btree_check(&s->tsrc, s->hid, &n1);
+	snprintf(msg, sizeof(msg), "%s", rc1 < 0 ? opt_error_last() : "");
+	rc2 = opt_btree_check_text(&s->tsrc, canon_bytes, s, s->hid, NULL, NULL, &n2);
+	if (rc1 != rc2 || n1 != n2 || (rc1 < 0 && strcmp(msg, opt_error_last()) != 0))
+		FAIL("text check: %d %zu '%.200s', parsed: %d %zu '%.200s'", rc2, n2, rc2 < 0 ? opt_error_last() : "", rc1, n1, msg);
+	return 1;
+}
+
 static int check_full(struct store *s, const struct model *m)
 {
 	struct opt_btree_range fwd = { NULL, 0, NULL, 0, 0 }, rev = { NULL, 0, NULL, 0, 1 };
@@ -519,6 +592,8 @@ static int check_full(struct store *s, const struct model *m)
 		FAIL("check: %s", opt_error_last());
 	if (n != m->n)
 		FAIL("check counts %zu, model %zu", n, m->n);
+	if (!check_text_same(s))
+		return 0;
 	return check_range(&s->tsrc, s->hid, m, &fwd) && check_range(&s->tsrc, s->hid, m, &rev);
 }
 
@@ -1002,7 +1077,7 @@ TEST(check_detects_corruption)
 	while (json_object_get(b, "nodes"))
 		opt_tracker_get(s.t, json_string_value(json_array_get(json_object_get(b, "nodes"), 1)), &b);
 	strcpy(leaf, opt_block_id(b));
-	for (kind = 0; kind < 7; kind++) {
+	for (kind = 0; kind < 11; kind++) {
 		json_t *op = NULL;
 		size_t tok;
 		int rc;
@@ -1044,17 +1119,42 @@ TEST(check_detects_corruption)
 			json_object_set_new(json_object_get(blk, "header"), "collection", json_string("other"));
 			CHECK_RC(opt_tracker_insert_new(s.t, blk));
 			break;
+		case 7: /* a separator that does not route: the root's first
+			 * partition moved below the keys it sends left */
+			CHECK_RC(opt_tracker_get(s.t, branch, &b));
+			op = json_pack("[s,i,i,[i]]", "partitions", 0, 1, -1);
+			break;
+		case 8: /* an entry that is not a pair */
+			op = json_pack("[s,i,i,[[i]]]", "entries", 0, 1, 0);
+			break;
+		case 9: /* a key that is no key */
+			CHECK_RC(opt_tracker_get(s.t, leaf, &b));
+			op = json_pack("[s,i,i,[[{},i]]]", "entries", 0, 1, 0);
+			break;
+		case 10: /* too many entries in a leaf (capacity 4) */
+			CHECK_RC(opt_tracker_get(s.t, leaf, &b));
+			op = json_pack("[s,i,i,[[f,i],[f,i],[f,i],[f,i]]]", "entries", 1, 0, 10.1, 0, 10.2, 0, 10.3, 0, 10.4, 0);
+			break;
 		}
-		CHECK_RC(opt_tracker_update(s.t, kind >= 4 && kind <= 5 ? branch : leaf, op));
+		CHECK_RC(opt_tracker_update(s.t, (kind >= 4 && kind <= 5) || kind == 7 ? branch : leaf, op));
 		rc = opt_btree_check(&s.tsrc, s.hid, NULL);
 		CHECK(rc == OPT_EINTEGRITY);
-		CHECK(strstr(opt_error_last(), kind >= 4 && kind <= 5 ? branch : leaf) != NULL ||
+		CHECK(check_text_same(&s));
+		rc = opt_btree_check(&s.tsrc, s.hid, NULL);
+		CHECK(strstr(opt_error_last(), kind >= 4 && kind <= 5 ? branch : leaf) != NULL || kind == 7 ||
 		      strstr(opt_error_last(), "missingblock") != NULL);
 		printf("# corruption %d: %s\n", kind, opt_error_last());
 		json_decref(op);
 		opt_tracker_rollback(s.t, tok);
 		CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL));
 	}
+	/* a node stored as valid JSON, but not canonical, is refused by the
+	 * text check (whose verdict stands on its canonical text) */
+	s_pretty = leaf;
+	CHECK(opt_btree_check_text(&s.tsrc, canon_bytes, &s, s.hid, NULL, NULL, NULL) == OPT_EINTEGRITY);
+	CHECK(strstr(opt_error_last(), "is not stored as canonical JSON") != NULL);
+	s_pretty = NULL;
+	CHECK(check_text_same(&s));
 	scan_ints(&s, 40);
 	store_close(&s);
 }

@@ -171,6 +171,67 @@ TEST(raw_text)
 	json_decref(a);
 }
 
+/* opt_canon_scan says canonical exactly when serializing the parse gives
+ * the text back; and its tape finds the values. */
+TEST(canon_scan)
+{
+	static const char *const yes[] = {
+		"{}", "[]", "0", "-1", "9223372036854775807", "-9223372036854775808", "0.1", "1.0", "-0.0",
+		"1e+300", "\"\"", "\"a\\\"b\\\\c\\n\\u001f\"", "\"\xc3\xa9\xf0\x9f\x98\x80\x7f\"",
+		"{\"a\":1,\"b\":[true,false,null],\"ba\":{}}", "[[[[1]]]]", "{\"\":0,\"A\":1,\"a\":2}",
+	};
+	static const char *const no[] = {
+		"", " {}", "{} ", "{ }", "[1, 2]", "01", "-0", "1.", ".5", "1E5", "1e5", "0.10", "1.5e",
+		"9223372036854775808", "-9223372036854775809", "\"\\u0041\"", "\"\\/\"", "\"\\u000a\"",
+		"\"\\u001F\"", "\"\\u0000\"", "\"\x01\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"",
+		"\"\xf4\x90\x80\x80\"", "\"\xe2\x82\"", "{\"b\":1,\"a\":2}", "{\"a\":1,\"a\":2}",
+		"[1,]", "{\"a\":}", "tru", "nul", "[1]]", "{\"a\"1}", "\"abc", "[1e999]",
+	};
+	struct opt_ctape t = { 0 };
+	const char *text = "{\"entries\":[[\"k\",{\"x\":[1,2]}],[2,3]],\"header\":{\"id\":\"i\"}}";
+	size_t i, e, h;
+
+	for (i = 0; i < sizeof(yes) / sizeof(*yes); i++) {
+		CHECK(opt_canon_scan(yes[i], strlen(yes[i]), 3, &t) == 1);
+		CHECK(opt_canon_check_parsed(yes[i], strlen(yes[i])) == 1);
+	}
+	for (i = 0; i < sizeof(no) / sizeof(*no); i++) {
+		if (opt_canon_scan(no[i], strlen(no[i]), 3, &t) != 0)
+			printf("# taken as canonical: %s\n", no[i]);
+		CHECK(opt_canon_scan(no[i], strlen(no[i]), 3, &t) == 0);
+		CHECK(opt_canon_check_parsed(no[i], strlen(no[i])) == 0);
+	}
+	/* a byte that matters at every place of a long string (the scanner
+	 * reads strings eight bytes at a time) */
+	{
+		static const char *const bytes[] = { "\\n", "\\\"", "\\\\", "\x01", "\x1f", "\xc3\xa9", "\xc3",
+						     "\x7f", "\x20", "~", "\\u0001", "\\/" };
+		char buf[64];
+		size_t b, at, len;
+		for (b = 0; b < sizeof(bytes) / sizeof(*bytes); b++)
+			for (at = 0; at < 20; at++) {
+				len = (size_t)snprintf(buf, sizeof(buf), "\"%.*s%s%.*s\"", (int)at, "abcdefghijklmnopqrstuvwxyz",
+						       bytes[b], (int)(20 - at), "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+				CHECK(opt_canon_scan(buf, len, 3, &t) == opt_canon_check_parsed(buf, len));
+			}
+	}
+	/* the tape: {entries: [[k, {x}], [2, 3]], header: {id}} */
+	CHECK(opt_canon_scan(text, strlen(text), 3, &t) == 1);
+	e = opt_ctape_member(&t, text, 0, "entries");
+	h = opt_ctape_member(&t, text, 0, "header");
+	CHECK(e && h && t.v[e].t == '[' && t.v[h].t == '{');
+	CHECK(opt_ctape_child(&t, e, 2) == 0);
+	i = opt_ctape_child(&t, opt_ctape_child(&t, e, 0), 1);
+	CHECK(i && t.v[i].t == '{' && t.v[i].vl == strlen("{\"x\":[1,2]}"));
+	CHECK(t.v[i].next == i + 1);  /* depth 3: its members are not recorded */
+	i = opt_ctape_child(&t, opt_ctape_child(&t, e, 1), 0);
+	CHECK(i && t.v[i].t == '0' && text[t.v[i].v] == '2');
+	i = opt_ctape_member(&t, text, h, "id");
+	CHECK(i && t.v[i].vl == 3 && memcmp(text + t.v[i].k, "\"id\"", 4) == 0);
+	CHECK(opt_ctape_member(&t, text, h, "type") == 0);
+	opt_ctape_free(&t);
+}
+
 TEST(jsonl_reader)
 {
 	const char *text = "{\"a\":1}\n  [1,\n 2]\n\"x y\" 42\n\n{\"s\":\"}]\\\"\"}\nnope\n{\"z\":0}";
@@ -244,6 +305,7 @@ int main(void)
 	RUN(canonical_json);
 	RUN(keys);
 	RUN(raw_text);
+	RUN(canon_scan);
 	RUN(jsonl_reader);
 	RUN(jsonl_large);
 	RUN(backoff);
