@@ -179,11 +179,16 @@ int cmd_long(struct cmd *c, const char *lng, long def, long min, long *out)
 	return 0;
 }
 
+static FILE *err_file(const struct cmd *c)
+{
+	return c->err ? c->err : stderr;
+}
+
 static int vfail(struct cmd *c, int status, const char *fmt, va_list ap)
 {
-	fprintf(stderr, "%s: ", c->prog->name);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	fprintf(err_file(c), "%s: ", c->prog->name);
+	vfprintf(err_file(c), fmt, ap);
+	fputc('\n', err_file(c));
 	return status;
 }
 
@@ -200,7 +205,7 @@ int cmd_fail(struct cmd *c, int code, const char *fmt, ...)
 
 int cmd_lib_fail(struct cmd *c, int code)
 {
-	fprintf(stderr, "%s: %s\n", c->prog->name, opt_error_last());
+	fprintf(err_file(c), "%s: %s\n", c->prog->name, opt_error_last());
 	return opt_exit_status(code);
 }
 
@@ -212,7 +217,7 @@ int cmd_usage(struct cmd *c, const char *fmt, ...)
 	vfail(c, OPT_EXIT_USAGE, fmt, ap);
 	va_end(ap);
 	if (c->verb)
-		verb_usage(c->prog, c->verb, stderr);
+		verb_usage(c->prog, c->verb, err_file(c));
 	return OPT_EXIT_USAGE;
 }
 

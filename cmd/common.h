@@ -46,6 +46,7 @@ struct cmd {
 	const char *store_dir;
 	struct opt_store *store;
 	int out_err;
+	FILE *err;                     /* messages go here when set (else stderr) */
 };
 
 /* Run the program: parse argv, dispatch to the verb, return the exit status. */

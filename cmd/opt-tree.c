@@ -697,8 +697,10 @@ static int do_get(struct cmd *c)
 	struct gkey *v = NULL;
 	struct gsort *order = NULL;
 	const char *name;
-	size_t n, i, b;
+	size_t n, i, b, heldlen = 0;
 	int st, rc = 1, missing = 0;
+	char *held = NULL;
+	FILE *hold = NULL;
 
 	if ((st = need_name(c, &name)))
 		return st;
@@ -715,10 +717,14 @@ static int do_get(struct cmd *c)
 	/* a batch reads each leaf once, in order: a few leaves' bytes are
 	 * enough; from a second batch on, leaves are read again: keep them */
 	opt_snap_cache_bytes(snap, (size_t)8 << 20);
+	/* a bad key ends the reading: its message is held until the keys
+	 * before it are done (as when keys were looked up one by one) */
+	hold = open_memstream(&held, &heldlen);
 	for (b = 0; rc == 1 && st == 0; b++) {
 		json_t *key;
 		if (b == 1)
 			opt_snap_cache_bytes(snap, (size_t)128 << 20);
+		c->err = hold;
 		for (n = 0; n < GET_BATCH && (rc = next_key(&k, &key)) == 1;) {
 			v[n].key = key;
 			v[n].ks = json_string_value(key);
@@ -731,17 +737,24 @@ static int do_get(struct cmd *c)
 			if (!keys_waiting(&k))
 				break;
 		}
+		c->err = NULL;
 		st = get_batch(c, name, snap, v, order, n, &missing);
 		for (i = 0; i < n; i++) {
 			json_decref(v[i].key);
 			free(v[i].vs);
 		}
 	}
-	if (st == 0 && rc < 0)
+	if (st == 0 && rc < 0) {
 		st = -rc;
-	else if (st == 0 && missing)
+		if (hold && fflush(hold) == 0)
+			fwrite(held, 1, heldlen, stderr);
+	} else if (st == 0 && missing) {
 		st = OPT_EXIT_NOTFOUND;
+	}
 done:
+	if (hold)
+		fclose(hold);
+	free(held);
 	free(v);
 	free(order);
 	keys_free(&k);

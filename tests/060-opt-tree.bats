@@ -250,6 +250,26 @@ EOF
 	assert_equal "$stderr" "opt-tree: no key 7 in tree 'users'"
 }
 
+@test "get: absent keys then a bad one: the records and messages before it in order, then its message; exit 2" {
+	users
+	run --separate-stderr opt-tree get users --json-keys '"carol"' '"zed"' '"alice"' '{' '"bob"'
+	assert_failure 2
+	assert_output $'{"key":"carol","value":{"age":45}}\n{"key":"alice","value":{"age":31}}'
+	assert_equal "${stderr_lines[0]}" "opt-tree: no key \"zed\" in tree 'users'"
+	[[ ${stderr_lines[1]} == "opt-tree: key is not valid JSON"* ]]
+	printf '"carol"\n"zed"\n"alice"\ntrue\n"bob"\n' >"$TMP/keys"
+	for how in file pipe; do
+		if [ $how = file ]; then
+			run --separate-stderr opt-tree get users -j - <"$TMP/keys"
+		else
+			run --separate-stderr bash -c "cat '$TMP/keys' | opt-tree get users -j -"
+		fi
+		assert_failure 2
+		assert_output $'{"key":"carol","value":{"age":45}}\n{"key":"alice","value":{"age":31}}'
+		assert_equal "$stderr" $'opt-tree: no key "zed" in tree \'users\'\nopt-tree: line 4: not a key'
+	done
+}
+
 @test "get: many keys in any order, repeated and absent ones, from a file or a pipe that pauses: records in the order given" {
 	# a tree of many small leaves; keys are looked up in sorted batches
 	for i in $(seq 1 400); do printf '{"key":"k%03d","value":{"n":%d}}\n' "$i" "$i"; done |
