@@ -1365,6 +1365,7 @@ static int pk_open(struct opt_packr *r, const char *name, struct pk *p)
 static int packr_scan(struct opt_packr *r)
 {
 	struct stat st;
+	struct timespec now;
 	DIR *dir;
 	struct dirent *e;
 	size_t i, k;
@@ -1377,6 +1378,11 @@ static int packr_scan(struct opt_packr *r)
 		return 0;
 	r->scanned = 1;
 	r->mtime = st.st_mtim;
+	/* a change in the same clock tick as this look would leave the
+	 * time as it is: a time this recent is not trusted (the directory is
+	 * looked at again next time) */
+	if (clock_gettime(CLOCK_REALTIME, &now) < 0 || now.tv_sec - st.st_mtim.tv_sec < 2)
+		r->mtime.tv_sec = r->mtime.tv_nsec = -1;
 	for (i = 0; i < r->n; i++)
 		r->v[i].seen = 0;
 	while ((e = readdir(dir))) {

@@ -67,7 +67,9 @@ int opt_pack_stats(git_repository *repo, size_t *packs, size_t *objects, size_t 
  * damaged or hostile data gives an error, never a read outside them.  A
  * pack removed (rolled up) by another process stays readable through its
  * mapping until the reader looks at the directory again (on a miss, and
- * every 4096 reads; only when it changed), which also finds new packs.
+ * every 4096 reads; only when it changed, or changed in the last two
+ * seconds: a change in the clock tick of the last look leaves the
+ * directory's time as it was), which also finds new packs.
  * (A file shortened in place under a mapping would fault: git, libgit2
  * and we only ever add packs by rename and drop them by unlink.)  Loose
  * objects are not read: the caller falls back to libgit2. */

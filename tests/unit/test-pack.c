@@ -12,6 +12,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <git2.h>
 #include <time.h>
 #include <unistd.h>
@@ -225,6 +227,42 @@ TEST(new_and_removed_packs)
 done:
 	opt_packr_free(r);
 	opt_store_free(s);
+}
+
+/* A pack added within the clock tick of the reader's last look at the
+ * directory leaves its time as it was (simulated: the time set back):
+ * the reader still finds the pack. */
+TEST(pack_added_within_a_tick)
+{
+	struct opt_packr *r = NULL;
+	char objdir[PATH_MAX + 16], packdir[PATH_MAX + 32];
+	git_oid a[60], b[60];
+	unsigned char *data = NULL;
+	size_t len;
+	git_object_t type;
+	struct stat st;
+	struct timespec ts[2];
+
+	mkdir(at("tick"), 0755);
+	mkdir(at("tick/objects"), 0755);
+	mkdir(at("tick/objects/pack"), 0755);
+	snprintf(objdir, sizeof(objdir), "%s/objects", at("tick"));
+	snprintf(packdir, sizeof(packdir), "%s/pack", objdir);
+	write_versions(objdir, 20, a);
+	CHECK_RC(opt_packr_new(&r, objdir));
+	if (!r)
+		return;
+	CHECK_RC(opt_packr_read(r, &a[0], &data, &len, &type));
+	free(data);
+	CHECK(stat(packdir, &st) == 0);
+	write_versions(objdir, 21, b);
+	ts[0] = st.st_atim;
+	ts[1] = st.st_mtim;
+	CHECK(utimensat(AT_FDCWD, packdir, ts, 0) == 0);
+	CHECK_RC(opt_packr_read(r, &b[0], &data, &len, &type));
+	CHECK(data && type == GIT_OBJECT_BLOB);
+	free(data);
+	opt_packr_free(r);
 }
 
 /* ---- damaged data ---- */
@@ -493,6 +531,7 @@ int main(void)
 	}
 	RUN(agrees_with_libgit2);
 	RUN(new_and_removed_packs);
+	RUN(pack_added_within_a_tick);
 	RUN(damaged_packs);
 	RUN(bad_deltas);
 	rc = DONE();
