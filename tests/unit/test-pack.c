@@ -3,7 +3,8 @@
  * of our packs, REF_DELTA of packs git wrote), sees packs written after it
  * started and keeps reading packs rolled up under it; damaged or hostile
  * pack and index data (truncated, bytes changed, bad deltas) give an
- * error, never a read outside the data (run under ASan). */
+ * error, never a read outside the data (run under ASan); a delta of
+ * itself ends at the depth limit. */
 #include "harness.h"
 #include "fixture.h"
 #include "error.h"
@@ -514,6 +515,44 @@ TEST(bad_deltas)
 		printf("# last: %s\n", opt_error_last());
 }
 
+/* A pack of one REF_DELTA whose base is itself: an error once the chain
+ * is OPT_PACKR_DEPTH deep, not a loop. */
+TEST(delta_of_itself)
+{
+	static const unsigned char delta[] = { 12, 5, 0x80 | 0x10, 5 };
+	unsigned char *p = malloc(4096), *x, *out = NULL;
+	size_t n = 12, il, ol = 0;
+	uLongf zl = 1000;
+	struct opt_sha1 c;
+	git_oid id;
+	git_object_t type;
+	int i;
+
+	memset(id.id, 0x33, 20);
+	memcpy(p, "PACK\0\0\0\2\0\0\0\1", 12);
+	n += put_hdr(p + n, 7, sizeof(delta));
+	memcpy(p + n, id.id, 20);
+	n += 20;
+	compress(p + n, &zl, delta, sizeof(delta));
+	n += zl;
+	opt_sha1_init(&c);
+	opt_sha1_update(&c, p, n);
+	opt_sha1_final(&c, p + n);
+	n += 20;
+	il = 8 + 1024 + 28 + 40;
+	x = calloc(1, il);
+	memcpy(x, "\377tOc\0\0\0\2", 8);
+	for (i = 0; i < 256; i++)
+		put32be(x + 8 + 4 * i, i >= 0x33);
+	memcpy(x + 8 + 1024, id.id, 20);
+	put32be(x + 8 + 1024 + 24, 12);
+	memcpy(x + il - 40, p + n - 20, 20);
+	CHECK(opt_packr_read_mem(x, il, p, n, &id, &out, &ol, &type) == OPT_EINTEGRITY && !out);
+	CHECK(opt_error_last() && strstr(opt_error_last(), "too deep"));
+	free(p);
+	free(x);
+}
+
 int main(void)
 {
 	const char *env = getenv("OPT_TEST_SEED");
@@ -534,6 +573,7 @@ int main(void)
 	RUN(pack_added_within_a_tick);
 	RUN(damaged_packs);
 	RUN(bad_deltas);
+	RUN(delta_of_itself);
 	rc = DONE();
 	rm_tree(root);
 	git_libgit2_shutdown();
