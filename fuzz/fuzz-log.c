@@ -33,6 +33,11 @@
  *    logRev/logHash agree with it; on a tree that checked) leave a log that
  *    verifies one more entry, a tree that checks with one more (one fewer)
  *    entry.
+ *  - the readers of stored text agree with the parsing ones on canonical
+ *    text (each block as opt_json_canon writes it): opt_log_verify_text
+ *    accepts the same entries as opt_log_verify (or fails as it does,
+ *    with the same message, its first 60 bytes: a long ID in it may be
+ *    cut short), opt_btree_check_text the same tree.
  *  - no reader changes the blocks.
  *
  * Known, reported library bugs can be tolerated while they are open (see
@@ -104,6 +109,35 @@ static int counted_get(void *ctx, const char *id, json_t **out)
 	if (!b)
 		return opt_error_set(OPT_ENOTFOUND, "no block '%s'", id);
 	*out = json_incref(b);
+	return 0;
+}
+
+/* A block's bytes as stored: its canonical text (read like counted_get). */
+static void free_text(void *p)
+{
+	free(p);
+}
+
+static int counted_bytes(void *ctx, const char *id, struct opt_bytes *out)
+{
+	struct counted *c = ctx;
+	json_t *b = NULL;
+	char *s = NULL;
+	size_t len = 0;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = counted_get(ctx, id, &b)) < 0)
+		return rc;
+	(void)c;
+	rc = opt_json_canon(&s, &len, b);
+	json_decref(b);
+	if (rc < 0)
+		return rc;
+	out->data = s;
+	out->len = len;
+	out->release = free_text;
+	out->owner = s;
 	return 0;
 }
 
@@ -264,7 +298,7 @@ static long check_log(struct counted *c, const struct opt_source *src, const cha
 	unsigned long limit = 4 * (b->blocks + 4);
 	struct vstate v = { NULL, 0, 0, 0 };
 	json_t *last = NULL;
-	char h[65];
+	char h[65], msg[1024];
 	long n = -1, rev = -1;
 	int rc, rl;
 
@@ -272,6 +306,7 @@ static long check_log(struct counted *c, const struct opt_source *src, const cha
 	rc = opt_log_verify(src, hid, verify_cb, &v, &n);
 	ASSERT(rc <= 0);
 	ASSERT(n == v.seen);
+	snprintf(msg, sizeof(msg), "%s", rc < 0 ? opt_error_last() : "");
 	if (rc == 0) {
 		begin(c, "opt_log_rev", limit, 0);
 		rl = opt_log_rev(src, hid, &rev);
@@ -299,6 +334,18 @@ static long check_log(struct counted *c, const struct opt_source *src, const cha
 		(void)opt_log_rev(src, hid, &rev);
 		begin(c, "opt_log_last", limit, 0);
 		(void)opt_log_last(src, hid, &last);
+	}
+	{
+		/* the same judgement on the blocks' canonical text */
+		struct vstate t = { NULL, 0, 0, 0 };
+		long nt = -1;
+		int rt;
+		begin(c, "opt_log_verify_text", 2 * limit, 0);
+		rt = opt_log_verify_text(src, counted_bytes, c, hid, NULL, verify_cb, &t, &nt);
+		if ((rt < 0) != (rc < 0) || nt != n || (rc < 0 && strncmp(msg, opt_error_last(), 60) != 0))
+			FAIL("opt_log_verify gives %d after %ld entries (%s), opt_log_verify_text %d after %ld (%s)", rc, n,
+			     msg, rt, nt, rt < 0 ? opt_error_last() : "");
+		json_decref(t.last);
 	}
 	last_hash[0] = '\0';
 	if (v.last && opt_log_entry_hash(v.last, h) == 0)
@@ -351,6 +398,18 @@ static long check_btree(struct counted *c, const struct opt_source *src, const c
 	begin(c, "opt_btree_check", b->blocks + 2, 0);
 	rc = opt_btree_check(src, hid, &count);
 	ASSERT(rc <= 0);
+	{
+		/* the same judgement on the nodes' canonical text */
+		char msg[1024];
+		size_t ct = 0;
+		int rt;
+		snprintf(msg, sizeof(msg), "%s", rc < 0 ? opt_error_last() : "");
+		begin(c, "opt_btree_check_text", 2 * (b->blocks + 2), 0);
+		rt = opt_btree_check_text(src, counted_bytes, c, hid, NULL, NULL, &ct);
+		if ((rt < 0) != (rc < 0) || ct != count || (rc < 0 && strncmp(msg, opt_error_last(), 60) != 0))
+			FAIL("opt_btree_check gives %d, %zu entries (%s), opt_btree_check_text %d, %zu (%s)", rc, count, msg,
+			     rt, ct, rt < 0 ? opt_error_last() : "");
+	}
 	if (rc < 0) {
 		/* a broken tree: readers may fail, but must not crash or hang */
 		(void)scan(c, src, hid, NULL, fw, b);

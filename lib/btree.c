@@ -1633,7 +1633,8 @@ static int set_last(struct opt_btree_cursor *c, const struct kref *k)
 		c->lastk = nb;
 		c->lastkcap = k->tl;
 	}
-	memcpy(c->lastk, k->t, k->tl);
+	if (k->tl)
+		memcpy(c->lastk, k->t, k->tl);  /* (none yet: both NULL) */
 	c->lastkl = k->tl;
 	return 0;
 }

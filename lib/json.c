@@ -324,24 +324,18 @@ int opt_key_cmp(const json_t *a, const json_t *b)
 
 /* ---- canonical JSON text, scanned without building values ---- */
 
-/* Bytes a string holds as they are: not '"', '\\' or a control character. */
-static unsigned char plain[256];
-
-static void plain_init(void)
-{
-	int c;
-
-	for (c = 0x20; c < 256; c++)
-		plain[c] = c != '"' && c != '\\';
-}
+/* Bytes a string holds as they are: not '"', '\\' or a control character.
+ * (A constant table: a full verification reads text in two threads, and a
+ * table filled on first use would be a data race between them.) */
+static const unsigned char plain[256] = {
+	[0x20] = 1, [0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0xff] = 1,
+};
 
 const char *opt_raw_skip(const char *p, const char *end)
 {
 	uint64_t stack = 0;  /* bit per open level: 1 for '{', 0 for '[' */
 	int depth = 0;
 
-	if (!plain['a'])
-		plain_init();
 	if (p >= end)
 		return NULL;
 	for (;;) {

@@ -9,6 +9,7 @@
 #include "txn.h"
 #include "util.h"
 
+#include <git2/common.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -617,7 +618,9 @@ static int tree_job_start(struct vctx *v, struct tree_job *j)
 	type = opt_block_type(h);
 	tree = type && strcmp(type, OPT_TYPE_TREE) == 0;
 	json_decref(h);
-	if (!tree)
+	/* a libgit2 built without threads is not safe to use from two at
+	 * once: then the tree is checked after the log, in this thread */
+	if (!tree || !(git_libgit2_features() & GIT_FEATURE_THREADS))
 		return 0;
 	j->path = opt_store_path(v->s);
 	j->name = v->name;

@@ -150,6 +150,16 @@ TEST(raw_text)
 	memset(deep + 100, ']', 100);
 	CHECK(opt_raw_skip(deep, deep + 200) == NULL);
 	CHECK(opt_raw_skip(deep + 36, deep + 164) == deep + 164);
+	/* each byte in a short string (the table, not the SSE2 path): held
+	 * as it is unless a quote, a backslash or a control character */
+	for (i = 0; i < 256; i++) {
+		char s3[3] = { '"', (char)i, '"' };
+		const char *q = opt_raw_skip(s3, s3 + 3);
+		if (i == '"')
+			CHECK(q == s3 + 2);
+		else
+			CHECK(q == (i >= 0x20 && i != '\\' ? s3 + 3 : NULL));
+	}
 
 	/* stored keys compare as parsed ones do */
 	json_t *k = json_string("k\"q"), *n = json_integer(3), *a = json_pack("[i]", 1);
