@@ -198,19 +198,10 @@ TEST(configuration)
 
 int main(void)
 {
-	const char *env = getenv("OPT_TEST_SEED");
 	int rc;
 
-	setenv("OPT_FSYNC", "0", 1);
-	opt_util_init();
-	seed = env && *env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-	rng = seed;
-	printf("# seed %llu\n", (unsigned long long)seed);
-	snprintf(root, sizeof(root), "/tmp/opt-test-cluster-XXXXXX");
-	if (!mkdtemp(root)) {
-		printf("Bail out! cannot make a temporary directory: %s\n", strerror(errno));
+	if (fixture_start("cluster") < 0)
 		return 1;
-	}
 	RUN(placement_is_stable_and_distinct);
 	RUN(join_moves_about_one_nth);
 	RUN(leave_moves_only_its_collections);

@@ -1046,19 +1046,10 @@ TEST(checkpoint)
 
 int main(void)
 {
-	const char *env = getenv("OPT_TEST_SEED");
 	int rc;
 
-	setenv("OPT_FSYNC", "0", 1);
-	opt_util_init();
-	seed = env && *env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-	rng = seed;
-	printf("# seed %llu\n", (unsigned long long)seed);
-	snprintf(root, sizeof(root), "/tmp/opt-test-collection-XXXXXX");
-	if (!mkdtemp(root)) {
-		printf("Bail out! cannot make a temporary directory: %s\n", strerror(errno));
+	if (fixture_start("collection") < 0)
 		return 1;
-	}
 	RUN(tree_against_model);
 	RUN(lookups_beside_a_range);
 	RUN(tree_count_with_equal_keys);

@@ -555,19 +555,11 @@ TEST(delta_of_itself)
 
 int main(void)
 {
-	const char *env = getenv("OPT_TEST_SEED");
 	int rc;
 
-	setenv("OPT_FSYNC", "0", 1);
-	opt_util_init();
-	git_libgit2_init();
-	seed = env && *env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-	rng = seed;
-	snprintf(root, sizeof(root), "/tmp/opt-test-pack-XXXXXX");
-	if (!mkdtemp(root)) {
-		printf("Bail out! cannot make a temporary directory: %s\n", strerror(errno));
+	if (fixture_start("pack") < 0)
 		return 1;
-	}
+	git_libgit2_init();
 	RUN(agrees_with_libgit2);
 	RUN(new_and_removed_packs);
 	RUN(pack_added_within_a_tick);

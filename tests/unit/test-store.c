@@ -1464,19 +1464,10 @@ done:
 
 int main(void)
 {
-	const char *env = getenv("OPT_TEST_SEED");
 	int rc;
 
-	setenv("OPT_FSYNC", "0", 1);
-	opt_util_init();
-	seed = env && *env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-	rng = seed;
-	printf("# seed %llu\n", (unsigned long long)seed);
-	snprintf(root, sizeof(root), "/tmp/opt-test-store-XXXXXX");
-	if (!mkdtemp(root)) {
-		printf("Bail out! cannot make a temporary directory: %s\n", strerror(errno));
+	if (fixture_start("store") < 0)
 		return 1;
-	}
 	RUN(create_and_open);
 	RUN(foreign_repositories);
 	RUN(create_race);

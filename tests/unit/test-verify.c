@@ -210,19 +210,10 @@ TEST(since_refuses_what_is_no_descendant)
 
 int main(void)
 {
-	const char *env = getenv("OPT_TEST_SEED");
 	int rc;
 
-	setenv("OPT_FSYNC", "0", 1);
-	opt_util_init();
-	seed = env && *env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-	rng = seed;
-	printf("# seed %llu\n", (unsigned long long)seed);
-	snprintf(root, sizeof(root), "/tmp/opt-test-verify-XXXXXX");
-	if (!mkdtemp(root)) {
-		printf("Bail out! cannot make a temporary directory: %s\n", strerror(errno));
+	if (fixture_start("verify") < 0)
 		return 1;
-	}
 	RUN(since_agrees_with_full);
 	RUN(diff_and_tree_check_follow_the_change);
 	RUN(since_refuses_what_is_no_descendant);
