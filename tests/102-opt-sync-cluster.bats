@@ -6,25 +6,9 @@
 # the rebalance plan and the rebalance after a peer joins.
 
 load test_helper
+load servers
 
-export OPT_FSYNC=0
 export OPT_CLUSTER_BACKOFF_MS=20
-
-SERVER_PIDS=()
-
-teardown() {
-	local p
-	for p in "${SERVER_PIDS[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	for p in "${SERVER_PIDS[@]}"; do
-		for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-	done
-	cd /
-	[ -n "${TMP:-}" ] && rm -rf "$TMP"
-}
-
-key_of() { opt-log -C "$1" identity | jq -r .key; }
 
 # Peers p1..p$1 (empty stores under $TMP) of the store $OPT_STORE.
 make_peers() {
@@ -74,15 +58,11 @@ start_daemon() {
 	[ -x "$(git --exec-path)/git-daemon" ] || skip "git daemon is not available"
 	local port tries ok=
 	for tries in 1 2 3; do
-		port=$((20000 + RANDOM % 40000))
+		port=$(free_port) || continue
 		git daemon --verbose --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$TMP/srv" --export-all \
 			--enable=receive-pack "$TMP/srv" >"$TMP/daemon.log" 2>&1 &
 		SERVER_PIDS+=($!)
-		for _ in $(seq 50); do
-			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then ok=1; break; fi
-			sleep 0.1
-		done
-		[ -n "$ok" ] && break
+		wait_port "$port" && ok=1 && break
 	done
 	[ -n "$ok" ] || skip "git daemon did not start"
 	GITURL="git://127.0.0.1:$port"

@@ -1,5 +1,6 @@
 # tests/servers.bash - shared by the suites that start real servers on
-# loopback (tests/101-opt-sync-servers.bats, tests/104-opt-sync-http.bats):
+# loopback (tests/101-opt-sync-servers.bats, 102-opt-sync-cluster.bats,
+# 104-opt-sync-http.bats):
 # stopping them after each test, free ports, the served store.
 
 export OPT_FSYNC=0
