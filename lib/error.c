@@ -8,7 +8,11 @@ static _Thread_local int last_code;
 
 int opt_error_vset(int code, const char *fmt, va_list ap)
 {
-	vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
+	char msg[sizeof(last_msg)];
+
+	/* formatted apart: the arguments may include opt_error_last() */
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	memcpy(last_msg, msg, sizeof(last_msg));
 	last_code = code;
 	return code;
 }

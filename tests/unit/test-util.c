@@ -306,6 +306,18 @@ TEST(backoff)
 	}
 }
 
+/* A message may quote the one before it (a busy timeout gives the lock's
+ * message as the reason). */
+TEST(error_quotes_last)
+{
+	opt_error_set(OPT_EBUSY, "collection 'c' is locked by another writer");
+	CHECK(opt_error_set(OPT_EBUSY, "gave up (%s)", opt_error_last()) == OPT_EBUSY);
+	CHECK(strcmp(opt_error_last(), "gave up (collection 'c' is locked by another writer)") == 0);
+	opt_error_wrap(OPT_EIO, "prefix");
+	CHECK(strcmp(opt_error_last(), "prefix: gave up (collection 'c' is locked by another writer)") == 0);
+	opt_error_clear();
+}
+
 int main(void)
 {
 	opt_util_init();
@@ -319,5 +331,6 @@ int main(void)
 	RUN(jsonl_reader);
 	RUN(jsonl_large);
 	RUN(backoff);
+	RUN(error_quotes_last);
 	return DONE();
 }
