@@ -267,7 +267,7 @@ static int put_each(struct cmd *c, const char *name, struct opt_jsonl *in, int c
 			break;
 	}
 	/* an error after staging: what was staged is still committed */
-	if (k > 0 && opt_txn_group_flush(g) == 0) {
+	if (k > 0 && opt_txn_group_flush(g) > 0) {
 		for (i = 0; i < k; i++) {
 			json_t *o = json_pack("{s:s,s:I,s:O}", "collection", name, "rev",
 					      (json_int_t)opt_txn_group_result(g, i)->rev, "key", ctx[i].keys[0]);

@@ -29,9 +29,11 @@ struct opt_store {
 	char *path;
 	/* group commit */
 	git_odb_backend *mempack;  /* serves pending objects (owned by odb) */
-	struct opt_pack *gpack;    /* pending objects, NULL outside a group */
-	char *gname;               /* the group's collection */
+	struct opt_pack *gpack;    /* pending objects (NULL outside a group, or
+				      until the first commit after a flush) */
+	char *gname;               /* the group's collection, NULL outside one */
 	int gpending;              /* 1 once a commit is pending */
+	size_t gcount;             /* commits pending */
 	int gcreate;               /* the group creates the collection */
 	git_oid gbase, ghead;      /* ref value at the start; pending head */
 	/* parsed blocks by blob ID (content-addressed, so valid in every
@@ -250,14 +252,15 @@ static int reload_odb(struct opt_store *s)
 	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
 	if (git_odb_open(&odb, objdir) < 0)
 		return -1;
-	if (s->gpack) {
+	if (s->gname) {
 		git_odb_backend *mp = NULL;
 		if (git_mempack_new(&mp) < 0 || git_odb_add_backend(odb, mp, 1000) < 0) {
 			git_odb_free(odb);
 			return -1;
 		}
 		s->mempack = mp;
-		opt_pack_mirror(s->gpack, mp);
+		if (s->gpack)
+			opt_pack_mirror(s->gpack, mp);
 	} else {
 		s->mempack = NULL;  /* went with the old database */
 	}
@@ -961,7 +964,7 @@ static int snap_open_raw(struct opt_snap **out, struct opt_store *s, const char 
 	*out = NULL;
 	if ((rc = ref_name(ref, sizeof(ref), name)) < 0)
 		return rc;
-	if (s->gpack && s->gpending && strcmp(s->gname, name) == 0) {
+	if (s->gname && s->gpending && strcmp(s->gname, name) == 0) {
 		id = s->ghead;  /* the pending revision is the latest */
 	} else {
 		rc = git_reference_name_to_id(&id, s->repo, ref);
@@ -1845,6 +1848,32 @@ static void break_stale_lock(struct opt_store *s, const char *ref)
 		unlink(path);
 }
 
+/* The group's pack of pending objects, made when missing. */
+static int group_pack(struct opt_store *s)
+{
+	int rc;
+
+	if (s->gpack)
+		return 0;
+	if ((rc = opt_pack_new(&s->gpack)) < 0)
+		return rc;
+	if (s->mempack)
+		opt_pack_mirror(s->gpack, s->mempack);
+	return 0;
+}
+
+/* Drop what the group holds pending (the group stays open). */
+static void group_drop(struct opt_store *s)
+{
+	opt_pack_free(s->gpack);
+	s->gpack = NULL;
+	s->gpending = 0;
+	s->gcount = 0;
+	s->gcreate = 0;
+	if (s->mempack)
+		git_mempack_reset(s->mempack);
+}
+
 int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *base,
 		     struct opt_tracker *t, const struct opt_commit_info *info, long *rev)
 {
@@ -1862,9 +1891,11 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		return rc;
 	if (!info || !info->trx)
 		return opt_error_set(OPT_EINVAL, "a commit needs a transaction ID");
-	if (s->gpack && strcmp(s->gname, name) != 0)
+	if (s->gname && strcmp(s->gname, name) != 0)
 		return opt_error_set(OPT_EINVAL, "a group commit covers one collection ('%s', not '%s')", s->gname, name);
-	if (s->gpack) {
+	if (s->gname) {
+		if ((rc = group_pack(s)) < 0)
+			return rc;
 		col.pack = s->gpack;  /* objects go to the group's pack */
 	} else if ((rc = opt_pack_new(&col.pack)) < 0) {
 		return rc;
@@ -1901,7 +1932,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		goto done;
 	if ((rc = opt_pack_add(col.pack, GIT_OBJECT_COMMIT, cbuf.p, cbuf.len, &commit)) < 0)
 		goto done;
-	if (s->gpack) {
+	if (s->gname) {
 		/* group commit: remember; the flush writes and moves the ref */
 		if (!s->gpending) {
 			s->gcreate = base == NULL;
@@ -1913,6 +1944,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		}
 		s->ghead = commit;
 		s->gpending = 1;
+		s->gcount++;
 		if (rev)
 			*rev = newrev;
 		rc = 0;
@@ -1963,7 +1995,7 @@ int opt_store_group_begin(struct opt_store *s, const char *name)
 {
 	int rc;
 
-	if (s->gpack)
+	if (s->gname)
 		return opt_error_set(OPT_EINVAL, "a group commit is already open");
 	if (!opt_store_name_valid(name))
 		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
@@ -1973,26 +2005,26 @@ int opt_store_group_begin(struct opt_store *s, const char *name)
 			return opt_git_fail(OPT_EIO, "cannot set up group commit");
 		}
 	}
-	if ((rc = opt_pack_new(&s->gpack)) < 0)
+	if (!(s->gname = strdup(name)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = group_pack(s)) < 0) {
+		free(s->gname);
+		s->gname = NULL;
 		return rc;
-	opt_pack_mirror(s->gpack, s->mempack);
-	s->gname = strdup(name);
+	}
 	s->gpending = 0;
+	s->gcount = 0;
 	s->gcreate = 0;
-	return s->gname ? 0 : opt_error_set(OPT_EIO, "out of memory");
+	return 0;
 }
 
 void opt_store_group_end(struct opt_store *s)
 {
-	if (!s->gpack)
+	if (!s->gname)
 		return;
-	opt_pack_free(s->gpack);
-	s->gpack = NULL;
+	group_drop(s);
 	free(s->gname);
 	s->gname = NULL;
-	s->gpending = 0;
-	if (s->mempack)
-		git_mempack_reset(s->mempack);
 }
 
 int opt_store_group_flush(struct opt_store *s)
@@ -2000,42 +2032,41 @@ int opt_store_group_flush(struct opt_store *s)
 	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX], objdir[4096];
 	git_reference *r = NULL;
 	git_oid zero;
-	char *name;
+	size_t n;
 	int rc = 0, grc;
 
-	if (!s->gpack)
+	if (!s->gname)
 		return opt_error_set(OPT_EINVAL, "no group commit is open");
-	name = strdup(s->gname);
-	if (!name)
-		return opt_error_set(OPT_EIO, "out of memory");
 	if (!s->gpending)
-		goto reopen;
-	snprintf(ref, sizeof(ref), REF_PREFIX "%s", name);
+		return 0;  /* nothing pending: no commit made durable */
+	snprintf(ref, sizeof(ref), REF_PREFIX "%s", s->gname);
 	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
 	if ((rc = opt_pack_write(s->gpack, s->odb, objdir)) < 0)
-		goto reopen;
+		goto done;
 	memset(&zero, 0, sizeof(zero));
 	git_error_clear();
 	grc = git_reference_create_matching(&r, s->repo, ref, &s->ghead, 1, s->gcreate ? &zero : &s->gbase,
 					    "opt group commit");
 	git_reference_free(r);
 	if (grc == GIT_EMODIFIED || grc == GIT_EEXISTS || (grc == GIT_ENOTFOUND && !s->gcreate))
-		rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed while the group was staged", name);
+		rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed while the group was staged", s->gname);
 	else if (grc == GIT_ELOCKED) {
 		break_stale_lock(s, ref);
-		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
+		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", s->gname);
 	} else if (grc < 0)
 		rc = opt_git_fail(OPT_EIO, "cannot update collection ref");
-reopen:
-	/* start over with an empty group either way */
-	opt_store_group_end(s);
-	if (rc == 0 && opt_pack_consolidate(s->repo, 0) < 0)
+done:
+	/* start over with an empty group either way: after a failure, what
+	 * was pending is dropped, so no later flush can report it */
+	n = s->gcount;
+	group_drop(s);
+	if (rc < 0)
+		return rc;
+	if (opt_pack_consolidate(s->repo, 0) < 0)
 		opt_error_clear();
-	{
-		int rc2 = opt_store_group_begin(s, name);
-		if (rc == 0)
-			rc = rc2;
-	}
-	free(name);
-	return rc;
+	/* the next group's pack, now or at its first commit: the commits
+	 * are durable whatever happens to it */
+	if (group_pack(s) < 0)
+		opt_error_clear();
+	return n > INT_MAX ? INT_MAX : (int)n;
 }

@@ -198,9 +198,12 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
  * objects in memory (readable by later snapshots, which see the pending
  * revision as the latest) and returns the provisional revision.  The
  * flush writes all of them as one pack, synced once, and moves the ref
- * once, by compare-and-swap from the revision read at the first commit:
- * OPT_ECONFLICT or OPT_EBUSY mean none of them was committed (the pending
- * state is dropped; replay them).  Only one collection per group. */
+ * once, by compare-and-swap from the revision read at the first commit.
+ * It returns the number of commits it made durable (0 when none was
+ * pending).  On any failure (OPT_ECONFLICT, OPT_EBUSY: replay them;
+ * OPT_EIO) none of them was committed and the pending state is dropped:
+ * a flush after it has nothing to write and returns 0.  Either way the
+ * group stays open, empty.  Only one collection per group. */
 int opt_store_group_begin(struct opt_store *s, const char *name);
 int opt_store_group_flush(struct opt_store *s);
 /* Drop what is pending and leave group mode. */

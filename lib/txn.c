@@ -577,6 +577,9 @@ struct opt_txn_group {
 	struct opt_txn_opts o;
 	struct staged *v;
 	size_t n, cap;
+	size_t durable;        /* v[0 .. durable) are committed durably */
+	int err;               /* a failure that sticks until the clear */
+	char errmsg[1024];
 	struct opt_txn x;
 };
 
@@ -627,12 +630,39 @@ size_t opt_txn_group_size(const struct opt_txn_group *g)
 
 const struct opt_txn_result *opt_txn_group_result(const struct opt_txn_group *g, size_t i)
 {
-	return i < g->n ? &g->v[i].res : NULL;
+	return i < g->durable ? &g->v[i].res : NULL;
+}
+
+/* The group failed with rc (its message is the last): none of the staged
+ * transactions that are not durable yet is committed.  What the store
+ * holds pending for them is dropped (a replay may have left some), and
+ * the failure sticks: a later flush must not find an empty group and call
+ * that success. */
+static int group_fail(struct opt_txn_group *g, int rc)
+{
+	snprintf(g->errmsg, sizeof(g->errmsg), "%s", opt_error_last());
+	g->err = rc;
+	opt_store_group_end(g->s);
+	if (opt_store_group_begin(g->s, g->name) < 0)
+		opt_error_clear();  /* the clear tries again */
+	return opt_error_set(rc, "%s", g->errmsg);
 }
 
 void opt_txn_group_clear(struct opt_txn_group *g)
 {
+	int rc;
+
+	if (g->err || g->durable < g->n) {
+		/* drop what is staged and not durable: it was never committed */
+		opt_store_group_end(g->s);
+		g->err = 0;
+		if ((rc = opt_store_group_begin(g->s, g->name)) < 0) {
+			snprintf(g->errmsg, sizeof(g->errmsg), "%s", opt_error_last());
+			g->err = rc;
+		}
+	}
 	g->n = 0;
+	g->durable = 0;
 }
 
 int opt_txn_group_add(struct opt_txn_group *g, opt_txn_fn fn, void *arg, size_t *index)
@@ -640,6 +670,8 @@ int opt_txn_group_add(struct opt_txn_group *g, opt_txn_fn fn, void *arg, size_t 
 	struct staged *st;
 	int rc;
 
+	if (g->err)
+		return opt_error_set(g->err, "%s", g->errmsg);
 	if (g->n == g->cap) {
 		size_t cap = g->cap ? g->cap * 2 : 64;
 		struct staged *nv = realloc(g->v, cap * sizeof(*nv));
@@ -668,32 +700,44 @@ int opt_txn_group_flush(struct opt_txn_group *g)
 {
 	int64_t deadline = opt_now_ms() + busy_timeout(&g->o);
 	unsigned conflicts = 0;
-	size_t i;
+	size_t i, commits;
 	int rc;
 
-	if (g->n == 0)
+	if (g->err)
+		return opt_error_set(g->err, "%s", g->errmsg);
+	if (g->durable == g->n)
 		return 0;
 	for (;;) {
+		/* the transactions that wrote a revision (the others had
+		 * nothing to commit): the store must make exactly these durable */
+		for (commits = 0, i = g->durable; i < g->n; i++)
+			commits += g->v[i].res.committed;
 		rc = opt_store_group_flush(g->s);
-		if (rc == 0)
-			return 0;
-		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
+		if (rc >= 0 && (size_t)rc != commits)
+			return group_fail(g, opt_error_set(OPT_EIO, "group commit on '%s' wrote %d of %zu revisions",
+							   g->name, rc, commits));
+		if (rc >= 0) {
+			rc = (int)(g->n - g->durable);
+			g->durable = g->n;
 			return rc;
+		}
+		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
+			return group_fail(g, rc);
 		if (opt_now_ms() >= deadline)
-			return opt_error_set(OPT_EBUSY, "collection '%s' is busy: gave up (%s)", g->name,
-					     opt_error_last());
+			return group_fail(g, opt_error_set(OPT_EBUSY, "collection '%s' is busy: gave up (%s)", g->name,
+							   opt_error_last()));
 		if (rc == OPT_ECONFLICT)
 			opt_sleep_ms(opt_backoff_ms(conflicts++ < 8 ? conflicts : 8, 2, 500));
 		else
 			opt_sleep_ms(1 + opt_random(4));
 		/* replay every staged transaction on the new state */
-		for (i = 0; i < g->n; i++) {
+		for (i = g->durable; i < g->n; i++) {
 			struct staged *st = &g->v[i];
 			st->res.attempts++;
 			st->res.committed = 0;
 			rc = attempt(&g->x, st->fn, st->arg, &g->o, st->res.trx, &st->res);
 			if (rc < 0)
-				return opt_error_wrap(rc, "replaying transaction %s", st->res.trx);
+				return group_fail(g, opt_error_wrap(rc, "replaying transaction %s", st->res.trx));
 		}
 	}
 }

@@ -49,21 +49,32 @@ int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
  * ref update (opt_store_group_*).  fn and arg of every staged transaction
  * must stay valid until the flush: on a conflict at the flush, every one
  * is replayed, in order, on the new state.  A transaction whose fn fails
- * at staging is not staged (its error is returned; the group goes on). */
+ * at staging is not staged (its error is returned; the group goes on).
+ *
+ * A staged transaction is committed only when a flush says so: its
+ * result is readable from then on, and never before.  A failed flush
+ * commits none of the transactions it was given, and its failure sticks:
+ * every later add and flush returns it (never a success for transactions
+ * that were not written), until opt_txn_group_clear drops them. */
 struct opt_txn_group;
 
 int opt_txn_group_new(struct opt_txn_group **out, struct opt_store *s, const char *name,
 		      const struct opt_txn_opts *o);
 /* Stage one transaction; *index (may be NULL) is its place in the group. */
 int opt_txn_group_add(struct opt_txn_group *g, opt_txn_fn fn, void *arg, size_t *index);
-/* Number of staged transactions. */
+/* Number of staged transactions (durable or not). */
 size_t opt_txn_group_size(const struct opt_txn_group *g);
-/* Commit every staged transaction durably; then the results are final. */
+/* Commit every staged transaction that is not durable yet, durably.
+ * Returns how many transactions it made durable (0: none was waiting), or
+ * a negative code: then none of them is committed (and the failure
+ * sticks, see above). */
 int opt_txn_group_flush(struct opt_txn_group *g);
-/* The result of staged transaction i (valid after a successful flush,
- * until the next add). */
+/* The result of staged transaction i once a flush made it durable; NULL
+ * before that, and for one that never was (valid until the clear). */
 const struct opt_txn_result *opt_txn_group_result(const struct opt_txn_group *g, size_t i);
-/* Forget the staged transactions (after reading their results). */
+/* Forget the staged transactions: the results of the durable ones, and
+ * the ones not durable, which are dropped uncommitted.  The group starts
+ * over (a failure no longer sticks). */
 void opt_txn_group_clear(struct opt_txn_group *g);
 void opt_txn_group_free(struct opt_txn_group *g);
 

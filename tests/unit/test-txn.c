@@ -508,9 +508,10 @@ TEST(group)
 		CHECK(opt_txn_group_add(g, put_fn, &bad, &idx) == OPT_EINVAL);
 		CHECK(opt_txn_group_size(g) == NG);
 	}
-	/* nothing is visible to others before the flush */
+	/* nothing is visible to others before the flush, and no result */
 	CHECK(head_rev(s2, "g") == base);
-	CHECK_RC(opt_txn_group_flush(g));
+	CHECK(opt_txn_group_result(g, 0) == NULL);
+	CHECK(opt_txn_group_flush(g) == NG);
 	CHECK(head_rev(s2, "g") == base + NG);
 	for (i = 0; i < NG; i++) {
 		const struct opt_txn_result *r = opt_txn_group_result(g, i);
@@ -532,7 +533,7 @@ TEST(group)
 	CHECK(count_of(s2, "g") == NG + 1);
 	opt_txn_group_clear(g);
 	CHECK(opt_txn_group_size(g) == 0);
-	CHECK_RC(opt_txn_group_flush(g)); /* empty: nothing */
+	CHECK(opt_txn_group_flush(g) == 0); /* empty: nothing */
 	CHECK(head_rev(s2, "g") == base + NG);
 
 	/* a conflict at the flush: every staged transaction is replayed */
@@ -544,7 +545,8 @@ TEST(group)
 		CHECK_RC(opt_txn_group_add(g, put_fn, &p[i], NULL));
 	}
 	CHECK_RC(put(s2, "g", "between", 42, NULL));
-	CHECK_RC(opt_txn_group_flush(g));
+	CHECK(opt_txn_group_flush(g) == 3);
+	CHECK(opt_txn_group_flush(g) == 0); /* made durable once */
 	for (i = 0; i < 3; i++) {
 		const struct opt_txn_result *r = opt_txn_group_result(g, i);
 		CHECK(r && r->committed == 1);
@@ -560,6 +562,72 @@ done:
 	opt_txn_group_free(g);
 	/* the store leaves group mode with the group */
 	CHECK_RC(put(s, "elsewhere", "x", 1, NULL));
+	CHECK(verify_ok(s, "g"));
+	opt_store_free(s2);
+	opt_store_free(s);
+}
+
+/* A flush that fails commits nothing, and its failure sticks: a flush
+ * after it must not report the staged transactions committed (the store
+ * had dropped them, so a second flush had nothing to write). */
+TEST(group_failure_sticks)
+{
+	struct opt_store *s = new_store("gfail/.opt"), *s2 = NULL;
+	struct opt_txn_group *g = NULL;
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "grouped", 100, 0 };
+	struct put p[4] = { { "a", 1, 0, NULL, NULL, 0, 0 }, { "b", 2, 0, NULL, NULL, 0, 0 },
+			    { "c", 3, 0, NULL, NULL, 0, 0 }, { "d", 4, 0, NULL, NULL, 0, 0 } };
+	char lock[4200];
+	FILE *f;
+	long base;
+	size_t i;
+
+	CHECK_RC(put(s, "g", "seed", 0, NULL));
+	CHECK_RC(opt_store_open(&s2, at("gfail/.opt")));
+	CHECK_RC(opt_txn_group_new(&g, s, "g", &o));
+	if (!g || !s2)
+		goto done;
+	base = head_rev(s, "g");
+	/* another writer holds the ref's lock */
+	snprintf(lock, sizeof(lock), "%s/refs/opt/collections/g.lock", at("gfail/.opt"));
+	f = fopen(lock, "w");
+	CHECK(f != NULL);
+	if (f)
+		fclose(f);
+	for (i = 0; i < 3; i++)
+		CHECK_RC(opt_txn_group_add(g, put_fn, &p[i], NULL));
+	CHECK(opt_txn_group_flush(g) == OPT_EBUSY);
+	CHECK(strstr(opt_error_last(), "locked by another writer") != NULL);
+	for (i = 0; i < 3; i++)
+		CHECK(opt_txn_group_result(g, i) == NULL);
+	/* the failure sticks, even once the lock is gone */
+	CHECK(opt_txn_group_flush(g) == OPT_EBUSY);
+	unlink(lock);
+	CHECK(opt_txn_group_flush(g) == OPT_EBUSY);
+	CHECK(opt_txn_group_add(g, put_fn, &p[3], NULL) == OPT_EBUSY);
+	CHECK(opt_txn_group_result(g, 0) == NULL);
+	CHECK(head_rev(s2, "g") == base);
+	CHECK(get(s2, "g", "a") == -1);
+	/* the clear drops them; the group starts over */
+	opt_txn_group_clear(g);
+	CHECK(opt_txn_group_flush(g) == 0);
+	CHECK(head_rev(s2, "g") == base);
+	CHECK_RC(opt_txn_group_add(g, put_fn, &p[3], NULL));
+	CHECK(opt_txn_group_flush(g) == 1);
+	CHECK(opt_txn_group_result(g, 0) && opt_txn_group_result(g, 0)->rev == base + 1);
+	CHECK(head_rev(s2, "g") == base + 1);
+	CHECK(get(s2, "g", "d") == 4 && get(s2, "g", "a") == -1 && get(s2, "g", "c") == -1);
+
+	/* a clear before the flush drops what is staged: never written */
+	opt_txn_group_clear(g);
+	CHECK_RC(opt_txn_group_add(g, put_fn, &p[0], NULL));
+	opt_txn_group_clear(g);
+	CHECK_RC(opt_txn_group_add(g, put_fn, &p[1], NULL));
+	CHECK(opt_txn_group_flush(g) == 1);
+	CHECK(head_rev(s2, "g") == base + 2);
+	CHECK(get(s2, "g", "a") == -1 && get(s2, "g", "b") == 2);
+done:
+	opt_txn_group_free(g);
 	CHECK(verify_ok(s, "g"));
 	opt_store_free(s2);
 	opt_store_free(s);
@@ -975,6 +1043,7 @@ int main(int argc, char **argv)
 	RUN(run_replays_after_a_lost_race);
 	RUN(run_creation_race);
 	RUN(group);
+	RUN(group_failure_sticks);
 	RUN(multi);
 	RUN(recover_expired_pend);
 	RUN(recover_decided_pend);
