@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +246,153 @@ int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out
 	if (!*out)
 		return cmd_usage(c, "%s is not valid JSON (%s): %s", what, err.text, text);
 	return 0;
+}
+
+/* ---- --each ---- */
+
+/* The default input of cmd_each: JSON values from an opt_jsonl. */
+static int jsonl_next(void *in, json_t **doc, char *where, size_t wlen)
+{
+	int rc = opt_jsonl_next(in, doc);
+
+	if (rc == 1)
+		snprintf(where, wlen, "line %ld", opt_jsonl_line(in));
+	return rc;
+}
+
+/* More of stdin ready now (buffered, or readable without waiting)? */
+static int jsonl_waiting(void *in)
+{
+	struct pollfd p = { 0, POLLIN, 0 };
+
+	if (opt_jsonl_buffered(in))
+		return 1;
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP));
+}
+
+struct each_run {
+	struct cmd *c;
+	struct cmd_each *e;
+	struct opt_txn_group *g;  /* NULL: every stage commits on its own */
+	char *slots;
+	json_t **docs;
+	size_t k;                 /* documents staged */
+};
+
+static void *slot_at(struct each_run *r, size_t i)
+{
+	return r->slots + i * r->e->slot_size;
+}
+
+/* Forget the staged documents (and the group's transactions). */
+static void each_forget(struct each_run *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->k; i++) {
+		if (r->e->release)
+			r->e->release(slot_at(r, i));
+		json_decref(r->docs[i]);
+	}
+	r->k = 0;
+	if (r->g)
+		opt_txn_group_clear(r->g);
+}
+
+/* Commit what is staged, and print the records of the transactions the
+ * flush made durable: those and no other.  0 or an exit status (after
+ * the message). */
+static int each_flush(struct each_run *r)
+{
+	const struct opt_txn_result *res = NULL;
+	size_t i;
+	int n, st = 0;
+
+	if (r->k == 0)
+		return 0;
+	n = r->g ? opt_txn_group_flush(r->g) : (int)r->k;
+	if (n < 0) {
+		st = cmd_lib_fail(r->c, n);
+		each_forget(r);
+		return st;
+	}
+	for (i = 0; i < r->k && !st; i++) {
+		if (r->g && !(res = opt_txn_group_result(r->g, i)))
+			continue;  /* not durable: no record */
+		st = r->e->print(r->c, r->e->arg, res, slot_at(r, i));
+	}
+	if (fflush(stdout) == EOF && !st) {
+		r->c->out_err = 1;
+		st = OPT_EXIT_OTHER;
+	}
+	if (!st && (size_t)n != r->k)
+		st = cmd_fail(r->c, OPT_EIO, "group commit on '%s' made %d of %zu transactions durable", r->e->coll, n,
+			      r->k);
+	each_forget(r);
+	return st;
+}
+
+int cmd_each(struct cmd *c, struct cmd_each *e)
+{
+	struct each_run r = { c, e, NULL, NULL, NULL, 0 };
+	int (*next)(void *, json_t **, char *, size_t) = e->next ? e->next : jsonl_next;
+	int (*waiting)(void *) = e->waiting ? e->waiting : jsonl_waiting;
+	size_t max = e->coll ? (e->max ? e->max : 256) : 1;
+	char where[64], msg[1024];
+	json_t *doc;
+	int got, rc, st = 0, bad = 0;
+
+	e->ndocs = 0;
+	r.slots = calloc(max, e->slot_size ? e->slot_size : 1);
+	r.docs = calloc(max, sizeof(*r.docs));
+	if (!r.slots || !r.docs) {
+		st = cmd_fail(c, OPT_EIO, "out of memory");
+		goto done;
+	}
+	if (e->coll && (rc = opt_txn_group_new(&r.g, c->store, e->coll, &e->opts)) < 0) {
+		st = cmd_lib_fail(c, rc);
+		goto done;
+	}
+	for (;;) {
+		where[0] = '\0';
+		got = next(e->in, &doc, where, sizeof(where));
+		if (got == 1) {
+			void *slot = slot_at(&r, r.k);
+			e->ndocs++;
+			memset(slot, 0, e->slot_size);
+			rc = e->stage(c, e->arg, doc, where, slot);
+			if (rc == 0 && r.g && (rc = opt_txn_group_add(r.g, e->fn, slot, NULL)) < 0 && e->release)
+				e->release(slot);
+			if (rc < 0) {
+				json_decref(doc);
+				bad = rc;
+			} else {
+				r.docs[r.k++] = doc;
+			}
+		} else if (got < 0) {
+			bad = got;
+		}
+		/* the bad document's message waits for the records of the
+		 * transactions before it */
+		if (bad)
+			snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		if (r.k == max || got <= 0 || bad || !waiting(e->in))
+			if ((st = each_flush(&r)))
+				break;
+		if (got <= 0 || bad)
+			break;
+	}
+	if (bad) {
+		rc = cmd_fail(c, bad, "%s", msg);
+		if (!st)
+			st = rc;
+	}
+done:
+	each_forget(&r);
+	opt_txn_group_free(r.g);
+	free(r.docs);
+	free(r.slots);
+	return st;
 }
 
 int cmd_store(struct cmd *c, int create)

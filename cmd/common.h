@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "opt.h"
+#include "txn.h"
 
 #define CMD_MAXOPT 32
 
@@ -90,5 +91,45 @@ void cmd_tls_enable(void);
 
 /* Parse a JSON value given on the command line. */
 int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out);
+
+/* The loop of every --each command (in the manner of mblaze's
+ * blaze822_loop): documents come from an input, each becomes a
+ * transaction of its own (stage), and the staged ones are committed
+ * together -- one pack, one ref update -- when no more input is waiting,
+ * when max are staged, at the end of the input, or before an error is
+ * reported.  A record is printed only for a transaction that a flush made
+ * durable; after a failed flush nothing more is printed or committed.  At
+ * bad input, what was staged before it is committed and its records
+ * printed, then the error is reported.  Returns the exit status. */
+struct cmd_each {
+	/* The input: the next document (a new reference) and where it was
+	 * ("line N"): 1, 0 at the end, or a negative code with its message.
+	 * NULL: JSON values from in, a struct opt_jsonl. */
+	int (*next)(void *in, json_t **doc, char *where, size_t wlen);
+	/* More input ready without waiting (NULL: from the opt_jsonl). */
+	int (*waiting)(void *in);
+	void *in;
+	/* The collection every transaction writes, through one group
+	 * commit; NULL: stage commits each document itself, durably, and
+	 * the loop prints its record at once. */
+	const char *coll;
+	struct opt_txn_opts opts;
+	opt_txn_fn fn;          /* with coll: one document's transaction, given its slot */
+	size_t slot_size;       /* bytes of state per document (zeroed for stage) */
+	size_t max;             /* the most transactions in one group (0: 256) */
+	/* Make doc (borrowed; kept until its record is printed) one
+	 * transaction: fill slot.  0, or a negative code with its message
+	 * (which names where): the loop stops there. */
+	int (*stage)(struct cmd *c, void *arg, json_t *doc, const char *where, void *slot);
+	/* Print the records of a durable transaction (r: its result; NULL
+	 * without coll).  0 or an exit status. */
+	int (*print)(struct cmd *c, void *arg, const struct opt_txn_result *r, void *slot);
+	/* Free what stage kept in slot (NULL: nothing). */
+	void (*release)(void *slot);
+	void *arg;              /* passed to stage, print */
+	size_t ndocs;           /* out: the documents read */
+};
+
+int cmd_each(struct cmd *c, struct cmd_each *e);
 
 #endif

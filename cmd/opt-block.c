@@ -4,7 +4,6 @@
 #include "txn.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -410,91 +409,46 @@ static int put_commit(struct cmd *c, const char *coll, json_t *blocks)
 	return st;
 }
 
-/* put --each: one transaction per input document, group-committed: the
- * documents that are already waiting on stdin are staged together and made
- * durable by one pack write and one ref update; each keeps its own
- * revision and log entry.  Acknowledged = printed, after the flush. */
-static int flush_group(struct cmd *c, const char *coll, struct opt_txn_group *g, json_t *docs)
-{
-	size_t i, j;
-	int rc, st = 0;
+/* put --each: one transaction per input document (cmd_each): a block, or
+ * an array of blocks. */
+struct each_put_arg {
+	const char *coll;
+	const char *hid;
+};
 
-	if (opt_txn_group_size(g) == 0)
-		return 0;
-	rc = opt_txn_group_flush(g);
-	if (rc < 0)
-		return cmd_lib_fail(c, rc);
-	for (i = 0; i < opt_txn_group_size(g) && !st; i++) {
-		const struct opt_txn_result *r = opt_txn_group_result(g, i);
-		json_t *blocks = json_array_get(docs, i);
-		for (j = 0; j < json_array_size(blocks) && !st; j++)
-			st = print_written(c, opt_block_id(json_array_get(blocks, j)), coll, r->rev, 0);
-	}
-	fflush(stdout);
-	opt_txn_group_clear(g);
-	json_array_clear(docs);
+static int each_put_stage(struct cmd *c, void *arg, json_t *doc, const char *where, void *slot)
+{
+	const struct each_put_arg *a = arg;
+	struct put_ctx *p = slot;
+	size_t i;
+
+	p->blocks = json_is_array(doc) ? json_incref(doc) : json_pack("[O]", doc);
+	if (!p->blocks)
+		return opt_error_set(OPT_EIO, "out of memory");
+	for (i = 0; i < json_array_size(p->blocks); i++)
+		if (prepare_block(json_array_get(p->blocks, i), a->coll, a->hid) < 0) {
+			json_decref(p->blocks);
+			p->blocks = NULL;
+			return opt_error_wrap(OPT_EINVAL, "%s", where);
+		}
+	return 0;
+}
+
+static int each_put_print(struct cmd *c, void *arg, const struct opt_txn_result *r, void *slot)
+{
+	const struct each_put_arg *a = arg;
+	struct put_ctx *p = slot;
+	size_t i;
+	int st = 0;
+
+	for (i = 0; i < json_array_size(p->blocks) && !st; i++)
+		st = print_written(c, opt_block_id(json_array_get(p->blocks, i)), a->coll, r->rev, 0);
 	return st;
 }
 
-/* More input ready now (buffered, or readable without waiting)? */
-static int input_waiting(struct opt_jsonl *in)
+static void each_put_release(void *slot)
 {
-	struct pollfd p = { 0, POLLIN, 0 };
-
-	if (opt_jsonl_buffered(in))
-		return 1;
-	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
-}
-
-static int put_each(struct cmd *c, const char *coll, const char *hid, struct opt_jsonl *in)
-{
-	struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block put", 0, 0 };
-	struct opt_txn_group *g = NULL;
-	struct put_ctx *ctx = NULL;
-	json_t *docs = json_array(), *v;
-	size_t cap = 256;
-	int rc, st = 0;
-
-	if ((rc = opt_txn_group_new(&g, c->store, coll, &o)) < 0)
-		return cmd_lib_fail(c, rc);
-	ctx = calloc(cap, sizeof(*ctx));
-	while ((rc = opt_jsonl_next(in, &v)) == 1) {
-		json_t *doc = json_is_array(v) ? json_incref(v) : json_pack("[O]", v);
-		size_t i, k = json_array_size(docs);
-
-		json_decref(v);
-		for (i = 0; i < json_array_size(doc); i++)
-			if (prepare_block(json_array_get(doc, i), coll, hid) < 0) {
-				st = cmd_fail(c, OPT_EINVAL, "line %ld: %s", opt_jsonl_line(in), opt_error_last());
-				json_decref(doc);
-				goto done;
-			}
-		json_array_append_new(docs, doc);
-		ctx[k].blocks = doc;
-		if ((rc = opt_txn_group_add(g, put_fn, &ctx[k], NULL)) < 0) {
-			st = cmd_lib_fail(c, rc);
-			goto done;
-		}
-		if (k + 1 == cap || !input_waiting(in)) {
-			if ((st = flush_group(c, coll, g, docs)))
-				goto done;
-		}
-	}
-	if (rc < 0) {
-		st = cmd_fail(c, rc, "%s", opt_error_last());
-		goto done;
-	}
-done:
-	/* what was staged before an error is still committed */
-	if (g && opt_txn_group_size(g) > 0) {
-		int st2 = flush_group(c, coll, g, docs);
-		if (!st)
-			st = st2;
-	}
-	opt_txn_group_free(g);
-	free(ctx);
-	json_decref(docs);
-	return st;
+	json_decref(((struct put_ctx *)slot)->blocks);
 }
 
 static int do_put(struct cmd *c)
@@ -503,7 +457,7 @@ static int do_put(struct cmd *c)
 	char hid[OPT_ID_LEN + 1];
 	struct opt_jsonl *in = NULL;
 	json_t *all = json_array(), *v;
-	int st, rc, each = cmd_flag(c, "each");
+	int st, rc;
 
 	if ((st = need_coll(c, &coll)))
 		goto done;
@@ -515,8 +469,21 @@ static int do_put(struct cmd *c)
 		goto done;
 	opt_collection_header_id(coll, hid);
 	opt_jsonl_open(&in, stdin);
-	if (each) {
-		st = put_each(c, coll, hid, in);
+	if (cmd_flag(c, "each")) {
+		struct each_put_arg ea = { coll, hid };
+		struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block put", 0, 0 };
+		struct cmd_each e = { 0 };
+		e.in = in;
+		e.coll = coll;
+		e.opts = o;
+		e.fn = put_fn;
+		e.slot_size = sizeof(struct put_ctx);
+		e.max = 256;
+		e.stage = each_put_stage;
+		e.print = each_put_print;
+		e.release = each_put_release;
+		e.arg = &ea;
+		st = cmd_each(c, &e);
 		goto done;
 	}
 	while ((rc = opt_jsonl_next(in, &v)) == 1) {
@@ -525,24 +492,17 @@ static int do_put(struct cmd *c)
 		for (i = 0; i < n; i++) {
 			json_t *b = doc ? json_array_get(doc, i) : v;
 			if (prepare_block(b, coll, hid) < 0) {
-				st = cmd_fail(c, OPT_EINVAL, "line %ld: %s%s", opt_jsonl_line(in), opt_error_last(),
-					      each ? "" : " (nothing written)");
+				st = cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing written)", opt_jsonl_line(in),
+					      opt_error_last());
 				json_decref(v);
 				goto done;
 			}
 			json_array_append(all, b);
 		}
 		json_decref(v);
-		if (each) {
-			/* acknowledged = printed: flush after every transaction */
-			if ((st = put_commit(c, coll, all)))
-				goto done;
-			fflush(stdout);
-			json_array_clear(all);
-		}
 	}
 	if (rc < 0) {
-		st = cmd_fail(c, rc, "%s%s", opt_error_last(), each ? "" : " (nothing written)");
+		st = cmd_fail(c, rc, "%s (nothing written)", opt_error_last());
 		goto done;
 	}
 	st = put_commit(c, coll, all);

@@ -247,83 +247,42 @@ static int input_waiting(struct entry_src *s)
 	return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP));
 }
 
-/* Commit the staged transactions of --each and print one line each. */
-static int flush_each(struct cmd *c, const char *name, struct opt_txn_group *g, struct append_ctx *ctx,
-		      json_t *batch)
+/* append --each: one transaction per entry (cmd_each), from the operands
+ * or stdin. */
+static int each_next(void *in, json_t **doc, char *where, size_t wlen)
 {
-	size_t i;
-	int rc, st = 0;
+	struct entry_src *s = in;
+	int rc = next_entry(s, doc);
 
-	if (opt_txn_group_size(g) == 0)
-		return 0;
-	rc = opt_txn_group_flush(g);
-	if (rc < 0)
-		st = cmd_lib_fail(c, rc);
-	for (i = 0; i < opt_txn_group_size(g) && !st; i++) {
-		const struct opt_txn_result *r = opt_txn_group_result(g, i);
-		st = print_appended(c, name, r->rev, 1, ctx[i].count);
-	}
-	if (!st && fflush(stdout) == EOF)
-		st = out_fail(c);
-	opt_txn_group_clear(g);
-	json_array_clear(batch);
-	return st;
+	if (rc == 1)
+		snprintf(where, wlen, "%s", s->where);
+	return rc;
 }
 
-/* append --each: one transaction per entry.  The entries already waiting
- * are staged together and made durable by one pack write and one ref
- * update; each keeps its own revision and log entry.  Acknowledged =
- * printed, after the flush. */
-static int append_each(struct cmd *c, const char *name, struct entry_src *s)
+static int each_waiting(void *in)
 {
-	struct opt_txn_opts o = { OPT_TYPE_DIARY, "opt-diary append", 0, 0 };
-	struct opt_txn_group *g = NULL;
-	struct append_ctx *ctx = NULL;
-	json_t *batch = json_array(), *v;
-	int rc, st = 0;
+	return input_waiting(in);
+}
 
-	if ((rc = opt_txn_group_new(&g, c->store, name, &o)) < 0) {
-		st = cmd_lib_fail(c, rc);
-		goto done;
-	}
-	ctx = calloc(EACH_GROUP_MAX, sizeof(*ctx));
-	if (!ctx || !batch) {
-		st = cmd_fail(c, OPT_EIO, "out of memory");
-		goto done;
-	}
-	while ((rc = next_checked(s, &v, "")) == 1) {
-		size_t k = opt_txn_group_size(g);
-		json_t *one = json_pack("[o]", v);
+static int each_stage(struct cmd *c, void *arg, json_t *doc, const char *where, void *slot)
+{
+	struct append_ctx *a = slot;
 
-		if (!one) {
-			st = cmd_fail(c, OPT_EIO, "out of memory");
-			goto done;
-		}
-		json_array_append_new(batch, one);
-		ctx[k].entries = one;
-		ctx[k].count = 0;
-		if ((rc = opt_txn_group_add(g, append_fn, &ctx[k], NULL)) < 0) {
-			st = cmd_lib_fail(c, rc);
-			goto done;
-		}
-		if (k + 1 == EACH_GROUP_MAX || !input_waiting(s)) {
-			if ((st = flush_each(c, name, g, ctx, batch)))
-				goto done;
-		}
-	}
-	if (rc < 0)
-		st = -rc;
-done:
-	/* what was staged before an error is still committed */
-	if (g && opt_txn_group_size(g) > 0) {
-		int st2 = flush_each(c, name, g, ctx, batch);
-		if (!st)
-			st = st2;
-	}
-	opt_txn_group_free(g);
-	free(ctx);
-	json_decref(batch);
-	return st;
+	if (opt_value_check(doc, "entry") < 0)
+		return opt_error_wrap(OPT_EINVAL, "%s", where);
+	if (!(a->entries = json_pack("[O]", doc)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	return 0;
+}
+
+static int each_print(struct cmd *c, void *arg, const struct opt_txn_result *r, void *slot)
+{
+	return print_appended(c, arg, r->rev, 1, ((struct append_ctx *)slot)->count);
+}
+
+static void each_release(void *slot)
+{
+	json_decref(((struct append_ctx *)slot)->entries);
 }
 
 static int do_append(struct cmd *c)
@@ -344,8 +303,21 @@ static int do_append(struct cmd *c)
 	if (c->npos == 1 && (rc = opt_jsonl_open(&s.in, stdin)) < 0)
 		return cmd_lib_fail(c, rc);
 	if (cmd_flag(c, "each")) {
+		struct cmd_each e = { 0 };
+		e.next = each_next;
+		e.waiting = each_waiting;
+		e.in = &s;
+		e.coll = name;
+		e.opts = o;
+		e.fn = append_fn;
+		e.slot_size = sizeof(struct append_ctx);
+		e.max = EACH_GROUP_MAX;
+		e.stage = each_stage;
+		e.print = each_print;
+		e.release = each_release;
+		e.arg = (void *)name;
 		if ((st = cmd_store(c, 1)) == 0)
-			st = append_each(c, name, &s);
+			st = cmd_each(c, &e);
 		goto done;
 	}
 	/* one transaction: every entry is read and checked before anything

@@ -275,6 +275,26 @@ static int commit_one(struct cmd *c, json_t *doc, long line)
 	return st;
 }
 
+/* commit --each (cmd_each): each document is committed as it is staged
+ * (a transaction may cover several collections: no group commit); the
+ * slot keeps its record. */
+static int each_stage(struct cmd *c, void *arg, json_t *doc, const char *where, void *slot)
+{
+	if (opt_txdoc_check(doc) < 0)
+		return opt_error_set(OPT_EINVAL, "%s: %s (nothing committed)", where, opt_error_last());
+	return opt_txdoc_run(c->store, doc, NULL, slot);
+}
+
+static int each_print(struct cmd *c, void *arg, const struct opt_txn_result *r, void *slot)
+{
+	return cmd_print(c, *(json_t **)slot);
+}
+
+static void each_release(void *slot)
+{
+	json_decref(*(json_t **)slot);
+}
+
 static int do_commit(struct cmd *c)
 {
 	struct opt_jsonl *in = NULL;
@@ -302,12 +322,16 @@ static int do_commit(struct cmd *c)
 		if (!st && rc >= 0 && doc)
 			st = commit_one(c, doc, line);
 		json_decref(doc);
-	} else while ((rc = opt_jsonl_next(in, &v)) == 1) {
-		n++;
-		st = commit_one(c, v, opt_jsonl_line(in));
-		json_decref(v);
-		if (st)
-			break;
+	} else {
+		struct cmd_each e = { 0 };
+		e.in = in;
+		e.slot_size = sizeof(json_t *);
+		e.stage = each_stage;
+		e.print = each_print;
+		e.release = each_release;
+		st = cmd_each(c, &e);
+		rc = 0;
+		n = (int)e.ndocs;
 	}
 	if (rc < 0 && !st)
 		st = cmd_fail(c, rc, "%s (nothing committed)", opt_error_last());

@@ -190,98 +190,38 @@ static int record(json_t *v, json_t **key, json_t **value)
 	return opt_value_check(*value, "the value");
 }
 
-static int input_waiting(struct opt_jsonl *in)
-{
-	struct pollfd p = { 0, POLLIN, 0 };
+/* put --each: one document = one record = one transaction (cmd_each). */
+struct each_put_arg {
+	const char *name;
+	int capacity;
+};
 
-	if (opt_jsonl_buffered(in))
-		return 1;
-	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+struct each_put {
+	struct put_ctx p;   /* first: the slot is put_fn's argument */
+	json_t *key, *value;
+};
+
+static int each_put_stage(struct cmd *c, void *arg, json_t *doc, const char *where, void *slot)
+{
+	struct each_put *e = slot;
+
+	if (record(doc, &e->key, &e->value) < 0)
+		return opt_error_wrap(OPT_EINVAL, "%s", where);
+	e->p.keys = &e->key;
+	e->p.values = &e->value;
+	e->p.n = 1;
+	e->p.capacity = ((const struct each_put_arg *)arg)->capacity;
+	return 0;
 }
 
-static int put_each(struct cmd *c, const char *name, struct opt_jsonl *in, int capacity)
+static int each_put_print(struct cmd *c, void *arg, const struct opt_txn_result *r, void *slot)
 {
-	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree put", 0, 0 };
-	struct opt_txn_group *g = NULL;
-	struct put_ctx *ctx;
-	json_t *recs = json_array(), *v;
-	size_t cap = 512, k = 0, i;
-	int rc, st = 0;
+	struct each_put *e = slot;
+	json_t *o = json_pack("{s:s,s:I,s:O}", "collection", ((const struct each_put_arg *)arg)->name, "rev",
+			      (json_int_t)r->rev, "key", e->key);
+	int st = cmd_print(c, o);
 
-	ctx = calloc(cap, sizeof(*ctx));
-	if (!ctx || (rc = opt_txn_group_new(&g, c->store, name, &o)) < 0) {
-		free(ctx);
-		json_decref(recs);
-		return cmd_lib_fail(c, ctx ? rc : OPT_EIO);
-	}
-	for (;;) {
-		json_t *key, *value;
-		rc = opt_jsonl_next(in, &v);
-		if (rc == 1) {
-			if (record(v, &key, &value) < 0) {
-				st = cmd_fail(c, OPT_EINVAL, "line %ld: %s", opt_jsonl_line(in), opt_error_last());
-				json_decref(v);
-				break;
-			}
-			json_array_append_new(recs, v);
-			ctx[k].keys = malloc(sizeof(json_t *));
-			ctx[k].values = malloc(sizeof(json_t *));
-			ctx[k].keys[0] = key;
-			ctx[k].values[0] = value;
-			ctx[k].n = 1;
-			ctx[k].capacity = capacity;
-			int arc = opt_txn_group_add(g, put_fn, &ctx[k], NULL);
-			if (arc < 0) {
-				/* not staged: what was staged before it is still flushed */
-				st = cmd_lib_fail(c, arc);
-				free(ctx[k].keys);
-				free(ctx[k].values);
-				break;
-			}
-			k++;
-		} else if (rc < 0) {
-			st = cmd_fail(c, rc, "%s", opt_error_last());
-		}
-		if (k > 0 && (rc <= 0 || k == cap || !input_waiting(in))) {
-			int frc = opt_txn_group_flush(g);
-			if (frc < 0) {
-				st = cmd_lib_fail(c, frc);
-				break;
-			}
-			for (i = 0; i < k && !st; i++) {
-				json_t *o = json_pack("{s:s,s:I,s:O}", "collection", name, "rev",
-						      (json_int_t)opt_txn_group_result(g, i)->rev, "key", ctx[i].keys[0]);
-				st = cmd_print(c, o);
-				json_decref(o);
-			}
-			fflush(stdout);
-			for (i = 0; i < k; i++) {
-				free(ctx[i].keys);
-				free(ctx[i].values);
-			}
-			k = 0;
-			opt_txn_group_clear(g);
-			json_array_clear(recs);
-		}
-		if (rc <= 0 || st)
-			break;
-	}
-	/* an error after staging: what was staged is still committed */
-	if (k > 0 && opt_txn_group_flush(g) > 0) {
-		for (i = 0; i < k; i++) {
-			json_t *o = json_pack("{s:s,s:I,s:O}", "collection", name, "rev",
-					      (json_int_t)opt_txn_group_result(g, i)->rev, "key", ctx[i].keys[0]);
-			cmd_print(c, o);
-			json_decref(o);
-		}
-	}
-	for (i = 0; i < k; i++) {
-		free(ctx[i].keys);
-		free(ctx[i].values);
-	}
-	opt_txn_group_free(g);
-	free(ctx);
-	json_decref(recs);
+	json_decref(o);
 	return st;
 }
 
@@ -341,7 +281,18 @@ static int do_put(struct cmd *c)
 		return st;
 	opt_jsonl_open(&in, stdin);
 	if (cmd_flag(c, "each")) {
-		st = put_each(c, name, in, p.capacity);
+		struct each_put_arg ea = { name, p.capacity };
+		struct cmd_each e = { 0 };
+		e.in = in;
+		e.coll = name;
+		e.opts = o;
+		e.fn = put_fn;
+		e.slot_size = sizeof(struct each_put);
+		e.max = 512;
+		e.stage = each_put_stage;
+		e.print = each_put_print;
+		e.arg = &ea;
+		st = cmd_each(c, &e);
 		goto done;
 	}
 	/* every record of the input is one transaction: validate them all
