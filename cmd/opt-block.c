@@ -587,7 +587,7 @@ static int do_apply(struct cmd *c)
 	const char *coll;
 	struct opt_jsonl *in = NULL;
 	struct apply_ctx a = { NULL, json_array() };
-	struct opt_txn_opts o = { NULL, "opt-block apply", 0, 0 };
+	struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block apply", 0, 0 };
 	struct opt_txn_result res;
 	json_t *v;
 	int st, rc;
@@ -699,7 +699,7 @@ static int do_transform(struct cmd *c)
 {
 	const char *coll;
 	struct opt_jsonl *in = NULL;
-	struct opt_txn_opts o = { NULL, "opt-block transform", 0, 0 };
+	struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block transform", 0, 0 };
 	struct opt_txn_result res;
 	json_t *v;
 	int st, rc;
@@ -789,7 +789,7 @@ static int do_rm(struct cmd *c)
 {
 	const char *coll;
 	struct rm_ctx r = { c };
-	struct opt_txn_opts o = { NULL, "opt-block rm", 0, 0 };
+	struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block rm", 0, 0 };
 	struct opt_txn_result res;
 	int st, rc, i;
 

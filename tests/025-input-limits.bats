@@ -1,0 +1,69 @@
+#!/usr/bin/env bats
+# Input that must be refused before it reaches the store: block-level
+# writes into tree and diary collections, values nested deeper than a
+# stored document may be, numbers that underflow, keys over the size
+# limit, an empty store path, records with unknown members; and messages
+# that stay readable: no repeated text, no raw control bytes.
+
+load test_helper
+
+# rev_of NAME: the collection's revision (its ref's commit count)
+rev_of() { git --git-dir="$OPT_STORE" rev-list --count "refs/opt/collections/$1"; }
+
+# ---- block-level writes keep to block collections ----
+
+@test "opt-block apply, rm and transform refuse tree and diary collections as put does" {
+	opt-tree put t a 1 >/dev/null
+	opt-tree put t b 2 >/dev/null
+	opt-diary append d '"x"' >/dev/null
+	leaf=$(opt-block ls -c t --type TL | jq -r .id)
+	dblk=$(opt-block ls -c d --type DID | jq -r .id)
+	[ -n "$leaf" ] && [ -n "$dblk" ]
+	# what put says
+	run --separate-stderr opt-block put -c t <<<'{"v":1}'
+	assert_failure 2
+	assert_equal "$stderr" "opt-block: collection 't' is a tree collection, not a block collection"
+	run --separate-stderr opt-block apply -c t "$leaf" <<<'["entries",0,1,[]]'
+	assert_failure 2
+	assert_equal "$stderr" "opt-block: collection 't' is a tree collection, not a block collection"
+	run --separate-stderr opt-block rm -c t "$leaf"
+	assert_failure 2
+	assert_equal "$stderr" "opt-block: collection 't' is a tree collection, not a block collection"
+	run --separate-stderr opt-block transform -c t <<<"{\"updates\":{\"$leaf\":[[\"entries\",0,0,[[\"0\",0]]]]}}"
+	assert_failure 2
+	assert_equal "$stderr" "opt-block: collection 't' is a tree collection, not a block collection"
+	run --separate-stderr opt-block apply -c d "$dblk" <<<'["entries",0,1,[]]'
+	assert_failure 2
+	assert_equal "$stderr" "opt-block: collection 'd' is a diary collection, not a block collection"
+	run --separate-stderr opt-block rm -c d "$dblk"
+	assert_failure 2
+	run --separate-stderr opt-block transform -c d <<<'{"deletes":["'"$dblk"'"]}'
+	assert_failure 2
+	assert_equal "$stderr" "opt-block: collection 'd' is a diary collection, not a block collection"
+	# nothing moved: the tree and the diary read and verify as before
+	assert_equal "$(rev_of t)" 2
+	assert_equal "$(rev_of d)" 1
+	run opt-tree range t
+	assert_success
+	assert_output '{"key":"a","value":1}
+{"key":"b","value":2}'
+	run opt-tree put t c 3
+	assert_success
+	run opt-diary read d
+	assert_output '"x"'
+	run opt-log verify t d
+	assert_success
+	# a block collection still takes all three
+	echo '{"header":{"id":"aaaaaaaaaaaaaaaaaaaaaaaaaa","type":"t"},"v":[1]}' | opt-block put -c c >/dev/null
+	run opt-block apply -c c aaaaaaaaaaaaaaaaaaaaaaaaaa <<<'["v",0,0,[0]]'
+	assert_success
+	run opt-block transform -c c <<<'{"inserts":{"bbbbbbbbbbbbbbbbbbbbbbbbbb":{"header":{"id":"bbbbbbbbbbbbbbbbbbbbbbbbbb","type":"t"}}}}'
+	assert_success
+	run opt-block rm -c c bbbbbbbbbbbbbbbbbbbbbbbbbb
+	assert_success
+	# and transform still creates a block collection
+	run opt-block transform -c new <<<'{"inserts":{"cccccccccccccccccccccccccc":{"header":{"id":"cccccccccccccccccccccccccc","type":"t"}}}}'
+	assert_success
+	run opt-block stat -c new
+	assert_output --partial '"type":"block"'
+}
