@@ -8,7 +8,13 @@ static _Thread_local int last_code;
 
 int opt_error_vset(int code, const char *fmt, va_list ap)
 {
-	vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
+	char msg[sizeof(last_msg)];
+
+	/* into a copy first: an argument may be the last message itself
+	 * (opt_error_last()), which formatting in place would overwrite
+	 * while reading it */
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	memcpy(last_msg, msg, strlen(msg) + 1);
 	last_code = code;
 	return code;
 }

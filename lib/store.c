@@ -1936,7 +1936,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	}
 	if (grc == GIT_ELOCKED) {
 		break_stale_lock(s, ref);
-		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
+		rc = opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked: %s.lock)", name, ref);
 		goto done;
 	}
 	if (grc < 0) {
@@ -2023,7 +2023,7 @@ int opt_store_group_flush(struct opt_store *s)
 		rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed while the group was staged", name);
 	else if (grc == GIT_ELOCKED) {
 		break_stale_lock(s, ref);
-		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
+		rc = opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked: %s.lock)", name, ref);
 	} else if (grc < 0)
 		rc = opt_git_fail(OPT_EIO, "cannot update collection ref");
 reopen:

@@ -1652,7 +1652,7 @@ static int run_resolver(const char *prog, const json_t *input, json_t **out)
 	}
 	buf[len] = '\0';
 	if (opt_json_parse(&v, buf, len) < 0) {
-		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed no JSON action or null: %s", prog,
+		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed no JSON action or null (%s)", prog,
 				   opt_error_last());
 		goto done;
 	}

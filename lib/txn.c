@@ -292,7 +292,8 @@ static int abort_on_primary(struct opt_txn *x, const char *primary, const char *
 		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
 			return rc;
 		if (opt_now_ms() >= deadline)
-			return opt_error_set(OPT_EBUSY, "cannot abort transaction %s on '%s': busy", trx, primary);
+			return opt_error_set(OPT_EBUSY, "collection '%s' is busy (transaction %s expired, and its primary '%s' stays too busy to abort it)",
+					     x->name, trx, primary);
 		opt_sleep_ms(opt_backoff_ms(tries++ < 8 ? tries : 8, 2, 200));
 	}
 }
@@ -359,7 +360,7 @@ static int resolve_head(struct opt_txn *x, const char *trx)
 		return 0;
 	if (d == 0) {
 		if (opt_now_ms() < expires)
-			return opt_error_set(OPT_EBUSY, "collection '%s' has transaction %s in flight", x->name, ptrx);
+			return opt_error_set(OPT_EBUSY, "collection '%s' is busy (transaction %s is in flight)", x->name, ptrx);
 		if ((rc = abort_on_primary(x, primary, ptrx, pbase, &d)) < 0)
 			return rc;
 		if (d == 1)
@@ -531,6 +532,25 @@ done:
 	return rc;
 }
 
+/* The error of collection name when it stayed busy until the deadline:
+ * what held it at the last attempt (rc, and its message, which says
+ * "collection 'NAME' is busy (why)" when it knows why) and how often it
+ * was tried, in one message that does not repeat itself. */
+static int busy_error(const char *name, int rc, int attempts)
+{
+	char pre[OPT_NAME_MAX + 32];
+	const char *last = opt_error_last();
+	int n = snprintf(pre, sizeof(pre), "collection '%s' is busy (", name);
+
+	if (rc == OPT_EBUSY && n > 0 && strncmp(last, pre, (size_t)n) == 0)
+		return opt_error_set(OPT_EBUSY, "%s; gave up after %d attempts", last, attempts);
+	if (rc == OPT_ECONFLICT)
+		return opt_error_set(OPT_EBUSY, "collection '%s' is busy (other writers kept committing first); gave up after %d attempts",
+				     name, attempts);
+	return opt_error_set(OPT_EBUSY, "collection '%s' is busy (%s); gave up after %d attempts", name, last,
+			     attempts);
+}
+
 int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
 		const struct opt_txn_opts *o, struct opt_txn_result *res)
 {
@@ -556,8 +576,7 @@ int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
 		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
 			return rc;
 		if (opt_now_ms() >= deadline)
-			return opt_error_set(OPT_EBUSY, "collection '%s' is busy: gave up after %d attempts (%s)",
-					     name, res->attempts, opt_error_last());
+			return busy_error(name, rc, res->attempts);
 		if (rc == OPT_ECONFLICT)
 			opt_sleep_ms(opt_backoff_ms(conflicts++ < 8 ? conflicts : 8, 2, 500));
 		else
@@ -669,19 +688,19 @@ int opt_txn_group_flush(struct opt_txn_group *g)
 	int64_t deadline = opt_now_ms() + busy_timeout(&g->o);
 	unsigned conflicts = 0;
 	size_t i;
-	int rc;
+	int rc, attempts = 0;
 
 	if (g->n == 0)
 		return 0;
 	for (;;) {
+		attempts++;
 		rc = opt_store_group_flush(g->s);
 		if (rc == 0)
 			return 0;
 		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
 			return rc;
 		if (opt_now_ms() >= deadline)
-			return opt_error_set(OPT_EBUSY, "collection '%s' is busy: gave up (%s)", g->name,
-					     opt_error_last());
+			return busy_error(g->name, rc, attempts);
 		if (rc == OPT_ECONFLICT)
 			opt_sleep_ms(opt_backoff_ms(conflicts++ < 8 ? conflicts : 8, 2, 500));
 		else
@@ -732,7 +751,7 @@ static int step(struct opt_txn *x, struct opt_txn_part *p, const struct opt_txn_
 		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
 			return rc;
 		if (opt_now_ms() >= deadline)
-			return opt_error_set(OPT_EBUSY, "collection '%s' is busy: gave up (%s)", p->name, opt_error_last());
+			return busy_error(p->name, rc, p->res.attempts);
 		if (rc == OPT_ECONFLICT)
 			opt_sleep_ms(opt_backoff_ms(conflicts++ < 8 ? conflicts : 8, 2, 500));
 		else

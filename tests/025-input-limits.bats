@@ -67,3 +67,43 @@ rev_of() { git --git-dir="$OPT_STORE" rev-list --count "refs/opt/collections/$1"
 	run opt-block stat -c new
 	assert_output --partial '"type":"block"'
 }
+
+# ---- messages ----
+
+@test "a collection that stays locked: one message naming the lock, not repeating itself" {
+	opt-tree put t a 1 >/dev/null
+	: >"$OPT_STORE/refs/opt/collections/t.lock"
+	export OPT_BUSY_TIMEOUT=300 OPT_STALE_LOCK_MS=600000
+	run --separate-stderr opt-tree put t b 2
+	assert_failure 6
+	[[ $stderr =~ ^"opt-tree: collection 't' is busy (its ref is locked: refs/opt/collections/t.lock); gave up after "[0-9]+" attempts"$ ]] ||
+		fail "stderr: $stderr"
+	# a stream (group commit) and a multi-collection transaction say the same
+	run --separate-stderr opt-tree put t --each <<<'{"key":"b","value":2}'
+	assert_failure 6
+	[[ $stderr =~ ^"opt-tree: collection 't' is busy (its ref is locked: refs/opt/collections/t.lock); gave up after "[0-9]+" attempts"$ ]] ||
+		fail "stderr: $stderr"
+	run --separate-stderr opt-log commit <<<'{"collections":{"t":[{"type":"put","key":"b","value":2}]}}'
+	assert_failure 6
+	[[ $stderr == "opt-log: collection 't' is busy (its ref is locked: refs/opt/collections/t.lock); gave up after "* ]] ||
+		fail "stderr: $stderr"
+	rm "$OPT_STORE/refs/opt/collections/t.lock"
+	run opt-tree range t
+	assert_output '{"key":"a","value":1}'
+}
+
+@test "--conflict exec: a resolver that prints no JSON: the parser's reason, once" {
+	export OPT_FSYNC=0
+	opt-block init "$TMP/a" >/dev/null
+	opt-diary -C "$TMP/a" append events '"0"' >/dev/null
+	opt-sync clone "$TMP/a" "$TMP/b" >/dev/null
+	opt-log -C "$TMP/a" trust "$(opt-log -C "$TMP/b" identity | jq -r .key)" --name b >/dev/null
+	opt-log -C "$TMP/b" trust "$(opt-log -C "$TMP/a" identity | jq -r .key)" --name a >/dev/null
+	opt-diary -C "$TMP/a" append events '"A"' >/dev/null
+	opt-diary -C "$TMP/b" append events '"B"' >/dev/null
+	run --separate-stderr opt-sync -C "$TMP/b" pull --conflict 'exec:echo oops'
+	assert_failure 3
+	[[ $stderr == *"the resolver 'echo oops' printed no JSON action or null (invalid JSON: "*"near 'oops')" ]] ||
+		fail "stderr: $stderr"
+	[ "$(grep -o 'resolver' <<<"$stderr" | wc -l)" -eq 1 ] || fail "stderr: $stderr"
+}

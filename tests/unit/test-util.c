@@ -306,6 +306,24 @@ TEST(backoff)
 	}
 }
 
+/* A message made from the last message: formatted into a copy, so the
+ * argument is read whole before the buffer it lives in is written. */
+TEST(error_from_last)
+{
+	opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked)", "t");
+	opt_error_set(OPT_EBUSY, "%s; gave up after %d attempts", opt_error_last(), 32);
+	CHECK(strcmp(opt_error_last(), "collection 't' is busy (its ref is locked); gave up after 32 attempts") == 0);
+	CHECK(opt_error_last_code() == OPT_EBUSY);
+	opt_error_set(OPT_EINVAL, "invalid JSON: oops");
+	opt_error_set(OPT_ECONFLICT, "the resolver printed no JSON (%s)", opt_error_last());
+	CHECK(strcmp(opt_error_last(), "the resolver printed no JSON (invalid JSON: oops)") == 0);
+	/* the tail of the last message, too */
+	opt_error_set(OPT_EINVAL, "abcdef");
+	opt_error_set(OPT_EINVAL, "[%s|%s]", opt_error_last() + 3, opt_error_last());
+	CHECK(strcmp(opt_error_last(), "[def|abcdef]") == 0);
+	opt_error_clear();
+}
+
 int main(void)
 {
 	opt_util_init();
@@ -319,5 +337,6 @@ int main(void)
 	RUN(jsonl_reader);
 	RUN(jsonl_large);
 	RUN(backoff);
+	RUN(error_from_last);
 	return DONE();
 }
