@@ -174,7 +174,7 @@ int cmd_long(struct cmd *c, const char *lng, long def, long min, long *out)
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno || end == v || *end || n < min)
-		return cmd_usage(c, "--%s needs a whole number >= %ld, not '%s'", lng, min, v);
+		return cmd_usage(c, "--%s needs a whole number >= %ld, not '%s'", lng, min, opt_esc(v));
 	*out = n;
 	return 0;
 }
@@ -243,7 +243,7 @@ int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out
 
 	*out = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
 	if (!*out)
-		return cmd_usage(c, "%s is not valid JSON (%s): %s", what, err.text, text);
+		return cmd_usage(c, "%s is not valid JSON (%s): %s", what, opt_esc(err.text), opt_esc(text));
 	return 0;
 }
 
@@ -276,7 +276,7 @@ int cmd_store(struct cmd *c, int create)
 	if (rc == OPT_ENOTFOUND && create && !found) {
 		rc = opt_store_create(&c->store, dir, &created);
 		if (rc == 0)
-			cmd_note(c, "created store '%s'", dir);
+			cmd_note(c, "created store '%s'", opt_esc(dir));
 	}
 	free(found);
 	/* every failure to open the store is exit 7, so that 1 keeps meaning
@@ -345,7 +345,7 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 					if (strcmp(v->name, a) == 0)
 						break;
 				if (!v->name) {
-					fprintf(stderr, "%s: unknown command '%s'\n", p->name, a);
+					fprintf(stderr, "%s: unknown command '%s'\n", p->name, opt_esc(a));
 					fprintf(stderr, "Run '%s --help' for the list of commands.\n", p->name);
 					free(pos);
 					return OPT_EXIT_USAGE;
@@ -406,8 +406,8 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 		}
 		free(pos);
 		if (c.verb)
-			return cmd_usage(&c, "unknown option '%s'", a);
-		fprintf(stderr, "%s: unknown option '%s'\n", p->name, a);
+			return cmd_usage(&c, "unknown option '%s'", opt_esc(a));
+		fprintf(stderr, "%s: unknown option '%s'\n", p->name, opt_esc(a));
 		prog_help(p, stderr);
 		return OPT_EXIT_USAGE;
 	}

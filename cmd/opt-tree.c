@@ -56,7 +56,7 @@ static int need_name(struct cmd *c, const char **name)
 		return cmd_usage(c, "the tree's name is required");
 	*name = c->pos[0];
 	if (!opt_store_name_valid(*name))
-		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", *name);
+		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", opt_esc(*name));
 	return 0;
 }
 
@@ -69,7 +69,7 @@ static int key_arg(struct cmd *c, const char *text, json_t **out)
 	if (!cmd_flag(c, "json-keys")) {
 		*out = json_string(text);
 		if (!*out)
-			return cmd_fail(c, OPT_EINVAL, "key is not valid UTF-8: %s", text);
+			return cmd_fail(c, OPT_EINVAL, "key is not valid UTF-8: %s", opt_esc(text));
 		return 0;
 	}
 	if ((st = cmd_json_arg(c, text, "key", out)))
@@ -77,7 +77,7 @@ static int key_arg(struct cmd *c, const char *text, json_t **out)
 	if (!opt_key_valid(*out)) {
 		json_decref(*out);
 		*out = NULL;
-		return cmd_fail(c, OPT_EINVAL, "'%s' is not a key: keys are numbers, strings or arrays of those", text);
+		return cmd_fail(c, OPT_EINVAL, "'%s' is not a key: keys are numbers, strings or arrays of those", opt_esc(text));
 	}
 	return 0;
 }

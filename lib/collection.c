@@ -498,8 +498,8 @@ static const char *action_type_of(const json_t *actions, const char *name, int *
 			if ((*err = opt_value_check(json_object_get(a, "entry"), "the entry")) < 0)
 				return NULL;
 		} else {
-			*err = opt_error_set(OPT_EINVAL, "collection '%s', action %zu: unknown action type '%.40s' (put, del, append)",
-					     name, i + 1, t);
+			*err = opt_error_set(OPT_EINVAL, "collection '%s', action %zu: unknown action type '%s' (put, del, append)",
+					     name, i + 1, opt_esc(t));
 			return NULL;
 		}
 		if (kind && strcmp(kind, k) != 0) {
@@ -524,11 +524,11 @@ int opt_txdoc_check(const json_t *doc)
 		return opt_error_set(OPT_EINVAL, "a transaction needs \"collections\": {NAME: [actions], ...}");
 	json_object_foreach((json_t *)doc, name, acts) {
 		if (strcmp(name, "collections") != 0)
-			return opt_error_set(OPT_EINVAL, "unknown member '%.80s' in the transaction", name);
+			return opt_error_set(OPT_EINVAL, "unknown member '%s' in the transaction", opt_esc(name));
 	}
 	json_object_foreach((json_t *)cols, name, acts) {
 		if (!opt_store_name_valid(name))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(name));
 		if (!action_type_of(acts, name, &err))
 			return err;
 	}

@@ -223,7 +223,7 @@ int opt_json_parse(json_t **out, const char *buf, size_t len)
 
 	*out = NULL;
 	if (!v)
-		return opt_error_set(OPT_EINVAL, "invalid JSON: %s", err.text);
+		return opt_error_set(OPT_EINVAL, "invalid JSON: %s", opt_esc(err.text));
 	*out = v;
 	return 0;
 }
@@ -715,7 +715,7 @@ int opt_jsonl_parse_text(struct opt_jsonl *r, const char *text, size_t len, json
 		/* skip the rest of the offending line so a caller may go on */
 		while (r->start < r->end && r->buf[r->start] != '\n')
 			r->start++;
-		return opt_error_set(OPT_EINVAL, "line %ld: invalid JSON: %s", r->value_line, err.text);
+		return opt_error_set(OPT_EINVAL, "line %ld: invalid JSON: %s", r->value_line, opt_esc(err.text));
 	}
 	*out = v;
 	return 0;

@@ -562,8 +562,8 @@ int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
 	memset(res, 0, sizeof(*res));
 	memset(&x, 0, sizeof(x));
 	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')",
-				     name);
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')",
+				     opt_esc(name));
 	x.s = s;
 	x.name = name;
 	opt_collection_header_id(name, x.header_id);
@@ -607,8 +607,8 @@ int opt_txn_group_new(struct opt_txn_group **out, struct opt_store *s, const cha
 
 	*out = NULL;
 	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')",
-				     name);
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')",
+				     opt_esc(name));
 	g = calloc(1, sizeof(*g));
 	if (!g || !(g->name = strdup(name))) {
 		free(g);
@@ -781,7 +781,7 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 	}
 	for (i = 0; i < n; i++) {
 		if (!opt_store_name_valid(parts[i].name)) {
-			rc = opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", parts[i].name);
+			rc = opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(parts[i].name));
 			goto done;
 		}
 		memset(&parts[i].res, 0, sizeof(parts[i].res));
@@ -905,7 +905,7 @@ int opt_txn_status(struct opt_store *s, const char *trx, json_t **out)
 	*out = NULL;
 	if (!opt_id_valid(trx)) {
 		json_decref(cols);
-		return opt_error_set(OPT_EINVAL, "invalid transaction ID '%.80s'", trx);
+		return opt_error_set(OPT_EINVAL, "invalid transaction ID '%s'", opt_esc(trx));
 	}
 	if ((rc = opt_store_list(s, &names)) < 0) {
 		json_decref(cols);

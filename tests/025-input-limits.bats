@@ -107,3 +107,62 @@ rev_of() { git --git-dir="$OPT_STORE" rev-list --count "refs/opt/collections/$1"
 		fail "stderr: $stderr"
 	[ "$(grep -o 'resolver' <<<"$stderr" | wc -l)" -eq 1 ] || fail "stderr: $stderr"
 }
+
+# no_raw_controls: $stderr holds no control byte but the line ends
+no_raw_controls() {
+	! LC_ALL=C grep -q '[[:cntrl:]]' <<<"$stderr" || fail "raw control bytes in: $(od -c <<<"$stderr")"
+}
+
+@test "IDs, names and operands quoted in messages are escaped: no raw control bytes reach the terminal" {
+	esc=$'\e'
+	echo '{}' | opt-block put -c c >/dev/null
+	run --separate-stderr opt-block get -c c "ab${esc}[31mcd"
+	assert_failure 2
+	assert_equal "$stderr" 'opt-block: invalid block ID '\''ab\x1b[31mcd'\'''
+	run --separate-stderr opt-block rm -c c "ab${esc}]0;pwned"$'\a'
+	assert_failure 2
+	assert_equal "$stderr" 'opt-block: invalid block ID '\''ab\x1b]0;pwned\x07'\'''
+	run --separate-stderr opt-tree put "t${esc}[2J" k 1
+	assert_failure 2
+	[[ $stderr == "opt-tree: invalid collection name 't\x1b[2J' "* ]] || fail "stderr: $stderr"
+	no_raw_controls
+	run --separate-stderr opt-block put -c "c${esc}[2J" <<<'{}'
+	assert_failure 2
+	[[ $stderr == "opt-block: invalid collection name 'c\x1b[2J' "* ]] || fail "stderr: $stderr"
+	no_raw_controls
+	run --separate-stderr opt-diary read "d${esc}[2J"
+	assert_failure 2
+	no_raw_controls
+	# the library's messages too (a transaction document names it)
+	run --separate-stderr opt-log commit <<<'{"collections":{"t\u001b[2J":[{"type":"put","key":"k","value":1}]}}'
+	assert_failure 2
+	assert_equal "$stderr" 'opt-log: line 1: invalid collection name '\''t\x1b[2J'\'' (nothing committed)'
+	run --separate-stderr opt-sync remote add "o${esc}[2J" /nowhere
+	assert_failure 2
+	[[ $stderr == "opt-sync: invalid remote name 'o\x1b[2J' "* ]] || fail "stderr: $stderr"
+	no_raw_controls
+	run --separate-stderr opt-sync push "o${esc}[2J"
+	assert_failure 2
+	no_raw_controls
+	run --separate-stderr opt-log status "x${esc}[2J"
+	assert_failure 2
+	no_raw_controls
+	# operands echoed back: a command, an option, a JSON value, a number
+	run --separate-stderr opt-tree "put${esc}[2J"
+	assert_failure 2
+	no_raw_controls
+	[[ $stderr == *"unknown command 'put\x1b[2J'"* ]] || fail "stderr: $stderr"
+	run --separate-stderr opt-tree put t k "${esc}[2J"
+	assert_failure 2
+	no_raw_controls
+	run --separate-stderr opt-tree range t --limit "${esc}[2J"
+	assert_failure 2
+	no_raw_controls
+	run --separate-stderr opt-tree get t "--x${esc}[2J"
+	assert_failure 2
+	no_raw_controls
+	# a backslash is doubled, UTF-8 stays as it is, a C1 control is escaped
+	run --separate-stderr opt-block get -c c $'\\x1b\xc3\xa9\xc2\x9b'
+	assert_failure 2
+	assert_equal "$stderr" 'opt-block: invalid block ID '\''\\x1bé\xc2\x9b'\'''
+}

@@ -324,6 +324,41 @@ TEST(error_from_last)
 	opt_error_clear();
 }
 
+/* Text from outside, quoted in a message: no control byte, no byte that
+ * is not UTF-8 gets through; UTF-8 does as it is. */
+TEST(esc)
+{
+	char big[1000];
+	const char *a, *b;
+
+	CHECK(strcmp(opt_esc("users"), "users") == 0);
+	CHECK(strcmp(opt_esc("a\x1b[31mb"), "a\\x1b[31mb") == 0);
+	CHECK(strcmp(opt_esc("\a\n\t\x7f"), "\\x07\\x0a\\x09\\x7f") == 0);
+	CHECK(strcmp(opt_esc("back\\slash"), "back\\\\slash") == 0);
+	CHECK(strcmp(opt_esc("caf\xc3\xa9 \xe2\x82\xac"), "caf\xc3\xa9 \xe2\x82\xac") == 0);
+	/* a C1 control (U+009B, CSI), a lone continuation byte, an overlong
+	 * form, a surrogate, a sequence cut short */
+	CHECK(strcmp(opt_esc("\xc2\x9b["), "\\xc2\\x9b[") == 0);
+	CHECK(strcmp(opt_esc("\x80"), "\\x80") == 0);
+	CHECK(strcmp(opt_esc("\xc0\xaf"), "\\xc0\\xaf") == 0);
+	CHECK(strcmp(opt_esc("\xed\xa0\x80"), "\\xed\\xa0\\x80") == 0);
+	CHECK(strcmp(opt_esc("\xe2\x82"), "\\xe2\\x82") == 0);
+	CHECK(strcmp(opt_esc(NULL), "(null)") == 0);
+	CHECK(strcmp(opt_esc(""), "") == 0);
+	/* long text: the first OPT_ESC_SHOWN bytes, then "..." */
+	memset(big, 1, sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	a = opt_esc(big);
+	CHECK(strlen(a) == 4 * OPT_ESC_SHOWN + 3 && strcmp(a + 4 * OPT_ESC_SHOWN, "...") == 0);
+	memset(big, 'x', sizeof(big) - 1);
+	a = opt_esc(big);
+	CHECK(strlen(a) == OPT_ESC_SHOWN + 3);
+	/* the buffers are used in turn: the arguments of one message differ */
+	a = opt_esc("one");
+	b = opt_esc("two");
+	CHECK(strcmp(a, "one") == 0 && strcmp(b, "two") == 0);
+}
+
 int main(void)
 {
 	opt_util_init();
@@ -338,5 +373,6 @@ int main(void)
 	RUN(jsonl_large);
 	RUN(backoff);
 	RUN(error_from_last);
+	RUN(esc);
 	return DONE();
 }
