@@ -391,6 +391,11 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 				}
 				inl = argv[++i];
 			}
+			if (!*inl) {
+				/* "-C $DIR" with DIR unset must not mean the nearest store */
+				free(pos);
+				return cmd_usage(&c, "option --store needs a directory, not an empty string");
+			}
 			c.store_dir = inl;
 			continue;
 		case 1: c.pretty = 1; continue;

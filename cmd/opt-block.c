@@ -97,6 +97,8 @@ static int do_init(struct cmd *c)
 
 	if (c->npos > 1)
 		return cmd_usage(c, "too many arguments");
+	if (!*dir)
+		return cmd_usage(c, "the store directory is empty");
 	rc = opt_store_create(&c->store, dir, &created);
 	if (rc < 0)
 		return cmd_lib_fail(c, OPT_EIO);

@@ -426,15 +426,22 @@ static int do_clone(struct cmd *c)
 		return cmd_usage(c, "clone takes a URL and a directory");
 	if (!*c->pos[0])
 		return cmd_usage(c, "the URL is empty");
+	/* like opt-block init: DIR, else --store, else ./.opt ($OPT_STORE is
+	 * where stores are looked for, not where a new one goes) */
+	dir = c->npos == 2 ? c->pos[1] : c->store_dir ? c->store_dir : OPT_STORE_DIRNAME;
+	if (!*dir)
+		return cmd_usage(c, "the store directory is empty");
 	/* --trust KEY[,KEY...] */
 	while (list) {
 		const char *comma = strchr(list, ',');
 		size_t len = comma ? (size_t)(comma - list) : strlen(list);
 		if (nkeys == 16)
 			return cmd_usage(c, "at most 16 keys to trust");
-		if (len != OPT_KEY_HEX)
-			return cmd_usage(c, "invalid key '%.*s' (64 lowercase hex characters)", (int)(len > 80 ? 80 : len),
-					 list);
+		if (len != OPT_KEY_HEX) {
+			char k[81];
+			snprintf(k, sizeof(k), "%.*s", (int)(len > 80 ? 80 : len), list);
+			return cmd_usage(c, "invalid key '%s' (64 lowercase hex characters)", opt_esc(k));
+		}
 		memcpy(keys[nkeys], list, len);
 		keys[nkeys][len] = '\0';
 		if (!opt_key_hex_valid(keys[nkeys]))
@@ -445,9 +452,6 @@ static int do_clone(struct cmd *c)
 	}
 	if ((st = sync_opts(c, &so, &o)))
 		return st;
-	/* like opt-block init: DIR, else --store, else ./.opt ($OPT_STORE is
-	 * where stores are looked for, not where a new one goes) */
-	dir = c->npos == 2 ? c->pos[1] : c->store_dir ? c->store_dir : OPT_STORE_DIRNAME;
 	cmd_tls_enable();
 	rc = opt_sync_clone(NULL, c->pos[0], dir, nkeys ? kp : NULL, nkeys, &so);
 	progress_end(&o);

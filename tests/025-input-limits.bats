@@ -166,3 +166,30 @@ no_raw_controls() {
 	assert_failure 2
 	assert_equal "$stderr" 'opt-block: invalid block ID '\''\\x1bé\xc2\x9b'\'''
 }
+
+# ---- the store path ----
+
+@test "an empty store path is a usage error, never the nearest store" {
+	mkdir "$TMP/w"
+	cd "$TMP/w"
+	opt-block init .opt >/dev/null
+	unset OPT_STORE
+	for args in "-C ''" "--store ''" "--store="; do
+		eval "run --separate-stderr opt-tree $args put t a 1"
+		assert_failure 2
+		[[ $stderr == "opt-tree: option --store needs a directory, not an empty string"* ]] || fail "$args: $stderr"
+	done
+	run --separate-stderr opt-block ls -C ''
+	assert_failure 2
+	run --separate-stderr opt-block init ''
+	assert_failure 2
+	[[ $stderr == "opt-block: the store directory is empty"* ]] || fail "stderr: $stderr"
+	run --separate-stderr opt-sync clone "$TMP/w/.opt" ''
+	assert_failure 2
+	# nothing was written to the store that was found
+	run git --git-dir="$TMP/w/.opt" for-each-ref refs/opt/collections/
+	assert_output ''
+	# an empty OPT_STORE is documented as unset: the nearest .opt
+	OPT_STORE= run opt-tree put t a 1
+	assert_success
+}
