@@ -174,11 +174,30 @@ static int put_text_fn(struct opt_txn *x, void *arg)
 	return opt_tree_put_text(x, p->kv, p->n);
 }
 
+/* A record has no members but "key" and "value": another is a mistake
+ * (a misspelt name, a record of some other shape), not data to drop. */
+static int record_members(json_t *v)
+{
+	const char *name;
+	json_t *m;
+
+	json_object_foreach(v, name, m) {
+		if (strcmp(name, "key") != 0 && strcmp(name, "value") != 0)
+			return opt_error_set(OPT_EINVAL, "unknown member '%s' in the record (a record is {\"key\": K, \"value\": V})",
+					     opt_esc(name));
+	}
+	return 0;
+}
+
 /* A record from stdin: {"key": K, "value": V}; *key and *value borrowed. */
 static int record(json_t *v, json_t **key, json_t **value)
 {
+	int rc;
+
 	if (!json_is_object(v))
 		return opt_error_set(OPT_EINVAL, "expected a record {\"key\": K, \"value\": V}");
+	if ((rc = record_members(v)) < 0)
+		return rc;
 	*key = json_object_get(v, "key");
 	*value = json_object_get(v, "value");
 	if (!*key)
@@ -459,6 +478,11 @@ static int next_key(struct keys *k, json_t **key)
 					return -cmd_lib_fail(c, rc);
 				/* a record from range/get output works too */
 				if (json_is_object(v) && json_object_get(v, "key")) {
+					if (record_members(v) < 0) {
+						json_decref(v);
+						return -cmd_fail(c, OPT_EINVAL, "line %ld: %s", opt_jsonl_line(k->in),
+								 opt_error_last());
+					}
 					*key = json_incref(json_object_get(v, "key"));
 					json_decref(v);
 				} else {

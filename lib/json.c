@@ -1145,6 +1145,8 @@ int opt_json_record_text(struct opt_text *out, const char *in, size_t len, size_
 			} else if (nl == 5 && memcmp(name, "value", 5) == 0) {
 				rec->voff = (size_t)(p - out->p);
 				rec->vlen = (size_t)(q - p);
+			} else {
+				goto no;  /* another member: the caller says so */
 			}
 			p = q + 1;  /* past ',' or '}' */
 		}

@@ -148,7 +148,8 @@ struct opt_text_rec {
 /* The fast path for one record: appends K's and V's canonical text to out
  * and sets *rec: 1; 0 (out unchanged) when the fast path does not handle
  * the text or the record is not a plain valid one (not an object, no
- * "key" or "value", a key that is not a key, V longer than max_value):
+ * "key" or "value", a member besides them, a key that is not a key, V
+ * longer than max_value):
  * the caller parses it with jansson and reports what is wrong. */
 int opt_json_record_text(struct opt_text *out, const char *in, size_t len, size_t max_value,
 			 struct opt_text_rec *rec);

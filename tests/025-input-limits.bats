@@ -193,3 +193,41 @@ no_raw_controls() {
 	OPT_STORE= run opt-tree put t a 1
 	assert_success
 }
+
+# ---- records ----
+
+@test "a tree record with a member other than key and value is refused, naming the line" {
+	opt-tree put t a 1 >/dev/null
+	# the bulk path (text) and the JSON path (a real declines the fast path), into an empty tree and not
+	for tree in t fresh; do
+		for rec in '{"key":"b","value":2,"x":1}' '{"key":"b","value":2.5,"x":1}' '{"x":1,"value":[1],"key":"b"}'; do
+			run --separate-stderr opt-tree put "$tree" <<<"{\"key\":\"z\",\"value\":0}
+$rec"
+			assert_failure 2
+			assert_equal "$stderr" "opt-tree: line 2: unknown member 'x' in the record (a record is {\"key\": K, \"value\": V}) (nothing written)"
+		done
+	done
+	run --separate-stderr opt-tree put t --each <<<'{"key":"b","value":2,"x":1}'
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: line 1: unknown member 'x' in the record (a record is {\"key\": K, \"value\": V})"
+	run opt-tree range t
+	assert_output '{"key":"a","value":1}'
+	run opt-tree ls
+	assert_output '{"collection":"t","count":1,"rev":1}'
+	# get and del take records (what range prints) with --json-keys: the same rule
+	run --separate-stderr opt-tree get t --json-keys - <<<'{"key":"a","value":1,"x":1}'
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: line 1: unknown member 'x' in the record (a record is {\"key\": K, \"value\": V})"
+	run --separate-stderr opt-tree del t --json-keys - <<<'{"key":"a","x":1}'
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: line 1: unknown member 'x' in the record (a record is {\"key\": K, \"value\": V})"
+	run opt-tree range t
+	assert_output '{"key":"a","value":1}'
+	run bash -c 'opt-tree range t | opt-tree get t --json-keys -'
+	assert_success
+	assert_output '{"key":"a","value":1}'
+	run bash -c 'opt-tree range t | opt-tree del t --json-keys -'
+	assert_success
+	run opt-tree count t
+	assert_output 0
+}
