@@ -242,6 +242,10 @@ int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out
 	json_error_t err;
 
 	*out = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+	if (*out && opt_json_underflow(*out, text, strlen(text), err.text, sizeof(err.text))) {
+		json_decref(*out);
+		*out = NULL;
+	}
 	if (!*out)
 		return cmd_usage(c, "%s is not valid JSON (%s): %s", what, opt_esc(err.text), opt_esc(text));
 	return 0;

@@ -231,3 +231,47 @@ $rec"
 	run opt-tree count t
 	assert_output 0
 }
+
+# ---- numbers ----
+
+@test "a number too small for a double (it would read as 0) is refused as one too large is" {
+	tiny=1e-400
+	zeros="0.$(printf '0%.0s' $(seq 400))1"
+	for n in "$tiny" -1e-400 "$zeros" 2e-324; do
+		run --separate-stderr opt-tree put -- t x "$n"
+		assert_failure 2
+		[[ $stderr == "opt-tree: VALUE is not valid JSON (real number underflow near '${n:0:20}"* ]] || fail "$n: $stderr"
+		run --separate-stderr opt-tree put t <<<"{\"key\":\"a\",\"value\":1}
+{\"key\":\"x\",\"value\":[{\"n\":$n}]}"
+		assert_failure 2
+		[[ $stderr == "opt-tree: line 2: invalid JSON: real number underflow near '${n:0:20}"*"(nothing written)" ]] || fail "$n: $stderr"
+	done
+	run --separate-stderr opt-tree put t <<<'{"key":1e-400,"value":1}'
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: line 1: invalid JSON: real number underflow near '1e-400' (nothing written)"
+	run --separate-stderr opt-tree put t --each <<<'{"key":"x","value":1e-400}'
+	assert_failure 2
+	run --separate-stderr opt-tree put t x 1e400
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: VALUE is not valid JSON (real number overflow near '1e400'): 1e400
+usage: opt-tree put NAME [KEY VALUE] [--each] [--json-keys] [--capacity N] < RECORDS"
+	run --separate-stderr opt-diary append d '{"t":1e-400}'
+	assert_failure 2
+	assert_equal "$stderr" "opt-diary: argument 1: invalid JSON: real number underflow near '1e-400' (nothing written)"
+	run --separate-stderr opt-diary append d <<<'{"t":1e-400}'
+	assert_failure 2
+	assert_equal "$stderr" "opt-diary: line 1: invalid JSON: real number underflow near '1e-400' (nothing written)"
+	run --separate-stderr opt-block put -c c <<<'{"v":1E-999}'
+	assert_failure 2
+	[[ $stderr == "opt-block: line 1: invalid JSON: real number underflow near '1E-999'"* ]] || fail "stderr: $stderr"
+	run --separate-stderr opt-log commit <<<'{"collections":{"t":[{"type":"put","key":"x","value":-1e-400}]}}'
+	assert_failure 2
+	[[ $stderr == "opt-log: line 1: invalid JSON: real number underflow near '-1e-400'"* ]] || fail "stderr: $stderr"
+	run opt-block ls
+	assert_output ''
+	# zeros are zeros, and what a double holds (a subnormal too) is kept
+	run opt-tree put t --json-keys <<<'{"key":"z","value":[0e-400,0.0,-0.0,0E5,1e-310,4.9e-324,"1e-400"]}'
+	assert_success
+	run opt-tree get t z
+	assert_output '{"key":"z","value":[0.0,0.0,-0.0,0.0,9.99999999999997e-311,4.94065645841247e-324,"1e-400"]}'
+}

@@ -359,6 +359,41 @@ TEST(esc)
 	CHECK(strcmp(a, "one") == 0 && strcmp(b, "two") == 0);
 }
 
+/* A number that underflows to 0 is refused as one that overflows is. */
+TEST(underflow)
+{
+	static const char *const bad[] = {
+		"1e-400", "-1e-400", "[0, 1E-999]", "{\"a\":{\"b\":2e-324}}", "0.00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001",
+	};
+	static const char *const good[] = {
+		"0.0", "-0.0", "0e-400", "[\"1e-400\", 0.0]", "4.9e-324", "1e-310", "{\"1e-400\":0E0}",
+	};
+	json_t *v;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		CHECK(opt_json_parse(&v, bad[i], strlen(bad[i])) == OPT_EINVAL);
+		CHECK(v == NULL);
+		CHECK(strstr(opt_error_last(), "invalid JSON: real number underflow near '") != NULL);
+	}
+	for (i = 0; i < sizeof(good) / sizeof(*good); i++) {
+		CHECK(opt_json_parse(&v, good[i], strlen(good[i])) == 0);
+		json_decref(v);
+	}
+	{
+		char in[] = "{\"a\":1}\n{\"a\":[1e-400]}\n";
+		FILE *f = fmemopen(in, strlen(in), "r");
+		struct opt_jsonl *r;
+		CHECK(f && opt_jsonl_open(&r, f) == 0);
+		CHECK(opt_jsonl_next(r, &v) == 1);
+		json_decref(v);
+		CHECK(opt_jsonl_next(r, &v) == OPT_EINVAL);
+		CHECK(strcmp(opt_error_last(), "line 2: invalid JSON: real number underflow near '1e-400'") == 0);
+		opt_jsonl_free(r);
+		fclose(f);
+	}
+}
+
 int main(void)
 {
 	opt_util_init();
@@ -374,5 +409,6 @@ int main(void)
 	RUN(backoff);
 	RUN(error_from_last);
 	RUN(esc);
+	RUN(underflow);
 	return DONE();
 }
