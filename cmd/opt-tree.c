@@ -206,6 +206,8 @@ static int record(json_t *v, json_t **key, json_t **value)
 		return opt_error_set(OPT_EINVAL, "the record has no \"value\"");
 	if (!opt_key_valid(*key))
 		return opt_error_set(OPT_EINVAL, "the record's key is not a key: keys are numbers, strings or arrays of those");
+	if ((rc = opt_key_check(*key)) < 0)
+		return rc;
 	return opt_value_check(*value, "the value");
 }
 
@@ -338,7 +340,7 @@ static int do_put(struct cmd *c)
 			json_decref(key);
 			return st;
 		}
-		if (opt_value_check(value, "the value") < 0) {
+		if (opt_key_check(key) < 0 || opt_value_check(value, "the value") < 0) {
 			json_decref(key);
 			json_decref(value);
 			return cmd_lib_fail(c, OPT_EINVAL);
@@ -372,6 +374,11 @@ static int do_put(struct cmd *c)
 		int frc = opt_json_record_text(&arena, text, tlen, OPT_VALUE_MAX, &r);
 		if (frc < 0) {
 			st = cmd_lib_fail(c, frc);
+			goto done;
+		}
+		if (frc == 1 && r.klen > OPT_KEY_MAX) {
+			st = cmd_fail(c, OPT_EINVAL, "line %ld: the key is %zu bytes; the limit is %d bytes of canonical JSON (nothing written)",
+				      opt_jsonl_line(in), r.klen, OPT_KEY_MAX);
 			goto done;
 		}
 		if (frc == 0) {

@@ -275,3 +275,62 @@ usage: opt-tree put NAME [KEY VALUE] [--each] [--json-keys] [--capacity N] < REC
 	run opt-tree get t z
 	assert_output '{"key":"z","value":[0.0,0.0,-0.0,0.0,9.99999999999997e-311,4.94065645841247e-324,"1e-400"]}'
 }
+
+# ---- keys ----
+
+# str N: N x's
+str() { head -c "$1" /dev/zero | tr '\0' x; }
+
+@test "a key is at most 4096 bytes of canonical JSON: the limit is written and read, one more is refused" {
+	k4094=$(str 4094)    # "..." is 4096 bytes
+	k4095=$(str 4095)
+	run opt-tree put t "$k4094" 1
+	assert_success
+	run --separate-stderr opt-tree put t "$k4095" 2
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: the key is 4097 bytes; the limit is 4096 bytes of canonical JSON"
+	# stdin: into an empty tree (built from text), into one with records, as JSON, one by one
+	for tree in fresh t; do
+		run --separate-stderr opt-tree put "$tree" <<<"{\"key\":\"a\",\"value\":1}
+{\"key\":\"$k4095\",\"value\":2}"
+		assert_failure 2
+		assert_equal "$stderr" "opt-tree: line 2: the key is 4097 bytes; the limit is 4096 bytes of canonical JSON (nothing written)"
+		run --separate-stderr opt-tree put "$tree" <<<"{\"key\":\"$k4095\",\"value\":2.5}"
+		assert_failure 2
+		assert_equal "$stderr" "opt-tree: line 1: the key is 4097 bytes; the limit is 4096 bytes of canonical JSON (nothing written)"
+	done
+	run --separate-stderr opt-tree put t --each <<<"{\"key\":\"$k4095\",\"value\":2}"
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: line 1: the key is 4097 bytes; the limit is 4096 bytes of canonical JSON"
+	# canonical bytes: 700 control characters are 4202 bytes written as \u0001
+	ctl=$(printf '\\u0001%.0s' $(seq 700))
+	run --separate-stderr opt-tree put t <<<"{\"key\":\"$ctl\",\"value\":2}"
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: line 1: the key is 4202 bytes; the limit is 4096 bytes of canonical JSON (nothing written)"
+	# a composite key counts whole
+	run --separate-stderr opt-tree put t --json-keys "[1,\"$k4094\"]" 3
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: the key is 4100 bytes; the limit is 4096 bytes of canonical JSON"
+	run --separate-stderr opt-log commit <<<"{\"collections\":{\"t\":[{\"type\":\"put\",\"key\":\"$k4095\",\"value\":1}]}}"
+	assert_failure 2
+	[[ $stderr == "opt-log: line 1: collection 't', action 1: the key is 4097 bytes; the limit is 4096 bytes of canonical JSON"* ]] ||
+		fail "stderr: $stderr"
+	# the 1 MiB key of the report
+	run --separate-stderr opt-tree put t < <(printf '{"key":"%s","value":1}\n' "$(str 1048576)")
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: line 1: the key is 1048578 bytes; the limit is 4096 bytes of canonical JSON (nothing written)"
+	# nothing but the first put was written; the key at the limit reads back, and the log verifies
+	assert_equal "$(rev_of t)" 1
+	run opt-block ls -c fresh
+	assert_failure 1
+	run opt-tree get t "$k4094"
+	assert_success
+	assert_output "{\"key\":\"$k4094\",\"value\":1}"
+	run opt-log verify t
+	assert_success
+	# a longer key can still be looked up (exit 1: not there) and deleted by name
+	run opt-tree get t "$k4095"
+	assert_failure 1
+	run opt-tree del t "$k4095"
+	assert_failure 1
+}
