@@ -175,7 +175,7 @@ int cmd_long(struct cmd *c, const char *lng, long def, long min, long *out)
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno || end == v || *end || n < min)
-		return cmd_usage(c, "--%s needs a whole number >= %ld, not '%s'", lng, min, v);
+		return cmd_usage(c, "--%s needs a whole number >= %ld, not '%s'", lng, min, opt_esc(v));
 	*out = n;
 	return 0;
 }
@@ -243,8 +243,12 @@ int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out
 	json_error_t err;
 
 	*out = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+	if (*out && opt_json_underflow(*out, text, strlen(text), err.text, sizeof(err.text))) {
+		json_decref(*out);
+		*out = NULL;
+	}
 	if (!*out)
-		return cmd_usage(c, "%s is not valid JSON (%s): %s", what, err.text, text);
+		return cmd_usage(c, "%s is not valid JSON (%s): %s", what, opt_esc(err.text), opt_esc(text));
 	return 0;
 }
 
@@ -424,7 +428,7 @@ int cmd_store(struct cmd *c, int create)
 	if (rc == OPT_ENOTFOUND && create && !found) {
 		rc = opt_store_create(&c->store, dir, &created);
 		if (rc == 0)
-			cmd_note(c, "created store '%s'", dir);
+			cmd_note(c, "created store '%s'", opt_esc(dir));
 	}
 	free(found);
 	/* every failure to open the store is exit 7, so that 1 keeps meaning
@@ -493,7 +497,7 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 					if (strcmp(v->name, a) == 0)
 						break;
 				if (!v->name) {
-					fprintf(stderr, "%s: unknown command '%s'\n", p->name, a);
+					fprintf(stderr, "%s: unknown command '%s'\n", p->name, opt_esc(a));
 					fprintf(stderr, "Run '%s --help' for the list of commands.\n", p->name);
 					free(pos);
 					return OPT_EXIT_USAGE;
@@ -539,6 +543,11 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 				}
 				inl = argv[++i];
 			}
+			if (!*inl) {
+				/* "-C $DIR" with DIR unset must not mean the nearest store */
+				free(pos);
+				return cmd_usage(&c, "option --store needs a directory, not an empty string");
+			}
 			c.store_dir = inl;
 			continue;
 		case 1: c.pretty = 1; continue;
@@ -554,8 +563,8 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 		}
 		free(pos);
 		if (c.verb)
-			return cmd_usage(&c, "unknown option '%s'", a);
-		fprintf(stderr, "%s: unknown option '%s'\n", p->name, a);
+			return cmd_usage(&c, "unknown option '%s'", opt_esc(a));
+		fprintf(stderr, "%s: unknown option '%s'\n", p->name, opt_esc(a));
 		prog_help(p, stderr);
 		return OPT_EXIT_USAGE;
 	}

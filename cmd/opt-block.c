@@ -49,7 +49,7 @@ static int need_coll(struct cmd *c, const char **out)
 	if (!*out)
 		return cmd_usage(c, "the collection is required (-c COLL)");
 	if (!opt_store_name_valid(*out))
-		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", *out);
+		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", opt_esc(*out));
 	return 0;
 }
 
@@ -66,7 +66,7 @@ static int colls(struct cmd *c, json_t **out)
 
 	if (coll) {
 		if (!opt_store_name_valid(coll))
-			return cmd_usage(c, "invalid collection name '%s'", coll);
+			return cmd_usage(c, "invalid collection name '%s'", opt_esc(coll));
 		*out = json_pack("[s]", coll);
 		return 0;
 	}
@@ -96,6 +96,8 @@ static int do_init(struct cmd *c)
 
 	if (c->npos > 1)
 		return cmd_usage(c, "too many arguments");
+	if (!*dir)
+		return cmd_usage(c, "the store directory is empty");
 	rc = opt_store_create(&c->store, dir, &created);
 	if (rc < 0)
 		return cmd_lib_fail(c, OPT_EIO);
@@ -190,7 +192,7 @@ static int do_get(struct cmd *c)
 	while ((rc = next_id(&it, id, sizeof(id))) == 1) {
 		int found = 0;
 		if (!opt_id_valid(id)) {
-			st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", id);
+			st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(id));
 			goto done;
 		}
 		for (i = 0; i < nsnap && !found; i++) {
@@ -547,7 +549,7 @@ static int do_apply(struct cmd *c)
 	const char *coll;
 	struct opt_jsonl *in = NULL;
 	struct apply_ctx a = { NULL, json_array() };
-	struct opt_txn_opts o = { NULL, "opt-block apply", 0, 0 };
+	struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block apply", 0, 0 };
 	struct opt_txn_result res;
 	json_t *v;
 	int st, rc;
@@ -560,7 +562,7 @@ static int do_apply(struct cmd *c)
 	}
 	a.id = c->pos[0];
 	if (!opt_id_valid(a.id)) {
-		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", a.id);
+		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(a.id));
 		goto done;
 	}
 	opt_jsonl_open(&in, stdin);
@@ -659,7 +661,7 @@ static int do_transform(struct cmd *c)
 {
 	const char *coll;
 	struct opt_jsonl *in = NULL;
-	struct opt_txn_opts o = { NULL, "opt-block transform", 0, 0 };
+	struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block transform", 0, 0 };
 	struct opt_txn_result res;
 	json_t *v;
 	int st, rc;
@@ -749,7 +751,7 @@ static int do_rm(struct cmd *c)
 {
 	const char *coll;
 	struct rm_ctx r = { c };
-	struct opt_txn_opts o = { NULL, "opt-block rm", 0, 0 };
+	struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block rm", 0, 0 };
 	struct opt_txn_result res;
 	int st, rc, i;
 
@@ -759,7 +761,7 @@ static int do_rm(struct cmd *c)
 		return cmd_usage(c, "no block ID given");
 	for (i = 0; i < c->npos; i++)
 		if (!opt_id_valid(c->pos[i]))
-			return cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", c->pos[i]);
+			return cmd_fail(c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(c->pos[i]));
 	if ((st = cmd_store(c, 0)))
 		return st;
 	rc = opt_txn_run(c->store, coll, rm_fn, &r, &o, &res);
@@ -789,7 +791,7 @@ static int do_history(struct cmd *c)
 	}
 	id = c->pos[0];
 	if (!opt_id_valid(id)) {
-		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", id);
+		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(id));
 		goto done;
 	}
 	if ((st = cmd_store(c, 0)) || (st = open_snap(c, coll, 0, &snap)))

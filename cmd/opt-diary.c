@@ -50,7 +50,7 @@ static int need_name(struct cmd *c, const char **out)
 		return cmd_usage(c, "the diary name is required");
 	*out = c->pos[0];
 	if (!opt_store_name_valid(*out))
-		return cmd_usage(c, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')", *out);
+		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", opt_esc(*out));
 	return 0;
 }
 

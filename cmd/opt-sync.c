@@ -117,7 +117,7 @@ static int sync_opts(struct cmd *c, struct opt_sync_opts *so, struct out *o)
 	o->next_ms = opt_now_ms() + 300;
 	if (p && strcmp(p, "replay") && strcmp(p, "keep-remote") && strcmp(p, "fail") &&
 	    !(strncmp(p, "exec:", 5) == 0 && p[5]))
-		return cmd_usage(c, "unknown conflict policy '%s' (replay, keep-remote, fail, exec:PROG)", p);
+		return cmd_usage(c, "unknown conflict policy '%s' (replay, keep-remote, fail, exec:PROG)", opt_esc(p));
 	so->conflict = p;
 	so->dry_run = cmd_flag(c, "dry-run");
 	so->emit = emit_cb;
@@ -152,8 +152,8 @@ static int check_colls(struct cmd *c, int from)
 
 	for (i = from; i < c->npos; i++)
 		if (!opt_store_name_valid(c->pos[i]))
-			return cmd_usage(c, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')",
-					 c->pos[i]);
+			return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')",
+					 opt_esc(c->pos[i]));
 	return 0;
 }
 
@@ -173,7 +173,7 @@ static int do_remote(struct cmd *c)
 		if (c->npos != 3)
 			return cmd_usage(c, "remote add takes a name and a URL");
 		if (!opt_sync_remote_name_valid(c->pos[1]))
-			return cmd_usage(c, "invalid remote name '%.100s' (use letters, digits, '.', '_' and '-')", c->pos[1]);
+			return cmd_usage(c, "invalid remote name '%s' (use letters, digits, '.', '_' and '-')", opt_esc(c->pos[1]));
 		if (!*c->pos[2])
 			return cmd_usage(c, "the URL is empty");
 	} else if (strcmp(sub, "rm") == 0) {
@@ -183,7 +183,7 @@ static int do_remote(struct cmd *c)
 		if (c->npos != 1)
 			return cmd_usage(c, "remote ls takes no operands");
 	} else {
-		return cmd_usage(c, "unknown remote command '%s' (add, rm, ls)", sub);
+		return cmd_usage(c, "unknown remote command '%s' (add, rm, ls)", opt_esc(sub));
 	}
 	if ((st = open_sync(c, &y, 0)))
 		return st;
@@ -279,7 +279,7 @@ static int run_sync(struct cmd *c, sync_fn fn, cluster_fn cl)
 	if ((st = sync_opts(c, &so, &o)) || (st = check_colls(c, 1)))
 		return st;
 	if (c->npos && !opt_sync_remote_name_valid(c->pos[0]))
-		return cmd_usage(c, "invalid remote name '%.100s'", c->pos[0]);
+		return cmd_usage(c, "invalid remote name '%s'", opt_esc(c->pos[0]));
 	if ((st = open_sync(c, &y, !so.dry_run)))
 		return st;
 	if (!c->npos && cl && (st = run_cluster(c, y, cl, &so, &o)) >= 0) {
@@ -364,7 +364,7 @@ static int do_bundle(struct cmd *c)
 	create = strcmp(sub, "create") == 0;
 	apply = strcmp(sub, "apply") == 0;
 	if (!create && !apply && strcmp(sub, "verify") && strcmp(sub, "ls"))
-		return cmd_usage(c, "unknown bundle command '%s' (create, verify, ls, apply)", sub);
+		return cmd_usage(c, "unknown bundle command '%s' (create, verify, ls, apply)", opt_esc(sub));
 	if (!file || !*file)
 		return cmd_usage(c, "bundle %s needs a FILE ('-': %s)", sub, create ? "stdout" : "stdin");
 	if (strcmp(sub, "ls") == 0 && c->npos > 2)
@@ -374,11 +374,11 @@ static int do_bundle(struct cmd *c)
 	if ((since || base) && !create)
 		return cmd_usage(c, "--%s is for bundle create", since ? "since" : "base");
 	if (since && !opt_sync_remote_name_valid(since))
-		return cmd_usage(c, "invalid remote name '%.100s'", since);
+		return cmd_usage(c, "invalid remote name '%s'", opt_esc(since));
 	if (as && (create || strcmp(sub, "ls") == 0))
 		return cmd_usage(c, "--as is for bundle verify and apply");
 	if (as && !opt_sync_remote_name_valid(as))
-		return cmd_usage(c, "invalid remote name '%.100s'", as);
+		return cmd_usage(c, "invalid remote name '%s'", opt_esc(as));
 	if ((cmd_flag(c, "dry-run") || cmd_get(c, "conflict")) && !apply)
 		return cmd_usage(c, "--%s is for bundle apply", cmd_flag(c, "dry-run") ? "dry-run" : "conflict");
 	if ((st = sync_opts(c, &so, &o)) || (st = check_colls(c, 2)))
@@ -426,28 +426,32 @@ static int do_clone(struct cmd *c)
 		return cmd_usage(c, "clone takes a URL and a directory");
 	if (!*c->pos[0])
 		return cmd_usage(c, "the URL is empty");
+	/* like opt-block init: DIR, else --store, else ./.opt ($OPT_STORE is
+	 * where stores are looked for, not where a new one goes) */
+	dir = c->npos == 2 ? c->pos[1] : c->store_dir ? c->store_dir : OPT_STORE_DIRNAME;
+	if (!*dir)
+		return cmd_usage(c, "the store directory is empty");
 	/* --trust KEY[,KEY...] */
 	while (list) {
 		const char *comma = strchr(list, ',');
 		size_t len = comma ? (size_t)(comma - list) : strlen(list);
 		if (nkeys == 16)
 			return cmd_usage(c, "at most 16 keys to trust");
-		if (len != OPT_KEY_HEX)
-			return cmd_usage(c, "invalid key '%.*s' (64 lowercase hex characters)", (int)(len > 80 ? 80 : len),
-					 list);
+		if (len != OPT_KEY_HEX) {
+			char k[81];
+			snprintf(k, sizeof(k), "%.*s", (int)(len > 80 ? 80 : len), list);
+			return cmd_usage(c, "invalid key '%s' (64 lowercase hex characters)", opt_esc(k));
+		}
 		memcpy(keys[nkeys], list, len);
 		keys[nkeys][len] = '\0';
 		if (!opt_key_hex_valid(keys[nkeys]))
-			return cmd_usage(c, "invalid key '%s' (64 lowercase hex characters)", keys[nkeys]);
+			return cmd_usage(c, "invalid key '%s' (64 lowercase hex characters)", opt_esc(keys[nkeys]));
 		kp[nkeys] = keys[nkeys];
 		nkeys++;
 		list = comma ? comma + 1 : NULL;
 	}
 	if ((st = sync_opts(c, &so, &o)))
 		return st;
-	/* like opt-block init: DIR, else --store, else ./.opt ($OPT_STORE is
-	 * where stores are looked for, not where a new one goes) */
-	dir = c->npos == 2 ? c->pos[1] : c->store_dir ? c->store_dir : OPT_STORE_DIRNAME;
 	cmd_tls_enable();
 	rc = opt_sync_clone(NULL, c->pos[0], dir, nkeys ? kp : NULL, nkeys, &so);
 	progress_end(&o);
@@ -489,7 +493,7 @@ static int do_peer(struct cmd *c)
 		if (c->npos != 2 && c->npos != 3)
 			return cmd_usage(c, "peer add takes a name and a URL (none for an existing remote)");
 		if (!opt_sync_remote_name_valid(c->pos[1]))
-			return cmd_usage(c, "invalid remote name '%.100s' (use letters, digits, '.', '_' and '-')", c->pos[1]);
+			return cmd_usage(c, "invalid remote name '%s' (use letters, digits, '.', '_' and '-')", opt_esc(c->pos[1]));
 		if (c->npos == 3 && !*c->pos[2])
 			return cmd_usage(c, "the URL is empty");
 	} else if (strcmp(sub, "rm") == 0) {
@@ -499,7 +503,7 @@ static int do_peer(struct cmd *c)
 		if (c->npos != 1)
 			return cmd_usage(c, "peer ls takes no operands");
 	} else {
-		return cmd_usage(c, "unknown peer command '%s' (add, rm, ls)", sub);
+		return cmd_usage(c, "unknown peer command '%s' (add, rm, ls)", opt_esc(sub));
 	}
 	if ((st = open_cluster(c, &y, &cl, 0)))
 		return st;
@@ -537,8 +541,8 @@ static int do_replicas(struct cmd *c)
 		errno = 0;
 		r = strtol(c->pos[0], &end, 10);
 		if (errno || end == c->pos[0] || *end || r < 0 || r > OPT_CLUSTER_PEERS_MAX)
-			return cmd_usage(c, "replicas needs a whole number 1..%d (0 unsets it), not '%.40s'",
-					 OPT_CLUSTER_PEERS_MAX, c->pos[0]);
+			return cmd_usage(c, "replicas needs a whole number 1..%d (0 unsets it), not '%s'",
+					 OPT_CLUSTER_PEERS_MAX, opt_esc(c->pos[0]));
 	}
 	if ((st = open_cluster(c, &y, &cl, 0)))
 		return st;

@@ -56,7 +56,7 @@ static int need_name(struct cmd *c, const char **name)
 		return cmd_usage(c, "the tree's name is required");
 	*name = c->pos[0];
 	if (!opt_store_name_valid(*name))
-		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", *name);
+		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", opt_esc(*name));
 	return 0;
 }
 
@@ -69,7 +69,7 @@ static int key_arg(struct cmd *c, const char *text, json_t **out)
 	if (!cmd_flag(c, "json-keys")) {
 		*out = json_string(text);
 		if (!*out)
-			return cmd_fail(c, OPT_EINVAL, "key is not valid UTF-8: %s", text);
+			return cmd_fail(c, OPT_EINVAL, "key is not valid UTF-8: %s", opt_esc(text));
 		return 0;
 	}
 	if ((st = cmd_json_arg(c, text, "key", out)))
@@ -77,7 +77,7 @@ static int key_arg(struct cmd *c, const char *text, json_t **out)
 	if (!opt_key_valid(*out)) {
 		json_decref(*out);
 		*out = NULL;
-		return cmd_fail(c, OPT_EINVAL, "'%s' is not a key: keys are numbers, strings or arrays of those", text);
+		return cmd_fail(c, OPT_EINVAL, "'%s' is not a key: keys are numbers, strings or arrays of those", opt_esc(text));
 	}
 	return 0;
 }
@@ -174,11 +174,30 @@ static int put_text_fn(struct opt_txn *x, void *arg)
 	return opt_tree_put_text(x, p->kv, p->n);
 }
 
+/* A record has no members but "key" and "value": another is a mistake
+ * (a misspelt name, a record of some other shape), not data to drop. */
+static int record_members(json_t *v)
+{
+	const char *name;
+	json_t *m;
+
+	json_object_foreach(v, name, m) {
+		if (strcmp(name, "key") != 0 && strcmp(name, "value") != 0)
+			return opt_error_set(OPT_EINVAL, "unknown member '%s' in the record (a record is {\"key\": K, \"value\": V})",
+					     opt_esc(name));
+	}
+	return 0;
+}
+
 /* A record from stdin: {"key": K, "value": V}; *key and *value borrowed. */
 static int record(json_t *v, json_t **key, json_t **value)
 {
+	int rc;
+
 	if (!json_is_object(v))
 		return opt_error_set(OPT_EINVAL, "expected a record {\"key\": K, \"value\": V}");
+	if ((rc = record_members(v)) < 0)
+		return rc;
 	*key = json_object_get(v, "key");
 	*value = json_object_get(v, "value");
 	if (!*key)
@@ -187,6 +206,8 @@ static int record(json_t *v, json_t **key, json_t **value)
 		return opt_error_set(OPT_EINVAL, "the record has no \"value\"");
 	if (!opt_key_valid(*key))
 		return opt_error_set(OPT_EINVAL, "the record's key is not a key: keys are numbers, strings or arrays of those");
+	if ((rc = opt_key_check(*key)) < 0)
+		return rc;
 	return opt_value_check(*value, "the value");
 }
 
@@ -259,7 +280,7 @@ static int do_put(struct cmd *c)
 			json_decref(key);
 			return st;
 		}
-		if (opt_value_check(value, "the value") < 0) {
+		if (opt_key_check(key) < 0 || opt_value_check(value, "the value") < 0) {
 			json_decref(key);
 			json_decref(value);
 			return cmd_lib_fail(c, OPT_EINVAL);
@@ -304,6 +325,11 @@ static int do_put(struct cmd *c)
 		int frc = opt_json_record_text(&arena, text, tlen, OPT_VALUE_MAX, &r);
 		if (frc < 0) {
 			st = cmd_lib_fail(c, frc);
+			goto done;
+		}
+		if (frc == 1 && r.klen > OPT_KEY_MAX) {
+			st = cmd_fail(c, OPT_EINVAL, "line %ld: the key is %zu bytes; the limit is %d bytes of canonical JSON (nothing written)",
+				      opt_jsonl_line(in), r.klen, OPT_KEY_MAX);
 			goto done;
 		}
 		if (frc == 0) {
@@ -410,6 +436,11 @@ static int next_key(struct keys *k, json_t **key)
 					return -cmd_lib_fail(c, rc);
 				/* a record from range/get output works too */
 				if (json_is_object(v) && json_object_get(v, "key")) {
+					if (record_members(v) < 0) {
+						json_decref(v);
+						return -cmd_fail(c, OPT_EINVAL, "line %ld: %s", opt_jsonl_line(k->in),
+								 opt_error_last());
+					}
 					*key = json_incref(json_object_get(v, "key"));
 					json_decref(v);
 				} else {

@@ -278,6 +278,7 @@ static void check_fast(const char *buf, size_t total, const json_t *whole)
 	if (rc == 1) {
 		const json_t *k = json_object_get(whole, "key"), *v = json_object_get(whole, "value");
 		ASSERT(whole && json_is_object(whole) && k && v && opt_key_valid(k));
+		ASSERT(json_object_size(whole) == 2);  /* no other member */
 		ASSERT(opt_json_canon(&s, &n, k) == 0);
 		ASSERT(n == rec.klen && memcmp(s, t.p + rec.koff, n) == 0);
 		free(s);

@@ -57,8 +57,8 @@ int opt_block_check(const json_t *block, const char *collection)
 	if (!id)
 		return opt_error_set(OPT_EINVAL, "block header has no \"id\" string");
 	if (!opt_id_valid(id))
-		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s': IDs are 2-%d characters of a-z and 2-7",
-				     id, OPT_ID_MAX);
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%s': IDs are 2-%d characters of a-z and 2-7",
+				     opt_esc(id), OPT_ID_MAX);
 	type = opt_block_type(block);
 	if (!type || !*type)
 		return opt_error_set(OPT_EINVAL, "block '%s' has no \"type\" string in its header", id);
@@ -66,8 +66,8 @@ int opt_block_check(const json_t *block, const char *collection)
 	if (!coll)
 		return opt_error_set(OPT_EINVAL, "block '%s' has no \"collection\" string in its header", id);
 	if (collection && strcmp(coll, collection) != 0)
-		return opt_error_set(OPT_EINVAL, "block '%s' belongs to collection '%.80s', not '%.80s'",
-				     id, coll, collection);
+		return opt_error_set(OPT_EINVAL, "block '%s' belongs to collection '%s', not '%s'",
+				     id, opt_esc(coll), opt_esc(collection));
 	return 0;
 }
 
@@ -129,14 +129,14 @@ static int op_apply(json_t *block, const json_t *op, json_t **undo)
 		return 0;
 	}
 	if (!json_is_array(target))
-		return opt_error_set(OPT_EINVAL, "operation splices '%s', which is not an array", entity);
+		return opt_error_set(OPT_EINVAL, "operation splices '%s', which is not an array", opt_esc(entity));
 	len = json_array_size(target);
 	if (index > len)
 		return opt_error_set(OPT_EINVAL, "operation index %zu out of range for '%s' (length %zu)",
-				     index, entity, len);
+				     index, opt_esc(entity), len);
 	if (del > len - index)
 		return opt_error_set(OPT_EINVAL, "operation deletes %zu elements of '%s' from %zu (length %zu)",
-				     del, entity, index, len);
+				     del, opt_esc(entity), index, len);
 	if (ins == target) {
 		/* splicing an array into itself: insert a copy */
 		json_t *copy = opt_json_copy(ins);
@@ -188,7 +188,7 @@ int opt_op_apply(json_t *block, const json_t *op)
 static int check_id_key(const char *id, const char *what)
 {
 	if (!opt_id_valid(id))
-		return opt_error_set(OPT_EINVAL, "transform %s: invalid block ID '%.80s'", what, id);
+		return opt_error_set(OPT_EINVAL, "transform %s: invalid block ID '%s'", what, opt_esc(id));
 	return 0;
 }
 
@@ -203,7 +203,7 @@ int opt_transform_check(const json_t *tr)
 		return opt_error_set(OPT_EINVAL, "a transform must be an object {inserts, updates, deletes}");
 	json_object_foreach((json_t *)tr, id, v) {
 		if (strcmp(id, "inserts") && strcmp(id, "updates") && strcmp(id, "deletes"))
-			return opt_error_set(OPT_EINVAL, "transform has an unknown member '%.80s'", id);
+			return opt_error_set(OPT_EINVAL, "transform has an unknown member '%s'", opt_esc(id));
 	}
 	ins = json_object_get(tr, "inserts");
 	upd = json_object_get(tr, "updates");
@@ -221,7 +221,7 @@ int opt_transform_check(const json_t *tr)
 			return opt_error_wrap(rc, "transform inserts '%s'", id);
 		if (strcmp(opt_block_id(v), id) != 0)
 			return opt_error_set(OPT_EINVAL, "transform inserts '%s' holds a block whose ID is '%s'",
-					     id, opt_block_id(v));
+					     id, opt_esc(opt_block_id(v)));
 	}
 	json_object_foreach((json_t *)upd, id, v) {
 		if ((rc = check_id_key(id, "updates")) < 0)
@@ -412,7 +412,7 @@ int opt_tracker_insert_text(struct opt_tracker *t, const char *id, const char *t
 
 	if (!opt_id_valid(id) || strlen(type) >= sizeof(t->texts[0].type)) {
 		free(text);
-		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s' or type", id);
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%s' or type", opt_esc(id));
 	}
 	if (t->ntexts == t->captexts) {
 		size_t cap = t->captexts ? t->captexts * 2 : 64;

@@ -1444,7 +1444,7 @@ static int node_read(const struct opt_source *src, const char *id, json_t **b, s
 		*b = json_loadb(l->b.data, l->b.len, 0, &jerr);
 		rawleaf_release(l);
 		if (!*b)
-			return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is not valid JSON: %s", id, jerr.text);
+			return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is not valid JSON: %s", id, opt_esc(jerr.text));
 	} else if (l->b.memo && l->b.memo->p) {
 		*kind = BRANCH;  /* checked and compiled at an earlier read */
 		return 0;

@@ -3,6 +3,7 @@
 #include "gitutil.h"
 #include "identity.h"
 #include "pack.h"
+#include "util.h"
 #include "verify.h"
 
 #include <dirent.h>
@@ -118,15 +119,15 @@ static int read_header(struct opt_bundle *b)
 					     OPT_BUNDLE_MAX_REFS);
 		if (v3 && line[0] == '@') {
 			if (strcmp(line, "@object-format=sha1") != 0)
-				return opt_error_set(OPT_EINTEGRITY, "bundle '%s': unsupported capability '%.100s'", b->path,
-						     line + 1);
+				return opt_error_set(OPT_EINTEGRITY, "bundle '%s': unsupported capability '%s'", b->path,
+						     opt_esc(line + 1));
 			continue;
 		}
 		if (line[0] == '-') {
 			if (len < 1 + GIT_OID_HEXSZ || git_oid_fromstrn(&id, line + 1, GIT_OID_HEXSZ) < 0 ||
 			    (line[1 + GIT_OID_HEXSZ] && line[1 + GIT_OID_HEXSZ] != ' '))
-				return opt_error_set(OPT_EINTEGRITY, "bundle '%s': malformed prerequisite line '%.100s'",
-						     b->path, line);
+				return opt_error_set(OPT_EINTEGRITY, "bundle '%s': malformed prerequisite line '%s'",
+						     b->path, opt_esc(line));
 			git_error_clear();
 			if ((rc = add_line(&b->pre, &b->npre, &id,
 					   line[1 + GIT_OID_HEXSZ] ? line + 2 + GIT_OID_HEXSZ : "")) < 0)
@@ -136,14 +137,14 @@ static int read_header(struct opt_bundle *b)
 		if (len < GIT_OID_HEXSZ + 2 || line[GIT_OID_HEXSZ] != ' ' ||
 		    git_oid_fromstrn(&id, line, GIT_OID_HEXSZ) < 0) {
 			git_error_clear();
-			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': malformed ref line '%.100s'", b->path, line);
+			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': malformed ref line '%s'", b->path, opt_esc(line));
 		}
 		/* only collections are ours; other refs are left alone */
 		if (strncmp(line + GIT_OID_HEXSZ + 1, REF_COLL, pl) != 0)
 			continue;
 		if (!opt_store_name_valid(line + GIT_OID_HEXSZ + 1 + pl))
-			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': invalid collection name in '%.100s'", b->path,
-					     line);
+			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': invalid collection name in '%s'", opt_esc(b->path),
+					     opt_esc(line));
 		for (i = 0; i < b->nrefs; i++)
 			if (strcmp(b->refs[i].text, line + GIT_OID_HEXSZ + 1 + pl) == 0)
 				return opt_error_set(OPT_EINTEGRITY, "bundle '%s': collection '%s' is listed twice", b->path,
@@ -167,7 +168,7 @@ int opt_bundle_open(struct opt_bundle **out, const char *path)
 			return opt_git_fail(OPT_EIO, "cannot initialise libgit2");
 		inited = 1;
 	}
-	if (!(b = calloc(1, sizeof(*b))) || !(b->path = strdup(strcmp(path, "-") == 0 ? "(stdin)" : path))) {
+	if (!(b = calloc(1, sizeof(*b))) || !(b->path = strdup(strcmp(path, "-") == 0 ? "(stdin)" : opt_esc(path)))) {
 		free(b);
 		return opt_error_set(OPT_EIO, "out of memory");
 	}
@@ -176,7 +177,7 @@ int opt_bundle_open(struct opt_bundle **out, const char *path)
 	} else {
 		struct stat st;
 		if (!(b->f = fopen(path, "rb"))) {
-			rc = opt_error_set(errno == ENOENT ? OPT_ENOTFOUND : OPT_EIO, "cannot open bundle '%s': %s", path,
+			rc = opt_error_set(errno == ENOENT ? OPT_ENOTFOUND : OPT_EIO, "cannot open bundle '%s': %s", opt_esc(path),
 					   strerror(errno));
 			opt_bundle_free(b);
 			return rc;
@@ -184,7 +185,7 @@ int opt_bundle_open(struct opt_bundle **out, const char *path)
 		b->own = 1;
 		if (fstat(fileno(b->f), &st) == 0 && S_ISDIR(st.st_mode)) {
 			opt_bundle_free(b);
-			return opt_error_set(OPT_EINVAL, "cannot open bundle '%s': a directory", path);
+			return opt_error_set(OPT_EINVAL, "cannot open bundle '%s': a directory", opt_esc(path));
 		}
 	}
 	if ((rc = read_header(b)) < 0) {
@@ -766,9 +767,9 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 	tmp[0] = 0;
 	for (i = 0; i < n; i++)
 		if (!opt_store_name_valid(colls[i]))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", colls[i]);
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(colls[i]));
 	if (since && !opt_sync_remote_name_valid(since))
-		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", since);
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%s'", opt_esc(since));
 	if (git_repository_open_ext(&repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
 				    NULL) < 0)
 		return opt_git_fail(OPT_EIO, "cannot open store");
@@ -915,7 +916,7 @@ static int check_named(const struct opt_bundle *b, const char *const *colls, siz
 
 	for (i = 0; i < n; i++) {
 		if (!opt_store_name_valid(colls[i]))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", colls[i]);
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(colls[i]));
 		if (!opt_bundle_head(b, colls[i]))
 			return opt_error_set(OPT_ENOTFOUND, "bundle '%s' has no collection '%s'", b->path, colls[i]);
 	}
@@ -1049,7 +1050,7 @@ static int verify_or_plan(struct opt_sync *y, struct opt_store *s, const char *p
 	(void)y;
 	as = as ? as : OPT_BUNDLE_AS;
 	if (!opt_sync_remote_name_valid(as))
-		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", as);
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%s'", opt_esc(as));
 	if ((rc = unpack(&sc, &b, s, path, o)) < 0)
 		return rc;
 	if ((rc = check_named(b, colls, n)) < 0)
@@ -1089,7 +1090,7 @@ int opt_bundle_apply(struct opt_sync *y, struct opt_store *s, const char *path, 
 		return verify_or_plan(y, s, path, as, colls, n, o, 1);
 	as = as ? as : OPT_BUNDLE_AS;
 	if (!opt_sync_remote_name_valid(as))
-		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", as);
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%s'", opt_esc(as));
 	if ((rc = unpack(&sc, &b, s, path, o)) < 0)
 		return rc;
 	if ((rc = check_named(b, colls, n)) == 0) {

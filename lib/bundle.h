@@ -55,7 +55,7 @@ struct opt_bundle_line {
 struct opt_bundle {
 	FILE *f;
 	int own;                     /* f is ours to close (not stdin) */
-	char *path;
+	char *path;                  /* as messages show it (opt_esc) */
 	struct opt_bundle_line *pre, *refs;
 	size_t npre, nrefs;
 };

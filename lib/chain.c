@@ -272,7 +272,7 @@ int opt_chain_iter_open_at(struct opt_chain_iter **out, const struct opt_source 
 
 	*out = NULL;
 	if (!opt_id_valid(pos->block_id))
-		return opt_error_set(OPT_EINVAL, "invalid chain position: bad block ID '%.80s'", pos->block_id);
+		return opt_error_set(OPT_EINVAL, "invalid chain position: bad block ID '%s'", opt_esc(pos->block_id));
 	it = calloc(1, sizeof(*it));
 	if (!it)
 		return opt_error_set(OPT_EIO, "out of memory");

@@ -274,7 +274,7 @@ int opt_cluster_peer_add(struct opt_cluster *c, const char *name, const char *ur
 	int rc;
 
 	if (!opt_sync_remote_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s' (use letters, digits, '.', '_' and '-')", name);
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%s' (use letters, digits, '.', '_' and '-')", opt_esc(name));
 	if (url) {
 		if ((rc = opt_sync_remote_add(c->y, name, url)) < 0)
 			return rc;
@@ -362,7 +362,7 @@ int opt_cluster_where(struct opt_cluster *c, const char *coll, json_t **out)
 	if ((rc = need_peers(c)) < 0)
 		return rc;
 	if (!opt_store_name_valid(coll))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", coll);
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(coll));
 	k = place(c, coll, idx);
 	peers = json_array();
 	for (i = 0; peers && i < k; i++)
@@ -1015,7 +1015,7 @@ static int names_of(struct opt_cluster *c, const char *const *colls, size_t n, j
 	for (i = 0; names && i < n; i++) {
 		if (!opt_store_name_valid(colls[i])) {
 			json_decref(names);
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", colls[i]);
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(colls[i]));
 		}
 		add_name(names, colls[i]);
 	}

@@ -25,6 +25,29 @@ int opt_value_check(const json_t *v, const char *what)
 	return 0;
 }
 
+static int check_key(const json_t *key);
+
+int opt_key_check(const json_t *key)
+{
+	char *s;
+	size_t n;
+	int rc;
+
+	if ((rc = check_key(key)) < 0)
+		return rc;
+	/* a number is short; a string's canonical form is at most six
+	 * bytes a byte (\u0001) and two quotes */
+	if (json_is_number(key) || (json_is_string(key) && json_string_length(key) <= (OPT_KEY_MAX - 2) / 6))
+		return 0;
+	if ((rc = opt_json_canon(&s, &n, key)) < 0)
+		return rc;
+	free(s);
+	if (n > OPT_KEY_MAX)
+		return opt_error_set(OPT_EINVAL, "the key is %zu bytes; the limit is %d bytes of canonical JSON", n,
+				     OPT_KEY_MAX);
+	return 0;
+}
+
 static int header(struct opt_txn *x, const json_t **h)
 {
 	int rc = opt_tracker_get(opt_txn_tracker(x), opt_txn_header_id(x), h);
@@ -82,7 +105,7 @@ int opt_tree_put(struct opt_txn *x, const json_t *key, const json_t *value)
 {
 	int rc, replaced = 0;
 
-	if ((rc = check_key(key)) < 0)
+	if ((rc = opt_key_check(key)) < 0)
 		return rc;
 	if (!value)
 		return opt_error_set(OPT_EINVAL, "a put needs a value");
@@ -110,7 +133,7 @@ int opt_tree_put_many(struct opt_txn *x, const json_t *const *keys, const json_t
 	int rc, empty;
 
 	for (i = 0; i < n; i++)
-		if ((rc = check_key(keys[i])) < 0)
+		if ((rc = opt_key_check(keys[i])) < 0)
 			return opt_error_wrap(rc, "record %zu", i + 1);
 	if ((rc = header(x, &h)) < 0)
 		return rc;
@@ -206,10 +229,14 @@ int opt_tree_put_text(struct opt_txn *x, const struct opt_kv_text *kv, size_t n)
 	char *text = NULL;
 	int rc;
 
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		if (kv[i].vl > OPT_VALUE_MAX)
 			return opt_error_set(OPT_EINVAL, "record %zu: the value is %zu bytes; the limit is %d bytes of canonical JSON",
 					     i + 1, kv[i].vl, OPT_VALUE_MAX);
+		if (kv[i].kl > OPT_KEY_MAX)
+			return opt_error_set(OPT_EINVAL, "record %zu: the key is %zu bytes; the limit is %d bytes of canonical JSON",
+					     i + 1, kv[i].kl, OPT_KEY_MAX);
+	}
 	if ((rc = header(x, &h)) < 0)
 		return rc;
 	if (n > 0 && json_integer_value(json_object_get(h, "count")) == 0) {
@@ -482,6 +509,10 @@ static const char *action_type_of(const json_t *actions, const char *name, int *
 				return NULL;
 			}
 			if (strcmp(t, "put") == 0) {
+				if ((*err = opt_key_check(key)) < 0) {
+					*err = opt_error_wrap(*err, "collection '%s', action %zu", name, i + 1);
+					return NULL;
+				}
 				if (!json_object_get(a, "value")) {
 					*err = opt_error_set(OPT_EINVAL, "collection '%s', action %zu: a put needs a \"value\"", name, i + 1);
 					return NULL;
@@ -498,8 +529,8 @@ static const char *action_type_of(const json_t *actions, const char *name, int *
 			if ((*err = opt_value_check(json_object_get(a, "entry"), "the entry")) < 0)
 				return NULL;
 		} else {
-			*err = opt_error_set(OPT_EINVAL, "collection '%s', action %zu: unknown action type '%.40s' (put, del, append)",
-					     name, i + 1, t);
+			*err = opt_error_set(OPT_EINVAL, "collection '%s', action %zu: unknown action type '%s' (put, del, append)",
+					     name, i + 1, opt_esc(t));
 			return NULL;
 		}
 		if (kind && strcmp(kind, k) != 0) {
@@ -524,11 +555,11 @@ int opt_txdoc_check(const json_t *doc)
 		return opt_error_set(OPT_EINVAL, "a transaction needs \"collections\": {NAME: [actions], ...}");
 	json_object_foreach((json_t *)doc, name, acts) {
 		if (strcmp(name, "collections") != 0)
-			return opt_error_set(OPT_EINVAL, "unknown member '%.80s' in the transaction", name);
+			return opt_error_set(OPT_EINVAL, "unknown member '%s' in the transaction", opt_esc(name));
 	}
 	json_object_foreach((json_t *)cols, name, acts) {
 		if (!opt_store_name_valid(name))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(name));
 		if (!action_type_of(acts, name, &err))
 			return err;
 	}

@@ -26,6 +26,14 @@
  * holds up to 64 of them and should stay well under git's comfort zone). */
 #define OPT_VALUE_MAX (1024 * 1024)
 
+/* Largest canonical JSON size of one tree key that a put writes.  A key
+ * is stored in its leaf and again, as a separator, in the branches above
+ * it, which every lookup reads and a process keeps in memory: a branch
+ * of the default capacity (64) holds at most 256 KiB of keys (16 MiB at
+ * the largest capacity, 4096).  Lookups and deletes take longer keys
+ * (such a key is simply not there, or was written before the limit). */
+#define OPT_KEY_MAX 4096
+
 /* Inside a txn function of a tree collection: make sure the tree exists
  * (a new collection gets an empty tree of the given capacity, 0 for the
  * default), then put or delete.  Keys must be valid keys (json.h).
@@ -88,5 +96,10 @@ int opt_checkpoint(struct opt_store *s, const char *name, long upto, json_t **ou
 
 /* Check a value or entry: canonical size at most OPT_VALUE_MAX. */
 int opt_value_check(const json_t *v, const char *what);
+
+/* Check a key that a put writes: a valid key (json.h) of at most
+ * OPT_KEY_MAX bytes of canonical JSON.  OPT_EINVAL ("the key is N bytes;
+ * the limit is 4096 bytes of canonical JSON"). */
+int opt_key_check(const json_t *key);
 
 #endif

@@ -10,9 +10,11 @@ int opt_error_vset(int code, const char *fmt, va_list ap)
 {
 	char msg[sizeof(last_msg)];
 
-	/* formatted apart: the arguments may include opt_error_last() */
+	/* into a copy first: an argument may be the last message itself
+	 * (opt_error_last()), which formatting in place would overwrite
+	 * while reading it */
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	memcpy(last_msg, msg, sizeof(last_msg));
+	memcpy(last_msg, msg, strlen(msg) + 1);
 	last_code = code;
 	return code;
 }

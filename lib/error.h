@@ -36,7 +36,8 @@ enum opt_exit {
 	OPT_EXIT_OTHER = 7,
 };
 
-/* Set the last error message (printf format) and return code. */
+/* Set the last error message (printf format) and return code.  An
+ * argument may point into the last message (opt_error_last()). */
 int opt_error_set(int code, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int opt_error_vset(int code, const char *fmt, va_list ap);

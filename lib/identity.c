@@ -74,7 +74,7 @@ int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create)
 			json_decref(again);
 			return opt_identity_get(out, s, 0);
 		}
-		return opt_error_set(OPT_EINTEGRITY, "cannot read the store's identity '%s': %s", path, err.text);
+		return opt_error_set(OPT_EINTEGRITY, "cannot read the store's identity '%s': %s", opt_esc(path), opt_esc(err.text));
 	}
 	if (!create)
 		return opt_error_set(OPT_ENOTFOUND, "the store has no identity yet");

@@ -216,6 +216,94 @@ int opt_json_hash(char out[65], const json_t *v)
 	return 0;
 }
 
+/* A real that is 0 (or -0), anywhere in v. */
+static int has_zero_real(const json_t *v)
+{
+	const char *k;
+	json_t *x;
+	size_t i;
+
+	switch (json_typeof(v)) {
+	case JSON_REAL:
+		return json_real_value(v) == 0.0;
+	case JSON_ARRAY:
+		for (i = 0; i < json_array_size(v); i++)
+			if (has_zero_real(json_array_get(v, i)))
+				return 1;
+		return 0;
+	case JSON_OBJECT:
+		json_object_foreach((json_t *)v, k, x)
+			if (has_zero_real(x))
+				return 1;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* The first number in JSON text[0..len) (valid JSON) that has a digit
+ * other than 0 before its exponent but reads as 0: *tok and *n, 1; 0 when
+ * there is none. */
+static int underflow_token(const char *text, size_t len, const char **tok, size_t *n)
+{
+	const char *p = text, *end = text + len;
+
+	while (p < end) {
+		if (*p == '"') {
+			for (p++; p < end && *p != '"'; p++)
+				if (*p == '\\')
+					p++;
+			p++;
+		} else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+			const char *q = p;
+			int nonzero = 0, real = 0, mant = 1;
+			while (q < end && (strchr("0123456789+-.eE", *q))) {
+				if (*q == 'e' || *q == 'E')
+					mant = 0, real = 1;
+				else if (*q == '.')
+					real = 1;
+				else if (mant && *q >= '1' && *q <= '9')
+					nonzero = 1;
+				q++;
+			}
+			if (real && nonzero) {
+				char small[64], *t = (size_t)(q - p) < sizeof(small) ? small : malloc((size_t)(q - p) + 1);
+				double d;
+				if (!t)
+					return 0;
+				memcpy(t, p, (size_t)(q - p));
+				t[q - p] = '\0';
+				d = strtod(t, NULL);
+				if (t != small)
+					free(t);
+				if (d == 0.0) {
+					*tok = p;
+					*n = (size_t)(q - p);
+					return 1;
+				}
+			}
+			p = q;
+		} else {
+			p++;
+		}
+	}
+	return 0;
+}
+
+int opt_json_underflow(const json_t *v, const char *text, size_t len, char *msg, size_t msgsz)
+{
+	const char *tok;
+	size_t n;
+	char t[44];
+
+	if (!has_zero_real(v) || !underflow_token(text, len, &tok, &n))
+		return 0;
+	/* as jansson words an overflow: "real number overflow near '1e400'" */
+	snprintf(t, sizeof(t), "%.*s", (int)(n < 40 ? n : 40), tok);
+	snprintf(msg, msgsz, "real number underflow near '%s%s'", t, n > 40 ? "..." : "");
+	return 1;
+}
+
 int opt_json_parse(json_t **out, const char *buf, size_t len)
 {
 	json_error_t err;
@@ -223,7 +311,11 @@ int opt_json_parse(json_t **out, const char *buf, size_t len)
 
 	*out = NULL;
 	if (!v)
+		return opt_error_set(OPT_EINVAL, "invalid JSON: %s", opt_esc(err.text));
+	if (opt_json_underflow(v, buf, len, err.text, sizeof(err.text))) {
+		json_decref(v);
 		return opt_error_set(OPT_EINVAL, "invalid JSON: %s", err.text);
+	}
 	*out = v;
 	return 0;
 }
@@ -715,6 +807,10 @@ int opt_jsonl_parse_text(struct opt_jsonl *r, const char *text, size_t len, json
 		/* skip the rest of the offending line so a caller may go on */
 		while (r->start < r->end && r->buf[r->start] != '\n')
 			r->start++;
+		return opt_error_set(OPT_EINVAL, "line %ld: invalid JSON: %s", r->value_line, opt_esc(err.text));
+	}
+	if (opt_json_underflow(v, text, len, err.text, sizeof(err.text))) {
+		json_decref(v);
 		return opt_error_set(OPT_EINVAL, "line %ld: invalid JSON: %s", r->value_line, err.text);
 	}
 	*out = v;
@@ -1145,6 +1241,8 @@ int opt_json_record_text(struct opt_text *out, const char *in, size_t len, size_
 			} else if (nl == 5 && memcmp(name, "value", 5) == 0) {
 				rec->voff = (size_t)(p - out->p);
 				rec->vlen = (size_t)(q - p);
+			} else {
+				goto no;  /* another member: the caller says so */
 			}
 			p = q + 1;  /* past ',' or '}' */
 		}

@@ -26,8 +26,16 @@ int opt_json_canon(char **out, size_t *len, const json_t *v);
 int opt_json_hash(char out[65], const json_t *v);
 
 /* Parse exactly one JSON value from buf (any type).  0 or OPT_EINVAL with
- * the message "invalid JSON: <reason>". */
+ * the message "invalid JSON: <reason>".  A number too small for a double
+ * (1e-400, which jansson reads as 0) is refused as one too large is:
+ * "real number underflow near '1e-400'". */
 int opt_json_parse(json_t **out, const char *buf, size_t len);
+
+/* For v parsed by jansson from text[0..len): 1 when a number in the text
+ * underflowed (a digit other than 0, read as 0), with the reason, worded
+ * as jansson words an overflow, in msg; 0 when none did.  Every reader of
+ * input here (opt_json_parse, opt_jsonl_next) checks this. */
+int opt_json_underflow(const json_t *v, const char *text, size_t len, char *msg, size_t msgsz);
 
 /* A deep copy of v (a new reference; NULL when out of memory).  Faster
  * than json_deep_copy, which builds a loop-detection table per value. */
@@ -148,7 +156,8 @@ struct opt_text_rec {
 /* The fast path for one record: appends K's and V's canonical text to out
  * and sets *rec: 1; 0 (out unchanged) when the fast path does not handle
  * the text or the record is not a plain valid one (not an object, no
- * "key" or "value", a key that is not a key, V longer than max_value):
+ * "key" or "value", a member besides them, a key that is not a key, V
+ * longer than max_value):
  * the caller parses it with jansson and reports what is wrong. */
 int opt_json_record_text(struct opt_text *out, const char *in, size_t len, size_t max_value,
 			 struct opt_text_rec *rec);

@@ -44,7 +44,7 @@ static int check_fields(const json_t *f)
 		return opt_error_set(OPT_EINVAL, "log entry needs a \"blocks\" object {id: hash or null}");
 	json_object_foreach((json_t *)blocks, id, v) {
 		if (!opt_id_valid(id))
-			return opt_error_set(OPT_EINVAL, "log entry \"blocks\": invalid block ID '%.80s'", id);
+			return opt_error_set(OPT_EINVAL, "log entry \"blocks\": invalid block ID '%s'", opt_esc(id));
 		if (!json_is_null(v) && !(json_is_string(v) && is_hash(json_string_value(v))))
 			return opt_error_set(OPT_EINVAL, "log entry \"blocks\": block '%s' needs a SHA-256 hex hash or null",
 					     id);
@@ -539,7 +539,7 @@ static int lean_parse(struct lean *l, const char *id, const char *text, size_t l
 	*out = json_loadb(buf, bl, 0, &jerr);
 	free(buf);
 	if (!*out)
-		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not valid JSON: %s", id, jerr.text);
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not valid JSON: %s", id, opt_esc(jerr.text));
 	es = json_object_get(*out, "entries");
 	if (json_array_size(es) != l->n) {
 		json_decref(*out);
@@ -553,7 +553,7 @@ whole:
 	l->n = 0;
 	*out = json_loadb(text, len, 0, &jerr);
 	if (!*out)
-		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not valid JSON: %s", id, jerr.text);
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is not valid JSON: %s", id, opt_esc(jerr.text));
 	return 0;
 }
 

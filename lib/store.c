@@ -484,16 +484,16 @@ int opt_store_open(struct opt_store **out, const char *dir)
 		return rc;
 	if (stat(dir, &st) < 0) {
 		if (errno == ENOENT)
-			return opt_error_set(OPT_ENOTFOUND, "cannot open store '%s': no such directory", dir);
-		return opt_error_set(OPT_EIO, "cannot open store '%s': %s", dir, strerror(errno));
+			return opt_error_set(OPT_ENOTFOUND, "cannot open store '%s': no such directory", opt_esc(dir));
+		return opt_error_set(OPT_EIO, "cannot open store '%s': %s", opt_esc(dir), strerror(errno));
 	}
 	if (!S_ISDIR(st.st_mode))
-		return opt_error_set(OPT_EINVAL, "cannot open store '%s': not a directory", dir);
+		return opt_error_set(OPT_EINVAL, "cannot open store '%s': not a directory", opt_esc(dir));
 	snprintf(head, sizeof(head), "%s/HEAD", dir);
 	if (access(head, F_OK) < 0) {
 		if (errno == EACCES)
-			return opt_error_set(OPT_EIO, "cannot open store '%s': permission denied", dir);
-		return opt_error_set(OPT_EINVAL, "'%s' is not an optimystic store", dir);
+			return opt_error_set(OPT_EIO, "cannot open store '%s': permission denied", opt_esc(dir));
+		return opt_error_set(OPT_EINVAL, "'%s' is not an optimystic store", opt_esc(dir));
 	}
 	{
 		/* look at the object format before libgit2 does anything with
@@ -518,7 +518,7 @@ int opt_store_open(struct opt_store **out, const char *dir)
 	}
 	if (git_repository_open_ext(&repo, dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
 		if (access(dir, R_OK | X_OK) < 0)
-			return opt_error_set(OPT_EIO, "cannot open store '%s': %s", dir, strerror(errno));
+			return opt_error_set(OPT_EIO, "cannot open store '%s': %s", opt_esc(dir), strerror(errno));
 		return opt_git_fail(OPT_EINVAL, "not an optimystic store");
 	}
 	if ((rc = check_repo(repo, dir)) < 0) {
@@ -724,8 +724,8 @@ int opt_store_repack(struct opt_store *s)
 static int ref_name(char *buf, size_t n, const char *name)
 {
 	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
-	snprintf(buf, n, REF_PREFIX "%s", name);
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", name);
+	snprintf(buf, n, REF_PREFIX "%s", opt_esc(name));
 	return 0;
 }
 
@@ -1002,9 +1002,9 @@ int opt_snap_open_commit(struct opt_snap **out, struct opt_store *s, const char 
 
 	*out = NULL;
 	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(name));
 	if (git_oid_fromstr(&id, commit) < 0)
-		return opt_error_set(OPT_EINVAL, "invalid commit ID '%.50s'", commit);
+		return opt_error_set(OPT_EINVAL, "invalid commit ID '%s'", opt_esc(commit));
 	if (s_commit_lookup(s, &c, &id) < 0)
 		return opt_git_fail(OPT_EINTEGRITY, "cannot read commit");
 	return snap_from_commit(out, s, name, c);
@@ -1146,7 +1146,7 @@ static int find_blob(struct opt_snap *snap, const char *id, git_oid *out)
 	int rc = OPT_ENOTFOUND;
 
 	if (!opt_id_valid(id))
-		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s'", id);
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%s'", opt_esc(id));
 	if (!snap->blocks)
 		return OPT_ENOTFOUND;
 	/* the trees of two-character prefixes are kept: a lookup of many
@@ -1280,7 +1280,7 @@ static int snap_parse(struct opt_snap *snap, const char *id, unsigned char *data
 	free(data);
 	if (!b)
 		return opt_error_set(OPT_EINTEGRITY, "block '%s' of collection '%s' is not valid JSON: %s",
-				     id, snap->name, err.text);
+				     id, snap->name, opt_esc(err.text));
 	/* inner nodes of trees (a small share of the blocks, read by every
 	 * lookup) and headers stay; the rest share the slots, a map with the
 	 * oldest entry leaving when it is full */
@@ -1634,7 +1634,7 @@ static int canon_add(struct opt_canon *c, const char *id, char *text, size_t len
 	if (strlen(id) > OPT_ID_MAX) {
 		if (!borrowed)
 			free(text);
-		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s'", id);
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%s'", opt_esc(id));
 	}
 	if (c->n == c->cap) {
 		size_t cap = c->cap ? c->cap * 2 : 256;
@@ -1700,7 +1700,7 @@ static int collect_cb(const char *id, const json_t *block, const struct opt_bloc
 	}
 	ch = &c->v[c->n];
 	if (!opt_id_valid(id) || strlen(id) > OPT_ID_MAX)
-		return opt_error_set(OPT_EINVAL, "invalid block ID '%.80s'", id);
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%s'", opt_esc(id));
 	strcpy(ch->id, id);
 	ch->del = block == NULL && text == NULL;
 	if (text && !(c->canon && c->canon->next < c->canon->n && strcmp(c->canon->v[c->canon->next].id, id) == 0)) {
@@ -1968,7 +1968,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	}
 	if (grc == GIT_ELOCKED) {
 		break_stale_lock(s, ref);
-		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
+		rc = opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked: %s.lock)", name, ref);
 		goto done;
 	}
 	if (grc < 0) {
@@ -1998,7 +1998,7 @@ int opt_store_group_begin(struct opt_store *s, const char *name)
 	if (s->gname)
 		return opt_error_set(OPT_EINVAL, "a group commit is already open");
 	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(name));
 	if (!s->mempack) {
 		if (git_mempack_new(&s->mempack) < 0 || git_odb_add_backend(s->odb, s->mempack, 1000) < 0) {
 			s->mempack = NULL;
@@ -2052,7 +2052,7 @@ int opt_store_group_flush(struct opt_store *s)
 		rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed while the group was staged", s->gname);
 	else if (grc == GIT_ELOCKED) {
 		break_stale_lock(s, ref);
-		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", s->gname);
+		rc = opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked: %s.lock)", s->gname, ref);
 	} else if (grc < 0)
 		rc = opt_git_fail(OPT_EIO, "cannot update collection ref");
 done:

@@ -480,7 +480,7 @@ static int remote_url(struct opt_sync *y, const char *name, char **url)
 
 	*url = NULL;
 	if (!opt_sync_remote_name_valid(name))
-		return opt_error_set(OPT_ENOTFOUND, "no remote '%.100s'", name);
+		return opt_error_set(OPT_ENOTFOUND, "no remote '%s'", opt_esc(name));
 	if ((rc = config_of(y, &cfg)) < 0)
 		return rc;
 	snprintf(key, sizeof(key), "remote.%s.url", name);
@@ -507,9 +507,9 @@ int opt_sync_remote_add(struct opt_sync *y, const char *name, const char *url)
 	int rc;
 
 	if (!opt_sync_remote_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s' (use letters, digits, '.', '_' and '-')", name);
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%s' (use letters, digits, '.', '_' and '-')", opt_esc(name));
 	if (!url || !*url || strchr(url, '\n'))
-		return opt_error_set(OPT_EINVAL, "invalid remote URL '%.200s'", url ? url : "");
+		return opt_error_set(OPT_EINVAL, "invalid remote URL '%s'", opt_esc(url ? url : ""));
 	if (opt_sync_url_is_local(url, &path) && strncmp(url, "file://", 7) != 0)
 		fixed = path;  /* a relative path would depend on where we run */
 	else
@@ -1208,7 +1208,7 @@ int opt_sync_fetch(struct opt_sync *y, const char *remote, const char *const *co
 	o = o ? o : &no_opts;
 	for (i = 0; i < n; i++)
 		if (!opt_store_name_valid(colls[i]))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", colls[i]);
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(colls[i]));
 	if ((rc = remote_open(y, &r, remote, o)) < 0)
 		return rc;
 	rc = fetch_verified(y, &r, colls, n, o->dry_run, &h);
@@ -1343,8 +1343,8 @@ static int decision_of(struct opt_sync *y, const char *primary, const char *trx,
 
 	*d = 0;
 	if (!opt_store_name_valid(primary))
-		return opt_error_set(OPT_EINTEGRITY, "transaction %s names an invalid primary '%.100s'", trx, primary);
-	snprintf(ref, sizeof(ref), REF_BACKUP "%s", primary);
+		return opt_error_set(OPT_EINTEGRITY, "transaction %s names an invalid primary '%s'", trx, primary);
+	snprintf(ref, sizeof(ref), REF_BACKUP "%s", opt_esc(primary));
 	if ((rc = opt_git_ref_get(y->repo, ref, &b)) < 0)
 		return rc;
 	if (rc == 1 && (rc = decision_at(y, primary, &b, trx, since, d)) < 0)
@@ -1652,7 +1652,7 @@ static int run_resolver(const char *prog, const json_t *input, json_t **out)
 	}
 	buf[len] = '\0';
 	if (opt_json_parse(&v, buf, len) < 0) {
-		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed no JSON action or null: %s", prog,
+		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed no JSON action or null (%s)", prog,
 				   opt_error_last());
 		goto done;
 	}
@@ -2049,7 +2049,7 @@ static int check_policy(const struct opt_sync_opts *o)
 		return 0;
 	if (strncmp(p, "exec:", 5) == 0 && p[5])
 		return 0;
-	return opt_error_set(OPT_EINVAL, "unknown conflict policy '%.100s' (replay, keep-remote, fail, exec:PROG)", p);
+	return opt_error_set(OPT_EINVAL, "unknown conflict policy '%s' (replay, keep-remote, fail, exec:PROG)", opt_esc(p));
 }
 
 /* ---- reports in name order ---- */
@@ -2131,7 +2131,7 @@ static int valid_names(const char *const *colls, size_t n)
 
 	for (i = 0; i < n; i++)
 		if (!opt_store_name_valid(colls[i]))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", colls[i]);
+			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(colls[i]));
 	return 0;
 }
 
@@ -2164,7 +2164,7 @@ int opt_sync_pull_url(struct opt_sync *y, const char *name, const char *url, con
 	int rc;
 
 	if (!opt_sync_remote_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", name);
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%s'", opt_esc(name));
 	y->url = url;
 	rc = opt_sync_pull(y, name, colls, n, o);
 	y->url = NULL;
@@ -2176,7 +2176,7 @@ int opt_sync_close_over(struct opt_sync *y, const char *remote, json_t *names, i
 	char stop[REFLEN];
 
 	if (remote && !opt_sync_remote_name_valid(remote))
-		return opt_error_set(OPT_EINVAL, "invalid remote name '%.100s'", remote);
+		return opt_error_set(OPT_EINVAL, "invalid remote name '%s'", opt_esc(remote));
 	/* without a remote: the whole history (no ref is kept there) */
 	if (remote)
 		snprintf(stop, sizeof(stop), REF_REMOTES "%s/", remote);
@@ -3442,7 +3442,7 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 	o = o ? o : &no_opts;
 	for (i = 0; i < ntrust; i++)
 		if (!opt_key_hex_valid(trust[i]))
-			return opt_error_set(OPT_EINVAL, "invalid key '%.80s' (64 hex characters)", trust[i]);
+			return opt_error_set(OPT_EINVAL, "invalid key '%s' (64 hex characters)", opt_esc(trust[i]));
 	if ((rc = check_policy(o)) < 0)
 		return rc;
 	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))

@@ -292,7 +292,8 @@ static int abort_on_primary(struct opt_txn *x, const char *primary, const char *
 		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
 			return rc;
 		if (opt_now_ms() >= deadline)
-			return opt_error_set(OPT_EBUSY, "cannot abort transaction %s on '%s': busy", trx, primary);
+			return opt_error_set(OPT_EBUSY, "collection '%s' is busy (transaction %s expired, and its primary '%s' stays too busy to abort it)",
+					     x->name, trx, primary);
 		opt_sleep_ms(opt_backoff_ms(tries++ < 8 ? tries : 8, 2, 200));
 	}
 }
@@ -359,7 +360,7 @@ static int resolve_head(struct opt_txn *x, const char *trx)
 		return 0;
 	if (d == 0) {
 		if (opt_now_ms() < expires)
-			return opt_error_set(OPT_EBUSY, "collection '%s' has transaction %s in flight", x->name, ptrx);
+			return opt_error_set(OPT_EBUSY, "collection '%s' is busy (transaction %s is in flight)", x->name, ptrx);
 		if ((rc = abort_on_primary(x, primary, ptrx, pbase, &d)) < 0)
 			return rc;
 		if (d == 1)
@@ -531,6 +532,25 @@ done:
 	return rc;
 }
 
+/* The error of collection name when it stayed busy until the deadline:
+ * what held it at the last attempt (rc, and its message, which says
+ * "collection 'NAME' is busy (why)" when it knows why) and how often it
+ * was tried, in one message that does not repeat itself. */
+static int busy_error(const char *name, int rc, int attempts)
+{
+	char pre[OPT_NAME_MAX + 32];
+	const char *last = opt_error_last();
+	int n = snprintf(pre, sizeof(pre), "collection '%s' is busy (", name);
+
+	if (rc == OPT_EBUSY && n > 0 && strncmp(last, pre, (size_t)n) == 0)
+		return opt_error_set(OPT_EBUSY, "%s; gave up after %d attempts", last, attempts);
+	if (rc == OPT_ECONFLICT)
+		return opt_error_set(OPT_EBUSY, "collection '%s' is busy (other writers kept committing first); gave up after %d attempts",
+				     name, attempts);
+	return opt_error_set(OPT_EBUSY, "collection '%s' is busy (%s); gave up after %d attempts", name, last,
+			     attempts);
+}
+
 int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
 		const struct opt_txn_opts *o, struct opt_txn_result *res)
 {
@@ -542,8 +562,8 @@ int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
 	memset(res, 0, sizeof(*res));
 	memset(&x, 0, sizeof(x));
 	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')",
-				     name);
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')",
+				     opt_esc(name));
 	x.s = s;
 	x.name = name;
 	opt_collection_header_id(name, x.header_id);
@@ -556,8 +576,7 @@ int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
 		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
 			return rc;
 		if (opt_now_ms() >= deadline)
-			return opt_error_set(OPT_EBUSY, "collection '%s' is busy: gave up after %d attempts (%s)",
-					     name, res->attempts, opt_error_last());
+			return busy_error(name, rc, res->attempts);
 		if (rc == OPT_ECONFLICT)
 			opt_sleep_ms(opt_backoff_ms(conflicts++ < 8 ? conflicts : 8, 2, 500));
 		else
@@ -591,8 +610,8 @@ int opt_txn_group_new(struct opt_txn_group **out, struct opt_store *s, const cha
 
 	*out = NULL;
 	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')",
-				     name);
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')",
+				     opt_esc(name));
 	g = calloc(1, sizeof(*g));
 	if (!g || !(g->name = strdup(name))) {
 		free(g);
@@ -701,13 +720,14 @@ int opt_txn_group_flush(struct opt_txn_group *g)
 	int64_t deadline = opt_now_ms() + busy_timeout(&g->o);
 	unsigned conflicts = 0;
 	size_t i, commits;
-	int rc;
+	int rc, attempts = 0;
 
 	if (g->err)
 		return opt_error_set(g->err, "%s", g->errmsg);
 	if (g->durable == g->n)
 		return 0;
 	for (;;) {
+		attempts++;
 		/* the transactions that wrote a revision (the others had
 		 * nothing to commit): the store must make exactly these durable */
 		for (commits = 0, i = g->durable; i < g->n; i++)
@@ -724,8 +744,7 @@ int opt_txn_group_flush(struct opt_txn_group *g)
 		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
 			return group_fail(g, rc);
 		if (opt_now_ms() >= deadline)
-			return group_fail(g, opt_error_set(OPT_EBUSY, "collection '%s' is busy: gave up (%s)", g->name,
-							   opt_error_last()));
+			return group_fail(g, busy_error(g->name, rc, attempts));
 		if (rc == OPT_ECONFLICT)
 			opt_sleep_ms(opt_backoff_ms(conflicts++ < 8 ? conflicts : 8, 2, 500));
 		else
@@ -776,7 +795,7 @@ static int step(struct opt_txn *x, struct opt_txn_part *p, const struct opt_txn_
 		if (rc != OPT_ECONFLICT && rc != OPT_EBUSY)
 			return rc;
 		if (opt_now_ms() >= deadline)
-			return opt_error_set(OPT_EBUSY, "collection '%s' is busy: gave up (%s)", p->name, opt_error_last());
+			return busy_error(p->name, rc, p->res.attempts);
 		if (rc == OPT_ECONFLICT)
 			opt_sleep_ms(opt_backoff_ms(conflicts++ < 8 ? conflicts : 8, 2, 500));
 		else
@@ -806,7 +825,7 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 	}
 	for (i = 0; i < n; i++) {
 		if (!opt_store_name_valid(parts[i].name)) {
-			rc = opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", parts[i].name);
+			rc = opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(parts[i].name));
 			goto done;
 		}
 		memset(&parts[i].res, 0, sizeof(parts[i].res));
@@ -930,7 +949,7 @@ int opt_txn_status(struct opt_store *s, const char *trx, json_t **out)
 	*out = NULL;
 	if (!opt_id_valid(trx)) {
 		json_decref(cols);
-		return opt_error_set(OPT_EINVAL, "invalid transaction ID '%.80s'", trx);
+		return opt_error_set(OPT_EINVAL, "invalid transaction ID '%s'", opt_esc(trx));
 	}
 	if ((rc = opt_store_list(s, &names)) < 0) {
 		json_decref(cols);

@@ -220,3 +220,69 @@ void opt_fault(const char *point)
 	kill(getpid(), SIGKILL);
 	_exit(137);
 }
+
+/* The length of the UTF-8 sequence at s that is valid and not a control
+ * character (C1), or 0. */
+static size_t utf8_ok(const unsigned char *s)
+{
+	unsigned c = s[0], v, i;
+	size_t n;
+
+	if (c < 0xC2 || c > 0xF4)
+		return 0;
+	n = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+	v = c & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07);
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xC0) != 0x80)  /* a NUL ends the loop here too */
+			return 0;
+		v = (v << 6) | (s[i] & 0x3F);
+	}
+	if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000) || (v >= 0xD800 && v <= 0xDFFF) || v > 0x10FFFF ||
+	    v < 0xA0)
+		return 0;
+	return n;
+}
+
+const char *opt_esc(const char *s)
+{
+	static _Thread_local char slot[OPT_ESC_SLOTS][4 * OPT_ESC_SHOWN + 4];
+	static _Thread_local unsigned next;
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	char *out = slot[next++ % OPT_ESC_SLOTS], *o = out;
+	size_t shown = 0;
+
+	if (!s)
+		return "(null)";
+	while (*p && shown < OPT_ESC_SHOWN) {
+		size_t n = *p >= 0x80 ? utf8_ok(p) : 0;
+		if (n) {
+			if (shown + n > OPT_ESC_SHOWN)
+				break;
+			memcpy(o, p, n);
+			o += n;
+			p += n;
+			shown += n;
+		} else if (*p >= 0x20 && *p < 0x7f && *p != '\\') {
+			*o++ = (char)*p++;
+			shown++;
+		} else {
+			*o++ = '\\';
+			if (*p == '\\') {
+				*o++ = '\\';
+			} else {
+				*o++ = 'x';
+				*o++ = hex[*p >> 4];
+				*o++ = hex[*p & 15];
+			}
+			p++;
+			shown++;
+		}
+	}
+	if (*p) {
+		memcpy(o, "...", 3);
+		o += 3;
+	}
+	*o = '\0';
+	return out;
+}

@@ -56,6 +56,18 @@ void opt_sha1_final(struct opt_sha1 *c, uint8_t out[20]);
 /* Lowercase hex of len bytes into out (2*len+1 bytes). */
 void opt_hex(char *out, const uint8_t *in, size_t len);
 
+/* Text from outside (an ID, a name, a path, an operand) made safe to
+ * quote in a message: control characters (below 0x20, DEL and the C1
+ * controls U+0080..U+009F), bytes that are not UTF-8 and backslashes are
+ * written as \xNN (a backslash as \\), so that no escape sequence
+ * reaches the terminal; at most OPT_ESC_SHOWN bytes of s are shown, then
+ * "...".  The result lives in one of OPT_ESC_SLOTS thread-local buffers
+ * used in turn: it stays valid for that many more calls (enough for the
+ * arguments of one message).  NULL gives "(null)". */
+#define OPT_ESC_SHOWN 200
+#define OPT_ESC_SLOTS 8
+const char *opt_esc(const char *s);
+
 /* Milliseconds since the Unix epoch. */
 int64_t opt_now_ms(void);
 

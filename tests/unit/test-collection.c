@@ -735,6 +735,44 @@ TEST(value_limit)
 	}
 }
 
+TEST(key_limit)
+{
+	json_t *k, *doc;
+
+	k = string_of(OPT_KEY_MAX - 2, 'a');
+	CHECK(opt_key_check(k) == 0);
+	json_decref(k);
+	k = string_of(OPT_KEY_MAX - 1, 'a');
+	CHECK(opt_key_check(k) == OPT_EINVAL);
+	CHECK(strcmp(opt_error_last(), "the key is 4097 bytes; the limit is 4096 bytes of canonical JSON") == 0);
+	json_decref(k);
+	/* canonical bytes: a control character is six (\u0001) */
+	k = string_of(682, 1);
+	CHECK(opt_key_check(k) == 0);
+	json_decref(k);
+	k = string_of(683, 1);
+	CHECK(opt_key_check(k) == OPT_EINVAL);
+	json_decref(k);
+	/* a composite key counts whole: [1,"..."] is 4 bytes more */
+	k = json_pack("[i,o]", 1, string_of(OPT_KEY_MAX - 6, 'x'));
+	CHECK(opt_key_check(k) == 0);
+	json_decref(k);
+	k = json_pack("[i,o]", 1, string_of(OPT_KEY_MAX - 5, 'x'));
+	CHECK(opt_key_check(k) == OPT_EINVAL);
+	/* in a transaction document too, for a put (a del may name any key) */
+	doc = json_pack("{s:{s:[{s:s,s:O,s:i}]}}", "collections", "t", "type", "put", "key", k, "value", 1);
+	CHECK(opt_txdoc_check(doc) == OPT_EINVAL);
+	json_decref(doc);
+	doc = json_pack("{s:{s:[{s:s,s:O}]}}", "collections", "t", "type", "del", "key", k);
+	CHECK(opt_txdoc_check(doc) == 0);
+	json_decref(doc);
+	json_decref(k);
+	CHECK(opt_key_check(json_null()) == OPT_EINVAL);
+	k = json_real(1.5);
+	CHECK(opt_key_check(k) == 0);
+	json_decref(k);
+}
+
 /* ---- transaction documents ---- */
 
 TEST(txdoc_check)
@@ -1056,6 +1094,7 @@ int main(void)
 	RUN(tree_errors);
 	RUN(diary);
 	RUN(value_limit);
+	RUN(key_limit);
 	RUN(txdoc_check);
 	RUN(txdoc_run);
 	RUN(checkpoint);

@@ -318,6 +318,94 @@ TEST(error_quotes_last)
 	opt_error_clear();
 }
 
+/* A message made from the last message: formatted into a copy, so the
+ * argument is read whole before the buffer it lives in is written. */
+TEST(error_from_last)
+{
+	opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked)", "t");
+	opt_error_set(OPT_EBUSY, "%s; gave up after %d attempts", opt_error_last(), 32);
+	CHECK(strcmp(opt_error_last(), "collection 't' is busy (its ref is locked); gave up after 32 attempts") == 0);
+	CHECK(opt_error_last_code() == OPT_EBUSY);
+	opt_error_set(OPT_EINVAL, "invalid JSON: oops");
+	opt_error_set(OPT_ECONFLICT, "the resolver printed no JSON (%s)", opt_error_last());
+	CHECK(strcmp(opt_error_last(), "the resolver printed no JSON (invalid JSON: oops)") == 0);
+	/* the tail of the last message, too */
+	opt_error_set(OPT_EINVAL, "abcdef");
+	opt_error_set(OPT_EINVAL, "[%s|%s]", opt_error_last() + 3, opt_error_last());
+	CHECK(strcmp(opt_error_last(), "[def|abcdef]") == 0);
+	opt_error_clear();
+}
+
+/* Text from outside, quoted in a message: no control byte, no byte that
+ * is not UTF-8 gets through; UTF-8 does as it is. */
+TEST(esc)
+{
+	char big[1000];
+	const char *a, *b;
+
+	CHECK(strcmp(opt_esc("users"), "users") == 0);
+	CHECK(strcmp(opt_esc("a\x1b[31mb"), "a\\x1b[31mb") == 0);
+	CHECK(strcmp(opt_esc("\a\n\t\x7f"), "\\x07\\x0a\\x09\\x7f") == 0);
+	CHECK(strcmp(opt_esc("back\\slash"), "back\\\\slash") == 0);
+	CHECK(strcmp(opt_esc("caf\xc3\xa9 \xe2\x82\xac"), "caf\xc3\xa9 \xe2\x82\xac") == 0);
+	/* a C1 control (U+009B, CSI), a lone continuation byte, an overlong
+	 * form, a surrogate, a sequence cut short */
+	CHECK(strcmp(opt_esc("\xc2\x9b["), "\\xc2\\x9b[") == 0);
+	CHECK(strcmp(opt_esc("\x80"), "\\x80") == 0);
+	CHECK(strcmp(opt_esc("\xc0\xaf"), "\\xc0\\xaf") == 0);
+	CHECK(strcmp(opt_esc("\xed\xa0\x80"), "\\xed\\xa0\\x80") == 0);
+	CHECK(strcmp(opt_esc("\xe2\x82"), "\\xe2\\x82") == 0);
+	CHECK(strcmp(opt_esc(NULL), "(null)") == 0);
+	CHECK(strcmp(opt_esc(""), "") == 0);
+	/* long text: the first OPT_ESC_SHOWN bytes, then "..." */
+	memset(big, 1, sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	a = opt_esc(big);
+	CHECK(strlen(a) == 4 * OPT_ESC_SHOWN + 3 && strcmp(a + 4 * OPT_ESC_SHOWN, "...") == 0);
+	memset(big, 'x', sizeof(big) - 1);
+	a = opt_esc(big);
+	CHECK(strlen(a) == OPT_ESC_SHOWN + 3);
+	/* the buffers are used in turn: the arguments of one message differ */
+	a = opt_esc("one");
+	b = opt_esc("two");
+	CHECK(strcmp(a, "one") == 0 && strcmp(b, "two") == 0);
+}
+
+/* A number that underflows to 0 is refused as one that overflows is. */
+TEST(underflow)
+{
+	static const char *const bad[] = {
+		"1e-400", "-1e-400", "[0, 1E-999]", "{\"a\":{\"b\":2e-324}}", "0.00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001",
+	};
+	static const char *const good[] = {
+		"0.0", "-0.0", "0e-400", "[\"1e-400\", 0.0]", "4.9e-324", "1e-310", "{\"1e-400\":0E0}",
+	};
+	json_t *v;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		CHECK(opt_json_parse(&v, bad[i], strlen(bad[i])) == OPT_EINVAL);
+		CHECK(v == NULL);
+		CHECK(strstr(opt_error_last(), "invalid JSON: real number underflow near '") != NULL);
+	}
+	for (i = 0; i < sizeof(good) / sizeof(*good); i++) {
+		CHECK(opt_json_parse(&v, good[i], strlen(good[i])) == 0);
+		json_decref(v);
+	}
+	{
+		char in[] = "{\"a\":1}\n{\"a\":[1e-400]}\n";
+		FILE *f = fmemopen(in, strlen(in), "r");
+		struct opt_jsonl *r;
+		CHECK(f && opt_jsonl_open(&r, f) == 0);
+		CHECK(opt_jsonl_next(r, &v) == 1);
+		json_decref(v);
+		CHECK(opt_jsonl_next(r, &v) == OPT_EINVAL);
+		CHECK(strcmp(opt_error_last(), "line 2: invalid JSON: real number underflow near '1e-400'") == 0);
+		opt_jsonl_free(r);
+		fclose(f);
+	}
+}
+
 int main(void)
 {
 	opt_util_init();
@@ -332,5 +420,8 @@ int main(void)
 	RUN(jsonl_large);
 	RUN(backoff);
 	RUN(error_quotes_last);
+	RUN(error_from_last);
+	RUN(esc);
+	RUN(underflow);
 	return DONE();
 }
