@@ -515,7 +515,7 @@ int opt_txdoc_check(const json_t *doc)
 {
 	const json_t *cols, *acts;
 	const char *name;
-	int err;
+	int err, rc;
 
 	if (!json_is_object(doc))
 		return opt_error_set(OPT_EINVAL, "a transaction is an object {\"collections\": {NAME: [actions]}}");
@@ -527,8 +527,8 @@ int opt_txdoc_check(const json_t *doc)
 			return opt_error_set(OPT_EINVAL, "unknown member '%.80s' in the transaction", name);
 	}
 	json_object_foreach((json_t *)cols, name, acts) {
-		if (!opt_store_name_valid(name))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+		if ((rc = opt_store_name_check(name)) < 0)
+			return rc;
 		if (!action_type_of(acts, name, &err))
 			return err;
 	}

@@ -350,31 +350,65 @@ static int global_init(void)
 	return 0;
 }
 
-int opt_store_name_valid(const char *name)
+/* What is wrong with name as a collection name (a static text, or the
+ * character in bad), or NULL when nothing is. */
+static const char *name_problem(const char *name, char bad[8])
 {
 	size_t n, start = 0, i;
 
-	if (!name)
-		return 0;
+	if (!name || !*name)
+		return "it is empty";
 	n = strlen(name);
-	if (n == 0 || n > OPT_NAME_MAX)
-		return 0;
+	if (n > OPT_NAME_MAX)
+		return "longer than 200 characters";
 	for (i = 0; i <= n; i++) {
 		char c = name[i];
 		if (c == '/' || c == '\0') {
 			size_t len = i - start;
-			if (len == 0 || name[start] == '.' || name[start] == '-')
-				return 0;
+			if (len == 0)
+				return "an empty component";
+			if (name[start] == '.')
+				return "a component begins with '.'";
+			if (name[start] == '-')
+				return "a component begins with '-'";
 			if (len >= 5 && strncmp(name + i - 5, ".lock", 5) == 0)
-				return 0;
+				return "a component ends with '.lock'";
+			if (name[i - 1] == '.')
+				return "a component ends with '.'";
 			start = i + 1;
 			continue;
 		}
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return 0;
+		if (c == '.' && name[i + 1] == '.')
+			return "'..' is not allowed";
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		      c == '_' || c == '-')) {
+			char one[2] = { c, 0 };
+			opt_escape(bad, 8, one);
+			return NULL;
+		}
 	}
-	return strstr(name, "..") == NULL;
+	return NULL;
+}
+
+int opt_store_name_check(const char *name)
+{
+	char bad[8] = "", esc[4 * 100 + 8];
+	const char *why = name_problem(name, bad);
+
+	if (!why && !bad[0])
+		return 0;
+	opt_escape(esc, sizeof(esc), name ? name : "");
+	if (why)
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%s': %s", esc, why);
+	return opt_error_set(OPT_EINVAL, "invalid collection name '%s': '%s' is not allowed (use letters, digits, "
+			     "'.', '_', '-' and '/')", esc, bad);
+}
+
+int opt_store_name_valid(const char *name)
+{
+	char bad[8] = "";
+
+	return !name_problem(name, bad) && !bad[0];
 }
 
 void opt_collection_header_id(const char *name, char out[OPT_ID_LEN + 1])
@@ -720,8 +754,10 @@ int opt_store_repack(struct opt_store *s)
 
 static int ref_name(char *buf, size_t n, const char *name)
 {
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+	int rc;
+
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
 	snprintf(buf, n, REF_PREFIX "%s", name);
 	return 0;
 }
@@ -996,10 +1032,11 @@ int opt_snap_open_commit(struct opt_snap **out, struct opt_store *s, const char 
 {
 	git_oid id;
 	git_commit *c = NULL;
+	int rc;
 
 	*out = NULL;
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
 	if (git_oid_fromstr(&id, commit) < 0)
 		return opt_error_set(OPT_EINVAL, "invalid commit ID '%.50s'", commit);
 	if (s_commit_lookup(s, &c, &id) < 0)
@@ -1965,8 +2002,8 @@ int opt_store_group_begin(struct opt_store *s, const char *name)
 
 	if (s->gpack)
 		return opt_error_set(OPT_EINVAL, "a group commit is already open");
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", name);
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
 	if (!s->mempack) {
 		if (git_mempack_new(&s->mempack) < 0 || git_odb_add_backend(s->odb, s->mempack, 1000) < 0) {
 			s->mempack = NULL;

@@ -47,9 +47,18 @@ void opt_store_free(struct opt_store *s);
 /* The store's directory (borrowed). */
 const char *opt_store_path(const struct opt_store *s);
 
-/* 1 if name is a valid collection name: 1..OPT_NAME_MAX characters of
- * A-Z a-z 0-9 . _ - and '/', with no empty, "." or ".."-led component and
- * no component ending in ".lock". */
+/* Collection names.  A name is 1..OPT_NAME_MAX characters: components
+ * separated by single '/', each made of A-Z a-z 0-9 '.' '_' '-', not
+ * beginning with '.' or '-' and not ending with '.' or ".lock" (so no
+ * "..", no '/' at either end).  Every such name is a valid git ref name
+ * under refs/opt/collections/.  One rule, checked by every function that
+ * takes a name; opt_store_name_check says what is wrong. */
+
+/* 0 if name is a valid collection name, else OPT_EINVAL with the message
+ * "invalid collection name 'NAME': WHY" (NAME escaped by opt_escape). */
+int opt_store_name_check(const char *name);
+
+/* 1 if name is a valid collection name, 0 if not (no message). */
 int opt_store_name_valid(const char *name);
 
 /* The deterministic ID of a collection's header block. */

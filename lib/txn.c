@@ -541,9 +541,8 @@ int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
 
 	memset(res, 0, sizeof(*res));
 	memset(&x, 0, sizeof(x));
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')",
-				     name);
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
 	x.s = s;
 	x.name = name;
 	opt_collection_header_id(name, x.header_id);
@@ -587,9 +586,8 @@ int opt_txn_group_new(struct opt_txn_group **out, struct opt_store *s, const cha
 	int rc;
 
 	*out = NULL;
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%.100s' (use letters, digits, '.', '_', '-' and '/')",
-				     name);
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
 	g = calloc(1, sizeof(*g));
 	if (!g || !(g->name = strdup(name))) {
 		free(g);
@@ -761,10 +759,8 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 		return opt_error_set(OPT_EIO, "out of memory");
 	}
 	for (i = 0; i < n; i++) {
-		if (!opt_store_name_valid(parts[i].name)) {
-			rc = opt_error_set(OPT_EINVAL, "invalid collection name '%.100s'", parts[i].name);
+		if ((rc = opt_store_name_check(parts[i].name)) < 0)
 			goto done;
-		}
 		memset(&parts[i].res, 0, sizeof(parts[i].res));
 		memcpy(parts[i].res.trx, trx, sizeof(parts[i].res.trx));
 		v[i] = &parts[i];

@@ -106,6 +106,48 @@ void opt_hex(char *out, const uint8_t *in, size_t len)
 	out[2 * len] = '\0';
 }
 
+/* The escape of byte c into e: its length. */
+static size_t escape_byte(unsigned char c, char e[4])
+{
+	static const char hx[] = "0123456789abcdef";
+
+	if (c == '\\') {
+		e[0] = e[1] = '\\';
+		return 2;
+	}
+	if (c >= 0x20 && c < 0x7f) {
+		e[0] = (char)c;
+		return 1;
+	}
+	e[0] = '\\';
+	e[1] = 'x';
+	e[2] = hx[c >> 4];
+	e[3] = hx[c & 15];
+	return 4;
+}
+
+void opt_escape(char *out, size_t n, const char *s)
+{
+	size_t o = 0, all = 0, k;
+	const char *p;
+	char e[4];
+
+	for (p = s; *p; p++)
+		all += escape_byte((unsigned char)*p, e);
+	for (p = s; *p; p++) {
+		k = escape_byte((unsigned char)*p, e);
+		/* when it does not all fit, keep room for "..." */
+		if (all >= n && o + k + 3 >= n) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		memcpy(out + o, e, k);
+		o += k;
+	}
+	out[o] = '\0';
+}
+
 /* SHA-256 is OpenSSL's, not libsodium's: it uses the CPU's SHA
  * extensions where there are some (1.7 GB/s against 0.3 GB/s here), and
  * every block and log entry is hashed.  The low-level API is deprecated in

@@ -56,6 +56,11 @@ void opt_sha1_final(struct opt_sha1 *c, uint8_t out[20]);
 /* Lowercase hex of len bytes into out (2*len+1 bytes). */
 void opt_hex(char *out, const uint8_t *in, size_t len);
 
+/* Text s (a name from input or from a peer) for a message: printable
+ * ASCII as it is, '\\' as "\\\\", every other byte as "\\xNN"; cut to fit
+ * the n bytes of out (NUL included, n >= 8), ending in "..." when cut. */
+void opt_escape(char *out, size_t n, const char *s);
+
 /* Milliseconds since the Unix epoch. */
 int64_t opt_now_ms(void);
 

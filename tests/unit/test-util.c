@@ -24,6 +24,29 @@ TEST(base32_roundtrip)
 	CHECK(opt_base32_decode(back, sizeof(back), "a1", 2) == -1);
 }
 
+/* Names for messages: control characters, '\\' and non-ASCII bytes as
+ * escapes; cut with "..." to fit, never in the middle of an escape. */
+TEST(escape)
+{
+	char out[64], small[8];
+	size_t n;
+
+	opt_escape(out, sizeof(out), "a b\tc\\d\x1b\xc3\xa9");
+	CHECK(strcmp(out, "a b\\x09c\\\\d\\x1b\\xc3\\xa9") == 0);
+	opt_escape(small, sizeof(small), "abcdefg");
+	CHECK(strcmp(small, "abcdefg") == 0);
+	opt_escape(small, sizeof(small), "abcdefgh");
+	CHECK(strcmp(small, "abcd...") == 0);
+	opt_escape(small, sizeof(small), "\x01\x02\x03");
+	CHECK(strcmp(small, "\\x01...") == 0);
+	for (n = 8; n < 20; n++) {
+		char buf[20];
+		memset(buf, 'X', sizeof(buf));
+		opt_escape(buf, n, "\x01\x02\x03\x04\x05\x06");
+		CHECK(strlen(buf) < n);
+	}
+}
+
 TEST(ids)
 {
 	char a[OPT_ID_LEN + 1], b[OPT_ID_LEN + 1];
@@ -310,6 +333,7 @@ int main(void)
 {
 	opt_util_init();
 	RUN(base32_roundtrip);
+	RUN(escape);
 	RUN(ids);
 	RUN(sha);
 	RUN(canonical_json);
