@@ -762,6 +762,61 @@ static int ref_name(char *buf, size_t n, const char *name)
 	return 0;
 }
 
+int opt_store_name_clash(struct opt_store *s, const char *name, char other[OPT_NAME_MAX + 1])
+{
+	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX + 2];
+	git_reference_iterator *it = NULL;
+	const char *found;
+	size_t i, pl = strlen(REF_PREFIX);
+	git_oid id;
+	int rc;
+
+	other[0] = '\0';
+	if ((rc = ref_name(ref, sizeof(ref), name)) < 0)
+		return rc;
+	/* a collection whose name is name's up to a '/' */
+	for (i = pl; ref[i]; i++) {
+		if (ref[i] != '/')
+			continue;
+		ref[i] = '\0';
+		rc = git_reference_name_to_id(&id, s->repo, ref);
+		ref[i] = '/';
+		if (rc == 0) {
+			snprintf(other, OPT_NAME_MAX + 1, "%.*s", (int)(i - pl), ref + pl);
+			return 1;
+		}
+		if (rc != GIT_ENOTFOUND)
+			return opt_git_fail(OPT_EIO, "cannot read collection ref");
+		git_error_clear();
+	}
+	/* a collection whose name begins with name and '/' */
+	strcat(ref, "/*");
+	if (git_reference_iterator_glob_new(&it, s->repo, ref) < 0)
+		return opt_git_fail(OPT_EIO, "cannot list collections");
+	rc = git_reference_next_name(&found, it);
+	if (rc == 0) {
+		snprintf(other, OPT_NAME_MAX + 1, "%s", found + pl);
+		rc = 1;
+	} else if (rc == GIT_ITEROVER) {
+		git_error_clear();
+		rc = 0;
+	} else {
+		rc = opt_git_fail(OPT_EIO, "cannot list collections");
+	}
+	git_reference_iterator_free(it);
+	return rc;
+}
+
+int opt_store_check_new(struct opt_store *s, const char *name)
+{
+	char other[OPT_NAME_MAX + 1];
+	int rc = opt_store_name_clash(s, name, other);
+
+	if (rc <= 0)
+		return rc;
+	return opt_error_set(OPT_EINVAL, "collection '%s' cannot be created: collection '%s' exists", name, other);
+}
+
 static char *trailer_value(const char *msg, const char *key)
 {
 	size_t kl = strlen(key);
@@ -834,7 +889,15 @@ int opt_store_decision_at(struct opt_store *s, const char *primary, const char *
 	*out = 0;
 	rc = snap_open_raw(&snap, s, primary, 0);
 	if (rc == OPT_ENOTFOUND) {
+		char other[OPT_NAME_MAX + 1];
 		opt_error_clear();
+		/* a primary that cannot be created while a collection whose name
+		 * clashes with its own exists (which is never removed) can hold
+		 * neither the decision nor an abort record: aborted */
+		if ((rc = opt_store_name_clash(s, primary, other)) < 0)
+			return rc;
+		if (rc == 1)
+			*out = -1;
 		return 0;
 	}
 	if (rc < 0)
@@ -1882,6 +1945,20 @@ static void break_stale_lock(struct opt_store *s, const char *ref)
 		unlink(path);
 }
 
+/* libgit2 could not create the ref of collection name: a collection whose
+ * name clashes with it came since the check (OPT_EINVAL, saying so), or
+ * another failure (OPT_EIO, libgit2's words). */
+static int create_failed(struct opt_store *s, const char *name)
+{
+	char msg[1024];
+
+	opt_git_fail(OPT_EIO, "cannot update collection ref");
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	if (opt_store_check_new(s, name) == OPT_EINVAL)
+		return OPT_EINVAL;
+	return opt_error_set(OPT_EIO, "%s", msg);
+}
+
 int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *base,
 		     struct opt_tracker *t, const struct opt_commit_info *info, long *rev)
 {
@@ -1977,7 +2054,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		goto done;
 	}
 	if (grc < 0) {
-		rc = opt_git_fail(OPT_EIO, "cannot update collection ref");
+		rc = base ? opt_git_fail(OPT_EIO, "cannot update collection ref") : create_failed(s, name);
 		goto done;
 	}
 	if (rev)
@@ -2062,7 +2139,7 @@ int opt_store_group_flush(struct opt_store *s)
 		break_stale_lock(s, ref);
 		rc = opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
 	} else if (grc < 0)
-		rc = opt_git_fail(OPT_EIO, "cannot update collection ref");
+		rc = s->gcreate ? create_failed(s, name) : opt_git_fail(OPT_EIO, "cannot update collection ref");
 reopen:
 	/* start over with an empty group either way */
 	opt_store_group_end(s);

@@ -61,6 +61,18 @@ int opt_store_name_check(const char *name);
 /* 1 if name is a valid collection name, 0 if not (no message). */
 int opt_store_name_valid(const char *name);
 
+/* Names clash when one is the other followed by '/' and more ('p/q' and
+ * 'p/q/r'): git cannot hold a ref and a directory of refs of the same
+ * name, so of two such collections only one can exist in a store.
+ * 1 when a collection of the store clashes with the (valid) name, its
+ * name in other; 0 when none does; <0 on failure. */
+int opt_store_name_clash(struct opt_store *s, const char *name, char other[OPT_NAME_MAX + 1]);
+
+/* 0 when collection name could be created beside the store's collections,
+ * else OPT_EINVAL "collection 'NAME' cannot be created: collection 'OTHER'
+ * exists" (or another failure). */
+int opt_store_check_new(struct opt_store *s, const char *name);
+
 /* The deterministic ID of a collection's header block. */
 void opt_collection_header_id(const char *name, char out[OPT_ID_LEN + 1]);
 /* The header block's ID of snap's collection (computed once per snapshot;

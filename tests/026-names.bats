@@ -83,3 +83,107 @@ first_err() { printf '%s\n' "$stderr" | head -n 1; }
 	assert_success
 	fsck_ok
 }
+
+# ---- names that clash ----
+
+@test "a collection cannot be created where its name is a prefix of another's, or another's is a prefix of its own" {
+	local before
+	opt-tree put p/q k 1 >/dev/null
+	before=$(refs)
+	run --separate-stderr opt-block put -c p/q/r <<<"{\"header\":{\"id\":\"$A\"}}"
+	assert_failure 2
+	assert_equal "$stderr" "opt-block: collection 'p/q/r' cannot be created: collection 'p/q' exists"
+	run --separate-stderr opt-block transform -c p/q/r <<<"{\"inserts\":{\"$A\":{\"header\":{\"id\":\"$A\",\"type\":\"t\"}}}}"
+	assert_failure 2
+	[[ $stderr == *"collection 'p/q/r' cannot be created: collection 'p/q' exists"* ]] || fail "$stderr"
+	run --separate-stderr opt-tree put p k 1
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: collection 'p' cannot be created: collection 'p/q' exists"
+	run --separate-stderr opt-diary append p/q/r/s 1
+	assert_failure 2
+	assert_equal "$stderr" "opt-diary: collection 'p/q/r/s' cannot be created: collection 'p/q' exists"
+	run --separate-stderr opt-tree put p/q/r <<<'{"key":"k","value":1}'
+	assert_failure 2
+	[ "$(refs)" = "$before" ]
+	# the existing one and unrelated ones are fine
+	run opt-tree put p/q k 2
+	assert_success
+	run opt-tree put p/qr k 1
+	assert_success
+	run opt-tree put p-q/r k 1
+	assert_success
+	fsck_ok
+}
+
+@test "opt-log commit: a clash with an existing collection is refused before anything is written" {
+	local before
+	opt-tree put p/q k 1 >/dev/null
+	opt-tree put aa k 1 >/dev/null
+	before=$(refs)
+	run --separate-stderr opt-log commit <<<'{"collections": {"aa": [{"type": "put", "key": "k", "value": 2}], "p/q/r": [{"type": "put", "key": "k", "value": 1}]}}'
+	assert_failure 2
+	[ -z "$output" ]
+	assert_equal "$stderr" "opt-log: collection 'p/q/r' cannot be created: collection 'p/q' exists"
+	# no pending revision was left on aa: its next writer goes through at once
+	[ "$(refs)" = "$before" ]
+	run env OPT_BUSY_TIMEOUT=2000 opt-tree put aa k 3
+	assert_success
+	run opt-tree get aa k
+	assert_output '{"key":"k","value":3}'
+	# and the other way round: 'p' while 'p/q' exists
+	run --separate-stderr opt-log commit <<<'{"collections": {"aa": [{"type": "put", "key": "k", "value": 4}], "p": [{"type": "append", "entry": 1}]}}'
+	assert_failure 2
+	[[ $stderr == *"collection 'p' cannot be created: collection 'p/q' exists"* ]] || fail "$stderr"
+	run opt-tree get aa k
+	assert_output '{"key":"k","value":3}'
+	run opt-log verify
+	assert_success
+	fsck_ok
+}
+
+@test "opt-log commit: two new collections of one transaction that clash are refused" {
+	local before
+	before=$(refs)
+	run --separate-stderr opt-log commit <<<'{"collections": {"x": [{"type": "put", "key": "k", "value": 1}], "x-y": [{"type": "put", "key": "k", "value": 1}], "x/y": [{"type": "put", "key": "k", "value": 1}]}}'
+	assert_failure 2
+	[[ $stderr == *"collections 'x' and 'x/y' cannot both exist"* ]] || fail "$stderr"
+	[ "$(refs)" = "$before" ]
+	# --each: the documents before it stay committed, the one that clashes is refused
+	run --separate-stderr opt-log commit --each <<<'{"collections": {"m": [{"type": "put", "key": "k", "value": 1}]}}
+{"collections": {"n": [{"type": "put", "key": "k", "value": 1}], "m/n": [{"type": "put", "key": "k", "value": 1}]}}'
+	assert_failure 2
+	assert_equal "$stderr" "opt-log: collection 'm/n' cannot be created: collection 'm' exists"
+	[ "$(jq -c .collections <<<"$output")" = '{"m":1}' ]
+	run opt-tree get m k
+	assert_success
+	run opt-tree get n k
+	assert_failure 1
+}
+
+@test "a transaction left pending on 'aa' whose primary can no longer be created is aborted by the next writer" {
+	local trx
+	# killed after its pend on aa, before its decision on p/q/r
+	run env OPT_TXN_TTL=100 OPT_TEST_CRASH=txn:pended opt-log commit <<<'{"collections": {"aa": [{"type": "put", "key": "k", "value": 1}], "p/q/r": [{"type": "put", "key": "k", "value": 1}]}}'
+	[ "$status" -eq 137 ]
+	trx=$(git --git-dir="$OPT_STORE" cat-file commit refs/opt/collections/aa | sed -n 's/^Opt-Trx: //p')
+	# meanwhile p/q came: p/q/r, the primary, can never be created now
+	opt-tree put p/q k 1 >/dev/null
+	sleep 0.2
+	run opt-log status "$trx"
+	assert_success
+	assert_equal "$(jq -r .status <<<"$output")" aborted
+	# readers do not see it; the next writer of aa reverts it and goes on
+	run opt-tree get aa k
+	assert_failure 1
+	run --separate-stderr env OPT_BUSY_TIMEOUT=3000 opt-tree put aa k 2
+	assert_success
+	run opt-tree get aa k
+	assert_output '{"key":"k","value":2}'
+	assert_equal "$(opt-log show aa | jq -c '[.rev, .status, .revert]' | tr '\n' ' ')" \
+		'[1,"pending",null] [2,"aborted",1] [3,null,null] '
+	run opt-tree put aa k 3
+	assert_success
+	run opt-log verify
+	assert_success
+	fsck_ok
+}
