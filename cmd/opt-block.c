@@ -48,8 +48,8 @@ static int need_coll(struct cmd *c, const char **out)
 	*out = cmd_get(c, "collection");
 	if (!*out)
 		return cmd_usage(c, "the collection is required (-c COLL)");
-	if (!opt_store_name_valid(*out))
-		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", opt_esc(*out));
+	if (opt_store_name_check(*out) < 0)
+		return cmd_usage(c, "%s", opt_error_last());
 	return 0;
 }
 
@@ -65,8 +65,8 @@ static int colls(struct cmd *c, json_t **out)
 	int rc;
 
 	if (coll) {
-		if (!opt_store_name_valid(coll))
-			return cmd_usage(c, "invalid collection name '%s'", opt_esc(coll));
+		if (opt_store_name_check(coll) < 0)
+			return cmd_usage(c, "%s", opt_error_last());
 		*out = json_pack("[s]", coll);
 		return 0;
 	}

@@ -49,8 +49,8 @@ static int need_name(struct cmd *c, const char **out)
 	if (c->npos < 1)
 		return cmd_usage(c, "the diary name is required");
 	*out = c->pos[0];
-	if (!opt_store_name_valid(*out))
-		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", opt_esc(*out));
+	if (opt_store_name_check(*out) < 0)
+		return cmd_usage(c, "%s", opt_error_last());
 	return 0;
 }
 

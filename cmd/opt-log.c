@@ -29,8 +29,8 @@ static const struct cmd_opt opts_none[] = {
 
 static int check_name(struct cmd *c, const char *name)
 {
-	if (!opt_store_name_valid(name))
-		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", opt_esc(name));
+	if (opt_store_name_check(name) < 0)
+		return cmd_usage(c, "%s", opt_error_last());
 	return 0;
 }
 
@@ -382,8 +382,8 @@ static int do_checkpoint(struct cmd *c)
 
 	if (c->npos != 1)
 		return cmd_usage(c, "checkpoint takes one collection name");
-	if (!opt_store_name_valid(c->pos[0]))
-		return cmd_usage(c, "invalid collection name '%s'", opt_esc(c->pos[0]));
+	if (opt_store_name_check(c->pos[0]) < 0)
+		return cmd_usage(c, "%s", opt_error_last());
 	if ((st = cmd_long(c, "upto", 0, 1, &upto)))
 		return st;
 	if ((st = cmd_store(c, 0)))

@@ -151,9 +151,8 @@ static int check_colls(struct cmd *c, int from)
 	int i;
 
 	for (i = from; i < c->npos; i++)
-		if (!opt_store_name_valid(c->pos[i]))
-			return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')",
-					 opt_esc(c->pos[i]));
+		if (opt_store_name_check(c->pos[i]) < 0)
+			return cmd_usage(c, "%s", opt_error_last());
 	return 0;
 }
 

@@ -55,8 +55,8 @@ static int need_name(struct cmd *c, const char **name)
 	if (c->npos < 1)
 		return cmd_usage(c, "the tree's name is required");
 	*name = c->pos[0];
-	if (!opt_store_name_valid(*name))
-		return cmd_usage(c, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')", opt_esc(*name));
+	if (opt_store_name_check(*name) < 0)
+		return cmd_usage(c, "%s", opt_error_last());
 	return 0;
 }
 

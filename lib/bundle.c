@@ -766,8 +766,8 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 
 	tmp[0] = 0;
 	for (i = 0; i < n; i++)
-		if (!opt_store_name_valid(colls[i]))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(colls[i]));
+		if ((rc = opt_store_name_check(colls[i])) < 0)
+			return rc;
 	if (since && !opt_sync_remote_name_valid(since))
 		return opt_error_set(OPT_EINVAL, "invalid remote name '%s'", opt_esc(since));
 	if (git_repository_open_ext(&repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
@@ -913,10 +913,11 @@ int opt_bundle_ls(const char *path, const struct opt_sync_opts *o)
 static int check_named(const struct opt_bundle *b, const char *const *colls, size_t n)
 {
 	size_t i;
+	int rc;
 
 	for (i = 0; i < n; i++) {
-		if (!opt_store_name_valid(colls[i]))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(colls[i]));
+		if ((rc = opt_store_name_check(colls[i])) < 0)
+			return rc;
 		if (!opt_bundle_head(b, colls[i]))
 			return opt_error_set(OPT_ENOTFOUND, "bundle '%s' has no collection '%s'", b->path, colls[i]);
 	}

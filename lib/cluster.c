@@ -361,8 +361,8 @@ int opt_cluster_where(struct opt_cluster *c, const char *coll, json_t **out)
 	*out = NULL;
 	if ((rc = need_peers(c)) < 0)
 		return rc;
-	if (!opt_store_name_valid(coll))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(coll));
+	if ((rc = opt_store_name_check(coll)) < 0)
+		return rc;
 	k = place(c, coll, idx);
 	peers = json_array();
 	for (i = 0; peers && i < k; i++)

@@ -546,7 +546,7 @@ int opt_txdoc_check(const json_t *doc)
 {
 	const json_t *cols, *acts;
 	const char *name;
-	int err;
+	int err, rc;
 
 	if (!json_is_object(doc))
 		return opt_error_set(OPT_EINVAL, "a transaction is an object {\"collections\": {NAME: [actions]}}");
@@ -558,8 +558,8 @@ int opt_txdoc_check(const json_t *doc)
 			return opt_error_set(OPT_EINVAL, "unknown member '%s' in the transaction", opt_esc(name));
 	}
 	json_object_foreach((json_t *)cols, name, acts) {
-		if (!opt_store_name_valid(name))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(name));
+		if ((rc = opt_store_name_check(name)) < 0)
+			return rc;
 		if (!action_type_of(acts, name, &err))
 			return err;
 	}

@@ -353,31 +353,66 @@ static int global_init(void)
 	return 0;
 }
 
-int opt_store_name_valid(const char *name)
+/* What is wrong with name as a collection name (a static text, or the
+ * character in bad), or NULL when nothing is. */
+static const char *name_problem(const char *name, char bad[8])
 {
 	size_t n, start = 0, i;
 
-	if (!name)
-		return 0;
+	if (!name || !*name)
+		return "it is empty";
 	n = strlen(name);
-	if (n == 0 || n > OPT_NAME_MAX)
-		return 0;
+	if (n > OPT_NAME_MAX)
+		return "longer than 200 characters";
 	for (i = 0; i <= n; i++) {
 		char c = name[i];
 		if (c == '/' || c == '\0') {
 			size_t len = i - start;
-			if (len == 0 || name[start] == '.' || name[start] == '-')
-				return 0;
+			if (len == 0)
+				return "an empty component";
+			if (name[start] == '.')
+				return "a component begins with '.'";
+			if (name[start] == '-')
+				return "a component begins with '-'";
 			if (len >= 5 && strncmp(name + i - 5, ".lock", 5) == 0)
-				return 0;
+				return "a component ends with '.lock'";
+			if (name[i - 1] == '.')
+				return "a component ends with '.'";
 			start = i + 1;
 			continue;
 		}
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return 0;
+		if (c == '.' && name[i + 1] == '.')
+			return "'..' is not allowed";
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		      c == '_' || c == '-')) {
+			char one[2] = { c, 0 };
+			snprintf(bad, 8, "%s", opt_esc(one));
+			return NULL;
+		}
 	}
-	return strstr(name, "..") == NULL;
+	return NULL;
+}
+
+int opt_store_name_check(const char *name)
+{
+	char bad[8] = "";
+	const char *why = name_problem(name, bad);
+	const char *esc;
+
+	if (!why && !bad[0])
+		return 0;
+	esc = opt_esc(name ? name : "");
+	if (why)
+		return opt_error_set(OPT_EINVAL, "invalid collection name '%s': %s", esc, why);
+	return opt_error_set(OPT_EINVAL, "invalid collection name '%s': '%s' is not allowed (use letters, digits, "
+			     "'.', '_', '-' and '/')", esc, bad);
+}
+
+int opt_store_name_valid(const char *name)
+{
+	char bad[8] = "";
+
+	return !name_problem(name, bad) && !bad[0];
 }
 
 void opt_collection_header_id(const char *name, char out[OPT_ID_LEN + 1])
@@ -723,10 +758,67 @@ int opt_store_repack(struct opt_store *s)
 
 static int ref_name(char *buf, size_t n, const char *name)
 {
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", name);
-	snprintf(buf, n, REF_PREFIX "%s", opt_esc(name));
+	int rc;
+
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
+	snprintf(buf, n, REF_PREFIX "%s", name);
 	return 0;
+}
+
+int opt_store_name_clash(struct opt_store *s, const char *name, char other[OPT_NAME_MAX + 1])
+{
+	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX + 2];
+	git_reference_iterator *it = NULL;
+	const char *found;
+	size_t i, pl = strlen(REF_PREFIX);
+	git_oid id;
+	int rc;
+
+	other[0] = '\0';
+	if ((rc = ref_name(ref, sizeof(ref), name)) < 0)
+		return rc;
+	/* a collection whose name is name's up to a '/' */
+	for (i = pl; ref[i]; i++) {
+		if (ref[i] != '/')
+			continue;
+		ref[i] = '\0';
+		rc = git_reference_name_to_id(&id, s->repo, ref);
+		ref[i] = '/';
+		if (rc == 0) {
+			snprintf(other, OPT_NAME_MAX + 1, "%.*s", (int)(i - pl), ref + pl);
+			return 1;
+		}
+		if (rc != GIT_ENOTFOUND)
+			return opt_git_fail(OPT_EIO, "cannot read collection ref");
+		git_error_clear();
+	}
+	/* a collection whose name begins with name and '/' */
+	strcat(ref, "/*");
+	if (git_reference_iterator_glob_new(&it, s->repo, ref) < 0)
+		return opt_git_fail(OPT_EIO, "cannot list collections");
+	rc = git_reference_next_name(&found, it);
+	if (rc == 0) {
+		snprintf(other, OPT_NAME_MAX + 1, "%s", found + pl);
+		rc = 1;
+	} else if (rc == GIT_ITEROVER) {
+		git_error_clear();
+		rc = 0;
+	} else {
+		rc = opt_git_fail(OPT_EIO, "cannot list collections");
+	}
+	git_reference_iterator_free(it);
+	return rc;
+}
+
+int opt_store_check_new(struct opt_store *s, const char *name)
+{
+	char other[OPT_NAME_MAX + 1];
+	int rc = opt_store_name_clash(s, name, other);
+
+	if (rc <= 0)
+		return rc;
+	return opt_error_set(OPT_EINVAL, "collection '%s' cannot be created: collection '%s' exists", name, other);
 }
 
 static char *trailer_value(const char *msg, const char *key)
@@ -801,7 +893,15 @@ int opt_store_decision_at(struct opt_store *s, const char *primary, const char *
 	*out = 0;
 	rc = snap_open_raw(&snap, s, primary, 0);
 	if (rc == OPT_ENOTFOUND) {
+		char other[OPT_NAME_MAX + 1];
 		opt_error_clear();
+		/* a primary that cannot be created while a collection whose name
+		 * clashes with its own exists (which is never removed) can hold
+		 * neither the decision nor an abort record: aborted */
+		if ((rc = opt_store_name_clash(s, primary, other)) < 0)
+			return rc;
+		if (rc == 1)
+			*out = -1;
 		return 0;
 	}
 	if (rc < 0)
@@ -999,10 +1099,11 @@ int opt_snap_open_commit(struct opt_snap **out, struct opt_store *s, const char 
 {
 	git_oid id;
 	git_commit *c = NULL;
+	int rc;
 
 	*out = NULL;
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(name));
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
 	if (git_oid_fromstr(&id, commit) < 0)
 		return opt_error_set(OPT_EINVAL, "invalid commit ID '%s'", opt_esc(commit));
 	if (s_commit_lookup(s, &c, &id) < 0)
@@ -1874,6 +1975,20 @@ static void group_drop(struct opt_store *s)
 		git_mempack_reset(s->mempack);
 }
 
+/* libgit2 could not create the ref of collection name: a collection whose
+ * name clashes with it came since the check (OPT_EINVAL, saying so), or
+ * another failure (OPT_EIO, libgit2's words). */
+static int create_failed(struct opt_store *s, const char *name)
+{
+	char msg[1024];
+
+	opt_git_fail(OPT_EIO, "cannot update collection ref");
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	if (opt_store_check_new(s, name) == OPT_EINVAL)
+		return OPT_EINVAL;
+	return opt_error_set(OPT_EIO, "%s", msg);
+}
+
 int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *base,
 		     struct opt_tracker *t, const struct opt_commit_info *info, long *rev)
 {
@@ -1972,7 +2087,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		goto done;
 	}
 	if (grc < 0) {
-		rc = opt_git_fail(OPT_EIO, "cannot update collection ref");
+		rc = base ? opt_git_fail(OPT_EIO, "cannot update collection ref") : create_failed(s, name);
 		goto done;
 	}
 	if (rev)
@@ -1997,8 +2112,8 @@ int opt_store_group_begin(struct opt_store *s, const char *name)
 
 	if (s->gname)
 		return opt_error_set(OPT_EINVAL, "a group commit is already open");
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(name));
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
 	if (!s->mempack) {
 		if (git_mempack_new(&s->mempack) < 0 || git_odb_add_backend(s->odb, s->mempack, 1000) < 0) {
 			s->mempack = NULL;
@@ -2054,7 +2169,7 @@ int opt_store_group_flush(struct opt_store *s)
 		break_stale_lock(s, ref);
 		rc = opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked: %s.lock)", s->gname, ref);
 	} else if (grc < 0)
-		rc = opt_git_fail(OPT_EIO, "cannot update collection ref");
+		rc = s->gcreate ? create_failed(s, s->gname) : opt_git_fail(OPT_EIO, "cannot update collection ref");
 done:
 	/* start over with an empty group either way: after a failure, what
 	 * was pending is dropped, so no later flush can report it */

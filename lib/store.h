@@ -47,10 +47,31 @@ void opt_store_free(struct opt_store *s);
 /* The store's directory (borrowed). */
 const char *opt_store_path(const struct opt_store *s);
 
-/* 1 if name is a valid collection name: 1..OPT_NAME_MAX characters of
- * A-Z a-z 0-9 . _ - and '/', with no empty, "." or ".."-led component and
- * no component ending in ".lock". */
+/* Collection names.  A name is 1..OPT_NAME_MAX characters: components
+ * separated by single '/', each made of A-Z a-z 0-9 '.' '_' '-', not
+ * beginning with '.' or '-' and not ending with '.' or ".lock" (so no
+ * "..", no '/' at either end).  Every such name is a valid git ref name
+ * under refs/opt/collections/.  One rule, checked by every function that
+ * takes a name; opt_store_name_check says what is wrong. */
+
+/* 0 if name is a valid collection name, else OPT_EINVAL with the message
+ * "invalid collection name 'NAME': WHY" (NAME escaped by opt_esc). */
+int opt_store_name_check(const char *name);
+
+/* 1 if name is a valid collection name, 0 if not (no message). */
 int opt_store_name_valid(const char *name);
+
+/* Names clash when one is the other followed by '/' and more ('p/q' and
+ * 'p/q/r'): git cannot hold a ref and a directory of refs of the same
+ * name, so of two such collections only one can exist in a store.
+ * 1 when a collection of the store clashes with the (valid) name, its
+ * name in other; 0 when none does; <0 on failure. */
+int opt_store_name_clash(struct opt_store *s, const char *name, char other[OPT_NAME_MAX + 1]);
+
+/* 0 when collection name could be created beside the store's collections,
+ * else OPT_EINVAL "collection 'NAME' cannot be created: collection 'OTHER'
+ * exists" (or another failure). */
+int opt_store_check_new(struct opt_store *s, const char *name);
 
 /* The deterministic ID of a collection's header block. */
 void opt_collection_header_id(const char *name, char out[OPT_ID_LEN + 1]);

@@ -1207,8 +1207,8 @@ int opt_sync_fetch(struct opt_sync *y, const char *remote, const char *const *co
 
 	o = o ? o : &no_opts;
 	for (i = 0; i < n; i++)
-		if (!opt_store_name_valid(colls[i]))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(colls[i]));
+		if ((rc = opt_store_name_check(colls[i])) < 0)
+			return rc;
 	if ((rc = remote_open(y, &r, remote, o)) < 0)
 		return rc;
 	rc = fetch_verified(y, &r, colls, n, o->dry_run, &h);
@@ -2128,10 +2128,11 @@ static int hold_flush(struct held *h, int rc)
 static int valid_names(const char *const *colls, size_t n)
 {
 	size_t i;
+	int rc;
 
 	for (i = 0; i < n; i++)
-		if (!opt_store_name_valid(colls[i]))
-			return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(colls[i]));
+		if ((rc = opt_store_name_check(colls[i])) < 0)
+			return rc;
 	return 0;
 }
 

@@ -392,6 +392,9 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 	if (rc == OPT_ENOTFOUND) {
 		x->base = NULL;
 		opt_error_clear();
+		/* a new collection: not beside one whose name clashes */
+		if ((rc = opt_store_check_new(x->s, x->name)) < 0)
+			return rc;
 	} else if (rc < 0) {
 		return rc;
 	}
@@ -561,9 +564,8 @@ int opt_txn_run(struct opt_store *s, const char *name, opt_txn_fn fn, void *arg,
 
 	memset(res, 0, sizeof(*res));
 	memset(&x, 0, sizeof(x));
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')",
-				     opt_esc(name));
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
 	x.s = s;
 	x.name = name;
 	opt_collection_header_id(name, x.header_id);
@@ -609,9 +611,8 @@ int opt_txn_group_new(struct opt_txn_group **out, struct opt_store *s, const cha
 	int rc;
 
 	*out = NULL;
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%s' (use letters, digits, '.', '_', '-' and '/')",
-				     opt_esc(name));
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
 	g = calloc(1, sizeof(*g));
 	if (!g || !(g->name = strdup(name))) {
 		free(g);
@@ -768,6 +769,27 @@ static int cmp_part(const void *a, const void *b)
 	return strcmp((*(struct opt_txn_part *const *)a)->name, (*(struct opt_txn_part *const *)b)->name);
 }
 
+/* 1 if the first len characters of name are the name of one of the n
+ * parts v (sorted by name). */
+static int part_named(struct opt_txn_part *const *v, size_t n, const char *name, size_t len)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strncmp(v[mid]->name, name, len);
+		if (c == 0 && v[mid]->name[len])
+			c = 1;
+		if (c == 0)
+			return 1;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
 /* Run one step (a pend, or the decision) until it commits. */
 static int step(struct opt_txn *x, struct opt_txn_part *p, const struct opt_txn_opts *o, const char *trx,
 		int64_t deadline, int64_t since, int decide)
@@ -783,8 +805,12 @@ static int step(struct opt_txn *x, struct opt_txn_part *p, const struct opt_txn_
 			(void)since;
 			if ((rc = opt_store_decision_at(x->s, x->primary, trx, x->primary_base, &d)) < 0)
 				return rc;
-			if (d == -1)
+			if (d == -1) {
+				/* a collection that clashes with the primary came meanwhile */
+				if (!x->primary_base[0] && (rc = opt_store_check_new(x->s, x->primary)) < 0)
+					return rc;
 				return opt_error_set(OPT_ECONFLICT, "transaction %s was aborted (it outlived OPT_TXN_TTL)", trx);
+			}
 			if (d == 1)
 				return 0;
 		}
@@ -824,10 +850,8 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 		return opt_error_set(OPT_EIO, "out of memory");
 	}
 	for (i = 0; i < n; i++) {
-		if (!opt_store_name_valid(parts[i].name)) {
-			rc = opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(parts[i].name));
+		if ((rc = opt_store_name_check(parts[i].name)) < 0)
 			goto done;
-		}
 		memset(&parts[i].res, 0, sizeof(parts[i].res));
 		memcpy(parts[i].res.trx, trx, sizeof(parts[i].res.trx));
 		v[i] = &parts[i];
@@ -839,6 +863,20 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 			goto done;
 		}
 		json_array_append_new(cols, json_string(v[i]->name));
+	}
+	/* names that clash ('x' and 'x/y', see opt_store_name_clash) are
+	 * refused before anything is written: after a pend, a primary that
+	 * cannot be created could hold neither decision nor abort record */
+	for (i = 0; i < n; i++) {
+		const char *nm = v[i]->name;
+		size_t k;
+		for (k = 0; nm[k]; k++)
+			if (nm[k] == '/' && part_named(v, n, nm, k)) {
+				rc = opt_error_set(OPT_EINVAL, "collections '%.*s' and '%s' cannot both exist", (int)k, nm, nm);
+				goto done;
+			}
+		if ((rc = opt_store_check_new(s, nm)) < 0)
+			goto done;
 	}
 	/* refuse a collection of the wrong kind before anything is written
 	 * (after a pend, a refusal leaves abort and revert revisions) */

@@ -755,8 +755,8 @@ static int open_head(struct vctx *v, struct opt_store *s, const char *name, cons
 {
 	int rc;
 
-	if (!opt_store_name_valid(name))
-		return opt_error_set(OPT_EINVAL, "invalid collection name '%s'", opt_esc(name));
+	if ((rc = opt_store_name_check(name)) < 0)
+		return rc;
 	v->s = s;
 	v->name = name;
 	v->progress = progress;

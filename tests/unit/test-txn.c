@@ -1003,6 +1003,76 @@ TEST(recover_killed_coordinator)
 	opt_store_free(s);
 }
 
+/* Put k -> 1, after another handle made the collection clash names with
+ * ours ('p/q' for 'p/q/r'): between the coordinator's check and its
+ * decision. */
+struct clash {
+	struct opt_store *other;
+	const char *name;
+};
+
+static int clash_fn(struct opt_txn *x, void *arg)
+{
+	struct clash *c = arg;
+	struct put p = { "k", 1, 0, NULL, NULL, 0, 0 };
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "the other writer", 0, 0 };
+	struct opt_txn_result res;
+	int rc;
+
+	if (c->other && (rc = opt_txn_run(c->other, c->name, put_fn, &p, &o, &res)) < 0)
+		return rc;
+	c->other = NULL;
+	return put_fn(x, &p);
+}
+
+/* A collection whose name clashes with the primary's ('p/q', primary
+ * 'p/q/r', which does not exist yet) comes after the pends: the decision
+ * can never be written, nor an abort record.  The transaction is aborted
+ * (the clash stands for its abort record: collections are never
+ * removed), the coordinator says why and reverts its pend, and the pended
+ * collection takes writes again at once. */
+TEST(multi_primary_clash)
+{
+	struct opt_store *s = new_store("clash/.opt"), *o2 = NULL;
+	struct put p1 = { "k", 1, 0, NULL, NULL, 0, 0 };
+	struct clash c = { NULL, "p/q" };
+	struct opt_txn_part parts[2] = {
+		{ "aa", OPT_TYPE_TREE, put_fn, &p1, { 0 } },
+		{ "p/q/r", OPT_TYPE_TREE, clash_fn, &c, { 0 } },
+	};
+	struct opt_txn_result res;
+	char trx[OPT_ID_LEN + 1], buf[64];
+	json_t *st = NULL;
+	int rc;
+
+	if (!s)
+		return;
+	CHECK_RC(opt_store_open(&o2, at("clash/.opt")));
+	CHECK_RC(put(s, "aa", "k", 0, NULL));
+	c.other = o2;
+	rc = opt_txn_multi(s, parts, 2, NULL, trx);
+	CHECK(rc == OPT_EINVAL);
+	if (!strstr(opt_error_last(), "collection 'p/q/r' cannot be created: collection 'p/q' exists"))
+		printf("# the coordinator said: %s\n", opt_error_last());
+	CHECK(strstr(opt_error_last(), "collection 'p/q/r' cannot be created: collection 'p/q' exists") != NULL);
+	CHECK(!parts[0].res.committed && !parts[1].res.committed);
+	CHECK(head_rev(s, "p/q/r") == -1 && get(s, "p/q", "k") == 1);
+	/* the pend (rev 2) was reverted (rev 3) by the coordinator */
+	CHECK(head_rev(s, "aa") == 3);
+	trailer_at(s, "aa", 3, "Opt-Status", buf, sizeof(buf));
+	CHECK(strcmp(buf, "aborted") == 0);
+	CHECK(strcmp(status_of(s, trx, &st), "aborted") == 0);
+	json_decref(st);
+	CHECK(get(s, "aa", "k") == 0);
+	setenv("OPT_BUSY_TIMEOUT", "2000", 1);
+	CHECK_RC(put(s, "aa", "k", 2, &res));
+	unsetenv("OPT_BUSY_TIMEOUT");
+	CHECK(res.rev == 4 && get(s, "aa", "k") == 2);
+	CHECK(verify_ok(s, "aa") && verify_ok(s, "p/q"));
+	opt_store_free(o2);
+	opt_store_free(s);
+}
+
 /* The coordinator of recover_killed_coordinator, in its own process. */
 static int coordinator(const char *dir)
 {
@@ -1049,6 +1119,7 @@ int main(int argc, char **argv)
 	RUN(recover_decided_pend);
 	RUN(pend_in_flight);
 	RUN(recover_killed_coordinator);
+	RUN(multi_primary_clash);
 	rc = DONE();
 	nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	return rc;
