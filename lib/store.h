@@ -206,6 +206,20 @@ int opt_store_group_flush(struct opt_store *s);
 /* Drop what is pending and leave group mode. */
 void opt_store_group_end(struct opt_store *s);
 
+/* Check that commit (40 hex) has the shape this program gives every
+ * revision of a collection (the layout above, nothing else: no entry
+ * outside blocks/, no symbolic link or submodule, every name a fan-out
+ * directory or a block ID in its own, the modes and the order git
+ * writes, a commit of tree, parent, author and committer lines that git
+ * fsck --strict accepts), where it differs from parent (40 hex: the
+ * commit of the revision before, which passed this check or was
+ * verified before; NULL: the first revision, checked in full).  Only the
+ * trees along changed paths are read, and a changed block's object is
+ * checked to be a blob.  0, or OPT_EINTEGRITY with a message ("tree
+ * entry 'blocks/..': ...", "its commit has 2 parents, ...") that does
+ * not name the revision. */
+int opt_store_check_shape(struct opt_store *s, const char *commit, const char *parent);
+
 /* Roll every pack into one (opt-block gc). */
 int opt_store_repack(struct opt_store *s);
 
