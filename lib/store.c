@@ -5,6 +5,7 @@
 #include "pack.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <errno.h>
 #include <git2.h>
@@ -44,6 +45,11 @@ struct opt_store {
 	 * libgit2 reads what it does not hold */
 	struct opt_packr *packr;
 	int nopackr;
+	/* the quarantine of incoming objects (opt_store_quarantine_begin):
+	 * its objects directory, read beside ours (and by its own reader) */
+	char *qdir;
+	int qowner;                /* made here: removed at the end */
+	struct opt_packr *qpackr;
 };
 
 #define OCACHE 256
@@ -250,6 +256,10 @@ static int reload_odb(struct opt_store *s)
 	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
 	if (git_odb_open(&odb, objdir) < 0)
 		return -1;
+	if (s->qdir && opt_git_odb_add_quarantine(odb, s->qdir) < 0) {
+		git_odb_free(odb);
+		return -1;
+	}
 	if (s->gpack) {
 		git_odb_backend *mp = NULL;
 		if (git_mempack_new(&mp) < 0 || git_odb_add_backend(odb, mp, 1000) < 0) {
@@ -294,6 +304,26 @@ static int s_odb_read(struct opt_store *s, git_odb_object **out, const git_oid *
 	return rc;
 }
 
+/* Read object id through our pack readers (the store's, then the
+ * quarantine's): OPT_ENOTFOUND for what they do not find or cannot read
+ * (libgit2's word then). */
+static int packr_read(struct opt_store *s, const git_oid *id, unsigned char **data, size_t *len, git_object_t *type)
+{
+	if (s->gpending)
+		return OPT_ENOTFOUND;  /* pending objects live in the mempack */
+	if (!s->packr && !s->nopackr) {
+		char objdir[PATH_MAX];
+		snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
+		if (opt_packr_new(&s->packr, objdir) < 0)
+			s->nopackr = 1;
+	}
+	if (s->packr && opt_packr_read(s->packr, id, data, len, type) == 0)
+		return 0;
+	if (s->qpackr && opt_packr_read(s->qpackr, id, data, len, type) == 0)
+		return 0;
+	return OPT_ENOTFOUND;
+}
+
 /* Read object id: *data (malloc'd, NUL-terminated) and *len.  Our pack
  * reader first (several times faster than git_odb_read on a leaf: no
  * zlib stream set-up, libdeflate); libgit2 for what it does not find or
@@ -304,13 +334,7 @@ static int s_read(struct opt_store *s, const git_oid *id, unsigned char **data, 
 	git_object_t type;
 
 	*data = NULL;
-	if (!s->packr && !s->nopackr) {
-		char objdir[PATH_MAX];
-		snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
-		if (opt_packr_new(&s->packr, objdir) < 0)
-			s->nopackr = 1;
-	}
-	if (s->packr && !s->gpending && opt_packr_read(s->packr, id, data, len, &type) == 0)
+	if (packr_read(s, id, data, len, &type) == 0)
 		return 0;
 	if (s_odb_read(s, &obj, id) < 0)
 		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
@@ -634,11 +658,14 @@ int opt_store_discover(char **path, const char *start)
 			     OPT_STORE_DIRNAME);
 }
 
+static void quarantine_drop(struct opt_store *s);
+
 void opt_store_free(struct opt_store *s)
 {
 	if (!s)
 		return;
 	opt_store_group_end(s);
+	quarantine_drop(s);
 	json_decref(s->ocache);
 	free(s->oring);
 	git_odb_free(s->odb);
@@ -651,6 +678,130 @@ void opt_store_free(struct opt_store *s)
 const char *opt_store_path(const struct opt_store *s)
 {
 	return s->path;
+}
+
+/* ---- the quarantine of incoming objects ---- */
+
+/* Stop reading the quarantine (its backend stays in the object database
+ * until the next reload_odb) and remove it if it is ours. */
+static void quarantine_drop(struct opt_store *s)
+{
+	if (!s->qdir)
+		return;
+	opt_packr_free(s->qpackr);
+	s->qpackr = NULL;
+	if (s->qowner)
+		remove_tree(s->qdir);
+	free(s->qdir);
+	s->qdir = NULL;
+	s->qowner = 0;
+}
+
+static int quarantine_open(struct opt_store *s)
+{
+	if (reload_odb(s) < 0)
+		return opt_git_fail(OPT_EIO, "cannot open the quarantine of incoming objects");
+	if (opt_packr_new(&s->qpackr, s->qdir) < 0)
+		s->qpackr = NULL;  /* (libgit2 reads them) */
+	return 0;
+}
+
+int opt_store_quarantine_begin(struct opt_store *s)
+{
+	char dir[PATH_MAX], pack[PATH_MAX + 8];
+	int rc;
+
+	if (s->qdir)
+		return opt_error_set(OPT_EINVAL, "store '%s' has a quarantine open already", s->path);
+	snprintf(dir, sizeof(dir), "%s/objects/" OPT_QUARANTINE_PREFIX "%ld-XXXXXX", s->path, (long)getpid());
+	if (!mkdtemp(dir))
+		return opt_error_set(OPT_EIO, "cannot make a quarantine for incoming objects in '%s': %s", s->path,
+				     strerror(errno));
+	snprintf(pack, sizeof(pack), "%s/pack", dir);
+	if (mkdir(pack, 0755) < 0 || !(s->qdir = strdup(dir))) {
+		rc = opt_error_set(OPT_EIO, "cannot make a quarantine for incoming objects in '%s': %s", s->path,
+				   strerror(errno ? errno : ENOMEM));
+		remove_tree(dir);
+		return rc;
+	}
+	s->qowner = 1;
+	if ((rc = quarantine_open(s)) < 0)
+		opt_store_quarantine_end(s, 0);
+	return rc;
+}
+
+int opt_store_quarantine_use(struct opt_store *s, const char *dir)
+{
+	if (s->qdir)
+		return opt_error_set(OPT_EINVAL, "store '%s' has a quarantine open already", s->path);
+	if (!(s->qdir = strdup(dir)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	s->qowner = 0;
+	return quarantine_open(s);
+}
+
+const char *opt_store_quarantine_dir(const struct opt_store *s)
+{
+	return s->qdir;
+}
+
+static int has_suffix(const char *name, const char *suffix)
+{
+	size_t n = strlen(name), k = strlen(suffix);
+
+	return n > k && strcmp(name + n - k, suffix) == 0;
+}
+
+/* Move the quarantine's packs into the store: each pack (and its .rev)
+ * first, then its index, which makes it visible; then the directory is
+ * synced. */
+static int quarantine_migrate(struct opt_store *s)
+{
+	char from[PATH_MAX + 300], to[PATH_MAX + 300], qpack[PATH_MAX], pack[PATH_MAX];
+	static const char *const order[] = { ".pack", ".rev", ".idx" };
+	struct dirent *de;
+	size_t k;
+	DIR *d;
+	int rc = 0;
+
+	snprintf(qpack, sizeof(qpack), "%s/pack", s->qdir);
+	snprintf(pack, sizeof(pack), "%s/objects/pack", s->path);
+	for (k = 0; k < sizeof(order) / sizeof(*order) && rc == 0; k++) {
+		if (!(d = opendir(qpack)))
+			return opt_error_set(OPT_EIO, "cannot read the quarantine '%s': %s", qpack, strerror(errno));
+		while (rc == 0 && (de = readdir(d))) {
+			if (strncmp(de->d_name, "pack-", 5) != 0 || !has_suffix(de->d_name, order[k]))
+				continue;
+			snprintf(from, sizeof(from), "%s/%s", qpack, de->d_name);
+			snprintf(to, sizeof(to), "%s/%s", pack, de->d_name);
+			if (rename(from, to) < 0)
+				rc = opt_error_set(OPT_EIO, "cannot move incoming objects into the store ('%s'): %s", to,
+						   strerror(errno));
+		}
+		closedir(d);
+	}
+	if (rc == 0 && opt_pack_fsync_enabled()) {
+		int fd = open(pack, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || fsync(fd) < 0)
+			rc = opt_error_set(OPT_EIO, "cannot sync '%s': %s", pack, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+	return rc;
+}
+
+int opt_store_quarantine_end(struct opt_store *s, int keep)
+{
+	int rc = 0;
+
+	if (!s->qdir)
+		return 0;
+	if (keep && s->qowner)
+		rc = quarantine_migrate(s);
+	quarantine_drop(s);
+	if (reload_odb(s) < 0 && rc == 0)
+		rc = opt_git_fail(OPT_EIO, "cannot open object database");
+	return rc;
 }
 
 static int cmp_json_str(const void *a, const void *b)
@@ -1608,13 +1759,7 @@ static int s_read_typed(struct opt_store *s, const git_oid *id, unsigned char **
 	git_odb_object *obj = NULL;
 
 	*data = NULL;
-	if (!s->packr && !s->nopackr) {
-		char objdir[PATH_MAX];
-		snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
-		if (opt_packr_new(&s->packr, objdir) < 0)
-			s->nopackr = 1;
-	}
-	if (s->packr && !s->gpending && opt_packr_read(s->packr, id, data, len, type) == 0)
+	if (packr_read(s, id, data, len, type) == 0)
 		return 0;
 	if (s_odb_read(s, &obj, id) < 0) {
 		git_error_clear();

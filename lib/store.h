@@ -206,6 +206,24 @@ int opt_store_group_flush(struct opt_store *s);
 /* Drop what is pending and leave group mode. */
 void opt_store_group_end(struct opt_store *s);
 
+/* The quarantine of incoming objects.  Between opt_store_quarantine_begin
+ * and opt_store_quarantine_end, packs written through the store's object
+ * database (a fetch's) go to a directory of their own,
+ * objects/tmp_objdir-opt-<pid>-XXXXXX (git's own prefix for such
+ * directories), whose objects every read of the store sees as well: they
+ * can be verified before the store takes them.  _end(s, 1) moves its packs
+ * into the store (each pack before its index); _end(s, 0) drops them.
+ * Either way the directory goes.  OPT_EIO when it cannot be made or
+ * moved. */
+#define OPT_QUARANTINE_PREFIX "tmp_objdir-opt-"
+int opt_store_quarantine_begin(struct opt_store *s);
+int opt_store_quarantine_end(struct opt_store *s, int keep);
+/* The quarantine's objects directory (borrowed), NULL when none is open. */
+const char *opt_store_quarantine_dir(const struct opt_store *s);
+/* Read the objects of the quarantine dir (another handle's, which owns
+ * it) as well: _end(s, 0) then only stops reading them. */
+int opt_store_quarantine_use(struct opt_store *s, const char *dir);
+
 /* Check that commit (40 hex) has the shape this program gives every
  * revision of a collection (the layout above, nothing else: no entry
  * outside blocks/, no symbolic link or submodule, every name a fan-out

@@ -576,6 +576,7 @@ struct seen_rec {
 
 struct tree_job {
 	const char *path, *name, *hid;
+	const char *qdir;       /* the store's quarantine, read too (or NULL) */
 	char commit[COMMIT_HEX + 1];
 	struct seen_rec *v;     /* the nodes read, in order */
 	size_t n, cap;
@@ -621,7 +622,8 @@ static void *tree_job_run(void *arg)
 	struct opt_source src;
 
 	j->rc = JOB_UNAVAILABLE;
-	if (opt_store_open(&s, j->path) < 0 || opt_snap_open_commit(&snap, s, j->name, j->commit) < 0)
+	if (opt_store_open(&s, j->path) < 0 || (j->qdir && opt_store_quarantine_use(s, j->qdir) < 0) ||
+	    opt_snap_open_commit(&snap, s, j->name, j->commit) < 0)
 		goto done;
 	src = opt_snap_source(snap);
 	j->rc = opt_btree_check_text(&src, job_bytes, snap, j->hid, job_seen, j, &j->count);
@@ -653,6 +655,7 @@ static int tree_job_start(struct vctx *v, struct tree_job *j)
 	if (!tree || !(git_libgit2_features() & GIT_FEATURE_THREADS))
 		return 0;
 	j->path = opt_store_path(v->s);
+	j->qdir = opt_store_quarantine_dir(v->s);
 	j->name = v->name;
 	j->hid = v->hid;
 	snprintf(j->commit, sizeof(j->commit), "%s", opt_snap_commit(v->head));

@@ -9,6 +9,27 @@
 
 load test_helper
 load sync_helper
+load servers
+
+# Serve the stores under $TMP/srv with git daemon; sets GITURL to the base
+# URL (as tests/101-opt-sync-servers.bats does).
+start_git_daemon() {
+	local port tries
+	[ -x "$(git --exec-path)/git-daemon" ] || skip "git daemon is not available"
+	mkdir -p "$TMP/srv"
+	for tries in 1 2 3; do
+		port=$(free_port) || skip "no free port"
+		git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$TMP/srv" --export-all \
+			--informative-errors "$TMP/srv" >"$TMP/daemon.log" 2>&1 &
+		SERVER_PIDS+=($!)
+		if wait_port "$port"; then
+			GITURL="git://127.0.0.1:$port"
+			ignore_libgit2_leaks
+			return 0
+		fi
+	done
+	skip "git daemon did not start: $(cat "$TMP/daemon.log")"
+}
 
 # ---- building trees as a hostile peer can ----
 
@@ -201,4 +222,113 @@ objects_of() { git --git-dir="$1" count-objects -v | grep -v '^size-pack\|^prune
 	assert_line '{"remote":"origin","collection":"users","rev":4,"status":"fast-forward"}'
 	run opt-log -C "$TMP/b" verify
 	assert_success
+}
+
+# ---- what a refused fetch downloaded ----
+
+# No quarantine or temporary file left in store $1.
+no_leftovers() {
+	run find "$1/objects" -name 'tmp_*' -o -name '*_git2_*' -o -name '*.tmp'
+	assert_output ''
+}
+
+# Store $TMP/b, a clone of $1 (a remote URL) whose collection users (in
+# store $2) then moves on to revision 4; the honest head in $good.
+fetch_setup() {
+	users_store "$2" 2
+	opt-sync clone --trust "$(key_of "$2")" "$1" "$TMP/b" >/dev/null
+	opt-tree -C "$2" put users k3 3 >/dev/null
+	opt-tree -C "$2" put users k4 4 >/dev/null
+	GD=$2
+	good=$(G rev-parse refs/opt/collections/users)
+}
+
+# Fetch into $TMP/b is refused (exit 4, naming $1 in the message) and
+# leaves its objects as they were ($before), passing git fsck --strict.
+refused_leaves_nothing() {
+	run --separate-stderr opt-sync -C "$TMP/b" fetch
+	assert_failure 4
+	[[ $stderr == *"remote 'origin': collection 'users' refused: "*"$1"* ]]
+	[ "$before" = "$(objects_of "$TMP/b")" ]
+	[ "$refs" = "$(refs_of "$TMP/b")" ]
+	no_leftovers "$TMP/b"
+	fsck_ok "$TMP/b"
+}
+
+@test "a refused fetch from a path keeps nothing it downloaded: the store's objects are as before and pass git fsck --strict" {
+	local good before refs
+	fetch_setup "$TMP/a" "$TMP/a"
+	before=$(objects_of "$TMP/b")
+	refs=$(refs_of "$TMP/b")
+	# shapes git fsck --strict refuses, and a 3 MB payload
+	retree users 3 t_payload
+	refused_leaves_nothing "tree entry 'payload'"
+	G update-ref refs/opt/collections/users "$good"
+	retree users 3 t_dotgit
+	refused_leaves_nothing "tree entry '.git'"
+	G update-ref refs/opt/collections/users "$good"
+	retree users 3 t_padded
+	refused_leaves_nothing "tree entry 'blocks'"
+	# a block changed behind the log's back
+	G update-ref refs/opt/collections/users "$good"
+	tamper users 4 edit_block "$(opt-block -C "$TMP/a" ls -c users | jq -r 'select(.type == "TL") | .id' | head -1)" \
+		'.entries[0][1] = 99'
+	refused_leaves_nothing "does not match the hash"
+	# pull refuses the same way
+	run opt-sync -C "$TMP/b" pull
+	assert_failure 4
+	[ "$before" = "$(objects_of "$TMP/b")" ]
+	# gc keeps the store whole
+	run opt-block -C "$TMP/b" gc
+	assert_success
+	fsck_ok "$TMP/b"
+	# the honest history then comes through, and stays
+	G update-ref refs/opt/collections/users "$good"
+	run opt-sync -C "$TMP/b" pull
+	assert_success
+	assert_line '{"remote":"origin","collection":"users","rev":4,"status":"fast-forward"}'
+	no_leftovers "$TMP/b"
+	fsck_ok "$TMP/b"
+	run opt-block -C "$TMP/b" gc
+	assert_success
+	run opt-log -C "$TMP/b" verify
+	assert_success
+	[ "$(opt-tree -C "$TMP/a" range users)" = "$(opt-tree -C "$TMP/b" range users)" ]
+}
+
+@test "a refused fetch over git's protocol keeps nothing it downloaded either" {
+	start_git_daemon
+	local good before refs
+	fetch_setup "$GITURL/a" "$TMP/srv/a"
+	before=$(objects_of "$TMP/b")
+	refs=$(refs_of "$TMP/b")
+	retree users 3 t_payload
+	refused_leaves_nothing "tree entry 'payload'"
+	G update-ref refs/opt/collections/users "$good"
+	run opt-sync -C "$TMP/b" pull
+	assert_success
+	no_leftovers "$TMP/b"
+	fsck_ok "$TMP/b"
+	run opt-log -C "$TMP/b" verify
+	assert_success
+}
+
+@test "a refused first fetch from a path, which copies the peer's packs, keeps none of them" {
+	users_store "$TMP/a" 2
+	GD=$TMP/a
+	retree users 1 t_payload
+	G repack -adq
+	opt-block init "$TMP/b" >/dev/null
+	opt-sync -C "$TMP/b" remote add origin "$TMP/a"
+	opt-log -C "$TMP/b" trust "$(key_of "$TMP/a")" >/dev/null
+	local before refs
+	before=$(objects_of "$TMP/b")
+	refs=$(refs_of "$TMP/b")
+	run --separate-stderr opt-sync -C "$TMP/b" fetch
+	assert_failure 4
+	[[ $stderr == *"collection 'users' refused: revision 1: tree entry 'payload'"* ]]
+	[ "$before" = "$(objects_of "$TMP/b")" ]
+	[ "$refs" = "$(refs_of "$TMP/b")" ]
+	no_leftovers "$TMP/b"
+	fsck_ok "$TMP/b"
 }
