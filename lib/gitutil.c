@@ -2,6 +2,10 @@
 #include "error.h"
 #include "sync.h"
 
+#include <git2/sys/odb_backend.h>
+#include <git2/sys/repository.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 int opt_git_fail(int code, const char *what)
@@ -42,4 +46,37 @@ int opt_name_wanted(const char *name, const char *const *names, size_t n)
 		if (strcmp(names[i], name) == 0)
 			return 1;
 	return n == 0;
+}
+
+int opt_git_odb_add_quarantine(git_odb *odb, const char *qdir)
+{
+	git_odb_backend *pk = NULL;
+
+	/* (the store's packs have priority 2, its loose objects 1; writes
+	 * of loose objects still go to the store: a fetch writes a pack) */
+	if (git_odb_backend_pack(&pk, qdir) < 0)
+		return opt_git_fail(OPT_EIO, "cannot open the quarantine of incoming objects");
+	if (git_odb_add_backend(odb, pk, 4) < 0) {
+		pk->free(pk);
+		return opt_git_fail(OPT_EIO, "cannot open the quarantine of incoming objects");
+	}
+	return 0;
+}
+
+int opt_git_repo_reopen_odb(git_repository *repo, const char *qdir)
+{
+	git_odb *odb = NULL;
+	char objdir[PATH_MAX];
+	int rc;
+
+	snprintf(objdir, sizeof(objdir), "%sobjects", git_repository_path(repo));
+	if (git_odb_open(&odb, objdir) < 0)
+		return opt_git_fail(OPT_EIO, "cannot open object database");
+	if (qdir && (rc = opt_git_odb_add_quarantine(odb, qdir)) < 0) {
+		git_odb_free(odb);
+		return rc;
+	}
+	rc = git_repository_set_odb(repo, odb);
+	git_odb_free(odb);
+	return rc < 0 ? opt_git_fail(OPT_EIO, "cannot open object database") : 0;
 }

@@ -5,6 +5,7 @@
 #include "pack.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <errno.h>
 #include <git2.h>
@@ -46,6 +47,11 @@ struct opt_store {
 	 * libgit2 reads what it does not hold */
 	struct opt_packr *packr;
 	int nopackr;
+	/* the quarantine of incoming objects (opt_store_quarantine_begin):
+	 * its objects directory, read beside ours (and by its own reader) */
+	char *qdir;
+	int qowner;                /* made here: removed at the end */
+	struct opt_packr *qpackr;
 };
 
 #define OCACHE 256
@@ -252,6 +258,10 @@ static int reload_odb(struct opt_store *s)
 	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
 	if (git_odb_open(&odb, objdir) < 0)
 		return -1;
+	if (s->qdir && opt_git_odb_add_quarantine(odb, s->qdir) < 0) {
+		git_odb_free(odb);
+		return -1;
+	}
 	if (s->gname) {
 		git_odb_backend *mp = NULL;
 		if (git_mempack_new(&mp) < 0 || git_odb_add_backend(odb, mp, 1000) < 0) {
@@ -297,6 +307,26 @@ static int s_odb_read(struct opt_store *s, git_odb_object **out, const git_oid *
 	return rc;
 }
 
+/* Read object id through our pack readers (the store's, then the
+ * quarantine's): OPT_ENOTFOUND for what they do not find or cannot read
+ * (libgit2's word then). */
+static int packr_read(struct opt_store *s, const git_oid *id, unsigned char **data, size_t *len, git_object_t *type)
+{
+	if (s->gpending)
+		return OPT_ENOTFOUND;  /* pending objects live in the mempack */
+	if (!s->packr && !s->nopackr) {
+		char objdir[PATH_MAX];
+		snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
+		if (opt_packr_new(&s->packr, objdir) < 0)
+			s->nopackr = 1;
+	}
+	if (s->packr && opt_packr_read(s->packr, id, data, len, type) == 0)
+		return 0;
+	if (s->qpackr && opt_packr_read(s->qpackr, id, data, len, type) == 0)
+		return 0;
+	return OPT_ENOTFOUND;
+}
+
 /* Read object id: *data (malloc'd, NUL-terminated) and *len.  Our pack
  * reader first (several times faster than git_odb_read on a leaf: no
  * zlib stream set-up, libdeflate); libgit2 for what it does not find or
@@ -307,13 +337,7 @@ static int s_read(struct opt_store *s, const git_oid *id, unsigned char **data, 
 	git_object_t type;
 
 	*data = NULL;
-	if (!s->packr && !s->nopackr) {
-		char objdir[PATH_MAX];
-		snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
-		if (opt_packr_new(&s->packr, objdir) < 0)
-			s->nopackr = 1;
-	}
-	if (s->packr && !s->gpending && opt_packr_read(s->packr, id, data, len, &type) == 0)
+	if (packr_read(s, id, data, len, &type) == 0)
 		return 0;
 	if (s_odb_read(s, &obj, id) < 0)
 		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
@@ -672,11 +696,14 @@ int opt_store_discover(char **path, const char *start)
 			     OPT_STORE_DIRNAME);
 }
 
+static void quarantine_drop(struct opt_store *s);
+
 void opt_store_free(struct opt_store *s)
 {
 	if (!s)
 		return;
 	opt_store_group_end(s);
+	quarantine_drop(s);
 	json_decref(s->ocache);
 	free(s->oring);
 	git_odb_free(s->odb);
@@ -689,6 +716,130 @@ void opt_store_free(struct opt_store *s)
 const char *opt_store_path(const struct opt_store *s)
 {
 	return s->path;
+}
+
+/* ---- the quarantine of incoming objects ---- */
+
+/* Stop reading the quarantine (its backend stays in the object database
+ * until the next reload_odb) and remove it if it is ours. */
+static void quarantine_drop(struct opt_store *s)
+{
+	if (!s->qdir)
+		return;
+	opt_packr_free(s->qpackr);
+	s->qpackr = NULL;
+	if (s->qowner)
+		remove_tree(s->qdir);
+	free(s->qdir);
+	s->qdir = NULL;
+	s->qowner = 0;
+}
+
+static int quarantine_open(struct opt_store *s)
+{
+	if (reload_odb(s) < 0)
+		return opt_git_fail(OPT_EIO, "cannot open the quarantine of incoming objects");
+	if (opt_packr_new(&s->qpackr, s->qdir) < 0)
+		s->qpackr = NULL;  /* (libgit2 reads them) */
+	return 0;
+}
+
+int opt_store_quarantine_begin(struct opt_store *s)
+{
+	char dir[PATH_MAX], pack[PATH_MAX + 8];
+	int rc;
+
+	if (s->qdir)
+		return opt_error_set(OPT_EINVAL, "store '%s' has a quarantine open already", s->path);
+	snprintf(dir, sizeof(dir), "%s/objects/" OPT_QUARANTINE_PREFIX "%ld-XXXXXX", s->path, (long)getpid());
+	if (!mkdtemp(dir))
+		return opt_error_set(OPT_EIO, "cannot make a quarantine for incoming objects in '%s': %s", s->path,
+				     strerror(errno));
+	snprintf(pack, sizeof(pack), "%s/pack", dir);
+	if (mkdir(pack, 0755) < 0 || !(s->qdir = strdup(dir))) {
+		rc = opt_error_set(OPT_EIO, "cannot make a quarantine for incoming objects in '%s': %s", s->path,
+				   strerror(errno ? errno : ENOMEM));
+		remove_tree(dir);
+		return rc;
+	}
+	s->qowner = 1;
+	if ((rc = quarantine_open(s)) < 0)
+		opt_store_quarantine_end(s, 0);
+	return rc;
+}
+
+int opt_store_quarantine_use(struct opt_store *s, const char *dir)
+{
+	if (s->qdir)
+		return opt_error_set(OPT_EINVAL, "store '%s' has a quarantine open already", s->path);
+	if (!(s->qdir = strdup(dir)))
+		return opt_error_set(OPT_EIO, "out of memory");
+	s->qowner = 0;
+	return quarantine_open(s);
+}
+
+const char *opt_store_quarantine_dir(const struct opt_store *s)
+{
+	return s->qdir;
+}
+
+static int has_suffix(const char *name, const char *suffix)
+{
+	size_t n = strlen(name), k = strlen(suffix);
+
+	return n > k && strcmp(name + n - k, suffix) == 0;
+}
+
+/* Move the quarantine's packs into the store: each pack (and its .rev)
+ * first, then its index, which makes it visible; then the directory is
+ * synced. */
+static int quarantine_migrate(struct opt_store *s)
+{
+	char from[PATH_MAX + 300], to[PATH_MAX + 300], qpack[PATH_MAX], pack[PATH_MAX];
+	static const char *const order[] = { ".pack", ".rev", ".idx" };
+	struct dirent *de;
+	size_t k;
+	DIR *d;
+	int rc = 0;
+
+	snprintf(qpack, sizeof(qpack), "%s/pack", s->qdir);
+	snprintf(pack, sizeof(pack), "%s/objects/pack", s->path);
+	for (k = 0; k < sizeof(order) / sizeof(*order) && rc == 0; k++) {
+		if (!(d = opendir(qpack)))
+			return opt_error_set(OPT_EIO, "cannot read the quarantine '%s': %s", qpack, strerror(errno));
+		while (rc == 0 && (de = readdir(d))) {
+			if (strncmp(de->d_name, "pack-", 5) != 0 || !has_suffix(de->d_name, order[k]))
+				continue;
+			snprintf(from, sizeof(from), "%s/%s", qpack, de->d_name);
+			snprintf(to, sizeof(to), "%s/%s", pack, de->d_name);
+			if (rename(from, to) < 0)
+				rc = opt_error_set(OPT_EIO, "cannot move incoming objects into the store ('%s'): %s", to,
+						   strerror(errno));
+		}
+		closedir(d);
+	}
+	if (rc == 0 && opt_pack_fsync_enabled()) {
+		int fd = open(pack, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || fsync(fd) < 0)
+			rc = opt_error_set(OPT_EIO, "cannot sync '%s': %s", pack, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+	return rc;
+}
+
+int opt_store_quarantine_end(struct opt_store *s, int keep)
+{
+	int rc = 0;
+
+	if (!s->qdir)
+		return 0;
+	if (keep && s->qowner)
+		rc = quarantine_migrate(s);
+	quarantine_drop(s);
+	if (reload_odb(s) < 0 && rc == 0)
+		rc = opt_git_fail(OPT_EIO, "cannot open object database");
+	return rc;
 }
 
 static int cmp_json_str(const void *a, const void *b)
@@ -1640,6 +1791,358 @@ int opt_snap_count(struct opt_snap *snap, size_t *n)
 {
 	*n = 0;
 	return opt_snap_foreach(snap, count_cb, n);
+}
+
+/* ---- shape: what our writer makes ----
+ *
+ * A revision is a commit "tree", "parent" (none for revision 1, else
+ * one), "author", "committer", a blank line and the message; its tree
+ * holds "blocks" (40000) and nothing else (or is empty), blocks/ holds
+ * one-character directories of the base32 alphabet (40000) and so does
+ * each of them, and blocks/<c1>/<c2>/ holds the blobs (100644) of block
+ * IDs beginning with c1 c2.  Trees are never empty below the top, their
+ * entries strictly in order, their modes written as git writes them.  A
+ * peer that sends anything else (a symbolic link, a submodule, "..",
+ * ".git", a name with '/', a payload beside blocks/) is refused: git
+ * fsck --strict would refuse the store that took it in. */
+
+static int is_b32(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '2' && c <= '7');
+}
+
+/* One entry of a raw tree. */
+struct tent {
+	const char *mode, *name;
+	size_t modelen, namelen;
+	const unsigned char *oid;
+};
+
+/* The next entry of a raw tree at *p: 1 with *e, 0 at the end, -1 when
+ * the bytes are no tree entry. */
+static int tree_next(const unsigned char **p, const unsigned char *end, struct tent *e)
+{
+	const unsigned char *q = *p, *sp, *nul;
+
+	if (q == end)
+		return 0;
+	if (!(sp = memchr(q, ' ', (size_t)(end - q))) || sp == q)
+		return -1;
+	if (!(nul = memchr(sp + 1, '\0', (size_t)(end - sp - 1))) || nul == sp + 1 || end - nul - 1 < 20)
+		return -1;
+	e->mode = (const char *)q;
+	e->modelen = (size_t)(sp - q);
+	e->name = (const char *)sp + 1;
+	e->namelen = (size_t)(nul - sp - 1);
+	e->oid = nul + 1;
+	*p = nul + 21;
+	return 1;
+}
+
+static int mode_is(const struct tent *e, const char *m)
+{
+	return e->modelen == strlen(m) && memcmp(e->mode, m, e->modelen) == 0;
+}
+
+static int name_cmp(const struct tent *a, const struct tent *b)
+{
+	size_t n = a->namelen < b->namelen ? a->namelen : b->namelen;
+	int c = memcmp(a->name, b->name, n);
+
+	return c ? c : a->namelen < b->namelen ? -1 : a->namelen > b->namelen;
+}
+
+struct shape {
+	struct opt_store *s;
+	char path[OPT_ID_MAX * 2 + 400];  /* the entry's path, printable */
+};
+
+/* Read object id (of any kind) raw: *data malloc'd, *type. */
+static int s_read_typed(struct opt_store *s, const git_oid *id, unsigned char **data, size_t *len, git_object_t *type)
+{
+	git_odb_object *obj = NULL;
+
+	*data = NULL;
+	if (packr_read(s, id, data, len, type) == 0)
+		return 0;
+	if (s_odb_read(s, &obj, id) < 0) {
+		git_error_clear();
+		return OPT_ENOTFOUND;
+	}
+	*len = git_odb_object_size(obj);
+	*type = git_odb_object_type(obj);
+	*data = malloc(*len + 1);
+	if (!*data) {
+		git_odb_object_free(obj);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	memcpy(*data, git_odb_object_data(obj), *len);
+	(*data)[*len] = '\0';
+	git_odb_object_free(obj);
+	return 0;
+}
+
+/* sh->path with entry e's name appended at pathlen (printable bytes
+ * only: a hostile name may hold anything). */
+static void shape_path(struct shape *sh, size_t pathlen, const struct tent *e)
+{
+	size_t i, n = pathlen;
+
+	if (n && n < sizeof(sh->path) - 1)
+		sh->path[n++] = '/';
+	for (i = 0; i < e->namelen && n < sizeof(sh->path) - 1; i++) {
+		unsigned char c = (unsigned char)e->name[i];
+		sh->path[n++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+	}
+	sh->path[n] = '\0';
+}
+
+static const char *mode_what(const struct tent *e)
+{
+	if (mode_is(e, "120000"))
+		return " (a symbolic link)";
+	if (mode_is(e, "160000"))
+		return " (a submodule)";
+	if (mode_is(e, "40000"))
+		return " (a tree)";
+	if (mode_is(e, "100755"))
+		return " (an executable file)";
+	if (e->modelen > 1 && e->mode[0] == '0')
+		return " (written with a leading zero)";
+	return "";
+}
+
+/* Tree id at level (0 the top, 1 blocks/, 2 blocks/c1/, 3 blocks/c1/c2/)
+ * as our writer makes it, looked at only where it differs from old (the
+ * tree at the same path in the revision before; NULL: none). */
+static int shape_tree(struct shape *sh, const git_oid *id, const git_oid *old, int level, size_t pathlen)
+{
+	unsigned char *data = NULL, *odata = NULL;
+	const unsigned char *p, *end, *op = NULL, *oend = NULL;
+	struct tent e, prev = { 0 }, oe = { 0 };
+	git_object_t type;
+	size_t len, olen, n = 0;
+	int rc, got, ogot = 0;
+	char hex[GIT_OID_HEXSZ + 1];
+	const char *where = pathlen ? sh->path : "";
+
+	git_oid_tostr(hex, sizeof(hex), id);
+	if ((rc = s_read_typed(sh->s, id, &data, &len, &type)) < 0) {
+		if (rc == OPT_ENOTFOUND)
+			rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' (object %s) is missing", where, hex);
+		goto done;
+	}
+	if (type != GIT_OBJECT_TREE) {
+		rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' (object %s) is a %s", where, hex, git_object_type2string(type));
+		goto done;
+	}
+	if (old && (rc = s_read_typed(sh->s, old, &odata, &olen, &type)) < 0) {
+		rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' of the revision before cannot be read", where);
+		goto done;
+	}
+	if (old) {
+		op = odata;
+		oend = odata + olen;
+		ogot = tree_next(&op, oend, &oe);
+	}
+	p = data;
+	end = data + len;
+	while ((got = tree_next(&p, end, &e)) == 1) {
+		const char *want = level < 3 ? "40000" : "100644";
+		git_oid eid;
+
+		shape_path(sh, pathlen, &e);
+		if (level == 0 && !(e.namelen == 6 && memcmp(e.name, "blocks", 6) == 0)) {
+			rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': a collection holds nothing but blocks/ at the top",
+					   sh->path);
+			goto done;
+		}
+		if ((level == 1 || level == 2) && !(e.namelen == 1 && is_b32(e.name[0]))) {
+			rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': not a fan-out directory (one character of a-z, 2-7)",
+					   sh->path);
+			goto done;
+		}
+		if (level == 3) {
+			char name[OPT_ID_MAX + 1];
+			int ok = e.namelen <= OPT_ID_MAX;
+			if (ok) {
+				memcpy(name, e.name, e.namelen);
+				name[e.namelen] = '\0';
+				ok = strlen(name) == e.namelen && opt_id_valid(name) &&
+				     name[0] == sh->path[7] && name[1] == sh->path[9];
+			}
+			if (!ok) {
+				rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': not a block ID of its fan-out directory",
+						   sh->path);
+				goto done;
+			}
+		}
+		if (!mode_is(&e, want)) {
+			rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': mode %.*s%s, where this program writes %s",
+					   sh->path, (int)(e.modelen > 12 ? 12 : e.modelen), e.mode, mode_what(&e), want);
+			goto done;
+		}
+		if (n > 0 && name_cmp(&prev, &e) >= 0) {
+			rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': out of order in its tree (or there twice)", sh->path);
+			goto done;
+		}
+		prev = e;
+		n++;
+		/* the same entry as the revision before: checked then */
+		while (ogot == 1 && name_cmp(&oe, &e) < 0)
+			ogot = tree_next(&op, oend, &oe);
+		if (ogot == 1 && name_cmp(&oe, &e) == 0 && mode_is(&oe, want) && memcmp(oe.oid, e.oid, 20) == 0)
+			continue;
+		memcpy(eid.id, e.oid, 20);
+		if (level < 3) {
+			git_oid oid_old;
+			int same = ogot == 1 && name_cmp(&oe, &e) == 0 && mode_is(&oe, want);
+			if (same)
+				memcpy(oid_old.id, oe.oid, 20);
+			if ((rc = shape_tree(sh, &eid, same ? &oid_old : NULL, level + 1, strlen(sh->path))) < 0)
+				goto done;
+		} else {
+			size_t sz;
+			if (git_odb_read_header(&sz, &type, sh->s->odb, &eid) < 0 &&
+			    (reload_odb(sh->s) < 0 || git_odb_read_header(&sz, &type, sh->s->odb, &eid) < 0)) {
+				git_error_clear();
+				git_oid_tostr(hex, sizeof(hex), &eid);
+				rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': its object %s is missing", sh->path, hex);
+				goto done;
+			}
+			if (type != GIT_OBJECT_BLOB) {
+				git_oid_tostr(hex, sizeof(hex), &eid);
+				rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': its object %s is a %s, not a blob", sh->path,
+						   hex, git_object_type2string(type));
+				goto done;
+			}
+		}
+		sh->path[pathlen] = '\0';
+	}
+	sh->path[pathlen] = '\0';
+	if (got < 0) {
+		rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' (object %s) is damaged", where, hex);
+		goto done;
+	}
+	if (n == 0 && level > 0) {
+		rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' (object %s) is empty", where, hex);
+		goto done;
+	}
+	rc = 0;
+done:
+	free(odata);
+	free(data);
+	return rc;
+}
+
+/* An ident line's value as git fsck --strict wants it: "NAME <EMAIL>
+ * SECONDS +HHMM" (NAME without '<', '>'; EMAIL without '<', '>';
+ * SECONDS without a leading zero). */
+static int ident_ok(const char *p, const char *end)
+{
+	const char *lt = memchr(p, '<', (size_t)(end - p)), *gt, *q;
+
+	if (!lt || lt == p || lt[-1] != ' ' || memchr(p, '>', (size_t)(lt - p)))
+		return 0;
+	if (!(gt = memchr(lt + 1, '>', (size_t)(end - lt - 1))) || memchr(lt + 1, '<', (size_t)(gt - lt - 1)))
+		return 0;
+	q = gt + 1;
+	if (q >= end || *q++ != ' ' || q >= end || *q < '0' || *q > '9' || (*q == '0' && q + 1 < end && q[1] != ' '))
+		return 0;
+	while (q < end && *q >= '0' && *q <= '9')
+		q++;
+	if (end - q != 6 || q[0] != ' ' || (q[1] != '+' && q[1] != '-'))
+		return 0;
+	for (q += 2; q < end; q++)
+		if (*q < '0' || *q > '9')
+			return 0;
+	return 1;
+}
+
+/* The commit's header lines as our writer makes them; *tree gets its
+ * tree. */
+static int shape_commit(const unsigned char *data, size_t len, const git_oid *parent, git_oid *tree)
+{
+	const char *p = (const char *)data, *end = p + len, *nl;
+	int parents = 0, line = 0, author = 0, committer = 0;
+	git_oid got;
+
+	if (memchr(data, '\0', len))
+		return opt_error_set(OPT_EINTEGRITY, "its commit holds a NUL byte");
+	for (;; line++, p = nl + 1) {
+		size_t n;
+		if (!(nl = memchr(p, '\n', (size_t)(end - p))))
+			return opt_error_set(OPT_EINTEGRITY, "its commit has no message");
+		if (nl == p)
+			break;
+		n = (size_t)(nl - p);
+		if (line == 0 && n == 45 && strncmp(p, "tree ", 5) == 0 && git_oid_fromstrn(tree, p + 5, 40) == 0)
+			continue;
+		if (line == 0)
+			return opt_error_set(OPT_EINTEGRITY, "its commit does not begin with its tree");
+		if (n == 47 && strncmp(p, "parent ", 7) == 0 && !author) {
+			if (git_oid_fromstrn(&got, p + 7, 40) < 0)
+				return opt_error_set(OPT_EINTEGRITY, "its commit has a parent line git would refuse");
+			if (parents++ == 0 && parent && !git_oid_equal(&got, parent))
+				return opt_error_set(OPT_EINTEGRITY, "its commit's parent is not the revision before");
+			continue;
+		}
+		if (n > 7 && strncmp(p, "author ", 7) == 0 && !author && !committer) {
+			if (!ident_ok(p + 7, nl))
+				return opt_error_set(OPT_EINTEGRITY, "its commit has an author line git would refuse");
+			author = 1;
+			continue;
+		}
+		if (n > 10 && strncmp(p, "committer ", 10) == 0 && author && !committer) {
+			if (!ident_ok(p + 10, nl))
+				return opt_error_set(OPT_EINTEGRITY, "its commit has a committer line git would refuse");
+			committer = 1;
+			continue;
+		}
+		return opt_error_set(OPT_EINTEGRITY, "its commit has a header line this program does not write (line %d)",
+				     line + 1);
+	}
+	if (parents != (parent ? 1 : 0))
+		return opt_error_set(OPT_EINTEGRITY, "its commit has %d parents, where this program writes %d", parents,
+				     parent ? 1 : 0);
+	if (!author || !committer)
+		return opt_error_set(OPT_EINTEGRITY, "its commit has no %s", author ? "committer" : "author");
+	return 0;
+}
+
+int opt_store_check_shape(struct opt_store *s, const char *commit, const char *parent)
+{
+	struct shape sh;
+	git_oid cid, pid, tree, ptree;
+	unsigned char *data = NULL;
+	size_t len;
+	git_object_t type;
+	int rc;
+
+	if (git_oid_fromstr(&cid, commit) < 0 || (parent && git_oid_fromstr(&pid, parent) < 0))
+		return opt_error_set(OPT_EINVAL, "invalid commit ID '%.50s'", commit);
+	sh.s = s;
+	sh.path[0] = '\0';
+	if ((rc = s_read_typed(s, &cid, &data, &len, &type)) < 0)
+		return rc == OPT_ENOTFOUND ? opt_error_set(OPT_EINTEGRITY, "its commit %s is missing", commit) : rc;
+	if (type != GIT_OBJECT_COMMIT)
+		rc = opt_error_set(OPT_EINTEGRITY, "its commit %s is a %s", commit, git_object_type2string(type));
+	else
+		rc = shape_commit(data, len, parent ? &pid : NULL, &tree);
+	free(data);
+	data = NULL;
+	if (rc < 0)
+		return rc;
+	if (parent) {
+		/* (the revision before passed: its tree is ours) */
+		if ((rc = s_read_typed(s, &pid, &data, &len, &type)) < 0 || type != GIT_OBJECT_COMMIT || len < 45 ||
+		    git_oid_fromstrn(&ptree, (const char *)data + 5, 40) < 0) {
+			free(data);
+			return rc == OPT_EIO ? rc : opt_error_set(OPT_EINTEGRITY, "the commit of the revision before is damaged");
+		}
+		free(data);
+	}
+	return shape_tree(&sh, &tree, parent ? &ptree : NULL, 0, 0);
 }
 
 /* ---- writing ---- */

@@ -230,6 +230,38 @@ int opt_store_group_flush(struct opt_store *s);
 /* Drop what is pending and leave group mode. */
 void opt_store_group_end(struct opt_store *s);
 
+/* The quarantine of incoming objects.  Between opt_store_quarantine_begin
+ * and opt_store_quarantine_end, packs written through the store's object
+ * database (a fetch's) go to a directory of their own,
+ * objects/tmp_objdir-opt-<pid>-XXXXXX (git's own prefix for such
+ * directories), whose objects every read of the store sees as well: they
+ * can be verified before the store takes them.  _end(s, 1) moves its packs
+ * into the store (each pack before its index); _end(s, 0) drops them.
+ * Either way the directory goes.  OPT_EIO when it cannot be made or
+ * moved. */
+#define OPT_QUARANTINE_PREFIX "tmp_objdir-opt-"
+int opt_store_quarantine_begin(struct opt_store *s);
+int opt_store_quarantine_end(struct opt_store *s, int keep);
+/* The quarantine's objects directory (borrowed), NULL when none is open. */
+const char *opt_store_quarantine_dir(const struct opt_store *s);
+/* Read the objects of the quarantine dir (another handle's, which owns
+ * it) as well: _end(s, 0) then only stops reading them. */
+int opt_store_quarantine_use(struct opt_store *s, const char *dir);
+
+/* Check that commit (40 hex) has the shape this program gives every
+ * revision of a collection (the layout above, nothing else: no entry
+ * outside blocks/, no symbolic link or submodule, every name a fan-out
+ * directory or a block ID in its own, the modes and the order git
+ * writes, a commit of tree, parent, author and committer lines that git
+ * fsck --strict accepts), where it differs from parent (40 hex: the
+ * commit of the revision before, which passed this check or was
+ * verified before; NULL: the first revision, checked in full).  Only the
+ * trees along changed paths are read, and a changed block's object is
+ * checked to be a blob.  0, or OPT_EINTEGRITY with a message ("tree
+ * entry 'blocks/..': ...", "its commit has 2 parents, ...") that does
+ * not name the revision. */
+int opt_store_check_shape(struct opt_store *s, const char *commit, const char *parent);
+
 /* Roll every pack into one (opt-block gc). */
 int opt_store_repack(struct opt_store *s);
 

@@ -979,7 +979,7 @@ static int copy_file(const char *from, const char *to)
  * and its incoming ref written, 0 to fetch the usual way. */
 static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h, const char *inc_prefix)
 {
-	char ours[PATH_MAX], theirs[PATH_MAX], from[PATH_MAX + 300], to[PATH_MAX + 300], ref[REFLEN];
+	char ours[PATH_MAX], theirs[PATH_MAX], qpack[PATH_MAX], from[PATH_MAX + 300], to[PATH_MAX + 300], ref[REFLEN];
 	struct dirent *de;
 	DIR *d;
 	git_odb *odb = NULL;
@@ -990,6 +990,8 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 	snprintf(theirs, sizeof(theirs), "%s/objects/pack", git_repository_path(r->peer_repo));
 	if (!(d = opendir(ours)))
 		return 0;
+	/* (copied into the quarantine, as a fetch would be) */
+	snprintf(qpack, sizeof(qpack), "%s/pack", opt_store_quarantine_dir(y->s));
 	while ((de = readdir(d)))
 		if ((len = strlen(de->d_name)) > 5 && strcmp(de->d_name + len - 5, ".pack") == 0)
 			any = 1;
@@ -1001,7 +1003,7 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 		if ((len = strlen(de->d_name)) <= 5 || strcmp(de->d_name + len - 5, ".pack") != 0)
 			continue;
 		snprintf(from, sizeof(from), "%s/%s", theirs, de->d_name);
-		snprintf(to, sizeof(to), "%s/%s", ours, de->d_name);
+		snprintf(to, sizeof(to), "%s/%s", qpack, de->d_name);
 		ok = copy_file(from, to) == 0;
 		memcpy(from + strlen(from) - 5, ".idx", 5);
 		memcpy(to + strlen(to) - 5, ".idx", 5);
@@ -1025,6 +1027,27 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 	}
 	git_error_clear();
 	return ok;
+}
+
+/* Open the store's quarantine of incoming objects (begin), or close it,
+ * keeping what it holds or not: for the store's handle and ours. */
+static int quarantine(struct opt_sync *y, int begin, int keep)
+{
+	int rc;
+
+	if (begin) {
+		if ((rc = opt_store_quarantine_begin(y->s)) < 0)
+			return rc;
+		if ((rc = opt_git_repo_reopen_odb(y->repo, opt_store_quarantine_dir(y->s))) < 0)
+			opt_store_quarantine_end(y->s, 0);
+		return rc;
+	}
+	if (!opt_store_quarantine_dir(y->s))
+		return 0;
+	rc = opt_store_quarantine_end(y->s, keep);
+	if (opt_git_repo_reopen_odb(y->repo, NULL) < 0 && rc == 0)
+		rc = OPT_EIO;
+	return rc;
 }
 
 /* Fetch the remote's collections (all, or colls) into the quarantine,
@@ -1089,6 +1112,9 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 		specs.count++;
 	}
 	if (specs.count == 0)
+		goto done;
+	/* what comes is kept apart until it passed */
+	if ((rc = quarantine(y, 1, 0)) < 0)
 		goto done;
 	if (r->path && (rc = seed_from_path(y, r, h, inc_prefix)) != 0) {
 		if (rc < 0)
@@ -1155,7 +1181,9 @@ downloaded:
 			goto done;
 		}
 	}
-	/* all verified: move the tracking refs */
+	/* all verified: the objects into the store, then the tracking refs */
+	if ((rc = quarantine(y, 0, 1)) < 0)
+		goto done;
 	for (i = 0; i < h->n; i++) {
 		struct head *e = &h->v[i];
 		if (strcmp(e->status, "unchanged") == 0)
@@ -1178,6 +1206,8 @@ done:
 		char msg[1024];
 		int keep = rc;
 		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		if (quarantine(y, 0, 0) < 0 && rc == 0)
+			return opt_error_last_code() ? opt_error_last_code() : OPT_EIO;
 		if (delete_refs_under(y->repo, inc_prefix) < 0 && rc == 0)
 			return opt_error_last_code() ? opt_error_last_code() : OPT_EIO;
 		if (keep < 0)

@@ -129,6 +129,36 @@ done:
 	return rc;
 }
 
+/* Every revision walk_history kept has the shape our writer gives a
+ * revision (opt_store_check_shape): the first in full, each later one
+ * where it differs from the one before; the base of an incremental
+ * verification was checked before.  Reads what changed, no more. */
+static int check_shapes(struct vctx *v)
+{
+	char commit[COMMIT_HEX + 1], parent[COMMIT_HEX + 1];
+	size_t i;
+	int rc;
+
+	for (i = v->ncommits; i-- > 0;) {
+		long r = v->H - (long)i;
+		if (v->B && r <= v->B)
+			continue;
+		memcpy(commit, v->commits + i * COMMIT_HEX, COMMIT_HEX);
+		commit[COMMIT_HEX] = '\0';
+		if (i + 1 < v->ncommits) {
+			memcpy(parent, v->commits + (i + 1) * COMMIT_HEX, COMMIT_HEX);
+			parent[COMMIT_HEX] = '\0';
+		}
+		rc = opt_store_check_shape(v->s, commit, i + 1 < v->ncommits ? parent : NULL);
+		if (rc < 0) {
+			char pre[64];
+			snprintf(pre, sizeof(pre), "revision %ld", r);
+			return wrap_last(rc == OPT_EIO ? rc : OPT_EINTEGRITY, v->name, pre);
+		}
+	}
+	return 0;
+}
+
 /* Compare block id as stored at snap with hash want (the log's way: the
  * SHA-256 of its canonical JSON; the header without its log links).
  * 0 when it matches, OPT_ENOTFOUND (no message) when absent, else
@@ -546,6 +576,7 @@ struct seen_rec {
 
 struct tree_job {
 	const char *path, *name, *hid;
+	const char *qdir;       /* the store's quarantine, read too (or NULL) */
 	char commit[COMMIT_HEX + 1];
 	struct seen_rec *v;     /* the nodes read, in order */
 	size_t n, cap;
@@ -591,7 +622,8 @@ static void *tree_job_run(void *arg)
 	struct opt_source src;
 
 	j->rc = JOB_UNAVAILABLE;
-	if (opt_store_open(&s, j->path) < 0 || opt_snap_open_commit(&snap, s, j->name, j->commit) < 0)
+	if (opt_store_open(&s, j->path) < 0 || (j->qdir && opt_store_quarantine_use(s, j->qdir) < 0) ||
+	    opt_snap_open_commit(&snap, s, j->name, j->commit) < 0)
 		goto done;
 	src = opt_snap_source(snap);
 	j->rc = opt_btree_check_text(&src, job_bytes, snap, j->hid, job_seen, j, &j->count);
@@ -623,6 +655,7 @@ static int tree_job_start(struct vctx *v, struct tree_job *j)
 	if (!tree || !(git_libgit2_features() & GIT_FEATURE_THREADS))
 		return 0;
 	j->path = opt_store_path(v->s);
+	j->qdir = opt_store_quarantine_dir(v->s);
 	j->name = v->name;
 	j->hid = v->hid;
 	snprintf(j->commit, sizeof(j->commit), "%s", opt_snap_commit(v->head));
@@ -794,7 +827,7 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 	}
 	/* the tree's nodes are checked beside the log */
 	job = tree_job_start(&v, &tj);
-	if ((rc = walk_history(&v)) < 0)
+	if ((rc = walk_history(&v)) < 0 || (rc = check_shapes(&v)) < 0)
 		goto done;
 	src = opt_snap_source(v.head);
 	if (!(v.logset = json_object())) {
@@ -1011,6 +1044,8 @@ int opt_verify_collection_since(struct opt_store *s, const char *name, const cha
 				   "rewritten)", v.B);
 		goto done;
 	}
+	if ((rc = check_shapes(&v)) < 0)
+		goto done;
 	/* what changed, then the new entries chained to the base's last */
 	d.v = &v;
 	if ((rc = opt_snap_diff(d.base, v.head, diff_cb, &d)) < 0) {

@@ -8,6 +8,9 @@
  *
  *  - the history: H commits, each with the revision before as its parent,
  *    revision 1 without a parent;
+ *  - the shape of each revision (opt_store_check_shape): nothing in its
+ *    commit or tree that our writer does not make, checked where it
+ *    differs from the revision before;
  *  - the log's hash chain (opt_log_verify): revisions consecutive from 1,
  *    "hash", "prior" and "actionsHash" recomputed;
  *  - for the entry of revision r: r <= H; the Opt-Trx trailer of commit r
@@ -58,7 +61,8 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 /* The same for a collection whose earlier commit base (40 hex; NULL: none,
  * verify all) passed before and is an ancestor of commit: only what is
  * new is checked.  The commits from the head must reach base (else the
- * history was rewritten); the log, read back to base's last entry (which
+ * history was rewritten), each new one of the shape our writer makes
+ * (where its tree differs from the one before); the log, read back to base's last entry (which
  * must be there unchanged, as must the older entries in log blocks that
  * changed), continues the chain; each new entry passes the checks above;
  * every block that changed since base (a diff of the two trees of blocks)

@@ -313,7 +313,8 @@ two_stores() {
 		[ "$status" -eq 4 ] || fail "verify $f.bundle: exit $status"
 	done
 	# a pack that lacks an object its heads need (a revision b has not
-	# seen: the objects of a refused transfer stay, unreferenced)
+	# seen: the objects of the refused transfer above did not stay, so
+	# the history breaks off before the tree it lacks)
 	local users
 	opt-tree -C a put users z 3 >/dev/null
 	users=$(git --git-dir=a rev-parse refs/opt/collections/users)
@@ -321,7 +322,7 @@ two_stores() {
 	  echo "$users" | git --git-dir=a pack-objects --stdout; } >incomplete.bundle
 	run --separate-stderr opt-sync -C b bundle apply incomplete.bundle
 	assert_failure 4
-	[[ $stderr == *"bundle 'incomplete.bundle' is incomplete: it lacks tree "* ]]
+	[[ $stderr == *"bundle 'incomplete.bundle' is incomplete: its history breaks off: "* ]]
 	[ "$before" = "$(refs_of b)" ]
 	run --separate-stderr opt-sync -C b bundle apply nosuch.bundle
 	assert_failure 1
