@@ -513,7 +513,20 @@ int opt_store_open(struct opt_store **out, const char *dir)
 		git_config_free(cfg);
 		git_error_clear();
 	}
-	if (git_repository_open_ext(&repo, dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
+	if ((rc = git_repository_open_ext(&repo, dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL)) < 0) {
+		const git_error *e = git_error_last();
+		/* libgit2 1.5 fails the check with GIT_ENOTFOUND and "config
+		 * value 'safe.directory' was not found" when no config has
+		 * one */
+		if (rc == GIT_EOWNER || (st.st_uid != geteuid() && e && e->message && strstr(e->message, "safe.directory"))) {
+			/* as git: a repository of another user may carry
+			 * settings made to run as whoever opens it, and what
+			 * we write there would belong to us */
+			git_error_clear();
+			return opt_error_set(OPT_EIO, "cannot open store '%s': it belongs to another user (uid %ld); as git "
+					     "does, it is opened only when git's safe.directory names it "
+					     "(git config --global --add safe.directory %s)", dir, (long)st.st_uid, dir);
+		}
 		if (access(dir, R_OK | X_OK) < 0)
 			return opt_error_set(OPT_EIO, "cannot open store '%s': %s", dir, strerror(errno));
 		return opt_git_fail(OPT_EINVAL, "not an optimystic store");

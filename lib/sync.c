@@ -757,6 +757,16 @@ done:
 	return rc;
 }
 
+/* A store on this machine that another user owns is refused as our own
+ * store (libgit2's owner check, as git does: see opt_store_open), but
+ * read as a peer: a clone or fetch only reads it (git's upload-pack does
+ * the same), libgit2 runs nothing from its config, and a push needs the
+ * file permissions anyway.  Turns the check off (0) or back (1). */
+static void peer_owner_check(int on)
+{
+	git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, on);
+}
+
 static int remote_open(struct opt_sync *y, struct remote *r, const char *name, const struct opt_sync_opts *o)
 {
 	int rc;
@@ -769,18 +779,21 @@ static int remote_open(struct opt_sync *y, struct remote *r, const char *name, c
 	if (!y->url && (rc = remote_url(y, name, &r->url)) < 0)
 		return rc;
 	if (opt_sync_url_is_local(r->url, &r->path)) {
+		peer_owner_check(0);
 		rc = opt_store_open(&r->peer, r->path);
+		if (rc == 0 && git_repository_open_ext(&r->peer_repo, r->path,
+						       GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
+			rc = opt_git_fail(OPT_ENET, "cannot open remote");
+			peer_owner_check(1);
+			remote_close(r);
+			return rc;
+		}
+		peer_owner_check(1);
 		if (rc < 0) {
 			char msg[512];
 			snprintf(msg, sizeof(msg), "%s", opt_error_last());
 			remote_close(r);
 			return opt_error_set(OPT_ENET, "cannot reach remote '%s': %s", name, msg);
-		}
-		if (git_repository_open_ext(&r->peer_repo, r->path,
-					    GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
-			rc = opt_git_fail(OPT_ENET, "cannot open remote");
-			remote_close(r);
-			return rc;
 		}
 	} else if (strncmp(r->url, "https://", 8) == 0) {
 		/* the CA bundle is loaded only when an https peer needs it */
@@ -903,7 +916,13 @@ static int ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, 
 	if (anon_remote(&gr, y->repo, r->path ? r->path : r->url) < 0)
 		return net_fail(r, "invalid URL");
 	r->cred_tries = 0;
-	if (git_remote_connect(gr, GIT_DIRECTION_FETCH, &cb, NULL, NULL) < 0) {
+	/* the local transport opens the peer's repository here */
+	if (r->path)
+		peer_owner_check(0);
+	rc = git_remote_connect(gr, GIT_DIRECTION_FETCH, &cb, NULL, NULL);
+	if (r->path)
+		peer_owner_check(1);
+	if (rc < 0) {
 		rc = net_fail(r, "cannot connect");
 		git_remote_free(gr);
 		return rc;
@@ -3408,21 +3427,14 @@ static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *
 /* The public key of the store at path, if it has one: *key (65 bytes). */
 static int peer_key(const char *path, char key[OPT_KEY_HEX + 1])
 {
-	char file[PATH_MAX];
-	json_t *j;
-	const char *pk;
+	int rc = opt_identity_public_at(path, key);
 
-	key[0] = '\0';
-	snprintf(file, sizeof(file), "%s/opt-identity", path);
-	j = json_load_file(file, 0, NULL);
-	if (!j)
-		return access(file, F_OK) == 0 ? opt_error_set(OPT_ENET, "cannot read the remote store's identity '%s'", file) : 0;
-	pk = json_string_value(json_object_get(j, "public"));
-	if (pk && opt_key_hex_valid(pk))
-		snprintf(key, OPT_KEY_HEX + 1, "%s", pk);
-	/* only the public half is used; the rest goes at once */
-	json_object_clear(j);
-	json_decref(j);
+	if (rc < 0) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		return opt_error_set(OPT_ENET, "cannot read the remote store's %s",
+				     strncmp(msg, "cannot read the store's ", 24) == 0 ? msg + 24 : msg);
+	}
 	return 0;
 }
 

@@ -1,0 +1,234 @@
+#!/usr/bin/env bats
+# opt-sync and what it reads at a peer on this machine: the peer's
+# identity file (a FIFO, a symlink, another user's secret key), its pack
+# indexes, objects that inflate to far more than a block may hold, missing
+# and corrupt objects, refs that name no commit, a store of another user;
+# exit statuses by the documented contract, and a failed clone that leaves
+# the destination as it found it.
+
+load test_helper
+load sync_helper
+
+# The pack of store $1 with the most objects (its name without extension).
+biggest_pack() {
+	local f best= n max=-1
+	for f in "$1"/objects/pack/pack-*.idx; do
+		n=$(git show-index <"$f" | wc -l)
+		if [ "$n" -gt "$max" ]; then max=$n best=${f%.idx}; fi
+	done
+	echo "$best"
+}
+
+# Root, and a user nobody to run as (the tests of other users' stores).
+as_nobody_ok() {
+	[ "$(id -u)" -eq 0 ] || skip "needs root (to run as another user)"
+	id nobody >/dev/null 2>&1 || skip "no user nobody"
+	command -v runuser >/dev/null || skip "no runuser"
+	chmod 755 "$TMP"
+	runuser -u nobody -- test -x "$OPT_BIN/opt-sync" || skip "user nobody cannot run $OPT_BIN/opt-sync"
+}
+
+# ---- the peer's identity ----
+
+@test "clone: a peer whose opt-identity is a FIFO or a symlink is refused at once (exit 5), nothing left" {
+	seed "$TMP/a"
+	mv "$TMP/a/opt-identity" "$TMP/saved-identity"
+	rm -f "$TMP/a/opt-identity.pub"
+	mkfifo "$TMP/a/opt-identity"
+	cd "$TMP"
+	run --separate-stderr timeout 20 opt-sync clone "$TMP/a" c
+	assert_failure 5
+	[[ $stderr == "opt-sync: "*"identity"*"not a regular file"* ]]
+	[ ! -e "$TMP/c" ]
+	rm "$TMP/a/opt-identity"
+	ln -s "$TMP/saved-identity" "$TMP/a/opt-identity"
+	run --separate-stderr timeout 20 opt-sync clone "$TMP/a" c
+	assert_failure 5
+	[[ $stderr == "opt-sync: "*"identity"*"not a regular file"* ]]
+	[ ! -e "$TMP/c" ]
+	# a public key file that is a FIFO is refused the same way
+	rm "$TMP/a/opt-identity"
+	mv "$TMP/saved-identity" "$TMP/a/opt-identity"
+	mkfifo "$TMP/a/opt-identity.pub"
+	run --separate-stderr timeout 20 opt-sync clone "$TMP/a" c
+	assert_failure 5
+	[ ! -e "$TMP/c" ]
+}
+
+@test "the public key has a file of its own (mode 0644, no secret); a path clone reads it, an older store without it still clones" {
+	seed "$TMP/a"
+	[ -f "$TMP/a/opt-identity.pub" ]
+	assert_equal "$(stat -c %a "$TMP/a/opt-identity.pub")" 644
+	assert_equal "$(stat -c %a "$TMP/a/opt-identity")" 600
+	assert_equal "$(tr -d '\n' <"$TMP/a/opt-identity.pub")" "$(key_of "$TMP/a")"
+	# a store made before the file existed gets it on its next use
+	rm "$TMP/a/opt-identity.pub"
+	run opt-sync clone "$TMP/a" "$TMP/c"
+	assert_success
+	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/c")" ]
+	opt-log -C "$TMP/a" identity >/dev/null
+	assert_equal "$(tr -d '\n' <"$TMP/a/opt-identity.pub")" "$(key_of "$TMP/a")"
+	# the clone reads the public file, not the secret one
+	chmod 000 "$TMP/a/opt-identity"
+	strace -f -e trace=openat -o "$TMP/trace" opt-sync clone "$TMP/a" "$TMP/d" >/dev/null
+	chmod 600 "$TMP/a/opt-identity"
+	! grep -q "$TMP/a/opt-identity\"" "$TMP/trace" || fail "the clone opened the peer's secret key file"
+	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/d")" ]
+}
+
+@test "another user can clone a store from its path: only the public key is read, the store's owner is no obstacle" {
+	as_nobody_ok
+	seed "$TMP/a"
+	mkdir "$TMP/n"
+	chown nobody "$TMP/n"
+	run --separate-stderr runuser -u nobody -- env HOME="$TMP/n" opt-sync clone "$TMP/a" "$TMP/n/c"
+	assert_success
+	# (root reads nobody's clone)
+	git config --global --add safe.directory "$TMP/n/c"
+	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/n/c")" ]
+	run opt-log -C "$TMP/n/c" trusted
+	[[ $output == *"$(key_of "$TMP/a")"* ]]
+}
+
+# ---- stores of another user ----
+
+@test "a store owned by another user: our own message (exit 7); a peer of another user is read" {
+	[ "$(id -u)" -eq 0 ] || skip "needs root (to give a store away)"
+	id nobody >/dev/null 2>&1 || skip "no user nobody"
+	seed "$TMP/a"
+	chown -R nobody "$TMP/a"
+	run --separate-stderr opt-tree -C "$TMP/a" get users alice
+	assert_failure 7
+	[[ $stderr == "opt-tree: cannot open store '$TMP/a': it belongs to another user"*"safe.directory"* ]]
+	[[ $stderr != *"was not found"* ]]
+	# as git, git's safe.directory lets it open
+	git config --global --add safe.directory "$TMP/a"
+	run opt-tree -C "$TMP/a" get users alice
+	assert_success
+	git config --global --unset-all safe.directory
+	# reading it as a peer is fine
+	run --separate-stderr opt-sync clone "$TMP/a" "$TMP/c"
+	assert_success
+	[ "$(content_of "$TMP/c")" = "$(git config --global --add safe.directory "$TMP/a"; content_of "$TMP/a")" ]
+	git config --global --unset-all safe.directory
+	opt-tree -C "$TMP/c" put users zed 1 >/dev/null
+	run --separate-stderr opt-sync -C "$TMP/c" pull
+	assert_success
+}
+
+# ---- a failed clone ----
+
+@test "a clone that fails into an existing empty store leaves it as it found it: the retry works" {
+	seed "$TMP/a"
+	opt-block init "$TMP/pre" >/dev/null
+	opt-log -C "$TMP/pre" trust "$(printf 'e%.0s' {1..64})" --name other
+	local refs trusted config
+	refs=$(refs_of "$TMP/pre")
+	trusted=$(opt-log -C "$TMP/pre" trusted)
+	config=$(git --git-dir="$TMP/pre" config -l | sort)
+	# a peer whose head of users is no commit
+	local users
+	users=$(git --git-dir="$TMP/a" rev-parse refs/opt/collections/users)
+	git --git-dir="$TMP/a" update-ref refs/opt/collections/users "$(echo hi | git --git-dir="$TMP/a" hash-object -w --stdin)"
+	run --separate-stderr opt-sync clone "$TMP/a" "$TMP/pre"
+	assert_failure 4
+	[ -d "$TMP/pre" ]
+	assert_equal "$(refs_of "$TMP/pre")" "$refs"
+	assert_equal "$(opt-log -C "$TMP/pre" trusted)" "$trusted"
+	assert_equal "$(git --git-dir="$TMP/pre" config -l | sort)" "$config"
+	# the peer mended, the same clone works
+	git --git-dir="$TMP/a" update-ref refs/opt/collections/users "$users"
+	run --separate-stderr opt-sync clone "$TMP/a" "$TMP/pre"
+	assert_success
+	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/pre")" ]
+	# a clone refused before it starts (it has a remote now) changes nothing either
+	refs=$(refs_of "$TMP/pre")
+	run --separate-stderr opt-sync clone "$TMP/a" "$TMP/pre"
+	assert_failure 2
+	assert_equal "$(refs_of "$TMP/pre")" "$refs"
+	run git --git-dir="$TMP/pre" config remote.origin.url
+	assert_output "$TMP/a"
+}
+
+# ---- exit statuses ----
+
+@test "a ref at the peer that names no commit: exit 4 naming the remote and the collection (fetch, pull, clone)" {
+	seed "$TMP/a"
+	opt-sync clone "$TMP/a" "$TMP/b" >/dev/null
+	opt-tree -C "$TMP/a" put users carol 1 >/dev/null
+	local before users
+	users=$(git --git-dir="$TMP/a" rev-parse refs/opt/collections/users)
+	git --git-dir="$TMP/a" update-ref refs/opt/collections/users "$(echo hi | git --git-dir="$TMP/a" hash-object -w --stdin)"
+	before=$(refs_of "$TMP/b")
+	for cmd in fetch pull; do
+		run --separate-stderr opt-sync -C "$TMP/b" $cmd
+		assert_failure 4
+		[[ $stderr == "opt-sync: remote 'origin': collection 'users'"*"not a commit"* ]] || fail "$cmd: $stderr"
+		assert_equal "$(refs_of "$TMP/b")" "$before"
+	done
+	# a tree, not a blob: the same
+	git --git-dir="$TMP/a" update-ref refs/opt/collections/users "$(git --git-dir="$TMP/a" rev-parse "$users^{tree}")"
+	run --separate-stderr opt-sync -C "$TMP/b" pull
+	assert_failure 4
+	[[ $stderr == "opt-sync: remote 'origin': collection 'users'"*"not a commit"* ]]
+	run --separate-stderr opt-sync clone "$TMP/a" "$TMP/c"
+	assert_failure 4
+	[[ $stderr == "opt-sync: remote 'origin': collection 'users'"*"not a commit"* ]]
+	[ ! -e "$TMP/c" ]
+}
+
+@test "a missing or corrupt object at the peer is exit 4, not 5" {
+	seed "$TMP/a"
+	opt-sync clone "$TMP/a" "$TMP/b" >/dev/null
+	opt-tree -C "$TMP/a" put users carol '{"age":50}' >/dev/null
+	local p before
+	p=$(ls -t "$TMP"/a/objects/pack/*.pack | head -n 1)
+	before=$(refs_of "$TMP/b")
+	mv "$p" "$TMP/saved.pack"
+	run --separate-stderr opt-sync -C "$TMP/b" pull
+	assert_failure 4
+	[[ $stderr == "opt-sync: remote 'origin' ($TMP/a): "* ]]
+	assert_equal "$(refs_of "$TMP/b")" "$before"
+	run --separate-stderr opt-sync -C "$TMP/b" fetch
+	assert_failure 4
+	# the pack back, but damaged in the middle of its objects
+	cp "$TMP/saved.pack" "$p"
+	chmod 644 "$p"
+	printf '\377\377\377\377\377\377\377\377' | dd of="$p" bs=1 seek=40 conv=notrunc status=none
+	run --separate-stderr opt-sync -C "$TMP/b" pull
+	assert_failure 4
+	assert_equal "$(refs_of "$TMP/b")" "$before"
+	# whole again: the pull works
+	cp "$TMP/saved.pack" "$p"
+	run --separate-stderr opt-sync -C "$TMP/b" pull
+	assert_success
+	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/b")" ]
+}
+
+@test "a full disk during a fetch is exit 7, not 5; the store stays as it was" {
+	[ "$(id -u)" -eq 0 ] || skip "needs root (to mount a tmpfs)"
+	mkdir "$TMP/disk"
+	local why
+	if ! why=$(mount -t tmpfs -o size=1m tmpfs "$TMP/disk" 2>&1); then
+		skip "cannot mount a 1 MB tmpfs: ${why:-mount failed}"
+	fi
+	seed "$TMP/a"
+	opt-block init "$TMP/disk/s" >/dev/null
+	opt-sync -C "$TMP/disk/s" remote add origin "$TMP/a"
+	trust_all "$TMP/disk/s" "$TMP/a"
+	opt-sync -C "$TMP/disk/s" pull >/dev/null
+	local k
+	for k in k1 k2; do
+		printf '{"key":"%s","value":"%s"}\n' $k "$(head -c 600000 /dev/urandom | base64 -w0)" | opt-tree -C "$TMP/a" put big >/dev/null
+	done
+	local before st err verify
+	before=$(refs_of "$TMP/disk/s")
+	run --separate-stderr opt-sync -C "$TMP/disk/s" pull
+	st=$status err=$stderr
+	verify=$(opt-log -C "$TMP/disk/s" verify >/dev/null 2>&1 && echo ok)
+	[ "$before" = "$(refs_of "$TMP/disk/s")" ] || verify="refs moved"
+	umount "$TMP/disk" || umount -l "$TMP/disk"
+	[ "$st" -eq 7 ] || fail "exit $st: $err"
+	[[ $err == "opt-sync: "*"No space left on device"* ]]
+	assert_equal "$verify" ok
+}
