@@ -808,7 +808,9 @@ static int remote_open(struct opt_sync *y, struct remote *r, const char *name, c
 /* ---- transport ---- */
 
 /* A failure of the transport: the peer or the network (exit 5), unless
- * what came is corrupt (exit 4). */
+ * what came is corrupt, or (a peer on this machine, whose objects libgit2
+ * reads itself) an object there is missing or damaged (exit 4), or our
+ * disk is full (exit 7). */
 static int net_fail(struct remote *r, const char *what)
 {
 	const git_error *e = git_error_last();
@@ -816,6 +818,12 @@ static int net_fail(struct remote *r, const char *what)
 
 	if (e && (e->klass == GIT_ERROR_INDEXER || e->klass == GIT_ERROR_ZLIB || e->klass == GIT_ERROR_OBJECT))
 		code = OPT_EINTEGRITY;
+	else if (e && r->path && e->klass == GIT_ERROR_ODB)
+		code = OPT_EINTEGRITY;
+	else if (e && e->klass == GIT_ERROR_OS && e->message &&
+		 (strstr(e->message, strerror(ENOSPC)) || strstr(e->message, strerror(EDQUOT)) ||
+		  strstr(e->message, strerror(EFBIG))))
+		code = OPT_EIO;
 	return opt_error_set(code, "remote '%s' (%s): %s: %s", r->name, r->url, what,
 			     e && e->message ? e->message : "unknown error");
 }
@@ -1046,6 +1054,34 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 	return ok;
 }
 
+/* The remote head of e is a commit: 0, else OPT_EINTEGRITY naming the
+ * remote and the collection. */
+static int head_is_commit(struct opt_sync *y, struct remote *r, const struct head *e)
+{
+	git_odb *odb = NULL;
+	git_object_t type = GIT_OBJECT_INVALID;
+	size_t size;
+	char hex[GIT_OID_HEXSZ + 1];
+	int rc;
+
+	if (git_repository_odb(&odb, y->repo) < 0)
+		return opt_git_fail(OPT_EIO, "cannot open the object database");
+	rc = git_odb_read_header(&size, &type, odb, &e->new);
+	git_odb_free(odb);
+	hex_of(hex, &e->new);
+	if (rc < 0) {
+		char msg[512];
+		const git_error *ge = git_error_last();
+		snprintf(msg, sizeof(msg), "%s", ge && ge->message ? ge->message : "unknown libgit2 error");
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': cannot read its head %s: %s (refused)",
+				     r->name, e->name, hex, msg);
+	}
+	if (type != GIT_OBJECT_COMMIT)
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': its head %s is a %s, not a commit (refused)",
+				     r->name, e->name, hex, git_object_type2string(type));
+	return 0;
+}
+
 /* Fetch the remote's collections (all, or colls) into the quarantine,
  * verify each changed one, and only then move the tracking refs.  *h gets
  * one head per collection of the remote (sorted by name), with the
@@ -1144,6 +1180,10 @@ downloaded:
 					   r->name, e->name);
 			goto done;
 		}
+		/* (before libgit2's history walk, which leaks on another
+		 * type) */
+		if ((rc = head_is_commit(y, r, e)) < 0)
+			goto done;
 		if (e->has_old) {
 			rc = descends(y->repo, &e->new, &e->old);
 			if (rc < 0)
@@ -3438,12 +3478,66 @@ static int peer_key(const char *path, char key[OPT_KEY_HEX + 1])
 	return 0;
 }
 
+/* 1 if the array of strings a holds v. */
+static int has_string(const json_t *a, const char *v)
+{
+	size_t i;
+
+	for (i = 0; i < json_array_size(a); i++)
+		if (strcmp(json_string_value(json_array_get(a, i)), v) == 0)
+			return 1;
+	return 0;
+}
+
+/* A clone into a store made beforehand failed: put back what it changed
+ * (the remote, refs it made, keys it trusted or renamed), from refs (all
+ * ref names before) and trusted (opt_trust_list before).  The objects it
+ * brought stay, unreferenced.  Best effort: the clone's error stands. */
+static void clone_undo(struct opt_sync *y, struct opt_store *s, const json_t *refs, const json_t *trusted)
+{
+	json_t *now = NULL;
+	char ref[REFLEN];
+	size_t i, j;
+
+	opt_sync_remote_rm(y, "origin");
+	if (refs && refs_under(y->repo, "refs/", &now) == 0)
+		for (i = 0; i < json_array_size(now); i++) {
+			const char *name = json_string_value(json_array_get(now, i));
+			if (has_string(refs, name))
+				continue;
+			snprintf(ref, sizeof(ref), "refs/%s", name);
+			ref_cas(y->repo, ref, NULL, NULL, opt_now_ms() + busy_timeout(NULL));
+		}
+	json_decref(now);
+	now = NULL;
+	if (trusted && opt_trust_list(s, &now) == 0)
+		for (i = 0; i < json_array_size(now); i++) {
+			const json_t *e = json_array_get(now, i);
+			const char *key = json_string_value(json_object_get(e, "key"));
+			const char *name = json_string_value(json_object_get(e, "name"));
+			if (json_is_true(json_object_get(e, "self")))
+				continue;
+			for (j = 0; j < json_array_size(trusted); j++)
+				if (strcmp(json_string_value(json_object_get(json_array_get(trusted, j), "key")), key) == 0)
+					break;
+			if (j == json_array_size(trusted)) {
+				opt_trust_remove(s, key);
+			} else {
+				const char *was = json_string_value(json_object_get(json_array_get(trusted, j), "name"));
+				if (was && name && strcmp(was, name) != 0)
+					opt_trust_add(s, key, was);
+			}
+		}
+	json_decref(now);
+	opt_error_clear();
+}
+
 int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, const char *const *trust,
 		   size_t ntrust, const struct opt_sync_opts *o)
 {
 	struct opt_store *s = NULL;
 	struct opt_sync *y = NULL;
-	json_t *list = NULL;
+	json_t *list = NULL, *refs_before = NULL, *trust_before = NULL;
 	char *path = NULL, key[OPT_KEY_HEX + 1];
 	struct stat st;
 	int created = 0, rc;
@@ -3480,6 +3574,9 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 			rc = opt_error_set(OPT_EINVAL, "cannot clone into store '%s': it has remotes", dir);
 			goto done;
 		}
+		/* what a failed clone must put back */
+		if ((rc = refs_under(y->repo, "refs/", &refs_before)) < 0 || (rc = opt_trust_list(s, &trust_before)) < 0)
+			goto done;
 	}
 	if ((rc = opt_sync_remote_add(y, "origin", url)) < 0)
 		goto done;
@@ -3506,8 +3603,16 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 			      msg);
 	}
 done:
+	if (rc < 0 && trust_before) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		clone_undo(y, s, refs_before, trust_before);
+		opt_error_set(rc, "%s", msg);
+	}
 	free(path);
 	json_decref(list);
+	json_decref(refs_before);
+	json_decref(trust_before);
 	opt_sync_free(y);
 	if (rc < 0) {
 		char msg[1024];

@@ -68,10 +68,12 @@ as_nobody_ok() {
 	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/c")" ]
 	opt-log -C "$TMP/a" identity >/dev/null
 	assert_equal "$(tr -d '\n' <"$TMP/a/opt-identity.pub")" "$(key_of "$TMP/a")"
-	# the clone reads the public file, not the secret one
-	chmod 000 "$TMP/a/opt-identity"
-	strace -f -e trace=openat -o "$TMP/trace" opt-sync clone "$TMP/a" "$TMP/d" >/dev/null
-	chmod 600 "$TMP/a/opt-identity"
+	# the clone reads the public file, not the secret one (LeakSanitizer
+	# cannot run under ptrace)
+	command -v strace >/dev/null || skip "no strace"
+	ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
+		strace -f -e trace=open,openat -o "$TMP/trace" opt-sync clone "$TMP/a" "$TMP/d" >/dev/null
+	grep -q "$TMP/a/opt-identity.pub\"" "$TMP/trace"
 	! grep -q "$TMP/a/opt-identity\"" "$TMP/trace" || fail "the clone opened the peer's secret key file"
 	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/d")" ]
 }
