@@ -978,8 +978,17 @@ static int copy_file(const char *from, const char *to)
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", to) >= (int)sizeof(tmp))
 		return -1;
-	if ((in = open(from, O_RDONLY)) < 0)
+	if ((in = open(from, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)) < 0)
 		return -1;
+	{
+		/* only a regular file (a FIFO would never end) */
+		struct stat st;
+		if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode)) {
+			close(in);
+			errno = EINVAL;
+			return -1;
+		}
+	}
 	if ((out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0444)) < 0) {
 		close(in);
 		return -1;
@@ -996,6 +1005,67 @@ static int copy_file(const char *from, const char *to)
 		rc = rename(tmp, to);
 	if (rc < 0)
 		unlink(tmp);
+	return rc;
+}
+
+/* Index the pack at path into the store (libgit2's indexer: every object
+ * inflated and hashed, a new index written): 0, or -1. */
+static int index_pack(struct opt_sync *y, const char *path)
+{
+	char dir[PATH_MAX], buf[1 << 16];
+	git_indexer *ix = NULL;
+	git_indexer_options io;
+	git_indexer_progress st;
+	git_odb *odb = NULL;
+	ssize_t n = 0;
+	int fd, rc = -1;
+
+	snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(y->repo));
+	git_indexer_options_init(&io, GIT_INDEXER_OPTIONS_VERSION);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	if (git_repository_odb(&odb, y->repo) == 0 && git_indexer_new(&ix, dir, 0, odb, &io) == 0) {
+		while ((n = read(fd, buf, sizeof(buf))) > 0)
+			if (git_indexer_append(ix, buf, (size_t)n, &st) < 0)
+				break;
+		if (n == 0 && git_indexer_commit(ix, &st) == 0)
+			rc = 0;
+	}
+	git_indexer_free(ix);
+	git_odb_free(odb);
+	close(fd);
+	git_error_clear();
+	return rc;
+}
+
+/* Copy the peer's pack from (and its index beside it) to to: the index
+ * checked against the pack first (opt_pack_idx_check: a damaged index
+ * copied as it is would serve wrong objects, and git fsck fails on it),
+ * both copies checked so that what is checked is what stays; a pack whose
+ * index fails the check is indexed here instead.  0, or -1 (the fetch
+ * then goes the usual way). */
+static int seed_pack(struct opt_sync *y, const char *from, const char *to)
+{
+	char fidx[PATH_MAX + 300], tidx[PATH_MAX + 300], tpack[PATH_MAX + 310], tmpidx[PATH_MAX + 310];
+	int rc = -1;
+
+	snprintf(fidx, sizeof(fidx), "%.*s.idx", (int)(strlen(from) - 5), from);
+	snprintf(tidx, sizeof(tidx), "%.*s.idx", (int)(strlen(to) - 5), to);
+	/* (copy_file puts them in place through NAME.tmp) */
+	snprintf(tpack, sizeof(tpack), "%s.seed", to);
+	snprintf(tmpidx, sizeof(tmpidx), "%s.seed", tidx);
+	if (copy_file(from, tpack) < 0)
+		goto done;
+	if (copy_file(fidx, tmpidx) == 0 && opt_pack_idx_check(tmpidx, tpack) == 0) {
+		if (rename(tpack, to) == 0 && rename(tmpidx, tidx) == 0)
+			rc = 0;
+		goto done;
+	}
+	opt_error_clear();
+	rc = index_pack(y, tpack);
+done:
+	unlink(tpack);
+	unlink(tmpidx);
 	return rc;
 }
 
@@ -1029,10 +1099,7 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 			continue;
 		snprintf(from, sizeof(from), "%s/%s", theirs, de->d_name);
 		snprintf(to, sizeof(to), "%s/%s", ours, de->d_name);
-		ok = copy_file(from, to) == 0;
-		memcpy(from + strlen(from) - 5, ".idx", 5);
-		memcpy(to + strlen(to) - 5, ".idx", 5);
-		ok = ok && copy_file(from, to) == 0;
+		ok = seed_pack(y, from, to) == 0;
 	}
 	closedir(d);
 	if (git_repository_odb(&odb, y->repo) == 0)

@@ -234,3 +234,43 @@ as_nobody_ok() {
 	[[ $err == "opt-sync: "*"No space left on device"* ]]
 	assert_equal "$verify" ok
 }
+
+# ---- the peer's pack indexes ----
+
+@test "clone from a path: a damaged .idx at the peer is not copied as it is (the clone passes git fsck --strict, or is refused)" {
+	seed "$TMP/a"
+	opt-block gc -C "$TMP/a" >/dev/null 2>&1 || opt-block -C "$TMP/a" gc >/dev/null
+	local p idx size n seed=${OPT_TEST_SEED:-$RANDOM} i pos region ok=0
+	p=$(biggest_pack "$TMP/a")
+	idx=$p.idx
+	size=$(stat -c %s "$idx")
+	n=$(git show-index <"$idx" | wc -l)
+	echo "# seed $seed ($n objects, $size bytes of index)" >&3
+	RANDOM=$seed
+	cp "$idx" "$TMP/good.idx"
+	local want
+	want=$(content_of "$TMP/a")
+	# a byte in each part of the index (fan-out, a name, a CRC, an
+	# offset, each trailer), then random ones
+	local -a at=(9 $((8 + 4 * 200 + 3)) $((1032 + 20 * (n / 2) + 19)) $((1032 + 20 * n + 4 * (n / 2) + 1))
+		$((1032 + 24 * n + 4 * (n / 2) + 3)) $((size - 30)) $((size - 5)))
+	for i in $(seq 1 25); do at+=($(((RANDOM * 32768 + RANDOM) % size))); done
+	for pos in "${at[@]}"; do
+		rm -rf "$TMP/c"
+		cp "$TMP/good.idx" "$idx"
+		chmod 644 "$idx"
+		printf "\\x$(printf %02x $(((0x$(xxd -s "$pos" -l 1 -p "$idx") ^ (1 + RANDOM % 255)) & 255)))" |
+			dd of="$idx" bs=1 seek="$pos" conv=notrunc status=none
+		run --separate-stderr opt-sync clone "$TMP/a" "$TMP/c"
+		if [ "$status" -eq 0 ]; then
+			run git --git-dir="$TMP/c" fsck --strict --no-progress
+			[ "$status" -eq 0 ] || fail "byte $pos of the index changed: the clone fails git fsck: $output"
+			[ "$want" = "$(content_of "$TMP/c")" ] || fail "byte $pos: the clone differs"
+			ok=$((ok + 1))
+		else
+			[ "$status" -eq 4 ] || [ "$status" -eq 5 ] || fail "byte $pos: exit $status: $stderr"
+			[ ! -e "$TMP/c" ] || fail "byte $pos: a failed clone left $TMP/c"
+		fi
+	done
+	echo "# $ok of ${#at[@]} damaged indexes cloned (indexed again), the others refused" >&3
+}
