@@ -102,6 +102,12 @@ int opt_packr_read_mem(const unsigned char *idx, size_t idxlen, const unsigned c
  * entry).  0, or OPT_EINTEGRITY saying what is wrong.  (That a name is the
  * SHA-1 of its object is not checked: that takes inflating everything.) */
 int opt_pack_idx_check(const char *idxpath, const char *packpath);
+/* Every object of the pack (found through its index) has at most
+ * OPT_BLOCK_MAX bytes, as its entry header says (a delta: as the start
+ * of its instructions says, the rest not inflated): 0, or OPT_EINTEGRITY
+ * for the first that has more (or a damaged entry). */
+int opt_pack_sizes_check(const char *idxpath, const char *packpath);
+
 /* The same over bytes in memory (name for messages). */
 int opt_pack_idx_check_mem(const char *name, const unsigned char *idx, size_t idxlen, const unsigned char *pack,
 			   size_t packlen);

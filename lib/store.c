@@ -312,6 +312,19 @@ static int s_read(struct opt_store *s, const git_oid *id, unsigned char **data, 
 	}
 	if (s->packr && !s->gpending && opt_packr_read(s->packr, id, data, len, &type) == 0)
 		return 0;
+	{
+		/* the size first: an object larger than any block is refused
+		 * unread */
+		size_t size;
+		git_object_t t;
+		if (git_odb_read_header(&size, &t, s->odb, id) == 0 && size > OPT_BLOCK_MAX) {
+			char hex[GIT_OID_HEXSZ + 1];
+			git_oid_tostr(hex, sizeof(hex), id);
+			return opt_error_set(OPT_EINTEGRITY, "cannot read block: object %s has %zu bytes, more than a "
+					     "block may have (%zu bytes): refused unread", hex, size, OPT_BLOCK_MAX);
+		}
+		git_error_clear();
+	}
 	if (s_odb_read(s, &obj, id) < 0)
 		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
 	*len = git_odb_object_size(obj);
@@ -1715,16 +1728,16 @@ static int collect_cb(const char *id, const json_t *block, const struct opt_bloc
 	ch->del = block == NULL && text == NULL;
 	if (text && !(c->canon && c->canon->next < c->canon->n && strcmp(c->canon->v[c->canon->next].id, id) == 0)) {
 		/* a block inserted as text: stored as it is */
-		if (opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, text->text, text->len, id, &ch->oid) < 0)
-			return OPT_EIO;
+		if ((rc = opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, text->text, text->len, id, &ch->oid)) < 0)
+			return rc;
 	} else if (block || text) {
 		char *s;
 		size_t len;
 		struct opt_canon *cn = c->canon;
 		if (cn && cn->next < cn->n && strcmp(cn->v[cn->next].id, id) == 0) {
 			struct opt_canon_ent *e = &cn->v[cn->next++];
-			if (opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, e->text, e->len, id, &ch->oid) < 0)
-				return OPT_EIO;
+			if ((rc = opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, e->text, e->len, id, &ch->oid)) < 0)
+				return rc;
 			if (block)
 				ocache_put(c->s, &ch->oid, block);
 			c->n++;

@@ -1008,6 +1008,224 @@ static int copy_file(const char *from, const char *to)
 	return rc;
 }
 
+static int has_string(const json_t *a, const char *v);
+
+/* ---- sizes of what a peer sends ---- */
+
+/* A set of object IDs (open addressing). */
+struct oidset {
+	git_oid *v;
+	unsigned char *used;
+	size_t n, cap;
+};
+
+static void oidset_clear(struct oidset *o)
+{
+	free(o->v);
+	free(o->used);
+	memset(o, 0, sizeof(*o));
+}
+
+/* Add id: 1 if new, 0 if there already, <0 out of memory. */
+static int oidset_add(struct oidset *o, const git_oid *id)
+{
+	size_t i;
+
+	if (2 * (o->n + 1) > o->cap) {
+		struct oidset g = { NULL, NULL, 0, o->cap ? 2 * o->cap : 1024 };
+		if (!(g.v = malloc(g.cap * sizeof(*g.v))) || !(g.used = calloc(g.cap, 1))) {
+			oidset_clear(&g);
+			return opt_error_set(OPT_EIO, "out of memory");
+		}
+		for (i = 0; i < o->cap; i++)
+			if (o->used[i])
+				oidset_add(&g, &o->v[i]);
+		oidset_clear(o);
+		*o = g;
+	}
+	i = ((size_t)id->id[0] << 24 | (size_t)id->id[1] << 16 | (size_t)id->id[2] << 8 | id->id[3]) & (o->cap - 1);
+	for (; o->used[i]; i = (i + 1) & (o->cap - 1))
+		if (git_oid_equal(&o->v[i], id))
+			return 0;
+	o->used[i] = 1;
+	o->v[i] = *id;
+	o->n++;
+	return 1;
+}
+
+struct sizewalk {
+	struct opt_sync *y;
+	struct remote *r;
+	git_odb *podb;       /* the peer's */
+	const struct head *e; /* the collection walked */
+	struct oidset seen;
+};
+
+/* Object id at the peer: 1 when it is new to us (its size then checked:
+ * at most OPT_BLOCK_MAX, and of type want unless GIT_OBJECT_ANY), 0 when
+ * we have it or saw it already, <0 refused. */
+static int size_ok(struct sizewalk *w, const git_oid *id, git_object_t want)
+{
+	size_t size;
+	git_object_t type;
+	char hex[GIT_OID_HEXSZ + 1];
+	int rc;
+
+	if ((rc = oidset_add(&w->seen, id)) <= 0)
+		return rc;
+	if (have_object(w->y, id))
+		return 0;
+	hex_of(hex, id);
+	if (git_odb_read_header(&size, &type, w->podb, id) < 0) {
+		const git_error *e = git_error_last();
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': cannot read object %s: %s (refused)",
+				     w->r->name, w->e->name, hex, e && e->message ? e->message : "unknown libgit2 error");
+	}
+	if (want != GIT_OBJECT_ANY && type != want)
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': %s %s is a %s, not a %s (refused)",
+				     w->r->name, w->e->name, git_oid_equal(id, &w->e->new) ? "its head" : "object", hex,
+				     git_object_type2string(type), git_object_type2string(want));
+	if (size > OPT_BLOCK_MAX)
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': object %s has %zu bytes, more than "
+				     "an object may have (%zu bytes): refused unread", w->r->name, w->e->name, hex, size,
+				     OPT_BLOCK_MAX);
+	return 1;
+}
+
+static int tree_sizes(struct sizewalk *w, const git_oid *id, int depth)
+{
+	git_tree *t = NULL;
+	size_t i, n;
+	int rc;
+
+	if ((rc = size_ok(w, id, GIT_OBJECT_TREE)) <= 0)
+		return rc;
+	if (depth > 16)
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': trees nested too deep (refused)",
+				     w->r->name, w->e->name);
+	if (git_tree_lookup(&t, w->r->peer_repo, id) < 0)
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read a tree of the remote");
+	n = git_tree_entrycount(t);
+	for (i = 0, rc = 0; i < n && rc >= 0; i++) {
+		const git_tree_entry *e = git_tree_entry_byindex(t, i);
+		if (git_tree_entry_type(e) == GIT_OBJECT_TREE)
+			rc = tree_sizes(w, git_tree_entry_id(e), depth + 1);
+		else if (git_tree_entry_type(e) == GIT_OBJECT_BLOB)
+			rc = size_ok(w, git_tree_entry_id(e), GIT_OBJECT_BLOB);
+	}
+	git_tree_free(t);
+	return rc < 0 ? rc : 0;
+}
+
+/* Before libgit2's local transport reads them whole: every object a
+ * fetch from the peer on this machine would bring (the changed heads'
+ * commits, trees and blobs that we lack) has at most OPT_BLOCK_MAX bytes,
+ * by its header.  0, or OPT_EINTEGRITY naming the object. */
+static int peer_sizes(struct opt_sync *y, struct remote *r, const struct heads *h)
+{
+	struct sizewalk w;
+	git_oid *stack = NULL;
+	size_t i, n = 0, cap = 0;
+	int rc = 0;
+
+	memset(&w, 0, sizeof(w));
+	w.y = y;
+	w.r = r;
+	if (git_repository_odb(&w.podb, r->peer_repo) < 0)
+		return opt_git_fail(OPT_ENET, "cannot open the remote's objects");
+	for (i = 0; i < h->n && rc >= 0; i++) {
+		if (strcmp(h->v[i].status, "unchanged") == 0)
+			continue;
+		w.e = &h->v[i];
+		n = 0;
+		if (h->v[i].has_old && (rc = oidset_add(&w.seen, &h->v[i].old)) < 0)
+			break;
+		/* the commits from the head down to what we have */
+		if (n == cap) {
+			git_oid *ns = realloc(stack, (cap = cap ? 2 * cap : 64) * sizeof(*ns));
+			if (!ns) {
+				rc = opt_error_set(OPT_EIO, "out of memory");
+				break;
+			}
+			stack = ns;
+		}
+		stack[n++] = h->v[i].new;
+		while (n > 0 && rc >= 0) {
+			git_oid id = stack[--n];
+			git_commit *c = NULL;
+			unsigned k;
+			if ((rc = size_ok(&w, &id, GIT_OBJECT_COMMIT)) <= 0)
+				continue;
+			if (git_commit_lookup(&c, r->peer_repo, &id) < 0) {
+				rc = opt_git_fail(OPT_EINTEGRITY, "cannot read a commit of the remote");
+				break;
+			}
+			rc = tree_sizes(&w, git_commit_tree_id(c), 0);
+			for (k = 0; rc >= 0 && k < git_commit_parentcount(c); k++) {
+				if (n == cap) {
+					git_oid *ns = realloc(stack, (cap = 2 * cap) * sizeof(*ns));
+					if (!ns) {
+						rc = opt_error_set(OPT_EIO, "out of memory");
+						break;
+					}
+					stack = ns;
+				}
+				stack[n++] = *git_commit_parent_id(c, k);
+			}
+			git_commit_free(c);
+		}
+	}
+	free(stack);
+	oidset_clear(&w.seen);
+	git_odb_free(w.podb);
+	return rc < 0 ? rc : 0;
+}
+
+/* The names of the store's pack indexes: *out an array of strings. */
+static int pack_names(struct opt_sync *y, json_t **out)
+{
+	char dir[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	size_t len;
+
+	if (!(*out = json_array()))
+		return opt_error_set(OPT_EIO, "out of memory");
+	snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(y->repo));
+	if (!(d = opendir(dir)))
+		return 0;
+	while ((de = readdir(d)))
+		if ((len = strlen(de->d_name)) > 4 && strcmp(de->d_name + len - 4, ".idx") == 0)
+			json_array_append_new(*out, json_string(de->d_name));
+	closedir(d);
+	return 0;
+}
+
+/* Each pack that a download added (not in before): no object larger than
+ * a block (opt_pack_sizes_check).  0, or OPT_EINTEGRITY. */
+static int new_packs_sizes(struct opt_sync *y, struct remote *r, const json_t *before)
+{
+	json_t *now = NULL;
+	char idx[PATH_MAX + 300], pack[PATH_MAX + 300];
+	size_t i, len;
+	int rc;
+
+	if ((rc = pack_names(y, &now)) < 0)
+		return rc;
+	for (i = 0; i < json_array_size(now) && rc == 0; i++) {
+		const char *name = json_string_value(json_array_get(now, i));
+		if (has_string(before, name))
+			continue;
+		len = strlen(name);
+		snprintf(idx, sizeof(idx), "%s/objects/pack/%s", git_repository_path(y->repo), name);
+		snprintf(pack, sizeof(pack), "%s/objects/pack/%.*s.pack", git_repository_path(y->repo), (int)(len - 4), name);
+		if ((rc = opt_pack_sizes_check(idx, pack)) < 0)
+			rc = opt_error_wrap(rc, "remote '%s': refused", r->name);
+	}
+	json_decref(now);
+	return rc;
+}
+
 /* Index the pack at path into the store (libgit2's indexer: every object
  * inflated and hashed, a new index written): 0, or -1. */
 static int index_pack(struct opt_sync *y, const char *path)
@@ -1042,8 +1260,9 @@ static int index_pack(struct opt_sync *y, const char *path)
  * checked against the pack first (opt_pack_idx_check: a damaged index
  * copied as it is would serve wrong objects, and git fsck fails on it),
  * both copies checked so that what is checked is what stays; a pack whose
- * index fails the check is indexed here instead.  0, or -1 (the fetch
- * then goes the usual way). */
+ * index fails the check is indexed here instead.  0; -1 (the fetch then
+ * goes the usual way); OPT_EINTEGRITY for an object larger than a block
+ * may be (refused: the usual way would read it whole). */
 static int seed_pack(struct opt_sync *y, const char *from, const char *to)
 {
 	char fidx[PATH_MAX + 300], tidx[PATH_MAX + 300], tpack[PATH_MAX + 310], tmpidx[PATH_MAX + 310];
@@ -1057,8 +1276,10 @@ static int seed_pack(struct opt_sync *y, const char *from, const char *to)
 	if (copy_file(from, tpack) < 0)
 		goto done;
 	if (copy_file(fidx, tmpidx) == 0 && opt_pack_idx_check(tmpidx, tpack) == 0) {
-		if (rename(tpack, to) == 0 && rename(tmpidx, tidx) == 0)
-			rc = 0;
+		/* no object larger than a block, none inflated to find out */
+		if ((rc = opt_pack_sizes_check(tmpidx, tpack)) < 0)
+			goto done;
+		rc = rename(tpack, to) == 0 && rename(tmpidx, tidx) == 0 ? 0 : -1;
 		goto done;
 	}
 	opt_error_clear();
@@ -1081,7 +1302,7 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 	DIR *d;
 	git_odb *odb = NULL;
 	size_t i, len;
-	int any = 0, ok = 1;
+	int any = 0, ok = 1, rc;
 
 	snprintf(ours, sizeof(ours), "%s/objects/pack", git_repository_path(y->repo));
 	snprintf(theirs, sizeof(theirs), "%s/objects/pack", git_repository_path(r->peer_repo));
@@ -1099,7 +1320,11 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 			continue;
 		snprintf(from, sizeof(from), "%s/%s", theirs, de->d_name);
 		snprintf(to, sizeof(to), "%s/%s", ours, de->d_name);
-		ok = seed_pack(y, from, to) == 0;
+		if ((rc = seed_pack(y, from, to)) < -1) {
+			closedir(d);
+			return opt_error_wrap(rc, "remote '%s': refused", r->name);
+		}
+		ok = rc == 0;
 	}
 	closedir(d);
 	if (git_repository_odb(&odb, y->repo) == 0)
@@ -1163,6 +1388,7 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 	git_strarray specs = { 0 };
 	char ref[REFLEN], inc_prefix[REFLEN], hex[GIT_OID_HEXSZ + 1];
 	int64_t deadline = opt_now_ms() + busy_timeout(o);
+	json_t *packs_before = NULL;
 	size_t i, k;
 	int rc;
 
@@ -1217,6 +1443,12 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 			goto done;
 		goto downloaded;
 	}
+	/* libgit2's local transport reads every object it sends whole:
+	 * their sizes first */
+	if (r->path && (rc = peer_sizes(y, r, h)) < 0)
+		goto done;
+	if ((rc = pack_names(y, &packs_before)) < 0)
+		goto done;
 	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
 	callbacks(&fo.callbacks, r);
 	fo.update_fetchhead = 0;
@@ -1226,6 +1458,9 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 		rc = net_fail(r, "cannot fetch");
 		goto done;
 	}
+	/* nothing of what came is read before its size is known */
+	if ((rc = new_packs_sizes(y, r, packs_before)) < 0)
+		goto done;
 	if (git_remote_update_tips(gr, &fo.callbacks, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, NULL) < 0) {
 		rc = opt_git_fail(OPT_EIO, "cannot write incoming refs");
 		goto done;
@@ -1292,6 +1527,7 @@ downloaded:
 	}
 	rc = 0;
 done:
+	json_decref(packs_before);
 	for (i = 0; i < specs.count; i++)
 		free(specs.strings[i]);
 	free(specs.strings);

@@ -274,3 +274,76 @@ as_nobody_ok() {
 	done
 	echo "# $ok of ${#at[@]} damaged indexes cloned (indexed again), the others refused" >&3
 }
+
+# ---- objects larger than a block may be ----
+
+# A blob of $2 MiB of zeros, stored in a pack of its own in store $1
+# (about 1 KB per MiB: the same deflate block, made once, repeated after
+# full flushes); prints its ID.
+zeros_blob() {
+	python3 - "$1" "$2" <<'PY'
+import hashlib, os, struct, sys, zlib
+gd, mib = sys.argv[1], int(sys.argv[2])
+n = mib << 20
+hdr = b"blob %d\0" % n
+h = hashlib.sha1(hdr)
+chunk = bytes(1 << 20)
+for _ in range(mib):
+    h.update(chunk)
+oid = h.digest()
+c = zlib.compressobj(9, zlib.DEFLATED, -15)
+blk = c.compress(chunk) + c.flush(zlib.Z_FULL_FLUSH)
+assert c.compress(chunk) + c.flush(zlib.Z_FULL_FLUSH) == blk
+data = b"\x78\xda" + blk * mib + c.flush(zlib.Z_FINISH) + struct.pack(">I", ((n % 65521) << 16) | 1)
+assert zlib.decompressobj().decompress(data[:1 << 16], 64) == bytes(64)
+ent = bytearray()
+size, b = n >> 4, 0x80 | (3 << 4) | (n & 15)
+while size:
+    ent.append(b)
+    b, size = 0x80 | (size & 0x7f), size >> 7
+ent.append(b & 0x7f)
+ent += data
+pack = b"PACK" + struct.pack(">II", 2, 1) + ent
+pack += hashlib.sha1(pack).digest()
+fan = b"".join(struct.pack(">I", 1 if i >= oid[0] else 0) for i in range(256))
+idx = b"\377tOc" + struct.pack(">I", 2) + fan + oid + struct.pack(">II", zlib.crc32(ent), 12) + pack[-20:]
+idx += hashlib.sha1(idx).digest()
+name = os.path.join(gd, "objects", "pack", "pack-" + pack[-20:].hex())
+with open(name + ".pack", "wb") as f:
+    f.write(pack)
+with open(name + ".idx", "wb") as f:
+    f.write(idx)
+print(oid.hex())
+PY
+}
+
+@test "an object that inflates to 1 GiB where a block should be at a peer is refused at once (exit 4): pull and clone" {
+	command -v python3 >/dev/null || skip "no python3"
+	seed "$OPT_STORE"
+	opt-sync clone "$OPT_STORE" "$TMP/b" >/dev/null
+	echo "{\"header\":{\"id\":\"$C\",\"type\":\"t\"},\"v\":3}" | opt-block put -c things >/dev/null
+	GD=$OPT_STORE
+	local big before t0 t1
+	big=$(zeros_blob "$OPT_STORE" 1024)
+	[ "$(G cat-file -s "$big")" -eq $((1 << 30)) ]
+	# the new revision 3 holds it in place of block A
+	tamper things 3 G update-index --add --cacheinfo "100644,$big,$(bpath "$A")"
+	before=$(refs_of "$TMP/b")
+	t0=$(date +%s)
+	run --separate-stderr /usr/bin/time -f '%M' opt-sync -C "$TMP/b" pull
+	t1=$(date +%s)
+	assert_failure 4
+	[[ $stderr == *"remote 'origin'"*"$big"*"1073741824 bytes, more than"* ]] || fail "$stderr"
+	[ $((t1 - t0)) -lt 20 ] || fail "took $((t1 - t0)) s"
+	[ "$(tail -n 1 <<<"$stderr")" -lt 400000 ] || fail "max RSS $(tail -n 1 <<<"$stderr") KB"
+	assert_equal "$(refs_of "$TMP/b")" "$before"
+	# a clone copies the packs: the same
+	t0=$(date +%s)
+	run --separate-stderr /usr/bin/time -f '%M' opt-sync clone "$OPT_STORE" "$TMP/c"
+	t1=$(date +%s)
+	assert_failure 4
+	[[ $stderr == *"1073741824 bytes, more than"* ]] || fail "$stderr"
+	[ $((t1 - t0)) -lt 20 ] || fail "took $((t1 - t0)) s"
+	[ "$(tail -n 1 <<<"$stderr")" -lt 400000 ] || fail "max RSS $(tail -n 1 <<<"$stderr") KB"
+	[ ! -e "$TMP/c" ]
+}
