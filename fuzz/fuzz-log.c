@@ -41,10 +41,10 @@
  *  - no reader changes the blocks.
  *
  * Known, reported library bugs can be tolerated while they are open (see
- * docs/fuzzing.md): OPT_FUZZ_KNOWN=chain-ends,btree-shared,log-rev-overflow
- * (a comma-separated list) turns the matching property off, makes the read
- * bound fail the library call with an error instead of aborting, or skips
- * the call that would overflow. */
+ * docs/fuzzing.md; none is open now): OPT_FUZZ_KNOWN, a comma-separated
+ * list of chain-ends, btree-shared, log-rev-overflow, turns the matching
+ * property off, makes the read bound fail the library call with an error
+ * instead of aborting, or skips the call that would overflow. */
 #include "block.h"
 #include "btree.h"
 #include "chain.h"

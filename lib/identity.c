@@ -1,10 +1,12 @@
 #include "identity.h"
 #include "error.h"
 #include "json.h"
+#include "pack.h"
 #include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,9 +45,155 @@ static void path_of(char *buf, size_t n, struct opt_store *s, const char *file)
 	snprintf(buf, n, "%s/%s", opt_store_path(s), file);
 }
 
+/* Read the regular file path (at most max bytes) into *out (malloc'd,
+ * NUL-terminated): 0; 1 when it does not exist; -1 with errno (EINVAL for
+ * something that is not a regular file: a FIFO, a device, a symlink,
+ * which are never waited on or followed; EFBIG when too large). */
+static int read_regular(const char *path, size_t max, char **out, size_t *len)
+{
+	struct stat st;
+	char *b = NULL;
+	size_t n = 0;
+	ssize_t r;
+	int fd, e;
+
+	*out = NULL;
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 1;
+		if (errno == ELOOP)
+			errno = EINVAL;
+		return -1;
+	}
+	if (fstat(fd, &st) < 0)
+		goto fail;
+	if (!S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		goto fail;
+	}
+	if ((uint64_t)st.st_size > max) {
+		errno = EFBIG;
+		goto fail;
+	}
+	if (!(b = malloc(max + 1)))
+		goto fail;
+	while (n < max && (r = read(fd, b + n, max - n)) != 0) {
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			goto fail;
+		}
+		n += (size_t)r;
+	}
+	close(fd);
+	b[n] = '\0';
+	*out = b;
+	if (len)
+		*len = n;
+	return 0;
+fail:
+	e = errno;
+	if (b) {
+		sodium_memzero(b, max + 1);
+		free(b);
+	}
+	close(fd);
+	errno = e;
+	return -1;
+}
+
+static const char *read_error(void)
+{
+	return errno == EINVAL ? "not a regular file" : errno == EFBIG ? "too large" : strerror(errno);
+}
+
+/* Write the public key file beside the identity (mode 0644): best effort,
+ * a read-only store keeps working without it. */
+static void write_public(const char *path, const char *pub)
+{
+	char file[4200], tmp[4300], line[OPT_KEY_HEX + 2];
+	int fd, ok;
+
+	snprintf(file, sizeof(file), "%s.pub", path);
+	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", file, (long)getpid());
+	snprintf(line, sizeof(line), "%s\n", pub);
+	if ((fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644)) < 0)
+		return;
+	ok = write(fd, line, strlen(line)) == (ssize_t)strlen(line) && fchmod(fd, 0644) == 0 &&
+	     (!opt_pack_fsync_enabled() || fsync(fd) == 0);
+	if (close(fd) < 0)
+		ok = 0;
+	if (!ok || rename(tmp, file) < 0)
+		unlink(tmp);
+}
+
+/* The key of the public key file at path: 0 (key set), 1 (no such file),
+ * or -1 with errno (EBADMSG: not a key). */
+static int read_public(const char *path, char key[OPT_KEY_HEX + 1])
+{
+	char *text = NULL;
+	size_t len = 0;
+	int rc = read_regular(path, 256, &text, &len);
+
+	if (rc != 0)
+		return rc;
+	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' '))
+		text[--len] = '\0';
+	if (!opt_key_hex_valid(text)) {
+		free(text);
+		errno = EBADMSG;
+		return -1;
+	}
+	memcpy(key, text, OPT_KEY_HEX + 1);
+	free(text);
+	return 0;
+}
+
+int opt_identity_public_at(const char *dir, char key[OPT_KEY_HEX + 1])
+{
+	char path[4200], *text = NULL;
+	json_t *j;
+	const char *pk;
+	int rc;
+
+	key[0] = '\0';
+	snprintf(path, sizeof(path), "%s/opt-identity.pub", dir);
+	if ((rc = read_public(path, key)) == 0)
+		return 0;
+	if (rc < 0)
+		return opt_error_set(OPT_EINTEGRITY, "cannot read the store's public key '%s': %s", path,
+				     errno == EBADMSG ? "not a key" : read_error());
+	/* a store made before the public key had a file of its own: its
+	 * identity file, where the owner may read it (the secret half is
+	 * wiped at once) */
+	snprintf(path, sizeof(path), "%s/opt-identity", dir);
+	rc = read_regular(path, 4096, &text, NULL);
+	if (rc == 1)
+		return 0;
+	if (rc < 0) {
+		if (errno == EACCES)
+			return 0;
+		return opt_error_set(OPT_EINTEGRITY, "cannot read the store's identity '%s': %s", opt_esc(path), read_error());
+	}
+	j = json_loads(text, 0, NULL);
+	sodium_memzero(text, strlen(text));
+	free(text);
+	pk = json_string_value(json_object_get(j, "public"));
+	if (pk && opt_key_hex_valid(pk))
+		snprintf(key, OPT_KEY_HEX + 1, "%s", pk);
+	if (j) {
+		const char *sk = json_string_value(json_object_get(j, "secret"));
+		if (sk)
+			sodium_memzero((void *)sk, strlen(sk));
+	}
+	json_decref(j);
+	return 0;
+}
+
 int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create)
 {
-	char path[4096], tmp[4200], skhex[129];
+	char path[4096], tmp[4200], pubpath[4200], skhex[129], *text = NULL;
 	json_t *j;
 	json_error_t err;
 	int fd, rc;
@@ -54,27 +202,36 @@ int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create)
 	if ((rc = opt_util_init()) < 0)
 		return rc;
 	path_of(path, sizeof(path), s, "opt-identity");
-	j = json_load_file(path, 0, &err);
-	if (j) {
-		const char *pk = json_string_value(json_object_get(j, "public"));
-		const char *sk = json_string_value(json_object_get(j, "secret"));
-		rc = 0;
+	rc = read_regular(path, 4096, &text, NULL);
+	if (rc < 0)
+		return opt_error_set(OPT_EINTEGRITY, "cannot read the store's identity '%s': %s", opt_esc(path), read_error());
+	if (rc == 0) {
+		const char *pk, *sk;
+		j = json_loads(text, 0, &err);
+		sodium_memzero(text, strlen(text));
+		free(text);
+		if (!j)
+			return opt_error_set(OPT_EINTEGRITY, "cannot read the store's identity '%s': %s", opt_esc(path), opt_esc(err.text));
+		pk = json_string_value(json_object_get(j, "public"));
+		sk = json_string_value(json_object_get(j, "secret"));
 		if (unhex(out->pk, 32, pk) < 0 || unhex(out->sk, 64, sk) < 0 ||
 		    memcmp(out->sk + 32, out->pk, 32) != 0)
 			rc = opt_error_set(OPT_EINTEGRITY, "the store's identity file '%s' is damaged", path);
 		else
 			snprintf(out->pub, sizeof(out->pub), "%s", pk);
+		if (sk)
+			sodium_memzero((void *)sk, strlen(sk));
 		json_decref(j);
-		return rc;
-	}
-	if (access(path, F_OK) == 0) {
-		/* another process may have just made it: read it once more */
-		json_t *again = json_load_file(path, 0, &err);
-		if (again) {
-			json_decref(again);
-			return opt_identity_get(out, s, 0);
+		if (rc == 0) {
+			/* the public half, for peers that must not read the
+			 * secret one (a store made before it had this file
+			 * gets it now) */
+			char have[OPT_KEY_HEX + 1];
+			snprintf(pubpath, sizeof(pubpath), "%s.pub", path);
+			if (read_public(pubpath, have) != 0 || strcmp(have, out->pub) != 0)
+				write_public(path, out->pub);
 		}
-		return opt_error_set(OPT_EINTEGRITY, "cannot read the store's identity '%s': %s", opt_esc(path), opt_esc(err.text));
+		return rc;
 	}
 	if (!create)
 		return opt_error_set(OPT_ENOTFOUND, "the store has no identity yet");
@@ -104,6 +261,7 @@ int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create)
 		return opt_error_set(OPT_EIO, "cannot write the store's identity '%s': %s", path, strerror(errno));
 	}
 	unlink(tmp);
+	write_public(path, out->pub);
 	return 0;
 }
 

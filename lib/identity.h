@@ -2,7 +2,8 @@
  *
  * Every store has a key pair, made on first need: the public key signs
  * (as "author", hex) every log entry the store writes, and the secret key
- * stays outside the git objects, in <store>/opt-identity (mode 0600).  The
+ * stays outside the git objects, in <store>/opt-identity (mode 0600), the
+ * public key alone in <store>/opt-identity.pub (mode 0644, for peers).  The
  * keys whose entries the store accepts are its own and those listed in
  * <store>/opt-trusted ("<hex key> <name>" lines).
  */
@@ -25,6 +26,14 @@ struct opt_identity {
 /* Load the store's identity, creating it when absent (create = 1) or
  * failing with OPT_ENOTFOUND (create = 0). */
 int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create);
+
+/* The public key of the store at dir (a path peer: its files are read,
+ * the store is not opened) into key, from opt-identity.pub, else (a store
+ * made before that file) the public half of opt-identity where it can be
+ * read; key "" when the store has no identity or it cannot be read.  Only
+ * regular files are read (never waited on, never through a symlink):
+ * OPT_EINTEGRITY for anything else. */
+int opt_identity_public_at(const char *dir, char key[OPT_KEY_HEX + 1]);
 
 /* Sign msg: 128 hex characters of an Ed25519 signature. */
 int opt_identity_sign(const struct opt_identity *id, const char *msg, char sig[OPT_SIG_HEX + 1]);

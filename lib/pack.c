@@ -407,6 +407,10 @@ static int pack_add(struct opt_pack *p, git_object_t type, const void *data, siz
 
 	if (!tn)
 		return opt_error_set(OPT_EINVAL, "bad object type");
+	if (len > OPT_BLOCK_MAX)
+		return opt_error_set(OPT_EINVAL, "%s%s%s would be %zu bytes, more than a block may have (%zu bytes): "
+				     "write it in parts", type == GIT_OBJECT_BLOB ? "block" : "object", hint ? " " : "",
+				     hint ? hint : "", len, OPT_BLOCK_MAX);
 	{
 		/* "<type> <size>\0", without printf on this hot path */
 		char digits[24];
@@ -1146,6 +1150,12 @@ static int bad_pack(const struct pk *p, const char *what)
 	return opt_error_set(OPT_EINTEGRITY, "pack '%s' is damaged: %s", p->name, what);
 }
 
+static int too_large(const struct pk *p, uint64_t size)
+{
+	return opt_error_set(OPT_EINTEGRITY, "pack '%s': an object of %llu bytes, more than an object may have (%zu bytes): refused unread",
+			     p->name, (unsigned long long)size, OPT_BLOCK_MAX);
+}
+
 /* Inflate size bytes from the zlib stream at pos of p: *out malloc'd. */
 static int pk_inflate(struct libdeflate_decompressor *d, const struct pk *p, size_t pos, size_t size,
 		      unsigned char **out)
@@ -1191,6 +1201,8 @@ static int apply_delta(const struct pk *p, const unsigned char *base, size_t bl,
 	}
 	if (sz[0] != bl)
 		return bad_pack(p, "delta against a base of another size");
+	if (sz[1] > OPT_BLOCK_MAX)
+		return too_large(p, sz[1]);
 	/* an instruction of at most 8 bytes makes at most 0xffffff bytes */
 	if (sz[1] / 0xffffff > dl)
 		return bad_pack(p, "delta larger than its instructions");
@@ -1268,7 +1280,13 @@ static int pk_object(struct opt_packr *r, struct libdeflate_decompressor *d, con
 	}
 	if (pos >= limit)
 		return bad_pack(p, "bad object header");
+	/* refused before anything is inflated (a delta's instructions are
+	 * at most a little larger than what they make) */
+	if (size > OPT_BLOCK_MAX + (OPT_BLOCK_MAX >> 6))
+		return too_large(p, size);
 	if (*type >= GIT_OBJECT_COMMIT && *type <= GIT_OBJECT_TAG) {
+		if (size > OPT_BLOCK_MAX)
+			return too_large(p, size);
 		if ((rc = pk_inflate(d, p, pos, size, data)) < 0)
 			return rc;
 		*len = size;
@@ -1533,4 +1551,270 @@ int opt_packr_read_mem(const unsigned char *idx, size_t idxlen, const unsigned c
 	rc = pk_object(NULL, d, &p, off, 0, data, len, &t);
 	libdeflate_free_decompressor(d);
 	return packr_result(rc, t, data, type);
+}
+
+/* ---- checking an index against its pack ---- */
+
+struct offent {
+	uint64_t off;
+	uint32_t i;
+};
+
+static int cmp_offent(const void *a, const void *b)
+{
+	const struct offent *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static int idx_bad(const char *name, const char *what)
+{
+	return opt_error_set(OPT_EINTEGRITY, "pack index '%s' does not match its pack: %s", name, what);
+}
+
+int opt_pack_idx_check_mem(const char *name, const unsigned char *idx, size_t idxlen, const unsigned char *pack,
+			   size_t packlen)
+{
+	struct pk p;
+	struct opt_sha1 h;
+	uint8_t sum[20];
+	struct offent *v = NULL;
+	size_t i, at;
+	int rc = 0;
+
+	memset(&p, 0, sizeof(p));
+	p.idx = idx;
+	p.idxlen = idxlen;
+	p.pack = pack;
+	p.packlen = packlen;
+	/* header, monotone fan-out, sizes, the pack it names */
+	if (pk_init(&p) < 0)
+		return idx_bad(name, "not a version 2 index of this pack");
+	if (get32(pack + 8) != p.n)
+		return idx_bad(name, "object count differs from the pack's");
+	if ((idxlen - 40 - (8 + 1024 + (size_t)p.n * 28)) % 8 != 0)
+		return idx_bad(name, "bad size");
+	/* the index's own checksum, and the pack's */
+	opt_sha1_init(&h);
+	opt_sha1_update(&h, idx, idxlen - 20);
+	opt_sha1_final(&h, sum);
+	if (memcmp(sum, idx + idxlen - 20, 20) != 0)
+		return idx_bad(name, "bad index checksum");
+	opt_sha1_init(&h);
+	opt_sha1_update(&h, pack, packlen - 20);
+	opt_sha1_final(&h, sum);
+	if (memcmp(sum, pack + packlen - 20, 20) != 0)
+		return idx_bad(name, "bad pack checksum");
+	/* names strictly increasing, each in its fan-out bucket */
+	for (i = 0; i < p.n; i++) {
+		const unsigned char *id = p.ids + 20 * i;
+		if (i > 0 && memcmp(id - 20, id, 20) >= 0)
+			return idx_bad(name, "object names out of order");
+		if ((id[0] ? get32(idx + 8 + 4 * (id[0] - 1)) : 0) > i || get32(idx + 8 + 4 * id[0]) <= i)
+			return idx_bad(name, "fan-out table does not match the names");
+	}
+	if (p.n == 0)
+		return packlen == 32 ? 0 : idx_bad(name, "an empty index of a pack with data");
+	if (!(v = malloc((size_t)p.n * sizeof(*v))))
+		return opt_error_set(OPT_EIO, "out of memory");
+	/* offsets in range, large ones in their table */
+	for (i = 0; i < p.n; i++) {
+		uint32_t o = get32(p.offs + 4 * i);
+		uint64_t off = o;
+		if (o & 0x80000000u) {
+			if ((o & 0x7fffffffu) >= p.nlarge) {
+				rc = idx_bad(name, "offset outside the large offset table");
+				goto done;
+			}
+			off = get64(p.large + 8 * (size_t)(o & 0x7fffffffu));
+		}
+		if (off < 12 || off >= packlen - 20) {
+			rc = idx_bad(name, "offset outside the pack");
+			goto done;
+		}
+		v[i].off = off;
+		v[i].i = (uint32_t)i;
+	}
+	qsort(v, p.n, sizeof(*v), cmp_offent);
+	/* the entries tile the pack from its header to its trailer, each
+	 * with its CRC-32 and a sound entry header where the index says */
+	for (i = 0, at = 12; i < p.n; i++) {
+		uint64_t end = i + 1 < p.n ? v[i + 1].off : packlen - 20;
+		const unsigned char *e = pack + v[i].off;
+		size_t len, pos = 1;
+		unsigned c, t;
+		if (v[i].off != at) {
+			rc = idx_bad(name, v[i].off < at ? "two objects at one offset" : "bytes of the pack no object covers");
+			goto done;
+		}
+		len = (size_t)(end - v[i].off);
+		if ((uint32_t)crc32_z(0, e, len) != get32(p.ids + (size_t)p.n * 20 + 4 * (size_t)v[i].i)) {
+			rc = idx_bad(name, "CRC-32 of an object differs");
+			goto done;
+		}
+		c = e[0];
+		t = (c >> 4) & 7;
+		while (c & 0x80 && pos < len)
+			c = e[pos++];
+		if (t == 0 || t == 5 || c & 0x80 || pos >= len) {
+			rc = idx_bad(name, "no object where the index says");
+			goto done;
+		}
+		if (t == OBJ_OFS_DELTA) {
+			uint64_t dist;
+			struct offent key;
+			c = e[pos++];
+			dist = c & 127;
+			while (c & 128 && pos < len && dist <= (UINT64_MAX >> 8)) {
+				c = e[pos++];
+				dist = ((dist + 1) << 7) | (c & 127);
+			}
+			key.off = v[i].off - dist;
+			if (c & 128 || dist == 0 || dist > v[i].off - 12 ||
+			    !bsearch(&key, v, i, sizeof(*v), cmp_offent)) {
+				rc = idx_bad(name, "a delta whose base is no object of the pack");
+				goto done;
+			}
+		}
+		at = (size_t)end;
+	}
+done:
+	free(v);
+	return rc;
+}
+
+int opt_pack_idx_check(const char *idxpath, const char *packpath)
+{
+	const unsigned char *idx, *pack;
+	size_t idxlen = 0, packlen = 0;
+	const char *name = strrchr(packpath, '/') ? strrchr(packpath, '/') + 1 : packpath;
+	int rc;
+
+	if (!(idx = map_file(idxpath, &idxlen)))
+		return opt_error_set(OPT_EINTEGRITY, "cannot read pack index '%s': %s", idxpath, strerror(errno ? errno : EINVAL));
+	if (!(pack = map_file(packpath, &packlen))) {
+		munmap((void *)idx, idxlen);
+		return opt_error_set(OPT_EINTEGRITY, "cannot read pack '%s': %s", packpath, strerror(errno ? errno : EINVAL));
+	}
+	rc = opt_pack_idx_check_mem(name, idx, idxlen, pack, packlen);
+	munmap((void *)idx, idxlen);
+	munmap((void *)pack, packlen);
+	return rc;
+}
+
+/* The result size of the delta whose zlib stream starts at pos of p
+ * (only its first bytes inflated): 0 and *size, or -1. */
+static int delta_result_size(z_stream *z, const unsigned char *pack, size_t pos, size_t end, uint64_t *size)
+{
+	unsigned char head[32];
+	const unsigned char *q = head, *qe;
+	uint64_t sz[2];
+	int k, zr;
+
+	if (inflateReset(z) != Z_OK)
+		return -1;
+	z->next_in = (unsigned char *)(pack + pos);
+	z->avail_in = (uInt)(end - pos > (1u << 20) ? 1u << 20 : end - pos);
+	z->next_out = head;
+	z->avail_out = sizeof(head);
+	zr = inflate(z, Z_SYNC_FLUSH);
+	if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
+		return -1;
+	qe = head + (sizeof(head) - z->avail_out);
+	for (k = 0; k < 2; k++) {
+		unsigned shift = 0;
+		sz[k] = 0;
+		do {
+			if (q >= qe || shift > 56)
+				return -1;
+			sz[k] |= (uint64_t)(*q & 0x7f) << shift;
+			shift += 7;
+		} while (*q++ & 0x80);
+	}
+	*size = sz[1];
+	return 0;
+}
+
+int opt_pack_sizes_check(const char *idxpath, const char *packpath)
+{
+	struct pk p;
+	z_stream z;
+	uint64_t *offs = NULL;
+	size_t i;
+	const char *name = strrchr(packpath, '/') ? strrchr(packpath, '/') + 1 : packpath;
+	int rc = 0;
+
+	memset(&p, 0, sizeof(p));
+	snprintf(p.name, sizeof(p.name), "%s", name);
+	if (!(p.idx = map_file(idxpath, &p.idxlen)) || !(p.pack = map_file(packpath, &p.packlen))) {
+		if (p.idx)
+			munmap((void *)p.idx, p.idxlen);
+		return opt_error_set(OPT_EINTEGRITY, "cannot read pack '%s'", packpath);
+	}
+	p.mapped = 1;
+	memset(&z, 0, sizeof(z));
+	if (pk_init(&p) < 0) {
+		rc = bad_pack(&p, "not a version 2 index of this pack");
+		goto done;
+	}
+	if (inflateInit(&z) != Z_OK || (p.n && !(offs = malloc((size_t)p.n * sizeof(*offs))))) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < p.n; i++) {
+		uint32_t o = get32(p.offs + 4 * i);
+		offs[i] = o;
+		if (o & 0x80000000u) {
+			if ((o & 0x7fffffffu) >= p.nlarge) {
+				rc = bad_pack(&p, "bad offset in the index");
+				goto done;
+			}
+			offs[i] = get64(p.large + 8 * (size_t)(o & 0x7fffffffu));
+		}
+		if (offs[i] < 12 || offs[i] >= p.packlen - 20) {
+			rc = bad_pack(&p, "bad offset in the index");
+			goto done;
+		}
+	}
+	for (i = 0; i < p.n; i++) {
+		size_t pos = (size_t)offs[i], limit = p.packlen - 20;
+		uint64_t size;
+		unsigned c = p.pack[pos++], shift = 4, t = (c >> 4) & 7;
+		size = c & 15;
+		while (c & 0x80 && pos < limit && shift <= 57) {
+			c = p.pack[pos++];
+			size |= (uint64_t)(c & 0x7f) << shift;
+			shift += 7;
+		}
+		if (c & 0x80 || pos >= limit) {
+			rc = bad_pack(&p, "bad object header");
+			goto done;
+		}
+		if (size > OPT_BLOCK_MAX + (OPT_BLOCK_MAX >> 6) || (t >= 1 && t <= 4 && size > OPT_BLOCK_MAX)) {
+			rc = too_large(&p, size);
+			goto done;
+		}
+		if (t == OBJ_OFS_DELTA || t == 7) {
+			if (t == 7) {
+				pos += 20;
+			} else {
+				do
+					c = p.pack[pos++];
+				while (c & 128 && pos < limit);
+			}
+			if (pos >= limit || delta_result_size(&z, p.pack, pos, limit, &size) < 0) {
+				rc = bad_pack(&p, "bad delta");
+				goto done;
+			}
+			if (size > OPT_BLOCK_MAX) {
+				rc = too_large(&p, size);
+				goto done;
+			}
+		}
+	}
+done:
+	inflateEnd(&z);
+	free(offs);
+	pk_unmap(&p);
+	return rc;
 }

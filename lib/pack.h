@@ -93,4 +93,23 @@ int opt_packr_read(struct opt_packr *r, const git_oid *id, unsigned char **data,
 int opt_packr_read_mem(const unsigned char *idx, size_t idxlen, const unsigned char *pack, size_t packlen,
 		       const git_oid *id, unsigned char **data, size_t *len, git_object_t *type);
 
+/* Check a version 2 index against its pack, cheaply (no object is
+ * inflated or hashed): its header, a monotone fan-out that matches the
+ * names, names strictly increasing, its own SHA-1 and the pack's, the
+ * pack's object count, offsets in range, and the entries at the offsets
+ * tiling the pack from its header to its trailer, each with the CRC-32 the
+ * index gives and a sound entry header (an OFS_DELTA's base at another
+ * entry).  0, or OPT_EINTEGRITY saying what is wrong.  (That a name is the
+ * SHA-1 of its object is not checked: that takes inflating everything.) */
+int opt_pack_idx_check(const char *idxpath, const char *packpath);
+/* Every object of the pack (found through its index) has at most
+ * OPT_BLOCK_MAX bytes, as its entry header says (a delta: as the start
+ * of its instructions says, the rest not inflated): 0, or OPT_EINTEGRITY
+ * for the first that has more (or a damaged entry). */
+int opt_pack_sizes_check(const char *idxpath, const char *packpath);
+
+/* The same over bytes in memory (name for messages). */
+int opt_pack_idx_check_mem(const char *name, const unsigned char *idx, size_t idxlen, const unsigned char *pack,
+			   size_t packlen);
+
 #endif

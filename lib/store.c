@@ -339,6 +339,19 @@ static int s_read(struct opt_store *s, const git_oid *id, unsigned char **data, 
 	*data = NULL;
 	if (packr_read(s, id, data, len, &type) == 0)
 		return 0;
+	{
+		/* the size first: an object larger than any block is refused
+		 * unread */
+		size_t size;
+		git_object_t t;
+		if (git_odb_read_header(&size, &t, s->odb, id) == 0 && size > OPT_BLOCK_MAX) {
+			char hex[GIT_OID_HEXSZ + 1];
+			git_oid_tostr(hex, sizeof(hex), id);
+			return opt_error_set(OPT_EINTEGRITY, "cannot read block: object %s has %zu bytes, more than a "
+					     "block may have (%zu bytes): refused unread", hex, size, OPT_BLOCK_MAX);
+		}
+		git_error_clear();
+	}
 	if (s_odb_read(s, &obj, id) < 0)
 		return opt_git_fail(OPT_EINTEGRITY, "cannot read block");
 	*len = git_odb_object_size(obj);
@@ -575,7 +588,20 @@ int opt_store_open(struct opt_store **out, const char *dir)
 		git_config_free(cfg);
 		git_error_clear();
 	}
-	if (git_repository_open_ext(&repo, dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
+	if ((rc = git_repository_open_ext(&repo, dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL)) < 0) {
+		const git_error *e = git_error_last();
+		/* libgit2 1.5 fails the check with GIT_ENOTFOUND and "config
+		 * value 'safe.directory' was not found" when no config has
+		 * one */
+		if (rc == GIT_EOWNER || (st.st_uid != geteuid() && e && e->message && strstr(e->message, "safe.directory"))) {
+			/* as git: a repository of another user may carry
+			 * settings made to run as whoever opens it, and what
+			 * we write there would belong to us */
+			git_error_clear();
+			return opt_error_set(OPT_EIO, "cannot open store '%s': it belongs to another user (uid %ld); as git "
+					     "does, it is opened only when git's safe.directory names it "
+					     "(git config --global --add safe.directory %s)", dir, (long)st.st_uid, dir);
+		}
 		if (access(dir, R_OK | X_OK) < 0)
 			return opt_error_set(OPT_EIO, "cannot open store '%s': %s", opt_esc(dir), strerror(errno));
 		return opt_git_fail(OPT_EINVAL, "not an optimystic store");
@@ -2309,16 +2335,16 @@ static int collect_cb(const char *id, const json_t *block, const struct opt_bloc
 	ch->del = block == NULL && text == NULL;
 	if (text && !(c->canon && c->canon->next < c->canon->n && strcmp(c->canon->v[c->canon->next].id, id) == 0)) {
 		/* a block inserted as text: stored as it is */
-		if (opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, text->text, text->len, id, &ch->oid) < 0)
-			return OPT_EIO;
+		if ((rc = opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, text->text, text->len, id, &ch->oid)) < 0)
+			return rc;
 	} else if (block || text) {
 		char *s;
 		size_t len;
 		struct opt_canon *cn = c->canon;
 		if (cn && cn->next < cn->n && strcmp(cn->v[cn->next].id, id) == 0) {
 			struct opt_canon_ent *e = &cn->v[cn->next++];
-			if (opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, e->text, e->len, id, &ch->oid) < 0)
-				return OPT_EIO;
+			if ((rc = opt_pack_add_version(c->pack, GIT_OBJECT_BLOB, e->text, e->len, id, &ch->oid)) < 0)
+				return rc;
 			if (block)
 				ocache_put(c->s, &ch->oid, block);
 			c->n++;

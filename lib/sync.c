@@ -757,6 +757,16 @@ done:
 	return rc;
 }
 
+/* A store on this machine that another user owns is refused as our own
+ * store (libgit2's owner check, as git does: see opt_store_open), but
+ * read as a peer: a clone or fetch only reads it (git's upload-pack does
+ * the same), libgit2 runs nothing from its config, and a push needs the
+ * file permissions anyway.  Turns the check off (0) or back (1). */
+static void peer_owner_check(int on)
+{
+	git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, on);
+}
+
 static int remote_open(struct opt_sync *y, struct remote *r, const char *name, const struct opt_sync_opts *o)
 {
 	int rc;
@@ -769,18 +779,21 @@ static int remote_open(struct opt_sync *y, struct remote *r, const char *name, c
 	if (!y->url && (rc = remote_url(y, name, &r->url)) < 0)
 		return rc;
 	if (opt_sync_url_is_local(r->url, &r->path)) {
+		peer_owner_check(0);
 		rc = opt_store_open(&r->peer, r->path);
+		if (rc == 0 && git_repository_open_ext(&r->peer_repo, r->path,
+						       GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
+			rc = opt_git_fail(OPT_ENET, "cannot open remote");
+			peer_owner_check(1);
+			remote_close(r);
+			return rc;
+		}
+		peer_owner_check(1);
 		if (rc < 0) {
 			char msg[512];
 			snprintf(msg, sizeof(msg), "%s", opt_error_last());
 			remote_close(r);
 			return opt_error_set(OPT_ENET, "cannot reach remote '%s': %s", name, msg);
-		}
-		if (git_repository_open_ext(&r->peer_repo, r->path,
-					    GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
-			rc = opt_git_fail(OPT_ENET, "cannot open remote");
-			remote_close(r);
-			return rc;
 		}
 	} else if (strncmp(r->url, "https://", 8) == 0) {
 		/* the CA bundle is loaded only when an https peer needs it */
@@ -795,7 +808,9 @@ static int remote_open(struct opt_sync *y, struct remote *r, const char *name, c
 /* ---- transport ---- */
 
 /* A failure of the transport: the peer or the network (exit 5), unless
- * what came is corrupt (exit 4). */
+ * what came is corrupt, or (a peer on this machine, whose objects libgit2
+ * reads itself) an object there is missing or damaged (exit 4), or our
+ * disk is full (exit 7). */
 static int net_fail(struct remote *r, const char *what)
 {
 	const git_error *e = git_error_last();
@@ -803,6 +818,12 @@ static int net_fail(struct remote *r, const char *what)
 
 	if (e && (e->klass == GIT_ERROR_INDEXER || e->klass == GIT_ERROR_ZLIB || e->klass == GIT_ERROR_OBJECT))
 		code = OPT_EINTEGRITY;
+	else if (e && r->path && e->klass == GIT_ERROR_ODB)
+		code = OPT_EINTEGRITY;
+	else if (e && e->klass == GIT_ERROR_OS && e->message &&
+		 (strstr(e->message, strerror(ENOSPC)) || strstr(e->message, strerror(EDQUOT)) ||
+		  strstr(e->message, strerror(EFBIG))))
+		code = OPT_EIO;
 	return opt_error_set(code, "remote '%s' (%s): %s: %s", r->name, r->url, what,
 			     e && e->message ? e->message : "unknown error");
 }
@@ -903,7 +924,13 @@ static int ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, 
 	if (anon_remote(&gr, y->repo, r->path ? r->path : r->url) < 0)
 		return net_fail(r, "invalid URL");
 	r->cred_tries = 0;
-	if (git_remote_connect(gr, GIT_DIRECTION_FETCH, &cb, NULL, NULL) < 0) {
+	/* the local transport opens the peer's repository here */
+	if (r->path)
+		peer_owner_check(0);
+	rc = git_remote_connect(gr, GIT_DIRECTION_FETCH, &cb, NULL, NULL);
+	if (r->path)
+		peer_owner_check(1);
+	if (rc < 0) {
 		rc = net_fail(r, "cannot connect");
 		git_remote_free(gr);
 		return rc;
@@ -951,8 +978,17 @@ static int copy_file(const char *from, const char *to)
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", to) >= (int)sizeof(tmp))
 		return -1;
-	if ((in = open(from, O_RDONLY)) < 0)
+	if ((in = open(from, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)) < 0)
 		return -1;
+	{
+		/* only a regular file (a FIFO would never end) */
+		struct stat st;
+		if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode)) {
+			close(in);
+			errno = EINVAL;
+			return -1;
+		}
+	}
 	if ((out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0444)) < 0) {
 		close(in);
 		return -1;
@@ -972,6 +1008,291 @@ static int copy_file(const char *from, const char *to)
 	return rc;
 }
 
+static int has_string(const json_t *a, const char *v);
+
+/* ---- sizes of what a peer sends ---- */
+
+/* A set of object IDs (open addressing). */
+struct oidset {
+	git_oid *v;
+	unsigned char *used;
+	size_t n, cap;
+};
+
+static void oidset_clear(struct oidset *o)
+{
+	free(o->v);
+	free(o->used);
+	memset(o, 0, sizeof(*o));
+}
+
+/* Add id: 1 if new, 0 if there already, <0 out of memory. */
+static int oidset_add(struct oidset *o, const git_oid *id)
+{
+	size_t i;
+
+	if (2 * (o->n + 1) > o->cap) {
+		struct oidset g = { NULL, NULL, 0, o->cap ? 2 * o->cap : 1024 };
+		if (!(g.v = malloc(g.cap * sizeof(*g.v))) || !(g.used = calloc(g.cap, 1))) {
+			oidset_clear(&g);
+			return opt_error_set(OPT_EIO, "out of memory");
+		}
+		for (i = 0; i < o->cap; i++)
+			if (o->used[i])
+				oidset_add(&g, &o->v[i]);
+		oidset_clear(o);
+		*o = g;
+	}
+	i = ((size_t)id->id[0] << 24 | (size_t)id->id[1] << 16 | (size_t)id->id[2] << 8 | id->id[3]) & (o->cap - 1);
+	for (; o->used[i]; i = (i + 1) & (o->cap - 1))
+		if (git_oid_equal(&o->v[i], id))
+			return 0;
+	o->used[i] = 1;
+	o->v[i] = *id;
+	o->n++;
+	return 1;
+}
+
+struct sizewalk {
+	struct opt_sync *y;
+	struct remote *r;
+	git_odb *podb;       /* the peer's */
+	const struct head *e; /* the collection walked */
+	struct oidset seen;
+};
+
+/* Object id at the peer: 1 when it is new to us (its size then checked:
+ * at most OPT_BLOCK_MAX, and of type want unless GIT_OBJECT_ANY), 0 when
+ * we have it or saw it already, <0 refused. */
+static int size_ok(struct sizewalk *w, const git_oid *id, git_object_t want)
+{
+	size_t size;
+	git_object_t type;
+	char hex[GIT_OID_HEXSZ + 1];
+	int rc;
+
+	if ((rc = oidset_add(&w->seen, id)) <= 0)
+		return rc;
+	if (have_object(w->y, id))
+		return 0;
+	hex_of(hex, id);
+	if (git_odb_read_header(&size, &type, w->podb, id) < 0) {
+		const git_error *e = git_error_last();
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': cannot read object %s: %s (refused)",
+				     w->r->name, w->e->name, hex, e && e->message ? e->message : "unknown libgit2 error");
+	}
+	if (want != GIT_OBJECT_ANY && type != want)
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': %s %s is a %s, not a %s (refused)",
+				     w->r->name, w->e->name, git_oid_equal(id, &w->e->new) ? "its head" : "object", hex,
+				     git_object_type2string(type), git_object_type2string(want));
+	if (size > OPT_BLOCK_MAX)
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': object %s has %zu bytes, more than "
+				     "an object may have (%zu bytes): refused unread", w->r->name, w->e->name, hex, size,
+				     OPT_BLOCK_MAX);
+	return 1;
+}
+
+static int tree_sizes(struct sizewalk *w, const git_oid *id, int depth)
+{
+	git_tree *t = NULL;
+	size_t i, n;
+	int rc;
+
+	if ((rc = size_ok(w, id, GIT_OBJECT_TREE)) <= 0)
+		return rc;
+	if (depth > 16)
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': trees nested too deep (refused)",
+				     w->r->name, w->e->name);
+	if (git_tree_lookup(&t, w->r->peer_repo, id) < 0)
+		return opt_git_fail(OPT_EINTEGRITY, "cannot read a tree of the remote");
+	n = git_tree_entrycount(t);
+	for (i = 0, rc = 0; i < n && rc >= 0; i++) {
+		const git_tree_entry *e = git_tree_entry_byindex(t, i);
+		if (git_tree_entry_type(e) == GIT_OBJECT_TREE)
+			rc = tree_sizes(w, git_tree_entry_id(e), depth + 1);
+		else if (git_tree_entry_type(e) == GIT_OBJECT_BLOB)
+			rc = size_ok(w, git_tree_entry_id(e), GIT_OBJECT_BLOB);
+	}
+	git_tree_free(t);
+	return rc < 0 ? rc : 0;
+}
+
+/* Before libgit2's local transport reads them whole: every object a
+ * fetch from the peer on this machine would bring (the changed heads'
+ * commits, trees and blobs that we lack) has at most OPT_BLOCK_MAX bytes,
+ * by its header.  0, or OPT_EINTEGRITY naming the object. */
+static int peer_sizes(struct opt_sync *y, struct remote *r, const struct heads *h)
+{
+	struct sizewalk w;
+	git_oid *stack = NULL;
+	size_t i, n = 0, cap = 0;
+	int rc = 0;
+
+	memset(&w, 0, sizeof(w));
+	w.y = y;
+	w.r = r;
+	if (git_repository_odb(&w.podb, r->peer_repo) < 0)
+		return opt_git_fail(OPT_ENET, "cannot open the remote's objects");
+	for (i = 0; i < h->n && rc >= 0; i++) {
+		if (strcmp(h->v[i].status, "unchanged") == 0)
+			continue;
+		w.e = &h->v[i];
+		n = 0;
+		if (h->v[i].has_old && (rc = oidset_add(&w.seen, &h->v[i].old)) < 0)
+			break;
+		/* the commits from the head down to what we have */
+		if (n == cap) {
+			git_oid *ns = realloc(stack, (cap = cap ? 2 * cap : 64) * sizeof(*ns));
+			if (!ns) {
+				rc = opt_error_set(OPT_EIO, "out of memory");
+				break;
+			}
+			stack = ns;
+		}
+		stack[n++] = h->v[i].new;
+		while (n > 0 && rc >= 0) {
+			git_oid id = stack[--n];
+			git_commit *c = NULL;
+			unsigned k;
+			if ((rc = size_ok(&w, &id, GIT_OBJECT_COMMIT)) <= 0)
+				continue;
+			if (git_commit_lookup(&c, r->peer_repo, &id) < 0) {
+				rc = opt_git_fail(OPT_EINTEGRITY, "cannot read a commit of the remote");
+				break;
+			}
+			rc = tree_sizes(&w, git_commit_tree_id(c), 0);
+			for (k = 0; rc >= 0 && k < git_commit_parentcount(c); k++) {
+				if (n == cap) {
+					git_oid *ns = realloc(stack, (cap = 2 * cap) * sizeof(*ns));
+					if (!ns) {
+						rc = opt_error_set(OPT_EIO, "out of memory");
+						break;
+					}
+					stack = ns;
+				}
+				stack[n++] = *git_commit_parent_id(c, k);
+			}
+			git_commit_free(c);
+		}
+	}
+	free(stack);
+	oidset_clear(&w.seen);
+	git_odb_free(w.podb);
+	return rc < 0 ? rc : 0;
+}
+
+/* The names of the store's pack indexes: *out an array of strings. */
+static int pack_names(struct opt_sync *y, json_t **out)
+{
+	char dir[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	size_t len;
+
+	if (!(*out = json_array()))
+		return opt_error_set(OPT_EIO, "out of memory");
+	snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(y->repo));
+	if (!(d = opendir(dir)))
+		return 0;
+	while ((de = readdir(d)))
+		if ((len = strlen(de->d_name)) > 4 && strcmp(de->d_name + len - 4, ".idx") == 0)
+			json_array_append_new(*out, json_string(de->d_name));
+	closedir(d);
+	return 0;
+}
+
+/* Each pack that a download added (not in before): no object larger than
+ * a block (opt_pack_sizes_check).  0, or OPT_EINTEGRITY. */
+static int new_packs_sizes(struct opt_sync *y, struct remote *r, const json_t *before)
+{
+	json_t *now = NULL;
+	char idx[PATH_MAX + 300], pack[PATH_MAX + 300];
+	size_t i, len;
+	int rc;
+
+	if ((rc = pack_names(y, &now)) < 0)
+		return rc;
+	for (i = 0; i < json_array_size(now) && rc == 0; i++) {
+		const char *name = json_string_value(json_array_get(now, i));
+		if (has_string(before, name))
+			continue;
+		len = strlen(name);
+		snprintf(idx, sizeof(idx), "%s/objects/pack/%s", git_repository_path(y->repo), name);
+		snprintf(pack, sizeof(pack), "%s/objects/pack/%.*s.pack", git_repository_path(y->repo), (int)(len - 4), name);
+		if ((rc = opt_pack_sizes_check(idx, pack)) < 0)
+			rc = opt_error_wrap(rc, "remote '%s': refused", r->name);
+	}
+	json_decref(now);
+	return rc;
+}
+
+/* Index the pack at path where it lies (libgit2's indexer: every object
+ * inflated and hashed, a new index written): 0, or -1. */
+static int index_pack(struct opt_sync *y, const char *path)
+{
+	char dir[PATH_MAX + 320], buf[1 << 16];
+	git_indexer *ix = NULL;
+	git_indexer_options io;
+	git_indexer_progress st;
+	git_odb *odb = NULL;
+	ssize_t n = 0;
+	int fd, rc = -1;
+
+	/* indexed where it lies (the quarantine's pack directory) */
+	snprintf(dir, sizeof(dir), "%s", path);
+	if (strrchr(dir, '/'))
+		*strrchr(dir, '/') = '\0';
+	git_indexer_options_init(&io, GIT_INDEXER_OPTIONS_VERSION);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	if (git_repository_odb(&odb, y->repo) == 0 && git_indexer_new(&ix, dir, 0, odb, &io) == 0) {
+		while ((n = read(fd, buf, sizeof(buf))) > 0)
+			if (git_indexer_append(ix, buf, (size_t)n, &st) < 0)
+				break;
+		if (n == 0 && git_indexer_commit(ix, &st) == 0)
+			rc = 0;
+	}
+	git_indexer_free(ix);
+	git_odb_free(odb);
+	close(fd);
+	git_error_clear();
+	return rc;
+}
+
+/* Copy the peer's pack from (and its index beside it) to to: the index
+ * checked against the pack first (opt_pack_idx_check: a damaged index
+ * copied as it is would serve wrong objects, and git fsck fails on it),
+ * both copies checked so that what is checked is what stays; a pack whose
+ * index fails the check is indexed here instead.  0; -1 (the fetch then
+ * goes the usual way); OPT_EINTEGRITY for an object larger than a block
+ * may be (refused: the usual way would read it whole). */
+static int seed_pack(struct opt_sync *y, const char *from, const char *to)
+{
+	char fidx[PATH_MAX + 300], tidx[PATH_MAX + 300], tpack[PATH_MAX + 310], tmpidx[PATH_MAX + 310];
+	int rc = -1;
+
+	snprintf(fidx, sizeof(fidx), "%.*s.idx", (int)(strlen(from) - 5), from);
+	snprintf(tidx, sizeof(tidx), "%.*s.idx", (int)(strlen(to) - 5), to);
+	/* (copy_file puts them in place through NAME.tmp) */
+	snprintf(tpack, sizeof(tpack), "%s.seed", to);
+	snprintf(tmpidx, sizeof(tmpidx), "%s.seed", tidx);
+	if (copy_file(from, tpack) < 0)
+		goto done;
+	if (copy_file(fidx, tmpidx) == 0 && opt_pack_idx_check(tmpidx, tpack) == 0) {
+		/* no object larger than a block, none inflated to find out */
+		if ((rc = opt_pack_sizes_check(tmpidx, tpack)) < 0)
+			goto done;
+		rc = rename(tpack, to) == 0 && rename(tmpidx, tidx) == 0 ? 0 : -1;
+		goto done;
+	}
+	opt_error_clear();
+	rc = index_pack(y, tpack);
+done:
+	unlink(tpack);
+	unlink(tmpidx);
+	return rc;
+}
+
 /* A first fetch from a store on this machine into a store without packs
  * (a clone): the peer's pack files are copied as they are, where
  * libgit2's local transport would build a new pack object by object
@@ -984,7 +1305,7 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 	DIR *d;
 	git_odb *odb = NULL;
 	size_t i, len;
-	int any = 0, ok = 1;
+	int any = 0, ok = 1, rc;
 
 	snprintf(ours, sizeof(ours), "%s/objects/pack", git_repository_path(y->repo));
 	snprintf(theirs, sizeof(theirs), "%s/objects/pack", git_repository_path(r->peer_repo));
@@ -1004,10 +1325,11 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 			continue;
 		snprintf(from, sizeof(from), "%s/%s", theirs, de->d_name);
 		snprintf(to, sizeof(to), "%s/%s", qpack, de->d_name);
-		ok = copy_file(from, to) == 0;
-		memcpy(from + strlen(from) - 5, ".idx", 5);
-		memcpy(to + strlen(to) - 5, ".idx", 5);
-		ok = ok && copy_file(from, to) == 0;
+		if ((rc = seed_pack(y, from, to)) < -1) {
+			closedir(d);
+			return opt_error_wrap(rc, "remote '%s': refused", r->name);
+		}
+		ok = rc == 0;
 	}
 	closedir(d);
 	if (git_repository_odb(&odb, y->repo) == 0)
@@ -1050,6 +1372,34 @@ static int quarantine(struct opt_sync *y, int begin, int keep)
 	return rc;
 }
 
+/* The remote head of e is a commit: 0, else OPT_EINTEGRITY naming the
+ * remote and the collection. */
+static int head_is_commit(struct opt_sync *y, struct remote *r, const struct head *e)
+{
+	git_odb *odb = NULL;
+	git_object_t type = GIT_OBJECT_INVALID;
+	size_t size;
+	char hex[GIT_OID_HEXSZ + 1];
+	int rc;
+
+	if (git_repository_odb(&odb, y->repo) < 0)
+		return opt_git_fail(OPT_EIO, "cannot open the object database");
+	rc = git_odb_read_header(&size, &type, odb, &e->new);
+	git_odb_free(odb);
+	hex_of(hex, &e->new);
+	if (rc < 0) {
+		char msg[512];
+		const git_error *ge = git_error_last();
+		snprintf(msg, sizeof(msg), "%s", ge && ge->message ? ge->message : "unknown libgit2 error");
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': cannot read its head %s: %s (refused)",
+				     r->name, e->name, hex, msg);
+	}
+	if (type != GIT_OBJECT_COMMIT)
+		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': its head %s is a %s, not a commit (refused)",
+				     r->name, e->name, hex, git_object_type2string(type));
+	return 0;
+}
+
 /* Fetch the remote's collections (all, or colls) into the quarantine,
  * verify each changed one, and only then move the tracking refs.  *h gets
  * one head per collection of the remote (sorted by name), with the
@@ -1064,6 +1414,7 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 	git_strarray specs = { 0 };
 	char ref[REFLEN], inc_prefix[REFLEN], hex[GIT_OID_HEXSZ + 1];
 	int64_t deadline = opt_now_ms() + busy_timeout(o);
+	json_t *packs_before = NULL;
 	size_t i, k;
 	int rc;
 
@@ -1121,6 +1472,12 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 			goto done;
 		goto downloaded;
 	}
+	/* libgit2's local transport reads every object it sends whole:
+	 * their sizes first */
+	if (r->path && (rc = peer_sizes(y, r, h)) < 0)
+		goto done;
+	if ((rc = pack_names(y, &packs_before)) < 0)
+		goto done;
 	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
 	callbacks(&fo.callbacks, r);
 	fo.update_fetchhead = 0;
@@ -1130,6 +1487,9 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 		rc = net_fail(r, "cannot fetch");
 		goto done;
 	}
+	/* nothing of what came is read before its size is known */
+	if ((rc = new_packs_sizes(y, r, packs_before)) < 0)
+		goto done;
 	if (git_remote_update_tips(gr, &fo.callbacks, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, NULL) < 0) {
 		rc = opt_git_fail(OPT_EIO, "cannot write incoming refs");
 		goto done;
@@ -1151,6 +1511,10 @@ downloaded:
 					   r->name, e->name);
 			goto done;
 		}
+		/* (before libgit2's history walk, which leaks on another
+		 * type) */
+		if ((rc = head_is_commit(y, r, e)) < 0)
+			goto done;
 		if (e->has_old) {
 			rc = descends(y->repo, &e->new, &e->old);
 			if (rc < 0)
@@ -1194,6 +1558,7 @@ downloaded:
 	}
 	rc = 0;
 done:
+	json_decref(packs_before);
 	for (i = 0; i < specs.count; i++)
 		free(specs.strings[i]);
 	free(specs.strings);
@@ -3439,22 +3804,69 @@ static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *
 /* The public key of the store at path, if it has one: *key (65 bytes). */
 static int peer_key(const char *path, char key[OPT_KEY_HEX + 1])
 {
-	char file[PATH_MAX];
-	json_t *j;
-	const char *pk;
+	int rc = opt_identity_public_at(path, key);
 
-	key[0] = '\0';
-	snprintf(file, sizeof(file), "%s/opt-identity", path);
-	j = json_load_file(file, 0, NULL);
-	if (!j)
-		return access(file, F_OK) == 0 ? opt_error_set(OPT_ENET, "cannot read the remote store's identity '%s'", file) : 0;
-	pk = json_string_value(json_object_get(j, "public"));
-	if (pk && opt_key_hex_valid(pk))
-		snprintf(key, OPT_KEY_HEX + 1, "%s", pk);
-	/* only the public half is used; the rest goes at once */
-	json_object_clear(j);
-	json_decref(j);
+	if (rc < 0) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		return opt_error_set(OPT_ENET, "cannot read the remote store's %s",
+				     strncmp(msg, "cannot read the store's ", 24) == 0 ? msg + 24 : msg);
+	}
 	return 0;
+}
+
+/* 1 if the array of strings a holds v. */
+static int has_string(const json_t *a, const char *v)
+{
+	size_t i;
+
+	for (i = 0; i < json_array_size(a); i++)
+		if (strcmp(json_string_value(json_array_get(a, i)), v) == 0)
+			return 1;
+	return 0;
+}
+
+/* A clone into a store made beforehand failed: put back what it changed
+ * (the remote, refs it made, keys it trusted or renamed), from refs (all
+ * ref names before) and trusted (opt_trust_list before).  The objects it
+ * brought stay, unreferenced.  Best effort: the clone's error stands. */
+static void clone_undo(struct opt_sync *y, struct opt_store *s, const json_t *refs, const json_t *trusted)
+{
+	json_t *now = NULL;
+	char ref[REFLEN];
+	size_t i, j;
+
+	opt_sync_remote_rm(y, "origin");
+	if (refs && refs_under(y->repo, "refs/", &now) == 0)
+		for (i = 0; i < json_array_size(now); i++) {
+			const char *name = json_string_value(json_array_get(now, i));
+			if (has_string(refs, name))
+				continue;
+			snprintf(ref, sizeof(ref), "refs/%s", name);
+			ref_cas(y->repo, ref, NULL, NULL, opt_now_ms() + busy_timeout(NULL));
+		}
+	json_decref(now);
+	now = NULL;
+	if (trusted && opt_trust_list(s, &now) == 0)
+		for (i = 0; i < json_array_size(now); i++) {
+			const json_t *e = json_array_get(now, i);
+			const char *key = json_string_value(json_object_get(e, "key"));
+			const char *name = json_string_value(json_object_get(e, "name"));
+			if (json_is_true(json_object_get(e, "self")))
+				continue;
+			for (j = 0; j < json_array_size(trusted); j++)
+				if (strcmp(json_string_value(json_object_get(json_array_get(trusted, j), "key")), key) == 0)
+					break;
+			if (j == json_array_size(trusted)) {
+				opt_trust_remove(s, key);
+			} else {
+				const char *was = json_string_value(json_object_get(json_array_get(trusted, j), "name"));
+				if (was && name && strcmp(was, name) != 0)
+					opt_trust_add(s, key, was);
+			}
+		}
+	json_decref(now);
+	opt_error_clear();
 }
 
 int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, const char *const *trust,
@@ -3462,7 +3874,7 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 {
 	struct opt_store *s = NULL;
 	struct opt_sync *y = NULL;
-	json_t *list = NULL;
+	json_t *list = NULL, *refs_before = NULL, *trust_before = NULL;
 	char *path = NULL, key[OPT_KEY_HEX + 1];
 	struct stat st;
 	int created = 0, rc;
@@ -3499,6 +3911,9 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 			rc = opt_error_set(OPT_EINVAL, "cannot clone into store '%s': it has remotes", dir);
 			goto done;
 		}
+		/* what a failed clone must put back */
+		if ((rc = refs_under(y->repo, "refs/", &refs_before)) < 0 || (rc = opt_trust_list(s, &trust_before)) < 0)
+			goto done;
 	}
 	if ((rc = opt_sync_remote_add(y, "origin", url)) < 0)
 		goto done;
@@ -3525,8 +3940,16 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 			      msg);
 	}
 done:
+	if (rc < 0 && trust_before) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		clone_undo(y, s, refs_before, trust_before);
+		opt_error_set(rc, "%s", msg);
+	}
 	free(path);
 	json_decref(list);
+	json_decref(refs_before);
+	json_decref(trust_before);
 	opt_sync_free(y);
 	if (rc < 0) {
 		char msg[1024];

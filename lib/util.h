@@ -16,6 +16,12 @@
 #define OPT_ID_MAX 64          /* longest ID accepted as input */
 #define OPT_SHA256_HEX 64
 
+/* The most bytes one stored object (a block, a git tree or commit) may
+ * have: larger ones are refused when written, and refused unread (before
+ * any inflating) when read or fetched, so that a small object that
+ * inflates to gigabytes costs nothing. */
+#define OPT_BLOCK_MAX ((size_t)256 << 20)
+
 /* Initialise libsodium; safe to call many times.  0 or OPT_EIO. */
 int opt_util_init(void);
 

@@ -553,6 +553,95 @@ TEST(delta_of_itself)
 	free(x);
 }
 
+/* A blob whose entry header claims more than a block may have, with
+ * enough (garbage) data behind it that the ratio check lets it through:
+ * refused before anything is allocated or inflated. */
+TEST(object_too_large)
+{
+	size_t big = OPT_BLOCK_MAX + 1, body = big / 1000, n = 12, il;
+	unsigned char *p = calloc(1, body + 64), *x, *out = NULL;
+	size_t ol = 0;
+	struct opt_sha1 c;
+	git_oid id;
+	git_object_t type;
+	int i;
+	/* a delta whose result is larger than a block */
+	unsigned char huge_result[16] = { 12, 0x80 | ((OPT_BLOCK_MAX + 1) & 0x7f) };
+	size_t k = 2, v = (OPT_BLOCK_MAX + 1) >> 7;
+
+	memset(id.id, 0x44, 20);
+	memcpy(p, "PACK\0\0\0\2\0\0\0\1", 12);
+	n += put_hdr(p + n, GIT_OBJECT_BLOB, big);
+	n += body;
+	opt_sha1_init(&c);
+	opt_sha1_update(&c, p, n);
+	opt_sha1_final(&c, p + n);
+	n += 20;
+	il = 8 + 1024 + 28 + 40;
+	x = calloc(1, il);
+	memcpy(x, "\377tOc\0\0\0\2", 8);
+	for (i = 0; i < 256; i++)
+		put32be(x + 8 + 4 * i, i >= 0x44);
+	memcpy(x + 8 + 1024, id.id, 20);
+	put32be(x + 8 + 1024 + 24, 12);
+	memcpy(x + il - 40, p + n - 20, 20);
+	CHECK(opt_packr_read_mem(x, il, p, n, &id, &out, &ol, &type) == OPT_EINTEGRITY && !out);
+	CHECK(opt_error_last() && strstr(opt_error_last(), "more than an object may have"));
+	free(p);
+	free(x);
+	while (v) {
+		huge_result[k - 1] |= 0x80;
+		huge_result[k++] = v & 0x7f;
+		v >>= 7;
+	}
+	huge_result[k++] = 0x80 | 0x10;
+	huge_result[k++] = 5;
+	CHECK(read_delta(huge_result, k, &out, &ol) == OPT_EINTEGRITY && !out);
+	CHECK(opt_error_last() && strstr(opt_error_last(), "more than an object may have"));
+}
+
+/* opt_pack_idx_check_mem: a sound index passes; each kind of damage is
+ * caught. */
+TEST(idx_check)
+{
+	static const unsigned char ok[] = { 12, 11, 0x80 | 0x10, 5, 6, ' ', 't', 'h', 'e', 'r', 'e' };
+	unsigned char *pack, *idx;
+	size_t pl, il, at[] = { 9, 8 + 4 * 0x30, 8 + 1024 + 19, 8 + 1024 + 40 + 2, 8 + 1024 + 48 + 3, 0, 0 };
+	git_oid did;
+	size_t i;
+	struct opt_sha1 c;
+
+	make_pair(ok, sizeof(ok), &pack, &pl, &idx, &il, &did);
+	/* make_pair leaves the CRCs and the index checksum out: fill them */
+	{
+		uint32_t o1 = ((uint32_t)idx[8 + 1024 + 48 + 4] << 24) | ((uint32_t)idx[8 + 1024 + 48 + 5] << 16) |
+			      ((uint32_t)idx[8 + 1024 + 48 + 6] << 8) | idx[8 + 1024 + 48 + 7];
+		put32be(idx + 8 + 1024 + 40, (uint32_t)crc32(0, pack + 12, o1 - 12));
+		put32be(idx + 8 + 1024 + 44, (uint32_t)crc32(0, pack + o1, (uInt)(pl - 20 - o1)));
+		opt_sha1_init(&c);
+		opt_sha1_update(&c, idx, il - 20);
+		opt_sha1_final(&c, idx + il - 20);
+	}
+	CHECK_RC(opt_pack_idx_check_mem("t", idx, il, pack, pl));
+	at[5] = il - 30;
+	at[6] = il - 5;
+	for (i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+		unsigned char *d = dup_n(idx, il);
+		d[at[i]] ^= 0x5a;
+		CHECK(opt_pack_idx_check_mem("t", d, il, pack, pl) == OPT_EINTEGRITY);
+		free(d);
+	}
+	{
+		/* damage in the pack's objects */
+		unsigned char *d = dup_n(pack, pl);
+		d[20] ^= 1;
+		CHECK(opt_pack_idx_check_mem("t", idx, il, d, pl) == OPT_EINTEGRITY);
+		free(d);
+	}
+	free(pack);
+	free(idx);
+}
+
 int main(void)
 {
 	int rc;
@@ -566,6 +655,8 @@ int main(void)
 	RUN(damaged_packs);
 	RUN(bad_deltas);
 	RUN(delta_of_itself);
+	RUN(object_too_large);
+	RUN(idx_check);
 	rc = DONE();
 	rm_tree(root);
 	git_libgit2_shutdown();
