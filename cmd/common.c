@@ -301,6 +301,100 @@ int cmd_print(struct cmd *c, const json_t *v)
 	return 0;
 }
 
+/* A new line at depth levels of two spaces. */
+static int newline(struct opt_text *out, size_t depth)
+{
+	static const char spaces[32 + 1] = "                                ";
+	size_t n = depth * 2;
+	int rc = opt_text_add(out, "\n", 1);
+
+	for (; rc == 0 && n > 0; n -= n < 32 ? n : 32)
+		rc = opt_text_add(out, spaces, n < 32 ? n : 32);
+	return rc;
+}
+
+static int is_ws(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+/* Indent JSON text as jansson's JSON_INDENT(2) does: "{" and "[" open a
+ * level (empty ones stay "{}" and "[]"), members one a line, ": " after
+ * names.  Strings, numbers and literals are copied as they are. */
+static int indent_text(struct opt_text *out, const char *p, size_t n)
+{
+	size_t i, j, depth = 0;
+	int rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++) {
+		char ch = p[i];
+
+		switch (ch) {
+		case ' ': case '\t': case '\n': case '\r':
+			break;
+		case '"':
+			for (j = i + 1; j < n && p[j] != '"'; j++)
+				if (p[j] == '\\')
+					j++;
+			if (j >= n)
+				return opt_error_set(OPT_EINVAL, "unterminated string in JSON text");
+			rc = opt_text_add(out, p + i, j + 1 - i);
+			i = j;
+			break;
+		case '{': case '[':
+			for (j = i + 1; j < n && is_ws(p[j]); j++)
+				;
+			if (j < n && p[j] == (ch == '{' ? '}' : ']')) {
+				rc = opt_text_add(out, ch == '{' ? "{}" : "[]", 2);
+				i = j;
+				break;
+			}
+			if ((rc = opt_text_add(out, &ch, 1)) == 0)
+				rc = newline(out, ++depth);
+			break;
+		case '}': case ']':
+			if (depth == 0)
+				return opt_error_set(OPT_EINVAL, "unbalanced JSON text");
+			if ((rc = newline(out, --depth)) == 0)
+				rc = opt_text_add(out, &ch, 1);
+			break;
+		case ',':
+			if ((rc = opt_text_add(out, ",", 1)) == 0)
+				rc = newline(out, depth);
+			break;
+		case ':':
+			rc = opt_text_add(out, ": ", 2);
+			break;
+		default:
+			rc = opt_text_add(out, &ch, 1);
+		}
+	}
+	return rc;
+}
+
+int cmd_print_text(struct cmd *c, const char *text, size_t len)
+{
+	struct opt_text t = { NULL, 0, 0 };
+	int rc;
+
+	if (!c->pretty) {
+		if (fwrite(text, 1, len, stdout) != len || fputc('\n', stdout) == EOF) {
+			c->out_err = 1;
+			return OPT_EXIT_OTHER;
+		}
+		return 0;
+	}
+	if ((rc = indent_text(&t, text, len)) < 0 || (rc = opt_text_add(&t, "\n", 1)) < 0) {
+		opt_text_free(&t);
+		return cmd_lib_fail(c, rc);
+	}
+	rc = fwrite(t.p, 1, t.len, stdout) == t.len ? 0 : OPT_EXIT_OTHER;
+	opt_text_free(&t);
+	if (rc)
+		c->out_err = 1;
+	return rc;
+}
+
 static int finish(struct cmd *c, int st)
 {
 	if (fflush(stdout) == EOF || ferror(stdout) || c->out_err) {

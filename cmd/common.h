@@ -68,6 +68,12 @@ int cmd_store(struct cmd *c, int create);
 /* Print v (borrowed) as one JSON Lines record, or indented with --pretty. */
 int cmd_print(struct cmd *c, const json_t *v);
 
+/* Print the JSON text text[0..len) (one valid JSON value, such as a
+ * block's stored canonical bytes) as it is, one line, or indented with
+ * --pretty as cmd_print indents: its numbers and escapes stay as they
+ * are written (0.1 stays 0.1). */
+int cmd_print_text(struct cmd *c, const char *text, size_t len);
+
 /* Print "prog: message" to stderr and return the exit status for code. */
 int cmd_fail(struct cmd *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

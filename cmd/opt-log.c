@@ -80,6 +80,20 @@ static int open_at_rev(struct opt_chain_iter **out, const struct opt_source *src
 	return opt_chain_iter_open(out, src, hid, forward);
 }
 
+/* An entry as its canonical JSON (as stored and hashed: 0.1 stays 0.1). */
+static int print_entry(struct cmd *c, const json_t *e)
+{
+	char *s;
+	size_t n;
+	int rc;
+
+	if ((rc = opt_json_canon(&s, &n, e)) < 0)
+		return cmd_lib_fail(c, rc);
+	rc = cmd_print_text(c, s, n);
+	free(s);
+	return rc;
+}
+
 static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_range *r)
 {
 	struct opt_source src = opt_snap_source(snap);
@@ -123,7 +137,7 @@ static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_
 				break;
 			continue;
 		}
-		if ((st = cmd_print(c, e)))
+		if ((st = print_entry(c, e)))
 			break;
 		n++;
 	}

@@ -108,15 +108,17 @@ static int open_tree(struct cmd *c, const char *name, struct opt_snap **snap)
 static int print_kv_text(struct cmd *c, const char *k, size_t kl, const char *v, size_t vl)
 {
 	if (c->pretty) {
-		json_t *key = NULL, *value = NULL;
+		/* indented from the stored text: numbers as they are stored */
+		struct opt_text t = { NULL, 0, 0 };
 		int st;
-		if (opt_json_parse(&key, k, kl) < 0 || opt_json_parse(&value, v, vl) < 0) {
-			json_decref(key);
-			return cmd_lib_fail(c, OPT_EINTEGRITY);
+		if (opt_text_add(&t, "{\"key\":", 7) < 0 || opt_text_add(&t, k, kl) < 0 ||
+		    opt_text_add(&t, ",\"value\":", 9) < 0 || opt_text_add(&t, v, vl) < 0 ||
+		    opt_text_add(&t, "}", 1) < 0) {
+			opt_text_free(&t);
+			return cmd_lib_fail(c, OPT_EIO);
 		}
-		json_t *o = json_pack("{s:o,s:o}", "key", key, "value", value);
-		st = cmd_print(c, o);
-		json_decref(o);
+		st = cmd_print_text(c, t.p, t.len);
+		opt_text_free(&t);
 		return st;
 	}
 	if (fwrite("{\"key\":", 1, 7, stdout) != 7 || fwrite(k, 1, kl, stdout) != kl ||

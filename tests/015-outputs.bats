@@ -1,0 +1,44 @@
+#!/usr/bin/env bats
+# Outputs that match what is stored and what the pages promise: stored
+# bytes printed as they are, retries that leave no garbage, empty input,
+# records that say what a command did, `-` and one-line errors everywhere,
+# a closed pipe, and the follow of a log.
+
+load test_helper
+
+# --- a block is printed as it is stored ---
+
+@test "get prints a block's stored bytes: 0.1 stays 0.1, and hashing the output gives history's hash" {
+	echo '{"header":{"id":"aa"},"x":0.1,"y":2.675,"z":1e300,"s":"\u00e9\u0001"}' | opt-block put -c c >/dev/null
+	stored=$(git --git-dir="$OPT_STORE" cat-file blob refs/opt/collections/c:blocks/a/a/aa)
+	run --separate-stderr opt-block get -c c aa
+	assert_success
+	assert_output "$stored"
+	[[ $output == *'"x":0.1,'* ]]
+	[[ $output == *'"y":2.675'* ]]
+	hash=$(opt-block history -c c aa | jq -r .hash)
+	assert_equal "$(opt-block get -c c aa | head -c -1 | sha256sum | cut -d' ' -f1)" "$hash"
+	# without -c too
+	run opt-block get aa
+	assert_output "$stored"
+}
+
+@test "get --pretty indents the stored text as jq does, numbers as stored" {
+	echo '{"header":{"id":"aa"},"x":0.1,"e":{},"a":[],"n":[1,{"b":[2.675]}]}' | opt-block put -c c >/dev/null
+	run opt-block get -c c aa --pretty
+	assert_success
+	assert_output "$(opt-block get -c c aa | jq --indent 2 .)"
+	[[ $output == *'"x": 0.1'* ]]
+	[[ $output == *'2.675'* ]]
+	# what the other programs print with --pretty keeps the stored numbers too
+	opt-tree put t k 0.1 >/dev/null
+	run opt-tree get t k --pretty
+	assert_output $'{\n  "key": "k",\n  "value": 0.1\n}'
+	opt-diary append d '{"v":2.675}' >/dev/null
+	run opt-diary read d --pretty
+	assert_output $'{\n  "v": 2.675\n}'
+	run bash -c 'opt-log show t --compact | jq -c .actions'
+	assert_output '[{"key":"k","type":"put","value":0.1}]'
+	run bash -c 'opt-log show t --pretty | grep value'
+	assert_output '      "value": 0.1'
+}
