@@ -658,6 +658,9 @@ static int do_apply(struct cmd *c)
 		st = cmd_fail(c, rc, "%s (nothing written)", opt_error_last());
 		goto done;
 	}
+	/* no operations: nothing to do (as put and transform with no input) */
+	if (json_array_size(a.ops) == 0)
+		goto done;
 	if ((st = cmd_store(c, 0)))
 		goto done;
 	rc = opt_txn_run(c->store, coll, apply_fn, &a, &o, &res);

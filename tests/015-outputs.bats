@@ -42,3 +42,32 @@ load test_helper
 	run bash -c 'opt-log show t --pretty | grep value'
 	assert_output '      "value": 0.1'
 }
+
+# --- empty input ---
+
+@test "apply with no operations on stdin does nothing, as put and transform do" {
+	echo '{"header":{"id":"aa"},"n":[]}' | opt-block put -c c >/dev/null
+	revs() { git --git-dir="$OPT_STORE" rev-list --count refs/opt/collections/c; }
+	run --separate-stderr opt-block apply -c c aa </dev/null
+	assert_success
+	assert_output ''
+	[ -z "$stderr" ]
+	[ "$(revs)" -eq 1 ]
+	# nor does an empty array of operations
+	run --separate-stderr opt-block apply -c c aa <<<'[]'
+	assert_success
+	assert_output ''
+	[ "$(revs)" -eq 1 ]
+	# the others, for comparison
+	run opt-block put -c c </dev/null
+	assert_success
+	assert_output ''
+	run opt-block transform -c c </dev/null
+	assert_success
+	assert_output ''
+	[ "$(revs)" -eq 1 ]
+	# an operation still commits
+	run opt-block apply -c c aa <<<'["n",0,0,[1]]'
+	assert_success
+	assert_output '{"id":"aa","collection":"c","rev":2}'
+}
