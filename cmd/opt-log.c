@@ -275,12 +275,16 @@ static const struct cmd_opt opts_commit[] = {
 
 static int commit_one(struct cmd *c, json_t *doc, long line)
 {
+	/* a document is always committed, even when its actions change
+	 * nothing (a del of an absent key): the ID printed is always one
+	 * that status knows, as for a document over several collections */
+	struct opt_txn_opts o = { NULL, NULL, 0, 1 };
 	json_t *out = NULL;
 	int rc, st;
 
 	if (opt_txdoc_check(doc) < 0)
 		return cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing committed)", line, opt_error_last());
-	rc = opt_txdoc_run(c->store, doc, NULL, &out);
+	rc = opt_txdoc_run(c->store, doc, &o, &out);
 	if (rc < 0)
 		return cmd_lib_fail(c, rc);
 	st = cmd_print(c, out);

@@ -768,8 +768,8 @@ done:
 
 struct del_ctx {
 	json_t *keys;   /* array */
+	char *found;    /* per key: 1 if it was deleted */
 	long deleted;
-	long absent;
 };
 
 static int del_fn(struct opt_txn *x, void *arg)
@@ -778,18 +778,51 @@ static int del_fn(struct opt_txn *x, void *arg)
 	size_t i;
 	int rc, found;
 
-	d->deleted = d->absent = 0;
+	d->deleted = 0;
 	if (!opt_txn_base(x))
 		return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", opt_txn_collection(x));
 	for (i = 0; i < json_array_size(d->keys); i++) {
 		if ((rc = opt_tree_del(x, json_array_get(d->keys, i), &found)) < 0)
 			return rc;
-		if (found)
-			d->deleted++;
-		else
-			d->absent++;
+		if (!found) {
+			/* a key given twice: the first deleted it */
+			json_t *v = NULL;
+			rc = opt_tree_get(opt_txn_base(x), json_array_get(d->keys, i), &v);
+			json_decref(v);
+			if (rc < 0 && rc != OPT_ENOTFOUND)
+				return rc;
+			opt_error_clear();
+			d->found[i] = rc == 0;
+			continue;
+		}
+		d->found[i] = 1;
+		d->deleted += found;
 	}
 	return 0;
+}
+
+/* A record per deleted key, {"collection","rev","key","deleted":true}, and
+ * for an absent key a line on stderr, as get says it, in the order given. */
+static int del_report(struct cmd *c, const char *name, long rev, struct del_ctx *d, int *missing)
+{
+	size_t i;
+	int st = 0;
+
+	for (i = 0; i < json_array_size(d->keys) && !st; i++) {
+		json_t *key = json_array_get(d->keys, i), *o;
+		if (!d->found[i]) {
+			char *ks = NULL;
+			(*missing)++;
+			opt_json_canon(&ks, NULL, key);
+			cmd_fail(c, OPT_ENOTFOUND, "no key %s in tree '%s'", ks ? ks : "?", name);
+			free(ks);
+			continue;
+		}
+		o = json_pack("{s:s,s:I,s:O,s:b}", "collection", name, "rev", (json_int_t)rev, "key", key, "deleted", 1);
+		st = cmd_print(c, o);
+		json_decref(o);
+	}
+	return st;
 }
 
 static int do_del(struct cmd *c)
@@ -797,10 +830,10 @@ static int do_del(struct cmd *c)
 	struct keys k = { c, 1, NULL, NULL, 0, 0 };
 	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree del", 0, 0 };
 	struct opt_txn_result res;
-	struct del_ctx d = { json_array(), 0, 0 };
+	struct del_ctx d = { json_array(), NULL, 0 };
 	const char *name;
 	json_t *key;
-	int st, rc;
+	int st, rc, missing = 0;
 
 	if ((st = need_name(c, &name)))
 		goto done;
@@ -814,6 +847,10 @@ static int do_del(struct cmd *c)
 		st = -rc;
 		goto done;
 	}
+	if (!(d.found = calloc(json_array_size(d.keys) + 1, 1))) {
+		st = cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+		goto done;
+	}
 	if ((st = cmd_store(c, 0)))
 		goto done;
 	rc = opt_txn_run(c->store, name, del_fn, &d, &o, &res);
@@ -821,13 +858,12 @@ static int do_del(struct cmd *c)
 		st = cmd_lib_fail(c, rc);
 		goto done;
 	}
-	st = print_result(c, name, res.rev, "deleted", d.deleted);
-	if (!st && d.absent) {
-		cmd_fail(c, OPT_ENOTFOUND, "%ld of the keys were not in tree '%s'", d.absent, name);
+	st = del_report(c, name, res.rev, &d, &missing);
+	if (!st && missing)
 		st = OPT_EXIT_NOTFOUND;
-	}
 done:
 	keys_free(&k);
+	free(d.found);
 	json_decref(d.keys);
 	return st;
 }

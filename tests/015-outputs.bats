@@ -71,3 +71,44 @@ load test_helper
 	assert_success
 	assert_output '{"id":"aa","collection":"c","rev":2}'
 }
+
+# --- records that say what was done ---
+
+@test "commit of a document that changes nothing still commits: status knows its ID" {
+	opt-tree put users alice 1 >/dev/null
+	run --separate-stderr opt-log commit <<<'{"collections":{"users":[{"type":"del","key":"nokey"}]}}'
+	assert_success
+	trx=$(jq -r .trx <<<"$output")
+	assert_equal "$(jq -c .collections <<<"$output")" '{"users":2}'
+	run --separate-stderr opt-log status "$trx"
+	assert_success
+	assert_output "{\"trx\":\"$trx\",\"status\":\"committed\",\"collections\":[\"users\"]}"
+	# the revision is in the log, and the data did not change
+	run bash -c "opt-log show users --from 2 | jq -r .trx"
+	assert_output "$trx"
+	run opt-tree get users alice
+	assert_output '{"key":"alice","value":1}'
+	run opt-log verify users
+	assert_success
+}
+
+@test "tree del: a record per deleted key, a 'no key' line per absent one, exit 1" {
+	opt-tree put users x 1 >/dev/null
+	opt-tree put users y 2 >/dev/null
+	run --separate-stderr opt-tree del users nokey x y x
+	assert_failure 1
+	assert_output - <<'EOF'
+{"collection":"users","rev":3,"key":"x","deleted":true}
+{"collection":"users","rev":3,"key":"y","deleted":true}
+{"collection":"users","rev":3,"key":"x","deleted":true}
+EOF
+	assert_equal "$stderr" "opt-tree: no key \"nokey\" in tree 'users'"
+	run opt-tree count users
+	assert_output 0
+	# nothing to delete: no revision, no record
+	run --separate-stderr opt-tree del users --json-keys '"x"' 7
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "opt-tree: no key \"x\" in tree 'users'"$'\n'"opt-tree: no key 7 in tree 'users'"
+	assert_equal "$(git --git-dir="$OPT_STORE" rev-list --count refs/opt/collections/users)" 3
+}
