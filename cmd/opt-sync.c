@@ -267,8 +267,12 @@ static int run_sync(struct cmd *c, sync_fn fn, cluster_fn cl)
 	struct opt_sync_opts so;
 	struct out o;
 	char *remote = NULL;
+	long v;
 	int rc, st;
 
+	/* option values are checked whether or not the run is over the cluster */
+	if ((st = cmd_long(c, "retries", -1, 0, &v)) || (cmd_get(c, "min") && (st = cmd_long(c, "min", 0, 1, &v))))
+		return st;
 	if (cl && cmd_flag(c, "cluster")) {
 		if ((st = sync_opts(c, &so, &o)) || (st = check_colls(c, 0)) || (st = open_sync(c, &y, !so.dry_run)))
 			return st;

@@ -112,3 +112,50 @@ EOF
 	assert_equal "$stderr" "opt-tree: no key \"x\" in tree 'users'"$'\n'"opt-tree: no key 7 in tree 'users'"
 	assert_equal "$(git --git-dir="$OPT_STORE" rev-list --count refs/opt/collections/users)" 3
 }
+
+# --- opt-sync: a dry run exits as the run would; option values are checked ---
+
+@test "rebalance --dry-run with no reachable peer exits 5 as the run does, saying what would be short" {
+	opt-tree put t a 1 >/dev/null
+	for p in p1 p2 p3; do opt-sync peer add "$p" "$TMP/away-$p"; done
+	export OPT_CLUSTER_BACKOFF_MS=1
+	run --separate-stderr opt-sync rebalance --dry-run --retries 0
+	assert_failure 5
+	assert_line --partial '"collection":"t","status":"home-unreachable","reached":0,"required":2'
+	assert_line --partial '"short":1,"dry_run":true}}'
+	[[ $stderr == "opt-sync: 1 of 1 collection would reach fewer than 2 peers (unreachable: p1, p2, p3)" ]] || fail "$stderr"
+	run --separate-stderr opt-sync rebalance --retries 0
+	assert_failure 5
+	# one peer back of the two that place t: still short, dry run or not
+	home=$(opt-sync where t | jq -r .home)
+	opt-block init "$TMP/away-$home" >/dev/null
+	opt-log -C "$TMP/away-$home" trust "$(opt-log identity | jq -r .key)" --name s
+	run --separate-stderr opt-sync rebalance --dry-run --retries 0
+	assert_failure 5
+	assert_line "{\"collection\":\"t\",\"from\":\"local\",\"to\":[\"$home\"],\"status\":\"planned\",\"dry_run\":true}"
+	run --separate-stderr opt-sync rebalance --retries 0
+	assert_failure 5
+	# every placement peer back: the plan and the run succeed
+	for p in p1 p2 p3; do
+		[ -d "$TMP/away-$p" ] && continue
+		opt-block init "$TMP/away-$p" >/dev/null
+		opt-log -C "$TMP/away-$p" trust "$(opt-log identity | jq -r .key)" --name s
+	done
+	run opt-sync rebalance --dry-run
+	assert_success
+	run opt-sync rebalance
+	assert_success
+}
+
+@test "pull and push check --retries and --min also when they are not over the cluster" {
+	opt-tree put t a 1 >/dev/null
+	opt-block init "$TMP/r" >/dev/null
+	opt-sync remote add r "$TMP/r"
+	for cmd in "pull r --retries x" "push r --retries -1" "push r --min 0" "pull --retries 1x"; do
+		run --separate-stderr opt-sync $cmd
+		[ "$status" -eq 2 ] || fail "opt-sync $cmd: exit $status: $stderr"
+		[[ $stderr == *"needs a whole number"* ]] || fail "opt-sync $cmd: $stderr"
+	done
+	run opt-sync push r --retries 2
+	assert_success
+}
