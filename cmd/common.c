@@ -237,6 +237,146 @@ int cmd_progress_ok(struct cmd *c)
 	return !c->quiet && isatty(2);
 }
 
+int cmd_line_operand(char *line, size_t n, char **dec, size_t *cap, const char **s, size_t *len)
+{
+	size_t a = 0, b = n, i;
+	json_t *v;
+	int plain = 1;
+
+	*s = line;
+	*len = n;
+	while (a < b && (line[a] == ' ' || line[a] == '\t'))
+		a++;
+	while (b > a && (line[b - 1] == ' ' || line[b - 1] == '\t' || line[b - 1] == '\r'))
+		b--;
+	if (b - a < 2 || line[a] != '"' || line[b - 1] != '"')
+		return 0;
+	for (i = a + 1; i + 1 < b && plain; i++)
+		if (line[i] == '"' || line[i] == '\\' || (unsigned char)line[i] < 0x20)
+			plain = 0;
+	if (plain) {
+		/* the common case, "abc": the bytes between the quotes */
+		line[b - 1] = '\0';
+		*s = line + a + 1;
+		*len = b - a - 2;
+		return 0;
+	}
+	/* escapes: let the JSON parser decide whether it is one string */
+	v = json_loadb(line + a, b - a, JSON_DECODE_ANY, NULL);
+	if (json_is_string(v)) {
+		size_t l = json_string_length(v);
+		if (l + 1 > *cap) {
+			char *nb = realloc(*dec, l + 1);
+			if (!nb) {
+				json_decref(v);
+				return opt_error_set(OPT_EIO, "out of memory");
+			}
+			*dec = nb;
+			*cap = l + 1;
+		}
+		memcpy(*dec, json_string_value(v), l + 1);
+		*s = *dec;
+		*len = l;
+	}
+	json_decref(v);
+	return 0;
+}
+
+void cmd_args_init(struct cmd_args *a, struct cmd *c, int from)
+{
+	memset(a, 0, sizeof(*a));
+	a->c = c;
+	a->i = from;
+}
+
+void cmd_args_free(struct cmd_args *a)
+{
+	free(a->buf);
+	free(a->dec);
+	a->buf = a->dec = NULL;
+}
+
+int cmd_args_expand(struct cmd *c, int from)
+{
+	struct cmd_args a;
+	const char *s;
+	size_t len, n = 0, cap = 16;
+	char **v;
+	int i, rc = 0;
+
+	for (i = from; i < c->npos && strcmp(c->pos[i], "-") != 0; i++)
+		;
+	if (i == c->npos || c->expanded)
+		return 0;
+	/* every operand is copied: the array owns what it holds */
+	if (!(v = calloc(cap, sizeof(*v))))
+		return cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+	c->expanded = v;
+	cmd_args_init(&a, c, 0);
+	for (;;) {
+		if (n + 2 > cap) {
+			char **nv = realloc(v, cap * 2 * sizeof(*v));
+			if (!nv) {
+				rc = -cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+				break;
+			}
+			v = c->expanded = nv;
+			cap *= 2;
+		}
+		v[n] = NULL;
+		/* operands before `from` are taken as they are */
+		if (a.i < from && !a.from_stdin) {
+			s = c->pos[a.i++];
+			rc = 1;
+		} else if ((rc = cmd_args_next(&a, &s, &len)) != 1) {
+			break;
+		}
+		if (!(v[n] = strdup(s))) {
+			rc = -cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+			break;
+		}
+		n++;
+	}
+	cmd_args_free(&a);
+	v[n] = NULL;
+	if (rc < 0)
+		return -rc;
+	c->pos = v;
+	c->npos = (int)n;
+	return 0;
+}
+
+int cmd_args_next(struct cmd_args *a, const char **s, size_t *len)
+{
+	for (;;) {
+		if (a->from_stdin) {
+			ssize_t n = getline(&a->buf, &a->cap, stdin);
+			if (n < 0) {
+				a->from_stdin = 0;
+				if (ferror(stdin))
+					return -cmd_fail(a->c, OPT_EIO, "cannot read standard input: %s", strerror(errno));
+				continue;
+			}
+			a->line++;
+			if (n > 0 && a->buf[n - 1] == '\n')
+				a->buf[--n] = '\0';
+			if (cmd_line_operand(a->buf, (size_t)n, &a->dec, &a->deccap, s, len) < 0)
+				return -cmd_lib_fail(a->c, OPT_EIO);
+			return 1;
+		}
+		if (a->i >= a->c->npos)
+			return 0;
+		if (strcmp(a->c->pos[a->i], "-") == 0) {
+			a->i++;
+			a->from_stdin = 1;
+			continue;
+		}
+		*s = a->c->pos[a->i++];
+		*len = strlen(*s);
+		return 1;
+	}
+}
+
 int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out)
 {
 	json_error_t err;
@@ -404,6 +544,13 @@ static int finish(struct cmd *c, int st)
 	}
 	opt_store_free(c->store);
 	c->store = NULL;
+	if (c->expanded) {
+		char **e;
+		for (e = c->expanded; *e; e++)
+			free(*e);
+		free(c->expanded);
+		c->expanded = NULL;
+	}
 	return st;
 }
 

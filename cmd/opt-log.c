@@ -238,14 +238,16 @@ static int do_verify(struct cmd *c)
 {
 	json_t *names = NULL;
 	size_t i;
-	int st, rc, integrity = 0, other = 0;
+	int st, rc, integrity = 0, other = 0, named = c->npos > 0;
 
+	if ((st = cmd_args_expand(c, 0)))
+		return st;
 	for (i = 0; i < (size_t)c->npos; i++)
 		if ((st = check_name(c, c->pos[i])))
 			return st;
 	if ((st = cmd_store(c, 0)))
 		return st;
-	if (c->npos) {
+	if (named) {
 		names = json_array();
 		for (i = 0; i < (size_t)c->npos; i++)
 			json_array_append_new(names, json_string(c->pos[i]));
@@ -343,8 +345,8 @@ static int do_status(struct cmd *c)
 	int i, rc, st = 0, missing = 0;
 
 	if (c->npos == 0)
-		return cmd_usage(c, "no transaction ID given");
-	if ((st = cmd_store(c, 0)))
+		return cmd_usage(c, "no transaction ID given (use - to read IDs from stdin)");
+	if ((st = cmd_args_expand(c, 0)) || (st = cmd_store(c, 0)))
 		return st;
 	for (i = 0; i < c->npos && !st; i++) {
 		rc = opt_txn_status(c->store, c->pos[i], &out);
@@ -422,7 +424,7 @@ static int do_trust(struct cmd *c)
 
 	if (c->npos == 0)
 		return cmd_usage(c, "no key given");
-	if ((st = cmd_store(c, 0)))
+	if ((st = cmd_args_expand(c, 0)) || (st = cmd_store(c, 0)))
 		return st;
 	for (i = 0; i < c->npos; i++) {
 		rc = opt_trust_add(c->store, c->pos[i], cmd_get(c, "name"));
@@ -438,7 +440,7 @@ static int do_untrust(struct cmd *c)
 
 	if (c->npos == 0)
 		return cmd_usage(c, "no key given");
-	if ((st = cmd_store(c, 0)))
+	if ((st = cmd_args_expand(c, 0)) || (st = cmd_store(c, 0)))
 		return st;
 	for (i = 0; i < c->npos; i++) {
 		rc = opt_trust_remove(c->store, c->pos[i]);
@@ -469,17 +471,17 @@ static int do_trusted(struct cmd *c)
 static const struct cmd_verb verbs[] = {
 	{ "show", do_show, "NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N]",
 	  "print the log entries of a collection, oldest first", opts_show, 0 },
-	{ "verify", do_verify, "[NAME...]",
+	{ "verify", do_verify, "[NAME... | -]",
 	  "check logs against the revisions: {collection, entries, rev, ok} lines", opts_none, 0 },
 	{ "commit", do_commit, "[--each] < {\"collections\": {NAME: [ACTIONS]}}",
 	  "commit one atomic transaction over several collections", opts_commit, 1 },
-	{ "status", do_status, "TRX...", "pending, committed or aborted: {trx, status, collections} lines",
+	{ "status", do_status, "TRX... | -", "pending, committed or aborted: {trx, status, collections} lines",
 	  opts_none, 0 },
 	{ "checkpoint", do_checkpoint, "NAME [--upto REV]",
 	  "drop old action payloads from the log, keeping its hash chain", opts_checkpoint, 0 },
 	{ "identity", do_identity, "", "the store's public key, which signs its log entries", opts_none, 1 },
-	{ "trust", do_trust, "KEY... [--name NAME]", "accept log entries signed by KEY", opts_trust, 0 },
-	{ "untrust", do_untrust, "KEY...", "stop accepting entries signed by KEY", opts_none, 0 },
+	{ "trust", do_trust, "KEY... | - [--name NAME]", "accept log entries signed by KEY", opts_trust, 0 },
+	{ "untrust", do_untrust, "KEY... | -", "stop accepting entries signed by KEY", opts_none, 0 },
 	{ "trusted", do_trusted, "", "list the trusted keys: {key, name} lines", opts_none, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },
 };

@@ -566,11 +566,11 @@ static int do_where(struct cmd *c)
 	struct opt_cluster *cl = NULL;
 	json_t *names = NULL, *v;
 	size_t i;
-	int rc = 0, st;
+	int rc = 0, st, named = c->npos > 0;
 
-	if ((st = check_colls(c, 0)) || (st = open_cluster(c, &y, &cl, 0)))
+	if ((st = cmd_args_expand(c, 0)) || (st = check_colls(c, 0)) || (st = open_cluster(c, &y, &cl, 0)))
 		return st;
-	if (c->npos) {
+	if (named) {
 		names = json_array();
 		for (i = 0; i < (size_t)c->npos; i++)
 			json_array_append_new(names, json_string(c->pos[i]));
@@ -635,7 +635,7 @@ static const struct cmd_verb verbs[] = {
 	  "the cluster's peers: remotes that hold the collections placed on them", opts_none, 0 },
 	{ "replicas", do_replicas, "[R]", "show or set R, the peers each collection is placed on: {replicas, configured, peers}",
 	  opts_none, 0 },
-	{ "where", do_where, "[COLL...]", "where collections live: {collection, peers, home} (placement order)", opts_none,
+	{ "where", do_where, "[COLL... | -]", "where collections live: {collection, peers, home} (placement order)", opts_none,
 	  0 },
 	{ "rebalance", do_rebalance, "[--dry-run] [--retries N] [--prune]",
 	  "copy collections to the peers of their placement that lack them", opts_rebalance, 0 },

@@ -439,6 +439,8 @@ struct keys {
 	char *line;
 	size_t linecap;
 	int from_stdin;
+	char *dec;           /* a key decoded from a JSON string */
+	size_t deccap;
 };
 
 /* Next key: 1 with *key (new reference), 0 at end, <0: -exit status. */
@@ -473,14 +475,20 @@ static int next_key(struct keys *k, json_t **key)
 				}
 				return 1;
 			} else {
+				/* one key a line: a JSON string (as jq prints it) is
+				 * that string, any other line the key as it is */
 				ssize_t n = getline(&k->line, &k->linecap, stdin);
+				const char *s;
+				size_t len;
 				if (n < 0) {
 					k->from_stdin = 0;
 					continue;
 				}
 				if (n > 0 && k->line[n - 1] == '\n')
 					k->line[--n] = '\0';
-				*key = json_stringn(k->line, (size_t)n);
+				if (cmd_line_operand(k->line, (size_t)n, &k->dec, &k->deccap, &s, &len) < 0)
+					return -cmd_lib_fail(c, OPT_EIO);
+				*key = json_stringn(s, len);
 				if (!*key)
 					return -cmd_fail(c, OPT_EINVAL, "a key read from stdin is not valid UTF-8");
 				return 1;
@@ -505,6 +513,7 @@ static void keys_free(struct keys *k)
 {
 	opt_jsonl_free(k->in);
 	free(k->line);
+	free(k->dec);
 }
 
 /* ---- get ---- */
@@ -694,7 +703,7 @@ static int get_batch(struct cmd *c, const char *name, struct opt_snap *snap, str
 
 static int do_get(struct cmd *c)
 {
-	struct keys k = { c, 1, NULL, NULL, 0, 0 };
+	struct keys k = { c, 1, NULL, NULL, 0, 0, NULL, 0 };
 	struct opt_snap *snap = NULL;
 	struct gkey *v = NULL;
 	struct gsort *order = NULL;
@@ -827,7 +836,7 @@ static int del_report(struct cmd *c, const char *name, long rev, struct del_ctx 
 
 static int do_del(struct cmd *c)
 {
-	struct keys k = { c, 1, NULL, NULL, 0, 0 };
+	struct keys k = { c, 1, NULL, NULL, 0, 0, NULL, 0 };
 	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree del", 0, 0 };
 	struct opt_txn_result res;
 	struct del_ctx d = { json_array(), NULL, 0 };

@@ -159,3 +159,69 @@ EOF
 	run opt-sync push r --retries 2
 	assert_success
 }
+
+# --- "-" reads operands from stdin, by one rule everywhere ---
+
+@test "- is one rule for every program: a JSON string line is that string, any other line is taken as it is" {
+	opt-tree put T alice 1 >/dev/null
+	opt-tree put T 'say "hi"' 2 >/dev/null
+	# jq .key (JSON strings) and jq -r .key (raw lines) both feed get and del
+	run --separate-stderr bash -c 'opt-tree range T | jq .key | opt-tree get T -'
+	assert_success
+	assert_output $'{"key":"alice","value":1}\n{"key":"say \\"hi\\"","value":2}'
+	run --separate-stderr bash -c 'opt-tree range T | jq -r .key | opt-tree get T -'
+	assert_success
+	assert_output $'{"key":"alice","value":1}\n{"key":"say \\"hi\\"","value":2}'
+	# white space around a JSON string; a line that is not one string stays as it is
+	run --separate-stderr opt-tree get T - <<<$'  "alice"  \n"alice" "x"'
+	assert_failure 1
+	assert_output '{"key":"alice","value":1}'
+	assert_equal "$stderr" "opt-tree: no key \"\\\"alice\\\" \\\"x\\\"\" in tree 'T'"
+	# with --json-keys a line is a JSON value
+	run opt-tree get T --json-keys - <<<'"alice"'
+	assert_output '{"key":"alice","value":1}'
+	run bash -c 'opt-tree range T | jq .key | opt-tree del T -'
+	assert_success
+	assert_equal "$(opt-tree count T)" 0
+	# block IDs: the same rule for get (JSON strings before) and the others
+	echo '{"header":{"id":"aa"}}{"header":{"id":"bb"}}' | opt-block put -c c >/dev/null
+	run opt-block get -c c - <<<$'aa\n"bb"'
+	assert_success
+	assert_equal "$(jq -r .header.id <<<"$output" | tr '\n' ' ')" 'aa bb '
+}
+
+@test "- is accepted by rm, history, opt-log status, verify, trust, untrust and opt-sync where" {
+	echo '{"header":{"id":"aa"}}{"header":{"id":"bb"}}{"header":{"id":"cc"}}' | opt-block put -c c >/dev/null
+	run opt-block rm -c c - <<<$'"aa"\nbb'
+	assert_success
+	assert_output $'{"id":"aa","collection":"c","rev":2,"deleted":true}\n{"id":"bb","collection":"c","rev":2,"deleted":true}'
+	run opt-block rm -c c cc - </dev/null
+	assert_success
+	assert_output '{"id":"cc","collection":"c","rev":3,"deleted":true}'
+	run opt-block history -c c - <<<'"aa"'
+	assert_success
+	assert_equal "$(jq -c '[.rev, .hash == null]' <<<"$output" | tr '\n' ' ')" '[1,false] [2,true] '
+	run --separate-stderr opt-block history -c c - <<<$'aa\nbb'
+	assert_failure 2
+	run --separate-stderr bash -c 'opt-log show c | jq .trx | opt-log status -'
+	assert_success
+	assert_equal "$(jq -r .status <<<"$output" | sort -u)" committed
+	assert_equal "${#lines[@]}" 3
+	opt-tree put t k 1 >/dev/null
+	run --separate-stderr opt-log verify - <<<$'c\n"t"'
+	assert_success
+	assert_equal "$(jq -r .collection <<<"$output" | tr '\n' ' ')" 'c t '
+	key=$(printf '%064d' 7 | tr 0 a)
+	run opt-log trust - --name k <<<"\"$key\""
+	assert_success
+	run opt-log trusted
+	assert_output --partial "$key"
+	run opt-log untrust - <<<"$key"
+	assert_success
+	run opt-log trusted
+	refute_output --partial "$key"
+	opt-sync peer add p1 "$TMP/p1"
+	run opt-sync where - <<<$'"c"\nt'
+	assert_success
+	assert_equal "$(jq -r .collection <<<"$output" | tr '\n' ' ')" 'c t '
+}

@@ -264,7 +264,7 @@ broken() {
 	assert_success
 	assert_line --index 0 'usage: opt-log COMMAND [OPTIONS] [ARGS]'
 	assert_line --regexp '^  show NAME '
-	assert_line --regexp '^  verify \[NAME\.\.\.\] '
+	assert_line --regexp '^  verify \[NAME\.\.\. \| -\] '
 	run --separate-stderr opt-log show -h
 	assert_success
 	assert_line --index 0 'usage: opt-log show NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N]'

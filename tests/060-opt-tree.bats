@@ -204,12 +204,18 @@ EOF
 	run opt-tree get users - <<<$'bob\ncarol'
 	assert_success
 	assert_output $'{"key":"bob","value":{"age":27}}\n{"key":"carol","value":{"age":45}}'
-	# operands and - mix; a stdin line is a raw string, quotes and all
+	# operands and - mix; a stdin line that is a JSON string is that string
 	run opt-tree get users alice - <<<'bob'
 	assert_output $'{"key":"alice","value":{"age":31}}\n{"key":"bob","value":{"age":27}}'
 	run --separate-stderr opt-tree get users - <<<'"bob"'
+	assert_success
+	assert_output '{"key":"bob","value":{"age":27}}'
+	run --separate-stderr opt-tree get users - <<<'"bob" '
+	assert_success
+	# any other line is the key as it is, quotes and all
+	run --separate-stderr opt-tree get users - <<<'"bob'
 	assert_failure 1
-	assert_equal "$stderr" "opt-tree: no key \"\\\"bob\\\"\" in tree 'users'"
+	assert_equal "$stderr" "opt-tree: no key \"\\\"bob\" in tree 'users'"
 	# no key at all is a usage error
 	run --separate-stderr opt-tree get users
 	assert_failure 2
