@@ -209,15 +209,28 @@ int cmd_lib_fail(struct cmd *c, int code)
 	return opt_exit_status(code);
 }
 
+/* A usage error is one line: the message and, on the same line, where
+ * the usage is: "prog: MESSAGE; try 'prog VERB --help'". */
+static int usage_line(struct cmd *c, const char *fmt, va_list ap)
+{
+	FILE *f = err_file(c);
+
+	fprintf(f, "%s: ", c->prog->name);
+	vfprintf(f, fmt, ap);
+	if (c->verb)
+		fprintf(f, "; try '%s %s --help'\n", c->prog->name, c->verb->name);
+	else
+		fprintf(f, "; try '%s --help'\n", c->prog->name);
+	return OPT_EXIT_USAGE;
+}
+
 int cmd_usage(struct cmd *c, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vfail(c, OPT_EXIT_USAGE, fmt, ap);
+	usage_line(c, fmt, ap);
 	va_end(ap);
-	if (c->verb)
-		verb_usage(c->prog, c->verb, err_file(c));
 	return OPT_EXIT_USAGE;
 }
 
@@ -586,10 +599,8 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 					if (strcmp(v->name, a) == 0)
 						break;
 				if (!v->name) {
-					fprintf(stderr, "%s: unknown command '%s'\n", p->name, a);
-					fprintf(stderr, "Run '%s --help' for the list of commands.\n", p->name);
 					free(pos);
-					return OPT_EXIT_USAGE;
+					return cmd_usage(&c, "unknown command '%s'", a);
 				}
 				c.verb = v;
 				continue;
@@ -646,11 +657,7 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 			break;
 		}
 		free(pos);
-		if (c.verb)
-			return cmd_usage(&c, "unknown option '%s'", a);
-		fprintf(stderr, "%s: unknown option '%s'\n", p->name, a);
-		prog_help(p, stderr);
-		return OPT_EXIT_USAGE;
+		return cmd_usage(&c, "unknown option '%s'", a);
 	}
 	if (help) {
 		if (c.verb)
@@ -661,10 +668,8 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 		return finish(&c, 0);
 	}
 	if (!c.verb) {
-		fprintf(stderr, "%s: no command given\n", p->name);
-		prog_help(p, stderr);
 		free(pos);
-		return OPT_EXIT_USAGE;
+		return cmd_usage(&c, "no command given");
 	}
 	c.pos = pos;
 	st = c.verb->fn(&c);

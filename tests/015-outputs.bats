@@ -225,3 +225,37 @@ EOF
 	assert_success
 	assert_equal "$(jq -r .collection <<<"$output" | tr '\n' ' ')" 'c t '
 }
+
+# --- errors are one line ---
+
+@test "usage errors are one line, with where the usage is on the same line" {
+	local cmd n
+	while IFS= read -r cmd; do
+		[ -n "$cmd" ] || continue
+		n=${cmd%% *}
+		# shellcheck disable=SC2086
+		run --separate-stderr $cmd
+		[ "$status" -eq 2 ] || fail "$cmd: exit $status: $stderr"
+		[ "${#stderr_lines[@]}" -eq 1 ] || fail "$cmd: ${#stderr_lines[@]} lines: $stderr"
+		[[ $stderr == "$n: "*"; try '$n"*" --help'" ]] || fail "$cmd: $stderr"
+		[ -z "$output" ] || fail "$cmd wrote to stdout: $output"
+	done <<'EOF'
+opt-block --bogus get x
+opt-block bogus
+opt-block
+opt-block get
+opt-block put
+opt-block get -c
+opt-tree range t --from b --to a
+opt-tree --store
+opt-diary read d --limit x
+opt-log show
+opt-log -x show c
+opt-sync push --conflict nope
+opt-sync remote frob
+EOF
+	run --separate-stderr opt-tree --bogus get t k
+	assert_equal "$stderr" "opt-tree: unknown option '--bogus'; try 'opt-tree --help'"
+	run --separate-stderr opt-tree get t
+	assert_equal "$stderr" "opt-tree: no key given (use - to read keys from stdin); try 'opt-tree get --help'"
+}

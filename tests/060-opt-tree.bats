@@ -47,7 +47,7 @@ range_keys() {
 	run --separate-stderr opt-tree put users bob notjson
 	assert_failure 2
 	[[ $stderr == "opt-tree: VALUE is not valid JSON"* ]]
-	[[ $stderr == *"usage: opt-tree put"* ]]
+	[[ $stderr == *"; try 'opt-tree put --help'" ]]
 	[ "$(revs users)" -eq 5 ]
 }
 
@@ -469,7 +469,7 @@ EOF
 	run --separate-stderr opt-tree range users --from c --to b
 	assert_failure 2
 	[[ $stderr == "opt-tree: the lower bound is above the upper bound"* ]]
-	[[ $stderr == *"usage: opt-tree range"* ]]
+	assert_equal "$stderr" "opt-tree: the lower bound is above the upper bound; try 'opt-tree range --help'"
 	run opt-tree range users --after c --before b
 	assert_failure 2
 	run opt-tree range users --json-keys --from 10 --to 2
