@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -548,10 +550,20 @@ int cmd_print_text(struct cmd *c, const char *text, size_t len)
 	return rc;
 }
 
+int cmd_stdout_gone(void)
+{
+	struct pollfd p = { 1, POLLOUT, 0 };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLERR);
+}
+
 static int finish(struct cmd *c, int st)
 {
 	if (fflush(stdout) == EOF || ferror(stdout) || c->out_err) {
-		fprintf(stderr, "%s: cannot write output: %s\n", c->prog->name, strerror(errno ? errno : EIO));
+		/* the reader went away (head): exit 7, quietly, as head's users
+		 * expect; any other failure to write is said */
+		if (!cmd_stdout_gone())
+			fprintf(stderr, "%s: cannot write output: %s\n", c->prog->name, strerror(errno ? errno : EIO));
 		if (st == 0)
 			st = OPT_EXIT_OTHER;
 	}
@@ -578,6 +590,8 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 	memset(&c, 0, sizeof(c));
 	c.prog = p;
 	c.pretty = isatty(1);
+	/* a closed pipe on stdout is a write error (exit 7), not a signal */
+	signal(SIGPIPE, SIG_IGN);
 	pos = calloc((size_t)argc + 1, sizeof(*pos));
 	if (!pos) {
 		fprintf(stderr, "%s: out of memory\n", p->name);

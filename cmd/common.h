@@ -88,6 +88,10 @@ int cmd_usage(struct cmd *c, const char *fmt, ...) __attribute__((format(printf,
 /* An informational note on stderr (suppressed by --quiet). */
 void cmd_note(struct cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* 1 if stdout is a pipe whose reader went away (a write fails with
+ * EPIPE): the command ends with exit 7 and no message. */
+int cmd_stdout_gone(void);
+
 /* 1 if stderr is a terminal (progress may be shown). */
 int cmd_progress_ok(struct cmd *c);
 

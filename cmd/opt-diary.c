@@ -87,7 +87,7 @@ static int out_fail(struct cmd *c)
 		pipe_gone = 1;
 		return OPT_EXIT_OTHER;
 	}
-	if (!c->out_err)
+	if (!c->out_err && errno != EPIPE)
 		fprintf(stderr, "%s: cannot write output: %s\n", c->prog->name, strerror(errno));
 	c->out_err = 1;
 	return OPT_EXIT_OTHER;

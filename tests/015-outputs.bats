@@ -259,3 +259,22 @@ EOF
 	run --separate-stderr opt-tree get t
 	assert_equal "$stderr" "opt-tree: no key given (use - to read keys from stdin); try 'opt-tree get --help'"
 }
+
+# --- a closed pipe ---
+
+@test "a closed pipe on stdout ends a program with exit 7 and no message, as the pages say" {
+	awk 'BEGIN { for (i = 0; i < 20000; i++) printf "{\"key\":%d,\"value\":\"xxxxxxxxxxxxxxxx\"}\n", i }' >"$TMP/recs"
+	opt-tree put big <"$TMP/recs" >/dev/null
+	jq -c .value <"$TMP/recs" | opt-diary append d >/dev/null
+	seq 0 19999 >"$TMP/keys"
+	local cmd
+	for cmd in "opt-tree range big" "opt-log show big" "opt-diary read d" "opt-tree get big --json-keys -"; do
+		run bash -c "$cmd <'$TMP/keys' 2>'$TMP/err' | head -c 10 >/dev/null; echo \${PIPESTATUS[0]}"
+		assert_output 7
+		[ ! -s "$TMP/err" ] || fail "$cmd: $(cat "$TMP/err")"
+	done
+	# another write error is said
+	run --separate-stderr bash -c "opt-tree range big >/dev/full"
+	assert_failure 7
+	[[ $stderr == "opt-tree: cannot write output: "* ]] || fail "$stderr"
+}
