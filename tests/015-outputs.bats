@@ -278,3 +278,40 @@ EOF
 	assert_failure 7
 	[[ $stderr == "opt-tree: cannot write output: "* ]] || fail "$stderr"
 }
+
+# --- opt-log show --follow ---
+
+@test "opt-log show --follow prints new entries as they come, until --limit, a signal or a closed pipe" {
+	opt-tree put t k0 0 >/dev/null
+	timeout 30 opt-log show t --follow --limit 4 >"$TMP/out" 2>"$TMP/err" &
+	local pid=$! i rc=0
+	for i in 1 2 3; do
+		sleep 0.3
+		opt-tree put t "k$i" "$i" >/dev/null
+	done
+	# it ends by itself at the limit
+	wait "$pid" || rc=$?
+	[ "$rc" -eq 0 ] || fail "exit $rc: $(cat "$TMP/err")"
+	[ ! -s "$TMP/err" ]
+	assert_equal "$(jq -c '[.rev, .actions[0].key]' "$TMP/out" | tr '\n' ' ')" '[1,"k0"] [2,"k1"] [3,"k2"] [4,"k3"] '
+	# a writer in the background; SIGTERM ends the follow cleanly
+	opt-log show t --follow --from 3 >"$TMP/out2" 2>"$TMP/err2" &
+	pid=$!
+	(for i in 4 5; do sleep 0.2; opt-tree put t "k$i" "$i" >/dev/null; done) &
+	wait $!
+	sleep 0.5
+	kill -TERM "$pid"
+	rc=0
+	wait "$pid" || rc=$?
+	[ "$rc" -eq 0 ] || fail "exit $rc after SIGTERM: $(cat "$TMP/err2")"
+	assert_equal "$(jq -c .rev "$TMP/out2" | tr '\n' ' ')" '3 4 5 6 '
+	# the reader goes away: the end of the follow, exit 0
+	run timeout 20 bash -c 'opt-log show t --follow | head -n 1 >/dev/null; echo ${PIPESTATUS[0]}'
+	assert_output 0
+	# --follow with a fixed end or an old revision is a usage error
+	for o in --reverse "--rev 2" "--to 3"; do
+		# shellcheck disable=SC2086
+		run --separate-stderr opt-log show t --follow $o
+		[ "$status" -eq 2 ] || fail "--follow $o: exit $status"
+	done
+}

@@ -227,7 +227,7 @@ broken() {
 	done
 	run --separate-stderr opt-log show
 	assert_failure 2
-	assert_equal "${stderr_lines[0]}" "opt-log: no collection name given"
+	assert_equal "$stderr" "opt-log: no collection name given; try 'opt-log show --help'"
 	run --separate-stderr opt-log show c d
 	assert_failure 2
 	run --separate-stderr opt-log show ../x
