@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,15 +211,28 @@ int cmd_lib_fail(struct cmd *c, int code)
 	return opt_exit_status(code);
 }
 
+/* A usage error is one line: the message and, on the same line, where
+ * the usage is: "prog: MESSAGE; try 'prog VERB --help'". */
+static int usage_line(struct cmd *c, const char *fmt, va_list ap)
+{
+	FILE *f = err_file(c);
+
+	fprintf(f, "%s: ", c->prog->name);
+	vfprintf(f, fmt, ap);
+	if (c->verb)
+		fprintf(f, "; try '%s %s --help'\n", c->prog->name, c->verb->name);
+	else
+		fprintf(f, "; try '%s --help'\n", c->prog->name);
+	return OPT_EXIT_USAGE;
+}
+
 int cmd_usage(struct cmd *c, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vfail(c, OPT_EXIT_USAGE, fmt, ap);
+	usage_line(c, fmt, ap);
 	va_end(ap);
-	if (c->verb)
-		verb_usage(c->prog, c->verb, err_file(c));
 	return OPT_EXIT_USAGE;
 }
 
@@ -236,6 +250,146 @@ void cmd_note(struct cmd *c, const char *fmt, ...)
 int cmd_progress_ok(struct cmd *c)
 {
 	return !c->quiet && isatty(2);
+}
+
+int cmd_line_operand(char *line, size_t n, char **dec, size_t *cap, const char **s, size_t *len)
+{
+	size_t a = 0, b = n, i;
+	json_t *v;
+	int plain = 1;
+
+	*s = line;
+	*len = n;
+	while (a < b && (line[a] == ' ' || line[a] == '\t'))
+		a++;
+	while (b > a && (line[b - 1] == ' ' || line[b - 1] == '\t' || line[b - 1] == '\r'))
+		b--;
+	if (b - a < 2 || line[a] != '"' || line[b - 1] != '"')
+		return 0;
+	for (i = a + 1; i + 1 < b && plain; i++)
+		if (line[i] == '"' || line[i] == '\\' || (unsigned char)line[i] < 0x20)
+			plain = 0;
+	if (plain) {
+		/* the common case, "abc": the bytes between the quotes */
+		line[b - 1] = '\0';
+		*s = line + a + 1;
+		*len = b - a - 2;
+		return 0;
+	}
+	/* escapes: let the JSON parser decide whether it is one string */
+	v = json_loadb(line + a, b - a, JSON_DECODE_ANY, NULL);
+	if (json_is_string(v)) {
+		size_t l = json_string_length(v);
+		if (l + 1 > *cap) {
+			char *nb = realloc(*dec, l + 1);
+			if (!nb) {
+				json_decref(v);
+				return opt_error_set(OPT_EIO, "out of memory");
+			}
+			*dec = nb;
+			*cap = l + 1;
+		}
+		memcpy(*dec, json_string_value(v), l + 1);
+		*s = *dec;
+		*len = l;
+	}
+	json_decref(v);
+	return 0;
+}
+
+void cmd_args_init(struct cmd_args *a, struct cmd *c, int from)
+{
+	memset(a, 0, sizeof(*a));
+	a->c = c;
+	a->i = from;
+}
+
+void cmd_args_free(struct cmd_args *a)
+{
+	free(a->buf);
+	free(a->dec);
+	a->buf = a->dec = NULL;
+}
+
+int cmd_args_expand(struct cmd *c, int from)
+{
+	struct cmd_args a;
+	const char *s;
+	size_t len, n = 0, cap = 16;
+	char **v;
+	int i, rc = 0;
+
+	for (i = from; i < c->npos && strcmp(c->pos[i], "-") != 0; i++)
+		;
+	if (i == c->npos || c->expanded)
+		return 0;
+	/* every operand is copied: the array owns what it holds */
+	if (!(v = calloc(cap, sizeof(*v))))
+		return cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+	c->expanded = v;
+	cmd_args_init(&a, c, 0);
+	for (;;) {
+		if (n + 2 > cap) {
+			char **nv = realloc(v, cap * 2 * sizeof(*v));
+			if (!nv) {
+				rc = -cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+				break;
+			}
+			v = c->expanded = nv;
+			cap *= 2;
+		}
+		v[n] = NULL;
+		/* operands before `from` are taken as they are */
+		if (a.i < from && !a.from_stdin) {
+			s = c->pos[a.i++];
+			rc = 1;
+		} else if ((rc = cmd_args_next(&a, &s, &len)) != 1) {
+			break;
+		}
+		if (!(v[n] = strdup(s))) {
+			rc = -cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+			break;
+		}
+		n++;
+	}
+	cmd_args_free(&a);
+	v[n] = NULL;
+	if (rc < 0)
+		return -rc;
+	c->pos = v;
+	c->npos = (int)n;
+	return 0;
+}
+
+int cmd_args_next(struct cmd_args *a, const char **s, size_t *len)
+{
+	for (;;) {
+		if (a->from_stdin) {
+			ssize_t n = getline(&a->buf, &a->cap, stdin);
+			if (n < 0) {
+				a->from_stdin = 0;
+				if (ferror(stdin))
+					return -cmd_fail(a->c, OPT_EIO, "cannot read standard input: %s", strerror(errno));
+				continue;
+			}
+			a->line++;
+			if (n > 0 && a->buf[n - 1] == '\n')
+				a->buf[--n] = '\0';
+			if (cmd_line_operand(a->buf, (size_t)n, &a->dec, &a->deccap, s, len) < 0)
+				return -cmd_lib_fail(a->c, OPT_EIO);
+			return 1;
+		}
+		if (a->i >= a->c->npos)
+			return 0;
+		if (strcmp(a->c->pos[a->i], "-") == 0) {
+			a->i++;
+			a->from_stdin = 1;
+			continue;
+		}
+		*s = a->c->pos[a->i++];
+		*len = strlen(*s);
+		return 1;
+	}
 }
 
 int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out)
@@ -453,15 +607,126 @@ int cmd_print(struct cmd *c, const json_t *v)
 	return 0;
 }
 
+/* A new line at depth levels of two spaces. */
+static int newline(struct opt_text *out, size_t depth)
+{
+	static const char spaces[32 + 1] = "                                ";
+	size_t n = depth * 2;
+	int rc = opt_text_add(out, "\n", 1);
+
+	for (; rc == 0 && n > 0; n -= n < 32 ? n : 32)
+		rc = opt_text_add(out, spaces, n < 32 ? n : 32);
+	return rc;
+}
+
+static int is_ws(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+/* Indent JSON text as jansson's JSON_INDENT(2) does: "{" and "[" open a
+ * level (empty ones stay "{}" and "[]"), members one a line, ": " after
+ * names.  Strings, numbers and literals are copied as they are. */
+static int indent_text(struct opt_text *out, const char *p, size_t n)
+{
+	size_t i, j, depth = 0;
+	int rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++) {
+		char ch = p[i];
+
+		switch (ch) {
+		case ' ': case '\t': case '\n': case '\r':
+			break;
+		case '"':
+			for (j = i + 1; j < n && p[j] != '"'; j++)
+				if (p[j] == '\\')
+					j++;
+			if (j >= n)
+				return opt_error_set(OPT_EINVAL, "unterminated string in JSON text");
+			rc = opt_text_add(out, p + i, j + 1 - i);
+			i = j;
+			break;
+		case '{': case '[':
+			for (j = i + 1; j < n && is_ws(p[j]); j++)
+				;
+			if (j < n && p[j] == (ch == '{' ? '}' : ']')) {
+				rc = opt_text_add(out, ch == '{' ? "{}" : "[]", 2);
+				i = j;
+				break;
+			}
+			if ((rc = opt_text_add(out, &ch, 1)) == 0)
+				rc = newline(out, ++depth);
+			break;
+		case '}': case ']':
+			if (depth == 0)
+				return opt_error_set(OPT_EINVAL, "unbalanced JSON text");
+			if ((rc = newline(out, --depth)) == 0)
+				rc = opt_text_add(out, &ch, 1);
+			break;
+		case ',':
+			if ((rc = opt_text_add(out, ",", 1)) == 0)
+				rc = newline(out, depth);
+			break;
+		case ':':
+			rc = opt_text_add(out, ": ", 2);
+			break;
+		default:
+			rc = opt_text_add(out, &ch, 1);
+		}
+	}
+	return rc;
+}
+
+int cmd_print_text(struct cmd *c, const char *text, size_t len)
+{
+	struct opt_text t = { NULL, 0, 0 };
+	int rc;
+
+	if (!c->pretty) {
+		if (fwrite(text, 1, len, stdout) != len || fputc('\n', stdout) == EOF) {
+			c->out_err = 1;
+			return OPT_EXIT_OTHER;
+		}
+		return 0;
+	}
+	if ((rc = indent_text(&t, text, len)) < 0 || (rc = opt_text_add(&t, "\n", 1)) < 0) {
+		opt_text_free(&t);
+		return cmd_lib_fail(c, rc);
+	}
+	rc = fwrite(t.p, 1, t.len, stdout) == t.len ? 0 : OPT_EXIT_OTHER;
+	opt_text_free(&t);
+	if (rc)
+		c->out_err = 1;
+	return rc;
+}
+
+int cmd_stdout_gone(void)
+{
+	struct pollfd p = { 1, POLLOUT, 0 };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLERR);
+}
+
 static int finish(struct cmd *c, int st)
 {
 	if (fflush(stdout) == EOF || ferror(stdout) || c->out_err) {
-		fprintf(stderr, "%s: cannot write output: %s\n", c->prog->name, strerror(errno ? errno : EIO));
+		/* the reader went away (head): exit 7, quietly, as head's users
+		 * expect; any other failure to write is said */
+		if (!cmd_stdout_gone())
+			fprintf(stderr, "%s: cannot write output: %s\n", c->prog->name, strerror(errno ? errno : EIO));
 		if (st == 0)
 			st = OPT_EXIT_OTHER;
 	}
 	opt_store_free(c->store);
 	c->store = NULL;
+	if (c->expanded) {
+		char **e;
+		for (e = c->expanded; *e; e++)
+			free(*e);
+		free(c->expanded);
+		c->expanded = NULL;
+	}
 	return st;
 }
 
@@ -476,6 +741,8 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 	memset(&c, 0, sizeof(c));
 	c.prog = p;
 	c.pretty = isatty(1);
+	/* a closed pipe on stdout is a write error (exit 7), not a signal */
+	signal(SIGPIPE, SIG_IGN);
 	pos = calloc((size_t)argc + 1, sizeof(*pos));
 	if (!pos) {
 		fprintf(stderr, "%s: out of memory\n", p->name);
@@ -497,10 +764,8 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 					if (strcmp(v->name, a) == 0)
 						break;
 				if (!v->name) {
-					fprintf(stderr, "%s: unknown command '%s'\n", p->name, opt_esc(a));
-					fprintf(stderr, "Run '%s --help' for the list of commands.\n", p->name);
 					free(pos);
-					return OPT_EXIT_USAGE;
+					return cmd_usage(&c, "unknown command '%s'", opt_esc(a));
 				}
 				c.verb = v;
 				continue;
@@ -562,11 +827,7 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 			break;
 		}
 		free(pos);
-		if (c.verb)
-			return cmd_usage(&c, "unknown option '%s'", opt_esc(a));
-		fprintf(stderr, "%s: unknown option '%s'\n", p->name, opt_esc(a));
-		prog_help(p, stderr);
-		return OPT_EXIT_USAGE;
+		return cmd_usage(&c, "unknown option '%s'", opt_esc(a));
 	}
 	if (help) {
 		if (c.verb)
@@ -577,10 +838,8 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 		return finish(&c, 0);
 	}
 	if (!c.verb) {
-		fprintf(stderr, "%s: no command given\n", p->name);
-		prog_help(p, stderr);
 		free(pos);
-		return OPT_EXIT_USAGE;
+		return cmd_usage(&c, "no command given");
 	}
 	c.pos = pos;
 	st = c.verb->fn(&c);

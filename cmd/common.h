@@ -47,6 +47,7 @@ struct cmd {
 	const char *store_dir;
 	struct opt_store *store;
 	int out_err;
+	char **expanded;               /* operands read from stdin (cmd_args_expand) */
 	FILE *err;                     /* messages go here when set (else stderr) */
 };
 
@@ -69,6 +70,12 @@ int cmd_store(struct cmd *c, int create);
 /* Print v (borrowed) as one JSON Lines record, or indented with --pretty. */
 int cmd_print(struct cmd *c, const json_t *v);
 
+/* Print the JSON text text[0..len) (one valid JSON value, such as a
+ * block's stored canonical bytes) as it is, one line, or indented with
+ * --pretty as cmd_print indents: its numbers and escapes stay as they
+ * are written (0.1 stays 0.1). */
+int cmd_print_text(struct cmd *c, const char *text, size_t len);
+
 /* Print "prog: message" to stderr and return the exit status for code. */
 int cmd_fail(struct cmd *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -82,12 +89,48 @@ int cmd_usage(struct cmd *c, const char *fmt, ...) __attribute__((format(printf,
 /* An informational note on stderr (suppressed by --quiet). */
 void cmd_note(struct cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* 1 if stdout is a pipe whose reader went away (a write fails with
+ * EPIPE): the command ends with exit 7 and no message. */
+int cmd_stdout_gone(void);
+
 /* 1 if stderr is a terminal (progress may be shown). */
 int cmd_progress_ok(struct cmd *c);
 
 /* Load the system's CA certificates for TLS (https peers) from now on:
  * call before libgit2 is asked to set its certificate locations. */
 void cmd_tls_enable(void);
+
+/* Operands, where "-" reads more of them from standard input, one a line
+ * (the rule of every program): a line that is one JSON string (white
+ * space around it allowed) is that string, as jq prints it; any other
+ * line is taken as it is, without its newline.  So `jq .id` and
+ * `jq -r .id` both feed a command. */
+struct cmd_args {
+	struct cmd *c;
+	int i;              /* the next operand */
+	int from_stdin;     /* reading standard input now */
+	long line;          /* the line of standard input last read */
+	char *buf;          /* the line (getline's buffer) */
+	size_t cap;
+	char *dec;          /* a decoded JSON string */
+	size_t deccap;
+};
+
+/* Start at operand `from`. */
+void cmd_args_init(struct cmd_args *a, struct cmd *c, int from);
+/* The next operand: 1 with *s (NUL-terminated, valid until the next
+ * call) and *len, 0 at the end, or -(exit status) after a message. */
+int cmd_args_next(struct cmd_args *a, const char **s, size_t *len);
+void cmd_args_free(struct cmd_args *a);
+/* Replace each operand "-" from `from` on by the operands read from
+ * standard input (c->pos and c->npos change; kept until the command
+ * ends).  0, or an exit status after a message. */
+int cmd_args_expand(struct cmd *c, int from);
+
+/* The operand that line[0..n) (no newline) of standard input stands for,
+ * by the rule above: *s points into line or into *dec (a buffer of *cap
+ * bytes, grown as needed, freed by the caller).  0, or OPT_EIO. */
+int cmd_line_operand(char *line, size_t n, char **dec, size_t *cap, const char **s, size_t *len);
 
 /* Parse a JSON value given on the command line. */
 int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out);

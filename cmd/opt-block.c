@@ -109,52 +109,59 @@ static int do_init(struct cmd *c)
 
 /* ---- get ---- */
 
-struct id_iter {
-	struct cmd *c;
-	int i;
-	struct opt_jsonl *in;
-};
-
-/* Next ID from the operands, or from stdin when the operand is "-" (JSON
- * strings or bare words, one a line). 1 with *id, 0 at end, <0 exit. */
-static int next_id(struct id_iter *it, char *buf, size_t n)
+/* The next block ID from the operands from `from` on ("-" reads them
+ * from stdin): 1 with id, 0 at the end, or -(exit status). */
+static int next_id(struct cmd_args *it, char *id, size_t n)
 {
-	for (;;) {
-		if (it->in) {
-			json_t *v;
-			int rc = opt_jsonl_next(it->in, &v);
-			if (rc == 1) {
-				if (!json_is_string(v)) {
-					json_decref(v);
-					return -cmd_fail(it->c, OPT_EINVAL, "line %ld: an ID must be a JSON string",
-							 opt_jsonl_line(it->in));
-				}
-				snprintf(buf, n, "%s", json_string_value(v));
-				json_decref(v);
-				return 1;
-			}
-			opt_jsonl_free(it->in);
-			it->in = NULL;
-			if (rc < 0)
-				return -cmd_lib_fail(it->c, rc);
-			continue;
-		}
-		if (it->i >= it->c->npos)
-			return 0;
-		if (strcmp(it->c->pos[it->i], "-") == 0) {
-			it->i++;
-			if (opt_jsonl_open(&it->in, stdin) < 0)
-				return -cmd_lib_fail(it->c, OPT_EIO);
-			continue;
-		}
-		snprintf(buf, n, "%s", it->c->pos[it->i++]);
-		return 1;
+	const char *s;
+	size_t len;
+	int rc = cmd_args_next(it, &s, &len);
+
+	if (rc != 1)
+		return rc;
+	if (len >= n || strlen(s) != len || !opt_id_valid(s))
+		return -cmd_fail(it->c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(s));
+	memcpy(id, s, len + 1);
+	return 1;
+}
+
+/* Print block id of snap as it is stored (its canonical JSON: the bytes
+ * that opt-block history and the log hash), indented with --pretty.
+ * 0 printed, OPT_ENOTFOUND, another negative code, or an exit status > 0
+ * when the output failed. */
+static int print_block(struct cmd *c, struct opt_snap *snap, const char *id)
+{
+	struct opt_bytes b;
+	struct opt_ctape tape = { NULL, 0, 0 };
+	json_t *v = NULL;
+	char *canon = NULL;
+	size_t len;
+	int rc;
+
+	if ((rc = opt_snap_block_bytes(snap, id, &b)) < 0)
+		return rc;
+	rc = opt_canon_scan(b.data, b.len, 0, &tape);
+	opt_ctape_free(&tape);
+	if (rc == 1) {
+		rc = cmd_print_text(c, b.data, b.len);
+	} else if (rc == 0) {
+		/* not canonical as stored (verify reports that): what it holds,
+		 * in canonical form */
+		if ((rc = opt_json_parse(&v, b.data, b.len)) < 0)
+			rc = opt_error_set(OPT_EINTEGRITY, "block '%s' of collection '%s' is not valid JSON", id,
+					   opt_snap_name(snap));
+		else if ((rc = opt_json_canon(&canon, &len, v)) == 0)
+			rc = cmd_print_text(c, canon, len);
 	}
+	free(canon);
+	json_decref(v);
+	opt_bytes_release(&b);
+	return rc;
 }
 
 static int do_get(struct cmd *c)
 {
-	struct id_iter it = { c, 0, NULL };
+	struct cmd_args it;
 	json_t *names = NULL;
 	struct opt_snap **snaps = NULL;
 	size_t nsnap = 0, i;
@@ -170,6 +177,7 @@ static int do_get(struct cmd *c)
 		return st;
 	if ((st = colls(c, &names)))
 		return st;
+	cmd_args_init(&it, c, 0);
 	nsnap = json_array_size(names);
 	snaps = calloc(nsnap ? nsnap : 1, sizeof(*snaps));
 	if (nsnap > 1) {
@@ -191,17 +199,10 @@ static int do_get(struct cmd *c)
 	}
 	while ((rc = next_id(&it, id, sizeof(id))) == 1) {
 		int found = 0;
-		if (!opt_id_valid(id)) {
-			st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(id));
-			goto done;
-		}
 		for (i = 0; i < nsnap && !found; i++) {
-			struct opt_source src;
 			if (!snaps[i])
 				continue;
-			src = opt_snap_source(snaps[i]);
-			json_t *b;
-			rc = src.get(src.ctx, id, &b);
+			rc = print_block(c, snaps[i], id);
 			if (rc == OPT_ENOTFOUND)
 				continue;
 			if (rc < 0) {
@@ -209,9 +210,7 @@ static int do_get(struct cmd *c)
 				goto done;
 			}
 			found = 1;
-			st = cmd_print(c, b);
-			json_decref(b);
-			if (st)
+			if ((st = rc))
 				goto done;
 		}
 		if (!found) {
@@ -230,8 +229,7 @@ done:
 		opt_snap_free(snaps[i]);
 	free(snaps);
 	json_decref(names);
-	if (it.in)
-		opt_jsonl_free(it.in);
+	cmd_args_free(&it);
 	return st;
 }
 
@@ -591,6 +589,9 @@ static int do_apply(struct cmd *c)
 		st = cmd_fail(c, rc, "%s (nothing written)", opt_error_last());
 		goto done;
 	}
+	/* no operations: nothing to do (as put and transform with no input) */
+	if (json_array_size(a.ops) == 0)
+		goto done;
 	if ((st = cmd_store(c, 0)))
 		goto done;
 	rc = opt_txn_run(c->store, coll, apply_fn, &a, &o, &res);
@@ -758,7 +759,11 @@ static int do_rm(struct cmd *c)
 	if ((st = need_coll(c, &coll)))
 		return st;
 	if (c->npos == 0)
-		return cmd_usage(c, "no block ID given");
+		return cmd_usage(c, "no block ID given (use - to read IDs from stdin)");
+	if ((st = cmd_args_expand(c, 0)))
+		return st;
+	if (c->npos == 0)
+		return 0;  /* "-" and nothing on stdin: nothing to do */
 	for (i = 0; i < c->npos; i++)
 		if (!opt_id_valid(c->pos[i]))
 			return cmd_fail(c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(c->pos[i]));
@@ -783,7 +788,7 @@ static int do_history(struct cmd *c)
 	size_t i;
 	int st, rc, seen = 0;
 
-	if ((st = need_coll(c, &coll)))
+	if ((st = need_coll(c, &coll)) || (st = cmd_args_expand(c, 0)))
 		goto done;
 	if (c->npos != 1) {
 		st = cmd_usage(c, "history takes one block ID");
@@ -951,8 +956,8 @@ static const struct cmd_verb verbs[] = {
 	{ "put", do_put, "-c COLL [--each] < BLOCKS", "write blocks read from stdin (one transaction)", opts_put, 1 },
 	{ "apply", do_apply, "-c COLL ID < OPS", "apply block operations to a block", opts_coll, 0 },
 	{ "transform", do_transform, "-c COLL < TRANSFORMS", "apply {inserts, updates, deletes} documents, one transaction each", opts_coll, 1 },
-	{ "rm", do_rm, "-c COLL ID...", "delete blocks (one transaction)", opts_coll, 0 },
-	{ "history", do_history, "-c COLL ID", "the revisions that changed a block: {rev, trx, hash} lines", opts_coll, 0 },
+	{ "rm", do_rm, "-c COLL ID... | -", "delete blocks (one transaction)", opts_coll, 0 },
+	{ "history", do_history, "-c COLL ID | -", "the revisions that changed a block: {rev, trx, hash} lines", opts_coll, 0 },
 	{ "stat", do_stat, "[-c COLL] [--rev N]", "what the store holds: collections, blocks, objects, bytes", opts_stat, 0 },
 	{ "gc", do_gc, "", "pack every object into one pack", opts_none, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },

@@ -87,7 +87,7 @@ static int out_fail(struct cmd *c)
 		pipe_gone = 1;
 		return OPT_EXIT_OTHER;
 	}
-	if (!c->out_err)
+	if (!c->out_err && errno != EPIPE)
 		fprintf(stderr, "%s: cannot write output: %s\n", c->prog->name, strerror(errno));
 	c->out_err = 1;
 	return OPT_EXIT_OTHER;
@@ -110,10 +110,18 @@ static int print_entry(struct cmd *c, const json_t *e)
 	size_t n;
 	int rc;
 
-	if (c->pretty)
-		return print_json(c, e);
 	if ((rc = opt_json_canon(&s, &n, e)) < 0)
 		return cmd_lib_fail(c, rc);
+	if (c->pretty) {
+		/* indented from the canonical text: 0.1 stays 0.1 */
+		rc = cmd_print_text(c, s, n);
+		free(s);
+		if (rc && c->out_err) {
+			c->out_err = 0;
+			return out_fail(c);
+		}
+		return rc;
+	}
 	s[n] = '\n';
 	if (fwrite(s, 1, n + 1, stdout) != n + 1) {
 		free(s);

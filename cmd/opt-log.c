@@ -9,6 +9,9 @@
 #include "verify.h"
 
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,8 +21,12 @@ static const struct cmd_opt opts_show[] = {
 	{ "reverse", 'r', NULL, "newest entry first" },
 	{ "limit", 'n', "N", "at most N entries" },
 	{ "rev", 0, "N", "read the log as it was at revision N" },
+	{ "follow", 'f', NULL, "then wait for new entries and print them as they come" },
 	{ NULL, 0, NULL, NULL },
 };
+
+/* How often show --follow looks for new revisions. */
+#define FOLLOW_POLL_MS 100
 
 static const struct cmd_opt opts_none[] = {
 	{ NULL, 0, NULL, NULL },
@@ -80,7 +87,22 @@ static int open_at_rev(struct opt_chain_iter **out, const struct opt_source *src
 	return opt_chain_iter_open(out, src, hid, forward);
 }
 
-static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_range *r)
+/* An entry as its canonical JSON (as stored and hashed: 0.1 stays 0.1). */
+static int print_entry(struct cmd *c, const json_t *e)
+{
+	char *s;
+	size_t n;
+	int rc;
+
+	if ((rc = opt_json_canon(&s, &n, e)) < 0)
+		return cmd_lib_fail(c, rc);
+	rc = cmd_print_text(c, s, n);
+	free(s);
+	return rc;
+}
+
+/* Print the entries of snap's log in range r; *shown gets how many. */
+static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_range *r, long *shown)
 {
 	struct opt_source src = opt_snap_source(snap);
 	struct opt_chain_iter *it = NULL;
@@ -89,6 +111,8 @@ static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_
 	long last, lo, hi, n = 0;
 	int rc, st = 0;
 
+	if (shown)
+		*shown = 0;
 	opt_collection_header_id(opt_snap_name(snap), hid);
 	rc = opt_chain_has(&src, hid);
 	if (rc == 0)
@@ -123,13 +147,87 @@ static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_
 				break;
 			continue;
 		}
-		if ((st = cmd_print(c, e)))
+		if ((st = print_entry(c, e)))
 			break;
 		n++;
 	}
 	if (rc < 0 && !st)
 		st = cmd_fail(c, rc, "collection '%s': %s", opt_snap_name(snap), opt_error_last());
 	opt_chain_iter_free(it);
+	if (shown)
+		*shown = n;
+	return st;
+}
+
+/* ---- show --follow ---- */
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+/* --follow ends cleanly on these signals (one ignored at start, under
+ * nohup or in a background job, stays ignored). */
+static void follow_signals(void)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction sa, old;
+	size_t i;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+			continue;
+		sigaction(sigs[i], &sa, NULL);
+	}
+}
+
+/* After the entries up to revision rev: poll the latest revision and print
+ * the entries each new one adds, until a signal, a closed pipe (the
+ * reader went away: the end, exit 0) or the limit. */
+static int follow(struct cmd *c, const char *name, struct show_range *r, long rev)
+{
+	struct pollfd out = { 1, 0, 0 };
+	struct opt_snap *snap;
+	long shown;
+	int st = 0, rc;
+
+	follow_signals();
+	while (!stop_signal && r->limit != 0) {
+		/* the wait; a closed pipe on stdout (POLLERR) ends it at once */
+		rc = poll(&out, 1, FOLLOW_POLL_MS);
+		if (rc > 0 && (out.revents & (POLLERR | POLLHUP | POLLNVAL)))
+			break;
+		if (stop_signal)
+			break;
+		if ((rc = opt_snap_open(&snap, c->store, name, 0)) < 0)
+			return cmd_lib_fail(c, rc);
+		if (opt_snap_rev(snap) > rev) {
+			if (r->lo <= rev)
+				r->lo = rev + 1;
+			rev = opt_snap_rev(snap);
+			st = show_entries(c, snap, r, &shown);
+			if (r->limit > 0)
+				r->limit = r->limit > shown ? r->limit - shown : 0;
+			if (!st && fflush(stdout) == EOF)
+				st = OPT_EXIT_OTHER;
+		}
+		opt_snap_free(snap);
+		if (st)
+			break;
+	}
+	/* the reader of a --follow went away: its end, not an error */
+	if (cmd_stdout_gone()) {
+		__fpurge(stdout);
+		clearerr(stdout);
+		c->out_err = 0;
+		st = 0;
+	}
 	return st;
 }
 
@@ -138,8 +236,8 @@ static int do_show(struct cmd *c)
 	struct show_range r = { 1, 0, -1, cmd_flag(c, "reverse") };
 	struct opt_snap *snap = NULL;
 	const char *name;
-	long rev;
-	int st, rc;
+	long rev, shown;
+	int st, rc, fol = cmd_flag(c, "follow");
 
 	if (c->npos != 1)
 		return cmd_usage(c, c->npos ? "show takes one collection name" : "no collection name given");
@@ -150,14 +248,36 @@ static int do_show(struct cmd *c)
 		return st;
 	if (r.hi && r.lo > r.hi)
 		return cmd_usage(c, "--from %ld is after --to %ld", r.lo, r.hi);
+	if (fol && r.reverse)
+		return cmd_usage(c, "--follow cannot be used with --reverse");
+	if (fol && rev)
+		return cmd_usage(c, "--follow cannot be used with --rev (an old revision never changes)");
+	if (fol && r.hi)
+		return cmd_usage(c, "--follow cannot be used with --to (it has no end)");
 	if (!r.hi)
 		r.hi = LONG_MAX;
 	if ((st = cmd_store(c, 0)))
 		return st;
 	if ((rc = opt_snap_open(&snap, c->store, name, rev)) < 0)
 		return cmd_lib_fail(c, rc);
-	st = show_entries(c, snap, &r);
+	st = show_entries(c, snap, &r, &shown);
+	rev = opt_snap_rev(snap);
 	opt_snap_free(snap);
+	if (!st && fol) {
+		if (r.limit > 0)
+			r.limit = r.limit > shown ? r.limit - shown : 0;
+		if (fflush(stdout) == EOF)
+			st = OPT_EXIT_OTHER;
+		else
+			st = follow(c, name, &r, rev);
+	}
+	if (fol && st == OPT_EXIT_OTHER && cmd_stdout_gone()) {
+		/* the reader went away: the end of a follow */
+		__fpurge(stdout);
+		clearerr(stdout);
+		c->out_err = 0;
+		st = 0;
+	}
 	return st;
 }
 
@@ -224,14 +344,16 @@ static int do_verify(struct cmd *c)
 {
 	json_t *names = NULL;
 	size_t i;
-	int st, rc, integrity = 0, other = 0;
+	int st, rc, integrity = 0, other = 0, named = c->npos > 0;
 
+	if ((st = cmd_args_expand(c, 0)))
+		return st;
 	for (i = 0; i < (size_t)c->npos; i++)
 		if ((st = check_name(c, c->pos[i])))
 			return st;
 	if ((st = cmd_store(c, 0)))
 		return st;
-	if (c->npos) {
+	if (named) {
 		names = json_array();
 		for (i = 0; i < (size_t)c->npos; i++)
 			json_array_append_new(names, json_string(c->pos[i]));
@@ -261,12 +383,16 @@ static const struct cmd_opt opts_commit[] = {
 
 static int commit_one(struct cmd *c, json_t *doc, long line)
 {
+	/* a document is always committed, even when its actions change
+	 * nothing (a del of an absent key): the ID printed is always one
+	 * that status knows, as for a document over several collections */
+	struct opt_txn_opts o = { NULL, NULL, 0, 1 };
 	json_t *out = NULL;
 	int rc, st;
 
 	if (opt_txdoc_check(doc) < 0)
 		return cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing committed)", line, opt_error_last());
-	rc = opt_txdoc_run(c->store, doc, NULL, &out);
+	rc = opt_txdoc_run(c->store, doc, &o, &out);
 	if (rc < 0)
 		return cmd_lib_fail(c, rc);
 	st = cmd_print(c, out);
@@ -349,8 +475,8 @@ static int do_status(struct cmd *c)
 	int i, rc, st = 0, missing = 0;
 
 	if (c->npos == 0)
-		return cmd_usage(c, "no transaction ID given");
-	if ((st = cmd_store(c, 0)))
+		return cmd_usage(c, "no transaction ID given (use - to read IDs from stdin)");
+	if ((st = cmd_args_expand(c, 0)) || (st = cmd_store(c, 0)))
 		return st;
 	for (i = 0; i < c->npos && !st; i++) {
 		rc = opt_txn_status(c->store, c->pos[i], &out);
@@ -428,7 +554,7 @@ static int do_trust(struct cmd *c)
 
 	if (c->npos == 0)
 		return cmd_usage(c, "no key given");
-	if ((st = cmd_store(c, 0)))
+	if ((st = cmd_args_expand(c, 0)) || (st = cmd_store(c, 0)))
 		return st;
 	for (i = 0; i < c->npos; i++) {
 		rc = opt_trust_add(c->store, c->pos[i], cmd_get(c, "name"));
@@ -444,7 +570,7 @@ static int do_untrust(struct cmd *c)
 
 	if (c->npos == 0)
 		return cmd_usage(c, "no key given");
-	if ((st = cmd_store(c, 0)))
+	if ((st = cmd_args_expand(c, 0)) || (st = cmd_store(c, 0)))
 		return st;
 	for (i = 0; i < c->npos; i++) {
 		rc = opt_trust_remove(c->store, c->pos[i]);
@@ -473,19 +599,19 @@ static int do_trusted(struct cmd *c)
 }
 
 static const struct cmd_verb verbs[] = {
-	{ "show", do_show, "NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N]",
+	{ "show", do_show, "NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N] [--follow]",
 	  "print the log entries of a collection, oldest first", opts_show, 0 },
-	{ "verify", do_verify, "[NAME...]",
+	{ "verify", do_verify, "[NAME... | -]",
 	  "check logs against the revisions: {collection, entries, rev, ok} lines", opts_none, 0 },
 	{ "commit", do_commit, "[--each] < {\"collections\": {NAME: [ACTIONS]}}",
 	  "commit one atomic transaction over several collections", opts_commit, 1 },
-	{ "status", do_status, "TRX...", "pending, committed or aborted: {trx, status, collections} lines",
+	{ "status", do_status, "TRX... | -", "pending, committed or aborted: {trx, status, collections} lines",
 	  opts_none, 0 },
 	{ "checkpoint", do_checkpoint, "NAME [--upto REV]",
 	  "drop old action payloads from the log, keeping its hash chain", opts_checkpoint, 0 },
 	{ "identity", do_identity, "", "the store's public key, which signs its log entries", opts_none, 1 },
-	{ "trust", do_trust, "KEY... [--name NAME]", "accept log entries signed by KEY", opts_trust, 0 },
-	{ "untrust", do_untrust, "KEY...", "stop accepting entries signed by KEY", opts_none, 0 },
+	{ "trust", do_trust, "KEY... | - [--name NAME]", "accept log entries signed by KEY", opts_trust, 0 },
+	{ "untrust", do_untrust, "KEY... | -", "stop accepting entries signed by KEY", opts_none, 0 },
 	{ "trusted", do_trusted, "", "list the trusted keys: {key, name} lines", opts_none, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },
 };

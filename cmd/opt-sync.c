@@ -266,8 +266,12 @@ static int run_sync(struct cmd *c, sync_fn fn, cluster_fn cl)
 	struct opt_sync_opts so;
 	struct out o;
 	char *remote = NULL;
+	long v;
 	int rc, st;
 
+	/* option values are checked whether or not the run is over the cluster */
+	if ((st = cmd_long(c, "retries", -1, 0, &v)) || (cmd_get(c, "min") && (st = cmd_long(c, "min", 0, 1, &v))))
+		return st;
 	if (cl && cmd_flag(c, "cluster")) {
 		if ((st = sync_opts(c, &so, &o)) || (st = check_colls(c, 0)) || (st = open_sync(c, &y, !so.dry_run)))
 			return st;
@@ -565,11 +569,11 @@ static int do_where(struct cmd *c)
 	struct opt_cluster *cl = NULL;
 	json_t *names = NULL, *v;
 	size_t i;
-	int rc = 0, st;
+	int rc = 0, st, named = c->npos > 0;
 
-	if ((st = check_colls(c, 0)) || (st = open_cluster(c, &y, &cl, 0)))
+	if ((st = cmd_args_expand(c, 0)) || (st = check_colls(c, 0)) || (st = open_cluster(c, &y, &cl, 0)))
 		return st;
-	if (c->npos) {
+	if (named) {
 		names = json_array();
 		for (i = 0; i < (size_t)c->npos; i++)
 			json_array_append_new(names, json_string(c->pos[i]));
@@ -634,7 +638,7 @@ static const struct cmd_verb verbs[] = {
 	  "the cluster's peers: remotes that hold the collections placed on them", opts_none, 0 },
 	{ "replicas", do_replicas, "[R]", "show or set R, the peers each collection is placed on: {replicas, configured, peers}",
 	  opts_none, 0 },
-	{ "where", do_where, "[COLL...]", "where collections live: {collection, peers, home} (placement order)", opts_none,
+	{ "where", do_where, "[COLL... | -]", "where collections live: {collection, peers, home} (placement order)", opts_none,
 	  0 },
 	{ "rebalance", do_rebalance, "[--dry-run] [--retries N] [--prune]",
 	  "copy collections to the peers of their placement that lack them", opts_rebalance, 0 },

@@ -108,15 +108,17 @@ static int open_tree(struct cmd *c, const char *name, struct opt_snap **snap)
 static int print_kv_text(struct cmd *c, const char *k, size_t kl, const char *v, size_t vl)
 {
 	if (c->pretty) {
-		json_t *key = NULL, *value = NULL;
+		/* indented from the stored text: numbers as they are stored */
+		struct opt_text t = { NULL, 0, 0 };
 		int st;
-		if (opt_json_parse(&key, k, kl) < 0 || opt_json_parse(&value, v, vl) < 0) {
-			json_decref(key);
-			return cmd_lib_fail(c, OPT_EINTEGRITY);
+		if (opt_text_add(&t, "{\"key\":", 7) < 0 || opt_text_add(&t, k, kl) < 0 ||
+		    opt_text_add(&t, ",\"value\":", 9) < 0 || opt_text_add(&t, v, vl) < 0 ||
+		    opt_text_add(&t, "}", 1) < 0) {
+			opt_text_free(&t);
+			return cmd_lib_fail(c, OPT_EIO);
 		}
-		json_t *o = json_pack("{s:o,s:o}", "key", key, "value", value);
-		st = cmd_print(c, o);
-		json_decref(o);
+		st = cmd_print_text(c, t.p, t.len);
+		opt_text_free(&t);
 		return st;
 	}
 	if (fwrite("{\"key\":", 1, 7, stdout) != 7 || fwrite(k, 1, kl, stdout) != kl ||
@@ -414,6 +416,8 @@ struct keys {
 	char *line;
 	size_t linecap;
 	int from_stdin;
+	char *dec;           /* a key decoded from a JSON string */
+	size_t deccap;
 };
 
 /* Next key: 1 with *key (new reference), 0 at end, <0: -exit status. */
@@ -453,14 +457,20 @@ static int next_key(struct keys *k, json_t **key)
 				}
 				return 1;
 			} else {
+				/* one key a line: a JSON string (as jq prints it) is
+				 * that string, any other line the key as it is */
 				ssize_t n = getline(&k->line, &k->linecap, stdin);
+				const char *s;
+				size_t len;
 				if (n < 0) {
 					k->from_stdin = 0;
 					continue;
 				}
 				if (n > 0 && k->line[n - 1] == '\n')
 					k->line[--n] = '\0';
-				*key = json_stringn(k->line, (size_t)n);
+				if (cmd_line_operand(k->line, (size_t)n, &k->dec, &k->deccap, &s, &len) < 0)
+					return -cmd_lib_fail(c, OPT_EIO);
+				*key = json_stringn(s, len);
 				if (!*key)
 					return -cmd_fail(c, OPT_EINVAL, "a key read from stdin is not valid UTF-8");
 				return 1;
@@ -485,6 +495,7 @@ static void keys_free(struct keys *k)
 {
 	opt_jsonl_free(k->in);
 	free(k->line);
+	free(k->dec);
 }
 
 /* ---- get ---- */
@@ -674,7 +685,7 @@ static int get_batch(struct cmd *c, const char *name, struct opt_snap *snap, str
 
 static int do_get(struct cmd *c)
 {
-	struct keys k = { c, 1, NULL, NULL, 0, 0 };
+	struct keys k = { c, 1, NULL, NULL, 0, 0, NULL, 0 };
 	struct opt_snap *snap = NULL;
 	struct gkey *v = NULL;
 	struct gsort *order = NULL;
@@ -748,8 +759,8 @@ done:
 
 struct del_ctx {
 	json_t *keys;   /* array */
+	char *found;    /* per key: 1 if it was deleted */
 	long deleted;
-	long absent;
 };
 
 static int del_fn(struct opt_txn *x, void *arg)
@@ -758,29 +769,62 @@ static int del_fn(struct opt_txn *x, void *arg)
 	size_t i;
 	int rc, found;
 
-	d->deleted = d->absent = 0;
+	d->deleted = 0;
 	if (!opt_txn_base(x))
 		return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", opt_txn_collection(x));
 	for (i = 0; i < json_array_size(d->keys); i++) {
 		if ((rc = opt_tree_del(x, json_array_get(d->keys, i), &found)) < 0)
 			return rc;
-		if (found)
-			d->deleted++;
-		else
-			d->absent++;
+		if (!found) {
+			/* a key given twice: the first deleted it */
+			json_t *v = NULL;
+			rc = opt_tree_get(opt_txn_base(x), json_array_get(d->keys, i), &v);
+			json_decref(v);
+			if (rc < 0 && rc != OPT_ENOTFOUND)
+				return rc;
+			opt_error_clear();
+			d->found[i] = rc == 0;
+			continue;
+		}
+		d->found[i] = 1;
+		d->deleted += found;
 	}
 	return 0;
 }
 
+/* A record per deleted key, {"collection","rev","key","deleted":true}, and
+ * for an absent key a line on stderr, as get says it, in the order given. */
+static int del_report(struct cmd *c, const char *name, long rev, struct del_ctx *d, int *missing)
+{
+	size_t i;
+	int st = 0;
+
+	for (i = 0; i < json_array_size(d->keys) && !st; i++) {
+		json_t *key = json_array_get(d->keys, i), *o;
+		if (!d->found[i]) {
+			char *ks = NULL;
+			(*missing)++;
+			opt_json_canon(&ks, NULL, key);
+			cmd_fail(c, OPT_ENOTFOUND, "no key %s in tree '%s'", ks ? ks : "?", name);
+			free(ks);
+			continue;
+		}
+		o = json_pack("{s:s,s:I,s:O,s:b}", "collection", name, "rev", (json_int_t)rev, "key", key, "deleted", 1);
+		st = cmd_print(c, o);
+		json_decref(o);
+	}
+	return st;
+}
+
 static int do_del(struct cmd *c)
 {
-	struct keys k = { c, 1, NULL, NULL, 0, 0 };
+	struct keys k = { c, 1, NULL, NULL, 0, 0, NULL, 0 };
 	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree del", 0, 0 };
 	struct opt_txn_result res;
-	struct del_ctx d = { json_array(), 0, 0 };
+	struct del_ctx d = { json_array(), NULL, 0 };
 	const char *name;
 	json_t *key;
-	int st, rc;
+	int st, rc, missing = 0;
 
 	if ((st = need_name(c, &name)))
 		goto done;
@@ -794,6 +838,10 @@ static int do_del(struct cmd *c)
 		st = -rc;
 		goto done;
 	}
+	if (!(d.found = calloc(json_array_size(d.keys) + 1, 1))) {
+		st = cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+		goto done;
+	}
 	if ((st = cmd_store(c, 0)))
 		goto done;
 	rc = opt_txn_run(c->store, name, del_fn, &d, &o, &res);
@@ -801,13 +849,12 @@ static int do_del(struct cmd *c)
 		st = cmd_lib_fail(c, rc);
 		goto done;
 	}
-	st = print_result(c, name, res.rev, "deleted", d.deleted);
-	if (!st && d.absent) {
-		cmd_fail(c, OPT_ENOTFOUND, "%ld of the keys were not in tree '%s'", d.absent, name);
+	st = del_report(c, name, res.rev, &d, &missing);
+	if (!st && missing)
 		st = OPT_EXIT_NOTFOUND;
-	}
 done:
 	keys_free(&k);
+	free(d.found);
 	json_decref(d.keys);
 	return st;
 }

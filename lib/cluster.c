@@ -960,8 +960,8 @@ static int outcome(struct run *r, size_t short_n, long min)
 			size_t l = strlen(downs);
 			snprintf(downs + l, sizeof(downs) - l, "%s%s", nd++ ? ", " : "", r->c->peers[i]);
 		}
-	return opt_error_set(OPT_ENET, "%zu of %zu collection%s reached fewer than %ld peer%s%s%s%s", short_n, r->nc,
-			     r->nc == 1 ? "" : "s", min, min == 1 ? "" : "s", nd ? " (unreachable: " : "", downs,
+	return opt_error_set(OPT_ENET, "%zu of %zu collection%s %s fewer than %ld peer%s%s%s%s", short_n, r->nc,
+			     r->nc == 1 ? "" : "s", r->o->sync.dry_run ? "would reach" : "reached", min, min == 1 ? "" : "s", nd ? " (unreachable: " : "", downs,
 			     nd ? ")" : "");
 }
 
@@ -1148,6 +1148,8 @@ static int report_short(struct run *r, long min, size_t *short_n)
 				(json_int_t)want, "peers", cs->reached);
 		if (rec && !cs->home_ok && cs->np)
 			json_object_set_new(rec, "home", json_string(r->c->peers[cs->place[0]]));
+		if (rec && r->o->sync.dry_run)
+			json_object_set_new(rec, "dry_run", json_true());
 		if ((rc = emit(r->o, rec)) != 0)
 			return rc;
 	}
@@ -1861,6 +1863,12 @@ int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *
 				goto done;
 			}
 		}
+		if (o->sync.dry_run) {
+			/* the plan's outcome: the peers that would hold it */
+			cs->home_ok = cs->np && !r.down[cs->place[0]];
+			for (k = 0; k < json_array_size(to); k++)
+				add_name(cs->reached, json_string_value(json_array_get(to, k)));
+		}
 		if (json_array_size(to) == 0) {
 			json_decref(to);
 			continue;
@@ -1908,7 +1916,8 @@ int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *
 		goto done;
 	if (o->prune && !o->sync.dry_run && (rc = prune(&r, misplaced)) != 0)
 		goto done;
-	if (!o->sync.dry_run && (rc = report_short(&r, (long)opt_cluster_replicas(c), &short_n)) != 0)
+	/* a dry run says what the run would leave short (and exits as it would) */
+	if ((rc = report_short(&r, (long)opt_cluster_replicas(c), &short_n)) != 0)
 		goto done;
 	if ((rc = report_end(&r, "rebalance", short_n)) != 0)
 		goto done;

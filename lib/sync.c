@@ -16,6 +16,7 @@
 #include <ftw.h>
 #include <git2.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2009,6 +2010,8 @@ static int run_resolver(const char *prog, const json_t *input, json_t **out)
 		goto done;
 	}
 	if (pid == 0) {
+		/* the program gets the default SIGPIPE, whatever ours is */
+		signal(SIGPIPE, SIG_DFL);
 		dup2(fileno(in), 0);
 		dup2(pfd[1], 1);
 		close(pfd[0]);

@@ -117,7 +117,7 @@ EOF2
 @test "get and ls read from stdin and write JSON Lines; --pretty indents" {
 	printf '%s\n' '{"header":{"id":"jjjjjjjjjjjjjjjjjjjjjjjjjj","type":"t"}}' \
 		'{"header":{"id":"kkkkkkkkkkkkkkkkkkkkkkkkkk","type":"t"}}' | opt-block put -c g >/dev/null
-	run opt-block get -c g - <<<'"jjjjjjjjjjjjjjjjjjjjjjjjjj" "kkkkkkkkkkkkkkkkkkkkkkkkkk"'
+	run opt-block get -c g - <<<$'"jjjjjjjjjjjjjjjjjjjjjjjjjj"\nkkkkkkkkkkkkkkkkkkkkkkkkkk'
 	assert_success
 	assert_equal "${#lines[@]}" 2
 	run opt-block get -c g --pretty jjjjjjjjjjjjjjjjjjjjjjjjjj

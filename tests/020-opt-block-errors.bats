@@ -119,11 +119,11 @@ unchanged() {
 	unchanged
 }
 
-@test "usage errors exit 2 with the usage line" {
+@test "usage errors exit 2 with one line that says where the usage is" {
 	run --separate-stderr opt-block put <<<'{}'
 	assert_failure 2
 	[[ "$stderr" == *"the collection is required"* ]]
-	[[ "$stderr" == *"usage: opt-block put"* ]]
+	assert_equal "$stderr" "opt-block: the collection is required (-c COLL); try 'opt-block put --help'"
 	run --separate-stderr opt-block frobnicate
 	assert_failure 2
 	[[ "$stderr" == "opt-block: unknown command 'frobnicate'"* ]]
