@@ -273,11 +273,11 @@ int cmd_store(struct cmd *c, int create)
 		dir = found;
 	}
 	rc = opt_store_open(&c->store, dir);
-	if (rc == OPT_ENOTFOUND && create && !found) {
-		rc = opt_store_create(&c->store, dir, &created);
-		if (rc == 0)
-			cmd_note(c, "created store '%s'", dir);
-	}
+	/* a store named explicitly (--store, -C, OPT_STORE) must exist: a
+	 * typo must not make a new store somewhere; only the implicit ./.opt
+	 * is created on the first write (opt-block init makes others) */
+	if (rc == OPT_ENOTFOUND && !found)
+		return cmd_fail(c, OPT_EIO, "no store at '%s' (opt-block init %s creates one)", dir, dir);
 	free(found);
 	/* every failure to open the store is exit 7, so that 1 keeps meaning
 	 * "no such block/key/collection" */
