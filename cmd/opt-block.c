@@ -191,7 +191,7 @@ static int do_get(struct cmd *c)
 	while ((rc = next_id(&it, id, sizeof(id))) == 1) {
 		int found = 0;
 		if (!opt_id_valid(id)) {
-			st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", id);
+			st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s' (" OPT_ID_RULE ")", id);
 			goto done;
 		}
 		for (i = 0; i < nsnap && !found; i++) {
@@ -600,7 +600,7 @@ static int do_apply(struct cmd *c)
 	}
 	a.id = c->pos[0];
 	if (!opt_id_valid(a.id)) {
-		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", a.id);
+		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s' (" OPT_ID_RULE ")", a.id);
 		goto done;
 	}
 	opt_jsonl_open(&in, stdin);
@@ -799,7 +799,7 @@ static int do_rm(struct cmd *c)
 		return cmd_usage(c, "no block ID given");
 	for (i = 0; i < c->npos; i++)
 		if (!opt_id_valid(c->pos[i]))
-			return cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", c->pos[i]);
+			return cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s' (" OPT_ID_RULE ")", c->pos[i]);
 	if ((st = cmd_store(c, 0)))
 		return st;
 	rc = opt_txn_run(c->store, coll, rm_fn, &r, &o, &res);
@@ -829,7 +829,7 @@ static int do_history(struct cmd *c)
 	}
 	id = c->pos[0];
 	if (!opt_id_valid(id)) {
-		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s'", id);
+		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%.80s' (" OPT_ID_RULE ")", id);
 		goto done;
 	}
 	if ((st = cmd_store(c, 0)) || (st = open_snap(c, coll, 0, &snap)))

@@ -50,3 +50,24 @@ load test_helper
 	assert_equal "$stderr" "opt-tree: created store '.opt'"
 	[ -d "$TMP/w/.opt" ]
 }
+
+# ---- block IDs ----
+
+@test "an invalid block ID is refused with the rule: base32, a-z and 2-7, 2 to 64 characters" {
+	rule='block IDs are base32: a-z and 2-7, 2 to 64 characters'
+	echo '{"header":{"id":"alice","type":"user"}}' | opt-block put -c users >/dev/null
+	run -2 --separate-stderr opt-block get -c users user1
+	assert_equal "$stderr" "opt-block: invalid block ID 'user1' ($rule)"
+	run -2 --separate-stderr opt-block history -c users user1
+	assert_equal "$stderr" "opt-block: invalid block ID 'user1' ($rule)"
+	run -2 --separate-stderr opt-block rm -c users Alice
+	assert_equal "$stderr" "opt-block: invalid block ID 'Alice' ($rule)"
+	run -2 --separate-stderr opt-block apply -c users x <<<'["v",0,0,1]'
+	assert_equal "$stderr" "opt-block: invalid block ID 'x' ($rule)"
+	run -2 --separate-stderr opt-block put -c users <<<'{"header":{"id":"user1","type":"user"}}'
+	assert_equal "$stderr" "opt-block: line 1: invalid block ID 'user1' ($rule) (nothing written)"
+	# the README's and opt-block(1)'s first pages say it
+	grep -q 'a-z.*2-7' "$TOP/README.md"
+	grep -q 'user1' "$TOP/README.md"
+	grep -q 'user1' "$TOP/man/opt-block.1"
+}
