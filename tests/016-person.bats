@@ -71,3 +71,82 @@ load test_helper
 	grep -q 'user1' "$TOP/README.md"
 	grep -q 'user1' "$TOP/man/opt-block.1"
 }
+
+# ---- opt-log show: resolved status, human forms ----
+
+TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"type": "append", "entry": 1}]}}'
+
+@test "show: the non-primary part of a committed transaction says it is committed (\"resolved\"), its stored status kept" {
+	run opt-log commit <<<"$TWO"
+	assert_success
+	trx=$(jq -r .trx <<<"$output")
+	# a is not the primary (b, the last name, is): its entry is stored pending
+	run opt-log show a
+	assert_success
+	assert_equal "$(jq -c '[.trx, .status, .resolved]' <<<"$output")" "[\"$trx\",\"pending\",\"committed\"]"
+	# the hash still covers the entry as stored (without "resolved")
+	h=$(jq -cS 'del(.hash, .sig, .actions, .resolved)' <<<"$output" | tr -d '\n' | sha256sum | cut -d' ' -f1)
+	assert_equal "$h" "$(jq -r .hash <<<"$output")"
+	# the primary's entry is stored committed: nothing added
+	run opt-log show b
+	assert_equal "$(jq -c '[.status, .resolved]' <<<"$output")" '["committed",null]'
+	run opt-log show a --oneline
+	assert_output --regexp "^1 $trx [0-9T:+-]+ committed 1 put\$"
+	run opt-log verify
+	assert_success
+}
+
+@test "show: the non-primary part of an aborted transaction says it is aborted" {
+	run env OPT_TXN_TTL=100 OPT_TEST_CRASH=txn:pended opt-log commit <<<"$TWO"
+	[ "$status" -eq 137 ]
+	sleep 0.2
+	# the next writer of a aborts it and reverts a
+	opt-tree put a other 2 >/dev/null
+	run opt-log show a
+	assert_success
+	assert_equal "$(jq -c '[.rev, .status, .resolved]' <<<"$output" | tr '\n' ' ')" \
+		'[1,"pending","aborted"] [2,"aborted",null] [3,null,null] '
+	run opt-log show a --format '%r %s'
+	assert_output "$(printf '1 aborted\n2 aborted\n3 committed')"
+}
+
+@test "show --oneline and --format: revision, transaction, a date, the status and the actions, one line an entry" {
+	export TZ=UTC
+	opt-tree put t k 1 >/dev/null
+	printf '%s\n' '{"key":"a","value":1}' '{"key":"b","value":2}' | opt-tree put t >/dev/null
+	opt-tree del t k >/dev/null
+	opt-log show t >"$TMP/json"
+	run opt-log show t --oneline
+	assert_success
+	assert_equal "${#lines[@]}" 3
+	i=0
+	for want in '1 put' '2 put' '1 del'; do
+		e=$(sed -n "$((i + 1))p" "$TMP/json")
+		trx=$(jq -r .trx <<<"$e")
+		t=$(jq -r '.time / 1000 | floor' <<<"$e")
+		d=$(date -u -d "@$t" +%Y-%m-%dT%H:%M:%S+00:00)
+		assert_equal "${lines[$i]}" "$((i + 1)) $trx $d committed $want"
+		i=$((i + 1))
+	done
+	# every placeholder
+	e=$(sed -n 2p "$TMP/json")
+	run opt-log show t --from 2 --to 2 --format '%r|%x|%t|%T|%s|%A|%N|%c|%p|%H|%h|%a|%%|%n.'
+	assert_success
+	assert_equal "${lines[0]}" "$(jq -r '[.rev, .trx, (.time / 1000 | floor), .time, "committed", "2 put", 2, "t", "",
+		.hash, .hash[:12], .author, "%"] | map(tostring) | join("|")' <<<"$e")|"
+	assert_equal "${lines[1]}" "."
+	# a checkpoint prunes actions
+	opt-log checkpoint t --upto 1 >/dev/null
+	run opt-log show t --to 1 --format '%A|%N'
+	assert_output 'pruned|'
+	# JSON stays the default, on a terminal too (--pretty)
+	run opt-log show t --limit 1
+	assert_equal "$(jq -r .rev <<<"$output")" 1
+	# errors
+	run -2 --separate-stderr opt-log show t --format '%q'
+	assert_equal "${stderr_lines[0]}" "opt-log: --format: unknown placeholder '%q' (see opt-log(1))"
+	run -2 --separate-stderr opt-log show t --format 'x%'
+	assert_equal "${stderr_lines[0]}" "opt-log: --format: unknown placeholder '%' (see opt-log(1))"
+	run -2 --separate-stderr opt-log show t --oneline --format '%r'
+	assert_equal "${stderr_lines[0]}" "opt-log: --oneline and --format are exclusive (--oneline is --format='%r %x %d %s %A')"
+}
