@@ -150,3 +150,26 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 	run -2 --separate-stderr opt-log show t --oneline --format '%r'
 	assert_equal "${stderr_lines[0]}" "opt-log: --oneline and --format are exclusive (--oneline is --format='%r %x %d %s %A')"
 }
+
+# ---- opt-block ls --no-internal ----
+
+@test "ls --no-internal lists only the blocks put, apply and transform write, not headers, logs or tree and diary nodes" {
+	printf '%s\n' '{"header":{"id":"alice","type":"user"}}' '{"header":{"id":"bob","type":"TL"}}' |
+		opt-block put -c users >/dev/null
+	opt-tree put t k 1 >/dev/null
+	opt-diary append d 1 >/dev/null
+	# the default stays: every block
+	run opt-block ls
+	assert_success
+	assert_equal "$(jq -r .type <<<"$output" | sort | tr '\n' ' ')" 'COL DIC DID DIH LGD LGD LGD TL TL TRE user '
+	run opt-block ls --no-internal
+	assert_success
+	assert_output "$(printf '%s\n' '{"id":"alice","type":"user","collection":"users"}' '{"id":"bob","type":"TL","collection":"users"}')"
+	run opt-block ls -c users --no-internal --type user
+	assert_output '{"id":"alice","type":"user","collection":"users"}'
+	run opt-block ls -c t --no-internal
+	assert_success
+	assert_output ''
+	run opt-block ls -c users --rev 1 --no-internal
+	assert_equal "${#lines[@]}" 2
+}
