@@ -49,7 +49,7 @@ static const struct cmd_opt common_opts[] = {
 	{ "store", 'C', "DIR", "the store (default: $OPT_STORE, else the nearest .opt upward)" },
 	{ "pretty", 0, NULL, "indented JSON output (the default on a terminal)" },
 	{ "compact", 0, NULL, "JSON Lines output (the default elsewhere)" },
-	{ "quiet", 'q', NULL, "no notes or progress on stderr" },
+	{ "quiet", 'q', NULL, "only what changed or failed: no notes, progress or nothing-to-do records" },
 	{ "help", 'h', NULL, "show this help" },
 	{ "version", 0, NULL, "show the version" },
 	{ NULL, 0, NULL, NULL },

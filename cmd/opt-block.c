@@ -102,6 +102,8 @@ static int do_init(struct cmd *c)
 	rc = opt_store_create(&c->store, dir, &created);
 	if (rc < 0)
 		return cmd_lib_fail(c, OPT_EIO);
+	if (c->quiet && !created)
+		return 0;  /* quiet: only what changed */
 	o = json_pack("{s:s,s:b}", "store", dir, "created", created);
 	rc = cmd_print(c, o);
 	json_decref(o);

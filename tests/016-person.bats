@@ -173,3 +173,48 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 	run opt-block ls -c users --rev 1 --no-internal
 	assert_equal "${#lines[@]}" 2
 }
+
+# ---- -q: only what changed or failed ----
+
+@test "-q: opt-sync pull, push and fetch print no record for a collection with nothing to do" {
+	export OPT_FSYNC=0
+	opt-tree put users alice 1 >/dev/null
+	opt-diary append events 1 >/dev/null
+	opt-sync clone "$OPT_STORE" "$TMP/b" >/dev/null
+	# nothing to do: without -q a record each, with -q nothing
+	run opt-sync -C "$TMP/b" pull
+	assert_equal "${#lines[@]}" 2
+	run --separate-stderr opt-sync -C "$TMP/b" pull -q
+	assert_success
+	assert_output ''
+	assert_equal "$stderr" ''
+	run opt-sync -C "$TMP/b" push -q
+	assert_success
+	assert_output ''
+	run opt-sync -C "$TMP/b" fetch -q
+	assert_success
+	assert_output ''
+	run opt-sync -C "$TMP/b" pull -q --dry-run
+	assert_success
+	assert_output ''
+	# what changed is still printed
+	opt-tree put users bob 2 >/dev/null
+	run opt-sync -C "$TMP/b" pull -q
+	assert_success
+	assert_output '{"remote":"origin","collection":"users","rev":2,"status":"fast-forward"}'
+	opt-tree -C "$TMP/b" put users carol 3 >/dev/null
+	run opt-sync -C "$TMP/b" push -q
+	assert_output '{"remote":"origin","collection":"users","rev":3,"status":"pushed"}'
+	# and what failed
+	opt-sync -C "$TMP/b" remote add gone "$TMP/gone"
+	run -5 --separate-stderr opt-sync -C "$TMP/b" pull -q gone
+	[[ $stderr == "opt-sync: "* ]] || fail "$stderr"
+}
+
+@test "-q: opt-block init of an existing store prints nothing; a new one is still reported" {
+	run opt-block init -q "$OPT_STORE"
+	assert_success
+	assert_output ''
+	run opt-block init -q "$TMP/new"
+	assert_output "{\"store\":\"$TMP/new\",\"created\":true}"
+}
