@@ -218,3 +218,27 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 	run opt-block init -q "$TMP/new"
 	assert_output "{\"store\":\"$TMP/new\",\"created\":true}"
 }
+
+# ---- plain git on a store ----
+
+@test "git count-objects finds no garbage after a repack (the repack lock is not in objects/pack); an old store's lock there goes" {
+	opt-tree put t k 1 >/dev/null
+	opt-tree put t k 2 >/dev/null
+	opt-block gc >/dev/null
+	run --separate-stderr git --git-dir="$OPT_STORE" count-objects -v
+	assert_success
+	assert_line 'garbage: 0'
+	assert_equal "$stderr" ''
+	[ ! -e "$OPT_STORE/objects/pack/opt-repack.lock" ]
+	# a store written by an earlier version has its lock in objects/pack
+	: >"$OPT_STORE/objects/pack/opt-repack.lock"
+	opt-tree put t k 3 >/dev/null
+	opt-block gc >/dev/null
+	[ ! -e "$OPT_STORE/objects/pack/opt-repack.lock" ]
+	run --separate-stderr git --git-dir="$OPT_STORE" count-objects -v
+	assert_line 'garbage: 0'
+	assert_equal "$stderr" ''
+	run opt-tree get t k
+	assert_output '{"key":"k","value":3}'
+	fsck_ok
+}
