@@ -242,3 +242,27 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 	assert_output '{"key":"k","value":3}'
 	fsck_ok
 }
+
+@test "git log in a new store says what the store is and how to see its collections; fsck --strict passes" {
+	s="$TMP/fresh"
+	opt-block init "$s" >/dev/null
+	run --separate-stderr git --git-dir="$s" log
+	assert_success
+	assert_output --partial 'optimystic store'
+	assert_output --partial 'git log --all'
+	assert_output --partial 'refs/opt/collections/NAME'
+	opt-tree -C "$s" put users alice 1 >/dev/null
+	run git --git-dir="$s" log --all --format=%s
+	assert_success
+	assert_line 'opt-tree put'
+	# the store's collections and refs are only its collections
+	run git --git-dir="$s" for-each-ref --format='%(refname)'
+	assert_output 'refs/opt/collections/users'
+	fsck_ok "$s"
+	# a clone has one too
+	opt-sync clone "$s" "$TMP/clone" >/dev/null
+	run git --git-dir="$TMP/clone" log --format=%s
+	assert_success
+	assert_output 'optimystic store'
+	fsck_ok "$TMP/clone"
+}
