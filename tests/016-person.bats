@@ -266,3 +266,23 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 	assert_output 'optimystic store'
 	fsck_ok "$TMP/clone"
 }
+
+# ---- help, version, mistyped commands ----
+
+@test "--version: the release number of VERSION, and the commit when built from git; a tarball gives the release" {
+	rel=$(cat "$TOP/VERSION")
+	[[ $rel =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "VERSION holds '$rel'"
+	for n in opt-block opt-tree opt-diary opt-log opt-sync; do
+		run --separate-stderr "$n" --version
+		assert_success
+		[[ $output =~ ^$n\ $rel(\ \([0-9a-f]{12}(-dirty)?\))?$ ]] || fail "$n --version: '$output'"
+	done
+	command -v git >/dev/null && git -C "$TOP" rev-parse HEAD >/dev/null 2>&1 || skip "not a git checkout"
+	run make -s -C "$TOP" version
+	assert_output --regexp "^$rel \\([0-9a-f]{12}(-dirty)?\\)\$"
+	# outside a git checkout (what make dist packs): the release alone
+	mkdir "$TMP/dist"
+	cp "$TOP/Makefile" "$TOP/VERSION" "$TMP/dist/"
+	run make -s -C "$TMP/dist" version
+	assert_output "$rel"
+}

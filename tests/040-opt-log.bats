@@ -271,7 +271,7 @@ broken() {
 	assert_line --regexp '^  -n, --limit N '
 	run opt-log --version
 	assert_success
-	assert_output --regexp '^opt-log [^ ]+$'
+	assert_output --regexp '^opt-log [0-9]+\.[0-9]+\.[0-9]+( \([0-9a-f]+(-dirty)?\))?$'
 	run opt-log --complete
 	assert_success
 	assert_line --index 0 show

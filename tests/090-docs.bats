@@ -182,7 +182,7 @@ $(diff <(echo "$want") <(echo "$have"))"
 	for n in $(all_progs); do
 		run --separate-stderr "$n" --version
 		[ "$status" -eq 0 ] || fail "$n --version: exit $status"
-		[[ $output =~ ^$n\ [^\ ]+$ ]] || fail "$n --version: '$output'"
+		[[ $output =~ ^$n\ [0-9]+\.[0-9]+\.[0-9]+(\ \([0-9a-f]+(-dirty)?\))?$ ]] || fail "$n --version: '$output'"
 		[ -z "$stderr" ] || fail "$n --version wrote to stderr: $stderr"
 	done
 }
