@@ -123,6 +123,53 @@ static void complete(const struct cmd_prog *p, const char *verb)
 	}
 }
 
+/* Edit distance between a and b (insertions, deletions, substitutions and
+ * swaps of two neighbours count 1), at most 32 characters each; more is
+ * "far" (99). */
+static int distance(const char *a, const char *b)
+{
+	int d[33][33];
+	size_t la = strlen(a), lb = strlen(b), i, j;
+
+	if (la > 32 || lb > 32)
+		return 99;
+	for (i = 0; i <= la; i++)
+		d[i][0] = (int)i;
+	for (j = 0; j <= lb; j++)
+		d[0][j] = (int)j;
+	for (i = 1; i <= la; i++)
+		for (j = 1; j <= lb; j++) {
+			int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+			if (d[i - 1][j] + 1 < best)
+				best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	return d[la][lb];
+}
+
+/* The command nearest to the mistyped word w, as git's "did you mean":
+ * at most 2 edits away, and fewer edits than the command has letters;
+ * NULL when none is. */
+static const char *nearest_verb(const struct cmd_prog *p, const char *w)
+{
+	const struct cmd_verb *v;
+	const char *best = NULL;
+	int bd = 3;
+
+	for (v = p->verbs; v->name; v++) {
+		int d = distance(w, v->name);
+		if (d < bd && d < (int)strlen(v->name)) {
+			bd = d;
+			best = v->name;
+		}
+	}
+	return best;
+}
+
 /* Match argument a against table t; returns the index or -1; *inl gets an
  * inline value ("--x=v", "-xv"). */
 static int match(const struct cmd_opt *t, const char *a, const char **inl)
@@ -345,7 +392,12 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 					if (strcmp(v->name, a) == 0)
 						break;
 				if (!v->name) {
-					fprintf(stderr, "%s: unknown command '%s'\n", p->name, a);
+					const char *near = nearest_verb(p, a);
+					if (near)
+						fprintf(stderr, "%s: unknown command '%s' (did you mean '%s'?)\n", p->name, a,
+							near);
+					else
+						fprintf(stderr, "%s: unknown command '%s'\n", p->name, a);
 					fprintf(stderr, "Run '%s --help' for the list of commands.\n", p->name);
 					free(pos);
 					return OPT_EXIT_USAGE;

@@ -286,3 +286,19 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 	run make -s -C "$TMP/dist" version
 	assert_output "$rel"
 }
+
+@test "a mistyped command is answered with the nearest one: did you mean" {
+	run -2 --separate-stderr opt-tree rnage users
+	assert_equal "${stderr_lines[0]}" "opt-tree: unknown command 'rnage' (did you mean 'range'?)"
+	run -2 --separate-stderr opt-block gte -c x aa
+	assert_equal "${stderr_lines[0]}" "opt-block: unknown command 'gte' (did you mean 'get'?)"
+	run -2 --separate-stderr opt-log verfy
+	assert_equal "${stderr_lines[0]}" "opt-log: unknown command 'verfy' (did you mean 'verify'?)"
+	run -2 --separate-stderr opt-sync pul
+	assert_equal "${stderr_lines[0]}" "opt-sync: unknown command 'pul' (did you mean 'pull'?)"
+	run -2 --separate-stderr opt-diary apend d 1
+	assert_equal "${stderr_lines[0]}" "opt-diary: unknown command 'apend' (did you mean 'append'?)"
+	# nothing near: no guess
+	run -2 --separate-stderr opt-tree frobnicate
+	assert_equal "${stderr_lines[0]}" "opt-tree: unknown command 'frobnicate'"
+}
