@@ -216,7 +216,7 @@ broken() {
 	run --separate-stderr opt-log show c --from 3 --to 2
 	assert_failure 2
 	assert_equal "${stderr_lines[0]}" "opt-log: --from 3 is after --to 2"
-	assert_equal "${stderr_lines[1]}" "usage: opt-log show NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N]"
+	assert_equal "${stderr_lines[1]}" "usage: opt-log show NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N] [--oneline | --format FMT]"
 	local bad
 	for bad in "--from 0" "--from x" "--to -1" "--to 2x" "--limit -1" "--limit many" "--rev 0" "--rev 1.5"; do
 		# shellcheck disable=SC2086
