@@ -415,6 +415,7 @@ bash_complete() {
 	run bash_complete opt-block ls --collection=th
 	assert_output '--collection=things'
 	# the store named on the command line wins over $OPT_STORE
+	opt-block init "$TMP/other" >/dev/null
 	echo '{"a":1}' | opt-block put -C "$TMP/other" -c elsewhere >/dev/null 2>&1
 	run bash_complete opt-block -C "$TMP/other" get -c ''
 	assert_output 'elsewhere'
