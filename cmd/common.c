@@ -55,6 +55,63 @@ static const struct cmd_opt common_opts[] = {
 	{ NULL, 0, NULL, NULL },
 };
 
+/* --help is at most HELP_WIDTH columns wide: text is wrapped at spaces
+ * (in a synopsis, only at spaces outside brackets, so "[--min N]" stays
+ * whole) into lines that go on at a fixed column. */
+#define HELP_WIDTH 80
+
+/* Print text starting at column col, wrapping at HELP_WIDTH; continuation
+ * lines start at column indent.  Ends the last line. */
+static void wrap(FILE *f, const char *text, int col, int indent, int keep_groups)
+{
+	const char *p = text;
+
+	while (*p) {
+		const char *w = p, *e;
+		int depth = 0, len;
+
+		/* the next word: up to a space outside brackets */
+		for (e = w; *e && (*e != ' ' || (keep_groups && depth > 0)); e++) {
+			if (*e == '[' || *e == '{' || *e == '(')
+				depth++;
+			else if ((*e == ']' || *e == '}' || *e == ')') && depth > 0)
+				depth--;
+		}
+		len = (int)(e - w);
+		if (w != text) {
+			if (col + 1 + len > HELP_WIDTH && col > indent) {
+				fprintf(f, "\n%*s", indent, "");
+				col = indent;
+			} else {
+				fputc(' ', f);
+				col++;
+			}
+		}
+		fwrite(w, 1, (size_t)len, f);
+		col += len;
+		p = e;
+		while (*p == ' ')
+			p++;
+	}
+	fputc('\n', f);
+}
+
+/* Two columns: left (at column 2) and text (at column at, wrapped); a left
+ * part that reaches column at puts the text on the next line. */
+static void two_columns(FILE *f, const char *left, int at, const char *text, int keep_groups)
+{
+	int n = (int)strlen(left);
+
+	fprintf(f, "  ");
+	if (2 + n + 1 > at) {
+		wrap(f, left, 2, 6, keep_groups);
+		fprintf(f, "%*s", at, "");
+	} else {
+		fprintf(f, "%s%*s", left, at - 2 - n, "");
+	}
+	wrap(f, text, at, at, 0);
+}
+
 static void print_opts(FILE *f, const struct cmd_opt *o)
 {
 	for (; o && o->lng; o++) {
@@ -64,7 +121,7 @@ static void print_opts(FILE *f, const struct cmd_opt *o)
 				 o->arg ? o->arg : "");
 		else
 			snprintf(left, sizeof(left), "    --%s%s%s", o->lng, o->arg ? " " : "", o->arg ? o->arg : "");
-		fprintf(f, "  %-26s %s\n", left, o->help);
+		two_columns(f, left, 29, o->help, 0);
 	}
 }
 
@@ -74,14 +131,19 @@ static void prog_help(const struct cmd_prog *p, FILE *f)
 
 	fprintf(f, "usage: %s COMMAND [OPTIONS] [ARGS]\n\n%s\n\ncommands:\n", p->name, p->summary);
 	for (v = p->verbs; v->name; v++) {
-		char left[120];
+		char left[400];
 		snprintf(left, sizeof(left), "%s %s", v->name, v->synopsis);
-		fprintf(f, "  %-44s %s\n", left, v->summary);
+		two_columns(f, left, 36, v->summary, 1);
 	}
 	fprintf(f, "\ncommon options:\n");
 	print_opts(f, common_opts);
-	fprintf(f, "\nRun '%s COMMAND --help' for the options of a command; 'man %s' for more.\n",
-		p->name, p->name);
+	{
+		char tail[200];
+		snprintf(tail, sizeof(tail), "Run '%s COMMAND --help' for the options of a command; 'man %s' for more.",
+			 p->name, p->name);
+		fputc('\n', f);
+		wrap(f, tail, 0, 0, 0);
+	}
 }
 
 static void verb_usage(const struct cmd_prog *p, const struct cmd_verb *v, FILE *f)
@@ -89,10 +151,20 @@ static void verb_usage(const struct cmd_prog *p, const struct cmd_verb *v, FILE 
 	fprintf(f, "usage: %s %s %s\n", p->name, v->name, v->synopsis);
 }
 
+/* The usage line of --help, wrapped: its lines go on under the first
+ * operand, as git's do. */
+static void verb_usage_wrapped(const struct cmd_prog *p, const struct cmd_verb *v, FILE *f)
+{
+	int col = fprintf(f, "usage: %s %s ", p->name, v->name);
+
+	wrap(f, v->synopsis, col, col, 1);
+}
+
 static void verb_help(const struct cmd_prog *p, const struct cmd_verb *v, FILE *f)
 {
-	verb_usage(p, v, f);
-	fprintf(f, "\n%s\n", v->summary);
+	verb_usage_wrapped(p, v, f);
+	fprintf(f, "\n");
+	wrap(f, v->summary, 0, 0, 0);
 	if (v->opts && v->opts->lng) {
 		fprintf(f, "\noptions:\n");
 		print_opts(f, v->opts);

@@ -34,6 +34,11 @@ static const struct cmd_opt opts_coll[] = {
 	{ NULL, 0, NULL, NULL },
 };
 
+static const struct cmd_opt opts_coll_read[] = {
+	{ "collection", 'c', "COLL", "the collection to read" },
+	{ NULL, 0, NULL, NULL },
+};
+
 static const struct cmd_opt opts_stat[] = {
 	{ "collection", 'c', "COLL", "one collection's figures" },
 	{ "rev", 0, "N", "at revision N (with -c)" },
@@ -1014,7 +1019,7 @@ static const struct cmd_verb verbs[] = {
 	{ "apply", do_apply, "-c COLL ID < OPS", "apply block operations to a block", opts_coll, 0 },
 	{ "transform", do_transform, "-c COLL < TRANSFORMS", "apply {inserts, updates, deletes} documents, one transaction each", opts_coll, 1 },
 	{ "rm", do_rm, "-c COLL ID...", "delete blocks (one transaction)", opts_coll, 0 },
-	{ "history", do_history, "-c COLL ID", "the revisions that changed a block: {rev, trx, hash} lines", opts_coll, 0 },
+	{ "history", do_history, "-c COLL ID", "the revisions that changed a block: {rev, trx, hash} lines", opts_coll_read, 0 },
 	{ "stat", do_stat, "[-c COLL] [--rev N]", "what the store holds: collections, blocks, objects, bytes", opts_stat, 0 },
 	{ "gc", do_gc, "", "pack every object into one pack", opts_none, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },

@@ -302,3 +302,21 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 	run -2 --separate-stderr opt-tree frobnicate
 	assert_equal "${stderr_lines[0]}" "opt-tree: unknown command 'frobnicate'"
 }
+
+@test "--help fits in 80 columns, every program and command; history reads its collection" {
+	local n v long=
+	for n in opt-block opt-tree opt-diary opt-log opt-sync; do
+		for v in "" $("$n" --complete | grep -v -- '^-'); do
+			# shellcheck disable=SC2086
+			long+=$("$n" $v --help | awk -v w="$n $v" 'length($0) > 80 { print w ": " $0 }')
+		done
+	done
+	[ -z "$long" ] || fail "lines over 80 columns:
+$long"
+	# a wrapped usage goes on under the first operand
+	run opt-sync push --help
+	assert_line --index 0 'usage: opt-sync push [REMOTE] [COLL...] [--dry-run] [--conflict POLICY]'
+	assert_line --index 1 '                     [--cluster] [--min N] [--retries N] [--promote]'
+	run opt-block history --help
+	assert_line --regexp '^  -c, --collection COLL +the collection to read$'
+}
