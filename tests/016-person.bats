@@ -320,3 +320,22 @@ $long"
 	run opt-block history --help
 	assert_line --regexp '^  -c, --collection COLL +the collection to read$'
 }
+
+@test "-n keeps its meaning per program (--limit; --dry-run in opt-sync), and opt(7) says so" {
+	opt-tree put t a 1 >/dev/null
+	opt-tree put t b 2 >/dev/null
+	run opt-tree range t -n 1
+	assert_output '{"key":"a","value":1}'
+	run opt-log show t -n 1 --format '%r'
+	assert_output 1
+	opt-sync clone "$OPT_STORE" "$TMP/b" >/dev/null
+	opt-tree put t c 3 >/dev/null
+	run opt-sync -C "$TMP/b" pull -n
+	assert_success
+	assert_output --partial '"dry_run":true'
+	run opt-tree -C "$TMP/b" count t
+	assert_output 2
+	# documented where the common options are
+	run sh -c "mandoc -T ascii '$TOP/man/opt.7' | col -b | tr -s ' \\n' '  '"
+	assert_output --partial '-n N is --limit N in opt-tree(1), opt-diary(1) and opt-log(1), and -n is --dry-run in opt-sync(1)'
+}
