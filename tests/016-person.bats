@@ -339,3 +339,18 @@ $long"
 	run sh -c "mandoc -T ascii '$TOP/man/opt.7' | col -b | tr -s ' \\n' '  '"
 	assert_output --partial '-n N is --limit N in opt-tree(1), opt-diary(1) and opt-log(1), and -n is --dry-run in opt-sync(1)'
 }
+
+@test "the documents the docs name are in the repository (the design is docs/design.md)" {
+	local f r missing=
+	cd "$TOP"
+	[ -f docs/design.md ] || fail "docs/design.md is missing"
+	# docs/design.md is the starting design as it was written (it names
+	# files of its own time, which its preface lists)
+	for f in README.md bench/README.md docs/*.md man/*.1 man/*.7; do
+		[ "$f" = docs/design.md ] && continue
+		for r in $(grep -ohE '[A-Za-z0-9_./-]*[A-Za-z0-9_-]+\.(md|pml)\b' "$f" | sort -u); do
+			[ -e "$r" ] || [ -e "$(dirname "$f")/$r" ] || missing+=" $f:$r"
+		done
+	done
+	[ -z "$missing" ] || fail "named but not in the repository:$missing"
+}
