@@ -11,7 +11,15 @@ DESTDIR ?=
 
 CFLAGS ?= -O2 -g
 PKGS = libgit2 jansson libsodium zlib libcrypto libdeflate
-VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || cat VERSION 2>/dev/null || echo 0.1)
+# The release number is the file VERSION; built from a git checkout,
+# --version also names the commit: "opt-block 0.1.0 (1a2b3c4d5e6f)", with
+# "-dirty" after it when the work tree differs; from a tarball (make dist)
+# the release alone.
+RELEASE := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+COMMIT := $(shell [ "$$(git rev-parse --show-toplevel 2>/dev/null)" = "$$(pwd -P)" ] && \
+	git rev-parse --short=12 HEAD 2>/dev/null)
+DIRTY := $(if $(COMMIT),$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty))
+VERSION := $(RELEASE)$(if $(COMMIT), ($(COMMIT)$(DIRTY)))
 
 # SAN=1 builds into build-san/ with AddressSanitizer and UBSan.
 ifeq ($(SAN),1)
@@ -49,7 +57,12 @@ $(B)/libopt.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $(LIB_OBJ)
 
-$(B)/cmd/common.o: cmd/common.c $(HDRS)
+# the version is compiled into common.o: rebuilt when it changes
+$(B)/version.stamp: FORCE
+	@mkdir -p $(@D)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+
+$(B)/cmd/common.o: cmd/common.c $(HDRS) $(B)/version.stamp
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Icmd -c -o $@ $<
 
@@ -112,8 +125,17 @@ uninstall:
 		$(DESTDIR)$(FISHCOMPDIR)/$$n.fish; done
 	for m in man/*.7; do rm -f $(DESTDIR)$(MANDIR)/man7/$$(basename $$m); done
 
+# A source tarball of the committed tree: optimystic-RELEASE.tar.gz.
+dist:
+	git archive --prefix=optimystic-$(RELEASE)/ -o optimystic-$(RELEASE).tar.gz HEAD
+
+version:
+	@echo '$(VERSION)'
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all units deps deps-check check check-quick soak demo bench install uninstall clean
+FORCE:
+
+.PHONY: all units deps deps-check check check-quick soak demo bench install uninstall dist version clean FORCE
 -include fuzz/fuzz.mk

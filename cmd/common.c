@@ -51,11 +51,68 @@ static const struct cmd_opt common_opts[] = {
 	{ "store", 'C', "DIR", "the store (default: $OPT_STORE, else the nearest .opt upward)" },
 	{ "pretty", 0, NULL, "indented JSON output (the default on a terminal)" },
 	{ "compact", 0, NULL, "JSON Lines output (the default elsewhere)" },
-	{ "quiet", 'q', NULL, "no notes or progress on stderr" },
+	{ "quiet", 'q', NULL, "only what changed or failed: no notes, progress or nothing-to-do records" },
 	{ "help", 'h', NULL, "show this help" },
 	{ "version", 0, NULL, "show the version" },
 	{ NULL, 0, NULL, NULL },
 };
+
+/* --help is at most HELP_WIDTH columns wide: text is wrapped at spaces
+ * (in a synopsis, only at spaces outside brackets, so "[--min N]" stays
+ * whole) into lines that go on at a fixed column. */
+#define HELP_WIDTH 80
+
+/* Print text starting at column col, wrapping at HELP_WIDTH; continuation
+ * lines start at column indent.  Ends the last line. */
+static void wrap(FILE *f, const char *text, int col, int indent, int keep_groups)
+{
+	const char *p = text;
+
+	while (*p) {
+		const char *w = p, *e;
+		int depth = 0, len;
+
+		/* the next word: up to a space outside brackets */
+		for (e = w; *e && (*e != ' ' || (keep_groups && depth > 0)); e++) {
+			if (*e == '[' || *e == '{' || *e == '(')
+				depth++;
+			else if ((*e == ']' || *e == '}' || *e == ')') && depth > 0)
+				depth--;
+		}
+		len = (int)(e - w);
+		if (w != text) {
+			if (col + 1 + len > HELP_WIDTH && col > indent) {
+				fprintf(f, "\n%*s", indent, "");
+				col = indent;
+			} else {
+				fputc(' ', f);
+				col++;
+			}
+		}
+		fwrite(w, 1, (size_t)len, f);
+		col += len;
+		p = e;
+		while (*p == ' ')
+			p++;
+	}
+	fputc('\n', f);
+}
+
+/* Two columns: left (at column 2) and text (at column at, wrapped); a left
+ * part that reaches column at puts the text on the next line. */
+static void two_columns(FILE *f, const char *left, int at, const char *text, int keep_groups)
+{
+	int n = (int)strlen(left);
+
+	fprintf(f, "  ");
+	if (2 + n + 1 > at) {
+		wrap(f, left, 2, 6, keep_groups);
+		fprintf(f, "%*s", at, "");
+	} else {
+		fprintf(f, "%s%*s", left, at - 2 - n, "");
+	}
+	wrap(f, text, at, at, 0);
+}
 
 static void print_opts(FILE *f, const struct cmd_opt *o)
 {
@@ -66,7 +123,7 @@ static void print_opts(FILE *f, const struct cmd_opt *o)
 				 o->arg ? o->arg : "");
 		else
 			snprintf(left, sizeof(left), "    --%s%s%s", o->lng, o->arg ? " " : "", o->arg ? o->arg : "");
-		fprintf(f, "  %-26s %s\n", left, o->help);
+		two_columns(f, left, 29, o->help, 0);
 	}
 }
 
@@ -76,25 +133,35 @@ static void prog_help(const struct cmd_prog *p, FILE *f)
 
 	fprintf(f, "usage: %s COMMAND [OPTIONS] [ARGS]\n\n%s\n\ncommands:\n", p->name, p->summary);
 	for (v = p->verbs; v->name; v++) {
-		char left[120];
+		char left[400];
 		snprintf(left, sizeof(left), "%s %s", v->name, v->synopsis);
-		fprintf(f, "  %-44s %s\n", left, v->summary);
+		two_columns(f, left, 36, v->summary, 1);
 	}
 	fprintf(f, "\ncommon options:\n");
 	print_opts(f, common_opts);
-	fprintf(f, "\nRun '%s COMMAND --help' for the options of a command; 'man %s' for more.\n",
-		p->name, p->name);
+	{
+		char tail[200];
+		snprintf(tail, sizeof(tail), "Run '%s COMMAND --help' for the options of a command; 'man %s' for more.",
+			 p->name, p->name);
+		fputc('\n', f);
+		wrap(f, tail, 0, 0, 0);
+	}
 }
 
-static void verb_usage(const struct cmd_prog *p, const struct cmd_verb *v, FILE *f)
+/* The usage line of --help, wrapped: its lines go on under the first
+ * operand, as git's do. */
+static void verb_usage_wrapped(const struct cmd_prog *p, const struct cmd_verb *v, FILE *f)
 {
-	fprintf(f, "usage: %s %s %s\n", p->name, v->name, v->synopsis);
+	int col = fprintf(f, "usage: %s %s ", p->name, v->name);
+
+	wrap(f, v->synopsis, col, col, 1);
 }
 
 static void verb_help(const struct cmd_prog *p, const struct cmd_verb *v, FILE *f)
 {
-	verb_usage(p, v, f);
-	fprintf(f, "\n%s\n", v->summary);
+	verb_usage_wrapped(p, v, f);
+	fprintf(f, "\n");
+	wrap(f, v->summary, 0, 0, 0);
 	if (v->opts && v->opts->lng) {
 		fprintf(f, "\noptions:\n");
 		print_opts(f, v->opts);
@@ -123,6 +190,53 @@ static void complete(const struct cmd_prog *p, const char *verb)
 		for (o = common_opts; o->lng; o++)
 			printf("--%s%s\n", o->lng, o->arg ? "=" : "");
 	}
+}
+
+/* Edit distance between a and b (insertions, deletions, substitutions and
+ * swaps of two neighbours count 1), at most 32 characters each; more is
+ * "far" (99). */
+static int distance(const char *a, const char *b)
+{
+	int d[33][33];
+	size_t la = strlen(a), lb = strlen(b), i, j;
+
+	if (la > 32 || lb > 32)
+		return 99;
+	for (i = 0; i <= la; i++)
+		d[i][0] = (int)i;
+	for (j = 0; j <= lb; j++)
+		d[0][j] = (int)j;
+	for (i = 1; i <= la; i++)
+		for (j = 1; j <= lb; j++) {
+			int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+			if (d[i - 1][j] + 1 < best)
+				best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	return d[la][lb];
+}
+
+/* The command nearest to the mistyped word w, as git's "did you mean":
+ * at most 2 edits away, and fewer edits than the command has letters;
+ * NULL when none is. */
+static const char *nearest_verb(const struct cmd_prog *p, const char *w)
+{
+	const struct cmd_verb *v;
+	const char *best = NULL;
+	int bd = 3;
+
+	for (v = p->verbs; v->name; v++) {
+		int d = distance(w, v->name);
+		if (d < bd && d < (int)strlen(v->name)) {
+			bd = d;
+			best = v->name;
+		}
+	}
+	return best;
 }
 
 /* Match argument a against table t; returns the index or -1; *inl gets an
@@ -579,11 +693,11 @@ int cmd_store(struct cmd *c, int create)
 		dir = found;
 	}
 	rc = opt_store_open(&c->store, dir);
-	if (rc == OPT_ENOTFOUND && create && !found) {
-		rc = opt_store_create(&c->store, dir, &created);
-		if (rc == 0)
-			cmd_note(c, "created store '%s'", opt_esc(dir));
-	}
+	/* a store named explicitly (--store, -C, OPT_STORE) must exist: a
+	 * typo must not make a new store somewhere; only the implicit ./.opt
+	 * is created on the first write (opt-block init makes others) */
+	if (rc == OPT_ENOTFOUND && !found)
+		return cmd_fail(c, OPT_EIO, "no store at '%s' (opt-block init %s creates one)", opt_esc(dir), opt_esc(dir));
 	free(found);
 	/* every failure to open the store is exit 7, so that 1 keeps meaning
 	 * "no such block/key/collection" */
@@ -764,6 +878,9 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 					if (strcmp(v->name, a) == 0)
 						break;
 				if (!v->name) {
+					const char *near = nearest_verb(p, a);
+					if (near)
+						return cmd_usage(&c, "unknown command '%s' (did you mean '%s'?)", opt_esc(a), near);
 					free(pos);
 					return cmd_usage(&c, "unknown command '%s'", opt_esc(a));
 				}

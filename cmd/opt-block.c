@@ -2,6 +2,7 @@
  * blocks and their revisions. */
 #include "common.h"
 #include "txn.h"
+#include "collection.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@ static const struct cmd_opt opts_ls[] = {
 	{ "collection", 'c', "COLL", "the collection (default: every collection)" },
 	{ "type", 't', "T", "only blocks of type T" },
 	{ "rev", 0, "N", "list the collection as it was at revision N" },
+	{ "no-internal", 0, NULL, "only blocks written by put, apply and transform: no headers, logs, tree or diary nodes" },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -28,6 +30,11 @@ static const struct cmd_opt opts_put[] = {
 
 static const struct cmd_opt opts_coll[] = {
 	{ "collection", 'c', "COLL", "the collection to write" },
+	{ NULL, 0, NULL, NULL },
+};
+
+static const struct cmd_opt opts_coll_read[] = {
+	{ "collection", 'c', "COLL", "the collection to read" },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -101,6 +108,8 @@ static int do_init(struct cmd *c)
 	rc = opt_store_create(&c->store, dir, &created);
 	if (rc < 0)
 		return cmd_lib_fail(c, OPT_EIO);
+	if (c->quiet && !created)
+		return 0;  /* quiet: only what changed */
 	o = json_pack("{s:s,s:b}", "store", dir, "created", created);
 	rc = cmd_print(c, o);
 	json_decref(o);
@@ -120,7 +129,7 @@ static int next_id(struct cmd_args *it, char *id, size_t n)
 	if (rc != 1)
 		return rc;
 	if (len >= n || strlen(s) != len || !opt_id_valid(s))
-		return -cmd_fail(it->c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(s));
+		return -cmd_fail(it->c, OPT_EINVAL, "invalid block ID '%s' (" OPT_ID_RULE ")", opt_esc(s));
 	memcpy(id, s, len + 1);
 	return 1;
 }
@@ -241,6 +250,8 @@ struct ls_ctx {
 	const char *type;
 	int st;
 	long n;
+	int no_internal;              /* --no-internal */
+	char hid[OPT_ID_LEN + 1];     /* the collection's header ID */
 };
 
 static int ls_cb(const char *id, void *arg)
@@ -256,6 +267,12 @@ static int ls_cb(const char *id, void *arg)
 		return 1;
 	}
 	type = opt_block_type(b);
+	/* --no-internal: the collection's header and its log's blocks (a
+	 * type no user block may have) are the collection's own */
+	if (l->no_internal && (strcmp(id, l->hid) == 0 || (type && strcmp(type, OPT_TYPE_LOG) == 0))) {
+		json_decref(b);
+		return 0;
+	}
 	if (!l->type || (type && strcmp(type, l->type) == 0)) {
 		o = json_pack("{s:s,s:s?,s:s}", "id", id, "type", type, "collection", opt_snap_name(l->snap));
 		l->st = cmd_print(l->c, o);
@@ -269,7 +286,7 @@ static int ls_cb(const char *id, void *arg)
 static int do_ls(struct cmd *c)
 {
 	json_t *names = NULL;
-	struct ls_ctx l = { c, NULL, cmd_get(c, "type"), 0, 0 };
+	struct ls_ctx l = { c, NULL, cmd_get(c, "type"), 0, 0, cmd_flag(c, "no-internal"), "" };
 	long rev;
 	size_t i;
 	int st;
@@ -283,12 +300,24 @@ static int do_ls(struct cmd *c)
 	if ((st = colls(c, &names)))
 		return st;
 	for (i = 0; i < json_array_size(names) && !l.st; i++) {
+		const char *name = json_string_value(json_array_get(names, i));
 		int rc;
-		if ((st = open_snap(c, json_string_value(json_array_get(names, i)), rev, &l.snap))) {
+		if ((st = open_snap(c, name, rev, &l.snap))) {
 			json_decref(names);
 			return st;
 		}
-		rc = opt_snap_foreach(l.snap, ls_cb, &l);
+		opt_collection_header_id(name, l.hid);
+		if (l.no_internal) {
+			/* every block of a tree or a diary is one of its nodes */
+			const char *kind = NULL;
+			if ((rc = opt_coll_kind(l.snap, &kind)) < 0) {
+				l.st = cmd_lib_fail(c, rc);
+			} else if (strcmp(kind, "block") != 0) {
+				opt_snap_free(l.snap);
+				continue;
+			}
+		}
+		rc = l.st ? 0 : opt_snap_foreach(l.snap, ls_cb, &l);
 		if (rc < 0 && !l.st)
 			l.st = cmd_lib_fail(c, rc);
 		opt_snap_free(l.snap);
@@ -560,7 +589,7 @@ static int do_apply(struct cmd *c)
 	}
 	a.id = c->pos[0];
 	if (!opt_id_valid(a.id)) {
-		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(a.id));
+		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%s' (" OPT_ID_RULE ")", opt_esc(a.id));
 		goto done;
 	}
 	opt_jsonl_open(&in, stdin);
@@ -766,7 +795,7 @@ static int do_rm(struct cmd *c)
 		return 0;  /* "-" and nothing on stdin: nothing to do */
 	for (i = 0; i < c->npos; i++)
 		if (!opt_id_valid(c->pos[i]))
-			return cmd_fail(c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(c->pos[i]));
+			return cmd_fail(c, OPT_EINVAL, "invalid block ID '%s' (" OPT_ID_RULE ")", opt_esc(c->pos[i]));
 	if ((st = cmd_store(c, 0)))
 		return st;
 	rc = opt_txn_run(c->store, coll, rm_fn, &r, &o, &res);
@@ -796,7 +825,7 @@ static int do_history(struct cmd *c)
 	}
 	id = c->pos[0];
 	if (!opt_id_valid(id)) {
-		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%s'", opt_esc(id));
+		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%s' (" OPT_ID_RULE ")", opt_esc(id));
 		goto done;
 	}
 	if ((st = cmd_store(c, 0)) || (st = open_snap(c, coll, 0, &snap)))
@@ -952,12 +981,12 @@ static int do_gc(struct cmd *c)
 static const struct cmd_verb verbs[] = {
 	{ "init", do_init, "[DIR]", "create a store (default ./.opt)", opts_none, 1 },
 	{ "get", do_get, "[-c COLL] [--rev N] ID... | -", "print blocks by ID", opts_coll_rev, 0 },
-	{ "ls", do_ls, "[-c COLL] [--type T] [--rev N]", "list blocks: {id, type, collection} lines", opts_ls, 0 },
+	{ "ls", do_ls, "[-c COLL] [--type T] [--rev N] [--no-internal]", "list blocks: {id, type, collection} lines", opts_ls, 0 },
 	{ "put", do_put, "-c COLL [--each] < BLOCKS", "write blocks read from stdin (one transaction)", opts_put, 1 },
 	{ "apply", do_apply, "-c COLL ID < OPS", "apply block operations to a block", opts_coll, 0 },
 	{ "transform", do_transform, "-c COLL < TRANSFORMS", "apply {inserts, updates, deletes} documents, one transaction each", opts_coll, 1 },
 	{ "rm", do_rm, "-c COLL ID... | -", "delete blocks (one transaction)", opts_coll, 0 },
-	{ "history", do_history, "-c COLL ID | -", "the revisions that changed a block: {rev, trx, hash} lines", opts_coll, 0 },
+	{ "history", do_history, "-c COLL ID | -", "the revisions that changed a block: {rev, trx, hash} lines", opts_coll_read, 0 },
 	{ "stat", do_stat, "[-c COLL] [--rev N]", "what the store holds: collections, blocks, objects, bytes", opts_stat, 0 },
 	{ "gc", do_gc, "", "pack every object into one pack", opts_none, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },

@@ -14,6 +14,7 @@
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const struct cmd_opt opts_show[] = {
 	{ "from", 0, "REV", "start at revision REV, inclusive" },
@@ -22,6 +23,8 @@ static const struct cmd_opt opts_show[] = {
 	{ "limit", 'n', "N", "at most N entries" },
 	{ "rev", 0, "N", "read the log as it was at revision N" },
 	{ "follow", 'f', NULL, "then wait for new entries and print them as they come" },
+	{ "oneline", 0, NULL, "one line an entry: revision, transaction, date, status, actions" },
+	{ "format", 0, "FMT", "one line an entry as FMT: %r %x %d %t %T %s %A %N %c %p %H %h %a %n %% (see opt-log(1))" },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -47,7 +50,327 @@ struct show_range {
 	long lo, hi;      /* inclusive revision bounds */
 	long limit;       /* -1: no limit */
 	int reverse;
+	const char *format; /* a line per entry (--oneline, --format), else JSON */
 };
+
+/* ---- the resolved status of entries ----
+ *
+ * The part of a multi-collection transaction on a collection other than
+ * the primary is stored as "status": "pending" (the entry is hashed and
+ * signed, so it stays so); readers read it through the primary's
+ * decision.  show does the same: it walks each primary's history once,
+ * newest first, as far as the transactions asked about need, keeping the
+ * decisions it passes (the newest decision on a transaction wins, as in
+ * opt_store_decision_at). */
+
+struct walker {
+	char *primary;
+	struct opt_snap *cur;   /* the next revision to look at; NULL: done */
+	json_t *seen;           /* trx -> "committed" | "aborted" */
+};
+
+struct resolver {
+	struct opt_store *store;
+	struct walker *w;
+	size_t n;
+};
+
+static void resolver_clear(struct resolver *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->n; i++) {
+		free(r->w[i].primary);
+		opt_snap_free(r->w[i].cur);
+		json_decref(r->w[i].seen);
+	}
+	free(r->w);
+	r->w = NULL;
+	r->n = 0;
+}
+
+static int walker_of(struct resolver *r, const char *primary, struct walker **out)
+{
+	struct walker *w;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < r->n; i++)
+		if (strcmp(r->w[i].primary, primary) == 0) {
+			*out = &r->w[i];
+			return 0;
+		}
+	w = realloc(r->w, (r->n + 1) * sizeof(*w));
+	if (!w)
+		return opt_error_set(OPT_EIO, "out of memory");
+	r->w = w;
+	w = &r->w[r->n];
+	memset(w, 0, sizeof(*w));
+	w->primary = strdup(primary);
+	w->seen = json_object();
+	if (!w->primary || !w->seen) {
+		free(w->primary);
+		json_decref(w->seen);
+		return opt_error_set(OPT_EIO, "out of memory");
+	}
+	r->n++;
+	rc = opt_snap_head(&w->cur, r->store, primary);
+	if (rc == OPT_ENOTFOUND) {
+		/* no primary here (yet): nothing is decided */
+		opt_error_clear();
+		w->cur = NULL;
+	} else if (rc < 0) {
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+/* The status of transaction trx as readers see it: "committed",
+ * "aborted", or "pending" while its primary holds no decision. */
+static int resolve(struct resolver *r, const char *primary, const char *trx, const char **out)
+{
+	struct walker *w = NULL;
+	const json_t *d;
+	int rc;
+
+	*out = "pending";
+	if (!opt_store_name_valid(primary))
+		return 0;
+	if ((rc = walker_of(r, primary, &w)) < 0)
+		return rc;
+	while (!(d = json_object_get(w->seen, trx)) && w->cur) {
+		const char *t = opt_snap_trx(w->cur), *st = opt_snap_trailer(w->cur, "Opt-Status");
+		struct opt_snap *p = NULL;
+
+		if (t && !json_object_get(w->seen, t)) {
+			if (!st || strcmp(st, "committed") == 0)
+				json_object_set_new(w->seen, t, json_string("committed"));
+			else if (strcmp(st, "aborted") == 0)
+				json_object_set_new(w->seen, t, json_string("aborted"));
+		}
+		rc = opt_snap_parent(&p, w->cur);
+		opt_snap_free(w->cur);
+		w->cur = NULL;
+		if (rc == OPT_ENOTFOUND)
+			opt_error_clear();
+		else if (rc < 0)
+			return rc;
+		else
+			w->cur = p;
+	}
+	if (d)
+		*out = json_string_value(d);
+	return 0;
+}
+
+/* The status of entry e: its stored one, the primary's decision for a
+ * stored "pending", "committed" when it has none (a transaction on one
+ * collection). */
+static int entry_status(struct resolver *r, const json_t *e, const char **out)
+{
+	const char *st = json_string_value(json_object_get(e, "status"));
+	const char *primary = json_string_value(json_object_get(e, "primary"));
+	const char *trx = json_string_value(json_object_get(e, "trx"));
+
+	*out = st ? st : "committed";
+	if (st && strcmp(st, "pending") == 0 && primary && trx)
+		return resolve(r, primary, trx, out);
+	return 0;
+}
+
+/* ---- the line forms: --oneline, --format ---- */
+
+#define ONELINE_FORMAT "%r %x %d %s %A"
+
+/* Check FMT's placeholders; a usage error names the first unknown one. */
+static int format_check(struct cmd *c, const char *fmt)
+{
+	const char *p;
+
+	for (p = fmt; *p; p++) {
+		if (*p != '%')
+			continue;
+		p++;
+		if (!*p || !strchr("rxdtTsANcpHhan%", *p))
+			return cmd_usage(c, "--format: unknown placeholder '%%%.1s' (see opt-log(1))", p);
+	}
+	return 0;
+}
+
+/* ISO 8601 local time of ms (milliseconds since the epoch) with its
+ * offset, as git log's %aI: 2026-11-25T10:02:10+01:00. */
+static void iso_date(char *out, size_t n, int64_t ms)
+{
+	time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+	struct tm tm;
+	long off;
+	size_t k;
+
+	if (!localtime_r(&t, &tm)) {
+		snprintf(out, n, "?");
+		return;
+	}
+	k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+	off = tm.tm_gmtoff / 60;
+	snprintf(out + k, n - k, "%c%02ld:%02ld", off < 0 ? '-' : '+', labs(off) / 60, labs(off) % 60);
+}
+
+/* The actions of e by count and type, in order of first appearance:
+ * "2 put, 1 del"; "pruned" when a checkpoint removed them. */
+static void actions_summary(FILE *f, const json_t *e)
+{
+	const json_t *acts = json_object_get(e, "actions");
+	json_t *counts;
+	const char *k;
+	json_t *v;
+	size_t i;
+	int first = 1;
+
+	if (!json_is_array(acts)) {
+		fputs("pruned", f);
+		return;
+	}
+	if (json_array_size(acts) == 0) {
+		fputs("none", f);
+		return;
+	}
+	counts = json_object();
+	for (i = 0; i < json_array_size(acts); i++) {
+		const char *t = json_string_value(json_object_get(json_array_get(acts, i), "type"));
+		json_t *n;
+		if (!t)
+			t = "?";
+		n = json_object_get(counts, t);
+		json_object_set_new(counts, t, json_integer(n ? json_integer_value(n) + 1 : 1));
+	}
+	/* jansson keeps insertion order */
+	json_object_foreach(counts, k, v) {
+		fprintf(f, "%s%lld %s", first ? "" : ", ", (long long)json_integer_value(v), k);
+		first = 0;
+	}
+	json_decref(counts);
+}
+
+static void print_str(FILE *f, const json_t *v, size_t max)
+{
+	const char *s = json_string_value(v);
+
+	if (s)
+		fprintf(f, "%.*s", (int)(max ? max : strlen(s)), s);
+}
+
+/* Print entry e as fmt (checked by format_check) and a newline. */
+static int format_entry(struct cmd *c, const char *fmt, const json_t *e, const char *status, const char *coll)
+{
+	const json_t *t = json_object_get(e, "time");
+	int64_t ms = json_is_integer(t) ? (int64_t)json_integer_value(t) : 0;
+	FILE *f = stdout;
+	const char *p;
+	char date[64];
+
+	for (p = fmt; *p; p++) {
+		if (*p != '%') {
+			fputc(*p, f);
+			continue;
+		}
+		switch (*++p) {
+		case 'r': {
+			const json_t *r = json_object_get(e, "rev");
+			if (json_is_integer(r))
+				fprintf(f, "%lld", (long long)json_integer_value(r));
+			break;
+		}
+		case 'x': print_str(f, json_object_get(e, "trx"), 0); break;
+		case 'd':
+			if (json_is_integer(t)) {
+				iso_date(date, sizeof(date), ms);
+				fputs(date, f);
+			}
+			break;
+		case 't':
+			if (json_is_integer(t))
+				fprintf(f, "%lld", (long long)(ms / 1000));
+			break;
+		case 'T':
+			if (json_is_integer(t))
+				fprintf(f, "%lld", (long long)ms);
+			break;
+		case 's': fputs(status, f); break;
+		case 'A': actions_summary(f, e); break;
+		case 'N': {
+			const json_t *a = json_object_get(e, "actions");
+			if (json_is_array(a))
+				fprintf(f, "%zu", json_array_size(a));
+			break;
+		}
+		case 'c': {
+			const json_t *cs = json_object_get(e, "collections");
+			size_t i;
+			if (!json_is_array(cs)) {
+				fputs(coll, f);
+				break;
+			}
+			for (i = 0; i < json_array_size(cs); i++) {
+				if (i)
+					fputc(',', f);
+				print_str(f, json_array_get(cs, i), 0);
+			}
+			break;
+		}
+		case 'p': print_str(f, json_object_get(e, "primary"), 0); break;
+		case 'H': print_str(f, json_object_get(e, "hash"), 0); break;
+		case 'h': print_str(f, json_object_get(e, "hash"), 12); break;
+		case 'a': print_str(f, json_object_get(e, "author"), 0); break;
+		case 'n': fputc('\n', f); break;
+		case '%': fputc('%', f); break;
+		}
+	}
+	if (fputc('\n', f) == EOF || ferror(f)) {
+		c->out_err = 1;
+		return OPT_EXIT_OTHER;
+	}
+	return 0;
+}
+
+/* An entry as its canonical JSON (as stored and hashed: 0.1 stays 0.1). */
+static int print_entry(struct cmd *c, const json_t *e)
+{
+	char *s;
+	size_t n;
+	int rc;
+
+	if ((rc = opt_json_canon(&s, &n, e)) < 0)
+		return cmd_lib_fail(c, rc);
+	rc = cmd_print_text(c, s, n);
+	free(s);
+	return rc;
+}
+
+/* Print entry e: as a line of r->format, else as JSON with "resolved"
+ * added when its stored status is "pending". */
+static int show_entry(struct cmd *c, struct resolver *res, const struct show_range *r, const json_t *e,
+		      const char *coll)
+{
+	const char *status;
+	json_t *o;
+	int rc, st;
+
+	if ((rc = entry_status(res, e, &status)) < 0)
+		return cmd_fail(c, rc, "collection '%s': %s", coll, opt_error_last());
+	if (r->format)
+		return format_entry(c, r->format, e, status, coll);
+	if (!json_is_string(json_object_get(e, "status")) ||
+	    strcmp(json_string_value(json_object_get(e, "status")), "pending") != 0)
+		return print_entry(c, e);
+	o = json_copy((json_t *)e);
+	if (!o)
+		return cmd_fail(c, OPT_EIO, "out of memory");
+	json_object_set_new(o, "resolved", json_string(status));
+	st = print_entry(c, o);
+	json_decref(o);
+	return st;
+}
 
 /* Open an iterator in the output direction that starts at the entry of
  * revision `start`, reached from whichever end of the log is nearer (the
@@ -87,24 +410,11 @@ static int open_at_rev(struct opt_chain_iter **out, const struct opt_source *src
 	return opt_chain_iter_open(out, src, hid, forward);
 }
 
-/* An entry as its canonical JSON (as stored and hashed: 0.1 stays 0.1). */
-static int print_entry(struct cmd *c, const json_t *e)
-{
-	char *s;
-	size_t n;
-	int rc;
-
-	if ((rc = opt_json_canon(&s, &n, e)) < 0)
-		return cmd_lib_fail(c, rc);
-	rc = cmd_print_text(c, s, n);
-	free(s);
-	return rc;
-}
-
 /* Print the entries of snap's log in range r; *shown gets how many. */
 static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_range *r, long *shown)
 {
 	struct opt_source src = opt_snap_source(snap);
+	struct resolver res = { c->store, NULL, 0 };
 	struct opt_chain_iter *it = NULL;
 	const json_t *e;
 	char hid[OPT_ID_LEN + 1];
@@ -147,13 +457,14 @@ static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_
 				break;
 			continue;
 		}
-		if ((st = print_entry(c, e)))
+		if ((st = show_entry(c, &res, r, e, opt_snap_name(snap))))
 			break;
 		n++;
 	}
 	if (rc < 0 && !st)
 		st = cmd_fail(c, rc, "collection '%s': %s", opt_snap_name(snap), opt_error_last());
 	opt_chain_iter_free(it);
+	resolver_clear(&res);
 	if (shown)
 		*shown = n;
 	return st;
@@ -233,7 +544,7 @@ static int follow(struct cmd *c, const char *name, struct show_range *r, long re
 
 static int do_show(struct cmd *c)
 {
-	struct show_range r = { 1, 0, -1, cmd_flag(c, "reverse") };
+	struct show_range r = { 1, 0, -1, cmd_flag(c, "reverse"), NULL };
 	struct opt_snap *snap = NULL;
 	const char *name;
 	long rev, shown;
@@ -245,6 +556,11 @@ static int do_show(struct cmd *c)
 	if ((st = check_name(c, name)) || (st = cmd_long(c, "from", 1, 1, &r.lo)) ||
 	    (st = cmd_long(c, "to", 0, 1, &r.hi)) || (st = cmd_long(c, "limit", -1, 0, &r.limit)) ||
 	    (st = cmd_long(c, "rev", 0, 1, &rev)))
+		return st;
+	if (cmd_flag(c, "oneline") && cmd_get(c, "format"))
+		return cmd_usage(c, "--oneline and --format are exclusive (--oneline is --format='%s')", ONELINE_FORMAT);
+	r.format = cmd_flag(c, "oneline") ? ONELINE_FORMAT : cmd_get(c, "format");
+	if (r.format && (st = format_check(c, r.format)))
 		return st;
 	if (r.hi && r.lo > r.hi)
 		return cmd_usage(c, "--from %ld is after --to %ld", r.lo, r.hi);
@@ -599,7 +915,7 @@ static int do_trusted(struct cmd *c)
 }
 
 static const struct cmd_verb verbs[] = {
-	{ "show", do_show, "NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N] [--follow]",
+	{ "show", do_show, "NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N] [--follow] [--oneline | --format FMT]",
 	  "print the log entries of a collection, oldest first", opts_show, 0 },
 	{ "verify", do_verify, "[NAME... | -]",
 	  "check logs against the revisions: {collection, entries, rev, ok} lines", opts_none, 0 },

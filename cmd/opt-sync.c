@@ -70,10 +70,22 @@ struct out {
 	int shown;
 };
 
+/* 1 for a record that says nothing changed (and nothing would): what
+ * --quiet leaves out, so that a pull from cron prints only what changed
+ * or failed. */
+static int no_change(const json_t *rec)
+{
+	const char *s = json_string_value(json_object_get(rec, "status"));
+
+	return s && (strcmp(s, "up-to-date") == 0 || strcmp(s, "unchanged") == 0);
+}
+
 static int emit_cb(const json_t *rec, void *arg)
 {
 	struct out *o = arg;
 
+	if (o->c->quiet && no_change(rec))
+		return 0;
 	if (o->shown) {
 		fprintf(stderr, "\r\033[K");
 		o->shown = 0;

@@ -57,8 +57,7 @@ int opt_block_check(const json_t *block, const char *collection)
 	if (!id)
 		return opt_error_set(OPT_EINVAL, "block header has no \"id\" string");
 	if (!opt_id_valid(id))
-		return opt_error_set(OPT_EINVAL, "invalid block ID '%s': IDs are 2-%d characters of a-z and 2-7",
-				     opt_esc(id), OPT_ID_MAX);
+		return opt_error_set(OPT_EINVAL, "invalid block ID '%s' (" OPT_ID_RULE ")", opt_esc(id));
 	type = opt_block_type(block);
 	if (!type || !*type)
 		return opt_error_set(OPT_EINVAL, "block '%s' has no \"type\" string in its header", id);
@@ -188,7 +187,7 @@ int opt_op_apply(json_t *block, const json_t *op)
 static int check_id_key(const char *id, const char *what)
 {
 	if (!opt_id_valid(id))
-		return opt_error_set(OPT_EINVAL, "transform %s: invalid block ID '%s'", what, opt_esc(id));
+		return opt_error_set(OPT_EINVAL, "transform %s: invalid block ID '%s' (" OPT_ID_RULE ")", what, opt_esc(id));
 	return 0;
 }
 

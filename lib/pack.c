@@ -1018,9 +1018,22 @@ int opt_pack_consolidate(git_repository *repo, int force)
 	}
 	if (split < 2)
 		goto done;
-	snprintf(lock, sizeof(lock), "%s/opt-repack.lock", dir);
+	/* the lock is beside the store's other files of ours, not in
+	 * objects/pack, where git count-objects calls any other file
+	 * garbage */
+	snprintf(lock, sizeof(lock), "%sopt-repack.lock", git_repository_path(repo)); /* path ends in / */
 	if ((lockfd = take_lock(lock)) < 0)
 		goto done;
+	/* stores of earlier versions have it in objects/pack: take that one
+	 * too (an earlier program may be repacking), then remove it */
+	snprintf(path, sizeof(path), "%s/opt-repack.lock", dir);
+	if (access(path, F_OK) == 0) {
+		int old = take_lock(path);
+		if (old < 0)
+			goto done;
+		unlink(path);
+		close(old);
+	}
 	if (git_repository_odb(&r.odb, repo) < 0) {
 		rc = opt_error_set(OPT_EIO, "cannot open object database");
 		goto done;

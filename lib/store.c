@@ -626,6 +626,44 @@ static void remove_tree(const char *dir)
 	nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* The message of a store's first commit, which HEAD names: what plain
+ * git log in a store shows (the collections are refs outside HEAD's
+ * history). */
+static const char root_message[] =
+	"optimystic store\n"
+	"\n"
+	"This git repository is an optimystic store (see opt(7)). Its\n"
+	"collections are the refs refs/opt/collections/NAME, one commit per\n"
+	"revision; HEAD names only this commit. To see them:\n"
+	"\n"
+	"    git log --all --oneline\n"
+	"    git log refs/opt/collections/NAME\n"
+	"    opt-block stat\n";
+
+/* Point HEAD (detached) at a commit of an empty tree saying what the
+ * store is, so that plain git log in it works: a branch would be one more
+ * ref beside the collections, and HEAD must name a branch under
+ * refs/heads/ or a commit for git fsck --strict. */
+static int root_commit(git_repository *repo)
+{
+	git_treebuilder *tb = NULL;
+	git_signature *sig = NULL;
+	git_oid tree_id, commit_id;
+	git_tree *tree = NULL;
+	int rc = 0;
+
+	if (git_treebuilder_new(&tb, repo, NULL) < 0 || git_treebuilder_write(&tree_id, tb) < 0 ||
+	    git_tree_lookup(&tree, repo, &tree_id) < 0 ||
+	    git_signature_new(&sig, "optimystic", "optimystic@localhost", (git_time_t)time(NULL), 0) < 0 ||
+	    git_commit_create(&commit_id, repo, NULL, sig, sig, NULL, root_message, tree, 0, NULL) < 0 ||
+	    git_repository_set_head_detached(repo, &commit_id) < 0)
+		rc = opt_git_fail(OPT_EIO, "cannot write the store's first commit");
+	git_tree_free(tree);
+	git_signature_free(sig);
+	git_treebuilder_free(tb);
+	return rc;
+}
+
 /* Make a new store at dir (which must not exist). */
 static int store_init_at(const char *dir)
 {
@@ -644,6 +682,8 @@ static int store_init_at(const char *dir)
 	    git_config_set_bool(cfg, "core.logallrefupdates", 0) < 0 ||
 	    git_config_set_int32(cfg, "gc.auto", 0) < 0)
 		rc = opt_git_fail(OPT_EIO, "cannot configure store");
+	if (rc == 0)
+		rc = root_commit(repo);
 	git_config_free(cfg);
 	git_repository_free(repo);
 	return rc;

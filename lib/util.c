@@ -78,6 +78,8 @@ void opt_id_new(char out[OPT_ID_LEN + 1])
 	opt_base32_encode(out, raw, sizeof(raw));
 }
 
+_Static_assert(OPT_ID_MAX == 64, "OPT_ID_RULE names the longest ID");
+
 int opt_id_valid(const char *s)
 {
 	size_t n = 0;

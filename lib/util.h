@@ -41,6 +41,9 @@ void opt_id_new(char out[OPT_ID_LEN + 1]);
  * (No '/', no '.', nothing a path could misuse.) */
 int opt_id_valid(const char *s);
 
+/* The rule of opt_id_valid in words, for messages about invalid IDs. */
+#define OPT_ID_RULE "block IDs are base32: a-z and 2-7, 2 to 64 characters"
+
 /* SHA-256 of data as 64 lowercase hex characters plus NUL. */
 void opt_sha256_hex(char out[OPT_SHA256_HEX + 1], const void *data, size_t len);
 

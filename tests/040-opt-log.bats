@@ -266,11 +266,11 @@ broken() {
 	assert_line --regexp '^  verify \[NAME\.\.\. \| -\] '
 	run --separate-stderr opt-log show -h
 	assert_success
-	assert_line --index 0 'usage: opt-log show NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N] [--follow]'
+	assert_line --index 0 'usage: opt-log show NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N] [--follow] [--oneline | --format FMT]'
 	assert_line --regexp '^  -n, --limit N '
 	run opt-log --version
 	assert_success
-	assert_output --regexp '^opt-log [^ ]+$'
+	assert_output --regexp '^opt-log [0-9]+\.[0-9]+\.[0-9]+( \([0-9a-f]+(-dirty)?\))?$'
 	run opt-log --complete
 	assert_success
 	assert_line --index 0 show

@@ -449,7 +449,9 @@ EOF
 }
 
 @test "identity: a store made by it has one; another store has another key" {
-	run --separate-stderr opt-log identity -C "$TMP/other"
+	# no store named: identity makes ./.opt (a store named must exist)
+	mkdir "$TMP/other" && cd "$TMP/other"
+	OPT_STORE= run --separate-stderr opt-log identity
 	assert_success
 	[[ $stderr == *"created"* ]] || fail "$stderr"
 	other=$(jq -r .key <<<"$output")
@@ -542,6 +544,7 @@ EOF
 @test "verify: an entry signed by a key the store does not trust is refused" {
 	opt-tree put t k 1 >/dev/null
 	# a second store writes a collection; its objects and ref are copied here
+	opt-block init "$TMP/other" >/dev/null
 	opt-tree put -C "$TMP/other" theirs k 1 >/dev/null 2>&1
 	theirs=$(opt-log identity -C "$TMP/other" | jq -r .key)
 	git --git-dir="$TMP/other" push -q "$OPT_STORE" refs/opt/collections/theirs:refs/opt/collections/theirs 2>/dev/null
@@ -558,6 +561,7 @@ EOF
 
 @test "plain git can push into a store: its git config parses (gc.auto)" {
 	opt-tree put t k 1 >/dev/null
+	opt-block init "$TMP/other" >/dev/null
 	opt-tree put -C "$TMP/other" theirs k 1 >/dev/null 2>&1
 	run --separate-stderr git --git-dir="$TMP/other" push "$OPT_STORE" refs/opt/collections/theirs:refs/opt/collections/theirs
 	assert_success

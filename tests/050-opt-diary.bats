@@ -552,7 +552,7 @@ gen() {
 	assert_line --index 0 'usage: opt-diary read NAME [--reverse] [--limit N] [--follow] [--rev N]'
 	assert_output --partial '-f, --follow'
 	run opt-diary --version
-	assert_output --regexp '^opt-diary [^ ]+$'
+	assert_output --regexp '^opt-diary [0-9]+\.[0-9]+\.[0-9]+( \([0-9a-f]+(-dirty)?\))?$'
 	run opt-diary --complete
 	assert_output --partial $'append\nread\ncount\nls\n'
 	run opt-diary --complete read

@@ -124,14 +124,15 @@ log_ok() {
 }
 
 @test "creating one tree from two processes at once in a store not created yet" {
-	# odd rounds name the store with OPT_STORE, even rounds find none and
+	# odd rounds create the store with opt-block init from both processes
+	# (a store named with OPT_STORE must exist), even rounds find none and
 	# create ./.opt: either way the slower process must not fail
 	local i s
 	for i in $(seq 1 10); do
 		s="$TMP/store$i"
 		if [ $((i % 2)) -eq 1 ]; then
-			OPT_STORE=$s opt-tree put new "a$i" 1 >/dev/null 2>"$TMP/err.a" &
-			OPT_STORE=$s opt-tree put new "b$i" 2 >/dev/null 2>"$TMP/err.b" &
+			(opt-block init "$s" >/dev/null && OPT_STORE=$s opt-tree put new "a$i" 1 >/dev/null) 2>"$TMP/err.a" &
+			(opt-block init "$s" >/dev/null && OPT_STORE=$s opt-tree put new "b$i" 2 >/dev/null) 2>"$TMP/err.b" &
 		else
 			mkdir "$s"
 			(cd "$s" && unset OPT_STORE && opt-tree put new "a$i" 1 >/dev/null 2>"$TMP/err.a") &

@@ -5,7 +5,8 @@
 #
 # What a man page must do for these tests (man/PROG.1, mdoc or man):
 #  - SYNOPSIS: one line per command, exactly the usage line that
-#    `PROG COMMAND --help` prints (its first line, without "usage: ").
+#    `PROG COMMAND --help` prints (its first lines up to the empty one,
+#    joined: --help wraps at 80 columns; without "usage: ").
 #  - Every option of every command (`PROG --complete COMMAND`, and the short
 #    forms in `PROG COMMAND --help`) appears somewhere in the page.
 #  - EXAMPLES: inside literal displays (.Bd -literal/.Ed, .EX/.EE, .nf/.fi)
@@ -61,9 +62,10 @@ synopsis_lines() {
 	rendered_section "$1" SYNOPSIS | sed 's/^ *//; s/  */ /g; s/ *$//' | grep -- "^$2 " || true
 }
 
-# The commands of program $1 as --help lists them.
+# The commands of program $1 as --help lists them (a line each, at column
+# 2; wrapped text goes on further right).
 help_verbs() {
-	"$1" --help | awk '/^commands:/ { f = 1; next } f && /^$/ { exit } f { print $1 }'
+	"$1" --help | awk '/^commands:/ { f = 1; next } f && /^$/ { exit } f && /^  [^ ]/ { print $1 }'
 }
 
 # The commands of program $1 as --complete lists them.
@@ -111,7 +113,7 @@ $out"
 		[ "$hv" = "$cv" ] || fail "$n: --help lists '${hv//$'\n'/ }', --complete '${cv//$'\n'/ }'"
 		want=
 		for v in $hv; do
-			usage=$("$n" "$v" --help | head -n 1)
+			usage=$("$n" "$v" --help | sed '/^$/q' | tr '\n' ' ' | sed 's/  */ /g; s/ *$//')
 			[[ $usage == "usage: $n $v"* ]] || fail "$n $v --help: first line is '$usage'"
 			want+="${usage#usage: }"$'\n'
 		done
@@ -182,7 +184,7 @@ $(diff <(echo "$want") <(echo "$have"))"
 	for n in $(all_progs); do
 		run --separate-stderr "$n" --version
 		[ "$status" -eq 0 ] || fail "$n --version: exit $status"
-		[[ $output =~ ^$n\ [^\ ]+$ ]] || fail "$n --version: '$output'"
+		[[ $output =~ ^$n\ [0-9]+\.[0-9]+\.[0-9]+(\ \([0-9a-f]+(-dirty)?\))?$ ]] || fail "$n --version: '$output'"
 		[ -z "$stderr" ] || fail "$n --version wrote to stderr: $stderr"
 	done
 }
@@ -414,6 +416,7 @@ bash_complete() {
 	run bash_complete opt-block ls --collection=th
 	assert_output '--collection=things'
 	# the store named on the command line wins over $OPT_STORE
+	opt-block init "$TMP/other" >/dev/null
 	echo '{"a":1}' | opt-block put -C "$TMP/other" -c elsewhere >/dev/null 2>&1
 	run bash_complete opt-block -C "$TMP/other" get -c ''
 	assert_output 'elsewhere'

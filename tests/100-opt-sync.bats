@@ -796,7 +796,9 @@ pretty_log_head() { pretty_block "$(G cat-file blob "$TC:$(bpath "$(header_id "$
 	assert_line --partial 'remote add NAME URL | rm NAME | ls'
 	run opt-sync push --help
 	assert_success
-	assert_line --index 0 'usage: opt-sync push [REMOTE] [COLL...] [--dry-run] [--conflict POLICY] [--cluster] [--min N] [--retries N] [--promote]'
+	# the usage, wrapped at 80 columns
+	assert_equal "$(sed '/^$/q' <<<"$output" | tr '\n' ' ' | sed 's/  */ /g; s/ $//')" \
+		'usage: opt-sync push [REMOTE] [COLL...] [--dry-run] [--conflict POLICY] [--cluster] [--min N] [--retries N] [--promote]'
 	run --separate-stderr opt-sync status a b
 	assert_failure 2
 	run --separate-stderr opt-sync clone a b c
