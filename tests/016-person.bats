@@ -144,9 +144,9 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 	assert_equal "$(jq -r .rev <<<"$output")" 1
 	# errors
 	run -2 --separate-stderr opt-log show t --format '%q'
-	assert_equal "${stderr_lines[0]}" "opt-log: --format: unknown placeholder '%q' (see opt-log(1))"
+	assert_equal "${stderr_lines[0]}" "opt-log: --format: unknown placeholder '%q' (see opt-log(1)); try 'opt-log show --help'"
 	run -2 --separate-stderr opt-log show t --format 'x%'
-	assert_equal "${stderr_lines[0]}" "opt-log: --format: unknown placeholder '%' (see opt-log(1))"
+	assert_equal "${stderr_lines[0]}" "opt-log: --format: unknown placeholder '%' (see opt-log(1)); try 'opt-log show --help'"
 	run -2 --separate-stderr opt-log show t --oneline --format '%r'
 	assert_equal "${stderr_lines[0]}" "opt-log: --oneline and --format are exclusive (--oneline is --format='%r %x %d %s %A')"
 }
@@ -289,15 +289,15 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 
 @test "a mistyped command is answered with the nearest one: did you mean" {
 	run -2 --separate-stderr opt-tree rnage users
-	assert_equal "${stderr_lines[0]}" "opt-tree: unknown command 'rnage' (did you mean 'range'?)"
+	assert_equal "${stderr_lines[0]}" "opt-tree: unknown command 'rnage' (did you mean 'range'?); try 'opt-tree --help'"
 	run -2 --separate-stderr opt-block gte -c x aa
-	assert_equal "${stderr_lines[0]}" "opt-block: unknown command 'gte' (did you mean 'get'?)"
+	assert_equal "${stderr_lines[0]}" "opt-block: unknown command 'gte' (did you mean 'get'?); try 'opt-block --help'"
 	run -2 --separate-stderr opt-log verfy
-	assert_equal "${stderr_lines[0]}" "opt-log: unknown command 'verfy' (did you mean 'verify'?)"
+	assert_equal "${stderr_lines[0]}" "opt-log: unknown command 'verfy' (did you mean 'verify'?); try 'opt-log --help'"
 	run -2 --separate-stderr opt-sync pul
-	assert_equal "${stderr_lines[0]}" "opt-sync: unknown command 'pul' (did you mean 'pull'?)"
+	assert_equal "${stderr_lines[0]}" "opt-sync: unknown command 'pul' (did you mean 'pull'?); try 'opt-sync --help'"
 	run -2 --separate-stderr opt-diary apend d 1
-	assert_equal "${stderr_lines[0]}" "opt-diary: unknown command 'apend' (did you mean 'append'?)"
+	assert_equal "${stderr_lines[0]}" "opt-diary: unknown command 'apend' (did you mean 'append'?); try 'opt-diary --help'"
 	# nothing near: no guess
 	run -2 --separate-stderr opt-tree frobnicate
 	assert_equal "${stderr_lines[0]}" "opt-tree: unknown command 'frobnicate'"

@@ -118,13 +118,13 @@ no_raw_controls() {
 	echo '{}' | opt-block put -c c >/dev/null
 	run --separate-stderr opt-block get -c c "ab${esc}[31mcd"
 	assert_failure 2
-	assert_equal "$stderr" 'opt-block: invalid block ID '\''ab\x1b[31mcd'\'''
+	assert_equal "$stderr" 'opt-block: invalid block ID '\''ab\x1b[31mcd'\'' (block IDs are base32: a-z and 2-7, 2 to 64 characters)'
 	run --separate-stderr opt-block rm -c c "ab${esc}]0;pwned"$'\a'
 	assert_failure 2
-	assert_equal "$stderr" 'opt-block: invalid block ID '\''ab\x1b]0;pwned\x07'\'''
+	assert_equal "$stderr" 'opt-block: invalid block ID '\''ab\x1b]0;pwned\x07'\'' (block IDs are base32: a-z and 2-7, 2 to 64 characters)'
 	run --separate-stderr opt-tree put "t${esc}[2J" k 1
 	assert_failure 2
-	[[ $stderr == "opt-tree: invalid collection name 't\x1b[2J' "* ]] || fail "stderr: $stderr"
+	[[ $stderr == "opt-tree: invalid collection name 't\x1b[2J'"* ]] || fail "stderr: $stderr"
 	no_raw_controls
 	run --separate-stderr opt-block put -c "c${esc}[2J" <<<'{}'
 	assert_failure 2
@@ -253,8 +253,7 @@ $rec"
 	assert_failure 2
 	run --separate-stderr opt-tree put t x 1e400
 	assert_failure 2
-	assert_equal "$stderr" "opt-tree: VALUE is not valid JSON (real number overflow near '1e400'): 1e400
-usage: opt-tree put NAME [KEY VALUE] [--each] [--json-keys] [--capacity N] < RECORDS"
+	assert_equal "$stderr" "opt-tree: VALUE is not valid JSON (real number overflow near '1e400'): 1e400; try 'opt-tree put --help'"
 	run --separate-stderr opt-diary append d '{"t":1e-400}'
 	assert_failure 2
 	assert_equal "$stderr" "opt-diary: argument 1: invalid JSON: real number underflow near '1e-400' (nothing written)"

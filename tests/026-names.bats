@@ -41,7 +41,8 @@ refs() { git --git-dir="$OPT_STORE" for-each-ref --format='%(refname) %(objectna
 }
 
 # The first line of what the last command printed on stderr.
-first_err() { printf '%s\n' "$stderr" | head -n 1; }
+# (without the hint of a usage error, "; try 'PROG VERB --help'")
+first_err() { printf '%s\n' "$stderr" | head -n 1 | sed "s/; try '[^']*--help'\$//"; }
 
 @test "the message says what is wrong with the name, control characters escaped" {
 	run --separate-stderr opt-tree put 'a.' k 1
