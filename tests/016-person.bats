@@ -148,7 +148,7 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 	run -2 --separate-stderr opt-log show t --format 'x%'
 	assert_equal "${stderr_lines[0]}" "opt-log: --format: unknown placeholder '%' (see opt-log(1)); try 'opt-log show --help'"
 	run -2 --separate-stderr opt-log show t --oneline --format '%r'
-	assert_equal "${stderr_lines[0]}" "opt-log: --oneline and --format are exclusive (--oneline is --format='%r %x %d %s %A')"
+	assert_equal "${stderr_lines[0]}" "opt-log: --oneline and --format are exclusive (--oneline is --format='%r %x %d %s %A'); try 'opt-log show --help'"
 }
 
 # ---- opt-block ls --no-internal ----
@@ -300,7 +300,7 @@ TWO='{"collections": {"a": [{"type": "put", "key": "k", "value": 1}], "b": [{"ty
 	assert_equal "${stderr_lines[0]}" "opt-diary: unknown command 'apend' (did you mean 'append'?); try 'opt-diary --help'"
 	# nothing near: no guess
 	run -2 --separate-stderr opt-tree frobnicate
-	assert_equal "${stderr_lines[0]}" "opt-tree: unknown command 'frobnicate'"
+	assert_equal "${stderr_lines[0]}" "opt-tree: unknown command 'frobnicate'; try 'opt-tree --help'"
 }
 
 @test "--help fits in 80 columns, every program and command; history reads its collection" {

@@ -128,7 +128,7 @@ no_raw_controls() {
 	no_raw_controls
 	run --separate-stderr opt-block put -c "c${esc}[2J" <<<'{}'
 	assert_failure 2
-	[[ $stderr == "opt-block: invalid collection name 'c\x1b[2J' "* ]] || fail "stderr: $stderr"
+	[[ $stderr == "opt-block: invalid collection name 'c\x1b[2J'"* ]] || fail "stderr: $stderr"
 	no_raw_controls
 	run --separate-stderr opt-diary read "d${esc}[2J"
 	assert_failure 2
@@ -139,7 +139,7 @@ no_raw_controls() {
 	assert_equal "$stderr" 'opt-log: line 1: invalid collection name '\''t\x1b[2J'\'' (nothing committed)'
 	run --separate-stderr opt-sync remote add "o${esc}[2J" /nowhere
 	assert_failure 2
-	[[ $stderr == "opt-sync: invalid remote name 'o\x1b[2J' "* ]] || fail "stderr: $stderr"
+	[[ $stderr == "opt-sync: invalid remote name 'o\x1b[2J'"* ]] || fail "stderr: $stderr"
 	no_raw_controls
 	run --separate-stderr opt-sync push "o${esc}[2J"
 	assert_failure 2
