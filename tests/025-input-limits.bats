@@ -136,7 +136,7 @@ no_raw_controls() {
 	# the library's messages too (a transaction document names it)
 	run --separate-stderr opt-log commit <<<'{"collections":{"t\u001b[2J":[{"type":"put","key":"k","value":1}]}}'
 	assert_failure 2
-	assert_equal "$stderr" 'opt-log: line 1: invalid collection name '\''t\x1b[2J'\'' (nothing committed)'
+	assert_equal "$stderr" 'opt-log: line 1: invalid collection name '\''t\x1b[2J'\'': '\''\x1b'\'' is not allowed (use letters, digits, '\''.'\'', '\''_'\'', '\''-'\'' and '\''/'\'') (nothing committed)'
 	run --separate-stderr opt-sync remote add "o${esc}[2J" /nowhere
 	assert_failure 2
 	[[ $stderr == "opt-sync: invalid remote name 'o\x1b[2J'"* ]] || fail "stderr: $stderr"
@@ -164,7 +164,7 @@ no_raw_controls() {
 	# a backslash is doubled, UTF-8 stays as it is, a C1 control is escaped
 	run --separate-stderr opt-block get -c c $'\\x1b\xc3\xa9\xc2\x9b'
 	assert_failure 2
-	assert_equal "$stderr" 'opt-block: invalid block ID '\''\\x1bé\xc2\x9b'\'''
+	assert_equal "$stderr" 'opt-block: invalid block ID '\''\\x1bé\xc2\x9b'\'' (block IDs are base32: a-z and 2-7, 2 to 64 characters)'
 }
 
 # ---- the store path ----
