@@ -165,6 +165,11 @@ no_raw_controls() {
 	run --separate-stderr opt-block get -c c $'\\x1b\xc3\xa9\xc2\x9b'
 	assert_failure 2
 	assert_equal "$stderr" 'opt-block: invalid block ID '\''\\x1bé\xc2\x9b'\'''
+	# a key is quoted as JSON: its control characters are escapes already
+	opt-tree put t a 1 >/dev/null
+	run --separate-stderr opt-tree get t "a${esc}[2J"
+	assert_failure 1
+	assert_equal "$stderr" 'opt-tree: no key "a\u001b[2J" in tree '\''t'\'''
 }
 
 # ---- the store path ----
