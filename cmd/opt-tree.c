@@ -629,7 +629,9 @@ static int get_emit(struct cmd *c, const char *name, const json_t *key, int rc, 
 	} else if (rc == OPT_ENOTFOUND) {
 		(*missing)++;
 		opt_json_canon(&ks, NULL, key);
-		cmd_fail(c, OPT_ENOTFOUND, "no key %s in tree '%s'", ks ? ks : "?", name);
+		/* the key as JSON (control characters escaped), cut short */
+		cmd_fail(c, OPT_ENOTFOUND, "no key %.200s%s in tree '%s'", ks ? ks : "?",
+			 ks && strlen(ks) > 200 ? "..." : "", name);
 	} else if (rc < 0) {
 		st = cmd_lib_fail(c, rc);
 	} else if (opt_json_canon(&ks, &kl, key) < 0) {

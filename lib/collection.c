@@ -2,6 +2,7 @@
 #include "chain.h"
 #include "error.h"
 #include "json.h"
+#include "log.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -236,6 +237,12 @@ int opt_tree_put_text(struct opt_txn *x, const struct opt_kv_text *kv, size_t n)
 		if (kv[i].kl > OPT_KEY_MAX)
 			return opt_error_set(OPT_EINVAL, "record %zu: the key is %zu bytes; the limit is %d bytes of canonical JSON",
 					     i + 1, kv[i].kl, OPT_KEY_MAX);
+		/* the deepest place a record is stored: its put action in the
+		 * log entry (a leaf holds it less deep); the text paths below
+		 * store the text as it is, so it is held to the limit here */
+		if (!opt_json_text_fits(kv[i].k, kv[i].kl, OPT_LOG_ACTIONS_ABOVE + 2) ||
+		    !opt_json_text_fits(kv[i].v, kv[i].vl, OPT_LOG_ACTIONS_ABOVE + 2))
+			return opt_error_wrap(opt_json_too_deep("the log entry"), "record %zu", i + 1);
 	}
 	if ((rc = header(x, &h)) < 0)
 		return rc;

@@ -21,6 +21,7 @@ struct cbuf {
 	char *p;
 	size_t len, cap;
 	int err;
+	int limit;  /* the deepest level a value may be at */
 };
 
 static void cb_reserve(struct cbuf *b, size_t n)
@@ -107,13 +108,15 @@ static int cmp_keyp(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* depth: v's level in the stored document, counted as the parser counts
+ * (the document's top value is level 1). */
 static void cb_value(struct cbuf *b, const json_t *v, int depth)
 {
 	char tmp[32];
 
 	if (b->err)
 		return;
-	if (depth > 2048) {
+	if (depth > b->limit) {
 		b->err = 3;
 		return;
 	}
@@ -180,27 +183,127 @@ static void cb_value(struct cbuf *b, const json_t *v, int depth)
 	}
 }
 
+int opt_json_too_deep(const char *what)
+{
+	return opt_error_set(OPT_EINVAL, "nested too deeply: %s would nest more than %d levels, the most a stored document may",
+			     what ? what : "the value", OPT_JSON_MAX_DEPTH);
+}
+
 int opt_json_canon(char **out, size_t *len, const json_t *v)
 {
-	struct cbuf b = { NULL, 0, 0, 0 };
+	return opt_json_canon_at(out, len, v, 0, NULL);
+}
+
+int opt_json_canon_at(char **out, size_t *len, const json_t *v, int above, const char *what)
+{
+	struct cbuf b = { NULL, 0, 0, 0, OPT_JSON_MAX_DEPTH };
 
 	*out = NULL;
 	if (!v)
 		return opt_error_set(OPT_EINVAL, "no JSON value");
-	cb_value(&b, v, 0);
+	cb_value(&b, v, above + 1);
 	cb_put(&b, "", 1);
 	if (b.err) {
 		free(b.p);
 		if (b.err == 2)
 			return opt_error_set(OPT_EINVAL, "NaN and infinity are not JSON numbers");
 		if (b.err == 3)
-			return opt_error_set(OPT_EINVAL, "JSON value nested too deeply");
+			return opt_json_too_deep(what);
 		return opt_error_set(OPT_EIO, "out of memory");
 	}
 	*out = b.p;
 	if (len)
 		*len = b.len - 1;
 	return 0;
+}
+
+int opt_json_text_depth(const char *text, size_t len)
+{
+	const char *p = text, *end = text + len;
+	int depth = 0, max = 0;
+
+	while (p < end) {
+		switch (*p) {
+		case '"':
+			/* a string: a value (or a name, as deep as its value) */
+			if (depth + 1 > max)
+				max = depth + 1;
+			for (p++;; p++) {
+#ifdef __SSE2__
+				while (end - p >= 16) {
+					__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+					int m = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+									       _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+					if (m) {
+						p += __builtin_ctz((unsigned)m);
+						break;
+					}
+					p += 16;
+				}
+#endif
+				while (p < end && *p != '"' && *p != '\\')
+					p++;
+				if (p >= end)
+					return max;
+				if (*p == '\\') {
+					p++;
+					continue;
+				}
+				break;
+			}
+			p++;
+			break;
+		case '[':
+		case '{':
+			if (++depth > max)
+				max = depth;
+			p++;
+			break;
+		case ']':
+		case '}':
+			depth--;
+			p++;
+			break;
+		case ',':
+		case ':':
+		case ' ':
+		case '\t':
+		case '\n':
+		case '\r':
+			p++;
+			break;
+		default:
+			/* a number, true, false or null */
+			if (depth + 1 > max)
+				max = depth + 1;
+			for (p++; p < end && *p && !strchr(",:]} \t\n\r", *p); p++)
+				;
+			break;
+		}
+	}
+	return max;
+}
+
+int opt_json_text_fits(const char *text, size_t len, int above)
+{
+	const char *p = text, *end = text + len;
+	size_t opens = 0;
+
+	/* a cheap bound first: the text nests at most one level more than it
+	 * has '[' and '{' bytes (strings included) */
+#ifdef __SSE2__
+	while (end - p >= 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+		opens += (size_t)__builtin_popcount((unsigned)_mm_movemask_epi8(
+			_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('[')), _mm_cmpeq_epi8(v, _mm_set1_epi8('{')))));
+		p += 16;
+	}
+#endif
+	for (; p < end; p++)
+		opens += *p == '[' || *p == '{';
+	if ((size_t)above + opens + 1 <= OPT_JSON_MAX_DEPTH)
+		return 1;
+	return above + opt_json_text_depth(text, len) <= OPT_JSON_MAX_DEPTH;
 }
 
 int opt_json_hash(char out[65], const json_t *v)
@@ -1390,7 +1493,7 @@ static const char *canon_number(const char *p, const char *end)
 		return p;
 	}
 	{
-		struct cbuf b = { NULL, 0, 0, 0 };
+		struct cbuf b = { NULL, 0, 0, 0, OPT_JSON_MAX_DEPTH };
 		char tmp[64];
 		size_t n = (size_t)(p - s);
 		int same;

@@ -18,9 +18,38 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* The deepest nesting a stored document (a block) may have, counted as
+ * jansson's parser counts it, which refuses deeper text ("maximum parsing
+ * depth reached"): the document is level 1, and a value inside an array
+ * or object one level below it.  A write must never store what cannot be
+ * read back, so every block a transaction writes is held to it, log
+ * blocks included, as it is stored: a tree value sits 5 levels down in
+ * its log entry's block, so it may nest 2043 levels itself. */
+#define OPT_JSON_MAX_DEPTH JSON_PARSER_MAX_DEPTH
+
 /* Canonical serialization; *out is malloc'd and NUL-terminated (caller
- * frees), *len its length without the NUL.  0 or OPT_EIO. */
+ * frees), *len its length without the NUL.  0, OPT_EINVAL (NaN or
+ * infinity; nesting deeper than OPT_JSON_MAX_DEPTH) or OPT_EIO. */
 int opt_json_canon(char **out, size_t *len, const json_t *v);
+
+/* The same for v stored `above` levels down in a document (0: v is the
+ * document): OPT_EINVAL, by opt_json_too_deep(what), when it would nest
+ * the document deeper than OPT_JSON_MAX_DEPTH. */
+int opt_json_canon_at(char **out, size_t *len, const json_t *v, int above, const char *what);
+
+/* The levels that JSON text[0..len) (valid JSON) nests, counted as
+ * OPT_JSON_MAX_DEPTH counts them: 1 for a scalar, [] or {}, 2 for [1]. */
+int opt_json_text_depth(const char *text, size_t len);
+
+/* 1 when JSON text[0..len) (valid JSON), stored `above` levels down in a
+ * document, keeps it within OPT_JSON_MAX_DEPTH; 0 when it does not.
+ * Cheap for text with few brackets (it counts them first). */
+int opt_json_text_fits(const char *text, size_t len, int above);
+
+/* Set the message "nested too deeply: WHAT would nest more than 2048
+ * levels, the most a stored document may" (what NULL: "the value");
+ * returns OPT_EINVAL. */
+int opt_json_too_deep(const char *what);
 
 /* SHA-256 (hex) of the canonical serialization of v. */
 int opt_json_hash(char out[65], const json_t *v);

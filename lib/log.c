@@ -290,8 +290,16 @@ static int append(struct opt_tracker *t, const char *header_id, const json_t *fi
 		if ((rc = set_new(entry, "actions", json_pack("[s]", marker))) < 0)
 			goto done;
 		opt_sha256_hex(hash, at->text, at->len);
-	} else if ((rc = opt_json_hash(hash, json_object_get(entry, "actions"))) < 0) {
-		goto done;
+	} else {
+		/* serialized where they will be stored: an entry its block
+		 * could not hold readably is refused here */
+		char *text;
+		size_t n;
+		if ((rc = opt_json_canon_at(&text, &n, json_object_get(entry, "actions"), OPT_LOG_ACTIONS_ABOVE,
+					    "the log entry")) < 0)
+			goto done;
+		opt_sha256_hex(hash, text, n);
+		free(text);
 	}
 	if ((rc = set_new(entry, "actionsHash", json_string(hash))) < 0 ||
 	    (rc = set_new(entry, "prior", json_string(prior))) < 0)

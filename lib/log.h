@@ -38,6 +38,13 @@
 /* An entry with more actions than this gets a log block of its own. */
 #define OPT_LOG_BIG_ACTIONS 64
 
+/* The levels of a log block above an entry's "actions" array (the block,
+ * its "entries", the entry): an action is OPT_LOG_ACTIONS_ABOVE + 2 levels
+ * down, its members one more.  Appending refuses an entry whose block
+ * would nest deeper than OPT_JSON_MAX_DEPTH (json.h), which could not be
+ * read back. */
+#define OPT_LOG_ACTIONS_ABOVE 3
+
 /* The header fields the log itself keeps up to date: the chain links and
  * the last entry (logRev, logHash, logBig).  Hashes of the header leave
  * them out. */
@@ -63,7 +70,8 @@ int opt_log_append_signed(struct opt_tracker *t, const char *header_id, const js
 
 /* The same (signed when sign is not NULL), with the entry's actions given
  * as text: at->text is the canonical JSON array of at->n actions (the
- * caller vouches for it), hashed and stored as it is, never parsed.
+ * caller vouches for it, and that it nests at most OPT_JSON_MAX_DEPTH -
+ * OPT_LOG_ACTIONS_ABOVE levels), hashed and stored as it is, never parsed.
  * fields' "actions" is ignored. */
 struct opt_log_actions_text {
 	const char *text;

@@ -108,9 +108,14 @@ static int hash_cb(const char *id, const json_t *block, const struct opt_block_t
 	if (text) {
 		/* a block inserted as canonical text: hashed as it is */
 		if (strcmp(text->type, OPT_TYPE_LOG) == 0)
-			return 0;
+			return 0;  /* the log's own (opt_log_append_text) */
 		if (strcmp(id, h->header_id) == 0)
 			return opt_error_set(OPT_EINVAL, "the header block cannot be inserted as text");
+		if (!opt_json_text_fits(text->text, text->len, 0)) {
+			char what[OPT_ID_MAX + 16];
+			snprintf(what, sizeof(what), "block '%s'", id);
+			return opt_json_too_deep(what);
+		}
 		opt_sha256_hex(hex, text->text, text->len);
 		if ((rc = opt_canon_add_borrowed(h->canon, id, text->text, text->len)) < 0)
 			return rc;
@@ -127,10 +132,12 @@ static int hash_cb(const char *id, const json_t *block, const struct opt_block_t
 		if ((rc = opt_txn_block_hash(block, 1, hex)) < 0)
 			return rc;
 	} else {
-		/* serialize once: the store reuses these bytes for the blob */
-		char *s;
+		/* serialize once: the store reuses these bytes for the blob;
+		 * a block that could not be read back is refused here */
+		char *s, what[OPT_ID_MAX + 16];
 		size_t len;
-		if ((rc = opt_json_canon(&s, &len, block)) < 0)
+		snprintf(what, sizeof(what), "block '%s'", id);
+		if ((rc = opt_json_canon_at(&s, &len, block, 0, what)) < 0)
 			return rc;
 		opt_sha256_hex(hex, s, len);
 		if ((rc = opt_canon_add(h->canon, id, s, len)) < 0)

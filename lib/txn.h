@@ -114,8 +114,9 @@ int opt_txn_action(struct opt_txn *x, json_t *action);
 
 /* Or give all of the transaction's actions at once as text (stolen,
  * malloc'd): the canonical JSON array of count actions, which the log
- * entry stores and hashes as it is (opt_log_append_text).  OPT_EINVAL when
- * actions were recorded already. */
+ * entry stores and hashes as it is (opt_log_append_text, whose nesting
+ * limit the caller keeps).  OPT_EINVAL when actions were recorded
+ * already. */
 int opt_txn_actions_text(struct opt_txn *x, char *text, size_t len, size_t count);
 
 /* The header type names. */

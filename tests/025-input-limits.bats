@@ -165,6 +165,11 @@ no_raw_controls() {
 	run --separate-stderr opt-block get -c c $'\\x1b\xc3\xa9\xc2\x9b'
 	assert_failure 2
 	assert_equal "$stderr" 'opt-block: invalid block ID '\''\\x1bé\xc2\x9b'\'' (block IDs are base32: a-z and 2-7, 2 to 64 characters)'
+	# a key is quoted as JSON: its control characters are escapes already
+	opt-tree put t a 1 >/dev/null
+	run --separate-stderr opt-tree get t "a${esc}[2J"
+	assert_failure 1
+	assert_equal "$stderr" 'opt-tree: no key "a\u001b[2J" in tree '\''t'\'''
 }
 
 # ---- the store path ----
@@ -332,4 +337,125 @@ str() { head -c "$1" /dev/zero | tr '\0' x; }
 	assert_failure 1
 	run opt-tree del t "$k4095"
 	assert_failure 1
+}
+
+# ---- nesting ----
+#
+# A stored document (a block, and the log block that holds an entry) may
+# nest 2048 levels, counting as the JSON parser does: a value is a level,
+# each array or object around it one more.  deep N: N levels of arrays.
+deep() { printf "%${1}s" '' | tr ' ' '['; printf "%${1}s" '' | tr ' ' ']'; }
+
+# the collection's revision stays $2, it reads and verifies, and a later
+# write still works
+still_ok() {
+	assert_equal "$(rev_of "$1")" "$2"
+	run opt-log verify "$1"
+	assert_success
+	run opt-log show "$1"
+	assert_success
+}
+
+@test "nesting: opt-tree put takes a value of 2043 levels (its log entry: 2048) and refuses 2044" {
+	run opt-tree put t a "$(deep 2043)"
+	assert_success
+	run --separate-stderr opt-tree put t b "$(deep 2044)"
+	assert_failure 2
+	assert_equal "$stderr" "opt-tree: nested too deeply: the log entry would nest more than 2048 levels, the most a stored document may"
+	still_ok t 1
+	run opt-tree get t a
+	assert_success
+	assert_equal "$output" "{\"key\":\"a\",\"value\":$(deep 2043)}"
+	run opt-tree put t c 1
+	assert_success
+	# records from stdin: into an empty tree (leaves built from text), into one with records, one by one
+	for tree in fresh t; do
+		run --separate-stderr opt-tree put "$tree" < <(echo '{"key":"x","value":1}'; echo "{\"key\":\"y\",\"value\":$(deep 2044)}")
+		assert_failure 2
+		[[ $stderr == "opt-tree: "*"nested too deeply: the log entry would nest more than 2048 levels, the most a stored document may" ]] ||
+			fail "stderr: $stderr"
+	done
+	run --separate-stderr opt-tree put t --each < <(echo "{\"key\":\"y\",\"value\":$(deep 2044)}")
+	assert_failure 2
+	run opt-block ls -c fresh
+	assert_failure 1
+	still_ok t 2
+	run opt-tree put fresh < <(echo '{"key":"x","value":1}'; echo "{\"key\":\"y\",\"value\":$(deep 2043)}")
+	assert_success
+	still_ok fresh 1
+	run opt-tree put fresh --each < <(echo "{\"key\":\"z\",\"value\":$(deep 2043)}")
+	assert_success
+	still_ok fresh 2
+	# a key nests in the log as deep as a value does
+	run opt-tree put t --json-keys "$(deep 2044)" 1
+	assert_failure 2
+	run opt-tree put t --json-keys "[$(deep 2043)]" 1
+	assert_failure 2
+	still_ok t 2
+	# deeper still: the leaf itself would be too deep, the message names it
+	run --separate-stderr opt-tree put t b "$(deep 2046)"
+	assert_failure 2
+	[[ $stderr =~ ^"opt-tree: nested too deeply: block '"[a-z2-7]+"' would nest more than 2048 levels, the most a stored document may"$ ]] ||
+		fail "stderr: $stderr"
+	still_ok t 2
+}
+
+@test "nesting: opt-diary append takes an entry of 2043 levels and refuses 2044" {
+	run opt-diary append d "$(deep 2043)"
+	assert_success
+	run --separate-stderr opt-diary append d "$(deep 2044)"
+	assert_failure 2
+	assert_equal "$stderr" "opt-diary: nested too deeply: the log entry would nest more than 2048 levels, the most a stored document may"
+	run --separate-stderr opt-diary append d < <(deep 2044; echo)
+	assert_failure 2
+	still_ok d 1
+	run opt-diary read d
+	assert_equal "$output" "$(deep 2043)"
+	run opt-diary append d '"next"'
+	assert_success
+}
+
+@test "nesting: opt-log commit takes a value of 2043 levels and refuses 2044" {
+	run opt-log commit < <(echo "{\"collections\":{\"t\":[{\"type\":\"put\",\"key\":\"a\",\"value\":$(deep 2043)}],\"d\":[{\"type\":\"append\",\"entry\":$(deep 2043)}]}}")
+	assert_success
+	run --separate-stderr opt-log commit < <(echo "{\"collections\":{\"t\":[{\"type\":\"put\",\"key\":\"b\",\"value\":$(deep 2044)}]}}")
+	assert_failure 2
+	[[ $stderr == "opt-log: "*"nested too deeply: the log entry would nest more than 2048 levels, the most a stored document may" ]] ||
+		fail "stderr: $stderr"
+	run --separate-stderr opt-log commit < <(echo "{\"collections\":{\"t\":[{\"type\":\"put\",\"key\":\"b\",\"value\":1}],\"d\":[{\"type\":\"append\",\"entry\":$(deep 2044)}]}}")
+	assert_failure 2
+	still_ok t 1
+	still_ok d 1
+	run opt-tree get t a
+	assert_equal "$output" "{\"key\":\"a\",\"value\":$(deep 2043)}"
+	run opt-log commit <<<'{"collections":{"t":[{"type":"put","key":"b","value":1}]}}'
+	assert_success
+}
+
+@test "nesting: opt-block put takes a block of 2048 levels, apply and transform a value of 2041 (their log entry: 2048)" {
+	run opt-block put -c c < <(echo "{\"header\":{\"id\":\"aaaaaaaaaaaaaaaaaaaaaaaaaa\",\"type\":\"t\"},\"v\":$(deep 2047)}")
+	assert_success
+	# 2049 levels: the parser refuses it before anything else does
+	run --separate-stderr opt-block put -c c < <(echo "{\"header\":{\"id\":\"bbbbbbbbbbbbbbbbbbbbbbbbbb\",\"type\":\"t\"},\"v\":$(deep 2048)}")
+	assert_failure 2
+	[[ $stderr == "opt-block: line 1: invalid JSON: maximum parsing depth reached"* ]] || fail "stderr: $stderr"
+	still_ok c 1
+	run opt-block get -c c aaaaaaaaaaaaaaaaaaaaaaaaaa
+	assert_equal "$output" "{\"header\":{\"collection\":\"c\",\"id\":\"aaaaaaaaaaaaaaaaaaaaaaaaaa\",\"type\":\"t\"},\"v\":$(deep 2047)}"
+	# apply: the op's value sits 7 levels down in the log entry
+	run opt-block apply -c c aaaaaaaaaaaaaaaaaaaaaaaaaa < <(echo "[\"w\",0,0,{\"a\":$(deep 2040)}]")
+	assert_success
+	run --separate-stderr opt-block apply -c c aaaaaaaaaaaaaaaaaaaaaaaaaa < <(echo "[\"w\",0,0,{\"a\":$(deep 2041)}]")
+	assert_failure 2
+	assert_equal "$stderr" "opt-block: nested too deeply: the log entry would nest more than 2048 levels, the most a stored document may"
+	still_ok c 2
+	# transform: an inserted block, too
+	run opt-block transform -c c < <(echo "{\"inserts\":{\"cccccccccccccccccccccccccc\":{\"header\":{\"id\":\"cccccccccccccccccccccccccc\",\"type\":\"t\"},\"v\":$(deep 2040)}}}")
+	assert_success
+	run --separate-stderr opt-block transform -c c < <(echo "{\"inserts\":{\"dddddddddddddddddddddddddd\":{\"header\":{\"id\":\"dddddddddddddddddddddddddd\",\"type\":\"t\"},\"v\":$(deep 2041)}}}")
+	assert_failure 2
+	assert_equal "$stderr" "opt-block: nested too deeply: the log entry would nest more than 2048 levels, the most a stored document may"
+	still_ok c 3
+	echo '{"header":{"id":"eeeeeeeeeeeeeeeeeeeeeeeeee","type":"t"}}' | opt-block put -c c >/dev/null
+	still_ok c 4
 }

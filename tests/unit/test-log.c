@@ -446,6 +446,60 @@ TEST(empty_log_and_errors)
 	json_decref(blocks);
 }
 
+/* An entry that its log block could not hold readably (nested deeper than
+ * the parser reads) is refused and changes nothing; one level less is
+ * appended and reads back. */
+TEST(too_deep)
+{
+	json_t *blocks = json_object(), *h, *f, *v;
+	struct opt_source src = opt_source_object(blocks), tsrc;
+	struct opt_tracker *t;
+	char hid[OPT_ID_MAX + 1];
+	long n = -1;
+	int i;
+
+	CHECK_RC(opt_block_new(&h, NULL, "TRE", "coll"));
+	snprintf(hid, sizeof(hid), "%s", opt_block_id(h));
+	json_object_set_new(blocks, hid, h);
+	CHECK_RC(opt_tracker_new(&t, &src));
+	tsrc = opt_tracker_source(t);
+	/* a value 5 levels down: the block, "entries", the entry, "actions",
+	 * the action */
+	v = json_array();
+	for (i = 1; i < OPT_JSON_MAX_DEPTH - OPT_LOG_ACTIONS_ABOVE - 2; i++)
+		v = json_pack("[o]", v);
+	f = fields_for(1);
+	json_object_set(json_array_get(json_object_get(f, "actions"), 0), "value", v);
+	CHECK(opt_log_append(t, hid, f, NULL) == 0);
+	json_decref(f);
+	/* (entries share their fields' values: a new one for the next) */
+	v = json_pack("[o]", v);
+	f = fields_for(2);
+	json_object_set(json_array_get(json_object_get(f, "actions"), 0), "value", v);
+	CHECK(opt_log_append(t, hid, f, NULL) == OPT_EINVAL);
+	CHECK(strcmp(opt_error_last(), "nested too deeply: the log entry would nest more than 2048 levels, the most a stored document may") == 0);
+	CHECK(opt_tracker_count(t) == 2);  /* the header and the first entry's block */
+	CHECK_RC(opt_log_verify(&tsrc, hid, NULL, NULL, &n));
+	CHECK(n == 1);
+	/* what it stores parses back */
+	{
+		const json_t *b;
+		char *text;
+		size_t len;
+		json_t *back;
+		CHECK_RC(opt_tracker_get(t, hid, &b));
+		CHECK_RC(opt_tracker_get(t, json_string_value(json_object_get(b, "tailId")), &b));
+		CHECK_RC(opt_json_canon(&text, &len, b));
+		CHECK(opt_json_parse(&back, text, len) == 0);
+		json_decref(back);
+		free(text);
+	}
+	json_decref(v);
+	json_decref(f);
+	opt_tracker_free(t);
+	json_decref(blocks);
+}
+
 TEST(many_entries_streamed)
 {
 	struct store s;
@@ -470,5 +524,6 @@ int main(void)
 	RUN(callback_stops);
 	RUN(empty_log_and_errors);
 	RUN(many_entries_streamed);
+	RUN(too_deep);
 	return DONE();
 }

@@ -406,6 +406,82 @@ TEST(underflow)
 	}
 }
 
+/* N levels of arrays, as text. */
+static char *deep_text(int n)
+{
+	char *t = malloc(2 * (size_t)n + 1);
+
+	memset(t, '[', (size_t)n);
+	memset(t + n, ']', (size_t)n);
+	t[2 * n] = '\0';
+	return t;
+}
+
+/* The one nesting limit: what jansson's parser reads back. */
+TEST(depth)
+{
+	char *t, *c;
+	size_t n;
+	json_t *v, *w;
+
+	/* the parser reads OPT_JSON_MAX_DEPTH levels and not one more */
+	t = deep_text(OPT_JSON_MAX_DEPTH);
+	CHECK(opt_json_parse(&v, t, strlen(t)) == 0);
+	CHECK(opt_json_text_depth(t, strlen(t)) == OPT_JSON_MAX_DEPTH);
+	CHECK(opt_json_text_fits(t, strlen(t), 0) == 1);
+	CHECK(opt_json_text_fits(t, strlen(t), 1) == 0);
+	/* the canonicalizer keeps to it, counted the same way */
+	CHECK(opt_json_canon(&c, &n, v) == 0);
+	CHECK(n == strlen(t) && strcmp(c, t) == 0);
+	free(c);
+	CHECK(opt_json_canon_at(&c, &n, v, 1, "block 'x'") == OPT_EINVAL && c == NULL);
+	CHECK(strcmp(opt_error_last(), "nested too deeply: block 'x' would nest more than 2048 levels, the most a stored document may") == 0);
+	w = json_pack("[O]", v);
+	CHECK(opt_json_canon(&c, &n, w) == OPT_EINVAL);
+	json_decref(w);
+	json_decref(v);
+	free(t);
+	t = deep_text(OPT_JSON_MAX_DEPTH + 1);
+	CHECK(opt_json_parse(&v, t, strlen(t)) == OPT_EINVAL);
+	CHECK(opt_json_text_fits(t, strlen(t), 0) == 0);
+	free(t);
+	/* a value 5 levels down (a tree value in its log entry) */
+	t = deep_text(OPT_JSON_MAX_DEPTH - 5);
+	CHECK(opt_json_parse(&v, t, strlen(t)) == 0);
+	CHECK(opt_json_canon_at(&c, &n, v, 5, NULL) == 0);
+	free(c);
+	CHECK(opt_json_canon_at(&c, &n, v, 6, NULL) == OPT_EINVAL);
+	CHECK(strstr(opt_error_last(), "nested too deeply: the value would nest more than 2048 levels") != NULL);
+	json_decref(v);
+	free(t);
+	/* levels as the parser counts them: a value is one, a container one
+	 * more than what it holds; brackets in strings do not count */
+	CHECK(opt_json_text_depth("1", strlen("1")) == 1);
+	CHECK(opt_json_text_depth("[]", strlen("[]")) == 1);
+	CHECK(opt_json_text_depth("[1]", strlen("[1]")) == 2);
+	CHECK(opt_json_text_depth("{\"a\":[{}]}", strlen("{\"a\":[{}]}")) == 3);
+	CHECK(opt_json_text_depth("{\"a\":[{\"b\":true}]}", strlen("{\"a\":[{\"b\":true}]}")) == 4);
+	CHECK(opt_json_text_depth("\"[[[\"", strlen("\"[[[\"")) == 1);
+	CHECK(opt_json_text_depth("[\"a\\\"[[\",[]]", strlen("[\"a\\\"[[\",[]]")) == 2);
+	CHECK(opt_json_text_depth("[\"0123456789abcdef0123456789[\\\\\",[[]]]", strlen("[\"0123456789abcdef0123456789[\\\\\",[[]]]")) == 3);
+	/* many brackets in strings: the bound fails, the count decides */
+	{
+		size_t len = 2 * OPT_JSON_MAX_DEPTH + 4, i;
+		char *s = malloc(len + 1);
+		s[0] = '[';
+		s[1] = '"';
+		for (i = 2; i < len - 2; i++)
+			s[i] = '{';
+		s[len - 2] = '"';
+		s[len - 1] = ']';
+		s[len] = '\0';
+		CHECK(opt_json_text_depth(s, len) == 2);
+		CHECK(opt_json_text_fits(s, len, OPT_JSON_MAX_DEPTH - 2) == 1);
+		CHECK(opt_json_text_fits(s, len, OPT_JSON_MAX_DEPTH - 1) == 0);
+		free(s);
+	}
+}
+
 int main(void)
 {
 	opt_util_init();
@@ -423,5 +499,6 @@ int main(void)
 	RUN(error_from_last);
 	RUN(esc);
 	RUN(underflow);
+	RUN(depth);
 	return DONE();
 }
