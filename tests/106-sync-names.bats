@@ -242,3 +242,52 @@ users"
 	[ -z "$(tracking "$TMP/l" a)" ]
 	fsck_ok "$TMP/l"
 }
+
+@test "cluster: a pull skips and reports a collection that clashes with one here, takes the rest; a peer's odd ref does not make it unreachable" {
+	local i
+	export OPT_CLUSTER_BACKOFF_MS=20
+	for i in 1 2; do
+		opt-block init "$TMP/p$i" >/dev/null
+		opt-sync peer add "p$i" "$TMP/p$i"
+		opt-log -C "$TMP/p$i" trust "$(key_of "$OPT_STORE")" --name s >/dev/null
+	done
+	for i in 1 2 3 4; do opt-tree put "c$i" k "$i" >/dev/null; done
+	run opt-sync push
+	assert_success
+	git --git-dir="$TMP/p1" for-each-ref --format='%(objectname)' --count=1 refs/opt/collections/ >"$TMP/p1/refs/opt/collections/x~1"
+	opt-block init "$TMP/t" >/dev/null
+	opt-log -C "$TMP/t" trust "$(key_of "$OPT_STORE")" --name s
+	for i in 1 2; do opt-sync -C "$TMP/t" peer add "p$i" "$TMP/p$i"; done
+	opt-tree -C "$TMP/t" put c1/x k 1 >/dev/null
+	run --separate-stderr opt-sync -C "$TMP/t" pull
+	assert_failure 3
+	assert_line --partial '"collection":"c1","status":"skipped","error":"collection '\''c1'\'' cannot be created: collection '\''c1/x'\'' exists"'
+	refute_output --partial '"status":"unreachable"'
+	assert_output --partial '"down":[]'
+	for i in 2 3 4; do
+		run opt-tree -C "$TMP/t" get "c$i" k
+		assert_output "{\"key\":\"k\",\"value\":$i}"
+	done
+	[ -z "$(git --git-dir="$TMP/t" for-each-ref refs/opt/remotes/ | grep '/c1$')" ]
+	[ -z "$(head_of "$TMP/t" c1)" ]
+}
+
+@test "cluster: rebalance lists a peer with an odd ref like any other" {
+	local i
+	export OPT_CLUSTER_BACKOFF_MS=20
+	for i in 1 2; do
+		opt-block init "$TMP/p$i" >/dev/null
+		opt-sync peer add "p$i" "$TMP/p$i"
+		opt-log -C "$TMP/p$i" trust "$(key_of "$OPT_STORE")" --name s >/dev/null
+	done
+	for i in 1 2 3 4; do opt-tree put "c$i" k "$i" >/dev/null; done
+	run opt-sync push
+	assert_success
+	git --git-dir="$TMP/p1" for-each-ref --format='%(objectname)' --count=1 refs/opt/collections/ >"$TMP/p1/refs/opt/collections/x~1"
+	run --separate-stderr opt-sync rebalance --dry-run
+	assert_success
+	assert_output --partial '"down":[]'
+	run --separate-stderr opt-sync rebalance
+	assert_success
+	assert_output --partial '"down":[]'
+}
