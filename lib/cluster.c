@@ -501,6 +501,10 @@ static void child_run(const struct opt_cluster *c, const struct job *j, enum op 
 				rc = opt_sync_remove(y, c->peers[j->peer], v, n, &so);
 			else
 				rc = opt_sync_fetch(y, c->peers[j->peer], v, n, &so);
+			/* a listing that skipped collections (see opt_sync_pull)
+			 * lists the rest: the pulls report what they skip */
+			if (op == OP_LIST && rc < 0 && opt_sync_partial(y))
+				rc = 0;
 			if (rc != OPT_ENET || a >= retries)
 				break;
 			opt_sleep_ms(opt_backoff_ms((unsigned)a, base, 5000));
@@ -1080,8 +1084,12 @@ static int list_peers(struct run *r, json_t **held)
 		{
 			json_t *set = json_object();
 			for (k = 0; k < json_array_size(j->recs); k++) {
-				const char *name = json_string_value(json_object_get(json_array_get(j->recs, k), "collection"));
-				if (name)
+				json_t *rec = json_array_get(j->recs, k);
+				const char *name = json_string_value(json_object_get(rec, "collection"));
+				const char *st = json_string_value(json_object_get(rec, "status"));
+				/* a name the listing skipped: the pull reports it, unless
+				 * it is no collection name at all (nothing to ask for) */
+				if (name && (!st || strcmp(st, "skipped") != 0 || opt_store_name_valid(name)))
 					json_object_set_new(set, name, json_true());
 			}
 			json_object_set_new(*held, r->c->peers[i], set);

@@ -995,6 +995,13 @@ int opt_store_name_clash(struct opt_store *s, const char *name, char other[OPT_N
 	other[0] = '\0';
 	if ((rc = ref_name(ref, sizeof(ref), name)) < 0)
 		return rc;
+	/* it exists: then nothing clashes with it */
+	rc = git_reference_name_to_id(&id, s->repo, ref);
+	if (rc == 0)
+		return 0;
+	if (rc != GIT_ENOTFOUND)
+		return opt_git_fail(OPT_EIO, "cannot read collection ref");
+	git_error_clear();
 	/* a collection whose name is name's up to a '/' */
 	for (i = pl; ref[i]; i++) {
 		if (ref[i] != '/')

@@ -39,6 +39,7 @@ struct opt_sync {
 	int lockfd;
 	const struct opt_sync_opts *o;
 	const char *url;             /* opt_sync_pull_url: the remote's URL */
+	int partial;                 /* the last pull did all but skip collections */
 };
 
 /* A remote being worked with. */
@@ -62,6 +63,10 @@ struct remote {
 	int *bres;                   /* per ref: 0, or OPT_ECONFLICT when it moved */
 	int force;                   /* the push need not fast-forward (a replica's repair) */
 	git_remote *conn;            /* connected to receive-pack: the next push goes over it */
+	/* collections of the remote we cannot take (their names): escaped
+	 * name -> {"code", "error"} */
+	json_t *skipped;
+	char view[PATH_MAX];         /* a path remote read through a view ("": none) */
 };
 
 /* One collection as the two sides have it. */
@@ -677,8 +682,13 @@ int opt_sync_remote_default(struct opt_sync *y, char **out)
 	return *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
 }
 
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw);
+
 static void remote_close(struct remote *r)
 {
+	json_decref(r->skipped);
+	if (r->view[0])
+		nftw(r->view, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	git_remote_free(r->conn);
 	git_repository_free(r->peer_repo);
 	opt_store_free(r->peer);
@@ -911,18 +921,295 @@ static void callbacks(git_remote_callbacks *cb, struct remote *r)
 	cb->payload = r;
 }
 
-/* Connect and list the remote's collections (name -> head) into h. */
+/* ---- the names of the remote's collections ---- */
+
+/* Skip the remote's collection name (as the remote has it, maybe no
+ * valid name at all): code, and the last error message, say why. */
+static int skip_add(struct remote *r, const char *name, int code)
+{
+	char esc[4 * OPT_NAME_MAX + 8];
+	json_t *v;
+
+	if (!r->skipped && !(r->skipped = json_object()))
+		return opt_error_set(OPT_EIO, "out of memory");
+	opt_escape(esc, sizeof(esc), name);
+	v = json_pack("{s:i,s:s}", "code", code, "error", opt_error_last());
+	if (!v || json_object_set_new(r->skipped, esc, v) < 0)
+		return opt_error_set(OPT_EIO, "out of memory");
+	opt_error_clear();
+	return 0;
+}
+
+/* Forget the skipped collections that were not asked for (colls, want). */
+static void skip_keep_wanted(struct remote *r, const char *const *colls, size_t n, const struct opt_sync_opts *o)
+{
+	const char *name;
+	json_t *v;
+	void *tmp;
+
+	json_object_foreach_safe(r->skipped, tmp, name, v) {
+		if (!opt_name_wanted(name, colls, n) || (o && o->want && !o->want(name, o->want_arg)))
+			json_object_del(r->skipped, name);
+	}
+}
+
+static int cmp_json_str(const void *a, const void *b)
+{
+	return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
+}
+
+/* Sort the array of strings arr. */
+static int sort_strings(json_t *arr)
+{
+	size_t n = json_array_size(arr), i;
+	json_t **v = malloc((n ? n : 1) * sizeof(*v));
+
+	if (!v)
+		return opt_error_set(OPT_EIO, "out of memory");
+	for (i = 0; i < n; i++)
+		v[i] = json_incref(json_array_get(arr, i));
+	qsort(v, n, sizeof(*v), cmp_json_str);
+	json_array_clear(arr);
+	for (i = 0; i < n; i++)
+		json_array_append_new(arr, v[i]);
+	free(v);
+	return 0;
+}
+
+/* s compared with the first len characters of key. */
+static int cmp_prefix(const char *s, const char *key, size_t len)
+{
+	int c = strncmp(s, key, len);
+
+	return c ? c : s[len] != '\0';
+}
+
+/* The index of the first of names (sorted strings) that is not before
+ * the first len characters of key. */
+static size_t lower_bound(const json_t *names, const char *key, size_t len)
+{
+	size_t lo = 0, hi = json_array_size(names);
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (cmp_prefix(json_string_value(json_array_get(names, mid)), key, len) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The one of names (sorted) whose name clashes with name (see
+ * opt_store_name_clash): one that is name up to a '/', or (with below)
+ * one that begins with name and '/'; NULL when none does. */
+static const char *clash_in(const json_t *names, const char *name, int below)
+{
+	size_t n = json_array_size(names), len = strlen(name), k, i;
+	char key[OPT_NAME_MAX + 2];
+
+	for (k = 0; k < len; k++)
+		if (name[k] == '/' && (i = lower_bound(names, name, k)) < n &&
+		    cmp_prefix(json_string_value(json_array_get(names, i)), name, k) == 0)
+			return json_string_value(json_array_get(names, i));
+	if (!below || len > OPT_NAME_MAX)
+		return NULL;
+	snprintf(key, sizeof(key), "%s/", name);
+	i = lower_bound(names, key, len + 1);
+	if (i < n && strncmp(json_string_value(json_array_get(names, i)), key, len + 1) == 0)
+		return json_string_value(json_array_get(names, i));
+	return NULL;
+}
+
+/* Report the collections of r that were skipped, a record each:
+ * {"remote", "collection", "status": "skipped", "error"}.  Then rc, or
+ * when rc is 0 the status of what was skipped (OPT_EINTEGRITY when some
+ * name was not valid, else OPT_ECONFLICT: names that clash with ours),
+ * with a message naming the first and counting the others. */
+static int skip_report(struct remote *r, const struct opt_sync_opts *o, int rc)
+{
+	json_t *names = json_array(), *v;
+	const char *name;
+	size_t n = json_object_size(r->skipped), i;
+	int code = OPT_ECONFLICT, erc = 0;
+	char msg[1024];
+
+	if (!names)
+		return rc < 0 ? rc : opt_error_set(OPT_EIO, "out of memory");
+	if (n == 0) {
+		json_decref(names);
+		return rc;
+	}
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	json_object_foreach(r->skipped, name, v)
+		json_array_append_new(names, json_string(name));
+	if (sort_strings(names) < 0) {
+		json_decref(names);
+		return rc < 0 ? opt_error_set(rc, "%s", msg) : OPT_EIO;
+	}
+	for (i = 0; i < n; i++) {
+		json_t *rec;
+		name = json_string_value(json_array_get(names, i));
+		v = json_object_get(r->skipped, name);
+		if (json_integer_value(json_object_get(v, "code")) == OPT_EINTEGRITY)
+			code = OPT_EINTEGRITY;
+		rec = json_pack("{s:s,s:s,s:s,s:O}", "remote", r->name, "collection", name, "status", "skipped", "error",
+				json_object_get(v, "error"));
+		if (rec && o && o->dry_run)
+			json_object_set_new(rec, "dry_run", json_true());
+		if (!erc)
+			erc = opt_sync_emit_rec(o, rec);
+		else
+			json_decref(rec);
+	}
+	name = json_string_value(json_array_get(names, 0));
+	v = json_object_get(r->skipped, name);
+	if (rc < 0)
+		opt_error_set(rc, "%s", msg);
+	else if (erc)
+		rc = erc;
+	else if (n == 1)
+		rc = opt_error_set(code, "remote '%s': collection '%s' skipped: %s", r->name, name,
+				   json_string_value(json_object_get(v, "error")));
+	else
+		rc = opt_error_set(code, "remote '%s': %zu collections skipped, first '%s': %s", r->name, n, name,
+				   json_string_value(json_object_get(v, "error")));
+	json_decref(names);
+	return rc;
+}
+
+/* Views of path remotes older than a day, left by a process that was
+ * killed, go. */
+static void view_sweep(const char *store)
+{
+	DIR *d = opendir(store);
+	struct dirent *e;
+	struct stat st;
+	char path[PATH_MAX];
+	time_t now = time(NULL);
+
+	while (d && (e = readdir(d))) {
+		if (strncmp(e->d_name, "opt-peer.", 9) != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", store, e->d_name);
+		if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && now - st.st_mtime > 86400)
+			nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	}
+	if (d)
+		closedir(d);
+}
+
+/* libgit2's local transport lists every ref of the repository and fails
+ * on the first whose name git does not accept (a file
+ * refs/opt/collections/x~1 put there by hand): one such ref failed every
+ * fetch from that remote.  A path remote with such refs is read through
+ * a view: a bare repository in our store (opt-peer.XXXXXX, removed when
+ * the remote is closed; one left by a killed run goes a day later) whose
+ * objects are the remote's (alternates) and whose refs are the remote's
+ * collection refs that git accepts.  The collection refs left out are
+ * skipped. */
+static int path_view(struct opt_sync *y, struct remote *r)
+{
+	git_reference_iterator *it = NULL;
+	git_repository *view = NULL;
+	git_repository_init_options io;
+	json_t *names = json_array();
+	const char *name;
+	char *store = NULL, *peer = NULL, alt[PATH_MAX + 64];
+	size_t pl = strlen(REF_COLL), i;
+	int odd = 0, valid, err, rc = 0;
+	FILE *f;
+
+	if (!names)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if (git_reference_iterator_new(&it, r->peer_repo) < 0) {
+		json_decref(names);
+		return net_fail(r, "cannot list refs");
+	}
+	while ((err = git_reference_next_name(&name, it)) == 0) {
+		if (git_reference_name_is_valid(&valid, name) < 0)
+			valid = 0;
+		if (valid) {
+			if (strncmp(name, REF_COLL, pl) == 0)
+				json_array_append_new(names, json_string_nocheck(name));
+			continue;
+		}
+		odd = 1;
+		if (strncmp(name, REF_COLL, pl) != 0)
+			continue;
+		if (opt_store_name_check(name + pl) == 0)
+			opt_error_set(OPT_EINTEGRITY, "not a valid ref name");
+		if ((rc = skip_add(r, name + pl, OPT_EINTEGRITY)) < 0)
+			break;
+	}
+	git_reference_iterator_free(it);
+	if (rc == 0 && err != GIT_ITEROVER)
+		rc = net_fail(r, "cannot list refs");
+	if (rc < 0 || !odd)
+		goto done;
+	git_error_clear();
+	if (!(store = realpath(opt_store_path(y->s), NULL)) || !(peer = realpath(git_repository_path(r->peer_repo), NULL))) {
+		rc = opt_error_set(OPT_EIO, "cannot resolve the store or the remote's path: %s", strerror(errno));
+		goto done;
+	}
+	view_sweep(store);
+	snprintf(r->view, sizeof(r->view), "%s/opt-peer.XXXXXX", store);
+	if (!mkdtemp(r->view)) {
+		rc = opt_error_set(OPT_EIO, "cannot make '%s': %s", r->view, strerror(errno));
+		r->view[0] = '\0';
+		goto done;
+	}
+	git_repository_init_options_init(&io, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
+	io.flags = GIT_REPOSITORY_INIT_BARE;
+	if (git_repository_init_ext(&view, r->view, &io) < 0) {
+		rc = opt_git_fail(OPT_EIO, "cannot make a view of the remote");
+		goto done;
+	}
+	snprintf(alt, sizeof(alt), "%s/objects/info/alternates", r->view);
+	if (!(f = fopen(alt, "w")) || fprintf(f, "%s/objects\n", peer) < 0 || fclose(f) != 0) {
+		rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", alt, strerror(errno));
+		goto done;
+	}
+	for (i = 0; i < json_array_size(names); i++) {
+		git_reference *ref = NULL;
+		git_oid id;
+		name = json_string_value(json_array_get(names, i));
+		if (git_reference_name_to_id(&id, r->peer_repo, name) < 0) {
+			git_error_clear();
+			continue;
+		}
+		if (git_reference_create(&ref, view, name, &id, 1, "opt-sync view") < 0) {
+			rc = opt_git_fail(OPT_EIO, "cannot make a view of the remote");
+			goto done;
+		}
+		git_reference_free(ref);
+	}
+done:
+	git_repository_free(view);
+	json_decref(names);
+	free(store);
+	free(peer);
+	return rc;
+}
+
+/* Connect and list the remote's collections (name -> head) into h; the
+ * ones we cannot take (not a valid collection name, a name that clashes
+ * with one of ours) go to r->skipped instead. */
 static int ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, struct heads *h)
 {
 	git_remote_callbacks cb;
 	git_remote *gr = NULL;
 	const git_remote_head **refs = NULL;
-	size_t n = 0, i, pl = strlen(REF_COLL);
+	json_t *ours = NULL, *theirs = NULL;
+	const char *other;
+	size_t n = 0, i, k, pl = strlen(REF_COLL);
 	int rc;
 
 	*gr_out = NULL;
+	if (r->path && !r->view[0] && (rc = path_view(y, r)) < 0)
+		return rc;
 	callbacks(&cb, r);
-	if (anon_remote(&gr, y->repo, r->path ? r->path : r->url) < 0)
+	if (anon_remote(&gr, y->repo, r->view[0] ? r->view : r->path ? r->path : r->url) < 0)
 		return net_fail(r, "invalid URL");
 	r->cred_tries = 0;
 	/* the local transport opens the peer's repository here */
@@ -941,20 +1228,61 @@ static int ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, 
 		git_remote_free(gr);
 		return rc;
 	}
+	if ((rc = opt_store_list(y->s, &ours)) < 0 || !(theirs = json_array()))
+		goto fail;
 	for (i = 0; i < n; i++) {
 		struct head *e;
 		const char *name = refs[i]->name;
-		if (strncmp(name, REF_COLL, pl) != 0 || !opt_store_name_valid(name + pl))
+		if (strncmp(name, REF_COLL, pl) != 0)
 			continue;
-		if (!(e = heads_add(h, name + pl))) {
-			git_remote_free(gr);
-			return opt_error_set(OPT_EIO, "out of memory");
+		name += pl;
+		if (opt_store_name_check(name) < 0) {
+			if ((rc = skip_add(r, name, OPT_EINTEGRITY)) < 0)
+				goto fail;
+			continue;
+		}
+		if ((other = clash_in(ours, name, 1))) {
+			opt_error_set(OPT_ECONFLICT, "collection '%s' cannot be created: collection '%s' exists", name, other);
+			if ((rc = skip_add(r, name, OPT_ECONFLICT)) < 0)
+				goto fail;
+			continue;
+		}
+		if (!(e = heads_add(h, name)) || json_array_append_new(theirs, json_string(name)) < 0) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto fail;
 		}
 		e->new = refs[i]->oid;
 		e->has_new = 1;
 	}
+	/* two of the remote's that clash (git cannot hold both): the first */
+	if ((rc = sort_strings(theirs)) < 0)
+		goto fail;
+	for (i = k = 0; i < h->n; i++) {
+		if ((other = clash_in(theirs, h->v[i].name, 0))) {
+			opt_error_set(OPT_EINTEGRITY, "remote '%s' lists both '%s' and '%s', which cannot both exist", r->name,
+				      other, h->v[i].name);
+			rc = skip_add(r, h->v[i].name, OPT_EINTEGRITY);
+			free(h->v[i].name);
+			if (rc < 0) {
+				for (i++; i < h->n; i++)
+					h->v[k++] = h->v[i];
+				h->n = k;
+				goto fail;
+			}
+			continue;
+		}
+		h->v[k++] = h->v[i];
+	}
+	h->n = k;
+	json_decref(ours);
+	json_decref(theirs);
 	*gr_out = gr;
 	return 0;
+fail:
+	json_decref(ours);
+	json_decref(theirs);
+	git_remote_free(gr);
+	return rc;
 }
 
 struct vprog {
@@ -1433,6 +1761,7 @@ static int fetch_verified(struct opt_sync *y, struct remote *r, const char *cons
 			free(h->v[i].name);
 	}
 	h->n = k;
+	skip_keep_wanted(r, colls, n, o);
 	if (h->n > 1)  /* h->v is NULL for a remote with no collections */
 		qsort(h->v, h->n, sizeof(*h->v), cmp_head);
 	for (i = 0; i < h->n; i++) {
@@ -1588,7 +1917,7 @@ static int check_named(struct heads *h, struct remote *r, const char *const *col
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (!heads_find(h, colls[i]))
+		if (!heads_find(h, colls[i]) && !json_object_get(r->skipped, colls[i]))
 			return opt_error_set(OPT_ENOTFOUND, "remote '%s' has no collection '%s'", r->name, colls[i]);
 	return 0;
 }
@@ -1602,6 +1931,7 @@ int opt_sync_fetch(struct opt_sync *y, const char *remote, const char *const *co
 	int rc;
 
 	o = o ? o : &no_opts;
+	y->partial = 0;
 	for (i = 0; i < n; i++)
 		if ((rc = opt_store_name_check(colls[i])) < 0)
 			return rc;
@@ -1628,9 +1958,18 @@ int opt_sync_fetch(struct opt_sync *y, const char *remote, const char *const *co
 		}
 		rc = opt_sync_emit_rec(o, rec);
 	}
+	if (json_object_size(r.skipped)) {
+		y->partial = rc == 0;
+		rc = skip_report(&r, o, rc);
+	}
 	heads_clear(&h);
 	remote_close(&r);
 	return rc;
+}
+
+int opt_sync_partial(const struct opt_sync *y)
+{
+	return y->partial;
 }
 
 /* ---- reading histories ---- */
@@ -2523,6 +2862,112 @@ static int hold_flush(struct held *h, int rc)
 
 /* ---- pull ---- */
 
+/* A transaction is taken whole or not at all: a collection of h whose
+ * revisions we lack (from the remote's head down to where ours meets it)
+ * hold a transaction over a skipped collection is skipped too (and so on,
+ * until no more are), and its tracking ref goes back to where this fetch
+ * found it. */
+static int skip_sharing(struct opt_sync *y, struct remote *r, struct heads *h, int64_t deadline)
+{
+	json_t *shared = json_array();  /* per head: [[trx, collection], ...] */
+	char ref[REFLEN], hex[GIT_OID_HEXSZ + 1];
+	size_t i, j, k;
+	int rc = 0, grew;
+
+	if (!shared)
+		return opt_error_set(OPT_EIO, "out of memory");
+	for (i = 0; i < h->n && rc == 0; i++) {
+		struct head *e = &h->v[i];
+		struct opt_snap *snap = NULL, *p = NULL;
+		json_t *pairs = json_array();
+		git_oid L, id;
+		int hasL;
+
+		if (!pairs || json_array_append_new(shared, pairs) < 0) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			break;
+		}
+		snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
+		if ((hasL = opt_git_ref_get(y->repo, ref, &L)) < 0) {
+			rc = hasL;
+			break;
+		}
+		if (hasL && git_oid_equal(&L, &e->new))
+			continue;
+		hex_of(hex, &e->new);
+		if ((rc = opt_snap_open_commit(&snap, y->s, e->name, hex)) < 0)
+			break;
+		while (snap) {
+			const char *cols = opt_snap_trailer(snap, "Opt-Collections");
+			git_oid_fromstr(&id, opt_snap_commit(snap));
+			if (hasL) {
+				int d = git_oid_equal(&id, &L) ? 1 : descends(y->repo, &L, &id);
+				if (d < 0)
+					rc = d;
+				if (d)
+					break;
+			}
+			if (cols) {
+				char *dup = strdup(cols), *tok, *save = NULL, et[4 * OPT_NAME_MAX + 8], etrx[4 * OPT_ID_MAX + 8];
+				opt_escape(etrx, sizeof(etrx), opt_snap_trx(snap));
+				for (tok = dup ? strtok_r(dup, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+					opt_escape(et, sizeof(et), tok);
+					json_array_append_new(pairs, json_pack("[s,s]", etrx, et));
+				}
+				free(dup);
+			}
+			rc = opt_snap_parent(&p, snap);
+			opt_snap_free(snap);
+			snap = p;
+			if (rc == OPT_ENOTFOUND) {
+				opt_error_clear();
+				rc = 0;
+				break;
+			}
+			if (rc < 0)
+				break;
+		}
+		opt_snap_free(snap);
+	}
+	if (rc < 0) {
+		json_decref(shared);
+		return rc;
+	}
+	do {
+		grew = 0;
+		for (i = 0; i < h->n && rc == 0; i++) {
+			json_t *pairs = json_array_get(shared, i), *pair, *why;
+			if (json_object_get(r->skipped, h->v[i].name))
+				continue;
+			json_array_foreach(pairs, j, pair) {
+				const char *tok = json_string_value(json_array_get(pair, 1));
+				if (!tok || strcmp(tok, h->v[i].name) == 0 || !(why = json_object_get(r->skipped, tok)))
+					continue;
+				opt_error_set(OPT_ECONFLICT, "it shares transaction %s with '%s', which was skipped",
+					      json_string_value(json_array_get(pair, 0)), tok);
+				rc = skip_add(r, h->v[i].name, (int)json_integer_value(json_object_get(why, "code")));
+				grew = 1;
+				break;
+			}
+		}
+	} while (grew && rc == 0);
+	json_decref(shared);
+	/* drop them from h, their tracking refs where they were */
+	for (i = k = 0; i < h->n; i++) {
+		struct head *e = &h->v[i];
+		if (!json_object_get(r->skipped, e->name)) {
+			h->v[k++] = *e;
+			continue;
+		}
+		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
+		if (rc == 0 && strcmp(e->status, "unchanged") != 0)
+			rc = ref_cas(y->repo, ref, e->has_old ? &e->old : NULL, &e->new, deadline);
+		free(e->name);
+	}
+	h->n = k;
+	return rc;
+}
+
 static int valid_names(const char *const *colls, size_t n)
 {
 	size_t i;
@@ -2597,6 +3042,7 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 	int rc;
 
 	o = o ? o : &no_opts;
+	y->partial = 0;
 	deadline = opt_now_ms() + busy_timeout(o);
 	if ((rc = valid_names(colls, n)) < 0 || (rc = check_policy(o)) < 0)
 		return rc;
@@ -2641,6 +3087,8 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 				goto done;
 		}
 	}
+	if (!o->dry_run && json_object_size(r.skipped) && (rc = skip_sharing(y, &r, &h, deadline)) < 0)
+		goto done;
 	cs = calloc(h.n + 1, sizeof(*cs));
 	dv = calloc(h.n + 1, sizeof(*dv));
 	if (!cs || !dv) {
@@ -2703,6 +3151,27 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 			rc = ref_cas(y->repo, ref, &c->T, c->has_L ? &c->L : NULL, deadline);
 			if (rc == 0)
 				break;
+			if (rc == OPT_EIO && !c->has_L) {
+				/* a collection that clashes with it came since the listing */
+				char other[OPT_NAME_MAX + 1], tref[REFLEN], msg[1024];
+				snprintf(msg, sizeof(msg), "%s", opt_error_last());
+				if ((rc = opt_store_name_clash(y->s, c->name, other)) < 0)
+					goto done;
+				if (rc == 1) {
+					snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r.name, c->name);
+					if (strcmp(e->status, "unchanged") != 0 &&
+					    (rc = ref_cas(y->repo, tref, e->has_old ? &e->old : NULL, &e->new, deadline)) < 0)
+						goto done;
+					opt_error_set(OPT_ECONFLICT, "collection '%s' cannot be created: collection '%s' exists",
+						      c->name, other);
+					if ((rc = skip_add(&r, c->name, OPT_ECONFLICT)) < 0)
+						goto done;
+					status = NULL;
+					break;
+				}
+				rc = opt_error_set(OPT_EIO, "%s", msg);
+				goto done;
+			}
 			if (rc != OPT_ECONFLICT || opt_now_ms() >= deadline)
 				goto done;
 			opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 200));
@@ -2714,6 +3183,10 @@ static int pull(struct opt_sync *y, const char *remote, const char *const *colls
 	}
 	rc = reconcile(y, r.name, dv, nd, o, deadline, NULL);
 done:
+	if (json_object_size(r.skipped)) {
+		y->partial = rc == 0;
+		rc = skip_report(&r, o, rc);
+	}
 	for (i = 0; cs && i < h.n; i++)
 		coll_clear(&cs[i]);
 	free(cs);
@@ -3880,7 +4353,7 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 	json_t *list = NULL, *refs_before = NULL, *trust_before = NULL;
 	char *path = NULL, key[OPT_KEY_HEX + 1];
 	struct stat st;
-	int created = 0, rc;
+	int created = 0, partial = 0, rc;
 	size_t i;
 
 	if (out)
@@ -3935,6 +4408,8 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 		if ((rc = opt_trust_add(s, trust[i], "origin")) < 0)
 			goto done;
 	rc = opt_sync_pull(y, "origin", NULL, 0, o);
+	/* all but collections skipped: the clone stays */
+	partial = rc < 0 && opt_sync_partial(y);
 	if (rc == OPT_EINTEGRITY && strstr(opt_error_last(), "does not trust")) {
 		char msg[1024];
 		snprintf(msg, sizeof(msg), "%s", opt_error_last());
@@ -3954,7 +4429,7 @@ done:
 	json_decref(refs_before);
 	json_decref(trust_before);
 	opt_sync_free(y);
-	if (rc < 0) {
+	if (rc < 0 && !partial) {
 		char msg[1024];
 		snprintf(msg, sizeof(msg), "%s", opt_error_last());
 		opt_store_free(s);

@@ -126,9 +126,21 @@ int opt_sync_fetch(struct opt_sync *y, const char *remote, const char *const *co
 
 /* pull = fetch + fast-forward, or replay per policy: emits {"remote",
  * "collection","rev","status": "new" | "up-to-date" | "fast-forward" |
- * "ahead" | "replayed" | "kept-remote", "replayed"?: N}. */
+ * "ahead" | "replayed" | "kept-remote", "replayed"?: N}.
+ *
+ * fetch and pull skip a collection of the remote they cannot take: its
+ * name is no valid collection name, or clashes with one here
+ * (opt_store_name_clash); a pull also skips one that shares a
+ * multi-collection transaction with a skipped one.  Its tracking ref does
+ * not move; {"remote", "collection" (escaped), "status": "skipped",
+ * "error"} is emitted for it, the rest goes on, and the result is then
+ * OPT_EINTEGRITY (a name that is not valid) or OPT_ECONFLICT. */
 int opt_sync_pull(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		  const struct opt_sync_opts *o);
+
+/* 1 when the last fetch or pull of y failed only because it skipped
+ * collections (everything else was done), else 0. */
+int opt_sync_partial(const struct opt_sync *y);
 
 /* pull from the store at url (a path on this machine, as a remote's
  * URL), its collections tracked as remote name, which need not be
