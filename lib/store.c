@@ -713,7 +713,8 @@ int opt_store_quarantine_begin(struct opt_store *s)
 
 	if (s->qdir)
 		return opt_error_set(OPT_EINVAL, "store '%s' has a quarantine open already", s->path);
-	snprintf(dir, sizeof(dir), "%s/objects/" OPT_QUARANTINE_DIR_PREFIX "%ld-XXXXXX", s->path, (long)getpid());
+	snprintf(dir, sizeof(dir), "%sobjects/" OPT_QUARANTINE_DIR_PREFIX "%ld-XXXXXX", git_repository_path(s->repo),
+		 (long)getpid());
 	if (!mkdtemp(dir))
 		return opt_error_set(OPT_EIO, "cannot make a quarantine for incoming objects in '%s': %s", s->path,
 				     strerror(errno));
@@ -765,7 +766,7 @@ static int quarantine_migrate(struct opt_store *s)
 	int rc = 0;
 
 	snprintf(qpack, sizeof(qpack), "%s/pack", s->qdir);
-	snprintf(pack, sizeof(pack), "%s/objects/pack", s->path);
+	snprintf(pack, sizeof(pack), "%sobjects/pack", git_repository_path(s->repo));
 	for (k = 0; k < sizeof(order) / sizeof(*order) && rc == 0; k++) {
 		if (!(d = opendir(qpack)))
 			return opt_error_set(OPT_EIO, "cannot read the quarantine '%s': %s", qpack, strerror(errno));
@@ -2122,6 +2123,40 @@ static int reach_walk(struct reach *r, const char *ref, const git_oid *start)
 	return 0;
 }
 
+/* The incoming refs of a killed fetch name objects of its quarantine,
+ * which gc removed: drop them (unless a quarantine is left: a fetch may
+ * be running). */
+static int drop_stale_incoming(struct opt_store *s)
+{
+	git_reference_iterator *it = NULL;
+	git_reference *ref = NULL;
+	char objdir[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int rc = 0;
+
+	snprintf(objdir, sizeof(objdir), "%sobjects", git_repository_path(s->repo));
+	if (!(d = opendir(objdir)))
+		return 0;
+	while ((de = readdir(d)))
+		if (strncmp(de->d_name, OPT_QUARANTINE_DIR_PREFIX, strlen(OPT_QUARANTINE_DIR_PREFIX)) == 0)
+			rc = 1;
+	closedir(d);
+	if (rc)
+		return 0;
+	if (git_reference_iterator_glob_new(&it, s->repo, "refs/opt/incoming/*") < 0)
+		return opt_git_fail(OPT_EIO, "cannot list refs");
+	while (rc == 0 && git_reference_next(&ref, it) == 0) {
+		if (git_reference_type(ref) == GIT_REFERENCE_DIRECT && !git_odb_exists(s->odb, git_reference_target(ref)) &&
+		    git_reference_delete(ref) < 0)
+			rc = opt_git_fail(OPT_EIO, "cannot remove a stale incoming ref");
+		git_reference_free(ref);
+	}
+	git_reference_iterator_free(it);
+	git_error_clear();
+	return rc;
+}
+
 static int reach_has(const git_oid *id, void *arg)
 {
 	return opt_oidset_has(&((struct reach *)arg)->seen, id);
@@ -2181,6 +2216,7 @@ int opt_store_gc(struct opt_store *s, long long prune_age, struct opt_gc_result 
 	res->unreachable = pr.unreachable;
 	res->temporary = pr.temporary;
 	reload_odb(s);
+	rc = drop_stale_incoming(s);
 done:
 	git_reference_iterator_free(it);
 	opt_pack_unlock(lockfd);

@@ -129,6 +129,9 @@ age_all() { find "$OPT_STORE/objects" -type f -exec touch -d "$1 ago" {} +; }
 	touch -d "2 hours ago" "$P/pack_git2_AbCdEf"
 	mkdir -p "$OPT_STORE/objects/tmp_objdir-opt-$gone-XyZ123/pack"
 	head -c 5000 /dev/urandom >"$OPT_STORE/objects/tmp_objdir-opt-$gone-XyZ123/pack/pack-$hex.pack"
+	# (with the killed fetch's incoming ref, which names an object of it)
+	mkdir -p "$OPT_STORE/refs/opt/incoming/origin"
+	echo "$hex" >"$OPT_STORE/refs/opt/incoming/origin/users"
 	head -c 100 /dev/urandom >"$P/pack_git2_live01"
 	head -c 100 /dev/urandom >"$P/tmp_pack-$hex.pack_$$"
 	run opt-block gc
@@ -141,6 +144,7 @@ age_all() { find "$OPT_STORE/objects" -type f -exec touch -d "$1 ago" {} +; }
 	assert_output --partial pack_git2_live01
 	assert_output --partial "tmp_pack-$hex.pack_$$"
 	[ ! -e "$OPT_STORE/objects/tmp_objdir-opt-$gone-XyZ123" ]
+	[ -z "$(G for-each-ref refs/opt/incoming/)" ]
 	rm "$P/pack_git2_live01" "$P/tmp_pack-$hex.pack_$$"
 	fsck_ok
 	run opt-log verify
