@@ -1304,12 +1304,37 @@ static int rm_tree_cb(const char *path, const struct stat *st, int flag, struct 
 	return remove(path);
 }
 
+/* The newest time of dir and what it holds (a few levels down). */
+static int64_t newest_mtime(const char *dir, int64_t t, int depth)
+{
+	DIR *d;
+	struct dirent *de;
+	char path[4700];
+	struct stat st;
+
+	if (depth > 4 || !(d = opendir(dir)))
+		return t;
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (lstat(path, &st) < 0)
+			continue;
+		if ((int64_t)st.st_mtime > t)
+			t = (int64_t)st.st_mtime;
+		if (S_ISDIR(st.st_mode))
+			t = newest_mtime(path, t, depth + 1);
+	}
+	closedir(d);
+	return t;
+}
+
 /* Remove what killed writers left in directory dir: temporary files
  * (ours "tmp_NAME_PID", git's "tmp_*", libgit2's "*_git2_*", a copy's
  * "*.tmp", a lock "*.lock" but the repack lock) untouched for an hour or
  * named for a process that is gone, and quarantines of fetches
  * (OPT_QUARANTINE_DIR_PREFIX "PID-...") whose process is gone (git's own
- * "tmp_objdir-*" after an hour). */
+ * "tmp_objdir-*" when nothing in it changed for an hour). */
 static int remove_temps(const char *dir, int64_t now, size_t *count)
 {
 	DIR *d = opendir(dir);
@@ -1336,7 +1361,9 @@ static int remove_temps(const char *dir, int64_t now, size_t *count)
 			pid = name_pid(n + strlen(OPT_QUARANTINE_DIR_PREFIX));
 		else if (!quarantine && strncmp(n, "tmp_", 4) == 0 && (u = strrchr(n, '_')))
 			pid = name_pid(u + 1);
-		stale = pid ? pid_gone(pid) : now - (int64_t)st.st_mtime > OPT_GC_TEMP_AGE;
+		stale = pid ? pid_gone(pid)
+			    : now - (S_ISDIR(st.st_mode) ? newest_mtime(path, (int64_t)st.st_mtime, 0) : (int64_t)st.st_mtime) >
+				      OPT_GC_TEMP_AGE;
 		if (!stale)
 			continue;
 		if (S_ISDIR(st.st_mode)) {

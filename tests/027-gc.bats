@@ -134,9 +134,16 @@ age_all() { find "$OPT_STORE/objects" -type f -exec touch -d "$1 ago" {} +; }
 	echo "$hex" >"$OPT_STORE/refs/opt/incoming/origin/users"
 	head -c 100 /dev/urandom >"$P/pack_git2_live01"
 	head -c 100 /dev/urandom >"$P/tmp_pack-$hex.pack_$$"
+	# git receive-pack's quarantines: one idle for two hours, one that a
+	# push made two hours ago is still writing to
+	local Q=$OPT_STORE/objects/tmp_objdir-incoming-
+	mkdir -p "${Q}idle/pack" "${Q}busy/pack"
+	head -c 100 /dev/urandom >"${Q}idle/pack/tmp_pack_1"
+	head -c 100 /dev/urandom >"${Q}busy/pack/tmp_pack_2"
+	touch -d "2 hours ago" "${Q}idle/pack/tmp_pack_1" "${Q}idle/pack" "${Q}idle" "${Q}busy/pack" "${Q}busy"
 	run opt-block gc
 	assert_success
-	[ "$(jq .temporary <<<"$output")" = 4 ]
+	[ "$(jq .temporary <<<"$output")" = 5 ]
 	run ls -A "$P"
 	refute_output --partial "$gone"
 	refute_output --partial 99999999
@@ -145,7 +152,9 @@ age_all() { find "$OPT_STORE/objects" -type f -exec touch -d "$1 ago" {} +; }
 	assert_output --partial "tmp_pack-$hex.pack_$$"
 	[ ! -e "$OPT_STORE/objects/tmp_objdir-opt-$gone-XyZ123" ]
 	[ -z "$(G for-each-ref refs/opt/incoming/)" ]
-	rm "$P/pack_git2_live01" "$P/tmp_pack-$hex.pack_$$"
+	[ ! -e "${Q}idle" ]
+	[ -e "${Q}busy/pack/tmp_pack_2" ]
+	rm -r "$P/pack_git2_live01" "$P/tmp_pack-$hex.pack_$$" "${Q}busy"
 	fsck_ok
 	run opt-log verify
 	assert_success
