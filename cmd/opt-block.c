@@ -48,6 +48,11 @@ static const struct cmd_opt opts_none[] = {
 	{ NULL, 0, NULL, NULL },
 };
 
+static const struct cmd_opt opts_gc[] = {
+	{ "prune", 0, "AGE", "remove unreachable objects older than AGE: now, never, or N[smhdw] (default 2w)" },
+	{ NULL, 0, NULL, NULL },
+};
+
 /* ---- helpers ---- */
 
 static int need_coll(struct cmd *c, const char **out)
@@ -962,17 +967,57 @@ done:
 	return st;
 }
 
+/* --prune AGE in seconds: "now" 0, "never" -1, N[smhdw]. */
+static int prune_age(struct cmd *c, long long *out)
+{
+	const char *v = cmd_get(c, "prune");
+	char *end;
+	long long n, unit = 1;
+
+	*out = OPT_GC_PRUNE_DEFAULT;
+	if (!v)
+		return 0;
+	if (strcmp(v, "now") == 0) {
+		*out = 0;
+		return 0;
+	}
+	if (strcmp(v, "never") == 0) {
+		*out = -1;
+		return 0;
+	}
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	switch (*end) {
+	case 's': unit = 1; end++; break;
+	case 'm': unit = 60; end++; break;
+	case 'h': unit = 3600; end++; break;
+	case 'd': unit = 86400; end++; break;
+	case 'w': unit = 7 * 86400; end++; break;
+	}
+	if (errno || end == v || *end || n < 0 || (v[0] < '0' || v[0] > '9') || n > (1LL << 40) / unit)
+		return cmd_usage(c, "invalid --prune '%s': now, never, or an age such as 2w, 3d, 12h, 30m, 90s", v);
+	*out = n * unit;
+	return 0;
+}
+
 static int do_gc(struct cmd *c)
 {
+	struct opt_gc_result res;
 	json_t *o = NULL;
+	long long age;
 	int st, rc;
 
 	if (c->npos)
 		return cmd_usage(c, "gc takes no operands");
+	if ((st = prune_age(c, &age)))
+		return st;
 	if ((st = cmd_store(c, 0)))
 		return st;
-	if ((rc = opt_store_repack(c->store)) < 0 || (rc = opt_store_stats(c->store, &o)) < 0)
+	if ((rc = opt_store_gc(c->store, age, &res)) < 0 || (rc = opt_store_stats(c->store, &o)) < 0)
 		return cmd_lib_fail(c, rc);
+	json_object_set_new(o, "pruned", json_integer((json_int_t)res.pruned));
+	json_object_set_new(o, "unreachable", json_integer((json_int_t)res.unreachable));
+	json_object_set_new(o, "temporary", json_integer((json_int_t)res.temporary));
 	st = cmd_print(c, o);
 	json_decref(o);
 	return st;
@@ -988,7 +1033,7 @@ static const struct cmd_verb verbs[] = {
 	{ "rm", do_rm, "-c COLL ID... | -", "delete blocks (one transaction)", opts_coll, 0 },
 	{ "history", do_history, "-c COLL ID | -", "the revisions that changed a block: {rev, trx, hash} lines", opts_coll_read, 0 },
 	{ "stat", do_stat, "[-c COLL] [--rev N]", "what the store holds: collections, blocks, objects, bytes", opts_stat, 0 },
-	{ "gc", do_gc, "", "pack every object into one pack", opts_none, 0 },
+	{ "gc", do_gc, "[--prune AGE]", "pack what the refs reach into one pack; remove unreachable objects older than AGE", opts_gc, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },
 };
 

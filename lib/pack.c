@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -24,6 +26,7 @@ struct pobj {
 	git_oid id;
 	uint64_t off;
 	uint32_t crc;
+	uint32_t mtime;     /* a cruft pack's: when the object was last written */
 };
 
 struct opt_pack {
@@ -50,6 +53,10 @@ struct opt_pack {
 	size_t nbases, capbases;
 	unsigned char *dbuf;  /* delta being built */
 	size_t dcap;
+	/* a cruft pack (git's: unreachable objects kept for a while) has a
+	 * .mtimes file, the time of each object; objects added take cur_mtime */
+	int mtimes;
+	uint32_t cur_mtime;
 };
 
 struct dbase {
@@ -388,6 +395,7 @@ static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, c
 	}
 	p->objs[p->nobjs].crc = (uint32_t)crc32(0, p->buf + p->objs[p->nobjs].off,
 						(uInt)(p->len - p->objs[p->nobjs].off));
+	p->objs[p->nobjs].mtime = p->cur_mtime;
 	p->nobjs++;
 	p->count++;
 	return 0;
@@ -624,6 +632,31 @@ int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir)
 	if ((rc = write_file(packdir, name, p->buf, p->len + 20, sync)) < 0)
 		goto done;
 	snprintf(p->name, sizeof(p->name), "pack-%s", hex);
+	if (p->mtimes) {
+		/* git's format: "MTME", version 1, SHA-1, one time per object in
+		 * index order, the pack's checksum, the checksum of all that;
+		 * written before the index, which makes the pack visible */
+		size_t mlen = 12 + 4 * p->nobjs + 40;
+		unsigned char *m = malloc(mlen);
+		if (!m) {
+			rc = opt_error_set(OPT_EIO, "out of memory");
+			goto done;
+		}
+		memcpy(m, "MTME", 4);
+		put32(m + 4, 1);
+		put32(m + 8, 1);
+		for (i = 0; i < p->nobjs; i++)
+			put32(m + 12 + 4 * i, p->objs[i].mtime);
+		memcpy(m + 12 + 4 * p->nobjs, trailer, 20);
+		opt_sha1_init(&c);
+		opt_sha1_update(&c, m, mlen - 20);
+		opt_sha1_final(&c, m + mlen - 20);
+		snprintf(name, sizeof(name), "pack-%s.mtimes", hex);
+		rc = write_file(packdir, name, m, mlen, sync);
+		free(m);
+		if (rc < 0)
+			goto done;
+	}
 	snprintf(name, sizeof(name), "pack-%s.idx", hex);
 	if ((rc = write_file(packdir, name, idx, (size_t)(o - idx), sync)) < 0)
 		goto done;
@@ -642,6 +675,9 @@ struct packinfo {
 	char name[128]; /* "pack-<hex>" */
 	uint32_t count;
 	off_t bytes;
+	int64_t mtime;  /* of the .pack */
+	int keep;       /* has a .keep: someone is writing or keeping it */
+	int cruft;      /* has a .mtimes: unreachable objects kept a while */
 };
 
 static int read_idx_count(const char *path, uint32_t *count)
@@ -702,6 +738,11 @@ static int list_packs(const char *packdir, struct packinfo **out, size_t *n)
 		v[cnt].name[l - 4] = '\0';
 		v[cnt].count = c;
 		v[cnt].bytes = st.st_size;
+		v[cnt].mtime = (int64_t)st.st_mtime;
+		snprintf(path, sizeof(path), "%s/%.*s.keep", packdir, (int)(l - 4), e->d_name);
+		v[cnt].keep = access(path, F_OK) == 0;
+		snprintf(path, sizeof(path), "%s/%.*s.mtimes", packdir, (int)(l - 4), e->d_name);
+		v[cnt].cruft = access(path, F_OK) == 0;
 		cnt++;
 	}
 	closedir(d);
@@ -818,6 +859,7 @@ static int pack_add_raw(struct opt_pack *p, const unsigned char *id, const unsig
 	p->objs[p->nobjs].id = oid;
 	p->objs[p->nobjs].off = p->len;
 	p->objs[p->nobjs].crc = crc;
+	p->objs[p->nobjs].mtime = p->cur_mtime;
 	p->nobjs++;
 	memcpy(p->buf + p->len, raw, len);
 	p->len += len;
@@ -828,14 +870,22 @@ static int pack_add_raw(struct opt_pack *p, const unsigned char *id, const unsig
 struct rollup {
 	struct opt_pack *pack;
 	git_odb *odb;
+	/* gc: where each object goes (NULL: all into pack) */
+	struct opt_pack *cruft;
+	int (*classify)(const git_oid *id, void *arg, uint32_t *mtime);  /* a ROLL_ value */
+	void *arg;
 };
+
+#define ROLL_MAIN 0
+#define ROLL_CRUFT 1
+#define ROLL_DROP 2
 
 /* Copy the delta entry e[i] (raw, len bytes) of a pack into p, its base
  * distance rewritten for where its base went in p: 0 when copied, 1 when
  * it cannot be (its base was not copied: it was in p already), <0 on
  * error. */
-static int rollup_delta(struct opt_pack *p, const struct idxent *e, const uint64_t *newoff, size_t i,
-			const unsigned char *raw, size_t len)
+static int rollup_delta(struct opt_pack *p, const struct idxent *e, const uint64_t *newoff, const unsigned char *tgt,
+			size_t i, const unsigned char *raw, size_t len)
 {
 	size_t h = 0, lo = 0, hi = i, q;
 	uint64_t dist, base, nd;
@@ -865,7 +915,7 @@ static int rollup_delta(struct opt_pack *p, const struct idxent *e, const uint64
 		else
 			hi = mid;
 	}
-	if (lo >= i || e[lo].off != base || newoff[lo] == UINT64_MAX)
+	if (lo >= i || e[lo].off != base || newoff[lo] == UINT64_MAX || tgt[lo] != tgt[i])
 		return 1;
 	nd = p->len - newoff[lo];
 	ob[pos] = nd & 127;
@@ -893,6 +943,7 @@ static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 	size_t idxlen, pklen, i, n;
 	struct idxent *e = NULL;
 	uint64_t *newoff = NULL;
+	unsigned char *tgt = NULL;
 	int rc;
 
 	snprintf(path, sizeof(path), "%s/%s.idx", dir, name);
@@ -933,25 +984,42 @@ static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 	}
 	qsort(e, n, sizeof(*e), cmp_off);
 	newoff = malloc((n ? n : 1) * sizeof(*newoff));
-	if (!newoff) {
+	tgt = malloc(n ? n : 1);
+	if (!newoff || !tgt) {
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
 	for (i = 0; i < n && rc == 0; i++) {
-		uint64_t end = i + 1 < n ? e[i + 1].off : pklen - 20, at = r->pack->len;
-		size_t before = r->pack->nobjs;
+		uint64_t end = i + 1 < n ? e[i + 1].off : pklen - 20, at;
+		struct opt_pack *to = r->pack;
+		size_t before;
 		int type;
 
 		newoff[i] = UINT64_MAX;
+		tgt[i] = ROLL_MAIN;
+		if (r->classify) {
+			git_oid id;
+			uint32_t mt = 0;
+			memcpy(id.id, e[i].id, 20);
+			tgt[i] = (unsigned char)r->classify(&id, r->arg, &mt);
+			if (tgt[i] == ROLL_DROP)
+				continue;
+			if (tgt[i] == ROLL_CRUFT) {
+				to = r->cruft;
+				to->cur_mtime = mt;
+			}
+		}
+		at = to->len;
+		before = to->nobjs;
 		if (e[i].off < 12 || end <= e[i].off || end > pklen - 20) {
 			rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
 			break;
 		}
 		type = (pk[e[i].off] >> 4) & 7;
 		if (type >= 1 && type <= 4) {
-			rc = pack_add_raw(r->pack, e[i].id, pk + e[i].off, (size_t)(end - e[i].off), e[i].crc);
+			rc = pack_add_raw(to, e[i].id, pk + e[i].off, (size_t)(end - e[i].off), e[i].crc);
 		} else if (type == OBJ_OFS_DELTA &&
-			   (rc = rollup_delta(r->pack, e, newoff, i, pk + e[i].off, (size_t)(end - e[i].off))) != 1) {
+			   (rc = rollup_delta(to, e, newoff, tgt, i, pk + e[i].off, (size_t)(end - e[i].off))) != 1) {
 			/* copied as it is, its base found by its new offset */
 		} else {
 			git_oid id;
@@ -963,14 +1031,15 @@ static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 						   ge ? ge->message : "unknown");
 				break;
 			}
-			rc = opt_pack_add(r->pack, git_odb_object_type(obj), git_odb_object_data(obj),
-					  git_odb_object_size(obj), NULL);
+			rc = opt_pack_add(to, git_odb_object_type(obj), git_odb_object_data(obj), git_odb_object_size(obj),
+					  NULL);
 			git_odb_object_free(obj);
 		}
-		if (rc == 0 && r->pack->nobjs > before)
+		if (rc == 0 && to->nobjs > before)
 			newoff[i] = at;
 	}
 done:
+	free(tgt);
 	free(newoff);
 	free(e);
 	free(pk);
@@ -984,13 +1053,20 @@ int opt_pack_consolidate(git_repository *repo, int force)
 	struct packinfo *v = NULL;
 	size_t n, i, k = 0, split = 0;
 	uint64_t total = 0;
-	struct rollup r = { NULL, NULL };
+	struct rollup r = { NULL, NULL, NULL, NULL, NULL };
 	int rc = 0, lockfd = -1;
 
 	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(repo));
 	snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(repo));
 	if ((rc = list_packs(dir, &v, &n)) < 0)
 		return rc;
+	/* a cruft pack (opt-block gc's) keeps its objects' times: only gc
+	 * rolls it */
+	for (i = k = 0; i < n; i++)
+		if (!v[i].cruft)
+			v[k++] = v[i];
+	n = k;
+	k = 0;
 	/* a few packs cost nothing to read through: leave them */
 	if (n < 2 || (!force && n < 8))
 		goto done;
@@ -1067,6 +1143,516 @@ done:
 		close(lockfd);
 	opt_pack_free(r.pack);
 	git_odb_free(r.odb);
+	free(v);
+	return rc;
+}
+
+/* ---- gc ---- */
+
+/* The consolidation lock, for gc: waited for up to timeout_ms. */
+int opt_pack_lock(git_repository *repo, long timeout_ms, int *fd)
+{
+	char path[4200];
+	int64_t deadline = 0;
+	struct timespec ts;
+
+	snprintf(path, sizeof(path), "%s/objects/pack/opt-repack.lock", git_repository_path(repo));
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + timeout_ms;
+	for (;;) {
+		*fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+		if (*fd < 0)
+			return opt_error_set(OPT_EIO, "cannot lock the store's packs ('%s'): %s", path, strerror(errno));
+		if (flock(*fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		close(*fd);
+		*fd = -1;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		if ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 >= deadline)
+			return opt_error_set(OPT_EBUSY, "the store's packs are being rolled up by another process ('%s' is "
+					     "locked)", path);
+		usleep(20000);
+	}
+}
+
+void opt_pack_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+static size_t oidset_slot(const git_oid *id, size_t cap)
+{
+	size_t h;
+
+	memcpy(&h, id->id, sizeof(h));
+	return h & (cap - 1);
+}
+
+int opt_oidset_add(struct opt_oidset *s, const git_oid *id)
+{
+	size_t i;
+
+	if ((s->n + 1) * 2 > s->cap) {
+		size_t ncap = s->cap ? s->cap * 2 : 4096, k;
+		git_oid *nv = calloc(ncap, sizeof(*nv));
+		if (!nv)
+			return opt_error_set(OPT_EIO, "out of memory");
+		for (k = 0; k < s->cap; k++) {
+			if (git_oid_is_zero(&s->v[k]))
+				continue;
+			for (i = oidset_slot(&s->v[k], ncap); !git_oid_is_zero(&nv[i]); i = (i + 1) & (ncap - 1))
+				;
+			nv[i] = s->v[k];
+		}
+		free(s->v);
+		s->v = nv;
+		s->cap = ncap;
+	}
+	for (i = oidset_slot(id, s->cap); !git_oid_is_zero(&s->v[i]); i = (i + 1) & (s->cap - 1))
+		if (git_oid_equal(&s->v[i], id))
+			return 0;
+	s->v[i] = *id;
+	s->n++;
+	return 1;
+}
+
+int opt_oidset_has(const struct opt_oidset *s, const git_oid *id)
+{
+	size_t i;
+
+	if (!s->cap)
+		return 0;
+	for (i = oidset_slot(id, s->cap); !git_oid_is_zero(&s->v[i]); i = (i + 1) & (s->cap - 1))
+		if (git_oid_equal(&s->v[i], id))
+			return 1;
+	return 0;
+}
+
+void opt_oidset_clear(struct opt_oidset *s)
+{
+	free(s->v);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Every object gc saw: where, and when it was last written. */
+struct gobj {
+	git_oid id;
+	int64_t mtime;   /* the newest of its copies */
+	unsigned where;  /* G_ bits */
+};
+
+#define G_PACKED 1  /* in a pack gc rolls */
+#define G_LOOSE 2
+
+struct gmap {
+	struct gobj *v;
+	size_t n, cap;
+};
+
+static struct gobj *gmap_get(struct gmap *m, const git_oid *id, int add)
+{
+	size_t i;
+
+	if (add && (m->n + 1) * 2 > m->cap) {
+		size_t ncap = m->cap ? m->cap * 2 : 4096, k;
+		struct gobj *nv = calloc(ncap, sizeof(*nv));
+		if (!nv)
+			return NULL;
+		for (k = 0; k < m->cap; k++) {
+			if (git_oid_is_zero(&m->v[k].id))
+				continue;
+			for (i = oidset_slot(&m->v[k].id, ncap); !git_oid_is_zero(&nv[i].id); i = (i + 1) & (ncap - 1))
+				;
+			nv[i] = m->v[k];
+		}
+		free(m->v);
+		m->v = nv;
+		m->cap = ncap;
+	}
+	if (!m->cap)
+		return NULL;
+	for (i = oidset_slot(id, m->cap); !git_oid_is_zero(&m->v[i].id); i = (i + 1) & (m->cap - 1))
+		if (git_oid_equal(&m->v[i].id, id))
+			return &m->v[i];
+	if (!add)
+		return NULL;
+	m->v[i].id = *id;
+	m->v[i].mtime = INT64_MIN;
+	m->n++;
+	return &m->v[i];
+}
+
+static int gmap_note(struct gmap *m, const git_oid *id, int64_t mtime, unsigned where)
+{
+	struct gobj *o = gmap_get(m, id, 1);
+
+	if (!o)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if (mtime > o->mtime)
+		o->mtime = mtime;
+	o->where |= where;
+	return 0;
+}
+
+/* The process id in a temporary name at p (digits up to a '-', '_', '.'
+ * or the end), or 0. */
+static long name_pid(const char *p)
+{
+	long pid = 0;
+
+	if (*p < '1' || *p > '9')
+		return 0;
+	while (*p >= '0' && *p <= '9' && pid < 100000000)
+		pid = pid * 10 + (*p++ - '0');
+	return *p == '\0' || *p == '-' || *p == '_' || *p == '.' ? pid : 0;
+}
+
+static int pid_gone(long pid)
+{
+	return pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+static int rm_tree_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* The newest time of dir and what it holds (a few levels down). */
+static int64_t newest_mtime(const char *dir, int64_t t, int depth)
+{
+	DIR *d;
+	struct dirent *de;
+	char path[4700];
+	struct stat st;
+
+	if (depth > 4 || !(d = opendir(dir)))
+		return t;
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (lstat(path, &st) < 0)
+			continue;
+		if ((int64_t)st.st_mtime > t)
+			t = (int64_t)st.st_mtime;
+		if (S_ISDIR(st.st_mode))
+			t = newest_mtime(path, t, depth + 1);
+	}
+	closedir(d);
+	return t;
+}
+
+/* Remove what killed writers left in directory dir: temporary files
+ * (ours "tmp_NAME_PID", git's "tmp_*", libgit2's "*_git2_*", a copy's
+ * "*.tmp", a lock "*.lock" but the repack lock) untouched for an hour or
+ * named for a process that is gone, and quarantines of fetches
+ * (OPT_QUARANTINE_DIR_PREFIX "PID-...") whose process is gone (git's own
+ * "tmp_objdir-*" when nothing in it changed for an hour). */
+static int remove_temps(const char *dir, int64_t now, size_t *count)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int rc = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : opt_error_set(OPT_EIO, "cannot read '%s': %s", dir, strerror(errno));
+	while ((de = readdir(d))) {
+		const char *n = de->d_name, *u;
+		char path[4700];
+		struct stat st;
+		size_t l = strlen(n);
+		int quarantine = strncmp(n, "tmp_objdir-", 11) == 0, stale;
+		long pid = 0;
+
+		if (!(strncmp(n, "tmp_", 4) == 0 || strstr(n, "_git2_") || (l > 4 && strcmp(n + l - 4, ".tmp") == 0) ||
+		      (l > 5 && strcmp(n + l - 5, ".lock") == 0 && strcmp(n, "opt-repack.lock") != 0)))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, n);
+		if (lstat(path, &st) < 0)
+			continue;
+		if (strncmp(n, OPT_QUARANTINE_DIR_PREFIX, strlen(OPT_QUARANTINE_DIR_PREFIX)) == 0)
+			pid = name_pid(n + strlen(OPT_QUARANTINE_DIR_PREFIX));
+		else if (!quarantine && strncmp(n, "tmp_", 4) == 0 && (u = strrchr(n, '_')))
+			pid = name_pid(u + 1);
+		stale = pid ? pid_gone(pid)
+			    : now - (S_ISDIR(st.st_mode) ? newest_mtime(path, (int64_t)st.st_mtime, 0) : (int64_t)st.st_mtime) >
+				      OPT_GC_TEMP_AGE;
+		if (!stale)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			if (!quarantine)
+				continue;
+			nftw(path, rm_tree_cb, 16, FTW_DEPTH | FTW_PHYS);
+		} else if (unlink(path) < 0 && errno != ENOENT) {
+			rc = opt_error_set(OPT_EIO, "cannot remove '%s': %s", path, strerror(errno));
+			break;
+		}
+		(*count)++;
+	}
+	closedir(d);
+	return rc;
+}
+
+static int hexval(int c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Call fn for every loose object of objdir (its ID, path and time). */
+static int foreach_loose(const char *objdir, int (*fn)(const git_oid *id, const char *path, int64_t mtime, void *arg),
+			 void *arg)
+{
+	char sub[4200], path[4500];
+	int i, rc = 0;
+
+	for (i = 0; i < 256 && rc == 0; i++) {
+		DIR *d;
+		struct dirent *de;
+		snprintf(sub, sizeof(sub), "%s/%02x", objdir, i);
+		if (!(d = opendir(sub)))
+			continue;
+		while (rc == 0 && (de = readdir(d))) {
+			git_oid id;
+			struct stat st;
+			int k, ok = strlen(de->d_name) == 38;
+			id.id[0] = (unsigned char)i;
+			for (k = 0; ok && k < 19; k++) {
+				int hi = hexval(de->d_name[2 * k]), lo = hexval(de->d_name[2 * k + 1]);
+				ok = hi >= 0 && lo >= 0;
+				id.id[k + 1] = (unsigned char)(hi << 4 | lo);
+			}
+			if (!ok)
+				continue;
+			snprintf(path, sizeof(path), "%s/%.38s", sub, de->d_name);
+			if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+				continue;
+			rc = fn(&id, path, (int64_t)st.st_mtime, arg);
+		}
+		closedir(d);
+	}
+	return rc;
+}
+
+struct gc_ctx {
+	const struct opt_pack_gc *g;
+	struct gmap m;
+	struct opt_pack *main, *cruft;
+	git_odb *odb;
+	struct opt_pack_gc_result *res;
+	int pass;        /* foreach_loose: 0 note, 1 pack, 2 remove */
+};
+
+static int gc_classify(const git_oid *id, void *arg, uint32_t *mtime)
+{
+	struct gc_ctx *x = arg;
+	struct gobj *o;
+
+	if (x->g->reachable(id, x->g->arg))
+		return ROLL_MAIN;
+	o = gmap_get(&x->m, id, 0);
+	*mtime = o && o->mtime > 0 ? (uint32_t)(o->mtime > UINT32_MAX ? UINT32_MAX : o->mtime) : 0;
+	if (x->g->expire == INT64_MIN || (o && o->mtime >= x->g->expire))
+		return ROLL_CRUFT;
+	return ROLL_DROP;
+}
+
+static int gc_loose(const git_oid *id, const char *path, int64_t mtime, void *arg)
+{
+	struct gc_ctx *x = arg;
+	struct gobj *o;
+	int reach;
+
+	if (x->pass == 0)
+		return gmap_note(&x->m, id, mtime, G_LOOSE);
+	o = gmap_get(&x->m, id, 0);
+	reach = x->g->reachable(id, x->g->arg);
+	if (x->pass == 1) {
+		/* a reachable object only loose goes into the pack */
+		git_odb_object *obj;
+		int rc;
+		if (!reach || (o && (o->where & G_PACKED)))
+			return 0;
+		if (git_odb_read(&obj, x->odb, id) < 0) {
+			const git_error *ge = git_error_last();
+			return opt_error_set(OPT_EINTEGRITY, "cannot read '%s' while packing: %s", path,
+					     ge ? ge->message : "unknown");
+		}
+		rc = opt_pack_add(x->main, git_odb_object_type(obj), git_odb_object_data(obj), git_odb_object_size(obj),
+				  NULL);
+		git_odb_object_free(obj);
+		return rc;
+	}
+	/* packed now (or before): the loose copy goes; unreachable and
+	 * younger than the grace period: it stays as it is */
+	if (!reach && !(o && (o->where & G_PACKED))) {
+		if (x->g->expire == INT64_MIN || mtime >= x->g->expire) {
+			x->res->unreachable++;
+			return 0;
+		}
+		x->res->pruned++;
+	}
+	if (unlink(path) < 0 && errno != ENOENT)
+		return opt_error_set(OPT_EIO, "cannot remove '%s': %s", path, strerror(errno));
+	return 0;
+}
+
+/* The objects of pack name (its index) into m, each with time t or,
+ * for a cruft pack, its own. */
+static int gc_note_pack(struct gmap *m, const char *dir, const struct packinfo *pi)
+{
+	char path[4400];
+	unsigned char *idx = NULL, *mt = NULL;
+	size_t idxlen = 0, mtlen = 0, i, n;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/%s.idx", dir, pi->name);
+	if ((rc = read_whole(path, &idx, &idxlen)) < 0)
+		return rc;
+	n = idxlen >= 8 + 1024 ? get32(idx + 8 + 255 * 4) : 0;
+	if (idxlen < 8 + 1024 + n * 28 + 40 || memcmp(idx, "\377tOc\0\0\0\2", 8) != 0) {
+		free(idx);
+		return opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", pi->name);
+	}
+	if (pi->cruft) {
+		snprintf(path, sizeof(path), "%s/%s.mtimes", dir, pi->name);
+		if (read_whole(path, &mt, &mtlen) < 0 || mtlen < 12 + 4 * n + 40 || memcmp(mt, "MTME", 4) != 0) {
+			free(mt);
+			mt = NULL;  /* the pack's own time, then */
+			opt_error_clear();
+		}
+	}
+	for (i = 0, rc = 0; i < n && rc == 0; i++) {
+		git_oid id;
+		memcpy(id.id, idx + 8 + 1024 + 20 * i, 20);
+		rc = gmap_note(m, &id, mt ? (int64_t)get32(mt + 12 + 4 * i) : pi->mtime, G_PACKED);
+	}
+	free(mt);
+	free(idx);
+	return rc;
+}
+
+int opt_pack_gc(git_repository *repo, const struct opt_pack_gc *g, struct opt_pack_gc_result *res)
+{
+	char objdir[4096], dir[4200], path[4400];
+	struct packinfo *v = NULL;
+	struct rollup r;
+	struct gc_ctx x;
+	size_t n = 0, i, nroll = 0, ncruft = 0, drop = 0, unreach = 0, loose_work = 0;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	memset(&x, 0, sizeof(x));
+	memset(&r, 0, sizeof(r));
+	x.g = g;
+	x.res = res;
+	snprintf(objdir, sizeof(objdir), "%sobjects", git_repository_path(repo));
+	snprintf(dir, sizeof(dir), "%s/pack", objdir);
+	/* what killed writers left */
+	if ((rc = remove_temps(objdir, g->now, &res->temporary)) < 0 ||
+	    (rc = remove_temps(dir, g->now, &res->temporary)) < 0)
+		goto done;
+	for (i = 0; i < 256 && rc == 0; i++) {
+		snprintf(path, sizeof(path), "%s/%02x", objdir, (unsigned)i);
+		rc = remove_temps(path, g->now, &res->temporary);
+	}
+	if (rc < 0 || (rc = list_packs(dir, &v, &n)) < 0)
+		goto done;
+	/* every object, and when it was written last (.keep packs are left
+	 * as they are) */
+	for (i = 0; i < n && rc == 0; i++) {
+		if (v[i].keep)
+			continue;
+		nroll++;
+		ncruft += v[i].cruft;
+		rc = gc_note_pack(&x.m, dir, &v[i]);
+	}
+	if (rc < 0 || (rc = foreach_loose(objdir, gc_loose, &x)) < 0)
+		goto done;
+	for (i = 0; i < x.m.cap; i++) {
+		struct gobj *o = &x.m.v[i];
+		uint32_t mt;
+		int t;
+		if (git_oid_is_zero(&o->id))
+			continue;
+		t = gc_classify(&o->id, &x, &mt);
+		if (o->where & G_LOOSE)
+			loose_work += t == ROLL_MAIN || t == ROLL_DROP || (o->where & G_PACKED);
+		if (!(o->where & G_PACKED))
+			continue;
+		drop += t == ROLL_DROP;
+		unreach += t == ROLL_CRUFT;
+	}
+	/* one pack of reachable objects and nothing else: nothing to do */
+	if (nroll - ncruft <= 1 && ncruft == 0 && drop == 0 && unreach == 0 && loose_work == 0)
+		goto done;
+	if (git_repository_odb(&x.odb, repo) < 0) {
+		rc = opt_error_set(OPT_EIO, "cannot open object database");
+		goto done;
+	}
+	if ((rc = opt_pack_new(&x.main)) < 0 || (rc = opt_pack_new(&x.cruft)) < 0)
+		goto done;
+	x.cruft->mtimes = 1;
+	r.pack = x.main;
+	r.cruft = x.cruft;
+	r.odb = x.odb;
+	r.classify = gc_classify;
+	r.arg = &x;
+	for (i = 0; i < n && rc == 0; i++)
+		if (!v[i].keep)
+			rc = rollup_pack(dir, v[i].name, &r);
+	x.pass = 1;
+	if (rc == 0)
+		rc = foreach_loose(objdir, gc_loose, &x);
+	/* the new packs (synced) before anything goes */
+	if (rc == 0)
+		rc = opt_pack_write(x.main, NULL, objdir);
+	if (rc == 0)
+		rc = opt_pack_write(x.cruft, NULL, objdir);
+	if (rc < 0)
+		goto done;
+	res->pruned = drop;
+	res->unreachable = x.cruft->count;
+	for (i = 0; i < n; i++) {
+		static const char *ext[] = { ".idx", ".pack", ".rev", ".bitmap", ".mtimes" };
+		size_t e;
+		if (v[i].keep || (opt_pack_last_name(x.main) && strcmp(opt_pack_last_name(x.main), v[i].name) == 0) ||
+		    (opt_pack_last_name(x.cruft) && strcmp(opt_pack_last_name(x.cruft), v[i].name) == 0))
+			continue;
+		for (e = 0; e < sizeof(ext) / sizeof(*ext); e++) {
+			snprintf(path, sizeof(path), "%s/%s%s", dir, v[i].name, ext[e]);
+			if (unlink(path) < 0 && errno != ENOENT) {
+				rc = opt_error_set(OPT_EIO, "cannot remove '%s': %s", path, strerror(errno));
+				goto done;
+			}
+		}
+	}
+	x.pass = 2;
+	if ((rc = foreach_loose(objdir, gc_loose, &x)) < 0)
+		goto done;
+	for (i = 0; i < 256; i++) {
+		snprintf(path, sizeof(path), "%s/%02x", objdir, (unsigned)i);
+		rmdir(path);  /* (only when empty) */
+	}
+	git_odb_refresh(x.odb);
+done:
+	if (rc == 0 && !x.main) {
+		/* (nothing rewritten: count what stays) */
+		res->unreachable = unreach;
+		for (i = 0; i < x.m.cap; i++) {
+			struct gobj *o = &x.m.v[i];
+			uint32_t mt;
+			if (!git_oid_is_zero(&o->id) && !(o->where & G_PACKED) && gc_classify(&o->id, &x, &mt) == ROLL_CRUFT)
+				res->unreachable++;
+		}
+	}
+	opt_pack_free(x.main);
+	opt_pack_free(x.cruft);
+	git_odb_free(x.odb);
+	free(x.m.v);
 	free(v);
 	return rc;
 }

@@ -53,6 +53,56 @@ int opt_pack_fsync_enabled(void);
  * rolls every pack into one. */
 int opt_pack_consolidate(git_repository *repo, int force);
 
+/* ---- gc ---- */
+
+/* A set of object IDs. */
+struct opt_oidset {
+	git_oid *v;
+	size_t n, cap;
+};
+/* 1 when added, 0 when there, OPT_EIO out of memory. */
+int opt_oidset_add(struct opt_oidset *s, const git_oid *id);
+int opt_oidset_has(const struct opt_oidset *s, const git_oid *id);
+void opt_oidset_clear(struct opt_oidset *s);
+
+/* Take the lock of consolidation and gc, waiting up to timeout_ms:
+ * OPT_EBUSY when another process holds it that long, OPT_EIO when the
+ * lock file cannot be opened for writing (a read-only store). */
+int opt_pack_lock(git_repository *repo, long timeout_ms, int *fd);
+void opt_pack_unlock(int fd);
+
+/* Temporary files untouched for this long (seconds) were left by a
+ * killed writer. */
+#define OPT_GC_TEMP_AGE 3600
+/* A fetch's quarantine of incoming objects (opt_store_quarantine_begin):
+ * objects/OPT_QUARANTINE_DIR_PREFIX<pid>-XXXXXX. */
+#define OPT_QUARANTINE_DIR_PREFIX "tmp_objdir-opt-"
+
+struct opt_pack_gc {
+	int (*reachable)(const git_oid *id, void *arg);
+	void *arg;
+	int64_t expire;  /* an unreachable object last written before this
+			    (seconds since the epoch) is dropped; INT64_MIN:
+			    none is */
+	int64_t now;
+};
+
+struct opt_pack_gc_result {
+	size_t pruned;       /* unreachable objects dropped */
+	size_t unreachable;  /* unreachable objects kept (younger) */
+	size_t temporary;    /* temporary files and quarantines removed */
+};
+
+/* gc, with the lock held: remove what killed writers left, then write
+ * every reachable object of the packs (but .keep ones) and loose objects
+ * into one pack, the unreachable ones written since expire into a cruft
+ * pack (git's format: a .mtimes file keeps each object's time, so that
+ * the next gc drops it when its time is up; consolidation leaves it
+ * alone), drop the rest, and remove the old packs and loose objects.
+ * Nothing is removed before the new packs are written and synced.  With
+ * one pack of reachable objects and nothing else, nothing is written. */
+int opt_pack_gc(git_repository *repo, const struct opt_pack_gc *g, struct opt_pack_gc_result *res);
+
 /* Number of packs and objects in them. */
 int opt_pack_stats(git_repository *repo, size_t *packs, size_t *objects, size_t *bytes);
 

@@ -817,7 +817,8 @@ int opt_store_quarantine_begin(struct opt_store *s)
 
 	if (s->qdir)
 		return opt_error_set(OPT_EINVAL, "store '%s' has a quarantine open already", s->path);
-	snprintf(dir, sizeof(dir), "%s/objects/" OPT_QUARANTINE_PREFIX "%ld-XXXXXX", s->path, (long)getpid());
+	snprintf(dir, sizeof(dir), "%sobjects/" OPT_QUARANTINE_DIR_PREFIX "%ld-XXXXXX", git_repository_path(s->repo),
+		 (long)getpid());
 	if (!mkdtemp(dir))
 		return opt_error_set(OPT_EIO, "cannot make a quarantine for incoming objects in '%s': %s", s->path,
 				     strerror(errno));
@@ -869,7 +870,7 @@ static int quarantine_migrate(struct opt_store *s)
 	int rc = 0;
 
 	snprintf(qpack, sizeof(qpack), "%s/pack", s->qdir);
-	snprintf(pack, sizeof(pack), "%s/objects/pack", s->path);
+	snprintf(pack, sizeof(pack), "%sobjects/pack", git_repository_path(s->repo));
 	for (k = 0; k < sizeof(order) / sizeof(*order) && rc == 0; k++) {
 		if (!(d = opendir(qpack)))
 			return opt_error_set(OPT_EIO, "cannot read the quarantine '%s': %s", qpack, strerror(errno));
@@ -970,6 +971,7 @@ int opt_store_repack(struct opt_store *s)
 {
 	return opt_pack_consolidate(s->repo, 1);
 }
+
 
 /* ---- snapshots ---- */
 
@@ -2216,6 +2218,188 @@ int opt_store_check_shape(struct opt_store *s, const char *commit, const char *p
 		free(data);
 	}
 	return shape_tree(&sh, &tree, parent ? &ptree : NULL, 0, 0);
+}
+
+/* ---- gc ---- */
+
+struct reach {
+	struct opt_store *s;
+	struct opt_oidset seen;
+	git_oid *stack;
+	size_t n, cap;
+};
+
+static int reach_push(struct reach *r, const git_oid *id)
+{
+	if (opt_oidset_has(&r->seen, id))
+		return 0;
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 1024;
+		git_oid *nv = realloc(r->stack, cap * sizeof(*nv));
+		if (!nv)
+			return opt_error_set(OPT_EIO, "out of memory");
+		r->stack = nv;
+		r->cap = cap;
+	}
+	r->stack[r->n++] = *id;
+	return 0;
+}
+
+/* Mark every object ref's value reaches (commits, their parents, trees
+ * and what they hold). */
+static int reach_walk(struct reach *r, const char *ref, const git_oid *start)
+{
+	int rc;
+
+	if ((rc = reach_push(r, start)) < 0)
+		return rc;
+	while (r->n > 0) {
+		git_oid id = r->stack[--r->n], sub;
+		unsigned char *data = NULL;
+		size_t len;
+		git_object_t type;
+		char hex[GIT_OID_HEXSZ + 1];
+
+		if ((rc = opt_oidset_add(&r->seen, &id)) <= 0) {
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		if ((rc = s_read_typed(r->s, &id, &data, &len, &type)) < 0) {
+			if (rc != OPT_ENOTFOUND)
+				return rc;
+			git_oid_tostr(hex, sizeof(hex), &id);
+			return opt_error_set(OPT_EINTEGRITY, "object %s, which ref '%s' reaches, is missing", hex, ref);
+		}
+		if (type == GIT_OBJECT_COMMIT || type == GIT_OBJECT_TAG) {
+			const char *p = (const char *)data, *end = p + len;
+			while (rc == 0 && p < end && *p != '\n') {
+				const char *nl = memchr(p, '\n', (size_t)(end - p));
+				size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+				if (((n == 45 && strncmp(p, "tree ", 5) == 0) || (n == 47 && strncmp(p, "parent ", 7) == 0) ||
+				     (n == 47 && strncmp(p, "object ", 7) == 0)) &&
+				    git_oid_fromstrn(&sub, p + n - 40, 40) == 0)
+					rc = reach_push(r, &sub);
+				p = nl ? nl + 1 : end;
+			}
+		} else if (type == GIT_OBJECT_TREE) {
+			const unsigned char *p = data, *end = data + len;
+			struct tent e;
+			while (rc == 0 && tree_next(&p, end, &e) == 1) {
+				memcpy(sub.id, e.oid, 20);
+				if (mode_is(&e, "40000") || mode_is(&e, "040000"))
+					rc = reach_push(r, &sub);
+				else if (!mode_is(&e, "160000"))  /* (a submodule's commit is not here) */
+					rc = opt_oidset_add(&r->seen, &sub) < 0 ? OPT_EIO : 0;
+			}
+		}
+		free(data);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* The incoming refs of a killed fetch name objects of its quarantine,
+ * which gc removed: drop them (unless a quarantine is left: a fetch may
+ * be running). */
+static int drop_stale_incoming(struct opt_store *s)
+{
+	git_reference_iterator *it = NULL;
+	git_reference *ref = NULL;
+	char objdir[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int rc = 0;
+
+	snprintf(objdir, sizeof(objdir), "%sobjects", git_repository_path(s->repo));
+	if (!(d = opendir(objdir)))
+		return 0;
+	while ((de = readdir(d)))
+		if (strncmp(de->d_name, OPT_QUARANTINE_DIR_PREFIX, strlen(OPT_QUARANTINE_DIR_PREFIX)) == 0)
+			rc = 1;
+	closedir(d);
+	if (rc)
+		return 0;
+	if (git_reference_iterator_glob_new(&it, s->repo, "refs/opt/incoming/*") < 0)
+		return opt_git_fail(OPT_EIO, "cannot list refs");
+	while (rc == 0 && git_reference_next(&ref, it) == 0) {
+		if (git_reference_type(ref) == GIT_REFERENCE_DIRECT && !git_odb_exists(s->odb, git_reference_target(ref)) &&
+		    git_reference_delete(ref) < 0)
+			rc = opt_git_fail(OPT_EIO, "cannot remove a stale incoming ref");
+		git_reference_free(ref);
+	}
+	git_reference_iterator_free(it);
+	git_error_clear();
+	return rc;
+}
+
+static int reach_has(const git_oid *id, void *arg)
+{
+	return opt_oidset_has(&((struct reach *)arg)->seen, id);
+}
+
+int opt_store_gc(struct opt_store *s, long long prune_age, struct opt_gc_result *res)
+{
+	struct reach r;
+	struct opt_pack_gc g;
+	struct opt_pack_gc_result pr;
+	git_reference_iterator *it = NULL;
+	git_reference *ref = NULL;
+	const char *e = getenv("OPT_BUSY_TIMEOUT");
+	int lockfd = -1, rc;
+
+	memset(res, 0, sizeof(*res));
+	memset(&r, 0, sizeof(r));
+	r.s = s;
+	if ((rc = opt_pack_lock(s->repo, e && *e ? atol(e) : 30000, &lockfd)) < 0)
+		return rc;
+	/* every ref's objects (incoming refs name quarantined objects,
+	 * which are not the store's) */
+	if (git_reference_iterator_new(&it, s->repo) < 0) {
+		rc = opt_git_fail(OPT_EIO, "cannot list refs");
+		goto done;
+	}
+	while ((rc = git_reference_next(&ref, it)) == 0) {
+		git_reference *res_ref = NULL;
+		const char *name = git_reference_name(ref);
+		if (strncmp(name, "refs/opt/incoming/", 18) != 0) {
+			if (git_reference_resolve(&res_ref, ref) < 0) {
+				rc = opt_git_fail(OPT_EIO, "cannot read ref");
+			} else {
+				rc = reach_walk(&r, name, git_reference_target(res_ref));
+				git_reference_free(res_ref);
+			}
+		}
+		git_reference_free(ref);
+		if (rc < 0)
+			goto done;
+	}
+	if (rc != GIT_ITEROVER) {
+		rc = opt_git_fail(OPT_EIO, "cannot list refs");
+		goto done;
+	}
+	git_error_clear();
+	memset(&g, 0, sizeof(g));
+	g.reachable = reach_has;
+	g.arg = &r;
+	g.now = (int64_t)time(NULL);
+	g.expire = prune_age < 0 ? INT64_MIN : g.now - (int64_t)prune_age;
+	if (prune_age == 0)
+		g.expire = INT64_MAX;  /* now: every unreachable object */
+	if ((rc = opt_pack_gc(s->repo, &g, &pr)) < 0)
+		goto done;
+	res->pruned = pr.pruned;
+	res->unreachable = pr.unreachable;
+	res->temporary = pr.temporary;
+	reload_odb(s);
+	rc = drop_stale_incoming(s);
+done:
+	git_reference_iterator_free(it);
+	opt_pack_unlock(lockfd);
+	opt_oidset_clear(&r.seen);
+	free(r.stack);
+	return rc;
 }
 
 /* ---- writing ---- */

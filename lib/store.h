@@ -239,7 +239,6 @@ void opt_store_group_end(struct opt_store *s);
  * into the store (each pack before its index); _end(s, 0) drops them.
  * Either way the directory goes.  OPT_EIO when it cannot be made or
  * moved. */
-#define OPT_QUARANTINE_PREFIX "tmp_objdir-opt-"
 int opt_store_quarantine_begin(struct opt_store *s);
 int opt_store_quarantine_end(struct opt_store *s, int keep);
 /* The quarantine's objects directory (borrowed), NULL when none is open. */
@@ -262,7 +261,32 @@ int opt_store_quarantine_use(struct opt_store *s, const char *dir);
  * not name the revision. */
 int opt_store_check_shape(struct opt_store *s, const char *commit, const char *parent);
 
-/* Roll every pack into one (opt-block gc). */
+/* Roll every pack into one. */
 int opt_store_repack(struct opt_store *s);
+
+/* What opt_store_gc did. */
+struct opt_gc_result {
+	size_t pruned;       /* unreachable objects removed */
+	size_t unreachable;  /* unreachable objects kept, younger than the
+				grace period */
+	size_t temporary;    /* files and quarantines that killed processes
+				left, removed */
+};
+
+/* The grace period of gc by default (seconds): two weeks, git's. */
+#define OPT_GC_PRUNE_DEFAULT (14LL * 24 * 3600)
+
+/* opt-block gc: every object that a ref reaches (the collections, the
+ * tracking refs of remotes, sync's own) into one pack, the unreachable
+ * ones written less than prune_age seconds ago (0: none; <0: all of
+ * them, whatever their age) into a pack that keeps each one's time, the
+ * other unreachable ones removed; temporary files of killed writers (an
+ * hour old, or named for a process that is gone) and quarantines of
+ * killed fetches removed.  A writer writes its objects before it moves a
+ * ref: the grace period keeps them.  Waits up to $OPT_BUSY_TIMEOUT ms
+ * (30 s) for a consolidation of another process: OPT_EBUSY.  OPT_EIO when
+ * the store cannot be written (read-only), OPT_EINTEGRITY when an object
+ * a ref reaches is missing; nothing is removed then. */
+int opt_store_gc(struct opt_store *s, long long prune_age, struct opt_gc_result *res);
 
 #endif
