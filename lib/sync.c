@@ -1556,7 +1556,9 @@ static int new_packs_sizes(struct opt_sync *y, struct remote *r, const json_t *b
 }
 
 /* Index the pack at path where it lies (libgit2's indexer: every object
- * inflated and hashed, a new index written): 0, or -1. */
+ * inflated and hashed, a new index written): 0, or -1; OPT_EINTEGRITY
+ * when an object of it is larger than a block may be (the pack is then
+ * not kept). */
 static int index_pack(struct opt_sync *y, const char *path)
 {
 	char dir[PATH_MAX + 320], buf[1 << 16];
@@ -1578,14 +1580,21 @@ static int index_pack(struct opt_sync *y, const char *path)
 		while ((n = read(fd, buf, sizeof(buf))) > 0)
 			if (git_indexer_append(ix, buf, (size_t)n, &st) < 0)
 				break;
-		if (n == 0 && git_indexer_commit(ix, &st) == 0)
-			rc = 0;
+		if (n == 0 && git_indexer_commit(ix, &st) == 0) {
+			char idx[PATH_MAX + 400], pack[PATH_MAX + 400];
+			snprintf(idx, sizeof(idx), "%s/pack-%s.idx", dir, git_indexer_name(ix));
+			snprintf(pack, sizeof(pack), "%s/pack-%s.pack", dir, git_indexer_name(ix));
+			if ((rc = opt_pack_sizes_check(idx, pack)) < 0) {
+				unlink(idx);
+				unlink(pack);
+			}
+		}
 	}
 	git_indexer_free(ix);
 	git_odb_free(odb);
 	close(fd);
 	git_error_clear();
-	return rc;
+	return rc < -1 ? rc : rc < 0 ? -1 : 0;
 }
 
 /* Copy the peer's pack from (and its index beside it) to to: the index
