@@ -315,3 +315,45 @@ EOF
 		[ "$status" -eq 2 ] || fail "--follow $o: exit $status"
 	done
 }
+
+# --- retries write no garbage ---
+
+# The objects of the store that no ref reaches, one ID a line.
+unreachable() {
+	comm -23 <(git --git-dir="$OPT_STORE" cat-file --batch-all-objects --batch-check='%(objectname)' | sort -u) \
+		<(git --git-dir="$OPT_STORE" rev-list --objects --all | cut -c1-40 | sort -u)
+}
+
+@test "a write that waits for a locked collection writes its objects once: no pack per attempt" {
+	opt-tree put t a 1 >/dev/null
+	[ -z "$(unreachable)" ]
+	packs=$(ls "$OPT_STORE"/objects/pack/*.pack | wc -l)
+	touch "$OPT_STORE/refs/opt/collections/t.lock"
+	(sleep 1; rm -f "$OPT_STORE/refs/opt/collections/t.lock") &
+	OPT_STALE_LOCK_MS=600000 run --separate-stderr opt-tree put t b 2
+	wait
+	assert_success
+	assert_output '{"collection":"t","rev":2,"put":1}'
+	assert_equal "$(unreachable | wc -l)" 0
+	[ "$(ls "$OPT_STORE"/objects/pack/*.pack | wc -l)" -le $((packs + 1)) ]
+	# a stream waits the same way
+	touch "$OPT_STORE/refs/opt/collections/t.lock"
+	(sleep 1; rm -f "$OPT_STORE/refs/opt/collections/t.lock") &
+	OPT_STALE_LOCK_MS=600000 run --separate-stderr opt-tree put t --each <<<'{"key":"c","value":3}'
+	wait
+	assert_success
+	assert_equal "$(unreachable | wc -l)" 0
+	fsck_ok
+}
+
+@test "writers racing for one collection leave no unreachable objects" {
+	local w
+	for w in 1 2 3; do
+		(for i in $(seq 1 20); do opt-tree put t "w$w-$i" "$i" >/dev/null || exit 1; done) &
+	done
+	wait
+	assert_equal "$(opt-tree count t)" 60
+	assert_equal "$(unreachable | wc -l)" 0
+	run opt-log verify t
+	assert_success
+}
