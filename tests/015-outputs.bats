@@ -357,3 +357,33 @@ unreachable() {
 	run opt-log verify t
 	assert_success
 }
+
+# --- make demo needs only the build's dependencies ---
+
+@test "make demo installs or names only what the build needs (tools/deps.sh install-build)" {
+	local t
+	# the build's tools, and none that only the tests use (fish, zsh, sshd, lighttpd, ...)
+	mkdir -p "$TMP/bin"
+	for t in sh pkg-config cc make git cat; do ln -s "$(command -v "$t")" "$TMP/bin/$t"; done
+	run env PATH="$TMP/bin" sh "$TOP/tools/deps.sh" install-build
+	assert_success
+	assert_output ''
+	run env PATH="$TMP/bin" sh "$TOP/tools/deps.sh" install
+	assert_failure
+	assert_output --partial fish
+	# as root it installs the build's packages and nothing else
+	rm "$TMP/bin/make"
+	printf '#!/bin/sh\necho 0\n' >"$TMP/bin/id"
+	printf '#!/bin/sh\necho "$*" >>"%s/apt"\n' "$TMP" >"$TMP/bin/apt-get"
+	chmod +x "$TMP/bin/id" "$TMP/bin/apt-get"
+	run env PATH="$TMP/bin" sh "$TOP/tools/deps.sh" install-build
+	assert_success
+	assert_equal "$(grep install "$TMP/apt")" "install -y -qq make"
+	run env PATH="$TMP/bin" sh "$TOP/tools/deps.sh" frob
+	assert_failure 2
+	# and that is what make demo runs
+	run make -n -s -C "$TOP" demo
+	assert_success
+	assert_line 'sh tools/deps.sh install-build'
+	refute_line 'sh tools/deps.sh install'
+}
