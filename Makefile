@@ -76,9 +76,13 @@ $(B)/unit/%: tests/unit/%.c $(B)/libopt.a $(HDRS)
 
 units: $(UNITS)
 
-# Dependencies: installed with apt-get when root, else named.
+# Dependencies: installed with apt-get when root, else named.  deps-build
+# is what the build needs, and no test tool (for the demo).
 deps:
 	@sh tools/deps.sh install
+
+deps-build:
+	@sh tools/deps.sh install-build
 
 deps-check:
 	@sh tools/deps.sh check
@@ -99,7 +103,7 @@ check-quick: deps
 soak: all
 	@sh tests/soak.sh
 
-demo: deps
+demo: deps-build
 	@$(MAKE) --no-print-directory all
 	@sh tools/demo.sh build/bin
 
@@ -137,5 +141,5 @@ clean:
 
 FORCE:
 
-.PHONY: all units deps deps-check check check-quick soak demo bench install uninstall dist version clean FORCE
+.PHONY: all units deps deps-build deps-check check check-quick soak demo bench install uninstall dist version clean FORCE
 -include fuzz/fuzz.mk

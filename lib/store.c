@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -2749,6 +2750,69 @@ static int create_failed(struct opt_store *s, const char *name)
 	return opt_error_set(OPT_EIO, "%s", msg);
 }
 
+/* Before the objects of a commit are written.  A writer that cannot
+ * move the ref (another holds its lock, or it moved) must not write them:
+ * every retry would leave a pack of objects nothing reaches.  So: the
+ * collection's commit lock, an flock on a file that stays
+ * (opt-locks/<hash of the name>), held from here until the ref has moved,
+ * so that the writers of this store never write a pack for a commit that
+ * cannot land; then the ref must not be locked (by another program, or
+ * left by a killed one) and must still be at base (NULL: absent).
+ * 0 with *fd (-1 when the lock file could not be made: the checks still
+ * hold), or OPT_EBUSY / OPT_ECONFLICT (*moved) with nothing held. */
+static int commit_guard(struct opt_store *s, const char *name, const char *ref, const git_oid *base, int *fd,
+			int *moved)
+{
+	char path[PATH_MAX], hex[OPT_SHA256_HEX + 1];
+	const char *dir = git_repository_path(s->repo);
+	struct stat st;
+	git_oid cur;
+	int grc;
+
+	*fd = -1;
+	*moved = 0;
+	opt_sha256_hex(hex, name, strlen(name));
+	snprintf(path, sizeof(path), "%sopt-locks", dir);
+	if (mkdir(path, 0777) == 0 || errno == EEXIST) {
+		snprintf(path, sizeof(path), "%sopt-locks/%.32s", dir, hex);
+		*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	}
+	if (*fd >= 0 && flock(*fd, LOCK_EX | LOCK_NB) < 0) {
+		int busy = errno == EWOULDBLOCK;
+		close(*fd);
+		*fd = -1;
+		if (busy)
+			return opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
+	}
+	break_stale_lock(s, ref);
+	snprintf(path, sizeof(path), "%s%s.lock", dir, ref);
+	grc = stat(path, &st) == 0 ? GIT_ELOCKED : git_reference_name_to_id(&cur, s->repo, ref);
+	if (grc == GIT_ELOCKED || (grc < 0 && grc != GIT_ENOTFOUND)) {
+		/* (an unreadable ref: the compare-and-swap will say why) */
+		if (grc != GIT_ELOCKED)
+			return 0;
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
+	}
+	*moved = grc == GIT_ENOTFOUND ? base != NULL : !base || !git_oid_equal(&cur, base);
+	if (*moved) {
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return OPT_ECONFLICT;
+	}
+	git_error_clear();
+	return 0;
+}
+
+static void commit_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
 int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *base,
 		     struct opt_tracker *t, const struct opt_commit_info *info, long *rev)
 {
@@ -2760,7 +2824,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	char hex[GIT_OID_HEXSZ + 1], line[512];
 	long newrev = base ? base->rev + 1 : 1;
 	int64_t now = opt_now_ms() / 1000;
-	int rc, grc;
+	int rc, grc, lockfd = -1;
 
 	if ((rc = ref_name(ref, sizeof(ref), name)) < 0)
 		return rc;
@@ -2827,6 +2891,13 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	}
 	{
 		char objdir[4096];
+		int moved;
+		if ((rc = commit_guard(s, name, ref, base ? git_commit_id(base->commit) : NULL, &lockfd, &moved)) < 0) {
+			if (moved)
+				rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed since revision %ld was read",
+						   name, base ? base->rev : 0);
+			goto done;
+		}
 		snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
 		if ((rc = opt_pack_write(col.pack, s->odb, objdir)) < 0)
 			goto done;
@@ -2836,6 +2907,8 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	git_error_clear();
 	grc = git_reference_create_matching(&r, s->repo, ref, &commit, 1,
 					    base ? git_commit_id(base->commit) : &zero, msg.p);
+	commit_unlock(lockfd);
+	lockfd = -1;
 	if (grc == GIT_EMODIFIED || grc == GIT_EEXISTS || (grc == GIT_ENOTFOUND && base)) {
 		rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed since revision %ld was read",
 				   name, base ? base->rev : 0);
@@ -2857,6 +2930,7 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 		opt_error_clear();
 	rc = 0;
 done:
+	commit_unlock(lockfd);
 	git_reference_free(r);
 	if (col.pack != s->gpack)
 		opt_pack_free(col.pack);
@@ -2908,7 +2982,7 @@ int opt_store_group_flush(struct opt_store *s)
 	git_reference *r = NULL;
 	git_oid zero;
 	size_t n;
-	int rc = 0, grc;
+	int rc = 0, grc, lockfd = -1, moved;
 
 	if (!s->gname)
 		return opt_error_set(OPT_EINVAL, "no group commit is open");
@@ -2916,6 +2990,12 @@ int opt_store_group_flush(struct opt_store *s)
 		return 0;  /* nothing pending: no commit made durable */
 	snprintf(ref, sizeof(ref), REF_PREFIX "%s", s->gname);
 	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
+	/* nothing is written for a group that cannot land (see commit_guard) */
+	if ((rc = commit_guard(s, s->gname, ref, s->gcreate ? NULL : &s->gbase, &lockfd, &moved)) < 0) {
+		if (moved)
+			rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed while the group was staged", s->gname);
+		goto done;
+	}
 	if ((rc = opt_pack_write(s->gpack, s->odb, objdir)) < 0)
 		goto done;
 	memset(&zero, 0, sizeof(zero));
@@ -2931,6 +3011,7 @@ int opt_store_group_flush(struct opt_store *s)
 	} else if (grc < 0)
 		rc = s->gcreate ? create_failed(s, s->gname) : opt_git_fail(OPT_EIO, "cannot update collection ref");
 done:
+	commit_unlock(lockfd);
 	/* start over with an empty group either way: after a failure, what
 	 * was pending is dropped, so no later flush can report it */
 	n = s->gcount;

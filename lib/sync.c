@@ -932,7 +932,7 @@ static int skip_add(struct remote *r, const char *name, int code)
 
 	if (!r->skipped && !(r->skipped = json_object()))
 		return opt_error_set(OPT_EIO, "out of memory");
-	opt_escape(esc, sizeof(esc), name);
+	snprintf(esc, sizeof(esc), "%s", opt_esc(name));
 	v = json_pack("{s:i,s:s}", "code", code, "error", opt_error_last());
 	if (!v || json_object_set_new(r->skipped, esc, v) < 0)
 		return opt_error_set(OPT_EIO, "out of memory");
@@ -2918,9 +2918,9 @@ static int skip_sharing(struct opt_sync *y, struct remote *r, struct heads *h, i
 			}
 			if (cols) {
 				char *dup = strdup(cols), *tok, *save = NULL, et[4 * OPT_NAME_MAX + 8], etrx[4 * OPT_ID_MAX + 8];
-				opt_escape(etrx, sizeof(etrx), opt_snap_trx(snap));
+				snprintf(etrx, sizeof(etrx), "%s", opt_esc(opt_snap_trx(snap)));
 				for (tok = dup ? strtok_r(dup, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
-					opt_escape(et, sizeof(et), tok);
+					snprintf(et, sizeof(et), "%s", opt_esc(tok));
 					json_array_append_new(pairs, json_pack("[s,s]", etrx, et));
 				}
 				free(dup);

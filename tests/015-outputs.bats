@@ -315,3 +315,75 @@ EOF
 		[ "$status" -eq 2 ] || fail "--follow $o: exit $status"
 	done
 }
+
+# --- retries write no garbage ---
+
+# The objects of the store that no ref reaches, one ID a line.
+unreachable() {
+	comm -23 <(git --git-dir="$OPT_STORE" cat-file --batch-all-objects --batch-check='%(objectname)' | sort -u) \
+		<(git --git-dir="$OPT_STORE" rev-list --objects --all | cut -c1-40 | sort -u)
+}
+
+@test "a write that waits for a locked collection writes its objects once: no pack per attempt" {
+	opt-tree put t a 1 >/dev/null
+	[ -z "$(unreachable)" ]
+	packs=$(ls "$OPT_STORE"/objects/pack/*.pack | wc -l)
+	touch "$OPT_STORE/refs/opt/collections/t.lock"
+	(sleep 1; rm -f "$OPT_STORE/refs/opt/collections/t.lock") &
+	OPT_STALE_LOCK_MS=600000 run --separate-stderr opt-tree put t b 2
+	wait
+	assert_success
+	assert_output '{"collection":"t","rev":2,"put":1}'
+	assert_equal "$(unreachable | wc -l)" 0
+	[ "$(ls "$OPT_STORE"/objects/pack/*.pack | wc -l)" -le $((packs + 1)) ]
+	# a stream waits the same way
+	touch "$OPT_STORE/refs/opt/collections/t.lock"
+	(sleep 1; rm -f "$OPT_STORE/refs/opt/collections/t.lock") &
+	OPT_STALE_LOCK_MS=600000 run --separate-stderr opt-tree put t --each <<<'{"key":"c","value":3}'
+	wait
+	assert_success
+	assert_equal "$(unreachable | wc -l)" 0
+	fsck_ok
+}
+
+@test "writers racing for one collection leave no unreachable objects" {
+	local w
+	for w in 1 2 3; do
+		(for i in $(seq 1 20); do opt-tree put t "w$w-$i" "$i" >/dev/null || exit 1; done) &
+	done
+	wait
+	assert_equal "$(opt-tree count t)" 60
+	assert_equal "$(unreachable | wc -l)" 0
+	run opt-log verify t
+	assert_success
+}
+
+# --- make demo needs only the build's dependencies ---
+
+@test "make demo installs or names only what the build needs (tools/deps.sh install-build)" {
+	local t
+	# the build's tools, and none that only the tests use (fish, zsh, sshd, lighttpd, ...)
+	mkdir -p "$TMP/bin"
+	for t in sh pkg-config cc make git cat; do ln -s "$(command -v "$t")" "$TMP/bin/$t"; done
+	run env PATH="$TMP/bin" sh "$TOP/tools/deps.sh" install-build
+	assert_success
+	assert_output ''
+	run env PATH="$TMP/bin" sh "$TOP/tools/deps.sh" install
+	assert_failure
+	assert_output --partial fish
+	# as root it installs the build's packages and nothing else
+	rm "$TMP/bin/make"
+	printf '#!/bin/sh\necho 0\n' >"$TMP/bin/id"
+	printf '#!/bin/sh\necho "$*" >>"%s/apt"\n' "$TMP" >"$TMP/bin/apt-get"
+	chmod +x "$TMP/bin/id" "$TMP/bin/apt-get"
+	run env PATH="$TMP/bin" sh "$TOP/tools/deps.sh" install-build
+	assert_success
+	assert_equal "$(grep install "$TMP/apt")" "install -y -qq make"
+	run env PATH="$TMP/bin" sh "$TOP/tools/deps.sh" frob
+	assert_failure 2
+	# and that is what make demo runs
+	run make -n -s -C "$TOP" demo
+	assert_success
+	assert_line 'sh tools/deps.sh install-build'
+	refute_line 'sh tools/deps.sh install'
+}

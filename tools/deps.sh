@@ -1,7 +1,17 @@
 #!/bin/sh
-# tools/deps.sh check|install - make sure the build and test dependencies
-# (Debian packages) are present.  "install" runs apt-get when root.
+# tools/deps.sh check|install|install-build - make sure the dependencies
+# (Debian packages) are present: "check" the build's, "install" the build's
+# and the tests', "install-build" the build's only (what `make demo`
+# needs).  The install modes run apt-get when root, else name what is
+# missing.
 mode=${1:-check}
+case $mode in
+check | install | install-build) ;;
+*)
+	echo "usage: tools/deps.sh check|install|install-build" >&2
+	exit 2
+	;;
+esac
 missing=""
 pkgconf_ok() { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists "$1" 2>/dev/null; }
 command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
@@ -35,7 +45,7 @@ if [ "$mode" = install ]; then
 	command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 fi
 [ -z "$missing" ] && exit 0
-if [ "$mode" = install ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+if [ "$mode" != check ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 	echo "installing:$missing" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >/dev/null 2>&1 || true

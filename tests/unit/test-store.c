@@ -12,9 +12,11 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <stdint.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -874,6 +876,59 @@ TEST(empty_collection)
 
 #define MANY 300
 
+/* A commit that cannot move the ref writes no object: its ref moved, its
+ * ref is locked, or another writer holds the collection's commit lock. */
+TEST(blocked_commit_writes_nothing)
+{
+	struct opt_store *s = new_store("blocked/.opt");
+	struct opt_snap *b = NULL;
+	char path[PATH_MAX], hex[OPT_SHA256_HEX + 1];
+	long rev = 0, objects, packs;
+	int fd;
+
+	CHECK_RC(commit_head(s, "c", "aa", 1, NULL, NULL, &rev));
+	CHECK_RC(opt_snap_open(&b, s, "c", 0));
+	CHECK_RC(commit_head(s, "c", "bb", 2, NULL, NULL, &rev));
+	if (!b)
+		goto done;
+	objects = stat_of(s, "objects");
+	packs = stat_of(s, "packs");
+	/* the ref moved since b */
+	CHECK(commit_one(s, "c", b, "cc", 3, NULL, NULL, &rev) == OPT_ECONFLICT);
+	CHECK(strstr(opt_error_last(), "changed since revision 1") != NULL);
+	CHECK(stat_of(s, "objects") == objects && stat_of(s, "packs") == packs);
+	opt_snap_free(b);
+	b = NULL;
+	/* the ref is locked (by another program, or left by a killed one) */
+	snprintf(path, sizeof(path), "%s/refs/opt/collections/c.lock", at("blocked/.opt"));
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	CHECK(fd >= 0);
+	if (fd >= 0)
+		close(fd);
+	CHECK(commit_head(s, "c", "cc", 3, NULL, NULL, &rev) == OPT_EBUSY);
+	CHECK(stat_of(s, "objects") == objects && stat_of(s, "packs") == packs);
+	unlink(path);
+	/* another writer holds the collection's commit lock */
+	opt_sha256_hex(hex, "c", 1);
+	snprintf(path, sizeof(path), "%s/opt-locks/%.32s", at("blocked/.opt"), hex);
+	fd = open(path, O_RDWR);
+	CHECK(fd >= 0);
+	if (fd >= 0) {
+		/* (an flock of another open file conflicts, in this process too) */
+		CHECK(flock(fd, LOCK_EX) == 0);
+		CHECK(commit_head(s, "c", "cc", 3, NULL, NULL, &rev) == OPT_EBUSY);
+		CHECK(stat_of(s, "objects") == objects && stat_of(s, "packs") == packs);
+		close(fd);
+	}
+	/* free again: the commit goes through */
+	CHECK_RC(commit_head(s, "c", "cc", 3, NULL, NULL, &rev));
+	CHECK(rev == 3);
+	CHECK(stat_of(s, "objects") > objects);
+done:
+	opt_snap_free(b);
+	opt_store_free(s);
+}
+
 TEST(many_commits_few_packs)
 {
 	struct opt_store *s = new_store("many/.opt"), *s2 = NULL;
@@ -1481,6 +1536,7 @@ int main(void)
 	RUN(list_sorted);
 	RUN(name_prefix_of_another);
 	RUN(cas_conflict);
+	RUN(blocked_commit_writes_nothing);
 	RUN(empty_collection);
 	RUN(many_commits_few_packs);
 	RUN(group_commit);
