@@ -5,12 +5,13 @@
 #   PROG --complete          its commands, then its common options
 #   PROG --complete VERB     the options of VERB (an option that takes a
 #                            value ends with '=')
-# Collection names (for -c/--collection, and the operands of
-# `opt-sync where`) come from the store's refs:
+# Collection names (for -c/--collection, and the operands that name
+# collections: see _opt_operand) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
-# and remote names (for opt-sync's --since and --as) from its git config,
-# where STORE is the --store/-C on the command line, else $OPT_STORE, else
-# the nearest .opt directory upward, as the programs find it.
+# and remote names (for opt-sync's --since and --as, and its operands that
+# name remotes) from its git config, where STORE is the --store/-C on the
+# command line, else $OPT_STORE, else the nearest .opt directory upward, as
+# the programs find it.
 #
 # `make install` copies this file to BASHCOMPDIR/<prog> for every program,
 # where bash-completion loads it on demand; or source it from ~/.bashrc.
@@ -68,12 +69,30 @@ _opt_remotes() {
 	git --git-dir="$s" config --get-regexp '^remote\..*\.url$' 2>/dev/null | sed 's/^remote\.//; s/\.url .*//'
 }
 
-# The subcommands of command $1 (opt-sync remote and bundle), one a line.
+# The subcommands of command $1 (opt-sync remote, peer and bundle), one a
+# line.
 _opt_subcommands() {
 	case $1 in
-	remote) printf '%s\n' add rm ls ;;
+	remote | peer) printf '%s\n' add rm ls ;;
 	bundle) printf '%s\n' create verify ls apply ;;
 	esac
+}
+
+# What operand $3 (1: the first after the command) of command $2 of program
+# $1 names: "collection", "remote", or nothing (file names are offered).
+# $4 is the first operand, $5 is 1 when --cluster is on the line.
+_opt_operand() {
+	case ${1##*/}:$2 in
+	opt-tree:put | opt-tree:get | opt-tree:del | opt-tree:range | opt-tree:count | opt-tree:stat | \
+		opt-diary:append | opt-diary:read | opt-diary:count | opt-log:show | opt-log:checkpoint)
+		(($3 == 1)) && echo collection ;;
+	opt-log:verify | opt-sync:where) echo collection ;;
+	opt-sync:fetch | opt-sync:pull | opt-sync:push)
+		if (($3 == 1)) && [[ $5 != 1 ]]; then echo remote; else echo collection; fi ;;
+	opt-sync:status) (($3 == 1)) && echo remote ;;
+	opt-sync:remote | opt-sync:peer) (($3 == 2)) && [[ $4 == rm ]] && echo remote ;;
+	esac
+	return 0
 }
 
 # The long name of short option -$2 of verb $3 of program $1, with '='
@@ -105,6 +124,11 @@ _opt_value() {
 		;;
 	--since | --as)
 		mapfile -t COMPREPLY < <(compgen -W "$(_opt_remotes)" -- "$cur")
+		;;
+	--conflict)
+		# exec:PROG: the program is the user's to type
+		mapfile -t COMPREPLY < <(compgen -W "replay keep-remote fail exec:" -- "$cur")
+		[[ ${COMPREPLY[*]} == exec: ]] && compopt -o nospace 2>/dev/null
 		;;
 	*)
 		# a value we know nothing about (a number, a key, a URL)
@@ -194,16 +218,55 @@ _opt_complete() {
 		mapfile -t COMPREPLY < <(compgen -W "$(grep -v -- '^-' <<<"$words")" -- "$cur")
 		return 0
 	fi
+	# which operand this is: count those before it, skipping options and
+	# their values
+	local j n=1 first='' cluster=0 dd=0
+	for ((j = i + 1; j < COMP_CWORD; j++)); do
+		w=${COMP_WORDS[j]}
+		if ((dd)); then
+			((n++))
+			[[ -z $first ]] && first=$w
+			continue
+		fi
+		case $w in
+		--) dd=1 ;;
+		--cluster) cluster=1 ;;
+		--store | -C)
+			((j++))
+			[[ ${COMP_WORDS[j]} == = ]] && ((j++))
+			;;
+		--*=*) ;;
+		--*)
+			if [[ $'\n'$words$'\n' == *$'\n'"$w="$'\n'* ]]; then
+				((j++))
+				[[ ${COMP_WORDS[j]} == = ]] && ((j++))
+			fi
+			;;
+		-?)
+			[[ $(_opt_short "$prog" "${w#-}" "$verb") == *= ]] && ((j++))
+			;;
+		-*) ;;
+		*)
+			((n++))
+			[[ -z $first ]] && first=$w
+			;;
+		esac
+	done
 	# the first operand of a command with subcommands
-	if ((COMP_CWORD == i + 1)) && [[ -n $(_opt_subcommands "$verb") ]]; then
+	if ((n == 1)) && [[ -n $(_opt_subcommands "$verb") ]]; then
 		mapfile -t COMPREPLY < <(compgen -W "$(_opt_subcommands "$verb")" -- "$cur")
 		return 0
 	fi
-	# opt-sync where COLL...: collection names
-	if [[ ${prog##*/} == opt-sync && $verb == where ]]; then
+	case $(_opt_operand "$prog" "$verb" "$n" "$first" "$cluster") in
+	collection)
 		mapfile -t COMPREPLY < <(compgen -W "$(_opt_collections)" -- "$cur")
 		return 0
-	fi
+		;;
+	remote)
+		mapfile -t COMPREPLY < <(compgen -W "$(_opt_remotes)" -- "$cur")
+		return 0
+		;;
+	esac
 	# an operand of the command: file names
 	compopt -o default 2>/dev/null
 	return 0

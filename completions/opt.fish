@@ -5,12 +5,13 @@
 #   PROG --complete          its commands, then its common options
 #   PROG --complete VERB     the options of VERB (an option that takes a
 #                            value ends with '=')
-# Collection names (for -c/--collection, and the operands of
-# `opt-sync where`) come from the store's refs:
+# Collection names (for -c/--collection, and the operands that name
+# collections: see __opt_operand) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
-# and remote names (for opt-sync's --since and --as) from its git config,
-# where STORE is the --store/-C on the command line, else $OPT_STORE, else
-# the nearest .opt directory upward, as the programs find it.
+# and remote names (for opt-sync's --since and --as, and its operands that
+# name remotes) from its git config, where STORE is the --store/-C on the
+# command line, else $OPT_STORE, else the nearest .opt directory upward, as
+# the programs find it.
 #
 # `make install` writes this file, with @PROG@ replaced by the program's
 # name, to FISHCOMPDIR/<prog>.fish, where fish loads it on demand.
@@ -67,10 +68,36 @@ function __opt_remotes
     git --git-dir=$s config --get-regexp '^remote\..*\.url$' 2>/dev/null | string replace -r '^remote\.(.*)\.url .*' '$1'
 end
 
-# The subcommands of command $argv[1] (opt-sync remote and bundle).
+# What operand $argv[3] (1: the first after the command) of command
+# $argv[2] of program $argv[1] names: "collection", "remote", or nothing
+# (file names are offered).  $argv[4] is the first operand, $argv[5] is 1
+# when --cluster is on the line.
+function __opt_operand
+    set -l n $argv[3]
+    switch (basename -- $argv[1]):$argv[2]
+        case opt-tree:put opt-tree:get opt-tree:del opt-tree:range opt-tree:count opt-tree:stat \
+            opt-diary:append opt-diary:read opt-diary:count opt-log:show opt-log:checkpoint
+            test $n -eq 1; and echo collection
+        case opt-log:verify opt-sync:where
+            echo collection
+        case opt-sync:fetch opt-sync:pull opt-sync:push
+            if test $n -eq 1 -a "$argv[5]" != 1
+                echo remote
+            else
+                echo collection
+            end
+        case opt-sync:status
+            test $n -eq 1; and echo remote
+        case opt-sync:remote opt-sync:peer
+            test $n -eq 2 -a "$argv[4]" = rm; and echo remote
+    end
+    return 0
+end
+
+# The subcommands of command $argv[1] (opt-sync remote, peer and bundle).
 function __opt_subcommands
     switch $argv[1]
-        case remote
+        case remote peer
             printf '%s\n' add rm ls
         case bundle
             printf '%s\n' create verify ls apply
@@ -97,6 +124,10 @@ function __opt_values
         case --since --as
             for r in (__opt_remotes)
                 printf '%s%s\n' $pre $r
+            end
+        case --conflict
+            for c in replay keep-remote fail exec:
+                printf '%s%s\n' $pre $c
             end
         case --base
             for f in (__fish_complete_path $cur)
@@ -164,16 +195,61 @@ function __opt_complete
 
     if string match -q -- '-*' $cur
         string match -- '-*' $list
+        return 0
     else if test -z "$verb"
         string match -v -- '-*' $list
-    else if test $vi -eq $n; and set -l subs (__opt_subcommands $verb)
+        return 0
+    end
+    # which operand this is: count those before it, skipping options and
+    # their values
+    set -l k 1
+    set -l first
+    set -l cluster 0
+    set -l dd 0
+    set -l j (math $vi + 1)
+    while test $j -le $n
+        set -l w $words[$j]
+        if test $dd -eq 1
+            set k (math $k + 1)
+            test -z "$first"; and set first $w
+        else
+            switch $w
+                case --
+                    set dd 1
+                case --cluster
+                    set cluster 1
+                case --store -C
+                    set j (math $j + 1)
+                case '--*=*'
+                case '--*'
+                    contains -- $w= $list; and set j (math $j + 1)
+                case '-?'
+                    for line in ($prog $verb --help 2>/dev/null)
+                        if string match -q -r -- "^ +$w, --[A-Za-z0-9-]+ [^ ]+" $line
+                            set j (math $j + 1)
+                            break
+                        end
+                    end
+                case '-*'
+                case '*'
+                    set k (math $k + 1)
+                    test -z "$first"; and set first $w
+            end
+        end
+        set j (math $j + 1)
+    end
+    if test $k -eq 1; and set -l subs (__opt_subcommands $verb)
         printf '%s\n' $subs
-    else if test (basename -- $prog) = opt-sync -a "$verb" = where
-        # opt-sync where COLL...: collection names
-        __opt_collections
-    else
-        # an operand of the command: file names
-        __fish_complete_path $cur
+        return 0
+    end
+    switch (__opt_operand $prog $verb $k "$first" $cluster)
+        case collection
+            __opt_collections
+        case remote
+            __opt_remotes
+        case '*'
+            # an operand of the command: file names
+            __fish_complete_path $cur
     end
 end
 

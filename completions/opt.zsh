@@ -6,20 +6,21 @@
 #   PROG --complete          its commands, then its common options
 #   PROG --complete VERB     the options of VERB (an option that takes a
 #                            value ends with '=')
-# Collection names (for -c/--collection, and the operands of
-# `opt-sync where`) come from the store's refs:
+# Collection names (for -c/--collection, and the operands that name
+# collections: see _opt_operand) come from the store's refs:
 #   git --git-dir=STORE for-each-ref refs/opt/collections/
-# and remote names (for opt-sync's --since and --as) from its git config,
-# where STORE is the --store/-C on the command line, else $OPT_STORE, else
-# the nearest .opt directory upward, as the programs find it.
+# and remote names (for opt-sync's --since and --as, and its operands that
+# name remotes) from its git config, where STORE is the --store/-C on the
+# command line, else $OPT_STORE, else the nearest .opt directory upward, as
+# the programs find it.
 #
 # `make install` copies this file to ZSHCOMPDIR/_<prog> for every program;
 # compinit finds it there (ZSHCOMPDIR must be in $fpath).  Sourcing it after
 # compinit works too.
 
 # _opt_analyse: from $words and $CURRENT, decide what to complete.  Sets
-#   _opt_kind   verbs, options, store, collection, remote, file, none or
-#               operand
+#   _opt_kind   verbs, options, store, collection, remote, conflict, file,
+#               none or operand
 #   _opt_cands  the candidate words (verbs, options or collection names)
 #   _opt_pre    for "--opt=VALUE" words: the "--opt=" part, else empty
 #   _opt_cur    the text being completed (without _opt_pre)
@@ -75,6 +76,10 @@ _opt_analyse() {
 			_opt_kind=remote
 			_opt_cands=(${(f)"$(_opt_remotes)"})
 			;;
+		(--conflict)
+			_opt_kind=conflict
+			_opt_cands=(replay keep-remote fail exec:)
+			;;
 		(--base) _opt_kind=file ;;
 		(*) _opt_kind=none ;;
 		esac
@@ -83,18 +88,60 @@ _opt_analyse() {
 	if [[ $cur == -* ]]; then
 		_opt_kind=options
 		_opt_cands=(${(M)list:#-*})
+		return 0
 	elif [[ -z $verb ]]; then
 		_opt_kind=verbs
 		_opt_cands=(${list:#-*})
-	elif (( CURRENT == vi + 1 )) && [[ -n $(_opt_subcommands $verb) ]]; then
+		return 0
+	fi
+	# which operand this is: count those before it, skipping options and
+	# their values
+	local -i n=1 cluster=0 dd=0
+	local first= line
+	for (( i = vi + 1; i < CURRENT; i++ )); do
+		w=${words[i]}
+		if (( dd )); then
+			(( n++ ))
+			[[ -z $first ]] && first=$w
+			continue
+		fi
+		case $w in
+		(--) dd=1 ;;
+		(--cluster) cluster=1 ;;
+		(--store|-C) (( i++ )) ;;
+		(--*=*) ;;
+		(--*) (( ${list[(Ie)$w=]} )) && (( i++ )) ;;
+		(-?)
+			for line in ${(f)"$(${~prog} $verb --help 2>/dev/null)"}; do
+				if [[ $line =~ "^ +$w, --[A-Za-z0-9-]+ [^ ]+" ]]; then
+					(( i++ ))
+					break
+				fi
+			done
+			;;
+		(-*) ;;
+		(*)
+			(( n++ ))
+			[[ -z $first ]] && first=$w
+			;;
+		esac
+	done
+	if (( n == 1 )) && [[ -n $(_opt_subcommands $verb) ]]; then
 		_opt_kind=verbs
 		_opt_cands=(${(f)"$(_opt_subcommands $verb)"})
-	elif [[ ${prog:t} == opt-sync && $verb == where ]]; then
+		return 0
+	fi
+	case $(_opt_operand $prog $verb $n "$first" $cluster) in
+	(collection)
 		_opt_kind=collection
 		_opt_cands=(${(f)"$(_opt_collections)"})
-	else
-		_opt_kind=operand
-	fi
+		;;
+	(remote)
+		_opt_kind=remote
+		_opt_cands=(${(f)"$(_opt_remotes)"})
+		;;
+	(*) _opt_kind=operand ;;
+	esac
 }
 
 # The store the command line names (or the programs would find).
@@ -142,12 +189,29 @@ _opt_remotes() {
 	git --git-dir=$s config --get-regexp '^remote\..*\.url$' 2>/dev/null | sed 's/^remote\.//; s/\.url .*//'
 }
 
-# The subcommands of command $1 (opt-sync remote and bundle), one a line.
+# The subcommands of command $1 (opt-sync remote, peer and bundle), one a
+# line.
 _opt_subcommands() {
 	case $1 in
-	(remote) print -l add rm ls ;;
+	(remote|peer) print -l add rm ls ;;
 	(bundle) print -l create verify ls apply ;;
 	esac
+}
+
+# What operand $3 (1: the first after the command) of command $2 of program
+# $1 names: "collection", "remote", or nothing (file names are offered).
+# $4 is the first operand, $5 is 1 when --cluster is on the line.
+_opt_operand() {
+	case ${1:t}:$2 in
+	(opt-tree:(put|get|del|range|count|stat)|opt-diary:(append|read|count)|opt-log:(show|checkpoint))
+		(( $3 == 1 )) && print collection ;;
+	(opt-log:verify|opt-sync:where) print collection ;;
+	(opt-sync:(fetch|pull|push))
+		if (( $3 == 1 )) && [[ $5 != 1 ]]; then print remote; else print collection; fi ;;
+	(opt-sync:status) (( $3 == 1 )) && print remote ;;
+	(opt-sync:(remote|peer)) (( $3 == 2 )) && [[ $4 == rm ]] && print remote ;;
+	esac
+	return 0
 }
 
 _opt() {
@@ -171,6 +235,13 @@ _opt() {
 	(remote)
 		local expl
 		_wanted remotes expl remote compadd -a _opt_cands
+		;;
+	(conflict)
+		# exec:PROG: the program is the user's to type
+		local -a whole
+		whole=(${_opt_cands:#exec:})
+		compadd -a whole
+		compadd -S '' exec:
 		;;
 	(file) _files ;;
 	(store) _files -/ ;;

@@ -644,24 +644,35 @@ static const char root_message[] =
 /* Point HEAD (detached) at a commit of an empty tree saying what the
  * store is, so that plain git log in it works: a branch would be one more
  * ref beside the collections, and HEAD must name a branch under
- * refs/heads/ or a commit for git fsck --strict. */
+ * refs/heads/ or a commit for git fsck --strict.  The two objects go in a
+ * pack of their own, as every object of a store does. */
 static int root_commit(git_repository *repo)
 {
-	git_treebuilder *tb = NULL;
-	git_signature *sig = NULL;
+	char objdir[PATH_MAX];
+	char buf[1024];
+	struct opt_pack *p = NULL;
 	git_oid tree_id, commit_id;
-	git_tree *tree = NULL;
-	int rc = 0;
+	int n, rc;
 
-	if (git_treebuilder_new(&tb, repo, NULL) < 0 || git_treebuilder_write(&tree_id, tb) < 0 ||
-	    git_tree_lookup(&tree, repo, &tree_id) < 0 ||
-	    git_signature_new(&sig, "optimystic", "optimystic@localhost", (git_time_t)time(NULL), 0) < 0 ||
-	    git_commit_create(&commit_id, repo, NULL, sig, sig, NULL, root_message, tree, 0, NULL) < 0 ||
-	    git_repository_set_head_detached(repo, &commit_id) < 0)
-		rc = opt_git_fail(OPT_EIO, "cannot write the store's first commit");
-	git_tree_free(tree);
-	git_signature_free(sig);
-	git_treebuilder_free(tb);
+	snprintf(objdir, sizeof(objdir), "%sobjects", git_repository_path(repo));  /* path ends in / */
+	if ((rc = opt_pack_new(&p)) < 0)
+		return rc;
+	if ((rc = opt_pack_add(p, GIT_OBJECT_TREE, "", 0, &tree_id)) < 0)
+		goto done;
+	n = snprintf(buf, sizeof(buf), "tree %s\nauthor optimystic <optimystic@localhost> %lld +0000\n"
+		     "committer optimystic <optimystic@localhost> %lld +0000\n\n%s",
+		     git_oid_tostr_s(&tree_id), (long long)time(NULL), (long long)time(NULL), root_message);
+	if (n < 0 || (size_t)n >= sizeof(buf)) {
+		rc = opt_error_set(OPT_EIO, "cannot write the store's first commit");
+		goto done;
+	}
+	if ((rc = opt_pack_add(p, GIT_OBJECT_COMMIT, buf, (size_t)n, &commit_id)) < 0 ||
+	    (rc = opt_pack_write(p, NULL, objdir)) < 0)
+		goto done;
+	if (git_repository_set_head_detached(repo, &commit_id) < 0)
+		rc = opt_git_fail(OPT_EIO, "cannot point the store's HEAD at its first commit");
+done:
+	opt_pack_free(p);
 	return rc;
 }
 

@@ -354,3 +354,118 @@ $long"
 	done
 	[ -z "$missing" ] || fail "named but not in the repository:$missing"
 }
+
+# ---- completions ----
+
+# What bash completion offers for the words "$@" (the last is completed).
+bash_offers() {
+	(
+		# shellcheck disable=SC1091
+		source "$TOP/completions/opt.bash"
+		COMP_WORDS=("$@")
+		COMP_CWORD=$(($# - 1))
+		_opt_complete
+		printf '%s\n' "${COMPREPLY[@]}"
+	)
+}
+
+@test "completions: peer's subcommands, collection names of tree, diary and log commands, remote names of sync commands, --conflict's policies (bash, zsh, fish)" {
+	export OPT_FSYNC=0
+	opt-tree put users k 1 >/dev/null
+	opt-diary append events 1 >/dev/null
+	opt-sync remote add origin "$TMP/o"
+	opt-sync remote add backup "$TMP/b"
+	colls=$'events\nusers'
+	# bash
+	run bash_offers opt-sync peer ''
+	assert_output $'add\nrm\nls'
+	run bash_offers opt-sync peer rm ''
+	assert_output $'origin\nbackup'
+	run bash_offers opt-tree get ''
+	assert_output "$colls"
+	run bash_offers opt-tree range u
+	assert_output 'users'
+	run bash_offers opt-tree range --limit 3 u
+	assert_output 'users'
+	run bash_offers opt-diary read ''
+	assert_output "$colls"
+	run bash_offers opt-log show ''
+	assert_output "$colls"
+	run bash_offers opt-log verify events ''
+	assert_output "$colls"
+	run bash_offers opt-sync pull ''
+	assert_output $'origin\nbackup'
+	run bash_offers opt-sync push -n o
+	assert_output 'origin'
+	run bash_offers opt-sync push origin ''
+	assert_output "$colls"
+	run bash_offers opt-sync pull --cluster ''
+	assert_output "$colls"
+	run bash_offers opt-sync push --conflict ''
+	assert_output $'replay\nkeep-remote\nfail\nexec:'
+	run bash_offers opt-sync pull --conflict = k
+	assert_output 'keep-remote'
+	run bash_offers opt-sync pull --conflict=f
+	assert_output '--conflict=fail'
+	if command -v zsh >/dev/null; then
+		cat >"$TMP/zt.zsh" <<EOF
+source '$TOP/completions/opt.zsh'
+t() { words=("\$@"); CURRENT=\$#; _opt_analyse; print -r -- "\$_opt_kind:\$_opt_pre:\${(j: :)_opt_cands}"; }
+t opt-sync peer ''
+t opt-sync peer rm ''
+t opt-tree get ''
+t opt-tree range --limit 3 u
+t opt-diary read ''
+t opt-log show ''
+t opt-log verify events ''
+t opt-sync pull ''
+t opt-sync push origin ''
+t opt-sync push --conflict ''
+t opt-sync push --conflict=k
+t opt-tree get users ''
+EOF
+		run zsh -f "$TMP/zt.zsh"
+		assert_success
+		assert_output "verbs::add rm ls
+remote::origin backup
+collection::events users
+collection::events users
+collection::events users
+collection::events users
+collection::events users
+remote::origin backup
+collection::events users
+conflict::replay keep-remote fail exec:
+conflict:--conflict=:replay keep-remote fail exec:
+operand::"
+	fi
+	if command -v fish >/dev/null; then
+		local n
+		for n in opt-sync opt-tree opt-diary opt-log; do
+			sed "s/@PROG@/$n/g" "$TOP/completions/opt.fish" >"$TMP/$n.fish"
+		done
+		fc() { fish --no-config -c "source '$TMP/${1%% *}.fish'; complete -C '$1'" | cut -f1 | sort; }
+		run fc 'opt-sync peer '
+		assert_output $'add\nls\nrm'
+		run fc 'opt-sync peer rm '
+		assert_output $'backup\norigin'
+		run fc 'opt-tree get '
+		assert_output "$colls"
+		run fc 'opt-tree range --limit 3 u'
+		assert_output 'users'
+		run fc 'opt-diary read '
+		assert_output "$colls"
+		run fc 'opt-log show '
+		assert_output "$colls"
+		run fc 'opt-log verify events '
+		assert_output "$colls"
+		run fc 'opt-sync pull '
+		assert_output $'backup\norigin'
+		run fc 'opt-sync push origin '
+		assert_output "$colls"
+		run fc 'opt-sync push --conflict '
+		assert_output $'exec:\nfail\nkeep-remote\nreplay'
+		run fc 'opt-sync push --conflict=k'
+		assert_output '--conflict=keep-remote'
+	fi
+}

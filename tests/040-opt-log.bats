@@ -266,8 +266,9 @@ broken() {
 	assert_line --regexp '^  verify \[NAME\.\.\. \| -\] '
 	run --separate-stderr opt-log show -h
 	assert_success
-	assert_line --index 0 'usage: opt-log show NAME [--from REV] [--to REV] [--reverse] [--limit N]'
-	assert_output --partial '[--rev N] [--follow] [--oneline | --format FMT]'
+	# the usage, wrapped at 80 columns
+	assert_equal "$(sed '/^$/q' <<<"$output" | tr '\n' ' ' | sed 's/  */ /g; s/ $//')" \
+		'usage: opt-log show NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N] [--follow] [--oneline | --format FMT]'
 	assert_line --regexp '^  -n, --limit N '
 	run opt-log --version
 	assert_success
