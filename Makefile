@@ -74,7 +74,9 @@ $(B)/unit/%: tests/unit/%.c $(B)/libopt.a $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(B)/libopt.a $(ALL_LDFLAGS) $(LIBS)
 
-units: $(UNITS)
+# (and hostile-apply: a modified opt-block for the tests of hostile
+# peers, tests/100-opt-sync.bats; not a unit test, not installed)
+units: $(UNITS) $(B)/unit/hostile-apply
 
 # Dependencies: installed with apt-get when root, else named.  deps-build
 # is what the build needs, and no test tool (for the demo).

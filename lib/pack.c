@@ -2247,7 +2247,7 @@ int opt_pack_idx_check_mem(const char *name, const unsigned char *idx, size_t id
 			goto done;
 		}
 		len = (size_t)(end - v[i].off);
-		if ((uint32_t)crc32_z(0, e, len) != get32(p.ids + (size_t)p.n * 20 + 4 * (size_t)v[i].i)) {
+		if (libdeflate_crc32(0, e, len) != get32(p.ids + (size_t)p.n * 20 + 4 * (size_t)v[i].i)) {
 			rc = idx_bad(name, "CRC-32 of an object differs");
 			goto done;
 		}

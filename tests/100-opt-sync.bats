@@ -666,6 +666,13 @@ both_refuse() {
 	[[ $stderr == *"collection 'users' refused: "*"$2"* ]]
 	[ ! -e "$TMP/c" ]
 }
+# A hostile peer's modified opt-block apply (built by make units): block
+# operations on any collection, a tree's blocks too, logged and signed.
+hostile_apply() {
+	local tool=$OPT_BIN/../unit/hostile-apply
+	[ -x "$tool" ] || fail "$tool is not built (make units)"
+	"$tool" "$@"
+}
 # The block $1 stored as indented JSON: the same value, not canonical.
 pretty_block() { put_blob "$1" "$(G cat-file blob "$TC:$(bpath "$1")" | jq .)"; }
 pretty_log_head() { pretty_block "$(G cat-file blob "$TC:$(bpath "$(header_id "$TCOLL")")" | jq -r .headId)"; }
@@ -688,20 +695,21 @@ pretty_log_head() { pretty_block "$(G cat-file blob "$TC:$(bpath "$(header_id "$
 	leaf=$(opt-block -C "$TMP/a" get -c users "$root" | jq -r '.nodes[0]')
 	tamper users 1 pretty_block "$leaf"
 	both_refuse "$TMP/s2" "is not stored as canonical JSON"
-	# (written through the log, signed by a trusted key: only the
-	# structure check can tell)
+	# (written through the log, signed by a trusted key, by a modified
+	# opt-block, ours refusing a tree's blocks: only the structure check
+	# can tell)
 	cp -a "$TMP/a" "$TMP/s3"
-	opt-block -C "$TMP/s3" get -c users "$leaf" | jq -c '["entries",0,2,[.entries[1],.entries[0]]]' |
-		opt-block -C "$TMP/s3" apply -c users "$leaf" >/dev/null
+	opt-block -C "$TMP/s3" get -c users "$leaf" | jq -c '[["entries",0,2,[.entries[1],.entries[0]]]]' |
+		hostile_apply "$TMP/s3" users "$leaf" >/dev/null
 	both_refuse "$TMP/s3" "btree leaf '$leaf' entries 0 and 1 are out of order"
 	cp -a "$TMP/a" "$TMP/s4"
 	first=$(opt-tree -C "$TMP/a" range users --limit 1 | jq -c .key)
-	echo "[\"partitions\",0,1,[$first]]" | opt-block -C "$TMP/s4" apply -c users "$root" >/dev/null
+	echo "[[\"partitions\",0,1,[$first]]]" | hostile_apply "$TMP/s4" users "$root" >/dev/null
 	both_refuse "$TMP/s4" "btree leaf '$leaf' entry 0 is outside the bounds of its parent's partitions"
 	cp -a "$TMP/a" "$TMP/s5"
 	last=$(opt-block -C "$TMP/a" get -c users "$root" | jq -r '.nodes[-1]')
 	n=$(opt-block -C "$TMP/a" get -c users "$last" | jq '.entries | length')
-	echo "[\"entries\",$n,0,[[\"zzz\",1]]]" | opt-block -C "$TMP/s5" apply -c users "$last" >/dev/null
+	echo "[[\"entries\",$n,0,[[\"zzz\",1]]]]" | hostile_apply "$TMP/s5" users "$last" >/dev/null
 	both_refuse "$TMP/s5" "the header counts 100 entries, but the tree holds 101"
 	# the honest store still clones and verifies
 	run opt-log -C "$TMP/a" verify users
