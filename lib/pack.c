@@ -1156,7 +1156,9 @@ int opt_pack_lock(git_repository *repo, long timeout_ms, int *fd)
 	int64_t deadline = 0;
 	struct timespec ts;
 
-	snprintf(path, sizeof(path), "%s/objects/pack/opt-repack.lock", git_repository_path(repo));
+	/* (the lock consolidation takes: beside the store's files, not in
+	 * objects/pack; see opt_pack_consolidate) */
+	snprintf(path, sizeof(path), "%sopt-repack.lock", git_repository_path(repo)); /* path ends in / */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + timeout_ms;
 	for (;;) {

@@ -2391,6 +2391,13 @@ int opt_store_gc(struct opt_store *s, long long prune_age, struct opt_gc_result 
 		rc = opt_git_fail(OPT_EIO, "cannot list refs");
 		goto done;
 	}
+	/* and HEAD, which names the store's first commit (not a ref the
+	 * iterator lists) */
+	{
+		git_oid head;
+		if (git_reference_name_to_id(&head, s->repo, "HEAD") == 0 && (rc = reach_walk(&r, "HEAD", &head)) < 0)
+			goto done;
+	}
 	git_error_clear();
 	memset(&g, 0, sizeof(g));
 	g.reachable = reach_has;
@@ -2793,7 +2800,8 @@ static int commit_guard(struct opt_store *s, const char *name, const char *ref, 
 		close(*fd);
 		*fd = -1;
 		if (busy)
-			return opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
+			return opt_error_set(OPT_EBUSY, "collection '%s' is busy (another writer of this store is committing)",
+					     name);
 	}
 	break_stale_lock(s, ref);
 	snprintf(path, sizeof(path), "%s%s.lock", dir, ref);
@@ -2805,7 +2813,7 @@ static int commit_guard(struct opt_store *s, const char *name, const char *ref, 
 		if (*fd >= 0)
 			close(*fd);
 		*fd = -1;
-		return opt_error_set(OPT_EBUSY, "collection '%s' is locked by another writer", name);
+		return opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked: %s.lock)", name, ref);
 	}
 	*moved = grc == GIT_ENOTFOUND ? base != NULL : !base || !git_oid_equal(&cur, base);
 	if (*moved) {

@@ -200,3 +200,15 @@ age_all() { find "$OPT_STORE/objects" -type f -exec touch -d "$1 ago" {} +; }
 	run opt-block gc --prune=90s
 	assert_success
 }
+
+@test "gc --prune now keeps what HEAD names (the store's first commit): git log and fsck still work" {
+	opt-tree put t k 1 >/dev/null
+	head=$(G rev-parse HEAD)
+	run opt-block gc --prune now
+	assert_success
+	G cat-file -e "$head"
+	run G log --oneline -1
+	assert_success
+	run G fsck --strict --no-progress
+	assert_success
+}

@@ -215,7 +215,7 @@ each_busy() {
 	# below the age at which a lock counts as stale
 	export OPT_BUSY_TIMEOUT=500 OPT_STALE_LOCK_MS=60000
 	fail_midstream lock 6 unlock
-	check_message "is locked by another writer"
+	check_message "is busy (its ref is locked: "
 }
 
 @test "a held lock: opt-tree put --each prints records only for what is committed (exit 6)" {
