@@ -1165,8 +1165,21 @@ int opt_pack_lock(git_repository *repo, long timeout_ms, int *fd)
 		*fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
 		if (*fd < 0)
 			return opt_error_set(OPT_EIO, "cannot lock the store's packs ('%s'): %s", path, strerror(errno));
-		if (flock(*fd, LOCK_EX | LOCK_NB) == 0)
-			return 0;
+		if (flock(*fd, LOCK_EX | LOCK_NB) == 0) {
+			/* a store of an earlier version has the lock in
+			 * objects/pack: take that one too (an earlier program
+			 * may be repacking), then remove it */
+			char old[4200];
+			int ofd;
+			snprintf(old, sizeof(old), "%sobjects/pack/opt-repack.lock", git_repository_path(repo));
+			if (access(old, F_OK) != 0)
+				return 0;
+			if ((ofd = take_lock(old)) >= 0) {
+				unlink(old);
+				close(ofd);
+				return 0;
+			}
+		}
 		close(*fd);
 		*fd = -1;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
