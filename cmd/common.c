@@ -879,9 +879,9 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 						break;
 				if (!v->name) {
 					const char *near = nearest_verb(p, a);
+					free(pos);
 					if (near)
 						return cmd_usage(&c, "unknown command '%s' (did you mean '%s'?)", opt_esc(a), near);
-					free(pos);
 					return cmd_usage(&c, "unknown command '%s'", opt_esc(a));
 				}
 				c.verb = v;
