@@ -597,7 +597,7 @@ TEST(group_failure_sticks)
 	for (i = 0; i < 3; i++)
 		CHECK_RC(opt_txn_group_add(g, put_fn, &p[i], NULL));
 	CHECK(opt_txn_group_flush(g) == OPT_EBUSY);
-	CHECK(strstr(opt_error_last(), "locked by another writer") != NULL);
+	CHECK(strstr(opt_error_last(), "its ref is locked") != NULL);
 	for (i = 0; i < 3; i++)
 		CHECK(opt_txn_group_result(g, i) == NULL);
 	/* the failure sticks, even once the lock is gone */
