@@ -82,3 +82,8 @@ const char *opt_error_name(int code)
 	default: return "error";
 	}
 }
+
+int opt_error_oom(void)
+{
+	return opt_error_set(OPT_EIO, "out of memory");
+}

@@ -60,4 +60,13 @@ int opt_exit_status(int code);
 /* A short name for a code ("not found", "conflict", ...). */
 const char *opt_error_name(int code);
 
+/* Sets "out of memory" (OPT_EIO) and returns OPT_EIO. */
+int opt_error_oom(void);
+
+/* OPT_CHECK_ALLOC(p): return opt_error_oom() from the calling function when
+ * p is NULL, as libgit2's GIT_ERROR_CHECK_ALLOC. Only in functions that own
+ * nothing to release on that path; others set rc = opt_error_oom() and go
+ * to their cleanup. */
+#define OPT_CHECK_ALLOC(p) do { if (!(p)) return opt_error_oom(); } while (0)
+
 #endif

@@ -288,3 +288,24 @@ const char *opt_esc(const char *s)
 	*o = '\0';
 	return out;
 }
+
+int opt_grow(void **p, size_t *cap, size_t need, size_t size)
+{
+	size_t n = *cap ? *cap : 16;
+	void *np;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need) {
+		if (n > SIZE_MAX / 2)
+			return opt_error_oom();
+		n *= 2;
+	}
+	if (size && n > SIZE_MAX / size)
+		return opt_error_oom();
+	if (!(np = realloc(*p, n * size)))
+		return opt_error_oom();
+	*p = np;
+	*cap = n;
+	return 0;
+}

@@ -95,4 +95,14 @@ unsigned opt_backoff_ms(unsigned attempt, unsigned base, unsigned cap);
  * itself with SIGKILL there.  Costs one getenv when unset. */
 void opt_fault(const char *point);
 
+/* Grows the array *p of elements of size bytes so that it holds at least
+ * need of them; *cap is its capacity in elements, doubled (from 16) as
+ * needed. Returns 0, or OPT_EIO with "out of memory" set, *p and *cap
+ * unchanged. Use it through OPT_ALLOC_GROW. */
+int opt_grow(void **p, size_t *cap, size_t need, size_t size);
+
+/* OPT_ALLOC_GROW(v, n, cap): make room in array v (any element type, its
+ * capacity cap a size_t) for n elements, as git's ALLOC_GROW. */
+#define OPT_ALLOC_GROW(v, n, cap) opt_grow((void **)&(v), &(cap), (n), sizeof(*(v)))
+
 #endif

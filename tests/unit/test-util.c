@@ -294,6 +294,29 @@ TEST(jsonl_large)
 	free(text);
 }
 
+/* One growing-array helper: it keeps what the array held, grows by
+ * doubling, and refuses a size that would overflow without touching the
+ * array. */
+TEST(alloc_grow)
+{
+	int *v = NULL;
+	size_t cap = 0, i;
+
+	CHECK_RC(OPT_ALLOC_GROW(v, 1, cap));
+	CHECK(cap == 16 && v != NULL);
+	for (i = 0; i < 1000; i++) {
+		CHECK_RC(OPT_ALLOC_GROW(v, i + 1, cap));
+		v[i] = (int)i;
+	}
+	CHECK(cap == 1024);
+	for (i = 0; i < 1000; i++)
+		CHECK(v[i] == (int)i);
+	CHECK(OPT_ALLOC_GROW(v, SIZE_MAX / 2, cap) == OPT_EIO);
+	CHECK(strcmp(opt_error_last(), "out of memory") == 0);
+	CHECK(cap == 1024 && v[999] == 999);
+	free(v);
+}
+
 TEST(backoff)
 {
 	unsigned i;
@@ -494,6 +517,7 @@ int main(void)
 	RUN(canon_scan);
 	RUN(jsonl_reader);
 	RUN(jsonl_large);
+	RUN(alloc_grow);
 	RUN(backoff);
 	RUN(error_quotes_last);
 	RUN(error_from_last);
