@@ -37,14 +37,15 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror=
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 LIBS = $(PKG_LIBS) -lpthread
 
-LIB_SRC := $(wildcard lib/*.c)
+# lib/ and its families (lib/store/, lib/sync/): one object each
+LIB_SRC := $(wildcard lib/*.c lib/*/*.c)
 LIB_OBJ := $(LIB_SRC:lib/%.c=$(B)/lib/%.o)
 CMD_SRC := $(wildcard cmd/opt-*.c)
 PROGS := $(CMD_SRC:cmd/%.c=$(B)/bin/%)
 CMD_COMMON := $(wildcard cmd/common.c)
 UNIT_SRC := $(wildcard tests/unit/test-*.c)
 UNITS := $(UNIT_SRC:tests/unit/%.c=$(B)/unit/%)
-HDRS := $(wildcard lib/*.h cmd/*.h tests/unit/*.h)
+HDRS := $(wildcard lib/*.h lib/*/*.h cmd/*.h tests/unit/*.h)
 MANS := $(wildcard man/*.1 man/*.7)
 
 all: deps-check $(PROGS)
@@ -55,7 +56,7 @@ $(B)/lib/%.o: lib/%.c $(HDRS)
 
 $(B)/libopt.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $(LIB_OBJ)
+	ar qcs $@ $(LIB_OBJ)
 
 # the version is compiled into common.o: rebuilt when it changes
 $(B)/version.stamp: FORCE

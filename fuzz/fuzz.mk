@@ -25,7 +25,7 @@ $(FUZZ_B)/lib/%.o: lib/%.c $(HDRS)
 
 $(FUZZ_B)/libopt.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $(FUZZ_LIB_OBJ)
+	ar qcs $@ $(FUZZ_LIB_OBJ)
 
 $(FUZZ_B)/fuzz-%: fuzz/fuzz-%.c $(FUZZ_B)/libopt.a $(HDRS)
 	@mkdir -p $(@D)
