@@ -10,7 +10,9 @@ for b in "$@"; do
 	for t in "$b"/unit/test-*; do
 		[ -x "$t" ] || continue
 		echo "# unit: $t" | tee -a "$log"
+		t0=$(date +%s)
 		"$t" 2>&1 | tee -a "$log"
+		echo "# time: $t $(($(date +%s) - t0)) s" | tee -a "$log"
 	done
 	if [ -n "$(ls tests/*.bats 2>/dev/null)" ]; then
 		echo "# bats: $b" | tee -a "$log"
@@ -18,9 +20,11 @@ for b in "$@"; do
 		# at most 15 minutes
 		out=$(mktemp)
 		for f in tests/*.bats; do
+			t0=$(date +%s)
 			OPT_BIN="$top/$b/bin" timeout -k 10 900 bats --tap "$f" > "$out" 2>&1
 			st=$?
 			cat "$out" | tee -a "$log"
+			echo "# time: $f $(($(date +%s) - t0)) s" | tee -a "$log"
 			if [ "$st" -eq 124 ] || [ "$st" -eq 137 ]; then
 				echo "not ok - $f timed out after 900 s" | tee -a "$log"
 			elif [ "$st" -ne 0 ] && ! grep -q '^not ok ' "$out"; then
