@@ -3,6 +3,9 @@
 # tests/protocol.sh has spin check it exhaustively (safety in three
 # configurations, progress under weak fairness) and find the violations in
 # its mutants.  Its figures (states explored) are printed as TAP comments.
+#
+# build-independent: it runs no program of ours (tests/run.sh runs it
+# with the first build only).
 
 load test_helper
 

@@ -3,6 +3,9 @@
 # spin check it exhaustively (safety in each configuration and fault
 # budget) and find the violations in its mutants.  Its figures (states
 # explored) are printed as TAP comments.
+#
+# build-independent: it runs no program of ours (tests/run.sh runs it
+# with the first build only).
 
 load test_helper
 
