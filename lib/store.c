@@ -3,6 +3,7 @@
 #include "gitutil.h"
 #include "json.h"
 #include "pack.h"
+#include "store/git.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -791,6 +792,19 @@ void opt_store_free(struct opt_store *s)
 	free(s);
 }
 
+git_repository *opt_store__repo(struct opt_store *s)
+{
+	return s->repo;
+}
+
+int opt_store__repo_open(struct opt_store *s, git_repository **out)
+{
+	*out = NULL;
+	if (git_repository_open_ext(out, s->path, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0)
+		return opt_git_fail(OPT_EIO, "cannot open store");
+	return 0;
+}
+
 const char *opt_store_path(const struct opt_store *s)
 {
 	return s->path;
@@ -1123,26 +1137,39 @@ static int snap_from_commit(struct opt_snap **out, struct opt_store *s, const ch
 
 static int snap_open_raw(struct opt_snap **out, struct opt_store *s, const char *name, long rev);
 
-int opt_store_decision_at(struct opt_store *s, const char *primary, const char *trx, const char *stop, int *out)
+/* The first snapshot of the walk of opt_store__decision_from: 1 with
+ * *out, or 0 with *d set when there is nothing to walk. */
+static int decision_start(struct opt_snap **out, struct opt_store *s, const char *name, const git_oid *at, int *d)
+{
+	char hex[GIT_OID_HEXSZ + 1], other[OPT_NAME_MAX + 1];
+	int rc;
+
+	if (at) {
+		git_oid_tostr(hex, sizeof(hex), at);
+		return (rc = opt_snap_open_commit(out, s, name, hex)) < 0 ? rc : 1;
+	}
+	rc = snap_open_raw(out, s, name, 0);
+	if (rc != OPT_ENOTFOUND)
+		return rc < 0 ? rc : 1;
+	opt_error_clear();
+	/* a primary that cannot be created while a collection whose name
+	 * clashes with its own exists (which is never removed) can hold
+	 * neither the decision nor an abort record: aborted */
+	if ((rc = opt_store_name_clash(s, name, other)) < 0)
+		return rc;
+	if (rc == 1)
+		*d = -1;
+	return 0;
+}
+
+int opt_store__decision_from(struct opt_store *s, const char *name, const git_oid *at, const char *trx,
+			     const char *stop, int64_t since, int *out)
 {
 	struct opt_snap *snap = NULL, *p;
 	int rc;
 
 	*out = 0;
-	rc = snap_open_raw(&snap, s, primary, 0);
-	if (rc == OPT_ENOTFOUND) {
-		char other[OPT_NAME_MAX + 1];
-		opt_error_clear();
-		/* a primary that cannot be created while a collection whose name
-		 * clashes with its own exists (which is never removed) can hold
-		 * neither the decision nor an abort record: aborted */
-		if ((rc = opt_store_name_clash(s, primary, other)) < 0)
-			return rc;
-		if (rc == 1)
-			*out = -1;
-		return 0;
-	}
-	if (rc < 0)
+	if ((rc = decision_start(&snap, s, name, at, out)) <= 0)
 		return rc;
 	/* newest first, back to the primary's head before the pends: the
 	 * decision or abort record is always after it */
@@ -1158,6 +1185,8 @@ int opt_store_decision_at(struct opt_store *s, const char *primary, const char *
 			if (*out)
 				break;
 		}
+		if (opt_snap_time(snap) < since - 60)
+			break;
 		rc = opt_snap_parent(&p, snap);
 		if (rc == OPT_ENOTFOUND) {
 			opt_error_clear();
@@ -1172,6 +1201,29 @@ int opt_store_decision_at(struct opt_store *s, const char *primary, const char *
 	}
 	opt_snap_free(snap);
 	return 0;
+}
+
+int opt_store__decision_of(struct opt_store *s, const char *primary, const char *trx, int64_t since, int *out)
+{
+	char ref[OPT_REF_MAX];
+	git_oid b;
+	int rc;
+
+	*out = 0;
+	if (!opt_store_name_valid(primary))
+		return opt_error_set(OPT_EINTEGRITY, "transaction %s names an invalid primary '%s'", trx, primary);
+	if ((rc = opt_ref_backup(ref, sizeof(ref), primary)) < 0 || (rc = opt_ref_read(s->repo, ref, &b)) < 0)
+		return rc;
+	if (rc == 1 && (rc = opt_store__decision_from(s, primary, &b, trx, NULL, since, out)) < 0)
+		return rc;
+	if (*out)
+		return 0;
+	return opt_store_decision(s, primary, trx, since, out);
+}
+
+int opt_store_decision_at(struct opt_store *s, const char *primary, const char *trx, const char *stop, int *out)
+{
+	return opt_store__decision_from(s, primary, NULL, trx, stop, 0, out);
 }
 
 int opt_store_decision(struct opt_store *s, const char *primary, const char *trx, int64_t since, int *out)
