@@ -4,6 +4,7 @@
 #include "json.h"
 #include "pack.h"
 #include "store/git.h"
+#include "store/internal.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -23,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REF_PREFIX "refs/opt/collections/"
 #define CACHE_SLOTS 64      /* default: streaming reads stay small */
 
 struct opt_store {
@@ -635,11 +635,11 @@ static const char root_message[] =
 	"optimystic store\n"
 	"\n"
 	"This git repository is an optimystic store (see opt(7)). Its\n"
-	"collections are the refs refs/opt/collections/NAME, one commit per\n"
+	"collections are the refs %sNAME, one commit per\n"
 	"revision; HEAD names only this commit. To see them:\n"
 	"\n"
 	"    git log --all --oneline\n"
-	"    git log refs/opt/collections/NAME\n"
+	"    git log %sNAME\n"
 	"    opt-block stat\n";
 
 /* Point HEAD (detached) at a commit of an empty tree saying what the
@@ -649,8 +649,8 @@ static const char root_message[] =
  * pack of their own, as every object of a store does. */
 static int root_commit(git_repository *repo)
 {
-	char objdir[PATH_MAX];
-	char buf[1024];
+	char objdir[PATH_MAX], prefix[OPT_REF_MAX];
+	char buf[1024], msg[sizeof(root_message) + 2 * OPT_REF_MAX];
 	struct opt_pack *p = NULL;
 	git_oid tree_id, commit_id;
 	int n, rc;
@@ -660,9 +660,11 @@ static int root_commit(git_repository *repo)
 		return rc;
 	if ((rc = opt_pack_add(p, GIT_OBJECT_TREE, "", 0, &tree_id)) < 0)
 		goto done;
+	opt_ref_collection(prefix, sizeof(prefix), NULL);
+	snprintf(msg, sizeof(msg), root_message, prefix, prefix);
 	n = snprintf(buf, sizeof(buf), "tree %s\nauthor optimystic <optimystic@localhost> %lld +0000\n"
 		     "committer optimystic <optimystic@localhost> %lld +0000\n\n%s",
-		     git_oid_tostr_s(&tree_id), (long long)time(NULL), (long long)time(NULL), root_message);
+		     git_oid_tostr_s(&tree_id), (long long)time(NULL), (long long)time(NULL), msg);
 	if (n < 0 || (size_t)n >= sizeof(buf)) {
 		rc = opt_error_set(OPT_EIO, "cannot write the store's first commit");
 		goto done;
@@ -940,28 +942,28 @@ static int cmp_json_str(const void *a, const void *b)
 	return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
 }
 
+static int list_cb(const char *name, const git_oid *id, void *arg)
+{
+	(void)id;
+	json_array_append_new(arg, json_string(opt_ref_collection_name(name)));
+	return 0;
+}
+
 int opt_store_list(struct opt_store *s, json_t **out)
 {
-	git_reference_iterator *it = NULL;
-	const char *name;
+	char prefix[OPT_REF_MAX];
 	json_t *arr = json_array();
 	json_t **v = NULL;
 	size_t n, i;
-	int err;
+	int rc;
 
 	*out = NULL;
 	if (!arr)
 		return opt_error_set(OPT_EIO, "out of memory");
-	if (git_reference_iterator_glob_new(&it, s->repo, REF_PREFIX "*") < 0) {
+	opt_ref_collection(prefix, sizeof(prefix), NULL);
+	if ((rc = opt_ref_foreach(s->repo, prefix, list_cb, arr, "cannot list collections")) < 0) {
 		json_decref(arr);
-		return opt_git_fail(OPT_EIO, "cannot list collections");
-	}
-	while ((err = git_reference_next_name(&name, it)) == 0)
-		json_array_append_new(arr, json_string(name + strlen(REF_PREFIX)));
-	git_reference_iterator_free(it);
-	if (err != GIT_ITEROVER) {
-		json_decref(arr);
-		return opt_git_fail(OPT_EIO, "cannot list collections");
+		return rc;
 	}
 	n = json_array_size(arr);
 	v = malloc((n ? n : 1) * sizeof(*v));
@@ -1007,16 +1009,30 @@ static int ref_name(char *buf, size_t n, const char *name)
 
 	if ((rc = opt_store_name_check(name)) < 0)
 		return rc;
-	snprintf(buf, n, REF_PREFIX "%s", name);
-	return 0;
+	return opt_ref_collection(buf, n, name);
+}
+
+/* The head of the collection whose ref is ref: 1 and *id, 0 when absent,
+ * or OPT_EIO "cannot read collection ref: WHY". */
+static int head_read(struct opt_store *s, const char *ref, git_oid *id)
+{
+	int rc = opt_ref_read(s->repo, ref, id);
+
+	return rc < 0 ? opt_git_fail(OPT_EIO, "cannot read collection ref") : rc;
+}
+
+static int clash_cb(const char *name, const git_oid *id, void *arg)
+{
+	(void)id;
+	snprintf(arg, OPT_NAME_MAX + 1, "%s", opt_ref_collection_name(name));
+	return 1;
 }
 
 int opt_store_name_clash(struct opt_store *s, const char *name, char other[OPT_NAME_MAX + 1])
 {
-	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX + 2];
-	git_reference_iterator *it = NULL;
-	const char *found;
-	size_t i, pl = strlen(REF_PREFIX);
+	char ref[OPT_REF_MAX];
+	const char *coll;
+	size_t i;
 	git_oid id;
 	int rc;
 
@@ -1024,43 +1040,24 @@ int opt_store_name_clash(struct opt_store *s, const char *name, char other[OPT_N
 	if ((rc = ref_name(ref, sizeof(ref), name)) < 0)
 		return rc;
 	/* it exists: then nothing clashes with it */
-	rc = git_reference_name_to_id(&id, s->repo, ref);
-	if (rc == 0)
-		return 0;
-	if (rc != GIT_ENOTFOUND)
-		return opt_git_fail(OPT_EIO, "cannot read collection ref");
-	git_error_clear();
+	if ((rc = head_read(s, ref, &id)) != 0)
+		return rc < 0 ? rc : 0;
 	/* a collection whose name is name's up to a '/' */
-	for (i = pl; ref[i]; i++) {
+	coll = opt_ref_collection_name(ref);
+	for (i = (size_t)(coll - ref); ref[i]; i++) {
 		if (ref[i] != '/')
 			continue;
 		ref[i] = '\0';
-		rc = git_reference_name_to_id(&id, s->repo, ref);
+		rc = head_read(s, ref, &id);
 		ref[i] = '/';
-		if (rc == 0) {
-			snprintf(other, OPT_NAME_MAX + 1, "%.*s", (int)(i - pl), ref + pl);
-			return 1;
-		}
-		if (rc != GIT_ENOTFOUND)
-			return opt_git_fail(OPT_EIO, "cannot read collection ref");
-		git_error_clear();
+		if (rc == 1)
+			snprintf(other, OPT_NAME_MAX + 1, "%.*s", (int)(ref + i - coll), coll);
+		if (rc != 0)
+			return rc;
 	}
 	/* a collection whose name begins with name and '/' */
-	strcat(ref, "/*");
-	if (git_reference_iterator_glob_new(&it, s->repo, ref) < 0)
-		return opt_git_fail(OPT_EIO, "cannot list collections");
-	rc = git_reference_next_name(&found, it);
-	if (rc == 0) {
-		snprintf(other, OPT_NAME_MAX + 1, "%s", found + pl);
-		rc = 1;
-	} else if (rc == GIT_ITEROVER) {
-		git_error_clear();
-		rc = 0;
-	} else {
-		rc = opt_git_fail(OPT_EIO, "cannot list collections");
-	}
-	git_reference_iterator_free(it);
-	return rc;
+	strcat(ref, "/");
+	return opt_ref_foreach(s->repo, ref, clash_cb, other, "cannot list collections");
 }
 
 int opt_store_check_new(struct opt_store *s, const char *name)
@@ -1071,26 +1068,6 @@ int opt_store_check_new(struct opt_store *s, const char *name)
 	if (rc <= 0)
 		return rc;
 	return opt_error_set(OPT_EINVAL, "collection '%s' cannot be created: collection '%s' exists", name, other);
-}
-
-static char *trailer_value(const char *msg, const char *key)
-{
-	size_t kl = strlen(key);
-	const char *p = msg;
-
-	while (p && *p) {
-		if (strncmp(p, key, kl) == 0 && p[kl] == ':') {
-			const char *v = p + kl + 1, *e;
-			while (*v == ' ')
-				v++;
-			e = strchr(v, '\n');
-			return strndup(v, e ? (size_t)(e - v) : strlen(v));
-		}
-		p = strchr(p, '\n');
-		if (p)
-			p++;
-	}
-	return NULL;
 }
 
 static int snap_from_commit(struct opt_snap **out, struct opt_store *s, const char *name, git_commit *c)
@@ -1118,10 +1095,10 @@ static int snap_from_commit(struct opt_snap **out, struct opt_store *s, const ch
 		opt_snap_free(snap);
 		return opt_git_fail(OPT_EINTEGRITY, "cannot read blocks tree");
 	}
-	revs = trailer_value(msg, "Opt-Rev");
+	revs = opt_trailer_value(msg, "Opt-Rev");
 	snap->rev = revs ? strtol(revs, NULL, 10) : 0;
 	free(revs);
-	snap->trx = trailer_value(msg, "Opt-Trx");
+	snap->trx = opt_trailer_value(msg, "Opt-Trx");
 	{
 		const char *nl = strchr(msg, '\n');
 		snap->summary = strndup(msg, nl ? (size_t)(nl - msg) : strlen(msg));
@@ -1251,18 +1228,17 @@ int opt_snap_decided(struct opt_snap *snap, int *out)
 
 static int head_ids(struct opt_store *s, const char *const *names, size_t n, git_oid *ids)
 {
-	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX];
+	char ref[OPT_REF_MAX];
 	size_t i;
 	int rc;
 
 	for (i = 0; i < n; i++) {
 		if ((rc = ref_name(ref, sizeof(ref), names[i])) < 0)
 			return rc;
-		rc = git_reference_name_to_id(&ids[i], s->repo, ref);
-		if (rc == GIT_ENOTFOUND)
+		if ((rc = head_read(s, ref, &ids[i])) < 0)
+			return rc;
+		if (rc == 0)
 			memset(&ids[i], 0, sizeof(ids[i]));
-		else if (rc < 0)
-			return opt_git_fail(OPT_EIO, "cannot read collection ref");
 	}
 	return 0;
 }
@@ -1345,7 +1321,7 @@ int opt_snap_open(struct opt_snap **out, struct opt_store *s, const char *name, 
 
 static int snap_open_raw(struct opt_snap **out, struct opt_store *s, const char *name, long rev)
 {
-	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX];
+	char ref[OPT_REF_MAX];
 	git_oid id;
 	git_commit *c = NULL;
 	struct opt_snap *snap = NULL;
@@ -1357,11 +1333,10 @@ static int snap_open_raw(struct opt_snap **out, struct opt_store *s, const char 
 	if (s->gname && s->gpending && strcmp(s->gname, name) == 0) {
 		id = s->ghead;  /* the pending revision is the latest */
 	} else {
-		rc = git_reference_name_to_id(&id, s->repo, ref);
-		if (rc == GIT_ENOTFOUND)
+		if ((rc = head_read(s, ref, &id)) < 0)
+			return rc;
+		if (rc == 0)
 			return opt_error_set(OPT_ENOTFOUND, "no collection '%s'", name);
-		if (rc < 0)
-			return opt_git_fail(OPT_EIO, "cannot read collection ref");
 	}
 	if (s_commit_lookup(s, &c, &id) < 0)
 		return opt_git_fail(OPT_EINTEGRITY, "cannot read collection commit");
@@ -1514,7 +1489,7 @@ const char *opt_snap_trailer(const struct opt_snap *snap, const char *key)
 	v = json_object_get(m->trailers, key);
 	if (v)
 		return json_is_string(v) ? json_string_value(v) : NULL;
-	t = trailer_value(snap->trailer_buf, key);
+	t = opt_trailer_value(snap->trailer_buf, key);
 	json_object_set_new(m->trailers, key, t ? json_string(t) : json_null());
 	free(t);
 	v = json_object_get(m->trailers, key);
@@ -2367,11 +2342,18 @@ static int reach_walk(struct reach *r, const char *ref, const git_oid *start)
 /* The incoming refs of a killed fetch name objects of its quarantine,
  * which gc removed: drop them (unless a quarantine is left: a fetch may
  * be running). */
+static int drop_cb(const char *name, const git_oid *id, void *arg)
+{
+	struct opt_store *s = arg;
+
+	if (!git_odb_exists(s->odb, id) && opt_ref_cas(s->repo, name, OPT_REF_ANY, NULL, NULL, 0) < 0)
+		return opt_git_fail(OPT_EIO, "cannot remove a stale incoming ref");
+	return 0;
+}
+
 static int drop_stale_incoming(struct opt_store *s)
 {
-	git_reference_iterator *it = NULL;
-	git_reference *ref = NULL;
-	char objdir[PATH_MAX];
+	char objdir[PATH_MAX], prefix[OPT_REF_MAX];
 	struct dirent *de;
 	DIR *d;
 	int rc = 0;
@@ -2385,17 +2367,18 @@ static int drop_stale_incoming(struct opt_store *s)
 	closedir(d);
 	if (rc)
 		return 0;
-	if (git_reference_iterator_glob_new(&it, s->repo, "refs/opt/incoming/*") < 0)
-		return opt_git_fail(OPT_EIO, "cannot list refs");
-	while (rc == 0 && git_reference_next(&ref, it) == 0) {
-		if (git_reference_type(ref) == GIT_REFERENCE_DIRECT && !git_odb_exists(s->odb, git_reference_target(ref)) &&
-		    git_reference_delete(ref) < 0)
-			rc = opt_git_fail(OPT_EIO, "cannot remove a stale incoming ref");
-		git_reference_free(ref);
-	}
-	git_reference_iterator_free(it);
-	git_error_clear();
-	return rc;
+	opt_ref_incoming(prefix, sizeof(prefix), NULL, NULL);
+	return opt_ref_foreach(s->repo, prefix, drop_cb, s, "cannot list refs");
+}
+
+/* every ref's objects, but those of incoming refs (quarantined objects,
+ * not the store's) */
+static int reach_ref(const char *name, const git_oid *id, void *arg)
+{
+	char prefix[OPT_REF_MAX];
+
+	opt_ref_incoming(prefix, sizeof(prefix), NULL, NULL);
+	return opt_ref_under(name, prefix) ? 0 : reach_walk(arg, name, id);
 }
 
 static int reach_has(const git_oid *id, void *arg)
@@ -2408,8 +2391,6 @@ int opt_store_gc(struct opt_store *s, long long prune_age, struct opt_gc_result 
 	struct reach r;
 	struct opt_pack_gc g;
 	struct opt_pack_gc_result pr;
-	git_reference_iterator *it = NULL;
-	git_reference *ref = NULL;
 	const char *e = getenv("OPT_BUSY_TIMEOUT");
 	int lockfd = -1, rc;
 
@@ -2420,34 +2401,13 @@ int opt_store_gc(struct opt_store *s, long long prune_age, struct opt_gc_result 
 		return rc;
 	/* every ref's objects (incoming refs name quarantined objects,
 	 * which are not the store's) */
-	if (git_reference_iterator_new(&it, s->repo) < 0) {
-		rc = opt_git_fail(OPT_EIO, "cannot list refs");
+	if ((rc = opt_ref_foreach(s->repo, NULL, reach_ref, &r, "cannot list refs")) < 0)
 		goto done;
-	}
-	while ((rc = git_reference_next(&ref, it)) == 0) {
-		git_reference *res_ref = NULL;
-		const char *name = git_reference_name(ref);
-		if (strncmp(name, "refs/opt/incoming/", 18) != 0) {
-			if (git_reference_resolve(&res_ref, ref) < 0) {
-				rc = opt_git_fail(OPT_EIO, "cannot read ref");
-			} else {
-				rc = reach_walk(&r, name, git_reference_target(res_ref));
-				git_reference_free(res_ref);
-			}
-		}
-		git_reference_free(ref);
-		if (rc < 0)
-			goto done;
-	}
-	if (rc != GIT_ITEROVER) {
-		rc = opt_git_fail(OPT_EIO, "cannot list refs");
-		goto done;
-	}
 	/* and HEAD, which names the store's first commit (not a ref the
 	 * iterator lists) */
 	{
 		git_oid head;
-		if (git_reference_name_to_id(&head, s->repo, "HEAD") == 0 && (rc = reach_walk(&r, "HEAD", &head)) < 0)
+		if (opt_ref_read(s->repo, "HEAD", &head) == 1 && (rc = reach_walk(&r, "HEAD", &head)) < 0)
 			goto done;
 	}
 	git_error_clear();
@@ -2466,7 +2426,6 @@ int opt_store_gc(struct opt_store *s, long long prune_age, struct opt_gc_result 
 	reload_odb(s);
 	rc = drop_stale_incoming(s);
 done:
-	git_reference_iterator_free(it);
 	opt_pack_unlock(lockfd);
 	opt_oidset_clear(&r.seen);
 	free(r.stack);
@@ -2758,28 +2717,6 @@ done:
 	return rc;
 }
 
-/* A ref update holds its lock for well under a millisecond; a lock file
- * older than $OPT_STALE_LOCK_MS (default 5000) was left by a killed
- * process: remove it so that the collection is not wedged. */
-static void break_stale_lock(struct opt_store *s, const char *ref)
-{
-	char path[PATH_MAX];
-	struct stat st;
-	struct timespec now;
-	const char *e = getenv("OPT_STALE_LOCK_MS");
-	long stale = e && *e ? atol(e) : 5000;
-	double age;
-
-	snprintf(path, sizeof(path), "%s%s.lock", git_repository_path(s->repo), ref);
-	if (stat(path, &st) < 0)
-		return;
-	clock_gettime(CLOCK_REALTIME, &now);
-	age = (double)(now.tv_sec - st.st_mtim.tv_sec) * 1000.0 +
-	      (double)(now.tv_nsec - st.st_mtim.tv_nsec) / 1e6;
-	if (age > (double)stale)
-		unlink(path);
-}
-
 /* The group's pack of pending objects, made when missing. */
 static int group_pack(struct opt_store *s)
 {
@@ -2835,9 +2772,8 @@ static int commit_guard(struct opt_store *s, const char *name, const char *ref, 
 {
 	char path[PATH_MAX], hex[OPT_SHA256_HEX + 1];
 	const char *dir = git_repository_path(s->repo);
-	struct stat st;
 	git_oid cur;
-	int grc;
+	int has;
 
 	*fd = -1;
 	*moved = 0;
@@ -2855,19 +2791,16 @@ static int commit_guard(struct opt_store *s, const char *name, const char *ref, 
 			return opt_error_set(OPT_EBUSY, "collection '%s' is busy (another writer of this store is committing)",
 					     name);
 	}
-	break_stale_lock(s, ref);
-	snprintf(path, sizeof(path), "%s%s.lock", dir, ref);
-	grc = stat(path, &st) == 0 ? GIT_ELOCKED : git_reference_name_to_id(&cur, s->repo, ref);
-	if (grc == GIT_ELOCKED || (grc < 0 && grc != GIT_ENOTFOUND)) {
-		/* (an unreadable ref: the compare-and-swap will say why) */
-		if (grc != GIT_ELOCKED)
-			return 0;
+	opt_ref_break_stale_lock(s->repo, ref);
+	if (opt_ref_locked(s->repo, ref)) {
 		if (*fd >= 0)
 			close(*fd);
 		*fd = -1;
 		return opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked: %s.lock)", name, ref);
 	}
-	*moved = grc == GIT_ENOTFOUND ? base != NULL : !base || !git_oid_equal(&cur, base);
+	if ((has = opt_ref_read(s->repo, ref, &cur)) < 0)
+		return 0;  /* (an unreadable ref: the compare-and-swap will say why) */
+	*moved = has == 0 ? base != NULL : !base || !git_oid_equal(&cur, base);
 	if (*moved) {
 		if (*fd >= 0)
 			close(*fd);
@@ -2887,15 +2820,15 @@ static void commit_unlock(int fd)
 int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *base,
 		     struct opt_tracker *t, const struct opt_commit_info *info, long *rev)
 {
-	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX];
+	char ref[OPT_REF_MAX];
 	struct collect col = { 0 };
+	struct opt_trailers tr = { 0 };
 	struct buf msg = { 0 }, cbuf = { 0 };
-	git_oid root, commit, zero;
-	git_reference *r = NULL;
+	git_oid root, commit;
 	char hex[GIT_OID_HEXSZ + 1], line[512];
 	long newrev = base ? base->rev + 1 : 1;
 	int64_t now = opt_now_ms() / 1000;
-	int rc, grc, lockfd = -1;
+	int rc, lockfd = -1;
 
 	if ((rc = ref_name(ref, sizeof(ref), name)) < 0)
 		return rc;
@@ -2917,8 +2850,10 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	if ((rc = build_trees(s, col.pack, base, col.v, col.n, &root)) < 0)
 		goto done;
 
-	snprintf(line, sizeof(line), "%s\n\nOpt-Rev: %ld\nOpt-Trx: %s\n",
-		 info->summary && *info->summary ? info->summary : "transaction", newrev, info->trx);
+	snprintf(line, sizeof(line), "%s\n\n", info->summary && *info->summary ? info->summary : "transaction");
+	tr.rev = newrev;
+	tr.trx = info->trx;
+	opt_trailers_format(line, sizeof(line), &tr);
 	if ((rc = buf_add(&msg, line, strlen(line))) < 0)
 		goto done;
 	if (info->trailers && (rc = buf_add(&msg, info->trailers, strlen(info->trailers))) < 0)
@@ -2974,23 +2909,19 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 			goto done;
 	}
 
-	memset(&zero, 0, sizeof(zero));
-	git_error_clear();
-	grc = git_reference_create_matching(&r, s->repo, ref, &commit, 1,
-					    base ? git_commit_id(base->commit) : &zero, msg.p);
+	rc = opt_ref_cas(s->repo, ref, base ? git_commit_id(base->commit) : NULL, &commit, msg.p, 0);
 	commit_unlock(lockfd);
 	lockfd = -1;
-	if (grc == GIT_EMODIFIED || grc == GIT_EEXISTS || (grc == GIT_ENOTFOUND && base)) {
+	if (rc == OPT_ECONFLICT) {
 		rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed since revision %ld was read",
 				   name, base ? base->rev : 0);
 		goto done;
 	}
-	if (grc == GIT_ELOCKED) {
-		break_stale_lock(s, ref);
-		rc = opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked: %s.lock)", name, ref);
+	if (rc == OPT_EBUSY) {
+		opt_ref_break_stale_lock(s->repo, ref);
 		goto done;
 	}
-	if (grc < 0) {
+	if (rc < 0) {
 		rc = base ? opt_git_fail(OPT_EIO, "cannot update collection ref") : create_failed(s, name);
 		goto done;
 	}
@@ -3002,7 +2933,6 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	rc = 0;
 done:
 	commit_unlock(lockfd);
-	git_reference_free(r);
 	if (col.pack != s->gpack)
 		opt_pack_free(col.pack);
 	free(col.v);
@@ -3049,17 +2979,15 @@ void opt_store_group_end(struct opt_store *s)
 
 int opt_store_group_flush(struct opt_store *s)
 {
-	char ref[sizeof(REF_PREFIX) + OPT_NAME_MAX], objdir[4096];
-	git_reference *r = NULL;
-	git_oid zero;
+	char ref[OPT_REF_MAX], objdir[4096];
 	size_t n;
-	int rc = 0, grc, lockfd = -1, moved;
+	int rc = 0, lockfd = -1, moved;
 
 	if (!s->gname)
 		return opt_error_set(OPT_EINVAL, "no group commit is open");
 	if (!s->gpending)
 		return 0;  /* nothing pending: no commit made durable */
-	snprintf(ref, sizeof(ref), REF_PREFIX "%s", s->gname);
+	opt_ref_collection(ref, sizeof(ref), s->gname);
 	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
 	/* nothing is written for a group that cannot land (see commit_guard) */
 	if ((rc = commit_guard(s, s->gname, ref, s->gcreate ? NULL : &s->gbase, &lockfd, &moved)) < 0) {
@@ -3069,17 +2997,12 @@ int opt_store_group_flush(struct opt_store *s)
 	}
 	if ((rc = opt_pack_write(s->gpack, s->odb, objdir)) < 0)
 		goto done;
-	memset(&zero, 0, sizeof(zero));
-	git_error_clear();
-	grc = git_reference_create_matching(&r, s->repo, ref, &s->ghead, 1, s->gcreate ? &zero : &s->gbase,
-					    "opt group commit");
-	git_reference_free(r);
-	if (grc == GIT_EMODIFIED || grc == GIT_EEXISTS || (grc == GIT_ENOTFOUND && !s->gcreate))
+	rc = opt_ref_cas(s->repo, ref, s->gcreate ? NULL : &s->gbase, &s->ghead, "opt group commit", 0);
+	if (rc == OPT_ECONFLICT)
 		rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed while the group was staged", s->gname);
-	else if (grc == GIT_ELOCKED) {
-		break_stale_lock(s, ref);
-		rc = opt_error_set(OPT_EBUSY, "collection '%s' is busy (its ref is locked: %s.lock)", s->gname, ref);
-	} else if (grc < 0)
+	else if (rc == OPT_EBUSY)
+		opt_ref_break_stale_lock(s->repo, ref);
+	else if (rc < 0)
 		rc = s->gcreate ? create_failed(s, s->gname) : opt_git_fail(OPT_EIO, "cannot update collection ref");
 done:
 	commit_unlock(lockfd);

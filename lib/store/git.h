@@ -70,6 +70,13 @@ const char *opt_ref_under(const char *ref, const char *prefix);
  * failure. */
 int opt_ref_read(git_repository *repo, const char *name, git_oid *out);
 
+/* Call cb for each ref under prefix (NULL: every ref) with its name and
+ * its value (a symbolic ref resolved), in the repository's order, until
+ * cb returns non-zero (returned).  0, or OPT_EIO "what: WHY" when the refs
+ * cannot be listed or one cannot be resolved. */
+typedef int (*opt_ref_fn)(const char *name, const git_oid *id, void *arg);
+int opt_ref_foreach(git_repository *repo, const char *prefix, opt_ref_fn cb, void *arg, const char *what);
+
 /* An expected value that matches whatever the ref holds, or its absence. */
 extern const git_oid opt_ref_any_oid;
 #define OPT_REF_ANY (&opt_ref_any_oid)

@@ -1,12 +1,17 @@
 /* refs.c - the only code that reads or moves the store's refs, the ref
  * namespace, and the trailers of the store's commits. */
 #include "store/git.h"
+#include "store/internal.h"
 #include "error.h"
 #include "gitutil.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #define NS "refs/opt/"
 #define REF_COLL NS "collections/"
@@ -88,6 +93,61 @@ int opt_ref_read(git_repository *repo, const char *name, git_oid *out)
 		return 0;
 	}
 	return rc < 0 ? opt_git_fail(OPT_EIO, "cannot read ref") : 1;
+}
+
+int opt_ref_foreach(git_repository *repo, const char *prefix, opt_ref_fn cb, void *arg, const char *what)
+{
+	git_reference_iterator *it = NULL;
+	git_reference *ref = NULL, *res;
+	char glob[OPT_REF_MAX + 2];
+	int rc, err;
+
+	snprintf(glob, sizeof(glob), "%s*", prefix ? prefix : "");
+	if ((prefix ? git_reference_iterator_glob_new(&it, repo, glob) : git_reference_iterator_new(&it, repo)) < 0)
+		return opt_git_fail(OPT_EIO, what);
+	rc = 0;
+	while (rc == 0 && (err = git_reference_next(&ref, it)) == 0) {
+		res = NULL;
+		if (git_reference_resolve(&res, ref) < 0)
+			rc = opt_git_fail(OPT_EIO, "cannot read ref");
+		else
+			rc = cb(git_reference_name(ref), git_reference_target(res), arg);
+		git_reference_free(res);
+		git_reference_free(ref);
+	}
+	git_reference_iterator_free(it);
+	if (rc == 0 && err != GIT_ITEROVER)
+		return opt_git_fail(OPT_EIO, what);
+	git_error_clear();
+	return rc;
+}
+
+int opt_ref_locked(git_repository *repo, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s%s.lock", git_repository_path(repo), name);
+	return stat(path, &st) == 0;
+}
+
+void opt_ref_break_stale_lock(git_repository *repo, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	struct timespec now;
+	const char *e = getenv("OPT_STALE_LOCK_MS");
+	long stale = e && *e ? atol(e) : 5000;
+	double age;
+
+	snprintf(path, sizeof(path), "%s%s.lock", git_repository_path(repo), name);
+	if (stat(path, &st) < 0)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	age = (double)(now.tv_sec - st.st_mtim.tv_sec) * 1000.0 +
+	      (double)(now.tv_nsec - st.st_mtim.tv_nsec) / 1e6;
+	if (age > (double)stale)
+		unlink(path);
 }
 
 /* One attempt at the compare-and-swap: libgit2's code (GIT_ELOCKED,
