@@ -11,6 +11,7 @@
 #include <git2.h>
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store.h"
 
@@ -132,6 +133,16 @@ struct tent {
 int opt_store__tree_next(const unsigned char **p, const unsigned char *end, struct tent *e);
 /* Is e's mode m? */
 int opt_store__mode_is(const struct tent *e, const char *m);
+
+/* ---- packs (pack.c, packr.c) ---- */
+
+#define OBJ_OFS_DELTA 6  /* a pack entry's type: a delta against an earlier entry */
+
+/* A big-endian 32-bit number of an index or pack. */
+static inline uint32_t get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
 
 /* ---- refs (refs.c) ---- */
 
