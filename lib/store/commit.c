@@ -732,18 +732,114 @@ static void commit_unlock(int fd)
 		close(fd);
 }
 
+/* The message of revision newrev: summary, blank line, trailers. */
+static int commit_message(struct buf *msg, const struct opt_commit_info *info, long newrev)
+{
+	struct opt_trailers tr = { 0 };
+	char line[512];
+	int rc;
+
+	snprintf(line, sizeof(line), "%s\n\n", info->summary && *info->summary ? info->summary : "transaction");
+	tr.rev = newrev;
+	tr.trx = info->trx;
+	opt_trailers_format(line, sizeof(line), &tr);
+	if ((rc = buf_add(msg, line, strlen(line))) < 0)
+		return rc;
+	if (info->trailers && (rc = buf_add(msg, info->trailers, strlen(info->trailers))) < 0)
+		return rc;
+	return 0;
+}
+
+/* The commit object of tree root on base with message msg, added to p:
+ * its ID in *commit. */
+static int commit_object(struct opt_pack *p, const git_oid *root, const struct opt_snap *base,
+			 const struct buf *msg, git_oid *commit)
+{
+	struct buf cbuf = { 0 };
+	char hex[GIT_OID_HEXSZ + 1], line[512];
+	int64_t now = opt_now_ms() / 1000;
+	int rc;
+
+	git_oid_tostr(hex, sizeof(hex), root);
+	snprintf(line, sizeof(line), "tree %s\n", hex);
+	if ((rc = buf_add(&cbuf, line, strlen(line))) < 0)
+		goto done;
+	if (base) {
+		snprintf(line, sizeof(line), "parent %s\n", base->commit_hex);
+		if ((rc = buf_add(&cbuf, line, strlen(line))) < 0)
+			goto done;
+	}
+	snprintf(line, sizeof(line),
+		 "author optimystic <optimystic@localhost> %lld +0000\n"
+		 "committer optimystic <optimystic@localhost> %lld +0000\n\n",
+		 (long long)now, (long long)now);
+	if ((rc = buf_add(&cbuf, line, strlen(line))) < 0 ||
+	    (rc = buf_add(&cbuf, msg->p, msg->len)) < 0)
+		goto done;
+	rc = opt_pack_add(p, GIT_OBJECT_COMMIT, cbuf.p, cbuf.len, commit);
+done:
+	free(cbuf.p);
+	return rc;
+}
+
+/* A group commit: remember commit as the pending head; the flush writes
+ * and moves the ref. */
+static int group_stage(struct opt_store *s, const char *name, const struct opt_snap *base, const git_oid *commit)
+{
+	if (!s->gpending) {
+		s->gcreate = base == NULL;
+		if (base)
+			s->gbase = *git_commit_id(base->commit);
+	} else if (!base || !git_oid_equal(git_commit_id(base->commit), &s->ghead)) {
+		return opt_error_set(OPT_ECONFLICT, "group commit on '%s' must build on its pending revision", name);
+	}
+	s->ghead = *commit;
+	s->gpending = 1;
+	s->gcount++;
+	return 0;
+}
+
+/* Land commit (its objects in p) on collection name: the guard, the pack
+ * written, then the ref moved from base by compare-and-swap. */
+static int commit_land(struct opt_store *s, const char *name, const char *ref, const struct opt_snap *base,
+		       struct opt_pack *p, const git_oid *commit, const char *msg)
+{
+	const git_oid *old = base ? git_commit_id(base->commit) : NULL;
+	char objdir[4096];
+	int rc, moved, lockfd = -1;
+
+	if ((rc = commit_guard(s, name, ref, old, &lockfd, &moved)) < 0) {
+		if (moved)
+			rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed since revision %ld was read",
+					   name, base ? base->rev : 0);
+		return rc;
+	}
+	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
+	if ((rc = opt_pack_write(p, s->odb, objdir)) < 0) {
+		commit_unlock(lockfd);
+		return rc;
+	}
+	rc = opt_ref_cas(s->repo, ref, old, commit, msg, 0);
+	commit_unlock(lockfd);
+	if (rc == OPT_ECONFLICT)
+		return opt_error_set(OPT_ECONFLICT, "collection '%s' changed since revision %ld was read",
+				     name, base ? base->rev : 0);
+	if (rc == OPT_EBUSY)
+		opt_ref_break_stale_lock(s->repo, ref);
+	else if (rc < 0)
+		rc = base ? opt_git_fail(OPT_EIO, "cannot update collection ref") : create_failed(s, name);
+	return rc;
+}
+
 int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *base,
 		     struct opt_tracker *t, const struct opt_commit_info *info, long *rev)
 {
 	char ref[OPT_REF_MAX];
 	struct collect col = { 0 };
-	struct opt_trailers tr = { 0 };
-	struct buf msg = { 0 }, cbuf = { 0 };
+	struct buf msg = { 0 };
 	git_oid root, commit;
-	char hex[GIT_OID_HEXSZ + 1], line[512];
 	long newrev = base ? base->rev + 1 : 1;
-	int64_t now = opt_now_ms() / 1000;
-	int rc, lockfd = -1;
+	int rc;
 
 	if ((rc = opt_store__ref_name(ref, sizeof(ref), name)) < 0)
 		return rc;
@@ -760,99 +856,28 @@ int opt_store_commit(struct opt_store *s, const char *name, struct opt_snap *bas
 	}
 	col.canon = info->canon;
 	col.s = s;
-	if ((rc = opt_tracker_foreach_text(t, collect_cb, &col)) < 0)
+	/* the objects: blocks, trees, the commit */
+	if ((rc = opt_tracker_foreach_text(t, collect_cb, &col)) < 0 ||
+	    (rc = build_trees(s, col.pack, base, col.v, col.n, &root)) < 0 ||
+	    (rc = commit_message(&msg, info, newrev)) < 0 ||
+	    (rc = commit_object(col.pack, &root, base, &msg, &commit)) < 0)
 		goto done;
-	if ((rc = build_trees(s, col.pack, base, col.v, col.n, &root)) < 0)
+	if (s->gname)
+		rc = group_stage(s, name, base, &commit);
+	else
+		rc = commit_land(s, name, ref, base, col.pack, &commit, msg.p);
+	if (rc < 0)
 		goto done;
-
-	snprintf(line, sizeof(line), "%s\n\n", info->summary && *info->summary ? info->summary : "transaction");
-	tr.rev = newrev;
-	tr.trx = info->trx;
-	opt_trailers_format(line, sizeof(line), &tr);
-	if ((rc = buf_add(&msg, line, strlen(line))) < 0)
-		goto done;
-	if (info->trailers && (rc = buf_add(&msg, info->trailers, strlen(info->trailers))) < 0)
-		goto done;
-
-	git_oid_tostr(hex, sizeof(hex), &root);
-	snprintf(line, sizeof(line), "tree %s\n", hex);
-	if ((rc = buf_add(&cbuf, line, strlen(line))) < 0)
-		goto done;
-	if (base) {
-		snprintf(line, sizeof(line), "parent %s\n", base->commit_hex);
-		if ((rc = buf_add(&cbuf, line, strlen(line))) < 0)
-			goto done;
-	}
-	snprintf(line, sizeof(line),
-		 "author optimystic <optimystic@localhost> %lld +0000\n"
-		 "committer optimystic <optimystic@localhost> %lld +0000\n\n",
-		 (long long)now, (long long)now);
-	if ((rc = buf_add(&cbuf, line, strlen(line))) < 0 ||
-	    (rc = buf_add(&cbuf, msg.p, msg.len)) < 0)
-		goto done;
-	if ((rc = opt_pack_add(col.pack, GIT_OBJECT_COMMIT, cbuf.p, cbuf.len, &commit)) < 0)
-		goto done;
-	if (s->gname) {
-		/* group commit: remember; the flush writes and moves the ref */
-		if (!s->gpending) {
-			s->gcreate = base == NULL;
-			if (base)
-				s->gbase = *git_commit_id(base->commit);
-		} else if (!base || !git_oid_equal(git_commit_id(base->commit), &s->ghead)) {
-			rc = opt_error_set(OPT_ECONFLICT, "group commit on '%s' must build on its pending revision", name);
-			goto done;
-		}
-		s->ghead = commit;
-		s->gpending = 1;
-		s->gcount++;
-		if (rev)
-			*rev = newrev;
-		rc = 0;
-		goto done;
-	}
-	{
-		char objdir[4096];
-		int moved;
-		if ((rc = commit_guard(s, name, ref, base ? git_commit_id(base->commit) : NULL, &lockfd, &moved)) < 0) {
-			if (moved)
-				rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed since revision %ld was read",
-						   name, base ? base->rev : 0);
-			goto done;
-		}
-		snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(s->repo));
-		if ((rc = opt_pack_write(col.pack, s->odb, objdir)) < 0)
-			goto done;
-	}
-
-	rc = opt_ref_cas(s->repo, ref, base ? git_commit_id(base->commit) : NULL, &commit, msg.p, 0);
-	commit_unlock(lockfd);
-	lockfd = -1;
-	if (rc == OPT_ECONFLICT) {
-		rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed since revision %ld was read",
-				   name, base ? base->rev : 0);
-		goto done;
-	}
-	if (rc == OPT_EBUSY) {
-		opt_ref_break_stale_lock(s->repo, ref);
-		goto done;
-	}
-	if (rc < 0) {
-		rc = base ? opt_git_fail(OPT_EIO, "cannot update collection ref") : create_failed(s, name);
-		goto done;
-	}
 	if (rev)
 		*rev = newrev;
 	/* keep the number of packs small; failures here lose nothing */
-	if (opt_pack_consolidate(s->repo, 0) < 0)
+	if (!s->gname && opt_pack_consolidate(s->repo, 0) < 0)
 		opt_error_clear();
-	rc = 0;
 done:
-	commit_unlock(lockfd);
 	if (col.pack != s->gpack)
 		opt_pack_free(col.pack);
 	free(col.v);
 	free(msg.p);
-	free(cbuf.p);
 	return rc;
 }
 
