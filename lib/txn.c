@@ -379,16 +379,11 @@ static int resolve_head(struct opt_txn *x, const char *trx)
 	return opt_error_set(OPT_ECONFLICT, "reverted aborted transaction %s on '%s'", ptrx, x->name);
 }
 
-/* One attempt: 0 committed, 1 nothing to do, <0 error (OPT_ECONFLICT and
- * OPT_EBUSY are retried by the caller). */
-static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt_txn_opts *o,
-		   const char *trx, struct opt_txn_result *res)
+/* The attempt's base: the collection's head (NULL: a new collection, not
+ * beside one whose name clashes), its pending revision resolved.  0 to go
+ * on, 1 when there is nothing to do (*res->rev set), <0 error. */
+static int read_head(struct opt_txn *x, const char *trx, struct opt_txn_result *res)
 {
-	json_t *empty = NULL, *fields = NULL;
-	struct opt_canon canon = { NULL, 0, 0, 0 };
-	struct opt_source src;
-	struct hash_ctx hc;
-	long rev = 0;
 	int rc;
 
 	if (!x->have_id) {
@@ -401,12 +396,11 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 		x->base = NULL;
 		opt_error_clear();
 		/* a new collection: not beside one whose name clashes */
-		if ((rc = opt_store_check_new(x->s, x->name)) < 0)
-			return rc;
-	} else if (rc < 0) {
-		return rc;
+		return opt_store_check_new(x->s, x->name);
 	}
-	if (x->base && (rc = resolve_head(x, trx)) != 0) {
+	if (rc < 0)
+		return rc;
+	if ((rc = resolve_head(x, trx)) != 0) {
 		/* the head was a pending revision of another transaction: it was
 		 * resolved (retry on the new head) or is still in flight; or a
 		 * revert found its work done */
@@ -414,71 +408,57 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 			res->rev = opt_snap_rev(x->base);
 		opt_snap_free(x->base);
 		x->base = NULL;
-		return rc;
 	}
-	if (x->base) {
-		src = opt_snap_source(x->base);
-	} else {
-		empty = json_object();
-		src = opt_source_object(empty);
-	}
-	if ((rc = opt_tracker_new(&x->t, &src)) < 0)
-		goto done;
-	x->actions = json_array();
-	if (!x->actions) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
-	if (x->base) {
-		const json_t *h;
-		rc = opt_tracker_get(x->t, x->header_id, &h);
-		if (rc == OPT_ENOTFOUND) {
-			rc = opt_error_set(OPT_EINTEGRITY, "collection '%s' has no header block", x->name);
-			goto done;
-		}
-		if (rc < 0)
-			goto done;
-		if (o && o->type && (!opt_block_type(h) || strcmp(opt_block_type(h), o->type) != 0)) {
-			if (json_is_true(json_object_get(h, "placeholder"))) {
-				/* made only to hold an abort record (docs/protocol.md):
-				 * the first real transaction gives it its type */
-				json_t *nh = opt_json_copy(h), *hh = json_object_get(nh, "header");
-				json_object_set_new(hh, "type", json_string(o->type));
-				json_object_del(nh, "placeholder");
-				if ((rc = opt_tracker_insert_new(x->t, nh)) < 0)
-					goto done;
-			} else {
-				rc = opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection",
-						   x->name, opt_type_name(opt_block_type(h)), opt_type_name(o->type));
-				goto done;
-			}
-		}
-	} else {
-		json_t *h;
-		if ((rc = opt_block_new(&h, x->header_id, o && o->type ? o->type : OPT_TYPE_BLOCKS, x->name)) < 0)
-			goto done;
-		json_object_set_new(h, "name", json_string(x->name));
+	return rc;
+}
+
+/* The collection's header block: checked against the type asked for (a
+ * placeholder takes it), or made for a new collection. */
+static int ensure_header(struct opt_txn *x, const struct opt_txn_opts *o)
+{
+	const json_t *h;
+	json_t *nh;
+	int rc;
+
+	if (!x->base) {
+		if ((rc = opt_block_new(&nh, x->header_id, o && o->type ? o->type : OPT_TYPE_BLOCKS, x->name)) < 0)
+			return rc;
+		json_object_set_new(nh, "name", json_string(x->name));
 		if (x->status && strcmp(x->status, "aborted") == 0 && !x->revert)
-			json_object_set_new(h, "placeholder", json_true());
-		if ((rc = opt_tracker_insert_new(x->t, h)) < 0)
-			goto done;
+			json_object_set_new(nh, "placeholder", json_true());
+		return opt_tracker_insert_new(x->t, nh);
 	}
-	if ((rc = fn(x, arg)) < 0)
-		goto done;
-	if (json_array_size(x->actions) == 0 && !x->actions_text_n && !(o && o->allow_empty) && !x->status && !x->revert && x->base) {
-		res->rev = opt_snap_rev(x->base);
-		rc = 1;
-		goto done;
-	}
+	rc = opt_tracker_get(x->t, x->header_id, &h);
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_EINTEGRITY, "collection '%s' has no header block", x->name);
+	if (rc < 0 || !(o && o->type) || (opt_block_type(h) && strcmp(opt_block_type(h), o->type) == 0))
+		return rc;
+	if (!json_is_true(json_object_get(h, "placeholder")))
+		return opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection",
+				     x->name, opt_type_name(opt_block_type(h)), opt_type_name(o->type));
+	/* made only to hold an abort record (docs/protocol.md): the first
+	 * real transaction gives it its type */
+	nh = opt_json_copy(h);
+	json_object_set_new(json_object_get(nh, "header"), "type", json_string(o->type));
+	json_object_del(nh, "placeholder");
+	return opt_tracker_insert_new(x->t, nh);
+}
+
+/* The log entry's fields (trx, actions, the blocks' hashes, the
+ * multi-collection ones), signed and appended to the log; the blocks'
+ * canonical texts kept in canon for the commit. */
+static int log_fields(struct opt_txn *x, const char *trx, struct opt_canon *canon)
+{
+	json_t *fields;
+	struct hash_ctx hc;
+	int rc;
+
 	hc.blocks = json_object();
-	hc.canon = &canon;
+	hc.canon = canon;
 	hc.header_id = x->header_id;
 	fields = json_pack("{s:s,s:O,s:o,s:s}", "trx", trx, "actions", x->actions, "blocks", hc.blocks,
 			   "author", x->id.pub);
-	if (!fields) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
+	OPT_CHECK_ALLOC(fields);
 	if (x->status)
 		json_object_set_new(fields, "status", json_string(x->status));
 	if (x->primary)
@@ -499,40 +479,93 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 	} else {
 		rc = opt_log_append_signed(x->t, x->header_id, fields, sign_cb, &x->id, NULL);
 	}
-	if (rc < 0)
-		goto done;
-	{
-		char trailers[1024] = "";
-		struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", trailers, &canon };
-		if (x->status || x->primary) {
-			char cols[600] = "";
-			struct opt_trailers tr = { 0 };
-			size_t i;
-			for (i = 0; i < json_array_size(x->collections); i++)
-				snprintf(cols + strlen(cols), sizeof(cols) - strlen(cols), "%s%s", i ? "," : "",
-					 json_string_value(json_array_get(x->collections, i)));
-			tr.status = x->status ? x->status : "committed";
-			tr.primary = x->primary ? x->primary : x->name;
-			tr.collections = cols;
-			if (x->status && strcmp(x->status, "pending") == 0) {
-				tr.has_expires = 1;
-				tr.expires = x->expires;
-				tr.primary_base = x->primary_base[0] ? x->primary_base : "none";
-			}
-			opt_trailers_format(trailers, sizeof(trailers), &tr);
-		}
-		opt_fault("txn:before-commit");
-		rc = opt_store_commit(x->s, x->name, x->base, x->t, &info, &rev);
-		if (rc == 0)
-			opt_fault("txn:after-commit");
-	}
-	if (rc == 0) {
-		res->rev = rev;
-		res->committed = 1;
-		res->created = x->base == NULL;
-	}
 done:
 	json_decref(fields);
+	return rc;
+}
+
+/* The trailers of a multi-collection transaction's revision (none for a
+ * plain one) into buf. */
+static void multi_trailers(const struct opt_txn *x, char *buf, size_t n)
+{
+	struct opt_trailers tr = { 0 };
+	char cols[600] = "";
+	size_t i;
+
+	if (!x->status && !x->primary)
+		return;
+	for (i = 0; i < json_array_size(x->collections); i++)
+		snprintf(cols + strlen(cols), sizeof(cols) - strlen(cols), "%s%s", i ? "," : "",
+			 json_string_value(json_array_get(x->collections, i)));
+	tr.status = x->status ? x->status : "committed";
+	tr.primary = x->primary ? x->primary : x->name;
+	tr.collections = cols;
+	if (x->status && strcmp(x->status, "pending") == 0) {
+		tr.has_expires = 1;
+		tr.expires = x->expires;
+		tr.primary_base = x->primary_base[0] ? x->primary_base : "none";
+	}
+	opt_trailers_format(buf, n, &tr);
+}
+
+/* Commit the attempt's blocks (their texts in canon) as the next
+ * revision. */
+static int commit(struct opt_txn *x, const struct opt_txn_opts *o, const char *trx, struct opt_canon *canon,
+		  struct opt_txn_result *res)
+{
+	char trailers[1024] = "";
+	struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", trailers, canon };
+	long rev = 0;
+	int rc;
+
+	multi_trailers(x, trailers, sizeof(trailers));
+	opt_fault("txn:before-commit");
+	if ((rc = opt_store_commit(x->s, x->name, x->base, x->t, &info, &rev)) < 0)
+		return rc;
+	opt_fault("txn:after-commit");
+	res->rev = rev;
+	res->committed = 1;
+	res->created = x->base == NULL;
+	return 0;
+}
+
+/* One attempt: 0 committed, 1 nothing to do, <0 error (OPT_ECONFLICT and
+ * OPT_EBUSY are retried by the caller). */
+static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt_txn_opts *o,
+		   const char *trx, struct opt_txn_result *res)
+{
+	json_t *empty = NULL;
+	struct opt_canon canon = { NULL, 0, 0, 0 };
+	struct opt_source src;
+	int rc;
+
+	if ((rc = read_head(x, trx, res)) != 0)
+		return rc;
+	if (x->base) {
+		src = opt_snap_source(x->base);
+	} else {
+		empty = json_object();
+		src = opt_source_object(empty);
+	}
+	if ((rc = opt_tracker_new(&x->t, &src)) < 0)
+		goto done;
+	x->actions = json_array();
+	if (!x->actions) {
+		rc = opt_error_oom();
+		goto done;
+	}
+	if ((rc = ensure_header(x, o)) < 0 || (rc = fn(x, arg)) < 0)
+		goto done;
+	if (json_array_size(x->actions) == 0 && !x->actions_text_n && !(o && o->allow_empty) && !x->status &&
+	    !x->revert && x->base) {
+		res->rev = opt_snap_rev(x->base);
+		rc = 1;
+		goto done;
+	}
+	if ((rc = log_fields(x, trx, &canon)) < 0)
+		goto done;
+	rc = commit(x, o, trx, &canon, res);
+done:
 	opt_canon_clear(&canon);
 	json_decref(x->actions);
 	x->actions = NULL;
