@@ -874,13 +874,149 @@ static int step(struct opt_txn *x, struct opt_txn_part *p, const struct opt_txn_
 	}
 }
 
+/* The parts by name (v), each named once, their names into cols; names
+ * that clash ('x' and 'x/y', see opt_store_name_clash) are refused before
+ * anything is written: after a pend, a primary that cannot be created
+ * could hold neither decision nor abort record. */
+static int multi_names(struct opt_store *s, struct opt_txn_part *parts, size_t n, const char *trx,
+		       struct opt_txn_part **v, json_t *cols)
+{
+	size_t i, k;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		if ((rc = opt_store_name_check(parts[i].name)) < 0)
+			return rc;
+		memset(&parts[i].res, 0, sizeof(parts[i].res));
+		memcpy(parts[i].res.trx, trx, sizeof(parts[i].res.trx));
+		v[i] = &parts[i];
+	}
+	qsort(v, n, sizeof(*v), cmp_part);
+	for (i = 0; i < n; i++) {
+		if (i > 0 && strcmp(v[i]->name, v[i - 1]->name) == 0)
+			return opt_error_set(OPT_EINVAL, "collection '%s' is named twice", v[i]->name);
+		json_array_append_new(cols, json_string(v[i]->name));
+	}
+	for (i = 0; i < n; i++) {
+		const char *nm = v[i]->name;
+		for (k = 0; nm[k]; k++)
+			if (nm[k] == '/' && part_named(v, n, nm, k))
+				return opt_error_set(OPT_EINVAL, "collections '%.*s' and '%s' cannot both exist", (int)k, nm,
+						     nm);
+		if ((rc = opt_store_check_new(s, nm)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Refuse a collection of the wrong kind before anything is written
+ * (after a pend, a refusal leaves abort and revert revisions). */
+static int multi_kinds(struct opt_store *s, struct opt_txn_part **v, size_t n)
+{
+	struct opt_snap *h;
+	struct opt_source src;
+	char hid[OPT_ID_LEN + 1];
+	json_t *hb;
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++) {
+		if (!v[i]->type)
+			continue;
+		h = NULL;
+		hb = NULL;
+		rc = opt_snap_head(&h, s, v[i]->name);
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			rc = 0;
+			continue;
+		}
+		if (rc < 0)
+			return rc;
+		opt_collection_header_id(v[i]->name, hid);
+		src = opt_snap_source(h);
+		if (src.get(src.ctx, hid, &hb) == 0 && opt_block_type(hb) && strcmp(opt_block_type(hb), v[i]->type) != 0 &&
+		    !json_is_true(json_object_get(hb, "placeholder")))
+			rc = opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection", v[i]->name,
+					   opt_type_name(opt_block_type(hb)), opt_type_name(v[i]->type));
+		json_decref(hb);
+		opt_snap_free(h);
+	}
+	return rc;
+}
+
+/* 1. pend every collection but the primary, in name order (*pended
+ * counts them); 2. the decision: T's revision of the primary, by one
+ * CAS. */
+static int multi_steps(struct opt_txn *x, struct opt_txn_part **v, size_t n, const struct opt_txn_opts *o,
+		       const char *trx, int64_t deadline, size_t *pended)
+{
+	int64_t since = opt_now_ms() / 1000;
+	size_t i;
+	int rc;
+
+	for (i = 0; i + 1 < n; i++) {
+		x->name = v[i]->name;
+		opt_collection_header_id(x->name, x->header_id);
+		x->status = "pending";
+		x->expires = opt_now_ms() + txn_ttl();
+		if ((rc = step(x, v[i], o, trx, deadline, since, 0)) < 0)
+			return rc;
+		(*pended)++;
+		opt_fault("txn:pended");
+	}
+	x->name = v[n - 1]->name;
+	opt_collection_header_id(x->name, x->header_id);
+	x->status = n > 1 ? "committed" : NULL;
+	x->expires = 0;
+	if ((rc = step(x, v[n - 1], o, trx, deadline, since, n > 1)) < 0)
+		return rc;
+	opt_fault("txn:decided");
+	return 0;
+}
+
+/* Not decided (rc): abort through the primary, then revert our pends
+ * (what is left is resolved by whoever comes next, after the TTL).  rc,
+ * its message kept, or 0 when it was decided after all. */
+static int multi_undo(struct opt_txn *x, struct opt_txn_part **v, size_t n, size_t pended, const char *trx, int rc)
+{
+	struct opt_snap *h;
+	char msg[1024];
+	size_t i;
+	int d = 0;
+
+	for (i = 0; i < n; i++)
+		v[i]->res.committed = 0;
+	if (pended == 0)
+		return rc;
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	if (abort_on_primary(x, v[n - 1]->name, trx, x->primary_base, &d) == 0 && d == -1) {
+		for (i = 0; i < pended; i++) {
+			h = NULL;
+			x->name = v[i]->name;
+			opt_collection_header_id(x->name, x->header_id);
+			if (opt_snap_head(&h, x->s, x->name) == 0 && strcmp(opt_snap_trx(h), trx) == 0)
+				revert_pending(x, h);
+			opt_snap_free(h);
+		}
+	} else if (d == 1) {
+		for (i = 0; i < n; i++)
+			v[i]->res.committed = 1;
+		return 0;  /* it was decided after all */
+	}
+	if (rc < 0)
+		opt_error_set(rc, "%s", msg);
+	return rc;
+}
+
 int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
 		  char trx[OPT_ID_LEN + 1])
 {
 	struct opt_txn_part **v = NULL;
+	struct opt_snap *ph = NULL;
 	struct opt_txn x;
 	json_t *cols = NULL;
-	int64_t deadline = opt_now_ms() + busy_timeout(o), since;
+	int64_t deadline = opt_now_ms() + busy_timeout(o);
 	size_t i, pended = 0;
 	int rc = 0;
 
@@ -890,67 +1026,11 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 	v = malloc(n * sizeof(*v));
 	cols = json_array();
 	if (!v || !cols) {
-		free(v);
-		json_decref(cols);
-		return opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
+		goto done;
 	}
-	for (i = 0; i < n; i++) {
-		if ((rc = opt_store_name_check(parts[i].name)) < 0)
-			goto done;
-		memset(&parts[i].res, 0, sizeof(parts[i].res));
-		memcpy(parts[i].res.trx, trx, sizeof(parts[i].res.trx));
-		v[i] = &parts[i];
-	}
-	qsort(v, n, sizeof(*v), cmp_part);
-	for (i = 0; i < n; i++) {
-		if (i > 0 && strcmp(v[i]->name, v[i - 1]->name) == 0) {
-			rc = opt_error_set(OPT_EINVAL, "collection '%s' is named twice", v[i]->name);
-			goto done;
-		}
-		json_array_append_new(cols, json_string(v[i]->name));
-	}
-	/* names that clash ('x' and 'x/y', see opt_store_name_clash) are
-	 * refused before anything is written: after a pend, a primary that
-	 * cannot be created could hold neither decision nor abort record */
-	for (i = 0; i < n; i++) {
-		const char *nm = v[i]->name;
-		size_t k;
-		for (k = 0; nm[k]; k++)
-			if (nm[k] == '/' && part_named(v, n, nm, k)) {
-				rc = opt_error_set(OPT_EINVAL, "collections '%.*s' and '%s' cannot both exist", (int)k, nm, nm);
-				goto done;
-			}
-		if ((rc = opt_store_check_new(s, nm)) < 0)
-			goto done;
-	}
-	/* refuse a collection of the wrong kind before anything is written
-	 * (after a pend, a refusal leaves abort and revert revisions) */
-	for (i = 0; i < n; i++) {
-		struct opt_snap *h = NULL;
-		json_t *hb = NULL;
-		char hid[OPT_ID_LEN + 1];
-		struct opt_source src;
-		if (!v[i]->type)
-			continue;
-		rc = opt_snap_head(&h, s, v[i]->name);
-		if (rc == OPT_ENOTFOUND) {
-			opt_error_clear();
-			rc = 0;
-			continue;
-		}
-		if (rc < 0)
-			goto done;
-		opt_collection_header_id(v[i]->name, hid);
-		src = opt_snap_source(h);
-		if (src.get(src.ctx, hid, &hb) == 0 && opt_block_type(hb) && strcmp(opt_block_type(hb), v[i]->type) != 0 &&
-		    !json_is_true(json_object_get(hb, "placeholder")))
-			rc = opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection", v[i]->name,
-					   opt_type_name(opt_block_type(hb)), opt_type_name(v[i]->type));
-		json_decref(hb);
-		opt_snap_free(h);
-		if (rc < 0)
-			goto done;
-	}
+	if ((rc = multi_names(s, parts, n, trx, v, cols)) < 0 || (rc = multi_kinds(s, v, n)) < 0)
+		goto done;
 	memset(&x, 0, sizeof(x));
 	x.s = s;
 	if ((rc = opt_identity_get(&x.id, s, 1)) < 0)
@@ -958,63 +1038,16 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 	x.have_id = 1;
 	x.primary = n > 1 ? v[n - 1]->name : NULL;
 	x.collections = n > 1 ? cols : NULL;
-	since = opt_now_ms() / 1000;
-	{
-		struct opt_snap *ph = NULL;
-		if (x.primary && opt_snap_head(&ph, s, x.primary) == 0)
-			snprintf(x.primary_base, sizeof(x.primary_base), "%s", opt_snap_commit(ph));
-		opt_error_clear();
-		opt_snap_free(ph);
+	if (x.primary && opt_snap_head(&ph, s, x.primary) == 0)
+		snprintf(x.primary_base, sizeof(x.primary_base), "%s", opt_snap_commit(ph));
+	opt_error_clear();
+	opt_snap_free(ph);
+	if ((rc = multi_steps(&x, v, n, o, trx, deadline, &pended)) < 0) {
+		rc = multi_undo(&x, v, n, pended, trx, rc);
+		goto done;
 	}
-	/* 1. pend every collection but the primary, in name order */
-	for (i = 0; i + 1 < n; i++) {
-		x.name = v[i]->name;
-		opt_collection_header_id(x.name, x.header_id);
-		x.status = "pending";
-		x.expires = opt_now_ms() + txn_ttl();
-		if ((rc = step(&x, v[i], o, trx, deadline, since, 0)) < 0)
-			goto undo;
-		pended++;
-		opt_fault("txn:pended");
-	}
-	/* 2. the decision: T's revision of the primary, by one CAS */
-	x.name = v[n - 1]->name;
-	opt_collection_header_id(x.name, x.header_id);
-	x.status = n > 1 ? "committed" : NULL;
-	x.expires = 0;
-	if ((rc = step(&x, v[n - 1], o, trx, deadline, since, n > 1)) < 0)
-		goto undo;
-	opt_fault("txn:decided");
 	for (i = 0; i < n; i++)
 		v[i]->res.committed = 1;
-	goto done;
-undo:
-	/* not decided: abort through the primary, then revert our pends (what
-	 * is left is resolved by whoever comes next, after the TTL) */
-	for (i = 0; i < n; i++)
-		v[i]->res.committed = 0;
-	if (pended > 0) {
-		int d = 0, keep = rc;
-		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", opt_error_last());
-		if (abort_on_primary(&x, v[n - 1]->name, trx, x.primary_base, &d) == 0 && d == -1) {
-			for (i = 0; i < pended; i++) {
-				struct opt_snap *h = NULL;
-				x.name = v[i]->name;
-				opt_collection_header_id(x.name, x.header_id);
-				if (opt_snap_head(&h, s, x.name) == 0 && strcmp(opt_snap_trx(h), trx) == 0)
-					revert_pending(&x, h);
-				opt_snap_free(h);
-			}
-		} else if (d == 1) {
-			keep = 0; /* it was decided after all */
-			for (i = 0; i < n; i++)
-				v[i]->res.committed = 1;
-		}
-		rc = keep;
-		if (rc < 0)
-			opt_error_set(rc, "%s", msg);
-	}
 done:
 	free(v);
 	json_decref(cols);
