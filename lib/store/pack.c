@@ -563,34 +563,21 @@ int opt_pack_fsync_enabled(void)
 	return !(e && strcmp(e, "0") == 0);
 }
 
-int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir)
+/* The version 2 index of p (its objects sorted by ID, the pack's
+ * checksum trailer): fan-out, sorted IDs, CRC-32s, offsets (large ones
+ * in their own table), the checksums.  *out malloc'd. */
+static int make_idx(struct opt_pack *p, const unsigned char trailer[20], unsigned char **out, size_t *len)
 {
 	struct opt_sha1 c;
-	unsigned char trailer[20], *idx = NULL, *o;
-	char packdir[4096], hex[41], name[64];
-	size_t i, nlarge = 0, idxlen;
-	uint32_t fan[256];
-	int rc = 0, sync = opt_pack_fsync_enabled();
+	unsigned char *idx, *o, *large;
+	size_t i, nlarge = 0;
+	uint32_t fan[256], li = 0;
 
-	if (p->count == 0)
-		return 0;
-	put32(p->buf + 8, p->count);
-	opt_sha1_init(&c);
-	opt_sha1_update(&c, p->buf, p->len);
-	opt_sha1_final(&c, trailer);
-	if ((rc = grow(p, 20)) < 0)
-		return rc;
-	memcpy(p->buf + p->len, trailer, 20);
-
-	/* the version 2 index: fan-out, sorted IDs, CRC-32s, offsets */
-	qsort(p->objs, p->nobjs, sizeof(*p->objs), cmp_pobj);
 	for (i = 0; i < p->nobjs; i++)
 		if (p->objs[i].off >= 0x80000000u)
 			nlarge++;
-	idxlen = 8 + 1024 + p->nobjs * (20 + 4 + 4) + nlarge * 8 + 40;
-	idx = malloc(idxlen);
-	if (!idx)
-		return opt_error_set(OPT_EIO, "out of memory");
+	idx = malloc(8 + 1024 + p->nobjs * (20 + 4 + 4) + nlarge * 8 + 40);
+	OPT_CHECK_ALLOC(idx);
 	memcpy(idx, "\377tOc\0\0\0\2", 8);
 	memset(fan, 0, sizeof(fan));
 	for (i = 0; i < p->nobjs; i++)
@@ -604,28 +591,78 @@ int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir)
 		memcpy(o, p->objs[i].id.id, 20);
 	for (i = 0; i < p->nobjs; i++, o += 4)
 		put32(o, p->objs[i].crc);
-	{
-		unsigned char *large = o + 4 * p->nobjs;
-		uint32_t li = 0;
-		for (i = 0; i < p->nobjs; i++, o += 4) {
-			uint64_t off = p->objs[i].off;
-			if (off < 0x80000000u) {
-				put32(o, (uint32_t)off);
-			} else {
-				put32(o, 0x80000000u | li);
-				put32(large + 8 * li, (uint32_t)(off >> 32));
-				put32(large + 8 * li + 4, (uint32_t)off);
-				li++;
-			}
+	large = o + 4 * p->nobjs;
+	for (i = 0; i < p->nobjs; i++, o += 4) {
+		uint64_t off = p->objs[i].off;
+		if (off < 0x80000000u) {
+			put32(o, (uint32_t)off);
+		} else {
+			put32(o, 0x80000000u | li);
+			put32(large + 8 * li, (uint32_t)(off >> 32));
+			put32(large + 8 * li + 4, (uint32_t)off);
+			li++;
 		}
-		o = large + 8 * nlarge;
 	}
+	o = large + 8 * nlarge;
 	memcpy(o, trailer, 20);
 	o += 20;
 	opt_sha1_init(&c);
 	opt_sha1_update(&c, idx, (size_t)(o - idx));
 	opt_sha1_final(&c, o);
 	o += 20;
+	*out = idx;
+	*len = (size_t)(o - idx);
+	return 0;
+}
+
+/* git's format: "MTME", version 1, SHA-1, one time per object in index
+ * order, the pack's checksum, the checksum of all that; written before
+ * the index, which makes the pack visible. */
+static int write_mtimes(struct opt_pack *p, const char *packdir, const char *hex, const unsigned char trailer[20],
+			int sync)
+{
+	struct opt_sha1 c;
+	char name[64];
+	size_t i, mlen = 12 + 4 * p->nobjs + 40;
+	unsigned char *m = malloc(mlen);
+	int rc;
+
+	OPT_CHECK_ALLOC(m);
+	memcpy(m, "MTME", 4);
+	put32(m + 4, 1);
+	put32(m + 8, 1);
+	for (i = 0; i < p->nobjs; i++)
+		put32(m + 12 + 4 * i, p->objs[i].mtime);
+	memcpy(m + 12 + 4 * p->nobjs, trailer, 20);
+	opt_sha1_init(&c);
+	opt_sha1_update(&c, m, mlen - 20);
+	opt_sha1_final(&c, m + mlen - 20);
+	snprintf(name, sizeof(name), "pack-%s.mtimes", hex);
+	rc = write_file(packdir, name, m, mlen, sync);
+	free(m);
+	return rc;
+}
+
+int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir)
+{
+	struct opt_sha1 c;
+	unsigned char trailer[20], *idx = NULL;
+	char packdir[4096], hex[41], name[64];
+	size_t idxlen = 0;
+	int rc = 0, sync = opt_pack_fsync_enabled();
+
+	if (p->count == 0)
+		return 0;
+	put32(p->buf + 8, p->count);
+	opt_sha1_init(&c);
+	opt_sha1_update(&c, p->buf, p->len);
+	opt_sha1_final(&c, trailer);
+	if ((rc = grow(p, 20)) < 0)
+		return rc;
+	memcpy(p->buf + p->len, trailer, 20);
+	qsort(p->objs, p->nobjs, sizeof(*p->objs), cmp_pobj);
+	if ((rc = make_idx(p, trailer, &idx, &idxlen)) < 0)
+		return rc;
 
 	/* the pack first, then its index: readers find packs by their .idx */
 	snprintf(packdir, sizeof(packdir), "%s/pack", objdir);
@@ -634,33 +671,10 @@ int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir)
 	if ((rc = write_file(packdir, name, p->buf, p->len + 20, sync)) < 0)
 		goto done;
 	snprintf(p->name, sizeof(p->name), "pack-%s", hex);
-	if (p->mtimes) {
-		/* git's format: "MTME", version 1, SHA-1, one time per object in
-		 * index order, the pack's checksum, the checksum of all that;
-		 * written before the index, which makes the pack visible */
-		size_t mlen = 12 + 4 * p->nobjs + 40;
-		unsigned char *m = malloc(mlen);
-		if (!m) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
-		}
-		memcpy(m, "MTME", 4);
-		put32(m + 4, 1);
-		put32(m + 8, 1);
-		for (i = 0; i < p->nobjs; i++)
-			put32(m + 12 + 4 * i, p->objs[i].mtime);
-		memcpy(m + 12 + 4 * p->nobjs, trailer, 20);
-		opt_sha1_init(&c);
-		opt_sha1_update(&c, m, mlen - 20);
-		opt_sha1_final(&c, m + mlen - 20);
-		snprintf(name, sizeof(name), "pack-%s.mtimes", hex);
-		rc = write_file(packdir, name, m, mlen, sync);
-		free(m);
-		if (rc < 0)
-			goto done;
-	}
+	if (p->mtimes && (rc = write_mtimes(p, packdir, hex, trailer, sync)) < 0)
+		goto done;
 	snprintf(name, sizeof(name), "pack-%s.idx", hex);
-	if ((rc = write_file(packdir, name, idx, (size_t)(o - idx), sync)) < 0)
+	if ((rc = write_file(packdir, name, idx, idxlen, sync)) < 0)
 		goto done;
 	if (sync && (rc = sync_dir(packdir)) < 0)
 		goto done;
