@@ -1561,101 +1561,159 @@ static int gc_note_pack(struct gmap *m, const char *dir, const struct packinfo *
 	return rc;
 }
 
-int opt_pack_gc(git_repository *repo, const struct opt_pack_gc *g, struct opt_pack_gc_result *res)
+/* What killed writers left, in objdir, its pack directory and its
+ * loose object directories. */
+static int gc_remove_temps(const char *objdir, const char *dir, int64_t now, size_t *count)
 {
-	char objdir[4096], dir[4200], path[4400];
-	struct packinfo *v = NULL;
-	struct rollup r;
-	struct gc_ctx x;
-	size_t n = 0, i, nroll = 0, ncruft = 0, drop = 0, unreach = 0, loose_work = 0;
+	char path[4400];
+	size_t i;
 	int rc;
 
-	memset(res, 0, sizeof(*res));
-	memset(&x, 0, sizeof(x));
-	memset(&r, 0, sizeof(r));
-	x.g = g;
-	x.res = res;
-	snprintf(objdir, sizeof(objdir), "%sobjects", git_repository_path(repo));
-	snprintf(dir, sizeof(dir), "%s/pack", objdir);
-	/* what killed writers left */
-	if ((rc = remove_temps(objdir, g->now, &res->temporary)) < 0 ||
-	    (rc = remove_temps(dir, g->now, &res->temporary)) < 0)
-		goto done;
+	if ((rc = remove_temps(objdir, now, count)) < 0 || (rc = remove_temps(dir, now, count)) < 0)
+		return rc;
 	for (i = 0; i < 256 && rc == 0; i++) {
 		snprintf(path, sizeof(path), "%s/%02x", objdir, (unsigned)i);
-		rc = remove_temps(path, g->now, &res->temporary);
+		rc = remove_temps(path, now, count);
 	}
-	if (rc < 0 || (rc = list_packs(dir, &v, &n)) < 0)
-		goto done;
-	/* every object, and when it was written last (.keep packs are left
-	 * as they are) */
+	return rc;
+}
+
+/* What a gc finds: the packs it may rewrite, and what it would do. */
+struct gc_survey {
+	size_t nroll, ncruft, drop, unreach, loose_work;
+};
+
+/* Every object, and when it was written last (.keep packs are left as
+ * they are): into x->m, counted in *sv. */
+static int gc_note(struct gc_ctx *x, const struct packinfo *v, size_t n, const char *dir, const char *objdir,
+		   struct gc_survey *sv)
+{
+	size_t i;
+	int rc = 0;
+
 	for (i = 0; i < n && rc == 0; i++) {
 		if (v[i].keep)
 			continue;
-		nroll++;
-		ncruft += v[i].cruft;
-		rc = gc_note_pack(&x.m, dir, &v[i]);
+		sv->nroll++;
+		sv->ncruft += v[i].cruft;
+		rc = gc_note_pack(&x->m, dir, &v[i]);
 	}
-	if (rc < 0 || (rc = foreach_loose(objdir, gc_loose, &x)) < 0)
-		goto done;
-	for (i = 0; i < x.m.cap; i++) {
-		struct gobj *o = &x.m.v[i];
+	if (rc < 0 || (rc = foreach_loose(objdir, gc_loose, x)) < 0)
+		return rc;
+	for (i = 0; i < x->m.cap; i++) {
+		struct gobj *o = &x->m.v[i];
 		uint32_t mt;
 		int t;
 		if (git_oid_is_zero(&o->id))
 			continue;
-		t = gc_classify(&o->id, &x, &mt);
+		t = gc_classify(&o->id, x, &mt);
 		if (o->where & G_LOOSE)
-			loose_work += t == ROLL_MAIN || t == ROLL_DROP || (o->where & G_PACKED);
+			sv->loose_work += t == ROLL_MAIN || t == ROLL_DROP || (o->where & G_PACKED);
 		if (!(o->where & G_PACKED))
 			continue;
-		drop += t == ROLL_DROP;
-		unreach += t == ROLL_CRUFT;
+		sv->drop += t == ROLL_DROP;
+		sv->unreach += t == ROLL_CRUFT;
 	}
-	/* one pack of reachable objects and nothing else: nothing to do */
-	if (nroll - ncruft <= 1 && ncruft == 0 && drop == 0 && unreach == 0 && loose_work == 0)
-		goto done;
-	if (git_repository_odb(&x.odb, repo) < 0) {
-		rc = opt_error_set(OPT_EIO, "cannot open object database");
-		goto done;
-	}
-	if ((rc = opt_pack_new(&x.main)) < 0 || (rc = opt_pack_new(&x.cruft)) < 0)
-		goto done;
-	x.cruft->mtimes = 1;
-	r.pack = x.main;
-	r.cruft = x.cruft;
-	r.odb = x.odb;
+	return 0;
+}
+
+/* The new packs: reachable objects in one, unreachable recent ones in a
+ * cruft pack, from every pack not kept and the loose objects; written
+ * (synced) before anything goes. */
+static int gc_rewrite(struct gc_ctx *x, git_repository *repo, const struct packinfo *v, size_t n, const char *dir,
+		      const char *objdir)
+{
+	struct rollup r;
+	size_t i;
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	if (git_repository_odb(&x->odb, repo) < 0)
+		return opt_error_set(OPT_EIO, "cannot open object database");
+	if ((rc = opt_pack_new(&x->main)) < 0 || (rc = opt_pack_new(&x->cruft)) < 0)
+		return rc;
+	x->cruft->mtimes = 1;
+	r.pack = x->main;
+	r.cruft = x->cruft;
+	r.odb = x->odb;
 	r.classify = gc_classify;
-	r.arg = &x;
+	r.arg = x;
 	for (i = 0; i < n && rc == 0; i++)
 		if (!v[i].keep)
 			rc = rollup_pack(dir, v[i].name, &r);
-	x.pass = 1;
+	x->pass = 1;
 	if (rc == 0)
-		rc = foreach_loose(objdir, gc_loose, &x);
-	/* the new packs (synced) before anything goes */
+		rc = foreach_loose(objdir, gc_loose, x);
 	if (rc == 0)
-		rc = opt_pack_write(x.main, NULL, objdir);
+		rc = opt_pack_write(x->main, NULL, objdir);
 	if (rc == 0)
-		rc = opt_pack_write(x.cruft, NULL, objdir);
-	if (rc < 0)
-		goto done;
-	res->pruned = drop;
-	res->unreachable = x.cruft->count;
+		rc = opt_pack_write(x->cruft, NULL, objdir);
+	return rc;
+}
+
+/* Remove the packs the new ones replace (not kept, not the new ones). */
+static int gc_remove_old(const struct gc_ctx *x, const struct packinfo *v, size_t n, const char *dir)
+{
+	static const char *ext[] = { ".idx", ".pack", ".rev", ".bitmap", ".mtimes" };
+	const char *nm = opt_pack_last_name(x->main), *nc = opt_pack_last_name(x->cruft);
+	char path[4400];
+	size_t i, e;
+
 	for (i = 0; i < n; i++) {
-		static const char *ext[] = { ".idx", ".pack", ".rev", ".bitmap", ".mtimes" };
-		size_t e;
-		if (v[i].keep || (opt_pack_last_name(x.main) && strcmp(opt_pack_last_name(x.main), v[i].name) == 0) ||
-		    (opt_pack_last_name(x.cruft) && strcmp(opt_pack_last_name(x.cruft), v[i].name) == 0))
+		if (v[i].keep || (nm && strcmp(nm, v[i].name) == 0) || (nc && strcmp(nc, v[i].name) == 0))
 			continue;
 		for (e = 0; e < sizeof(ext) / sizeof(*ext); e++) {
 			snprintf(path, sizeof(path), "%s/%s%s", dir, v[i].name, ext[e]);
-			if (unlink(path) < 0 && errno != ENOENT) {
-				rc = opt_error_set(OPT_EIO, "cannot remove '%s': %s", path, strerror(errno));
-				goto done;
-			}
+			if (unlink(path) < 0 && errno != ENOENT)
+				return opt_error_set(OPT_EIO, "cannot remove '%s': %s", path, strerror(errno));
 		}
 	}
+	return 0;
+}
+
+/* Nothing rewritten: the unreachable objects that stay (packed ones
+ * counted in unreach, plus the loose ones). */
+static size_t gc_unreachable(struct gc_ctx *x, size_t unreach)
+{
+	size_t i;
+
+	for (i = 0; i < x->m.cap; i++) {
+		struct gobj *o = &x->m.v[i];
+		uint32_t mt;
+		if (!git_oid_is_zero(&o->id) && !(o->where & G_PACKED) && gc_classify(&o->id, x, &mt) == ROLL_CRUFT)
+			unreach++;
+	}
+	return unreach;
+}
+
+int opt_pack_gc(git_repository *repo, const struct opt_pack_gc *g, struct opt_pack_gc_result *res)
+{
+	char objdir[4096], dir[4200], path[4400];
+	struct packinfo *v = NULL;
+	struct gc_survey sv;
+	struct gc_ctx x;
+	size_t n = 0, i;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	memset(&x, 0, sizeof(x));
+	memset(&sv, 0, sizeof(sv));
+	x.g = g;
+	x.res = res;
+	snprintf(objdir, sizeof(objdir), "%sobjects", git_repository_path(repo));
+	snprintf(dir, sizeof(dir), "%s/pack", objdir);
+	if ((rc = gc_remove_temps(objdir, dir, g->now, &res->temporary)) < 0 || (rc = list_packs(dir, &v, &n)) < 0 ||
+	    (rc = gc_note(&x, v, n, dir, objdir, &sv)) < 0)
+		goto done;
+	/* one pack of reachable objects and nothing else: nothing to do */
+	if (sv.nroll - sv.ncruft <= 1 && sv.ncruft == 0 && sv.drop == 0 && sv.unreach == 0 && sv.loose_work == 0)
+		goto done;
+	if ((rc = gc_rewrite(&x, repo, v, n, dir, objdir)) < 0)
+		goto done;
+	res->pruned = sv.drop;
+	res->unreachable = x.cruft->count;
+	if ((rc = gc_remove_old(&x, v, n, dir)) < 0)
+		goto done;
 	x.pass = 2;
 	if ((rc = foreach_loose(objdir, gc_loose, &x)) < 0)
 		goto done;
@@ -1665,16 +1723,8 @@ int opt_pack_gc(git_repository *repo, const struct opt_pack_gc *g, struct opt_pa
 	}
 	git_odb_refresh(x.odb);
 done:
-	if (rc == 0 && !x.main) {
-		/* (nothing rewritten: count what stays) */
-		res->unreachable = unreach;
-		for (i = 0; i < x.m.cap; i++) {
-			struct gobj *o = &x.m.v[i];
-			uint32_t mt;
-			if (!git_oid_is_zero(&o->id) && !(o->where & G_PACKED) && gc_classify(&o->id, &x, &mt) == ROLL_CRUFT)
-				res->unreachable++;
-		}
-	}
+	if (rc == 0 && !x.main)
+		res->unreachable = gc_unreachable(&x, sv.unreach);
 	opt_pack_free(x.main);
 	opt_pack_free(x.cruft);
 	git_odb_free(x.odb);
