@@ -947,11 +947,105 @@ static int rollup_delta(struct opt_pack *p, const struct idxent *e, const uint64
 /* Copy every object of one pack into the roll-up: whole objects are copied
  * as they are stored (no inflate, no deflate); deltas (from packs fetched
  * from peers) are resolved through the object database. */
+/* The entries of index idx (of pack name) by offset: *out malloc'd,
+ * *count of them. */
+static int idx_entries(const char *name, const unsigned char *idx, size_t idxlen, struct idxent **out, size_t *count)
+{
+	const unsigned char *offs, *lg;
+	struct idxent *e;
+	size_t i, n;
+	uint32_t o;
+
+	if (idxlen < 8 + 1024 + 40 || memcmp(idx, "\377tOc\0\0\0\2", 8) != 0)
+		return opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
+	n = get32(idx + 8 + 255 * 4);
+	if (idxlen < 8 + 1024 + n * 28 + 40)
+		return opt_error_set(OPT_EINTEGRITY, "pack '%s' has a truncated index", name);
+	e = malloc((n ? n : 1) * sizeof(*e));
+	OPT_CHECK_ALLOC(e);
+	offs = idx + 8 + 1024 + n * 24;
+	for (i = 0; i < n; i++) {
+		o = get32(offs + 4 * i);
+		e[i].id = idx + 8 + 1024 + 20 * i;
+		e[i].crc = get32(idx + 8 + 1024 + n * 20 + 4 * i);
+		e[i].off = o;
+		if (!(o & 0x80000000u))
+			continue;
+		lg = offs + 4 * n + 8 * (o & 0x7fffffffu);
+		if (lg + 8 > idx + idxlen - 40) {
+			free(e);
+			return opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
+		}
+		e[i].off = (uint64_t)get32(lg) << 32 | get32(lg + 4);
+	}
+	qsort(e, n, sizeof(*e), cmp_off);
+	*out = e;
+	*count = n;
+	return 0;
+}
+
+/* Object id from the object database, added to p as a whole object. */
+static int rollup_read(struct rollup *r, struct opt_pack *p, const unsigned char *id)
+{
+	git_oid oid;
+	git_odb_object *obj;
+	int rc;
+
+	memcpy(oid.id, id, 20);
+	if (git_odb_read(&obj, r->odb, &oid) < 0) {
+		const git_error *ge = git_error_last();
+		return opt_error_set(OPT_EINTEGRITY, "cannot read object while packing: %s", ge ? ge->message : "unknown");
+	}
+	rc = opt_pack_add(p, git_odb_object_type(obj), git_odb_object_data(obj), git_odb_object_size(obj), NULL);
+	git_odb_object_free(obj);
+	return rc;
+}
+
+/* Entry i (of the n of e, in pack pk) to its pack (tgt[i]: main, cruft,
+ * or dropped), as it is when it can be; newoff[i] its new offset. */
+static int rollup_entry(struct rollup *r, const char *name, const unsigned char *pk, size_t pklen,
+			const struct idxent *e, size_t n, size_t i, uint64_t *newoff, unsigned char *tgt)
+{
+	uint64_t end = i + 1 < n ? e[i + 1].off : pklen - 20, at;
+	struct opt_pack *to = r->pack;
+	size_t before;
+	int type, rc;
+
+	newoff[i] = UINT64_MAX;
+	tgt[i] = ROLL_MAIN;
+	if (r->classify) {
+		git_oid id;
+		uint32_t mt = 0;
+		memcpy(id.id, e[i].id, 20);
+		tgt[i] = (unsigned char)r->classify(&id, r->arg, &mt);
+		if (tgt[i] == ROLL_DROP)
+			return 0;
+		if (tgt[i] == ROLL_CRUFT) {
+			to = r->cruft;
+			to->cur_mtime = mt;
+		}
+	}
+	at = to->len;
+	before = to->nobjs;
+	if (e[i].off < 12 || end <= e[i].off || end > pklen - 20)
+		return opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
+	type = (pk[e[i].off] >> 4) & 7;
+	if (type >= 1 && type <= 4)
+		rc = pack_add_raw(to, e[i].id, pk + e[i].off, (size_t)(end - e[i].off), e[i].crc);
+	else if (type != OBJ_OFS_DELTA ||
+		 (rc = rollup_delta(to, e, newoff, tgt, i, pk + e[i].off, (size_t)(end - e[i].off))) == 1)
+		rc = rollup_read(r, to, e[i].id);
+	/* (else a delta copied as it is, its base found by its new offset) */
+	if (rc == 0 && to->nobjs > before)
+		newoff[i] = at;
+	return rc;
+}
+
 static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 {
 	char path[4400];
 	unsigned char *idx = NULL, *pk = NULL;
-	size_t idxlen, pklen, i, n;
+	size_t idxlen, pklen, i, n = 0;
 	struct idxent *e = NULL;
 	uint64_t *newoff = NULL;
 	unsigned char *tgt = NULL;
@@ -963,92 +1057,20 @@ static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 	snprintf(path, sizeof(path), "%s/%s.pack", dir, name);
 	if ((rc = read_whole(path, &pk, &pklen)) < 0)
 		goto done;
-	if (idxlen < 8 + 1024 + 40 || memcmp(idx, "\377tOc\0\0\0\2", 8) != 0 || pklen < 32) {
+	if (pklen < 32) {
 		rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
 		goto done;
 	}
-	n = get32(idx + 8 + 255 * 4);
-	if (idxlen < 8 + 1024 + n * 28 + 40) {
-		rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a truncated index", name);
+	if ((rc = idx_entries(name, idx, idxlen, &e, &n)) < 0)
 		goto done;
-	}
-	e = malloc((n ? n : 1) * sizeof(*e));
-	if (!e) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
-	for (i = 0; i < n; i++) {
-		const unsigned char *offs = idx + 8 + 1024 + n * 24;
-		uint32_t o = get32(offs + 4 * i);
-		e[i].id = idx + 8 + 1024 + 20 * i;
-		e[i].crc = get32(idx + 8 + 1024 + n * 20 + 4 * i);
-		if (o & 0x80000000u) {
-			const unsigned char *lg = offs + 4 * n + 8 * (o & 0x7fffffffu);
-			if (lg + 8 > idx + idxlen - 40) {
-				rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
-				goto done;
-			}
-			e[i].off = (uint64_t)get32(lg) << 32 | get32(lg + 4);
-		} else {
-			e[i].off = o;
-		}
-	}
-	qsort(e, n, sizeof(*e), cmp_off);
 	newoff = malloc((n ? n : 1) * sizeof(*newoff));
 	tgt = malloc(n ? n : 1);
 	if (!newoff || !tgt) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
-	for (i = 0; i < n && rc == 0; i++) {
-		uint64_t end = i + 1 < n ? e[i + 1].off : pklen - 20, at;
-		struct opt_pack *to = r->pack;
-		size_t before;
-		int type;
-
-		newoff[i] = UINT64_MAX;
-		tgt[i] = ROLL_MAIN;
-		if (r->classify) {
-			git_oid id;
-			uint32_t mt = 0;
-			memcpy(id.id, e[i].id, 20);
-			tgt[i] = (unsigned char)r->classify(&id, r->arg, &mt);
-			if (tgt[i] == ROLL_DROP)
-				continue;
-			if (tgt[i] == ROLL_CRUFT) {
-				to = r->cruft;
-				to->cur_mtime = mt;
-			}
-		}
-		at = to->len;
-		before = to->nobjs;
-		if (e[i].off < 12 || end <= e[i].off || end > pklen - 20) {
-			rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
-			break;
-		}
-		type = (pk[e[i].off] >> 4) & 7;
-		if (type >= 1 && type <= 4) {
-			rc = pack_add_raw(to, e[i].id, pk + e[i].off, (size_t)(end - e[i].off), e[i].crc);
-		} else if (type == OBJ_OFS_DELTA &&
-			   (rc = rollup_delta(to, e, newoff, tgt, i, pk + e[i].off, (size_t)(end - e[i].off))) != 1) {
-			/* copied as it is, its base found by its new offset */
-		} else {
-			git_oid id;
-			git_odb_object *obj;
-			memcpy(id.id, e[i].id, 20);
-			if (git_odb_read(&obj, r->odb, &id) < 0) {
-				const git_error *ge = git_error_last();
-				rc = opt_error_set(OPT_EINTEGRITY, "cannot read object while packing: %s",
-						   ge ? ge->message : "unknown");
-				break;
-			}
-			rc = opt_pack_add(to, git_odb_object_type(obj), git_odb_object_data(obj), git_odb_object_size(obj),
-					  NULL);
-			git_odb_object_free(obj);
-		}
-		if (rc == 0 && to->nobjs > before)
-			newoff[i] = at;
-	}
+	for (i = 0; i < n && rc == 0; i++)
+		rc = rollup_entry(r, name, pk, pklen, e, n, i, newoff, tgt);
 done:
 	free(tgt);
 	free(newoff);
