@@ -1080,12 +1080,85 @@ done:
 	return rc;
 }
 
+/* How many of the n packs of v (sorted by count, smallest first) to roll
+ * up into one: all when forced; else git's geometric rule (factor 2):
+ * from the largest pack down, find where the progression breaks; roll up
+ * everything below, then every larger pack that is not twice the
+ * roll-up. */
+static size_t roll_split(const struct packinfo *v, size_t n, int force)
+{
+	uint64_t total = 0;
+	size_t i, split;
+
+	if (force)
+		return n;
+	for (i = n - 1; i > 0; i--)
+		if ((uint64_t)v[i].count < 2 * (uint64_t)v[i - 1].count)
+			break;
+	split = i;
+	for (i = 0; i < split; i++)
+		total += v[i].count;
+	for (i = split; i < n && split > 0; i++) {
+		if ((uint64_t)v[i].count >= 2 * total)
+			break;
+		split++;
+		total += v[i].count;
+	}
+	return split;
+}
+
+/* The repack lock: beside the store's other files of ours, not in
+ * objects/pack, where git count-objects calls any other file garbage.
+ * Stores of earlier versions have it in objects/pack (dir): take that one
+ * too (an earlier program may be repacking), then remove it.  The lock's
+ * fd, or -1 when another holds it. */
+static int repack_lock(git_repository *repo, const char *dir)
+{
+	char lock[4200], path[4400];
+	int fd, old;
+
+	snprintf(lock, sizeof(lock), "%sopt-repack.lock", git_repository_path(repo)); /* path ends in / */
+	if ((fd = take_lock(lock)) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/opt-repack.lock", dir);
+	if (access(path, F_OK) == 0) {
+		if ((old = take_lock(path)) < 0) {
+			close(fd);
+			return -1;
+		}
+		unlink(path);
+		close(old);
+	}
+	return fd;
+}
+
+/* The new pack holds every object of the first split packs of v: the old
+ * ones can go (unless it is one of them: the same objects make the same
+ * pack; or kept by someone). */
+static void remove_rolled(const char *dir, const struct packinfo *v, size_t split, const struct opt_pack *p)
+{
+	static const char *ext[] = { ".keep", ".idx", ".pack", ".rev" };
+	const char *nm = opt_pack_last_name(p);
+	char path[4400];
+	size_t k, e;
+
+	for (k = 0; k < split; k++) {
+		if (nm && strcmp(nm, v[k].name) == 0)
+			continue;
+		for (e = 0; e < sizeof(ext) / sizeof(*ext); e++) {
+			snprintf(path, sizeof(path), "%s/%s%s", dir, v[k].name, ext[e]);
+			if (e == 0 && access(path, F_OK) == 0)
+				break; /* kept by someone: leave it */
+			unlink(path);
+		}
+	}
+}
+
 int opt_pack_consolidate(git_repository *repo, int force)
 {
-	char dir[4096], lock[4200], path[4400], objdir[4096];
+	char dir[4096], objdir[4096];
 	struct packinfo *v = NULL;
 	size_t n, i, k = 0, split = 0;
-	uint64_t total = 0;
 	struct rollup r = { NULL, NULL, NULL, NULL, NULL };
 	int rc = 0, lockfd = -1;
 
@@ -1099,50 +1172,12 @@ int opt_pack_consolidate(git_repository *repo, int force)
 		if (!v[i].cruft)
 			v[k++] = v[i];
 	n = k;
-	k = 0;
 	/* a few packs cost nothing to read through: leave them */
 	if (n < 2 || (!force && n < 8))
 		goto done;
 	qsort(v, n, sizeof(*v), cmp_count);
-	if (force) {
-		split = n;
-	} else {
-		/* git's geometric rule (factor 2): from the largest pack down,
-		 * find where the progression breaks; roll up everything below,
-		 * then every larger pack that is not twice the roll-up */
-		for (i = n - 1; i > 0; i--)
-			if ((uint64_t)v[i].count < 2 * (uint64_t)v[i - 1].count)
-				break;
-		split = i;
-		for (i = 0; i < split; i++)
-			total += v[i].count;
-		for (i = split; i < n && split > 0; i++) {
-			if ((uint64_t)v[i].count < 2 * total) {
-				split++;
-				total += v[i].count;
-			} else {
-				break;
-			}
-		}
-	}
-	if (split < 2)
+	if ((split = roll_split(v, n, force)) < 2 || (lockfd = repack_lock(repo, dir)) < 0)
 		goto done;
-	/* the lock is beside the store's other files of ours, not in
-	 * objects/pack, where git count-objects calls any other file
-	 * garbage */
-	snprintf(lock, sizeof(lock), "%sopt-repack.lock", git_repository_path(repo)); /* path ends in / */
-	if ((lockfd = take_lock(lock)) < 0)
-		goto done;
-	/* stores of earlier versions have it in objects/pack: take that one
-	 * too (an earlier program may be repacking), then remove it */
-	snprintf(path, sizeof(path), "%s/opt-repack.lock", dir);
-	if (access(path, F_OK) == 0) {
-		int old = take_lock(path);
-		if (old < 0)
-			goto done;
-		unlink(path);
-		close(old);
-	}
 	if (git_repository_odb(&r.odb, repo) < 0) {
 		rc = opt_error_set(OPT_EIO, "cannot open object database");
 		goto done;
@@ -1154,21 +1189,7 @@ int opt_pack_consolidate(git_repository *repo, int force)
 	if (rc == 0)
 		rc = opt_pack_write(r.pack, NULL, objdir);
 	if (rc == 0) {
-		/* the new pack holds every object: the old ones can go (unless
-		 * it is one of them: the same objects make the same pack) */
-		for (k = 0; k < split; k++) {
-			static const char *ext[] = { ".keep", ".idx", ".pack", ".rev" };
-			size_t e;
-			snprintf(path, sizeof(path), "%s/%s.pack", dir, v[k].name);
-			if (opt_pack_last_name(r.pack) && strcmp(opt_pack_last_name(r.pack), v[k].name) == 0)
-				continue;
-			for (e = 0; e < sizeof(ext) / sizeof(*ext); e++) {
-				snprintf(path, sizeof(path), "%s/%s%s", dir, v[k].name, ext[e]);
-				if (e == 0 && access(path, F_OK) == 0)
-					break; /* kept by someone: leave it */
-				unlink(path);
-			}
-		}
+		remove_rolled(dir, v, split, r.pack);
 		git_odb_refresh(r.odb);
 	}
 done:
