@@ -737,14 +737,8 @@ int opt_txn_group_add(struct opt_txn_group *g, opt_txn_fn fn, void *arg, size_t 
 
 	if (g->err)
 		return opt_error_set(g->err, "%s", g->errmsg);
-	if (g->n == g->cap) {
-		size_t cap = g->cap ? g->cap * 2 : 64;
-		struct staged *nv = realloc(g->v, cap * sizeof(*nv));
-		if (!nv)
-			return opt_error_set(OPT_EIO, "out of memory");
-		g->v = nv;
-		g->cap = cap;
-	}
+	if ((rc = OPT_ALLOC_GROW(g->v, g->n + 1, g->cap)) < 0)
+		return rc;
 	st = &g->v[g->n];
 	memset(st, 0, sizeof(*st));
 	st->fn = fn;

@@ -356,17 +356,10 @@ struct buf {
 
 static int buf_add(struct buf *b, const void *data, size_t n)
 {
-	if (b->len + n > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *np;
-		while (cap < b->len + n)
-			cap *= 2;
-		np = realloc(b->p, cap);
-		if (!np)
-			return opt_error_set(OPT_EIO, "out of memory");
-		b->p = np;
-		b->cap = cap;
-	}
+	int rc;
+
+	if ((rc = OPT_ALLOC_GROW(b->p, b->len + n, b->cap)) < 0)
+		return rc;
 	memcpy(b->p + b->len, data, n);
 	b->len += n;
 	return 0;
@@ -437,21 +430,17 @@ struct change {
 
 static int canon_add(struct opt_canon *c, const char *id, char *text, size_t len, int borrowed)
 {
+	int rc;
+
 	if (strlen(id) > OPT_ID_MAX) {
 		if (!borrowed)
 			free(text);
 		return opt_error_set(OPT_EINVAL, "invalid block ID '%s'", opt_esc(id));
 	}
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 256;
-		struct opt_canon_ent *nv = realloc(c->v, cap * sizeof(*nv));
-		if (!nv) {
-			if (!borrowed)
-				free(text);
-			return opt_error_set(OPT_EIO, "out of memory");
-		}
-		c->v = nv;
-		c->cap = cap;
+	if ((rc = OPT_ALLOC_GROW(c->v, c->n + 1, c->cap)) < 0) {
+		if (!borrowed)
+			free(text);
+		return rc;
 	}
 	strcpy(c->v[c->n].id, id);
 	c->v[c->n].text = text;
@@ -496,14 +485,8 @@ static int collect_cb(const char *id, const json_t *block, const struct opt_bloc
 	struct change *ch;
 	int rc = 0;
 
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 64;
-		struct change *nv = realloc(c->v, cap * sizeof(*nv));
-		if (!nv)
-			return opt_error_set(OPT_EIO, "out of memory");
-		c->v = nv;
-		c->cap = cap;
-	}
+	if ((rc = OPT_ALLOC_GROW(c->v, c->n + 1, c->cap)) < 0)
+		return rc;
 	ch = &c->v[c->n];
 	if (!opt_id_valid(id) || strlen(id) > OPT_ID_MAX)
 		return opt_error_set(OPT_EINVAL, "invalid block ID '%s'", opt_esc(id));

@@ -75,19 +75,7 @@ struct dbase {
 
 static int grow(struct opt_pack *p, size_t need)
 {
-	size_t cap = p->cap ? p->cap : 1 << 16;
-	unsigned char *nb;
-
-	if (p->len + need <= p->cap)
-		return 0;
-	while (cap < p->len + need)
-		cap *= 2;
-	nb = realloc(p->buf, cap);
-	if (!nb)
-		return opt_error_set(OPT_EIO, "out of memory");
-	p->buf = nb;
-	p->cap = cap;
-	return 0;
+	return OPT_ALLOC_GROW(p->buf, p->len + need, p->cap);
 }
 
 int opt_pack_new(struct opt_pack **out)
@@ -340,16 +328,8 @@ static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, c
 	int rc;
 
 	bound = z == &p->zs ? blen + 16 + 5 * (blen / 65535) : libdeflate_zlib_compress_bound(p->ld, blen);
-	if ((rc = grow(p, 32 + bound)) < 0)
+	if ((rc = grow(p, 32 + bound)) < 0 || (rc = OPT_ALLOC_GROW(p->objs, p->nobjs + 1, p->capobjs)) < 0)
 		return rc;
-	if (p->nobjs == p->capobjs) {
-		size_t cap = p->capobjs ? p->capobjs * 2 : 256;
-		struct pobj *no = realloc(p->objs, cap * sizeof(*no));
-		if (!no)
-			return opt_error_set(OPT_EIO, "out of memory");
-		p->objs = no;
-		p->capobjs = cap;
-	}
 	p->objs[p->nobjs].off = p->len;
 	o = p->buf + p->len;
 	*o = (unsigned char)((type << 4) | (size & 15));
@@ -740,15 +720,10 @@ static int list_packs(const char *packdir, struct packinfo **out, size_t *n)
 		snprintf(path, sizeof(path), "%s/%.*s.pack", packdir, (int)(l - 4), e->d_name);
 		if (stat(path, &st) < 0)
 			continue;
-		if (cnt == cap) {
-			cap = cap ? cap * 2 : 16;
-			struct packinfo *nv = realloc(v, cap * sizeof(*v));
-			if (!nv) {
-				free(v);
-				closedir(d);
-				return opt_error_set(OPT_EIO, "out of memory");
-			}
-			v = nv;
+		if (OPT_ALLOC_GROW(v, cnt + 1, cap) < 0) {
+			free(v);
+			closedir(d);
+			return OPT_EIO;
 		}
 		memcpy(v[cnt].name, e->d_name, l - 4);
 		v[cnt].name[l - 4] = '\0';
@@ -857,16 +832,8 @@ static int pack_add_raw(struct opt_pack *p, const unsigned char *id, const unsig
 	rc = set_add(p, &oid);
 	if (rc <= 0)
 		return rc;
-	if ((rc = grow(p, len)) < 0)
+	if ((rc = grow(p, len)) < 0 || (rc = OPT_ALLOC_GROW(p->objs, p->nobjs + 1, p->capobjs)) < 0)
 		return rc;
-	if (p->nobjs == p->capobjs) {
-		size_t cap = p->capobjs ? p->capobjs * 2 : 256;
-		struct pobj *no = realloc(p->objs, cap * sizeof(*no));
-		if (!no)
-			return opt_error_set(OPT_EIO, "out of memory");
-		p->objs = no;
-		p->capobjs = cap;
-	}
 	p->objs[p->nobjs].id = oid;
 	p->objs[p->nobjs].off = p->len;
 	p->objs[p->nobjs].crc = crc;

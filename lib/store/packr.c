@@ -384,13 +384,9 @@ static int packr_scan(struct opt_packr *r)
 			r->v[i].seen = 1;
 			continue;
 		}
-		if (r->n == r->cap) {
-			size_t cap = r->cap ? r->cap * 2 : 8;
-			struct pk *nv = realloc(r->v, cap * sizeof(*nv));
-			if (!nv)
-				break;
-			r->v = nv;
-			r->cap = cap;
+		if (OPT_ALLOC_GROW(r->v, r->n + 1, r->cap) < 0) {
+			opt_error_clear();
+			break;
 		}
 		if (pk_open(r, name, &r->v[r->n]) == 0)
 			r->v[r->n++].seen = 1;

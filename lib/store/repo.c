@@ -818,16 +818,12 @@ struct reach {
 
 static int reach_push(struct reach *r, const git_oid *id)
 {
+	int rc;
+
 	if (opt_oidset_has(&r->seen, id))
 		return 0;
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? r->cap * 2 : 1024;
-		git_oid *nv = realloc(r->stack, cap * sizeof(*nv));
-		if (!nv)
-			return opt_error_set(OPT_EIO, "out of memory");
-		r->stack = nv;
-		r->cap = cap;
-	}
+	if ((rc = OPT_ALLOC_GROW(r->stack, r->n + 1, r->cap)) < 0)
+		return rc;
 	r->stack[r->n++] = *id;
 	return 0;
 }
