@@ -37,14 +37,13 @@ const char *opt_txn_collection(struct opt_txn *x) { return x->name; }
 
 int opt_txn_action(struct opt_txn *x, json_t *action)
 {
-	if (!action)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(action);
 	if (x->actions_text) {
 		json_decref(action);
 		return opt_error_set(OPT_EINVAL, "a transaction's actions are either JSON values or one text");
 	}
 	if (json_array_append_new(x->actions, action) < 0)
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	return 0;
 }
 
@@ -81,8 +80,7 @@ int opt_txn_block_hash(const json_t *block, int is_header, char out[65])
 	if (!is_header)
 		return opt_json_hash(out, block);
 	copy = json_copy((json_t *)block);
-	if (!copy)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(copy);
 	json_object_del(copy, "headId");
 	json_object_del(copy, "tailId");
 	json_object_del(copy, "logRev");
@@ -121,11 +119,11 @@ static int hash_cb(const char *id, const json_t *block, const struct opt_block_t
 		if ((rc = opt_canon_add_borrowed(h->canon, id, text->text, text->len)) < 0)
 			return rc;
 		return json_object_set_new(h->blocks, id, json_string(hex)) < 0 ?
-			opt_error_set(OPT_EIO, "out of memory") : 0;
+			opt_error_oom() : 0;
 	}
 	if (!block)
 		return json_object_set_new(h->blocks, id, json_null()) < 0 ?
-			opt_error_set(OPT_EIO, "out of memory") : 0;
+			opt_error_oom() : 0;
 	type = opt_block_type(block);
 	if (type && strcmp(type, OPT_TYPE_LOG) == 0)
 		return 0;
@@ -145,7 +143,7 @@ static int hash_cb(const char *id, const json_t *block, const struct opt_block_t
 			return rc;
 	}
 	return json_object_set_new(h->blocks, id, json_string(hex)) < 0 ?
-		opt_error_set(OPT_EIO, "out of memory") : 0;
+		opt_error_oom() : 0;
 }
 
 static int sign_cb(void *ctx, const char *hash, char sig[129])
@@ -661,7 +659,7 @@ int opt_txn_group_new(struct opt_txn_group **out, struct opt_store *s, const cha
 	g = calloc(1, sizeof(*g));
 	if (!g || !(g->name = strdup(name))) {
 		free(g);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	if (o)
 		g->o = *o;

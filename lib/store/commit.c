@@ -548,7 +548,7 @@ static int build_trees(struct opt_store *s, struct opt_pack *p, struct opt_snap 
 	m1 = calloc(32, sizeof(*m1));
 	ml = n ? malloc(n * sizeof(*ml)) : NULL;
 	if (!mb || !m1 || (n && !ml)) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	while (i < n && rc == 0) {
@@ -879,7 +879,7 @@ int opt_store_group_begin(struct opt_store *s, const char *name)
 		}
 	}
 	if (!(s->gname = strdup(name)))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	if ((rc = group_pack(s)) < 0) {
 		free(s->gname);
 		s->gname = NULL;

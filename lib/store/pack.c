@@ -85,7 +85,7 @@ int opt_pack_new(struct opt_pack **out)
 	*out = NULL;
 	if (!p || grow(p, 12) < 0) {
 		free(p);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	memcpy(p->buf, "PACK\0\0\0\2\0\0\0\0", 12);
 	p->len = 12;
@@ -103,7 +103,7 @@ int opt_pack_new(struct opt_pack **out)
 	p->zinit = 1;
 	if (!(p->ld = libdeflate_alloc_compressor(1))) {
 		opt_pack_free(p);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	*out = p;
 	return 0;
@@ -157,8 +157,7 @@ static int set_add(struct opt_pack *p, const git_oid *id)
 	if ((p->setn + 1) * 2 > p->setcap) {
 		size_t ncap = p->setcap ? p->setcap * 2 : 1024, k;
 		git_oid *ns = calloc(ncap, sizeof(*ns));
-		if (!ns)
-			return opt_error_set(OPT_EIO, "out of memory");
+		OPT_CHECK_ALLOC(ns);
 		for (k = 0; k < p->setcap; k++) {
 			if (git_oid_is_zero(&p->set[k]))
 				continue;
@@ -900,8 +899,7 @@ static int rollup_delta(struct opt_pack *p, const struct idxent *e, const uint64
 	while (nd >>= 7)
 		ob[--pos] = (unsigned char)(128 | (--nd & 127));
 	nb = malloc(h + (sizeof(ob) - pos) + (len - q));
-	if (!nb)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(nb);
 	memcpy(nb, raw, h);
 	memcpy(nb + h, ob + pos, sizeof(ob) - pos);
 	memcpy(nb + h + (sizeof(ob) - pos), raw + q, len - q);
@@ -1232,8 +1230,7 @@ int opt_oidset_add(struct opt_oidset *s, const git_oid *id)
 	if ((s->n + 1) * 2 > s->cap) {
 		size_t ncap = s->cap ? s->cap * 2 : 4096, k;
 		git_oid *nv = calloc(ncap, sizeof(*nv));
-		if (!nv)
-			return opt_error_set(OPT_EIO, "out of memory");
+		OPT_CHECK_ALLOC(nv);
 		for (k = 0; k < s->cap; k++) {
 			if (git_oid_is_zero(&s->v[k]))
 				continue;
@@ -1323,8 +1320,7 @@ static int gmap_note(struct gmap *m, const git_oid *id, int64_t mtime, unsigned 
 {
 	struct gobj *o = gmap_get(m, id, 1);
 
-	if (!o)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(o);
 	if (mtime > o->mtime)
 		o->mtime = mtime;
 	o->where |= where;

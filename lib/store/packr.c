@@ -135,7 +135,7 @@ static int pk_inflate(struct libdeflate_decompressor *d, const struct pk *p, siz
 	if (size / 1032 > avail)
 		return bad_pack(p, "object larger than its data");
 	if (!(b = malloc(size + 1)))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	if (libdeflate_zlib_decompress(d, p->pack + pos, avail, b, size, NULL) != LIBDEFLATE_SUCCESS) {
 		free(b);
 		return bad_pack(p, "object does not inflate to its size");
@@ -174,7 +174,7 @@ static int apply_delta(const struct pk *p, const unsigned char *base, size_t bl,
 	if (sz[1] / 0xffffff > dl)
 		return bad_pack(p, "delta larger than its instructions");
 	if (!(o = malloc((size_t)sz[1] + 1)))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	while (q < end) {
 		unsigned c = *q++;
 		if (c & 0x80) {
@@ -436,7 +436,7 @@ int opt_packr_new(struct opt_packr **out, const char *objdir)
 		if (r)
 			free(r->packdir);
 		free(r);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	sprintf(r->packdir, "%s/pack", objdir);
 	*out = r;
@@ -510,7 +510,7 @@ int opt_packr_read_mem(const unsigned char *idx, size_t idxlen, const unsigned c
 		return rc < 0 ? bad_pack(&p, "bad offset in the index")
 			      : opt_error_set(OPT_ENOTFOUND, "object not in the pack");
 	if (!(d = libdeflate_alloc_decompressor()))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	rc = pk_object(NULL, d, &p, off, 0, data, len, &t);
 	libdeflate_free_decompressor(d);
 	return packr_result(rc, t, data, type);
@@ -579,7 +579,7 @@ int opt_pack_idx_check_mem(const char *name, const unsigned char *idx, size_t id
 	if (p.n == 0)
 		return packlen == 32 ? 0 : idx_bad(name, "an empty index of a pack with data");
 	if (!(v = malloc((size_t)p.n * sizeof(*v))))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	/* offsets in range, large ones in their table */
 	for (i = 0; i < p.n; i++) {
 		uint32_t o = get32(p.offs + 4 * i);
@@ -721,7 +721,7 @@ int opt_pack_sizes_check(const char *idxpath, const char *packpath)
 		goto done;
 	}
 	if (inflateInit(&z) != Z_OK || (p.n && !(offs = malloc((size_t)p.n * sizeof(*offs))))) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	for (i = 0; i < p.n; i++) {

@@ -141,7 +141,7 @@ int opt_store__read(struct opt_store *s, const git_oid *id, unsigned char **data
 	*data = malloc(*len + 1);
 	if (!*data) {
 		git_odb_object_free(obj);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	memcpy(*data, git_odb_object_data(obj), *len);
 	(*data)[*len] = '\0';
@@ -166,7 +166,7 @@ int opt_store__read_typed(struct opt_store *s, const git_oid *id, unsigned char 
 	*data = malloc(*len + 1);
 	if (!*data) {
 		git_odb_object_free(obj);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	memcpy(*data, git_odb_object_data(obj), *len);
 	(*data)[*len] = '\0';
@@ -340,7 +340,7 @@ static int store_wrap(struct opt_store **out, git_repository *repo, const char *
 
 	if (!s) {
 		git_repository_free(repo);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	s->repo = repo;
 	s->path = strdup(dir);
@@ -569,7 +569,7 @@ int opt_store_discover(char **path, const char *start)
 		snprintf(cand, sizeof(cand), "%s/%s", strcmp(cur, "/") ? cur : "", OPT_STORE_DIRNAME);
 		if (stat(cand, &st) == 0 && S_ISDIR(st.st_mode)) {
 			*path = strdup(cand);
-			return *path ? 0 : opt_error_set(OPT_EIO, "out of memory");
+			return *path ? 0 : opt_error_oom();
 		}
 		if (strcmp(cur, "/") == 0)
 			break;
@@ -674,7 +674,7 @@ int opt_store_quarantine_use(struct opt_store *s, const char *dir)
 	if (s->qdir)
 		return opt_error_set(OPT_EINVAL, "store '%s' has a quarantine open already", s->path);
 	if (!(s->qdir = strdup(dir)))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	s->qowner = 0;
 	return quarantine_open(s);
 }
@@ -764,8 +764,7 @@ int opt_store_list(struct opt_store *s, json_t **out)
 	int rc;
 
 	*out = NULL;
-	if (!arr)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(arr);
 	opt_ref_collection(prefix, sizeof(prefix), NULL);
 	if ((rc = opt_ref_foreach(s->repo, prefix, list_cb, arr, "cannot list collections")) < 0) {
 		json_decref(arr);
@@ -775,7 +774,7 @@ int opt_store_list(struct opt_store *s, json_t **out)
 	v = malloc((n ? n : 1) * sizeof(*v));
 	if (!v) {
 		json_decref(arr);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	for (i = 0; i < n; i++)
 		v[i] = json_incref(json_array_get(arr, i));
@@ -798,7 +797,7 @@ int opt_store_stats(struct opt_store *s, json_t **out)
 		return rc;
 	*out = json_pack("{s:I,s:I,s:I}", "packs", (json_int_t)packs, "objects", (json_int_t)objects,
 			 "pack_bytes", (json_int_t)bytes);
-	return *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
+	return *out ? 0 : opt_error_oom();
 }
 
 int opt_store_repack(struct opt_store *s)

@@ -254,7 +254,7 @@ static int snap_from_commit(struct opt_snap **out, struct opt_store *s, const ch
 	*out = NULL;
 	if (!snap) {
 		git_commit_free(c);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	snap->s = s;
 	snap->commit = c;
@@ -426,7 +426,7 @@ int opt_snap_open_many(struct opt_snap **snaps, struct opt_store *s, const char 
 	if (!before || !after) {
 		free(before);
 		free(after);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	for (i = 0; i < n; i++)
 		snaps[i] = NULL;
@@ -790,7 +790,7 @@ static int snap_cached(struct opt_snap *snap, const char *id, git_oid *oid, json
 		if (!snap->lru)
 			snap->lru = json_object();
 		if (!snap->cache || !snap->lru)
-			return opt_error_set(OPT_EIO, "out of memory");
+			return opt_error_oom();
 	}
 	if ((p = idmap_get(&snap->pinned, id))) {
 		*out = json_incref(p->block);
@@ -964,7 +964,7 @@ static int snap_get_raw(void *ctx, const char *id, json_t **out, struct opt_byte
 	if (len > sizeof(leaf) - 1 && memcmp(data, leaf, sizeof(leaf) - 1) == 0) {
 		if (!(buf = malloc(sizeof(*buf)))) {
 			free(data);
-			return opt_error_set(OPT_EIO, "out of memory");
+			return opt_error_oom();
 		}
 		buf->refs = 1;
 		buf->len = len;
