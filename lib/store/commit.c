@@ -114,6 +114,87 @@ static const char *mode_what(const struct tent *e)
 	return "";
 }
 
+/* Entry e (its path in sh->path) where level says what may be there:
+ * blocks/ at the top, fan-out directories below it, block IDs of their
+ * fan-out directory at the bottom; in git's mode, after prev (n
+ * before). */
+static int shape_entry(struct shape *sh, const struct tent *e, const struct tent *prev, size_t n, int level,
+		       const char *want)
+{
+	char name[OPT_ID_MAX + 1];
+	int ok;
+
+	if (level == 0 && !(e->namelen == 6 && memcmp(e->name, "blocks", 6) == 0))
+		return opt_error_set(OPT_EINTEGRITY, "tree entry '%s': a collection holds nothing but blocks/ at the top",
+				     sh->path);
+	if ((level == 1 || level == 2) && !(e->namelen == 1 && is_b32(e->name[0])))
+		return opt_error_set(OPT_EINTEGRITY, "tree entry '%s': not a fan-out directory (one character of a-z, 2-7)",
+				     sh->path);
+	if (level == 3) {
+		ok = e->namelen <= OPT_ID_MAX;
+		if (ok) {
+			memcpy(name, e->name, e->namelen);
+			name[e->namelen] = '\0';
+			ok = strlen(name) == e->namelen && opt_id_valid(name) && name[0] == sh->path[7] &&
+			     name[1] == sh->path[9];
+		}
+		if (!ok)
+			return opt_error_set(OPT_EINTEGRITY, "tree entry '%s': not a block ID of its fan-out directory",
+					     sh->path);
+	}
+	if (!opt_store__mode_is(e, want))
+		return opt_error_set(OPT_EINTEGRITY, "tree entry '%s': mode %.*s%s, where this program writes %s", sh->path,
+				     (int)(e->modelen > 12 ? 12 : e->modelen), e->mode, mode_what(e), want);
+	if (n > 0 && name_cmp(prev, e) >= 0)
+		return opt_error_set(OPT_EINTEGRITY, "tree entry '%s': out of order in its tree (or there twice)", sh->path);
+	return 0;
+}
+
+/* A block's entry: its object there, and a blob. */
+static int shape_blob(struct shape *sh, const git_oid *eid)
+{
+	char hex[GIT_OID_HEXSZ + 1];
+	git_object_t type;
+	size_t sz;
+
+	if (git_odb_read_header(&sz, &type, sh->s->odb, eid) < 0 &&
+	    (opt_store__reload_odb(sh->s) < 0 || git_odb_read_header(&sz, &type, sh->s->odb, eid) < 0)) {
+		git_error_clear();
+		git_oid_tostr(hex, sizeof(hex), eid);
+		return opt_error_set(OPT_EINTEGRITY, "tree entry '%s': its object %s is missing", sh->path, hex);
+	}
+	if (type != GIT_OBJECT_BLOB) {
+		git_oid_tostr(hex, sizeof(hex), eid);
+		return opt_error_set(OPT_EINTEGRITY, "tree entry '%s': its object %s is a %s, not a blob", sh->path, hex,
+				     git_object_type2string(type));
+	}
+	return 0;
+}
+
+/* Tree id, checked at level (0 the top, 3 the blocks), and the tree of
+ * the same path in the revision before (old, NULL: none) read beside it:
+ * raw bytes *data and *odata (malloc'd), *odata NULL without old. */
+static int shape_read(struct shape *sh, const git_oid *id, const git_oid *old, const char *where, const char *hex,
+		      unsigned char **data, size_t *len, unsigned char **odata, size_t *olen)
+{
+	git_object_t type;
+	int rc;
+
+	*odata = NULL;
+	*olen = 0;
+	if ((rc = opt_store__read_typed(sh->s, id, data, len, &type)) < 0) {
+		if (rc == OPT_ENOTFOUND)
+			rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' (object %s) is missing", where, hex);
+		return rc;
+	}
+	if (type != GIT_OBJECT_TREE)
+		return opt_error_set(OPT_EINTEGRITY, "tree '%s/' (object %s) is a %s", where, hex,
+				     git_object_type2string(type));
+	if (old && opt_store__read_typed(sh->s, old, odata, olen, &type) < 0)
+		return opt_error_set(OPT_EINTEGRITY, "tree '%s/' of the revision before cannot be read", where);
+	return 0;
+}
+
 /* Tree id at level (0 the top, 1 blocks/, 2 blocks/c1/, 3 blocks/c1/c2/)
  * as our writer makes it, looked at only where it differs from old (the
  * tree at the same path in the revision before; NULL: none). */
@@ -122,26 +203,16 @@ static int shape_tree(struct shape *sh, const git_oid *id, const git_oid *old, i
 	unsigned char *data = NULL, *odata = NULL;
 	const unsigned char *p, *end, *op = NULL, *oend = NULL;
 	struct tent e, prev = { 0 }, oe = { 0 };
-	git_object_t type;
-	size_t len, olen, n = 0;
-	int rc, got, ogot = 0;
+	const char *want = level < 3 ? "40000" : "100644";
+	size_t len = 0, olen, n = 0;
+	int rc, got, ogot = 0, same;
 	char hex[GIT_OID_HEXSZ + 1];
 	const char *where = pathlen ? sh->path : "";
+	git_oid eid, oid_old;
 
 	git_oid_tostr(hex, sizeof(hex), id);
-	if ((rc = opt_store__read_typed(sh->s, id, &data, &len, &type)) < 0) {
-		if (rc == OPT_ENOTFOUND)
-			rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' (object %s) is missing", where, hex);
+	if ((rc = shape_read(sh, id, old, where, hex, &data, &len, &odata, &olen)) < 0)
 		goto done;
-	}
-	if (type != GIT_OBJECT_TREE) {
-		rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' (object %s) is a %s", where, hex, git_object_type2string(type));
-		goto done;
-	}
-	if (old && (rc = opt_store__read_typed(sh->s, old, &odata, &olen, &type)) < 0) {
-		rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' of the revision before cannot be read", where);
-		goto done;
-	}
 	if (old) {
 		op = odata;
 		oend = odata + olen;
@@ -150,87 +221,35 @@ static int shape_tree(struct shape *sh, const git_oid *id, const git_oid *old, i
 	p = data;
 	end = data + len;
 	while ((got = opt_store__tree_next(&p, end, &e)) == 1) {
-		const char *want = level < 3 ? "40000" : "100644";
-		git_oid eid;
-
 		shape_path(sh, pathlen, &e);
-		if (level == 0 && !(e.namelen == 6 && memcmp(e.name, "blocks", 6) == 0)) {
-			rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': a collection holds nothing but blocks/ at the top",
-					   sh->path);
+		if ((rc = shape_entry(sh, &e, &prev, n, level, want)) < 0)
 			goto done;
-		}
-		if ((level == 1 || level == 2) && !(e.namelen == 1 && is_b32(e.name[0]))) {
-			rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': not a fan-out directory (one character of a-z, 2-7)",
-					   sh->path);
-			goto done;
-		}
-		if (level == 3) {
-			char name[OPT_ID_MAX + 1];
-			int ok = e.namelen <= OPT_ID_MAX;
-			if (ok) {
-				memcpy(name, e.name, e.namelen);
-				name[e.namelen] = '\0';
-				ok = strlen(name) == e.namelen && opt_id_valid(name) &&
-				     name[0] == sh->path[7] && name[1] == sh->path[9];
-			}
-			if (!ok) {
-				rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': not a block ID of its fan-out directory",
-						   sh->path);
-				goto done;
-			}
-		}
-		if (!opt_store__mode_is(&e, want)) {
-			rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': mode %.*s%s, where this program writes %s",
-					   sh->path, (int)(e.modelen > 12 ? 12 : e.modelen), e.mode, mode_what(&e), want);
-			goto done;
-		}
-		if (n > 0 && name_cmp(&prev, &e) >= 0) {
-			rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': out of order in its tree (or there twice)", sh->path);
-			goto done;
-		}
 		prev = e;
 		n++;
 		/* the same entry as the revision before: checked then */
 		while (ogot == 1 && name_cmp(&oe, &e) < 0)
 			ogot = opt_store__tree_next(&op, oend, &oe);
-		if (ogot == 1 && name_cmp(&oe, &e) == 0 && opt_store__mode_is(&oe, want) && memcmp(oe.oid, e.oid, 20) == 0)
+		same = ogot == 1 && name_cmp(&oe, &e) == 0 && opt_store__mode_is(&oe, want);
+		if (same && memcmp(oe.oid, e.oid, 20) == 0)
 			continue;
 		memcpy(eid.id, e.oid, 20);
-		if (level < 3) {
-			git_oid oid_old;
-			int same = ogot == 1 && name_cmp(&oe, &e) == 0 && opt_store__mode_is(&oe, want);
-			if (same)
-				memcpy(oid_old.id, oe.oid, 20);
-			if ((rc = shape_tree(sh, &eid, same ? &oid_old : NULL, level + 1, strlen(sh->path))) < 0)
-				goto done;
-		} else {
-			size_t sz;
-			if (git_odb_read_header(&sz, &type, sh->s->odb, &eid) < 0 &&
-			    (opt_store__reload_odb(sh->s) < 0 || git_odb_read_header(&sz, &type, sh->s->odb, &eid) < 0)) {
-				git_error_clear();
-				git_oid_tostr(hex, sizeof(hex), &eid);
-				rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': its object %s is missing", sh->path, hex);
-				goto done;
-			}
-			if (type != GIT_OBJECT_BLOB) {
-				git_oid_tostr(hex, sizeof(hex), &eid);
-				rc = opt_error_set(OPT_EINTEGRITY, "tree entry '%s': its object %s is a %s, not a blob", sh->path,
-						   hex, git_object_type2string(type));
-				goto done;
-			}
-		}
+		if (same)
+			memcpy(oid_old.id, oe.oid, 20);
+		if (level < 3)
+			rc = shape_tree(sh, &eid, same ? &oid_old : NULL, level + 1, strlen(sh->path));
+		else
+			rc = shape_blob(sh, &eid);
+		if (rc < 0)
+			goto done;
 		sh->path[pathlen] = '\0';
 	}
 	sh->path[pathlen] = '\0';
-	if (got < 0) {
+	if (got < 0)
 		rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' (object %s) is damaged", where, hex);
-		goto done;
-	}
-	if (n == 0 && level > 0) {
+	else if (n == 0 && level > 0)
 		rc = opt_error_set(OPT_EINTEGRITY, "tree '%s/' (object %s) is empty", where, hex);
-		goto done;
-	}
-	rc = 0;
+	else
+		rc = 0;
 done:
 	free(odata);
 	free(data);
