@@ -535,14 +535,95 @@ static int idx_bad(const char *name, const char *what)
 	return opt_error_set(OPT_EINTEGRITY, "pack index '%s' does not match its pack: %s", name, what);
 }
 
+/* Header, monotone fan-out, sizes, the pack it names; the index's own
+ * checksum, and the pack's; names strictly increasing, each in its
+ * fan-out bucket. */
+static int idx_check_head(const char *name, const struct pk *p)
+{
+	struct opt_sha1 h;
+	uint8_t sum[20];
+	size_t i;
+
+	if (get32(p->pack + 8) != p->n)
+		return idx_bad(name, "object count differs from the pack's");
+	if ((p->idxlen - 40 - (8 + 1024 + (size_t)p->n * 28)) % 8 != 0)
+		return idx_bad(name, "bad size");
+	opt_sha1_init(&h);
+	opt_sha1_update(&h, p->idx, p->idxlen - 20);
+	opt_sha1_final(&h, sum);
+	if (memcmp(sum, p->idx + p->idxlen - 20, 20) != 0)
+		return idx_bad(name, "bad index checksum");
+	opt_sha1_init(&h);
+	opt_sha1_update(&h, p->pack, p->packlen - 20);
+	opt_sha1_final(&h, sum);
+	if (memcmp(sum, p->pack + p->packlen - 20, 20) != 0)
+		return idx_bad(name, "bad pack checksum");
+	for (i = 0; i < p->n; i++) {
+		const unsigned char *id = p->ids + 20 * i;
+		if (i > 0 && memcmp(id - 20, id, 20) >= 0)
+			return idx_bad(name, "object names out of order");
+		if ((id[0] ? get32(p->idx + 8 + 4 * (id[0] - 1)) : 0) > i || get32(p->idx + 8 + 4 * id[0]) <= i)
+			return idx_bad(name, "fan-out table does not match the names");
+	}
+	return 0;
+}
+
+/* Offsets in range, large ones in their table: into v, by offset. */
+static int idx_check_offsets(const char *name, const struct pk *p, struct offent *v)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++) {
+		uint32_t o = get32(p->offs + 4 * i);
+		uint64_t off = o;
+		if (o & 0x80000000u) {
+			if ((o & 0x7fffffffu) >= p->nlarge)
+				return idx_bad(name, "offset outside the large offset table");
+			off = get64(p->large + 8 * (size_t)(o & 0x7fffffffu));
+		}
+		if (off < 12 || off >= p->packlen - 20)
+			return idx_bad(name, "offset outside the pack");
+		v[i].off = off;
+		v[i].i = (uint32_t)i;
+	}
+	qsort(v, p->n, sizeof(*v), cmp_offent);
+	return 0;
+}
+
+/* Entry i of v (by offset), at e, len bytes: a sound entry header, and
+ * for a delta a base that is an object of the pack. */
+static int idx_check_entry(const char *name, const struct offent *v, size_t i, const unsigned char *e, size_t len)
+{
+	size_t pos = 1;
+	unsigned c = e[0], t = (c >> 4) & 7;
+	uint64_t dist;
+	struct offent key;
+
+	while (c & 0x80 && pos < len)
+		c = e[pos++];
+	if (t == 0 || t == 5 || c & 0x80 || pos >= len)
+		return idx_bad(name, "no object where the index says");
+	if (t != OBJ_OFS_DELTA)
+		return 0;
+	c = e[pos++];
+	dist = c & 127;
+	while (c & 128 && pos < len && dist <= (UINT64_MAX >> 8)) {
+		c = e[pos++];
+		dist = ((dist + 1) << 7) | (c & 127);
+	}
+	key.off = v[i].off - dist;
+	if (c & 128 || dist == 0 || dist > v[i].off - 12 || !bsearch(&key, v, i, sizeof(*v), cmp_offent))
+		return idx_bad(name, "a delta whose base is no object of the pack");
+	return 0;
+}
+
 int opt_pack_idx_check_mem(const char *name, const unsigned char *idx, size_t idxlen, const unsigned char *pack,
 			   size_t packlen)
 {
 	struct pk p;
-	struct opt_sha1 h;
-	uint8_t sum[20];
 	struct offent *v = NULL;
-	size_t i, at;
+	size_t i, at, len;
+	uint64_t end;
 	int rc = 0;
 
 	memset(&p, 0, sizeof(p));
@@ -550,95 +631,29 @@ int opt_pack_idx_check_mem(const char *name, const unsigned char *idx, size_t id
 	p.idxlen = idxlen;
 	p.pack = pack;
 	p.packlen = packlen;
-	/* header, monotone fan-out, sizes, the pack it names */
 	if (pk_init(&p) < 0)
 		return idx_bad(name, "not a version 2 index of this pack");
-	if (get32(pack + 8) != p.n)
-		return idx_bad(name, "object count differs from the pack's");
-	if ((idxlen - 40 - (8 + 1024 + (size_t)p.n * 28)) % 8 != 0)
-		return idx_bad(name, "bad size");
-	/* the index's own checksum, and the pack's */
-	opt_sha1_init(&h);
-	opt_sha1_update(&h, idx, idxlen - 20);
-	opt_sha1_final(&h, sum);
-	if (memcmp(sum, idx + idxlen - 20, 20) != 0)
-		return idx_bad(name, "bad index checksum");
-	opt_sha1_init(&h);
-	opt_sha1_update(&h, pack, packlen - 20);
-	opt_sha1_final(&h, sum);
-	if (memcmp(sum, pack + packlen - 20, 20) != 0)
-		return idx_bad(name, "bad pack checksum");
-	/* names strictly increasing, each in its fan-out bucket */
-	for (i = 0; i < p.n; i++) {
-		const unsigned char *id = p.ids + 20 * i;
-		if (i > 0 && memcmp(id - 20, id, 20) >= 0)
-			return idx_bad(name, "object names out of order");
-		if ((id[0] ? get32(idx + 8 + 4 * (id[0] - 1)) : 0) > i || get32(idx + 8 + 4 * id[0]) <= i)
-			return idx_bad(name, "fan-out table does not match the names");
-	}
+	if ((rc = idx_check_head(name, &p)) < 0)
+		return rc;
 	if (p.n == 0)
 		return packlen == 32 ? 0 : idx_bad(name, "an empty index of a pack with data");
 	if (!(v = malloc((size_t)p.n * sizeof(*v))))
 		return opt_error_oom();
-	/* offsets in range, large ones in their table */
-	for (i = 0; i < p.n; i++) {
-		uint32_t o = get32(p.offs + 4 * i);
-		uint64_t off = o;
-		if (o & 0x80000000u) {
-			if ((o & 0x7fffffffu) >= p.nlarge) {
-				rc = idx_bad(name, "offset outside the large offset table");
-				goto done;
-			}
-			off = get64(p.large + 8 * (size_t)(o & 0x7fffffffu));
-		}
-		if (off < 12 || off >= packlen - 20) {
-			rc = idx_bad(name, "offset outside the pack");
-			goto done;
-		}
-		v[i].off = off;
-		v[i].i = (uint32_t)i;
-	}
-	qsort(v, p.n, sizeof(*v), cmp_offent);
+	if ((rc = idx_check_offsets(name, &p, v)) < 0)
+		goto done;
 	/* the entries tile the pack from its header to its trailer, each
 	 * with its CRC-32 and a sound entry header where the index says */
-	for (i = 0, at = 12; i < p.n; i++) {
-		uint64_t end = i + 1 < p.n ? v[i + 1].off : packlen - 20;
-		const unsigned char *e = pack + v[i].off;
-		size_t len, pos = 1;
-		unsigned c, t;
+	for (i = 0, at = 12; i < p.n && rc == 0; i++) {
+		end = i + 1 < p.n ? v[i + 1].off : packlen - 20;
 		if (v[i].off != at) {
 			rc = idx_bad(name, v[i].off < at ? "two objects at one offset" : "bytes of the pack no object covers");
-			goto done;
+			break;
 		}
 		len = (size_t)(end - v[i].off);
-		if (libdeflate_crc32(0, e, len) != get32(p.ids + (size_t)p.n * 20 + 4 * (size_t)v[i].i)) {
+		if (libdeflate_crc32(0, pack + v[i].off, len) != get32(p.ids + (size_t)p.n * 20 + 4 * (size_t)v[i].i))
 			rc = idx_bad(name, "CRC-32 of an object differs");
-			goto done;
-		}
-		c = e[0];
-		t = (c >> 4) & 7;
-		while (c & 0x80 && pos < len)
-			c = e[pos++];
-		if (t == 0 || t == 5 || c & 0x80 || pos >= len) {
-			rc = idx_bad(name, "no object where the index says");
-			goto done;
-		}
-		if (t == OBJ_OFS_DELTA) {
-			uint64_t dist;
-			struct offent key;
-			c = e[pos++];
-			dist = c & 127;
-			while (c & 128 && pos < len && dist <= (UINT64_MAX >> 8)) {
-				c = e[pos++];
-				dist = ((dist + 1) << 7) | (c & 127);
-			}
-			key.off = v[i].off - dist;
-			if (c & 128 || dist == 0 || dist > v[i].off - 12 ||
-			    !bsearch(&key, v, i, sizeof(*v), cmp_offent)) {
-				rc = idx_bad(name, "a delta whose base is no object of the pack");
-				goto done;
-			}
-		}
+		else
+			rc = idx_check_entry(name, v, i, pack + v[i].off, len);
 		at = (size_t)end;
 	}
 done:
