@@ -1,9 +1,10 @@
 /* store/git.h - (library-private) the store's repository, its refs and
  * the trailers of its commits, for the code that talks to libgit2.
  *
- * Included only by the files of lib/store/, lib/txn.c and the files of
- * lib/sync/: no public header includes it and no program may (libgit2's
- * types stay out of the public API).  opt_store__NAME are the store's
+ * Included only by the files of lib/store/, lib/txn.c, the files of
+ * lib/sync/ and the unit tests (tests/unit/test-refs.c): no public header
+ * includes it and no program may (libgit2's types stay out of the public
+ * API).  opt_store__NAME are the store's
  * private accessors (libgit2's name__private convention).
  *
  * lib/store/refs.c is the only code that reads or moves a ref and the only
