@@ -33,6 +33,11 @@ git_repository *opt_store__repo(struct opt_store *s);
  * reading the configuration fresh from disk. */
 int opt_store__repo_open(struct opt_store *s, git_repository **out);
 
+/* A bare repository at dir, opened where it is (no search upward), such
+ * as a scratch repository: 0, or OPT_EIO "cannot open store: WHY"
+ * (libgit2's error stays set, for a caller that words it otherwise). */
+int opt_store__open_bare(const char *dir, git_repository **out);
+
 /* ---- the ref namespace ---- */
 
 /* The longest ref name the builders make (a remote's name and a

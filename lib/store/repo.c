@@ -605,12 +605,17 @@ git_repository *opt_store__repo(struct opt_store *s)
 	return s->repo;
 }
 
-int opt_store__repo_open(struct opt_store *s, git_repository **out)
+int opt_store__open_bare(const char *dir, git_repository **out)
 {
 	*out = NULL;
-	if (git_repository_open_ext(out, s->path, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0)
+	if (git_repository_open_ext(out, dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0)
 		return opt_git_fail(OPT_EIO, "cannot open store");
 	return 0;
+}
+
+int opt_store__repo_open(struct opt_store *s, git_repository **out)
+{
+	return opt_store__open_bare(s->path, out);
 }
 
 const char *opt_store_path(const struct opt_store *s)
