@@ -130,7 +130,7 @@ struct opt_trailers {
 	const char *primary;      /* Opt-Primary: a multi-collection transaction's primary */
 	const char *collections;  /* Opt-Collections: its collections, comma-separated */
 	int has_expires;
-	int64_t expires;          /* Opt-Expires: a pending revision's deadline (seconds) */
+	int64_t expires;          /* Opt-Expires: a pending revision's deadline (ms since the epoch) */
 	const char *primary_base; /* Opt-Primary-Base: the primary's head before (hex, or "none") */
 	char *buf_;               /* (the parser's copy of the strings) */
 };
