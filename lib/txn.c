@@ -3,6 +3,7 @@
 #include "json.h"
 #include "identity.h"
 #include "log.h"
+#include "store/git.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -36,14 +37,13 @@ const char *opt_txn_collection(struct opt_txn *x) { return x->name; }
 
 int opt_txn_action(struct opt_txn *x, json_t *action)
 {
-	if (!action)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(action);
 	if (x->actions_text) {
 		json_decref(action);
 		return opt_error_set(OPT_EINVAL, "a transaction's actions are either JSON values or one text");
 	}
 	if (json_array_append_new(x->actions, action) < 0)
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	return 0;
 }
 
@@ -80,8 +80,7 @@ int opt_txn_block_hash(const json_t *block, int is_header, char out[65])
 	if (!is_header)
 		return opt_json_hash(out, block);
 	copy = json_copy((json_t *)block);
-	if (!copy)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(copy);
 	json_object_del(copy, "headId");
 	json_object_del(copy, "tailId");
 	json_object_del(copy, "logRev");
@@ -120,11 +119,11 @@ static int hash_cb(const char *id, const json_t *block, const struct opt_block_t
 		if ((rc = opt_canon_add_borrowed(h->canon, id, text->text, text->len)) < 0)
 			return rc;
 		return json_object_set_new(h->blocks, id, json_string(hex)) < 0 ?
-			opt_error_set(OPT_EIO, "out of memory") : 0;
+			opt_error_oom() : 0;
 	}
 	if (!block)
 		return json_object_set_new(h->blocks, id, json_null()) < 0 ?
-			opt_error_set(OPT_EIO, "out of memory") : 0;
+			opt_error_oom() : 0;
 	type = opt_block_type(block);
 	if (type && strcmp(type, OPT_TYPE_LOG) == 0)
 		return 0;
@@ -144,7 +143,7 @@ static int hash_cb(const char *id, const json_t *block, const struct opt_block_t
 			return rc;
 	}
 	return json_object_set_new(h->blocks, id, json_string(hex)) < 0 ?
-		opt_error_set(OPT_EIO, "out of memory") : 0;
+		opt_error_oom() : 0;
 }
 
 static int sign_cb(void *ctx, const char *hash, char sig[129])
@@ -378,16 +377,11 @@ static int resolve_head(struct opt_txn *x, const char *trx)
 	return opt_error_set(OPT_ECONFLICT, "reverted aborted transaction %s on '%s'", ptrx, x->name);
 }
 
-/* One attempt: 0 committed, 1 nothing to do, <0 error (OPT_ECONFLICT and
- * OPT_EBUSY are retried by the caller). */
-static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt_txn_opts *o,
-		   const char *trx, struct opt_txn_result *res)
+/* The attempt's base: the collection's head (NULL: a new collection, not
+ * beside one whose name clashes), its pending revision resolved.  0 to go
+ * on, 1 when there is nothing to do (*res->rev set), <0 error. */
+static int read_head(struct opt_txn *x, const char *trx, struct opt_txn_result *res)
 {
-	json_t *empty = NULL, *fields = NULL;
-	struct opt_canon canon = { NULL, 0, 0, 0 };
-	struct opt_source src;
-	struct hash_ctx hc;
-	long rev = 0;
 	int rc;
 
 	if (!x->have_id) {
@@ -400,12 +394,11 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 		x->base = NULL;
 		opt_error_clear();
 		/* a new collection: not beside one whose name clashes */
-		if ((rc = opt_store_check_new(x->s, x->name)) < 0)
-			return rc;
-	} else if (rc < 0) {
-		return rc;
+		return opt_store_check_new(x->s, x->name);
 	}
-	if (x->base && (rc = resolve_head(x, trx)) != 0) {
+	if (rc < 0)
+		return rc;
+	if ((rc = resolve_head(x, trx)) != 0) {
 		/* the head was a pending revision of another transaction: it was
 		 * resolved (retry on the new head) or is still in flight; or a
 		 * revert found its work done */
@@ -413,71 +406,57 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 			res->rev = opt_snap_rev(x->base);
 		opt_snap_free(x->base);
 		x->base = NULL;
-		return rc;
 	}
-	if (x->base) {
-		src = opt_snap_source(x->base);
-	} else {
-		empty = json_object();
-		src = opt_source_object(empty);
-	}
-	if ((rc = opt_tracker_new(&x->t, &src)) < 0)
-		goto done;
-	x->actions = json_array();
-	if (!x->actions) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
-	if (x->base) {
-		const json_t *h;
-		rc = opt_tracker_get(x->t, x->header_id, &h);
-		if (rc == OPT_ENOTFOUND) {
-			rc = opt_error_set(OPT_EINTEGRITY, "collection '%s' has no header block", x->name);
-			goto done;
-		}
-		if (rc < 0)
-			goto done;
-		if (o && o->type && (!opt_block_type(h) || strcmp(opt_block_type(h), o->type) != 0)) {
-			if (json_is_true(json_object_get(h, "placeholder"))) {
-				/* made only to hold an abort record (docs/protocol.md):
-				 * the first real transaction gives it its type */
-				json_t *nh = opt_json_copy(h), *hh = json_object_get(nh, "header");
-				json_object_set_new(hh, "type", json_string(o->type));
-				json_object_del(nh, "placeholder");
-				if ((rc = opt_tracker_insert_new(x->t, nh)) < 0)
-					goto done;
-			} else {
-				rc = opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection",
-						   x->name, opt_type_name(opt_block_type(h)), opt_type_name(o->type));
-				goto done;
-			}
-		}
-	} else {
-		json_t *h;
-		if ((rc = opt_block_new(&h, x->header_id, o && o->type ? o->type : OPT_TYPE_BLOCKS, x->name)) < 0)
-			goto done;
-		json_object_set_new(h, "name", json_string(x->name));
+	return rc;
+}
+
+/* The collection's header block: checked against the type asked for (a
+ * placeholder takes it), or made for a new collection. */
+static int ensure_header(struct opt_txn *x, const struct opt_txn_opts *o)
+{
+	const json_t *h;
+	json_t *nh;
+	int rc;
+
+	if (!x->base) {
+		if ((rc = opt_block_new(&nh, x->header_id, o && o->type ? o->type : OPT_TYPE_BLOCKS, x->name)) < 0)
+			return rc;
+		json_object_set_new(nh, "name", json_string(x->name));
 		if (x->status && strcmp(x->status, "aborted") == 0 && !x->revert)
-			json_object_set_new(h, "placeholder", json_true());
-		if ((rc = opt_tracker_insert_new(x->t, h)) < 0)
-			goto done;
+			json_object_set_new(nh, "placeholder", json_true());
+		return opt_tracker_insert_new(x->t, nh);
 	}
-	if ((rc = fn(x, arg)) < 0)
-		goto done;
-	if (json_array_size(x->actions) == 0 && !x->actions_text_n && !(o && o->allow_empty) && !x->status && !x->revert && x->base) {
-		res->rev = opt_snap_rev(x->base);
-		rc = 1;
-		goto done;
-	}
+	rc = opt_tracker_get(x->t, x->header_id, &h);
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_EINTEGRITY, "collection '%s' has no header block", x->name);
+	if (rc < 0 || !(o && o->type) || (opt_block_type(h) && strcmp(opt_block_type(h), o->type) == 0))
+		return rc;
+	if (!json_is_true(json_object_get(h, "placeholder")))
+		return opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection",
+				     x->name, opt_type_name(opt_block_type(h)), opt_type_name(o->type));
+	/* made only to hold an abort record (docs/protocol.md): the first
+	 * real transaction gives it its type */
+	nh = opt_json_copy(h);
+	json_object_set_new(json_object_get(nh, "header"), "type", json_string(o->type));
+	json_object_del(nh, "placeholder");
+	return opt_tracker_insert_new(x->t, nh);
+}
+
+/* The log entry's fields (trx, actions, the blocks' hashes, the
+ * multi-collection ones), signed and appended to the log; the blocks'
+ * canonical texts kept in canon for the commit. */
+static int log_fields(struct opt_txn *x, const char *trx, struct opt_canon *canon)
+{
+	json_t *fields;
+	struct hash_ctx hc;
+	int rc;
+
 	hc.blocks = json_object();
-	hc.canon = &canon;
+	hc.canon = canon;
 	hc.header_id = x->header_id;
 	fields = json_pack("{s:s,s:O,s:o,s:s}", "trx", trx, "actions", x->actions, "blocks", hc.blocks,
 			   "author", x->id.pub);
-	if (!fields) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
+	OPT_CHECK_ALLOC(fields);
 	if (x->status)
 		json_object_set_new(fields, "status", json_string(x->status));
 	if (x->primary)
@@ -498,36 +477,93 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 	} else {
 		rc = opt_log_append_signed(x->t, x->header_id, fields, sign_cb, &x->id, NULL);
 	}
-	if (rc < 0)
-		goto done;
-	{
-		char trailers[1024] = "";
-		struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", trailers, &canon };
-		if (x->status || x->primary) {
-			char cols[600] = "";
-			size_t i;
-			for (i = 0; i < json_array_size(x->collections); i++)
-				snprintf(cols + strlen(cols), sizeof(cols) - strlen(cols), "%s%s", i ? "," : "",
-					 json_string_value(json_array_get(x->collections, i)));
-			snprintf(trailers, sizeof(trailers), "Opt-Status: %s\nOpt-Primary: %s\nOpt-Collections: %s\n",
-				 x->status ? x->status : "committed", x->primary ? x->primary : x->name, cols);
-			if (x->status && strcmp(x->status, "pending") == 0)
-				snprintf(trailers + strlen(trailers), sizeof(trailers) - strlen(trailers),
-					 "Opt-Expires: %lld\nOpt-Primary-Base: %s\n", (long long)x->expires,
-					 x->primary_base[0] ? x->primary_base : "none");
-		}
-		opt_fault("txn:before-commit");
-		rc = opt_store_commit(x->s, x->name, x->base, x->t, &info, &rev);
-		if (rc == 0)
-			opt_fault("txn:after-commit");
-	}
-	if (rc == 0) {
-		res->rev = rev;
-		res->committed = 1;
-		res->created = x->base == NULL;
-	}
 done:
 	json_decref(fields);
+	return rc;
+}
+
+/* The trailers of a multi-collection transaction's revision (none for a
+ * plain one) into buf. */
+static void multi_trailers(const struct opt_txn *x, char *buf, size_t n)
+{
+	struct opt_trailers tr = { 0 };
+	char cols[600] = "";
+	size_t i;
+
+	if (!x->status && !x->primary)
+		return;
+	for (i = 0; i < json_array_size(x->collections); i++)
+		snprintf(cols + strlen(cols), sizeof(cols) - strlen(cols), "%s%s", i ? "," : "",
+			 json_string_value(json_array_get(x->collections, i)));
+	tr.status = x->status ? x->status : "committed";
+	tr.primary = x->primary ? x->primary : x->name;
+	tr.collections = cols;
+	if (x->status && strcmp(x->status, "pending") == 0) {
+		tr.has_expires = 1;
+		tr.expires = x->expires;
+		tr.primary_base = x->primary_base[0] ? x->primary_base : "none";
+	}
+	opt_trailers_format(buf, n, &tr);
+}
+
+/* Commit the attempt's blocks (their texts in canon) as the next
+ * revision. */
+static int commit(struct opt_txn *x, const struct opt_txn_opts *o, const char *trx, struct opt_canon *canon,
+		  struct opt_txn_result *res)
+{
+	char trailers[1024] = "";
+	struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", trailers, canon };
+	long rev = 0;
+	int rc;
+
+	multi_trailers(x, trailers, sizeof(trailers));
+	opt_fault("txn:before-commit");
+	if ((rc = opt_store_commit(x->s, x->name, x->base, x->t, &info, &rev)) < 0)
+		return rc;
+	opt_fault("txn:after-commit");
+	res->rev = rev;
+	res->committed = 1;
+	res->created = x->base == NULL;
+	return 0;
+}
+
+/* One attempt: 0 committed, 1 nothing to do, <0 error (OPT_ECONFLICT and
+ * OPT_EBUSY are retried by the caller). */
+static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt_txn_opts *o,
+		   const char *trx, struct opt_txn_result *res)
+{
+	json_t *empty = NULL;
+	struct opt_canon canon = { NULL, 0, 0, 0 };
+	struct opt_source src;
+	int rc;
+
+	if ((rc = read_head(x, trx, res)) != 0)
+		return rc;
+	if (x->base) {
+		src = opt_snap_source(x->base);
+	} else {
+		empty = json_object();
+		src = opt_source_object(empty);
+	}
+	if ((rc = opt_tracker_new(&x->t, &src)) < 0)
+		goto done;
+	x->actions = json_array();
+	if (!x->actions) {
+		rc = opt_error_oom();
+		goto done;
+	}
+	if ((rc = ensure_header(x, o)) < 0 || (rc = fn(x, arg)) < 0)
+		goto done;
+	if (json_array_size(x->actions) == 0 && !x->actions_text_n && !(o && o->allow_empty) && !x->status &&
+	    !x->revert && x->base) {
+		res->rev = opt_snap_rev(x->base);
+		rc = 1;
+		goto done;
+	}
+	if ((rc = log_fields(x, trx, &canon)) < 0)
+		goto done;
+	rc = commit(x, o, trx, &canon, res);
+done:
 	opt_canon_clear(&canon);
 	json_decref(x->actions);
 	x->actions = NULL;
@@ -623,7 +659,7 @@ int opt_txn_group_new(struct opt_txn_group **out, struct opt_store *s, const cha
 	g = calloc(1, sizeof(*g));
 	if (!g || !(g->name = strdup(name))) {
 		free(g);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	if (o)
 		g->o = *o;
@@ -699,14 +735,8 @@ int opt_txn_group_add(struct opt_txn_group *g, opt_txn_fn fn, void *arg, size_t 
 
 	if (g->err)
 		return opt_error_set(g->err, "%s", g->errmsg);
-	if (g->n == g->cap) {
-		size_t cap = g->cap ? g->cap * 2 : 64;
-		struct staged *nv = realloc(g->v, cap * sizeof(*nv));
-		if (!nv)
-			return opt_error_set(OPT_EIO, "out of memory");
-		g->v = nv;
-		g->cap = cap;
-	}
+	if ((rc = OPT_ALLOC_GROW(g->v, g->n + 1, g->cap)) < 0)
+		return rc;
 	st = &g->v[g->n];
 	memset(st, 0, sizeof(*st));
 	st->fn = fn;
@@ -836,13 +866,149 @@ static int step(struct opt_txn *x, struct opt_txn_part *p, const struct opt_txn_
 	}
 }
 
+/* The parts by name (v), each named once, their names into cols; names
+ * that clash ('x' and 'x/y', see opt_store_name_clash) are refused before
+ * anything is written: after a pend, a primary that cannot be created
+ * could hold neither decision nor abort record. */
+static int multi_names(struct opt_store *s, struct opt_txn_part *parts, size_t n, const char *trx,
+		       struct opt_txn_part **v, json_t *cols)
+{
+	size_t i, k;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		if ((rc = opt_store_name_check(parts[i].name)) < 0)
+			return rc;
+		memset(&parts[i].res, 0, sizeof(parts[i].res));
+		memcpy(parts[i].res.trx, trx, sizeof(parts[i].res.trx));
+		v[i] = &parts[i];
+	}
+	qsort(v, n, sizeof(*v), cmp_part);
+	for (i = 0; i < n; i++) {
+		if (i > 0 && strcmp(v[i]->name, v[i - 1]->name) == 0)
+			return opt_error_set(OPT_EINVAL, "collection '%s' is named twice", v[i]->name);
+		json_array_append_new(cols, json_string(v[i]->name));
+	}
+	for (i = 0; i < n; i++) {
+		const char *nm = v[i]->name;
+		for (k = 0; nm[k]; k++)
+			if (nm[k] == '/' && part_named(v, n, nm, k))
+				return opt_error_set(OPT_EINVAL, "collections '%.*s' and '%s' cannot both exist", (int)k, nm,
+						     nm);
+		if ((rc = opt_store_check_new(s, nm)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Refuse a collection of the wrong kind before anything is written
+ * (after a pend, a refusal leaves abort and revert revisions). */
+static int multi_kinds(struct opt_store *s, struct opt_txn_part **v, size_t n)
+{
+	struct opt_snap *h;
+	struct opt_source src;
+	char hid[OPT_ID_LEN + 1];
+	json_t *hb;
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++) {
+		if (!v[i]->type)
+			continue;
+		h = NULL;
+		hb = NULL;
+		rc = opt_snap_head(&h, s, v[i]->name);
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			rc = 0;
+			continue;
+		}
+		if (rc < 0)
+			return rc;
+		opt_collection_header_id(v[i]->name, hid);
+		src = opt_snap_source(h);
+		if (src.get(src.ctx, hid, &hb) == 0 && opt_block_type(hb) && strcmp(opt_block_type(hb), v[i]->type) != 0 &&
+		    !json_is_true(json_object_get(hb, "placeholder")))
+			rc = opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection", v[i]->name,
+					   opt_type_name(opt_block_type(hb)), opt_type_name(v[i]->type));
+		json_decref(hb);
+		opt_snap_free(h);
+	}
+	return rc;
+}
+
+/* 1. pend every collection but the primary, in name order (*pended
+ * counts them); 2. the decision: T's revision of the primary, by one
+ * CAS. */
+static int multi_steps(struct opt_txn *x, struct opt_txn_part **v, size_t n, const struct opt_txn_opts *o,
+		       const char *trx, int64_t deadline, size_t *pended)
+{
+	int64_t since = opt_now_ms() / 1000;
+	size_t i;
+	int rc;
+
+	for (i = 0; i + 1 < n; i++) {
+		x->name = v[i]->name;
+		opt_collection_header_id(x->name, x->header_id);
+		x->status = "pending";
+		x->expires = opt_now_ms() + txn_ttl();
+		if ((rc = step(x, v[i], o, trx, deadline, since, 0)) < 0)
+			return rc;
+		(*pended)++;
+		opt_fault("txn:pended");
+	}
+	x->name = v[n - 1]->name;
+	opt_collection_header_id(x->name, x->header_id);
+	x->status = n > 1 ? "committed" : NULL;
+	x->expires = 0;
+	if ((rc = step(x, v[n - 1], o, trx, deadline, since, n > 1)) < 0)
+		return rc;
+	opt_fault("txn:decided");
+	return 0;
+}
+
+/* Not decided (rc): abort through the primary, then revert our pends
+ * (what is left is resolved by whoever comes next, after the TTL).  rc,
+ * its message kept, or 0 when it was decided after all. */
+static int multi_undo(struct opt_txn *x, struct opt_txn_part **v, size_t n, size_t pended, const char *trx, int rc)
+{
+	struct opt_snap *h;
+	char msg[1024];
+	size_t i;
+	int d = 0;
+
+	for (i = 0; i < n; i++)
+		v[i]->res.committed = 0;
+	if (pended == 0)
+		return rc;
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	if (abort_on_primary(x, v[n - 1]->name, trx, x->primary_base, &d) == 0 && d == -1) {
+		for (i = 0; i < pended; i++) {
+			h = NULL;
+			x->name = v[i]->name;
+			opt_collection_header_id(x->name, x->header_id);
+			if (opt_snap_head(&h, x->s, x->name) == 0 && strcmp(opt_snap_trx(h), trx) == 0)
+				revert_pending(x, h);
+			opt_snap_free(h);
+		}
+	} else if (d == 1) {
+		for (i = 0; i < n; i++)
+			v[i]->res.committed = 1;
+		return 0;  /* it was decided after all */
+	}
+	if (rc < 0)
+		opt_error_set(rc, "%s", msg);
+	return rc;
+}
+
 int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
 		  char trx[OPT_ID_LEN + 1])
 {
 	struct opt_txn_part **v = NULL;
+	struct opt_snap *ph = NULL;
 	struct opt_txn x;
 	json_t *cols = NULL;
-	int64_t deadline = opt_now_ms() + busy_timeout(o), since;
+	int64_t deadline = opt_now_ms() + busy_timeout(o);
 	size_t i, pended = 0;
 	int rc = 0;
 
@@ -852,67 +1018,11 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 	v = malloc(n * sizeof(*v));
 	cols = json_array();
 	if (!v || !cols) {
-		free(v);
-		json_decref(cols);
-		return opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
+		goto done;
 	}
-	for (i = 0; i < n; i++) {
-		if ((rc = opt_store_name_check(parts[i].name)) < 0)
-			goto done;
-		memset(&parts[i].res, 0, sizeof(parts[i].res));
-		memcpy(parts[i].res.trx, trx, sizeof(parts[i].res.trx));
-		v[i] = &parts[i];
-	}
-	qsort(v, n, sizeof(*v), cmp_part);
-	for (i = 0; i < n; i++) {
-		if (i > 0 && strcmp(v[i]->name, v[i - 1]->name) == 0) {
-			rc = opt_error_set(OPT_EINVAL, "collection '%s' is named twice", v[i]->name);
-			goto done;
-		}
-		json_array_append_new(cols, json_string(v[i]->name));
-	}
-	/* names that clash ('x' and 'x/y', see opt_store_name_clash) are
-	 * refused before anything is written: after a pend, a primary that
-	 * cannot be created could hold neither decision nor abort record */
-	for (i = 0; i < n; i++) {
-		const char *nm = v[i]->name;
-		size_t k;
-		for (k = 0; nm[k]; k++)
-			if (nm[k] == '/' && part_named(v, n, nm, k)) {
-				rc = opt_error_set(OPT_EINVAL, "collections '%.*s' and '%s' cannot both exist", (int)k, nm, nm);
-				goto done;
-			}
-		if ((rc = opt_store_check_new(s, nm)) < 0)
-			goto done;
-	}
-	/* refuse a collection of the wrong kind before anything is written
-	 * (after a pend, a refusal leaves abort and revert revisions) */
-	for (i = 0; i < n; i++) {
-		struct opt_snap *h = NULL;
-		json_t *hb = NULL;
-		char hid[OPT_ID_LEN + 1];
-		struct opt_source src;
-		if (!v[i]->type)
-			continue;
-		rc = opt_snap_head(&h, s, v[i]->name);
-		if (rc == OPT_ENOTFOUND) {
-			opt_error_clear();
-			rc = 0;
-			continue;
-		}
-		if (rc < 0)
-			goto done;
-		opt_collection_header_id(v[i]->name, hid);
-		src = opt_snap_source(h);
-		if (src.get(src.ctx, hid, &hb) == 0 && opt_block_type(hb) && strcmp(opt_block_type(hb), v[i]->type) != 0 &&
-		    !json_is_true(json_object_get(hb, "placeholder")))
-			rc = opt_error_set(OPT_EINVAL, "collection '%s' is a %s collection, not a %s collection", v[i]->name,
-					   opt_type_name(opt_block_type(hb)), opt_type_name(v[i]->type));
-		json_decref(hb);
-		opt_snap_free(h);
-		if (rc < 0)
-			goto done;
-	}
+	if ((rc = multi_names(s, parts, n, trx, v, cols)) < 0 || (rc = multi_kinds(s, v, n)) < 0)
+		goto done;
 	memset(&x, 0, sizeof(x));
 	x.s = s;
 	if ((rc = opt_identity_get(&x.id, s, 1)) < 0)
@@ -920,63 +1030,16 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 	x.have_id = 1;
 	x.primary = n > 1 ? v[n - 1]->name : NULL;
 	x.collections = n > 1 ? cols : NULL;
-	since = opt_now_ms() / 1000;
-	{
-		struct opt_snap *ph = NULL;
-		if (x.primary && opt_snap_head(&ph, s, x.primary) == 0)
-			snprintf(x.primary_base, sizeof(x.primary_base), "%s", opt_snap_commit(ph));
-		opt_error_clear();
-		opt_snap_free(ph);
+	if (x.primary && opt_snap_head(&ph, s, x.primary) == 0)
+		snprintf(x.primary_base, sizeof(x.primary_base), "%s", opt_snap_commit(ph));
+	opt_error_clear();
+	opt_snap_free(ph);
+	if ((rc = multi_steps(&x, v, n, o, trx, deadline, &pended)) < 0) {
+		rc = multi_undo(&x, v, n, pended, trx, rc);
+		goto done;
 	}
-	/* 1. pend every collection but the primary, in name order */
-	for (i = 0; i + 1 < n; i++) {
-		x.name = v[i]->name;
-		opt_collection_header_id(x.name, x.header_id);
-		x.status = "pending";
-		x.expires = opt_now_ms() + txn_ttl();
-		if ((rc = step(&x, v[i], o, trx, deadline, since, 0)) < 0)
-			goto undo;
-		pended++;
-		opt_fault("txn:pended");
-	}
-	/* 2. the decision: T's revision of the primary, by one CAS */
-	x.name = v[n - 1]->name;
-	opt_collection_header_id(x.name, x.header_id);
-	x.status = n > 1 ? "committed" : NULL;
-	x.expires = 0;
-	if ((rc = step(&x, v[n - 1], o, trx, deadline, since, n > 1)) < 0)
-		goto undo;
-	opt_fault("txn:decided");
 	for (i = 0; i < n; i++)
 		v[i]->res.committed = 1;
-	goto done;
-undo:
-	/* not decided: abort through the primary, then revert our pends (what
-	 * is left is resolved by whoever comes next, after the TTL) */
-	for (i = 0; i < n; i++)
-		v[i]->res.committed = 0;
-	if (pended > 0) {
-		int d = 0, keep = rc;
-		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", opt_error_last());
-		if (abort_on_primary(&x, v[n - 1]->name, trx, x.primary_base, &d) == 0 && d == -1) {
-			for (i = 0; i < pended; i++) {
-				struct opt_snap *h = NULL;
-				x.name = v[i]->name;
-				opt_collection_header_id(x.name, x.header_id);
-				if (opt_snap_head(&h, s, x.name) == 0 && strcmp(opt_snap_trx(h), trx) == 0)
-					revert_pending(&x, h);
-				opt_snap_free(h);
-			}
-		} else if (d == 1) {
-			keep = 0; /* it was decided after all */
-			for (i = 0; i < n; i++)
-				v[i]->res.committed = 1;
-		}
-		rc = keep;
-		if (rc < 0)
-			opt_error_set(rc, "%s", msg);
-	}
 done:
 	free(v);
 	json_decref(cols);

@@ -1,6 +1,9 @@
+/* pack.c - writing packs: one pack per transaction (deltas against the
+ * versions it replaces), consolidation of small packs, and gc. */
 #include "pack.h"
 #include "error.h"
 #include "util.h"
+#include "store/internal.h"
 
 #include <git2/sys/odb_backend.h>
 
@@ -69,23 +72,10 @@ struct dbase {
 
 /* Deltas are chained at most this deep (a read resolves the chain). */
 #define DELTA_DEPTH 10
-#define OBJ_OFS_DELTA 6
 
 static int grow(struct opt_pack *p, size_t need)
 {
-	size_t cap = p->cap ? p->cap : 1 << 16;
-	unsigned char *nb;
-
-	if (p->len + need <= p->cap)
-		return 0;
-	while (cap < p->len + need)
-		cap *= 2;
-	nb = realloc(p->buf, cap);
-	if (!nb)
-		return opt_error_set(OPT_EIO, "out of memory");
-	p->buf = nb;
-	p->cap = cap;
-	return 0;
+	return OPT_ALLOC_GROW(p->buf, p->len + need, p->cap);
 }
 
 int opt_pack_new(struct opt_pack **out)
@@ -95,7 +85,7 @@ int opt_pack_new(struct opt_pack **out)
 	*out = NULL;
 	if (!p || grow(p, 12) < 0) {
 		free(p);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	memcpy(p->buf, "PACK\0\0\0\2\0\0\0\0", 12);
 	p->len = 12;
@@ -113,7 +103,7 @@ int opt_pack_new(struct opt_pack **out)
 	p->zinit = 1;
 	if (!(p->ld = libdeflate_alloc_compressor(1))) {
 		opt_pack_free(p);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	*out = p;
 	return 0;
@@ -167,8 +157,7 @@ static int set_add(struct opt_pack *p, const git_oid *id)
 	if ((p->setn + 1) * 2 > p->setcap) {
 		size_t ncap = p->setcap ? p->setcap * 2 : 1024, k;
 		git_oid *ns = calloc(ncap, sizeof(*ns));
-		if (!ns)
-			return opt_error_set(OPT_EIO, "out of memory");
+		OPT_CHECK_ALLOC(ns);
 		for (k = 0; k < p->setcap; k++) {
 			if (git_oid_is_zero(&p->set[k]))
 				continue;
@@ -338,16 +327,8 @@ static int put_entry(struct opt_pack *p, int type, size_t size, uint64_t dist, c
 	int rc;
 
 	bound = z == &p->zs ? blen + 16 + 5 * (blen / 65535) : libdeflate_zlib_compress_bound(p->ld, blen);
-	if ((rc = grow(p, 32 + bound)) < 0)
+	if ((rc = grow(p, 32 + bound)) < 0 || (rc = OPT_ALLOC_GROW(p->objs, p->nobjs + 1, p->capobjs)) < 0)
 		return rc;
-	if (p->nobjs == p->capobjs) {
-		size_t cap = p->capobjs ? p->capobjs * 2 : 256;
-		struct pobj *no = realloc(p->objs, cap * sizeof(*no));
-		if (!no)
-			return opt_error_set(OPT_EIO, "out of memory");
-		p->objs = no;
-		p->capobjs = cap;
-	}
 	p->objs[p->nobjs].off = p->len;
 	o = p->buf + p->len;
 	*o = (unsigned char)((type << 4) | (size & 15));
@@ -561,34 +542,21 @@ int opt_pack_fsync_enabled(void)
 	return !(e && strcmp(e, "0") == 0);
 }
 
-int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir)
+/* The version 2 index of p (its objects sorted by ID, the pack's
+ * checksum trailer): fan-out, sorted IDs, CRC-32s, offsets (large ones
+ * in their own table), the checksums.  *out malloc'd. */
+static int make_idx(struct opt_pack *p, const unsigned char trailer[20], unsigned char **out, size_t *len)
 {
 	struct opt_sha1 c;
-	unsigned char trailer[20], *idx = NULL, *o;
-	char packdir[4096], hex[41], name[64];
-	size_t i, nlarge = 0, idxlen;
-	uint32_t fan[256];
-	int rc = 0, sync = opt_pack_fsync_enabled();
+	unsigned char *idx, *o, *large;
+	size_t i, nlarge = 0;
+	uint32_t fan[256], li = 0;
 
-	if (p->count == 0)
-		return 0;
-	put32(p->buf + 8, p->count);
-	opt_sha1_init(&c);
-	opt_sha1_update(&c, p->buf, p->len);
-	opt_sha1_final(&c, trailer);
-	if ((rc = grow(p, 20)) < 0)
-		return rc;
-	memcpy(p->buf + p->len, trailer, 20);
-
-	/* the version 2 index: fan-out, sorted IDs, CRC-32s, offsets */
-	qsort(p->objs, p->nobjs, sizeof(*p->objs), cmp_pobj);
 	for (i = 0; i < p->nobjs; i++)
 		if (p->objs[i].off >= 0x80000000u)
 			nlarge++;
-	idxlen = 8 + 1024 + p->nobjs * (20 + 4 + 4) + nlarge * 8 + 40;
-	idx = malloc(idxlen);
-	if (!idx)
-		return opt_error_set(OPT_EIO, "out of memory");
+	idx = malloc(8 + 1024 + p->nobjs * (20 + 4 + 4) + nlarge * 8 + 40);
+	OPT_CHECK_ALLOC(idx);
 	memcpy(idx, "\377tOc\0\0\0\2", 8);
 	memset(fan, 0, sizeof(fan));
 	for (i = 0; i < p->nobjs; i++)
@@ -602,28 +570,78 @@ int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir)
 		memcpy(o, p->objs[i].id.id, 20);
 	for (i = 0; i < p->nobjs; i++, o += 4)
 		put32(o, p->objs[i].crc);
-	{
-		unsigned char *large = o + 4 * p->nobjs;
-		uint32_t li = 0;
-		for (i = 0; i < p->nobjs; i++, o += 4) {
-			uint64_t off = p->objs[i].off;
-			if (off < 0x80000000u) {
-				put32(o, (uint32_t)off);
-			} else {
-				put32(o, 0x80000000u | li);
-				put32(large + 8 * li, (uint32_t)(off >> 32));
-				put32(large + 8 * li + 4, (uint32_t)off);
-				li++;
-			}
+	large = o + 4 * p->nobjs;
+	for (i = 0; i < p->nobjs; i++, o += 4) {
+		uint64_t off = p->objs[i].off;
+		if (off < 0x80000000u) {
+			put32(o, (uint32_t)off);
+		} else {
+			put32(o, 0x80000000u | li);
+			put32(large + 8 * li, (uint32_t)(off >> 32));
+			put32(large + 8 * li + 4, (uint32_t)off);
+			li++;
 		}
-		o = large + 8 * nlarge;
 	}
+	o = large + 8 * nlarge;
 	memcpy(o, trailer, 20);
 	o += 20;
 	opt_sha1_init(&c);
 	opt_sha1_update(&c, idx, (size_t)(o - idx));
 	opt_sha1_final(&c, o);
 	o += 20;
+	*out = idx;
+	*len = (size_t)(o - idx);
+	return 0;
+}
+
+/* git's format: "MTME", version 1, SHA-1, one time per object in index
+ * order, the pack's checksum, the checksum of all that; written before
+ * the index, which makes the pack visible. */
+static int write_mtimes(struct opt_pack *p, const char *packdir, const char *hex, const unsigned char trailer[20],
+			int sync)
+{
+	struct opt_sha1 c;
+	char name[64];
+	size_t i, mlen = 12 + 4 * p->nobjs + 40;
+	unsigned char *m = malloc(mlen);
+	int rc;
+
+	OPT_CHECK_ALLOC(m);
+	memcpy(m, "MTME", 4);
+	put32(m + 4, 1);
+	put32(m + 8, 1);
+	for (i = 0; i < p->nobjs; i++)
+		put32(m + 12 + 4 * i, p->objs[i].mtime);
+	memcpy(m + 12 + 4 * p->nobjs, trailer, 20);
+	opt_sha1_init(&c);
+	opt_sha1_update(&c, m, mlen - 20);
+	opt_sha1_final(&c, m + mlen - 20);
+	snprintf(name, sizeof(name), "pack-%s.mtimes", hex);
+	rc = write_file(packdir, name, m, mlen, sync);
+	free(m);
+	return rc;
+}
+
+int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir)
+{
+	struct opt_sha1 c;
+	unsigned char trailer[20], *idx = NULL;
+	char packdir[4096], hex[41], name[64];
+	size_t idxlen = 0;
+	int rc = 0, sync = opt_pack_fsync_enabled();
+
+	if (p->count == 0)
+		return 0;
+	put32(p->buf + 8, p->count);
+	opt_sha1_init(&c);
+	opt_sha1_update(&c, p->buf, p->len);
+	opt_sha1_final(&c, trailer);
+	if ((rc = grow(p, 20)) < 0)
+		return rc;
+	memcpy(p->buf + p->len, trailer, 20);
+	qsort(p->objs, p->nobjs, sizeof(*p->objs), cmp_pobj);
+	if ((rc = make_idx(p, trailer, &idx, &idxlen)) < 0)
+		return rc;
 
 	/* the pack first, then its index: readers find packs by their .idx */
 	snprintf(packdir, sizeof(packdir), "%s/pack", objdir);
@@ -632,33 +650,10 @@ int opt_pack_write(struct opt_pack *p, git_odb *odb, const char *objdir)
 	if ((rc = write_file(packdir, name, p->buf, p->len + 20, sync)) < 0)
 		goto done;
 	snprintf(p->name, sizeof(p->name), "pack-%s", hex);
-	if (p->mtimes) {
-		/* git's format: "MTME", version 1, SHA-1, one time per object in
-		 * index order, the pack's checksum, the checksum of all that;
-		 * written before the index, which makes the pack visible */
-		size_t mlen = 12 + 4 * p->nobjs + 40;
-		unsigned char *m = malloc(mlen);
-		if (!m) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
-		}
-		memcpy(m, "MTME", 4);
-		put32(m + 4, 1);
-		put32(m + 8, 1);
-		for (i = 0; i < p->nobjs; i++)
-			put32(m + 12 + 4 * i, p->objs[i].mtime);
-		memcpy(m + 12 + 4 * p->nobjs, trailer, 20);
-		opt_sha1_init(&c);
-		opt_sha1_update(&c, m, mlen - 20);
-		opt_sha1_final(&c, m + mlen - 20);
-		snprintf(name, sizeof(name), "pack-%s.mtimes", hex);
-		rc = write_file(packdir, name, m, mlen, sync);
-		free(m);
-		if (rc < 0)
-			goto done;
-	}
+	if (p->mtimes && (rc = write_mtimes(p, packdir, hex, trailer, sync)) < 0)
+		goto done;
 	snprintf(name, sizeof(name), "pack-%s.idx", hex);
-	if ((rc = write_file(packdir, name, idx, (size_t)(o - idx), sync)) < 0)
+	if ((rc = write_file(packdir, name, idx, idxlen, sync)) < 0)
 		goto done;
 	if (sync && (rc = sync_dir(packdir)) < 0)
 		goto done;
@@ -724,15 +719,10 @@ static int list_packs(const char *packdir, struct packinfo **out, size_t *n)
 		snprintf(path, sizeof(path), "%s/%.*s.pack", packdir, (int)(l - 4), e->d_name);
 		if (stat(path, &st) < 0)
 			continue;
-		if (cnt == cap) {
-			cap = cap ? cap * 2 : 16;
-			struct packinfo *nv = realloc(v, cap * sizeof(*v));
-			if (!nv) {
-				free(v);
-				closedir(d);
-				return opt_error_set(OPT_EIO, "out of memory");
-			}
-			v = nv;
+		if (OPT_ALLOC_GROW(v, cnt + 1, cap) < 0) {
+			free(v);
+			closedir(d);
+			return OPT_EIO;
 		}
 		memcpy(v[cnt].name, e->d_name, l - 4);
 		v[cnt].name[l - 4] = '\0';
@@ -794,11 +784,6 @@ static int take_lock(const char *path)
 	return fd;
 }
 
-static uint32_t get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 struct idxent {
 	const unsigned char *id;
 	uint64_t off;
@@ -846,16 +831,8 @@ static int pack_add_raw(struct opt_pack *p, const unsigned char *id, const unsig
 	rc = set_add(p, &oid);
 	if (rc <= 0)
 		return rc;
-	if ((rc = grow(p, len)) < 0)
+	if ((rc = grow(p, len)) < 0 || (rc = OPT_ALLOC_GROW(p->objs, p->nobjs + 1, p->capobjs)) < 0)
 		return rc;
-	if (p->nobjs == p->capobjs) {
-		size_t cap = p->capobjs ? p->capobjs * 2 : 256;
-		struct pobj *no = realloc(p->objs, cap * sizeof(*no));
-		if (!no)
-			return opt_error_set(OPT_EIO, "out of memory");
-		p->objs = no;
-		p->capobjs = cap;
-	}
 	p->objs[p->nobjs].id = oid;
 	p->objs[p->nobjs].off = p->len;
 	p->objs[p->nobjs].crc = crc;
@@ -922,8 +899,7 @@ static int rollup_delta(struct opt_pack *p, const struct idxent *e, const uint64
 	while (nd >>= 7)
 		ob[--pos] = (unsigned char)(128 | (--nd & 127));
 	nb = malloc(h + (sizeof(ob) - pos) + (len - q));
-	if (!nb)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(nb);
 	memcpy(nb, raw, h);
 	memcpy(nb + h, ob + pos, sizeof(ob) - pos);
 	memcpy(nb + h + (sizeof(ob) - pos), raw + q, len - q);
@@ -936,11 +912,105 @@ static int rollup_delta(struct opt_pack *p, const struct idxent *e, const uint64
 /* Copy every object of one pack into the roll-up: whole objects are copied
  * as they are stored (no inflate, no deflate); deltas (from packs fetched
  * from peers) are resolved through the object database. */
+/* The entries of index idx (of pack name) by offset: *out malloc'd,
+ * *count of them. */
+static int idx_entries(const char *name, const unsigned char *idx, size_t idxlen, struct idxent **out, size_t *count)
+{
+	const unsigned char *offs, *lg;
+	struct idxent *e;
+	size_t i, n;
+	uint32_t o;
+
+	if (idxlen < 8 + 1024 + 40 || memcmp(idx, "\377tOc\0\0\0\2", 8) != 0)
+		return opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
+	n = get32(idx + 8 + 255 * 4);
+	if (idxlen < 8 + 1024 + n * 28 + 40)
+		return opt_error_set(OPT_EINTEGRITY, "pack '%s' has a truncated index", name);
+	e = malloc((n ? n : 1) * sizeof(*e));
+	OPT_CHECK_ALLOC(e);
+	offs = idx + 8 + 1024 + n * 24;
+	for (i = 0; i < n; i++) {
+		o = get32(offs + 4 * i);
+		e[i].id = idx + 8 + 1024 + 20 * i;
+		e[i].crc = get32(idx + 8 + 1024 + n * 20 + 4 * i);
+		e[i].off = o;
+		if (!(o & 0x80000000u))
+			continue;
+		lg = offs + 4 * n + 8 * (o & 0x7fffffffu);
+		if (lg + 8 > idx + idxlen - 40) {
+			free(e);
+			return opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
+		}
+		e[i].off = (uint64_t)get32(lg) << 32 | get32(lg + 4);
+	}
+	qsort(e, n, sizeof(*e), cmp_off);
+	*out = e;
+	*count = n;
+	return 0;
+}
+
+/* Object id from the object database, added to p as a whole object. */
+static int rollup_read(struct rollup *r, struct opt_pack *p, const unsigned char *id)
+{
+	git_oid oid;
+	git_odb_object *obj;
+	int rc;
+
+	memcpy(oid.id, id, 20);
+	if (git_odb_read(&obj, r->odb, &oid) < 0) {
+		const git_error *ge = git_error_last();
+		return opt_error_set(OPT_EINTEGRITY, "cannot read object while packing: %s", ge ? ge->message : "unknown");
+	}
+	rc = opt_pack_add(p, git_odb_object_type(obj), git_odb_object_data(obj), git_odb_object_size(obj), NULL);
+	git_odb_object_free(obj);
+	return rc;
+}
+
+/* Entry i (of the n of e, in pack pk) to its pack (tgt[i]: main, cruft,
+ * or dropped), as it is when it can be; newoff[i] its new offset. */
+static int rollup_entry(struct rollup *r, const char *name, const unsigned char *pk, size_t pklen,
+			const struct idxent *e, size_t n, size_t i, uint64_t *newoff, unsigned char *tgt)
+{
+	uint64_t end = i + 1 < n ? e[i + 1].off : pklen - 20, at;
+	struct opt_pack *to = r->pack;
+	size_t before;
+	int type, rc;
+
+	newoff[i] = UINT64_MAX;
+	tgt[i] = ROLL_MAIN;
+	if (r->classify) {
+		git_oid id;
+		uint32_t mt = 0;
+		memcpy(id.id, e[i].id, 20);
+		tgt[i] = (unsigned char)r->classify(&id, r->arg, &mt);
+		if (tgt[i] == ROLL_DROP)
+			return 0;
+		if (tgt[i] == ROLL_CRUFT) {
+			to = r->cruft;
+			to->cur_mtime = mt;
+		}
+	}
+	at = to->len;
+	before = to->nobjs;
+	if (e[i].off < 12 || end <= e[i].off || end > pklen - 20)
+		return opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
+	type = (pk[e[i].off] >> 4) & 7;
+	if (type >= 1 && type <= 4)
+		rc = pack_add_raw(to, e[i].id, pk + e[i].off, (size_t)(end - e[i].off), e[i].crc);
+	else if (type != OBJ_OFS_DELTA ||
+		 (rc = rollup_delta(to, e, newoff, tgt, i, pk + e[i].off, (size_t)(end - e[i].off))) == 1)
+		rc = rollup_read(r, to, e[i].id);
+	/* (else a delta copied as it is, its base found by its new offset) */
+	if (rc == 0 && to->nobjs > before)
+		newoff[i] = at;
+	return rc;
+}
+
 static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 {
 	char path[4400];
 	unsigned char *idx = NULL, *pk = NULL;
-	size_t idxlen, pklen, i, n;
+	size_t idxlen, pklen, i, n = 0;
 	struct idxent *e = NULL;
 	uint64_t *newoff = NULL;
 	unsigned char *tgt = NULL;
@@ -952,92 +1022,20 @@ static int rollup_pack(const char *dir, const char *name, struct rollup *r)
 	snprintf(path, sizeof(path), "%s/%s.pack", dir, name);
 	if ((rc = read_whole(path, &pk, &pklen)) < 0)
 		goto done;
-	if (idxlen < 8 + 1024 + 40 || memcmp(idx, "\377tOc\0\0\0\2", 8) != 0 || pklen < 32) {
+	if (pklen < 32) {
 		rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
 		goto done;
 	}
-	n = get32(idx + 8 + 255 * 4);
-	if (idxlen < 8 + 1024 + n * 28 + 40) {
-		rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a truncated index", name);
+	if ((rc = idx_entries(name, idx, idxlen, &e, &n)) < 0)
 		goto done;
-	}
-	e = malloc((n ? n : 1) * sizeof(*e));
-	if (!e) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
-	for (i = 0; i < n; i++) {
-		const unsigned char *offs = idx + 8 + 1024 + n * 24;
-		uint32_t o = get32(offs + 4 * i);
-		e[i].id = idx + 8 + 1024 + 20 * i;
-		e[i].crc = get32(idx + 8 + 1024 + n * 20 + 4 * i);
-		if (o & 0x80000000u) {
-			const unsigned char *lg = offs + 4 * n + 8 * (o & 0x7fffffffu);
-			if (lg + 8 > idx + idxlen - 40) {
-				rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
-				goto done;
-			}
-			e[i].off = (uint64_t)get32(lg) << 32 | get32(lg + 4);
-		} else {
-			e[i].off = o;
-		}
-	}
-	qsort(e, n, sizeof(*e), cmp_off);
 	newoff = malloc((n ? n : 1) * sizeof(*newoff));
 	tgt = malloc(n ? n : 1);
 	if (!newoff || !tgt) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
-	for (i = 0; i < n && rc == 0; i++) {
-		uint64_t end = i + 1 < n ? e[i + 1].off : pklen - 20, at;
-		struct opt_pack *to = r->pack;
-		size_t before;
-		int type;
-
-		newoff[i] = UINT64_MAX;
-		tgt[i] = ROLL_MAIN;
-		if (r->classify) {
-			git_oid id;
-			uint32_t mt = 0;
-			memcpy(id.id, e[i].id, 20);
-			tgt[i] = (unsigned char)r->classify(&id, r->arg, &mt);
-			if (tgt[i] == ROLL_DROP)
-				continue;
-			if (tgt[i] == ROLL_CRUFT) {
-				to = r->cruft;
-				to->cur_mtime = mt;
-			}
-		}
-		at = to->len;
-		before = to->nobjs;
-		if (e[i].off < 12 || end <= e[i].off || end > pklen - 20) {
-			rc = opt_error_set(OPT_EINTEGRITY, "pack '%s' has a damaged index", name);
-			break;
-		}
-		type = (pk[e[i].off] >> 4) & 7;
-		if (type >= 1 && type <= 4) {
-			rc = pack_add_raw(to, e[i].id, pk + e[i].off, (size_t)(end - e[i].off), e[i].crc);
-		} else if (type == OBJ_OFS_DELTA &&
-			   (rc = rollup_delta(to, e, newoff, tgt, i, pk + e[i].off, (size_t)(end - e[i].off))) != 1) {
-			/* copied as it is, its base found by its new offset */
-		} else {
-			git_oid id;
-			git_odb_object *obj;
-			memcpy(id.id, e[i].id, 20);
-			if (git_odb_read(&obj, r->odb, &id) < 0) {
-				const git_error *ge = git_error_last();
-				rc = opt_error_set(OPT_EINTEGRITY, "cannot read object while packing: %s",
-						   ge ? ge->message : "unknown");
-				break;
-			}
-			rc = opt_pack_add(to, git_odb_object_type(obj), git_odb_object_data(obj), git_odb_object_size(obj),
-					  NULL);
-			git_odb_object_free(obj);
-		}
-		if (rc == 0 && to->nobjs > before)
-			newoff[i] = at;
-	}
+	for (i = 0; i < n && rc == 0; i++)
+		rc = rollup_entry(r, name, pk, pklen, e, n, i, newoff, tgt);
 done:
 	free(tgt);
 	free(newoff);
@@ -1047,12 +1045,85 @@ done:
 	return rc;
 }
 
+/* How many of the n packs of v (sorted by count, smallest first) to roll
+ * up into one: all when forced; else git's geometric rule (factor 2):
+ * from the largest pack down, find where the progression breaks; roll up
+ * everything below, then every larger pack that is not twice the
+ * roll-up. */
+static size_t roll_split(const struct packinfo *v, size_t n, int force)
+{
+	uint64_t total = 0;
+	size_t i, split;
+
+	if (force)
+		return n;
+	for (i = n - 1; i > 0; i--)
+		if ((uint64_t)v[i].count < 2 * (uint64_t)v[i - 1].count)
+			break;
+	split = i;
+	for (i = 0; i < split; i++)
+		total += v[i].count;
+	for (i = split; i < n && split > 0; i++) {
+		if ((uint64_t)v[i].count >= 2 * total)
+			break;
+		split++;
+		total += v[i].count;
+	}
+	return split;
+}
+
+/* The repack lock: beside the store's other files of ours, not in
+ * objects/pack, where git count-objects calls any other file garbage.
+ * Stores of earlier versions have it in objects/pack (dir): take that one
+ * too (an earlier program may be repacking), then remove it.  The lock's
+ * fd, or -1 when another holds it. */
+static int repack_lock(git_repository *repo, const char *dir)
+{
+	char lock[4200], path[4400];
+	int fd, old;
+
+	snprintf(lock, sizeof(lock), "%sopt-repack.lock", git_repository_path(repo)); /* path ends in / */
+	if ((fd = take_lock(lock)) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/opt-repack.lock", dir);
+	if (access(path, F_OK) == 0) {
+		if ((old = take_lock(path)) < 0) {
+			close(fd);
+			return -1;
+		}
+		unlink(path);
+		close(old);
+	}
+	return fd;
+}
+
+/* The new pack holds every object of the first split packs of v: the old
+ * ones can go (unless it is one of them: the same objects make the same
+ * pack; or kept by someone). */
+static void remove_rolled(const char *dir, const struct packinfo *v, size_t split, const struct opt_pack *p)
+{
+	static const char *ext[] = { ".keep", ".idx", ".pack", ".rev" };
+	const char *nm = opt_pack_last_name(p);
+	char path[4400];
+	size_t k, e;
+
+	for (k = 0; k < split; k++) {
+		if (nm && strcmp(nm, v[k].name) == 0)
+			continue;
+		for (e = 0; e < sizeof(ext) / sizeof(*ext); e++) {
+			snprintf(path, sizeof(path), "%s/%s%s", dir, v[k].name, ext[e]);
+			if (e == 0 && access(path, F_OK) == 0)
+				break; /* kept by someone: leave it */
+			unlink(path);
+		}
+	}
+}
+
 int opt_pack_consolidate(git_repository *repo, int force)
 {
-	char dir[4096], lock[4200], path[4400], objdir[4096];
+	char dir[4096], objdir[4096];
 	struct packinfo *v = NULL;
 	size_t n, i, k = 0, split = 0;
-	uint64_t total = 0;
 	struct rollup r = { NULL, NULL, NULL, NULL, NULL };
 	int rc = 0, lockfd = -1;
 
@@ -1066,50 +1137,12 @@ int opt_pack_consolidate(git_repository *repo, int force)
 		if (!v[i].cruft)
 			v[k++] = v[i];
 	n = k;
-	k = 0;
 	/* a few packs cost nothing to read through: leave them */
 	if (n < 2 || (!force && n < 8))
 		goto done;
 	qsort(v, n, sizeof(*v), cmp_count);
-	if (force) {
-		split = n;
-	} else {
-		/* git's geometric rule (factor 2): from the largest pack down,
-		 * find where the progression breaks; roll up everything below,
-		 * then every larger pack that is not twice the roll-up */
-		for (i = n - 1; i > 0; i--)
-			if ((uint64_t)v[i].count < 2 * (uint64_t)v[i - 1].count)
-				break;
-		split = i;
-		for (i = 0; i < split; i++)
-			total += v[i].count;
-		for (i = split; i < n && split > 0; i++) {
-			if ((uint64_t)v[i].count < 2 * total) {
-				split++;
-				total += v[i].count;
-			} else {
-				break;
-			}
-		}
-	}
-	if (split < 2)
+	if ((split = roll_split(v, n, force)) < 2 || (lockfd = repack_lock(repo, dir)) < 0)
 		goto done;
-	/* the lock is beside the store's other files of ours, not in
-	 * objects/pack, where git count-objects calls any other file
-	 * garbage */
-	snprintf(lock, sizeof(lock), "%sopt-repack.lock", git_repository_path(repo)); /* path ends in / */
-	if ((lockfd = take_lock(lock)) < 0)
-		goto done;
-	/* stores of earlier versions have it in objects/pack: take that one
-	 * too (an earlier program may be repacking), then remove it */
-	snprintf(path, sizeof(path), "%s/opt-repack.lock", dir);
-	if (access(path, F_OK) == 0) {
-		int old = take_lock(path);
-		if (old < 0)
-			goto done;
-		unlink(path);
-		close(old);
-	}
 	if (git_repository_odb(&r.odb, repo) < 0) {
 		rc = opt_error_set(OPT_EIO, "cannot open object database");
 		goto done;
@@ -1121,21 +1154,7 @@ int opt_pack_consolidate(git_repository *repo, int force)
 	if (rc == 0)
 		rc = opt_pack_write(r.pack, NULL, objdir);
 	if (rc == 0) {
-		/* the new pack holds every object: the old ones can go (unless
-		 * it is one of them: the same objects make the same pack) */
-		for (k = 0; k < split; k++) {
-			static const char *ext[] = { ".keep", ".idx", ".pack", ".rev" };
-			size_t e;
-			snprintf(path, sizeof(path), "%s/%s.pack", dir, v[k].name);
-			if (opt_pack_last_name(r.pack) && strcmp(opt_pack_last_name(r.pack), v[k].name) == 0)
-				continue;
-			for (e = 0; e < sizeof(ext) / sizeof(*ext); e++) {
-				snprintf(path, sizeof(path), "%s/%s%s", dir, v[k].name, ext[e]);
-				if (e == 0 && access(path, F_OK) == 0)
-					break; /* kept by someone: leave it */
-				unlink(path);
-			}
-		}
+		remove_rolled(dir, v, split, r.pack);
 		git_odb_refresh(r.odb);
 	}
 done:
@@ -1211,8 +1230,7 @@ int opt_oidset_add(struct opt_oidset *s, const git_oid *id)
 	if ((s->n + 1) * 2 > s->cap) {
 		size_t ncap = s->cap ? s->cap * 2 : 4096, k;
 		git_oid *nv = calloc(ncap, sizeof(*nv));
-		if (!nv)
-			return opt_error_set(OPT_EIO, "out of memory");
+		OPT_CHECK_ALLOC(nv);
 		for (k = 0; k < s->cap; k++) {
 			if (git_oid_is_zero(&s->v[k]))
 				continue;
@@ -1302,8 +1320,7 @@ static int gmap_note(struct gmap *m, const git_oid *id, int64_t mtime, unsigned 
 {
 	struct gobj *o = gmap_get(m, id, 1);
 
-	if (!o)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(o);
 	if (mtime > o->mtime)
 		o->mtime = mtime;
 	o->where |= where;
@@ -1550,101 +1567,159 @@ static int gc_note_pack(struct gmap *m, const char *dir, const struct packinfo *
 	return rc;
 }
 
-int opt_pack_gc(git_repository *repo, const struct opt_pack_gc *g, struct opt_pack_gc_result *res)
+/* What killed writers left, in objdir, its pack directory and its
+ * loose object directories. */
+static int gc_remove_temps(const char *objdir, const char *dir, int64_t now, size_t *count)
 {
-	char objdir[4096], dir[4200], path[4400];
-	struct packinfo *v = NULL;
-	struct rollup r;
-	struct gc_ctx x;
-	size_t n = 0, i, nroll = 0, ncruft = 0, drop = 0, unreach = 0, loose_work = 0;
+	char path[4400];
+	size_t i;
 	int rc;
 
-	memset(res, 0, sizeof(*res));
-	memset(&x, 0, sizeof(x));
-	memset(&r, 0, sizeof(r));
-	x.g = g;
-	x.res = res;
-	snprintf(objdir, sizeof(objdir), "%sobjects", git_repository_path(repo));
-	snprintf(dir, sizeof(dir), "%s/pack", objdir);
-	/* what killed writers left */
-	if ((rc = remove_temps(objdir, g->now, &res->temporary)) < 0 ||
-	    (rc = remove_temps(dir, g->now, &res->temporary)) < 0)
-		goto done;
+	if ((rc = remove_temps(objdir, now, count)) < 0 || (rc = remove_temps(dir, now, count)) < 0)
+		return rc;
 	for (i = 0; i < 256 && rc == 0; i++) {
 		snprintf(path, sizeof(path), "%s/%02x", objdir, (unsigned)i);
-		rc = remove_temps(path, g->now, &res->temporary);
+		rc = remove_temps(path, now, count);
 	}
-	if (rc < 0 || (rc = list_packs(dir, &v, &n)) < 0)
-		goto done;
-	/* every object, and when it was written last (.keep packs are left
-	 * as they are) */
+	return rc;
+}
+
+/* What a gc finds: the packs it may rewrite, and what it would do. */
+struct gc_survey {
+	size_t nroll, ncruft, drop, unreach, loose_work;
+};
+
+/* Every object, and when it was written last (.keep packs are left as
+ * they are): into x->m, counted in *sv. */
+static int gc_note(struct gc_ctx *x, const struct packinfo *v, size_t n, const char *dir, const char *objdir,
+		   struct gc_survey *sv)
+{
+	size_t i;
+	int rc = 0;
+
 	for (i = 0; i < n && rc == 0; i++) {
 		if (v[i].keep)
 			continue;
-		nroll++;
-		ncruft += v[i].cruft;
-		rc = gc_note_pack(&x.m, dir, &v[i]);
+		sv->nroll++;
+		sv->ncruft += v[i].cruft;
+		rc = gc_note_pack(&x->m, dir, &v[i]);
 	}
-	if (rc < 0 || (rc = foreach_loose(objdir, gc_loose, &x)) < 0)
-		goto done;
-	for (i = 0; i < x.m.cap; i++) {
-		struct gobj *o = &x.m.v[i];
+	if (rc < 0 || (rc = foreach_loose(objdir, gc_loose, x)) < 0)
+		return rc;
+	for (i = 0; i < x->m.cap; i++) {
+		struct gobj *o = &x->m.v[i];
 		uint32_t mt;
 		int t;
 		if (git_oid_is_zero(&o->id))
 			continue;
-		t = gc_classify(&o->id, &x, &mt);
+		t = gc_classify(&o->id, x, &mt);
 		if (o->where & G_LOOSE)
-			loose_work += t == ROLL_MAIN || t == ROLL_DROP || (o->where & G_PACKED);
+			sv->loose_work += t == ROLL_MAIN || t == ROLL_DROP || (o->where & G_PACKED);
 		if (!(o->where & G_PACKED))
 			continue;
-		drop += t == ROLL_DROP;
-		unreach += t == ROLL_CRUFT;
+		sv->drop += t == ROLL_DROP;
+		sv->unreach += t == ROLL_CRUFT;
 	}
-	/* one pack of reachable objects and nothing else: nothing to do */
-	if (nroll - ncruft <= 1 && ncruft == 0 && drop == 0 && unreach == 0 && loose_work == 0)
-		goto done;
-	if (git_repository_odb(&x.odb, repo) < 0) {
-		rc = opt_error_set(OPT_EIO, "cannot open object database");
-		goto done;
-	}
-	if ((rc = opt_pack_new(&x.main)) < 0 || (rc = opt_pack_new(&x.cruft)) < 0)
-		goto done;
-	x.cruft->mtimes = 1;
-	r.pack = x.main;
-	r.cruft = x.cruft;
-	r.odb = x.odb;
+	return 0;
+}
+
+/* The new packs: reachable objects in one, unreachable recent ones in a
+ * cruft pack, from every pack not kept and the loose objects; written
+ * (synced) before anything goes. */
+static int gc_rewrite(struct gc_ctx *x, git_repository *repo, const struct packinfo *v, size_t n, const char *dir,
+		      const char *objdir)
+{
+	struct rollup r;
+	size_t i;
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	if (git_repository_odb(&x->odb, repo) < 0)
+		return opt_error_set(OPT_EIO, "cannot open object database");
+	if ((rc = opt_pack_new(&x->main)) < 0 || (rc = opt_pack_new(&x->cruft)) < 0)
+		return rc;
+	x->cruft->mtimes = 1;
+	r.pack = x->main;
+	r.cruft = x->cruft;
+	r.odb = x->odb;
 	r.classify = gc_classify;
-	r.arg = &x;
+	r.arg = x;
 	for (i = 0; i < n && rc == 0; i++)
 		if (!v[i].keep)
 			rc = rollup_pack(dir, v[i].name, &r);
-	x.pass = 1;
+	x->pass = 1;
 	if (rc == 0)
-		rc = foreach_loose(objdir, gc_loose, &x);
-	/* the new packs (synced) before anything goes */
+		rc = foreach_loose(objdir, gc_loose, x);
 	if (rc == 0)
-		rc = opt_pack_write(x.main, NULL, objdir);
+		rc = opt_pack_write(x->main, NULL, objdir);
 	if (rc == 0)
-		rc = opt_pack_write(x.cruft, NULL, objdir);
-	if (rc < 0)
-		goto done;
-	res->pruned = drop;
-	res->unreachable = x.cruft->count;
+		rc = opt_pack_write(x->cruft, NULL, objdir);
+	return rc;
+}
+
+/* Remove the packs the new ones replace (not kept, not the new ones). */
+static int gc_remove_old(const struct gc_ctx *x, const struct packinfo *v, size_t n, const char *dir)
+{
+	static const char *ext[] = { ".idx", ".pack", ".rev", ".bitmap", ".mtimes" };
+	const char *nm = opt_pack_last_name(x->main), *nc = opt_pack_last_name(x->cruft);
+	char path[4400];
+	size_t i, e;
+
 	for (i = 0; i < n; i++) {
-		static const char *ext[] = { ".idx", ".pack", ".rev", ".bitmap", ".mtimes" };
-		size_t e;
-		if (v[i].keep || (opt_pack_last_name(x.main) && strcmp(opt_pack_last_name(x.main), v[i].name) == 0) ||
-		    (opt_pack_last_name(x.cruft) && strcmp(opt_pack_last_name(x.cruft), v[i].name) == 0))
+		if (v[i].keep || (nm && strcmp(nm, v[i].name) == 0) || (nc && strcmp(nc, v[i].name) == 0))
 			continue;
 		for (e = 0; e < sizeof(ext) / sizeof(*ext); e++) {
 			snprintf(path, sizeof(path), "%s/%s%s", dir, v[i].name, ext[e]);
-			if (unlink(path) < 0 && errno != ENOENT) {
-				rc = opt_error_set(OPT_EIO, "cannot remove '%s': %s", path, strerror(errno));
-				goto done;
-			}
+			if (unlink(path) < 0 && errno != ENOENT)
+				return opt_error_set(OPT_EIO, "cannot remove '%s': %s", path, strerror(errno));
 		}
 	}
+	return 0;
+}
+
+/* Nothing rewritten: the unreachable objects that stay (packed ones
+ * counted in unreach, plus the loose ones). */
+static size_t gc_unreachable(struct gc_ctx *x, size_t unreach)
+{
+	size_t i;
+
+	for (i = 0; i < x->m.cap; i++) {
+		struct gobj *o = &x->m.v[i];
+		uint32_t mt;
+		if (!git_oid_is_zero(&o->id) && !(o->where & G_PACKED) && gc_classify(&o->id, x, &mt) == ROLL_CRUFT)
+			unreach++;
+	}
+	return unreach;
+}
+
+int opt_pack_gc(git_repository *repo, const struct opt_pack_gc *g, struct opt_pack_gc_result *res)
+{
+	char objdir[4096], dir[4200], path[4400];
+	struct packinfo *v = NULL;
+	struct gc_survey sv;
+	struct gc_ctx x;
+	size_t n = 0, i;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	memset(&x, 0, sizeof(x));
+	memset(&sv, 0, sizeof(sv));
+	x.g = g;
+	x.res = res;
+	snprintf(objdir, sizeof(objdir), "%sobjects", git_repository_path(repo));
+	snprintf(dir, sizeof(dir), "%s/pack", objdir);
+	if ((rc = gc_remove_temps(objdir, dir, g->now, &res->temporary)) < 0 || (rc = list_packs(dir, &v, &n)) < 0 ||
+	    (rc = gc_note(&x, v, n, dir, objdir, &sv)) < 0)
+		goto done;
+	/* one pack of reachable objects and nothing else: nothing to do */
+	if (sv.nroll - sv.ncruft <= 1 && sv.ncruft == 0 && sv.drop == 0 && sv.unreach == 0 && sv.loose_work == 0)
+		goto done;
+	if ((rc = gc_rewrite(&x, repo, v, n, dir, objdir)) < 0)
+		goto done;
+	res->pruned = sv.drop;
+	res->unreachable = x.cruft->count;
+	if ((rc = gc_remove_old(&x, v, n, dir)) < 0)
+		goto done;
 	x.pass = 2;
 	if ((rc = foreach_loose(objdir, gc_loose, &x)) < 0)
 		goto done;
@@ -1654,781 +1729,12 @@ int opt_pack_gc(git_repository *repo, const struct opt_pack_gc *g, struct opt_pa
 	}
 	git_odb_refresh(x.odb);
 done:
-	if (rc == 0 && !x.main) {
-		/* (nothing rewritten: count what stays) */
-		res->unreachable = unreach;
-		for (i = 0; i < x.m.cap; i++) {
-			struct gobj *o = &x.m.v[i];
-			uint32_t mt;
-			if (!git_oid_is_zero(&o->id) && !(o->where & G_PACKED) && gc_classify(&o->id, &x, &mt) == ROLL_CRUFT)
-				res->unreachable++;
-		}
-	}
+	if (rc == 0 && !x.main)
+		res->unreachable = gc_unreachable(&x, sv.unreach);
 	opt_pack_free(x.main);
 	opt_pack_free(x.cruft);
 	git_odb_free(x.odb);
 	free(x.m.v);
 	free(v);
-	return rc;
-}
-
-/* ---- reading packs ---- */
-
-struct pk {
-	char name[128];          /* "pack-<hex>" */
-	const unsigned char *idx, *pack;
-	size_t idxlen, packlen;
-	int mapped;              /* munmap both when freed */
-	int seen;                /* found by the last directory scan */
-	uint32_t n;
-	const unsigned char *ids, *offs, *large;
-	size_t nlarge;
-};
-
-struct opt_packr {
-	char *packdir;
-	struct pk *v;
-	size_t n, cap, last;     /* last: the pack of the last hit */
-	int scanned;
-	unsigned reads;          /* since the last look at packdir */
-	struct timespec mtime;   /* of packdir at the last scan */
-	struct libdeflate_decompressor *d;
-};
-
-static uint64_t get64(const unsigned char *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
-
-/* Check an index and its pack and point p's tables into them: 0 or -1. */
-static int pk_init(struct pk *p)
-{
-	uint32_t prev = 0, f;
-	size_t i, base;
-
-	if (p->idxlen < 8 + 1024 + 40 || memcmp(p->idx, "\377tOc\0\0\0\2", 8) != 0)
-		return -1;
-	for (i = 0; i < 256; i++) {
-		f = get32(p->idx + 8 + 4 * i);
-		if (f < prev)
-			return -1;
-		prev = f;
-	}
-	p->n = prev;
-	base = 8 + 1024 + (size_t)p->n * 28;
-	if ((uint64_t)p->n * 28 > p->idxlen || p->idxlen < base + 40)
-		return -1;
-	p->ids = p->idx + 8 + 1024;
-	p->offs = p->ids + (size_t)p->n * 24;
-	p->large = p->offs + (size_t)p->n * 4;
-	p->nlarge = (p->idxlen - 40 - base) / 8;
-	/* the pack: a header, and the trailer the index names */
-	if (p->packlen < 32 || memcmp(p->pack, "PACK", 4) != 0 || (get32(p->pack + 4) != 2 && get32(p->pack + 4) != 3) ||
-	    memcmp(p->pack + p->packlen - 20, p->idx + p->idxlen - 40, 20) != 0)
-		return -1;
-	return 0;
-}
-
-/* The offset of object id in p: 1 and *off, 0 when absent, -1 when the
- * index gives a bad offset. */
-static int pk_find(const struct pk *p, const unsigned char *id, uint64_t *off)
-{
-	size_t lo = id[0] ? get32(p->idx + 8 + 4 * (id[0] - 1)) : 0, hi = get32(p->idx + 8 + 4 * id[0]);
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = memcmp(p->ids + 20 * mid, id, 20);
-		if (c < 0) {
-			lo = mid + 1;
-		} else if (c > 0) {
-			hi = mid;
-		} else {
-			uint32_t o = get32(p->offs + 4 * mid);
-			uint64_t v = o;
-			if (o & 0x80000000u) {
-				if ((o & 0x7fffffffu) >= p->nlarge)
-					return -1;
-				v = get64(p->large + 8 * (size_t)(o & 0x7fffffffu));
-			}
-			if (v < 12 || v >= p->packlen - 20)
-				return -1;
-			*off = v;
-			return 1;
-		}
-	}
-	return 0;
-}
-
-static int bad_pack(const struct pk *p, const char *what)
-{
-	return opt_error_set(OPT_EINTEGRITY, "pack '%s' is damaged: %s", p->name, what);
-}
-
-static int too_large(const struct pk *p, uint64_t size)
-{
-	return opt_error_set(OPT_EINTEGRITY, "pack '%s': an object of %llu bytes, more than an object may have (%zu bytes): refused unread",
-			     p->name, (unsigned long long)size, OPT_BLOCK_MAX);
-}
-
-/* Inflate size bytes from the zlib stream at pos of p: *out malloc'd. */
-static int pk_inflate(struct libdeflate_decompressor *d, const struct pk *p, size_t pos, size_t size,
-		      unsigned char **out)
-{
-	size_t avail = p->packlen - 20 - pos;
-	unsigned char *b;
-
-	*out = NULL;
-	/* deflate expands at most 1032:1: a larger size is a lie */
-	if (size / 1032 > avail)
-		return bad_pack(p, "object larger than its data");
-	if (!(b = malloc(size + 1)))
-		return opt_error_set(OPT_EIO, "out of memory");
-	if (libdeflate_zlib_decompress(d, p->pack + pos, avail, b, size, NULL) != LIBDEFLATE_SUCCESS) {
-		free(b);
-		return bad_pack(p, "object does not inflate to its size");
-	}
-	b[size] = '\0';
-	*out = b;
-	return 0;
-}
-
-/* The git delta (dl bytes) applied to base (bl bytes): *out malloc'd. */
-static int apply_delta(const struct pk *p, const unsigned char *base, size_t bl, const unsigned char *delta,
-		       size_t dl, unsigned char **out, size_t *outlen)
-{
-	const unsigned char *q = delta, *end = delta + dl;
-	uint64_t sz[2];
-	unsigned char *o;
-	size_t at = 0;
-	int k;
-
-	*out = NULL;
-	for (k = 0; k < 2; k++) {
-		unsigned shift = 0;
-		sz[k] = 0;
-		do {
-			if (q >= end || shift > 56)
-				return bad_pack(p, "bad delta header");
-			sz[k] |= (uint64_t)(*q & 0x7f) << shift;
-			shift += 7;
-		} while (*q++ & 0x80);
-	}
-	if (sz[0] != bl)
-		return bad_pack(p, "delta against a base of another size");
-	if (sz[1] > OPT_BLOCK_MAX)
-		return too_large(p, sz[1]);
-	/* an instruction of at most 8 bytes makes at most 0xffffff bytes */
-	if (sz[1] / 0xffffff > dl)
-		return bad_pack(p, "delta larger than its instructions");
-	if (!(o = malloc((size_t)sz[1] + 1)))
-		return opt_error_set(OPT_EIO, "out of memory");
-	while (q < end) {
-		unsigned c = *q++;
-		if (c & 0x80) {
-			uint64_t off = 0, n = 0;
-			for (k = 0; k < 4; k++)
-				if (c & (1u << k)) {
-					if (q >= end)
-						goto bad;
-					off |= (uint64_t)*q++ << (8 * k);
-				}
-			for (k = 0; k < 3; k++)
-				if (c & (0x10u << k)) {
-					if (q >= end)
-						goto bad;
-					n |= (uint64_t)*q++ << (8 * k);
-				}
-			if (n == 0)
-				n = 0x10000;
-			if (off > bl || n > bl - off || n > sz[1] - at)
-				goto bad;
-			memcpy(o + at, base + off, (size_t)n);
-			at += (size_t)n;
-		} else if (c) {
-			if (c > (size_t)(end - q) || c > sz[1] - at)
-				goto bad;
-			memcpy(o + at, q, c);
-			q += c;
-			at += c;
-		} else {
-			goto bad;
-		}
-	}
-	if (at != sz[1])
-		goto bad;
-	o[at] = '\0';
-	*out = o;
-	*outlen = at;
-	return 0;
-bad:
-	free(o);
-	return bad_pack(p, "bad delta instruction");
-}
-
-static int packr_find(struct opt_packr *r, const unsigned char *id, struct pk **pp, uint64_t *off);
-
-/* The object at off of p (deltas resolved, depth deep in a chain). */
-static int pk_object(struct opt_packr *r, struct libdeflate_decompressor *d, const struct pk *p, uint64_t off,
-		     int depth, unsigned char **data, size_t *len, int *type)
-{
-	size_t pos = (size_t)off, limit = p->packlen - 20, size;
-	unsigned shift = 4, c;
-	unsigned char *base = NULL, *delta = NULL;
-	size_t blen;
-	int btype, rc;
-	const struct pk *bp = p;
-	uint64_t boff;
-
-	*data = NULL;
-	c = p->pack[pos++];
-	*type = (int)(c >> 4) & 7;
-	size = c & 15;
-	while (c & 0x80) {
-		if (pos >= limit || shift > 57)
-			return bad_pack(p, "bad object header");
-		c = p->pack[pos++];
-		if ((uint64_t)(c & 0x7f) << shift > SIZE_MAX)
-			return bad_pack(p, "bad object header");
-		size |= (size_t)(c & 0x7f) << shift;
-		shift += 7;
-	}
-	if (pos >= limit)
-		return bad_pack(p, "bad object header");
-	/* refused before anything is inflated (a delta's instructions are
-	 * at most a little larger than what they make) */
-	if (size > OPT_BLOCK_MAX + (OPT_BLOCK_MAX >> 6))
-		return too_large(p, size);
-	if (*type >= GIT_OBJECT_COMMIT && *type <= GIT_OBJECT_TAG) {
-		if (size > OPT_BLOCK_MAX)
-			return too_large(p, size);
-		if ((rc = pk_inflate(d, p, pos, size, data)) < 0)
-			return rc;
-		*len = size;
-		return 0;
-	}
-	if (depth >= OPT_PACKR_DEPTH)
-		return bad_pack(p, "delta chain too deep");
-	if (*type == OBJ_OFS_DELTA) {
-		uint64_t dist;
-		c = p->pack[pos++];
-		dist = c & 127;
-		while (c & 128) {
-			if (pos >= limit || dist > (UINT64_MAX >> 8))
-				return bad_pack(p, "bad delta offset");
-			c = p->pack[pos++];
-			dist = ((dist + 1) << 7) | (c & 127);
-		}
-		if (dist == 0 || dist > off - 12 || pos >= limit)
-			return bad_pack(p, "bad delta offset");
-		boff = off - dist;
-	} else if (*type == 7 && pos + 20 < limit) {  /* REF_DELTA */
-		struct pk *fp = NULL;
-		if (r) {
-			rc = packr_find(r, p->pack + pos, &fp, &boff);
-			bp = fp;
-		} else {
-			rc = pk_find(p, p->pack + pos, &boff);
-		}
-		if (rc <= 0)
-			return rc < 0 ? bad_pack(p, "bad offset in the index")
-				      : opt_error_set(OPT_EINTEGRITY, "pack '%s': delta base missing", p->name);
-		pos += 20;
-	} else {
-		return bad_pack(p, "unknown object type");
-	}
-	if ((rc = pk_object(r, d, bp, boff, depth + 1, &base, &blen, &btype)) < 0)
-		return rc;
-	if ((rc = pk_inflate(d, p, pos, size, &delta)) == 0)
-		rc = apply_delta(p, base, blen, delta, size, data, len);
-	*type = btype;
-	free(base);
-	free(delta);
-	return rc;
-}
-
-static void pk_unmap(struct pk *p)
-{
-	if (p->mapped) {
-		munmap((void *)p->idx, p->idxlen);
-		munmap((void *)p->pack, p->packlen);
-	}
-}
-
-static const unsigned char *map_file(const char *path, size_t *len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat st;
-	void *m = MAP_FAILED;
-
-	if (fd < 0)
-		return NULL;
-	if (fstat(fd, &st) == 0 && st.st_size > 0 && (uint64_t)st.st_size <= SIZE_MAX) {
-		m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-		*len = (size_t)st.st_size;
-	}
-	close(fd);
-	return m == MAP_FAILED ? NULL : m;
-}
-
-/* Open pack name of r->packdir into p: 0, or -1 when it cannot be read. */
-static int pk_open(struct opt_packr *r, const char *name, struct pk *p)
-{
-	char path[4400];
-
-	memset(p, 0, sizeof(*p));
-	snprintf(p->name, sizeof(p->name), "%s", name);
-	snprintf(path, sizeof(path), "%s/%s.idx", r->packdir, name);
-	if (!(p->idx = map_file(path, &p->idxlen)))
-		return -1;
-	snprintf(path, sizeof(path), "%s/%s.pack", r->packdir, name);
-	if (!(p->pack = map_file(path, &p->packlen))) {
-		munmap((void *)p->idx, p->idxlen);
-		return -1;
-	}
-	p->mapped = 1;
-	if (pk_init(p) < 0) {
-		pk_unmap(p);
-		return -1;
-	}
-	return 0;
-}
-
-/* Look at the pack directory again if it changed: 1 when it did. */
-static int packr_scan(struct opt_packr *r)
-{
-	struct stat st;
-	struct timespec now;
-	DIR *dir;
-	struct dirent *e;
-	size_t i, k;
-
-	if (stat(r->packdir, &st) < 0)
-		return 0;
-	if (r->scanned && st.st_mtim.tv_sec == r->mtime.tv_sec && st.st_mtim.tv_nsec == r->mtime.tv_nsec)
-		return 0;
-	if (!(dir = opendir(r->packdir)))
-		return 0;
-	r->scanned = 1;
-	r->mtime = st.st_mtim;
-	/* a change in the same clock tick as this look would leave the
-	 * time as it is: a time this recent is not trusted (the directory is
-	 * looked at again next time) */
-	if (clock_gettime(CLOCK_REALTIME, &now) < 0 || now.tv_sec - st.st_mtim.tv_sec < 2)
-		r->mtime.tv_sec = r->mtime.tv_nsec = -1;
-	for (i = 0; i < r->n; i++)
-		r->v[i].seen = 0;
-	while ((e = readdir(dir))) {
-		size_t l = strlen(e->d_name);
-		char name[128];
-
-		if (l < 10 || strncmp(e->d_name, "pack-", 5) || strcmp(e->d_name + l - 4, ".idx") || l - 4 >= sizeof(name))
-			continue;
-		memcpy(name, e->d_name, l - 4);
-		name[l - 4] = '\0';
-		for (i = 0; i < r->n && strcmp(r->v[i].name, name); i++)
-			;
-		if (i < r->n) {
-			r->v[i].seen = 1;
-			continue;
-		}
-		if (r->n == r->cap) {
-			size_t cap = r->cap ? r->cap * 2 : 8;
-			struct pk *nv = realloc(r->v, cap * sizeof(*nv));
-			if (!nv)
-				break;
-			r->v = nv;
-			r->cap = cap;
-		}
-		if (pk_open(r, name, &r->v[r->n]) == 0)
-			r->v[r->n++].seen = 1;
-	}
-	closedir(dir);
-	/* packs gone (rolled up into another) are let go */
-	for (i = k = 0; i < r->n; i++) {
-		if (r->v[i].seen)
-			r->v[k++] = r->v[i];
-		else
-			pk_unmap(&r->v[i]);
-	}
-	r->n = k;
-	r->last = 0;
-	return 1;
-}
-
-/* The pack holding id: 1 and *pp, *off; 0 when none does; -1 on a bad
- * index. */
-static int packr_find(struct opt_packr *r, const unsigned char *id, struct pk **pp, uint64_t *off)
-{
-	size_t i;
-	int rc;
-
-	if (r->last < r->n && (rc = pk_find(&r->v[r->last], id, off)) != 0) {
-		*pp = &r->v[r->last];
-		return rc;
-	}
-	for (i = 0; i < r->n; i++) {
-		if (i == r->last)
-			continue;
-		if ((rc = pk_find(&r->v[i], id, off)) != 0) {
-			*pp = &r->v[i];
-			r->last = i;
-			return rc;
-		}
-	}
-	return 0;
-}
-
-int opt_packr_new(struct opt_packr **out, const char *objdir)
-{
-	struct opt_packr *r = calloc(1, sizeof(*r));
-
-	*out = NULL;
-	if (!r || !(r->packdir = malloc(strlen(objdir) + 6)) || !(r->d = libdeflate_alloc_decompressor())) {
-		if (r)
-			free(r->packdir);
-		free(r);
-		return opt_error_set(OPT_EIO, "out of memory");
-	}
-	sprintf(r->packdir, "%s/pack", objdir);
-	*out = r;
-	return 0;
-}
-
-void opt_packr_free(struct opt_packr *r)
-{
-	size_t i;
-
-	if (!r)
-		return;
-	for (i = 0; i < r->n; i++)
-		pk_unmap(&r->v[i]);
-	free(r->v);
-	free(r->packdir);
-	libdeflate_free_decompressor(r->d);
-	free(r);
-}
-
-static int packr_result(int rc, int t, unsigned char **data, git_object_t *type)
-{
-	if (rc < 0) {
-		free(*data);
-		*data = NULL;
-		return rc;
-	}
-	*type = (git_object_t)t;
-	return 0;
-}
-
-int opt_packr_read(struct opt_packr *r, const git_oid *id, unsigned char **data, size_t *len, git_object_t *type)
-{
-	struct pk *p = NULL;
-	uint64_t off;
-	int rc, t = 0;
-
-	*data = NULL;
-	/* now and then, even without a miss: packs rolled up by another
-	 * process are let go (their disk space with them) */
-	if (!r->scanned || ++r->reads % 4096 == 0)
-		packr_scan(r);
-	rc = packr_find(r, id->id, &p, &off);
-	if (rc == 0 && packr_scan(r))
-		rc = packr_find(r, id->id, &p, &off);
-	if (rc <= 0)
-		return rc < 0 ? bad_pack(p ? p : &r->v[0], "bad offset in the index")
-			      : opt_error_set(OPT_ENOTFOUND, "object not in any pack");
-	rc = pk_object(r, r->d, p, off, 0, data, len, &t);
-	return packr_result(rc, t, data, type);
-}
-
-int opt_packr_read_mem(const unsigned char *idx, size_t idxlen, const unsigned char *pack, size_t packlen,
-		       const git_oid *id, unsigned char **data, size_t *len, git_object_t *type)
-{
-	struct pk p;
-	struct libdeflate_decompressor *d;
-	uint64_t off;
-	int rc, t = 0;
-
-	*data = NULL;
-	memset(&p, 0, sizeof(p));
-	strcpy(p.name, "(memory)");
-	p.idx = idx;
-	p.idxlen = idxlen;
-	p.pack = pack;
-	p.packlen = packlen;
-	if (pk_init(&p) < 0)
-		return bad_pack(&p, "not a version 2 index of this pack");
-	if ((rc = pk_find(&p, id->id, &off)) <= 0)
-		return rc < 0 ? bad_pack(&p, "bad offset in the index")
-			      : opt_error_set(OPT_ENOTFOUND, "object not in the pack");
-	if (!(d = libdeflate_alloc_decompressor()))
-		return opt_error_set(OPT_EIO, "out of memory");
-	rc = pk_object(NULL, d, &p, off, 0, data, len, &t);
-	libdeflate_free_decompressor(d);
-	return packr_result(rc, t, data, type);
-}
-
-/* ---- checking an index against its pack ---- */
-
-struct offent {
-	uint64_t off;
-	uint32_t i;
-};
-
-static int cmp_offent(const void *a, const void *b)
-{
-	const struct offent *x = a, *y = b;
-
-	return x->off < y->off ? -1 : x->off > y->off;
-}
-
-static int idx_bad(const char *name, const char *what)
-{
-	return opt_error_set(OPT_EINTEGRITY, "pack index '%s' does not match its pack: %s", name, what);
-}
-
-int opt_pack_idx_check_mem(const char *name, const unsigned char *idx, size_t idxlen, const unsigned char *pack,
-			   size_t packlen)
-{
-	struct pk p;
-	struct opt_sha1 h;
-	uint8_t sum[20];
-	struct offent *v = NULL;
-	size_t i, at;
-	int rc = 0;
-
-	memset(&p, 0, sizeof(p));
-	p.idx = idx;
-	p.idxlen = idxlen;
-	p.pack = pack;
-	p.packlen = packlen;
-	/* header, monotone fan-out, sizes, the pack it names */
-	if (pk_init(&p) < 0)
-		return idx_bad(name, "not a version 2 index of this pack");
-	if (get32(pack + 8) != p.n)
-		return idx_bad(name, "object count differs from the pack's");
-	if ((idxlen - 40 - (8 + 1024 + (size_t)p.n * 28)) % 8 != 0)
-		return idx_bad(name, "bad size");
-	/* the index's own checksum, and the pack's */
-	opt_sha1_init(&h);
-	opt_sha1_update(&h, idx, idxlen - 20);
-	opt_sha1_final(&h, sum);
-	if (memcmp(sum, idx + idxlen - 20, 20) != 0)
-		return idx_bad(name, "bad index checksum");
-	opt_sha1_init(&h);
-	opt_sha1_update(&h, pack, packlen - 20);
-	opt_sha1_final(&h, sum);
-	if (memcmp(sum, pack + packlen - 20, 20) != 0)
-		return idx_bad(name, "bad pack checksum");
-	/* names strictly increasing, each in its fan-out bucket */
-	for (i = 0; i < p.n; i++) {
-		const unsigned char *id = p.ids + 20 * i;
-		if (i > 0 && memcmp(id - 20, id, 20) >= 0)
-			return idx_bad(name, "object names out of order");
-		if ((id[0] ? get32(idx + 8 + 4 * (id[0] - 1)) : 0) > i || get32(idx + 8 + 4 * id[0]) <= i)
-			return idx_bad(name, "fan-out table does not match the names");
-	}
-	if (p.n == 0)
-		return packlen == 32 ? 0 : idx_bad(name, "an empty index of a pack with data");
-	if (!(v = malloc((size_t)p.n * sizeof(*v))))
-		return opt_error_set(OPT_EIO, "out of memory");
-	/* offsets in range, large ones in their table */
-	for (i = 0; i < p.n; i++) {
-		uint32_t o = get32(p.offs + 4 * i);
-		uint64_t off = o;
-		if (o & 0x80000000u) {
-			if ((o & 0x7fffffffu) >= p.nlarge) {
-				rc = idx_bad(name, "offset outside the large offset table");
-				goto done;
-			}
-			off = get64(p.large + 8 * (size_t)(o & 0x7fffffffu));
-		}
-		if (off < 12 || off >= packlen - 20) {
-			rc = idx_bad(name, "offset outside the pack");
-			goto done;
-		}
-		v[i].off = off;
-		v[i].i = (uint32_t)i;
-	}
-	qsort(v, p.n, sizeof(*v), cmp_offent);
-	/* the entries tile the pack from its header to its trailer, each
-	 * with its CRC-32 and a sound entry header where the index says */
-	for (i = 0, at = 12; i < p.n; i++) {
-		uint64_t end = i + 1 < p.n ? v[i + 1].off : packlen - 20;
-		const unsigned char *e = pack + v[i].off;
-		size_t len, pos = 1;
-		unsigned c, t;
-		if (v[i].off != at) {
-			rc = idx_bad(name, v[i].off < at ? "two objects at one offset" : "bytes of the pack no object covers");
-			goto done;
-		}
-		len = (size_t)(end - v[i].off);
-		if (libdeflate_crc32(0, e, len) != get32(p.ids + (size_t)p.n * 20 + 4 * (size_t)v[i].i)) {
-			rc = idx_bad(name, "CRC-32 of an object differs");
-			goto done;
-		}
-		c = e[0];
-		t = (c >> 4) & 7;
-		while (c & 0x80 && pos < len)
-			c = e[pos++];
-		if (t == 0 || t == 5 || c & 0x80 || pos >= len) {
-			rc = idx_bad(name, "no object where the index says");
-			goto done;
-		}
-		if (t == OBJ_OFS_DELTA) {
-			uint64_t dist;
-			struct offent key;
-			c = e[pos++];
-			dist = c & 127;
-			while (c & 128 && pos < len && dist <= (UINT64_MAX >> 8)) {
-				c = e[pos++];
-				dist = ((dist + 1) << 7) | (c & 127);
-			}
-			key.off = v[i].off - dist;
-			if (c & 128 || dist == 0 || dist > v[i].off - 12 ||
-			    !bsearch(&key, v, i, sizeof(*v), cmp_offent)) {
-				rc = idx_bad(name, "a delta whose base is no object of the pack");
-				goto done;
-			}
-		}
-		at = (size_t)end;
-	}
-done:
-	free(v);
-	return rc;
-}
-
-int opt_pack_idx_check(const char *idxpath, const char *packpath)
-{
-	const unsigned char *idx, *pack;
-	size_t idxlen = 0, packlen = 0;
-	const char *name = strrchr(packpath, '/') ? strrchr(packpath, '/') + 1 : packpath;
-	int rc;
-
-	if (!(idx = map_file(idxpath, &idxlen)))
-		return opt_error_set(OPT_EINTEGRITY, "cannot read pack index '%s': %s", idxpath, strerror(errno ? errno : EINVAL));
-	if (!(pack = map_file(packpath, &packlen))) {
-		munmap((void *)idx, idxlen);
-		return opt_error_set(OPT_EINTEGRITY, "cannot read pack '%s': %s", packpath, strerror(errno ? errno : EINVAL));
-	}
-	rc = opt_pack_idx_check_mem(name, idx, idxlen, pack, packlen);
-	munmap((void *)idx, idxlen);
-	munmap((void *)pack, packlen);
-	return rc;
-}
-
-/* The result size of the delta whose zlib stream starts at pos of p
- * (only its first bytes inflated): 0 and *size, or -1. */
-static int delta_result_size(z_stream *z, const unsigned char *pack, size_t pos, size_t end, uint64_t *size)
-{
-	unsigned char head[32];
-	const unsigned char *q = head, *qe;
-	uint64_t sz[2];
-	int k, zr;
-
-	if (inflateReset(z) != Z_OK)
-		return -1;
-	z->next_in = (unsigned char *)(pack + pos);
-	z->avail_in = (uInt)(end - pos > (1u << 20) ? 1u << 20 : end - pos);
-	z->next_out = head;
-	z->avail_out = sizeof(head);
-	zr = inflate(z, Z_SYNC_FLUSH);
-	if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
-		return -1;
-	qe = head + (sizeof(head) - z->avail_out);
-	for (k = 0; k < 2; k++) {
-		unsigned shift = 0;
-		sz[k] = 0;
-		do {
-			if (q >= qe || shift > 56)
-				return -1;
-			sz[k] |= (uint64_t)(*q & 0x7f) << shift;
-			shift += 7;
-		} while (*q++ & 0x80);
-	}
-	*size = sz[1];
-	return 0;
-}
-
-int opt_pack_sizes_check(const char *idxpath, const char *packpath)
-{
-	struct pk p;
-	z_stream z;
-	uint64_t *offs = NULL;
-	size_t i;
-	const char *name = strrchr(packpath, '/') ? strrchr(packpath, '/') + 1 : packpath;
-	int rc = 0;
-
-	memset(&p, 0, sizeof(p));
-	snprintf(p.name, sizeof(p.name), "%s", name);
-	if (!(p.idx = map_file(idxpath, &p.idxlen)) || !(p.pack = map_file(packpath, &p.packlen))) {
-		if (p.idx)
-			munmap((void *)p.idx, p.idxlen);
-		return opt_error_set(OPT_EINTEGRITY, "cannot read pack '%s'", packpath);
-	}
-	p.mapped = 1;
-	memset(&z, 0, sizeof(z));
-	if (pk_init(&p) < 0) {
-		rc = bad_pack(&p, "not a version 2 index of this pack");
-		goto done;
-	}
-	if (inflateInit(&z) != Z_OK || (p.n && !(offs = malloc((size_t)p.n * sizeof(*offs))))) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
-	for (i = 0; i < p.n; i++) {
-		uint32_t o = get32(p.offs + 4 * i);
-		offs[i] = o;
-		if (o & 0x80000000u) {
-			if ((o & 0x7fffffffu) >= p.nlarge) {
-				rc = bad_pack(&p, "bad offset in the index");
-				goto done;
-			}
-			offs[i] = get64(p.large + 8 * (size_t)(o & 0x7fffffffu));
-		}
-		if (offs[i] < 12 || offs[i] >= p.packlen - 20) {
-			rc = bad_pack(&p, "bad offset in the index");
-			goto done;
-		}
-	}
-	for (i = 0; i < p.n; i++) {
-		size_t pos = (size_t)offs[i], limit = p.packlen - 20;
-		uint64_t size;
-		unsigned c = p.pack[pos++], shift = 4, t = (c >> 4) & 7;
-		size = c & 15;
-		while (c & 0x80 && pos < limit && shift <= 57) {
-			c = p.pack[pos++];
-			size |= (uint64_t)(c & 0x7f) << shift;
-			shift += 7;
-		}
-		if (c & 0x80 || pos >= limit) {
-			rc = bad_pack(&p, "bad object header");
-			goto done;
-		}
-		if (size > OPT_BLOCK_MAX + (OPT_BLOCK_MAX >> 6) || (t >= 1 && t <= 4 && size > OPT_BLOCK_MAX)) {
-			rc = too_large(&p, size);
-			goto done;
-		}
-		if (t == OBJ_OFS_DELTA || t == 7) {
-			if (t == 7) {
-				pos += 20;
-			} else {
-				do
-					c = p.pack[pos++];
-				while (c & 128 && pos < limit);
-			}
-			if (pos >= limit || delta_result_size(&z, p.pack, pos, limit, &size) < 0) {
-				rc = bad_pack(&p, "bad delta");
-				goto done;
-			}
-			if (size > OPT_BLOCK_MAX) {
-				rc = too_large(&p, size);
-				goto done;
-			}
-		}
-	}
-done:
-	inflateEnd(&z);
-	free(offs);
-	pk_unmap(&p);
 	return rc;
 }
