@@ -1,6 +1,5 @@
-#include "bundle.h"
+#include "internal.h"
 #include "error.h"
-#include "gitutil.h"
 #include "identity.h"
 #include "pack.h"
 #include "util.h"

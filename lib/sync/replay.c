@@ -1,0 +1,800 @@
+/* replay.c - replay of our transactions on top of a remote head: reading
+ * histories, the plan, the resolver program, moving heads, running the
+ * replay. */
+#include "internal.h"
+#include "chain.h"
+#include "collection.h"
+#include "error.h"
+#include "identity.h"
+#include "json.h"
+#include "pack.h"
+#include "txn.h"
+#include "util.h"
+#include "verify.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- reading histories ---- */
+
+/* The log entries of collection name at commit `at` with a revision after
+ * `after`, oldest first: *out a new array (of copies). */
+static int read_entries(struct opt_sync *y, const char *name, const git_oid *at, long after, json_t **out)
+{
+	struct opt_snap *snap = NULL;
+	struct opt_source src;
+	struct opt_chain_iter *it = NULL;
+	const json_t *e;
+	char hex[GIT_OID_HEXSZ + 1], hid[OPT_ID_LEN + 1];
+	json_t *rev = json_array(), *arr = NULL;
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	if (!rev)
+		return opt_error_set(OPT_EIO, "out of memory");
+	sync_hex_of(hex, at);
+	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+		goto done;
+	src = opt_snap_source(snap);
+	opt_collection_header_id(name, hid);
+	rc = opt_chain_iter_open(&it, &src, hid, 0);
+	if (rc == OPT_ENOTFOUND) {
+		opt_error_clear();
+		rc = 0;
+		goto out;
+	}
+	if (rc < 0)
+		goto done;
+	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
+		const json_t *r = json_object_get(e, "rev");
+		if (!json_is_integer(r)) {
+			rc = opt_error_set(OPT_EINTEGRITY, "collection '%s': a log entry without a revision", name);
+			goto done;
+		}
+		if (json_integer_value(r) <= after)
+			break;
+		json_array_append_new(rev, opt_json_copy(e));
+	}
+	if (rc < 0)
+		goto done;
+out:
+	arr = json_array();
+	for (i = json_array_size(rev); arr && i > 0; i--)
+		json_array_append(arr, json_array_get(rev, i - 1));
+	*out = arr;
+	rc = arr ? 0 : opt_error_set(OPT_EIO, "out of memory");
+done:
+	opt_chain_iter_free(it);
+	opt_snap_free(snap);
+	json_decref(rev);
+	return rc;
+}
+
+/* The decision on trx in the history of collection name from commit at,
+ * back to `since` (seconds; a minute of slack): 1, -1 or 0. */
+static int decision_at(struct opt_sync *y, const char *name, const git_oid *at, const char *trx, int64_t since,
+		       int *d)
+{
+	struct opt_snap *snap = NULL, *p = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	int rc;
+
+	*d = 0;
+	sync_hex_of(hex, at);
+	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+		return rc;
+	while (snap) {
+		if (strcmp(opt_snap_trx(snap), trx) == 0) {
+			const char *st = opt_snap_trailer(snap, "Opt-Status");
+			if (!st || strcmp(st, "committed") == 0)
+				*d = 1;
+			else if (strcmp(st, "aborted") == 0)
+				*d = -1;
+			if (*d)
+				break;
+		}
+		if (opt_snap_time(snap) < since - 60)
+			break;
+		rc = opt_snap_parent(&p, snap);
+		opt_snap_free(snap);
+		snap = p;
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			rc = 0;
+			break;
+		}
+		if (rc < 0)
+			return rc;
+	}
+	opt_snap_free(snap);
+	return 0;
+}
+
+/* The decision on trx by its primary, looking at the primary's old head
+ * when a replay moved it (its backup) and at its head. */
+static int decision_of(struct opt_sync *y, const char *primary, const char *trx, int64_t since, int *d)
+{
+	char ref[REFLEN];
+	git_oid b;
+	int rc;
+
+	*d = 0;
+	if (!opt_store_name_valid(primary))
+		return opt_error_set(OPT_EINTEGRITY, "transaction %s names an invalid primary '%s'", trx, primary);
+	snprintf(ref, sizeof(ref), REF_BACKUP "%s", opt_esc(primary));
+	if ((rc = opt_git_ref_get(y->repo, ref, &b)) < 0)
+		return rc;
+	if (rc == 1 && (rc = decision_at(y, primary, &b, trx, since, d)) < 0)
+		return rc;
+	if (*d)
+		return 0;
+	return opt_store_decision(y->s, primary, trx, since, d);
+}
+
+/* The transactions our replay already committed on top of `head` (down to
+ * revision `after`): {trx: true} into set. */
+static int replayed_trx(struct opt_sync *y, const char *name, const git_oid *head, long after, json_t *set)
+{
+	struct opt_snap *snap = NULL, *p = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	size_t pl = strlen(REPLAY_PREFIX);
+	int rc, d;
+
+	sync_hex_of(hex, head);
+	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+		return rc;
+	while (snap && opt_snap_rev(snap) > after) {
+		const char *sum = opt_snap_summary(snap);
+		if (strncmp(sum, REPLAY_PREFIX, pl) == 0 && opt_id_valid(sum + pl)) {
+			if ((rc = opt_snap_decided(snap, &d)) < 0)
+				break;
+			if (d == 1) {
+				const char *st = opt_snap_trailer(snap, "Opt-Status");
+				if (!st || strcmp(st, "aborted") != 0)
+					json_object_set_new(set, sum + pl, json_true());
+			}
+		}
+		rc = opt_snap_parent(&p, snap);
+		opt_snap_free(snap);
+		snap = p;
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			rc = 0;
+			break;
+		}
+		if (rc < 0)
+			break;
+	}
+	opt_snap_free(snap);
+	return rc;
+}
+
+int sync_base_of(struct opt_sync *y, const char *name, const git_oid *a, const git_oid *b, long *rev)
+{
+	git_oid mb;
+	int rc = git_merge_base(&mb, y->repo, a, b);
+
+	*rev = 0;
+	if (rc == GIT_ENOTFOUND) {
+		git_error_clear();
+		return 0;
+	}
+	if (rc < 0)
+		return opt_git_fail(OPT_EIO, "cannot find the common base");
+	*rev = sync_rev_of(y, name, &mb);
+	return 0;
+}
+
+static int is_tree_or_diary_action(const char *t)
+{
+	return strcmp(t, "put") == 0 || strcmp(t, "del") == 0 || strcmp(t, "append") == 0;
+}
+
+/* Our transactions to replay: the entries of c->name at `from` after the
+ * base, as committed (aborted and reverted ones left out), minus the ones
+ * in done.  report: keep every action (for --conflict=fail), refuse
+ * nothing. */
+static int plan_ours(struct opt_sync *y, struct coll *c, const git_oid *from, json_t *done, int report)
+{
+	json_t *entries = NULL, *out = json_array();
+	size_t i, j;
+	int rc;
+
+	if (!out)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = read_entries(y, c->name, from, c->base_rev, &entries)) < 0)
+		goto done;
+	for (i = 0; i < json_array_size(entries); i++) {
+		const json_t *e = json_array_get(entries, i), *acts, *cols;
+		const char *st = json_string_value(json_object_get(e, "status"));
+		const char *trx = json_string_value(json_object_get(e, "trx"));
+		long rev = (long)json_integer_value(json_object_get(e, "rev"));
+		json_t *keep, *rec;
+
+		if (!trx)
+			continue;
+		if (json_object_get(e, "revert") || (st && strcmp(st, "aborted") == 0))
+			continue;
+		if (done && json_object_get(done, trx))
+			continue;
+		if (st && strcmp(st, "pending") == 0) {
+			const char *primary = json_string_value(json_object_get(e, "primary"));
+			int d = 0;
+			if (!primary) {
+				rc = opt_error_set(OPT_EINTEGRITY, "collection '%s' revision %ld is pending without a primary",
+						   c->name, rev);
+				goto done;
+			}
+			if ((rc = decision_of(y, primary, trx, json_integer_value(json_object_get(e, "time")) / 1000, &d)) < 0)
+				goto done;
+			if (d == -1)
+				continue;
+			if (d == 0 && !report) {
+				rc = opt_error_set(OPT_EBUSY, "collection '%s': transaction %s is in flight; sync again later",
+						   c->name, trx);
+				goto done;
+			}
+		}
+		acts = json_object_get(e, "actions");
+		if (!json_is_array(acts)) {
+			if (report)
+				continue;
+			rc = opt_error_set(OPT_ECONFLICT, "collection '%s': cannot replay revision %ld: its actions were "
+					   "pruned by a checkpoint", c->name, rev);
+			goto done;
+		}
+		keep = json_array();
+		for (j = 0; j < json_array_size(acts); j++) {
+			const json_t *a = json_array_get(acts, j);
+			const char *t = json_string_value(json_object_get(a, "type"));
+			if (t && strcmp(t, "checkpoint") == 0)
+				continue;
+			if (!report && (!t || !is_tree_or_diary_action(t))) {
+				json_decref(keep);
+				rc = opt_error_set(OPT_ECONFLICT, "collection '%s': cannot replay block-level actions ('%.40s' "
+						   "at revision %ld); use --conflict keep-remote or fail", c->name,
+						   t ? t : "?", rev);
+				goto done;
+			}
+			json_array_append(keep, (json_t *)a);
+		}
+		if (json_array_size(keep) == 0) {
+			json_decref(keep);
+			continue;
+		}
+		rec = json_pack("{s:s,s:o,s:I}", "trx", trx, "actions", keep, "rev", (json_int_t)rev);
+		cols = json_object_get(e, "collections");
+		if (rec && json_is_array(cols) && json_array_size(cols) > 1)
+			json_object_set(rec, "collections", (json_t *)cols);
+		json_array_append_new(out, rec);
+	}
+	json_decref(c->ours);
+	c->ours = out;
+	out = NULL;
+	rc = 0;
+done:
+	json_decref(out);
+	json_decref(entries);
+	return rc;
+}
+
+/* Their actions since the base (at c->T). */
+static int plan_theirs(struct opt_sync *y, struct coll *c, const git_oid *at)
+{
+	json_t *entries = NULL, *out = json_array();
+	size_t i, j;
+	int rc;
+
+	if (!out)
+		return opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = read_entries(y, c->name, at, c->base_rev, &entries)) < 0) {
+		json_decref(out);
+		return rc;
+	}
+	for (i = 0; i < json_array_size(entries); i++) {
+		const json_t *acts = json_object_get(json_array_get(entries, i), "actions");
+		for (j = 0; j < json_array_size(acts); j++)
+			json_array_append(out, json_array_get(acts, j));
+	}
+	json_decref(entries);
+	json_decref(c->theirs);
+	c->theirs = out;
+	return 0;
+}
+
+/* The kind ("tree", "diary", "block") of collection name at commit at. */
+static int kind_at(struct opt_sync *y, const char *name, const git_oid *at, const char **kind)
+{
+	struct opt_snap *snap = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	const char *k = NULL;
+	int rc;
+
+	*kind = "unknown";
+	sync_hex_of(hex, at);
+	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+		return rc;
+	rc = opt_coll_kind(snap, &k);
+	if (rc == 0 && k)
+		*kind = strcmp(k, "tree") == 0 ? "tree" : strcmp(k, "diary") == 0 ? "diary" : "block collection";
+	opt_snap_free(snap);
+	return rc;
+}
+
+/* The report of --conflict=fail for c. */
+static json_t *report_of(const struct coll *c)
+{
+	json_t *ours = json_array();
+	size_t i, j;
+
+	for (i = 0; i < json_array_size(c->ours); i++) {
+		const json_t *acts = json_object_get(json_array_get(c->ours, i), "actions");
+		for (j = 0; j < json_array_size(acts); j++)
+			json_array_append(ours, json_array_get(acts, j));
+	}
+	return json_pack("{s:s,s:I,s:o,s:O}", "collection", c->name, "base", (json_int_t)c->base_rev, "ours", ours,
+			 "theirs", c->theirs ? c->theirs : json_array());
+}
+
+/* ---- the resolver program ---- */
+
+/* Run prog (through /bin/sh -c) with input on stdin; *out its action, or
+ * NULL to drop ours. */
+static int run_resolver(const char *prog, const json_t *input, json_t **out)
+{
+	FILE *in = NULL;
+	char *text = NULL, *buf = NULL;
+	size_t len = 0, cap = 0;
+	int pfd[2] = { -1, -1 }, status, rc = 0;
+	pid_t pid;
+	json_t *v = NULL;
+
+	*out = NULL;
+	if (!(text = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY)) || !(in = tmpfile())) {
+		rc = opt_error_set(OPT_EIO, "cannot prepare the resolver's input: %s", strerror(errno));
+		goto done;
+	}
+	if (fputs(text, in) == EOF || fputc('\n', in) == EOF || fflush(in) == EOF || fseek(in, 0, SEEK_SET) < 0) {
+		rc = opt_error_set(OPT_EIO, "cannot prepare the resolver's input: %s", strerror(errno));
+		goto done;
+	}
+	if (pipe(pfd) < 0) {
+		rc = opt_error_set(OPT_EIO, "cannot run the resolver: %s", strerror(errno));
+		goto done;
+	}
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		rc = opt_error_set(OPT_EIO, "cannot run the resolver: %s", strerror(errno));
+		goto done;
+	}
+	if (pid == 0) {
+		/* the program gets the default SIGPIPE, whatever ours is */
+		signal(SIGPIPE, SIG_DFL);
+		dup2(fileno(in), 0);
+		dup2(pfd[1], 1);
+		close(pfd[0]);
+		close(pfd[1]);
+		execl("/bin/sh", "sh", "-c", prog, (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	pfd[1] = -1;
+	for (;;) {
+		ssize_t n;
+		if (len + 4096 > cap) {
+			char *nb = realloc(buf, cap = cap ? cap * 2 : 8192);
+			if (!nb) {
+				rc = opt_error_set(OPT_EIO, "out of memory");
+				break;
+			}
+			buf = nb;
+		}
+		n = read(pfd[0], buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (rc < 0)
+		goto done;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' failed (%s %d)", prog,
+				   WIFEXITED(status) ? "exit status" : "signal",
+				   WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+		goto done;
+	}
+	buf[len] = '\0';
+	if (opt_json_parse(&v, buf, len) < 0) {
+		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed no JSON action or null (%s)", prog,
+				   opt_error_last());
+		goto done;
+	}
+	if (json_is_null(v)) {
+		json_decref(v);
+		v = NULL;
+	} else if (!json_is_object(v) || !json_is_string(json_object_get(v, "type"))) {
+		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed something that is neither an action "
+				   "nor null", prog);
+		goto done;
+	}
+	*out = v;
+	v = NULL;
+done:
+	json_decref(v);
+	if (pfd[0] >= 0)
+		close(pfd[0]);
+	if (pfd[1] >= 0)
+		close(pfd[1]);
+	if (in)
+		fclose(in);
+	free(text);
+	free(buf);
+	return rc;
+}
+
+/* Pass every action of c->ours through the resolver. */
+static int resolve_all(struct coll *c, const char *prog)
+{
+	size_t i, j;
+	int rc;
+
+	for (i = 0; i < json_array_size(c->ours); i++) {
+		json_t *t = json_array_get(c->ours, i), *acts = json_object_get(t, "actions"), *na = json_array();
+		for (j = 0; j < json_array_size(acts); j++) {
+			json_t *in = json_pack("{s:s,s:O,s:O}", "collection", c->name, "local", json_array_get(acts, j),
+					       "remote", c->theirs ? c->theirs : json_array()), *res = NULL;
+			rc = in ? run_resolver(prog, in, &res) : opt_error_set(OPT_EIO, "out of memory");
+			json_decref(in);
+			if (rc < 0) {
+				json_decref(na);
+				return rc;
+			}
+			if (res)
+				json_array_append_new(na, res);
+		}
+		json_object_set_new(t, "actions", na);
+	}
+	return 0;
+}
+
+/* ---- moving local heads ---- */
+
+int sync_move_heads(struct opt_sync *y, struct coll **v, size_t n, int backup, int64_t deadline)
+{
+	char ref[REFLEN], bref[REFLEN];
+	unsigned tries = 0;
+	size_t i;
+	int rc;
+
+	for (;;) {
+		git_transaction *tx = NULL;
+		int locked = 0;
+
+		if (git_transaction_new(&tx, y->repo) < 0)
+			return opt_git_fail(OPT_EIO, "cannot move collections");
+		rc = 0;
+		for (i = 0; i < n && rc == 0; i++) {
+			snprintf(ref, sizeof(ref), REF_COLL "%s", v[i]->name);
+			snprintf(bref, sizeof(bref), REF_BACKUP "%s", v[i]->name);
+			git_error_clear();
+			rc = git_transaction_lock_ref(tx, ref);
+			if (rc == 0 && backup)
+				rc = git_transaction_lock_ref(tx, bref);
+		}
+		if (rc == GIT_ELOCKED) {
+			locked = 1;
+		} else if (rc < 0) {
+			rc = opt_git_fail(OPT_EIO, "cannot lock collections");
+		} else {
+			for (i = 0; i < n && rc == 0; i++) {
+				git_oid cur;
+				int has;
+				snprintf(ref, sizeof(ref), REF_COLL "%s", v[i]->name);
+				snprintf(bref, sizeof(bref), REF_BACKUP "%s", v[i]->name);
+				if ((has = opt_git_ref_get(y->repo, ref, &cur)) < 0) {
+					rc = has;
+					break;
+				}
+				if (has != v[i]->has_L || (has && !git_oid_equal(&cur, &v[i]->L))) {
+					rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed meanwhile", v[i]->name);
+					break;
+				}
+				if (backup && (has = opt_git_ref_get(y->repo, bref, &cur)) != 0) {
+					rc = has < 0 ? has : opt_error_set(OPT_ECONFLICT, "collection '%s' has a replay in progress",
+									     v[i]->name);
+					break;
+				}
+				if (git_transaction_set_target(tx, ref, &v[i]->T, NULL, "opt-sync: to the remote head") < 0 ||
+				    (backup && v[i]->has_L &&
+				     git_transaction_set_target(tx, bref, &v[i]->L, NULL, "opt-sync: replay backup") < 0))
+					rc = opt_git_fail(OPT_EIO, "cannot move collections");
+			}
+			if (rc == 0 && git_transaction_commit(tx) < 0)
+				rc = opt_git_fail(OPT_EIO, "cannot move collections");
+		}
+		git_transaction_free(tx);
+		if (!locked)
+			return rc;
+		if (opt_now_ms() >= deadline)
+			return opt_error_set(OPT_EBUSY, "collections stayed locked by other writers");
+		opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 200));
+		tries++;
+	}
+}
+
+/* ---- running a replay ---- */
+
+int sync_replay_backups(struct opt_sync *y, const char *remote, const json_t *names, const char *policy,
+			const struct opt_sync_opts *o, json_t *counts, json_t *prepared)
+{
+	json_t *all = NULL, *queues = json_object(), *docs = json_object();
+	struct coll *cs = NULL;
+	size_t nc = 0, i, j;
+	char ref[REFLEN], bref[REFLEN];
+	int64_t deadline = opt_now_ms() + sync_busy_timeout(o);
+	int rc;
+
+	if (!queues || !docs) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	if ((rc = sync_refs_under(y->repo, REF_BACKUP, &all)) < 0)
+		goto done;
+	cs = calloc(json_array_size(all) + 1, sizeof(*cs));
+	if (!cs) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < json_array_size(all); i++) {
+		const char *name = json_string_value(json_array_get(all, i));
+		struct coll *c = &cs[nc];
+		json_t *d;
+		int has;
+
+		if (names) {
+			for (j = 0; j < json_array_size(names); j++)
+				if (strcmp(json_string_value(json_array_get(names, j)), name) == 0)
+					break;
+			if (j == json_array_size(names))
+				continue;
+		}
+		if (!opt_store_name_valid(name))
+			continue;
+		c->name = strdup(name);
+		nc++;
+		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
+		snprintf(bref, sizeof(bref), REF_BACKUP "%s", name);
+		if ((rc = opt_git_ref_get(y->repo, bref, &c->B)) < 0 || (has = opt_git_ref_get(y->repo, ref, &c->L)) < 0) {
+			rc = rc < 0 ? rc : has;
+			goto done;
+		}
+		c->has_L = has;
+		if (!has) {
+			rc = opt_error_set(OPT_EINTEGRITY, "collection '%s' is gone while its replay is pending", name);
+			goto done;
+		}
+		if ((rc = sync_base_of(y, name, &c->B, &c->L, &c->base_rev)) < 0)
+			goto done;
+		if (prepared && json_object_get(prepared, name)) {
+			/* planned (and resolved) before the move */
+			c->ours = json_incref(json_object_get(prepared, name));
+		} else {
+			d = json_object();
+			if ((rc = replayed_trx(y, name, &c->L, c->base_rev, d)) < 0 ||
+			    (rc = plan_ours(y, c, &c->B, d, 0)) < 0 || (rc = plan_theirs(y, c, &c->L)) < 0) {
+				json_decref(d);
+				goto done;
+			}
+			json_decref(d);
+			if (policy && strncmp(policy, "exec:", 5) == 0 && (rc = resolve_all(c, policy + 5)) < 0)
+				goto done;
+		}
+		/* queue its transactions; gather each one's parts */
+		{
+			json_t *q = json_array();
+			json_object_set_new(queues, name, q);
+			for (j = 0; j < json_array_size(c->ours); j++) {
+				json_t *t = json_array_get(c->ours, j), *doc, *cols;
+				const char *trx = json_string_value(json_object_get(t, "trx"));
+				if (json_array_size(json_object_get(t, "actions")) == 0)
+					continue;
+				doc = json_object_get(docs, trx);
+				if (!doc) {
+					doc = json_pack("{s:{}}", "collections");
+					json_object_set_new(docs, trx, doc);
+				}
+				cols = json_object_get(doc, "collections");
+				json_object_set(cols, name, json_object_get(t, "actions"));
+				json_array_append_new(q, json_string(trx));
+			}
+		}
+	}
+	/* run them: each when it is first in the queue of every collection
+	 * it has a part in (the order of each collection stays) */
+	for (;;) {
+		int progress_made = 0, left = 0;
+		for (i = 0; i < nc; i++) {
+			json_t *q = json_object_get(queues, cs[i].name);
+			while (json_array_size(q) > 0) {
+				const char *trx = json_string_value(json_array_get(q, 0));
+				json_t *doc = json_object_get(docs, trx), *cols = json_object_get(doc, "collections"), *out = NULL;
+				const char *cn;
+				json_t *unused;
+				int ready = 1;
+				char summary[64];
+				struct opt_txn_opts to = { NULL, summary, o ? o->busy_timeout_ms : 0, 0 };
+
+				json_object_foreach(cols, cn, unused) {
+					json_t *oq = json_object_get(queues, cn);
+					if (!json_array_size(oq) || strcmp(json_string_value(json_array_get(oq, 0)), trx) != 0)
+						ready = 0;
+				}
+				if (!ready)
+					break;
+				snprintf(summary, sizeof(summary), REPLAY_PREFIX "%s", trx);
+				rc = opt_txdoc_run(y->s, doc, &to, &out);
+				json_decref(out);
+				if (rc < 0) {
+					char msg[1024];
+					snprintf(msg, sizeof(msg), "%s", opt_error_last());
+					if (rc == OPT_EINVAL || rc == OPT_ENOTFOUND)
+						rc = OPT_ECONFLICT;
+					rc = opt_error_set(rc, "cannot replay transaction %s: %s", trx, msg);
+					goto done;
+				}
+				json_object_foreach(cols, cn, unused) {
+					json_array_remove(json_object_get(queues, cn), 0);
+					for (j = 0; j < nc; j++)
+						if (strcmp(cs[j].name, cn) == 0)
+							cs[j].replayed++;
+				}
+				progress_made = 1;
+			}
+			left += json_array_size(q) > 0;
+		}
+		if (!left)
+			break;
+		if (!progress_made) {
+			rc = opt_error_set(OPT_ECONFLICT, "cannot order the replay of multi-collection transactions");
+			goto done;
+		}
+	}
+	/* done: drop the backups, report */
+	for (i = 0; i < nc; i++) {
+		git_oid head;
+		snprintf(bref, sizeof(bref), REF_BACKUP "%s", cs[i].name);
+		snprintf(ref, sizeof(ref), REF_COLL "%s", cs[i].name);
+		if ((rc = sync_ref_cas(y->repo, bref, NULL, &cs[i].B, deadline)) < 0)
+			goto done;
+		if ((rc = opt_git_ref_get(y->repo, ref, &head)) < 0)
+			goto done;
+		if (counts) {
+			/* the caller reports */
+			json_object_set_new(counts, cs[i].name, json_integer(cs[i].replayed));
+			continue;
+		}
+		if ((rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:I,s:s,s:I}", "remote", remote, "collection", cs[i].name, "rev",
+					    (json_int_t)(rc ? sync_rev_of(y, cs[i].name, &head) : 0), "status", "replayed",
+					    "replayed", (json_int_t)cs[i].replayed))) != 0)
+			goto done;
+	}
+	rc = 0;
+done:
+	for (i = 0; cs && i < nc; i++)
+		sync_coll_clear(&cs[i]);
+	free(cs);
+	json_decref(all);
+	json_decref(queues);
+	json_decref(docs);
+	return rc;
+}
+
+int sync_reconcile(struct opt_sync *y, const char *remote, struct coll **v, size_t n, const struct opt_sync_opts *o,
+		   int64_t deadline, json_t *counts)
+{
+	const char *policy = o && o->conflict ? o->conflict : "replay";
+	json_t *names = NULL, *prepared = NULL;
+	size_t i;
+	int rc = 0;
+
+	if (n == 0)
+		return 0;
+	for (i = 0; i < n; i++) {
+		const char *kl = NULL, *kt = NULL;
+		if ((rc = sync_base_of(y, v[i]->name, &v[i]->L, &v[i]->T, &v[i]->base_rev)) < 0)
+			return rc;
+		if (strcmp(policy, "keep-remote") == 0)
+			continue;
+		if ((rc = kind_at(y, v[i]->name, &v[i]->L, &kl)) < 0 || (rc = kind_at(y, v[i]->name, &v[i]->T, &kt)) < 0)
+			return rc;
+		if (strcmp(kl, kt) != 0 && strcmp(policy, "fail") != 0)
+			return opt_error_set(OPT_ECONFLICT, "collection '%s' is a %s here and a %s at remote '%s': it cannot be "
+					     "replayed (--conflict keep-remote takes theirs)", v[i]->name, kl, kt, remote);
+		if ((rc = plan_ours(y, v[i], &v[i]->L, NULL, strcmp(policy, "fail") == 0)) < 0 ||
+		    (rc = plan_theirs(y, v[i], &v[i]->T)) < 0)
+			return rc;
+	}
+	if (strcmp(policy, "fail") == 0) {
+		for (i = 0; i < n; i++)
+			if ((rc = opt_sync_emit_rec(o, report_of(v[i]))) != 0)
+				return rc;
+		return opt_error_set(OPT_ECONFLICT, "%s '%s' %s diverged from remote '%s' (--conflict fail)",
+				     n == 1 ? "collection" : "collections", v[0]->name,
+				     n == 1 ? "has" : "and others have", remote);
+	}
+	if (o && o->dry_run) {
+		for (i = 0; i < n; i++) {
+			json_t *rec = json_pack("{s:s,s:s,s:I,s:s,s:b}", "remote", remote, "collection", v[i]->name, "rev",
+						(json_int_t)sync_rev_of(y, v[i]->name, &v[i]->L), "status",
+						strcmp(policy, "keep-remote") == 0 ? "kept-remote" : "replayed", "dry_run", 1);
+			if (rec && v[i]->ours)
+				json_object_set_new(rec, "replayed", json_integer((json_int_t)json_array_size(v[i]->ours)));
+			if ((rc = opt_sync_emit_rec(o, rec)) != 0)
+				return rc;
+		}
+		return 0;
+	}
+	if (strcmp(policy, "keep-remote") == 0) {
+		if ((rc = sync_move_heads(y, v, n, 0, deadline)) < 0)
+			return rc;
+		for (i = 0; i < n; i++)
+			if ((rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:I,s:s}", "remote", remote, "collection", v[i]->name, "rev",
+						    (json_int_t)sync_rev_of(y, v[i]->name, &v[i]->T), "status", "kept-remote"))) != 0)
+				return rc;
+		return 0;
+	}
+	/* the resolver decides before anything moves: a failing resolver
+	 * changes nothing */
+	prepared = json_object();
+	for (i = 0; i < n; i++) {
+		if (strncmp(policy, "exec:", 5) == 0 && (rc = resolve_all(v[i], policy + 5)) < 0) {
+			json_decref(prepared);
+			return rc;
+		}
+		json_object_set(prepared, v[i]->name, v[i]->ours);
+	}
+	if ((rc = sync_move_heads(y, v, n, 1, deadline)) < 0) {
+		json_decref(prepared);
+		return rc;
+	}
+	names = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append_new(names, json_string(v[i]->name));
+	rc = sync_replay_backups(y, remote, names, policy, o, counts, prepared);
+	json_decref(names);
+	json_decref(prepared);
+	return rc;
+}
+
+int sync_resume(struct opt_sync *y, const char *remote, const struct opt_sync_opts *o, json_t *counts)
+{
+	json_t *all = NULL;
+	int rc;
+
+	if ((rc = sync_refs_under(y->repo, REF_BACKUP, &all)) < 0)
+		return rc;
+	if (json_array_size(all) > 0 && o && o->conflict && strcmp(o->conflict, "keep-remote") == 0 && !o->dry_run) {
+		/* what was not replayed yet is dropped */
+		rc = sync_delete_refs_under(y->repo, REF_BACKUP);
+	} else if (json_array_size(all) > 0 && !(o && o->dry_run)) {
+		rc = sync_replay_backups(y, remote, NULL, o && o->conflict ? o->conflict : "replay", o, counts, NULL);
+	}
+	json_decref(all);
+	return rc;
+}
