@@ -89,7 +89,25 @@ struct heads {
 	size_t n, cap;
 };
 
-/* One diverged collection. */
+/* What one collection is between us and a remote, decided before
+ * anything moves or is sent (sync_classify), as git gives each ref one
+ * REF_STATUS_* before a push.  L is our head, T the remote's. */
+enum sync_state {
+	SYNC_SKIPPED,            /* the remote's name is one we cannot take */
+	SYNC_ABSENT_HERE,        /* we do not hold it (the remote may) */
+	SYNC_ABSENT_THERE,       /* we hold it, the remote does not */
+	SYNC_SAME,               /* both sides at one commit */
+	SYNC_AHEAD,              /* L descends from T: the remote lacks ours */
+	SYNC_BEHIND,             /* T descends from L: we lack the remote's */
+	SYNC_DIVERGED,           /* both have revisions since a common base */
+	SYNC_UNFETCHED_BEHIND,   /* dry run, T not here: by the tracking ref
+				  * the remote only went on from L */
+	SYNC_UNFETCHED_DIVERGED, /* dry run, T not here, and L is elsewhere */
+	SYNC_REPLICA_PAST        /* push: a replica given its home's state
+				  * (o->replicas) is past it already */
+};
+
+/* One collection as the two sides have it (a diverged one: its plan). */
 struct coll {
 	char *name;
 	git_oid L, T, B;        /* local head, remote head, backup (our old head) */
@@ -98,6 +116,10 @@ struct coll {
 	json_t *ours;           /* [{"trx","actions","collections"?}] to replay */
 	json_t *theirs;         /* [actions] since the base */
 	long replayed;
+	enum sync_state state;  /* push, pull: sync_classify's */
+	int skipped;            /* pull: the remote's name is one we cannot take */
+	int replica;            /* push: the remote holds it as a replica */
+	int pinned;             /* push: L is the home's state (o->replicas), not our head */
 };
 
 /* pull and push report one record per collection, in name order, at the
@@ -269,6 +291,42 @@ int sync_rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ft
 
 /* 1 if the array of strings a holds v. */
 int sync_has_string(const json_t *a, const char *v);
+
+/* ---- the classifier (sync.c) ---- */
+
+/* The state of collection c (has_L/L, has_T/T, skipped) at repo; e: the
+ * remote's head as fetched (its tracking ref before: e->old), NULL when
+ * the remote lacks it.  With dry_run a T that is not here (not
+ * downloaded) is judged by the tracking ref.  0, or OPT_EINTEGRITY when
+ * the histories cannot be compared. */
+int sync_classify(enum sync_state *out, git_repository *repo, const struct coll *c, const struct head *e, int dry_run);
+
+/* What push or pull does with a collection in a state. */
+enum sync_step {
+	STEP_NONE,       /* nothing, no record */
+	STEP_REPORT,     /* nothing moves; a record with status */
+	STEP_MOVE,       /* push: send L to the remote; pull: move our ref to T */
+	STEP_RECONCILE,  /* diverged: the conflict policy decides */
+	STEP_REPAIR,     /* push to a replica: repair it from our head */
+	STEP_REFETCH     /* push to a replica ahead of what we saw: fetch first */
+};
+
+struct sync_verdict {
+	enum sync_step step;
+	const char *status;  /* the record's "status" (STEP_REPORT, STEP_MOVE) */
+};
+
+/* The status a diverged collection gets under the conflict policy
+ * (NULL: "replay"), as a dry run reports it. */
+const char *sync_policy_status(const char *policy);
+
+/* push: the verdict on a collection in state st; replica: the remote
+ * holds it as a replica; optimistic: the remote heads are the tracking
+ * refs, not a fresh fetch. */
+struct sync_verdict sync_push_verdict(enum sync_state st, int replica, int optimistic, const char *policy);
+
+/* pull: the verdict on a collection in state st. */
+struct sync_verdict sync_pull_verdict(enum sync_state st, const char *policy);
 
 /* ---- clusters (cluster.c, jobs.c) ---- */
 

@@ -26,77 +26,85 @@
 
 /* ---- pull ---- */
 
-/* A transaction is taken whole or not at all: a collection of h whose
- * revisions we lack (from the remote's head down to where ours meets it)
- * hold a transaction over a skipped collection is skipped too (and so on,
- * until no more are), and its tracking ref goes back to where this fetch
- * found it. */
-static int skip_sharing(struct opt_sync *y, struct remote *r, struct heads *h, int64_t deadline)
+/* One pull: what it holds from start to end. */
+struct pull_run {
+	struct opt_sync *y;
+	const struct opt_sync_opts *o;
+	struct remote r;
+	struct heads h;              /* the remote's heads, as fetched */
+	struct coll *cs;             /* one per head */
+	struct coll **dv;            /* the diverged ones, for the policy */
+	size_t nd;
+	int64_t deadline;
+};
+
+/* The [trx, collection] pairs (escaped) of the multi-collection
+ * transactions of the revision at snap into pairs. */
+static void add_pairs(json_t *pairs, struct opt_snap *snap)
 {
-	json_t *shared = json_array();  /* per head: [[trx, collection], ...] */
+	const char *cols = opt_snap_trailer(snap, "Opt-Collections");
+	char *dup, *tok, *save = NULL, et[4 * OPT_NAME_MAX + 8], etrx[4 * OPT_ID_MAX + 8];
+
+	if (!cols)
+		return;
+	dup = strdup(cols);
+	snprintf(etrx, sizeof(etrx), "%s", opt_esc(opt_snap_trx(snap)));
+	for (tok = dup ? strtok_r(dup, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+		snprintf(et, sizeof(et), "%s", opt_esc(tok));
+		json_array_append_new(pairs, json_pack("[s,s]", etrx, et));
+	}
+	free(dup);
+}
+
+/* The pairs of the revisions of e we lack (from the remote's head down
+ * to where ours meets it) into pairs. */
+static int shared_pairs(struct opt_sync *y, const struct head *e, json_t *pairs)
+{
+	struct opt_snap *snap = NULL, *p = NULL;
 	char ref[REFLEN], hex[GIT_OID_HEXSZ + 1];
-	size_t i, j, k;
+	git_oid L, id;
+	int hasL, rc;
+
+	snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
+	if ((hasL = opt_git_ref_get(y->repo, ref, &L)) < 0)
+		return hasL;
+	if (hasL && git_oid_equal(&L, &e->new))
+		return 0;
+	sync_hex_of(hex, &e->new);
+	if ((rc = opt_snap_open_commit(&snap, y->s, e->name, hex)) < 0)
+		return rc;
+	while (snap) {
+		git_oid_fromstr(&id, opt_snap_commit(snap));
+		if (hasL) {
+			int d = git_oid_equal(&id, &L) ? 1 : sync_descends(y->repo, &L, &id);
+			if (d < 0)
+				rc = d;
+			if (d)
+				break;
+		}
+		add_pairs(pairs, snap);
+		rc = opt_snap_parent(&p, snap);
+		opt_snap_free(snap);
+		snap = p;
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			rc = 0;
+			break;
+		}
+		if (rc < 0)
+			break;
+	}
+	opt_snap_free(snap);
+	return rc;
+}
+
+/* Skip each collection of h that shares a transaction (its pairs in
+ * shared) with a skipped one, and so on, until no more are. */
+static int skip_spread(struct remote *r, const struct heads *h, const json_t *shared)
+{
+	size_t i, j;
 	int rc = 0, grew;
 
-	if (!shared)
-		return opt_error_set(OPT_EIO, "out of memory");
-	for (i = 0; i < h->n && rc == 0; i++) {
-		struct head *e = &h->v[i];
-		struct opt_snap *snap = NULL, *p = NULL;
-		json_t *pairs = json_array();
-		git_oid L, id;
-		int hasL;
-
-		if (!pairs || json_array_append_new(shared, pairs) < 0) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			break;
-		}
-		snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
-		if ((hasL = opt_git_ref_get(y->repo, ref, &L)) < 0) {
-			rc = hasL;
-			break;
-		}
-		if (hasL && git_oid_equal(&L, &e->new))
-			continue;
-		sync_hex_of(hex, &e->new);
-		if ((rc = opt_snap_open_commit(&snap, y->s, e->name, hex)) < 0)
-			break;
-		while (snap) {
-			const char *cols = opt_snap_trailer(snap, "Opt-Collections");
-			git_oid_fromstr(&id, opt_snap_commit(snap));
-			if (hasL) {
-				int d = git_oid_equal(&id, &L) ? 1 : sync_descends(y->repo, &L, &id);
-				if (d < 0)
-					rc = d;
-				if (d)
-					break;
-			}
-			if (cols) {
-				char *dup = strdup(cols), *tok, *save = NULL, et[4 * OPT_NAME_MAX + 8], etrx[4 * OPT_ID_MAX + 8];
-				snprintf(etrx, sizeof(etrx), "%s", opt_esc(opt_snap_trx(snap)));
-				for (tok = dup ? strtok_r(dup, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
-					snprintf(et, sizeof(et), "%s", opt_esc(tok));
-					json_array_append_new(pairs, json_pack("[s,s]", etrx, et));
-				}
-				free(dup);
-			}
-			rc = opt_snap_parent(&p, snap);
-			opt_snap_free(snap);
-			snap = p;
-			if (rc == OPT_ENOTFOUND) {
-				opt_error_clear();
-				rc = 0;
-				break;
-			}
-			if (rc < 0)
-				break;
-		}
-		opt_snap_free(snap);
-	}
-	if (rc < 0) {
-		json_decref(shared);
-		return rc;
-	}
 	do {
 		grew = 0;
 		for (i = 0; i < h->n && rc == 0; i++) {
@@ -115,7 +123,34 @@ static int skip_sharing(struct opt_sync *y, struct remote *r, struct heads *h, i
 			}
 		}
 	} while (grew && rc == 0);
+	return rc;
+}
+
+/* A transaction is taken whole or not at all: a collection of h whose
+ * revisions we lack (from the remote's head down to where ours meets it)
+ * hold a transaction over a skipped collection is skipped too (and so on,
+ * until no more are), and its tracking ref goes back to where this fetch
+ * found it. */
+static int skip_sharing(struct opt_sync *y, struct remote *r, struct heads *h, int64_t deadline)
+{
+	json_t *shared = json_array();  /* per head: [[trx, collection], ...] */
+	char ref[REFLEN];
+	size_t i, k;
+	int rc = 0;
+
+	OPT_CHECK_ALLOC(shared);
+	for (i = 0; i < h->n && rc == 0; i++) {
+		json_t *pairs = json_array();
+		if (!pairs || json_array_append_new(shared, pairs) < 0)
+			rc = opt_error_oom();
+		else
+			rc = shared_pairs(y, &h->v[i], pairs);
+	}
+	if (rc == 0)
+		rc = skip_spread(r, h, shared);
 	json_decref(shared);
+	if (rc < 0)
+		return rc;
 	/* drop them from h, their tracking refs where they were */
 	for (i = k = 0; i < h->n; i++) {
 		struct head *e = &h->v[i];
@@ -158,171 +193,162 @@ int opt_sync_pull_url(struct opt_sync *y, const char *name, const char *url, con
 	return rc;
 }
 
+/* The other collections of the multi-collection transactions of colls
+ * (n; 0: all the remote's) come too, also those o->want turned down: a
+ * transaction is taken whole or not at all.  Fetched again when there
+ * are such. */
+static int fetch_whole(struct pull_run *p, const char *const *colls, size_t n)
+{
+	struct opt_sync_opts all = *p->o;
+	json_t *more = json_array();
+	const char **mc = NULL;
+	char tp[REFLEN];
+	size_t i;
+	int grew = 0, rc;
+
+	OPT_CHECK_ALLOC(more);
+	snprintf(tp, sizeof(tp), REF_REMOTES "%s/", p->r.name);
+	for (i = 0; i < n; i++)
+		json_array_append_new(more, json_string(colls[i]));
+	for (i = 0; !n && i < p->h.n; i++)
+		json_array_append_new(more, json_string(p->h.v[i].name));
+	if ((rc = sync_close_over_transactions(p->y, tp, REF_COLL, more, &grew)) < 0 || !grew)
+		goto done;
+	if (!(mc = calloc(json_array_size(more) + 1, sizeof(*mc)))) {
+		rc = opt_error_oom();
+		goto done;
+	}
+	for (i = 0; i < json_array_size(more); i++)
+		mc[i] = json_string_value(json_array_get(more, i));
+	sync_heads_clear(&p->h);
+	all.want = NULL;
+	p->r.o = &all;
+	rc = sync_fetch_verified(p->y, &p->r, mc, json_array_size(more), 0, &p->h);
+	p->r.o = p->o;
+done:
+	free(mc);
+	json_decref(more);
+	return rc;
+}
+
+/* Fetch what the pull takes: colls (n; 0: all), whole transactions. */
+static int pull_fetch(struct pull_run *p, const char *const *colls, size_t n)
+{
+	const struct opt_sync_opts *o = p->o;
+	int rc;
+
+	if ((rc = sync_fetch_verified(p->y, &p->r, colls, n, o->dry_run, &p->h)) < 0 ||
+	    (rc = sync_check_named(&p->h, &p->r, colls, n)) < 0)
+		return rc;
+	if ((n || o->want) && !o->dry_run && (rc = fetch_whole(p, colls, n)) < 0)
+		return rc;
+	if (!o->dry_run && json_object_size(p->r.skipped))
+		return skip_sharing(p->y, &p->r, &p->h, p->deadline);
+	return 0;
+}
+
+/* Our ref of c could not be made: when a collection that clashes with
+ * it came since the listing, c is skipped (its tracking ref back where
+ * the fetch found it), else the error stands. */
+static int pull_clash(struct pull_run *p, const struct head *e, const struct coll *c)
+{
+	char other[OPT_NAME_MAX + 1], tref[REFLEN], msg[1024];
+	int rc;
+
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	if ((rc = opt_store_name_clash(p->y->s, c->name, other)) < 0)
+		return rc;
+	if (rc != 1)
+		return opt_error_set(OPT_EIO, "%s", msg);
+	snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", p->r.name, c->name);
+	if (strcmp(e->status, "unchanged") != 0 &&
+	    (rc = sync_ref_cas(p->y->repo, tref, e->has_old ? &e->old : NULL, &e->new, p->deadline)) < 0)
+		return rc;
+	opt_error_set(OPT_ECONFLICT, "collection '%s' cannot be created: collection '%s' exists", c->name, other);
+	return sync_skip_add(&p->r, c->name, OPT_ECONFLICT);
+}
+
+/* Take the remote's head e into c as its state says (sync_classify,
+ * sync_pull_verdict): our ref moves to it, or a record says why not, or
+ * c waits for the conflict policy.  Our ref moving meanwhile classifies
+ * it again. */
+static int pull_one(struct pull_run *p, const struct head *e, struct coll *c)
+{
+	const struct opt_sync_opts *o = p->o;
+	struct sync_verdict v;
+	char ref[REFLEN];
+	unsigned tries = 0;
+	int rc;
+
+	OPT_CHECK_ALLOC(c->name = strdup(e->name));
+	c->T = e->new;
+	c->has_T = 1;
+	c->skipped = json_object_get(p->r.skipped, e->name) != NULL;
+	snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
+	for (;;) {
+		if ((rc = opt_git_ref_get(p->y->repo, ref, &c->L)) < 0)
+			return rc;
+		c->has_L = rc;
+		if ((rc = sync_classify(&c->state, p->y->repo, c, e, o->dry_run)) < 0)
+			return rc;
+		v = sync_pull_verdict(c->state, o->conflict);
+		if (v.step != STEP_MOVE || o->dry_run)
+			break;
+		if ((rc = sync_ref_cas(p->y->repo, ref, &c->T, c->has_L ? &c->L : NULL, p->deadline)) == 0)
+			break;
+		if (rc == OPT_EIO && !c->has_L)
+			return pull_clash(p, e, c);
+		if (rc != OPT_ECONFLICT || opt_now_ms() >= p->deadline)
+			return rc;
+		opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 200));
+		tries++;
+	}
+	if (v.step == STEP_RECONCILE)
+		p->dv[p->nd++] = c;
+	if (v.step != STEP_REPORT && v.step != STEP_MOVE)
+		return 0;
+	return opt_sync_emit_rec(o, sync_rec_of(p->y, p->r.name, c->name, c->state == SYNC_AHEAD ? &c->L : &c->T,
+						v.status, o->dry_run));
+}
+
 static int pull(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		const struct opt_sync_opts *o)
 {
-	struct remote r;
-	struct heads h = { 0 };
-	struct coll *cs = NULL, **dv = NULL;
-	json_t *more = NULL;
-	const char **mc = NULL;
-	size_t i, nd = 0;
-	int64_t deadline;
+	struct pull_run p;
+	size_t i;
 	int rc;
 
-	o = o ? o : &sync_no_opts;
+	memset(&p, 0, sizeof(p));
+	p.y = y;
+	p.o = o = o ? o : &sync_no_opts;
 	y->partial = 0;
-	deadline = opt_now_ms() + sync_busy_timeout(o);
+	p.deadline = opt_now_ms() + sync_busy_timeout(o);
 	if ((rc = sync_valid_names(colls, n)) < 0 || (rc = sync_check_policy(o)) < 0)
 		return rc;
-	if ((rc = sync_remote_open(y, &r, remote, o)) < 0)
+	if ((rc = sync_remote_open(y, &p.r, remote, o)) < 0)
 		return rc;
-	if ((rc = sync_resume(y, r.name, o, NULL)) < 0)
+	if ((rc = sync_resume(y, p.r.name, o, NULL)) < 0 || (rc = pull_fetch(&p, colls, n)) < 0)
 		goto done;
-	if ((rc = sync_fetch_verified(y, &r, colls, n, o->dry_run, &h)) < 0 || (rc = sync_check_named(&h, &r, colls, n)) < 0)
-		goto done;
-	if ((n || o->want) && !o->dry_run) {
-		/* the other collections of multi-collection transactions come
-		 * too (also those o->want turned down: a transaction is taken
-		 * whole or not at all) */
-		char tp[REFLEN];
-		int grew = 0;
-		snprintf(tp, sizeof(tp), REF_REMOTES "%s/", r.name);
-		if (!(more = json_array())) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
-		}
-		for (i = 0; i < n; i++)
-			json_array_append_new(more, json_string(colls[i]));
-		for (i = 0; !n && i < h.n; i++)
-			json_array_append_new(more, json_string(h.v[i].name));
-		if ((rc = sync_close_over_transactions(y, tp, REF_COLL, more, &grew)) < 0)
-			goto done;
-		if (grew) {
-			struct opt_sync_opts all = *o;
-			mc = calloc(json_array_size(more) + 1, sizeof(*mc));
-			if (!mc) {
-				rc = opt_error_set(OPT_EIO, "out of memory");
-				goto done;
-			}
-			for (i = 0; i < json_array_size(more); i++)
-				mc[i] = json_string_value(json_array_get(more, i));
-			sync_heads_clear(&h);
-			all.want = NULL;
-			r.o = &all;
-			rc = sync_fetch_verified(y, &r, mc, json_array_size(more), 0, &h);
-			r.o = o;
-			if (rc < 0)
-				goto done;
-		}
-	}
-	if (!o->dry_run && json_object_size(r.skipped) && (rc = skip_sharing(y, &r, &h, deadline)) < 0)
-		goto done;
-	cs = calloc(h.n + 1, sizeof(*cs));
-	dv = calloc(h.n + 1, sizeof(*dv));
-	if (!cs || !dv) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+	p.cs = calloc(p.h.n + 1, sizeof(*p.cs));
+	p.dv = calloc(p.h.n + 1, sizeof(*p.dv));
+	if (!p.cs || !p.dv) {
+		rc = opt_error_oom();
 		goto done;
 	}
-	for (i = 0; i < h.n; i++) {
-		struct head *e = &h.v[i];
-		struct coll *c = &cs[i];
-		char ref[REFLEN];
-		const char *status = NULL;
-		unsigned tries = 0;
-
-		c->name = strdup(e->name);
-		c->T = e->new;
-		c->has_T = 1;
-		snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
-		for (;;) {
-			if ((rc = opt_git_ref_get(y->repo, ref, &c->L)) < 0)
-				goto done;
-			c->has_L = rc;
-			if (c->has_L && git_oid_equal(&c->L, &c->T)) {
-				status = "up-to-date";
-				break;
-			}
-			if (!c->has_L) {
-				status = "new";
-			} else if (o->dry_run && !sync_have_object(y, &c->T)) {
-				/* not downloaded: judge by what we fetched before */
-				int d = e->has_old ? (git_oid_equal(&c->L, &e->old) ? 1 : sync_descends(y->repo, &e->old, &c->L)) : 0;
-				if (d < 0) {
-					rc = d;
-					goto done;
-				}
-				status = d ? "fast-forward" : !o->conflict || strcmp(o->conflict, "replay") == 0 ? "replayed" :
-					 strcmp(o->conflict, "keep-remote") == 0 ? "kept-remote" : "conflict";
-				break;
-			} else {
-				int d = sync_descends(y->repo, &c->T, &c->L);
-				if (d < 0) {
-					rc = d;
-					goto done;
-				}
-				if (d) {
-					status = "fast-forward";
-				} else if ((d = sync_descends(y->repo, &c->L, &c->T)) != 0) {
-					if (d < 0) {
-						rc = d;
-						goto done;
-					}
-					status = "ahead";
-					break;
-				} else {
-					dv[nd++] = c;
-					break;
-				}
-			}
-			if (o->dry_run)
-				break;
-			rc = sync_ref_cas(y->repo, ref, &c->T, c->has_L ? &c->L : NULL, deadline);
-			if (rc == 0)
-				break;
-			if (rc == OPT_EIO && !c->has_L) {
-				/* a collection that clashes with it came since the listing */
-				char other[OPT_NAME_MAX + 1], tref[REFLEN], msg[1024];
-				snprintf(msg, sizeof(msg), "%s", opt_error_last());
-				if ((rc = opt_store_name_clash(y->s, c->name, other)) < 0)
-					goto done;
-				if (rc == 1) {
-					snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r.name, c->name);
-					if (strcmp(e->status, "unchanged") != 0 &&
-					    (rc = sync_ref_cas(y->repo, tref, e->has_old ? &e->old : NULL, &e->new, deadline)) < 0)
-						goto done;
-					opt_error_set(OPT_ECONFLICT, "collection '%s' cannot be created: collection '%s' exists",
-						      c->name, other);
-					if ((rc = sync_skip_add(&r, c->name, OPT_ECONFLICT)) < 0)
-						goto done;
-					status = NULL;
-					break;
-				}
-				rc = opt_error_set(OPT_EIO, "%s", msg);
-				goto done;
-			}
-			if (rc != OPT_ECONFLICT || opt_now_ms() >= deadline)
-				goto done;
-			opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 200));
-			tries++;
-		}
-		if (status && (rc = opt_sync_emit_rec(o, sync_rec_of(y, r.name, c->name,
-						    strcmp(status, "ahead") == 0 ? &c->L : &c->T, status, o->dry_run))) != 0)
+	for (i = 0; i < p.h.n; i++)
+		if ((rc = pull_one(&p, &p.h.v[i], &p.cs[i])) != 0)
 			goto done;
-	}
-	rc = sync_reconcile(y, r.name, dv, nd, o, deadline, NULL);
+	rc = sync_reconcile(y, p.r.name, p.dv, p.nd, o, p.deadline, NULL);
 done:
-	if (json_object_size(r.skipped)) {
+	if (json_object_size(p.r.skipped)) {
 		y->partial = rc == 0;
-		rc = sync_skip_report(&r, o, rc);
+		rc = sync_skip_report(&p.r, o, rc);
 	}
-	for (i = 0; cs && i < h.n; i++)
-		sync_coll_clear(&cs[i]);
-	free(cs);
-	free(dv);
-	free(mc);
-	json_decref(more);
-	sync_heads_clear(&h);
-	sync_remote_close(&r);
+	for (i = 0; p.cs && i < p.h.n; i++)
+		sync_coll_clear(&p.cs[i]);
+	free(p.cs);
+	free(p.dv);
+	sync_heads_clear(&p.h);
+	sync_remote_close(&p.r);
 	return rc;
 }

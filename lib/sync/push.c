@@ -481,312 +481,366 @@ fail:
 	return rc;
 }
 
-static int push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
-		const struct opt_sync_opts *o)
-{
+/* One push: what it holds from start to end. */
+struct push_run {
+	struct opt_sync *y;
+	const struct opt_sync_opts *o;
 	struct remote r;
-	struct heads h = { 0 };
-	json_t *names = NULL, *done_set = json_object(), *replayed = json_object();
-	struct coll *cs = NULL, **dv = NULL, **ff = NULL;
-	const char **cn = NULL;
-	int *bres = NULL;
-	size_t i, nn, nd, nf;
+	struct heads h;              /* the remote's heads this round */
+	json_t *names;               /* the collections to push */
+	const char **cn;             /* their names */
+	size_t nn;
+	struct coll *cs;             /* one per name: its state this round */
+	struct coll **dv, **ff;      /* this round: diverged; to send */
+	size_t nd, nf;
+	int *bres;                   /* a batch push: the result per ff */
+	json_t *done_set;            /* names settled in an earlier round */
+	json_t *replayed;            /* name -> transactions replayed before */
 	int64_t deadline;
-	unsigned attempt = 0;
-	int rc, optimistic, batch;
+	int optimistic;              /* the heads are the tracking refs, not a fetch */
+	int again;                   /* something moved: another round */
+};
 
-	o = o ? o : &sync_no_opts;
-	deadline = opt_now_ms() + sync_busy_timeout(o);
-	if (!done_set || !replayed) {
-		json_decref(done_set);
-		json_decref(replayed);
-		return opt_error_set(OPT_EIO, "out of memory");
+/* What to push: the named collections (each must be here), closed over
+ * their multi-collection transactions, or all of ours. */
+static int push_names(struct push_run *p, const char *const *colls, size_t n)
+{
+	char ref[REFLEN], tp[REFLEN];
+	git_oid id;
+	size_t i;
+	int rc;
+
+	if (!n)
+		return opt_store_list(p->y->s, &p->names);
+	p->names = json_array();
+	for (i = 0; i < n; i++) {
+		snprintf(ref, sizeof(ref), REF_COLL "%s", colls[i]);
+		if ((rc = opt_git_ref_get(p->y->repo, ref, &id)) <= 0)
+			return rc < 0 ? rc : opt_error_set(OPT_ENOTFOUND, "no collection '%s'", colls[i]);
+		json_array_append_new(p->names, json_string(colls[i]));
 	}
-	if ((rc = sync_valid_names(colls, n)) < 0 || (rc = sync_check_policy(o)) < 0) {
-		json_decref(done_set);
-		json_decref(replayed);
+	snprintf(tp, sizeof(tp), REF_REMOTES "%s/", p->r.name);
+	return sync_close_over_transactions(p->y, REF_COLL, tp, p->names, NULL);
+}
+
+static int push_begin(struct push_run *p, struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		      const struct opt_sync_opts *o)
+{
+	size_t i;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	p->y = y;
+	p->o = o;
+	p->deadline = opt_now_ms() + sync_busy_timeout(o);
+	OPT_CHECK_ALLOC(p->done_set = json_object());
+	OPT_CHECK_ALLOC(p->replayed = json_object());
+	if ((rc = sync_valid_names(colls, n)) < 0 || (rc = sync_check_policy(o)) < 0 ||
+	    (rc = sync_remote_open(y, &p->r, remote, o)) < 0 || (rc = sync_resume(y, p->r.name, o, p->replayed)) < 0 ||
+	    (rc = push_names(p, colls, n)) < 0)
 		return rc;
-	}
-	if ((rc = sync_remote_open(y, &r, remote, o)) < 0) {
-		json_decref(done_set);
-		json_decref(replayed);
-		return rc;
-	}
-	if ((rc = sync_resume(y, r.name, o, replayed)) < 0)
-		goto done;
-	/* what to push: the named collections, or all of ours */
-	if (n) {
-		names = json_array();
-		for (i = 0; i < n; i++) {
-			char ref[REFLEN];
-			git_oid id;
-			snprintf(ref, sizeof(ref), REF_COLL "%s", colls[i]);
-			if ((rc = opt_git_ref_get(y->repo, ref, &id)) <= 0) {
-				if (rc == 0)
-					rc = opt_error_set(OPT_ENOTFOUND, "no collection '%s'", colls[i]);
-				goto done;
-			}
-			json_array_append_new(names, json_string(colls[i]));
-		}
-		{
-			char tp[REFLEN];
-			snprintf(tp, sizeof(tp), REF_REMOTES "%s/", r.name);
-			if ((rc = sync_close_over_transactions(y, REF_COLL, tp, names, NULL)) < 0)
-				goto done;
-		}
-	} else if ((rc = opt_store_list(y->s, &names)) < 0) {
-		goto done;
-	}
-	nn = json_array_size(names);
-	cs = calloc(nn + 1, sizeof(*cs));
-	dv = calloc(nn + 1, sizeof(*dv));
-	ff = calloc(nn + 1, sizeof(*ff));
-	cn = calloc(nn + 1, sizeof(*cn));
-	if (!cs || !dv || !ff || !cn) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
-	for (i = 0; i < nn; i++)
-		cn[i] = json_string_value(json_array_get(names, i));
+	p->nn = json_array_size(p->names);
+	OPT_CHECK_ALLOC(p->cs = calloc(p->nn + 1, sizeof(*p->cs)));
+	OPT_CHECK_ALLOC(p->dv = calloc(p->nn + 1, sizeof(*p->dv)));
+	OPT_CHECK_ALLOC(p->ff = calloc(p->nn + 1, sizeof(*p->ff)));
+	OPT_CHECK_ALLOC(p->cn = calloc(p->nn + 1, sizeof(*p->cn)));
+	for (i = 0; i < p->nn; i++)
+		p->cn[i] = json_string_value(json_array_get(p->names, i));
 	/* over the network, the first attempt trusts the tracking refs: when
 	 * the remote has not moved since we last saw it, everything to push
 	 * fast-forwards it, and one connection (receive-pack, which compares
 	 * each ref with what we expect) does it all.  A remote that moved
 	 * refuses, and then we fetch, verify and plan again as always. */
-	optimistic = !o->dry_run && !r.path;
-	for (;;) {
-		int again = 0;
-		sync_heads_clear(&h);
-		git_remote_free(r.conn);
-		r.conn = NULL;
-		if (optimistic && (rc = tracking_holds(y, &r, cn, nn, &h)) <= 0) {
-			if (rc < 0)
-				goto done;
-			optimistic = 0;  /* the remote moved since we last saw it */
-		}
-		if (!optimistic && (rc = sync_fetch_verified(y, &r, cn, nn, o->dry_run, &h)) < 0)
-			goto done;
-		nd = nf = 0;
-		for (i = 0; i < nn; i++) {
-			struct coll *c = &cs[i];
-			struct head *e = sync_heads_find(&h, cn[i]);
-			char ref[REFLEN];
-			int d;
+	p->optimistic = !o->dry_run && !p->r.path;
+	return 0;
+}
 
-			json_t *src = o->replicas ? json_object_get(o->replicas, cn[i]) : NULL;
-			int replica = o->replica || src;
+static void push_end(struct push_run *p)
+{
+	size_t i;
 
-			if (json_object_get(done_set, cn[i]))
-				continue;
-			sync_coll_clear(c);
-			c->name = strdup(cn[i]);
-			snprintf(ref, sizeof(ref), REF_COLL "%s", cn[i]);
-			if ((rc = opt_git_ref_get(y->repo, ref, &c->L)) < 0)
-				goto done;
-			c->has_L = rc;
-			if (json_is_string(src) && git_oid_fromstr(&c->L, json_string_value(src)) == 0) {
-				/* a replica takes what its home acknowledged, not our head */
-				git_oid own = c->L;
-				int on_ours = c->has_L;
-				if (on_ours && (rc = opt_git_ref_get(y->repo, ref, &own)) < 0)
-					goto done;
-				on_ours = on_ours && git_oid_equal(&own, &c->L);
-				c->has_L = 1;
-				if (e && !git_oid_equal(&e->new, &c->L) && !on_ours && sync_have_object(y, &e->new)) {
-					/* the replica has more than the home's state we give
-					 * it, and our head is elsewhere: a replica past that
-					 * state is left to its home; one that diverged is
-					 * repaired from our head (below) */
-					if ((d = sync_descends(y->repo, &e->new, &c->L)) < 0) {
-						rc = d;
-						goto done;
-					}
-					if (d) {
-						json_object_set_new(done_set, cn[i], json_true());
-						if ((rc = opt_sync_emit_rec(o, sync_rec_of(y, r.name, cn[i], &e->new, "up-to-date",
-										      o->dry_run))) != 0)
-							goto done;
-						continue;
-					}
-				}
-			}
-			if (!c->has_L) {
-				json_object_set_new(done_set, cn[i], json_true());
-				continue;
-			}
-			if (e) {
-				c->T = e->new;
-				c->has_T = 1;
-			}
-			if (c->has_T && git_oid_equal(&c->L, &c->T)) {
-				json_object_set_new(done_set, cn[i], json_true());
-				json_t *rec = sync_rec_of(y, r.name, cn[i], &c->L,
-						     json_object_get(replayed, cn[i]) ? "replayed" : "up-to-date", o->dry_run);
-				if (rec && json_object_get(replayed, cn[i]))
-					json_object_set(rec, "replayed", json_object_get(replayed, cn[i]));
-				if ((rc = opt_sync_emit_rec(o, rec)) != 0)
-					goto done;
-				continue;
-			}
-			if (!c->has_T) {
-				ff[nf++] = c;
-				continue;
-			}
-			if (o->dry_run && !sync_have_object(y, &c->T)) {
-				/* the remote moved to what we have not fetched */
-				d = e->has_old ? (git_oid_equal(&c->L, &e->old) ? 1 : sync_descends(y->repo, &e->old, &c->L)) : 0;
-				if (d < 0) {
-					rc = d;
-					goto done;
-				}
-				json_object_set_new(done_set, cn[i], json_true());
-				if ((rc = opt_sync_emit_rec(o, sync_rec_of(y, r.name, cn[i], &c->L,
-							 d ? "up-to-date" : replica ? "repaired" :
-							 !o->conflict || strcmp(o->conflict, "replay") == 0 ?
-							 "replayed" : strcmp(o->conflict, "keep-remote") == 0 ? "kept-remote" : "conflict",
-							 1))) != 0)
-					goto done;
-				continue;
-			}
-			if ((d = sync_descends(y->repo, &c->L, &c->T)) < 0) {
-				rc = d;
-				goto done;
-			}
-			if (d) {
-				ff[nf++] = c;
-				continue;
-			}
-			if ((d = sync_descends(y->repo, &c->T, &c->L)) < 0) {
-				rc = d;
-				goto done;
-			}
-			if (replica && optimistic) {
-				/* it has revisions we lack, as of what we last saw:
-				 * fetch them first */
-				again = 1;
-				break;
-			}
-			if (replica) {
-				/* a replica with revisions we lack: ahead of us (d) or
-				 * diverged; repaired from our head */
-				if (json_is_string(src)) {
-					if ((rc = opt_git_ref_get(y->repo, ref, &c->L)) <= 0) {
-						rc = rc < 0 ? rc : opt_error_set(OPT_ENOTFOUND, "no collection '%s'", cn[i]);
-						goto done;
-					}
-					if ((d = sync_descends(y->repo, &c->T, &c->L)) < 0) {
-						rc = d;
-						goto done;
-					}
-				}
-				if ((rc = repair_replica(y, &r, c, d, o, deadline)) == OPT_ECONFLICT || rc == OPT_EBUSY) {
-					again = 1;
-					break;
-				}
-				if (rc != 0)
-					goto done;
-				json_object_set_new(done_set, cn[i], json_true());
-				continue;
-			}
-			if (d) {
-				/* the remote is ahead and we have nothing new */
-				json_object_set_new(done_set, cn[i], json_true());
-				if ((rc = opt_sync_emit_rec(o, sync_rec_of(y, r.name, cn[i], &c->L, "up-to-date", o->dry_run))) != 0)
-					goto done;
-				continue;
-			}
-			dv[nd++] = c;
-		}
-		if (again && optimistic) {
-			optimistic = 0;
+	for (i = 0; p->cs && i < p->nn; i++)
+		sync_coll_clear(&p->cs[i]);
+	free(p->cs);
+	free(p->dv);
+	free(p->ff);
+	free(p->cn);
+	free(p->bres);
+	json_decref(p->names);
+	json_decref(p->done_set);
+	json_decref(p->replayed);
+	sync_heads_clear(&p->h);
+	sync_remote_close(&p->r);
+}
+
+/* The remote's heads this round: its tracking refs when receive-pack
+ * says they hold (optimistic), else a fetch. */
+static int push_heads(struct push_run *p)
+{
+	int rc;
+
+	sync_heads_clear(&p->h);
+	git_remote_free(p->r.conn);
+	p->r.conn = NULL;
+	if (p->optimistic && (rc = tracking_holds(p->y, &p->r, p->cn, p->nn, &p->h)) <= 0) {
+		if (rc < 0)
+			return rc;
+		p->optimistic = 0;  /* the remote moved since we last saw it */
+	}
+	return p->optimistic ? 0 : sync_fetch_verified(p->y, &p->r, p->cn, p->nn, p->o->dry_run, &p->h);
+}
+
+/* A replica given its home's state (o->replicas): that state is c->L.
+ * 1 when the replica's head e is past it and our head is elsewhere: a
+ * replica past that state is left to its home (one that diverged is
+ * repaired from our head). */
+static int pinned_past(struct push_run *p, struct coll *c, const struct head *e, const char *ref)
+{
+	git_oid own = c->L;
+	int on_ours = c->has_L, d, rc;
+
+	if (on_ours && (rc = opt_git_ref_get(p->y->repo, ref, &own)) < 0)
+		return rc;
+	on_ours = on_ours && git_oid_equal(&own, &c->L);
+	c->has_L = 1;
+	if (!e || git_oid_equal(&e->new, &c->L) || on_ours || !sync_have_object(p->y, &e->new))
+		return 0;
+	if ((d = sync_descends(p->y->repo, &e->new, &c->L)) <= 0)
+		return d;
+	c->state = SYNC_REPLICA_PAST;
+	return 1;
+}
+
+/* The state of collection i as push sees it (sync_classify). */
+static int push_state(struct push_run *p, size_t i)
+{
+	struct coll *c = &p->cs[i];
+	const struct head *e = sync_heads_find(&p->h, p->cn[i]);
+	json_t *src = p->o->replicas ? json_object_get(p->o->replicas, p->cn[i]) : NULL;
+	char ref[REFLEN];
+	int rc;
+
+	sync_coll_clear(c);
+	OPT_CHECK_ALLOC(c->name = strdup(p->cn[i]));
+	c->replica = p->o->replica || src;
+	c->pinned = json_is_string(src);
+	snprintf(ref, sizeof(ref), REF_COLL "%s", p->cn[i]);
+	if ((rc = opt_git_ref_get(p->y->repo, ref, &c->L)) < 0)
+		return rc;
+	c->has_L = rc;
+	if (c->pinned && git_oid_fromstr(&c->L, json_string_value(src)) == 0 && (rc = pinned_past(p, c, e, ref)) != 0)
+		return rc < 0 ? rc : 0;
+	if (e) {
+		c->T = e->new;
+		c->has_T = 1;
+	}
+	return sync_classify(&c->state, p->y->repo, c, e, p->o->dry_run);
+}
+
+/* Every collection not settled yet gets its state, before anything is
+ * sent. */
+static int push_classify(struct push_run *p)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; i < p->nn; i++)
+		if (!json_object_get(p->done_set, p->cn[i]) && (rc = push_state(p, i)) < 0)
+			return rc;
+	return 0;
+}
+
+/* The record of c with status, at our head (a replica left to its home:
+ * at the replica's); what a replay did before shows as "replayed". */
+static int push_record(struct push_run *p, const struct coll *c, const char *status)
+{
+	const json_t *replayed = json_object_get(p->replayed, c->name);
+	const git_oid *at = &c->L;
+	json_t *rec;
+
+	if (c->state == SYNC_REPLICA_PAST)
+		at = &sync_heads_find(&p->h, c->name)->new;
+	if (c->state != SYNC_SAME && strcmp(status, "pushed") != 0)
+		replayed = NULL;
+	rec = sync_rec_of(p->y, p->r.name, c->name, at, replayed ? "replayed" : status, p->o->dry_run);
+	if (rec && replayed)
+		json_object_set(rec, "replayed", (json_t *)replayed);
+	return opt_sync_emit_rec(p->o, rec);
+}
+
+/* Repair replica collection c from our head (repair_replica). */
+static int push_repair(struct push_run *p, struct coll *c)
+{
+	char ref[REFLEN];
+	int ahead = c->state == SYNC_BEHIND, rc;
+
+	if (c->pinned) {
+		/* from our head, not the home's state */
+		snprintf(ref, sizeof(ref), REF_COLL "%s", c->name);
+		if ((rc = opt_git_ref_get(p->y->repo, ref, &c->L)) <= 0)
+			return rc < 0 ? rc : opt_error_set(OPT_ENOTFOUND, "no collection '%s'", c->name);
+		if ((ahead = sync_descends(p->y->repo, &c->T, &c->L)) < 0)
+			return ahead;
+	}
+	return repair_replica(p->y, &p->r, c, ahead, p->o, p->deadline);
+}
+
+/* Act on each state (sync_push_verdict): records of what needs nothing,
+ * repairs; the rest into ff (to send) and dv (diverged).  p->again when
+ * something moved. */
+static int push_sort(struct push_run *p)
+{
+	struct sync_verdict v;
+	size_t i;
+	int rc;
+
+	p->nd = p->nf = 0;
+	for (i = 0; i < p->nn && !p->again; i++) {
+		struct coll *c = &p->cs[i];
+		if (json_object_get(p->done_set, p->cn[i]))
 			continue;
+		v = sync_push_verdict(c->state, c->replica, p->optimistic, p->o->conflict);
+		if (v.step == STEP_MOVE) {
+			p->ff[p->nf++] = c;
+		} else if (v.step == STEP_RECONCILE) {
+			p->dv[p->nd++] = c;
+		} else if (v.step == STEP_REFETCH) {
+			p->again = 1;
+		} else if (v.step == STEP_REPAIR && ((rc = push_repair(p, c)) == OPT_ECONFLICT || rc == OPT_EBUSY)) {
+			p->again = 1;
+		} else if (v.step == STEP_REPAIR && rc != 0) {
+			return rc;
+		} else {
+			json_object_set_new(p->done_set, c->name, json_true());
+			if (v.step == STEP_REPORT && (rc = push_record(p, c, v.status)) != 0)
+				return rc;
 		}
-		if (again)
-			nd = nf = 0;  /* plan again after the backoff */
-		if (optimistic && nd) {
-			/* diverged from what we last saw: fetch first after all */
-			optimistic = 0;
-			continue;
-		}
-		if (nd) {
-			const char *policy = o->conflict ? o->conflict : "replay";
-			int keep = strcmp(policy, "keep-remote") == 0;
-			if ((rc = sync_reconcile(y, r.name, dv, nd, o, deadline, replayed)) < 0)
-				goto done;
-			for (i = 0; i < nd; i++)
-				if (keep || o->dry_run)
-					json_object_set_new(done_set, dv[i]->name, json_true());
-			if (!keep && !o->dry_run)
-				continue;  /* now they fast-forward */
-		}
-		/* all of them at once: one pack, one connection (over the
-		 * network only when no multi-collection transaction goes) */
-		free(bres);
-		bres = NULL;
-		batch = !o->dry_run && nf > 1;
-		for (i = 0; batch && !r.path && i < nf; i++) {
-			int m = multi_to_push(y, ff[i]);
-			if (m < 0) {
-				rc = m;
-				goto done;
-			}
-			batch = !m;
-		}
-		if (batch) {
-			if (!(bres = calloc(nf, sizeof(*bres)))) {
-				rc = opt_error_set(OPT_EIO, "out of memory");
-				goto done;
-			}
-			sync_progress(o, "pushing", 0, nf);
-			if ((rc = r.path ? push_path_many(y, &r, ff, nf, deadline, bres)
-					 : push_net_many(y, &r, ff, nf, bres)) < 0)
-				goto done;
-		}
-		/* fast-forward the remote, in name order: pends before their
-		 * primary; stop at the first that moved under us */
-		for (i = 0; i < nf; i++) {
-			struct coll *c = ff[i];
-			char tref[REFLEN];
-			if (o->dry_run) {
-				json_object_set_new(done_set, c->name, json_true());
-				if ((rc = opt_sync_emit_rec(o, sync_rec_of(y, r.name, c->name, &c->L, "pushed", 1))) != 0)
-					goto done;
-				continue;
-			}
-			sync_progress(o, c->name, i, nf);
-			rc = bres ? bres[i]
-			     : r.path ? push_path_one(y, &r, c->name, c->has_T ? &c->T : NULL, &c->L, deadline)
-				      : push_net_one(y, &r, c->name, c->has_T ? &c->T : NULL, &c->L, deadline);
+	}
+	return 0;
+}
+
+/* The diverged collections go the conflict policy's way: <0, or 1 when
+ * they were replayed (plan again: now they fast-forward), else 0. */
+static int push_reconcile(struct push_run *p)
+{
+	int keep = p->o->conflict && strcmp(p->o->conflict, "keep-remote") == 0;
+	size_t i;
+	int rc;
+
+	if ((rc = sync_reconcile(p->y, p->r.name, p->dv, p->nd, p->o, p->deadline, p->replayed)) < 0)
+		return rc;
+	for (i = 0; i < p->nd; i++)
+		if (keep || p->o->dry_run)
+			json_object_set_new(p->done_set, p->dv[i]->name, json_true());
+	return !keep && !p->o->dry_run;
+}
+
+/* All of ff at once: one pack, one connection (over the network only
+ * when no multi-collection transaction goes); p->bres gets the result
+ * per collection.  Else (one to send, a dry run) p->bres stays NULL. */
+static int push_batch(struct push_run *p)
+{
+	size_t i;
+	int batch = !p->o->dry_run && p->nf > 1, m;
+
+	free(p->bres);
+	p->bres = NULL;
+	for (i = 0; batch && !p->r.path && i < p->nf; i++) {
+		if ((m = multi_to_push(p->y, p->ff[i])) < 0)
+			return m;
+		batch = !m;
+	}
+	if (!batch)
+		return 0;
+	OPT_CHECK_ALLOC(p->bres = calloc(p->nf, sizeof(*p->bres)));
+	sync_progress(p->o, "pushing", 0, p->nf);
+	return p->r.path ? push_path_many(p->y, &p->r, p->ff, p->nf, p->deadline, p->bres)
+			 : push_net_many(p->y, &p->r, p->ff, p->nf, p->bres);
+}
+
+/* Send ff (the remote fast-forwards), in name order: pends before their
+ * primary; stop at the first that moved under us.  Each that took gets
+ * its tracking ref and its record. */
+static int push_send(struct push_run *p)
+{
+	char tref[REFLEN];
+	size_t i;
+	int rc;
+
+	if ((rc = push_batch(p)) < 0)
+		return rc;
+	for (i = 0; i < p->nf; i++) {
+		struct coll *c = p->ff[i];
+		const git_oid *expect = c->has_T ? &c->T : NULL;
+		if (!p->o->dry_run) {
+			sync_progress(p->o, c->name, i, p->nf);
+			rc = p->bres ? p->bres[i]
+			     : p->r.path ? push_path_one(p->y, &p->r, c->name, expect, &c->L, p->deadline)
+					 : push_net_one(p->y, &p->r, c->name, expect, &c->L, p->deadline);
 			if (rc == OPT_ECONFLICT || rc == OPT_EBUSY) {
-				again = 1;
-				if (bres)
+				p->again = 1;
+				if (p->bres)
 					continue;  /* the rest went in the same push: record those that took */
 				break;
 			}
 			if (rc < 0)
-				goto done;
-			snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r.name, c->name);
-			if (sync_ref_cas(y->repo, tref, &c->L, c->has_T ? &c->T : NULL, deadline) < 0)
+				return rc;
+			snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", p->r.name, c->name);
+			if (sync_ref_cas(p->y->repo, tref, &c->L, expect, p->deadline) < 0)
 				opt_error_clear();  /* the next fetch sets it */
-			json_object_set_new(done_set, c->name, json_true());
-			{
-				json_t *rec = sync_rec_of(y, r.name, c->name, &c->L,
-						     json_object_get(replayed, c->name) ? "replayed" : "pushed", 0);
-				if (rec && json_object_get(replayed, c->name))
-					json_object_set(rec, "replayed", json_object_get(replayed, c->name));
-				if ((rc = opt_sync_emit_rec(o, rec)) != 0)
-					goto done;
-			}
 		}
-		if (!again)
-			break;
-		if (optimistic) {
-			/* the remote moved since we last saw it: fetch now */
-			optimistic = 0;
+		json_object_set_new(p->done_set, c->name, json_true());
+		if ((rc = push_record(p, c, "pushed")) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Rounds until every collection is settled: the remote's heads, each
+ * collection's state, then what the states ask for (records, repairs,
+ * the conflict policy, sending).  A remote that moved meanwhile makes
+ * another round (at once after an optimistic one, else after a backoff,
+ * until the busy timeout). */
+static int push(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
+		const struct opt_sync_opts *o)
+{
+	struct push_run p;
+	unsigned attempt = 0;
+	int rc;
+
+	if ((rc = push_begin(&p, y, remote, colls, n, o ? o : &sync_no_opts)) < 0)
+		goto done;
+	for (;;) {
+		p.again = 0;
+		if ((rc = push_heads(&p)) < 0 || (rc = push_classify(&p)) < 0 || (rc = push_sort(&p)) != 0)
+			goto done;
+		if (p.again && p.optimistic) {
+			p.optimistic = 0;
 			continue;
 		}
-		if (opt_now_ms() >= deadline) {
-			rc = opt_error_set(OPT_EBUSY, "remote '%s' kept moving: gave up after %u attempts (%s)", r.name,
+		if (p.again)
+			p.nd = p.nf = 0;  /* plan again after the backoff */
+		if (p.optimistic && p.nd) {
+			/* diverged from what we last saw: fetch first after all */
+			p.optimistic = 0;
+			continue;
+		}
+		if (p.nd && (rc = push_reconcile(&p)) != 0) {
+			if (rc < 0)
+				goto done;
+			continue;  /* now they fast-forward */
+		}
+		if ((rc = push_send(&p)) != 0)
+			goto done;
+		if (!p.again)
+			break;
+		if (p.optimistic) {
+			/* the remote moved since we last saw it: fetch now */
+			p.optimistic = 0;
+			continue;
+		}
+		if (opt_now_ms() >= p.deadline) {
+			rc = opt_error_set(OPT_EBUSY, "remote '%s' kept moving: gave up after %u attempts (%s)", p.r.name,
 					   attempt + 1, opt_error_last());
 			goto done;
 		}
@@ -795,17 +849,6 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 	}
 	rc = 0;
 done:
-	for (i = 0; cs && i < json_array_size(names); i++)
-		sync_coll_clear(&cs[i]);
-	free(cs);
-	free(dv);
-	free(ff);
-	free(cn);
-	free(bres);
-	json_decref(names);
-	json_decref(done_set);
-	json_decref(replayed);
-	sync_heads_clear(&h);
-	sync_remote_close(&r);
+	push_end(&p);
 	return rc;
 }

@@ -566,3 +566,139 @@ int opt_name_wanted(const char *name, const char *const *names, size_t n)
 	return n == 0;
 }
 
+/* ---- the classifier ---- */
+
+/* 1 if object id is in repo. */
+static int in_repo(git_repository *repo, const git_oid *id)
+{
+	git_odb *odb = NULL;
+	int rc = 0;
+
+	if (git_repository_odb(&odb, repo) == 0)
+		rc = git_odb_exists(odb, id);
+	git_odb_free(odb);
+	return rc;
+}
+
+/* AHEAD, BEHIND or DIVERGED: where the histories of L and T meet. */
+static int relation(enum sync_state *out, git_repository *repo, const git_oid *L, const git_oid *T)
+{
+	git_oid mb;
+	int rc = git_merge_base(&mb, repo, L, T);
+
+	if (rc == GIT_ENOTFOUND) {
+		git_error_clear();
+		*out = SYNC_DIVERGED;
+		return 0;
+	}
+	if (rc < 0)
+		return opt_git_fail(OPT_EINTEGRITY, "cannot compare histories");
+	*out = git_oid_equal(&mb, T) ? SYNC_AHEAD : git_oid_equal(&mb, L) ? SYNC_BEHIND : SYNC_DIVERGED;
+	return 0;
+}
+
+int sync_classify(enum sync_state *out, git_repository *repo, const struct coll *c, const struct head *e, int dry_run)
+{
+	int d;
+
+	*out = c->skipped ? SYNC_SKIPPED : !c->has_L ? SYNC_ABSENT_HERE : !c->has_T ? SYNC_ABSENT_THERE
+		: git_oid_equal(&c->L, &c->T) ? SYNC_SAME : SYNC_DIVERGED;
+	if (*out != SYNC_DIVERGED)
+		return 0;
+	if (!dry_run || in_repo(repo, &c->T))
+		return relation(out, repo, &c->L, &c->T);
+	/* not downloaded: judge by what we fetched before */
+	d = e && e->has_old ? (git_oid_equal(&c->L, &e->old) ? 1 : sync_descends(repo, &e->old, &c->L)) : 0;
+	if (d < 0)
+		return d;
+	*out = d ? SYNC_UNFETCHED_BEHIND : SYNC_UNFETCHED_DIVERGED;
+	return 0;
+}
+
+const char *sync_policy_status(const char *policy)
+{
+	if (!policy || strcmp(policy, "replay") == 0)
+		return "replayed";
+	return strcmp(policy, "keep-remote") == 0 ? "kept-remote" : "conflict";
+}
+
+struct sync_verdict sync_push_verdict(enum sync_state st, int replica, int optimistic, const char *policy)
+{
+	struct sync_verdict v = { STEP_NONE, NULL };
+
+	switch (st) {
+	case SYNC_SKIPPED:
+	case SYNC_ABSENT_HERE:
+		break;
+	case SYNC_SAME:
+	case SYNC_UNFETCHED_BEHIND:
+	case SYNC_REPLICA_PAST:
+		v.step = STEP_REPORT;
+		v.status = "up-to-date";
+		break;
+	case SYNC_ABSENT_THERE:
+	case SYNC_AHEAD:
+		v.step = STEP_MOVE;
+		v.status = "pushed";
+		break;
+	case SYNC_UNFETCHED_DIVERGED:
+		v.step = STEP_REPORT;
+		v.status = replica ? "repaired" : sync_policy_status(policy);
+		break;
+	case SYNC_BEHIND:
+	case SYNC_DIVERGED:
+		if (replica) {
+			/* it has revisions we lack: as of what we last saw, fetch
+			 * them first; else repaired from our head */
+			v.step = optimistic ? STEP_REFETCH : STEP_REPAIR;
+		} else if (st == SYNC_BEHIND) {
+			/* the remote is ahead and we have nothing new */
+			v.step = STEP_REPORT;
+			v.status = "up-to-date";
+		} else {
+			v.step = STEP_RECONCILE;
+		}
+		break;
+	}
+	return v;
+}
+
+struct sync_verdict sync_pull_verdict(enum sync_state st, const char *policy)
+{
+	struct sync_verdict v = { STEP_NONE, NULL };
+
+	switch (st) {
+	case SYNC_SKIPPED:
+	case SYNC_ABSENT_THERE:
+	case SYNC_REPLICA_PAST:
+		break;
+	case SYNC_SAME:
+		v.step = STEP_REPORT;
+		v.status = "up-to-date";
+		break;
+	case SYNC_ABSENT_HERE:
+		v.step = STEP_MOVE;
+		v.status = "new";
+		break;
+	case SYNC_BEHIND:
+		v.step = STEP_MOVE;
+		v.status = "fast-forward";
+		break;
+	case SYNC_UNFETCHED_BEHIND:
+		v.step = STEP_REPORT;
+		v.status = "fast-forward";
+		break;
+	case SYNC_UNFETCHED_DIVERGED:
+		v.step = STEP_REPORT;
+		v.status = sync_policy_status(policy);
+		break;
+	case SYNC_AHEAD:
+		v.step = STEP_REPORT;
+		v.status = "ahead";
+		break;
+	case SYNC_DIVERGED:
+		v.step = STEP_RECONCILE;
+		break;
+	}
+	return v;
+}
