@@ -477,25 +477,19 @@ static int head_is_commit(struct opt_sync *y, struct remote *r, const struct hea
 	return 0;
 }
 
-int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const *colls, size_t n,
-			int dry_run, struct heads *h)
+/* The plan: the remote's collections (colls, n; 0: all) that o->want
+ * accepts, sorted by name, each with its tracking ref (e->old) and its
+ * status (new, updated, unchanged); *gr stays connected. */
+static int fetch_plan(struct opt_sync *y, struct remote *r, const char *const *colls, size_t n, git_remote **gr,
+		      struct heads *h)
 {
 	const struct opt_sync_opts *o = r->o;
-	git_remote *gr = NULL;
-	git_fetch_options fo;
-	git_strarray specs = { 0 };
-	char ref[REFLEN], inc_prefix[REFLEN], hex[GIT_OID_HEXSZ + 1];
-	int64_t deadline = opt_now_ms() + sync_busy_timeout(o);
-	json_t *packs_before = NULL;
+	char ref[REFLEN];
 	size_t i, k;
 	int rc;
 
-	memset(h, 0, sizeof(*h));
-	snprintf(inc_prefix, sizeof(inc_prefix), REF_INCOMING "%s/", r->name);
-	if ((rc = sync_delete_refs_under(y->repo, inc_prefix)) < 0)
+	if ((rc = sync_ls_remote(y, r, gr, h)) < 0)
 		return rc;
-	if ((rc = sync_ls_remote(y, r, &gr, h)) < 0)
-		goto done;
 	/* keep the wanted ones */
 	for (i = k = 0; i < h->n; i++) {
 		if (opt_name_wanted(h->v[i].name, colls, n) && (!o || !o->want || o->want(h->v[i].name, o->want_arg)))
@@ -511,45 +505,60 @@ int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const 
 		struct head *e = &h->v[i];
 		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
 		if ((rc = opt_git_ref_get(y->repo, ref, &e->old)) < 0)
-			goto done;
+			return rc;
 		e->has_old = rc;
 		e->status = !e->has_old ? "new" : git_oid_equal(&e->old, &e->new) ? "unchanged" : "updated";
 	}
-	rc = 0;
-	if (dry_run)
-		goto done;
-	/* download what changed, into the quarantine */
-	specs.strings = calloc(h->n ? h->n : 1, sizeof(char *));
-	if (!specs.strings) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
+	return 0;
+}
+
+/* The refspecs of what changed: remote head to inc_prefix+NAME. */
+static int fetch_specs(const struct heads *h, const char *inc_prefix, git_strarray *specs)
+{
+	size_t i;
+
+	OPT_CHECK_ALLOC(specs->strings = calloc(h->n ? h->n : 1, sizeof(char *)));
 	for (i = 0; i < h->n; i++) {
-		struct head *e = &h->v[i];
+		const struct head *e = &h->v[i];
 		if (strcmp(e->status, "unchanged") == 0)
 			continue;
-		if (asprintf(&specs.strings[specs.count], "+" REF_COLL "%s:%s%s", e->name, inc_prefix, e->name) < 0) {
-			specs.strings[specs.count] = NULL;
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
+		if (asprintf(&specs->strings[specs->count], "+" REF_COLL "%s:%s%s", e->name, inc_prefix, e->name) < 0) {
+			specs->strings[specs->count] = NULL;
+			return opt_error_oom();
 		}
-		specs.count++;
+		specs->count++;
 	}
-	if (specs.count == 0)
+	return 0;
+}
+
+/* Download what changed into the quarantine, to the incoming refs: a
+ * first fetch from a path remote copies its packs; otherwise the sizes
+ * first (a path remote's objects by their headers), then libgit2's
+ * download, each new pack's sizes checked before anything reads it.  0,
+ * 1 when nothing changed, <0. */
+static int fetch_download(struct opt_sync *y, struct remote *r, git_remote *gr, struct heads *h,
+			  const char *inc_prefix)
+{
+	git_strarray specs = { 0 };
+	git_fetch_options fo;
+	json_t *packs_before = NULL;
+	size_t i;
+	int rc;
+
+	if ((rc = fetch_specs(h, inc_prefix, &specs)) < 0 || specs.count == 0) {
+		rc = rc < 0 ? rc : 1;
 		goto done;
+	}
 	/* what comes is kept apart until it passed */
 	if ((rc = quarantine(y, 1, 0)) < 0)
 		goto done;
 	if (r->path && (rc = seed_from_path(y, r, h, inc_prefix)) != 0) {
-		if (rc < 0)
-			goto done;
-		goto downloaded;
+		rc = rc < 0 ? rc : 0;
+		goto done;
 	}
 	/* libgit2's local transport reads every object it sends whole:
 	 * their sizes first */
-	if (r->path && (rc = peer_sizes(y, r, h)) < 0)
-		goto done;
-	if ((rc = pack_names(y, &packs_before)) < 0)
+	if ((r->path && (rc = peer_sizes(y, r, h)) < 0) || (rc = pack_names(y, &packs_before)) < 0)
 		goto done;
 	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
 	sync_callbacks(&fo.callbacks, r);
@@ -563,94 +572,111 @@ int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const 
 	/* nothing of what came is read before its size is known */
 	if ((rc = new_packs_sizes(y, r, packs_before)) < 0)
 		goto done;
-	if (git_remote_update_tips(gr, &fo.callbacks, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, NULL) < 0) {
+	if (git_remote_update_tips(gr, &fo.callbacks, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, NULL) < 0)
 		rc = opt_git_fail(OPT_EIO, "cannot write incoming refs");
-		goto done;
-	}
-downloaded:
-	git_remote_disconnect(gr);
-	/* verify every changed collection before any ref moves */
-	for (i = 0; i < h->n; i++) {
-		struct head *e = &h->v[i];
-		struct vprog vp;
-		git_oid got;
-		if (strcmp(e->status, "unchanged") == 0)
-			continue;
-		snprintf(ref, sizeof(ref), "%s%s", inc_prefix, e->name);
-		if ((rc = opt_git_ref_get(y->repo, ref, &got)) < 0)
-			goto done;
-		if (rc == 0 || !git_oid_equal(&got, &e->new)) {
-			rc = opt_error_set(OPT_ENET, "remote '%s': collection '%s' changed during the fetch; try again",
-					   r->name, e->name);
-			goto done;
-		}
-		/* (before libgit2's history walk, which leaks on another
-		 * type) */
-		if ((rc = head_is_commit(y, r, e)) < 0)
-			goto done;
-		if (e->has_old) {
-			rc = sync_descends(y->repo, &e->new, &e->old);
-			if (rc < 0)
-				goto done;
-			if (rc == 0) {
-				rc = opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s' was rewound: its revision %ld does not "
-						   "descend from revision %ld that we fetched before (refused)", r->name, e->name,
-						   sync_rev_of(y, e->name, &e->new), sync_rev_of(y, e->name, &e->old));
-				goto done;
-			}
-		}
-		sync_hex_of(hex, &e->new);
-		vp.o = o;
-		snprintf(vp.what, sizeof(vp.what), "verifying '%s'", e->name);
-		/* the old tracking ref was verified when it came: only what is new */
-		{
-			char base[GIT_OID_HEXSZ + 1];
-			sync_hex_of(base, &e->old);
-			rc = opt_verify_collection_since(y->s, e->name, hex, e->has_old ? base : NULL,
-							 o && o->progress ? verify_progress : NULL, &vp, NULL);
-		}
-		if (rc < 0) {
-			char msg[1024];
-			snprintf(msg, sizeof(msg), "%s", opt_error_last());
-			if (rc != OPT_EIO)
-				rc = OPT_EINTEGRITY;
-			rc = opt_error_set(rc, "remote '%s': collection '%s' refused: %s", r->name, e->name, msg);
-			goto done;
-		}
-	}
-	/* all verified: the objects into the store, then the tracking refs */
-	if ((rc = quarantine(y, 0, 1)) < 0)
-		goto done;
-	for (i = 0; i < h->n; i++) {
-		struct head *e = &h->v[i];
-		if (strcmp(e->status, "unchanged") == 0)
-			continue;
-		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
-		if ((rc = sync_ref_cas(y->repo, ref, &e->new, e->has_old ? &e->old : NULL, deadline)) < 0)
-			goto done;
-	}
-	rc = 0;
 done:
 	json_decref(packs_before);
 	for (i = 0; i < specs.count; i++)
 		free(specs.strings[i]);
 	free(specs.strings);
+	return rc;
+}
+
+/* Verify changed collection e as it came (its incoming ref): what was
+ * listed, a commit, no rewind of what we fetched before, and the history
+ * since then (opt_verify_collection_since). */
+static int verify_one(struct opt_sync *y, struct remote *r, const struct head *e, const char *inc_prefix)
+{
+	char ref[REFLEN], hex[GIT_OID_HEXSZ + 1], base[GIT_OID_HEXSZ + 1], msg[1024];
+	struct vprog vp;
+	git_oid got;
+	int rc;
+
+	snprintf(ref, sizeof(ref), "%s%s", inc_prefix, e->name);
+	if ((rc = opt_git_ref_get(y->repo, ref, &got)) < 0)
+		return rc;
+	if (rc == 0 || !git_oid_equal(&got, &e->new))
+		return opt_error_set(OPT_ENET, "remote '%s': collection '%s' changed during the fetch; try again", r->name,
+				     e->name);
+	/* (before libgit2's history walk, which leaks on another type) */
+	if ((rc = head_is_commit(y, r, e)) < 0)
+		return rc;
+	if (e->has_old && (rc = sync_descends(y->repo, &e->new, &e->old)) <= 0)
+		return rc < 0 ? rc : opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s' was rewound: its revision %ld "
+						   "does not descend from revision %ld that we fetched before (refused)",
+						   r->name, e->name, sync_rev_of(y, e->name, &e->new),
+						   sync_rev_of(y, e->name, &e->old));
+	sync_hex_of(hex, &e->new);
+	vp.o = r->o;
+	snprintf(vp.what, sizeof(vp.what), "verifying '%s'", e->name);
+	/* the old tracking ref was verified when it came: only what is new */
+	sync_hex_of(base, &e->old);
+	rc = opt_verify_collection_since(y->s, e->name, hex, e->has_old ? base : NULL,
+					 r->o && r->o->progress ? verify_progress : NULL, &vp, NULL);
+	if (rc >= 0)
+		return 0;
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	return opt_error_set(rc != OPT_EIO ? OPT_EINTEGRITY : rc, "remote '%s': collection '%s' refused: %s", r->name,
+			     e->name, msg);
+}
+
+/* All verified: the objects into the store, then the tracking refs. */
+static int fetch_commit(struct opt_sync *y, struct remote *r, const struct heads *h, int64_t deadline)
+{
+	char ref[REFLEN];
+	size_t i;
+	int rc;
+
+	if ((rc = quarantine(y, 0, 1)) < 0)
+		return rc;
+	for (i = 0; i < h->n; i++) {
+		const struct head *e = &h->v[i];
+		if (strcmp(e->status, "unchanged") == 0)
+			continue;
+		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
+		if ((rc = sync_ref_cas(y->repo, ref, &e->new, e->has_old ? &e->old : NULL, deadline)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const *colls, size_t n, int dry_run,
+			struct heads *h)
+{
+	git_remote *gr = NULL;
+	char inc_prefix[REFLEN], msg[1024];
+	int64_t deadline = opt_now_ms() + sync_busy_timeout(r->o);
+	size_t i;
+	int rc;
+
+	memset(h, 0, sizeof(*h));
+	snprintf(inc_prefix, sizeof(inc_prefix), REF_INCOMING "%s/", r->name);
+	if ((rc = sync_delete_refs_under(y->repo, inc_prefix)) < 0)
+		return rc;
+	if ((rc = fetch_plan(y, r, colls, n, &gr, h)) == 0 && !dry_run &&
+	    (rc = fetch_download(y, r, gr, h, inc_prefix)) == 0) {
+		git_remote_disconnect(gr);
+		/* verify every changed collection before any ref moves */
+		for (i = 0; i < h->n && rc == 0; i++)
+			if (strcmp(h->v[i].status, "unchanged") != 0)
+				rc = verify_one(y, r, &h->v[i], inc_prefix);
+		if (rc == 0)
+			rc = fetch_commit(y, r, h, deadline);
+	}
+	if (rc > 0)
+		rc = 0;  /* nothing changed */
 	if (gr) {
 		git_remote_disconnect(gr);
 		git_remote_free(gr);
 	}
-	{
-		/* the quarantine goes either way */
-		char msg[1024];
-		int keep = rc;
-		snprintf(msg, sizeof(msg), "%s", opt_error_last());
-		if (quarantine(y, 0, 0) < 0 && rc == 0)
-			return opt_error_last_code() ? opt_error_last_code() : OPT_EIO;
-		if (sync_delete_refs_under(y->repo, inc_prefix) < 0 && rc == 0)
-			return opt_error_last_code() ? opt_error_last_code() : OPT_EIO;
-		if (keep < 0)
-			opt_error_set(keep, "%s", msg);
-	}
+	/* the quarantine goes either way */
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	if (quarantine(y, 0, 0) < 0 && rc == 0)
+		return opt_error_last_code() ? opt_error_last_code() : OPT_EIO;
+	if (sync_delete_refs_under(y->repo, inc_prefix) < 0 && rc == 0)
+		return opt_error_last_code() ? opt_error_last_code() : OPT_EIO;
+	if (rc < 0)
+		opt_error_set(rc, "%s", msg);
 	return rc;
 }
 

@@ -540,168 +540,217 @@ int sync_move_heads(struct opt_sync *y, struct coll **v, size_t n, int backup, i
 
 /* ---- running a replay ---- */
 
-int sync_replay_backups(struct opt_sync *y, const char *remote, const json_t *names, const char *policy,
-			const struct opt_sync_opts *o, json_t *counts, json_t *prepared)
+/* A replay of backups: what it holds from start to end. */
+struct replay {
+	struct opt_sync *y;
+	const char *remote, *policy;
+	const struct opt_sync_opts *o;
+	struct coll *cs;             /* the collections with a backup */
+	size_t nc;
+	json_t *queues;              /* collection -> [trx, ...] in its order */
+	json_t *docs;                /* trx -> {"collections": {name: actions}} */
+};
+
+/* The collection of c->name with a backup: its backup B, head L, common
+ * base, and the plan of ours: prepared (planned and resolved before the
+ * move), or read again minus what was replayed already. */
+static int gather_one(struct replay *p, struct coll *c, json_t *prepared)
 {
-	json_t *all = NULL, *queues = json_object(), *docs = json_object();
-	struct coll *cs = NULL;
-	size_t nc = 0, i, j;
 	char ref[REFLEN], bref[REFLEN];
-	int64_t deadline = opt_now_ms() + sync_busy_timeout(o);
+	json_t *d;
+	int has = 0, rc;
+
+	snprintf(ref, sizeof(ref), REF_COLL "%s", c->name);
+	snprintf(bref, sizeof(bref), REF_BACKUP "%s", c->name);
+	if ((rc = opt_git_ref_get(p->y->repo, bref, &c->B)) < 0 || (has = opt_git_ref_get(p->y->repo, ref, &c->L)) < 0)
+		return rc < 0 ? rc : has;
+	if (!(c->has_L = has))
+		return opt_error_set(OPT_EINTEGRITY, "collection '%s' is gone while its replay is pending", c->name);
+	if ((rc = sync_base_of(p->y, c->name, &c->B, &c->L, &c->base_rev)) < 0)
+		return rc;
+	if (prepared && json_object_get(prepared, c->name)) {
+		c->ours = json_incref(json_object_get(prepared, c->name));
+		return 0;
+	}
+	OPT_CHECK_ALLOC(d = json_object());
+	if ((rc = replayed_trx(p->y, c->name, &c->L, c->base_rev, d)) == 0 && (rc = plan_ours(p->y, c, &c->B, d, 0)) == 0)
+		rc = plan_theirs(p->y, c, &c->L);
+	json_decref(d);
+	if (rc == 0 && p->policy && strncmp(p->policy, "exec:", 5) == 0)
+		rc = resolve_all(c, p->policy + 5);
+	return rc;
+}
+
+/* Queue c's transactions; gather each one's parts. */
+static void queue_one(struct replay *p, const struct coll *c)
+{
+	json_t *q = json_array();
+	size_t j;
+
+	json_object_set_new(p->queues, c->name, q);
+	for (j = 0; j < json_array_size(c->ours); j++) {
+		json_t *t = json_array_get(c->ours, j), *doc, *cols;
+		const char *trx = json_string_value(json_object_get(t, "trx"));
+		if (json_array_size(json_object_get(t, "actions")) == 0)
+			continue;
+		doc = json_object_get(p->docs, trx);
+		if (!doc) {
+			doc = json_pack("{s:{}}", "collections");
+			json_object_set_new(p->docs, trx, doc);
+		}
+		cols = json_object_get(doc, "collections");
+		json_object_set(cols, c->name, json_object_get(t, "actions"));
+		json_array_append_new(q, json_string(trx));
+	}
+}
+
+/* Every collection with a backup among names (NULL: all), planned and
+ * queued. */
+static int gather(struct replay *p, const json_t *names, json_t *prepared)
+{
+	json_t *all = NULL;
+	size_t i;
 	int rc;
 
-	if (!queues || !docs) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
-	if ((rc = sync_refs_under(y->repo, REF_BACKUP, &all)) < 0)
-		goto done;
-	cs = calloc(json_array_size(all) + 1, sizeof(*cs));
-	if (!cs) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
-	for (i = 0; i < json_array_size(all); i++) {
+	if ((rc = sync_refs_under(p->y->repo, REF_BACKUP, &all)) < 0)
+		return rc;
+	if (!(p->cs = calloc(json_array_size(all) + 1, sizeof(*p->cs))))
+		rc = opt_error_oom();
+	for (i = 0; rc == 0 && i < json_array_size(all); i++) {
 		const char *name = json_string_value(json_array_get(all, i));
-		struct coll *c = &cs[nc];
-		json_t *d;
-		int has;
-
-		if (names) {
-			for (j = 0; j < json_array_size(names); j++)
-				if (strcmp(json_string_value(json_array_get(names, j)), name) == 0)
-					break;
-			if (j == json_array_size(names))
-				continue;
-		}
-		if (!opt_store_name_valid(name))
+		struct coll *c = &p->cs[p->nc];
+		if ((names && !sync_has_string(names, name)) || !opt_store_name_valid(name))
 			continue;
 		c->name = strdup(name);
-		nc++;
-		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
-		snprintf(bref, sizeof(bref), REF_BACKUP "%s", name);
-		if ((rc = opt_git_ref_get(y->repo, bref, &c->B)) < 0 || (has = opt_git_ref_get(y->repo, ref, &c->L)) < 0) {
-			rc = rc < 0 ? rc : has;
-			goto done;
-		}
-		c->has_L = has;
-		if (!has) {
-			rc = opt_error_set(OPT_EINTEGRITY, "collection '%s' is gone while its replay is pending", name);
-			goto done;
-		}
-		if ((rc = sync_base_of(y, name, &c->B, &c->L, &c->base_rev)) < 0)
-			goto done;
-		if (prepared && json_object_get(prepared, name)) {
-			/* planned (and resolved) before the move */
-			c->ours = json_incref(json_object_get(prepared, name));
-		} else {
-			d = json_object();
-			if ((rc = replayed_trx(y, name, &c->L, c->base_rev, d)) < 0 ||
-			    (rc = plan_ours(y, c, &c->B, d, 0)) < 0 || (rc = plan_theirs(y, c, &c->L)) < 0) {
-				json_decref(d);
-				goto done;
-			}
-			json_decref(d);
-			if (policy && strncmp(policy, "exec:", 5) == 0 && (rc = resolve_all(c, policy + 5)) < 0)
-				goto done;
-		}
-		/* queue its transactions; gather each one's parts */
-		{
-			json_t *q = json_array();
-			json_object_set_new(queues, name, q);
-			for (j = 0; j < json_array_size(c->ours); j++) {
-				json_t *t = json_array_get(c->ours, j), *doc, *cols;
-				const char *trx = json_string_value(json_object_get(t, "trx"));
-				if (json_array_size(json_object_get(t, "actions")) == 0)
-					continue;
-				doc = json_object_get(docs, trx);
-				if (!doc) {
-					doc = json_pack("{s:{}}", "collections");
-					json_object_set_new(docs, trx, doc);
-				}
-				cols = json_object_get(doc, "collections");
-				json_object_set(cols, name, json_object_get(t, "actions"));
-				json_array_append_new(q, json_string(trx));
-			}
-		}
+		p->nc++;
+		if ((rc = gather_one(p, c, prepared)) == 0)
+			queue_one(p, c);
 	}
-	/* run them: each when it is first in the queue of every collection
-	 * it has a part in (the order of each collection stays) */
-	for (;;) {
-		int progress_made = 0, left = 0;
-		for (i = 0; i < nc; i++) {
-			json_t *q = json_object_get(queues, cs[i].name);
-			while (json_array_size(q) > 0) {
-				const char *trx = json_string_value(json_array_get(q, 0));
-				json_t *doc = json_object_get(docs, trx), *cols = json_object_get(doc, "collections"), *out = NULL;
-				const char *cn;
-				json_t *unused;
-				int ready = 1;
-				char summary[64];
-				struct opt_txn_opts to = { NULL, summary, o ? o->busy_timeout_ms : 0, 0 };
+	json_decref(all);
+	return rc;
+}
 
-				json_object_foreach(cols, cn, unused) {
-					json_t *oq = json_object_get(queues, cn);
-					if (!json_array_size(oq) || strcmp(json_string_value(json_array_get(oq, 0)), trx) != 0)
-						ready = 0;
-				}
-				if (!ready)
-					break;
-				snprintf(summary, sizeof(summary), REPLAY_PREFIX "%s", trx);
-				rc = opt_txdoc_run(y->s, doc, &to, &out);
-				json_decref(out);
-				if (rc < 0) {
-					char msg[1024];
-					snprintf(msg, sizeof(msg), "%s", opt_error_last());
-					if (rc == OPT_EINVAL || rc == OPT_ENOTFOUND)
-						rc = OPT_ECONFLICT;
-					rc = opt_error_set(rc, "cannot replay transaction %s: %s", trx, msg);
-					goto done;
-				}
-				json_object_foreach(cols, cn, unused) {
-					json_array_remove(json_object_get(queues, cn), 0);
-					for (j = 0; j < nc; j++)
-						if (strcmp(cs[j].name, cn) == 0)
-							cs[j].replayed++;
-				}
-				progress_made = 1;
+/* 1 when trx is first in the queue of every collection it has a part in. */
+static int ready(struct replay *p, const char *trx)
+{
+	json_t *cols = json_object_get(json_object_get(p->docs, trx), "collections"), *unused;
+	const char *cn;
+
+	json_object_foreach(cols, cn, unused) {
+		json_t *oq = json_object_get(p->queues, cn);
+		if (!json_array_size(oq) || strcmp(json_string_value(json_array_get(oq, 0)), trx) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+/* Run trx again as a new transaction ("replay <trx>"), off the queues. */
+static int run_one(struct replay *p, const char *trx)
+{
+	json_t *doc = json_object_get(p->docs, trx), *cols = json_object_get(doc, "collections"), *out = NULL, *unused;
+	char summary[64], msg[1024];
+	struct opt_txn_opts to = { NULL, summary, p->o ? p->o->busy_timeout_ms : 0, 0 };
+	const char *cn;
+	size_t j;
+	int rc;
+
+	snprintf(summary, sizeof(summary), REPLAY_PREFIX "%s", trx);
+	rc = opt_txdoc_run(p->y->s, doc, &to, &out);
+	json_decref(out);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		if (rc == OPT_EINVAL || rc == OPT_ENOTFOUND)
+			rc = OPT_ECONFLICT;
+		return opt_error_set(rc, "cannot replay transaction %s: %s", trx, msg);
+	}
+	/* (trx goes with the first queue it leaves) */
+	json_object_foreach(cols, cn, unused) {
+		json_array_remove(json_object_get(p->queues, cn), 0);
+		for (j = 0; j < p->nc; j++)
+			if (strcmp(p->cs[j].name, cn) == 0)
+				p->cs[j].replayed++;
+	}
+	return 0;
+}
+
+/* Run them: each when it is first in the queue of every collection it
+ * has a part in (the order of each collection stays). */
+static int run_queues(struct replay *p)
+{
+	size_t i;
+	int rc;
+
+	for (;;) {
+		int ran = 0, left = 0;
+		for (i = 0; i < p->nc; i++) {
+			json_t *q = json_object_get(p->queues, p->cs[i].name);
+			while (json_array_size(q) > 0 && ready(p, json_string_value(json_array_get(q, 0)))) {
+				if ((rc = run_one(p, json_string_value(json_array_get(q, 0)))) < 0)
+					return rc;
+				ran = 1;
 			}
 			left += json_array_size(q) > 0;
 		}
 		if (!left)
-			break;
-		if (!progress_made) {
-			rc = opt_error_set(OPT_ECONFLICT, "cannot order the replay of multi-collection transactions");
-			goto done;
-		}
+			return 0;
+		if (!ran)
+			return opt_error_set(OPT_ECONFLICT, "cannot order the replay of multi-collection transactions");
 	}
-	/* done: drop the backups, report */
-	for (i = 0; i < nc; i++) {
-		git_oid head;
-		snprintf(bref, sizeof(bref), REF_BACKUP "%s", cs[i].name);
-		snprintf(ref, sizeof(ref), REF_COLL "%s", cs[i].name);
-		if ((rc = sync_ref_cas(y->repo, bref, NULL, &cs[i].B, deadline)) < 0)
-			goto done;
-		if ((rc = opt_git_ref_get(y->repo, ref, &head)) < 0)
-			goto done;
+}
+
+/* Done: drop the backups; a record each, or with counts the number of
+ * transactions replayed per collection. */
+static int finish(struct replay *p, json_t *counts, int64_t deadline)
+{
+	char ref[REFLEN], bref[REFLEN];
+	git_oid head;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < p->nc; i++) {
+		const struct coll *c = &p->cs[i];
+		snprintf(bref, sizeof(bref), REF_BACKUP "%s", c->name);
+		snprintf(ref, sizeof(ref), REF_COLL "%s", c->name);
+		if ((rc = sync_ref_cas(p->y->repo, bref, NULL, &c->B, deadline)) < 0 ||
+		    (rc = opt_git_ref_get(p->y->repo, ref, &head)) < 0)
+			return rc;
 		if (counts) {
 			/* the caller reports */
-			json_object_set_new(counts, cs[i].name, json_integer(cs[i].replayed));
+			json_object_set_new(counts, c->name, json_integer(c->replayed));
 			continue;
 		}
-		if ((rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:I,s:s,s:I}", "remote", remote, "collection", cs[i].name, "rev",
-					    (json_int_t)(rc ? sync_rev_of(y, cs[i].name, &head) : 0), "status", "replayed",
-					    "replayed", (json_int_t)cs[i].replayed))) != 0)
-			goto done;
+		if ((rc = opt_sync_emit_rec(p->o, json_pack("{s:s,s:s,s:I,s:s,s:I}", "remote", p->remote, "collection", c->name,
+							  "rev", (json_int_t)(rc ? sync_rev_of(p->y, c->name, &head) : 0),
+							  "status", "replayed", "replayed", (json_int_t)c->replayed))) != 0)
+			return rc;
 	}
-	rc = 0;
-done:
-	for (i = 0; cs && i < nc; i++)
-		sync_coll_clear(&cs[i]);
-	free(cs);
-	json_decref(all);
-	json_decref(queues);
-	json_decref(docs);
+	return 0;
+}
+
+int sync_replay_backups(struct opt_sync *y, const char *remote, const json_t *names, const char *policy,
+			const struct opt_sync_opts *o, json_t *counts, json_t *prepared)
+{
+	struct replay p;
+	int64_t deadline = opt_now_ms() + sync_busy_timeout(o);
+	size_t i;
+	int rc;
+
+	memset(&p, 0, sizeof(p));
+	p.y = y;
+	p.remote = remote;
+	p.policy = policy;
+	p.o = o;
+	p.queues = json_object();
+	p.docs = json_object();
+	if (!p.queues || !p.docs)
+		rc = opt_error_oom();
+	else if ((rc = gather(&p, names, prepared)) == 0 && (rc = run_queues(&p)) == 0)
+		rc = finish(&p, counts, deadline);
+	for (i = 0; p.cs && i < p.nc; i++)
+		sync_coll_clear(&p.cs[i]);
+	free(p.cs);
+	json_decref(p.queues);
+	json_decref(p.docs);
 	return rc;
 }
 
