@@ -3,6 +3,7 @@
 #include "json.h"
 #include "identity.h"
 #include "log.h"
+#include "store/git.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -505,16 +506,20 @@ static int attempt(struct opt_txn *x, opt_txn_fn fn, void *arg, const struct opt
 		struct opt_commit_info info = { trx, o && o->summary ? o->summary : "transaction", trailers, &canon };
 		if (x->status || x->primary) {
 			char cols[600] = "";
+			struct opt_trailers tr = { 0 };
 			size_t i;
 			for (i = 0; i < json_array_size(x->collections); i++)
 				snprintf(cols + strlen(cols), sizeof(cols) - strlen(cols), "%s%s", i ? "," : "",
 					 json_string_value(json_array_get(x->collections, i)));
-			snprintf(trailers, sizeof(trailers), "Opt-Status: %s\nOpt-Primary: %s\nOpt-Collections: %s\n",
-				 x->status ? x->status : "committed", x->primary ? x->primary : x->name, cols);
-			if (x->status && strcmp(x->status, "pending") == 0)
-				snprintf(trailers + strlen(trailers), sizeof(trailers) - strlen(trailers),
-					 "Opt-Expires: %lld\nOpt-Primary-Base: %s\n", (long long)x->expires,
-					 x->primary_base[0] ? x->primary_base : "none");
+			tr.status = x->status ? x->status : "committed";
+			tr.primary = x->primary ? x->primary : x->name;
+			tr.collections = cols;
+			if (x->status && strcmp(x->status, "pending") == 0) {
+				tr.has_expires = 1;
+				tr.expires = x->expires;
+				tr.primary_base = x->primary_base[0] ? x->primary_base : "none";
+			}
+			opt_trailers_format(trailers, sizeof(trailers), &tr);
 		}
 		opt_fault("txn:before-commit");
 		rc = opt_store_commit(x->s, x->name, x->base, x->t, &info, &rev);

@@ -1,0 +1,162 @@
+/* store/git.h - (library-private) the store's repository, its refs and
+ * the trailers of its commits, for the code that talks to libgit2.
+ *
+ * Included only by the files of lib/store/, lib/txn.c and the files of
+ * lib/sync/: no public header includes it and no program may (libgit2's
+ * types stay out of the public API).  opt_store__NAME are the store's
+ * private accessors (libgit2's name__private convention).
+ *
+ * lib/store/refs.c is the only code that reads or moves a ref and the only
+ * place that spells the ref namespace; everything else builds ref names
+ * with the functions below. */
+#ifndef OPT_STORE_GIT_H
+#define OPT_STORE_GIT_H
+
+#include <git2.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+struct opt_store;
+
+/* ---- the repository ---- */
+
+/* The store's open repository (borrowed: valid while s is).  The sync
+ * family uses it instead of opening the store's directory again. */
+git_repository *opt_store__repo(struct opt_store *s);
+
+/* A repository object of its own on the store's directory (*out to
+ * git_repository_free): for work that must not disturb the store's own,
+ * such as a fetch into a quarantine (see opt_git_repo_reopen_odb) or
+ * reading the configuration fresh from disk. */
+int opt_store__repo_open(struct opt_store *s, git_repository **out);
+
+/* ---- the ref namespace ---- */
+
+/* The longest ref name the builders make (a remote's name and a
+ * collection's name with their prefixes). */
+#define OPT_REF_MAX 512
+
+/* Each builder writes a full ref name into buf (n bytes): 0, or OPT_EINVAL
+ * when it does not fit.  A NULL last argument gives the prefix itself,
+ * ending in '/' (for globs: add "*"; for iterating: compare prefixes). */
+
+/* refs/opt/collections/COLL: a collection's head. */
+int opt_ref_collection(char *buf, size_t n, const char *coll);
+/* refs/opt/remotes/REMOTE/COLL: what remote REMOTE (or peer) was last
+ * seen to hold (remote NULL: the prefix of all remotes). */
+int opt_ref_tracking(char *buf, size_t n, const char *remote, const char *coll);
+/* refs/opt/incoming/REMOTE/COLL: a fetched head, not yet verified
+ * (remote NULL: the prefix of all). */
+int opt_ref_incoming(char *buf, size_t n, const char *remote, const char *coll);
+/* refs/opt/sync/backup/COLL: a collection's head before a replay. */
+int opt_ref_backup(char *buf, size_t n, const char *coll);
+/* refs/opt/sync/push/COLL: the staging ref of a push. */
+int opt_ref_push(char *buf, size_t n, const char *coll);
+/* A prefix under which no ref ever lives (a stop prefix that stops
+ * nowhere). */
+const char *opt_ref_nowhere(void);
+
+/* The collection name of a collection's ref (a pointer into ref), or NULL
+ * when ref is not under refs/opt/collections/. */
+const char *opt_ref_collection_name(const char *ref);
+/* The part of ref after prefix, or NULL when ref is not under it. */
+const char *opt_ref_under(const char *ref, const char *prefix);
+
+/* ---- reading and moving refs ---- */
+
+/* The value of ref name: 1 and *out; 0 when absent; <0 (OPT_EIO) on
+ * failure. */
+int opt_ref_read(git_repository *repo, const char *name, git_oid *out);
+
+/* Call cb for each ref under prefix (NULL: every ref) with its name and
+ * its value (a symbolic ref resolved), in the repository's order, until
+ * cb returns non-zero (returned).  0, or OPT_EIO "what: WHY" when the refs
+ * cannot be listed or one cannot be resolved. */
+typedef int (*opt_ref_fn)(const char *name, const git_oid *id, void *arg);
+int opt_ref_foreach(git_repository *repo, const char *prefix, opt_ref_fn cb, void *arg, const char *what);
+
+/* An expected value that matches whatever the ref holds, or its absence. */
+extern const git_oid opt_ref_any_oid;
+#define OPT_REF_ANY (&opt_ref_any_oid)
+
+/* Compare-and-swap ref name: from old (NULL: it must not exist;
+ * OPT_REF_ANY: whatever it is) to new (NULL: delete it), with reflog
+ * message log (NULL: "opt").  While another holds the ref's lock it is
+ * tried again, with backoff, until deadline (opt_now_ms(); 0 or past:
+ * one attempt).
+ * 0 once moved.  OPT_ECONFLICT when it holds another value ("ref 'NAME'
+ * changed meanwhile"; "ref 'NAME' is gone" for a delete of a ref no longer
+ * there).  OPT_EBUSY when it stayed locked: "collection 'C' is busy (its
+ * ref is locked: refs/opt/collections/C.lock)" for a collection's ref,
+ * "ref 'NAME' stayed locked" for another.  OPT_EIO on failure ("cannot
+ * update ref: WHY"; libgit2's error stays set for the caller). */
+int opt_ref_cas(git_repository *repo, const char *name, const git_oid *old, const git_oid *new, const char *log,
+		int64_t deadline);
+
+/* One ref of an atomic update (opt_ref_cas_many). */
+struct opt_ref_update {
+	const char *name;
+	const git_oid *old;  /* as opt_ref_cas; NULL: it must not exist */
+	const git_oid *new;  /* NULL: delete it (with old NULL: it stays absent) */
+	const char *log;     /* reflog message (NULL: "opt") */
+};
+
+/* Move the n refs of u together: all are locked (retried, with backoff,
+ * while another holds one, until deadline), each must hold its old value,
+ * then all move or none.  0; OPT_ECONFLICT with *failed (may be NULL) the
+ * index of the first ref whose value differs ("ref 'NAME' changed
+ * meanwhile"); OPT_EBUSY "collections stayed locked by other writers";
+ * OPT_EIO. */
+int opt_ref_cas_many(git_repository *repo, const struct opt_ref_update *u, size_t n, int64_t deadline,
+		     size_t *failed);
+
+/* ---- the trailers of a commit message ---- */
+
+/* The trailers optimystic writes after a commit's summary, one
+ * "Key: value" line each, in this order.  A field is written only when
+ * set (rev > 0, strings non-NULL, has_expires). */
+struct opt_trailers {
+	long rev;                 /* Opt-Rev: the revision, 1, 2, ... */
+	const char *trx;          /* Opt-Trx: the transaction ID */
+	const char *status;       /* Opt-Status: committed, pending, aborted */
+	const char *primary;      /* Opt-Primary: a multi-collection transaction's primary */
+	const char *collections;  /* Opt-Collections: its collections, comma-separated */
+	int has_expires;
+	int64_t expires;          /* Opt-Expires: a pending revision's deadline (seconds) */
+	const char *primary_base; /* Opt-Primary-Base: the primary's head before (hex, or "none") */
+	char *buf_;               /* (the parser's copy of the strings) */
+};
+
+/* Append t's lines to buf (n bytes, holding a string): 0, or OPT_EINVAL
+ * when they do not fit. */
+int opt_trailers_format(char *buf, size_t n, const struct opt_trailers *t);
+
+/* Parse the trailers of commit message msg into *t (its strings valid
+ * until opt_trailers_release; absent fields NULL / 0).  0 or OPT_EIO (out
+ * of memory). */
+int opt_trailers_parse(struct opt_trailers *t, const char *msg);
+void opt_trailers_release(struct opt_trailers *t);
+
+/* The value of trailer key in msg (any key: the first line starting with
+ * "key:"), malloc'd, or NULL when absent (or out of memory). */
+char *opt_trailer_value(const char *msg, const char *key);
+
+/* ---- decisions ---- */
+
+/* The decision on transaction trx found in collection name's history,
+ * walking back from commit at (NULL: the collection's head) to commit stop
+ * (hex; NULL or "": no stop) or to the first commit older than since - 60
+ * seconds (0: no bound): *out 1 committed, -1 aborted, 0 not found.  From
+ * the head, a collection that does not exist and cannot be created (a
+ * name clashes with it) counts as aborted. */
+int opt_store__decision_from(struct opt_store *s, const char *name, const git_oid *at, const char *trx,
+			     const char *stop, int64_t since, int *out);
+
+/* The decision on trx by its primary, looking at the primary's head
+ * before a replay moved it (its backup ref) and then at its head.
+ * OPT_EINTEGRITY when primary is not a valid collection name. */
+int opt_store__decision_of(struct opt_store *s, const char *primary, const char *trx, int64_t since, int *out);
+
+#endif
