@@ -26,6 +26,69 @@
 
 /* ---- remove ---- */
 
+/* Remove e at r when its head there is ours or an ancestor of ours: its
+ * record ("removed", or "kept" and why). */
+static int remove_one(struct opt_sync *y, struct remote *r, const struct head *e, const struct opt_sync_opts *o,
+		      int64_t deadline)
+{
+	char ref[REFLEN], tref[REFLEN];
+	const char *why = NULL;
+	git_oid L;
+	int has, d = 0, rc;
+
+	opt_ref_collection(ref, sizeof(ref), e->name);
+	opt_ref_tracking(tref, sizeof(tref), r->name, e->name);
+	if ((has = opt_ref_read(y->repo, ref, &L)) < 0)
+		return has;
+	if (!has)
+		why = "this store does not hold it";
+	else if (git_oid_equal(&L, &e->new))
+		d = 1;
+	else if (!sync_have_object(y, &e->new))
+		why = "it holds revisions this store has not fetched";
+	else if ((d = sync_descends(y->repo, &L, &e->new)) < 0) {
+		return d;
+	} else if (!d)
+		why = "it holds revisions this store lacks";
+	if (why)
+		return opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r->name, "collection", e->name, "status",
+						      "kept", "reason", why));
+	if (o->dry_run)
+		return opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s,s:b}", "remote", r->name, "collection", e->name, "status",
+						      "removed", "dry_run", 1));
+	if (r->path) {
+		rc = opt_ref_cas(r->peer_repo, ref, &e->new, NULL, "opt-sync", deadline);
+	} else {
+		git_remote *gr = NULL;
+		git_strarray specs = { 0 };
+		char *spec = ref;
+		int grc = 0;
+		specs.strings = &spec;
+		specs.count = 1;
+		memmove(ref + 1, ref, strlen(ref) + 1);
+		ref[0] = ':';
+		r->expect = &e->new;
+		if ((rc = sync_push_specs(y, r, &gr, &specs, &grc)) == 0) {
+			if (r->conflict || grc == GIT_ENONFASTFORWARD)
+				rc = OPT_ECONFLICT;
+			else if (grc < 0)
+				rc = sync_net_fail(r, "cannot remove");
+		}
+		git_remote_free(gr);
+	}
+	if (rc == OPT_ECONFLICT || rc == OPT_EBUSY) {
+		/* it moved meanwhile: keep it */
+		opt_error_clear();
+		return opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r->name, "collection", e->name, "status",
+						      "kept", "reason", "it moved meanwhile"));
+	}
+	if (rc < 0)
+		return rc;
+	if (opt_ref_cas(y->repo, tref, OPT_REF_ANY, NULL, "opt-sync", deadline) < 0)
+		opt_error_clear();
+	return opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s}", "remote", r->name, "collection", e->name, "status", "removed"));
+}
+
 int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
 		    const struct opt_sync_opts *o)
 {
@@ -43,73 +106,8 @@ int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *c
 		return rc;
 	if ((rc = sync_fetch_verified(y, &r, colls, n, o->dry_run, &h)) < 0 || (rc = sync_check_named(&h, &r, colls, n)) < 0)
 		goto done;
-	for (i = 0; rc == 0 && i < h.n; i++) {
-		struct head *e = &h.v[i];
-		char ref[REFLEN], tref[REFLEN];
-		const char *why = NULL;
-		git_oid L;
-		int has, d = 0;
-
-		snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
-		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r.name, e->name);
-		if ((has = opt_git_ref_get(y->repo, ref, &L)) < 0) {
-			rc = has;
-			break;
-		}
-		if (!has)
-			why = "this store does not hold it";
-		else if (git_oid_equal(&L, &e->new))
-			d = 1;
-		else if (!sync_have_object(y, &e->new))
-			why = "it holds revisions this store has not fetched";
-		else if ((d = sync_descends(y->repo, &L, &e->new)) < 0) {
-			rc = d;
-			break;
-		} else if (!d)
-			why = "it holds revisions this store lacks";
-		if (why) {
-			rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "kept",
-					       "reason", why));
-			continue;
-		}
-		if (o->dry_run) {
-			rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s,s:b}", "remote", r.name, "collection", e->name, "status",
-					       "removed", "dry_run", 1));
-			continue;
-		}
-		if (r.path) {
-			rc = sync_ref_cas(r.peer_repo, ref, NULL, &e->new, deadline);
-		} else {
-			git_remote *gr = NULL;
-			git_strarray specs = { 0 };
-			char *spec = ref;
-			int grc = 0;
-			specs.strings = &spec;
-			specs.count = 1;
-			memmove(ref + 1, ref, strlen(ref) + 1);
-			ref[0] = ':';
-			r.expect = &e->new;
-			if ((rc = sync_push_specs(y, &r, &gr, &specs, &grc)) == 0) {
-				if (r.conflict || grc == GIT_ENONFASTFORWARD)
-					rc = OPT_ECONFLICT;
-				else if (grc < 0)
-					rc = sync_net_fail(&r, "cannot remove");
-			}
-			git_remote_free(gr);
-		}
-		if (rc == OPT_ECONFLICT || rc == OPT_EBUSY) {
-			/* it moved meanwhile: keep it */
-			opt_error_clear();
-			rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "kept",
-					       "reason", "it moved meanwhile"));
-			continue;
-		}
-		if (rc < 0)
-			break;
-		if (sync_ref_cas(y->repo, tref, NULL, NULL, deadline) < 0)
-			opt_error_clear();
-		rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s,s:s}", "remote", r.name, "collection", e->name, "status", "removed"));
-	}
+	for (i = 0; rc == 0 && i < h.n; i++)
+		rc = remove_one(y, &r, &h.v[i], o, deadline);
 done:
 	sync_heads_clear(&h);
 	sync_remote_close(&r);
@@ -127,7 +125,7 @@ static int status_one(struct opt_sync *y, const char *remote, const struct opt_s
 	size_t i;
 	int rc;
 
-	snprintf(prefix, sizeof(prefix), REF_REMOTES "%s/", remote);
+	opt_ref_tracking(prefix, sizeof(prefix), remote, NULL);
 	if ((rc = opt_store_list(y->s, &local)) < 0 || (rc = sync_refs_under(y->repo, prefix, &tracked)) < 0)
 		goto done;
 	for (i = 0; i < json_array_size(local); i++)
@@ -160,13 +158,13 @@ static int status_one(struct opt_sync *y, const char *remote, const struct opt_s
 		name = json_string_value(json_array_get(all, i));
 		if (!opt_store_name_valid(name))
 			continue;
-		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
-		if ((hasL = opt_git_ref_get(y->repo, ref, &L)) < 0) {
+		opt_ref_collection(ref, sizeof(ref), name);
+		if ((hasL = opt_ref_read(y->repo, ref, &L)) < 0) {
 			rc = hasL;
 			goto done;
 		}
 		snprintf(ref, sizeof(ref), "%s%s", prefix, name);
-		if ((hasT = opt_git_ref_get(y->repo, ref, &T)) < 0) {
+		if ((hasT = opt_ref_read(y->repo, ref, &T)) < 0) {
 			rc = hasT;
 			goto done;
 		}
@@ -242,7 +240,7 @@ static void clone_undo(struct opt_sync *y, struct opt_store *s, const json_t *re
 			if (sync_has_string(refs, name))
 				continue;
 			snprintf(ref, sizeof(ref), "refs/%s", name);
-			sync_ref_cas(y->repo, ref, NULL, NULL, opt_now_ms() + sync_busy_timeout(NULL));
+			opt_ref_cas(y->repo, ref, OPT_REF_ANY, NULL, "opt-sync", opt_now_ms() + sync_busy_timeout(NULL));
 		}
 	json_decref(now);
 	now = NULL;

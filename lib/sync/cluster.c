@@ -69,11 +69,12 @@ size_t opt_cluster_place(const char *const *peers, size_t n, const char *coll, s
 /* The store's config, fresh from disk (*repo and *cfg to free). */
 static int config_open(struct opt_store *s, git_repository **repo, git_config **cfg)
 {
+	int rc;
+
 	*repo = NULL;
 	*cfg = NULL;
-	if (git_repository_open_ext(repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
-				    NULL) < 0)
-		return opt_git_fail(OPT_EIO, "cannot open store");
+	if ((rc = opt_store__repo_open(s, repo)) < 0)
+		return rc;
 	if (git_repository_config(cfg, *repo) < 0) {
 		git_repository_free(*repo);
 		*repo = NULL;
@@ -837,13 +838,10 @@ static int check_local(struct opt_cluster *c, json_t *names)
  * *out, 0 when absent. */
 static int ref_of(git_repository *repo, const char *peer, const char *name, git_oid *out)
 {
-	char ref[64 + OPT_REMOTE_NAME_MAX + OPT_NAME_MAX];
+	char ref[REFLEN];
+	int rc = peer ? opt_ref_tracking(ref, sizeof(ref), peer, name) : opt_ref_collection(ref, sizeof(ref), name);
 
-	if (peer)
-		snprintf(ref, sizeof(ref), "refs/opt/remotes/%s/%s", peer, name);
-	else
-		snprintf(ref, sizeof(ref), "refs/opt/collections/%s", name);
-	return opt_git_ref_get(repo, ref, out);
+	return rc < 0 ? rc : opt_ref_read(repo, ref, out);
 }
 
 /* 1 if two sessions may both replay a collection here: one carries, for
@@ -1067,9 +1065,8 @@ static int push_run(struct run *r)
 	size_t i, k;
 	int rc = 0, round, max = 4 + 2 * (int)r->c->n;
 
-	if (git_repository_open_ext(&repo, opt_store_path(r->c->s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
-				    NULL) < 0)
-		return opt_git_fail(OPT_EIO, "cannot open store");
+	if ((rc = opt_store__repo_open(r->c->s, &repo)) < 0)
+		return rc;
 	for (round = 0; rc == 0 && round < max; round++) {
 		json_t *per = json_object(), *reps = json_object();
 		int blocking[OPT_CLUSTER_PEERS_MAX] = { 0 }, nb = 0;

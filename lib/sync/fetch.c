@@ -416,13 +416,11 @@ static int seed_from_path(struct opt_sync *y, struct remote *r, struct heads *h,
 		if (strcmp(h->v[i].status, "unchanged") != 0 && !sync_have_object(y, &h->v[i].new))
 			ok = 0;
 	for (i = 0; ok && i < h->n; i++) {
-		git_reference *gref = NULL;
 		if (strcmp(h->v[i].status, "unchanged") == 0)
 			continue;
 		snprintf(ref, sizeof(ref), "%s%s", inc_prefix, h->v[i].name);
-		if (git_reference_create(&gref, y->repo, ref, &h->v[i].new, 1, "opt-sync fetch") < 0)
+		if (opt_ref_cas(y->repo, ref, OPT_REF_ANY, &h->v[i].new, "opt-sync fetch", 0) < 0)
 			return opt_git_fail(OPT_EIO, "cannot write incoming refs");
-		git_reference_free(gref);
 	}
 	git_error_clear();
 	return ok;
@@ -503,8 +501,8 @@ static int fetch_plan(struct opt_sync *y, struct remote *r, const char *const *c
 		qsort(h->v, h->n, sizeof(*h->v), sync_cmp_head);
 	for (i = 0; i < h->n; i++) {
 		struct head *e = &h->v[i];
-		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
-		if ((rc = opt_git_ref_get(y->repo, ref, &e->old)) < 0)
+		opt_ref_tracking(ref, sizeof(ref), r->name, e->name);
+		if ((rc = opt_ref_read(y->repo, ref, &e->old)) < 0)
 			return rc;
 		e->has_old = rc;
 		e->status = !e->has_old ? "new" : git_oid_equal(&e->old, &e->new) ? "unchanged" : "updated";
@@ -515,6 +513,7 @@ static int fetch_plan(struct opt_sync *y, struct remote *r, const char *const *c
 /* The refspecs of what changed: remote head to inc_prefix+NAME. */
 static int fetch_specs(const struct heads *h, const char *inc_prefix, git_strarray *specs)
 {
+	char ref[REFLEN];
 	size_t i;
 
 	OPT_CHECK_ALLOC(specs->strings = calloc(h->n ? h->n : 1, sizeof(char *)));
@@ -522,7 +521,9 @@ static int fetch_specs(const struct heads *h, const char *inc_prefix, git_strarr
 		const struct head *e = &h->v[i];
 		if (strcmp(e->status, "unchanged") == 0)
 			continue;
-		if (asprintf(&specs->strings[specs->count], "+" REF_COLL "%s:%s%s", e->name, inc_prefix, e->name) < 0) {
+		if (opt_ref_collection(ref, sizeof(ref), e->name) < 0)
+			return opt_error_last_code();
+		if (asprintf(&specs->strings[specs->count], "+%s:%s%s", ref, inc_prefix, e->name) < 0) {
 			specs->strings[specs->count] = NULL;
 			return opt_error_oom();
 		}
@@ -593,7 +594,7 @@ static int verify_one(struct opt_sync *y, struct remote *r, const struct head *e
 	int rc;
 
 	snprintf(ref, sizeof(ref), "%s%s", inc_prefix, e->name);
-	if ((rc = opt_git_ref_get(y->repo, ref, &got)) < 0)
+	if ((rc = opt_ref_read(y->repo, ref, &got)) < 0)
 		return rc;
 	if (rc == 0 || !git_oid_equal(&got, &e->new))
 		return opt_error_set(OPT_ENET, "remote '%s': collection '%s' changed during the fetch; try again", r->name,
@@ -633,8 +634,8 @@ static int fetch_commit(struct opt_sync *y, struct remote *r, const struct heads
 		const struct head *e = &h->v[i];
 		if (strcmp(e->status, "unchanged") == 0)
 			continue;
-		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
-		if ((rc = sync_ref_cas(y->repo, ref, &e->new, e->has_old ? &e->old : NULL, deadline)) < 0)
+		opt_ref_tracking(ref, sizeof(ref), r->name, e->name);
+		if ((rc = opt_ref_cas(y->repo, ref, e->has_old ? &e->old : NULL, &e->new, "opt-sync", deadline)) < 0)
 			return rc;
 	}
 	return 0;
@@ -650,7 +651,7 @@ int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const 
 	int rc;
 
 	memset(h, 0, sizeof(*h));
-	snprintf(inc_prefix, sizeof(inc_prefix), REF_INCOMING "%s/", r->name);
+	opt_ref_incoming(inc_prefix, sizeof(inc_prefix), r->name, NULL);
 	if ((rc = sync_delete_refs_under(y->repo, inc_prefix)) < 0)
 		return rc;
 	if ((rc = fetch_plan(y, r, colls, n, &gr, h)) == 0 && !dry_run &&

@@ -28,16 +28,12 @@
 #include "bundle.h"
 #include "cluster.h"
 #include "gitutil.h"
+#include "store/git.h"
 #include "store.h"
 #include "sync.h"
 
-#define REF_COLL "refs/opt/collections/"
-#define REF_REMOTES "refs/opt/remotes/"
-#define REF_INCOMING "refs/opt/incoming/"
-#define REF_BACKUP "refs/opt/sync/backup/"
-#define REF_PUSH "refs/opt/sync/push/"
 #define REPLAY_PREFIX "replay "
-#define REFLEN (64 + OPT_REMOTE_NAME_MAX + OPT_NAME_MAX)
+#define REFLEN OPT_REF_MAX        /* a ref name (store/git.h builds them) */
 
 /* The sync state of a store (sync.h). */
 struct opt_sync {
@@ -132,10 +128,6 @@ struct held {
 
 /* ---- shared helpers of the family ---- */
 
-/* The value of ref name in repo: 1 and *out, 0 when absent, <0 (OPT_EIO)
- * on failure. */
-int opt_git_ref_get(git_repository *repo, const char *name, git_oid *out);
-
 /* Give repo a fresh object database of its own objects directory, with
  * the quarantine qdir added (NULL: none). */
 int opt_git_repo_reopen_odb(git_repository *repo, const char *qdir);
@@ -162,12 +154,6 @@ struct head *sync_heads_add(struct heads *h, const char *name);
 struct head *sync_heads_find(struct heads *h, const char *name);
 
 int sync_cmp_head(const void *a, const void *b);
-
-/* Compare-and-swap ref name from old (NULL: absent) to new (NULL: delete),
- * retrying a held lock until the deadline.  OPT_ECONFLICT when it holds
- * another value. */
-int sync_ref_cas(git_repository *repo, const char *name, const git_oid *new, const git_oid *old,
-		 int64_t deadline);
 
 /* Names of the refs under prefix (the part after it), sorted. */
 int sync_refs_under(git_repository *repo, const char *prefix, json_t **out);
@@ -240,8 +226,8 @@ void sync_coll_clear(struct coll *c);
 /* The common base of a and b: its revision into *rev (0: none). */
 int sync_base_of(struct opt_sync *y, const char *name, const git_oid *a, const git_oid *b, long *rev);
 
-/* Move refs/opt/collections/C from L to T for each of v, all under one
- * lock set; with backup, keep L in refs/opt/sync/backup/C.  OPT_ECONFLICT
+/* Move collection C's ref from L to T for each of v, all at once
+ * (opt_ref_cas_many); with backup, keep L in C's backup ref.  OPT_ECONFLICT
  * when a collection moved since it was read (plan again). */
 int sync_move_heads(struct opt_sync *y, struct coll **v, size_t n, int backup, int64_t deadline);
 

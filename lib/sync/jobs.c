@@ -184,33 +184,28 @@ static void job_parse(struct job *j)
 	}
 }
 
-int cluster_run_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, enum op op,
-		     const struct opt_cluster_opts *o)
+/* Start a child per job, each writing to a pipe (jobs[i].fd): *open_n of
+ * them started. */
+static int start_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, enum op op,
+		      const struct opt_cluster_opts *o, size_t *open_n)
 {
-	struct pollfd *pf = NULL;
-	size_t i, open_n = 0;
-	int rc = 0;
+	size_t i, k;
+	int p[2];
 
-	if (nj == 0)
-		return 0;
-	fflush(NULL);
 	for (i = 0; i < nj; i++) {
-		int p[2];
 		jobs[i].fd = -1;
 		jobs[i].pid = -1;
-		if (pipe(p) < 0) {
-			rc = opt_error_set(OPT_EIO, "cannot make a pipe: %s", strerror(errno));
-			break;
-		}
+	}
+	for (i = 0; i < nj; i++) {
+		if (pipe(p) < 0)
+			return opt_error_set(OPT_EIO, "cannot make a pipe: %s", strerror(errno));
 		jobs[i].pid = fork();
 		if (jobs[i].pid < 0) {
 			close(p[0]);
 			close(p[1]);
-			rc = opt_error_set(OPT_EIO, "cannot start a process: %s", strerror(errno));
-			break;
+			return opt_error_set(OPT_EIO, "cannot start a process: %s", strerror(errno));
 		}
 		if (jobs[i].pid == 0) {
-			size_t k;
 			close(p[0]);
 			for (k = 0; k < i; k++)
 				if (jobs[k].fd >= 0)
@@ -220,9 +215,36 @@ int cluster_run_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, e
 		}
 		close(p[1]);
 		jobs[i].fd = p[0];
-		open_n++;
+		(*open_n)++;
 	}
-	pf = calloc(nj, sizeof(*pf));
+	return 0;
+}
+
+/* Read what job j's child sent so far: 1 when its pipe closed. */
+static int read_job(struct job *j, int *rc)
+{
+	ssize_t got;
+
+	if (j->cap - j->len < 4096 && OPT_ALLOC_GROW(j->buf, j->len + 4096, j->cap) < 0) {
+		*rc = OPT_EIO;
+		return 1;
+	}
+	got = read(j->fd, j->buf + j->len, j->cap - j->len);
+	if (got < 0 && errno == EINTR)
+		return 0;
+	if (got <= 0)
+		return 1;
+	j->len += (size_t)got;
+	return 0;
+}
+
+/* Read what the children send until every pipe is closed. */
+static int read_jobs(struct job *jobs, size_t nj, size_t open_n, const struct opt_cluster_opts *o)
+{
+	struct pollfd *pf = calloc(nj, sizeof(*pf));
+	size_t i;
+	int rc = 0;
+
 	while (pf && open_n > 0) {
 		for (i = 0; i < nj; i++) {
 			pf[i].fd = jobs[i].fd;
@@ -235,39 +257,28 @@ int cluster_run_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, e
 			break;
 		}
 		for (i = 0; i < nj; i++) {
-			ssize_t got;
-			if (jobs[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+			if (jobs[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)) || !read_job(&jobs[i], &rc))
 				continue;
-			if (jobs[i].cap - jobs[i].len < 4096) {
-				size_t cap = jobs[i].cap ? jobs[i].cap * 2 : 8192;
-				char *nb = realloc(jobs[i].buf, cap);
-				if (!nb) {
-					rc = opt_error_set(OPT_EIO, "out of memory");
-					close(jobs[i].fd);
-					jobs[i].fd = -1;
-					open_n--;
-					continue;
-				}
-				jobs[i].buf = nb;
-				jobs[i].cap = cap;
-			}
-			got = read(jobs[i].fd, jobs[i].buf + jobs[i].len, jobs[i].cap - jobs[i].len);
-			if (got < 0 && errno == EINTR)
-				continue;
-			if (got <= 0) {
-				close(jobs[i].fd);
-				jobs[i].fd = -1;
-				open_n--;
-				if (o->sync.progress)
-					o->sync.progress("sessions with peers", nj - open_n, nj, o->sync.arg);
-				continue;
-			}
-			jobs[i].len += (size_t)got;
+			close(jobs[i].fd);
+			jobs[i].fd = -1;
+			open_n--;
+			if (o->sync.progress)
+				o->sync.progress("sessions with peers", nj - open_n, nj, o->sync.arg);
 		}
 	}
 	free(pf);
+	return rc;
+}
+
+/* Wait for the children; parse what each sent. */
+static void reap_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj)
+{
+	char msg[128];
+	size_t i;
+	int st;
+
 	for (i = 0; i < nj; i++) {
-		int st = 0;
+		st = 0;
 		if (jobs[i].fd >= 0)
 			close(jobs[i].fd);
 		jobs[i].fd = -1;
@@ -275,18 +286,30 @@ int cluster_run_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, e
 			while (waitpid(jobs[i].pid, &st, 0) < 0 && errno == EINTR)
 				;
 		job_parse(&jobs[i]);
-		if (jobs[i].rc == OPT_EIO && !jobs[i].error) {
-			char msg[128];
-			if (WIFSIGNALED(st))
-				snprintf(msg, sizeof(msg), "the session with peer '%s' died (signal %d)", c->peers[jobs[i].peer],
-					 WTERMSIG(st));
-			else
-				snprintf(msg, sizeof(msg), "the session with peer '%s' ended without a result",
-					 c->peers[jobs[i].peer]);
-			jobs[i].error = strdup(msg);
-		}
+		if (jobs[i].rc != OPT_EIO || jobs[i].error)
+			continue;
+		if (WIFSIGNALED(st))
+			snprintf(msg, sizeof(msg), "the session with peer '%s' died (signal %d)", c->peers[jobs[i].peer],
+				 WTERMSIG(st));
+		else
+			snprintf(msg, sizeof(msg), "the session with peer '%s' ended without a result", c->peers[jobs[i].peer]);
+		jobs[i].error = strdup(msg);
 	}
-	return rc;
+}
+
+int cluster_run_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, enum op op,
+		     const struct opt_cluster_opts *o)
+{
+	size_t open_n = 0;
+	int rc, rrc;
+
+	if (nj == 0)
+		return 0;
+	fflush(NULL);
+	rc = start_jobs(c, jobs, nj, op, o, &open_n);
+	rrc = read_jobs(jobs, nj, open_n, o);
+	reap_jobs(c, jobs, nj);
+	return rc < 0 ? rc : rrc;
 }
 
 struct job *cluster_jobs_of(json_t *per, size_t *nj)

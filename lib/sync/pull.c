@@ -65,8 +65,8 @@ static int shared_pairs(struct opt_sync *y, const struct head *e, json_t *pairs)
 	git_oid L, id;
 	int hasL, rc;
 
-	snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
-	if ((hasL = opt_git_ref_get(y->repo, ref, &L)) < 0)
+	opt_ref_collection(ref, sizeof(ref), e->name);
+	if ((hasL = opt_ref_read(y->repo, ref, &L)) < 0)
 		return hasL;
 	if (hasL && git_oid_equal(&L, &e->new))
 		return 0;
@@ -158,9 +158,9 @@ static int skip_sharing(struct opt_sync *y, struct remote *r, struct heads *h, i
 			h->v[k++] = *e;
 			continue;
 		}
-		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", r->name, e->name);
+		opt_ref_tracking(ref, sizeof(ref), r->name, e->name);
 		if (rc == 0 && strcmp(e->status, "unchanged") != 0)
-			rc = sync_ref_cas(y->repo, ref, e->has_old ? &e->old : NULL, &e->new, deadline);
+			rc = opt_ref_cas(y->repo, ref, &e->new, e->has_old ? &e->old : NULL, "opt-sync", deadline);
 		free(e->name);
 	}
 	h->n = k;
@@ -202,17 +202,18 @@ static int fetch_whole(struct pull_run *p, const char *const *colls, size_t n)
 	struct opt_sync_opts all = *p->o;
 	json_t *more = json_array();
 	const char **mc = NULL;
-	char tp[REFLEN];
+	char tp[REFLEN], cp[REFLEN];
 	size_t i;
 	int grew = 0, rc;
 
 	OPT_CHECK_ALLOC(more);
-	snprintf(tp, sizeof(tp), REF_REMOTES "%s/", p->r.name);
+	opt_ref_tracking(tp, sizeof(tp), p->r.name, NULL);
 	for (i = 0; i < n; i++)
 		json_array_append_new(more, json_string(colls[i]));
 	for (i = 0; !n && i < p->h.n; i++)
 		json_array_append_new(more, json_string(p->h.v[i].name));
-	if ((rc = sync_close_over_transactions(p->y, tp, REF_COLL, more, &grew)) < 0 || !grew)
+	opt_ref_collection(cp, sizeof(cp), NULL);
+	if ((rc = sync_close_over_transactions(p->y, tp, cp, more, &grew)) < 0 || !grew)
 		goto done;
 	if (!(mc = calloc(json_array_size(more) + 1, sizeof(*mc)))) {
 		rc = opt_error_oom();
@@ -260,9 +261,9 @@ static int pull_clash(struct pull_run *p, const struct head *e, const struct col
 		return rc;
 	if (rc != 1)
 		return opt_error_set(OPT_EIO, "%s", msg);
-	snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", p->r.name, c->name);
+	opt_ref_tracking(tref, sizeof(tref), p->r.name, c->name);
 	if (strcmp(e->status, "unchanged") != 0 &&
-	    (rc = sync_ref_cas(p->y->repo, tref, e->has_old ? &e->old : NULL, &e->new, p->deadline)) < 0)
+	    (rc = opt_ref_cas(p->y->repo, tref, &e->new, e->has_old ? &e->old : NULL, "opt-sync", p->deadline)) < 0)
 		return rc;
 	opt_error_set(OPT_ECONFLICT, "collection '%s' cannot be created: collection '%s' exists", c->name, other);
 	return sync_skip_add(&p->r, c->name, OPT_ECONFLICT);
@@ -284,9 +285,9 @@ static int pull_one(struct pull_run *p, const struct head *e, struct coll *c)
 	c->T = e->new;
 	c->has_T = 1;
 	c->skipped = json_object_get(p->r.skipped, e->name) != NULL;
-	snprintf(ref, sizeof(ref), REF_COLL "%s", e->name);
+	opt_ref_collection(ref, sizeof(ref), e->name);
 	for (;;) {
-		if ((rc = opt_git_ref_get(p->y->repo, ref, &c->L)) < 0)
+		if ((rc = opt_ref_read(p->y->repo, ref, &c->L)) < 0)
 			return rc;
 		c->has_L = rc;
 		if ((rc = sync_classify(&c->state, p->y->repo, c, e, o->dry_run)) < 0)
@@ -294,7 +295,7 @@ static int pull_one(struct pull_run *p, const struct head *e, struct coll *c)
 		v = sync_pull_verdict(c->state, o->conflict);
 		if (v.step != STEP_MOVE || o->dry_run)
 			break;
-		if ((rc = sync_ref_cas(p->y->repo, ref, &c->T, c->has_L ? &c->L : NULL, p->deadline)) == 0)
+		if ((rc = opt_ref_cas(p->y->repo, ref, c->has_L ? &c->L : NULL, &c->T, "opt-sync", p->deadline)) == 0)
 			break;
 		if (rc == OPT_EIO && !c->has_L)
 			return pull_clash(p, e, c);

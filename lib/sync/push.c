@@ -62,8 +62,8 @@ static int push_path_one(struct opt_sync *y, struct remote *r, const char *name,
 	}
 	if ((rc = pack_to_peer(r, pb)) < 0)
 		goto done;
-	snprintf(ref, sizeof(ref), REF_COLL "%s", name);
-	rc = sync_ref_cas(r->peer_repo, ref, nw, expect, deadline);
+	opt_ref_collection(ref, sizeof(ref), name);
+	rc = opt_ref_cas(r->peer_repo, ref, expect, nw, "opt-sync", deadline);
 	if (rc == OPT_ECONFLICT)
 		rc = opt_error_set(OPT_ECONFLICT, "remote '%s': collection '%s' moved", r->name, name);
 	if (rc == 0 && opt_pack_consolidate(r->peer_repo, 0) < 0)
@@ -74,15 +74,16 @@ done:
 	return rc;
 }
 
-/* The index of ref (refs/opt/collections/NAME) in a batch push, or nb. */
+/* The index of ref (collection NAME's) in a batch push, or nb. */
 static size_t batch_index(const struct remote *r, const char *ref)
 {
-	size_t i, pl = strlen(REF_COLL);
+	const char *name = opt_ref_collection_name(ref);
+	size_t i;
 
-	if (strncmp(ref, REF_COLL, pl) != 0)
+	if (!name)
 		return r->nb;
 	for (i = 0; i < r->nb; i++)
-		if (strcmp(r->bnames[i], ref + pl) == 0)
+		if (strcmp(r->bnames[i], name) == 0)
 			break;
 	return i;
 }
@@ -153,17 +154,14 @@ static int push_net_one(struct opt_sync *y, struct remote *r, const char *name, 
 {
 	git_remote *gr = NULL;
 	git_strarray specs = { 0 };
-	char tmp[REFLEN], *spec = NULL;
+	char tmp[REFLEN], cref[REFLEN], *spec = NULL;
 	int rc, grc;
 
-	snprintf(tmp, sizeof(tmp), REF_PUSH "%s", name);
-	{
-		git_reference *ref = NULL;
-		if (git_reference_create(&ref, y->repo, tmp, nw, 1, "opt-sync push") < 0)
-			return opt_git_fail(OPT_EIO, "cannot prepare the push");
-		git_reference_free(ref);
-	}
-	if (asprintf(&spec, "%s%s:" REF_COLL "%s", r->force ? "+" : "", tmp, name) < 0) {
+	opt_ref_push(tmp, sizeof(tmp), name);
+	if (opt_ref_cas(y->repo, tmp, OPT_REF_ANY, nw, "opt-sync push", 0) < 0)
+		return opt_git_fail(OPT_EIO, "cannot prepare the push");
+	opt_ref_collection(cref, sizeof(cref), name);
+	if (asprintf(&spec, "%s%s:%s", r->force ? "+" : "", tmp, cref) < 0) {
 		spec = NULL;
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
@@ -187,7 +185,7 @@ done:
 	{
 		char msg[1024];
 		snprintf(msg, sizeof(msg), "%s", opt_error_last());
-		if (sync_ref_cas(y->repo, tmp, NULL, NULL, opt_now_ms() + 1000) < 0)
+		if (opt_ref_cas(y->repo, tmp, OPT_REF_ANY, NULL, "opt-sync", opt_now_ms() + 1000) < 0)
 			opt_error_clear();
 		if (rc < 0)
 			opt_error_set(rc, "%s", msg);
@@ -204,7 +202,7 @@ static int push_net_many(struct opt_sync *y, struct remote *r, struct coll **v, 
 {
 	git_remote *gr = NULL;
 	git_strarray specs = { 0 };
-	char **sp = calloc(n + 1, sizeof(*sp)), tmp[REFLEN];
+	char **sp = calloc(n + 1, sizeof(*sp)), tmp[REFLEN], cref[REFLEN];
 	const char **names = calloc(n + 1, sizeof(*names));
 	const git_oid **exp = calloc(n + 1, sizeof(*exp));
 	size_t i, made = 0;
@@ -215,17 +213,16 @@ static int push_net_many(struct opt_sync *y, struct remote *r, struct coll **v, 
 		goto done;
 	}
 	for (i = 0; i < n; i++, made++) {
-		git_reference *ref = NULL;
 		res[i] = 0;
 		names[i] = v[i]->name;
 		exp[i] = v[i]->has_T ? &v[i]->T : NULL;
-		snprintf(tmp, sizeof(tmp), REF_PUSH "%s", v[i]->name);
-		if (git_reference_create(&ref, y->repo, tmp, &v[i]->L, 1, "opt-sync push") < 0) {
+		opt_ref_push(tmp, sizeof(tmp), v[i]->name);
+		if (opt_ref_cas(y->repo, tmp, OPT_REF_ANY, &v[i]->L, "opt-sync push", 0) < 0) {
 			rc = opt_git_fail(OPT_EIO, "cannot prepare the push");
 			goto done;
 		}
-		git_reference_free(ref);
-		if (asprintf(&sp[i], "%s:" REF_COLL "%s", tmp, v[i]->name) < 0) {
+		opt_ref_collection(cref, sizeof(cref), v[i]->name);
+		if (asprintf(&sp[i], "%s:%s", tmp, cref) < 0) {
 			sp[i] = NULL;
 			made++;
 			rc = opt_error_set(OPT_EIO, "out of memory");
@@ -257,8 +254,8 @@ done:
 		char msg[1024];
 		snprintf(msg, sizeof(msg), "%s", opt_error_last());
 		for (i = 0; i < made; i++) {
-			snprintf(tmp, sizeof(tmp), REF_PUSH "%s", v[i]->name);
-			if (sync_ref_cas(y->repo, tmp, NULL, NULL, opt_now_ms() + 1000) < 0)
+			opt_ref_push(tmp, sizeof(tmp), v[i]->name);
+			if (opt_ref_cas(y->repo, tmp, OPT_REF_ANY, NULL, "opt-sync", opt_now_ms() + 1000) < 0)
 				opt_error_clear();
 		}
 		if (rc < 0)
@@ -304,8 +301,8 @@ static int push_path_many(struct opt_sync *y, struct remote *r, struct coll **v,
 			res[i] = OPT_EBUSY;
 			continue;
 		}
-		snprintf(ref, sizeof(ref), REF_COLL "%s", v[i]->name);
-		res[i] = sync_ref_cas(r->peer_repo, ref, &v[i]->L, v[i]->has_T ? &v[i]->T : NULL, deadline);
+		opt_ref_collection(ref, sizeof(ref), v[i]->name);
+		res[i] = opt_ref_cas(r->peer_repo, ref, v[i]->has_T ? &v[i]->T : NULL, &v[i]->L, "opt-sync", deadline);
 		if (res[i] == OPT_ECONFLICT || res[i] == OPT_EBUSY) {
 			opt_error_set(res[i], "remote '%s': collection '%s' moved", r->name, v[i]->name);
 			moved = 1;
@@ -339,8 +336,8 @@ static int repair_replica(struct opt_sync *y, struct remote *r, struct coll *c, 
 
 	if (o->dry_run)
 		return opt_sync_emit_rec(o, sync_rec_of(y, r->name, c->name, &c->T, ahead ? "fast-forward" : "repaired", 1));
-	snprintf(ref, sizeof(ref), REF_COLL "%s", c->name);
-	snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r->name, c->name);
+	opt_ref_collection(ref, sizeof(ref), c->name);
+	opt_ref_tracking(tref, sizeof(tref), r->name, c->name);
 	if (ahead) {
 		/* verified by the fetch: take it as a pull would */
 		if ((rc = sync_move_heads(y, &c, 1, 0, deadline)) < 0)
@@ -348,8 +345,8 @@ static int repair_replica(struct opt_sync *y, struct remote *r, struct coll *c, 
 		return opt_sync_emit_rec(o, sync_rec_of(y, r->name, c->name, &c->T, "fast-forward", 0));
 	}
 	/* its transactions we lack, replayed here as a replay of ours would be */
-	snprintf(tref, sizeof(tref), REF_BACKUP "%s", c->name);
-	if ((rc = sync_ref_cas(y->repo, tref, &c->T, NULL, deadline)) < 0)
+	opt_ref_backup(tref, sizeof(tref), c->name);
+	if ((rc = opt_ref_cas(y->repo, tref, NULL, &c->T, "opt-sync", deadline)) < 0)
 		return rc == OPT_ECONFLICT ? opt_error_set(OPT_EBUSY, "collection '%s' has a replay in progress", c->name)
 					   : rc;
 	names = json_pack("[s]", c->name);
@@ -361,7 +358,7 @@ static int repair_replica(struct opt_sync *y, struct remote *r, struct coll *c, 
 	if ((rc = sync_replay_backups(y, r->name, names, "replay", o, counts, NULL)) < 0)
 		goto done;
 	replayed = (long)json_integer_value(json_object_get(counts, c->name));
-	if ((rc = opt_git_ref_get(y->repo, ref, &nl)) <= 0) {
+	if ((rc = opt_ref_read(y->repo, ref, &nl)) <= 0) {
 		rc = rc < 0 ? rc : opt_error_set(OPT_ENOTFOUND, "no collection '%s'", c->name);
 		goto done;
 	}
@@ -371,8 +368,8 @@ static int repair_replica(struct opt_sync *y, struct remote *r, struct coll *c, 
 	r->force = 0;
 	if (rc < 0)
 		goto done;
-	snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r->name, c->name);
-	if (sync_ref_cas(y->repo, tref, &nl, &c->T, deadline) < 0)
+	opt_ref_tracking(tref, sizeof(tref), r->name, c->name);
+	if (opt_ref_cas(y->repo, tref, &c->T, &nl, "opt-sync", deadline) < 0)
 		opt_error_clear();  /* the next fetch sets it */
 	rec = sync_rec_of(y, r->name, c->name, &nl, "repaired", 0);
 	if (rec)
@@ -417,8 +414,10 @@ static int multi_to_push(struct opt_sync *y, const struct coll *c)
 			rc = opt_git_fail(OPT_EINTEGRITY, "cannot read a commit to push");
 			break;
 		}
-		if (strstr(git_commit_message(cm), "\nOpt-Primary: "))
+		char *primary = opt_trailer_value(git_commit_message(cm), "Opt-Primary");
+		if (primary)
 			rc = 1;
+		free(primary);
 		git_commit_free(cm);
 		if (++n > 100000)
 			rc = 1;  /* a long history: go ref by ref to be safe */
@@ -452,12 +451,12 @@ static int tracking_holds(struct opt_sync *y, struct remote *r, const char **cn,
 		const git_oid *at = NULL;
 		git_oid id;
 		struct head *e;
-		snprintf(ref, sizeof(ref), REF_COLL "%s", cn[i]);
+		opt_ref_collection(ref, sizeof(ref), cn[i]);
 		for (k = 0; k < nr && !at; k++)
 			if (strcmp(refs[k]->name, ref) == 0)
 				at = &refs[k]->oid;
-		snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", r->name, cn[i]);
-		if ((rc = opt_git_ref_get(y->repo, tref, &id)) < 0)
+		opt_ref_tracking(tref, sizeof(tref), r->name, cn[i]);
+		if ((rc = opt_ref_read(y->repo, tref, &id)) < 0)
 			goto fail;
 		if (!rc != !at || (at && !git_oid_equal(at, &id))) {
 			rc = 0;  /* it moved since we last saw it */
@@ -514,13 +513,14 @@ static int push_names(struct push_run *p, const char *const *colls, size_t n)
 		return opt_store_list(p->y->s, &p->names);
 	p->names = json_array();
 	for (i = 0; i < n; i++) {
-		snprintf(ref, sizeof(ref), REF_COLL "%s", colls[i]);
-		if ((rc = opt_git_ref_get(p->y->repo, ref, &id)) <= 0)
+		opt_ref_collection(ref, sizeof(ref), colls[i]);
+		if ((rc = opt_ref_read(p->y->repo, ref, &id)) <= 0)
 			return rc < 0 ? rc : opt_error_set(OPT_ENOTFOUND, "no collection '%s'", colls[i]);
 		json_array_append_new(p->names, json_string(colls[i]));
 	}
-	snprintf(tp, sizeof(tp), REF_REMOTES "%s/", p->r.name);
-	return sync_close_over_transactions(p->y, REF_COLL, tp, p->names, NULL);
+	opt_ref_tracking(tp, sizeof(tp), p->r.name, NULL);
+	opt_ref_collection(ref, sizeof(ref), NULL);
+	return sync_close_over_transactions(p->y, ref, tp, p->names, NULL);
 }
 
 static int push_begin(struct push_run *p, struct opt_sync *y, const char *remote, const char *const *colls, size_t n,
@@ -599,7 +599,7 @@ static int pinned_past(struct push_run *p, struct coll *c, const struct head *e,
 	git_oid own = c->L;
 	int on_ours = c->has_L, d, rc;
 
-	if (on_ours && (rc = opt_git_ref_get(p->y->repo, ref, &own)) < 0)
+	if (on_ours && (rc = opt_ref_read(p->y->repo, ref, &own)) < 0)
 		return rc;
 	on_ours = on_ours && git_oid_equal(&own, &c->L);
 	c->has_L = 1;
@@ -624,8 +624,8 @@ static int push_state(struct push_run *p, size_t i)
 	OPT_CHECK_ALLOC(c->name = strdup(p->cn[i]));
 	c->replica = p->o->replica || src;
 	c->pinned = json_is_string(src);
-	snprintf(ref, sizeof(ref), REF_COLL "%s", p->cn[i]);
-	if ((rc = opt_git_ref_get(p->y->repo, ref, &c->L)) < 0)
+	opt_ref_collection(ref, sizeof(ref), p->cn[i]);
+	if ((rc = opt_ref_read(p->y->repo, ref, &c->L)) < 0)
 		return rc;
 	c->has_L = rc;
 	if (c->pinned && git_oid_fromstr(&c->L, json_string_value(src)) == 0 && (rc = pinned_past(p, c, e, ref)) != 0)
@@ -676,8 +676,8 @@ static int push_repair(struct push_run *p, struct coll *c)
 
 	if (c->pinned) {
 		/* from our head, not the home's state */
-		snprintf(ref, sizeof(ref), REF_COLL "%s", c->name);
-		if ((rc = opt_git_ref_get(p->y->repo, ref, &c->L)) <= 0)
+		opt_ref_collection(ref, sizeof(ref), c->name);
+		if ((rc = opt_ref_read(p->y->repo, ref, &c->L)) <= 0)
 			return rc < 0 ? rc : opt_error_set(OPT_ENOTFOUND, "no collection '%s'", c->name);
 		if ((ahead = sync_descends(p->y->repo, &c->T, &c->L)) < 0)
 			return ahead;
@@ -785,8 +785,8 @@ static int push_send(struct push_run *p)
 			}
 			if (rc < 0)
 				return rc;
-			snprintf(tref, sizeof(tref), REF_REMOTES "%s/%s", p->r.name, c->name);
-			if (sync_ref_cas(p->y->repo, tref, &c->L, expect, p->deadline) < 0)
+			opt_ref_tracking(tref, sizeof(tref), p->r.name, c->name);
+			if (opt_ref_cas(p->y->repo, tref, expect, &c->L, "opt-sync", p->deadline) < 0)
 				opt_error_clear();  /* the next fetch sets it */
 		}
 		json_object_set_new(p->done_set, c->name, json_true());

@@ -271,7 +271,7 @@ int opt_sync_remote_rm(struct opt_sync *y, const char *name)
 			goto done;
 		}
 	}
-	snprintf(prefix, sizeof(prefix), REF_REMOTES "%s/", name);
+	opt_ref_tracking(prefix, sizeof(prefix), name, NULL);
 	rc = sync_delete_refs_under(y->repo, prefix);
 done:
 	json_decref(n.names);
@@ -456,8 +456,7 @@ int sync_remote_open(struct opt_sync *y, struct remote *r, const char *name, con
 	if (opt_sync_url_is_local(r->url, &r->path)) {
 		peer_owner_check(0);
 		rc = opt_store_open(&r->peer, r->path);
-		if (rc == 0 && git_repository_open_ext(&r->peer_repo, r->path,
-						       GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL) < 0) {
+		if (rc == 0 && opt_store__repo_open(r->peer, &r->peer_repo) < 0) {
 			rc = opt_git_fail(OPT_ENET, "cannot open remote");
 			peer_owner_check(1);
 			sync_remote_close(r);
@@ -730,7 +729,7 @@ static void view_sweep(const char *store)
 
 /* libgit2's local transport lists every ref of the repository and fails
  * on the first whose name git does not accept (a file
- * refs/opt/collections/x~1 put there by hand): one such ref failed every
+ * collection ref x~1 put there by hand): one such ref failed every
  * fetch from that remote.  A path remote with such refs is read through
  * a view: a bare repository in our store (opt-peer.XXXXXX, removed when
  * the remote is closed; one left by a killed run goes a day later) whose
@@ -745,7 +744,8 @@ static int path_view(struct opt_sync *y, struct remote *r)
 	json_t *names = json_array();
 	const char *name;
 	char *store = NULL, *peer = NULL, alt[PATH_MAX + 64];
-	size_t pl = strlen(REF_COLL), i;
+	const char *cn;
+	size_t i;
 	int odd = 0, valid, err, rc = 0;
 	FILE *f;
 
@@ -758,17 +758,18 @@ static int path_view(struct opt_sync *y, struct remote *r)
 	while ((err = git_reference_next_name(&name, it)) == 0) {
 		if (git_reference_name_is_valid(&valid, name) < 0)
 			valid = 0;
+		cn = opt_ref_collection_name(name);
 		if (valid) {
-			if (strncmp(name, REF_COLL, pl) == 0)
+			if (cn)
 				json_array_append_new(names, json_string_nocheck(name));
 			continue;
 		}
 		odd = 1;
-		if (strncmp(name, REF_COLL, pl) != 0)
+		if (!cn)
 			continue;
-		if (opt_store_name_check(name + pl) == 0)
+		if (opt_store_name_check(cn) == 0)
 			opt_error_set(OPT_EINTEGRITY, "not a valid ref name");
-		if ((rc = sync_skip_add(r, name + pl, OPT_EINTEGRITY)) < 0)
+		if ((rc = sync_skip_add(r, cn, OPT_EINTEGRITY)) < 0)
 			break;
 	}
 	git_reference_iterator_free(it);
@@ -828,7 +829,7 @@ int sync_ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, st
 	const git_remote_head **refs = NULL;
 	json_t *ours = NULL, *theirs = NULL;
 	const char *other;
-	size_t n = 0, i, k, pl = strlen(REF_COLL);
+	size_t n = 0, i, k;
 	int rc;
 
 	*gr_out = NULL;
@@ -858,10 +859,9 @@ int sync_ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, st
 		goto fail;
 	for (i = 0; i < n; i++) {
 		struct head *e;
-		const char *name = refs[i]->name;
-		if (strncmp(name, REF_COLL, pl) != 0)
+		const char *name = opt_ref_collection_name(refs[i]->name);
+		if (!name)
 			continue;
-		name += pl;
 		if (opt_store_name_check(name) < 0) {
 			if ((rc = sync_skip_add(r, name, OPT_EINTEGRITY)) < 0)
 				goto fail;

@@ -82,67 +82,6 @@ done:
 	return rc;
 }
 
-/* The decision on trx in the history of collection name from commit at,
- * back to `since` (seconds; a minute of slack): 1, -1 or 0. */
-static int decision_at(struct opt_sync *y, const char *name, const git_oid *at, const char *trx, int64_t since,
-		       int *d)
-{
-	struct opt_snap *snap = NULL, *p = NULL;
-	char hex[GIT_OID_HEXSZ + 1];
-	int rc;
-
-	*d = 0;
-	sync_hex_of(hex, at);
-	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
-		return rc;
-	while (snap) {
-		if (strcmp(opt_snap_trx(snap), trx) == 0) {
-			const char *st = opt_snap_trailer(snap, "Opt-Status");
-			if (!st || strcmp(st, "committed") == 0)
-				*d = 1;
-			else if (strcmp(st, "aborted") == 0)
-				*d = -1;
-			if (*d)
-				break;
-		}
-		if (opt_snap_time(snap) < since - 60)
-			break;
-		rc = opt_snap_parent(&p, snap);
-		opt_snap_free(snap);
-		snap = p;
-		if (rc == OPT_ENOTFOUND) {
-			opt_error_clear();
-			rc = 0;
-			break;
-		}
-		if (rc < 0)
-			return rc;
-	}
-	opt_snap_free(snap);
-	return 0;
-}
-
-/* The decision on trx by its primary, looking at the primary's old head
- * when a replay moved it (its backup) and at its head. */
-static int decision_of(struct opt_sync *y, const char *primary, const char *trx, int64_t since, int *d)
-{
-	char ref[REFLEN];
-	git_oid b;
-	int rc;
-
-	*d = 0;
-	if (!opt_store_name_valid(primary))
-		return opt_error_set(OPT_EINTEGRITY, "transaction %s names an invalid primary '%s'", trx, primary);
-	snprintf(ref, sizeof(ref), REF_BACKUP "%s", opt_esc(primary));
-	if ((rc = opt_git_ref_get(y->repo, ref, &b)) < 0)
-		return rc;
-	if (rc == 1 && (rc = decision_at(y, primary, &b, trx, since, d)) < 0)
-		return rc;
-	if (*d)
-		return 0;
-	return opt_store_decision(y->s, primary, trx, since, d);
-}
-
 /* The transactions our replay already committed on top of `head` (down to
  * revision `after`): {trx: true} into set. */
 static int replayed_trx(struct opt_sync *y, const char *name, const git_oid *head, long after, json_t *set)
@@ -237,7 +176,8 @@ static int plan_ours(struct opt_sync *y, struct coll *c, const git_oid *from, js
 						   c->name, rev);
 				goto done;
 			}
-			if ((rc = decision_of(y, primary, trx, json_integer_value(json_object_get(e, "time")) / 1000, &d)) < 0)
+			if ((rc = opt_store__decision_of(y->s, primary, trx, json_integer_value(json_object_get(e, "time")) / 1000,
+							  &d)) < 0)
 				goto done;
 			if (d == -1)
 				continue;
@@ -350,100 +290,116 @@ static json_t *report_of(const struct coll *c)
 
 /* ---- the resolver program ---- */
 
+/* input, one line, in a temporary file at its start: *in. */
+static int resolver_input(const json_t *input, FILE **in)
+{
+	char *text = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY);
+	int rc = 0;
+
+	if (!text || !(*in = tmpfile()) || fputs(text, *in) == EOF || fputc('\n', *in) == EOF || fflush(*in) == EOF ||
+	    fseek(*in, 0, SEEK_SET) < 0)
+		rc = opt_error_set(OPT_EIO, "cannot prepare the resolver's input: %s", strerror(errno));
+	free(text);
+	return rc;
+}
+
+/* Start prog (through /bin/sh -c), its stdin in, its stdout pfd[1]: the
+ * child's pid (in the parent), <0 when it cannot start. */
+static pid_t spawn(const char *prog, FILE *in, const int pfd[2])
+{
+	pid_t pid;
+
+	fflush(stdout);
+	if ((pid = fork()) != 0)
+		return pid;
+	/* the program gets the default SIGPIPE, whatever ours is */
+	signal(SIGPIPE, SIG_DFL);
+	dup2(fileno(in), 0);
+	dup2(pfd[1], 1);
+	close(pfd[0]);
+	close(pfd[1]);
+	execl("/bin/sh", "sh", "-c", prog, (char *)NULL);
+	_exit(127);
+}
+
+/* Read fd to its end: *buf (NUL-terminated, *len bytes; to free). */
+static int read_all(int fd, char **buf, size_t *len)
+{
+	size_t cap = 0;
+	ssize_t n;
+
+	for (;;) {
+		if (OPT_ALLOC_GROW(*buf, *len + 4096, cap) < 0)
+			return OPT_EIO;
+		n = read(fd, *buf + *len, cap - *len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		*len += (size_t)n;
+	}
+	(*buf)[*len] = '\0';
+	return 0;
+}
+
+/* What prog printed (buf): an action into *out, or null (*out NULL). */
+static int resolver_action(const char *prog, const char *buf, size_t len, json_t **out)
+{
+	json_t *v = NULL;
+
+	if (opt_json_parse(&v, buf, len) < 0)
+		return opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed no JSON action or null (%s)", prog,
+				     opt_error_last());
+	if (json_is_null(v)) {
+		json_decref(v);
+		return 0;
+	}
+	if (!json_is_object(v) || !json_is_string(json_object_get(v, "type"))) {
+		json_decref(v);
+		return opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed something that is neither an action "
+				     "nor null", prog);
+	}
+	*out = v;
+	return 0;
+}
+
 /* Run prog (through /bin/sh -c) with input on stdin; *out its action, or
  * NULL to drop ours. */
 static int run_resolver(const char *prog, const json_t *input, json_t **out)
 {
 	FILE *in = NULL;
-	char *text = NULL, *buf = NULL;
-	size_t len = 0, cap = 0;
-	int pfd[2] = { -1, -1 }, status, rc = 0;
+	char *buf = NULL;
+	size_t len = 0;
+	int pfd[2] = { -1, -1 }, status, rc;
 	pid_t pid;
-	json_t *v = NULL;
 
 	*out = NULL;
-	if (!(text = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY)) || !(in = tmpfile())) {
-		rc = opt_error_set(OPT_EIO, "cannot prepare the resolver's input: %s", strerror(errno));
+	if ((rc = resolver_input(input, &in)) < 0)
 		goto done;
-	}
-	if (fputs(text, in) == EOF || fputc('\n', in) == EOF || fflush(in) == EOF || fseek(in, 0, SEEK_SET) < 0) {
-		rc = opt_error_set(OPT_EIO, "cannot prepare the resolver's input: %s", strerror(errno));
-		goto done;
-	}
-	if (pipe(pfd) < 0) {
+	if (pipe(pfd) < 0 || (pid = spawn(prog, in, pfd)) < 0) {
 		rc = opt_error_set(OPT_EIO, "cannot run the resolver: %s", strerror(errno));
 		goto done;
-	}
-	fflush(stdout);
-	pid = fork();
-	if (pid < 0) {
-		rc = opt_error_set(OPT_EIO, "cannot run the resolver: %s", strerror(errno));
-		goto done;
-	}
-	if (pid == 0) {
-		/* the program gets the default SIGPIPE, whatever ours is */
-		signal(SIGPIPE, SIG_DFL);
-		dup2(fileno(in), 0);
-		dup2(pfd[1], 1);
-		close(pfd[0]);
-		close(pfd[1]);
-		execl("/bin/sh", "sh", "-c", prog, (char *)NULL);
-		_exit(127);
 	}
 	close(pfd[1]);
 	pfd[1] = -1;
-	for (;;) {
-		ssize_t n;
-		if (len + 4096 > cap) {
-			char *nb = realloc(buf, cap = cap ? cap * 2 : 8192);
-			if (!nb) {
-				rc = opt_error_set(OPT_EIO, "out of memory");
-				break;
-			}
-			buf = nb;
-		}
-		n = read(pfd[0], buf + len, cap - len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
+	rc = read_all(pfd[0], &buf, &len);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	if (rc < 0)
 		goto done;
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' failed (%s %d)", prog,
 				   WIFEXITED(status) ? "exit status" : "signal",
 				   WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-		goto done;
-	}
-	buf[len] = '\0';
-	if (opt_json_parse(&v, buf, len) < 0) {
-		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed no JSON action or null (%s)", prog,
-				   opt_error_last());
-		goto done;
-	}
-	if (json_is_null(v)) {
-		json_decref(v);
-		v = NULL;
-	} else if (!json_is_object(v) || !json_is_string(json_object_get(v, "type"))) {
-		rc = opt_error_set(OPT_ECONFLICT, "the resolver '%.200s' printed something that is neither an action "
-				   "nor null", prog);
-		goto done;
-	}
-	*out = v;
-	v = NULL;
+	else
+		rc = resolver_action(prog, buf, len, out);
 done:
-	json_decref(v);
 	if (pfd[0] >= 0)
 		close(pfd[0]);
 	if (pfd[1] >= 0)
 		close(pfd[1]);
 	if (in)
 		fclose(in);
-	free(text);
 	free(buf);
 	return rc;
 }
@@ -477,65 +433,41 @@ static int resolve_all(struct coll *c, const char *prog)
 
 int sync_move_heads(struct opt_sync *y, struct coll **v, size_t n, int backup, int64_t deadline)
 {
-	char ref[REFLEN], bref[REFLEN];
-	unsigned tries = 0;
-	size_t i;
+	struct opt_ref_update *u = calloc(2 * n + 1, sizeof(*u));
+	char (*names)[REFLEN] = calloc(2 * n + 1, sizeof(*names));
+	size_t i, k = 0, failed = 0;
 	int rc;
 
-	for (;;) {
-		git_transaction *tx = NULL;
-		int locked = 0;
-
-		if (git_transaction_new(&tx, y->repo) < 0)
-			return opt_git_fail(OPT_EIO, "cannot move collections");
-		rc = 0;
-		for (i = 0; i < n && rc == 0; i++) {
-			snprintf(ref, sizeof(ref), REF_COLL "%s", v[i]->name);
-			snprintf(bref, sizeof(bref), REF_BACKUP "%s", v[i]->name);
-			git_error_clear();
-			rc = git_transaction_lock_ref(tx, ref);
-			if (rc == 0 && backup)
-				rc = git_transaction_lock_ref(tx, bref);
-		}
-		if (rc == GIT_ELOCKED) {
-			locked = 1;
-		} else if (rc < 0) {
-			rc = opt_git_fail(OPT_EIO, "cannot lock collections");
-		} else {
-			for (i = 0; i < n && rc == 0; i++) {
-				git_oid cur;
-				int has;
-				snprintf(ref, sizeof(ref), REF_COLL "%s", v[i]->name);
-				snprintf(bref, sizeof(bref), REF_BACKUP "%s", v[i]->name);
-				if ((has = opt_git_ref_get(y->repo, ref, &cur)) < 0) {
-					rc = has;
-					break;
-				}
-				if (has != v[i]->has_L || (has && !git_oid_equal(&cur, &v[i]->L))) {
-					rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed meanwhile", v[i]->name);
-					break;
-				}
-				if (backup && (has = opt_git_ref_get(y->repo, bref, &cur)) != 0) {
-					rc = has < 0 ? has : opt_error_set(OPT_ECONFLICT, "collection '%s' has a replay in progress",
-									     v[i]->name);
-					break;
-				}
-				if (git_transaction_set_target(tx, ref, &v[i]->T, NULL, "opt-sync: to the remote head") < 0 ||
-				    (backup && v[i]->has_L &&
-				     git_transaction_set_target(tx, bref, &v[i]->L, NULL, "opt-sync: replay backup") < 0))
-					rc = opt_git_fail(OPT_EIO, "cannot move collections");
-			}
-			if (rc == 0 && git_transaction_commit(tx) < 0)
-				rc = opt_git_fail(OPT_EIO, "cannot move collections");
-		}
-		git_transaction_free(tx);
-		if (!locked)
-			return rc;
-		if (opt_now_ms() >= deadline)
-			return opt_error_set(OPT_EBUSY, "collections stayed locked by other writers");
-		opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 200));
-		tries++;
+	if (!u || !names) {
+		rc = opt_error_oom();
+		goto done;
 	}
+	for (i = 0; i < n; i++) {
+		opt_ref_collection(names[k], REFLEN, v[i]->name);
+		u[k].name = names[k];
+		u[k].old = v[i]->has_L ? &v[i]->L : NULL;
+		u[k].new = &v[i]->T;
+		u[k++].log = "opt-sync: to the remote head";
+		if (!backup)
+			continue;
+		/* no replay in progress: the backup ref is absent */
+		opt_ref_backup(names[k], REFLEN, v[i]->name);
+		u[k].name = names[k];
+		u[k].new = v[i]->has_L ? &v[i]->L : NULL;
+		u[k++].log = "opt-sync: replay backup";
+	}
+	rc = opt_ref_cas_many(y->repo, u, k, deadline, &failed);
+	if (rc == OPT_ECONFLICT && failed < k) {
+		i = backup ? failed / 2 : failed;
+		if (backup && failed % 2)
+			rc = opt_error_set(OPT_ECONFLICT, "collection '%s' has a replay in progress", v[i]->name);
+		else
+			rc = opt_error_set(OPT_ECONFLICT, "collection '%s' changed meanwhile", v[i]->name);
+	}
+done:
+	free(u);
+	free(names);
+	return rc;
 }
 
 /* ---- running a replay ---- */
@@ -560,9 +492,9 @@ static int gather_one(struct replay *p, struct coll *c, json_t *prepared)
 	json_t *d;
 	int has = 0, rc;
 
-	snprintf(ref, sizeof(ref), REF_COLL "%s", c->name);
-	snprintf(bref, sizeof(bref), REF_BACKUP "%s", c->name);
-	if ((rc = opt_git_ref_get(p->y->repo, bref, &c->B)) < 0 || (has = opt_git_ref_get(p->y->repo, ref, &c->L)) < 0)
+	opt_ref_collection(ref, sizeof(ref), c->name);
+	opt_ref_backup(bref, sizeof(bref), c->name);
+	if ((rc = opt_ref_read(p->y->repo, bref, &c->B)) < 0 || (has = opt_ref_read(p->y->repo, ref, &c->L)) < 0)
 		return rc < 0 ? rc : has;
 	if (!(c->has_L = has))
 		return opt_error_set(OPT_EINTEGRITY, "collection '%s' is gone while its replay is pending", c->name);
@@ -609,10 +541,12 @@ static void queue_one(struct replay *p, const struct coll *c)
 static int gather(struct replay *p, const json_t *names, json_t *prepared)
 {
 	json_t *all = NULL;
+	char prefix[REFLEN];
 	size_t i;
 	int rc;
 
-	if ((rc = sync_refs_under(p->y->repo, REF_BACKUP, &all)) < 0)
+	opt_ref_backup(prefix, sizeof(prefix), NULL);
+	if ((rc = sync_refs_under(p->y->repo, prefix, &all)) < 0)
 		return rc;
 	if (!(p->cs = calloc(json_array_size(all) + 1, sizeof(*p->cs))))
 		rc = opt_error_oom();
@@ -709,10 +643,10 @@ static int finish(struct replay *p, json_t *counts, int64_t deadline)
 
 	for (i = 0; i < p->nc; i++) {
 		const struct coll *c = &p->cs[i];
-		snprintf(bref, sizeof(bref), REF_BACKUP "%s", c->name);
-		snprintf(ref, sizeof(ref), REF_COLL "%s", c->name);
-		if ((rc = sync_ref_cas(p->y->repo, bref, NULL, &c->B, deadline)) < 0 ||
-		    (rc = opt_git_ref_get(p->y->repo, ref, &head)) < 0)
+		opt_ref_backup(bref, sizeof(bref), c->name);
+		opt_ref_collection(ref, sizeof(ref), c->name);
+		if ((rc = opt_ref_cas(p->y->repo, bref, &c->B, NULL, "opt-sync", deadline)) < 0 ||
+		    (rc = opt_ref_read(p->y->repo, ref, &head)) < 0)
 			return rc;
 		if (counts) {
 			/* the caller reports */
@@ -834,13 +768,15 @@ int sync_reconcile(struct opt_sync *y, const char *remote, struct coll **v, size
 int sync_resume(struct opt_sync *y, const char *remote, const struct opt_sync_opts *o, json_t *counts)
 {
 	json_t *all = NULL;
+	char prefix[REFLEN];
 	int rc;
 
-	if ((rc = sync_refs_under(y->repo, REF_BACKUP, &all)) < 0)
+	opt_ref_backup(prefix, sizeof(prefix), NULL);
+	if ((rc = sync_refs_under(y->repo, prefix, &all)) < 0)
 		return rc;
 	if (json_array_size(all) > 0 && o && o->conflict && strcmp(o->conflict, "keep-remote") == 0 && !o->dry_run) {
 		/* what was not replayed yet is dropped */
-		rc = sync_delete_refs_under(y->repo, REF_BACKUP);
+		rc = sync_delete_refs_under(y->repo, prefix);
 	} else if (json_array_size(all) > 0 && !(o && o->dry_run)) {
 		rc = sync_replay_backups(y, remote, NULL, o && o->conflict ? o->conflict : "replay", o, counts, NULL);
 	}

@@ -97,49 +97,6 @@ int sync_cmp_head(const void *a, const void *b)
 	return strcmp(((const struct head *)a)->name, ((const struct head *)b)->name);
 }
 
-int sync_ref_cas(git_repository *repo, const char *name, const git_oid *new, const git_oid *old,
-		 int64_t deadline)
-{
-	git_reference *r = NULL;
-	git_oid zero;
-	unsigned tries = 0;
-	int rc;
-
-	memset(&zero, 0, sizeof(zero));
-	for (;;) {
-		git_error_clear();
-		if (new) {
-			rc = git_reference_create_matching(&r, repo, name, new, 1, old ? old : &zero, "opt-sync");
-			git_reference_free(r);
-			r = NULL;
-		} else {
-			git_oid cur;
-			rc = git_reference_lookup(&r, repo, name);
-			if (rc == GIT_ENOTFOUND)
-				return old ? opt_error_set(OPT_ECONFLICT, "ref '%s' is gone", name) : 0;
-			if (rc == 0) {
-				cur = *git_reference_target(r);
-				if (old && !git_oid_equal(&cur, old))
-					rc = GIT_EMODIFIED;
-				else
-					rc = git_reference_delete(r);
-			}
-			git_reference_free(r);
-			r = NULL;
-		}
-		if (rc == 0)
-			return 0;
-		if (rc == GIT_EMODIFIED || rc == GIT_EEXISTS || (rc == GIT_ENOTFOUND && old))
-			return opt_error_set(OPT_ECONFLICT, "ref '%s' changed meanwhile", name);
-		if (rc != GIT_ELOCKED)
-			return opt_git_fail(OPT_EIO, "cannot update ref");
-		if (opt_now_ms() >= deadline)
-			return opt_error_set(OPT_EBUSY, "ref '%s' stayed locked", name);
-		opt_sleep_ms(opt_backoff_ms(tries < 8 ? tries : 8, 2, 100));
-		tries++;
-	}
-}
-
 int sync_refs_under(git_repository *repo, const char *prefix, json_t **out)
 {
 	git_reference_iterator *it = NULL;
@@ -216,6 +173,7 @@ int sync_have_object(struct opt_sync *y, const git_oid *id)
 int opt_sync_open(struct opt_sync **out, struct opt_store *s)
 {
 	struct opt_sync *y;
+	int rc;
 
 	*out = NULL;
 	y = calloc(1, sizeof(*y));
@@ -223,10 +181,11 @@ int opt_sync_open(struct opt_sync **out, struct opt_store *s)
 		return opt_error_set(OPT_EIO, "out of memory");
 	y->s = s;
 	y->lockfd = -1;
-	if (git_repository_open_ext(&y->repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
-				    NULL) < 0) {
+	/* a repository object of our own: a fetch's quarantine changes its
+	 * object database, not the store's */
+	if ((rc = opt_store__repo_open(s, &y->repo)) < 0) {
 		free(y);
-		return opt_git_fail(OPT_EIO, "cannot open store");
+		return rc;
 	}
 	*out = y;
 	return 0;
@@ -284,7 +243,7 @@ int sync_delete_refs_under(git_repository *repo, const char *prefix)
 		return rc;
 	for (i = 0; i < json_array_size(names) && rc == 0; i++) {
 		snprintf(ref, sizeof(ref), "%s%s", prefix, json_string_value(json_array_get(names, i)));
-		rc = sync_ref_cas(repo, ref, NULL, NULL, opt_now_ms() + sync_busy_timeout(NULL));
+		rc = opt_ref_cas(repo, ref, OPT_REF_ANY, NULL, "opt-sync", opt_now_ms() + sync_busy_timeout(NULL));
 	}
 	json_decref(names);
 	return rc;
@@ -414,103 +373,93 @@ json_t *sync_rec_of(struct opt_sync *y, const char *remote, const char *name, co
 
 int opt_sync_close_over(struct opt_sync *y, const char *remote, json_t *names, int *grew)
 {
-	char stop[REFLEN];
+	char stop[REFLEN], from[REFLEN];
 
 	if (remote && !opt_sync_remote_name_valid(remote))
 		return opt_error_set(OPT_EINVAL, "invalid remote name '%s'", opt_esc(remote));
 	/* without a remote: the whole history (no ref is kept there) */
 	if (remote)
-		snprintf(stop, sizeof(stop), REF_REMOTES "%s/", remote);
+		opt_ref_tracking(stop, sizeof(stop), remote, NULL);
 	else
-		snprintf(stop, sizeof(stop), "refs/opt/sync/none/");
-	return sync_close_over_transactions(y, REF_COLL, stop, names, grew);
+		snprintf(stop, sizeof(stop), "%s", opt_ref_nowhere());
+	opt_ref_collection(from, sizeof(from), NULL);
+	return sync_close_over_transactions(y, from, stop, names, grew);
+}
+
+/* Add the valid names of the comma-separated list cols that names lacks. */
+static void add_names(json_t *names, const char *cols, int *grew)
+{
+	char *dup = strdup(cols), *tok, *save = NULL;
+
+	for (tok = dup ? strtok_r(dup, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+		if (!opt_store_name_valid(tok) || sync_has_string(names, tok))
+			continue;
+		json_array_append_new(names, json_string(tok));
+		if (grew)
+			*grew = 1;
+	}
+	free(dup);
+}
+
+/* The collections sharing a transaction with name, in its revisions from
+ * from_prefix+name down to stop_prefix+name, into names. */
+static int close_one(struct opt_sync *y, const char *name, const char *from_prefix, const char *stop_prefix,
+		     json_t *names, int *grew)
+{
+	struct opt_snap *snap = NULL, *p = NULL;
+	char ref[REFLEN], sref[REFLEN], hex[GIT_OID_HEXSZ + 1];
+	git_oid from, stop, id;
+	int has_stop, d, rc;
+
+	snprintf(ref, sizeof(ref), "%s%s", from_prefix, name);
+	snprintf(sref, sizeof(sref), "%s%s", stop_prefix, name);
+	if ((rc = opt_ref_read(y->repo, ref, &from)) <= 0)
+		return rc;
+	if ((has_stop = opt_ref_read(y->repo, sref, &stop)) < 0)
+		return has_stop;
+	sync_hex_of(hex, &from);
+	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+		return rc;
+	while (snap) {
+		const char *cols = opt_snap_trailer(snap, "Opt-Collections");
+		git_oid_fromstr(&id, opt_snap_commit(snap));
+		if (has_stop && git_oid_equal(&id, &stop))
+			break;
+		if (cols)
+			add_names(names, cols, grew);
+		/* below the common base nothing is missing on either side */
+		if (has_stop && (d = sync_descends(y->repo, &stop, &id)) != 0) {
+			rc = d < 0 ? d : 0;
+			break;
+		}
+		rc = opt_snap_parent(&p, snap);
+		opt_snap_free(snap);
+		snap = p;
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			rc = 0;
+			break;
+		}
+		if (rc < 0)
+			return rc;
+	}
+	opt_snap_free(snap);
+	return rc;
 }
 
 int sync_close_over_transactions(struct opt_sync *y, const char *from_prefix, const char *stop_prefix,
 				 json_t *names, int *grew)
 {
-	size_t i, j;
-	int rc = 0;
+	size_t i;
+	int rc;
 
 	if (grew)
 		*grew = 0;
-	for (i = 0; i < json_array_size(names); i++) {
-		const char *name = json_string_value(json_array_get(names, i));
-		struct opt_snap *snap = NULL, *p = NULL;
-		char ref[REFLEN], sref[REFLEN], hex[GIT_OID_HEXSZ + 1];
-		git_oid from, stop;
-		int has_stop;
-
-		snprintf(ref, sizeof(ref), "%s%s", from_prefix, name);
-		snprintf(sref, sizeof(sref), "%s%s", stop_prefix, name);
-		if ((rc = opt_git_ref_get(y->repo, ref, &from)) <= 0) {
-			if (rc < 0)
-				return rc;
-			continue;
-		}
-		if ((has_stop = opt_git_ref_get(y->repo, sref, &stop)) < 0)
-			return has_stop;
-		sync_hex_of(hex, &from);
-		if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+	for (i = 0; i < json_array_size(names); i++)
+		if ((rc = close_one(y, json_string_value(json_array_get(names, i)), from_prefix, stop_prefix, names,
+				    grew)) < 0)
 			return rc;
-		while (snap) {
-			const char *cols = opt_snap_trailer(snap, "Opt-Collections");
-			git_oid id;
-			git_oid_fromstr(&id, opt_snap_commit(snap));
-			if (has_stop && git_oid_equal(&id, &stop))
-				break;
-			if (cols) {
-				char *dup = strdup(cols), *tok, *save = NULL;
-				for (tok = dup ? strtok_r(dup, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
-					if (!opt_store_name_valid(tok))
-						continue;
-					for (j = 0; j < json_array_size(names); j++)
-						if (strcmp(json_string_value(json_array_get(names, j)), tok) == 0)
-							break;
-					if (j == json_array_size(names)) {
-						json_array_append_new(names, json_string(tok));
-						if (grew)
-							*grew = 1;
-					}
-				}
-				free(dup);
-			}
-			/* below the common base nothing is missing on either side */
-			if (has_stop) {
-				int d = sync_descends(y->repo, &stop, &id);
-				if (d < 0) {
-					rc = d;
-					break;
-				}
-				if (d)
-					break;
-			}
-			rc = opt_snap_parent(&p, snap);
-			opt_snap_free(snap);
-			snap = p;
-			if (rc == OPT_ENOTFOUND) {
-				opt_error_clear();
-				rc = 0;
-				break;
-			}
-			if (rc < 0)
-				return rc;
-		}
-		opt_snap_free(snap);
-		if (rc < 0)
-			return rc;
-	}
-	{
-		size_t n = json_array_size(names), a, b;
-		for (a = 1; a < n; a++)
-			for (b = a; b > 0 && strcmp(json_string_value(json_array_get(names, b - 1)),
-						     json_string_value(json_array_get(names, b))) > 0; b--) {
-				json_t *t = json_incref(json_array_get(names, b - 1));
-				json_array_set(names, b - 1, json_array_get(names, b));
-				json_array_set_new(names, b, t);
-			}
-	}
-	return rc;
+	return sync_sort_strings(names);
 }
 
 /* ---- clone ---- */
@@ -531,17 +480,6 @@ int sync_has_string(const json_t *a, const char *v)
 		if (strcmp(json_string_value(json_array_get(a, i)), v) == 0)
 			return 1;
 	return 0;
-}
-
-int opt_git_ref_get(git_repository *repo, const char *name, git_oid *out)
-{
-	int rc = git_reference_name_to_id(out, repo, name);
-
-	if (rc == GIT_ENOTFOUND) {
-		git_error_clear();
-		return 0;
-	}
-	return rc < 0 ? opt_git_fail(OPT_EIO, "cannot read ref") : 1;
 }
 
 int opt_sync_emit_rec(const struct opt_sync_opts *o, json_t *rec)
@@ -584,8 +522,13 @@ static int in_repo(git_repository *repo, const git_oid *id)
 static int relation(enum sync_state *out, git_repository *repo, const git_oid *L, const git_oid *T)
 {
 	git_oid mb;
-	int rc = git_merge_base(&mb, repo, L, T);
+	int rc;
 
+	/* (libgit2's merge base leaks on a missing commit: its error comes
+	 * from the graph walk instead) */
+	if (!in_repo(repo, L) || !in_repo(repo, T))
+		return (rc = sync_descends(repo, L, T)) < 0 ? rc : opt_git_fail(OPT_EINTEGRITY, "cannot compare histories");
+	rc = git_merge_base(&mb, repo, L, T);
 	if (rc == GIT_ENOTFOUND) {
 		git_error_clear();
 		*out = SYNC_DIVERGED;
