@@ -35,59 +35,13 @@
 #ifndef OPT_BUNDLE_H
 #define OPT_BUNDLE_H
 
-#include <git2.h>
 #include <jansson.h>
-#include <stdio.h>
 
 #include "store.h"
 #include "sync.h"
 
 #define OPT_BUNDLE_MAX_REFS 100000
 #define OPT_BUNDLE_AS "bundle"   /* the remote name bundles are tracked as */
-
-/* One line of the header: a prerequisite or a ref. */
-struct opt_bundle_line {
-	git_oid id;
-	char *text;      /* a prerequisite's comment ("" when none), a ref's name */
-};
-
-/* A bundle being read: its header, and the stream at the pack. */
-struct opt_bundle {
-	FILE *f;
-	int own;                     /* f is ours to close (not stdin) */
-	char *path;                  /* as messages show it (opt_esc) */
-	struct opt_bundle_line *pre, *refs;
-	size_t npre, nrefs;
-};
-
-/* Open the bundle at path ("-": stdin) and read its header: *out a new
- * bundle, its stream at the start of the pack.  OPT_ENOTFOUND when there
- * is no such file, OPT_EINTEGRITY for a header that is not a git bundle's
- * (with what is wrong), OPT_EIO when unreadable. */
-int opt_bundle_open(struct opt_bundle **out, const char *path);
-void opt_bundle_free(struct opt_bundle *b);
-
-/* The head of collection name in b (borrowed), NULL when it has none. */
-const git_oid *opt_bundle_head(const struct opt_bundle *b, const char *name);
-
-/* Check that every prerequisite is a commit in repo, index the rest of
- * b's stream (the pack) into the objects of repo, then check that the
- * bundle is complete: every head a commit, and every commit, tree and
- * blob reachable from the heads and not from the prerequisites in repo.
- * What the object database known (may be NULL: nothing) has is taken as
- * complete, as git takes what a repository has.  OPT_EINTEGRITY for a
- * truncated, malformed or incomplete pack; OPT_ENOTFOUND for a missing
- * prerequisite.  *objects (may be NULL) gets the number of objects in the
- * pack. */
-int opt_bundle_index(struct opt_bundle *b, git_repository *repo, git_odb *known, opt_sync_progress_fn progress,
-		     void *arg, size_t *objects);
-
-/* Write a bundle of repo to f: the refs (names and commits, n of them),
- * the prerequisites (m, each with a comment without newlines), and a pack
- * of the objects reachable from the refs and not from the prerequisites.
- * *bytes and *objects (may be NULL) get what was written. */
-int opt_bundle_write(FILE *f, git_repository *repo, const struct opt_bundle_line *refs, size_t n,
-		     const struct opt_bundle_line *pre, size_t m, size_t *bytes, size_t *objects);
 
 /* opt-sync bundle create: write a bundle of the collections colls (n; 0:
  * all) of store s to path ("-": stdout; a file is written whole or not at

@@ -3,7 +3,7 @@
  * missing prerequisites, garbage packs, packs that lack objects. */
 #include "harness.h"
 #include "fixture.h"
-#include "bundle.h"
+#include "sync/internal.h"
 #include "error.h"
 
 #include <git2.h>

@@ -1,8 +1,7 @@
 /* cluster.c - placement by rendezvous hashing and push, pull and
  * rebalance over each collection's cluster (see cluster.h). */
-#include "cluster.h"
+#include "internal.h"
 #include "error.h"
-#include "gitutil.h"
 #include "json.h"
 #include "util.h"
 
@@ -18,15 +17,6 @@
 #include <unistd.h>
 
 #define PLACEMENT_KEY "optimystic placement"
-
-struct opt_cluster {
-	struct opt_store *s;
-	struct opt_sync *y;
-	char **peers;     /* sorted by name */
-	char **urls;
-	size_t n;
-	long configured;  /* opt.replicas, 0 when unset */
-};
 
 /* ---- placement ---- */
 
@@ -79,11 +69,12 @@ size_t opt_cluster_place(const char *const *peers, size_t n, const char *coll, s
 /* The store's config, fresh from disk (*repo and *cfg to free). */
 static int config_open(struct opt_store *s, git_repository **repo, git_config **cfg)
 {
+	int rc;
+
 	*repo = NULL;
 	*cfg = NULL;
-	if (git_repository_open_ext(repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
-				    NULL) < 0)
-		return opt_git_fail(OPT_EIO, "cannot open store");
+	if ((rc = opt_store__repo_open(s, repo)) < 0)
+		return rc;
 	if (git_repository_config(cfg, *repo) < 0) {
 		git_repository_free(*repo);
 		*repo = NULL;
@@ -371,302 +362,6 @@ int opt_cluster_where(struct opt_cluster *c, const char *coll, json_t **out)
 	return *out ? 0 : opt_error_set(OPT_EIO, "out of memory");
 }
 
-/* ---- sessions with the peers, in parallel ---- */
-
-enum op { OP_PUSH, OP_PULL, OP_PULL_HOME, OP_LIST, OP_REMOVE };
-
-/* One sync session with a peer, run in a child process. */
-struct job {
-	size_t peer;
-	json_t *names;     /* collections (array of strings) */
-	json_t *replicas;  /* push: {name: hex} of names the peer holds as a replica */
-	const json_t *only; /* OP_PULL_HOME: the collections asked for (sorted; empty: all) */
-	json_t *held;      /* OP_PULL_HOME: what the peer listed */
-	pid_t pid;
-	int fd;
-	char *buf;
-	size_t len, cap;
-	json_t *recs;      /* the records of its last attempt */
-	int rc;            /* its result */
-	int attempts;
-	char *error;
-};
-
-static void job_clear(struct job *j)
-{
-	json_decref(j->names);
-	json_decref(j->replicas);
-	json_decref(j->held);
-	json_decref(j->recs);
-	free(j->buf);
-	free(j->error);
-	memset(j, 0, sizeof(*j));
-}
-
-static int child_emit(const json_t *rec, void *arg)
-{
-	return json_array_append_new(arg, opt_json_copy(rec)) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
-}
-
-static void write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return;
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
-static void write_rec(int fd, const json_t *rec)
-{
-	char *s = json_dumps(rec, JSON_COMPACT);
-
-	if (s) {
-		write_all(fd, s, strlen(s));
-		write_all(fd, "\n", 1);
-	}
-	free(s);
-}
-
-struct home_want {
-	const struct opt_cluster *c;
-	size_t peer;
-	const json_t *only;
-	json_t *held;
-};
-
-static int has_name(const json_t *names, const char *name);
-
-/* OP_PULL_HOME: note every collection the peer lists; take those it is
- * the home of (among those asked for). */
-static int want_home(const char *name, void *arg)
-{
-	struct home_want *w = arg;
-	size_t idx[OPT_CLUSTER_PEERS_MAX];
-
-	json_array_append_new(w->held, json_string(name));
-	if (json_array_size(w->only) && !has_name(w->only, name))
-		return 0;
-	return opt_cluster_place((const char *const *)w->c->peers, w->c->n, name, opt_cluster_replicas(w->c), idx) > 0 &&
-	       idx[0] == w->peer;
-}
-
-/* The child's part: its own store and sync handles, attempts with
- * backoff while the peer cannot be reached, the records of the last
- * attempt and then {"_done": {...}} on fd. */
-static void child_run(const struct opt_cluster *c, const struct job *j, enum op op, const struct opt_cluster_opts *o,
-		      int fd)
-{
-	struct opt_store *s = NULL;
-	struct opt_sync *y = NULL;
-	struct opt_sync_opts so = o->sync;
-	const char **v = NULL;
-	json_t *recs = NULL, *done;
-	struct home_want hw = { c, j->peer, j->only, NULL };
-	size_t i, n = json_array_size(j->names);
-	int rc, a = 0, retries = o->retries < 0 ? 3 : o->retries;
-	unsigned base = o->backoff_ms ? o->backoff_ms : 200;
-
-	so.progress = NULL;
-	so.emit = child_emit;
-	if (op == OP_LIST)
-		so.dry_run = 1;
-	so.replica = 0;
-	so.replicas = op == OP_PUSH ? j->replicas : NULL;
-	v = calloc(n + 1, sizeof(*v));
-	for (i = 0; v && i < n; i++)
-		v[i] = json_string_value(json_array_get(j->names, i));
-	if (!v)
-		rc = opt_error_set(OPT_EIO, "out of memory");
-	else if ((rc = opt_store_open(&s, opt_store_path(c->s))) == 0 && (rc = opt_sync_open(&y, s)) == 0) {
-		for (a = 0;; a++) {
-			json_decref(recs);
-			recs = json_array();
-			so.arg = recs;
-			if (op == OP_PULL_HOME) {
-				json_decref(hw.held);
-				hw.held = json_array();
-				so.want = want_home;
-				so.want_arg = &hw;
-			}
-			if (op == OP_PUSH)
-				rc = opt_sync_push(y, c->peers[j->peer], v, n, &so);
-			else if (op == OP_PULL || op == OP_PULL_HOME)
-				rc = opt_sync_pull(y, c->peers[j->peer], v, n, &so);
-			else if (op == OP_REMOVE)
-				rc = opt_sync_remove(y, c->peers[j->peer], v, n, &so);
-			else
-				rc = opt_sync_fetch(y, c->peers[j->peer], v, n, &so);
-			/* a listing that skipped collections (see opt_sync_pull)
-			 * lists the rest: the pulls report what they skip */
-			if (op == OP_LIST && rc < 0 && opt_sync_partial(y))
-				rc = 0;
-			if (rc != OPT_ENET || a >= retries)
-				break;
-			opt_sleep_ms(opt_backoff_ms((unsigned)a, base, 5000));
-		}
-	}
-	for (i = 0; i < json_array_size(recs); i++)
-		write_rec(fd, json_array_get(recs, i));
-	if (hw.held && rc != OPT_ENET) {
-		json_t *h = json_pack("{s:O}", "_held", hw.held);
-		if (h)
-			write_rec(fd, h);
-		json_decref(h);
-	}
-	json_decref(hw.held);
-	done = json_pack("{s:{s:i,s:i,s:s?}}", "_done", "rc", rc, "attempts", a + 1, "error",
-			 rc < 0 ? opt_error_last() : NULL);
-	if (done)
-		write_rec(fd, done);
-	json_decref(done);
-	json_decref(recs);
-	free(v);
-	opt_sync_free(y);
-	opt_store_free(s);
-}
-
-/* Parse what child j sent. */
-static void job_parse(struct job *j)
-{
-	char *p = j->buf, *nl;
-	size_t left = j->len;
-
-	j->recs = json_array();
-	j->rc = OPT_EIO;
-	while (left > 0 && (nl = memchr(p, '\n', left))) {
-		json_t *v = json_loadb(p, (size_t)(nl - p), 0, NULL), *d;
-		left -= (size_t)(nl - p) + 1;
-		p = nl + 1;
-		if (!v)
-			continue;
-		if ((d = json_object_get(v, "_done"))) {
-			const char *e = json_string_value(json_object_get(d, "error"));
-			j->rc = (int)json_integer_value(json_object_get(d, "rc"));
-			j->attempts = (int)json_integer_value(json_object_get(d, "attempts"));
-			free(j->error);
-			j->error = e ? strdup(e) : NULL;
-			json_decref(v);
-		} else if ((d = json_object_get(v, "_held"))) {
-			json_decref(j->held);
-			j->held = json_incref(d);
-			json_decref(v);
-		} else {
-			json_array_append_new(j->recs, v);
-		}
-	}
-}
-
-/* Run the jobs, one child per job, all at once; wait for all. */
-static int run_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, enum op op,
-		    const struct opt_cluster_opts *o)
-{
-	struct pollfd *pf = NULL;
-	size_t i, open_n = 0;
-	int rc = 0;
-
-	if (nj == 0)
-		return 0;
-	fflush(NULL);
-	for (i = 0; i < nj; i++) {
-		int p[2];
-		jobs[i].fd = -1;
-		jobs[i].pid = -1;
-		if (pipe(p) < 0) {
-			rc = opt_error_set(OPT_EIO, "cannot make a pipe: %s", strerror(errno));
-			break;
-		}
-		jobs[i].pid = fork();
-		if (jobs[i].pid < 0) {
-			close(p[0]);
-			close(p[1]);
-			rc = opt_error_set(OPT_EIO, "cannot start a process: %s", strerror(errno));
-			break;
-		}
-		if (jobs[i].pid == 0) {
-			size_t k;
-			close(p[0]);
-			for (k = 0; k < i; k++)
-				if (jobs[k].fd >= 0)
-					close(jobs[k].fd);
-			child_run(c, &jobs[i], op, o, p[1]);
-			_exit(0);
-		}
-		close(p[1]);
-		jobs[i].fd = p[0];
-		open_n++;
-	}
-	pf = calloc(nj, sizeof(*pf));
-	while (pf && open_n > 0) {
-		for (i = 0; i < nj; i++) {
-			pf[i].fd = jobs[i].fd;
-			pf[i].events = POLLIN;
-			pf[i].revents = 0;
-		}
-		if (poll(pf, nj, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		for (i = 0; i < nj; i++) {
-			ssize_t got;
-			if (jobs[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-				continue;
-			if (jobs[i].cap - jobs[i].len < 4096) {
-				size_t cap = jobs[i].cap ? jobs[i].cap * 2 : 8192;
-				char *nb = realloc(jobs[i].buf, cap);
-				if (!nb) {
-					rc = opt_error_set(OPT_EIO, "out of memory");
-					close(jobs[i].fd);
-					jobs[i].fd = -1;
-					open_n--;
-					continue;
-				}
-				jobs[i].buf = nb;
-				jobs[i].cap = cap;
-			}
-			got = read(jobs[i].fd, jobs[i].buf + jobs[i].len, jobs[i].cap - jobs[i].len);
-			if (got < 0 && errno == EINTR)
-				continue;
-			if (got <= 0) {
-				close(jobs[i].fd);
-				jobs[i].fd = -1;
-				open_n--;
-				if (o->sync.progress)
-					o->sync.progress("sessions with peers", nj - open_n, nj, o->sync.arg);
-				continue;
-			}
-			jobs[i].len += (size_t)got;
-		}
-	}
-	free(pf);
-	for (i = 0; i < nj; i++) {
-		int st = 0;
-		if (jobs[i].fd >= 0)
-			close(jobs[i].fd);
-		jobs[i].fd = -1;
-		if (jobs[i].pid > 0)
-			while (waitpid(jobs[i].pid, &st, 0) < 0 && errno == EINTR)
-				;
-		job_parse(&jobs[i]);
-		if (jobs[i].rc == OPT_EIO && !jobs[i].error) {
-			char msg[128];
-			if (WIFSIGNALED(st))
-				snprintf(msg, sizeof(msg), "the session with peer '%s' died (signal %d)", c->peers[jobs[i].peer],
-					 WTERMSIG(st));
-			else
-				snprintf(msg, sizeof(msg), "the session with peer '%s' ended without a result",
-					 c->peers[jobs[i].peer]);
-			jobs[i].error = strdup(msg);
-		}
-	}
-	return rc;
-}
-
 /* ---- bookkeeping per collection ---- */
 
 struct cstate {
@@ -859,51 +554,6 @@ static int run_names(struct run *r, json_t *names)
 	return 0;
 }
 
-/* Jobs from a peer -> names map (keys: peer index as text). */
-static struct job *jobs_of(json_t *per, size_t *nj)
-{
-	struct job *jobs = calloc(json_object_size(per) + 1, sizeof(*jobs));
-	const char *key;
-	json_t *v;
-
-	*nj = 0;
-	if (!jobs)
-		return NULL;
-	json_object_foreach(per, key, v) {
-		size_t k;
-		/* in peer order: the records come out in an order that
-		 * depends only on the placement */
-		for (k = *nj; k > 0 && jobs[k - 1].peer > strtoul(key, NULL, 10); k--)
-			jobs[k] = jobs[k - 1];
-		jobs[k].peer = strtoul(key, NULL, 10);
-		jobs[k].names = json_incref(v);
-		(*nj)++;
-	}
-	return jobs;
-}
-
-static void per_add(json_t *per, size_t peer, const char *name)
-{
-	char key[24];
-	json_t *a;
-
-	snprintf(key, sizeof(key), "%zu", peer);
-	if (!(a = json_object_get(per, key))) {
-		a = json_array();
-		json_object_set_new(per, key, a);
-	}
-	json_array_append_new(a, json_string(name));
-}
-
-static void jobs_free(struct job *jobs, size_t nj)
-{
-	size_t i;
-
-	for (i = 0; jobs && i < nj; i++)
-		job_clear(&jobs[i]);
-	free(jobs);
-}
-
 /* Run one phase: the jobs of per (peer -> names) with op, then settle. */
 static int phase(struct run *r, json_t *per, enum op op, int home)
 {
@@ -913,12 +563,12 @@ static int phase(struct run *r, json_t *per, enum op op, int home)
 
 	if (json_object_size(per) == 0)
 		return 0;
-	if (!(jobs = jobs_of(per, &nj)))
+	if (!(jobs = cluster_jobs_of(per, &nj)))
 		return opt_error_set(OPT_EIO, "out of memory");
-	rc = run_jobs(r->c, jobs, nj, op, r->o);
+	rc = cluster_run_jobs(r->c, jobs, nj, op, r->o);
 	if (rc == 0)
 		rc = settle(r, jobs, nj, home);
-	jobs_free(jobs, nj);
+	cluster_jobs_free(jobs, nj);
 	return rc;
 }
 
@@ -1030,8 +680,7 @@ static int names_of(struct opt_cluster *c, const char *const *colls, size_t n, j
 	return 0;
 }
 
-/* 1 if name is in the sorted array names. */
-static int has_name(const json_t *names, const char *name)
+int cluster_has_name(const json_t *names, const char *name)
 {
 	size_t lo = 0, hi = json_array_size(names);
 
@@ -1066,7 +715,7 @@ static int list_peers(struct run *r, json_t **held)
 		jobs[i].peer = i;
 		jobs[i].names = json_array();
 	}
-	rc = run_jobs(r->c, jobs, nj, OP_LIST, r->o);
+	rc = cluster_run_jobs(r->c, jobs, nj, OP_LIST, r->o);
 	for (i = 0; rc == 0 && i < nj; i++) {
 		struct job *j = &jobs[i];
 		r->sessions += j->attempts > 0 ? j->attempts : 1;
@@ -1095,7 +744,7 @@ static int list_peers(struct run *r, json_t **held)
 			json_object_set_new(*held, r->c->peers[i], set);
 		}
 	}
-	jobs_free(jobs, nj);
+	cluster_jobs_free(jobs, nj);
 	return rc;
 }
 
@@ -1175,7 +824,7 @@ static int check_local(struct opt_cluster *c, json_t *names)
 		return rc;
 	sort_names(local);
 	for (i = 0; i < json_array_size(names); i++)
-		if (!has_name(local, json_string_value(json_array_get(names, i)))) {
+		if (!cluster_has_name(local, json_string_value(json_array_get(names, i)))) {
 			rc = opt_error_set(OPT_ENOTFOUND, "no collection '%s'", json_string_value(json_array_get(names, i)));
 			break;
 		}
@@ -1189,13 +838,10 @@ static int check_local(struct opt_cluster *c, json_t *names)
  * *out, 0 when absent. */
 static int ref_of(git_repository *repo, const char *peer, const char *name, git_oid *out)
 {
-	char ref[64 + OPT_REMOTE_NAME_MAX + OPT_NAME_MAX];
+	char ref[REFLEN];
+	int rc = peer ? opt_ref_tracking(ref, sizeof(ref), peer, name) : opt_ref_collection(ref, sizeof(ref), name);
 
-	if (peer)
-		snprintf(ref, sizeof(ref), "refs/opt/remotes/%s/%s", peer, name);
-	else
-		snprintf(ref, sizeof(ref), "refs/opt/collections/%s", name);
-	return opt_git_ref_get(repo, ref, out);
+	return rc < 0 ? rc : opt_ref_read(repo, ref, out);
 }
 
 /* 1 if two sessions may both replay a collection here: one carries, for
@@ -1256,7 +902,7 @@ static int clash_waves(struct run *r, struct job *jobs, json_t **names, size_t n
 			goto done;
 		}
 		for (k = 0; grew && k < json_array_size(all); k++)
-			if (!has_name(ni, json_string_value(json_array_get(all, k))))
+			if (!cluster_has_name(ni, json_string_value(json_array_get(all, k))))
 				json_array_append(extra[i], json_array_get(all, k));
 		json_decref(all);
 		/* the first wave where it clashes with nobody */
@@ -1359,7 +1005,7 @@ static int push_round(struct run *r, git_repository *repo, json_t *per, json_t *
 	size_t *ends = NULL, nj, nw = 0, i, w, start = 0;
 	int rc = 0;
 
-	if (!(jobs = jobs_of(per, &nj)))
+	if (!(jobs = cluster_jobs_of(per, &nj)))
 		return opt_error_set(OPT_EIO, "out of memory");
 	if (!(ends = calloc(nj + 1, sizeof(*ends)))) {
 		rc = opt_error_set(OPT_EIO, "out of memory");
@@ -1373,7 +1019,7 @@ static int push_round(struct run *r, git_repository *repo, json_t *per, json_t *
 	if ((rc = clash_waves(r, jobs, NULL, nj, ends, &nw)) < 0)
 		goto done;
 	for (w = 0; rc == 0 && w < nw; start = ends[w++]) {
-		rc = run_jobs(r->c, jobs + start, ends[w] - start, OP_PUSH, r->o);
+		rc = cluster_run_jobs(r->c, jobs + start, ends[w] - start, OP_PUSH, r->o);
 		if (rc == 0)
 			rc = settle(r, jobs + start, ends[w] - start, 0);
 		if (rc == 0)
@@ -1381,7 +1027,7 @@ static int push_round(struct run *r, git_repository *repo, json_t *per, json_t *
 	}
 done:
 	free(ends);
-	jobs_free(jobs, nj);
+	cluster_jobs_free(jobs, nj);
 	return rc;
 }
 
@@ -1419,9 +1065,8 @@ static int push_run(struct run *r)
 	size_t i, k;
 	int rc = 0, round, max = 4 + 2 * (int)r->c->n;
 
-	if (git_repository_open_ext(&repo, opt_store_path(r->c->s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
-				    NULL) < 0)
-		return opt_git_fail(OPT_EIO, "cannot open store");
+	if ((rc = opt_store__repo_open(r->c->s, &repo)) < 0)
+		return rc;
 	for (round = 0; rc == 0 && round < max; round++) {
 		json_t *per = json_object(), *reps = json_object();
 		int blocking[OPT_CLUSTER_PEERS_MAX] = { 0 }, nb = 0;
@@ -1454,7 +1099,7 @@ static int push_run(struct run *r)
 					}
 					cs->settled = hl && ht && git_oid_equal(&cs->local, &t);
 				}
-				per_add(per, cs->place[k], cs->name);
+				cluster_per_add(per, cs->place[k], cs->name);
 				if (!cs->settled && cs->np > 1 && !blocking[cs->place[k]]) {
 					blocking[cs->place[k]] = 1;
 					nb++;
@@ -1475,7 +1120,7 @@ static int push_run(struct run *r)
 						break;
 					continue;
 				}
-				per_add(per, p, cs->name);
+				cluster_per_add(per, p, cs->name);
 				reps_add(reps, p, cs->name, src);
 			}
 		}
@@ -1555,7 +1200,7 @@ static int pull_run(struct run *r, json_t *held)
 			if (k >= nc)
 				continue;
 			cs->acting = (int)k;
-			per_add(per, cand[k], cs->name);
+			cluster_per_add(per, cand[k], cs->name);
 		}
 		k = json_object_size(per);
 		rc = phase(r, per, OP_PULL, 1);
@@ -1593,7 +1238,7 @@ static int pull_home_waves(struct run *r, struct job *jobs, size_t nj, const jso
 	for (i = 0; i < json_array_size(local); i++) {
 		const char *name = json_string_value(json_array_get(local, i));
 		size_t idx[OPT_CLUSTER_PEERS_MAX];
-		if ((json_array_size(only) && !has_name(only, name)) || place(r->c, name, idx) == 0)
+		if ((json_array_size(only) && !cluster_has_name(only, name)) || place(r->c, name, idx) == 0)
 			continue;
 		for (w = 0; w < nj; w++)
 			if (jobs[w].peer == idx[0])
@@ -1602,7 +1247,7 @@ static int pull_home_waves(struct run *r, struct job *jobs, size_t nj, const jso
 	if ((rc = clash_waves(r, jobs, homed, nj, ends, &nw)) < 0)
 		goto done;
 	for (w = 0; rc == 0 && w < nw; start = ends[w++])
-		rc = run_jobs(r->c, jobs + start, ends[w] - start, OP_PULL_HOME, r->o);
+		rc = cluster_run_jobs(r->c, jobs + start, ends[w] - start, OP_PULL_HOME, r->o);
 done:
 	for (i = 0; homed && i < nj; i++)
 		json_decref(homed[i]);
@@ -1670,7 +1315,7 @@ static int pull_homes(struct run *r, json_t *only, json_t **held, json_t **names
 	/* the homes were asked: the replicas come next */
 	for (i = 0; rc == 0 && i < r->nc; i++)
 		r->cs[i].acting = 0;
-	jobs_free(jobs, nj);
+	cluster_jobs_free(jobs, nj);
 	json_decref(none);
 	return rc;
 }
@@ -1704,7 +1349,7 @@ int opt_cluster_pull(struct opt_cluster *c, const char *const *colls, size_t n, 
 		if (anywhere) {
 			short_n++;
 			rc = emit(o, json_pack("{s:s,s:s}", "collection", cs->name, "status", "unavailable"));
-		} else if (n && !has_name(local, cs->name)) {
+		} else if (n && !cluster_has_name(local, cs->name)) {
 			missing++;
 			rc = emit(o, json_pack("{s:s,s:s}", "collection", cs->name, "status", "not-found"));
 		} else {
@@ -1747,7 +1392,7 @@ static int drop_missing(struct run *r, json_t *per, json_t *local)
 	json_object_foreach(per, key, names) {
 		for (k = json_array_size(names); k > 0; k--) {
 			const char *name = json_string_value(json_array_get(names, k - 1));
-			if (has_name(local, name))
+			if (cluster_has_name(local, name))
 				continue;
 			if ((rc = emit(r->o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r->c->peers[strtoul(key, NULL, 10)],
 						       "collection", name, "status", "failed", "error",
@@ -1798,7 +1443,7 @@ static int prune(struct run *r, json_t *misplaced)
 		}
 		sort_names(local);
 		for (k = 0; k < json_array_size(names); k++)
-			if (has_name(local, json_string_value(json_array_get(names, k))))
+			if (cluster_has_name(local, json_string_value(json_array_get(names, k))))
 				json_array_append(keep, json_array_get(names, k));
 		json_decref(local);
 		json_decref(names);
@@ -1810,7 +1455,7 @@ static int prune(struct run *r, json_t *misplaced)
 		for (k = 0; k < json_array_size(v); k++) {
 			struct cstate *cs = find_c(&pr, json_string_value(json_array_get(v, k)));
 			if (cs && json_array_size(cs->reached) >= cs->np)
-				per_add(rm, strtoul(key, NULL, 10), cs->name);
+				cluster_per_add(rm, strtoul(key, NULL, 10), cs->name);
 		}
 	rc = phase(r, rm, OP_REMOVE, 0);
 done:
@@ -1844,7 +1489,7 @@ int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *
 	misplaced = json_object();
 	for (i = 0; i < r.nc; i++) {
 		struct cstate *cs = &r.cs[i];
-		const char *peer, *from = has_name(local, cs->name) ? "local" : NULL;
+		const char *peer, *from = cluster_has_name(local, cs->name) ? "local" : NULL;
 		json_t *to = json_array(), *set;
 		for (k = 0; k < cs->np; k++) {
 			const char *p = c->peers[cs->place[k]];
@@ -1864,7 +1509,7 @@ int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *
 				continue;
 			for (k = 0; k < c->n && strcmp(c->peers[k], peer) != 0; k++)
 				;
-			per_add(misplaced, k, cs->name);
+			cluster_per_add(misplaced, k, cs->name);
 			if ((rc = emit(o, json_pack("{s:s,s:s,s:s}", "remote", peer, "collection", cs->name, "status",
 						    "misplaced"))) != 0) {
 				json_decref(to);
@@ -1895,7 +1540,7 @@ int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *
 			size_t p;
 			for (p = 0; p < c->n && strcmp(c->peers[p], json_string_value(json_array_get(to, k))) != 0; p++)
 				;
-			per_add(per, p, cs->name);
+			cluster_per_add(per, p, cs->name);
 		}
 		json_decref(to);
 	}

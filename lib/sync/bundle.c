@@ -1,6 +1,5 @@
-#include "bundle.h"
+#include "internal.h"
 #include "error.h"
-#include "gitutil.h"
 #include "identity.h"
 #include "pack.h"
 #include "util.h"
@@ -16,8 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REF_COLL "refs/opt/collections/"
-#define REF_REMOTES "refs/opt/remotes/"
 #define LINE_MAX_BYTES 4096
 #define HDR_V2 "# v2 git bundle"
 #define HDR_V3 "# v3 git bundle"
@@ -91,7 +88,8 @@ static int add_line(struct opt_bundle_line **v, size_t *n, const git_oid *id, co
 static int read_header(struct opt_bundle *b)
 {
 	char line[LINE_MAX_BYTES];
-	size_t nlines = 0, pl = strlen(REF_COLL), i;
+	const char *name;
+	size_t nlines = 0, i;
 	int v3;
 	long len;
 	git_oid id;
@@ -140,16 +138,16 @@ static int read_header(struct opt_bundle *b)
 			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': malformed ref line '%s'", b->path, opt_esc(line));
 		}
 		/* only collections are ours; other refs are left alone */
-		if (strncmp(line + GIT_OID_HEXSZ + 1, REF_COLL, pl) != 0)
+		if (!(name = opt_ref_collection_name(line + GIT_OID_HEXSZ + 1)))
 			continue;
-		if (!opt_store_name_valid(line + GIT_OID_HEXSZ + 1 + pl))
+		if (!opt_store_name_valid(name))
 			return opt_error_set(OPT_EINTEGRITY, "bundle '%s': invalid collection name in '%s'", opt_esc(b->path),
 					     opt_esc(line));
 		for (i = 0; i < b->nrefs; i++)
-			if (strcmp(b->refs[i].text, line + GIT_OID_HEXSZ + 1 + pl) == 0)
+			if (strcmp(b->refs[i].text, name) == 0)
 				return opt_error_set(OPT_EINTEGRITY, "bundle '%s': collection '%s' is listed twice", b->path,
 						     b->refs[i].text);
-		if ((rc = add_line(&b->refs, &b->nrefs, &id, line + GIT_OID_HEXSZ + 1 + pl)) < 0)
+		if ((rc = add_line(&b->refs, &b->nrefs, &id, name)) < 0)
 			return rc;
 	}
 	return 0;
@@ -496,7 +494,7 @@ int opt_bundle_write(FILE *f, git_repository *repo, const struct opt_bundle_line
 	git_packbuilder *pb = NULL;
 	git_revwalk *w = NULL;
 	struct wr wr = { f, 0 };
-	char hex[GIT_OID_HEXSZ + 1];
+	char hex[GIT_OID_HEXSZ + 1], ref[REFLEN];
 	size_t i;
 	int rc = 0, len;
 
@@ -529,7 +527,9 @@ int opt_bundle_write(FILE *f, git_repository *repo, const struct opt_bundle_line
 	}
 	for (i = 0; i < n; i++) {
 		hex_of(hex, &refs[i].id);
-		if ((len = fprintf(f, "%s " REF_COLL "%s\n", hex, refs[i].text)) < 0)
+		if (opt_ref_collection(ref, sizeof(ref), refs[i].text) < 0)
+			goto werr;
+		if ((len = fprintf(f, "%s %s\n", hex, ref)) < 0)
 			goto werr;
 		wr.bytes += (size_t)len;
 	}
@@ -629,11 +629,7 @@ static int scratch_new(struct scratch *sc, struct opt_store *s)
 		goto done;
 	}
 	/* libgit2 reads the alternates when it opens the object database */
-	git_repository_free(sc->repo);
-	sc->repo = NULL;
-	if (git_repository_open_ext(&sc->repo, sc->dir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
-				    NULL) < 0)
-		rc = opt_git_fail(OPT_EIO, "cannot open the scratch repository");
+	rc = opt_git_repo_reopen_odb(sc->repo, NULL);
 done:
 	git_config_free(cfg);
 	free(abs);
@@ -667,7 +663,7 @@ static int unpack(struct scratch *sc, struct opt_bundle **out, struct opt_store 
 		goto done;
 	for (i = 0; i < b->nrefs; i++) {
 		git_reference *r = NULL;
-		snprintf(ref, sizeof(ref), REF_COLL "%s", b->refs[i].text);
+		opt_ref_collection(ref, sizeof(ref), b->refs[i].text);
 		if (git_reference_create(&r, sc->repo, ref, &b->refs[i].id, 1, "opt-sync bundle") < 0) {
 			rc = opt_git_fail(OPT_EIO, "cannot write the scratch repository");
 			goto done;
@@ -695,8 +691,8 @@ static int basis_of(git_repository *repo, const char *name, const char *since, c
 	const git_oid *id;
 
 	if (since) {
-		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", since, name);
-		return opt_git_ref_get(repo, ref, out);
+		opt_ref_tracking(ref, sizeof(ref), since, name);
+		return opt_ref_read(repo, ref, out);
 	}
 	if (base && (id = opt_bundle_head(base, name))) {
 		*out = *id;
@@ -732,7 +728,7 @@ static int remote_known(struct opt_sync *y, git_repository *repo, const char *re
 	json_t *list = NULL;
 	git_reference_iterator *it = NULL;
 	const char *name;
-	char prefix[PATH_MAX];
+	char prefix[PATH_MAX], glob[REFLEN + 1];
 	size_t i, pl;
 	int found = 0;
 
@@ -741,9 +737,11 @@ static int remote_known(struct opt_sync *y, git_repository *repo, const char *re
 	for (i = 0; i < json_array_size(list) && !found; i++)
 		found = strcmp(json_string_value(json_object_get(json_array_get(list, i), "name")), remote) == 0;
 	json_decref(list);
-	snprintf(prefix, sizeof(prefix), REF_REMOTES "%s/", remote);
+	opt_ref_tracking(prefix, sizeof(prefix), remote, NULL);
 	pl = strlen(prefix);
-	if (!found && git_reference_iterator_glob_new(&it, repo, "refs/opt/remotes/*") == 0) {
+	opt_ref_tracking(glob, sizeof(glob) - 1, NULL, NULL);
+	strcat(glob, "*");
+	if (!found && git_reference_iterator_glob_new(&it, repo, glob) == 0) {
 		while (!found && git_reference_next_name(&name, it) == 0)
 			found = strncmp(name, prefix, pl) == 0;
 		git_reference_iterator_free(it);
@@ -770,9 +768,8 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 			return rc;
 	if (since && !opt_sync_remote_name_valid(since))
 		return opt_error_set(OPT_EINVAL, "invalid remote name '%s'", opt_esc(since));
-	if (git_repository_open_ext(&repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
-				    NULL) < 0)
-		return opt_git_fail(OPT_EIO, "cannot open store");
+	if ((rc = opt_store__repo_open(s, &repo)) < 0)
+		return rc;
 	if (since && (rc = remote_known(y, repo, since)) <= 0) {
 		if (rc == 0)
 			rc = opt_error_set(OPT_ENOTFOUND, "no remote '%s'", since);
@@ -792,8 +789,8 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 	}
 	for (i = 0; n && i < json_array_size(names); i++) {
 		git_oid id;
-		snprintf(ref, sizeof(ref), REF_COLL "%s", json_string_value(json_array_get(names, i)));
-		if ((rc = opt_git_ref_get(repo, ref, &id)) <= 0) {
+		opt_ref_collection(ref, sizeof(ref), json_string_value(json_array_get(names, i)));
+		if ((rc = opt_ref_read(repo, ref, &id)) <= 0) {
 			if (rc == 0)
 				rc = opt_error_set(OPT_ENOTFOUND, "no collection '%s'", json_string_value(json_array_get(names, i)));
 			goto done;
@@ -808,8 +805,8 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 		int has_b;
 		json_t *rec;
 
-		snprintf(ref, sizeof(ref), REF_COLL "%s", name);
-		if ((rc = opt_git_ref_get(repo, ref, &head)) < 0)
+		opt_ref_collection(ref, sizeof(ref), name);
+		if ((rc = opt_ref_read(repo, ref, &head)) < 0)
 			goto done;
 		if (rc == 0)
 			continue;
@@ -961,8 +958,8 @@ static int verify_all(struct scratch *sc, const struct opt_bundle *b, git_reposi
 
 		if (!opt_name_wanted(e->text, colls, n))
 			continue;
-		snprintf(ref, sizeof(ref), REF_REMOTES "%s/%s", as, e->text);
-		if ((has_old = opt_git_ref_get(repo, ref, &old)) < 0)
+		opt_ref_tracking(ref, sizeof(ref), as, e->text);
+		if ((has_old = opt_ref_read(repo, ref, &old)) < 0)
 			return has_old;
 		if (has_old && !git_oid_equal(&old, &e->id) && git_graph_descendant_of(sc->repo, &e->id, &old) != 1) {
 			git_error_clear();
@@ -1007,8 +1004,8 @@ static int plan(struct scratch *sc, const struct opt_bundle *b, git_repository *
 
 		if (!opt_name_wanted(e->text, colls, n))
 			continue;
-		snprintf(ref, sizeof(ref), REF_COLL "%s", e->text);
-		if ((has_L = opt_git_ref_get(repo, ref, &L)) < 0)
+		opt_ref_collection(ref, sizeof(ref), e->text);
+		if ((has_L = opt_ref_read(repo, ref, &L)) < 0)
 			return has_L;
 		if (!has_L) {
 			status = "new";
@@ -1056,11 +1053,8 @@ static int verify_or_plan(struct opt_sync *y, struct opt_store *s, const char *p
 		return rc;
 	if ((rc = check_named(b, colls, n)) < 0)
 		goto done;
-	if (git_repository_open_ext(&repo, opt_store_path(s), GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
-				    NULL) < 0) {
-		rc = opt_git_fail(OPT_EIO, "cannot open store");
+	if ((rc = opt_store__repo_open(s, &repo)) < 0)
 		goto done;
-	}
 	if ((rc = verify_all(&sc, b, repo, s, as, colls, n, o, !dry_run)) == 0 && dry_run)
 		rc = plan(&sc, b, repo, as, colls, n, o);
 done:
