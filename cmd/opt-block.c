@@ -8,56 +8,62 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The values of the options (each row of the tables below binds one). */
+static struct {
+	const char *collection, *rev, *type, *prune;
+	int no_internal, each;
+} opt;
+
 static const struct cmd_opt opts_coll_rev[] = {
-	{ "collection", 'c', "COLL", "the collection (default: every collection)" },
-	{ "rev", 0, "N", "read the collection as it was at revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "the collection (default: every collection)", &opt.collection),
+	CMD_VALUE("rev", 0, "N", "read the collection as it was at revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_ls[] = {
-	{ "collection", 'c', "COLL", "the collection (default: every collection)" },
-	{ "type", 't', "T", "only blocks of type T" },
-	{ "rev", 0, "N", "list the collection as it was at revision N" },
-	{ "no-internal", 0, NULL, "only blocks written by put, apply and transform: no headers, logs, tree or diary nodes" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "the collection (default: every collection)", &opt.collection),
+	CMD_VALUE("type", 't', "T", "only blocks of type T", &opt.type),
+	CMD_VALUE("rev", 0, "N", "list the collection as it was at revision N", &opt.rev),
+	CMD_FLAG("no-internal", 0, "only blocks written by put, apply and transform: no headers, logs, tree or diary nodes", &opt.no_internal),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_put[] = {
-	{ "collection", 'c', "COLL", "the collection to write (created when absent)" },
-	{ "each", 'e', NULL, "one transaction per input document instead of one for all" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "the collection to write (created when absent)", &opt.collection),
+	CMD_FLAG("each", 'e', "one transaction per input document instead of one for all", &opt.each),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_coll[] = {
-	{ "collection", 'c', "COLL", "the collection to write" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "the collection to write", &opt.collection),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_coll_read[] = {
-	{ "collection", 'c', "COLL", "the collection to read" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "the collection to read", &opt.collection),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_stat[] = {
-	{ "collection", 'c', "COLL", "one collection's figures" },
-	{ "rev", 0, "N", "at revision N (with -c)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "one collection's figures", &opt.collection),
+	CMD_VALUE("rev", 0, "N", "at revision N (with -c)", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_none[] = {
-	{ NULL, 0, NULL, NULL },
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_gc[] = {
-	{ "prune", 0, "AGE", "remove unreachable objects older than AGE: now, never, or N[smhdw] (default 2w)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("prune", 0, "AGE", "remove unreachable objects older than AGE: now, never, or N[smhdw] (default 2w)", &opt.prune),
+	CMD_OPT_END,
 };
 
 /* ---- helpers ---- */
 
 static int need_coll(struct cmd *c, const char **out)
 {
-	*out = cmd_get(c, "collection");
+	*out = opt.collection;
 	if (!*out)
 		return cmd_usage(c, "the collection is required (-c COLL)");
 	if (opt_store_name_check(*out) < 0)
@@ -67,13 +73,13 @@ static int need_coll(struct cmd *c, const char **out)
 
 static int get_rev(struct cmd *c, long *rev)
 {
-	return cmd_long(c, "rev", 0, 1, rev);
+	return cmd_long(c, &opt.rev, 0, 1, rev);
 }
 
 /* The collections to read: -c, or all of them. */
 static int colls(struct cmd *c, json_t **out)
 {
-	const char *coll = cmd_get(c, "collection");
+	const char *coll = opt.collection;
 	int rc;
 
 	if (coll) {
@@ -82,7 +88,7 @@ static int colls(struct cmd *c, json_t **out)
 		*out = json_pack("[s]", coll);
 		return 0;
 	}
-	if (cmd_get(c, "rev"))
+	if (opt.rev)
 		return cmd_usage(c, "--rev needs a collection (-c COLL)");
 	if ((rc = opt_store_list(c->store, out)) < 0)
 		return cmd_lib_fail(c, rc);
@@ -230,8 +236,8 @@ static int do_get(struct cmd *c)
 		if (!found) {
 			missing++;
 			cmd_fail(c, OPT_ENOTFOUND, "no block '%s'%s%s", id,
-				 cmd_get(c, "collection") ? " in collection " : "",
-				 cmd_get(c, "collection") ? cmd_get(c, "collection") : "");
+				 opt.collection ? " in collection " : "",
+				 opt.collection ? opt.collection : "");
 		}
 	}
 	if (rc < 0)
@@ -291,7 +297,7 @@ static int ls_cb(const char *id, void *arg)
 static int do_ls(struct cmd *c)
 {
 	json_t *names = NULL;
-	struct ls_ctx l = { c, NULL, cmd_get(c, "type"), 0, 0, cmd_flag(c, "no-internal"), "" };
+	struct ls_ctx l = { c, NULL, opt.type, 0, 0, opt.no_internal, "" };
 	long rev;
 	size_t i;
 	int st;
@@ -503,7 +509,7 @@ static int do_put(struct cmd *c)
 		goto done;
 	opt_collection_header_id(coll, hid);
 	opt_jsonl_open(&in, stdin);
-	if (cmd_flag(c, "each")) {
+	if (opt.each) {
 		struct each_put_arg ea = { coll, hid };
 		struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block put", 0, 0 };
 		struct cmd_each e = { 0 };
@@ -947,7 +953,7 @@ static int do_stat(struct cmd *c)
 		json_decref(h);
 		opt_snap_free(snap);
 	}
-	if (cmd_get(c, "collection")) {
+	if (opt.collection) {
 		st = cmd_print(c, json_array_get(colls_out, 0));
 		json_decref(colls_out);
 		goto done;
@@ -970,7 +976,7 @@ done:
 /* --prune AGE in seconds: "now" 0, "never" -1, N[smhdw]. */
 static int prune_age(struct cmd *c, long long *out)
 {
-	const char *v = cmd_get(c, "prune");
+	const char *v = opt.prune;
 	char *end;
 	long long n, unit = 1;
 

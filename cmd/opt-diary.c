@@ -13,26 +13,32 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The values of the options (each row of the tables below binds one). */
+static struct {
+	const char *limit, *rev;
+	int each, reverse, follow;
+} opt;
+
 static const struct cmd_opt opts_append[] = {
-	{ "each", 'e', NULL, "one transaction per entry (group-committed) instead of one for all" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("each", 'e', "one transaction per entry (group-committed) instead of one for all", &opt.each),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_read[] = {
-	{ "reverse", 'r', NULL, "newest entry first" },
-	{ "limit", 'n', "N", "print at most N entries" },
-	{ "follow", 'f', NULL, "then wait for new entries and print them as they come" },
-	{ "rev", 0, "N", "read the diary as it was at revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("reverse", 'r', "newest entry first", &opt.reverse),
+	CMD_VALUE("limit", 'n', "N", "print at most N entries", &opt.limit),
+	CMD_FLAG("follow", 'f', "then wait for new entries and print them as they come", &opt.follow),
+	CMD_VALUE("rev", 0, "N", "read the diary as it was at revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_count[] = {
-	{ "rev", 0, "N", "count the entries of revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("rev", 0, "N", "count the entries of revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_none[] = {
-	{ NULL, 0, NULL, NULL },
+	CMD_OPT_END,
 };
 
 /* How often --follow looks for new revisions. */
@@ -310,7 +316,7 @@ static int do_append(struct cmd *c)
 		return st;
 	if (c->npos == 1 && (rc = opt_jsonl_open(&s.in, stdin)) < 0)
 		return cmd_lib_fail(c, rc);
-	if (cmd_flag(c, "each")) {
+	if (opt.each) {
 		struct cmd_each e = { 0 };
 		e.next = each_next;
 		e.waiting = each_waiting;
@@ -480,17 +486,17 @@ static int do_read(struct cmd *c)
 
 	memset(&r, 0, sizeof(r));
 	r.c = c;
-	r.follow = cmd_flag(c, "follow");
-	r.forward = !cmd_flag(c, "reverse");
+	r.follow = opt.follow;
+	r.forward = !opt.reverse;
 	if (r.follow && !r.forward)
 		return cmd_usage(c, "--follow cannot be used with --reverse");
-	if (r.follow && cmd_get(c, "rev"))
+	if (r.follow && opt.rev)
 		return cmd_usage(c, "--follow cannot be used with --rev (an old revision never changes)");
 	if ((st = need_name(c, &name)))
 		return st;
 	if (c->npos > 1)
 		return cmd_usage(c, "too many arguments");
-	if ((st = cmd_long(c, "limit", -1, 0, &limit)) || (st = cmd_long(c, "rev", 0, 1, &rev)))
+	if ((st = cmd_long(c, &opt.limit, -1, 0, &limit)) || (st = cmd_long(c, &opt.rev, 0, 1, &rev)))
 		return st;
 	r.limit = limit;
 	if ((st = cmd_store(c, 0)) || (st = open_diary(c, name, rev, &snap)))
@@ -524,7 +530,7 @@ static int do_count(struct cmd *c)
 		return st;
 	if (c->npos > 1)
 		return cmd_usage(c, "too many arguments");
-	if ((st = cmd_long(c, "rev", 0, 1, &rev)))
+	if ((st = cmd_long(c, &opt.rev, 0, 1, &rev)))
 		return st;
 	if ((st = cmd_store(c, 0)) || (st = open_diary(c, name, rev, &snap)))
 		return st;

@@ -16,23 +16,29 @@
 #include <string.h>
 #include <time.h>
 
+/* The values of the options (each row of the tables below binds one). */
+static struct {
+	const char *from, *to, *limit, *rev, *format, *upto, *name;
+	int reverse, follow, oneline, each;
+} opt;
+
 static const struct cmd_opt opts_show[] = {
-	{ "from", 0, "REV", "start at revision REV, inclusive" },
-	{ "to", 0, "REV", "end at revision REV, inclusive" },
-	{ "reverse", 'r', NULL, "newest entry first" },
-	{ "limit", 'n', "N", "at most N entries" },
-	{ "rev", 0, "N", "read the log as it was at revision N" },
-	{ "follow", 'f', NULL, "then wait for new entries and print them as they come" },
-	{ "oneline", 0, NULL, "one line an entry: revision, transaction, date, status, actions" },
-	{ "format", 0, "FMT", "one line an entry as FMT: %r %x %d %t %T %s %A %N %c %p %H %h %a %n %% (see opt-log(1))" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("from", 0, "REV", "start at revision REV, inclusive", &opt.from),
+	CMD_VALUE("to", 0, "REV", "end at revision REV, inclusive", &opt.to),
+	CMD_FLAG("reverse", 'r', "newest entry first", &opt.reverse),
+	CMD_VALUE("limit", 'n', "N", "at most N entries", &opt.limit),
+	CMD_VALUE("rev", 0, "N", "read the log as it was at revision N", &opt.rev),
+	CMD_FLAG("follow", 'f', "then wait for new entries and print them as they come", &opt.follow),
+	CMD_FLAG("oneline", 0, "one line an entry: revision, transaction, date, status, actions", &opt.oneline),
+	CMD_VALUE("format", 0, "FMT", "one line an entry as FMT: %r %x %d %t %T %s %A %N %c %p %H %h %a %n %% (see opt-log(1))", &opt.format),
+	CMD_OPT_END,
 };
 
 /* How often show --follow looks for new revisions. */
 #define FOLLOW_POLL_MS 100
 
 static const struct cmd_opt opts_none[] = {
-	{ NULL, 0, NULL, NULL },
+	CMD_OPT_END,
 };
 
 /* ---- helpers ---- */
@@ -544,22 +550,22 @@ static int follow(struct cmd *c, const char *name, struct show_range *r, long re
 
 static int do_show(struct cmd *c)
 {
-	struct show_range r = { 1, 0, -1, cmd_flag(c, "reverse"), NULL };
+	struct show_range r = { 1, 0, -1, opt.reverse, NULL };
 	struct opt_snap *snap = NULL;
 	const char *name;
 	long rev, shown;
-	int st, rc, fol = cmd_flag(c, "follow");
+	int st, rc, fol = opt.follow;
 
 	if (c->npos != 1)
 		return cmd_usage(c, c->npos ? "show takes one collection name" : "no collection name given");
 	name = c->pos[0];
-	if ((st = check_name(c, name)) || (st = cmd_long(c, "from", 1, 1, &r.lo)) ||
-	    (st = cmd_long(c, "to", 0, 1, &r.hi)) || (st = cmd_long(c, "limit", -1, 0, &r.limit)) ||
-	    (st = cmd_long(c, "rev", 0, 1, &rev)))
+	if ((st = check_name(c, name)) || (st = cmd_long(c, &opt.from, 1, 1, &r.lo)) ||
+	    (st = cmd_long(c, &opt.to, 0, 1, &r.hi)) || (st = cmd_long(c, &opt.limit, -1, 0, &r.limit)) ||
+	    (st = cmd_long(c, &opt.rev, 0, 1, &rev)))
 		return st;
-	if (cmd_flag(c, "oneline") && cmd_get(c, "format"))
+	if (opt.oneline && opt.format)
 		return cmd_usage(c, "--oneline and --format are exclusive (--oneline is --format='%s')", ONELINE_FORMAT);
-	r.format = cmd_flag(c, "oneline") ? ONELINE_FORMAT : cmd_get(c, "format");
+	r.format = opt.oneline ? ONELINE_FORMAT : opt.format;
 	if (r.format && (st = format_check(c, r.format)))
 		return st;
 	if (r.hi && r.lo > r.hi)
@@ -693,8 +699,8 @@ static int do_verify(struct cmd *c)
 /* ---- commit ---- */
 
 static const struct cmd_opt opts_commit[] = {
-	{ "each", 'e', NULL, "one transaction per input document (default: the input is one document)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("each", 'e', "one transaction per input document (default: the input is one document)", &opt.each),
+	CMD_OPT_END,
 };
 
 static int commit_one(struct cmd *c, json_t *doc, long line)
@@ -748,7 +754,7 @@ static int do_commit(struct cmd *c)
 	if ((st = cmd_store(c, 1)))
 		return st;
 	opt_jsonl_open(&in, stdin);
-	if (!cmd_flag(c, "each")) {
+	if (!opt.each) {
 		/* one document: read all of the input before committing it */
 		json_t *doc = NULL;
 		long line = 0;
@@ -812,8 +818,8 @@ static int do_status(struct cmd *c)
 /* ---- checkpoint ---- */
 
 static const struct cmd_opt opts_checkpoint[] = {
-	{ "upto", 0, "REV", "drop action payloads up to revision REV (default: the latest)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("upto", 0, "REV", "drop action payloads up to revision REV (default: the latest)", &opt.upto),
+	CMD_OPT_END,
 };
 
 static int do_checkpoint(struct cmd *c)
@@ -826,7 +832,7 @@ static int do_checkpoint(struct cmd *c)
 		return cmd_usage(c, "checkpoint takes one collection name");
 	if (opt_store_name_check(c->pos[0]) < 0)
 		return cmd_usage(c, "%s", opt_error_last());
-	if ((st = cmd_long(c, "upto", 0, 1, &upto)))
+	if ((st = cmd_long(c, &opt.upto, 0, 1, &upto)))
 		return st;
 	if ((st = cmd_store(c, 0)))
 		return st;
@@ -860,8 +866,8 @@ static int do_identity(struct cmd *c)
 }
 
 static const struct cmd_opt opts_trust[] = {
-	{ "name", 0, "NAME", "a name to remember the key by" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("name", 0, "NAME", "a name to remember the key by", &opt.name),
+	CMD_OPT_END,
 };
 
 static int do_trust(struct cmd *c)
@@ -873,7 +879,7 @@ static int do_trust(struct cmd *c)
 	if ((st = cmd_args_expand(c, 0)) || (st = cmd_store(c, 0)))
 		return st;
 	for (i = 0; i < c->npos; i++) {
-		rc = opt_trust_add(c->store, c->pos[i], cmd_get(c, "name"));
+		rc = opt_trust_add(c->store, c->pos[i], opt.name);
 		if (rc < 0)
 			return cmd_lib_fail(c, rc);
 	}

@@ -9,43 +9,49 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The values of the options (each row of the tables below binds one). */
+static struct {
+	const char *capacity, *rev, *from, *to, *after, *before, *limit;
+	int each, json_keys, reverse;
+} opt;
+
 static const struct cmd_opt opts_put[] = {
-	{ "each", 'e', NULL, "one transaction per input record instead of one for all" },
-	{ "json-keys", 'j', NULL, "KEY operands are JSON values, not strings" },
-	{ "capacity", 0, "N", "entries per node of a new tree (default 64)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("each", 'e', "one transaction per input record instead of one for all", &opt.each),
+	CMD_FLAG("json-keys", 'j', "KEY operands are JSON values, not strings", &opt.json_keys),
+	CMD_VALUE("capacity", 0, "N", "entries per node of a new tree (default 64)", &opt.capacity),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_get[] = {
-	{ "json-keys", 'j', NULL, "keys (operands and stdin lines) are JSON values, not strings" },
-	{ "rev", 0, "N", "read the tree as it was at revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("json-keys", 'j', "keys (operands and stdin lines) are JSON values, not strings", &opt.json_keys),
+	CMD_VALUE("rev", 0, "N", "read the tree as it was at revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_del[] = {
-	{ "json-keys", 'j', NULL, "keys (operands and stdin lines) are JSON values, not strings" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("json-keys", 'j', "keys (operands and stdin lines) are JSON values, not strings", &opt.json_keys),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_range[] = {
-	{ "from", 0, "K", "start at K, inclusive" },
-	{ "to", 0, "K", "end at K, inclusive" },
-	{ "after", 0, "K", "start after K (exclusive)" },
-	{ "before", 0, "K", "end before K (exclusive)" },
-	{ "reverse", 'r', NULL, "from the highest key down" },
-	{ "limit", 'n', "N", "at most N records" },
-	{ "json-keys", 'j', NULL, "bounds are JSON values, not strings" },
-	{ "rev", 0, "N", "read the tree as it was at revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("from", 0, "K", "start at K, inclusive", &opt.from),
+	CMD_VALUE("to", 0, "K", "end at K, inclusive", &opt.to),
+	CMD_VALUE("after", 0, "K", "start after K (exclusive)", &opt.after),
+	CMD_VALUE("before", 0, "K", "end before K (exclusive)", &opt.before),
+	CMD_FLAG("reverse", 'r', "from the highest key down", &opt.reverse),
+	CMD_VALUE("limit", 'n', "N", "at most N records", &opt.limit),
+	CMD_FLAG("json-keys", 'j', "bounds are JSON values, not strings", &opt.json_keys),
+	CMD_VALUE("rev", 0, "N", "read the tree as it was at revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_rev[] = {
-	{ "rev", 0, "N", "as it was at revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("rev", 0, "N", "as it was at revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_none[] = {
-	{ NULL, 0, NULL, NULL },
+	CMD_OPT_END,
 };
 
 /* ---- helpers ---- */
@@ -66,7 +72,7 @@ static int key_arg(struct cmd *c, const char *text, json_t **out)
 	int st;
 
 	*out = NULL;
-	if (!cmd_flag(c, "json-keys")) {
+	if (!opt.json_keys) {
 		*out = json_string(text);
 		if (!*out)
 			return cmd_fail(c, OPT_EINVAL, "key is not valid UTF-8: %s", opt_esc(text));
@@ -87,7 +93,7 @@ static int open_tree(struct cmd *c, const char *name, struct opt_snap **snap)
 	long rev = 0;
 	int st, rc;
 
-	if (cmd_get(c, "rev") && (st = cmd_long(c, "rev", 0, 1, &rev)))
+	if (opt.rev && (st = cmd_long(c, &opt.rev, 0, 1, &rev)))
 		return st;
 	if ((st = cmd_store(c, 0)))
 		return st;
@@ -266,14 +272,14 @@ static int do_put(struct cmd *c)
 
 	if ((st = need_name(c, &name)))
 		return st;
-	if ((st = cmd_long(c, "capacity", 0, 0, &capacity)))
+	if ((st = cmd_long(c, &opt.capacity, 0, 0, &capacity)))
 		return st;
 	if (capacity && (capacity < OPT_BTREE_MIN_CAPACITY || capacity > OPT_BTREE_MAX_CAPACITY))
 		return cmd_usage(c, "--capacity must be between %d and %d", OPT_BTREE_MIN_CAPACITY, OPT_BTREE_MAX_CAPACITY);
 	p.capacity = (int)capacity;
 	if (c->npos != 1 && c->npos != 3)
 		return cmd_usage(c, "put takes NAME KEY VALUE, or NAME alone to read records from stdin");
-	if (c->npos == 3 && cmd_flag(c, "each"))
+	if (c->npos == 3 && opt.each)
 		return cmd_usage(c, "--each reads records from stdin");
 	if (c->npos == 3) {
 		if ((st = key_arg(c, c->pos[1], &key)))
@@ -303,7 +309,7 @@ static int do_put(struct cmd *c)
 	if ((st = cmd_store(c, 1)))
 		return st;
 	opt_jsonl_open(&in, stdin);
-	if (cmd_flag(c, "each")) {
+	if (opt.each) {
 		struct each_put_arg ea = { name, p.capacity };
 		struct cmd_each e = { 0 };
 		e.in = in;
@@ -429,7 +435,7 @@ static int next_key(struct keys *k, json_t **key)
 	*key = NULL;
 	for (;;) {
 		if (k->from_stdin) {
-			if (cmd_flag(c, "json-keys")) {
+			if (opt.json_keys) {
 				json_t *v;
 				int rc = opt_jsonl_next(k->in, &v);
 				if (rc == 0) {
@@ -481,7 +487,7 @@ static int next_key(struct keys *k, json_t **key)
 		if (strcmp(c->pos[k->i], "-") == 0) {
 			k->i++;
 			k->from_stdin = 1;
-			if (cmd_flag(c, "json-keys") && !k->in)
+			if (opt.json_keys && !k->in)
 				opt_jsonl_open(&k->in, stdin);
 			continue;
 		}
@@ -863,10 +869,8 @@ done:
 
 /* ---- range ---- */
 
-static int bound(struct cmd *c, const char *opt, json_t **out)
+static int bound(struct cmd *c, const char *v, json_t **out)
 {
-	const char *v = cmd_get(c, opt);
-
 	*out = NULL;
 	if (!v)
 		return 0;
@@ -890,20 +894,20 @@ static int do_range(struct cmd *c)
 		return st;
 	if (c->npos > 1)
 		return cmd_usage(c, "range takes one tree name; bounds are options");
-	if ((st = cmd_long(c, "limit", -1, 0, &limit)))
+	if ((st = cmd_long(c, &opt.limit, -1, 0, &limit)))
 		return st;
-	if (cmd_get(c, "from") && cmd_get(c, "after"))
+	if (opt.from && opt.after)
 		return cmd_usage(c, "--from and --after both set the lower bound: give one");
-	if (cmd_get(c, "to") && cmd_get(c, "before"))
+	if (opt.to && opt.before)
 		return cmd_usage(c, "--to and --before both set the upper bound: give one");
-	if ((st = bound(c, "from", &from)) || (st = bound(c, "to", &to)) ||
-	    (st = bound(c, "after", &after)) || (st = bound(c, "before", &before)))
+	if ((st = bound(c, opt.from, &from)) || (st = bound(c, opt.to, &to)) ||
+	    (st = bound(c, opt.after, &after)) || (st = bound(c, opt.before, &before)))
 		goto done;
 	r.lo = from ? from : after;
 	r.lo_incl = from != NULL;
 	r.hi = to ? to : before;
 	r.hi_incl = to != NULL;
-	r.reverse = cmd_flag(c, "reverse");
+	r.reverse = opt.reverse;
 	if (r.lo && r.hi && opt_key_cmp(r.lo, r.hi) > 0) {
 		st = cmd_usage(c, "the lower bound is above the upper bound");
 		goto done;
