@@ -1,7 +1,6 @@
 /* opt-diary - Diary collections: append-only logs of JSON entries, kept in
  * a chain of blocks. */
 #include "common.h"
-#include "chain.h"
 #include "collection.h"
 #include "txn.h"
 
@@ -169,7 +168,6 @@ struct append_ctx {
 static int append_fn(struct opt_txn *x, void *arg)
 {
 	struct append_ctx *a = arg;
-	const json_t *h;
 	size_t i;
 	int rc;
 
@@ -178,10 +176,7 @@ static int append_fn(struct opt_txn *x, void *arg)
 	for (i = 0; i < json_array_size(a->entries); i++)
 		if ((rc = opt_diary_append(x, json_array_get(a->entries, i))) < 0)
 			return rc;
-	if ((rc = opt_tracker_get(opt_txn_tracker(x), opt_txn_header_id(x), &h)) < 0)
-		return rc;
-	a->count = (long)json_integer_value(json_object_get(h, "count"));
-	return 0;
+	return opt_diary_txn_count(x, &a->count);
 }
 
 /* The entries of append, from the operands ("-" reads stdin) or, with no
@@ -395,7 +390,7 @@ struct reader {
 	long limit;                 /* entries still to print; <0 no limit */
 	int forward;
 	int follow;
-	struct opt_chain_pos pos;   /* the last entry printed */
+	struct opt_diary_pos pos;   /* the last entry printed */
 	int have_pos;
 };
 
@@ -404,34 +399,24 @@ struct reader {
 static int read_entries(struct reader *r, struct opt_snap *snap)
 {
 	struct cmd *c = r->c;
-	struct opt_source src = opt_snap_source(snap);
-	struct opt_chain_iter *it = NULL;
-	char cid[OPT_ID_MAX + 1];
+	struct opt_diary_iter *it = NULL;
 	const json_t *e;
-	int rc, st = 0, skip = 0;
+	int rc, st = 0;
 
 	if (r->limit == 0)
 		return 0;
-	if (r->have_pos) {
-		rc = opt_chain_iter_open_at(&it, &src, &r->pos, 1);
-		skip = 1;
-	} else {
-		if ((rc = opt_diary_chain(snap, cid)) < 0)
-			return cmd_lib_fail(c, rc);
-		rc = opt_chain_iter_open(&it, &src, cid, r->forward);
-	}
+	if (r->have_pos)
+		rc = opt_diary_iter_open_after(&it, snap, &r->pos);
+	else
+		rc = opt_diary_iter_open(&it, snap, r->forward);
 	if (rc < 0)
 		return cmd_lib_fail(c, rc);
-	while (!stop_signal && (rc = opt_chain_iter_next(it, &e)) == 1) {
-		if (skip) {
-			skip = 0;
-			continue;
-		}
+	while (!stop_signal && (rc = opt_diary_iter_next(it, &e)) == 1) {
 		if ((st = print_entry(c, e)))
 			break;
 		if (r->follow) {
 			/* where the next poll goes on from */
-			if ((rc = opt_chain_iter_pos(it, &r->pos)) < 0) {
+			if ((rc = opt_diary_iter_pos(it, &r->pos)) < 0) {
 				st = cmd_lib_fail(c, rc);
 				break;
 			}
@@ -442,7 +427,7 @@ static int read_entries(struct reader *r, struct opt_snap *snap)
 	}
 	if (rc < 0 && !st)
 		st = cmd_lib_fail(c, rc);
-	opt_chain_iter_free(it);
+	opt_diary_iter_free(it);
 	if (!st && r->follow && fflush(stdout) == EOF)
 		st = out_fail(c);
 	return st;

@@ -4,7 +4,6 @@
 #include "collection.h"
 #include "identity.h"
 #include "txn.h"
-#include "chain.h"
 #include "log.h"
 #include "verify.h"
 
@@ -378,50 +377,12 @@ static int show_entry(struct cmd *c, struct resolver *res, const struct show_ran
 	return st;
 }
 
-/* Open an iterator in the output direction that starts at the entry of
- * revision `start`, reached from whichever end of the log is nearer (the
- * log holds revisions 1..last in order; last < 0: unknown): a range near
- * the tail of a long log costs what the range costs, not the whole log.
- * Falls back to the start of the log when the entry is not where it
- * should be. */
-static int open_at_rev(struct opt_chain_iter **out, const struct opt_source *src, const char *hid,
-		       int forward, long start, long last)
-{
-	struct opt_chain_iter *it = NULL;
-	struct opt_chain_pos pos;
-	const json_t *e;
-	long from_head = start - 1, from_tail = last - start;
-	int near_head = from_head <= from_tail, rc;
-
-	*out = NULL;
-	/* the output starts at the nearer end (or the log's length is not
-	 * known): read from there, skipping */
-	if (last < 0 || near_head == forward)
-		return opt_chain_iter_open(out, src, hid, forward);
-	/* walk from the nearer end to the entry, take its position */
-	if ((rc = opt_chain_iter_open(&it, src, hid, near_head)) < 0)
-		return rc;
-	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
-		const json_t *r = json_object_get(e, "rev");
-		if (json_is_integer(r) && json_integer_value(r) == start)
-			break;
-	}
-	if (rc == 1 && (rc = opt_chain_iter_pos(it, &pos)) == 0) {
-		opt_chain_iter_free(it);
-		return opt_chain_iter_open_at(out, src, &pos, forward);
-	}
-	opt_chain_iter_free(it);
-	if (rc < 0)
-		return rc;
-	return opt_chain_iter_open(out, src, hid, forward);
-}
-
 /* Print the entries of snap's log in range r; *shown gets how many. */
 static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_range *r, long *shown)
 {
 	struct opt_source src = opt_snap_source(snap);
 	struct resolver res = { c->store, NULL, 0 };
-	struct opt_chain_iter *it = NULL;
+	struct opt_log_iter *it = NULL;
 	const json_t *e;
 	char hid[OPT_ID_LEN + 1];
 	long last, lo, hi, n = 0;
@@ -430,26 +391,23 @@ static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_
 	if (shown)
 		*shown = 0;
 	opt_collection_header_id(opt_snap_name(snap), hid);
-	rc = opt_chain_has(&src, hid);
-	if (rc == 0)
-		return 0;  /* no log: nothing to show */
+	rc = opt_log_iter_open(&it, &src, hid);
 	if (rc == OPT_ENOTFOUND)
 		return cmd_fail(c, OPT_EINTEGRITY, "collection '%s' has no header block", opt_snap_name(snap));
 	if (rc < 0)
 		return cmd_fail(c, rc, "collection '%s': %s", opt_snap_name(snap), opt_error_last());
-	/* the last revision, to read a range from the nearer end; show does
-	 * not verify: a malformed last entry only means reading from the
-	 * start */
-	if (opt_log_rev(&src, hid, &last) < 0) {
-		opt_error_clear();
-		last = -1;
-	}
+	if (!it)
+		return 0;  /* no log: nothing to show */
+	/* the last revision, to read a range from the nearer end */
+	last = opt_log_iter_last(it);
 	lo = r->lo;
 	hi = last >= 0 && last < r->hi ? last : r->hi;
-	if (lo > hi || r->limit == 0)
+	if (lo > hi || r->limit == 0) {
+		opt_log_iter_free(it);
 		return 0;
-	rc = open_at_rev(&it, &src, hid, !r->reverse, r->reverse ? hi : lo, last);
-	while (rc >= 0 && (r->limit < 0 || n < r->limit) && (rc = opt_chain_iter_next(it, &e)) == 1) {
+	}
+	rc = opt_log_iter_start(it, !r->reverse, r->reverse ? hi : lo);
+	while (rc >= 0 && (r->limit < 0 || n < r->limit) && (rc = opt_log_iter_next(it, &e)) == 1) {
 		const json_t *jr = json_object_get(e, "rev");
 		long rev = json_is_integer(jr) ? (long)json_integer_value(jr) : 0;
 
@@ -469,7 +427,7 @@ static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_
 	}
 	if (rc < 0 && !st)
 		st = cmd_fail(c, rc, "collection '%s': %s", opt_snap_name(snap), opt_error_last());
-	opt_chain_iter_free(it);
+	opt_log_iter_free(it);
 	resolver_clear(&res);
 	if (shown)
 		*shown = n;

@@ -996,9 +996,8 @@ static int do_ls(struct cmd *c)
 static int do_stat(struct cmd *c)
 {
 	struct opt_snap *snap = NULL;
-	struct opt_source src;
 	const char *name;
-	json_t *h = NULL, *o, *node = NULL;
+	json_t *cap = NULL, *o;
 	size_t n, blocks = 0;
 	long depth = 0;
 	int st, rc;
@@ -1009,34 +1008,18 @@ static int do_stat(struct cmd *c)
 		return cmd_usage(c, "stat takes one tree name");
 	if ((st = open_tree(c, name, &snap)))
 		return st;
-	if ((rc = opt_coll_header(snap, &h)) < 0 || (rc = opt_tree_count(snap, &n)) < 0 ||
-	    (rc = opt_snap_count(snap, &blocks)) < 0) {
+	if ((rc = opt_tree_count(snap, &n)) < 0 || (rc = opt_snap_count(snap, &blocks)) < 0 ||
+	    (rc = opt_tree_shape(snap, &depth, &cap)) < 0) {
 		st = cmd_lib_fail(c, rc);
 		goto done;
 	}
-	/* depth: follow the first child from the root down */
-	src = opt_snap_source(snap);
-	if (json_is_string(json_object_get(h, "rootId"))) {
-		char id[OPT_ID_MAX + 1];
-		snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(h, "rootId")));
-		while (src.get(src.ctx, id, &node) == 0) {
-			json_t *nodes = json_object_get(node, "nodes");
-			depth++;
-			if (!json_is_array(nodes) || !json_is_string(json_array_get(nodes, 0))) {
-				json_decref(node);
-				break;
-			}
-			snprintf(id, sizeof(id), "%s", json_string_value(json_array_get(nodes, 0)));
-			json_decref(node);
-		}
-	}
 	o = json_pack("{s:s,s:I,s:I,s:O?,s:I,s:I,s:s,s:I}", "collection", name, "rev", (json_int_t)opt_snap_rev(snap),
-		      "count", (json_int_t)n, "capacity", json_object_get(h, "capacity"), "depth", (json_int_t)depth,
+		      "count", (json_int_t)n, "capacity", cap, "depth", (json_int_t)depth,
 		      "blocks", (json_int_t)blocks, "trx", opt_snap_trx(snap), "time", (json_int_t)opt_snap_time(snap));
 	st = cmd_print(c, o);
 	json_decref(o);
 done:
-	json_decref(h);
+	json_decref(cap);
 	opt_snap_free(snap);
 	return st;
 }

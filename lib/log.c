@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -867,4 +868,95 @@ int opt_log_verify(const struct opt_source *src, const char *header_id,
 		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
 {
 	return verify_chain(src, src, NULL, header_id, cb, arg, entries);
+}
+
+/* ---- iterating ---- */
+
+struct opt_log_iter {
+	struct opt_source src;
+	char header_id[OPT_ID_MAX + 1];
+	long last;                   /* the newest revision; -1: unknown */
+	struct opt_chain_iter *it;   /* NULL until started */
+};
+
+int opt_log_iter_open(struct opt_log_iter **out, const struct opt_source *src, const char *header_id)
+{
+	struct opt_log_iter *it;
+	int rc;
+
+	*out = NULL;
+	if ((rc = opt_chain_has(src, header_id)) <= 0)
+		return rc;  /* no log (0), no header, or an error */
+	it = calloc(1, sizeof(*it));
+	OPT_CHECK_ALLOC(it);
+	it->src = *src;
+	snprintf(it->header_id, sizeof(it->header_id), "%s", header_id);
+	/* the last revision, to read a range from the nearer end: a
+	 * malformed last entry only means reading from the start */
+	if (opt_log_rev(src, header_id, &it->last) < 0) {
+		opt_error_clear();
+		it->last = -1;
+	}
+	*out = it;
+	return 0;
+}
+
+long opt_log_iter_last(const struct opt_log_iter *it)
+{
+	return it->last;
+}
+
+/* Walk from the end nearer to revision start (near_head: the oldest) to
+ * its entry and take its position: 1 and *pos, 0 when not found. */
+static int find_rev(struct opt_log_iter *it, int near_head, long start, struct opt_chain_pos *pos)
+{
+	struct opt_chain_iter *walk = NULL;
+	const json_t *e;
+	int rc;
+
+	if ((rc = opt_chain_iter_open(&walk, &it->src, it->header_id, near_head)) < 0)
+		return rc;
+	while ((rc = opt_chain_iter_next(walk, &e)) == 1) {
+		const json_t *r = json_object_get(e, "rev");
+		if (json_is_integer(r) && json_integer_value(r) == start)
+			break;
+	}
+	if (rc == 1 && (rc = opt_chain_iter_pos(walk, pos)) == 0)
+		rc = 1;
+	opt_chain_iter_free(walk);
+	return rc;
+}
+
+int opt_log_iter_start(struct opt_log_iter *it, int forward, long start)
+{
+	struct opt_chain_pos pos;
+	long from_head = start - 1, from_tail = it->last - start;
+	int near_head = from_head <= from_tail, rc;
+
+	opt_chain_iter_free(it->it);
+	it->it = NULL;
+	/* the output starts at the nearer end (or the log's length is not
+	 * known): read from there, skipping */
+	if (it->last < 0 || near_head == forward)
+		return opt_chain_iter_open(&it->it, &it->src, it->header_id, forward);
+	if ((rc = find_rev(it, near_head, start, &pos)) == 1)
+		return opt_chain_iter_open_at(&it->it, &it->src, &pos, forward);
+	if (rc < 0)
+		return rc;
+	return opt_chain_iter_open(&it->it, &it->src, it->header_id, forward);
+}
+
+int opt_log_iter_next(struct opt_log_iter *it, const json_t **entry)
+{
+	if (!it->it)
+		return 0;
+	return opt_chain_iter_next(it->it, entry);
+}
+
+void opt_log_iter_free(struct opt_log_iter *it)
+{
+	if (!it)
+		return;
+	opt_chain_iter_free(it->it);
+	free(it);
 }
