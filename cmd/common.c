@@ -414,6 +414,8 @@ void cmd_args_free(struct cmd_args *a)
 	free(a->buf);
 	free(a->dec);
 	a->buf = a->dec = NULL;
+	opt_jsonl_free(a->in);
+	a->in = NULL;
 }
 
 int cmd_args_expand(struct cmd *c, int from)
@@ -495,6 +497,49 @@ int cmd_args_next(struct cmd_args *a, const char **s, size_t *len)
 		*len = strlen(*s);
 		return 1;
 	}
+}
+
+int cmd_args_next_json(struct cmd_args *a, const char **s, json_t **v)
+{
+	int rc;
+
+	*s = NULL;
+	*v = NULL;
+	for (;;) {
+		if (a->from_stdin) {
+			if (!a->in && (rc = opt_jsonl_open(&a->in, stdin)) < 0)
+				return rc;
+			if ((rc = opt_jsonl_next(a->in, v)) == 1) {
+				snprintf(a->where, sizeof(a->where), "line %ld", opt_jsonl_line(a->in));
+				return 1;
+			}
+			a->from_stdin = 0;
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		if (a->i >= a->c->npos)
+			return 0;
+		if (strcmp(a->c->pos[a->i], "-") == 0) {
+			a->i++;
+			a->from_stdin = 1;
+			continue;
+		}
+		snprintf(a->where, sizeof(a->where), "argument %d", a->i);
+		*s = a->c->pos[a->i++];
+		return 1;
+	}
+}
+
+int cmd_args_waiting(struct cmd_args *a)
+{
+	struct pollfd p = { 0, POLLIN, 0 };
+
+	if (!a->from_stdin)
+		return a->i < a->c->npos;
+	if (a->in && opt_jsonl_buffered(a->in))
+		return 1;
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP));
 }
 
 int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out)

@@ -122,7 +122,10 @@ void cmd_tls_enable(void);
  * (the rule of every program): a line that is one JSON string (white
  * space around it allowed) is that string, as jq prints it; any other
  * line is taken as it is, without its newline.  So `jq .id` and
- * `jq -r .id` both feed a command. */
+ * `jq -r .id` both feed a command.  Or, for operands that are JSON
+ * values (cmd_args_next_json), "-" reads JSON values from standard
+ * input.  The one iterator of every program over its operands, in the
+ * manner of mblaze's blaze822_loop. */
 struct cmd_args {
 	struct cmd *c;
 	int i;              /* the next operand */
@@ -132,6 +135,8 @@ struct cmd_args {
 	size_t cap;
 	char *dec;          /* a decoded JSON string */
 	size_t deccap;
+	struct opt_jsonl *in;  /* JSON values: standard input, once read */
+	char where[64];     /* JSON values: "line N" or "argument N" of the last */
 };
 
 /* Start at operand `from`. */
@@ -139,6 +144,14 @@ void cmd_args_init(struct cmd_args *a, struct cmd *c, int from);
 /* The next operand: 1 with *s (NUL-terminated, valid until the next
  * call) and *len, 0 at the end, or -(exit status) after a message. */
 int cmd_args_next(struct cmd_args *a, const char **s, size_t *len);
+/* The next operand where operands are JSON values: 1 with either *s (an
+ * operand as given; *v NULL) or *v (a value read from standard input, a
+ * new reference; *s NULL), a->where saying which; 0 at the end; or a
+ * negative code with its message (nothing printed). */
+int cmd_args_next_json(struct cmd_args *a, const char **s, json_t **v);
+/* More operands at hand without waiting (operands left, or standard input
+ * buffered or readable now)? */
+int cmd_args_waiting(struct cmd_args *a);
 void cmd_args_free(struct cmd_args *a);
 /* Replace each operand "-" from `from` on by the operands read from
  * standard input (c->pos and c->npos change; kept until the command

@@ -180,55 +180,22 @@ static int append_fn(struct opt_txn *x, void *arg)
 }
 
 /* The entries of append, from the operands ("-" reads stdin) or, with no
- * operand after the name, from stdin. */
-struct entry_src {
-	struct cmd *c;
-	int i;                 /* next operand */
-	struct opt_jsonl *in;  /* stdin, while it is being read */
-	int from_stdin;        /* the last entry came from stdin */
-	char where[64];        /* "line N" or "argument N" of the last entry */
-};
-
-/* 1 and *out (new reference), 0 at the end, <0 an error (opt_error_last). */
-static int next_entry(struct entry_src *s, json_t **out)
+ * operand after the name, from stdin: 1 and *out (new reference), 0 at
+ * the end, <0 an error (opt_error_last). */
+static int next_entry(struct cmd_args *a, json_t **out)
 {
-	int rc;
+	const char *text;
+	int rc = cmd_args_next_json(a, &text, out);
 
-	*out = NULL;
-	for (;;) {
-		if (s->in) {
-			rc = opt_jsonl_next(s->in, out);
-			if (rc == 1) {
-				s->from_stdin = 1;
-				snprintf(s->where, sizeof(s->where), "line %ld", opt_jsonl_line(s->in));
-				return 1;
-			}
-			opt_jsonl_free(s->in);
-			s->in = NULL;
-			if (rc < 0)
-				return rc;
-			continue;
-		}
-		if (s->i >= s->c->npos)
-			return 0;
-		if (strcmp(s->c->pos[s->i], "-") == 0) {
-			s->i++;
-			if ((rc = opt_jsonl_open(&s->in, stdin)) < 0)
-				return rc;
-			continue;
-		}
-		s->from_stdin = 0;
-		snprintf(s->where, sizeof(s->where), "argument %d", s->i);
-		rc = opt_json_parse(out, s->c->pos[s->i], strlen(s->c->pos[s->i]));
-		s->i++;
-		if (rc < 0)
-			return opt_error_wrap(rc, "%s", s->where);
-		return 1;
-	}
+	if (rc != 1 || !text)
+		return rc;
+	if ((rc = opt_json_parse(out, text, strlen(text))) < 0)
+		return opt_error_wrap(rc, "%s", a->where);
+	return 1;
 }
 
 /* Read and check the next entry; an error is reported (exit status < 0). */
-static int next_checked(struct entry_src *s, json_t **out, const char *tail)
+static int next_checked(struct cmd_args *s, json_t **out, const char *tail)
 {
 	int rc = next_entry(s, out);
 
@@ -244,23 +211,11 @@ static int next_checked(struct entry_src *s, json_t **out, const char *tail)
 	return 1;
 }
 
-/* More input ready now (buffered, or readable without waiting)? */
-static int input_waiting(struct entry_src *s)
-{
-	struct pollfd p = { 0, POLLIN, 0 };
-
-	if (!s->in)
-		return s->i < s->c->npos;
-	if (opt_jsonl_buffered(s->in))
-		return 1;
-	return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP));
-}
-
 /* append --each: one transaction per entry (cmd_each), from the operands
  * or stdin. */
 static int each_next(void *in, json_t **doc, char *where, size_t wlen)
 {
-	struct entry_src *s = in;
+	struct cmd_args *s = in;
 	int rc = next_entry(s, doc);
 
 	if (rc == 1)
@@ -270,7 +225,7 @@ static int each_next(void *in, json_t **doc, char *where, size_t wlen)
 
 static int each_waiting(void *in)
 {
-	return input_waiting(in);
+	return cmd_args_waiting(in);
 }
 
 static int each_stage(struct cmd *c, void *arg, json_t *doc, const char *where, void *slot)
@@ -296,7 +251,7 @@ static void each_release(void *slot)
 
 static int do_append(struct cmd *c)
 {
-	struct entry_src s;
+	struct cmd_args s;
 	struct append_ctx a = { NULL, 0 };
 	struct opt_txn_opts o = { OPT_TYPE_DIARY, "opt-diary append", 0, 0 };
 	struct opt_txn_result res;
@@ -304,13 +259,11 @@ static int do_append(struct cmd *c)
 	json_t *v;
 	int st, rc;
 
-	memset(&s, 0, sizeof(s));
-	s.c = c;
-	s.i = 1;
 	if ((st = need_name(c, &name)))
 		return st;
-	if (c->npos == 1 && (rc = opt_jsonl_open(&s.in, stdin)) < 0)
-		return cmd_lib_fail(c, rc);
+	cmd_args_init(&s, c, 1);
+	/* no entry operand: stdin */
+	s.from_stdin = c->npos == 1;
 	if (opt.each) {
 		struct cmd_each e = { 0 };
 		e.next = each_next;
@@ -350,7 +303,7 @@ static int do_append(struct cmd *c)
 	}
 	st = print_appended(c, name, res.rev, json_array_size(a.entries), a.count);
 done:
-	opt_jsonl_free(s.in);
+	cmd_args_free(&s);
 	json_decref(a.entries);
 	return st;
 }

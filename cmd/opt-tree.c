@@ -415,93 +415,61 @@ done:
 
 /* ---- keys from operands or stdin ---- */
 
-struct keys {
-	struct cmd *c;
-	int i;               /* next operand (from 1) */
-	struct opt_jsonl *in;
-	char *line;
-	size_t linecap;
-	int from_stdin;
-	char *dec;           /* a key decoded from a JSON string */
-	size_t deccap;
-};
-
-/* Next key: 1 with *key (new reference), 0 at end, <0: -exit status. */
-static int next_key(struct keys *k, json_t **key)
+/* A key read from standard input with --json-keys: the value v (taken),
+ * or the key of a record (range's and get's output work too). */
+static int stdin_json_key(struct cmd_args *k, json_t *v, json_t **key)
 {
 	struct cmd *c = k->c;
-	int st;
 
-	*key = NULL;
-	for (;;) {
-		if (k->from_stdin) {
-			if (opt.json_keys) {
-				json_t *v;
-				int rc = opt_jsonl_next(k->in, &v);
-				if (rc == 0) {
-					k->from_stdin = 0;
-					continue;
-				}
-				if (rc < 0)
-					return -cmd_lib_fail(c, rc);
-				/* a record from range/get output works too */
-				if (json_is_object(v) && json_object_get(v, "key")) {
-					if (record_members(v) < 0) {
-						json_decref(v);
-						return -cmd_fail(c, OPT_EINVAL, "line %ld: %s", opt_jsonl_line(k->in),
-								 opt_error_last());
-					}
-					*key = json_incref(json_object_get(v, "key"));
-					json_decref(v);
-				} else {
-					*key = v;
-				}
-				if (!opt_key_valid(*key)) {
-					json_decref(*key);
-					*key = NULL;
-					return -cmd_fail(c, OPT_EINVAL, "line %ld: not a key", opt_jsonl_line(k->in));
-				}
-				return 1;
-			} else {
-				/* one key a line: a JSON string (as jq prints it) is
-				 * that string, any other line the key as it is */
-				ssize_t n = getline(&k->line, &k->linecap, stdin);
-				const char *s;
-				size_t len;
-				if (n < 0) {
-					k->from_stdin = 0;
-					continue;
-				}
-				if (n > 0 && k->line[n - 1] == '\n')
-					k->line[--n] = '\0';
-				if (cmd_line_operand(k->line, (size_t)n, &k->dec, &k->deccap, &s, &len) < 0)
-					return -cmd_lib_fail(c, OPT_EIO);
-				*key = json_stringn(s, len);
-				if (!*key)
-					return -cmd_fail(c, OPT_EINVAL, "a key read from stdin is not valid UTF-8");
-				return 1;
-			}
+	if (json_is_object(v) && json_object_get(v, "key")) {
+		if (record_members(v) < 0) {
+			json_decref(v);
+			return -cmd_fail(c, OPT_EINVAL, "line %ld: %s", opt_jsonl_line(k->in), opt_error_last());
 		}
-		if (k->i >= c->npos)
-			return 0;
-		if (strcmp(c->pos[k->i], "-") == 0) {
-			k->i++;
-			k->from_stdin = 1;
-			if (opt.json_keys && !k->in)
-				opt_jsonl_open(&k->in, stdin);
-			continue;
-		}
-		if ((st = key_arg(c, c->pos[k->i++], key)))
-			return -st;
-		return 1;
+		*key = json_incref(json_object_get(v, "key"));
+		json_decref(v);
+	} else {
+		*key = v;
 	}
+	if (!opt_key_valid(*key)) {
+		json_decref(*key);
+		*key = NULL;
+		return -cmd_fail(c, OPT_EINVAL, "line %ld: not a key", opt_jsonl_line(k->in));
+	}
+	return 1;
 }
 
-static void keys_free(struct keys *k)
+/* Next key, from the operands (from 1) and, for "-", stdin: one key a
+ * line (a JSON string, as jq prints it, is that string, any other line
+ * the key as it is), or JSON values with --json-keys.  1 with *key (new
+ * reference), 0 at end, <0: -exit status. */
+static int next_key(struct cmd_args *k, json_t **key)
 {
-	opt_jsonl_free(k->in);
-	free(k->line);
-	free(k->dec);
+	struct cmd *c = k->c;
+	const char *s;
+	size_t len;
+	json_t *v;
+	int rc, st;
+
+	*key = NULL;
+	if (opt.json_keys) {
+		if ((rc = cmd_args_next_json(k, &s, &v)) < 0)
+			return -cmd_lib_fail(c, rc);
+		if (rc == 1 && !s)
+			return stdin_json_key(k, v, key);
+	} else {
+		if ((rc = cmd_args_next(k, &s, &len)) == 1 && k->from_stdin) {
+			*key = json_stringn(s, len);
+			if (!*key)
+				return -cmd_fail(c, OPT_EINVAL, "a key read from stdin is not valid UTF-8");
+			return 1;
+		}
+	}
+	if (rc != 1)
+		return rc;
+	if ((st = key_arg(c, s, key)))
+		return -st;
+	return 1;
 }
 
 /* ---- get ---- */
@@ -584,7 +552,7 @@ static int gsort_cmp(const void *a, const void *b, void *ctx)
 }
 
 /* More keys can be read without waiting. */
-static int keys_waiting(struct keys *k)
+static int keys_waiting(struct cmd_args *k)
 {
 	static int file = -1;
 	struct pollfd p = { 0, POLLIN, 0 };
@@ -693,7 +661,7 @@ static int get_batch(struct cmd *c, const char *name, struct opt_snap *snap, str
 
 static int do_get(struct cmd *c)
 {
-	struct keys k = { c, 1, NULL, NULL, 0, 0, NULL, 0 };
+	struct cmd_args k;
 	struct opt_snap *snap = NULL;
 	struct gkey *v = NULL;
 	struct gsort *order = NULL;
@@ -703,6 +671,7 @@ static int do_get(struct cmd *c)
 	char *held = NULL;
 	FILE *hold = NULL;
 
+	cmd_args_init(&k, c, 1);
 	if ((st = need_name(c, &name)))
 		return st;
 	if (c->npos < 2)
@@ -758,7 +727,7 @@ done:
 	free(held);
 	free(v);
 	free(order);
-	keys_free(&k);
+	cmd_args_free(&k);
 	opt_snap_free(snap);
 	return st;
 }
@@ -826,7 +795,7 @@ static int del_report(struct cmd *c, const char *name, long rev, struct del_ctx 
 
 static int do_del(struct cmd *c)
 {
-	struct keys k = { c, 1, NULL, NULL, 0, 0, NULL, 0 };
+	struct cmd_args k;
 	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree del", 0, 0 };
 	struct opt_txn_result res;
 	struct del_ctx d = { json_array(), NULL, 0 };
@@ -834,6 +803,7 @@ static int do_del(struct cmd *c)
 	json_t *key;
 	int st, rc, missing = 0;
 
+	cmd_args_init(&k, c, 1);
 	if ((st = need_name(c, &name)))
 		goto done;
 	if (c->npos < 2) {
@@ -861,7 +831,7 @@ static int do_del(struct cmd *c)
 	if (!st && missing)
 		st = OPT_EXIT_NOTFOUND;
 done:
-	keys_free(&k);
+	cmd_args_free(&k);
 	free(d.found);
 	json_decref(d.keys);
 	return st;
