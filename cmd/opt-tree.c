@@ -254,21 +254,163 @@ static int each_put_print(struct cmd *c, void *arg, const struct opt_txn_result 
 	return st;
 }
 
-static int do_put(struct cmd *c)
+/* put NAME KEY VALUE: one record, one transaction. */
+static int put_one(struct cmd *c, const char *name, int capacity)
 {
 	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree put", 0, 0 };
 	struct opt_txn_result res;
-	struct put_ctx p = { NULL, NULL, 0, 0 };
-	struct put_text_ctx pt = { NULL, 0, 0 };
-	struct opt_jsonl *in = NULL;
-	struct opt_text arena = { NULL, 0, 0 };
-	struct opt_text_rec *recs = NULL;
-	struct opt_kv_text *kv = NULL;
-	json_t *key = NULL, *value = NULL, *v;
-	const char *name, *text;
-	size_t cap = 0, tlen, i;
-	long capacity;
+	struct put_ctx p = { NULL, NULL, 1, capacity };
+	json_t *key = NULL, *value = NULL;
 	int st, rc;
+
+	if ((st = key_arg(c, c->pos[1], &key)))
+		return st;
+	if ((st = cmd_json_arg(c, c->pos[2], "VALUE", &value))) {
+		json_decref(key);
+		return st;
+	}
+	if (opt_key_check(key) < 0 || opt_value_check(value, "the value") < 0) {
+		json_decref(key);
+		json_decref(value);
+		return cmd_lib_fail(c, OPT_EINVAL);
+	}
+	p.keys = &key;
+	p.values = &value;
+	if ((st = cmd_store(c, 1)) == 0) {
+		if ((rc = opt_txn_run(c->store, name, put_fn, &p, &o, &res)) < 0)
+			st = cmd_lib_fail(c, rc);
+		else
+			st = print_result(c, name, res.rev, "put", 1);
+	}
+	json_decref(key);
+	json_decref(value);
+	return st;
+}
+
+/* put --each: a transaction per record (cmd_each). */
+static int put_each(struct cmd *c, const char *name, int capacity, struct opt_jsonl *in)
+{
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree put", 0, 0 };
+	struct each_put_arg ea = { name, capacity };
+	struct cmd_each e = { 0 };
+
+	e.in = in;
+	e.coll = name;
+	e.opts = o;
+	e.fn = put_fn;
+	e.slot_size = sizeof(struct each_put);
+	e.max = 512;
+	e.stage = each_put_stage;
+	e.print = each_put_print;
+	e.arg = &ea;
+	return cmd_each(c, &e);
+}
+
+/* The records of one put from stdin, as canonical text. */
+struct put_batch {
+	struct opt_text arena;
+	struct opt_text_rec *recs;
+	size_t n, cap;
+};
+
+/* A record the fast path left (frc 0): parsed, checked, and its key and
+ * value written to the arena as canonical text (into *r).  0, an exit
+ * status after the message, or -1 with *rc set (a parse error). */
+static int record_parsed(struct cmd *c, struct opt_jsonl *in, const char *text, size_t tlen, struct put_batch *b,
+			 struct opt_text_rec *r, int *rc)
+{
+	json_t *k2, *v2, *v;
+	char *ks = NULL, *vs = NULL;
+	size_t kl = 0, vl = 0;
+	int frc;
+
+	if ((*rc = opt_jsonl_parse_text(in, text, tlen, &v)) < 0)
+		return -1;
+	if (record(v, &k2, &v2) < 0) {
+		frc = cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing written)", opt_jsonl_line(in), opt_error_last());
+		json_decref(v);
+		return frc;
+	}
+	r->koff = b->arena.len;
+	if ((frc = opt_json_canon(&ks, &kl, k2)) < 0 || (frc = opt_json_canon(&vs, &vl, v2)) < 0 ||
+	    (frc = opt_text_add(&b->arena, ks, kl)) < 0 || (frc = opt_text_add(&b->arena, vs, vl)) < 0)
+		frc = cmd_lib_fail(c, frc);
+	r->klen = kl;
+	r->voff = r->koff + kl;
+	r->vlen = vl;
+	free(ks);
+	free(vs);
+	json_decref(v);
+	return frc;
+}
+
+/* Read every record of stdin into b: all are validated before anything
+ * is committed, so that nothing of a rejected batch is.  Records are kept
+ * as canonical text: the fast path makes it from the input text; what it
+ * does not handle is parsed, checked and serialized.  0 or an exit
+ * status after the message. */
+static int read_records(struct cmd *c, struct opt_jsonl *in, struct put_batch *b)
+{
+	const char *text;
+	size_t tlen;
+	int rc, st;
+
+	while ((rc = opt_jsonl_next_text(in, &text, &tlen)) == 1) {
+		struct opt_text_rec r;
+		int frc = opt_json_record_text(&b->arena, text, tlen, OPT_VALUE_MAX, &r);
+		if (frc < 0)
+			return cmd_lib_fail(c, frc);
+		if (frc == 1 && r.klen > OPT_KEY_MAX)
+			return cmd_fail(c, OPT_EINVAL, "line %ld: the key is %zu bytes; the limit is %d bytes of canonical JSON (nothing written)",
+					opt_jsonl_line(in), r.klen, OPT_KEY_MAX);
+		if (frc == 0 && (st = record_parsed(c, in, text, tlen, b, &r, &rc))) {
+			if (st < 0)
+				break;
+			return st;
+		}
+		if ((rc = OPT_ALLOC_GROW(b->recs, b->n + 1, b->cap)) < 0)
+			return cmd_lib_fail(c, rc);
+		b->recs[b->n++] = r;
+	}
+	if (rc < 0)
+		return cmd_fail(c, rc, "%s (nothing written)", opt_error_last());
+	return 0;
+}
+
+/* Commit the records of b as one transaction, and print its record. */
+static int put_batch_commit(struct cmd *c, const char *name, int capacity, const struct put_batch *b)
+{
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree put", 0, 0 };
+	struct opt_txn_result res;
+	struct put_text_ctx pt = { NULL, b->n, capacity };
+	struct opt_kv_text *kv;
+	size_t i;
+	int rc, st;
+
+	if (!(kv = malloc(b->n * sizeof(*kv))))
+		return cmd_lib_fail(c, opt_error_oom());
+	for (i = 0; i < b->n; i++) {
+		kv[i].k = b->arena.p + b->recs[i].koff;
+		kv[i].kl = b->recs[i].klen;
+		kv[i].v = b->arena.p + b->recs[i].voff;
+		kv[i].vl = b->recs[i].vlen;
+	}
+	pt.kv = kv;
+	if ((rc = opt_txn_run(c->store, name, put_text_fn, &pt, &o, &res)) < 0)
+		st = cmd_lib_fail(c, rc);
+	else
+		st = print_result(c, name, res.rev, "put", (long)b->n);
+	free(kv);
+	return st;
+}
+
+static int do_put(struct cmd *c)
+{
+	struct put_batch b = { { NULL, 0, 0 }, NULL, 0, 0 };
+	struct opt_jsonl *in = NULL;
+	const char *name;
+	long capacity;
+	int st;
 
 	if ((st = need_name(c, &name)))
 		return st;
@@ -276,139 +418,21 @@ static int do_put(struct cmd *c)
 		return st;
 	if (capacity && (capacity < OPT_BTREE_MIN_CAPACITY || capacity > OPT_BTREE_MAX_CAPACITY))
 		return cmd_usage(c, "--capacity must be between %d and %d", OPT_BTREE_MIN_CAPACITY, OPT_BTREE_MAX_CAPACITY);
-	p.capacity = (int)capacity;
 	if (c->npos != 1 && c->npos != 3)
 		return cmd_usage(c, "put takes NAME KEY VALUE, or NAME alone to read records from stdin");
 	if (c->npos == 3 && opt.each)
 		return cmd_usage(c, "--each reads records from stdin");
-	if (c->npos == 3) {
-		if ((st = key_arg(c, c->pos[1], &key)))
-			return st;
-		if ((st = cmd_json_arg(c, c->pos[2], "VALUE", &value))) {
-			json_decref(key);
-			return st;
-		}
-		if (opt_key_check(key) < 0 || opt_value_check(value, "the value") < 0) {
-			json_decref(key);
-			json_decref(value);
-			return cmd_lib_fail(c, OPT_EINVAL);
-		}
-		p.keys = &key;
-		p.values = &value;
-		p.n = 1;
-		if ((st = cmd_store(c, 1)))
-			goto done;
-		rc = opt_txn_run(c->store, name, put_fn, &p, &o, &res);
-		if (rc < 0) {
-			st = cmd_lib_fail(c, rc);
-			goto done;
-		}
-		st = print_result(c, name, res.rev, "put", 1);
-		goto done;
-	}
+	if (c->npos == 3)
+		return put_one(c, name, (int)capacity);
 	if ((st = cmd_store(c, 1)))
 		return st;
 	opt_jsonl_open(&in, stdin);
-	if (opt.each) {
-		struct each_put_arg ea = { name, p.capacity };
-		struct cmd_each e = { 0 };
-		e.in = in;
-		e.coll = name;
-		e.opts = o;
-		e.fn = put_fn;
-		e.slot_size = sizeof(struct each_put);
-		e.max = 512;
-		e.stage = each_put_stage;
-		e.print = each_put_print;
-		e.arg = &ea;
-		st = cmd_each(c, &e);
-		goto done;
-	}
-	/* every record of the input is one transaction: validate them all
-	 * first, so that nothing of a rejected batch is committed.  Records
-	 * are kept as canonical text: the fast path makes it from the input
-	 * text; what it does not handle is parsed, checked and serialized */
-	while ((rc = opt_jsonl_next_text(in, &text, &tlen)) == 1) {
-		struct opt_text_rec r;
-		int frc = opt_json_record_text(&arena, text, tlen, OPT_VALUE_MAX, &r);
-		if (frc < 0) {
-			st = cmd_lib_fail(c, frc);
-			goto done;
-		}
-		if (frc == 1 && r.klen > OPT_KEY_MAX) {
-			st = cmd_fail(c, OPT_EINVAL, "line %ld: the key is %zu bytes; the limit is %d bytes of canonical JSON (nothing written)",
-				      opt_jsonl_line(in), r.klen, OPT_KEY_MAX);
-			goto done;
-		}
-		if (frc == 0) {
-			json_t *k2, *v2;
-			char *ks = NULL, *vs = NULL;
-			size_t kl = 0, vl = 0;
-			if ((rc = opt_jsonl_parse_text(in, text, tlen, &v)) < 0)
-				break;
-			if (record(v, &k2, &v2) < 0) {
-				st = cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing written)", opt_jsonl_line(in), opt_error_last());
-				json_decref(v);
-				goto done;
-			}
-			r.koff = arena.len;
-			if ((frc = opt_json_canon(&ks, &kl, k2)) < 0 || (frc = opt_json_canon(&vs, &vl, v2)) < 0 ||
-			    (frc = opt_text_add(&arena, ks, kl)) < 0 || (frc = opt_text_add(&arena, vs, vl)) < 0) {
-				free(ks);
-				free(vs);
-				json_decref(v);
-				st = cmd_lib_fail(c, frc);
-				goto done;
-			}
-			r.klen = kl;
-			r.voff = r.koff + kl;
-			r.vlen = vl;
-			free(ks);
-			free(vs);
-			json_decref(v);
-		}
-		if (p.n == cap) {
-			struct opt_text_rec *nr;
-			cap = cap ? cap * 2 : 1024;
-			if (!(nr = realloc(recs, cap * sizeof(*recs)))) {
-				st = cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
-				goto done;
-			}
-			recs = nr;
-		}
-		recs[p.n++] = r;
-	}
-	if (rc < 0) {
-		st = cmd_fail(c, rc, "%s (nothing written)", opt_error_last());
-		goto done;
-	}
-	if (p.n == 0)
-		goto done;
-	if (!(kv = malloc(p.n * sizeof(*kv)))) {
-		st = cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
-		goto done;
-	}
-	for (i = 0; i < p.n; i++) {
-		kv[i].k = arena.p + recs[i].koff;
-		kv[i].kl = recs[i].klen;
-		kv[i].v = arena.p + recs[i].voff;
-		kv[i].vl = recs[i].vlen;
-	}
-	pt.kv = kv;
-	pt.n = p.n;
-	pt.capacity = p.capacity;
-	rc = opt_txn_run(c->store, name, put_text_fn, &pt, &o, &res);
-	if (rc < 0) {
-		st = cmd_lib_fail(c, rc);
-		goto done;
-	}
-	st = print_result(c, name, res.rev, "put", (long)p.n);
-done:
-	free(recs);
-	free(kv);
-	opt_text_free(&arena);
-	json_decref(key);
-	json_decref(value);
+	if (opt.each)
+		st = put_each(c, name, (int)capacity, in);
+	else if ((st = read_records(c, in, &b)) == 0 && b.n > 0)
+		st = put_batch_commit(c, name, (int)capacity, &b);
+	free(b.recs);
+	opt_text_free(&b.arena);
 	opt_jsonl_free(in);
 	return st;
 }
