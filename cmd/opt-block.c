@@ -819,14 +819,83 @@ static int do_rm(struct cmd *c)
 
 /* history */
 
+/* Walk from the newest revision of snap (taken) back: a record
+ * {rev, trx, oid, commit} of block id at each (oid "" where it is
+ * absent), newest first, into out.  *seen: it was there at one. */
+static int history_walk(struct cmd *c, struct opt_snap *snap, const char *id, json_t *out, int *seen)
+{
+	struct opt_snap *p;
+	char cur[41];
+	int rc, st = 0;
+
+	*seen = 0;
+	for (;;) {
+		rc = opt_snap_block_oid(snap, id, cur);
+		if (rc < 0 && rc != OPT_ENOTFOUND) {
+			st = cmd_lib_fail(c, rc);
+			break;
+		}
+		if (rc == OPT_ENOTFOUND)
+			cur[0] = '\0';
+		else
+			*seen = 1;
+		json_array_append_new(out, json_pack("{s:I,s:s,s:s,s:s}", "rev", (json_int_t)opt_snap_rev(snap),
+						     "trx", opt_snap_trx(snap), "oid", cur, "commit", opt_snap_commit(snap)));
+		rc = opt_snap_parent(&p, snap);
+		if (rc == OPT_ENOTFOUND)
+			break;
+		if (rc < 0) {
+			st = cmd_lib_fail(c, rc);
+			break;
+		}
+		opt_snap_free(snap);
+		snap = p;
+	}
+	opt_snap_free(snap);
+	return st;
+}
+
+/* Print the record of walk record r {rev, trx, oid}: the hash of the
+ * block's content at that revision, or "deleted". */
+static int history_print(struct cmd *c, const char *coll, const char *id, const json_t *r, const char *prev)
+{
+	const char *oid = json_string_value(json_object_get(r, "oid"));
+	json_t *o = json_pack("{s:O,s:O}", "rev", json_object_get(r, "rev"), "trx", json_object_get(r, "trx"));
+	int rc, st = 0;
+
+	if (*oid) {
+		/* the SHA-256 of the block's canonical JSON, as the log records it */
+		struct opt_snap *at = NULL;
+		char *raw, hex[65];
+		size_t len;
+		if ((rc = opt_snap_open(&at, c->store, coll, (long)json_integer_value(json_object_get(r, "rev")))) < 0 ||
+		    (rc = opt_snap_block_raw(at, id, &raw, &len)) < 0) {
+			opt_snap_free(at);
+			json_decref(o);
+			return cmd_lib_fail(c, rc);
+		}
+		opt_sha256_hex(hex, raw, len);
+		free(raw);
+		opt_snap_free(at);
+		json_object_set_new(o, "hash", json_string(hex));
+	} else {
+		json_object_set_new(o, "hash", json_null());
+		json_object_set_new(o, "deleted", json_true());
+	}
+	if (*oid || *prev)
+		st = cmd_print(c, o);
+	json_decref(o);
+	return st;
+}
+
 static int do_history(struct cmd *c)
 {
 	const char *coll, *id;
-	struct opt_snap *snap = NULL, *p;
+	struct opt_snap *snap = NULL;
 	json_t *out = json_array();
-	char prev[41] = "", cur[41];
+	char prev[41] = "";
 	size_t i;
-	int st, rc, seen = 0;
+	int st, seen = 0;
 
 	if ((st = need_coll(c, &coll)) || (st = cmd_args_expand(c, 0)))
 		goto done;
@@ -839,72 +908,25 @@ static int do_history(struct cmd *c)
 		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%s' (" OPT_ID_RULE ")", opt_esc(id));
 		goto done;
 	}
-	if ((st = cmd_store(c, 0)) || (st = open_snap(c, coll, 0, &snap)))
-		goto done;
 	/* walk from the newest revision back; a record where the content
 	 * differs from the revision before */
-	for (;;) {
-		rc = opt_snap_block_oid(snap, id, cur);
-		if (rc < 0 && rc != OPT_ENOTFOUND) {
-			st = cmd_lib_fail(c, rc);
-			goto done;
-		}
-		if (rc == OPT_ENOTFOUND)
-			cur[0] = '\0';
-		else
-			seen = 1;
-		json_array_append_new(out, json_pack("{s:I,s:s,s:s,s:s}", "rev", (json_int_t)opt_snap_rev(snap),
-						     "trx", opt_snap_trx(snap), "oid", cur, "commit", opt_snap_commit(snap)));
-		rc = opt_snap_parent(&p, snap);
-		if (rc == OPT_ENOTFOUND)
-			break;
-		if (rc < 0) {
-			st = cmd_lib_fail(c, rc);
-			goto done;
-		}
-		opt_snap_free(snap);
-		snap = p;
-	}
+	if ((st = cmd_store(c, 0)) || (st = open_snap(c, coll, 0, &snap)) ||
+	    (st = history_walk(c, snap, id, out, &seen)))
+		goto done;
 	if (!seen) {
 		st = cmd_fail(c, OPT_ENOTFOUND, "block '%s' never existed in collection '%s'", id, coll);
 		goto done;
 	}
 	/* oldest first; print where the content changed */
 	for (i = json_array_size(out); i-- > 0 && !st;) {
-		json_t *r = json_array_get(out, i), *o;
+		const json_t *r = json_array_get(out, i);
 		const char *oid = json_string_value(json_object_get(r, "oid"));
 		if (strcmp(oid, prev) == 0)
 			continue;
-		o = json_pack("{s:O,s:O}", "rev", json_object_get(r, "rev"), "trx", json_object_get(r, "trx"));
-		if (*oid) {
-			/* the SHA-256 of the block's canonical JSON, as the log records it */
-			struct opt_snap *at;
-			char *raw;
-			size_t len;
-			char hex[65];
-			if ((rc = opt_snap_open(&at, c->store, coll, (long)json_integer_value(json_object_get(r, "rev")))) < 0 ||
-			    (rc = opt_snap_block_raw(at, id, &raw, &len)) < 0) {
-				if (rc != OPT_ENOTFOUND || !at)
-					opt_snap_free(NULL);
-				json_decref(o);
-				st = cmd_lib_fail(c, rc);
-				goto done;
-			}
-			opt_sha256_hex(hex, raw, len);
-			free(raw);
-			opt_snap_free(at);
-			json_object_set_new(o, "hash", json_string(hex));
-		} else {
-			json_object_set_new(o, "hash", json_null());
-			json_object_set_new(o, "deleted", json_true());
-		}
-		if (*oid || *prev)
-			st = cmd_print(c, o);
-		json_decref(o);
+		st = history_print(c, coll, id, r, prev);
 		snprintf(prev, sizeof(prev), "%s", oid);
 	}
 done:
-	opt_snap_free(snap);
 	json_decref(out);
 	return st;
 }
