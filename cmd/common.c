@@ -385,14 +385,9 @@ int cmd_line_operand(char *line, size_t n, char **dec, size_t *cap, const char *
 	v = json_loadb(line + a, b - a, JSON_DECODE_ANY, NULL);
 	if (json_is_string(v)) {
 		size_t l = json_string_length(v);
-		if (l + 1 > *cap) {
-			char *nb = realloc(*dec, l + 1);
-			if (!nb) {
-				json_decref(v);
-				return opt_error_set(OPT_EIO, "out of memory");
-			}
-			*dec = nb;
-			*cap = l + 1;
+		if (OPT_ALLOC_GROW(*dec, l + 1, *cap) < 0) {
+			json_decref(v);
+			return OPT_EIO;
 		}
 		memcpy(*dec, json_string_value(v), l + 1);
 		*s = *dec;
@@ -422,8 +417,7 @@ int cmd_args_expand(struct cmd *c, int from)
 {
 	struct cmd_args a;
 	const char *s;
-	size_t len, n = 0, cap = 16;
-	char **v;
+	size_t len, n = 0, cap = 0;
 	int i, rc = 0;
 
 	for (i = from; i < c->npos && strcmp(c->pos[i], "-") != 0; i++)
@@ -431,21 +425,13 @@ int cmd_args_expand(struct cmd *c, int from)
 	if (i == c->npos || c->expanded)
 		return 0;
 	/* every operand is copied: the array owns what it holds */
-	if (!(v = calloc(cap, sizeof(*v))))
-		return cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
-	c->expanded = v;
 	cmd_args_init(&a, c, 0);
 	for (;;) {
-		if (n + 2 > cap) {
-			char **nv = realloc(v, cap * 2 * sizeof(*v));
-			if (!nv) {
-				rc = -cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
-				break;
-			}
-			v = c->expanded = nv;
-			cap *= 2;
+		if (OPT_ALLOC_GROW(c->expanded, n + 2, cap) < 0) {
+			rc = -cmd_lib_fail(c, OPT_EIO);
+			break;
 		}
-		v[n] = NULL;
+		c->expanded[n] = NULL;
 		/* operands before `from` are taken as they are */
 		if (a.i < from && !a.from_stdin) {
 			s = c->pos[a.i++];
@@ -453,17 +439,19 @@ int cmd_args_expand(struct cmd *c, int from)
 		} else if ((rc = cmd_args_next(&a, &s, &len)) != 1) {
 			break;
 		}
-		if (!(v[n] = strdup(s))) {
-			rc = -cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+		if (!(c->expanded[n] = strdup(s))) {
+			rc = -cmd_lib_fail(c, opt_error_oom());
 			break;
 		}
 		n++;
 	}
 	cmd_args_free(&a);
-	v[n] = NULL;
+	if (!c->expanded)
+		return -rc;
+	c->expanded[n] = NULL;
 	if (rc < 0)
 		return -rc;
-	c->pos = v;
+	c->pos = c->expanded;
 	c->npos = (int)n;
 	return 0;
 }

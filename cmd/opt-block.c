@@ -463,8 +463,7 @@ static int each_put_stage(struct cmd *c, void *arg, json_t *doc, const char *whe
 	size_t i;
 
 	p->blocks = json_is_array(doc) ? json_incref(doc) : json_pack("[O]", doc);
-	if (!p->blocks)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(p->blocks);
 	for (i = 0; i < json_array_size(p->blocks); i++)
 		if (prepare_block(json_array_get(p->blocks, i), a->coll, a->hid) < 0) {
 			json_decref(p->blocks);

@@ -235,7 +235,7 @@ static int each_stage(struct cmd *c, void *arg, json_t *doc, const char *where, 
 	if (opt_value_check(doc, "entry") < 0)
 		return opt_error_wrap(OPT_EINVAL, "%s", where);
 	if (!(a->entries = json_pack("[O]", doc)))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	return 0;
 }
 

@@ -77,7 +77,7 @@ struct walker {
 struct resolver {
 	struct opt_store *store;
 	struct walker *w;
-	size_t n;
+	size_t n, cap;
 };
 
 static void resolver_clear(struct resolver *r)
@@ -91,7 +91,7 @@ static void resolver_clear(struct resolver *r)
 	}
 	free(r->w);
 	r->w = NULL;
-	r->n = 0;
+	r->n = r->cap = 0;
 }
 
 static int walker_of(struct resolver *r, const char *primary, struct walker **out)
@@ -105,10 +105,8 @@ static int walker_of(struct resolver *r, const char *primary, struct walker **ou
 			*out = &r->w[i];
 			return 0;
 		}
-	w = realloc(r->w, (r->n + 1) * sizeof(*w));
-	if (!w)
-		return opt_error_set(OPT_EIO, "out of memory");
-	r->w = w;
+	if ((rc = OPT_ALLOC_GROW(r->w, r->n + 1, r->cap)) < 0)
+		return rc;
 	w = &r->w[r->n];
 	memset(w, 0, sizeof(*w));
 	w->primary = strdup(primary);
@@ -116,7 +114,7 @@ static int walker_of(struct resolver *r, const char *primary, struct walker **ou
 	if (!w->primary || !w->seen) {
 		free(w->primary);
 		json_decref(w->seen);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	r->n++;
 	rc = opt_snap_head(&w->cur, r->store, primary);
@@ -381,7 +379,7 @@ static int show_entry(struct cmd *c, struct resolver *res, const struct show_ran
 static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_range *r, long *shown)
 {
 	struct opt_source src = opt_snap_source(snap);
-	struct resolver res = { c->store, NULL, 0 };
+	struct resolver res = { c->store, NULL, 0, 0 };
 	struct opt_log_iter *it = NULL;
 	const json_t *e;
 	char hid[OPT_ID_LEN + 1];

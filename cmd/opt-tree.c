@@ -841,7 +841,7 @@ static int do_del(struct cmd *c)
 		goto done;
 	}
 	if (!(d.found = calloc(json_array_size(d.keys) + 1, 1))) {
-		st = cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+		st = cmd_lib_fail(c, opt_error_oom());
 		goto done;
 	}
 	if ((st = cmd_store(c, 0)))

@@ -251,8 +251,7 @@ int opt_chain_iter_open(struct opt_chain_iter **out, const struct opt_source *sr
 	int rc;
 
 	*out = NULL;
-	if (!it)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(it);
 	if ((rc = walker_open(&it->w, src, header_id, forward)) < 0)
 		goto done;
 	it->index = forward ? 0 : (long)json_array_size(it->w.entries) - 1;
@@ -274,8 +273,7 @@ int opt_chain_iter_open_at(struct opt_chain_iter **out, const struct opt_source 
 	if (!opt_id_valid(pos->block_id))
 		return opt_error_set(OPT_EINVAL, "invalid chain position: bad block ID '%s'", opt_esc(pos->block_id));
 	it = calloc(1, sizeof(*it));
-	if (!it)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(it);
 	it->w.src = *src;
 	it->w.forward = forward;
 	if ((rc = walker_load(&it->w, pos->block_id, NULL)) < 0)
@@ -355,7 +353,7 @@ static int chain_end_entry(const struct opt_source *src, const char *header_id, 
 		goto done;
 	}
 	*entry = opt_json_copy(e);
-	rc = *entry ? 0 : opt_error_set(OPT_EIO, "out of memory");
+	rc = *entry ? 0 : opt_error_oom();
 done:
 	opt_chain_iter_free(it);
 	return rc;
@@ -432,8 +430,7 @@ static int set_link(struct opt_tracker *t, const char *id, const char *field, co
 			   : json_pack("[s,i,i,n]", field, 0, 0);
 	int rc;
 
-	if (!op)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(op);
 	rc = opt_tracker_update(t, id, op);
 	json_decref(op);
 	return rc;
@@ -445,8 +442,7 @@ static int splice(struct opt_tracker *t, const char *id, size_t index, size_t de
 	json_t *op = json_pack("[s,I,I,O]", "entries", (json_int_t)index, (json_int_t)del, ins);
 	int rc;
 
-	if (!op)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(op);
 	rc = opt_tracker_update(t, id, op);
 	json_decref(op);
 	return rc;
@@ -480,7 +476,7 @@ int opt_chain_create(struct opt_tracker *t, const char *header_id,
 	if ((rc = opt_block_new(&b, NULL, data_type, collection)) < 0)
 		goto done;
 	if (json_object_set_new(b, "entries", json_array()) < 0) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	id_copy(did, opt_block_id(b));
@@ -513,13 +509,12 @@ static int new_block(json_t **out, const char *type, const char *coll, const cha
 	int rc;
 
 	*out = NULL;
-	if (!arr)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(arr);
 	for (j = 0; j < k; j++) {
 		/* entries are shared, not copied: nothing changes them in place */
 		e = json_incref(json_array_get(entries, from + j));
 		if (!e || json_array_append_new(arr, e) < 0) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
+			rc = opt_error_oom();
 			goto done;
 		}
 	}
@@ -528,7 +523,7 @@ static int new_block(json_t **out, const char *type, const char *coll, const cha
 	if (json_object_set_new(b, "entries", arr) < 0 ||
 	    json_object_set_new(b, "priorId", json_string(prior)) < 0) {
 		arr = NULL;
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	arr = NULL;
@@ -593,8 +588,7 @@ static int fill_tail(struct opt_tracker *t, const char *tail, size_t len, const 
 	int rc = 0;
 
 	*i = 0;
-	if (!slice)
-		return opt_error_oom();
+	OPT_CHECK_ALLOC(slice);
 	for (; *i < k && rc == 0; ++*i)
 		if (json_array_append(slice, json_array_get(entries, *i)) < 0)
 			rc = opt_error_oom();

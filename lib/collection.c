@@ -147,7 +147,7 @@ int opt_tree_put_many(struct opt_txn *x, const json_t *const *keys, const json_t
 		seen = json_object();
 		if (!idx) {
 			json_decref(seen);
-			return opt_error_set(OPT_EIO, "out of memory");
+			return opt_error_oom();
 		}
 		for (i = 0; i < n; i++)
 			idx[i] = i;
@@ -200,7 +200,7 @@ static int put_actions_text(const struct opt_kv_text *kv, size_t n, char **out, 
 	for (i = 0; i < n; i++)
 		total += kv[i].kl + kv[i].vl + sizeof(a) - 1 + sizeof(b) - 1 + 2;
 	if (!(p = malloc(total + 1)))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	p[o++] = '[';
 	for (i = 0; i < n; i++) {
 		if (i)
@@ -265,7 +265,7 @@ int opt_tree_put_text(struct opt_txn *x, const struct opt_kv_text *kv, size_t n)
 	keys = calloc(n ? n : 1, sizeof(*keys));
 	values = calloc(n ? n : 1, sizeof(*values));
 	if (!keys || !values) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	for (i = 0; i < n; i++) {
@@ -727,8 +727,7 @@ int opt_txdoc_run(struct opt_store *s, const json_t *doc, const struct opt_txn_o
 	if ((rc = opt_txdoc_check(doc)) < 0)
 		return rc;
 	parts = calloc(json_object_size(cols), sizeof(*parts));
-	if (!parts)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(parts);
 	json_object_foreach((json_t *)cols, name, acts) {
 		parts[n].name = name;
 		parts[n].type = action_type_of(acts, name, &err);

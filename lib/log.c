@@ -76,8 +76,7 @@ int opt_log_entry_hash(const json_t *entry, char out[65])
 	if (!json_is_object(entry))
 		return opt_error_set(OPT_EINVAL, "a log entry must be a JSON object");
 	copy = json_copy((json_t *)entry);  /* shallow: members are shared, not changed */
-	if (!copy)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(copy);
 	json_object_del(copy, "hash");
 	json_object_del(copy, "sig");
 	json_object_del(copy, "actions");
@@ -148,7 +147,7 @@ int opt_log_rev(const struct opt_source *src, const char *header_id, long *rev)
 static int set_new(json_t *obj, const char *key, json_t *v)
 {
 	if (!v || json_object_set_new(obj, key, v) < 0)
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	return 0;
 }
 
@@ -194,7 +193,7 @@ static int splice_actions(struct opt_tracker *t, const char *header_id, const ch
 	}
 	if (!(out = malloc(n - pl + at->len + 1))) {
 		free(s);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	i = (size_t)(hit - s);
 	memcpy(out, s, i);
@@ -542,19 +541,13 @@ static int lean_parse(struct lean *l, const char *id, const char *text, size_t l
 	if (rc == 2 || t[0].t != '{' || !(ents = opt_ctape_member(&l->tape, text, 0, "entries")) || t[ents].t != '[')
 		goto whole;  /* (the chain's checks say what is wrong) */
 	if (!(buf = malloc(len)))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	for (i = 0; (e = opt_ctape_child(&l->tape, ents, i)); i++) {
 		struct lean_ent *le;
 		size_t cut, cut_end;
-		if (l->n == l->cap) {
-			size_t cap = l->cap ? l->cap * 2 : 64;
-			struct lean_ent *nv = realloc(l->v, cap * sizeof(*nv));
-			if (!nv) {
-				free(buf);
-				return opt_error_set(OPT_EIO, "out of memory");
-			}
-			l->v = nv;
-			l->cap = cap;
+		if ((rc = OPT_ALLOC_GROW(l->v, l->n + 1, l->cap)) < 0) {
+			free(buf);
+			return rc;
 		}
 		le = &l->v[l->n++];
 		le->e = NULL;
@@ -612,7 +605,7 @@ static int lean_get(void *ctx, const char *id, json_t **out)
 		return l->inner.get(l->inner.ctx, id, out);
 	l->n = l->pos = 0;
 	if (l->visited && json_object_set_new(l->visited, id, json_true()) < 0)
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	if ((rc = l->bytes(l->bctx, id, &b)) < 0)
 		return rc;
 	rc = lean_parse(l, id, b.data, b.len, out);
