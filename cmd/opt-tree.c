@@ -871,16 +871,57 @@ static int bound(struct cmd *c, const char *v, json_t **out)
 	return key_arg(c, v, out);
 }
 
+/* The bounds of range (--from or --after, --to or --before) into r;
+ * *lo and *hi hold them (new references, NULL when not given). */
+static int range_bounds(struct cmd *c, struct opt_btree_range *r, json_t **lo, json_t **hi)
+{
+	const char *text[4] = { opt.from, opt.to, opt.after, opt.before };
+	json_t *b[4] = { NULL, NULL, NULL, NULL };
+	int i, st = 0;
+
+	if (opt.from && opt.after)
+		return cmd_usage(c, "--from and --after both set the lower bound: give one");
+	if (opt.to && opt.before)
+		return cmd_usage(c, "--to and --before both set the upper bound: give one");
+	for (i = 0; i < 4 && !st; i++)
+		st = bound(c, text[i], &b[i]);
+	/* one of each pair at most was given */
+	*lo = b[0] ? b[0] : b[2];
+	*hi = b[1] ? b[1] : b[3];
+	r->lo = *lo;
+	r->lo_incl = b[0] != NULL;
+	r->hi = *hi;
+	r->hi_incl = b[1] != NULL;
+	r->reverse = opt.reverse;
+	if (!st && r->lo && r->hi && opt_key_cmp(r->lo, r->hi) > 0)
+		st = cmd_usage(c, "the lower bound is above the upper bound");
+	return st;
+}
+
+/* Print the records of cur, at most limit (<0: all). */
+static int range_print(struct cmd *c, struct opt_btree_cursor *cur, long limit)
+{
+	const char *key, *value;
+	size_t kl, vl;
+	long n = 0;
+	int rc = 0, st;
+
+	while ((limit < 0 || n < limit) && (rc = opt_btree_cursor_next_text(cur, &key, &kl, &value, &vl)) == 1) {
+		if ((st = print_kv_text(c, key, kl, value, vl)))
+			return st;
+		n++;
+	}
+	return rc < 0 ? cmd_lib_fail(c, rc) : 0;
+}
+
 static int do_range(struct cmd *c)
 {
 	struct opt_snap *snap = NULL;
 	struct opt_btree_cursor *cur = NULL;
 	struct opt_btree_range r;
-	json_t *from = NULL, *to = NULL, *after = NULL, *before = NULL;
-	const char *key, *value;
-	size_t kl, vl;
+	json_t *lo = NULL, *hi = NULL;
 	const char *name;
-	long limit, n = 0;
+	long limit;
 	int st, rc;
 
 	memset(&r, 0, sizeof(r));
@@ -890,42 +931,17 @@ static int do_range(struct cmd *c)
 		return cmd_usage(c, "range takes one tree name; bounds are options");
 	if ((st = cmd_long(c, &opt.limit, -1, 0, &limit)))
 		return st;
-	if (opt.from && opt.after)
-		return cmd_usage(c, "--from and --after both set the lower bound: give one");
-	if (opt.to && opt.before)
-		return cmd_usage(c, "--to and --before both set the upper bound: give one");
-	if ((st = bound(c, opt.from, &from)) || (st = bound(c, opt.to, &to)) ||
-	    (st = bound(c, opt.after, &after)) || (st = bound(c, opt.before, &before)))
+	if ((st = range_bounds(c, &r, &lo, &hi)) || (st = open_tree(c, name, &snap)))
 		goto done;
-	r.lo = from ? from : after;
-	r.lo_incl = from != NULL;
-	r.hi = to ? to : before;
-	r.hi_incl = to != NULL;
-	r.reverse = opt.reverse;
-	if (r.lo && r.hi && opt_key_cmp(r.lo, r.hi) > 0) {
-		st = cmd_usage(c, "the lower bound is above the upper bound");
-		goto done;
-	}
-	if ((st = open_tree(c, name, &snap)))
-		goto done;
-	if ((rc = opt_tree_range(snap, &r, &cur)) < 0) {
+	if ((rc = opt_tree_range(snap, &r, &cur)) < 0)
 		st = cmd_lib_fail(c, rc);
-		goto done;
-	}
-	while ((limit < 0 || n < limit) && (rc = opt_btree_cursor_next_text(cur, &key, &kl, &value, &vl)) == 1) {
-		if ((st = print_kv_text(c, key, kl, value, vl)))
-			goto done;
-		n++;
-	}
-	if (rc < 0)
-		st = cmd_lib_fail(c, rc);
+	else
+		st = range_print(c, cur, limit);
 done:
 	opt_btree_cursor_free(cur);
 	opt_snap_free(snap);
-	json_decref(from);
-	json_decref(to);
-	json_decref(after);
-	json_decref(before);
+	json_decref(lo);
+	json_decref(hi);
 	return st;
 }
 
