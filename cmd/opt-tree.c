@@ -683,6 +683,31 @@ static int get_batch(struct cmd *c, const char *name, struct opt_snap *snap, str
 	return st;
 }
 
+/* The next batch of keys into v[0..*n): as many as are at hand, up to
+ * GET_BATCH.  A bad key's message goes to hold (a later message).
+ * Returns what next_key last returned (1: more may follow). */
+static int read_batch(struct cmd *c, struct cmd_args *k, struct gkey *v, size_t *n, FILE *hold)
+{
+	json_t *key;
+	int rc = 1;
+
+	c->err = hold;
+	for (*n = 0; *n < GET_BATCH && (rc = next_key(k, &key)) == 1;) {
+		struct gkey *g = &v[(*n)++];
+		g->key = key;
+		g->ks = json_string_value(key);
+		g->kl = json_string_length(key);
+		g->pos = *n - 1;
+		g->vs = NULL;
+		g->vl = 0;
+		g->rc = 0;
+		if (!keys_waiting(k))
+			break;
+	}
+	c->err = NULL;
+	return rc;
+}
+
 static int do_get(struct cmd *c)
 {
 	struct cmd_args k;
@@ -715,23 +740,9 @@ static int do_get(struct cmd *c)
 	 * before it are done (as when keys were looked up one by one) */
 	hold = open_memstream(&held, &heldlen);
 	for (b = 0; rc == 1 && st == 0; b++) {
-		json_t *key;
 		if (b == 1)
 			opt_snap_cache_bytes(snap, (size_t)128 << 20);
-		c->err = hold;
-		for (n = 0; n < GET_BATCH && (rc = next_key(&k, &key)) == 1;) {
-			v[n].key = key;
-			v[n].ks = json_string_value(key);
-			v[n].kl = json_string_length(key);
-			v[n].pos = n;
-			v[n].vs = NULL;
-			v[n].vl = 0;
-			v[n].rc = 0;
-			n++;
-			if (!keys_waiting(&k))
-				break;
-		}
-		c->err = NULL;
+		rc = read_batch(c, &k, v, &n, hold);
 		st = get_batch(c, name, snap, v, order, n, &missing);
 		for (i = 0; i < n; i++) {
 			json_decref(v[i].key);
