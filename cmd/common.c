@@ -48,13 +48,13 @@ void cmd_tls_enable(void)
 }
 
 static const struct cmd_opt common_opts[] = {
-	{ "store", 'C', "DIR", "the store (default: $OPT_STORE, else the nearest .opt upward)" },
-	{ "pretty", 0, NULL, "indented JSON output (the default on a terminal)" },
-	{ "compact", 0, NULL, "JSON Lines output (the default elsewhere)" },
-	{ "quiet", 'q', NULL, "only what changed or failed: no notes, progress or nothing-to-do records" },
-	{ "help", 'h', NULL, "show this help" },
-	{ "version", 0, NULL, "show the version" },
-	{ NULL, 0, NULL, NULL },
+	{ "store", 'C', "DIR", "the store (default: $OPT_STORE, else the nearest .opt upward)", NULL, NULL },
+	{ "pretty", 0, NULL, "indented JSON output (the default on a terminal)", NULL, NULL },
+	{ "compact", 0, NULL, "JSON Lines output (the default elsewhere)", NULL, NULL },
+	{ "quiet", 'q', NULL, "only what changed or failed: no notes, progress or nothing-to-do records", NULL, NULL },
+	{ "help", 'h', NULL, "show this help", NULL, NULL },
+	{ "version", 0, NULL, "show the version", NULL, NULL },
+	CMD_OPT_END,
 };
 
 /* --help is at most HELP_WIDTH columns wide: text is wrapped at spaces
@@ -263,24 +263,10 @@ static int match(const struct cmd_opt *t, const char *a, const char **inl)
 	return -1;
 }
 
-const char *cmd_get(struct cmd *c, const char *lng)
+int cmd_long(struct cmd *c, const char *const *val, long def, long min, long *out)
 {
-	int i;
-
-	for (i = 0; c->verb->opts && c->verb->opts[i].lng; i++)
-		if (strcmp(c->verb->opts[i].lng, lng) == 0)
-			return c->val[i];
-	return NULL;
-}
-
-int cmd_flag(struct cmd *c, const char *lng)
-{
-	return cmd_get(c, lng) != NULL;
-}
-
-int cmd_long(struct cmd *c, const char *lng, long def, long min, long *out)
-{
-	const char *v = cmd_get(c, lng);
+	const struct cmd_opt *o;
+	const char *v = *val;
 	char *end;
 	long n;
 
@@ -289,8 +275,13 @@ int cmd_long(struct cmd *c, const char *lng, long def, long min, long *out)
 		return 0;
 	errno = 0;
 	n = strtol(v, &end, 10);
-	if (errno || end == v || *end || n < min)
-		return cmd_usage(c, "--%s needs a whole number >= %ld, not '%s'", lng, min, opt_esc(v));
+	if (errno || end == v || *end || n < min) {
+		/* the row that binds val names the option */
+		for (o = c->verb->opts; o->lng && o->val != val; o++)
+			;
+		return cmd_usage(c, "--%s needs a whole number >= %ld, not '%s'", o->lng ? o->lng : "?", min,
+				 opt_esc(v));
+	}
 	*out = n;
 	return 0;
 }
@@ -394,14 +385,9 @@ int cmd_line_operand(char *line, size_t n, char **dec, size_t *cap, const char *
 	v = json_loadb(line + a, b - a, JSON_DECODE_ANY, NULL);
 	if (json_is_string(v)) {
 		size_t l = json_string_length(v);
-		if (l + 1 > *cap) {
-			char *nb = realloc(*dec, l + 1);
-			if (!nb) {
-				json_decref(v);
-				return opt_error_set(OPT_EIO, "out of memory");
-			}
-			*dec = nb;
-			*cap = l + 1;
+		if (OPT_ALLOC_GROW(*dec, l + 1, *cap) < 0) {
+			json_decref(v);
+			return OPT_EIO;
 		}
 		memcpy(*dec, json_string_value(v), l + 1);
 		*s = *dec;
@@ -423,14 +409,15 @@ void cmd_args_free(struct cmd_args *a)
 	free(a->buf);
 	free(a->dec);
 	a->buf = a->dec = NULL;
+	opt_jsonl_free(a->in);
+	a->in = NULL;
 }
 
 int cmd_args_expand(struct cmd *c, int from)
 {
 	struct cmd_args a;
 	const char *s;
-	size_t len, n = 0, cap = 16;
-	char **v;
+	size_t len, n = 0, cap = 0;
 	int i, rc = 0;
 
 	for (i = from; i < c->npos && strcmp(c->pos[i], "-") != 0; i++)
@@ -438,21 +425,13 @@ int cmd_args_expand(struct cmd *c, int from)
 	if (i == c->npos || c->expanded)
 		return 0;
 	/* every operand is copied: the array owns what it holds */
-	if (!(v = calloc(cap, sizeof(*v))))
-		return cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
-	c->expanded = v;
 	cmd_args_init(&a, c, 0);
 	for (;;) {
-		if (n + 2 > cap) {
-			char **nv = realloc(v, cap * 2 * sizeof(*v));
-			if (!nv) {
-				rc = -cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
-				break;
-			}
-			v = c->expanded = nv;
-			cap *= 2;
+		if (OPT_ALLOC_GROW(c->expanded, n + 2, cap) < 0) {
+			rc = -cmd_lib_fail(c, OPT_EIO);
+			break;
 		}
-		v[n] = NULL;
+		c->expanded[n] = NULL;
 		/* operands before `from` are taken as they are */
 		if (a.i < from && !a.from_stdin) {
 			s = c->pos[a.i++];
@@ -460,17 +439,19 @@ int cmd_args_expand(struct cmd *c, int from)
 		} else if ((rc = cmd_args_next(&a, &s, &len)) != 1) {
 			break;
 		}
-		if (!(v[n] = strdup(s))) {
-			rc = -cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+		if (!(c->expanded[n] = strdup(s))) {
+			rc = -cmd_lib_fail(c, opt_error_oom());
 			break;
 		}
 		n++;
 	}
 	cmd_args_free(&a);
-	v[n] = NULL;
+	if (!c->expanded)
+		return -rc;
+	c->expanded[n] = NULL;
 	if (rc < 0)
 		return -rc;
-	c->pos = v;
+	c->pos = c->expanded;
 	c->npos = (int)n;
 	return 0;
 }
@@ -504,6 +485,49 @@ int cmd_args_next(struct cmd_args *a, const char **s, size_t *len)
 		*len = strlen(*s);
 		return 1;
 	}
+}
+
+int cmd_args_next_json(struct cmd_args *a, const char **s, json_t **v)
+{
+	int rc;
+
+	*s = NULL;
+	*v = NULL;
+	for (;;) {
+		if (a->from_stdin) {
+			if (!a->in && (rc = opt_jsonl_open(&a->in, stdin)) < 0)
+				return rc;
+			if ((rc = opt_jsonl_next(a->in, v)) == 1) {
+				snprintf(a->where, sizeof(a->where), "line %ld", opt_jsonl_line(a->in));
+				return 1;
+			}
+			a->from_stdin = 0;
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		if (a->i >= a->c->npos)
+			return 0;
+		if (strcmp(a->c->pos[a->i], "-") == 0) {
+			a->i++;
+			a->from_stdin = 1;
+			continue;
+		}
+		snprintf(a->where, sizeof(a->where), "argument %d", a->i);
+		*s = a->c->pos[a->i++];
+		return 1;
+	}
+}
+
+int cmd_args_waiting(struct cmd_args *a)
+{
+	struct pollfd p = { 0, POLLIN, 0 };
+
+	if (!a->from_stdin)
+		return a->i < a->c->npos;
+	if (a->in && opt_jsonl_buffered(a->in))
+		return 1;
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP));
 }
 
 int cmd_json_arg(struct cmd *c, const char *text, const char *what, json_t **out)
@@ -844,13 +868,129 @@ static int finish(struct cmd *c, int st)
 	return st;
 }
 
+int cmd_sub_run(struct cmd *c, const struct cmd_sub *t)
+{
+	char list[200] = "", *l = list;
+	const char *end = list + sizeof(list);
+	size_t i, n;
+
+	for (i = 0; c->npos && t[i].name; i++)
+		if (strcmp(t[i].name, c->pos[0]) == 0)
+			return t[i].fn(c);
+	for (n = 0; t[n].name; n++)
+		;
+	if (!c->npos) {
+		/* "add, rm or ls" */
+		for (i = 0; i < n; i++)
+			l += snprintf(l, (size_t)(end - l), "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", t[i].name);
+		return cmd_usage(c, "%s needs %s", c->verb->name, list);
+	}
+	for (i = 0; i < n; i++)
+		l += snprintf(l, (size_t)(end - l), "%s%s", i ? ", " : "", t[i].name);
+	return cmd_usage(c, "unknown %s command '%s' (%s)", c->verb->name, opt_esc(c->pos[0]), list);
+}
+
+/* What take_operand and parse_args return to go on with the next argument. */
+#define GO_ON (-1)
+
+/* An operand: the first names the verb, the others are kept in pos.
+ * GO_ON, or the exit status of a usage error. */
+static int take_operand(struct cmd *c, const char *a, char **pos)
+{
+	const struct cmd_verb *v;
+	const char *near;
+
+	if (c->verb) {
+		pos[c->npos++] = (char *)a;
+		return GO_ON;
+	}
+	for (v = c->prog->verbs; v->name; v++)
+		if (strcmp(v->name, a) == 0) {
+			c->verb = v;
+			return GO_ON;
+		}
+	if ((near = nearest_verb(c->prog, a)))
+		return cmd_usage(c, "unknown command '%s' (did you mean '%s'?)", opt_esc(a), near);
+	return cmd_usage(c, "unknown command '%s'", opt_esc(a));
+}
+
+/* Verb option o given as argument a (inline value inl, else the next
+ * argument, argv[*i + 1]): store it where its row binds it. */
+static int take_verb_opt(struct cmd *c, const struct cmd_opt *o, const char *a, const char *inl, int argc,
+			 char **argv, int *i)
+{
+	if (!o->arg) {
+		if (inl && a[1] == '-')
+			return cmd_usage(c, "option --%s takes no value", o->lng);
+		*o->flag = 1;
+		return GO_ON;
+	}
+	if (!inl) {
+		if (*i + 1 >= argc)
+			return cmd_usage(c, "option --%s needs a value (%s)", o->lng, o->arg);
+		inl = argv[++*i];
+	}
+	*o->val = inl;
+	return GO_ON;
+}
+
+/* A common option (or an unknown one) as argument a. */
+static int take_common_opt(struct cmd *c, const char *a, int argc, char **argv, int *i, int *help)
+{
+	const char *inl;
+
+	switch (match(common_opts, a, &inl)) {
+	case 0:
+		if (!inl) {
+			if (*i + 1 >= argc)
+				return cmd_usage(c, "option --store needs a directory");
+			inl = argv[++*i];
+		}
+		/* "-C $DIR" with DIR unset must not mean the nearest store */
+		if (!*inl)
+			return cmd_usage(c, "option --store needs a directory, not an empty string");
+		c->store_dir = inl;
+		return GO_ON;
+	case 1: c->pretty = 1; return GO_ON;
+	case 2: c->pretty = 0; return GO_ON;
+	case 3: c->quiet = 1; return GO_ON;
+	case 4: *help = 1; return GO_ON;
+	case 5:
+		printf("%s %s\n", c->prog->name, OPT_VERSION);
+		return 0;
+	default:
+		return cmd_usage(c, "unknown option '%s'", opt_esc(a));
+	}
+}
+
+/* Parse argv into c: the verb, its options (into the variables their
+ * rows bind), the operands (into pos), the common options.  GO_ON to run
+ * the verb, or the exit status to end with. */
+static int parse_args(struct cmd *c, int argc, char **argv, char **pos, int *help)
+{
+	const char *inl;
+	int i, oi, dashdash = 0, st = GO_ON;
+
+	for (i = 1; i < argc && st == GO_ON; i++) {
+		const char *a = argv[i];
+
+		if (dashdash || a[0] != '-' || a[1] == '\0')
+			st = take_operand(c, a, pos);
+		else if (strcmp(a, "--") == 0)
+			dashdash = 1;
+		else if (c->verb && (oi = match(c->verb->opts, a, &inl)) >= 0)
+			st = take_verb_opt(c, &c->verb->opts[oi], a, inl, argc, argv, &i);
+		else
+			st = take_common_opt(c, a, argc, argv, &i, help);
+	}
+	return st;
+}
+
 int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 {
 	struct cmd c;
-	const struct cmd_verb *v;
-	const char *inl;
 	char **pos;
-	int i, dashdash = 0, help = 0, st;
+	int help = 0, st;
 
 	memset(&c, 0, sizeof(c));
 	c.prog = p;
@@ -865,102 +1005,27 @@ int cmd_main(const struct cmd_prog *p, int argc, char **argv)
 	/* hidden: --complete [VERB] lists words for shell completion */
 	if (argc >= 2 && strcmp(argv[1], "--complete") == 0) {
 		complete(p, argc >= 3 ? argv[2] : NULL);
-		free(pos);
-		return 0;
+		st = 0;
+		goto done;
 	}
-	for (i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		int oi;
-
-		if (dashdash || a[0] != '-' || a[1] == '\0') {
-			if (!c.verb) {
-				for (v = p->verbs; v->name; v++)
-					if (strcmp(v->name, a) == 0)
-						break;
-				if (!v->name) {
-					const char *near = nearest_verb(p, a);
-					free(pos);
-					if (near)
-						return cmd_usage(&c, "unknown command '%s' (did you mean '%s'?)", opt_esc(a), near);
-					return cmd_usage(&c, "unknown command '%s'", opt_esc(a));
-				}
-				c.verb = v;
-				continue;
-			}
-			pos[c.npos++] = argv[i];
-			continue;
-		}
-		if (strcmp(a, "--") == 0) {
-			dashdash = 1;
-			continue;
-		}
-		if (c.verb && (oi = match(c.verb->opts, a, &inl)) >= 0) {
-			const struct cmd_opt *o = &c.verb->opts[oi];
-			if (o->arg) {
-				if (!inl) {
-					if (i + 1 >= argc) {
-						free(pos);
-						st = cmd_usage(&c, "option --%s needs a value (%s)", o->lng, o->arg);
-						return st;
-					}
-					inl = argv[++i];
-				}
-				c.val[oi] = inl;
-			} else {
-				if (inl && a[1] == '-') {
-					free(pos);
-					return cmd_usage(&c, "option --%s takes no value", o->lng);
-				}
-				c.val[oi] = "1";
-			}
-			continue;
-		}
-		oi = match(common_opts, a, &inl);
-		switch (oi) {
-		case 0:
-			if (!inl) {
-				if (i + 1 >= argc) {
-					free(pos);
-					return cmd_usage(&c, "option --store needs a directory");
-				}
-				inl = argv[++i];
-			}
-			if (!*inl) {
-				/* "-C $DIR" with DIR unset must not mean the nearest store */
-				free(pos);
-				return cmd_usage(&c, "option --store needs a directory, not an empty string");
-			}
-			c.store_dir = inl;
-			continue;
-		case 1: c.pretty = 1; continue;
-		case 2: c.pretty = 0; continue;
-		case 3: c.quiet = 1; continue;
-		case 4: help = 1; continue;
-		case 5:
-			printf("%s %s\n", p->name, OPT_VERSION);
-			free(pos);
-			return 0;
-		default:
-			break;
-		}
-		free(pos);
-		return cmd_usage(&c, "unknown option '%s'", opt_esc(a));
-	}
+	if ((st = parse_args(&c, argc, argv, pos, &help)) != GO_ON)
+		goto done;
 	if (help) {
 		if (c.verb)
 			verb_help(p, c.verb, stdout);
 		else
 			prog_help(p, stdout);
-		free(pos);
-		return finish(&c, 0);
+		st = finish(&c, 0);
+		goto done;
 	}
 	if (!c.verb) {
-		free(pos);
-		return cmd_usage(&c, "no command given");
+		st = cmd_usage(&c, "no command given");
+		goto done;
 	}
 	c.pos = pos;
 	st = c.verb->fn(&c);
 	st = finish(&c, st);
+done:
 	free(pos);
 	return st;
 }

@@ -10,14 +10,23 @@
 #include "opt.h"
 #include "txn.h"
 
-#define CMD_MAXOPT 32
-
+/* An option row binds its target: an option with an argument stores its
+ * value in *val (left NULL when the option is not given), a flag sets
+ * *flag to 1.  A program keeps its option values in variables of its own
+ * (a verb reads them, never looks an option up by its name). */
 struct cmd_opt {
 	const char *lng;     /* long name without "--" */
 	int shrt;            /* short letter or 0 */
 	const char *arg;     /* argument name, or NULL for a flag */
 	const char *help;
+	const char **val;    /* with arg: where the value goes */
+	int *flag;           /* without arg: set to 1 when given */
 };
+
+/* Rows of an option table (ended by CMD_OPT_END). */
+#define CMD_VALUE(lng, shrt, arg, help, val) { lng, shrt, arg, help, val, NULL }
+#define CMD_FLAG(lng, shrt, help, flag) { lng, shrt, NULL, help, NULL, flag }
+#define CMD_OPT_END { NULL, 0, NULL, NULL, NULL, NULL }
 
 struct cmd;
 
@@ -41,7 +50,6 @@ struct cmd {
 	const struct cmd_verb *verb;
 	char **pos;
 	int npos;
-	const char *val[CMD_MAXOPT];   /* verb option values (flags: "1") */
 	int pretty;                    /* 1 pretty, 0 compact */
 	int quiet;
 	const char *store_dir;
@@ -51,16 +59,26 @@ struct cmd {
 	FILE *err;                     /* messages go here when set (else stderr) */
 };
 
+/* A sub-verb (the first operand of a verb such as "remote add"): its
+ * name and the function that runs it (operand 0 is the sub-verb). */
+struct cmd_sub {
+	const char *name;
+	int (*fn)(struct cmd *c);
+};
+
+/* Run the sub-verb that operand 0 names, from table t (ended by a NULL
+ * name).  None or an unknown one is a usage error that lists them
+ * ("remote needs add, rm or ls"; "unknown remote command 'x' (add, rm,
+ * ls)").  Returns the exit status. */
+int cmd_sub_run(struct cmd *c, const struct cmd_sub *t);
+
 /* Run the program: parse argv, dispatch to the verb, return the exit status. */
 int cmd_main(const struct cmd_prog *p, int argc, char **argv);
 
-/* The value of verb option lng (NULL when not given). */
-const char *cmd_get(struct cmd *c, const char *lng);
-int cmd_flag(struct cmd *c, const char *lng);
-
-/* Parse an integer option; returns OPT_EXIT_USAGE on failure after a
+/* Parse the integer option bound to *val (its row in the verb's table
+ * names it in the message); returns OPT_EXIT_USAGE on failure after a
  * message, else 0 with *out set (def when absent). */
-int cmd_long(struct cmd *c, const char *lng, long def, long min, long *out);
+int cmd_long(struct cmd *c, const char *const *val, long def, long min, long *out);
 
 /* Open the store (found as documented).  create: a writing verb creates
  * ./.opt when none is found, and says so on stderr.  Returns 0 or an exit
@@ -104,7 +122,10 @@ void cmd_tls_enable(void);
  * (the rule of every program): a line that is one JSON string (white
  * space around it allowed) is that string, as jq prints it; any other
  * line is taken as it is, without its newline.  So `jq .id` and
- * `jq -r .id` both feed a command. */
+ * `jq -r .id` both feed a command.  Or, for operands that are JSON
+ * values (cmd_args_next_json), "-" reads JSON values from standard
+ * input.  The one iterator of every program over its operands, in the
+ * manner of mblaze's blaze822_loop. */
 struct cmd_args {
 	struct cmd *c;
 	int i;              /* the next operand */
@@ -114,6 +135,8 @@ struct cmd_args {
 	size_t cap;
 	char *dec;          /* a decoded JSON string */
 	size_t deccap;
+	struct opt_jsonl *in;  /* JSON values: standard input, once read */
+	char where[64];     /* JSON values: "line N" or "argument N" of the last */
 };
 
 /* Start at operand `from`. */
@@ -121,6 +144,14 @@ void cmd_args_init(struct cmd_args *a, struct cmd *c, int from);
 /* The next operand: 1 with *s (NUL-terminated, valid until the next
  * call) and *len, 0 at the end, or -(exit status) after a message. */
 int cmd_args_next(struct cmd_args *a, const char **s, size_t *len);
+/* The next operand where operands are JSON values: 1 with either *s (an
+ * operand as given; *v NULL) or *v (a value read from standard input, a
+ * new reference; *s NULL), a->where saying which; 0 at the end; or a
+ * negative code with its message (nothing printed). */
+int cmd_args_next_json(struct cmd_args *a, const char **s, json_t **v);
+/* More operands at hand without waiting (operands left, or standard input
+ * buffered or readable now)? */
+int cmd_args_waiting(struct cmd_args *a);
 void cmd_args_free(struct cmd_args *a);
 /* Replace each operand "-" from `from` on by the operands read from
  * standard input (c->pos and c->npos change; kept until the command

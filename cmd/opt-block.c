@@ -8,56 +8,62 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The values of the options (each row of the tables below binds one). */
+static struct {
+	const char *collection, *rev, *type, *prune;
+	int no_internal, each;
+} opt;
+
 static const struct cmd_opt opts_coll_rev[] = {
-	{ "collection", 'c', "COLL", "the collection (default: every collection)" },
-	{ "rev", 0, "N", "read the collection as it was at revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "the collection (default: every collection)", &opt.collection),
+	CMD_VALUE("rev", 0, "N", "read the collection as it was at revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_ls[] = {
-	{ "collection", 'c', "COLL", "the collection (default: every collection)" },
-	{ "type", 't', "T", "only blocks of type T" },
-	{ "rev", 0, "N", "list the collection as it was at revision N" },
-	{ "no-internal", 0, NULL, "only blocks written by put, apply and transform: no headers, logs, tree or diary nodes" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "the collection (default: every collection)", &opt.collection),
+	CMD_VALUE("type", 't', "T", "only blocks of type T", &opt.type),
+	CMD_VALUE("rev", 0, "N", "list the collection as it was at revision N", &opt.rev),
+	CMD_FLAG("no-internal", 0, "only blocks written by put, apply and transform: no headers, logs, tree or diary nodes", &opt.no_internal),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_put[] = {
-	{ "collection", 'c', "COLL", "the collection to write (created when absent)" },
-	{ "each", 'e', NULL, "one transaction per input document instead of one for all" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "the collection to write (created when absent)", &opt.collection),
+	CMD_FLAG("each", 'e', "one transaction per input document instead of one for all", &opt.each),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_coll[] = {
-	{ "collection", 'c', "COLL", "the collection to write" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "the collection to write", &opt.collection),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_coll_read[] = {
-	{ "collection", 'c', "COLL", "the collection to read" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "the collection to read", &opt.collection),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_stat[] = {
-	{ "collection", 'c', "COLL", "one collection's figures" },
-	{ "rev", 0, "N", "at revision N (with -c)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("collection", 'c', "COLL", "one collection's figures", &opt.collection),
+	CMD_VALUE("rev", 0, "N", "at revision N (with -c)", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_none[] = {
-	{ NULL, 0, NULL, NULL },
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_gc[] = {
-	{ "prune", 0, "AGE", "remove unreachable objects older than AGE: now, never, or N[smhdw] (default 2w)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("prune", 0, "AGE", "remove unreachable objects older than AGE: now, never, or N[smhdw] (default 2w)", &opt.prune),
+	CMD_OPT_END,
 };
 
 /* ---- helpers ---- */
 
 static int need_coll(struct cmd *c, const char **out)
 {
-	*out = cmd_get(c, "collection");
+	*out = opt.collection;
 	if (!*out)
 		return cmd_usage(c, "the collection is required (-c COLL)");
 	if (opt_store_name_check(*out) < 0)
@@ -67,13 +73,13 @@ static int need_coll(struct cmd *c, const char **out)
 
 static int get_rev(struct cmd *c, long *rev)
 {
-	return cmd_long(c, "rev", 0, 1, rev);
+	return cmd_long(c, &opt.rev, 0, 1, rev);
 }
 
 /* The collections to read: -c, or all of them. */
 static int colls(struct cmd *c, json_t **out)
 {
-	const char *coll = cmd_get(c, "collection");
+	const char *coll = opt.collection;
 	int rc;
 
 	if (coll) {
@@ -82,7 +88,7 @@ static int colls(struct cmd *c, json_t **out)
 		*out = json_pack("[s]", coll);
 		return 0;
 	}
-	if (cmd_get(c, "rev"))
+	if (opt.rev)
 		return cmd_usage(c, "--rev needs a collection (-c COLL)");
 	if ((rc = opt_store_list(c->store, out)) < 0)
 		return cmd_lib_fail(c, rc);
@@ -230,8 +236,8 @@ static int do_get(struct cmd *c)
 		if (!found) {
 			missing++;
 			cmd_fail(c, OPT_ENOTFOUND, "no block '%s'%s%s", id,
-				 cmd_get(c, "collection") ? " in collection " : "",
-				 cmd_get(c, "collection") ? cmd_get(c, "collection") : "");
+				 opt.collection ? " in collection " : "",
+				 opt.collection ? opt.collection : "");
 		}
 	}
 	if (rc < 0)
@@ -291,7 +297,7 @@ static int ls_cb(const char *id, void *arg)
 static int do_ls(struct cmd *c)
 {
 	json_t *names = NULL;
-	struct ls_ctx l = { c, NULL, cmd_get(c, "type"), 0, 0, cmd_flag(c, "no-internal"), "" };
+	struct ls_ctx l = { c, NULL, opt.type, 0, 0, opt.no_internal, "" };
 	long rev;
 	size_t i;
 	int st;
@@ -457,8 +463,7 @@ static int each_put_stage(struct cmd *c, void *arg, json_t *doc, const char *whe
 	size_t i;
 
 	p->blocks = json_is_array(doc) ? json_incref(doc) : json_pack("[O]", doc);
-	if (!p->blocks)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(p->blocks);
 	for (i = 0; i < json_array_size(p->blocks); i++)
 		if (prepare_block(json_array_get(p->blocks, i), a->coll, a->hid) < 0) {
 			json_decref(p->blocks);
@@ -503,7 +508,7 @@ static int do_put(struct cmd *c)
 		goto done;
 	opt_collection_header_id(coll, hid);
 	opt_jsonl_open(&in, stdin);
-	if (cmd_flag(c, "each")) {
+	if (opt.each) {
 		struct each_put_arg ea = { coll, hid };
 		struct opt_txn_opts o = { OPT_TYPE_BLOCKS, "opt-block put", 0, 0 };
 		struct cmd_each e = { 0 };
@@ -813,14 +818,83 @@ static int do_rm(struct cmd *c)
 
 /* history */
 
+/* Walk from the newest revision of snap (taken) back: a record
+ * {rev, trx, oid, commit} of block id at each (oid "" where it is
+ * absent), newest first, into out.  *seen: it was there at one. */
+static int history_walk(struct cmd *c, struct opt_snap *snap, const char *id, json_t *out, int *seen)
+{
+	struct opt_snap *p;
+	char cur[41];
+	int rc, st = 0;
+
+	*seen = 0;
+	for (;;) {
+		rc = opt_snap_block_oid(snap, id, cur);
+		if (rc < 0 && rc != OPT_ENOTFOUND) {
+			st = cmd_lib_fail(c, rc);
+			break;
+		}
+		if (rc == OPT_ENOTFOUND)
+			cur[0] = '\0';
+		else
+			*seen = 1;
+		json_array_append_new(out, json_pack("{s:I,s:s,s:s,s:s}", "rev", (json_int_t)opt_snap_rev(snap),
+						     "trx", opt_snap_trx(snap), "oid", cur, "commit", opt_snap_commit(snap)));
+		rc = opt_snap_parent(&p, snap);
+		if (rc == OPT_ENOTFOUND)
+			break;
+		if (rc < 0) {
+			st = cmd_lib_fail(c, rc);
+			break;
+		}
+		opt_snap_free(snap);
+		snap = p;
+	}
+	opt_snap_free(snap);
+	return st;
+}
+
+/* Print the record of walk record r {rev, trx, oid}: the hash of the
+ * block's content at that revision, or "deleted". */
+static int history_print(struct cmd *c, const char *coll, const char *id, const json_t *r, const char *prev)
+{
+	const char *oid = json_string_value(json_object_get(r, "oid"));
+	json_t *o = json_pack("{s:O,s:O}", "rev", json_object_get(r, "rev"), "trx", json_object_get(r, "trx"));
+	int rc, st = 0;
+
+	if (*oid) {
+		/* the SHA-256 of the block's canonical JSON, as the log records it */
+		struct opt_snap *at = NULL;
+		char *raw, hex[65];
+		size_t len;
+		if ((rc = opt_snap_open(&at, c->store, coll, (long)json_integer_value(json_object_get(r, "rev")))) < 0 ||
+		    (rc = opt_snap_block_raw(at, id, &raw, &len)) < 0) {
+			opt_snap_free(at);
+			json_decref(o);
+			return cmd_lib_fail(c, rc);
+		}
+		opt_sha256_hex(hex, raw, len);
+		free(raw);
+		opt_snap_free(at);
+		json_object_set_new(o, "hash", json_string(hex));
+	} else {
+		json_object_set_new(o, "hash", json_null());
+		json_object_set_new(o, "deleted", json_true());
+	}
+	if (*oid || *prev)
+		st = cmd_print(c, o);
+	json_decref(o);
+	return st;
+}
+
 static int do_history(struct cmd *c)
 {
 	const char *coll, *id;
-	struct opt_snap *snap = NULL, *p;
+	struct opt_snap *snap = NULL;
 	json_t *out = json_array();
-	char prev[41] = "", cur[41];
+	char prev[41] = "";
 	size_t i;
-	int st, rc, seen = 0;
+	int st, seen = 0;
 
 	if ((st = need_coll(c, &coll)) || (st = cmd_args_expand(c, 0)))
 		goto done;
@@ -833,72 +907,25 @@ static int do_history(struct cmd *c)
 		st = cmd_fail(c, OPT_EINVAL, "invalid block ID '%s' (" OPT_ID_RULE ")", opt_esc(id));
 		goto done;
 	}
-	if ((st = cmd_store(c, 0)) || (st = open_snap(c, coll, 0, &snap)))
-		goto done;
 	/* walk from the newest revision back; a record where the content
 	 * differs from the revision before */
-	for (;;) {
-		rc = opt_snap_block_oid(snap, id, cur);
-		if (rc < 0 && rc != OPT_ENOTFOUND) {
-			st = cmd_lib_fail(c, rc);
-			goto done;
-		}
-		if (rc == OPT_ENOTFOUND)
-			cur[0] = '\0';
-		else
-			seen = 1;
-		json_array_append_new(out, json_pack("{s:I,s:s,s:s,s:s}", "rev", (json_int_t)opt_snap_rev(snap),
-						     "trx", opt_snap_trx(snap), "oid", cur, "commit", opt_snap_commit(snap)));
-		rc = opt_snap_parent(&p, snap);
-		if (rc == OPT_ENOTFOUND)
-			break;
-		if (rc < 0) {
-			st = cmd_lib_fail(c, rc);
-			goto done;
-		}
-		opt_snap_free(snap);
-		snap = p;
-	}
+	if ((st = cmd_store(c, 0)) || (st = open_snap(c, coll, 0, &snap)) ||
+	    (st = history_walk(c, snap, id, out, &seen)))
+		goto done;
 	if (!seen) {
 		st = cmd_fail(c, OPT_ENOTFOUND, "block '%s' never existed in collection '%s'", id, coll);
 		goto done;
 	}
 	/* oldest first; print where the content changed */
 	for (i = json_array_size(out); i-- > 0 && !st;) {
-		json_t *r = json_array_get(out, i), *o;
+		const json_t *r = json_array_get(out, i);
 		const char *oid = json_string_value(json_object_get(r, "oid"));
 		if (strcmp(oid, prev) == 0)
 			continue;
-		o = json_pack("{s:O,s:O}", "rev", json_object_get(r, "rev"), "trx", json_object_get(r, "trx"));
-		if (*oid) {
-			/* the SHA-256 of the block's canonical JSON, as the log records it */
-			struct opt_snap *at;
-			char *raw;
-			size_t len;
-			char hex[65];
-			if ((rc = opt_snap_open(&at, c->store, coll, (long)json_integer_value(json_object_get(r, "rev")))) < 0 ||
-			    (rc = opt_snap_block_raw(at, id, &raw, &len)) < 0) {
-				if (rc != OPT_ENOTFOUND || !at)
-					opt_snap_free(NULL);
-				json_decref(o);
-				st = cmd_lib_fail(c, rc);
-				goto done;
-			}
-			opt_sha256_hex(hex, raw, len);
-			free(raw);
-			opt_snap_free(at);
-			json_object_set_new(o, "hash", json_string(hex));
-		} else {
-			json_object_set_new(o, "hash", json_null());
-			json_object_set_new(o, "deleted", json_true());
-		}
-		if (*oid || *prev)
-			st = cmd_print(c, o);
-		json_decref(o);
+		st = history_print(c, coll, id, r, prev);
 		snprintf(prev, sizeof(prev), "%s", oid);
 	}
 done:
-	opt_snap_free(snap);
 	json_decref(out);
 	return st;
 }
@@ -947,7 +974,7 @@ static int do_stat(struct cmd *c)
 		json_decref(h);
 		opt_snap_free(snap);
 	}
-	if (cmd_get(c, "collection")) {
+	if (opt.collection) {
 		st = cmd_print(c, json_array_get(colls_out, 0));
 		json_decref(colls_out);
 		goto done;
@@ -970,7 +997,7 @@ done:
 /* --prune AGE in seconds: "now" 0, "never" -1, N[smhdw]. */
 static int prune_age(struct cmd *c, long long *out)
 {
-	const char *v = cmd_get(c, "prune");
+	const char *v = opt.prune;
 	char *end;
 	long long n, unit = 1;
 

@@ -1,7 +1,6 @@
 /* opt-diary - Diary collections: append-only logs of JSON entries, kept in
  * a chain of blocks. */
 #include "common.h"
-#include "chain.h"
 #include "collection.h"
 #include "txn.h"
 
@@ -13,26 +12,32 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The values of the options (each row of the tables below binds one). */
+static struct {
+	const char *limit, *rev;
+	int each, reverse, follow;
+} opt;
+
 static const struct cmd_opt opts_append[] = {
-	{ "each", 'e', NULL, "one transaction per entry (group-committed) instead of one for all" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("each", 'e', "one transaction per entry (group-committed) instead of one for all", &opt.each),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_read[] = {
-	{ "reverse", 'r', NULL, "newest entry first" },
-	{ "limit", 'n', "N", "print at most N entries" },
-	{ "follow", 'f', NULL, "then wait for new entries and print them as they come" },
-	{ "rev", 0, "N", "read the diary as it was at revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("reverse", 'r', "newest entry first", &opt.reverse),
+	CMD_VALUE("limit", 'n', "N", "print at most N entries", &opt.limit),
+	CMD_FLAG("follow", 'f', "then wait for new entries and print them as they come", &opt.follow),
+	CMD_VALUE("rev", 0, "N", "read the diary as it was at revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_count[] = {
-	{ "rev", 0, "N", "count the entries of revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("rev", 0, "N", "count the entries of revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_none[] = {
-	{ NULL, 0, NULL, NULL },
+	CMD_OPT_END,
 };
 
 /* How often --follow looks for new revisions. */
@@ -163,7 +168,6 @@ struct append_ctx {
 static int append_fn(struct opt_txn *x, void *arg)
 {
 	struct append_ctx *a = arg;
-	const json_t *h;
 	size_t i;
 	int rc;
 
@@ -172,62 +176,26 @@ static int append_fn(struct opt_txn *x, void *arg)
 	for (i = 0; i < json_array_size(a->entries); i++)
 		if ((rc = opt_diary_append(x, json_array_get(a->entries, i))) < 0)
 			return rc;
-	if ((rc = opt_tracker_get(opt_txn_tracker(x), opt_txn_header_id(x), &h)) < 0)
-		return rc;
-	a->count = (long)json_integer_value(json_object_get(h, "count"));
-	return 0;
+	return opt_diary_txn_count(x, &a->count);
 }
 
 /* The entries of append, from the operands ("-" reads stdin) or, with no
- * operand after the name, from stdin. */
-struct entry_src {
-	struct cmd *c;
-	int i;                 /* next operand */
-	struct opt_jsonl *in;  /* stdin, while it is being read */
-	int from_stdin;        /* the last entry came from stdin */
-	char where[64];        /* "line N" or "argument N" of the last entry */
-};
-
-/* 1 and *out (new reference), 0 at the end, <0 an error (opt_error_last). */
-static int next_entry(struct entry_src *s, json_t **out)
+ * operand after the name, from stdin: 1 and *out (new reference), 0 at
+ * the end, <0 an error (opt_error_last). */
+static int next_entry(struct cmd_args *a, json_t **out)
 {
-	int rc;
+	const char *text;
+	int rc = cmd_args_next_json(a, &text, out);
 
-	*out = NULL;
-	for (;;) {
-		if (s->in) {
-			rc = opt_jsonl_next(s->in, out);
-			if (rc == 1) {
-				s->from_stdin = 1;
-				snprintf(s->where, sizeof(s->where), "line %ld", opt_jsonl_line(s->in));
-				return 1;
-			}
-			opt_jsonl_free(s->in);
-			s->in = NULL;
-			if (rc < 0)
-				return rc;
-			continue;
-		}
-		if (s->i >= s->c->npos)
-			return 0;
-		if (strcmp(s->c->pos[s->i], "-") == 0) {
-			s->i++;
-			if ((rc = opt_jsonl_open(&s->in, stdin)) < 0)
-				return rc;
-			continue;
-		}
-		s->from_stdin = 0;
-		snprintf(s->where, sizeof(s->where), "argument %d", s->i);
-		rc = opt_json_parse(out, s->c->pos[s->i], strlen(s->c->pos[s->i]));
-		s->i++;
-		if (rc < 0)
-			return opt_error_wrap(rc, "%s", s->where);
-		return 1;
-	}
+	if (rc != 1 || !text)
+		return rc;
+	if ((rc = opt_json_parse(out, text, strlen(text))) < 0)
+		return opt_error_wrap(rc, "%s", a->where);
+	return 1;
 }
 
 /* Read and check the next entry; an error is reported (exit status < 0). */
-static int next_checked(struct entry_src *s, json_t **out, const char *tail)
+static int next_checked(struct cmd_args *s, json_t **out, const char *tail)
 {
 	int rc = next_entry(s, out);
 
@@ -243,23 +211,11 @@ static int next_checked(struct entry_src *s, json_t **out, const char *tail)
 	return 1;
 }
 
-/* More input ready now (buffered, or readable without waiting)? */
-static int input_waiting(struct entry_src *s)
-{
-	struct pollfd p = { 0, POLLIN, 0 };
-
-	if (!s->in)
-		return s->i < s->c->npos;
-	if (opt_jsonl_buffered(s->in))
-		return 1;
-	return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP));
-}
-
 /* append --each: one transaction per entry (cmd_each), from the operands
  * or stdin. */
 static int each_next(void *in, json_t **doc, char *where, size_t wlen)
 {
-	struct entry_src *s = in;
+	struct cmd_args *s = in;
 	int rc = next_entry(s, doc);
 
 	if (rc == 1)
@@ -269,7 +225,7 @@ static int each_next(void *in, json_t **doc, char *where, size_t wlen)
 
 static int each_waiting(void *in)
 {
-	return input_waiting(in);
+	return cmd_args_waiting(in);
 }
 
 static int each_stage(struct cmd *c, void *arg, json_t *doc, const char *where, void *slot)
@@ -279,7 +235,7 @@ static int each_stage(struct cmd *c, void *arg, json_t *doc, const char *where, 
 	if (opt_value_check(doc, "entry") < 0)
 		return opt_error_wrap(OPT_EINVAL, "%s", where);
 	if (!(a->entries = json_pack("[O]", doc)))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	return 0;
 }
 
@@ -295,7 +251,7 @@ static void each_release(void *slot)
 
 static int do_append(struct cmd *c)
 {
-	struct entry_src s;
+	struct cmd_args s;
 	struct append_ctx a = { NULL, 0 };
 	struct opt_txn_opts o = { OPT_TYPE_DIARY, "opt-diary append", 0, 0 };
 	struct opt_txn_result res;
@@ -303,14 +259,12 @@ static int do_append(struct cmd *c)
 	json_t *v;
 	int st, rc;
 
-	memset(&s, 0, sizeof(s));
-	s.c = c;
-	s.i = 1;
 	if ((st = need_name(c, &name)))
 		return st;
-	if (c->npos == 1 && (rc = opt_jsonl_open(&s.in, stdin)) < 0)
-		return cmd_lib_fail(c, rc);
-	if (cmd_flag(c, "each")) {
+	cmd_args_init(&s, c, 1);
+	/* no entry operand: stdin */
+	s.from_stdin = c->npos == 1;
+	if (opt.each) {
 		struct cmd_each e = { 0 };
 		e.next = each_next;
 		e.waiting = each_waiting;
@@ -349,7 +303,7 @@ static int do_append(struct cmd *c)
 	}
 	st = print_appended(c, name, res.rev, json_array_size(a.entries), a.count);
 done:
-	opt_jsonl_free(s.in);
+	cmd_args_free(&s);
 	json_decref(a.entries);
 	return st;
 }
@@ -389,7 +343,7 @@ struct reader {
 	long limit;                 /* entries still to print; <0 no limit */
 	int forward;
 	int follow;
-	struct opt_chain_pos pos;   /* the last entry printed */
+	struct opt_diary_pos pos;   /* the last entry printed */
 	int have_pos;
 };
 
@@ -398,34 +352,24 @@ struct reader {
 static int read_entries(struct reader *r, struct opt_snap *snap)
 {
 	struct cmd *c = r->c;
-	struct opt_source src = opt_snap_source(snap);
-	struct opt_chain_iter *it = NULL;
-	char cid[OPT_ID_MAX + 1];
+	struct opt_diary_iter *it = NULL;
 	const json_t *e;
-	int rc, st = 0, skip = 0;
+	int rc, st = 0;
 
 	if (r->limit == 0)
 		return 0;
-	if (r->have_pos) {
-		rc = opt_chain_iter_open_at(&it, &src, &r->pos, 1);
-		skip = 1;
-	} else {
-		if ((rc = opt_diary_chain(snap, cid)) < 0)
-			return cmd_lib_fail(c, rc);
-		rc = opt_chain_iter_open(&it, &src, cid, r->forward);
-	}
+	if (r->have_pos)
+		rc = opt_diary_iter_open_after(&it, snap, &r->pos);
+	else
+		rc = opt_diary_iter_open(&it, snap, r->forward);
 	if (rc < 0)
 		return cmd_lib_fail(c, rc);
-	while (!stop_signal && (rc = opt_chain_iter_next(it, &e)) == 1) {
-		if (skip) {
-			skip = 0;
-			continue;
-		}
+	while (!stop_signal && (rc = opt_diary_iter_next(it, &e)) == 1) {
 		if ((st = print_entry(c, e)))
 			break;
 		if (r->follow) {
 			/* where the next poll goes on from */
-			if ((rc = opt_chain_iter_pos(it, &r->pos)) < 0) {
+			if ((rc = opt_diary_iter_pos(it, &r->pos)) < 0) {
 				st = cmd_lib_fail(c, rc);
 				break;
 			}
@@ -436,7 +380,7 @@ static int read_entries(struct reader *r, struct opt_snap *snap)
 	}
 	if (rc < 0 && !st)
 		st = cmd_lib_fail(c, rc);
-	opt_chain_iter_free(it);
+	opt_diary_iter_free(it);
 	if (!st && r->follow && fflush(stdout) == EOF)
 		st = out_fail(c);
 	return st;
@@ -480,17 +424,17 @@ static int do_read(struct cmd *c)
 
 	memset(&r, 0, sizeof(r));
 	r.c = c;
-	r.follow = cmd_flag(c, "follow");
-	r.forward = !cmd_flag(c, "reverse");
+	r.follow = opt.follow;
+	r.forward = !opt.reverse;
 	if (r.follow && !r.forward)
 		return cmd_usage(c, "--follow cannot be used with --reverse");
-	if (r.follow && cmd_get(c, "rev"))
+	if (r.follow && opt.rev)
 		return cmd_usage(c, "--follow cannot be used with --rev (an old revision never changes)");
 	if ((st = need_name(c, &name)))
 		return st;
 	if (c->npos > 1)
 		return cmd_usage(c, "too many arguments");
-	if ((st = cmd_long(c, "limit", -1, 0, &limit)) || (st = cmd_long(c, "rev", 0, 1, &rev)))
+	if ((st = cmd_long(c, &opt.limit, -1, 0, &limit)) || (st = cmd_long(c, &opt.rev, 0, 1, &rev)))
 		return st;
 	r.limit = limit;
 	if ((st = cmd_store(c, 0)) || (st = open_diary(c, name, rev, &snap)))
@@ -524,7 +468,7 @@ static int do_count(struct cmd *c)
 		return st;
 	if (c->npos > 1)
 		return cmd_usage(c, "too many arguments");
-	if ((st = cmd_long(c, "rev", 0, 1, &rev)))
+	if ((st = cmd_long(c, &opt.rev, 0, 1, &rev)))
 		return st;
 	if ((st = cmd_store(c, 0)) || (st = open_diary(c, name, rev, &snap)))
 		return st;

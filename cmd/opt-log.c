@@ -4,7 +4,6 @@
 #include "collection.h"
 #include "identity.h"
 #include "txn.h"
-#include "chain.h"
 #include "log.h"
 #include "verify.h"
 
@@ -16,23 +15,29 @@
 #include <string.h>
 #include <time.h>
 
+/* The values of the options (each row of the tables below binds one). */
+static struct {
+	const char *from, *to, *limit, *rev, *format, *upto, *name;
+	int reverse, follow, oneline, each;
+} opt;
+
 static const struct cmd_opt opts_show[] = {
-	{ "from", 0, "REV", "start at revision REV, inclusive" },
-	{ "to", 0, "REV", "end at revision REV, inclusive" },
-	{ "reverse", 'r', NULL, "newest entry first" },
-	{ "limit", 'n', "N", "at most N entries" },
-	{ "rev", 0, "N", "read the log as it was at revision N" },
-	{ "follow", 'f', NULL, "then wait for new entries and print them as they come" },
-	{ "oneline", 0, NULL, "one line an entry: revision, transaction, date, status, actions" },
-	{ "format", 0, "FMT", "one line an entry as FMT: %r %x %d %t %T %s %A %N %c %p %H %h %a %n %% (see opt-log(1))" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("from", 0, "REV", "start at revision REV, inclusive", &opt.from),
+	CMD_VALUE("to", 0, "REV", "end at revision REV, inclusive", &opt.to),
+	CMD_FLAG("reverse", 'r', "newest entry first", &opt.reverse),
+	CMD_VALUE("limit", 'n', "N", "at most N entries", &opt.limit),
+	CMD_VALUE("rev", 0, "N", "read the log as it was at revision N", &opt.rev),
+	CMD_FLAG("follow", 'f', "then wait for new entries and print them as they come", &opt.follow),
+	CMD_FLAG("oneline", 0, "one line an entry: revision, transaction, date, status, actions", &opt.oneline),
+	CMD_VALUE("format", 0, "FMT", "one line an entry as FMT: %r %x %d %t %T %s %A %N %c %p %H %h %a %n %% (see opt-log(1))", &opt.format),
+	CMD_OPT_END,
 };
 
 /* How often show --follow looks for new revisions. */
 #define FOLLOW_POLL_MS 100
 
 static const struct cmd_opt opts_none[] = {
-	{ NULL, 0, NULL, NULL },
+	CMD_OPT_END,
 };
 
 /* ---- helpers ---- */
@@ -72,7 +77,7 @@ struct walker {
 struct resolver {
 	struct opt_store *store;
 	struct walker *w;
-	size_t n;
+	size_t n, cap;
 };
 
 static void resolver_clear(struct resolver *r)
@@ -86,7 +91,7 @@ static void resolver_clear(struct resolver *r)
 	}
 	free(r->w);
 	r->w = NULL;
-	r->n = 0;
+	r->n = r->cap = 0;
 }
 
 static int walker_of(struct resolver *r, const char *primary, struct walker **out)
@@ -100,10 +105,8 @@ static int walker_of(struct resolver *r, const char *primary, struct walker **ou
 			*out = &r->w[i];
 			return 0;
 		}
-	w = realloc(r->w, (r->n + 1) * sizeof(*w));
-	if (!w)
-		return opt_error_set(OPT_EIO, "out of memory");
-	r->w = w;
+	if ((rc = OPT_ALLOC_GROW(r->w, r->n + 1, r->cap)) < 0)
+		return rc;
 	w = &r->w[r->n];
 	memset(w, 0, sizeof(*w));
 	w->primary = strdup(primary);
@@ -111,7 +114,7 @@ static int walker_of(struct resolver *r, const char *primary, struct walker **ou
 	if (!w->primary || !w->seen) {
 		free(w->primary);
 		json_decref(w->seen);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	r->n++;
 	rc = opt_snap_head(&w->cur, r->store, primary);
@@ -372,50 +375,12 @@ static int show_entry(struct cmd *c, struct resolver *res, const struct show_ran
 	return st;
 }
 
-/* Open an iterator in the output direction that starts at the entry of
- * revision `start`, reached from whichever end of the log is nearer (the
- * log holds revisions 1..last in order; last < 0: unknown): a range near
- * the tail of a long log costs what the range costs, not the whole log.
- * Falls back to the start of the log when the entry is not where it
- * should be. */
-static int open_at_rev(struct opt_chain_iter **out, const struct opt_source *src, const char *hid,
-		       int forward, long start, long last)
-{
-	struct opt_chain_iter *it = NULL;
-	struct opt_chain_pos pos;
-	const json_t *e;
-	long from_head = start - 1, from_tail = last - start;
-	int near_head = from_head <= from_tail, rc;
-
-	*out = NULL;
-	/* the output starts at the nearer end (or the log's length is not
-	 * known): read from there, skipping */
-	if (last < 0 || near_head == forward)
-		return opt_chain_iter_open(out, src, hid, forward);
-	/* walk from the nearer end to the entry, take its position */
-	if ((rc = opt_chain_iter_open(&it, src, hid, near_head)) < 0)
-		return rc;
-	while ((rc = opt_chain_iter_next(it, &e)) == 1) {
-		const json_t *r = json_object_get(e, "rev");
-		if (json_is_integer(r) && json_integer_value(r) == start)
-			break;
-	}
-	if (rc == 1 && (rc = opt_chain_iter_pos(it, &pos)) == 0) {
-		opt_chain_iter_free(it);
-		return opt_chain_iter_open_at(out, src, &pos, forward);
-	}
-	opt_chain_iter_free(it);
-	if (rc < 0)
-		return rc;
-	return opt_chain_iter_open(out, src, hid, forward);
-}
-
 /* Print the entries of snap's log in range r; *shown gets how many. */
 static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_range *r, long *shown)
 {
 	struct opt_source src = opt_snap_source(snap);
-	struct resolver res = { c->store, NULL, 0 };
-	struct opt_chain_iter *it = NULL;
+	struct resolver res = { c->store, NULL, 0, 0 };
+	struct opt_log_iter *it = NULL;
 	const json_t *e;
 	char hid[OPT_ID_LEN + 1];
 	long last, lo, hi, n = 0;
@@ -424,26 +389,23 @@ static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_
 	if (shown)
 		*shown = 0;
 	opt_collection_header_id(opt_snap_name(snap), hid);
-	rc = opt_chain_has(&src, hid);
-	if (rc == 0)
-		return 0;  /* no log: nothing to show */
+	rc = opt_log_iter_open(&it, &src, hid);
 	if (rc == OPT_ENOTFOUND)
 		return cmd_fail(c, OPT_EINTEGRITY, "collection '%s' has no header block", opt_snap_name(snap));
 	if (rc < 0)
 		return cmd_fail(c, rc, "collection '%s': %s", opt_snap_name(snap), opt_error_last());
-	/* the last revision, to read a range from the nearer end; show does
-	 * not verify: a malformed last entry only means reading from the
-	 * start */
-	if (opt_log_rev(&src, hid, &last) < 0) {
-		opt_error_clear();
-		last = -1;
-	}
+	if (!it)
+		return 0;  /* no log: nothing to show */
+	/* the last revision, to read a range from the nearer end */
+	last = opt_log_iter_last(it);
 	lo = r->lo;
 	hi = last >= 0 && last < r->hi ? last : r->hi;
-	if (lo > hi || r->limit == 0)
+	if (lo > hi || r->limit == 0) {
+		opt_log_iter_free(it);
 		return 0;
-	rc = open_at_rev(&it, &src, hid, !r->reverse, r->reverse ? hi : lo, last);
-	while (rc >= 0 && (r->limit < 0 || n < r->limit) && (rc = opt_chain_iter_next(it, &e)) == 1) {
+	}
+	rc = opt_log_iter_start(it, !r->reverse, r->reverse ? hi : lo);
+	while (rc >= 0 && (r->limit < 0 || n < r->limit) && (rc = opt_log_iter_next(it, &e)) == 1) {
 		const json_t *jr = json_object_get(e, "rev");
 		long rev = json_is_integer(jr) ? (long)json_integer_value(jr) : 0;
 
@@ -463,7 +425,7 @@ static int show_entries(struct cmd *c, struct opt_snap *snap, const struct show_
 	}
 	if (rc < 0 && !st)
 		st = cmd_fail(c, rc, "collection '%s': %s", opt_snap_name(snap), opt_error_last());
-	opt_chain_iter_free(it);
+	opt_log_iter_free(it);
 	resolver_clear(&res);
 	if (shown)
 		*shown = n;
@@ -544,22 +506,22 @@ static int follow(struct cmd *c, const char *name, struct show_range *r, long re
 
 static int do_show(struct cmd *c)
 {
-	struct show_range r = { 1, 0, -1, cmd_flag(c, "reverse"), NULL };
+	struct show_range r = { 1, 0, -1, opt.reverse, NULL };
 	struct opt_snap *snap = NULL;
 	const char *name;
 	long rev, shown;
-	int st, rc, fol = cmd_flag(c, "follow");
+	int st, rc, fol = opt.follow;
 
 	if (c->npos != 1)
 		return cmd_usage(c, c->npos ? "show takes one collection name" : "no collection name given");
 	name = c->pos[0];
-	if ((st = check_name(c, name)) || (st = cmd_long(c, "from", 1, 1, &r.lo)) ||
-	    (st = cmd_long(c, "to", 0, 1, &r.hi)) || (st = cmd_long(c, "limit", -1, 0, &r.limit)) ||
-	    (st = cmd_long(c, "rev", 0, 1, &rev)))
+	if ((st = check_name(c, name)) || (st = cmd_long(c, &opt.from, 1, 1, &r.lo)) ||
+	    (st = cmd_long(c, &opt.to, 0, 1, &r.hi)) || (st = cmd_long(c, &opt.limit, -1, 0, &r.limit)) ||
+	    (st = cmd_long(c, &opt.rev, 0, 1, &rev)))
 		return st;
-	if (cmd_flag(c, "oneline") && cmd_get(c, "format"))
+	if (opt.oneline && opt.format)
 		return cmd_usage(c, "--oneline and --format are exclusive (--oneline is --format='%s')", ONELINE_FORMAT);
-	r.format = cmd_flag(c, "oneline") ? ONELINE_FORMAT : cmd_get(c, "format");
+	r.format = opt.oneline ? ONELINE_FORMAT : opt.format;
 	if (r.format && (st = format_check(c, r.format)))
 		return st;
 	if (r.hi && r.lo > r.hi)
@@ -693,8 +655,8 @@ static int do_verify(struct cmd *c)
 /* ---- commit ---- */
 
 static const struct cmd_opt opts_commit[] = {
-	{ "each", 'e', NULL, "one transaction per input document (default: the input is one document)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("each", 'e', "one transaction per input document (default: the input is one document)", &opt.each),
+	CMD_OPT_END,
 };
 
 static int commit_one(struct cmd *c, json_t *doc, long line)
@@ -748,7 +710,7 @@ static int do_commit(struct cmd *c)
 	if ((st = cmd_store(c, 1)))
 		return st;
 	opt_jsonl_open(&in, stdin);
-	if (!cmd_flag(c, "each")) {
+	if (!opt.each) {
 		/* one document: read all of the input before committing it */
 		json_t *doc = NULL;
 		long line = 0;
@@ -812,8 +774,8 @@ static int do_status(struct cmd *c)
 /* ---- checkpoint ---- */
 
 static const struct cmd_opt opts_checkpoint[] = {
-	{ "upto", 0, "REV", "drop action payloads up to revision REV (default: the latest)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("upto", 0, "REV", "drop action payloads up to revision REV (default: the latest)", &opt.upto),
+	CMD_OPT_END,
 };
 
 static int do_checkpoint(struct cmd *c)
@@ -826,7 +788,7 @@ static int do_checkpoint(struct cmd *c)
 		return cmd_usage(c, "checkpoint takes one collection name");
 	if (opt_store_name_check(c->pos[0]) < 0)
 		return cmd_usage(c, "%s", opt_error_last());
-	if ((st = cmd_long(c, "upto", 0, 1, &upto)))
+	if ((st = cmd_long(c, &opt.upto, 0, 1, &upto)))
 		return st;
 	if ((st = cmd_store(c, 0)))
 		return st;
@@ -860,8 +822,8 @@ static int do_identity(struct cmd *c)
 }
 
 static const struct cmd_opt opts_trust[] = {
-	{ "name", 0, "NAME", "a name to remember the key by" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("name", 0, "NAME", "a name to remember the key by", &opt.name),
+	CMD_OPT_END,
 };
 
 static int do_trust(struct cmd *c)
@@ -873,7 +835,7 @@ static int do_trust(struct cmd *c)
 	if ((st = cmd_args_expand(c, 0)) || (st = cmd_store(c, 0)))
 		return st;
 	for (i = 0; i < c->npos; i++) {
-		rc = opt_trust_add(c->store, c->pos[i], cmd_get(c, "name"));
+		rc = opt_trust_add(c->store, c->pos[i], opt.name);
 		if (rc < 0)
 			return cmd_lib_fail(c, rc);
 	}

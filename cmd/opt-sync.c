@@ -13,53 +13,59 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The values of the options (each row of the tables below binds one). */
+static struct {
+	const char *conflict, *min, *retries, *trust, *since, *base, *as;
+	int dry_run, promote, cluster, prune;
+} opt;
+
 static const struct cmd_opt opts_none[] = {
-	{ NULL, 0, NULL, NULL },
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_fetch[] = {
-	{ "dry-run", 'n', NULL, "show what would be fetched; download and change nothing" },
-	{ "conflict", 0, "POLICY", "accepted for symmetry with pull and push (a fetch has no conflicts)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("dry-run", 'n', "show what would be fetched; download and change nothing", &opt.dry_run),
+	CMD_VALUE("conflict", 0, "POLICY", "accepted for symmetry with pull and push (a fetch has no conflicts)", &opt.conflict),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_push[] = {
-	{ "dry-run", 'n', NULL, "show the plan; change nothing" },
-	{ "conflict", 0, "POLICY", "when both sides changed: replay (default), keep-remote, fail, exec:PROG" },
-	{ "min", 0, "N", "cluster: fail (exit 5) only when a collection reached fewer than N peers (default R)" },
-	{ "retries", 0, "N", "cluster: attempts more per unreachable peer, with backoff (default 3)" },
-	{ "promote", 0, NULL, "cluster: when a collection's home is unreachable, its next peer acts as home" },
-	{ "cluster", 0, NULL, "over the cluster, operands are collections (the default with peers and no REMOTE)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("dry-run", 'n', "show the plan; change nothing", &opt.dry_run),
+	CMD_VALUE("conflict", 0, "POLICY", "when both sides changed: replay (default), keep-remote, fail, exec:PROG", &opt.conflict),
+	CMD_VALUE("min", 0, "N", "cluster: fail (exit 5) only when a collection reached fewer than N peers (default R)", &opt.min),
+	CMD_VALUE("retries", 0, "N", "cluster: attempts more per unreachable peer, with backoff (default 3)", &opt.retries),
+	CMD_FLAG("promote", 0, "cluster: when a collection's home is unreachable, its next peer acts as home", &opt.promote),
+	CMD_FLAG("cluster", 0, "over the cluster, operands are collections (the default with peers and no REMOTE)", &opt.cluster),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_pull[] = {
-	{ "dry-run", 'n', NULL, "show the plan; change nothing" },
-	{ "conflict", 0, "POLICY", "when both sides changed: replay (default), keep-remote, fail, exec:PROG" },
-	{ "retries", 0, "N", "cluster: attempts more per unreachable peer, with backoff (default 3)" },
-	{ "cluster", 0, NULL, "over the cluster, operands are collections (the default with peers and no REMOTE)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("dry-run", 'n', "show the plan; change nothing", &opt.dry_run),
+	CMD_VALUE("conflict", 0, "POLICY", "when both sides changed: replay (default), keep-remote, fail, exec:PROG", &opt.conflict),
+	CMD_VALUE("retries", 0, "N", "cluster: attempts more per unreachable peer, with backoff (default 3)", &opt.retries),
+	CMD_FLAG("cluster", 0, "over the cluster, operands are collections (the default with peers and no REMOTE)", &opt.cluster),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_rebalance[] = {
-	{ "dry-run", 'n', NULL, "print the plan (what would move where); change nothing" },
-	{ "retries", 0, "N", "attempts more per unreachable peer, with backoff (default 3)" },
-	{ "prune", 0, NULL, "remove copies outside their placement once the placement holds all of them" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("dry-run", 'n', "print the plan (what would move where); change nothing", &opt.dry_run),
+	CMD_VALUE("retries", 0, "N", "attempts more per unreachable peer, with backoff (default 3)", &opt.retries),
+	CMD_FLAG("prune", 0, "remove copies outside their placement once the placement holds all of them", &opt.prune),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_clone[] = {
-	{ "trust", 0, "KEY[,KEY...]", "also trust log entries signed by these keys (the remote's writers)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("trust", 0, "KEY[,KEY...]", "also trust log entries signed by these keys (the remote's writers)", &opt.trust),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_bundle[] = {
-	{ "since", 0, "REMOTE", "create: leave out what REMOTE's tracking refs have (an incremental bundle)" },
-	{ "base", 0, "FILE", "create: leave out what the earlier bundle FILE carries" },
-	{ "as", 0, "NAME", "verify, apply: track the bundle's collections as remote NAME (default bundle)" },
-	{ "dry-run", 'n', NULL, "apply: verify and show the plan; change nothing" },
-	{ "conflict", 0, "POLICY", "apply: when both sides changed: replay (default), keep-remote, fail, exec:PROG" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("since", 0, "REMOTE", "create: leave out what REMOTE's tracking refs have (an incremental bundle)", &opt.since),
+	CMD_VALUE("base", 0, "FILE", "create: leave out what the earlier bundle FILE carries", &opt.base),
+	CMD_VALUE("as", 0, "NAME", "verify, apply: track the bundle's collections as remote NAME (default bundle)", &opt.as),
+	CMD_FLAG("dry-run", 'n', "apply: verify and show the plan; change nothing", &opt.dry_run),
+	CMD_VALUE("conflict", 0, "POLICY", "apply: when both sides changed: replay (default), keep-remote, fail, exec:PROG", &opt.conflict),
+	CMD_OPT_END,
 };
 
 /* ---- output and progress ---- */
@@ -121,7 +127,7 @@ static void progress_end(struct out *o)
 /* The options of a sync verb; 0 or the exit status of a usage error. */
 static int sync_opts(struct cmd *c, struct opt_sync_opts *so, struct out *o)
 {
-	const char *p = cmd_get(c, "conflict");
+	const char *p = opt.conflict;
 
 	memset(so, 0, sizeof(*so));
 	memset(o, 0, sizeof(*o));
@@ -131,7 +137,7 @@ static int sync_opts(struct cmd *c, struct opt_sync_opts *so, struct out *o)
 	    !(strncmp(p, "exec:", 5) == 0 && p[5]))
 		return cmd_usage(c, "unknown conflict policy '%s' (replay, keep-remote, fail, exec:PROG)", opt_esc(p));
 	so->conflict = p;
-	so->dry_run = cmd_flag(c, "dry-run");
+	so->dry_run = opt.dry_run;
 	so->emit = emit_cb;
 	so->progress = cmd_progress_ok(c) ? progress_cb : NULL;
 	so->arg = o;
@@ -170,49 +176,85 @@ static int check_colls(struct cmd *c, int from)
 
 /* ---- remote ---- */
 
-static int do_remote(struct cmd *c)
+/* The end of a remote or peer sub-verb: the library's result rc. */
+static int sub_end(struct cmd *c, struct opt_sync *y, struct opt_cluster *cl, int rc)
 {
-	struct opt_sync *y = NULL;
-	const char *sub = c->npos ? c->pos[0] : NULL;
-	json_t *list = NULL;
-	size_t i;
-	int rc = 0, st = 0;
-
-	if (!sub)
-		return cmd_usage(c, "remote needs add, rm or ls");
-	if (strcmp(sub, "add") == 0) {
-		if (c->npos != 3)
-			return cmd_usage(c, "remote add takes a name and a URL");
-		if (!opt_sync_remote_name_valid(c->pos[1]))
-			return cmd_usage(c, "invalid remote name '%s' (use letters, digits, '.', '_' and '-')", opt_esc(c->pos[1]));
-		if (!*c->pos[2])
-			return cmd_usage(c, "the URL is empty");
-	} else if (strcmp(sub, "rm") == 0) {
-		if (c->npos != 2)
-			return cmd_usage(c, "remote rm takes one name");
-	} else if (strcmp(sub, "ls") == 0) {
-		if (c->npos != 1)
-			return cmd_usage(c, "remote ls takes no operands");
-	} else {
-		return cmd_usage(c, "unknown remote command '%s' (add, rm, ls)", opt_esc(sub));
-	}
-	if ((st = open_sync(c, &y, 0)))
-		return st;
-	if (strcmp(sub, "add") == 0) {
-		rc = opt_sync_remote_add(y, c->pos[1], c->pos[2]);
-		if (rc == OPT_ECONFLICT)
-			rc = opt_error_set(OPT_EINVAL, "remote '%s' exists already", c->pos[1]);
-	} else if (strcmp(sub, "rm") == 0) {
-		rc = opt_sync_remote_rm(y, c->pos[1]);
-	} else if ((rc = opt_sync_remote_list(y, &list)) == 0) {
-		for (i = 0; i < json_array_size(list) && !st; i++)
-			st = cmd_print(c, json_array_get(list, i));
-		json_decref(list);
-	}
+	opt_cluster_free(cl);
 	opt_sync_free(y);
 	if (rc < 0)
 		return cmd_lib_fail(c, rc);
+	return 0;
+}
+
+/* Print the records of list (taken). */
+static int print_list(struct cmd *c, json_t *list)
+{
+	size_t i;
+	int st = 0;
+
+	for (i = 0; i < json_array_size(list) && !st; i++)
+		st = cmd_print(c, json_array_get(list, i));
+	json_decref(list);
 	return st;
+}
+
+static int remote_add(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	int rc, st;
+
+	if (c->npos != 3)
+		return cmd_usage(c, "remote add takes a name and a URL");
+	if (!opt_sync_remote_name_valid(c->pos[1]))
+		return cmd_usage(c, "invalid remote name '%s' (use letters, digits, '.', '_' and '-')", opt_esc(c->pos[1]));
+	if (!*c->pos[2])
+		return cmd_usage(c, "the URL is empty");
+	if ((st = open_sync(c, &y, 0)))
+		return st;
+	rc = opt_sync_remote_add(y, c->pos[1], c->pos[2]);
+	if (rc == OPT_ECONFLICT)
+		rc = opt_error_set(OPT_EINVAL, "remote '%s' exists already", c->pos[1]);
+	return sub_end(c, y, NULL, rc);
+}
+
+static int remote_rm(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	int st;
+
+	if (c->npos != 2)
+		return cmd_usage(c, "remote rm takes one name");
+	if ((st = open_sync(c, &y, 0)))
+		return st;
+	return sub_end(c, y, NULL, opt_sync_remote_rm(y, c->pos[1]));
+}
+
+static int remote_ls(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	json_t *list = NULL;
+	int rc, st = 0;
+
+	if (c->npos != 1)
+		return cmd_usage(c, "remote ls takes no operands");
+	if ((st = open_sync(c, &y, 0)))
+		return st;
+	if ((rc = opt_sync_remote_list(y, &list)) == 0)
+		st = print_list(c, list);
+	rc = sub_end(c, y, NULL, rc);
+	return rc ? rc : st;
+}
+
+static const struct cmd_sub remote_subs[] = {
+	{ "add", remote_add },
+	{ "rm", remote_rm },
+	{ "ls", remote_ls },
+	{ NULL, NULL },
+};
+
+static int do_remote(struct cmd *c)
+{
+	return cmd_sub_run(c, remote_subs);
 }
 
 /* ---- fetch, pull, push ---- */
@@ -227,16 +269,16 @@ static int cluster_opts(struct cmd *c, const struct opt_sync_opts *so, struct op
 
 	memset(co, 0, sizeof(*co));
 	co->sync = *so;
-	if ((st = cmd_long(c, "retries", -1, 0, &v)))
+	if ((st = cmd_long(c, &opt.retries, -1, 0, &v)))
 		return st;
 	co->retries = v > 1000 ? 1000 : (int)v;
-	if (cmd_get(c, "min")) {
-		if ((st = cmd_long(c, "min", 0, 1, &v)))
+	if (opt.min) {
+		if ((st = cmd_long(c, &opt.min, 0, 1, &v)))
 			return st;
 		co->min = v;
 	}
-	co->promote = cmd_get(c, "promote") ? 1 : 0;
-	co->prune = cmd_get(c, "prune") ? 1 : 0;
+	co->promote = opt.promote ? 1 : 0;
+	co->prune = opt.prune ? 1 : 0;
 	if (getenv("OPT_CLUSTER_BACKOFF_MS"))
 		co->backoff_ms = (unsigned)strtoul(getenv("OPT_CLUSTER_BACKOFF_MS"), NULL, 10);
 	return 0;
@@ -256,7 +298,7 @@ static int run_cluster(struct cmd *c, struct opt_sync *y, cluster_fn fn, const s
 		return cmd_lib_fail(c, rc);
 	if (opt_cluster_npeers(cl) == 0) {
 		opt_cluster_free(cl);
-		if (cmd_flag(c, "cluster"))
+		if (opt.cluster)
 			return cmd_fail(c, OPT_EXIT_NOTFOUND, "the store has no peers (opt-sync peer add NAME URL)");
 		return -1;
 	}
@@ -282,9 +324,9 @@ static int run_sync(struct cmd *c, sync_fn fn, cluster_fn cl)
 	int rc, st;
 
 	/* option values are checked whether or not the run is over the cluster */
-	if ((st = cmd_long(c, "retries", -1, 0, &v)) || (cmd_get(c, "min") && (st = cmd_long(c, "min", 0, 1, &v))))
+	if ((st = cmd_long(c, &opt.retries, -1, 0, &v)) || (opt.min && (st = cmd_long(c, &opt.min, 0, 1, &v))))
 		return st;
-	if (cl && cmd_flag(c, "cluster")) {
+	if (cl && opt.cluster) {
 		if ((st = sync_opts(c, &so, &o)) || (st = check_colls(c, 0)) || (st = open_sync(c, &y, !so.dry_run)))
 			return st;
 		st = run_cluster(c, y, cl, &so, &o);
@@ -363,26 +405,23 @@ static int no_emit(const json_t *rec, void *arg)
 	return 0;
 }
 
-static int do_bundle(struct cmd *c)
+enum bundle_sub { BUNDLE_CREATE, BUNDLE_VERIFY, BUNDLE_LS, BUNDLE_APPLY };
+
+/* bundle create|verify|ls|apply: one run, the options each allows. */
+static int bundle_run(struct cmd *c, enum bundle_sub what)
 {
 	struct opt_sync *y = NULL;
 	struct opt_sync_opts so;
 	struct out o;
-	const char *sub = c->npos ? c->pos[0] : NULL, *file = c->npos > 1 ? c->pos[1] : NULL;
-	const char *since = cmd_get(c, "since"), *base = cmd_get(c, "base"), *as = cmd_get(c, "as");
+	const char *sub = c->pos[0], *file = c->npos > 1 ? c->pos[1] : NULL;
+	const char *since = opt.since, *base = opt.base, *as = opt.as;
 	const char *const *colls = (const char *const *)(c->npos > 2 ? c->pos + 2 : NULL);
 	size_t n = c->npos > 2 ? (size_t)c->npos - 2 : 0;
-	int create, apply, rc, st;
+	int create = what == BUNDLE_CREATE, apply = what == BUNDLE_APPLY, rc, st;
 
-	if (!sub)
-		return cmd_usage(c, "bundle needs create, verify, ls or apply");
-	create = strcmp(sub, "create") == 0;
-	apply = strcmp(sub, "apply") == 0;
-	if (!create && !apply && strcmp(sub, "verify") && strcmp(sub, "ls"))
-		return cmd_usage(c, "unknown bundle command '%s' (create, verify, ls, apply)", opt_esc(sub));
 	if (!file || !*file)
 		return cmd_usage(c, "bundle %s needs a FILE ('-': %s)", sub, create ? "stdout" : "stdin");
-	if (strcmp(sub, "ls") == 0 && c->npos > 2)
+	if (what == BUNDLE_LS && c->npos > 2)
 		return cmd_usage(c, "bundle ls takes one FILE");
 	if (since && base)
 		return cmd_usage(c, "--since and --base exclude each other");
@@ -390,12 +429,12 @@ static int do_bundle(struct cmd *c)
 		return cmd_usage(c, "--%s is for bundle create", since ? "since" : "base");
 	if (since && !opt_sync_remote_name_valid(since))
 		return cmd_usage(c, "invalid remote name '%s'", opt_esc(since));
-	if (as && (create || strcmp(sub, "ls") == 0))
+	if (as && (create || what == BUNDLE_LS))
 		return cmd_usage(c, "--as is for bundle verify and apply");
 	if (as && !opt_sync_remote_name_valid(as))
 		return cmd_usage(c, "invalid remote name '%s'", opt_esc(as));
-	if ((cmd_flag(c, "dry-run") || cmd_get(c, "conflict")) && !apply)
-		return cmd_usage(c, "--%s is for bundle apply", cmd_flag(c, "dry-run") ? "dry-run" : "conflict");
+	if ((opt.dry_run || opt.conflict) && !apply)
+		return cmd_usage(c, "--%s is for bundle apply", opt.dry_run ? "dry-run" : "conflict");
 	if ((st = sync_opts(c, &so, &o)) || (st = check_colls(c, 2)))
 		return st;
 	if (create && strcmp(file, "-") == 0) {
@@ -404,7 +443,7 @@ static int do_bundle(struct cmd *c)
 			return cmd_usage(c, "not writing a bundle to a terminal");
 		so.emit = no_emit;
 	}
-	if (strcmp(sub, "ls") == 0) {
+	if (what == BUNDLE_LS) {
 		rc = opt_bundle_ls(file, &so);
 	} else {
 		if ((st = open_sync(c, &y, apply && !so.dry_run)))
@@ -423,13 +462,46 @@ static int do_bundle(struct cmd *c)
 	return c->out_err ? OPT_EXIT_OTHER : 0;
 }
 
+static int bundle_create(struct cmd *c)
+{
+	return bundle_run(c, BUNDLE_CREATE);
+}
+
+static int bundle_verify(struct cmd *c)
+{
+	return bundle_run(c, BUNDLE_VERIFY);
+}
+
+static int bundle_ls(struct cmd *c)
+{
+	return bundle_run(c, BUNDLE_LS);
+}
+
+static int bundle_apply(struct cmd *c)
+{
+	return bundle_run(c, BUNDLE_APPLY);
+}
+
+static const struct cmd_sub bundle_subs[] = {
+	{ "create", bundle_create },
+	{ "verify", bundle_verify },
+	{ "ls", bundle_ls },
+	{ "apply", bundle_apply },
+	{ NULL, NULL },
+};
+
+static int do_bundle(struct cmd *c)
+{
+	return cmd_sub_run(c, bundle_subs);
+}
+
 /* ---- clone ---- */
 
 static int do_clone(struct cmd *c)
 {
 	struct opt_sync_opts so;
 	struct out o;
-	const char *dir, *list = cmd_get(c, "trust");
+	const char *dir, *list = opt.trust;
 	char keys[16][OPT_KEY_HEX + 1];
 	const char *kp[16];
 	size_t nkeys = 0;
@@ -493,52 +565,67 @@ static int open_cluster(struct cmd *c, struct opt_sync **y, struct opt_cluster *
 	return 0;
 }
 
-static int do_peer(struct cmd *c)
+static int peer_add(struct cmd *c)
 {
 	struct opt_sync *y = NULL;
 	struct opt_cluster *cl = NULL;
-	const char *sub = c->npos ? c->pos[0] : NULL;
-	json_t *list = NULL;
-	size_t i;
-	int rc = 0, st = 0;
+	int rc, st;
 
-	if (!sub)
-		return cmd_usage(c, "peer needs add, rm or ls");
-	if (strcmp(sub, "add") == 0) {
-		if (c->npos != 2 && c->npos != 3)
-			return cmd_usage(c, "peer add takes a name and a URL (none for an existing remote)");
-		if (!opt_sync_remote_name_valid(c->pos[1]))
-			return cmd_usage(c, "invalid remote name '%s' (use letters, digits, '.', '_' and '-')", opt_esc(c->pos[1]));
-		if (c->npos == 3 && !*c->pos[2])
-			return cmd_usage(c, "the URL is empty");
-	} else if (strcmp(sub, "rm") == 0) {
-		if (c->npos != 2)
-			return cmd_usage(c, "peer rm takes one name");
-	} else if (strcmp(sub, "ls") == 0) {
-		if (c->npos != 1)
-			return cmd_usage(c, "peer ls takes no operands");
-	} else {
-		return cmd_usage(c, "unknown peer command '%s' (add, rm, ls)", opt_esc(sub));
-	}
+	if (c->npos != 2 && c->npos != 3)
+		return cmd_usage(c, "peer add takes a name and a URL (none for an existing remote)");
+	if (!opt_sync_remote_name_valid(c->pos[1]))
+		return cmd_usage(c, "invalid remote name '%s' (use letters, digits, '.', '_' and '-')", opt_esc(c->pos[1]));
+	if (c->npos == 3 && !*c->pos[2])
+		return cmd_usage(c, "the URL is empty");
 	if ((st = open_cluster(c, &y, &cl, 0)))
 		return st;
-	if (strcmp(sub, "add") == 0) {
-		rc = opt_cluster_peer_add(cl, c->pos[1], c->npos == 3 ? c->pos[2] : NULL);
-		if (rc == OPT_ECONFLICT)
-			rc = opt_error_set(OPT_EINVAL, "remote '%s' exists already (opt-sync peer add %s, without a URL)",
-					   c->pos[1], c->pos[1]);
-	} else if (strcmp(sub, "rm") == 0) {
-		rc = opt_cluster_peer_rm(cl, c->pos[1]);
-	} else if ((rc = opt_cluster_peer_list(cl, &list)) == 0) {
-		for (i = 0; i < json_array_size(list) && !st; i++)
-			st = cmd_print(c, json_array_get(list, i));
-		json_decref(list);
-	}
-	opt_cluster_free(cl);
-	opt_sync_free(y);
-	if (rc < 0)
-		return cmd_lib_fail(c, rc);
-	return st;
+	rc = opt_cluster_peer_add(cl, c->pos[1], c->npos == 3 ? c->pos[2] : NULL);
+	if (rc == OPT_ECONFLICT)
+		rc = opt_error_set(OPT_EINVAL, "remote '%s' exists already (opt-sync peer add %s, without a URL)",
+				   c->pos[1], c->pos[1]);
+	return sub_end(c, y, cl, rc);
+}
+
+static int peer_rm(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	struct opt_cluster *cl = NULL;
+	int st;
+
+	if (c->npos != 2)
+		return cmd_usage(c, "peer rm takes one name");
+	if ((st = open_cluster(c, &y, &cl, 0)))
+		return st;
+	return sub_end(c, y, cl, opt_cluster_peer_rm(cl, c->pos[1]));
+}
+
+static int peer_ls(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	struct opt_cluster *cl = NULL;
+	json_t *list = NULL;
+	int rc, st;
+
+	if (c->npos != 1)
+		return cmd_usage(c, "peer ls takes no operands");
+	if ((st = open_cluster(c, &y, &cl, 0)))
+		return st;
+	if ((rc = opt_cluster_peer_list(cl, &list)) == 0)
+		st = print_list(c, list);
+	rc = sub_end(c, y, cl, rc);
+	return rc ? rc : st;
+}
+
+static const struct cmd_sub peer_subs[] = {
+	{ "add", peer_add },
+	{ "rm", peer_rm },
+	{ "ls", peer_ls },
+	{ NULL, NULL },
+};
+
+static int do_peer(struct cmd *c)
+{
+	return cmd_sub_run(c, peer_subs);
 }
 
 static int do_replicas(struct cmd *c)

@@ -9,43 +9,49 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The values of the options (each row of the tables below binds one). */
+static struct {
+	const char *capacity, *rev, *from, *to, *after, *before, *limit;
+	int each, json_keys, reverse;
+} opt;
+
 static const struct cmd_opt opts_put[] = {
-	{ "each", 'e', NULL, "one transaction per input record instead of one for all" },
-	{ "json-keys", 'j', NULL, "KEY operands are JSON values, not strings" },
-	{ "capacity", 0, "N", "entries per node of a new tree (default 64)" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("each", 'e', "one transaction per input record instead of one for all", &opt.each),
+	CMD_FLAG("json-keys", 'j', "KEY operands are JSON values, not strings", &opt.json_keys),
+	CMD_VALUE("capacity", 0, "N", "entries per node of a new tree (default 64)", &opt.capacity),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_get[] = {
-	{ "json-keys", 'j', NULL, "keys (operands and stdin lines) are JSON values, not strings" },
-	{ "rev", 0, "N", "read the tree as it was at revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("json-keys", 'j', "keys (operands and stdin lines) are JSON values, not strings", &opt.json_keys),
+	CMD_VALUE("rev", 0, "N", "read the tree as it was at revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_del[] = {
-	{ "json-keys", 'j', NULL, "keys (operands and stdin lines) are JSON values, not strings" },
-	{ NULL, 0, NULL, NULL },
+	CMD_FLAG("json-keys", 'j', "keys (operands and stdin lines) are JSON values, not strings", &opt.json_keys),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_range[] = {
-	{ "from", 0, "K", "start at K, inclusive" },
-	{ "to", 0, "K", "end at K, inclusive" },
-	{ "after", 0, "K", "start after K (exclusive)" },
-	{ "before", 0, "K", "end before K (exclusive)" },
-	{ "reverse", 'r', NULL, "from the highest key down" },
-	{ "limit", 'n', "N", "at most N records" },
-	{ "json-keys", 'j', NULL, "bounds are JSON values, not strings" },
-	{ "rev", 0, "N", "read the tree as it was at revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("from", 0, "K", "start at K, inclusive", &opt.from),
+	CMD_VALUE("to", 0, "K", "end at K, inclusive", &opt.to),
+	CMD_VALUE("after", 0, "K", "start after K (exclusive)", &opt.after),
+	CMD_VALUE("before", 0, "K", "end before K (exclusive)", &opt.before),
+	CMD_FLAG("reverse", 'r', "from the highest key down", &opt.reverse),
+	CMD_VALUE("limit", 'n', "N", "at most N records", &opt.limit),
+	CMD_FLAG("json-keys", 'j', "bounds are JSON values, not strings", &opt.json_keys),
+	CMD_VALUE("rev", 0, "N", "read the tree as it was at revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_rev[] = {
-	{ "rev", 0, "N", "as it was at revision N" },
-	{ NULL, 0, NULL, NULL },
+	CMD_VALUE("rev", 0, "N", "as it was at revision N", &opt.rev),
+	CMD_OPT_END,
 };
 
 static const struct cmd_opt opts_none[] = {
-	{ NULL, 0, NULL, NULL },
+	CMD_OPT_END,
 };
 
 /* ---- helpers ---- */
@@ -66,7 +72,7 @@ static int key_arg(struct cmd *c, const char *text, json_t **out)
 	int st;
 
 	*out = NULL;
-	if (!cmd_flag(c, "json-keys")) {
+	if (!opt.json_keys) {
 		*out = json_string(text);
 		if (!*out)
 			return cmd_fail(c, OPT_EINVAL, "key is not valid UTF-8: %s", opt_esc(text));
@@ -87,7 +93,7 @@ static int open_tree(struct cmd *c, const char *name, struct opt_snap **snap)
 	long rev = 0;
 	int st, rc;
 
-	if (cmd_get(c, "rev") && (st = cmd_long(c, "rev", 0, 1, &rev)))
+	if (opt.rev && (st = cmd_long(c, &opt.rev, 0, 1, &rev)))
 		return st;
 	if ((st = cmd_store(c, 0)))
 		return st;
@@ -248,254 +254,246 @@ static int each_put_print(struct cmd *c, void *arg, const struct opt_txn_result 
 	return st;
 }
 
-static int do_put(struct cmd *c)
+/* put NAME KEY VALUE: one record, one transaction. */
+static int put_one(struct cmd *c, const char *name, int capacity)
 {
 	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree put", 0, 0 };
 	struct opt_txn_result res;
-	struct put_ctx p = { NULL, NULL, 0, 0 };
-	struct put_text_ctx pt = { NULL, 0, 0 };
-	struct opt_jsonl *in = NULL;
-	struct opt_text arena = { NULL, 0, 0 };
-	struct opt_text_rec *recs = NULL;
-	struct opt_kv_text *kv = NULL;
-	json_t *key = NULL, *value = NULL, *v;
-	const char *name, *text;
-	size_t cap = 0, tlen, i;
-	long capacity;
+	struct put_ctx p = { NULL, NULL, 1, capacity };
+	json_t *key = NULL, *value = NULL;
 	int st, rc;
+
+	if ((st = key_arg(c, c->pos[1], &key)))
+		return st;
+	if ((st = cmd_json_arg(c, c->pos[2], "VALUE", &value))) {
+		json_decref(key);
+		return st;
+	}
+	if (opt_key_check(key) < 0 || opt_value_check(value, "the value") < 0) {
+		json_decref(key);
+		json_decref(value);
+		return cmd_lib_fail(c, OPT_EINVAL);
+	}
+	p.keys = &key;
+	p.values = &value;
+	if ((st = cmd_store(c, 1)) == 0) {
+		if ((rc = opt_txn_run(c->store, name, put_fn, &p, &o, &res)) < 0)
+			st = cmd_lib_fail(c, rc);
+		else
+			st = print_result(c, name, res.rev, "put", 1);
+	}
+	json_decref(key);
+	json_decref(value);
+	return st;
+}
+
+/* put --each: a transaction per record (cmd_each). */
+static int put_each(struct cmd *c, const char *name, int capacity, struct opt_jsonl *in)
+{
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree put", 0, 0 };
+	struct each_put_arg ea = { name, capacity };
+	struct cmd_each e = { 0 };
+
+	e.in = in;
+	e.coll = name;
+	e.opts = o;
+	e.fn = put_fn;
+	e.slot_size = sizeof(struct each_put);
+	e.max = 512;
+	e.stage = each_put_stage;
+	e.print = each_put_print;
+	e.arg = &ea;
+	return cmd_each(c, &e);
+}
+
+/* The records of one put from stdin, as canonical text. */
+struct put_batch {
+	struct opt_text arena;
+	struct opt_text_rec *recs;
+	size_t n, cap;
+};
+
+/* A record the fast path left (frc 0): parsed, checked, and its key and
+ * value written to the arena as canonical text (into *r).  0, an exit
+ * status after the message, or -1 with *rc set (a parse error). */
+static int record_parsed(struct cmd *c, struct opt_jsonl *in, const char *text, size_t tlen, struct put_batch *b,
+			 struct opt_text_rec *r, int *rc)
+{
+	json_t *k2, *v2, *v;
+	char *ks = NULL, *vs = NULL;
+	size_t kl = 0, vl = 0;
+	int frc;
+
+	if ((*rc = opt_jsonl_parse_text(in, text, tlen, &v)) < 0)
+		return -1;
+	if (record(v, &k2, &v2) < 0) {
+		frc = cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing written)", opt_jsonl_line(in), opt_error_last());
+		json_decref(v);
+		return frc;
+	}
+	r->koff = b->arena.len;
+	if ((frc = opt_json_canon(&ks, &kl, k2)) < 0 || (frc = opt_json_canon(&vs, &vl, v2)) < 0 ||
+	    (frc = opt_text_add(&b->arena, ks, kl)) < 0 || (frc = opt_text_add(&b->arena, vs, vl)) < 0)
+		frc = cmd_lib_fail(c, frc);
+	r->klen = kl;
+	r->voff = r->koff + kl;
+	r->vlen = vl;
+	free(ks);
+	free(vs);
+	json_decref(v);
+	return frc;
+}
+
+/* Read every record of stdin into b: all are validated before anything
+ * is committed, so that nothing of a rejected batch is.  Records are kept
+ * as canonical text: the fast path makes it from the input text; what it
+ * does not handle is parsed, checked and serialized.  0 or an exit
+ * status after the message. */
+static int read_records(struct cmd *c, struct opt_jsonl *in, struct put_batch *b)
+{
+	const char *text;
+	size_t tlen;
+	int rc, st;
+
+	while ((rc = opt_jsonl_next_text(in, &text, &tlen)) == 1) {
+		struct opt_text_rec r;
+		int frc = opt_json_record_text(&b->arena, text, tlen, OPT_VALUE_MAX, &r);
+		if (frc < 0)
+			return cmd_lib_fail(c, frc);
+		if (frc == 1 && r.klen > OPT_KEY_MAX)
+			return cmd_fail(c, OPT_EINVAL, "line %ld: the key is %zu bytes; the limit is %d bytes of canonical JSON (nothing written)",
+					opt_jsonl_line(in), r.klen, OPT_KEY_MAX);
+		if (frc == 0 && (st = record_parsed(c, in, text, tlen, b, &r, &rc))) {
+			if (st < 0)
+				break;
+			return st;
+		}
+		if ((rc = OPT_ALLOC_GROW(b->recs, b->n + 1, b->cap)) < 0)
+			return cmd_lib_fail(c, rc);
+		b->recs[b->n++] = r;
+	}
+	if (rc < 0)
+		return cmd_fail(c, rc, "%s (nothing written)", opt_error_last());
+	return 0;
+}
+
+/* Commit the records of b as one transaction, and print its record. */
+static int put_batch_commit(struct cmd *c, const char *name, int capacity, const struct put_batch *b)
+{
+	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree put", 0, 0 };
+	struct opt_txn_result res;
+	struct put_text_ctx pt = { NULL, b->n, capacity };
+	struct opt_kv_text *kv;
+	size_t i;
+	int rc, st;
+
+	if (!(kv = malloc(b->n * sizeof(*kv))))
+		return cmd_lib_fail(c, opt_error_oom());
+	for (i = 0; i < b->n; i++) {
+		kv[i].k = b->arena.p + b->recs[i].koff;
+		kv[i].kl = b->recs[i].klen;
+		kv[i].v = b->arena.p + b->recs[i].voff;
+		kv[i].vl = b->recs[i].vlen;
+	}
+	pt.kv = kv;
+	if ((rc = opt_txn_run(c->store, name, put_text_fn, &pt, &o, &res)) < 0)
+		st = cmd_lib_fail(c, rc);
+	else
+		st = print_result(c, name, res.rev, "put", (long)b->n);
+	free(kv);
+	return st;
+}
+
+static int do_put(struct cmd *c)
+{
+	struct put_batch b = { { NULL, 0, 0 }, NULL, 0, 0 };
+	struct opt_jsonl *in = NULL;
+	const char *name;
+	long capacity;
+	int st;
 
 	if ((st = need_name(c, &name)))
 		return st;
-	if ((st = cmd_long(c, "capacity", 0, 0, &capacity)))
+	if ((st = cmd_long(c, &opt.capacity, 0, 0, &capacity)))
 		return st;
 	if (capacity && (capacity < OPT_BTREE_MIN_CAPACITY || capacity > OPT_BTREE_MAX_CAPACITY))
 		return cmd_usage(c, "--capacity must be between %d and %d", OPT_BTREE_MIN_CAPACITY, OPT_BTREE_MAX_CAPACITY);
-	p.capacity = (int)capacity;
 	if (c->npos != 1 && c->npos != 3)
 		return cmd_usage(c, "put takes NAME KEY VALUE, or NAME alone to read records from stdin");
-	if (c->npos == 3 && cmd_flag(c, "each"))
+	if (c->npos == 3 && opt.each)
 		return cmd_usage(c, "--each reads records from stdin");
-	if (c->npos == 3) {
-		if ((st = key_arg(c, c->pos[1], &key)))
-			return st;
-		if ((st = cmd_json_arg(c, c->pos[2], "VALUE", &value))) {
-			json_decref(key);
-			return st;
-		}
-		if (opt_key_check(key) < 0 || opt_value_check(value, "the value") < 0) {
-			json_decref(key);
-			json_decref(value);
-			return cmd_lib_fail(c, OPT_EINVAL);
-		}
-		p.keys = &key;
-		p.values = &value;
-		p.n = 1;
-		if ((st = cmd_store(c, 1)))
-			goto done;
-		rc = opt_txn_run(c->store, name, put_fn, &p, &o, &res);
-		if (rc < 0) {
-			st = cmd_lib_fail(c, rc);
-			goto done;
-		}
-		st = print_result(c, name, res.rev, "put", 1);
-		goto done;
-	}
+	if (c->npos == 3)
+		return put_one(c, name, (int)capacity);
 	if ((st = cmd_store(c, 1)))
 		return st;
 	opt_jsonl_open(&in, stdin);
-	if (cmd_flag(c, "each")) {
-		struct each_put_arg ea = { name, p.capacity };
-		struct cmd_each e = { 0 };
-		e.in = in;
-		e.coll = name;
-		e.opts = o;
-		e.fn = put_fn;
-		e.slot_size = sizeof(struct each_put);
-		e.max = 512;
-		e.stage = each_put_stage;
-		e.print = each_put_print;
-		e.arg = &ea;
-		st = cmd_each(c, &e);
-		goto done;
-	}
-	/* every record of the input is one transaction: validate them all
-	 * first, so that nothing of a rejected batch is committed.  Records
-	 * are kept as canonical text: the fast path makes it from the input
-	 * text; what it does not handle is parsed, checked and serialized */
-	while ((rc = opt_jsonl_next_text(in, &text, &tlen)) == 1) {
-		struct opt_text_rec r;
-		int frc = opt_json_record_text(&arena, text, tlen, OPT_VALUE_MAX, &r);
-		if (frc < 0) {
-			st = cmd_lib_fail(c, frc);
-			goto done;
-		}
-		if (frc == 1 && r.klen > OPT_KEY_MAX) {
-			st = cmd_fail(c, OPT_EINVAL, "line %ld: the key is %zu bytes; the limit is %d bytes of canonical JSON (nothing written)",
-				      opt_jsonl_line(in), r.klen, OPT_KEY_MAX);
-			goto done;
-		}
-		if (frc == 0) {
-			json_t *k2, *v2;
-			char *ks = NULL, *vs = NULL;
-			size_t kl = 0, vl = 0;
-			if ((rc = opt_jsonl_parse_text(in, text, tlen, &v)) < 0)
-				break;
-			if (record(v, &k2, &v2) < 0) {
-				st = cmd_fail(c, OPT_EINVAL, "line %ld: %s (nothing written)", opt_jsonl_line(in), opt_error_last());
-				json_decref(v);
-				goto done;
-			}
-			r.koff = arena.len;
-			if ((frc = opt_json_canon(&ks, &kl, k2)) < 0 || (frc = opt_json_canon(&vs, &vl, v2)) < 0 ||
-			    (frc = opt_text_add(&arena, ks, kl)) < 0 || (frc = opt_text_add(&arena, vs, vl)) < 0) {
-				free(ks);
-				free(vs);
-				json_decref(v);
-				st = cmd_lib_fail(c, frc);
-				goto done;
-			}
-			r.klen = kl;
-			r.voff = r.koff + kl;
-			r.vlen = vl;
-			free(ks);
-			free(vs);
-			json_decref(v);
-		}
-		if (p.n == cap) {
-			struct opt_text_rec *nr;
-			cap = cap ? cap * 2 : 1024;
-			if (!(nr = realloc(recs, cap * sizeof(*recs)))) {
-				st = cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
-				goto done;
-			}
-			recs = nr;
-		}
-		recs[p.n++] = r;
-	}
-	if (rc < 0) {
-		st = cmd_fail(c, rc, "%s (nothing written)", opt_error_last());
-		goto done;
-	}
-	if (p.n == 0)
-		goto done;
-	if (!(kv = malloc(p.n * sizeof(*kv)))) {
-		st = cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
-		goto done;
-	}
-	for (i = 0; i < p.n; i++) {
-		kv[i].k = arena.p + recs[i].koff;
-		kv[i].kl = recs[i].klen;
-		kv[i].v = arena.p + recs[i].voff;
-		kv[i].vl = recs[i].vlen;
-	}
-	pt.kv = kv;
-	pt.n = p.n;
-	pt.capacity = p.capacity;
-	rc = opt_txn_run(c->store, name, put_text_fn, &pt, &o, &res);
-	if (rc < 0) {
-		st = cmd_lib_fail(c, rc);
-		goto done;
-	}
-	st = print_result(c, name, res.rev, "put", (long)p.n);
-done:
-	free(recs);
-	free(kv);
-	opt_text_free(&arena);
-	json_decref(key);
-	json_decref(value);
+	if (opt.each)
+		st = put_each(c, name, (int)capacity, in);
+	else if ((st = read_records(c, in, &b)) == 0 && b.n > 0)
+		st = put_batch_commit(c, name, (int)capacity, &b);
+	free(b.recs);
+	opt_text_free(&b.arena);
 	opt_jsonl_free(in);
 	return st;
 }
 
 /* ---- keys from operands or stdin ---- */
 
-struct keys {
-	struct cmd *c;
-	int i;               /* next operand (from 1) */
-	struct opt_jsonl *in;
-	char *line;
-	size_t linecap;
-	int from_stdin;
-	char *dec;           /* a key decoded from a JSON string */
-	size_t deccap;
-};
-
-/* Next key: 1 with *key (new reference), 0 at end, <0: -exit status. */
-static int next_key(struct keys *k, json_t **key)
+/* A key read from standard input with --json-keys: the value v (taken),
+ * or the key of a record (range's and get's output work too). */
+static int stdin_json_key(struct cmd_args *k, json_t *v, json_t **key)
 {
 	struct cmd *c = k->c;
-	int st;
 
-	*key = NULL;
-	for (;;) {
-		if (k->from_stdin) {
-			if (cmd_flag(c, "json-keys")) {
-				json_t *v;
-				int rc = opt_jsonl_next(k->in, &v);
-				if (rc == 0) {
-					k->from_stdin = 0;
-					continue;
-				}
-				if (rc < 0)
-					return -cmd_lib_fail(c, rc);
-				/* a record from range/get output works too */
-				if (json_is_object(v) && json_object_get(v, "key")) {
-					if (record_members(v) < 0) {
-						json_decref(v);
-						return -cmd_fail(c, OPT_EINVAL, "line %ld: %s", opt_jsonl_line(k->in),
-								 opt_error_last());
-					}
-					*key = json_incref(json_object_get(v, "key"));
-					json_decref(v);
-				} else {
-					*key = v;
-				}
-				if (!opt_key_valid(*key)) {
-					json_decref(*key);
-					*key = NULL;
-					return -cmd_fail(c, OPT_EINVAL, "line %ld: not a key", opt_jsonl_line(k->in));
-				}
-				return 1;
-			} else {
-				/* one key a line: a JSON string (as jq prints it) is
-				 * that string, any other line the key as it is */
-				ssize_t n = getline(&k->line, &k->linecap, stdin);
-				const char *s;
-				size_t len;
-				if (n < 0) {
-					k->from_stdin = 0;
-					continue;
-				}
-				if (n > 0 && k->line[n - 1] == '\n')
-					k->line[--n] = '\0';
-				if (cmd_line_operand(k->line, (size_t)n, &k->dec, &k->deccap, &s, &len) < 0)
-					return -cmd_lib_fail(c, OPT_EIO);
-				*key = json_stringn(s, len);
-				if (!*key)
-					return -cmd_fail(c, OPT_EINVAL, "a key read from stdin is not valid UTF-8");
-				return 1;
-			}
+	if (json_is_object(v) && json_object_get(v, "key")) {
+		if (record_members(v) < 0) {
+			json_decref(v);
+			return -cmd_fail(c, OPT_EINVAL, "line %ld: %s", opt_jsonl_line(k->in), opt_error_last());
 		}
-		if (k->i >= c->npos)
-			return 0;
-		if (strcmp(c->pos[k->i], "-") == 0) {
-			k->i++;
-			k->from_stdin = 1;
-			if (cmd_flag(c, "json-keys") && !k->in)
-				opt_jsonl_open(&k->in, stdin);
-			continue;
-		}
-		if ((st = key_arg(c, c->pos[k->i++], key)))
-			return -st;
-		return 1;
+		*key = json_incref(json_object_get(v, "key"));
+		json_decref(v);
+	} else {
+		*key = v;
 	}
+	if (!opt_key_valid(*key)) {
+		json_decref(*key);
+		*key = NULL;
+		return -cmd_fail(c, OPT_EINVAL, "line %ld: not a key", opt_jsonl_line(k->in));
+	}
+	return 1;
 }
 
-static void keys_free(struct keys *k)
+/* Next key, from the operands (from 1) and, for "-", stdin: one key a
+ * line (a JSON string, as jq prints it, is that string, any other line
+ * the key as it is), or JSON values with --json-keys.  1 with *key (new
+ * reference), 0 at end, <0: -exit status. */
+static int next_key(struct cmd_args *k, json_t **key)
 {
-	opt_jsonl_free(k->in);
-	free(k->line);
-	free(k->dec);
+	struct cmd *c = k->c;
+	const char *s;
+	size_t len;
+	json_t *v;
+	int rc, st;
+
+	*key = NULL;
+	if (opt.json_keys) {
+		if ((rc = cmd_args_next_json(k, &s, &v)) < 0)
+			return -cmd_lib_fail(c, rc);
+		if (rc == 1 && !s)
+			return stdin_json_key(k, v, key);
+	} else {
+		if ((rc = cmd_args_next(k, &s, &len)) == 1 && k->from_stdin) {
+			*key = json_stringn(s, len);
+			if (!*key)
+				return -cmd_fail(c, OPT_EINVAL, "a key read from stdin is not valid UTF-8");
+			return 1;
+		}
+	}
+	if (rc != 1)
+		return rc;
+	if ((st = key_arg(c, s, key)))
+		return -st;
+	return 1;
 }
 
 /* ---- get ---- */
@@ -578,7 +576,7 @@ static int gsort_cmp(const void *a, const void *b, void *ctx)
 }
 
 /* More keys can be read without waiting. */
-static int keys_waiting(struct keys *k)
+static int keys_waiting(struct cmd_args *k)
 {
 	static int file = -1;
 	struct pollfd p = { 0, POLLIN, 0 };
@@ -685,9 +683,34 @@ static int get_batch(struct cmd *c, const char *name, struct opt_snap *snap, str
 	return st;
 }
 
+/* The next batch of keys into v[0..*n): as many as are at hand, up to
+ * GET_BATCH.  A bad key's message goes to hold (a later message).
+ * Returns what next_key last returned (1: more may follow). */
+static int read_batch(struct cmd *c, struct cmd_args *k, struct gkey *v, size_t *n, FILE *hold)
+{
+	json_t *key;
+	int rc = 1;
+
+	c->err = hold;
+	for (*n = 0; *n < GET_BATCH && (rc = next_key(k, &key)) == 1;) {
+		struct gkey *g = &v[(*n)++];
+		g->key = key;
+		g->ks = json_string_value(key);
+		g->kl = json_string_length(key);
+		g->pos = *n - 1;
+		g->vs = NULL;
+		g->vl = 0;
+		g->rc = 0;
+		if (!keys_waiting(k))
+			break;
+	}
+	c->err = NULL;
+	return rc;
+}
+
 static int do_get(struct cmd *c)
 {
-	struct keys k = { c, 1, NULL, NULL, 0, 0, NULL, 0 };
+	struct cmd_args k;
 	struct opt_snap *snap = NULL;
 	struct gkey *v = NULL;
 	struct gsort *order = NULL;
@@ -697,6 +720,7 @@ static int do_get(struct cmd *c)
 	char *held = NULL;
 	FILE *hold = NULL;
 
+	cmd_args_init(&k, c, 1);
 	if ((st = need_name(c, &name)))
 		return st;
 	if (c->npos < 2)
@@ -716,23 +740,9 @@ static int do_get(struct cmd *c)
 	 * before it are done (as when keys were looked up one by one) */
 	hold = open_memstream(&held, &heldlen);
 	for (b = 0; rc == 1 && st == 0; b++) {
-		json_t *key;
 		if (b == 1)
 			opt_snap_cache_bytes(snap, (size_t)128 << 20);
-		c->err = hold;
-		for (n = 0; n < GET_BATCH && (rc = next_key(&k, &key)) == 1;) {
-			v[n].key = key;
-			v[n].ks = json_string_value(key);
-			v[n].kl = json_string_length(key);
-			v[n].pos = n;
-			v[n].vs = NULL;
-			v[n].vl = 0;
-			v[n].rc = 0;
-			n++;
-			if (!keys_waiting(&k))
-				break;
-		}
-		c->err = NULL;
+		rc = read_batch(c, &k, v, &n, hold);
 		st = get_batch(c, name, snap, v, order, n, &missing);
 		for (i = 0; i < n; i++) {
 			json_decref(v[i].key);
@@ -752,7 +762,7 @@ done:
 	free(held);
 	free(v);
 	free(order);
-	keys_free(&k);
+	cmd_args_free(&k);
 	opt_snap_free(snap);
 	return st;
 }
@@ -820,7 +830,7 @@ static int del_report(struct cmd *c, const char *name, long rev, struct del_ctx 
 
 static int do_del(struct cmd *c)
 {
-	struct keys k = { c, 1, NULL, NULL, 0, 0, NULL, 0 };
+	struct cmd_args k;
 	struct opt_txn_opts o = { OPT_TYPE_TREE, "opt-tree del", 0, 0 };
 	struct opt_txn_result res;
 	struct del_ctx d = { json_array(), NULL, 0 };
@@ -828,6 +838,7 @@ static int do_del(struct cmd *c)
 	json_t *key;
 	int st, rc, missing = 0;
 
+	cmd_args_init(&k, c, 1);
 	if ((st = need_name(c, &name)))
 		goto done;
 	if (c->npos < 2) {
@@ -841,7 +852,7 @@ static int do_del(struct cmd *c)
 		goto done;
 	}
 	if (!(d.found = calloc(json_array_size(d.keys) + 1, 1))) {
-		st = cmd_lib_fail(c, opt_error_set(OPT_EIO, "out of memory"));
+		st = cmd_lib_fail(c, opt_error_oom());
 		goto done;
 	}
 	if ((st = cmd_store(c, 0)))
@@ -855,7 +866,7 @@ static int do_del(struct cmd *c)
 	if (!st && missing)
 		st = OPT_EXIT_NOTFOUND;
 done:
-	keys_free(&k);
+	cmd_args_free(&k);
 	free(d.found);
 	json_decref(d.keys);
 	return st;
@@ -863,14 +874,55 @@ done:
 
 /* ---- range ---- */
 
-static int bound(struct cmd *c, const char *opt, json_t **out)
+static int bound(struct cmd *c, const char *v, json_t **out)
 {
-	const char *v = cmd_get(c, opt);
-
 	*out = NULL;
 	if (!v)
 		return 0;
 	return key_arg(c, v, out);
+}
+
+/* The bounds of range (--from or --after, --to or --before) into r;
+ * *lo and *hi hold them (new references, NULL when not given). */
+static int range_bounds(struct cmd *c, struct opt_btree_range *r, json_t **lo, json_t **hi)
+{
+	const char *text[4] = { opt.from, opt.to, opt.after, opt.before };
+	json_t *b[4] = { NULL, NULL, NULL, NULL };
+	int i, st = 0;
+
+	if (opt.from && opt.after)
+		return cmd_usage(c, "--from and --after both set the lower bound: give one");
+	if (opt.to && opt.before)
+		return cmd_usage(c, "--to and --before both set the upper bound: give one");
+	for (i = 0; i < 4 && !st; i++)
+		st = bound(c, text[i], &b[i]);
+	/* one of each pair at most was given */
+	*lo = b[0] ? b[0] : b[2];
+	*hi = b[1] ? b[1] : b[3];
+	r->lo = *lo;
+	r->lo_incl = b[0] != NULL;
+	r->hi = *hi;
+	r->hi_incl = b[1] != NULL;
+	r->reverse = opt.reverse;
+	if (!st && r->lo && r->hi && opt_key_cmp(r->lo, r->hi) > 0)
+		st = cmd_usage(c, "the lower bound is above the upper bound");
+	return st;
+}
+
+/* Print the records of cur, at most limit (<0: all). */
+static int range_print(struct cmd *c, struct opt_btree_cursor *cur, long limit)
+{
+	const char *key, *value;
+	size_t kl, vl;
+	long n = 0;
+	int rc = 0, st;
+
+	while ((limit < 0 || n < limit) && (rc = opt_btree_cursor_next_text(cur, &key, &kl, &value, &vl)) == 1) {
+		if ((st = print_kv_text(c, key, kl, value, vl)))
+			return st;
+		n++;
+	}
+	return rc < 0 ? cmd_lib_fail(c, rc) : 0;
 }
 
 static int do_range(struct cmd *c)
@@ -878,11 +930,9 @@ static int do_range(struct cmd *c)
 	struct opt_snap *snap = NULL;
 	struct opt_btree_cursor *cur = NULL;
 	struct opt_btree_range r;
-	json_t *from = NULL, *to = NULL, *after = NULL, *before = NULL;
-	const char *key, *value;
-	size_t kl, vl;
+	json_t *lo = NULL, *hi = NULL;
 	const char *name;
-	long limit, n = 0;
+	long limit;
 	int st, rc;
 
 	memset(&r, 0, sizeof(r));
@@ -890,44 +940,19 @@ static int do_range(struct cmd *c)
 		return st;
 	if (c->npos > 1)
 		return cmd_usage(c, "range takes one tree name; bounds are options");
-	if ((st = cmd_long(c, "limit", -1, 0, &limit)))
+	if ((st = cmd_long(c, &opt.limit, -1, 0, &limit)))
 		return st;
-	if (cmd_get(c, "from") && cmd_get(c, "after"))
-		return cmd_usage(c, "--from and --after both set the lower bound: give one");
-	if (cmd_get(c, "to") && cmd_get(c, "before"))
-		return cmd_usage(c, "--to and --before both set the upper bound: give one");
-	if ((st = bound(c, "from", &from)) || (st = bound(c, "to", &to)) ||
-	    (st = bound(c, "after", &after)) || (st = bound(c, "before", &before)))
+	if ((st = range_bounds(c, &r, &lo, &hi)) || (st = open_tree(c, name, &snap)))
 		goto done;
-	r.lo = from ? from : after;
-	r.lo_incl = from != NULL;
-	r.hi = to ? to : before;
-	r.hi_incl = to != NULL;
-	r.reverse = cmd_flag(c, "reverse");
-	if (r.lo && r.hi && opt_key_cmp(r.lo, r.hi) > 0) {
-		st = cmd_usage(c, "the lower bound is above the upper bound");
-		goto done;
-	}
-	if ((st = open_tree(c, name, &snap)))
-		goto done;
-	if ((rc = opt_tree_range(snap, &r, &cur)) < 0) {
+	if ((rc = opt_tree_range(snap, &r, &cur)) < 0)
 		st = cmd_lib_fail(c, rc);
-		goto done;
-	}
-	while ((limit < 0 || n < limit) && (rc = opt_btree_cursor_next_text(cur, &key, &kl, &value, &vl)) == 1) {
-		if ((st = print_kv_text(c, key, kl, value, vl)))
-			goto done;
-		n++;
-	}
-	if (rc < 0)
-		st = cmd_lib_fail(c, rc);
+	else
+		st = range_print(c, cur, limit);
 done:
 	opt_btree_cursor_free(cur);
 	opt_snap_free(snap);
-	json_decref(from);
-	json_decref(to);
-	json_decref(after);
-	json_decref(before);
+	json_decref(lo);
+	json_decref(hi);
 	return st;
 }
 
@@ -992,9 +1017,8 @@ static int do_ls(struct cmd *c)
 static int do_stat(struct cmd *c)
 {
 	struct opt_snap *snap = NULL;
-	struct opt_source src;
 	const char *name;
-	json_t *h = NULL, *o, *node = NULL;
+	json_t *cap = NULL, *o;
 	size_t n, blocks = 0;
 	long depth = 0;
 	int st, rc;
@@ -1005,34 +1029,18 @@ static int do_stat(struct cmd *c)
 		return cmd_usage(c, "stat takes one tree name");
 	if ((st = open_tree(c, name, &snap)))
 		return st;
-	if ((rc = opt_coll_header(snap, &h)) < 0 || (rc = opt_tree_count(snap, &n)) < 0 ||
-	    (rc = opt_snap_count(snap, &blocks)) < 0) {
+	if ((rc = opt_tree_count(snap, &n)) < 0 || (rc = opt_snap_count(snap, &blocks)) < 0 ||
+	    (rc = opt_tree_shape(snap, &depth, &cap)) < 0) {
 		st = cmd_lib_fail(c, rc);
 		goto done;
 	}
-	/* depth: follow the first child from the root down */
-	src = opt_snap_source(snap);
-	if (json_is_string(json_object_get(h, "rootId"))) {
-		char id[OPT_ID_MAX + 1];
-		snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(h, "rootId")));
-		while (src.get(src.ctx, id, &node) == 0) {
-			json_t *nodes = json_object_get(node, "nodes");
-			depth++;
-			if (!json_is_array(nodes) || !json_is_string(json_array_get(nodes, 0))) {
-				json_decref(node);
-				break;
-			}
-			snprintf(id, sizeof(id), "%s", json_string_value(json_array_get(nodes, 0)));
-			json_decref(node);
-		}
-	}
 	o = json_pack("{s:s,s:I,s:I,s:O?,s:I,s:I,s:s,s:I}", "collection", name, "rev", (json_int_t)opt_snap_rev(snap),
-		      "count", (json_int_t)n, "capacity", json_object_get(h, "capacity"), "depth", (json_int_t)depth,
+		      "count", (json_int_t)n, "capacity", cap, "depth", (json_int_t)depth,
 		      "blocks", (json_int_t)blocks, "trx", opt_snap_trx(snap), "time", (json_int_t)opt_snap_time(snap));
 	st = cmd_print(c, o);
 	json_decref(o);
 done:
-	json_decref(h);
+	json_decref(cap);
 	opt_snap_free(snap);
 	return st;
 }

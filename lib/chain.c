@@ -251,8 +251,7 @@ int opt_chain_iter_open(struct opt_chain_iter **out, const struct opt_source *sr
 	int rc;
 
 	*out = NULL;
-	if (!it)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(it);
 	if ((rc = walker_open(&it->w, src, header_id, forward)) < 0)
 		goto done;
 	it->index = forward ? 0 : (long)json_array_size(it->w.entries) - 1;
@@ -274,8 +273,7 @@ int opt_chain_iter_open_at(struct opt_chain_iter **out, const struct opt_source 
 	if (!opt_id_valid(pos->block_id))
 		return opt_error_set(OPT_EINVAL, "invalid chain position: bad block ID '%s'", opt_esc(pos->block_id));
 	it = calloc(1, sizeof(*it));
-	if (!it)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(it);
 	it->w.src = *src;
 	it->w.forward = forward;
 	if ((rc = walker_load(&it->w, pos->block_id, NULL)) < 0)
@@ -355,7 +353,7 @@ static int chain_end_entry(const struct opt_source *src, const char *header_id, 
 		goto done;
 	}
 	*entry = opt_json_copy(e);
-	rc = *entry ? 0 : opt_error_set(OPT_EIO, "out of memory");
+	rc = *entry ? 0 : opt_error_oom();
 done:
 	opt_chain_iter_free(it);
 	return rc;
@@ -432,8 +430,7 @@ static int set_link(struct opt_tracker *t, const char *id, const char *field, co
 			   : json_pack("[s,i,i,n]", field, 0, 0);
 	int rc;
 
-	if (!op)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(op);
 	rc = opt_tracker_update(t, id, op);
 	json_decref(op);
 	return rc;
@@ -445,8 +442,7 @@ static int splice(struct opt_tracker *t, const char *id, size_t index, size_t de
 	json_t *op = json_pack("[s,I,I,O]", "entries", (json_int_t)index, (json_int_t)del, ins);
 	int rc;
 
-	if (!op)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(op);
 	rc = opt_tracker_update(t, id, op);
 	json_decref(op);
 	return rc;
@@ -480,7 +476,7 @@ int opt_chain_create(struct opt_tracker *t, const char *header_id,
 	if ((rc = opt_block_new(&b, NULL, data_type, collection)) < 0)
 		goto done;
 	if (json_object_set_new(b, "entries", json_array()) < 0) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	id_copy(did, opt_block_id(b));
@@ -513,13 +509,12 @@ static int new_block(json_t **out, const char *type, const char *coll, const cha
 	int rc;
 
 	*out = NULL;
-	if (!arr)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(arr);
 	for (j = 0; j < k; j++) {
 		/* entries are shared, not copied: nothing changes them in place */
 		e = json_incref(json_array_get(entries, from + j));
 		if (!e || json_array_append_new(arr, e) < 0) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
+			rc = opt_error_oom();
 			goto done;
 		}
 	}
@@ -528,7 +523,7 @@ static int new_block(json_t **out, const char *type, const char *coll, const cha
 	if (json_object_set_new(b, "entries", arr) < 0 ||
 	    json_object_set_new(b, "priorId", json_string(prior)) < 0) {
 		arr = NULL;
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	arr = NULL;
@@ -558,14 +553,75 @@ int opt_chain_add_sealed(struct opt_tracker *t, const char *header_id, const jso
 	return chain_add(t, header_id, entries, 1, 1);
 }
 
+/* The tail block of header_id's chain, which chain_add appends to: its
+ * entries (*ents, borrowed) and its type and collection (copies, which
+ * new blocks take). */
+static int add_tail(struct opt_tracker *t, const char *header_id, const char *tail, const json_t **ents,
+		    char **type, char **coll)
+{
+	const json_t *b;
+	const char *beyond;
+	int rc;
+
+	if ((rc = t_block(t, tail, header_id, &b, ents)) < 0)
+		return rc;
+	if ((rc = link_get(b, "nextId", &beyond)) < 0)
+		return rc;
+	if (beyond)
+		return opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' is the tail of '%.80s' but has a \"nextId\"",
+				     tail, header_id);
+	if (!opt_block_type(b) || !opt_block_collection(b))
+		return opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' has no type or collection", tail);
+	*type = strdup(opt_block_type(b));
+	*coll = strdup(opt_block_collection(b));
+	if (!*type || !*coll)
+		return opt_error_oom();
+	return 0;
+}
+
+/* Fill the tail block (holding len entries) with the first entries, as
+ * many as it has room for: *i gets how many. */
+static int fill_tail(struct opt_tracker *t, const char *tail, size_t len, const json_t *entries, size_t *i)
+{
+	size_t n = json_array_size(entries), k = OPT_CHAIN_ENTRIES - len < n ? OPT_CHAIN_ENTRIES - len : n;
+	json_t *slice = json_array();
+	int rc = 0;
+
+	*i = 0;
+	OPT_CHECK_ALLOC(slice);
+	for (; *i < k && rc == 0; ++*i)
+		if (json_array_append(slice, json_array_get(entries, *i)) < 0)
+			rc = opt_error_oom();
+	if (rc == 0)
+		rc = splice(t, tail, len, 0, slice);
+	json_decref(slice);
+	return rc;
+}
+
+/* Link a new block of entries[from, from+k) after block cur, which
+ * becomes it. */
+static int link_new_block(struct opt_tracker *t, char cur[ID_BUF], const char *type, const char *coll,
+			  const json_t *entries, size_t from, size_t k)
+{
+	char nid[ID_BUF];
+	json_t *nb = NULL;
+	int rc;
+
+	if ((rc = new_block(&nb, type, coll, cur, entries, from, k)) < 0)
+		return rc;
+	id_copy(nid, opt_block_id(nb));
+	if ((rc = opt_tracker_insert_new(t, nb)) < 0 || (rc = set_link(t, cur, "nextId", nid)) < 0)
+		return rc;
+	id_copy(cur, nid);
+	return 0;
+}
+
 static int chain_add(struct opt_tracker *t, const char *header_id, const json_t *entries, int start_new,
 		     int then_empty)
 {
-	char head[ID_BUF], tail[ID_BUF], cur[ID_BUF], nid[ID_BUF];
+	char head[ID_BUF], tail[ID_BUF], cur[ID_BUF];
 	char *type = NULL, *coll = NULL;
-	const json_t *b, *ents;
-	const char *beyond;
-	json_t *slice = NULL, *nb = NULL;
+	const json_t *ents;
 	size_t n, i = 0, len, k, tok;
 	int rc, marked = 0;
 
@@ -576,65 +632,23 @@ static int chain_add(struct opt_tracker *t, const char *header_id, const json_t 
 		return rc;
 	if (n == 0)
 		return 0;
-	if ((rc = t_block(t, tail, header_id, &b, &ents)) < 0)
-		return rc;
-	if ((rc = link_get(b, "nextId", &beyond)) < 0)
-		return rc;
-	if (beyond)
-		return opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' is the tail of '%.80s' but has a \"nextId\"",
-				     tail, header_id);
-	if (!opt_block_type(b) || !opt_block_collection(b))
-		return opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' has no type or collection", tail);
-	type = strdup(opt_block_type(b));
-	coll = strdup(opt_block_collection(b));
-	if (!type || !coll) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+	if ((rc = add_tail(t, header_id, tail, &ents, &type, &coll)) < 0)
 		goto done;
-	}
 	len = json_array_size(ents);
 	opt_tracker_mark(t, &tok);
 	marked = 1;
-	if (len < OPT_CHAIN_ENTRIES && !(start_new && len > 0)) {
-		k = OPT_CHAIN_ENTRIES - len < n ? OPT_CHAIN_ENTRIES - len : n;
-		if (!(slice = json_array())) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
-		}
-		for (i = 0; i < k; i++)
-			if (json_array_append(slice, json_array_get(entries, i)) < 0) {
-				rc = opt_error_set(OPT_EIO, "out of memory");
-				goto done;
-			}
-		if ((rc = splice(t, tail, len, 0, slice)) < 0)
-			goto done;
-	}
+	if (len < OPT_CHAIN_ENTRIES && !(start_new && len > 0) && (rc = fill_tail(t, tail, len, entries, &i)) < 0)
+		goto done;
 	id_copy(cur, tail);
-	while (i < n) {
+	for (; i < n; i += k) {
 		k = n - i < OPT_CHAIN_ENTRIES ? n - i : OPT_CHAIN_ENTRIES;
-		if ((rc = new_block(&nb, type, coll, cur, entries, i, k)) < 0)
+		if ((rc = link_new_block(t, cur, type, coll, entries, i, k)) < 0)
 			goto done;
-		id_copy(nid, opt_block_id(nb));
-		rc = opt_tracker_insert_new(t, nb);
-		nb = NULL;
-		if (rc < 0)
-			goto done;
-		if ((rc = set_link(t, cur, "nextId", nid)) < 0)
-			goto done;
-		id_copy(cur, nid);
-		i += k;
 	}
-	if (then_empty) {
-		/* an empty block after them takes the next entries: linking
-		 * it now means no later append reads or rewrites theirs */
-		if ((rc = new_block(&nb, type, coll, cur, entries, 0, 0)) < 0)
-			goto done;
-		id_copy(nid, opt_block_id(nb));
-		rc = opt_tracker_insert_new(t, nb);
-		nb = NULL;
-		if (rc < 0 || (rc = set_link(t, cur, "nextId", nid)) < 0)
-			goto done;
-		id_copy(cur, nid);
-	}
+	/* an empty block after them takes the next entries: linking it now
+	 * means no later append reads or rewrites theirs */
+	if (then_empty && (rc = link_new_block(t, cur, type, coll, entries, 0, 0)) < 0)
+		goto done;
 	if (strcmp(cur, tail) != 0)
 		rc = set_link(t, header_id, "tailId", cur);
 done:
@@ -644,121 +658,136 @@ done:
 		else
 			opt_tracker_release(t, tok);
 	}
-	json_decref(slice);
 	free(type);
 	free(coll);
 	return rc;
+}
+
+/* The direction chain_remove takes entries in: from the tail (at_tail)
+ * or the head; outward is the link that end must not have, inward the
+ * link to its neighbour. */
+struct rm_dir {
+	int at_tail;
+	const char *outward, *inward;
+};
+
+/* Take up to *remaining entries from block cur, the end of header_id's
+ * chain: a chunk of copies appended to chunks, removed from the block.
+ * *left gets 1 when entries stay in it, nbr its inward neighbour ("" at
+ * the other end). */
+static int take_entries(struct opt_tracker *t, const char *header_id, const struct rm_dir *d, const char *cur,
+			size_t *remaining, json_t *chunks, int *left, char nbr[ID_BUF])
+{
+	const json_t *b, *ents;
+	const char *link;
+	json_t *chunk, *e, *none;
+	size_t len, k, from, j;
+	int rc;
+
+	if ((rc = t_block(t, cur, header_id, &b, &ents)) < 0 || (rc = link_get(b, d->outward, &link)) < 0)
+		return rc;
+	if (link)
+		return opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' is the %s of '%.80s' but has a \"%s\"", cur,
+				     d->at_tail ? "tail" : "head", header_id, d->outward);
+	if ((rc = link_get(b, d->inward, &link)) < 0)
+		return rc;
+	nbr[0] = '\0';
+	if (link)
+		id_copy(nbr, link);
+	len = json_array_size(ents);
+	k = len < *remaining ? len : *remaining;
+	from = d->at_tail ? len - k : 0;
+	*left = len > k;
+	if (k == 0)
+		return 0;
+	OPT_CHECK_ALLOC(chunk = json_array());
+	for (j = 0; j < k; j++) {
+		e = opt_json_copy(json_array_get(ents, from + j));
+		if (!e || json_array_append_new(chunk, e) < 0) {
+			json_decref(chunk);
+			return opt_error_oom();
+		}
+	}
+	if (json_array_append_new(chunks, chunk) < 0)
+		return opt_error_oom();
+	if (!(none = json_array()))
+		return opt_error_oom();
+	rc = splice(t, cur, from, k, none);
+	json_decref(none);
+	if (rc < 0)
+		return rc;
+	*remaining -= k;
+	return 0;
+}
+
+/* Block cur is empty and has the neighbour nbr: drop it (nbr is the end
+ * now). */
+static int drop_block(struct opt_tracker *t, const struct rm_dir *d, const char *cur, const char *nbr)
+{
+	const json_t *b, *ents;
+	const char *link;
+	int rc;
+
+	if ((rc = t_block(t, nbr, cur, &b, &ents)) < 0 || (rc = link_get(b, d->outward, &link)) < 0)
+		return rc;
+	if (!link || strcmp(link, cur) != 0)
+		return opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' does not link back to '%.80s'", nbr, cur);
+	if ((rc = opt_tracker_delete(t, cur)) < 0)
+		return rc;
+	return set_link(t, nbr, d->outward, NULL);
+}
+
+/* The entries of chunks, taken going inward, in chain order. */
+static int in_chain_order(json_t *chunks, int at_tail, json_t **out)
+{
+	size_t c, n = json_array_size(chunks);
+	json_t *result = json_array();
+
+	OPT_CHECK_ALLOC(result);
+	for (c = 0; c < n; c++)
+		if (json_array_extend(result, json_array_get(chunks, at_tail ? n - 1 - c : c)) < 0) {
+			json_decref(result);
+			return opt_error_oom();
+		}
+	*out = result;
+	return 0;
 }
 
 /* Remove up to n entries from the tail (at_tail) or the head. */
 static int chain_remove(struct opt_tracker *t, const char *header_id, size_t n, json_t **out,
 			int at_tail)
 {
-	const char *end_field = at_tail ? "tailId" : "headId";
-	const char *outward = at_tail ? "nextId" : "priorId";
-	const char *inward = at_tail ? "priorId" : "nextId";
+	const struct rm_dir d = { at_tail, at_tail ? "nextId" : "priorId", at_tail ? "priorId" : "nextId" };
 	char head[ID_BUF], tail[ID_BUF], start[ID_BUF], cur[ID_BUF], nbr[ID_BUF];
-	const json_t *b, *ents;
-	const char *link;
-	json_t *chunks = NULL, *chunk = NULL, *result = NULL, *none = NULL, *e;
-	size_t remaining = n, len, k, from, j, c, tok;
-	int rc, marked = 0;
+	json_t *chunks = NULL;
+	size_t remaining = n, tok;
+	int rc, left;
 
 	*out = NULL;
 	if ((rc = t_header(t, header_id, head, tail)) < 0)
 		return rc;
-	chunks = json_array();
-	result = json_array();
-	none = json_array();
-	if (!chunks || !result || !none) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
+	OPT_CHECK_ALLOC(chunks = json_array());
 	id_copy(start, at_tail ? tail : head);
 	id_copy(cur, start);
 	opt_tracker_mark(t, &tok);
-	marked = 1;
 	while (remaining > 0) {
-		if ((rc = t_block(t, cur, header_id, &b, &ents)) < 0)
+		if ((rc = take_entries(t, header_id, &d, cur, &remaining, chunks, &left, nbr)) < 0)
 			goto done;
-		if ((rc = link_get(b, outward, &link)) < 0)
-			goto done;
-		if (link) {
-			rc = opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' is the %s of '%.80s' but has a \"%s\"",
-					   cur, at_tail ? "tail" : "head", header_id, outward);
-			goto done;
-		}
-		if ((rc = link_get(b, inward, &link)) < 0)
-			goto done;
-		nbr[0] = '\0';
-		if (link)
-			id_copy(nbr, link);
-		len = json_array_size(ents);
-		k = len < remaining ? len : remaining;
-		from = at_tail ? len - k : 0;
-		if (k > 0) {
-			if (!(chunk = json_array())) {
-				rc = opt_error_set(OPT_EIO, "out of memory");
-				goto done;
-			}
-			for (j = 0; j < k; j++) {
-				e = opt_json_copy(json_array_get(ents, from + j));
-				if (!e || json_array_append_new(chunk, e) < 0) {
-					rc = opt_error_set(OPT_EIO, "out of memory");
-					goto done;
-				}
-			}
-			if (json_array_append_new(chunks, chunk) < 0) {
-				chunk = NULL;
-				rc = opt_error_set(OPT_EIO, "out of memory");
-				goto done;
-			}
-			chunk = NULL;
-			if ((rc = splice(t, cur, from, k, none)) < 0)
-				goto done;
-			remaining -= k;
-		}
-		if (len > k || !nbr[0])
+		if (left || !nbr[0])
 			break;
 		/* cur is empty and has a neighbour: drop it */
-		if ((rc = t_block(t, nbr, cur, &b, &ents)) < 0)
-			goto done;
-		if ((rc = link_get(b, outward, &link)) < 0)
-			goto done;
-		if (!link || strcmp(link, cur) != 0) {
-			rc = opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' does not link back to '%.80s'",
-					   nbr, cur);
-			goto done;
-		}
-		if ((rc = opt_tracker_delete(t, cur)) < 0)
-			goto done;
-		if ((rc = set_link(t, nbr, outward, NULL)) < 0)
+		if ((rc = drop_block(t, &d, cur, nbr)) < 0)
 			goto done;
 		id_copy(cur, nbr);
 	}
-	if (strcmp(cur, start) != 0 && (rc = set_link(t, header_id, end_field, cur)) < 0)
+	if (strcmp(cur, start) != 0 && (rc = set_link(t, header_id, at_tail ? "tailId" : "headId", cur)) < 0)
 		goto done;
-	/* the chunks were taken going inward: put them in chain order */
-	for (c = 0; c < json_array_size(chunks); c++) {
-		size_t at = at_tail ? json_array_size(chunks) - 1 - c : c;
-		if (json_array_extend(result, json_array_get(chunks, at)) < 0) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
-		}
-	}
-	*out = result;
-	result = NULL;
-	rc = 0;
+	rc = in_chain_order(chunks, at_tail, out);
 done:
-	if (marked) {
-		if (rc < 0)
-			opt_tracker_rollback(t, tok);
-		else
-			opt_tracker_release(t, tok);
-	}
-	json_decref(chunk);
-	json_decref(none);
-	json_decref(result);
+	if (rc < 0)
+		opt_tracker_rollback(t, tok);
+	else
+		opt_tracker_release(t, tok);
 	json_decref(chunks);
 	return rc;
 }

@@ -147,7 +147,7 @@ int opt_tree_put_many(struct opt_txn *x, const json_t *const *keys, const json_t
 		seen = json_object();
 		if (!idx) {
 			json_decref(seen);
-			return opt_error_set(OPT_EIO, "out of memory");
+			return opt_error_oom();
 		}
 		for (i = 0; i < n; i++)
 			idx[i] = i;
@@ -200,7 +200,7 @@ static int put_actions_text(const struct opt_kv_text *kv, size_t n, char **out, 
 	for (i = 0; i < n; i++)
 		total += kv[i].kl + kv[i].vl + sizeof(a) - 1 + sizeof(b) - 1 + 2;
 	if (!(p = malloc(total + 1)))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	p[o++] = '[';
 	for (i = 0; i < n; i++) {
 		if (i)
@@ -265,7 +265,7 @@ int opt_tree_put_text(struct opt_txn *x, const struct opt_kv_text *kv, size_t n)
 	keys = calloc(n ? n : 1, sizeof(*keys));
 	values = calloc(n ? n : 1, sizeof(*values));
 	if (!keys || !values) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	for (i = 0; i < n; i++) {
@@ -486,6 +486,118 @@ int opt_diary_chain(struct opt_snap *snap, char *out)
 	return rc;
 }
 
+int opt_tree_shape(struct opt_snap *snap, long *depth, json_t **capacity)
+{
+	struct opt_source src = opt_snap_source(snap);
+	char id[OPT_ID_MAX + 1];
+	json_t *h, *node = NULL;
+	int rc;
+
+	*depth = 0;
+	*capacity = NULL;
+	if ((rc = opt_coll_header(snap, &h)) < 0)
+		return rc;
+	if ((*capacity = json_object_get(h, "capacity")))
+		json_incref(*capacity);
+	if (!json_is_string(json_object_get(h, "rootId"))) {
+		json_decref(h);
+		return 0;
+	}
+	/* follow the first child from the root down */
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(h, "rootId")));
+	json_decref(h);
+	while (src.get(src.ctx, id, &node) == 0) {
+		json_t *nodes = json_object_get(node, "nodes");
+		(*depth)++;
+		if (!json_is_array(nodes) || !json_is_string(json_array_get(nodes, 0))) {
+			json_decref(node);
+			break;
+		}
+		snprintf(id, sizeof(id), "%s", json_string_value(json_array_get(nodes, 0)));
+		json_decref(node);
+	}
+	return 0;
+}
+
+int opt_diary_txn_count(struct opt_txn *x, long *n)
+{
+	const json_t *h;
+	int rc = opt_tracker_get(opt_txn_tracker(x), opt_txn_header_id(x), &h);
+
+	if (rc < 0)
+		return rc;
+	*n = (long)json_integer_value(json_object_get(h, "count"));
+	return 0;
+}
+
+struct opt_diary_iter {
+	struct opt_chain_iter *it;
+};
+
+int opt_diary_iter_open(struct opt_diary_iter **out, struct opt_snap *snap, int forward)
+{
+	struct opt_source src = opt_snap_source(snap);
+	char cid[OPT_ID_MAX + 1];
+	int rc;
+
+	*out = NULL;
+	if ((rc = opt_diary_chain(snap, cid)) < 0)
+		return rc;
+	*out = calloc(1, sizeof(**out));
+	OPT_CHECK_ALLOC(*out);
+	if ((rc = opt_chain_iter_open(&(*out)->it, &src, cid, forward)) < 0) {
+		free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+int opt_diary_iter_open_after(struct opt_diary_iter **out, struct opt_snap *snap, const struct opt_diary_pos *pos)
+{
+	struct opt_source src = opt_snap_source(snap);
+	struct opt_chain_pos cp;
+	const json_t *e;
+	int rc;
+
+	*out = calloc(1, sizeof(**out));
+	OPT_CHECK_ALLOC(*out);
+	memcpy(cp.block_id, pos->block_id, sizeof(cp.block_id));
+	cp.index = pos->index;
+	/* open at the entry itself, and step over it */
+	if ((rc = opt_chain_iter_open_at(&(*out)->it, &src, &cp, 1)) < 0 ||
+	    (rc = opt_chain_iter_next((*out)->it, &e)) < 0) {
+		opt_diary_iter_free(*out);
+		*out = NULL;
+		return rc;
+	}
+	return 0;
+}
+
+int opt_diary_iter_next(struct opt_diary_iter *it, const json_t **entry)
+{
+	return opt_chain_iter_next(it->it, entry);
+}
+
+int opt_diary_iter_pos(const struct opt_diary_iter *it, struct opt_diary_pos *pos)
+{
+	struct opt_chain_pos cp;
+	int rc = opt_chain_iter_pos(it->it, &cp);
+
+	if (rc < 0)
+		return rc;
+	memcpy(pos->block_id, cp.block_id, sizeof(pos->block_id));
+	pos->index = cp.index;
+	return 0;
+}
+
+void opt_diary_iter_free(struct opt_diary_iter *it)
+{
+	if (!it)
+		return;
+	opt_chain_iter_free(it->it);
+	free(it);
+}
+
 /* ---- transaction documents ---- */
 
 static const char *action_type_of(const json_t *actions, const char *name, int *err)
@@ -615,8 +727,7 @@ int opt_txdoc_run(struct opt_store *s, const json_t *doc, const struct opt_txn_o
 	if ((rc = opt_txdoc_check(doc)) < 0)
 		return rc;
 	parts = calloc(json_object_size(cols), sizeof(*parts));
-	if (!parts)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(parts);
 	json_object_foreach((json_t *)cols, name, acts) {
 		parts[n].name = name;
 		parts[n].type = action_type_of(acts, name, &err);

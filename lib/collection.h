@@ -77,6 +77,35 @@ int opt_diary_count(struct opt_snap *snap, size_t *n);
  * caller: out must hold OPT_ID_MAX + 1). */
 int opt_diary_chain(struct opt_snap *snap, char *out);
 
+/* The shape of the snapshot's tree: *depth, the levels from the root to
+ * the leaves (following the first child; 0 without a root), and
+ * *capacity, the header's "capacity" (a new reference; NULL when it has
+ * none). */
+int opt_tree_shape(struct opt_snap *snap, long *depth, json_t **capacity);
+
+/* Inside a txn function of a diary collection: the number of entries
+ * after what the transaction appended so far. */
+int opt_diary_txn_count(struct opt_txn *x, long *n);
+
+/* An iterator over a diary's entries, oldest first (forward) or newest
+ * first; entries are borrowed, valid until the next call.  The snapshot
+ * must outlive it.  A position marks an entry, so that a later iterator
+ * (on a later snapshot of the same diary) goes on after it. */
+struct opt_diary_iter;
+struct opt_diary_pos {
+	char block_id[OPT_ID_MAX + 1];
+	long index;
+};
+
+int opt_diary_iter_open(struct opt_diary_iter **out, struct opt_snap *snap, int forward);
+/* Forward from the entry after pos. */
+int opt_diary_iter_open_after(struct opt_diary_iter **out, struct opt_snap *snap, const struct opt_diary_pos *pos);
+/* The next entry: 1 and *entry, 0 at the end, or a negative code. */
+int opt_diary_iter_next(struct opt_diary_iter *it, const json_t **entry);
+/* The position of the entry the last opt_diary_iter_next returned. */
+int opt_diary_iter_pos(const struct opt_diary_iter *it, struct opt_diary_pos *pos);
+void opt_diary_iter_free(struct opt_diary_iter *it);
+
 /* Transaction documents (opt-log commit):
  *   {"collections": {NAME: [action, ...], ...}}
  * Tree actions put/del, diary actions append; a collection that does not

@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,8 +76,7 @@ int opt_log_entry_hash(const json_t *entry, char out[65])
 	if (!json_is_object(entry))
 		return opt_error_set(OPT_EINVAL, "a log entry must be a JSON object");
 	copy = json_copy((json_t *)entry);  /* shallow: members are shared, not changed */
-	if (!copy)
-		return opt_error_set(OPT_EIO, "out of memory");
+	OPT_CHECK_ALLOC(copy);
 	json_object_del(copy, "hash");
 	json_object_del(copy, "sig");
 	json_object_del(copy, "actions");
@@ -147,7 +147,7 @@ int opt_log_rev(const struct opt_source *src, const char *header_id, long *rev)
 static int set_new(json_t *obj, const char *key, json_t *v)
 {
 	if (!v || json_object_set_new(obj, key, v) < 0)
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	return 0;
 }
 
@@ -193,7 +193,7 @@ static int splice_actions(struct opt_tracker *t, const char *header_id, const ch
 	}
 	if (!(out = malloc(n - pl + at->len + 1))) {
 		free(s);
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	}
 	i = (size_t)(hit - s);
 	memcpy(out, s, i);
@@ -221,50 +221,156 @@ int opt_log_append_text(struct opt_tracker *t, const char *header_id, const json
 	return append(t, header_id, fields, at, sign, ctx, NULL);
 }
 
+/* The log's tail as append needs it: the chain made when the header has
+ * none, the last revision and hash into *rev and prior, and whether the
+ * tail entry is a big one of the old kind (*last_big). */
+static int log_tail(struct opt_tracker *t, const char *header_id, long *rev, char prior[65], int *last_big)
+{
+	struct opt_source src = opt_tracker_source(t);
+	const json_t *h;
+	json_int_t lr;
+	int rc;
+
+	if ((rc = opt_chain_has(&src, header_id)) < 0)
+		return rc;
+	if (rc == 0 && (rc = opt_chain_create(t, header_id, NULL, OPT_LOG_DATA_TYPE)) < 0)
+		return rc;
+	/* the header keeps the last rev and hash (logRev, logHash): no need
+	 * to read the tail block, which may hold a big entry */
+	if (opt_tracker_get(t, header_id, &h) != 0 || !json_is_integer(json_object_get(h, "logRev")) ||
+	    !json_is_string(json_object_get(h, "logHash")) ||
+	    !is_hash(json_string_value(json_object_get(h, "logHash"))))
+		return last_rev_hash(&src, header_id, rev, prior);
+	lr = json_integer_value(json_object_get(h, "logRev"));
+	if (lr < 0 || lr >= LONG_MAX - 1)
+		return opt_error_set(OPT_EINTEGRITY, "the header of '%.80s' has an impossible logRev", header_id);
+	*rev = (long)lr;
+	memcpy(prior, json_string_value(json_object_get(h, "logHash")), OPT_SHA256_HEX + 1);
+	*last_big = json_is_true(json_object_get(h, "logBig"));
+	return 0;
+}
+
+/* Hash the actions of entry into hash: their text at (for which a marker
+ * stands in the entry), or as they will be stored. */
+static int hash_actions(json_t *entry, const struct opt_log_actions_text *at, char *marker, size_t mlen,
+			char hash[65])
+{
+	char *text;
+	size_t n;
+	int rc;
+
+	if (at) {
+		/* the actions' text stands for them: hashed as it is */
+		char rnd[OPT_ID_LEN + 1];
+		opt_id_new(rnd);
+		snprintf(marker, mlen, "opt-actions-%s", rnd);
+		if ((rc = set_new(entry, "actions", json_pack("[s]", marker))) < 0)
+			return rc;
+		opt_sha256_hex(hash, at->text, at->len);
+		return 0;
+	}
+	/* serialized where they will be stored: an entry its block could not
+	 * hold readably is refused here */
+	if ((rc = opt_json_canon_at(&text, &n, json_object_get(entry, "actions"), OPT_LOG_ACTIONS_ABOVE,
+				    "the log entry")) < 0)
+		return rc;
+	opt_sha256_hex(hash, text, n);
+	free(text);
+	return 0;
+}
+
+/* Make the entry of revision rev from fields: its time, the hash of its
+ * actions, the prior hash, its own hash (into hash) and signature. */
+static int build_entry(json_t *entry, long rev, const char *prior, const struct opt_log_actions_text *at,
+		       char *marker, size_t mlen, int (*sign)(void *ctx, const char *hash, char sig[129]),
+		       void *ctx, char hash[65])
+{
+	char sig[129];
+	int rc;
+
+	if ((rc = set_new(entry, "rev", json_integer(rev))) < 0)
+		return rc;
+	if (!json_object_get(entry, "time") && (rc = set_new(entry, "time", json_integer(opt_now_ms()))) < 0)
+		return rc;
+	if ((rc = hash_actions(entry, at, marker, mlen, hash)) < 0)
+		return rc;
+	if ((rc = set_new(entry, "actionsHash", json_string(hash))) < 0 ||
+	    (rc = set_new(entry, "prior", json_string(prior))) < 0)
+		return rc;
+	if ((rc = opt_log_entry_hash(entry, hash)) < 0 || (rc = set_new(entry, "hash", json_string(hash))) < 0)
+		return rc;
+	if (sign && ((rc = sign(ctx, hash, sig)) < 0 || (rc = set_new(entry, "sig", json_string(sig))) < 0))
+		return rc;
+	return 0;
+}
+
+/* Add entry to the chain.  An entry with many actions gets a block of
+ * its own, sealed by an empty block after it that takes the next
+ * entries: a big entry is never read or rewritten by later appends.
+ * (Stores written before the seal have a big entry as the tail, logBig:
+ * the next entry starts a block of its own.) */
+static int store_entry(struct opt_tracker *t, const char *header_id, json_t *entry,
+		       const struct opt_log_actions_text *at, const char *marker, int last_big)
+{
+	json_t *one = json_array();
+	int rc, big;
+
+	if (!one || json_array_append(one, entry) < 0) {
+		json_decref(one);
+		return opt_error_oom();
+	}
+	big = (at ? at->n : json_array_size(json_object_get(entry, "actions"))) > OPT_LOG_BIG_ACTIONS;
+	if (big)
+		rc = opt_chain_add_sealed(t, header_id, one);
+	else
+		rc = (last_big ? opt_chain_add_new_block : opt_chain_add)(t, header_id, one);
+	if (rc == 0 && at)
+		rc = splice_actions(t, header_id, marker, at, big);
+	json_decref(one);
+	return rc;
+}
+
+/* Note the new tail in the header: logRev, logHash, and logBig (0: the
+ * tail is a sealing empty block or an ordinary one now). */
+static int note_tail(struct opt_tracker *t, const char *header_id, long rev, const char *hash)
+{
+	json_t *op = json_pack("[s,i,i,I]", "logRev", 0, 0, (json_int_t)rev);
+	int rc = 0;
+
+	if (op && (rc = opt_tracker_update(t, header_id, op)) == 0) {
+		json_decref(op);
+		op = json_pack("[s,i,i,s]", "logHash", 0, 0, hash);
+		if (op)
+			rc = opt_tracker_update(t, header_id, op);
+	}
+	json_decref(op);
+	if (rc == 0) {
+		op = json_pack("[s,i,i,b]", "logBig", 0, 0, 0);
+		rc = op ? opt_tracker_update(t, header_id, op) : OPT_EIO;
+		json_decref(op);
+	}
+	return rc;
+}
+
 static int append(struct opt_tracker *t, const char *header_id, const json_t *fields,
 		  const struct opt_log_actions_text *at,
 		  int (*sign)(void *ctx, const char *hash, char sig[129]), void *ctx, json_t **out)
 {
 	char marker[OPT_ID_LEN + 16];
-	struct opt_source src = opt_tracker_source(t);
-	json_t *entry = NULL, *one = NULL;
+	json_t *entry = NULL;
 	const json_t *given;
 	char prior[65], hash[65];
 	long rev;
 	size_t tok;
-	int rc, marked = 0, big = 0, last_big = 0;
+	int rc, last_big = 0;
 
 	if (out)
 		*out = NULL;
 	if ((rc = check_fields(fields)) < 0)
 		return rc;
 	opt_tracker_mark(t, &tok);
-	marked = 1;
-	rc = opt_chain_has(&src, header_id);
-	if (rc < 0)
+	if ((rc = log_tail(t, header_id, &rev, prior, &last_big)) < 0)
 		goto done;
-	if (rc == 0 && (rc = opt_chain_create(t, header_id, NULL, OPT_LOG_DATA_TYPE)) < 0)
-		goto done;
-	{
-		/* the header keeps the last rev and hash (logRev, logHash): no
-		 * need to read the tail block, which may hold a big entry */
-		const json_t *h;
-		if (opt_tracker_get(t, header_id, &h) == 0 &&
-		    json_is_integer(json_object_get(h, "logRev")) &&
-		    json_is_string(json_object_get(h, "logHash")) &&
-		    is_hash(json_string_value(json_object_get(h, "logHash")))) {
-			json_int_t lr = json_integer_value(json_object_get(h, "logRev"));
-			if (lr < 0 || lr >= LONG_MAX - 1) {
-				rc = opt_error_set(OPT_EINTEGRITY, "the header of '%.80s' has an impossible logRev", header_id);
-				goto done;
-			}
-			rev = (long)lr;
-			memcpy(prior, json_string_value(json_object_get(h, "logHash")), OPT_SHA256_HEX + 1);
-			last_big = json_is_true(json_object_get(h, "logBig"));
-		} else if ((rc = last_rev_hash(&src, header_id, &rev, prior)) < 0) {
-			goto done;
-		}
-	}
 	rev++;
 	given = json_object_get(fields, "rev");
 	if (given && json_integer_value(given) != rev) {
@@ -274,93 +380,22 @@ static int append(struct opt_tracker *t, const char *header_id, const json_t *fi
 	}
 	entry = json_copy((json_t *)fields);  /* shallow: members are shared, never changed */
 	if (!entry) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
-	if ((rc = set_new(entry, "rev", json_integer(rev))) < 0)
+	if ((rc = build_entry(entry, rev, prior, at, marker, sizeof(marker), sign, ctx, hash)) < 0 ||
+	    (rc = store_entry(t, header_id, entry, at, marker, last_big)) < 0 ||
+	    (rc = note_tail(t, header_id, rev, hash)) < 0)
 		goto done;
-	if (!json_object_get(entry, "time") &&
-	    (rc = set_new(entry, "time", json_integer(opt_now_ms()))) < 0)
-		goto done;
-	if (at) {
-		/* the actions' text stands for them: hashed as it is */
-		char rnd[OPT_ID_LEN + 1];
-		opt_id_new(rnd);
-		snprintf(marker, sizeof(marker), "opt-actions-%s", rnd);
-		if ((rc = set_new(entry, "actions", json_pack("[s]", marker))) < 0)
-			goto done;
-		opt_sha256_hex(hash, at->text, at->len);
-	} else {
-		/* serialized where they will be stored: an entry its block
-		 * could not hold readably is refused here */
-		char *text;
-		size_t n;
-		if ((rc = opt_json_canon_at(&text, &n, json_object_get(entry, "actions"), OPT_LOG_ACTIONS_ABOVE,
-					    "the log entry")) < 0)
-			goto done;
-		opt_sha256_hex(hash, text, n);
-		free(text);
-	}
-	if ((rc = set_new(entry, "actionsHash", json_string(hash))) < 0 ||
-	    (rc = set_new(entry, "prior", json_string(prior))) < 0)
-		goto done;
-	if ((rc = opt_log_entry_hash(entry, hash)) < 0 ||
-	    (rc = set_new(entry, "hash", json_string(hash))) < 0)
-		goto done;
-	if (sign) {
-		char sig[129];
-		if ((rc = sign(ctx, hash, sig)) < 0 || (rc = set_new(entry, "sig", json_string(sig))) < 0)
-			goto done;
-	}
-	one = json_array();
-	if (!one || json_array_append(one, entry) < 0) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
-		goto done;
-	}
-	/* an entry with many actions gets a block of its own, sealed by an
-	 * empty block after it that takes the next entries: a big entry is
-	 * never read or rewritten by later appends.  (Stores written before
-	 * the seal have a big entry as the tail, logBig: the next entry
-	 * starts a block of its own.) */
-	big = (at ? at->n : json_array_size(json_object_get(entry, "actions"))) > OPT_LOG_BIG_ACTIONS;
-	if (big)
-		rc = opt_chain_add_sealed(t, header_id, one);
-	else
-		rc = (last_big ? opt_chain_add_new_block : opt_chain_add)(t, header_id, one);
-	if (rc == 0 && at)
-		rc = splice_actions(t, header_id, marker, at, big);
-	if (rc < 0)
-		goto done;
-	big = 0;  /* the tail is the empty block now */
-	{
-		json_t *op = json_pack("[s,i,i,I]", "logRev", 0, 0, (json_int_t)rev);
-		if (op && (rc = opt_tracker_update(t, header_id, op)) == 0) {
-			json_decref(op);
-			op = json_pack("[s,i,i,s]", "logHash", 0, 0, hash);
-			if (op)
-				rc = opt_tracker_update(t, header_id, op);
-		}
-		json_decref(op);
-		if (rc == 0) {
-			op = json_pack("[s,i,i,b]", "logBig", 0, 0, big);
-			rc = op ? opt_tracker_update(t, header_id, op) : OPT_EIO;
-			json_decref(op);
-		}
-		if (rc < 0)
-			goto done;
-	}
 	if (out) {
 		*out = entry;
 		entry = NULL;
 	}
 done:
-	if (marked) {
-		if (rc < 0)
-			opt_tracker_rollback(t, tok);
-		else
-			opt_tracker_release(t, tok);
-	}
-	json_decref(one);
+	if (rc < 0)
+		opt_tracker_rollback(t, tok);
+	else
+		opt_tracker_release(t, tok);
 	json_decref(entry);
 	return rc < 0 ? rc : 0;
 }
@@ -506,19 +541,13 @@ static int lean_parse(struct lean *l, const char *id, const char *text, size_t l
 	if (rc == 2 || t[0].t != '{' || !(ents = opt_ctape_member(&l->tape, text, 0, "entries")) || t[ents].t != '[')
 		goto whole;  /* (the chain's checks say what is wrong) */
 	if (!(buf = malloc(len)))
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	for (i = 0; (e = opt_ctape_child(&l->tape, ents, i)); i++) {
 		struct lean_ent *le;
 		size_t cut, cut_end;
-		if (l->n == l->cap) {
-			size_t cap = l->cap ? l->cap * 2 : 64;
-			struct lean_ent *nv = realloc(l->v, cap * sizeof(*nv));
-			if (!nv) {
-				free(buf);
-				return opt_error_set(OPT_EIO, "out of memory");
-			}
-			l->v = nv;
-			l->cap = cap;
+		if ((rc = OPT_ALLOC_GROW(l->v, l->n + 1, l->cap)) < 0) {
+			free(buf);
+			return rc;
 		}
 		le = &l->v[l->n++];
 		le->e = NULL;
@@ -576,7 +605,7 @@ static int lean_get(void *ctx, const char *id, json_t **out)
 		return l->inner.get(l->inner.ctx, id, out);
 	l->n = l->pos = 0;
 	if (l->visited && json_object_set_new(l->visited, id, json_true()) < 0)
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	if ((rc = l->bytes(l->bctx, id, &b)) < 0)
 		return rc;
 	rc = lean_parse(l, id, b.data, b.len, out);
@@ -867,4 +896,95 @@ int opt_log_verify(const struct opt_source *src, const char *header_id,
 		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
 {
 	return verify_chain(src, src, NULL, header_id, cb, arg, entries);
+}
+
+/* ---- iterating ---- */
+
+struct opt_log_iter {
+	struct opt_source src;
+	char header_id[OPT_ID_MAX + 1];
+	long last;                   /* the newest revision; -1: unknown */
+	struct opt_chain_iter *it;   /* NULL until started */
+};
+
+int opt_log_iter_open(struct opt_log_iter **out, const struct opt_source *src, const char *header_id)
+{
+	struct opt_log_iter *it;
+	int rc;
+
+	*out = NULL;
+	if ((rc = opt_chain_has(src, header_id)) <= 0)
+		return rc;  /* no log (0), no header, or an error */
+	it = calloc(1, sizeof(*it));
+	OPT_CHECK_ALLOC(it);
+	it->src = *src;
+	snprintf(it->header_id, sizeof(it->header_id), "%s", header_id);
+	/* the last revision, to read a range from the nearer end: a
+	 * malformed last entry only means reading from the start */
+	if (opt_log_rev(src, header_id, &it->last) < 0) {
+		opt_error_clear();
+		it->last = -1;
+	}
+	*out = it;
+	return 0;
+}
+
+long opt_log_iter_last(const struct opt_log_iter *it)
+{
+	return it->last;
+}
+
+/* Walk from the end nearer to revision start (near_head: the oldest) to
+ * its entry and take its position: 1 and *pos, 0 when not found. */
+static int find_rev(struct opt_log_iter *it, int near_head, long start, struct opt_chain_pos *pos)
+{
+	struct opt_chain_iter *walk = NULL;
+	const json_t *e;
+	int rc;
+
+	if ((rc = opt_chain_iter_open(&walk, &it->src, it->header_id, near_head)) < 0)
+		return rc;
+	while ((rc = opt_chain_iter_next(walk, &e)) == 1) {
+		const json_t *r = json_object_get(e, "rev");
+		if (json_is_integer(r) && json_integer_value(r) == start)
+			break;
+	}
+	if (rc == 1 && (rc = opt_chain_iter_pos(walk, pos)) == 0)
+		rc = 1;
+	opt_chain_iter_free(walk);
+	return rc;
+}
+
+int opt_log_iter_start(struct opt_log_iter *it, int forward, long start)
+{
+	struct opt_chain_pos pos;
+	long from_head = start - 1, from_tail = it->last - start;
+	int near_head = from_head <= from_tail, rc;
+
+	opt_chain_iter_free(it->it);
+	it->it = NULL;
+	/* the output starts at the nearer end (or the log's length is not
+	 * known): read from there, skipping */
+	if (it->last < 0 || near_head == forward)
+		return opt_chain_iter_open(&it->it, &it->src, it->header_id, forward);
+	if ((rc = find_rev(it, near_head, start, &pos)) == 1)
+		return opt_chain_iter_open_at(&it->it, &it->src, &pos, forward);
+	if (rc < 0)
+		return rc;
+	return opt_chain_iter_open(&it->it, &it->src, it->header_id, forward);
+}
+
+int opt_log_iter_next(struct opt_log_iter *it, const json_t **entry)
+{
+	if (!it->it)
+		return 0;
+	return opt_chain_iter_next(it->it, entry);
+}
+
+void opt_log_iter_free(struct opt_log_iter *it)
+{
+	if (!it)
+		return;
+	opt_chain_iter_free(it->it);
+	free(it);
 }

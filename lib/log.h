@@ -23,8 +23,7 @@
  * over the hash covers them, and dropping "actions" after a checkpoint
  * keeps the chain intact ("actionsHash" stays).
  *
- * Iterate over the entries with the chain iterator: opt_chain_iter_open(&it,
- * src, header_id, 1) gives them oldest first, 0 newest first.
+ * Iterate over the entries with a log iterator (opt_log_iter_open).
  */
 #ifndef OPT_LOG_H
 #define OPT_LOG_H
@@ -88,6 +87,36 @@ int opt_log_last(const struct opt_source *src, const char *header_id, json_t **e
 /* The revision of the newest entry into *rev, 0 for an empty or absent
  * log (the header block must exist: OPT_ENOTFOUND otherwise). */
 int opt_log_rev(const struct opt_source *src, const char *header_id, long *rev);
+
+/* An iterator over the entries of a log, oldest or newest first.  It
+ * copies the source (the struct), which must stay valid while it is used.
+ * Entries are borrowed, valid until the next call. */
+struct opt_log_iter;
+
+/* Prepare to iterate over the log of header_id: 0 and *out, or 0 and
+ * *out NULL when the header holds no log (nothing to iterate);
+ * OPT_ENOTFOUND (with a message) when there is no such header block. */
+int opt_log_iter_open(struct opt_log_iter **out, const struct opt_source *src, const char *header_id);
+
+/* The revision of the newest entry, -1 when it cannot be told (a
+ * malformed last entry: the iterator does not verify). */
+long opt_log_iter_last(const struct opt_log_iter *it);
+
+/* Start the walk (forward: oldest first) for a range that begins at
+ * revision start: a range near the tail of a long log costs what the
+ * range costs, not the whole log.  When the end of the log the walk
+ * starts from (the oldest entry going forward) is the nearer to start,
+ * the walk starts there, and the caller skips the entries before its
+ * range; else it starts at the entry of revision start, found from the
+ * nearer end (or, when it is not there, at the end of the log). */
+int opt_log_iter_start(struct opt_log_iter *it, int forward, long start);
+
+/* The next entry: 1 and *entry (borrowed), 0 at the end, or a negative
+ * code (the iterator is at its end afterwards). */
+int opt_log_iter_next(struct opt_log_iter *it, const json_t **entry);
+
+/* Free the iterator (accepts NULL). */
+void opt_log_iter_free(struct opt_log_iter *it);
 
 /* The hash of an entry (an object): the SHA-256 (hex) of the canonical JSON
  * of entry without its members "hash", "sig" and "actions".  OPT_EINVAL

@@ -661,6 +661,88 @@ TEST(diary)
 	opt_store_free(s);
 }
 
+/* The diary iterator: both directions, a position and going on after it
+ * on a later revision; the count a transaction sees. */
+struct count_seen {
+	int n;
+	long count;
+};
+
+static int count_fn(struct opt_txn *x, void *arg)
+{
+	struct count_seen *a = arg;
+	struct appends ap = { 1000, a->n };
+	int rc;
+
+	if ((rc = diary_fn(x, &ap)) < 0)
+		return rc;
+	return opt_diary_txn_count(x, &a->count);
+}
+
+TEST(diary_iter)
+{
+	struct opt_store *s = new_store("diary-iter/.opt");
+	struct opt_txn_opts o = { OPT_TYPE_DIARY, "append", 0, 0 };
+	struct opt_txn_result res;
+	struct opt_diary_iter *it = NULL;
+	struct opt_diary_pos pos;
+	struct opt_snap *snap = NULL;
+	struct count_seen cs = { 3, 0 };
+	const json_t *e;
+	int i, rc;
+
+	CHECK_RC(opt_txn_run(s, "d", diary_fn, &(struct appends){ 0, 40 }, &o, &res));
+	CHECK_RC(opt_snap_open(&snap, s, "d", 0));
+	/* newest first */
+	CHECK_RC(opt_diary_iter_open(&it, snap, 0));
+	for (i = 39; it && (rc = opt_diary_iter_next(it, &e)) == 1; i--) {
+		CHECK(json_integer_value(json_object_get(e, "i")) == i);
+		if (i == 35)
+			CHECK_RC(opt_diary_iter_pos(it, &pos));
+	}
+	CHECK(i == -1);
+	opt_diary_iter_free(it);
+	/* forward from after entry 35: 36..39 */
+	it = NULL;
+	CHECK_RC(opt_diary_iter_open_after(&it, snap, &pos));
+	for (i = 36; it && (rc = opt_diary_iter_next(it, &e)) == 1; i++)
+		CHECK(json_integer_value(json_object_get(e, "i")) == i);
+	CHECK(i == 40);
+	opt_diary_iter_free(it);
+	opt_snap_free(snap);
+	/* a transaction sees the count after its own appends */
+	CHECK_RC(opt_txn_run(s, "d", count_fn, &cs, &o, &res));
+	CHECK(cs.count == 43);
+	/* a later revision goes on after the position: 36..39, 1000..1002 */
+	snap = NULL;
+	CHECK_RC(opt_snap_open(&snap, s, "d", 0));
+	it = NULL;
+	CHECK_RC(opt_diary_iter_open_after(&it, snap, &pos));
+	for (i = 0; it && (rc = opt_diary_iter_next(it, &e)) == 1; i++)
+		CHECK(json_integer_value(json_object_get(e, "i")) == (i < 4 ? 36 + i : 1000 + i - 4));
+	CHECK(i == 7);
+	opt_diary_iter_free(it);
+	opt_snap_free(snap);
+	/* a tree is no diary: no iterator */
+	{
+		struct opt_txn_opts to = { OPT_TYPE_TREE, "t", 0, 0 };
+		struct eq q = { "[[1, 1]]", NULL, NULL };
+		long depth = -1;
+		json_t *cap = NULL;
+		CHECK_RC(opt_txn_run(s, "t", eq_fn, &q, &to, &res));
+		snap = NULL;
+		it = NULL;
+		CHECK_RC(opt_snap_open(&snap, s, "t", 0));
+		CHECK(snap && opt_diary_iter_open(&it, snap, 1) == OPT_EINTEGRITY && !it);
+		/* and its shape: one leaf, the default capacity */
+		CHECK(snap && opt_tree_shape(snap, &depth, &cap) == 0);
+		CHECK(depth == 1 && json_integer_value(cap) == 64);
+		json_decref(cap);
+		opt_snap_free(snap);
+	}
+	opt_store_free(s);
+}
+
 /* ---- the value limit ---- */
 
 static json_t *string_of(size_t n, char c)
@@ -1093,6 +1175,7 @@ int main(void)
 	RUN(tree_count_with_equal_keys);
 	RUN(tree_errors);
 	RUN(diary);
+	RUN(diary_iter);
 	RUN(value_limit);
 	RUN(key_limit);
 	RUN(txdoc_check);

@@ -514,6 +514,59 @@ TEST(many_entries_streamed)
 	store_close(&s);
 }
 
+/* The first revision an iterator started at (forward, start) gives, and
+ * how many entries it gives in all. */
+static long iter_first(struct opt_log_iter *it, int forward, long start, long *count)
+{
+	const json_t *e;
+	long first = 0;
+	int rc;
+
+	*count = 0;
+	CHECK_RC(opt_log_iter_start(it, forward, start));
+	while ((rc = opt_log_iter_next(it, &e)) == 1) {
+		if (!*count)
+			first = (long)json_integer_value(json_object_get(e, "rev"));
+		++*count;
+	}
+	CHECK(rc == 0);
+	return first;
+}
+
+TEST(log_iter)
+{
+	struct store s;
+	struct opt_log_iter *it = NULL;
+	struct opt_tracker *t;
+	json_t *h;
+	long n;
+
+	store_build(&s, 100);
+	CHECK_RC(opt_log_iter_open(&it, &s.src, s.hid));
+	CHECK(it && opt_log_iter_last(it) == 100);
+	if (it) {
+		/* far from the end the walk starts at: at the entry itself */
+		CHECK(iter_first(it, 1, 95, &n) == 95 && n == 6);
+		CHECK(iter_first(it, 0, 5, &n) == 5 && n == 5);
+		/* near it: from that end (the caller skips to its range) */
+		CHECK(iter_first(it, 1, 3, &n) == 1 && n == 100);
+		CHECK(iter_first(it, 0, 98, &n) == 100 && n == 100);
+		/* a revision that is not there: from the end */
+		CHECK(iter_first(it, 1, 500, &n) == 1 && n == 100);
+	}
+	opt_log_iter_free(it);
+	/* a header without a log: nothing to iterate; no header: not found */
+	CHECK_RC(opt_tracker_new(&t, &s.src));
+	CHECK_RC(opt_block_new(&h, NULL, "TRE", "other"));
+	CHECK_RC(opt_tracker_insert_new(t, h));
+	opt_tracker_foreach(t, commit_cb, s.blocks);
+	it = (struct opt_log_iter *)1;
+	CHECK(opt_log_iter_open(&it, &s.src, opt_block_id(h)) == 0 && it == NULL);
+	CHECK(opt_log_iter_open(&it, &s.src, "nosuchblockaaaaaaaaaaaaaaa") == OPT_ENOTFOUND && it == NULL);
+	opt_tracker_free(t);
+	store_close(&s);
+}
+
 int main(void)
 {
 	opt_util_init();
@@ -524,6 +577,7 @@ int main(void)
 	RUN(callback_stops);
 	RUN(empty_log_and_errors);
 	RUN(many_entries_streamed);
+	RUN(log_iter);
 	RUN(too_deep);
 	return DONE();
 }
