@@ -2159,20 +2159,18 @@ static int leftmost_depth(const struct opt_source *src, const char *root, int *d
 	return opt_error_set(OPT_EINTEGRITY, "btree deeper than %d levels at block '%s'", MAX_DEPTH, cur);
 }
 
-int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
-			  const json_t *changed, size_t base_count, size_t *count)
-{
-	return opt_btree_check_since_text(src, base, NULL, NULL, header_id, changed, base_count, count);
-}
+static int check_whole(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *o,
+		       size_t *count);
 
-int opt_btree_check_since_text(const struct opt_source *src, const struct opt_source *base, opt_btree_bytes_fn bytes,
-			       void *bctx, const char *header_id, const json_t *changed, size_t base_count,
-			       size_t *count)
+/* opt_btree_check since o->base. */
+static int check_since(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *o,
+		       size_t *count)
 {
+	const struct opt_source *base = o->base;
 	struct header h, bh;
 	const char *id;
 	const json_t *v;
-	size_t total = base_count, n;
+	size_t total = o->base_count, n;
 	int depth, rc;
 
 	if (count)
@@ -2185,7 +2183,7 @@ int opt_btree_check_since_text(const struct opt_source *src, const struct opt_so
 		return rc;
 	/* only leaves changed, each in place: its ancestors, unchanged, give
 	 * it the bounds and depth it had */
-	json_object_foreach((json_t *)changed, id, v) {
+	json_object_foreach((json_t *)o->changed, id, v) {
 		json_t *b = NULL;
 		int kind;
 		const char *type;
@@ -2237,9 +2235,7 @@ int opt_btree_check_since_text(const struct opt_source *src, const struct opt_so
 	return 0;
 full:
 	opt_error_clear();
-	if (bytes)
-		return opt_btree_check_text(src, bytes, bctx, header_id, NULL, NULL, count);
-	return opt_btree_check(src, header_id, count);
+	return check_whole(src, header_id, o, count);
 }
 
 /* ---- the structural check on stored text ----
@@ -2459,9 +2455,11 @@ done:
 	return rc;
 }
 
-int opt_btree_check_text(const struct opt_source *src, opt_btree_bytes_fn bytes, void *bctx, const char *header_id,
-			 int (*seen)(void *arg, const char *id, const char *text, size_t len), void *sarg,
-			 size_t *count)
+static int check_parsed(const struct opt_source *src, const char *header_id, size_t *count);
+
+/* The whole tree, checked on the text of its nodes (o->bytes). */
+static int check_text(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *o,
+		      size_t *count)
 {
 	struct tcheck *k;
 	struct header h;
@@ -2473,10 +2471,10 @@ int opt_btree_check_text(const struct opt_source *src, opt_btree_bytes_fn bytes,
 		return rc;
 	if (!(k = calloc(1, sizeof(*k))))
 		return oom();
-	k->bytes = bytes;
-	k->bctx = bctx;
-	k->seen = seen;
-	k->sarg = sarg;
+	k->bytes = o->bytes;
+	k->bctx = o->bctx;
+	k->seen = o->seen;
+	k->sarg = o->sarg;
 	k->min = (size_t)h.cap / 2;
 	k->max = (size_t)h.cap;
 	k->leaf_depth = -1;
@@ -2494,13 +2492,14 @@ int opt_btree_check_text(const struct opt_source *src, opt_btree_bytes_fn bytes,
 	free(k);
 	if (rc == 1) {
 		/* a node the scanner could not judge (canonical all the same):
-		 * the whole tree parsed, as opt_btree_check does */
-		rc = opt_btree_check(src, header_id, count);
+		 * the whole tree parsed, as check_parsed does */
+		rc = check_parsed(src, header_id, count);
 	}
 	return rc;
 }
 
-int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count)
+/* The whole tree, parsed. */
+static int check_parsed(const struct opt_source *src, const char *header_id, size_t *count)
 {
 	struct check k = { src, 0, 0, 0, -1, NULL, NULL };
 	struct header h;
@@ -2520,4 +2519,23 @@ int opt_btree_check(const struct opt_source *src, const char *header_id, size_t 
 	json_decref(k.seen);
 	free(k.coll);
 	return rc;
+}
+
+/* The whole tree, read as o says. */
+static int check_whole(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *o,
+		       size_t *count)
+{
+	return o->bytes ? check_text(src, header_id, o, count) : check_parsed(src, header_id, count);
+}
+
+int opt_btree_check(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *opts,
+		    size_t *count)
+{
+	static const struct opt_btree_check_opts none = OPT_BTREE_CHECK_OPTS_INIT;
+
+	if (!opts)
+		opts = &none;
+	if (opts->base)
+		return check_since(src, header_id, opts, count);
+	return check_whole(src, header_id, opts, count);
 }

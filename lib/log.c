@@ -622,14 +622,6 @@ static int lean_known(struct lean *l, const json_t *e, const char **h)
 	return -1;
 }
 
-int opt_log_verify_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
-			 long after, const char *after_hash, const json_t *recheck, json_t *visited,
-			 int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
-{
-	return opt_log_verify_since_text(src, base, NULL, NULL, header_id, after, after_hash, recheck, visited, cb, arg,
-					 entries);
-}
-
 /* What is known of each new entry's actions (lean_known), by its index
  * in the array of new entries. */
 struct fresh_known {
@@ -637,11 +629,16 @@ struct fresh_known {
 	char h[OPT_SHA256_HEX + 1];
 };
 
-int opt_log_verify_since_text(const struct opt_source *src, const struct opt_source *base, opt_log_bytes_fn bytes,
-			      void *bctx, const char *header_id, long after, const char *after_hash,
-			      const json_t *recheck, json_t *visited, int (*cb)(const json_t *entry, void *arg),
-			      void *arg, long *entries)
+/* opt_log_verify of the entries after o->after, since o->base. */
+static int verify_since(const struct opt_source *src, const char *header_id, const struct opt_log_verify_opts *o,
+			long *entries)
 {
+	const struct opt_source *base = o->base;
+	const char *after_hash = o->after_hash;
+	const json_t *recheck = o->recheck;
+	json_t *visited = o->visited;
+	opt_log_bytes_fn bytes = o->bytes;
+	long after = o->after;
 	struct lean l;
 	struct opt_source ls;
 	const struct opt_source *rd = src;
@@ -659,7 +656,7 @@ int opt_log_verify_since_text(const struct opt_source *src, const struct opt_sou
 		*entries = 0;
 	if (!fresh)
 		return opt_error_set(OPT_EIO, "out of memory");
-	ls = lean_open(&l, src, bytes, bctx, header_id, NULL);
+	ls = lean_open(&l, src, bytes, o->bctx, header_id, NULL);
 	if (bytes)
 		rd = &ls;  /* the log's blocks read as text (see above) */
 	if ((rc = src->get(src->ctx, header_id, &h)) < 0)
@@ -795,7 +792,7 @@ int opt_log_verify_since_text(const struct opt_source *src, const struct opt_sou
 		const json_t *e = json_array_get(fresh, i);
 		if ((rc = check_entry_known(e, after + n + 1, prev, prev, fk[i].known, fk[i].h)) < 0)
 			goto done;
-		if (cb && (rc = cb(e, arg)) != 0)
+		if (o->cb && (rc = o->cb(e, o->arg)) != 0)
 			goto done;
 		n++;
 	}
@@ -848,23 +845,30 @@ done:
 	return rc;
 }
 
-int opt_log_verify_text(const struct opt_source *src, opt_log_bytes_fn bytes, void *bctx, const char *header_id,
-			json_t *visited, int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+/* The whole log: read through o->bytes when given. */
+static int verify_whole(const struct opt_source *src, const char *header_id, const struct opt_log_verify_opts *o,
+			long *entries)
 {
 	struct lean l;
 	struct opt_source ls;
 	int rc;
 
-	if (!bytes)
-		return verify_chain(src, src, NULL, header_id, cb, arg, entries);
-	ls = lean_open(&l, src, bytes, bctx, header_id, visited);
-	rc = verify_chain(src, &ls, &l, header_id, cb, arg, entries);
+	if (!o->bytes)
+		return verify_chain(src, src, NULL, header_id, o->cb, o->arg, entries);
+	ls = lean_open(&l, src, o->bytes, o->bctx, header_id, o->visited);
+	rc = verify_chain(src, &ls, &l, header_id, o->cb, o->arg, entries);
 	lean_close(&l);
 	return rc;
 }
 
-int opt_log_verify(const struct opt_source *src, const char *header_id,
-		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+int opt_log_verify(const struct opt_source *src, const char *header_id, const struct opt_log_verify_opts *opts,
+		   long *entries)
 {
-	return verify_chain(src, src, NULL, header_id, cb, arg, entries);
+	static const struct opt_log_verify_opts none = OPT_LOG_VERIFY_OPTS_INIT;
+
+	if (!opts)
+		opts = &none;
+	if (opts->base)
+		return verify_since(src, header_id, opts, entries);
+	return verify_whole(src, header_id, opts, entries);
 }

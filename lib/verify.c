@@ -620,13 +620,18 @@ static void *tree_job_run(void *arg)
 	struct opt_store *s = NULL;
 	struct opt_snap *snap = NULL;
 	struct opt_source src;
+	struct opt_btree_check_opts o = OPT_BTREE_CHECK_OPTS_INIT;
 
 	j->rc = JOB_UNAVAILABLE;
 	if (opt_store_open(&s, j->path) < 0 || (j->qdir && opt_store_quarantine_use(s, j->qdir) < 0) ||
 	    opt_snap_open_commit(&snap, s, j->name, j->commit) < 0)
 		goto done;
 	src = opt_snap_source(snap);
-	j->rc = opt_btree_check_text(&src, job_bytes, snap, j->hid, job_seen, j, &j->count);
+	o.bytes = job_bytes;
+	o.bctx = snap;
+	o.seen = job_seen;
+	o.sarg = j;
+	j->rc = opt_btree_check(&src, j->hid, &o, &j->count);
 	if (j->rc < 0)
 		snprintf(j->msg, sizeof(j->msg), "%s", opt_error_last());
 done:
@@ -718,8 +723,13 @@ static int check_tree(struct vctx *v)
 	}
 	type = opt_block_type(h);
 	if (type && strcmp(type, OPT_TYPE_TREE) == 0) {
+		struct opt_btree_check_opts o = OPT_BTREE_CHECK_OPTS_INIT;
+		o.bytes = head_bytes;
+		o.bctx = v->head;
+		o.seen = head_seen_cb;
+		o.sarg = v;
 		v->seen_fail = 0;
-		rc = opt_btree_check_text(&src, head_bytes, v->head, v->hid, head_seen_cb, v, &v->tree_n);
+		rc = opt_btree_check(&src, v->hid, &o, &v->tree_n);
 		if (rc < 0 && v->seen_fail) {
 			json_decref(h);
 			return rc;  /* a block's hash: check_head's kind of failure */
@@ -762,7 +772,7 @@ static int check_data(struct vctx *v)
 		}
 		if (v->tree_rc == 1) {
 			n = v->tree_n;
-		} else if ((rc = opt_btree_check(&src, v->hid, &n)) < 0) {
+		} else if ((rc = opt_btree_check(&src, v->hid, NULL, &n)) < 0) {
 			rc = wrap_last(as_integrity(rc), v->name, pre);
 			goto done;
 		}
@@ -808,6 +818,7 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 {
 	struct vctx v;
 	struct opt_source src;
+	struct opt_log_verify_opts o = OPT_LOG_VERIFY_OPTS_INIT;
 	struct tree_job tj;
 	long entries = 0;
 	int rc, job = 0;
@@ -834,7 +845,12 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 		rc = opt_error_set(OPT_EIO, "out of memory");
 		goto done;
 	}
-	rc = opt_log_verify_text(&src, head_bytes, v.head, v.hid, v.logset, entry_cb, &v, &entries);
+	o.cb = entry_cb;
+	o.arg = &v;
+	o.bytes = head_bytes;
+	o.bctx = v.head;
+	o.visited = v.logset;
+	rc = opt_log_verify(&src, v.hid, &o, &entries);
 	if (rc == OPT_ENOTFOUND) {
 		rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: the collection has no header block", v.H);
 		goto done;
@@ -969,6 +985,7 @@ static int check_head_since(struct vctx *v, struct diff_ctx *d, const json_t *lo
 static int check_data_since(struct vctx *v, struct diff_ctx *d)
 {
 	struct opt_source src = opt_snap_source(v->head), bsrc = opt_snap_source(d->base);
+	struct opt_btree_check_opts o = OPT_BTREE_CHECK_OPTS_INIT;
 	json_t *h = NULL, *bh = NULL;
 	const char *type;
 	char pre[64];
@@ -986,8 +1003,12 @@ static int check_data_since(struct vctx *v, struct diff_ctx *d)
 		json_decref(bh);
 		return check_data(v);
 	}
-	rc = opt_btree_check_since_text(&src, &bsrc, head_bytes, v->head, v->hid, d->changed,
-					(size_t)json_integer_value(json_object_get(bh, "count")), &n);
+	o.bytes = head_bytes;
+	o.bctx = v->head;
+	o.base = &bsrc;
+	o.changed = d->changed;
+	o.base_count = (size_t)json_integer_value(json_object_get(bh, "count"));
+	rc = opt_btree_check(&src, v->hid, &o, &n);
 	if (rc < 0)
 		rc = wrap_last(as_integrity(rc), v->name, pre);
 	else if ((json_int_t)n != json_integer_value(json_object_get(h, "count")))
@@ -1004,6 +1025,7 @@ int opt_verify_collection_since(struct opt_store *s, const char *name, const cha
 	struct vctx v;
 	struct diff_ctx d;
 	struct opt_source src, bsrc;
+	struct opt_log_verify_opts o = OPT_LOG_VERIFY_OPTS_INIT;
 	json_t *last = NULL, *logset = NULL;
 	const char *bhash;
 	long entries = 0;
@@ -1064,8 +1086,16 @@ int opt_verify_collection_since(struct opt_store *s, const char *name, const cha
 		}
 	}
 	src = opt_snap_source(v.head);
-	rc = opt_log_verify_since_text(&src, &bsrc, head_bytes, v.head, v.hid, v.B, bhash, d.changed, logset, entry_cb, &v,
-				       &entries);
+	o.cb = entry_cb;
+	o.arg = &v;
+	o.bytes = head_bytes;
+	o.bctx = v.head;
+	o.visited = logset;
+	o.base = &bsrc;
+	o.after = v.B;
+	o.after_hash = bhash;
+	o.recheck = d.changed;
+	rc = opt_log_verify(&src, v.hid, &o, &entries);
 	if (rc < 0) {
 		char pre[64];
 		snprintf(pre, sizeof(pre), "log entry rev %ld", v.B + entries + 1);
