@@ -75,9 +75,20 @@ $(B)/unit/%: tests/unit/%.c $(B)/libopt.a $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(B)/libopt.a $(ALL_LDFLAGS) $(LIBS)
 
+# Each public header lib/NAME.h compiles on its own: tests/headertest.c,
+# which includes only it, built with the project's flags and -Werror.
+PUB_HDRS := $(wildcard lib/*.h)
+HDR_TESTS := $(PUB_HDRS:lib/%.h=$(B)/headertest/%.o)
+
+$(B)/headertest/%.o: lib/%.h tests/headertest.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Werror -DHEADER='"$*.h"' -c -o $@ tests/headertest.c
+
+headertest: $(HDR_TESTS)
+
 # (and hostile-apply: a modified opt-block for the tests of hostile
 # peers, tests/100-opt-sync.bats; not a unit test, not installed)
-units: $(UNITS) $(B)/unit/hostile-apply
+units: $(UNITS) $(B)/unit/hostile-apply $(HDR_TESTS)
 
 # Dependencies: installed with apt-get when root, else named.  deps-build
 # is what the build needs, and no test tool (for the demo).
@@ -144,5 +155,5 @@ clean:
 
 FORCE:
 
-.PHONY: all units deps deps-build deps-check check check-quick soak demo bench install uninstall dist version clean FORCE
+.PHONY: all units headertest deps deps-build deps-check check check-quick soak demo bench install uninstall dist version clean FORCE
 -include fuzz/fuzz.mk

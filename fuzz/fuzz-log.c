@@ -34,10 +34,10 @@
  *    verifies one more entry, a tree that checks with one more (one fewer)
  *    entry.
  *  - the readers of stored text agree with the parsing ones on canonical
- *    text (each block as opt_json_canon writes it): opt_log_verify_text
+ *    text (each block as opt_json_canon writes it): opt_log_verify on text
  *    accepts the same entries as opt_log_verify (or fails as it does,
  *    with the same message, its first 60 bytes: a long ID in it may be
- *    cut short), opt_btree_check_text the same tree.
+ *    cut short), opt_btree_check on text the same tree.
  *  - no reader changes the blocks.
  *
  * Known, reported library bugs can be tolerated while they are open (see
@@ -303,7 +303,7 @@ static long check_log(struct counted *c, const struct opt_source *src, const cha
 	int rc, rl;
 
 	begin(c, "opt_log_verify", limit, 0);
-	rc = opt_log_verify(src, hid, verify_cb, &v, &n);
+	rc = opt_log_verify(src, hid, &(struct opt_log_verify_opts){ .cb = verify_cb, .arg = &v }, &n);
 	ASSERT(rc <= 0);
 	ASSERT(n == v.seen);
 	snprintf(msg, sizeof(msg), "%s", rc < 0 ? opt_error_last() : "");
@@ -326,7 +326,7 @@ static long check_log(struct counted *c, const struct opt_source *src, const cha
 			struct vstate s = { NULL, 0, 2, 7 };
 			long n2 = 0;
 			begin(c, "opt_log_verify", limit, 0);
-			ASSERT(opt_log_verify(src, hid, verify_cb, &s, &n2) == 7 && s.seen == 2 && n2 == 1);
+			ASSERT(opt_log_verify(src, hid, &(struct opt_log_verify_opts){ .cb = verify_cb, .arg = &s }, &n2) == 7 && s.seen == 2 && n2 == 1);
 			json_decref(s.last);
 		}
 	} else {
@@ -340,10 +340,11 @@ static long check_log(struct counted *c, const struct opt_source *src, const cha
 		struct vstate t = { NULL, 0, 0, 0 };
 		long nt = -1;
 		int rt;
-		begin(c, "opt_log_verify_text", 2 * limit, 0);
-		rt = opt_log_verify_text(src, counted_bytes, c, hid, NULL, verify_cb, &t, &nt);
+		begin(c, "opt_log_verify on text", 2 * limit, 0);
+		rt = opt_log_verify(src, hid, &(struct opt_log_verify_opts){ .cb = verify_cb, .arg = &t, .bytes = counted_bytes, .bctx = c },
+				    &nt);
 		if ((rt < 0) != (rc < 0) || nt != n || (rc < 0 && strncmp(msg, opt_error_last(), 60) != 0))
-			FAIL("opt_log_verify gives %d after %ld entries (%s), opt_log_verify_text %d after %ld (%s)", rc, n,
+			FAIL("opt_log_verify gives %d after %ld entries (%s), on text %d after %ld (%s)", rc, n,
 			     msg, rt, nt, rt < 0 ? opt_error_last() : "");
 		json_decref(t.last);
 	}
@@ -396,7 +397,7 @@ static long check_btree(struct counted *c, const struct opt_source *src, const c
 	int rc, incl;
 
 	begin(c, "opt_btree_check", b->blocks + 2, 0);
-	rc = opt_btree_check(src, hid, &count);
+	rc = opt_btree_check(src, hid, NULL, &count);
 	ASSERT(rc <= 0);
 	{
 		/* the same judgement on the nodes' canonical text */
@@ -404,10 +405,10 @@ static long check_btree(struct counted *c, const struct opt_source *src, const c
 		size_t ct = 0;
 		int rt;
 		snprintf(msg, sizeof(msg), "%s", rc < 0 ? opt_error_last() : "");
-		begin(c, "opt_btree_check_text", 2 * (b->blocks + 2), 0);
-		rt = opt_btree_check_text(src, counted_bytes, c, hid, NULL, NULL, &ct);
+		begin(c, "opt_btree_check on text", 2 * (b->blocks + 2), 0);
+		rt = opt_btree_check(src, hid, &(struct opt_btree_check_opts){ .bytes = counted_bytes, .bctx = c }, &ct);
 		if ((rt < 0) != (rc < 0) || ct != count || (rc < 0 && strncmp(msg, opt_error_last(), 60) != 0))
-			FAIL("opt_btree_check gives %d, %zu entries (%s), opt_btree_check_text %d, %zu (%s)", rc, count, msg,
+			FAIL("opt_btree_check gives %d, %zu entries (%s), on text %d, %zu (%s)", rc, count, msg,
 			     rt, ct, rt < 0 ? opt_error_last() : "");
 	}
 	if (rc < 0) {
@@ -559,7 +560,7 @@ static void check_writers(json_t *blocks, const char *hid, long n, const char *l
 		unchanged(t, before, "opt_log_append", rc);
 	} else if (n >= 0 && header_agrees && !known_chain_ends) {
 		/* a verified log with one more entry still verifies */
-		rc = opt_log_verify(&ts, hid, NULL, NULL, &n2);
+		rc = opt_log_verify(&ts, hid, NULL, &n2);
 		if (rc < 0 || n2 != n + 1)
 			FAIL("opt_log_append on a log of %ld verified entries gives a log that verifies %ld entries (%d: %s)",
 			     n, n2, rc, rc < 0 ? opt_error_last() : "");
@@ -598,14 +599,14 @@ static void check_writers(json_t *blocks, const char *hid, long n, const char *l
 	if (rc < 0) {
 		unchanged(t, before, "opt_btree_put", rc);
 	} else if (count >= 0) {
-		rc = opt_btree_check(&ts, hid, &cnt);
+		rc = opt_btree_check(&ts, hid, NULL, &cnt);
 		if (rc < 0 || cnt != (size_t)count + !replaced)
 			FAIL("opt_btree_put on a checked tree of %ld entries gives a tree that %s (%zu entries)", count,
 			     rc < 0 ? opt_error_last() : "checks", cnt);
 		rc = opt_btree_del(t, hid, key);
 		if (rc < 0)
 			FAIL("opt_btree_del cannot delete the key just put (%d: %s)", rc, opt_error_last());
-		rc = opt_btree_check(&ts, hid, &cnt);
+		rc = opt_btree_check(&ts, hid, NULL, &cnt);
 		if (rc < 0 || cnt != (size_t)count + !replaced - 1)
 			FAIL("opt_btree_del on a checked tree gives a tree that %s (%zu entries)",
 			     rc < 0 ? opt_error_last() : "checks", cnt);
@@ -624,7 +625,7 @@ static void check_writers(json_t *blocks, const char *hid, long n, const char *l
 			opt_btree_cursor_free(cur);
 			if ((rc = opt_btree_del(t, hid, kc)) < 0)
 				FAIL("opt_btree_del of an existing key fails (%d: %s)", rc, opt_error_last());
-			rc = opt_btree_check(&ts, hid, &cnt);
+			rc = opt_btree_check(&ts, hid, NULL, &cnt);
 			if (rc < 0 || cnt != (size_t)(base - 1 - (long)i))
 				FAIL("opt_btree_del of the %s key gives a tree that %s (%zu entries, not %ld)",
 				     i ? "largest" : "smallest", rc < 0 ? opt_error_last() : "checks", cnt,

@@ -138,11 +138,6 @@ static size_t branch_search(const json_t *parts, const json_t *key)
 
 /* ---- changing the tree through the tracker ---- */
 
-static int oom(void)
-{
-	return opt_error_set(OPT_EIO, "out of memory");
-}
-
 /* Apply the splice [entity, index, del, ins] to block id; ins (an array,
  * or NULL after a failed allocation) is stolen. */
 static int splice(struct opt_tracker *t, const char *id, const char *entity, size_t index, size_t del,
@@ -155,7 +150,7 @@ static int splice(struct opt_tracker *t, const char *id, const char *entity, siz
 	    json_array_append_new(op, json_integer((json_int_t)index)) < 0 ||
 	    json_array_append_new(op, json_integer((json_int_t)del)) < 0 ||
 	    json_array_append(op, ins) < 0) {
-		rc = oom();
+		rc = opt_error_oom();
 		goto done;
 	}
 	rc = opt_tracker_update(t, id, op);
@@ -211,7 +206,7 @@ static int set_root(struct opt_tracker *t, const char *header_id, const char *ro
 	int rc;
 
 	if (!op)
-		return oom();
+		return opt_error_oom();
 	rc = opt_tracker_update(t, header_id, op);
 	json_decref(op);
 	return rc;
@@ -332,7 +327,7 @@ static int split(struct path *p, struct opt_tracker *t, const char *header_id)
 	coll = strdup(opt_block_collection(b) ? opt_block_collection(b) : "");
 	if (!coll || opt_block_new(&nb, NULL, "TL", coll) < 0 ||
 	    json_object_set_new(nb, "entries", (arr = slice(a, m, n))) < 0) {
-		rc = oom();
+		rc = opt_error_oom();
 		goto done;
 	}
 	sep = json_incref(json_array_get(json_array_get(arr, 0), 0));
@@ -349,7 +344,7 @@ static int split(struct path *p, struct opt_tracker *t, const char *header_id)
 			if (opt_block_new(&nb, NULL, "TB", coll) < 0 ||
 			    set2(nb, "partitions", json_pack("[O]", sep),
 				 "nodes", json_pack("[s,s]", p->lv[0].id, rid)) < 0) {
-				rc = oom();
+				rc = opt_error_oom();
 				goto done;
 			}
 			rc = insert_node(t, nb, rid);
@@ -377,7 +372,7 @@ static int split(struct path *p, struct opt_tracker *t, const char *header_id)
 			m++;
 		if (opt_block_new(&nb, NULL, "TB", coll) < 0 ||
 		    set2(nb, "partitions", slice(parts, m, n - 1), "nodes", slice(a, m, n)) < 0) {
-			rc = oom();
+			rc = opt_error_oom();
 			goto done;
 		}
 		json_decref(sep);
@@ -407,186 +402,260 @@ static json_t *prepend(const json_t *first, const json_t *rest)
 	return a;
 }
 
+/* ---- rebalancing after a delete (in the shape of sqlite's balance():
+ * rebalance dispatches, each case is a function of its own) ---- */
+
+/* A node at one level of a path that has too few entries (a leaf) or
+ * children (a branch), with its parent and the siblings beside it. */
+struct family {
+	const char *id, *pid;   /* the node, its parent */
+	const json_t *b, *pb;   /* (borrowed from the tracker) */
+	size_t pi;              /* the node's index among the parent's nodes */
+	size_t n, min;          /* its entries or children, the least allowed */
+	int has_r, has_l;       /* a sibling to the right, to the left */
+	char rid[OPT_ID_MAX + 1], lid[OPT_ID_MAX + 1];
+	size_t rn, ln;          /* the siblings' entries or children */
+};
+
+/* Read the node at level d of p (not the root) and what (its "entries"
+ * or "nodes") into f: 1 when it holds enough (nothing to do), 0 when it
+ * holds too few (then its parent and siblings are read too). */
+static int family_read(const struct path *p, struct opt_tracker *t, int d, const char *what, struct family *f)
+{
+	const json_t *sb, *nodes;
+	size_t np;
+	int rc;
+
+	f->min = (size_t)p->h.cap / 2;
+	f->id = p->lv[d].id;
+	f->pid = p->lv[d - 1].id;
+	f->pi = p->lv[d - 1].idx;
+	if ((rc = tget(t, f->id, &f->b, NULL)) < 0)
+		return rc;
+	f->n = json_array_size(json_object_get(f->b, what));
+	if (f->n >= f->min)
+		return 1;
+	if ((rc = tget(t, f->pid, &f->pb, NULL)) < 0)
+		return rc;
+	nodes = json_object_get(f->pb, "nodes");
+	np = json_array_size(nodes);
+	f->has_r = f->pi + 1 < np;
+	f->has_l = f->pi > 0;
+	f->rn = f->ln = 0;
+	if ((f->has_r && (rc = copy_id(f->rid, json_array_get(nodes, f->pi + 1), f->pid)) < 0) ||
+	    (f->has_l && (rc = copy_id(f->lid, json_array_get(nodes, f->pi - 1), f->pid)) < 0))
+		return rc;
+	if (f->has_r) {
+		if ((rc = tget(t, f->rid, &sb, NULL)) < 0)
+			return rc;
+		f->rn = json_array_size(json_object_get(sb, what));
+	}
+	if (f->has_l) {
+		if ((rc = tget(t, f->lid, &sb, NULL)) < 0)
+			return rc;
+		f->ln = json_array_size(json_object_get(sb, what));
+	}
+	return 0;
+}
+
+static int single_child(const char *pid)
+{
+	return opt_error_set(OPT_EINTEGRITY, "btree branch '%s' has a single child", pid);
+}
+
+/* A leaf: move the right sibling's first entry to its end. */
+static int leaf_borrow_right(struct opt_tracker *t, const struct family *f)
+{
+	const json_t *sb;
+	json_t *hold = NULL, *hold2 = NULL;
+	int rc;
+
+	tget(t, f->rid, &sb, NULL);
+	hold = json_incref(json_array_get(json_object_get(sb, "entries"), 0));
+	if ((rc = remove_at(t, f->rid, "entries", 0, 1)) < 0 ||
+	    (rc = splice(t, f->id, "entries", f->n, 0, one(hold))) < 0 ||
+	    (rc = tget(t, f->rid, &sb, NULL)) < 0)
+		goto done;
+	hold2 = json_incref((json_t *)entry_key(json_array_get(json_object_get(sb, "entries"), 0)));
+	rc = splice(t, f->pid, "partitions", f->pi, 1, one(hold2));
+done:
+	json_decref(hold);
+	json_decref(hold2);
+	return rc;
+}
+
+/* A leaf: move the left sibling's last entry to its front. */
+static int leaf_borrow_left(struct opt_tracker *t, const struct family *f)
+{
+	const json_t *sb;
+	json_t *hold;
+	int rc;
+
+	tget(t, f->lid, &sb, NULL);
+	hold = json_incref(json_array_get(json_object_get(sb, "entries"), f->ln - 1));
+	if ((rc = remove_at(t, f->lid, "entries", f->ln - 1, 1)) == 0 &&
+	    (rc = splice(t, f->id, "entries", 0, 0, one(hold))) == 0)
+		rc = splice(t, f->pid, "partitions", f->pi - 1, 1, one(entry_key(hold)));
+	json_decref(hold);
+	return rc;
+}
+
+/* A leaf: take in the right sibling, or go into the left one; the parent
+ * loses a child. */
+static int leaf_merge(struct opt_tracker *t, const struct family *f)
+{
+	const json_t *sb;
+	int rc;
+
+	if (f->has_r) {
+		tget(t, f->rid, &sb, NULL);
+		if ((rc = splice(t, f->id, "entries", f->n, 0, json_incref(json_object_get(sb, "entries")))) < 0 ||
+		    (rc = remove_at(t, f->pid, "partitions", f->pi, 1)) < 0 ||
+		    (rc = remove_at(t, f->pid, "nodes", f->pi + 1, 1)) < 0)
+			return rc;
+		return opt_tracker_delete(t, f->rid);
+	}
+	if (f->has_l) {
+		if ((rc = splice(t, f->lid, "entries", f->ln, 0, json_incref(json_object_get(f->b, "entries")))) < 0 ||
+		    (rc = remove_at(t, f->pid, "partitions", f->pi - 1, 1)) < 0 ||
+		    (rc = remove_at(t, f->pid, "nodes", f->pi, 1)) < 0)
+			return rc;
+		return opt_tracker_delete(t, f->id);
+	}
+	return single_child(f->pid);
+}
+
+/* The root (a branch) with one child left: the child becomes the root. */
+static int root_collapse(struct opt_tracker *t, const char *header_id, const char *id)
+{
+	const json_t *b;
+	char rid[OPT_ID_MAX + 1];
+	int rc;
+
+	if ((rc = tget(t, id, &b, NULL)) < 0)
+		return rc;
+	if (json_array_size(json_object_get(b, "nodes")) != 1)
+		return 0;
+	if ((rc = copy_id(rid, json_array_get(json_object_get(b, "nodes"), 0), id)) < 0 ||
+	    (rc = set_root(t, header_id, rid)) < 0)
+		return rc;
+	return opt_tracker_delete(t, id);
+}
+
+/* A branch: rotate through the parent: its separator comes down to the
+ * branch's end, the right sibling's first partition goes up. */
+static int branch_borrow_right(struct opt_tracker *t, const struct family *f)
+{
+	const json_t *sb;
+	json_t *hold, *hold2;
+	int rc;
+
+	tget(t, f->rid, &sb, NULL);
+	hold = json_incref(json_array_get(json_object_get(f->pb, "partitions"), f->pi));
+	hold2 = json_incref(json_array_get(json_object_get(sb, "partitions"), 0));
+	if ((rc = splice(t, f->id, "partitions", f->n - 1, 0, one(hold))) == 0 &&
+	    (rc = splice(t, f->id, "nodes", f->n, 0, one(json_array_get(json_object_get(sb, "nodes"), 0)))) == 0 &&
+	    (rc = remove_at(t, f->rid, "partitions", 0, 1)) == 0 && (rc = remove_at(t, f->rid, "nodes", 0, 1)) == 0)
+		rc = splice(t, f->pid, "partitions", f->pi, 1, one(hold2));
+	json_decref(hold);
+	json_decref(hold2);
+	return rc;
+}
+
+/* A branch: the mirror of branch_borrow_right, from the left sibling. */
+static int branch_borrow_left(struct opt_tracker *t, const struct family *f)
+{
+	const json_t *sb;
+	json_t *hold, *hold2;
+	int rc;
+
+	tget(t, f->lid, &sb, NULL);
+	hold = json_incref(json_array_get(json_object_get(f->pb, "partitions"), f->pi - 1));
+	hold2 = json_incref(json_array_get(json_object_get(sb, "partitions"), f->ln - 2));
+	if ((rc = splice(t, f->id, "partitions", 0, 0, one(hold))) == 0 &&
+	    (rc = splice(t, f->id, "nodes", 0, 0, one(json_array_get(json_object_get(sb, "nodes"), f->ln - 1)))) == 0 &&
+	    (rc = remove_at(t, f->lid, "partitions", f->ln - 2, 1)) == 0 &&
+	    (rc = remove_at(t, f->lid, "nodes", f->ln - 1, 1)) == 0)
+		rc = splice(t, f->pid, "partitions", f->pi - 1, 1, one(hold2));
+	json_decref(hold);
+	json_decref(hold2);
+	return rc;
+}
+
+/* A branch: merge the right sibling into it, or it into the left one,
+ * pulling the parent's separator down between the partition lists; the
+ * parent loses a child. */
+static int branch_merge(struct opt_tracker *t, const struct family *f)
+{
+	const json_t *sb, *parts = json_object_get(f->pb, "partitions");
+	json_t *hold = NULL;
+	int rc;
+
+	if (f->has_r) {
+		tget(t, f->rid, &sb, NULL);
+		hold = json_incref(json_array_get(parts, f->pi));
+		if ((rc = splice(t, f->id, "partitions", f->n - 1, 0, prepend(hold, json_object_get(sb, "partitions")))) == 0 &&
+		    (rc = splice(t, f->id, "nodes", f->n, 0, json_incref(json_object_get(sb, "nodes")))) == 0 &&
+		    (rc = remove_at(t, f->pid, "partitions", f->pi, 1)) == 0 &&
+		    (rc = remove_at(t, f->pid, "nodes", f->pi + 1, 1)) == 0)
+			rc = opt_tracker_delete(t, f->rid);
+	} else if (f->has_l) {
+		tget(t, f->lid, &sb, NULL);
+		hold = json_incref(json_array_get(parts, f->pi - 1));
+		if ((rc = splice(t, f->lid, "partitions", f->ln - 1, 0, prepend(hold, json_object_get(f->b, "partitions")))) == 0 &&
+		    (rc = splice(t, f->lid, "nodes", f->ln, 0, json_incref(json_object_get(f->b, "nodes")))) == 0 &&
+		    (rc = remove_at(t, f->pid, "partitions", f->pi - 1, 1)) == 0 &&
+		    (rc = remove_at(t, f->pid, "nodes", f->pi, 1)) == 0)
+			rc = opt_tracker_delete(t, f->id);
+	} else {
+		rc = single_child(f->pid);
+	}
+	json_decref(hold);
+	return rc;
+}
+
+/* The branch at level d of p after a child of it went: the root
+ * collapses when one child is left; another branch with too few children
+ * borrows from a sibling or merges with one, and then *up is set: its
+ * parent lost a child, the level above is next. */
+static int branch_rebalance(struct path *p, struct opt_tracker *t, const char *header_id, int d, int *up)
+{
+	struct family f;
+	int rc;
+
+	*up = 0;
+	if (d == 0)
+		return root_collapse(t, header_id, p->lv[0].id);
+	if ((rc = family_read(p, t, d, "nodes", &f)) != 0)
+		return rc < 0 ? rc : 0;
+	if (f.has_r && f.rn > f.min)
+		return branch_borrow_right(t, &f);
+	if (f.has_l && f.ln > f.min)
+		return branch_borrow_left(t, &f);
+	if ((rc = branch_merge(t, &f)) == 0)
+		*up = 1;
+	return rc;
+}
+
 /* The leaf at the bottom of p (not the root) has one entry too few:
  * borrow from or merge with a sibling, then fix the branches above. */
 static int rebalance(struct path *p, struct opt_tracker *t, const char *header_id)
 {
-	const json_t *b, *pb, *sb;
-	json_t *hold = NULL, *hold2 = NULL;
-	char rid[OPT_ID_MAX + 1], lid[OPT_ID_MAX + 1];
-	size_t min = (size_t)p->h.cap / 2, n, np, pi, rn = 0, ln = 0;
-	int d = p->depth - 1, rc, has_r, has_l;
-	const char *id, *pid;
+	struct family f;
+	int d = p->depth - 1, rc, up;
 
-	/* the leaf */
-	id = p->lv[d].id;
-	pid = p->lv[d - 1].id;
-	pi = p->lv[d - 1].idx;
-	if ((rc = tget(t, id, &b, NULL)) < 0)
-		goto done;
-	n = json_array_size(json_object_get(b, "entries"));
-	if (n >= min)
-		goto done;
-	if ((rc = tget(t, pid, &pb, NULL)) < 0)
-		goto done;
-	np = json_array_size(json_object_get(pb, "nodes"));
-	has_r = pi + 1 < np;
-	has_l = pi > 0;
-	if ((has_r && (rc = copy_id(rid, json_array_get(json_object_get(pb, "nodes"), pi + 1), pid)) < 0) ||
-	    (has_l && (rc = copy_id(lid, json_array_get(json_object_get(pb, "nodes"), pi - 1), pid)) < 0))
-		goto done;
-	if (has_r) {
-		if ((rc = tget(t, rid, &sb, NULL)) < 0)
-			goto done;
-		rn = json_array_size(json_object_get(sb, "entries"));
-	}
-	if (has_l) {
-		if ((rc = tget(t, lid, &sb, NULL)) < 0)
-			goto done;
-		ln = json_array_size(json_object_get(sb, "entries"));
-	}
-	if (has_r && rn > min) {
-		/* move the right sibling's first entry to our end */
-		tget(t, rid, &sb, NULL);
-		hold = json_incref(json_array_get(json_object_get(sb, "entries"), 0));
-		if ((rc = remove_at(t, rid, "entries", 0, 1)) < 0 ||
-		    (rc = splice(t, id, "entries", n, 0, one(hold))) < 0 ||
-		    (rc = tget(t, rid, &sb, NULL)) < 0)
-			goto done;
-		hold2 = json_incref((json_t *)entry_key(json_array_get(json_object_get(sb, "entries"), 0)));
-		rc = splice(t, pid, "partitions", pi, 1, one(hold2));
-		goto done;
-	}
-	if (has_l && ln > min) {
-		/* move the left sibling's last entry to our front */
-		tget(t, lid, &sb, NULL);
-		hold = json_incref(json_array_get(json_object_get(sb, "entries"), ln - 1));
-		if ((rc = remove_at(t, lid, "entries", ln - 1, 1)) < 0 ||
-		    (rc = splice(t, id, "entries", 0, 0, one(hold))) < 0)
-			goto done;
-		rc = splice(t, pid, "partitions", pi - 1, 1, one(entry_key(hold)));
-		goto done;
-	}
-	if (has_r) {
-		/* take in the right sibling */
-		tget(t, rid, &sb, NULL);
-		if ((rc = splice(t, id, "entries", n, 0, json_incref(json_object_get(sb, "entries")))) < 0 ||
-		    (rc = remove_at(t, pid, "partitions", pi, 1)) < 0 ||
-		    (rc = remove_at(t, pid, "nodes", pi + 1, 1)) < 0 ||
-		    (rc = opt_tracker_delete(t, rid)) < 0)
-			goto done;
-	} else if (has_l) {
-		/* go into the left sibling */
-		if ((rc = splice(t, lid, "entries", ln, 0, json_incref(json_object_get(b, "entries")))) < 0 ||
-		    (rc = remove_at(t, pid, "partitions", pi - 1, 1)) < 0 ||
-		    (rc = remove_at(t, pid, "nodes", pi, 1)) < 0 ||
-		    (rc = opt_tracker_delete(t, id)) < 0)
-			goto done;
-	} else {
-		rc = opt_error_set(OPT_EINTEGRITY, "btree branch '%s' has a single child", pid);
-		goto done;
-	}
-
-	/* the branches above */
-	for (d--;; d--) {
-		const json_t *parts;
-
-		id = p->lv[d].id;
-		if ((rc = tget(t, id, &b, NULL)) < 0)
-			goto done;
-		n = json_array_size(json_object_get(b, "nodes"));
-		if (d == 0) {
-			/* root collapse: a branch root with one child */
-			if (n == 1) {
-				if ((rc = copy_id(rid, json_array_get(json_object_get(b, "nodes"), 0), id)) < 0 ||
-				    (rc = set_root(t, header_id, rid)) < 0)
-					goto done;
-				rc = opt_tracker_delete(t, id);
-			}
-			goto done;
-		}
-		if (n >= min)
-			goto done;
-		pid = p->lv[d - 1].id;
-		pi = p->lv[d - 1].idx;
-		if ((rc = tget(t, pid, &pb, NULL)) < 0)
-			goto done;
-		np = json_array_size(json_object_get(pb, "nodes"));
-		has_r = pi + 1 < np;
-		has_l = pi > 0;
-		rn = ln = 0;
-		if ((has_r && (rc = copy_id(rid, json_array_get(json_object_get(pb, "nodes"), pi + 1), pid)) < 0) ||
-		    (has_l && (rc = copy_id(lid, json_array_get(json_object_get(pb, "nodes"), pi - 1), pid)) < 0))
-			goto done;
-		if (has_r) {
-			if ((rc = tget(t, rid, &sb, NULL)) < 0)
-				goto done;
-			rn = json_array_size(json_object_get(sb, "nodes"));
-		}
-		if (has_l) {
-			if ((rc = tget(t, lid, &sb, NULL)) < 0)
-				goto done;
-			ln = json_array_size(json_object_get(sb, "nodes"));
-		}
-		json_decref(hold);
-		json_decref(hold2);
-		hold = hold2 = NULL;
-		/* the parent's separator between us and the sibling we use */
-		parts = json_object_get(pb, "partitions");
-		if (has_r && (rn > min || !(has_l && ln > min))) {
-			tget(t, rid, &sb, NULL);
-			hold = json_incref(json_array_get(parts, pi));
-			if (rn > min) {
-				/* rotate: the separator comes down to our end,
-				 * the right's first partition goes up */
-				hold2 = json_incref(json_array_get(json_object_get(sb, "partitions"), 0));
-				if ((rc = splice(t, id, "partitions", n - 1, 0, one(hold))) < 0 ||
-				    (rc = splice(t, id, "nodes", n, 0,
-						 one(json_array_get(json_object_get(sb, "nodes"), 0)))) < 0 ||
-				    (rc = remove_at(t, rid, "partitions", 0, 1)) < 0 ||
-				    (rc = remove_at(t, rid, "nodes", 0, 1)) < 0)
-					goto done;
-				rc = splice(t, pid, "partitions", pi, 1, one(hold2));
-				goto done;
-			}
-			/* merge the right sibling into us, pulling the
-			 * separator down between the partition lists */
-			if ((rc = splice(t, id, "partitions", n - 1, 0,
-					 prepend(hold, json_object_get(sb, "partitions")))) < 0 ||
-			    (rc = splice(t, id, "nodes", n, 0, json_incref(json_object_get(sb, "nodes")))) < 0 ||
-			    (rc = remove_at(t, pid, "partitions", pi, 1)) < 0 ||
-			    (rc = remove_at(t, pid, "nodes", pi + 1, 1)) < 0 ||
-			    (rc = opt_tracker_delete(t, rid)) < 0)
-				goto done;
-		} else if (has_l) {
-			tget(t, lid, &sb, NULL);
-			hold = json_incref(json_array_get(parts, pi - 1));
-			if (ln > min) {
-				hold2 = json_incref(json_array_get(json_object_get(sb, "partitions"), ln - 2));
-				if ((rc = splice(t, id, "partitions", 0, 0, one(hold))) < 0 ||
-				    (rc = splice(t, id, "nodes", 0, 0,
-						 one(json_array_get(json_object_get(sb, "nodes"), ln - 1)))) < 0 ||
-				    (rc = remove_at(t, lid, "partitions", ln - 2, 1)) < 0 ||
-				    (rc = remove_at(t, lid, "nodes", ln - 1, 1)) < 0)
-					goto done;
-				rc = splice(t, pid, "partitions", pi - 1, 1, one(hold2));
-				goto done;
-			}
-			if ((rc = splice(t, lid, "partitions", ln - 1, 0,
-					 prepend(hold, json_object_get(b, "partitions")))) < 0 ||
-			    (rc = splice(t, lid, "nodes", ln, 0, json_incref(json_object_get(b, "nodes")))) < 0 ||
-			    (rc = remove_at(t, pid, "partitions", pi - 1, 1)) < 0 ||
-			    (rc = remove_at(t, pid, "nodes", pi, 1)) < 0 ||
-			    (rc = opt_tracker_delete(t, id)) < 0)
-				goto done;
-		} else {
-			rc = opt_error_set(OPT_EINTEGRITY, "btree branch '%s' has a single child", pid);
-			goto done;
-		}
-	}
-done:
-	json_decref(hold);
-	json_decref(hold2);
+	if ((rc = family_read(p, t, d, "entries", &f)) != 0)
+		return rc < 0 ? rc : 0;
+	if (f.has_r && f.rn > f.min)
+		return leaf_borrow_right(t, &f);
+	if (f.has_l && f.ln > f.min)
+		return leaf_borrow_left(t, &f);
+	if ((rc = leaf_merge(t, &f)) < 0)
+		return rc;
+	/* the branches above, while one merges */
+	do
+		rc = branch_rebalance(p, t, header_id, --d, &up);
+	while (rc == 0 && up);
 	return rc;
 }
 
@@ -614,14 +683,14 @@ int opt_btree_create(struct opt_tracker *t, const char *header_id, const char *c
 		return rc;
 	if (json_object_set_new(leaf, "entries", json_array()) < 0) {
 		json_decref(leaf);
-		return oom();
+		return opt_error_oom();
 	}
 	opt_tracker_mark(t, &tok);
 	rc = insert_node(t, leaf, rid);
 	if (rc < 0 || (rc = set_root(t, header_id, rid)) < 0)
 		goto done;
 	op = json_pack("[s,i,i,i]", "capacity", 0, 0, capacity);
-	rc = op ? opt_tracker_update(t, header_id, op) : opt_error_set(OPT_EIO, "out of memory");
+	rc = op ? opt_tracker_update(t, header_id, op) : opt_error_oom();
 done:
 	if (rc < 0)
 		opt_tracker_rollback(t, tok);
@@ -652,7 +721,7 @@ int opt_btree_put(struct opt_tracker *t, const char *header_id, const json_t *ke
 	n = json_array_size(json_object_get(leaf, "entries"));
 	ins = pair(key, value);
 	if (!ins)
-		return oom();
+		return opt_error_oom();
 	if (found || n < (size_t)p.h.cap) {
 		rc = splice(t, p.lv[p.depth - 1].id, "entries", i, found ? 1 : 0, ins);
 		if (rc == 0 && replaced)
@@ -717,7 +786,7 @@ int opt_btree_put_many(struct opt_tracker *t, const char *header_id, const json_
 	if (n == 0)
 		return 0;
 	if (!(kv = malloc(n * sizeof(*kv))))
-		return oom();
+		return opt_error_oom();
 	for (i = 0; i < n; i++) {
 		kv[i].key = keys[i];
 		kv[i].value = values[i];
@@ -745,7 +814,7 @@ int opt_btree_put_many(struct opt_tracker *t, const char *header_id, const json_
 		i = p.lv[p.depth - 1].idx;
 		len = json_array_size(json_object_get(leaf, "entries"));
 		if (!(ins = pair(kv[j].key, kv[j].value))) {
-			rc = oom();
+			rc = opt_error_oom();
 			goto done;
 		}
 		if (found || len < (size_t)p.h.cap) {
@@ -898,110 +967,142 @@ static size_t level_size(size_t m, size_t cap, size_t i, size_t nodes)
 	return i + 2 == nodes ? (cap + r) - (cap + r) / 2 : (cap + r) / 2;
 }
 
-static int text_put(char **p, size_t *len, size_t *cap, const char *s, size_t n)
+/* The text of one node block as it is built. */
+struct tbuf {
+	char *p;
+	size_t len, cap;
+};
+
+static int tb_put(struct tbuf *b, const char *s, size_t n)
 {
-	if (*len + n > *cap) {
-		size_t nc = *cap ? *cap * 2 : 4096;
-		char *np;
-		while (nc < *len + n)
-			nc *= 2;
-		if (!(np = realloc(*p, nc)))
-			return oom();
-		*p = np;
-		*cap = nc;
-	}
-	memcpy(*p + *len, s, n);
-	*len += n;
+	int rc;
+
+	/* (4 KiB at first: a node's text is rarely less) */
+	if ((rc = OPT_ALLOC_GROW(b->p, b->len + n > 4096 ? b->len + n : 4096, b->cap)) < 0)
+		return rc;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
 	return 0;
 }
 
-int opt_btree_load_text(struct opt_tracker *t, const char *header_id, const struct opt_kv_text *kv, size_t n,
-			size_t *count)
+static int tb_puts(struct tbuf *b, const char *s)
 {
-	struct header h;
-	const json_t *hb, *root;
-	struct lk *e = NULL;
-	char *ccoll = NULL, *buf = NULL;
-	char (*ids)[OPT_ID_MAX + 1] = NULL;
-	size_t *first = NULL;  /* index in e of each node's first key */
-	size_t i, j, m, nodes, cl, len, cap, level_n;
-	int rc, kind, others = 0;
+	return tb_put(b, s, strlen(s));
+}
 
-	*count = 0;
-	rc = opt_tracker_get(t, header_id, &hb);
+/* A bulk load under way. */
+struct load {
+	struct opt_tracker *t;
+	size_t cap;                     /* the tree's capacity */
+	char *ccoll;                    /* its collection, as JSON text */
+	size_t cl;
+	struct lk *e;                   /* the entries, sorted, distinct */
+	size_t n, m;                    /* (n as given, m distinct) */
+	int others;                     /* keys not all plain: e[].j parsed */
+	char (*ids)[OPT_ID_MAX + 1];    /* the nodes of the level made last */
+	size_t *first;                  /* index in e of each one's first key */
+	size_t nodes;
+};
+
+/* The tree at header_id, which must be empty (else 1): *h its header, and
+ * its collection as canonical JSON text in L. */
+static int load_target(struct load *L, const char *header_id, struct header *h)
+{
+	const json_t *hb, *root;
+	json_t *c;
+	int rc, kind;
+
+	rc = opt_tracker_get(L->t, header_id, &hb);
 	if (rc == OPT_ENOTFOUND)
 		return opt_error_set(OPT_ENOTFOUND, "no btree header block '%s'", header_id);
 	if (rc < 0)
 		return rc;
-	if ((rc = header_parse(&h, hb, header_id)) < 0)
+	if ((rc = header_parse(h, hb, header_id)) < 0)
 		return rc;
-	if ((rc = tget(t, h.root, &root, &kind)) < 0)
+	if ((rc = tget(L->t, h->root, &root, &kind)) < 0)
 		return rc;
 	if (kind != LEAF || json_array_size(json_object_get(root, "entries")) != 0)
 		return 1;
-	if (n == 0)
+	if (L->n == 0)
 		return 0;
-	{
-		json_t *c = json_string(opt_block_collection(root) ? opt_block_collection(root) : "");
-		rc = c ? opt_json_canon(&ccoll, &cl, c) : oom();
-		json_decref(c);
-		if (rc < 0)
+	c = json_string(opt_block_collection(root) ? opt_block_collection(root) : "");
+	rc = c ? opt_json_canon(&L->ccoll, &L->cl, c) : opt_error_oom();
+	json_decref(c);
+	return rc;
+}
+
+/* The entries of kv into L->e, each key classified (parsed and checked
+ * when not all are plain). */
+static int load_keys(struct load *L, const struct opt_kv_text *kv)
+{
+	size_t i;
+	int rc;
+
+	OPT_CHECK_ALLOC(L->e = calloc(L->n, sizeof(*L->e)));
+	for (i = 0; i < L->n; i++) {
+		struct lk *e = &L->e[i];
+		e->k = kv[i].k;
+		e->kl = kv[i].kl;
+		e->v = kv[i].v;
+		e->vl = kv[i].vl;
+		e->i = i;
+		if (kv[i].kl == 0 || kv[i].vl == 0)
+			return opt_error_set(OPT_EINVAL, "btree entry %zu has an empty key or value", i);
+		if ((e->cls = lk_classify(e)) == 2)
+			L->others = 1;
+	}
+	if (!L->others)
+		return 0;
+	/* keys that are not plain integers or strings: compare parsed */
+	for (i = 0; i < L->n; i++) {
+		if ((rc = opt_json_parse(&L->e[i].j, L->e[i].k, L->e[i].kl)) < 0)
 			return rc;
+		if (!opt_key_valid(L->e[i].j))
+			return opt_error_set(OPT_EINVAL, "invalid btree key (entry %zu): keys are numbers, strings or arrays of keys", i);
+		L->e[i].cls = 2;
 	}
-	if (!(e = calloc(n, sizeof(*e)))) {
-		rc = oom();
-		goto done;
+	return 0;
+}
+
+/* Sort L->e by key, of equal keys in the order given. */
+static int load_sort(struct load *L)
+{
+	struct sk *k;
+	struct lk *sorted;
+	size_t i, n = L->n;
+
+	if (L->others || n > UINT32_MAX) {
+		qsort(L->e, n, sizeof(*L->e), lk_cmp);
+		return 0;
 	}
-	for (i = 0; i < n; i++) {
-		e[i].k = kv[i].k;
-		e[i].kl = kv[i].kl;
-		e[i].v = kv[i].v;
-		e[i].vl = kv[i].vl;
-		e[i].i = i;
-		if (kv[i].kl == 0 || kv[i].vl == 0) {
-			rc = opt_error_set(OPT_EINVAL, "btree entry %zu has an empty key or value", i);
-			goto done;
-		}
-		if ((e[i].cls = lk_classify(&e[i])) == 2)
-			others = 1;
-	}
-	if (others) {
-		/* keys that are not plain integers or strings: compare parsed */
-		for (i = 0; i < n; i++) {
-			if ((rc = opt_json_parse(&e[i].j, e[i].k, e[i].kl)) < 0)
-				goto done;
-			if (!opt_key_valid(e[i].j)) {
-				rc = opt_error_set(OPT_EINVAL, "invalid btree key (entry %zu): keys are numbers, strings or arrays of keys", i);
-				goto done;
-			}
-			e[i].cls = 2;
-		}
-	}
-	if (others || n > UINT32_MAX) {
-		qsort(e, n, sizeof(*e), lk_cmp);
-	} else {
-		struct sk *k = malloc(n * sizeof(*k));
-		struct lk *sorted = malloc(n * sizeof(*sorted));
-		if (!k || !sorted) {
-			free(k);
-			free(sorted);
-			rc = oom();
-			goto done;
-		}
-		for (i = 0; i < n; i++)
-			sk_make(&k[i], &e[i], (uint32_t)i);
-		sk_base = e;
-		qsort(k, n, sizeof(*k), sk_cmp);
-		for (i = 0; i < n; i++)
-			sorted[i] = e[k[i].i];
+	k = malloc(n * sizeof(*k));
+	sorted = malloc(n * sizeof(*sorted));
+	if (!k || !sorted) {
 		free(k);
-		free(e);
-		e = sorted;
+		free(sorted);
+		return opt_error_oom();
 	}
-	/* of equal keys the last put wins (its key and its value) */
-	for (i = 0, m = 0; i < n; i++) {
-		if (i + 1 < n) {
-			int c = others ? opt_key_cmp(e[i].j, e[i + 1].j) :
+	for (i = 0; i < n; i++)
+		sk_make(&k[i], &L->e[i], (uint32_t)i);
+	sk_base = L->e;
+	qsort(k, n, sizeof(*k), sk_cmp);
+	for (i = 0; i < n; i++)
+		sorted[i] = L->e[k[i].i];
+	free(k);
+	free(L->e);
+	L->e = sorted;
+	return 0;
+}
+
+/* Of equal keys the last put wins (its key and its value): L->e[0, m). */
+static void load_dedup(struct load *L)
+{
+	struct lk *e = L->e;
+	size_t i, m;
+
+	for (i = 0, m = 0; i < L->n; i++) {
+		if (i + 1 < L->n) {
+			int c = L->others ? opt_key_cmp(e[i].j, e[i + 1].j) :
 				(e[i].cls == e[i + 1].cls && e[i].kl == e[i + 1].kl &&
 				 (e[i].cls == 0 ? e[i].iv == e[i + 1].iv : memcmp(e[i].k, e[i + 1].k, e[i].kl) == 0)) ? 0 : 1;
 			if (c == 0)
@@ -1014,96 +1115,141 @@ int opt_btree_load_text(struct opt_tracker *t, const char *header_id, const stru
 		}
 		m++;
 	}
-	/* the leaves, the first keeping the old root's ID */
-	nodes = (m + (size_t)h.cap - 1) / (size_t)h.cap;
-	if (!(ids = malloc(nodes * sizeof(*ids))) || !(first = malloc(nodes * sizeof(*first)))) {
-		rc = oom();
-		goto done;
+	L->m = m;
+}
+
+/* The text of leaf id holding the k entries from e[j]. */
+static int leaf_text(const struct load *L, struct tbuf *b, const char *id, size_t j, size_t k)
+{
+	size_t x;
+	int rc;
+
+	if ((rc = tb_puts(b, "{\"entries\":[")) < 0)
+		return rc;
+	for (x = 0; x < k; x++, j++) {
+		if ((rc = tb_puts(b, x ? ",[" : "[")) < 0 || (rc = tb_put(b, L->e[j].k, L->e[j].kl)) < 0 ||
+		    (rc = tb_puts(b, ",")) < 0 || (rc = tb_put(b, L->e[j].v, L->e[j].vl)) < 0 ||
+		    (rc = tb_puts(b, "]")) < 0)
+			return rc;
 	}
-	for (i = 0, j = 0; i < nodes; i++) {
-		size_t k = level_size(m, (size_t)h.cap, i, nodes), x;
-		len = cap = 0;
-		buf = NULL;
+	if ((rc = tb_puts(b, "],\"header\":{\"collection\":")) < 0 || (rc = tb_put(b, L->ccoll, L->cl)) < 0 ||
+	    (rc = tb_puts(b, ",\"id\":\"")) < 0 || (rc = tb_puts(b, id)) < 0)
+		return rc;
+	return tb_puts(b, "\",\"type\":\"TL\"}}");
+}
+
+/* The leaves, full, the first keeping the old root's ID. */
+static int load_leaves(struct load *L, const char *root)
+{
+	size_t i, j;
+	int rc;
+
+	L->nodes = (L->m + L->cap - 1) / L->cap;
+	OPT_CHECK_ALLOC(L->ids = malloc(L->nodes * sizeof(*L->ids)));
+	OPT_CHECK_ALLOC(L->first = malloc(L->nodes * sizeof(*L->first)));
+	for (i = 0, j = 0; i < L->nodes; i++) {
+		size_t k = level_size(L->m, L->cap, i, L->nodes);
+		struct tbuf b = { NULL, 0, 0 };
 		if (i == 0)
-			strcpy(ids[i], h.root);
+			strcpy(L->ids[i], root);
 		else
-			opt_id_new(ids[i]);
-		first[i] = j;
-		rc = text_put(&buf, &len, &cap, "{\"entries\":[", sizeof("{\"entries\":[") - 1);
-		for (x = 0; x < k && rc == 0; x++, j++) {
-			if ((rc = text_put(&buf, &len, &cap, x ? ",[" : "[", x ? 2 : 1)) < 0 ||
-			    (rc = text_put(&buf, &len, &cap, e[j].k, e[j].kl)) < 0 ||
-			    (rc = text_put(&buf, &len, &cap, ",", sizeof(",") - 1)) < 0 ||
-			    (rc = text_put(&buf, &len, &cap, e[j].v, e[j].vl)) < 0)
-				break;
-			rc = text_put(&buf, &len, &cap, "]", sizeof("]") - 1);
+			opt_id_new(L->ids[i]);
+		L->first[i] = j;
+		if ((rc = leaf_text(L, &b, L->ids[i], j, k)) < 0) {
+			free(b.p);
+			return rc;
 		}
-		if (rc < 0 || (rc = text_put(&buf, &len, &cap, "],\"header\":{\"collection\":", sizeof("],\"header\":{\"collection\":") - 1)) < 0 ||
-		    (rc = text_put(&buf, &len, &cap, ccoll, cl)) < 0 ||
-		    (rc = text_put(&buf, &len, &cap, ",\"id\":\"", sizeof(",\"id\":\"") - 1)) < 0 ||
-		    (rc = text_put(&buf, &len, &cap, ids[i], strlen(ids[i]))) < 0 ||
-		    (rc = text_put(&buf, &len, &cap, "\",\"type\":\"TL\"}}", sizeof("\",\"type\":\"TL\"}}") - 1)) < 0)
-			goto done;
-		rc = opt_tracker_insert_text(t, ids[i], "TL", buf, len);
-		buf = NULL;
-		if (rc < 0)
-			goto done;
+		if ((rc = opt_tracker_insert_text(L->t, L->ids[i], "TL", b.p, b.len)) < 0)
+			return rc;
+		j += k;
 	}
-	/* the branches, level by level: ids[] and first[] become the level's */
-	for (level_n = nodes; level_n > 1; level_n = nodes) {
+	return 0;
+}
+
+/* The text of branch id over the k nodes of the level below from
+ * L->ids[c]. */
+static int branch_text(const struct load *L, struct tbuf *b, const char *id, size_t c, size_t k)
+{
+	size_t x;
+	int rc;
+
+	if ((rc = tb_puts(b, "{\"header\":{\"collection\":")) < 0 || (rc = tb_put(b, L->ccoll, L->cl)) < 0 ||
+	    (rc = tb_puts(b, ",\"id\":\"")) < 0 || (rc = tb_puts(b, id)) < 0 ||
+	    (rc = tb_puts(b, "\",\"type\":\"TB\"},\"nodes\":[")) < 0)
+		return rc;
+	for (x = 0; x < k; x++) {
+		if ((rc = tb_puts(b, x ? ",\"" : "\"")) < 0 || (rc = tb_puts(b, L->ids[c + x])) < 0 ||
+		    (rc = tb_puts(b, "\"")) < 0)
+			return rc;
+	}
+	if ((rc = tb_puts(b, "],\"partitions\":[")) < 0)
+		return rc;
+	for (x = 1; x < k; x++) {
+		const struct lk *p = &L->e[L->first[c + x]];
+		if ((x > 1 && (rc = tb_puts(b, ",")) < 0) || (rc = tb_put(b, p->k, p->kl)) < 0)
+			return rc;
+	}
+	return tb_puts(b, "]}");
+}
+
+/* The branches, level by level, until one node is left: L->ids[] and
+ * L->first[] become each level's. */
+static int load_branches(struct load *L)
+{
+	size_t i, level_n;
+	int rc;
+
+	for (level_n = L->nodes; level_n > 1; level_n = L->nodes) {
 		size_t c = 0;
-		nodes = (level_n + (size_t)h.cap - 1) / (size_t)h.cap;
-		for (i = 0; i < nodes; i++) {
-			size_t k = level_size(level_n, (size_t)h.cap, i, nodes), x;
+		L->nodes = (level_n + L->cap - 1) / L->cap;
+		for (i = 0; i < L->nodes; i++) {
+			size_t k = level_size(level_n, L->cap, i, L->nodes);
 			char id[OPT_ID_MAX + 1];
-			len = cap = 0;
-			buf = NULL;
+			struct tbuf b = { NULL, 0, 0 };
 			opt_id_new(id);
-			rc = text_put(&buf, &len, &cap, "{\"header\":{\"collection\":", sizeof("{\"header\":{\"collection\":") - 1);
-			if (rc < 0 || (rc = text_put(&buf, &len, &cap, ccoll, cl)) < 0 ||
-			    (rc = text_put(&buf, &len, &cap, ",\"id\":\"", sizeof(",\"id\":\"") - 1)) < 0 ||
-			    (rc = text_put(&buf, &len, &cap, id, strlen(id))) < 0 ||
-			    (rc = text_put(&buf, &len, &cap, "\",\"type\":\"TB\"},\"nodes\":[", sizeof("\",\"type\":\"TB\"},\"nodes\":[") - 1)) < 0)
-				goto done;
-			for (x = 0; x < k; x++) {
-				if ((rc = text_put(&buf, &len, &cap, x ? ",\"" : "\"", x ? 2 : 1)) < 0 ||
-				    (rc = text_put(&buf, &len, &cap, ids[c + x], strlen(ids[c + x]))) < 0 ||
-				    (rc = text_put(&buf, &len, &cap, "\"", sizeof("\"") - 1)) < 0)
-					goto done;
+			if ((rc = branch_text(L, &b, id, c, k)) < 0) {
+				free(b.p);
+				return rc;
 			}
-			if ((rc = text_put(&buf, &len, &cap, "],\"partitions\":[", sizeof("],\"partitions\":[") - 1)) < 0)
-				goto done;
-			for (x = 1; x < k; x++) {
-				const struct lk *p = &e[first[c + x]];
-				if ((x > 1 && (rc = text_put(&buf, &len, &cap, ",", sizeof(",") - 1)) < 0) ||
-				    (rc = text_put(&buf, &len, &cap, p->k, p->kl)) < 0)
-					goto done;
-			}
-			if ((rc = text_put(&buf, &len, &cap, "]}", sizeof("]}") - 1)) < 0)
-				goto done;
-			rc = opt_tracker_insert_text(t, id, "TB", buf, len);
-			buf = NULL;
-			if (rc < 0)
-				goto done;
+			if ((rc = opt_tracker_insert_text(L->t, id, "TB", b.p, b.len)) < 0)
+				return rc;
 			/* this level's node i: written over the slots already read */
-			first[i] = first[c];
-			strcpy(ids[i], id);
+			L->first[i] = L->first[c];
+			strcpy(L->ids[i], id);
 			c += k;
 		}
 	}
-	if (strcmp(ids[0], h.root) != 0 && (rc = set_root(t, header_id, ids[0])) < 0)
+	return 0;
+}
+
+int opt_btree_load_text(struct opt_tracker *t, const char *header_id, const struct opt_kv_text *kv, size_t n,
+			size_t *count)
+{
+	struct load L = { .t = t, .n = n };
+	struct header h;
+	size_t i;
+	int rc;
+
+	*count = 0;
+	if ((rc = load_target(&L, header_id, &h)) != 0 || n == 0)
 		goto done;
-	*count = m;
-	rc = 0;
+	L.cap = (size_t)h.cap;
+	if ((rc = load_keys(&L, kv)) < 0 || (rc = load_sort(&L)) < 0)
+		goto done;
+	load_dedup(&L);
+	if ((rc = load_leaves(&L, h.root)) < 0 || (rc = load_branches(&L)) < 0)
+		goto done;
+	if (strcmp(L.ids[0], h.root) != 0 && (rc = set_root(t, header_id, L.ids[0])) < 0)
+		goto done;
+	*count = L.m;
 done:
-	if (e)
+	if (L.e)
 		for (i = 0; i < n; i++)
-			json_decref(e[i].j);
-	free(e);
-	free(buf);
-	free(ids);
-	free(first);
-	free(ccoll);
+			json_decref(L.e[i].j);
+	free(L.e);
+	free(L.ids);
+	free(L.first);
+	free(L.ccoll);
 	return rc;
 }
 
@@ -1211,14 +1357,9 @@ static int rawleaf_index(struct rawleaf *l)
 
 		if (p >= end || *p != '[')
 			return -1;
-		if (l->n == l->cap) {
-			size_t cap = l->cap ? l->cap * 2 : 128;
-			struct rawent *ne = realloc(l->e, cap * sizeof(*ne));
-			if (!ne)
-				return -1;
-			l->e = ne;
-			l->cap = cap;
-		}
+		/* (room for 128 at first: a leaf rarely holds fewer) */
+		if (OPT_ALLOC_GROW(l->e, l->n + 1 > 128 ? l->n + 1 : 128, l->cap) < 0)
+			return -1;
 		e = &l->e[l->n];
 		p++;
 		if (!(q = opt_raw_skip(p, end)) || q >= end || *q != ',')
@@ -1414,14 +1555,9 @@ static int node_read(const struct opt_source *src, const char *id, json_t **b, s
 			/* the memo stays with the source's cache, which may drop
 			 * it at the next read from the source: keep a copy */
 			const struct rawidx *ix = m->p;
-			if (ix->n > l->cap) {
-				struct rawent *ne = realloc(l->e, ix->n * sizeof(*ne));
-				if (!ne) {
-					rawleaf_release(l);
-					return oom();
-				}
-				l->e = ne;
-				l->cap = ix->n;
+			if ((rc = OPT_ALLOC_GROW(l->e, ix->n, l->cap)) < 0) {
+				rawleaf_release(l);
+				return rc;
 			}
 			if (ix->n)
 				memcpy(l->e, ix->e, ix->n * sizeof(*ix->e));
@@ -1531,7 +1667,7 @@ static int lookup(const struct opt_source *src, const char *header_id, const jso
 			if (rc < 0)
 				rc = opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' holds a malformed entry", id);
 		} else if (!(*text = malloc(l.ent[i].vl + 1))) {
-			rc = oom();
+			rc = opt_error_oom();
 		} else {
 			memcpy(*text, l.b.data + l.ent[i].v, l.ent[i].vl);
 			(*text)[l.ent[i].vl] = '\0';
@@ -1552,7 +1688,7 @@ static int lookup(const struct opt_source *src, const char *header_id, const jso
 	if (value)
 		*value = json_incref(json_array_get(e, 1));
 	else if (opt_json_canon(text, len, json_array_get(e, 1)) < 0)
-		rc = oom();
+		rc = opt_error_oom();
 done:
 	json_decref(b);
 	rawleaf_free(&l);
@@ -1619,6 +1755,8 @@ static struct kref entry_kref(const struct frame *f, size_t i)
 
 static int set_last(struct opt_btree_cursor *c, const struct kref *k)
 {
+	int rc;
+
 	json_decref(c->last);
 	c->last = NULL;
 	c->haslast = 1;
@@ -1626,13 +1764,8 @@ static int set_last(struct opt_btree_cursor *c, const struct kref *k)
 		c->last = json_incref((json_t *)k->j);
 		return 0;
 	}
-	if (k->tl > c->lastkcap) {
-		char *nb = realloc(c->lastk, k->tl);
-		if (!nb)
-			return oom();
-		c->lastk = nb;
-		c->lastkcap = k->tl;
-	}
+	if ((rc = OPT_ALLOC_GROW(c->lastk, k->tl, c->lastkcap)) < 0)
+		return rc;
 	if (k->tl)
 		memcpy(c->lastk, k->t, k->tl);  /* (none yet: both NULL) */
 	c->lastkl = k->tl;
@@ -1754,7 +1887,7 @@ int opt_btree_cursor_open(struct opt_btree_cursor **out, const struct opt_source
 		return rc;
 	c = calloc(1, sizeof(*c));
 	if (!c)
-		return oom();
+		return opt_error_oom();
 	c->src = *src;
 	if (range) {
 		c->lo_incl = range->lo_incl;
@@ -1762,7 +1895,7 @@ int opt_btree_cursor_open(struct opt_btree_cursor **out, const struct opt_source
 		c->reverse = range->reverse;
 		if ((range->lo && !(c->lo = opt_json_copy(range->lo))) ||
 		    (range->hi && !(c->hi = opt_json_copy(range->hi)))) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
+			rc = opt_error_oom();
 			goto done;
 		}
 	}
@@ -1887,7 +2020,7 @@ int opt_btree_cursor_next_text(struct opt_btree_cursor *c, const char **key, siz
 		const json_t *e = json_array_get(f->arr, i);
 		if (opt_json_canon(&c->kbuf, klen, entry_key(e)) < 0 ||
 		    opt_json_canon(&c->vbuf, vlen, json_array_get(e, 1)) < 0)
-			return cursor_fail(c, oom());
+			return cursor_fail(c, opt_error_oom());
 		*key = c->kbuf;
 		*value = c->vbuf;
 		return 1;
@@ -1987,7 +2120,7 @@ static int check_node(struct check *k, const char *id, int depth, const json_t *
 	if (json_object_get(k->seen, id))
 		BAD("btree block '%s' is reached twice", id);
 	if (json_object_set_new(k->seen, id, json_true()) < 0) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	if ((rc = sget(k->src, id, &b, &kind, 1)) < 0)
@@ -1999,7 +2132,7 @@ static int check_node(struct check *k, const char *id, int depth, const json_t *
 	if (!coll)
 		BAD("btree block '%s' has no collection", id);
 	if (!k->coll && !(k->coll = strdup(coll))) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	if (strcmp(coll, k->coll) != 0)
@@ -2085,7 +2218,7 @@ static int route(const struct opt_source *src, const struct header *h, const jso
 			*hi = json_array_get(parts, i);
 		if (json_array_append(*keep, b) < 0) {
 			json_decref(b);
-			return oom();
+			return opt_error_oom();
 		}
 		rc = copy_id(leaf, json_array_get(json_object_get(b, "nodes"), i), leaf);
 		json_decref(b);
@@ -2110,7 +2243,7 @@ static int leaf_in_place(const struct opt_source *src, const struct header *h, c
 
 	*n = 0;
 	if (!keep || !(k.seen = json_object())) {
-		rc = oom();
+		rc = opt_error_oom();
 		goto done;
 	}
 	if ((rc = sget(src, id, &b, &kind, 0)) < 0)
@@ -2159,20 +2292,18 @@ static int leftmost_depth(const struct opt_source *src, const char *root, int *d
 	return opt_error_set(OPT_EINTEGRITY, "btree deeper than %d levels at block '%s'", MAX_DEPTH, cur);
 }
 
-int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
-			  const json_t *changed, size_t base_count, size_t *count)
-{
-	return opt_btree_check_since_text(src, base, NULL, NULL, header_id, changed, base_count, count);
-}
+static int check_whole(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *o,
+		       size_t *count);
 
-int opt_btree_check_since_text(const struct opt_source *src, const struct opt_source *base, opt_btree_bytes_fn bytes,
-			       void *bctx, const char *header_id, const json_t *changed, size_t base_count,
-			       size_t *count)
+/* opt_btree_check since o->base. */
+static int check_since(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *o,
+		       size_t *count)
 {
+	const struct opt_source *base = o->base;
 	struct header h, bh;
 	const char *id;
 	const json_t *v;
-	size_t total = base_count, n;
+	size_t total = o->base_count, n;
 	int depth, rc;
 
 	if (count)
@@ -2185,7 +2316,7 @@ int opt_btree_check_since_text(const struct opt_source *src, const struct opt_so
 		return rc;
 	/* only leaves changed, each in place: its ancestors, unchanged, give
 	 * it the bounds and depth it had */
-	json_object_foreach((json_t *)changed, id, v) {
+	json_object_foreach((json_t *)o->changed, id, v) {
 		json_t *b = NULL;
 		int kind;
 		const char *type;
@@ -2237,9 +2368,7 @@ int opt_btree_check_since_text(const struct opt_source *src, const struct opt_so
 	return 0;
 full:
 	opt_error_clear();
-	if (bytes)
-		return opt_btree_check_text(src, bytes, bctx, header_id, NULL, NULL, count);
-	return opt_btree_check(src, header_id, count);
+	return check_whole(src, header_id, o, count);
 }
 
 /* ---- the structural check on stored text ----
@@ -2298,170 +2427,232 @@ static const char *tstr(const char *text, const struct opt_ctape *t, size_t c, s
 	return text + t->v[c].v + 1;
 }
 
-#define TBAD(...) do { rc = opt_error_set(OPT_EINTEGRITY, __VA_ARGS__); goto done; } while (0)
+/* A node being checked on its text. */
+struct tnode {
+	const char *id;
+	const char *text;
+	struct opt_ctape *t;    /* its tape (k->tape[depth]) */
+	int depth, kind;
+	size_t ents, parts, nodes, hdr;  /* its members' tape nodes (0: none) */
+};
 
-static int tcheck_node(struct tcheck *k, const char *id, int depth, const struct tspan *lo, const struct tspan *hi)
+/* Read node id at depth into *b and scan it: 0 when the scanner judged
+ * it canonical, 1 when it is canonical but beyond the scanner (the whole
+ * tree is then checked parsed: k->parsed), or an error. */
+static int tread(struct tcheck *k, const char *id, int depth, struct opt_bytes *b)
 {
-	struct opt_ctape *t;
-	const struct opt_cnode *v;
-	struct opt_bytes b = { 0 };
-	char child[OPT_ID_MAX + 1];
-	const char *s, *text;
-	size_t len = 0, sl = 0, hdr, ents, parts, nodes, n, i, c, pc = 0;
-	int rc, err = 0, kind;
+	int rc;
 
 	if (depth >= MAX_DEPTH)
-		TBAD("btree deeper than %d levels at block '%s'", MAX_DEPTH, id);
+		return opt_error_set(OPT_EINTEGRITY, "btree deeper than %d levels at block '%s'", MAX_DEPTH, id);
 	if (json_object_get(k->visited, id))
-		TBAD("btree block '%s' is reached twice", id);
-	if (json_object_set_new(k->visited, id, json_true()) < 0) {
-		rc = oom();
-		goto done;
-	}
-	rc = k->bytes(k->bctx, id, &b);
+		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is reached twice", id);
+	if (json_object_set_new(k->visited, id, json_true()) < 0)
+		return opt_error_oom();
+	rc = k->bytes(k->bctx, id, b);
 	if (rc == OPT_ENOTFOUND)
-		TBAD("btree block '%s' is missing", id);
+		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is missing", id);
 	if (rc < 0)
-		goto done;
-	text = b.data;
-	len = b.len;
-	if (k->seen && (rc = k->seen(k->sarg, id, text, len)) < 0)
-		goto done;
-	t = &k->tape[depth];
-	if ((rc = opt_canon_scan(text, len, 3, t)) < 0)
-		goto done;
+		return rc;
+	if (k->seen && (rc = k->seen(k->sarg, id, b->data, b->len)) < 0)
+		return rc;
+	if ((rc = opt_canon_scan(b->data, b->len, 3, &k->tape[depth])) < 0)
+		return rc;
 	if (rc == 0) {
-		if ((rc = opt_canon_check_parsed(text, len)) < 0)
-			goto done;
+		if ((rc = opt_canon_check_parsed(b->data, b->len)) < 0)
+			return rc;
 		if (rc == 0)
-			TBAD("btree block '%s' is not stored as canonical JSON", id);
+			return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is not stored as canonical JSON", id);
 		k->parsed = 1;  /* canonical, but beyond the scanner */
-		rc = 1;
-		goto done;
+		return 1;
 	}
-	rc = 0;
-	v = t->v;
+	return 0;
+}
+
+/* The number of elements of array node a of tape t. */
+static size_t tcount(const struct opt_ctape *t, size_t a)
+{
+	size_t n = 0, c;
+
+	for (c = a + 1; c < t->v[a].next; c = t->v[c].next)
+		n++;
+	return n;
+}
+
+/* What node nd is: a leaf (an "entries" array) or a branch ("partitions"
+ * and "nodes" arrays, one more node than partitions). */
+static int tkind(struct tnode *nd)
+{
+	const struct opt_cnode *v = nd->t->v;
+	const struct opt_ctape *t = nd->t;
+
 	if (v[0].t != '{')
-		TBAD("block '%s' is not a btree node: it needs an \"entries\" array, or \"partitions\" and \"nodes\" arrays with one more node than partitions", id);
-	ents = opt_ctape_member(t, text, 0, "entries");
-	parts = opt_ctape_member(t, text, 0, "partitions");
-	nodes = opt_ctape_member(t, text, 0, "nodes");
-	hdr = opt_ctape_member(t, text, 0, "header");
-	if (ents && v[ents].t == '[') {
-		kind = LEAF;
-	} else {
-		size_t np = 0, nn = 0;
-		if (parts && v[parts].t == '[')
-			for (c = parts + 1; c < v[parts].next; c = v[c].next)
-				np++;
-		if (nodes && v[nodes].t == '[')
-			for (c = nodes + 1; c < v[nodes].next; c = v[c].next)
-				nn++;
-		if (!parts || v[parts].t != '[' || !nodes || v[nodes].t != '[' || nn != np + 1)
-			TBAD("block '%s' is not a btree node: it needs an \"entries\" array, or \"partitions\" and \"nodes\" arrays with one more node than partitions", id);
-		kind = BRANCH;
+		goto bad;
+	nd->ents = opt_ctape_member(t, nd->text, 0, "entries");
+	nd->parts = opt_ctape_member(t, nd->text, 0, "partitions");
+	nd->nodes = opt_ctape_member(t, nd->text, 0, "nodes");
+	nd->hdr = opt_ctape_member(t, nd->text, 0, "header");
+	if (nd->ents && v[nd->ents].t == '[') {
+		nd->kind = LEAF;
+		return 0;
 	}
-	s = hdr ? tstr(text, t, opt_ctape_member(t, text, hdr, "type"), &sl) : NULL;
-	if (!s || sl != 2 || memcmp(s, kind == LEAF ? "TL" : "TB", 2) != 0) {
+	if (nd->parts && v[nd->parts].t == '[' && nd->nodes && v[nd->nodes].t == '[' &&
+	    tcount(t, nd->nodes) == tcount(t, nd->parts) + 1) {
+		nd->kind = BRANCH;
+		return 0;
+	}
+bad:
+	return opt_error_set(OPT_EINTEGRITY, "block '%s' is not a btree node: it needs an \"entries\" array, or \"partitions\" and \"nodes\" arrays with one more node than partitions", nd->id);
+}
+
+/* The header of node nd: its type, its ID, the root's collection. */
+static int theader(struct tcheck *k, const struct tnode *nd)
+{
+	const struct opt_ctape *t = nd->t;
+	const char *s, *id = nd->id, *text = nd->text;
+	size_t sl = 0;
+	int leaf = nd->kind == LEAF;
+
+	s = nd->hdr ? tstr(text, t, opt_ctape_member(t, text, nd->hdr, "type"), &sl) : NULL;
+	if (!s || sl != 2 || memcmp(s, leaf ? "TL" : "TB", 2) != 0) {
 		char ty[64];
 		if (s)
 			snprintf(ty, sizeof(ty), "%.*s", (int)(sl < 60 ? sl : 60), s);
-		TBAD("btree %s '%s' has type %s, not %s", kind == LEAF ? "leaf" : "branch", id, s ? ty : "missing",
-		     kind == LEAF ? "TL" : "TB");
+		return opt_error_set(OPT_EINTEGRITY, "btree %s '%s' has type %s, not %s", leaf ? "leaf" : "branch", id,
+				     s ? ty : "missing", leaf ? "TL" : "TB");
 	}
-	s = hdr ? tstr(text, t, opt_ctape_member(t, text, hdr, "id"), &sl) : NULL;
+	s = nd->hdr ? tstr(text, t, opt_ctape_member(t, text, nd->hdr, "id"), &sl) : NULL;
 	if (!s || sl != strlen(id) || memcmp(s, id, sl) != 0)
-		TBAD("btree block '%s' has the ID '%.*s' in its header", id, s ? (int)(sl < 100 ? sl : 100) : 0, s ? s : "");
-	s = hdr ? tstr(text, t, opt_ctape_member(t, text, hdr, "collection"), &sl) : NULL;
+		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' has the ID '%.*s' in its header", id,
+				     s ? (int)(sl < 100 ? sl : 100) : 0, s ? s : "");
+	s = nd->hdr ? tstr(text, t, opt_ctape_member(t, text, nd->hdr, "collection"), &sl) : NULL;
 	if (!s)
-		TBAD("btree block '%s' has no collection", id);
+		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' has no collection", id);
 	if (!k->coll) {
-		if (!(k->coll = malloc(sl + 1))) {
-			rc = oom();
-			goto done;
-		}
+		OPT_CHECK_ALLOC(k->coll = malloc(sl + 1));
 		memcpy(k->coll, s, sl);
 		k->coll[sl] = '\0';
 		k->colll = sl;
 	}
 	if (sl != k->colll || memcmp(s, k->coll, sl) != 0)
-		TBAD("btree block '%s' is in collection '%.*s', the root in '%s'", id, (int)(sl < 200 ? sl : 200), s, k->coll);
-	if (kind == LEAF) {
-		for (n = 0, c = ents + 1; c < v[ents].next; c = v[c].next)
-			n++;
-		if (k->leaf_depth < 0)
-			k->leaf_depth = depth;
-		if (depth != k->leaf_depth)
-			TBAD("btree leaf '%s' is at depth %d, another at %d", id, depth, k->leaf_depth);
-		if (n > k->max || (depth > 0 && n < k->min))
-			TBAD("btree leaf '%s' holds %zu entries (%zu-%zu allowed)", id, n, depth ? k->min : 0, k->max);
-		for (i = 0, c = ents + 1; c < v[ents].next; c = v[c].next, i++) {
-			size_t key = c + 1;
-			if (v[c].t != '[' || v[c].next != c + 3 || !tkey_valid(text, &v[key]))
-				TBAD("btree leaf '%s' entry %zu is not a [key, value] pair", id, i);
-			if (pc && opt_raw_keys_cmp(text + v[pc].v, v[pc].vl, text + v[key].v, v[key].vl, &err) >= 0)
-				TBAD("btree leaf '%s' entries %zu and %zu are out of order", id, i - 1, i);
-			if (err)
-				TBAD("btree leaf '%s' entry %zu is not a [key, value] pair", id, i);
-			if (!tin_bounds(text + v[key].v, v[key].vl, lo, hi, &err) || err)
-				TBAD("btree leaf '%s' entry %zu is outside the bounds of its parent's partitions", id, i);
-			pc = key;
-		}
-		k->count += n;
-		goto done;
+		return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is in collection '%.*s', the root in '%s'", id,
+				     (int)(sl < 200 ? sl : 200), s, k->coll);
+	return 0;
+}
+
+/* Leaf nd: its depth, its fill, its entries sorted, valid and within
+ * [lo, hi). */
+static int tleaf(struct tcheck *k, const struct tnode *nd, const struct tspan *lo, const struct tspan *hi)
+{
+	const struct opt_cnode *v = nd->t->v;
+	const char *id = nd->id, *text = nd->text;
+	size_t n = tcount(nd->t, nd->ents), i, c, pc = 0;
+	int depth = nd->depth, err = 0;
+
+	if (k->leaf_depth < 0)
+		k->leaf_depth = depth;
+	if (depth != k->leaf_depth)
+		return opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' is at depth %d, another at %d", id, depth,
+				     k->leaf_depth);
+	if (n > k->max || (depth > 0 && n < k->min))
+		return opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' holds %zu entries (%zu-%zu allowed)", id, n,
+				     depth ? k->min : 0, k->max);
+	for (i = 0, c = nd->ents + 1; c < v[nd->ents].next; c = v[c].next, i++) {
+		size_t key = c + 1;
+		if (v[c].t != '[' || v[c].next != c + 3 || !tkey_valid(text, &v[key]))
+			return opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' entry %zu is not a [key, value] pair", id, i);
+		if (pc && opt_raw_keys_cmp(text + v[pc].v, v[pc].vl, text + v[key].v, v[key].vl, &err) >= 0)
+			return opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' entries %zu and %zu are out of order", id,
+					     i - 1, i);
+		if (err)
+			return opt_error_set(OPT_EINTEGRITY, "btree leaf '%s' entry %zu is not a [key, value] pair", id, i);
+		if (!tin_bounds(text + v[key].v, v[key].vl, lo, hi, &err) || err)
+			return opt_error_set(OPT_EINTEGRITY,
+					     "btree leaf '%s' entry %zu is outside the bounds of its parent's partitions",
+					     id, i);
+		pc = key;
 	}
-	for (n = 0, c = nodes + 1; c < v[nodes].next; c = v[c].next)
-		n++;
-	if (n > k->max || (depth > 0 && n < k->min) || n < 2)
-		TBAD("btree branch '%s' has %zu children (%zu-%zu allowed)", id, n, depth ? k->min : 2, k->max);
-	for (i = 0, c = parts + 1; c < v[parts].next; c = v[c].next, i++) {
+	k->count += n;
+	return 0;
+}
+
+static int tcheck_node(struct tcheck *k, const char *id, int depth, const struct tspan *lo, const struct tspan *hi);
+
+/* Branch nd: its fill, its partitions sorted, valid and within [lo, hi),
+ * then each child within the partitions around it (spans of this node's
+ * text, which stays while they are checked; the tape of this depth is
+ * not touched below it). */
+static int tbranch(struct tcheck *k, const struct tnode *nd, const struct tspan *lo, const struct tspan *hi)
+{
+	const struct opt_cnode *v = nd->t->v;
+	const char *id = nd->id, *text = nd->text, *s;
+	char child[OPT_ID_MAX + 1];
+	size_t n = tcount(nd->t, nd->nodes), i, c, pc = 0, sl = 0, pcur = nd->parts + 1;
+	struct tspan plo, phi;
+	int rc, err = 0;
+
+	if (n > k->max || (nd->depth > 0 && n < k->min) || n < 2)
+		return opt_error_set(OPT_EINTEGRITY, "btree branch '%s' has %zu children (%zu-%zu allowed)", id, n,
+				     nd->depth ? k->min : 2, k->max);
+	for (i = 0, c = nd->parts + 1; c < v[nd->parts].next; c = v[c].next, i++) {
 		if (!tkey_valid(text, &v[c]))
-			TBAD("btree branch '%s' partition %zu is not a valid key", id, i);
+			return opt_error_set(OPT_EINTEGRITY, "btree branch '%s' partition %zu is not a valid key", id, i);
 		if (pc && (opt_raw_keys_cmp(text + v[pc].v, v[pc].vl, text + v[c].v, v[c].vl, &err) >= 0 || err))
-			TBAD("btree branch '%s' partitions %zu and %zu are out of order", id, i - 1, i);
+			return opt_error_set(OPT_EINTEGRITY, "btree branch '%s' partitions %zu and %zu are out of order",
+					     id, i - 1, i);
 		if (!tin_bounds(text + v[c].v, v[c].vl, lo, hi, &err) || err)
-			TBAD("btree branch '%s' partition %zu is outside the bounds of its parent's partitions", id, i);
+			return opt_error_set(OPT_EINTEGRITY,
+					     "btree branch '%s' partition %zu is outside the bounds of its parent's partitions",
+					     id, i);
 		pc = c;
 	}
-	{
-		/* the children, each within the partitions around it (spans of
-		 * this node's text, which stays while they are checked; the tape
-		 * of this depth is not touched below it) */
-		size_t pcur = parts + 1;
-		struct tspan plo, phi;
-		for (i = 0, c = nodes + 1; c < v[nodes].next; c = v[c].next, i++) {
-			s = tstr(text, t, c, &sl);
-			if (!s || sl > OPT_ID_MAX) {
-				rc = opt_error_set(OPT_EINTEGRITY, "btree block '%s' holds an invalid block ID", id);
-				goto done;
-			}
-			memcpy(child, s, sl);
-			child[sl] = '\0';
-			if (!opt_id_valid(child)) {
-				rc = opt_error_set(OPT_EINTEGRITY, "btree block '%s' holds an invalid block ID", id);
-				goto done;
-			}
-			if (i + 1 < n) {
-				phi.p = text + v[pcur].v;
-				phi.l = v[pcur].vl;
-			}
-			rc = tcheck_node(k, child, depth + 1, i ? &plo : lo, i + 1 < n ? &phi : hi);
-			if (rc != 0)
-				goto done;
-			if (i + 1 < n) {
-				plo = phi;
-				pcur = v[pcur].next;
-			}
+	for (i = 0, c = nd->nodes + 1; c < v[nd->nodes].next; c = v[c].next, i++) {
+		s = tstr(text, nd->t, c, &sl);
+		if (!s || sl > OPT_ID_MAX)
+			return opt_error_set(OPT_EINTEGRITY, "btree block '%s' holds an invalid block ID", id);
+		memcpy(child, s, sl);
+		child[sl] = '\0';
+		if (!opt_id_valid(child))
+			return opt_error_set(OPT_EINTEGRITY, "btree block '%s' holds an invalid block ID", id);
+		if (i + 1 < n) {
+			phi.p = text + v[pcur].v;
+			phi.l = v[pcur].vl;
+		}
+		if ((rc = tcheck_node(k, child, nd->depth + 1, i ? &plo : lo, i + 1 < n ? &phi : hi)) != 0)
+			return rc;
+		if (i + 1 < n) {
+			plo = phi;
+			pcur = v[pcur].next;
 		}
 	}
+	return 0;
+}
+
+static int tcheck_node(struct tcheck *k, const char *id, int depth, const struct tspan *lo, const struct tspan *hi)
+{
+	struct opt_bytes b = { 0 };
+	struct tnode nd = { id, NULL, &k->tape[depth < MAX_DEPTH ? depth : 0], depth, 0, 0, 0, 0, 0 };
+	int rc;
+
+	if ((rc = tread(k, id, depth, &b)) != 0)
+		goto done;
+	nd.text = b.data;
+	if ((rc = tkind(&nd)) < 0 || (rc = theader(k, &nd)) < 0)
+		goto done;
+	if (nd.kind == LEAF)
+		rc = tleaf(k, &nd, lo, hi);
+	else
+		rc = tbranch(k, &nd, lo, hi);
 done:
 	opt_bytes_release(&b);
 	return rc;
 }
 
-int opt_btree_check_text(const struct opt_source *src, opt_btree_bytes_fn bytes, void *bctx, const char *header_id,
-			 int (*seen)(void *arg, const char *id, const char *text, size_t len), void *sarg,
-			 size_t *count)
+static int check_parsed(const struct opt_source *src, const char *header_id, size_t *count);
+
+/* The whole tree, checked on the text of its nodes (o->bytes). */
+static int check_text(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *o,
+		      size_t *count)
 {
 	struct tcheck *k;
 	struct header h;
@@ -2472,17 +2663,17 @@ int opt_btree_check_text(const struct opt_source *src, opt_btree_bytes_fn bytes,
 	if ((rc = read_header(&h, src, header_id)) < 0)
 		return rc;
 	if (!(k = calloc(1, sizeof(*k))))
-		return oom();
-	k->bytes = bytes;
-	k->bctx = bctx;
-	k->seen = seen;
-	k->sarg = sarg;
+		return opt_error_oom();
+	k->bytes = o->bytes;
+	k->bctx = o->bctx;
+	k->seen = o->seen;
+	k->sarg = o->sarg;
 	k->min = (size_t)h.cap / 2;
 	k->max = (size_t)h.cap;
 	k->leaf_depth = -1;
 	if (!(k->visited = json_object())) {
 		free(k);
-		return oom();
+		return opt_error_oom();
 	}
 	rc = tcheck_node(k, h.root, 0, NULL, NULL);
 	if (rc == 0 && count)
@@ -2494,13 +2685,14 @@ int opt_btree_check_text(const struct opt_source *src, opt_btree_bytes_fn bytes,
 	free(k);
 	if (rc == 1) {
 		/* a node the scanner could not judge (canonical all the same):
-		 * the whole tree parsed, as opt_btree_check does */
-		rc = opt_btree_check(src, header_id, count);
+		 * the whole tree parsed, as check_parsed does */
+		rc = check_parsed(src, header_id, count);
 	}
 	return rc;
 }
 
-int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count)
+/* The whole tree, parsed. */
+static int check_parsed(const struct opt_source *src, const char *header_id, size_t *count)
 {
 	struct check k = { src, 0, 0, 0, -1, NULL, NULL };
 	struct header h;
@@ -2513,11 +2705,30 @@ int opt_btree_check(const struct opt_source *src, const char *header_id, size_t 
 	k.min = (size_t)h.cap / 2;
 	k.max = (size_t)h.cap;
 	if (!(k.seen = json_object()))
-		return oom();
+		return opt_error_oom();
 	rc = check_node(&k, h.root, 0, NULL, NULL);
 	if (rc == 0 && count)
 		*count = k.count;
 	json_decref(k.seen);
 	free(k.coll);
 	return rc;
+}
+
+/* The whole tree, read as o says. */
+static int check_whole(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *o,
+		       size_t *count)
+{
+	return o->bytes ? check_text(src, header_id, o, count) : check_parsed(src, header_id, count);
+}
+
+int opt_btree_check(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *opts,
+		    size_t *count)
+{
+	static const struct opt_btree_check_opts none = OPT_BTREE_CHECK_OPTS_INIT;
+
+	if (!opts)
+		opts = &none;
+	if (opts->base)
+		return check_since(src, header_id, opts, count);
+	return check_whole(src, header_id, opts, count);
 }

@@ -135,6 +135,49 @@ int opt_btree_cursor_next_text(struct opt_btree_cursor *c, const char **key, siz
 /* Free a cursor (NULL is fine). */
 void opt_btree_cursor_free(struct opt_btree_cursor *c);
 
+/* The stored bytes of block id: 0 and *out (the caller releases it with
+ * opt_bytes_release); OPT_ENOTFOUND when absent. */
+typedef int (*opt_btree_bytes_fn)(void *ctx, const char *id, struct opt_bytes *out);
+
+/* How opt_btree_check reads and judges a tree.  Set it up with
+ * OPT_BTREE_CHECK_OPTS_INIT (every member zero: the whole tree, parsed),
+ * then set what you need:
+ *
+ *   struct opt_btree_check_opts o = OPT_BTREE_CHECK_OPTS_INIT;
+ *   o.bytes = my_bytes;
+ *   o.bctx = ctx;
+ *   rc = opt_btree_check(src, header_id, &o, &count);
+ */
+struct opt_btree_check_opts {
+	/* Read the nodes as stored text through bytes(bctx, ...) (the header
+	 * through src) and check them without parsing them: the same checks
+	 * and messages, and each node must be stored as canonical JSON
+	 * ("btree block 'ID' is not stored as canonical JSON").  NULL: the
+	 * nodes are read through src and parsed. */
+	opt_btree_bytes_fn bytes;
+	void *bctx;
+	/* With bytes: called with every node's bytes as read, before they
+	 * are checked; a negative return stops the check and is returned.
+	 * NULL: not called. */
+	int (*seen)(void *sarg, const char *id, const char *text, size_t len);
+	void *sarg;
+	/* Since a base (NULL: judge the whole tree).  The tree at src was
+	 * made at base (a state that passed opt_btree_check with base_count
+	 * entries) and only the blocks of changed ({id: anything}) differ.
+	 * When only leaves changed, in place (the root and every branch as
+	 * at base), each is checked where its first key routes from the
+	 * root, with the bounds and depth found there, and *count is
+	 * base_count plus what each holds now less what it held at base: a
+	 * few blocks read, whatever the tree's size.  Any other change (a
+	 * branch, a leaf added or dropped, a leaf not where its keys route)
+	 * is judged by a check of the whole tree, as the members above say. */
+	const struct opt_source *base;
+	const json_t *changed;
+	size_t base_count;
+};
+
+#define OPT_BTREE_CHECK_OPTS_INIT { 0 }
+
 /* Check the tree's structure: valid header fields; every block present,
  * reached once, of type TL or TB, with the ID it is reached by and the
  * same collection as the root; entries sorted with unique valid keys;
@@ -142,40 +185,11 @@ void opt_btree_cursor_free(struct opt_btree_cursor *c);
  * route every key (each key lies within the bounds its ancestors'
  * partitions give it); fill bounds (non-root nodes >= capacity/2, all
  * <= capacity, a branch root has >= 2 children); all leaves at one depth.
- * 0 and *count (may be NULL) the number of entries, or OPT_EINTEGRITY with
- * a message naming the block.  Holds a set of visited block IDs. */
-int opt_btree_check(const struct opt_source *src, const char *header_id, size_t *count);
-
-/* The stored bytes of block id: 0 and *out (the caller releases it with
- * opt_bytes_release); OPT_ENOTFOUND when absent. */
-typedef int (*opt_btree_bytes_fn)(void *ctx, const char *id, struct opt_bytes *out);
-
-/* opt_btree_check on the stored text of the nodes (read through bytes;
- * the header through src), without parsing them: the same checks and
- * messages, and each node must be stored as canonical JSON ("btree
- * block 'ID' is not stored as canonical JSON").  seen (may be NULL) is
- * called with every node's bytes as read, before they are checked; a
- * negative return stops the check and is returned. */
-int opt_btree_check_text(const struct opt_source *src, opt_btree_bytes_fn bytes, void *bctx, const char *header_id,
-			 int (*seen)(void *arg, const char *id, const char *text, size_t len), void *sarg,
-			 size_t *count);
-
-/* The same check of the tree at src, given that it was made at base (a
- * state that passed opt_btree_check with base_count entries) and that
- * only the blocks of changed ({id: anything}) differ.  When only leaves
- * changed, in place (the root and every branch as at base), each is
- * checked where its first key routes from the root, with the bounds and
- * depth found there, and *count is base_count plus what each holds now
- * less what it held at base: a few blocks read, whatever the tree's
- * size.  Any other change (a branch, a leaf added or dropped, a leaf not
- * where its keys route) is judged by opt_btree_check of the whole tree. */
-int opt_btree_check_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
-			  const json_t *changed, size_t base_count, size_t *count);
-
-/* The same, judging the whole tree (when it must) with
- * opt_btree_check_text through bytes (NULL: opt_btree_check). */
-int opt_btree_check_since_text(const struct opt_source *src, const struct opt_source *base, opt_btree_bytes_fn bytes,
-			       void *bctx, const char *header_id, const json_t *changed, size_t base_count,
-			       size_t *count);
+ * opts (NULL: OPT_BTREE_CHECK_OPTS_INIT) says how to read the nodes and
+ * whether only what changed since a base is judged.  0 and *count (may be
+ * NULL) the number of entries, or OPT_EINTEGRITY with a message naming
+ * the block.  Holds a set of visited block IDs. */
+int opt_btree_check(const struct opt_source *src, const char *header_id, const struct opt_btree_check_opts *opts,
+		    size_t *count);
 
 #endif

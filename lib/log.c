@@ -651,13 +651,12 @@ static int lean_known(struct lean *l, const json_t *e, const char **h)
 	return -1;
 }
 
-int opt_log_verify_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
-			 long after, const char *after_hash, const json_t *recheck, json_t *visited,
-			 int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
-{
-	return opt_log_verify_since_text(src, base, NULL, NULL, header_id, after, after_hash, recheck, visited, cb, arg,
-					 entries);
-}
+/* ---- only what is new since a base (opt_log_verify with opts->base) ----
+ *
+ * The log is read from its tail back while its blocks changed; the new
+ * entries are gathered, the older entries of the changed blocks checked
+ * against the chain as it was; then the new entries are verified oldest
+ * first. */
 
 /* What is known of each new entry's actions (lean_known), by its index
  * in the array of new entries. */
@@ -666,175 +665,231 @@ struct fresh_known {
 	char h[OPT_SHA256_HEX + 1];
 };
 
-int opt_log_verify_since_text(const struct opt_source *src, const struct opt_source *base, opt_log_bytes_fn bytes,
-			      void *bctx, const char *header_id, long after, const char *after_hash,
-			      const json_t *recheck, json_t *visited, int (*cb)(const json_t *entry, void *arg),
-			      void *arg, long *entries)
-{
+struct since {
+	const struct opt_log_verify_opts *o;
+	const char *hid;
 	struct lean l;
-	struct opt_source ls;
-	const struct opt_source *rd = src;
-	struct fresh_known *fk = NULL;
-	size_t fkcap = 0;
-	const char *kh = NULL;
-	json_t *fresh = json_array(), *h = NULL, *b = NULL;
-	const char *link;
-	char cur[OPT_ID_MAX + 1] = "", came[OPT_ID_MAX + 1] = "", prev[65] = "", want[65] = "";
-	long n = 0, r, want_rev = 0, loaded = 0;
-	int rc, found = after == 0;
-	size_t i;
+	json_t *fresh;              /* the new entries, newest first */
+	struct fresh_known *fk;     /* beside each of them */
+	size_t fkcap;
+	char cur[OPT_ID_MAX + 1];   /* the block to read next ("": none) */
+	char came[OPT_ID_MAX + 1];  /* the block read last (its successor) */
+	char prev[65];              /* the hash of the entry checked last */
+	char want[65];              /* the hash the next older entry must have */
+	long want_rev, loaded;
+	int found;                  /* entry `after` was reached */
+};
 
-	if (entries)
-		*entries = 0;
-	if (!fresh)
-		return opt_error_set(OPT_EIO, "out of memory");
-	ls = lean_open(&l, src, bytes, bctx, header_id, NULL);
-	if (bytes)
-		rd = &ls;  /* the log's blocks read as text (see above) */
-	if ((rc = src->get(src->ctx, header_id, &h)) < 0)
+/* Block w->cur did not change since the base: it and all before it are
+ * as verified then; the block read last must have followed it there (or,
+ * none read, it must have been the tail), and entry `after` is in it. */
+static int since_unchanged(struct since *w)
+{
+	const struct opt_source *base = w->o->base;
+	json_t *nb = NULL;
+	const char *bp = NULL;
+	int rc;
+
+	if (!*w->came) {
+		/* nothing read: the tail is the old one */
+		json_t *bh = NULL;
+		if ((rc = base->get(base->ctx, w->hid, &bh)) == 0 && (rc = link_of(bh, "tailId", w->hid, &bp)) == 0 &&
+		    (!bp || strcmp(bp, w->cur) != 0))
+			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': the tail, unchanged, but not the "
+					   "tail before", w->cur);
+		json_decref(bh);
+	} else if ((rc = base->get(base->ctx, w->came, &nb)) == 0 && (rc = link_of(nb, "priorId", w->came, &bp)) == 0 &&
+		   (!bp || strcmp(bp, w->cur) != 0)) {
+		rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': linked to '%.80s', which it did not "
+				   "follow before", w->came, w->cur);
+	} else if (rc == OPT_ENOTFOUND) {
+		rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': new, but linked to the unchanged block "
+				   "'%.80s'", w->came, w->cur);
+	}
+	json_decref(nb);
+	if (rc < 0)
+		return rc;
+	if (!w->found && w->o->after > 0) {
+		/* the entry `after` is in that block, as before */
+		size_t nf = json_array_size(w->fresh);
+		if (nf && json_integer_value(json_object_get(json_array_get(w->fresh, nf - 1), "rev")) != w->o->after + 1)
+			return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing", w->o->after + 1);
+		w->found = 1;
+	}
+	return 0;
+}
+
+/* Read the changed block w->cur through rd into *b: it must be there and
+ * name the block read before it as its next. */
+static int since_read(struct since *w, const struct opt_source *rd, json_t **b)
+{
+	const char *link;
+	int rc;
+
+	if (++w->loaded > 1000000)
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s': the log has a cycle", w->cur);
+	if ((rc = rd->get(rd->ctx, w->cur, b)) < 0) {
+		if (rc == OPT_ENOTFOUND)
+			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is missing", w->cur);
+		return rc;
+	}
+	if (w->o->visited && json_object_set_new(w->o->visited, w->cur, json_true()) < 0)
+		return opt_error_oom();
+	/* the block names the one we came from as its next */
+	if ((rc = link_of(*b, "nextId", w->cur, &link)) < 0)
+		return rc;
+	if ((*w->came && (!link || strcmp(link, w->came) != 0)) || (!*w->came && link))
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s': \"nextId\" does not name the block after it",
+				     w->cur);
+	return 0;
+}
+
+/* Keep e, a new entry (known: what lean_known said of it, kh its hash). */
+static int since_keep(struct since *w, const json_t *e, int known, const char *kh)
+{
+	size_t at = json_array_size(w->fresh);
+	int rc;
+
+	if ((rc = OPT_ALLOC_GROW(w->fk, at + 1, w->fkcap)) < 0)
+		return rc;
+	w->fk[at].known = known;
+	snprintf(w->fk[at].h, sizeof(w->fk[at].h), "%s", known == 1 ? kh : "");
+	if (json_array_append(w->fresh, (json_t *)e) < 0)
+		return opt_error_oom();
+	return 0;
+}
+
+/* e (rev r), verified before: it must hash to what the next one names as
+ * prior, and the newest of them be entry `after` with after_hash. */
+static int since_old(struct since *w, const json_t *e, long r, int known, const char *kh)
+{
+	const json_t *p = json_object_get(e, "prior");
+	int rc;
+
+	if ((rc = check_entry_known(e, r < 1 ? 1 : r, json_is_string(p) ? json_string_value(p) : "", w->prev, known,
+				    kh)) < 0)
+		return rc;
+	if (!w->found) {
+		if (r != w->o->after || strcmp(w->prev, w->o->after_hash) != 0)
+			return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not the entry verified before (the "
+					     "log was rewritten)", w->o->after);
+		w->found = 1;
+	} else if (r != w->want_rev || strcmp(w->prev, w->want) != 0) {
+		return opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not the entry verified before (the log "
+				     "was rewritten)", r);
+	}
+	w->want_rev = r - 1;
+	snprintf(w->want, sizeof(w->want), "%s", json_is_string(p) ? json_string_value(p) : "");
+	return 0;
+}
+
+/* The entries of changed block b, newest first: the new ones kept, the
+ * older ones checked. */
+static int since_entries(struct since *w, const json_t *b)
+{
+	const json_t *es = json_object_get(b, "entries");
+	size_t i;
+	int rc;
+
+	if (!json_is_array(es))
+		return opt_error_set(OPT_EINTEGRITY, "log block '%.80s' has no \"entries\" array", w->cur);
+	for (i = json_array_size(es); i-- > 0;) {
+		const json_t *e = json_array_get(es, i), *rv = json_object_get(e, "rev");
+		long r = json_is_integer(rv) ? (long)json_integer_value(rv) : -1;
+		const char *kh = NULL;
+		int known = w->o->bytes ? lean_known(&w->l, e, &kh) : -1;
+		if (r > w->o->after && !w->found)
+			rc = since_keep(w, e, known, kh);
+		else
+			rc = since_old(w, e, r, known, kh);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Walk the log from its tail back through the blocks that changed. */
+static int since_walk(struct since *w, const struct opt_source *src, const struct opt_source *rd)
+{
+	json_t *h = NULL, *b = NULL;
+	const char *link;
+	int rc;
+
+	if ((rc = src->get(src->ctx, w->hid, &h)) < 0)
 		goto done;
-	if ((rc = link_of(h, "tailId", header_id, &link)) < 0)
+	if ((rc = link_of(h, "tailId", w->hid, &link)) < 0)
 		goto done;
 	if (link)
-		snprintf(cur, sizeof(cur), "%s", link);
+		snprintf(w->cur, sizeof(w->cur), "%s", link);
 	/* newest block first: the new entries, then the entry `after` and the
 	 * older ones while their block changed; an unchanged block and all
 	 * before it are as verified before (its link to the next block too:
 	 * that block, the last read, was its successor there) */
-	while (*cur) {
-		const json_t *es;
-		if (!recheck || !json_object_get(recheck, cur)) {
-			json_t *nb = NULL;
-			const char *bp = NULL;
-			if (!*came) {
-				/* nothing read: the tail is the old one */
-				json_t *bh = NULL;
-				if ((rc = base->get(base->ctx, header_id, &bh)) == 0 && (rc = link_of(bh, "tailId", header_id, &bp)) == 0 &&
-				    (!bp || strcmp(bp, cur) != 0))
-					rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': the tail, unchanged, but not the "
-							   "tail before", cur);
-				json_decref(bh);
-			} else if ((rc = base->get(base->ctx, came, &nb)) == 0 && (rc = link_of(nb, "priorId", came, &bp)) == 0 &&
-				   (!bp || strcmp(bp, cur) != 0)) {
-				rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': linked to '%.80s', which it did not "
-						   "follow before", came, cur);
-			} else if (rc == OPT_ENOTFOUND) {
-				rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': new, but linked to the unchanged block "
-						   "'%.80s'", came, cur);
-			}
-			json_decref(nb);
-			if (rc < 0)
-				goto done;
-			if (!found && after > 0) {
-				/* the entry `after` is in that block, as before */
-				if (json_array_size(fresh) &&
-				    json_integer_value(json_object_get(json_array_get(fresh, json_array_size(fresh) - 1), "rev")) !=
-					    after + 1) {
-					rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing", after + 1);
-					goto done;
-				}
-				found = 1;
-			}
+	while (*w->cur) {
+		if (!w->o->recheck || !json_object_get(w->o->recheck, w->cur)) {
+			rc = since_unchanged(w);
 			break;
 		}
-		if (++loaded > 1000000) {
-			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': the log has a cycle", cur);
+		if ((rc = since_read(w, rd, &b)) < 0 || (rc = since_entries(w, b)) < 0)
 			goto done;
-		}
-		if ((rc = rd->get(rd->ctx, cur, &b)) < 0) {
-			if (rc == OPT_ENOTFOUND)
-				rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s' is missing", cur);
+		snprintf(w->came, sizeof(w->came), "%s", w->cur);
+		if ((rc = link_of(b, "priorId", w->cur, &link)) < 0)
 			goto done;
-		}
-		if (visited && json_object_set_new(visited, cur, json_true()) < 0) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
-		}
-		/* the block names the one we came from as its next */
-		if ((rc = link_of(b, "nextId", cur, &link)) < 0)
-			goto done;
-		if ((*came && (!link || strcmp(link, came) != 0)) || (!*came && link)) {
-			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s': \"nextId\" does not name the block after it",
-					   cur);
-			goto done;
-		}
-		es = json_object_get(b, "entries");
-		if (!json_is_array(es)) {
-			rc = opt_error_set(OPT_EINTEGRITY, "log block '%.80s' has no \"entries\" array", cur);
-			goto done;
-		}
-		for (i = json_array_size(es); i-- > 0;) {
-			const json_t *e = json_array_get(es, i), *p = json_object_get(e, "prior");
-			r = json_is_integer(json_object_get(e, "rev")) ? (long)json_integer_value(json_object_get(e, "rev")) : -1;
-			int known = bytes ? lean_known(&l, e, &kh) : -1;
-			if (r > after && !found) {
-				size_t at = json_array_size(fresh);
-				if (at == fkcap) {
-					size_t cap = fkcap ? fkcap * 2 : 64;
-					struct fresh_known *nk = realloc(fk, cap * sizeof(*nk));
-					if (!nk) {
-						rc = opt_error_set(OPT_EIO, "out of memory");
-						goto done;
-					}
-					fk = nk;
-					fkcap = cap;
-				}
-				fk[at].known = known;
-				snprintf(fk[at].h, sizeof(fk[at].h), "%s", known == 1 ? kh : "");
-				if (json_array_append(fresh, (json_t *)e) < 0) {
-					rc = opt_error_set(OPT_EIO, "out of memory");
-					goto done;
-				}
-				continue;
-			}
-			/* an entry verified before: it must hash to what the next
-			 * one names as prior */
-			if ((rc = check_entry_known(e, r < 1 ? 1 : r, json_is_string(p) ? json_string_value(p) : "", prev,
-						    known, kh)) < 0)
-				goto done;
-			if (!found) {
-				if (r != after || strcmp(prev, after_hash) != 0) {
-					rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not the entry verified before (the "
-							   "log was rewritten)", after);
-					goto done;
-				}
-				found = 1;
-			} else if (r != want_rev || strcmp(prev, want) != 0) {
-				rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: not the entry verified before (the log "
-						   "was rewritten)", r);
-				goto done;
-			}
-			want_rev = r - 1;
-			snprintf(want, sizeof(want), "%s", json_is_string(p) ? json_string_value(p) : "");
-		}
-		snprintf(came, sizeof(came), "%s", cur);
-		if ((rc = link_of(b, "priorId", cur, &link)) < 0)
-			goto done;
-		snprintf(cur, sizeof(cur), "%s", link ? link : "");
+		snprintf(w->cur, sizeof(w->cur), "%s", link ? link : "");
 		json_decref(b);
 		b = NULL;
 	}
-	if (!found) {
-		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing (the log was rewritten)", after);
-		goto done;
-	}
-	/* the new entries, oldest first, continuing the chain */
-	snprintf(prev, sizeof(prev), "%s", after_hash ? after_hash : "");
-	for (i = json_array_size(fresh); i-- > 0;) {
-		const json_t *e = json_array_get(fresh, i);
-		if ((rc = check_entry_known(e, after + n + 1, prev, prev, fk[i].known, fk[i].h)) < 0)
-			goto done;
-		if (cb && (rc = cb(e, arg)) != 0)
-			goto done;
-		n++;
-	}
-	rc = check_note(src, header_id, after + n, prev);
+	if (rc == 0 && !w->found)
+		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing (the log was rewritten)", w->o->after);
 done:
 	json_decref(b);
 	json_decref(h);
-	json_decref(fresh);
-	free(fk);
-	lean_close(&l);
+	return rc;
+}
+
+/* The new entries, oldest first, continuing the chain from after_hash;
+ * *n counts those that checked out. */
+static int since_fresh(struct since *w, const struct opt_source *src, long *n)
+{
+	const struct opt_log_verify_opts *o = w->o;
+	size_t i;
+	int rc;
+
+	snprintf(w->prev, sizeof(w->prev), "%s", o->after_hash ? o->after_hash : "");
+	for (i = json_array_size(w->fresh); i-- > 0;) {
+		const json_t *e = json_array_get(w->fresh, i);
+		if ((rc = check_entry_known(e, o->after + *n + 1, w->prev, w->prev, w->fk[i].known, w->fk[i].h)) < 0)
+			return rc;
+		if (o->cb && (rc = o->cb(e, o->arg)) != 0)
+			return rc;
+		(*n)++;
+	}
+	return check_note(src, w->hid, o->after + *n, w->prev);
+}
+
+/* opt_log_verify of the entries after o->after, since o->base. */
+static int verify_since(const struct opt_source *src, const char *header_id, const struct opt_log_verify_opts *o,
+			long *entries)
+{
+	struct since w;
+	struct opt_source ls;
+	long n = 0;
+	int rc;
+
+	if (entries)
+		*entries = 0;
+	memset(&w, 0, sizeof(w));
+	OPT_CHECK_ALLOC(w.fresh = json_array());
+	w.o = o;
+	w.hid = header_id;
+	w.found = o->after == 0;
+	ls = lean_open(&w.l, src, o->bytes, o->bctx, header_id, NULL);
+	/* (the log's blocks read as text when o->bytes: see above) */
+	if ((rc = since_walk(&w, src, o->bytes ? &ls : src)) == 0)
+		rc = since_fresh(&w, src, &n);
+	json_decref(w.fresh);
+	free(w.fk);
+	lean_close(&w.l);
 	if (entries)
 		*entries = n;
 	return rc;
@@ -877,25 +932,32 @@ done:
 	return rc;
 }
 
-int opt_log_verify_text(const struct opt_source *src, opt_log_bytes_fn bytes, void *bctx, const char *header_id,
-			json_t *visited, int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+/* The whole log: read through o->bytes when given. */
+static int verify_whole(const struct opt_source *src, const char *header_id, const struct opt_log_verify_opts *o,
+			long *entries)
 {
 	struct lean l;
 	struct opt_source ls;
 	int rc;
 
-	if (!bytes)
-		return verify_chain(src, src, NULL, header_id, cb, arg, entries);
-	ls = lean_open(&l, src, bytes, bctx, header_id, visited);
-	rc = verify_chain(src, &ls, &l, header_id, cb, arg, entries);
+	if (!o->bytes)
+		return verify_chain(src, src, NULL, header_id, o->cb, o->arg, entries);
+	ls = lean_open(&l, src, o->bytes, o->bctx, header_id, o->visited);
+	rc = verify_chain(src, &ls, &l, header_id, o->cb, o->arg, entries);
 	lean_close(&l);
 	return rc;
 }
 
-int opt_log_verify(const struct opt_source *src, const char *header_id,
-		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries)
+int opt_log_verify(const struct opt_source *src, const char *header_id, const struct opt_log_verify_opts *opts,
+		   long *entries)
 {
-	return verify_chain(src, src, NULL, header_id, cb, arg, entries);
+	static const struct opt_log_verify_opts none = OPT_LOG_VERIFY_OPTS_INIT;
+
+	if (!opts)
+		opts = &none;
+	if (opts->base)
+		return verify_since(src, header_id, opts, entries);
+	return verify_whole(src, header_id, opts, entries);
 }
 
 /* ---- iterating ---- */

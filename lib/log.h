@@ -123,61 +123,74 @@ void opt_log_iter_free(struct opt_log_iter *it);
  * when entry is not an object. */
 int opt_log_entry_hash(const json_t *entry, char out[65]);
 
+/* Read the stored bytes of block id: 0 and *out (the caller releases it
+ * with opt_bytes_release). */
+typedef int (*opt_log_bytes_fn)(void *ctx, const char *id, struct opt_bytes *out);
+
+/* How opt_log_verify reads the log and what it checks.  Set it up with
+ * OPT_LOG_VERIFY_OPTS_INIT (every member zero: the whole log, parsed, no
+ * callback), then set what you need:
+ *
+ *   struct opt_log_verify_opts o = OPT_LOG_VERIFY_OPTS_INIT;
+ *   o.cb = check_more;
+ *   o.arg = ctx;
+ *   rc = opt_log_verify(src, header_id, &o, &entries);
+ */
+struct opt_log_verify_opts {
+	/* Called with every entry that checks out (borrowed, valid during
+	 * the call) to check more (block hashes, signatures); a non-zero
+	 * return stops verification and is returned.  NULL: not called. */
+	int (*cb)(const json_t *entry, void *arg);
+	void *arg;
+	/* Read the log's blocks as stored text through bytes(bctx, ...):
+	 * each must be canonical JSON (else OPT_EINTEGRITY, "log block 'ID'
+	 * is not stored as canonical JSON"), the actions of each entry are
+	 * hashed as they stand in it, and cb gets the entries without their
+	 * "actions" (everything else as stored).  Costs a pass over the text
+	 * instead of building every action as JSON.  NULL: the blocks are
+	 * read through src and parsed. */
+	opt_log_bytes_fn bytes;
+	void *bctx;
+	/* Gets the IDs of the log's blocks read (may be NULL).  Of the whole
+	 * log, only when read through bytes: from its head to its tail (the
+	 * walk checks the links both ways and that it ends at the tail). */
+	json_t *visited;
+	/* Since a base (NULL: verify the whole log).  Verify only the entries
+	 * after revision `after` (0: all), given that the log at base (a
+	 * state that passed opt_log_verify) ends with entry `after`, which
+	 * hashes to after_hash, and that only the blocks in recheck (a set
+	 * {block ID: anything}: the blocks that differ from base) changed
+	 * since.  The log is read from its tail back, block by block, for as
+	 * long as the blocks changed: the new entries, then entry `after`
+	 * (which must hash to after_hash: else the log was rewritten) and the
+	 * older entries of changed blocks, each of which must hash to what
+	 * the next names as "prior".  The first unchanged block ends the walk
+	 * without being read: it and all before it are base's, and the last
+	 * block read must have followed it at base too.  The new entries are
+	 * then checked oldest first as the whole log is, the first continuing
+	 * from after_hash, and cb is called with each; the header's note must
+	 * name the last.  *entries counts the new entries that checked out. */
+	const struct opt_source *base;
+	long after;
+	const char *after_hash;
+	const json_t *recheck;
+};
+
+#define OPT_LOG_VERIFY_OPTS_INIT { 0 }
+
 /* Verify the log of header_id, oldest entry first, holding one log block at
  * a time: revisions consecutive from 1, "hash" recomputed, "prior" equal to
  * the previous entry's hash ("" for rev 1), "actionsHash" recomputed when
  * "actions" is present, "trx" a string and "blocks" an object.  The first
  * break gives OPT_EINTEGRITY with a message naming the revision and what is
  * wrong ("log entry rev 7: hash mismatch"); a broken chain of blocks is
- * OPT_EINTEGRITY too.  cb (may be NULL) is called with every entry that
- * checks out (borrowed, valid during the call) to check more (block hashes,
- * signatures); a non-zero return stops verification and is returned.
- * *entries (may be NULL) gets the number of entries that checked out
- * (and that cb accepted).  A header without a log verifies as an empty
- * log; OPT_ENOTFOUND when there is no such header block. */
-int opt_log_verify(const struct opt_source *src, const char *header_id,
-		   int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
-
-/* Read the stored bytes of block id: 0 and *out (the caller releases it
- * with opt_bytes_release). */
-typedef int (*opt_log_bytes_fn)(void *ctx, const char *id, struct opt_bytes *out);
-
-/* opt_log_verify, reading the log's blocks as stored text through bytes
- * (NULL: as opt_log_verify does): each must be canonical JSON (else
- * OPT_EINTEGRITY, "log block 'ID' is not stored as canonical JSON"), the
- * actions of each entry are hashed as they stand in it, and cb gets the
- * entries without their "actions" (everything else as stored).  Costs a
- * pass over the text instead of building every action as JSON.  visited
- * (may be NULL) gets the IDs of the log's blocks, from its head to its
- * tail (the walk checks the links both ways and that it ends at the
- * tail). */
-int opt_log_verify_text(const struct opt_source *src, opt_log_bytes_fn bytes, void *bctx, const char *header_id,
-			json_t *visited, int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
-
-/* Verify only the entries after revision `after` (0: all), given that the
- * log at base (a state that passed opt_log_verify) ends with entry
- * `after`, which hashes to after_hash, and that only the blocks in
- * recheck (a set {block ID: anything}: the blocks that differ from base)
- * changed since.  The log is read from its tail back, block by block, for
- * as long as the blocks changed: the new entries, then entry `after`
- * (which must hash to after_hash: else the log was rewritten) and the
- * older entries of changed blocks, each of which must hash to what the
- * next names as "prior".  The first unchanged block ends the walk
- * without being read: it and all before it are base's, and the last
- * block read must have followed it at base too.  The new entries are
- * then checked oldest first as opt_log_verify does, the first continuing
- * from after_hash, and cb is called with each; the header's note must
- * name the last.  visited (may be NULL) gets the IDs of the log blocks
- * read; *entries the number of new entries that checked out. */
-int opt_log_verify_since(const struct opt_source *src, const struct opt_source *base, const char *header_id,
-			 long after, const char *after_hash, const json_t *recheck, json_t *visited,
-			 int (*cb)(const json_t *entry, void *arg), void *arg, long *entries);
-
-/* The same, reading the log's blocks as opt_log_verify_text does
- * (bytes NULL: as opt_log_verify_since). */
-int opt_log_verify_since_text(const struct opt_source *src, const struct opt_source *base, opt_log_bytes_fn bytes,
-			      void *bctx, const char *header_id, long after, const char *after_hash,
-			      const json_t *recheck, json_t *visited, int (*cb)(const json_t *entry, void *arg),
-			      void *arg, long *entries);
+ * OPT_EINTEGRITY too.  opts (NULL: OPT_LOG_VERIFY_OPTS_INIT) adds a check
+ * of each entry, says how the blocks are read and whether only what is new
+ * since a base is verified.  *entries (may be NULL) gets the number of
+ * entries that checked out (and that opts->cb accepted).  A header without
+ * a log verifies as an empty log; OPT_ENOTFOUND when there is no such
+ * header block. */
+int opt_log_verify(const struct opt_source *src, const char *header_id, const struct opt_log_verify_opts *opts,
+		   long *entries);
 
 #endif

@@ -23,7 +23,7 @@ struct vctx {
 	char hid[OPT_ID_LEN + 1];
 	struct opt_snap *head;
 	long H;
-	char *commits;          /* COMMIT_HEX each, revision H first */
+	char (*commits)[COMMIT_HEX]; /* revision H first */
 	size_t ncommits, capcommits;
 	json_t *live;           /* {id: [rev, hash]}: blocks the log leaves in place */
 	json_t *trusted;        /* {key: true}: authors whose entries we accept */
@@ -69,15 +69,11 @@ static int as_integrity(int rc)
 
 static int push_commit(struct vctx *v, const char *hex)
 {
-	if (v->ncommits == v->capcommits) {
-		size_t cap = v->capcommits ? v->capcommits * 2 : 64;
-		char *p = realloc(v->commits, cap * COMMIT_HEX);
-		if (!p)
-			return opt_error_set(OPT_EIO, "out of memory");
-		v->commits = p;
-		v->capcommits = cap;
-	}
-	memcpy(v->commits + v->ncommits * COMMIT_HEX, hex, COMMIT_HEX);
+	int rc;
+
+	if ((rc = OPT_ALLOC_GROW(v->commits, v->ncommits + 1, v->capcommits)) < 0)
+		return rc;
+	memcpy(v->commits[v->ncommits], hex, COMMIT_HEX);
 	v->ncommits++;
 	return 0;
 }
@@ -143,10 +139,10 @@ static int check_shapes(struct vctx *v)
 		long r = v->H - (long)i;
 		if (v->B && r <= v->B)
 			continue;
-		memcpy(commit, v->commits + i * COMMIT_HEX, COMMIT_HEX);
+		memcpy(commit, v->commits[i], COMMIT_HEX);
 		commit[COMMIT_HEX] = '\0';
 		if (i + 1 < v->ncommits) {
-			memcpy(parent, v->commits + (i + 1) * COMMIT_HEX, COMMIT_HEX);
+			memcpy(parent, v->commits[i + 1], COMMIT_HEX);
 			parent[COMMIT_HEX] = '\0';
 		}
 		rc = opt_store_check_shape(v->s, commit, i + 1 < v->ncommits ? parent : NULL);
@@ -244,53 +240,105 @@ done:
 	return rc;
 }
 
+/* The author's signature over entry e's hash, by a key the store trusts. */
+static int check_signature(struct vctx *v, const json_t *e, const char *pre)
+{
+	const char *author = json_string_value(json_object_get(e, "author"));
+	const char *sig = json_string_value(json_object_get(e, "sig"));
+	const char *hash = json_string_value(json_object_get(e, "hash"));
+	int rc;
+
+	if (!author || !sig)
+		return opt_error_set(OPT_EINTEGRITY, "%s: the entry is not signed", pre);
+	if (opt_sig_verify(author, hash ? hash : "", sig) < 0) {
+		char why[200];
+		snprintf(why, sizeof(why), "%s", opt_error_last());
+		return opt_error_set(OPT_EINTEGRITY, "%s: %s (the entry or its signature was altered)", pre, why);
+	}
+	if (!v->trusted) {
+		json_t *arr = NULL;
+		size_t i;
+		if ((rc = opt_trust_list(v->s, &arr)) < 0)
+			return rc;
+		v->trusted = json_object();
+		for (i = 0; i < json_array_size(arr); i++)
+			json_object_set_new(v->trusted, json_string_value(json_object_get(json_array_get(arr, i), "key")),
+					    json_true());
+		json_decref(arr);
+	}
+	if (!json_object_get(v->trusted, author))
+		return opt_error_set(OPT_EINTEGRITY, "%s: signed by key %.16s..., which this store does not trust "
+				     "(opt-log trust KEY)", pre, author);
+	return 0;
+}
+
+/* Block id, which entry rev r deleted (h null): revision r must not hold
+ * it. */
+static int entry_deleted(struct vctx *v, struct opt_snap *snap, const char *id, long r, const char *pre)
+{
+	char oid[41];
+	int rc = opt_snap_block_oid(snap, id, oid);
+
+	if (rc == 0)
+		return opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' was deleted, but revision %ld holds it", pre, id, r);
+	if (rc != OPT_ENOTFOUND)
+		return wrap_last(as_integrity(rc), v->name, pre);
+	opt_error_clear();
+	json_object_del(v->live, id);
+	if (v->gone && json_object_set_new(v->gone, id, json_true()) < 0)
+		return opt_error_oom();
+	return 0;
+}
+
+/* Block id, which entry rev r wrote with hash h: revision r holds it
+ * with that hash (unless the head's check reads it then), and it is
+ * recorded as alive. */
+static int entry_written(struct vctx *v, struct opt_snap *snap, const char *id, const json_t *h, long r,
+			 const char *pre)
+{
+	json_t *rec;
+	int rc;
+
+	if (v->gone)
+		json_object_del(v->gone, id);
+	if (!json_is_string(h) || strlen(json_string_value(h)) != OPT_SHA256_HEX)
+		return opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' has no valid hash", pre, id);
+	if (!(v->defer && snap == v->head)) {
+		/* (else read once, with the head's blocks: check_head) */
+		rc = check_block(snap, id, strcmp(id, v->hid) == 0, json_string_value(h), pre);
+		if (rc == OPT_ENOTFOUND)
+			return opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' was written, but revision %ld does not hold it",
+					     pre, id, r);
+		if (rc < 0)
+			return rc;
+	}
+	rec = json_pack("[I,O]", (json_int_t)r, h);
+	if (!rec || json_object_set_new(v->live, id, rec) < 0)
+		return opt_error_oom();
+	return 0;
+}
+
 /* Check one entry (it passed the hash chain checks) against revision r. */
 static int entry_cb(const json_t *e, void *arg)
 {
 	struct vctx *v = arg;
 	struct opt_snap *snap = NULL;
-	const json_t *blocks, *h;
+	const json_t *h;
 	const char *id, *trx;
-	char pre[64], commit[COMMIT_HEX + 1], oid[41];
+	char pre[64], commit[COMMIT_HEX + 1];
 	long r = (long)json_integer_value(json_object_get(e, "rev"));
 	int rc = 0;
 
 	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
-	/* the author's signature over the entry's hash, by a trusted key */
-	{
-		const char *author = json_string_value(json_object_get(e, "author"));
-		const char *sig = json_string_value(json_object_get(e, "sig"));
-		const char *hash = json_string_value(json_object_get(e, "hash"));
-		if (!author || !sig)
-			return opt_error_set(OPT_EINTEGRITY, "%s: the entry is not signed", pre);
-		if (opt_sig_verify(author, hash ? hash : "", sig) < 0) {
-			char why[200];
-			snprintf(why, sizeof(why), "%s", opt_error_last());
-			return opt_error_set(OPT_EINTEGRITY, "%s: %s (the entry or its signature was altered)", pre, why);
-		}
-		if (!v->trusted) {
-			json_t *arr = NULL;
-			size_t i;
-			if ((rc = opt_trust_list(v->s, &arr)) < 0)
-				return rc;
-			v->trusted = json_object();
-			for (i = 0; i < json_array_size(arr); i++)
-				json_object_set_new(v->trusted,
-						    json_string_value(json_object_get(json_array_get(arr, i), "key")),
-						    json_true());
-			json_decref(arr);
-		}
-		if (!json_object_get(v->trusted, author))
-			return opt_error_set(OPT_EINTEGRITY, "%s: signed by key %.16s..., which this store does not trust "
-					     "(opt-log trust KEY)", pre, author);
-	}
+	if ((rc = check_signature(v, e, pre)) < 0)
+		return rc;
 	if (r > v->H)
 		return opt_error_set(OPT_EINTEGRITY, "%s: the collection has no revision %ld (it is at revision %ld)",
 				     pre, r, v->H);
 	if (r == v->H) {
 		snap = v->head;
 	} else {
-		memcpy(commit, v->commits + (size_t)(v->H - r) * COMMIT_HEX, COMMIT_HEX);
+		memcpy(commit, v->commits[v->H - r], COMMIT_HEX);
 		commit[COMMIT_HEX] = '\0';
 		if ((rc = opt_snap_open_commit(&snap, v->s, v->name, commit)) < 0)
 			return wrap_last(as_integrity(rc), v->name, pre);
@@ -304,53 +352,10 @@ static int entry_cb(const json_t *e, void *arg)
 	/* (the head's log is the one being read: e is its entry r) */
 	if (snap != v->head && (rc = check_log_at(v, snap, e, r)) < 0)
 		goto done;
-	blocks = json_object_get(e, "blocks");
-	json_object_foreach((json_t *)blocks, id, h) {
-		int is_header = strcmp(id, v->hid) == 0;
-		json_t *rec;
-
-		if (json_is_null(h)) {
-			rc = opt_snap_block_oid(snap, id, oid);
-			if (rc == 0) {
-				rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' was deleted, but revision %ld holds it",
-						   pre, id, r);
-				goto done;
-			}
-			if (rc != OPT_ENOTFOUND) {
-				rc = wrap_last(as_integrity(rc), v->name, pre);
-				goto done;
-			}
-			opt_error_clear();
-			rc = 0;
-			json_object_del(v->live, id);
-			if (v->gone && json_object_set_new(v->gone, id, json_true()) < 0) {
-				rc = opt_error_set(OPT_EIO, "out of memory");
-				goto done;
-			}
-			continue;
-		}
-		if (v->gone)
-			json_object_del(v->gone, id);
-		if (!json_is_string(h) || strlen(json_string_value(h)) != OPT_SHA256_HEX) {
-			rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' has no valid hash", pre, id);
-			goto done;
-		}
-		if (v->defer && snap == v->head)
-			goto record;  /* read once, with the head's blocks (check_head) */
-		rc = check_block(snap, id, is_header, json_string_value(h), pre);
-		if (rc == OPT_ENOTFOUND) {
-			rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%.80s' was written, but revision %ld does not hold it",
-					   pre, id, r);
-			goto done;
-		}
+	json_object_foreach(json_object_get(e, "blocks"), id, h) {
+		rc = json_is_null(h) ? entry_deleted(v, snap, id, r, pre) : entry_written(v, snap, id, h, r, pre);
 		if (rc < 0)
 			goto done;
-	record:
-		rec = json_pack("[I,O]", (json_int_t)r, h);
-		if (!rec || json_object_set_new(v->live, id, rec) < 0) {
-			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto done;
-		}
 	}
 	if (v->progress)
 		v->progress(r, v->H, v->arg);
@@ -512,11 +517,11 @@ static int head_seen_hex(struct vctx *v, const char *id, const char *got)
 	}
 	r = (long)json_integer_value(json_array_get(rec, 0));
 	if (strcmp(id, v->hid) != 0 && strcmp(got, json_string_value(json_array_get(rec, 1))) == 0)
-		return json_object_set_new(v->hashed, id, json_true()) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
+		return json_object_set_new(v->hashed, id, json_true()) < 0 ? opt_error_oom() : 0;
 	snprintf(pre, sizeof(pre), "log entry rev %ld", r);
 	rc = check_block(v->head, id, strcmp(id, v->hid) == 0, json_string_value(json_array_get(rec, 1)), pre);
 	if (rc == 0)
-		return json_object_set_new(v->hashed, id, json_true()) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
+		return json_object_set_new(v->hashed, id, json_true()) < 0 ? opt_error_oom() : 0;
 	return head_fail(v, rc == OPT_ENOTFOUND ? OPT_EINTEGRITY : rc, r);
 }
 
@@ -530,7 +535,7 @@ static int check_head(struct vctx *v)
 	int rc;
 
 	if (!hc.logset)
-		return opt_error_set(OPT_EIO, "out of memory");
+		return opt_error_oom();
 	/* the log's blocks: as its check walked them (from the head block
 	 * to the tail, links checked both ways), or walked here */
 	if (v->logset)
@@ -597,17 +602,12 @@ static int job_bytes(void *ctx, const char *id, struct opt_bytes *out)
 static int job_seen(void *arg, const char *id, const char *text, size_t len)
 {
 	struct tree_job *j = arg;
+	int rc;
 
 	if (atomic_load(&j->stop))
 		return opt_error_set(OPT_EIO, "stopped");
-	if (j->n == j->cap) {
-		size_t cap = j->cap ? j->cap * 2 : 1024;
-		struct seen_rec *nv = realloc(j->v, cap * sizeof(*nv));
-		if (!nv)
-			return opt_error_set(OPT_EIO, "out of memory");
-		j->v = nv;
-		j->cap = cap;
-	}
+	if ((rc = OPT_ALLOC_GROW(j->v, j->n + 1, j->cap)) < 0)
+		return rc;
 	snprintf(j->v[j->n].id, sizeof(j->v[j->n].id), "%s", id);
 	opt_sha256_hex(j->v[j->n].hex, text, len);
 	j->n++;
@@ -620,13 +620,18 @@ static void *tree_job_run(void *arg)
 	struct opt_store *s = NULL;
 	struct opt_snap *snap = NULL;
 	struct opt_source src;
+	struct opt_btree_check_opts o = OPT_BTREE_CHECK_OPTS_INIT;
 
 	j->rc = JOB_UNAVAILABLE;
 	if (opt_store_open(&s, j->path) < 0 || (j->qdir && opt_store_quarantine_use(s, j->qdir) < 0) ||
 	    opt_snap_open_commit(&snap, s, j->name, j->commit) < 0)
 		goto done;
 	src = opt_snap_source(snap);
-	j->rc = opt_btree_check_text(&src, job_bytes, snap, j->hid, job_seen, j, &j->count);
+	o.bytes = job_bytes;
+	o.bctx = snap;
+	o.seen = job_seen;
+	o.sarg = j;
+	j->rc = opt_btree_check(&src, j->hid, &o, &j->count);
 	if (j->rc < 0)
 		snprintf(j->msg, sizeof(j->msg), "%s", opt_error_last());
 done:
@@ -718,8 +723,13 @@ static int check_tree(struct vctx *v)
 	}
 	type = opt_block_type(h);
 	if (type && strcmp(type, OPT_TYPE_TREE) == 0) {
+		struct opt_btree_check_opts o = OPT_BTREE_CHECK_OPTS_INIT;
+		o.bytes = head_bytes;
+		o.bctx = v->head;
+		o.seen = head_seen_cb;
+		o.sarg = v;
 		v->seen_fail = 0;
-		rc = opt_btree_check_text(&src, head_bytes, v->head, v->hid, head_seen_cb, v, &v->tree_n);
+		rc = opt_btree_check(&src, v->hid, &o, &v->tree_n);
 		if (rc < 0 && v->seen_fail) {
 			json_decref(h);
 			return rc;  /* a block's hash: check_head's kind of failure */
@@ -762,7 +772,7 @@ static int check_data(struct vctx *v)
 		}
 		if (v->tree_rc == 1) {
 			n = v->tree_n;
-		} else if ((rc = opt_btree_check(&src, v->hid, &n)) < 0) {
+		} else if ((rc = opt_btree_check(&src, v->hid, NULL, &n)) < 0) {
 			rc = wrap_last(as_integrity(rc), v->name, pre);
 			goto done;
 		}
@@ -808,6 +818,7 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 {
 	struct vctx v;
 	struct opt_source src;
+	struct opt_log_verify_opts o = OPT_LOG_VERIFY_OPTS_INIT;
 	struct tree_job tj;
 	long entries = 0;
 	int rc, job = 0;
@@ -822,7 +833,7 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 		res->rev = v.H;
 	v.defer = 1;
 	if (!(v.live = json_object()) || !(v.hashed = json_object())) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
 	/* the tree's nodes are checked beside the log */
@@ -831,10 +842,15 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
 		goto done;
 	src = opt_snap_source(v.head);
 	if (!(v.logset = json_object())) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
-	rc = opt_log_verify_text(&src, head_bytes, v.head, v.hid, v.logset, entry_cb, &v, &entries);
+	o.cb = entry_cb;
+	o.arg = &v;
+	o.bytes = head_bytes;
+	o.bctx = v.head;
+	o.visited = v.logset;
+	rc = opt_log_verify(&src, v.hid, &o, &entries);
 	if (rc == OPT_ENOTFOUND) {
 		rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: the collection has no header block", v.H);
 		goto done;
@@ -889,7 +905,7 @@ static int diff_cb(const char *id, char change, void *arg)
 	struct diff_ctx *d = arg;
 	char c[2] = { change, 0 };
 
-	return json_object_set_new(d->changed, id, json_string(c)) < 0 ? opt_error_set(OPT_EIO, "out of memory") : 0;
+	return json_object_set_new(d->changed, id, json_string(c)) < 0 ? opt_error_oom() : 0;
 }
 
 /* The header's hash without its log links at snap into out. */
@@ -969,6 +985,7 @@ static int check_head_since(struct vctx *v, struct diff_ctx *d, const json_t *lo
 static int check_data_since(struct vctx *v, struct diff_ctx *d)
 {
 	struct opt_source src = opt_snap_source(v->head), bsrc = opt_snap_source(d->base);
+	struct opt_btree_check_opts o = OPT_BTREE_CHECK_OPTS_INIT;
 	json_t *h = NULL, *bh = NULL;
 	const char *type;
 	char pre[64];
@@ -986,8 +1003,12 @@ static int check_data_since(struct vctx *v, struct diff_ctx *d)
 		json_decref(bh);
 		return check_data(v);
 	}
-	rc = opt_btree_check_since_text(&src, &bsrc, head_bytes, v->head, v->hid, d->changed,
-					(size_t)json_integer_value(json_object_get(bh, "count")), &n);
+	o.bytes = head_bytes;
+	o.bctx = v->head;
+	o.base = &bsrc;
+	o.changed = d->changed;
+	o.base_count = (size_t)json_integer_value(json_object_get(bh, "count"));
+	rc = opt_btree_check(&src, v->hid, &o, &n);
 	if (rc < 0)
 		rc = wrap_last(as_integrity(rc), v->name, pre);
 	else if ((json_int_t)n != json_integer_value(json_object_get(h, "count")))
@@ -998,14 +1019,77 @@ static int check_data_since(struct vctx *v, struct diff_ctx *d)
 	return rc;
 }
 
+/* The history from the head down to the base, whose commit it must
+ * reach, the shape of each new revision, and what changed since the base
+ * (into d->changed). */
+static int since_history(struct vctx *v, struct diff_ctx *d)
+{
+	int rc;
+
+	if ((rc = walk_history(v)) < 0)
+		return rc;
+	/* (walk_history kept the commit of revision B last) */
+	if (strncmp(v->commits[v->ncommits - 1], opt_snap_commit(d->base), COMMIT_HEX) != 0)
+		return opt_error_set(OPT_EINTEGRITY, "revision %ld: not the commit verified before (the history was "
+				     "rewritten)", v->B);
+	if ((rc = check_shapes(v)) < 0)
+		return rc;
+	d->v = v;
+	if ((rc = opt_snap_diff(d->base, v->head, diff_cb, d)) < 0)
+		return wrap_last(as_integrity(rc), v->name, "revision");
+	return 0;
+}
+
+/* The new entries of the log, chained to the base's last, each checked
+ * by entry_cb; logset gets the log's blocks read, *entries the new
+ * entries that checked out. */
+static int since_log(struct vctx *v, struct diff_ctx *d, json_t *logset, long *entries)
+{
+	struct opt_source src = opt_snap_source(v->head), bsrc = opt_snap_source(d->base);
+	struct opt_log_verify_opts o = OPT_LOG_VERIFY_OPTS_INIT;
+	json_t *last = NULL;
+	const char *bhash;
+	int rc;
+
+	/* the base's last entry, as its header notes it (checked then) */
+	if ((rc = bsrc.get(bsrc.ctx, v->hid, &last)) < 0 || json_integer_value(json_object_get(last, "logRev")) != v->B ||
+	    !(bhash = json_string_value(json_object_get(last, "logHash")))) {
+		json_decref(last);
+		last = NULL;
+		if ((rc = opt_log_last(&bsrc, v->hid, &last)) < 0 || !(bhash = json_string_value(json_object_get(last, "hash")))) {
+			rc = opt_error_set(OPT_EINTEGRITY, "the base revision %ld has no log entry", v->B);
+			goto done;
+		}
+	}
+	o.cb = entry_cb;
+	o.arg = v;
+	o.bytes = head_bytes;
+	o.bctx = v->head;
+	o.visited = logset;
+	o.base = &bsrc;
+	o.after = v->B;
+	o.after_hash = bhash;
+	o.recheck = d->changed;
+	rc = opt_log_verify(&src, v->hid, &o, entries);
+	if (rc < 0) {
+		char pre[64];
+		snprintf(pre, sizeof(pre), "log entry rev %ld", v->B + *entries + 1);
+		rc = wrap_last(rc, v->name, pre);
+	} else if (v->B + *entries < v->H) {
+		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing (the log ends at rev %ld, the collection is at revision %ld)",
+				   v->B + *entries + 1, v->B + *entries, v->H);
+	}
+done:
+	json_decref(last);
+	return rc;
+}
+
 int opt_verify_collection_since(struct opt_store *s, const char *name, const char *commit, const char *base,
 				opt_verify_progress_fn progress, void *arg, struct opt_verify_result *res)
 {
 	struct vctx v;
 	struct diff_ctx d;
-	struct opt_source src, bsrc;
-	json_t *last = NULL, *logset = NULL;
-	const char *bhash;
+	json_t *logset = NULL;
 	long entries = 0;
 	int rc;
 
@@ -1032,51 +1116,13 @@ int opt_verify_collection_since(struct opt_store *s, const char *name, const cha
 	}
 	if (!(v.live = json_object()) || !(v.gone = json_object()) || !(d.changed = json_object()) ||
 	    !(logset = json_object())) {
-		rc = opt_error_set(OPT_EIO, "out of memory");
+		rc = opt_error_oom();
 		goto done;
 	}
-	/* the history down to the base, whose commit it must reach */
-	if ((rc = walk_history(&v)) < 0)
+	/* the history down to the base and what changed, then the new
+	 * entries chained to the base's last */
+	if ((rc = since_history(&v, &d)) < 0 || (rc = since_log(&v, &d, logset, &entries)) < 0)
 		goto done;
-	/* (walk_history kept the commit of revision B last) */
-	if (strncmp(v.commits + (v.ncommits - 1) * COMMIT_HEX, opt_snap_commit(d.base), COMMIT_HEX) != 0) {
-		rc = opt_error_set(OPT_EINTEGRITY, "revision %ld: not the commit verified before (the history was "
-				   "rewritten)", v.B);
-		goto done;
-	}
-	if ((rc = check_shapes(&v)) < 0)
-		goto done;
-	/* what changed, then the new entries chained to the base's last */
-	d.v = &v;
-	if ((rc = opt_snap_diff(d.base, v.head, diff_cb, &d)) < 0) {
-		rc = wrap_last(as_integrity(rc), name, "revision");
-		goto done;
-	}
-	/* the base's last entry, as its header notes it (checked then) */
-	bsrc = opt_snap_source(d.base);
-	if ((rc = bsrc.get(bsrc.ctx, v.hid, &last)) < 0 || json_integer_value(json_object_get(last, "logRev")) != v.B ||
-	    !(bhash = json_string_value(json_object_get(last, "logHash")))) {
-		json_decref(last);
-		last = NULL;
-		if ((rc = opt_log_last(&bsrc, v.hid, &last)) < 0 || !(bhash = json_string_value(json_object_get(last, "hash")))) {
-			rc = opt_error_set(OPT_EINTEGRITY, "the base revision %ld has no log entry", v.B);
-			goto done;
-		}
-	}
-	src = opt_snap_source(v.head);
-	rc = opt_log_verify_since_text(&src, &bsrc, head_bytes, v.head, v.hid, v.B, bhash, d.changed, logset, entry_cb, &v,
-				       &entries);
-	if (rc < 0) {
-		char pre[64];
-		snprintf(pre, sizeof(pre), "log entry rev %ld", v.B + entries + 1);
-		rc = wrap_last(rc, name, pre);
-		goto done;
-	}
-	if (v.B + entries < v.H) {
-		rc = opt_error_set(OPT_EINTEGRITY, "log entry rev %ld: missing (the log ends at rev %ld, the collection is at revision %ld)",
-				   v.B + entries + 1, v.B + entries, v.H);
-		goto done;
-	}
 	if ((rc = check_head_since(&v, &d, logset)) < 0)
 		goto done;
 	if (d.full) {
@@ -1088,7 +1134,6 @@ done:
 	if (res)
 		res->entries = v.B + entries;
 out:
-	json_decref(last);
 	json_decref(logset);
 	json_decref(d.changed);
 	opt_snap_free(d.base);

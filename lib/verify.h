@@ -68,7 +68,7 @@ int opt_verify_collection(struct opt_store *s, const char *name, const char *com
  * every block that changed since base (a diff of the two trees of blocks)
  * was written by a new entry, with the hash it recorded, or is a block of
  * the log, or the header with only its log links moved; a tree passes
- * opt_btree_check_since with the header's count; a diary's chain is
+ * opt_btree_check since the base with the header's count; a diary's chain is
  * checked in full.  A block dropped that no new entry deleted sends it
  * to the full verification.  Costs what changed, not the collection's
  * size. */

@@ -567,7 +567,7 @@ static int canon_text(void *ctx, const char *id, char **buf, size_t *len)
 	return opt_json_canon(buf, len, b);
 }
 
-/* opt_btree_check_text judges s as opt_btree_check does: the same
+/* opt_btree_check on the text (opts.bytes) judges s as parsed: the same
  * result, count and message. */
 static int check_text_same(struct store *s)
 {
@@ -575,9 +575,9 @@ static int check_text_same(struct store *s)
 	size_t n1 = 0, n2 = 0;
 	int rc1, rc2;
 
-	rc1 = opt_btree_check(&s->tsrc, s->hid, &n1);
+	rc1 = opt_btree_check(&s->tsrc, s->hid, NULL, &n1);
 	snprintf(msg, sizeof(msg), "%s", rc1 < 0 ? opt_error_last() : "");
-	rc2 = opt_btree_check_text(&s->tsrc, canon_bytes, s, s->hid, NULL, NULL, &n2);
+	rc2 = opt_btree_check(&s->tsrc, s->hid, &(struct opt_btree_check_opts){ .bytes = canon_bytes, .bctx = s }, &n2);
 	if (rc1 != rc2 || n1 != n2 || (rc1 < 0 && strcmp(msg, opt_error_last()) != 0))
 		FAIL("text check: %d %zu '%.200s', parsed: %d %zu '%.200s'", rc2, n2, rc2 < 0 ? opt_error_last() : "", rc1, n1, msg);
 	return 1;
@@ -588,7 +588,7 @@ static int check_full(struct store *s, const struct model *m)
 	struct opt_btree_range fwd = { NULL, 0, NULL, 0, 0 }, rev = { NULL, 0, NULL, 0, 1 };
 	size_t n;
 
-	if (opt_btree_check(&s->tsrc, s->hid, &n) < 0)
+	if (opt_btree_check(&s->tsrc, s->hid, NULL, &n) < 0)
 		FAIL("check: %s", opt_error_last());
 	if (n != m->n)
 		FAIL("check counts %zu, model %zu", n, m->n);
@@ -864,7 +864,7 @@ static void scan_ints(struct store *s, long n)
 	CHECK_RC(opt_btree_count(&s->tsrc, s->hid, &cnt));
 	CHECK(cnt == (size_t)n);
 	cnt = 0;
-	CHECK_RC(opt_btree_check(&s->tsrc, s->hid, &cnt));
+	CHECK_RC(opt_btree_check(&s->tsrc, s->hid, NULL, &cnt));
 	CHECK(cnt == (size_t)n);
 }
 
@@ -878,7 +878,7 @@ TEST(regression_out_of_order)
 	CHECK_RC(store_open(&s, 4));
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		put_int(&s, keys[i], keys[i] * 10);
-		CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL));
+		CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL, NULL));
 	}
 	for (i = 0; i <= 10; i++) {
 		CHECK(get_int(&s, (long)i, &v) == 0 && v == (long)i * 10);
@@ -916,7 +916,7 @@ TEST(shuffled_10000)
 		CHECK(opt_btree_del(s.t, s.hid, k) == 0);
 		json_decref(k);
 		if (i % 500 == 0)
-			CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL));
+			CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL, NULL));
 		if (i == 5000) {
 			CHECK_RC(store_flush(&s));
 			CHECK(no_leaked_blocks(&s));
@@ -954,7 +954,7 @@ TEST(sequential)
 				json_t *key = json_integer(k);
 				bad += opt_btree_del(s.t, s.hid, key) != 0;
 				json_decref(key);
-				if (opt_btree_check(&s.tsrc, s.hid, &cnt) < 0 || cnt != (size_t)(n - 1 - i)) {
+				if (opt_btree_check(&s.tsrc, s.hid, NULL, &cnt) < 0 || cnt != (size_t)(n - 1 - i)) {
 					printf("# capacity %d pass %d after deleting %ld: %s\n", caps[ci], pass, k,
 					       opt_error_last());
 					bad++;
@@ -1070,7 +1070,7 @@ TEST(check_detects_corruption)
 	CHECK_RC(store_open(&s, 4));
 	for (i = 0; i < 40; i++)
 		put_int(&s, i, i * 10);
-	CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL));
+	CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL, NULL));
 	root = root_block(&s);
 	strcpy(branch, opt_block_id(root));
 	b = root;
@@ -1137,21 +1137,22 @@ TEST(check_detects_corruption)
 			break;
 		}
 		CHECK_RC(opt_tracker_update(s.t, (kind >= 4 && kind <= 5) || kind == 7 ? branch : leaf, op));
-		rc = opt_btree_check(&s.tsrc, s.hid, NULL);
+		rc = opt_btree_check(&s.tsrc, s.hid, NULL, NULL);
 		CHECK(rc == OPT_EINTEGRITY);
 		CHECK(check_text_same(&s));
-		rc = opt_btree_check(&s.tsrc, s.hid, NULL);
+		rc = opt_btree_check(&s.tsrc, s.hid, NULL, NULL);
 		CHECK(strstr(opt_error_last(), kind >= 4 && kind <= 5 ? branch : leaf) != NULL || kind == 7 ||
 		      strstr(opt_error_last(), "missingblock") != NULL);
 		printf("# corruption %d: %s\n", kind, opt_error_last());
 		json_decref(op);
 		opt_tracker_rollback(s.t, tok);
-		CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL));
+		CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL, NULL));
 	}
 	/* a node stored as valid JSON, but not canonical, is refused by the
 	 * text check (whose verdict stands on its canonical text) */
 	s_pretty = leaf;
-	CHECK(opt_btree_check_text(&s.tsrc, canon_bytes, &s, s.hid, NULL, NULL, NULL) == OPT_EINTEGRITY);
+	CHECK(opt_btree_check(&s.tsrc, s.hid, &(struct opt_btree_check_opts){ .bytes = canon_bytes, .bctx = &s }, NULL) ==
+	      OPT_EINTEGRITY);
 	CHECK(strstr(opt_error_last(), "is not stored as canonical JSON") != NULL);
 	s_pretty = NULL;
 	CHECK(check_text_same(&s));
@@ -1178,7 +1179,7 @@ TEST(rollback)
 		CHECK(opt_btree_del(s.t, s.hid, k) == 0);
 		json_decref(k);
 	}
-	CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL));
+	CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL, NULL));
 	opt_tracker_rollback(s.t, tok);
 	{
 		struct opt_btree_cursor *c;
@@ -1192,7 +1193,7 @@ TEST(rollback)
 		opt_btree_cursor_free(c);
 		CHECK(n == 150);
 	}
-	CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL));
+	CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL, NULL));
 	store_close(&s);
 }
 
@@ -1299,7 +1300,7 @@ TEST(bulk)
 		CHECK(i == n1);
 		printf("# single put %ld: %.0f/s (%.2f s)%s\n", n1, (double)n1 / (t1 - t0), t1 - t0,
 		       UNDER_ASAN ? " under ASan" : "");
-		CHECK_RC(opt_btree_check(&s1.tsrc, s1.hid, &cnt));
+		CHECK_RC(opt_btree_check(&s1.tsrc, s1.hid, NULL, &cnt));
 		CHECK(cnt == (size_t)n1);
 		store_close(&s1);
 	}
@@ -1315,7 +1316,7 @@ TEST(bulk)
 	}
 	free(jk);
 	free(jv);
-	CHECK_RC(opt_btree_check(&s.tsrc, s.hid, &cnt));
+	CHECK_RC(opt_btree_check(&s.tsrc, s.hid, NULL, &cnt));
 	CHECK(cnt == (size_t)n);
 	CHECK_RC(store_flush(&s));
 	CHECK(no_leaked_blocks(&s));
@@ -1423,7 +1424,7 @@ static void load_one(int cap, size_t n, unsigned domain, unsigned mode)
 	CHECK(opt_btree_load_text(b.t, b.hid, kv, n, &count) == 0);
 	opt_tracker_foreach_text(b.t, canon_text_cb, &bad);
 	CHECK(bad == 0);
-	CHECK_RC(opt_btree_check(&b.tsrc, b.hid, &check_n));
+	CHECK_RC(opt_btree_check(&b.tsrc, b.hid, NULL, &check_n));
 	CHECK(check_n == count);
 	CHECK_RC(opt_btree_cursor_open(&ca, &a.tsrc, a.hid, NULL));
 	CHECK_RC(opt_btree_cursor_open(&cb, &b.tsrc, b.hid, NULL));

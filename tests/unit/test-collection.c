@@ -174,7 +174,7 @@ static int check_tree(struct opt_snap *snap, const int *present, const long *val
 		char hid[OPT_ID_LEN + 1];
 		size_t c = 0;
 		opt_collection_header_id(opt_snap_name(snap), hid);
-		if (opt_btree_check(&src, hid, &c) < 0 || (long)c != want) {
+		if (opt_btree_check(&src, hid, NULL, &c) < 0 || (long)c != want) {
 			printf("# rev %ld: btree check: %s (%zu entries)\n", opt_snap_rev(snap), opt_error_last(), c);
 			bad++;
 		}

@@ -103,9 +103,9 @@ TEST(append_and_verify)
 	int rc;
 
 	store_build(&s, 100);
-	CHECK_RC(opt_log_verify(&s.src, s.hid, revs_cb, &r, &n));
+	CHECK_RC(opt_log_verify(&s.src, s.hid, &(struct opt_log_verify_opts){ .cb = revs_cb, .arg = &r }, &n));
 	CHECK(n == 100 && r.n == 100 && r.bad == 0);
-	CHECK_RC(opt_log_verify(&s.src, s.hid, NULL, NULL, NULL));
+	CHECK_RC(opt_log_verify(&s.src, s.hid, NULL, NULL));
 	CHECK_RC(opt_log_rev(&s.src, s.hid, &rev));
 	CHECK(rev == 100);
 
@@ -185,7 +185,7 @@ TEST(entry_hash_definition)
 		struct opt_source src = opt_tracker_source(t);
 		json_t *last;
 		long n;
-		CHECK_RC(opt_log_verify(&src, s.hid, NULL, NULL, &n));
+		CHECK_RC(opt_log_verify(&src, s.hid, NULL, &n));
 		CHECK(n == 4);
 		CHECK_RC(opt_log_last(&src, s.hid, &last));
 		CHECK(json_integer_value(json_object_get(last, "rev")) == 4);
@@ -297,7 +297,7 @@ static void expect_verify(struct store *s, long rev, void (*f)(json_t *), int de
 	CHECK_RC(opt_tracker_new(&t, &s->src));
 	src = opt_tracker_source(t);
 	tamper(t, s->hid, rev, f, del);
-	rc = opt_log_verify(&src, s->hid, NULL, NULL, &n);
+	rc = opt_log_verify(&src, s->hid, NULL, &n);
 	CHECK(rc == want_rc);
 	CHECK(n == want_n);
 	if (w1 && !strstr(opt_error_last(), w1))
@@ -340,7 +340,7 @@ TEST(checkpoint_prune)
 	src = opt_tracker_source(t);
 	for (rev = 1; rev <= 70; rev++)
 		tamper(t, s.hid, rev, drop_actions, 0);
-	CHECK_RC(opt_log_verify(&src, s.hid, NULL, NULL, &n));
+	CHECK_RC(opt_log_verify(&src, s.hid, NULL, &n));
 	CHECK(n == 100);
 	/* a pruned entry can still be appended after */
 	{
@@ -350,7 +350,7 @@ TEST(checkpoint_prune)
 		json_decref(e);
 		json_decref(f);
 	}
-	CHECK_RC(opt_log_verify(&src, s.hid, NULL, NULL, &n));
+	CHECK_RC(opt_log_verify(&src, s.hid, NULL, &n));
 	CHECK(n == 101);
 	opt_tracker_free(t);
 	store_close(&s);
@@ -370,7 +370,7 @@ TEST(callback_stops)
 	long n;
 
 	store_build(&s, 20);
-	CHECK(opt_log_verify(&s.src, s.hid, stop_at_10, NULL, &n) == OPT_EINTEGRITY);
+	CHECK(opt_log_verify(&s.src, s.hid, &(struct opt_log_verify_opts){ .cb = stop_at_10, .arg = NULL }, &n) == OPT_EINTEGRITY);
 	CHECK(n == 9);
 	CHECK(strcmp(opt_error_last(), "block hash mismatch at rev 10") == 0);
 	store_close(&s);
@@ -401,9 +401,9 @@ TEST(empty_log_and_errors)
 	CHECK(opt_log_last(&src, hid, &e) == OPT_ENOTFOUND && e == NULL);
 	CHECK_RC(opt_log_rev(&src, hid, &rev));
 	CHECK(rev == 0);
-	CHECK_RC(opt_log_verify(&src, hid, NULL, NULL, &n));
+	CHECK_RC(opt_log_verify(&src, hid, NULL, &n));
 	CHECK(n == 0);
-	CHECK(opt_log_verify(&src, "nosuchblock", NULL, NULL, &n) == OPT_ENOTFOUND);
+	CHECK(opt_log_verify(&src, "nosuchblock", NULL, &n) == OPT_ENOTFOUND);
 	CHECK(opt_log_rev(&src, "nosuchblock", &rev) == OPT_ENOTFOUND);
 	CHECK(opt_log_last(&src, "nosuchblock", &e) == OPT_ENOTFOUND);
 
@@ -440,7 +440,7 @@ TEST(empty_log_and_errors)
 	json_decref(f);
 	CHECK_RC(opt_log_rev(&tsrc, hid, &rev));
 	CHECK(rev == 2);
-	CHECK_RC(opt_log_verify(&tsrc, hid, NULL, NULL, &n));
+	CHECK_RC(opt_log_verify(&tsrc, hid, NULL, &n));
 	CHECK(n == 2);
 	opt_tracker_free(t);
 	json_decref(blocks);
@@ -479,7 +479,7 @@ TEST(too_deep)
 	CHECK(opt_log_append(t, hid, f, NULL) == OPT_EINVAL);
 	CHECK(strcmp(opt_error_last(), "nested too deeply: the log entry would nest more than 2048 levels, the most a stored document may") == 0);
 	CHECK(opt_tracker_count(t) == 2);  /* the header and the first entry's block */
-	CHECK_RC(opt_log_verify(&tsrc, hid, NULL, NULL, &n));
+	CHECK_RC(opt_log_verify(&tsrc, hid, NULL, &n));
 	CHECK(n == 1);
 	/* what it stores parses back */
 	{
@@ -507,7 +507,7 @@ TEST(many_entries_streamed)
 	size_t cnt;
 
 	store_build(&s, 2000);
-	CHECK_RC(opt_log_verify(&s.src, s.hid, NULL, NULL, &n));
+	CHECK_RC(opt_log_verify(&s.src, s.hid, NULL, &n));
 	CHECK(n == 2000);
 	CHECK_RC(opt_chain_count(&s.src, s.hid, &cnt));
 	CHECK(cnt == 2000);

@@ -1,7 +1,7 @@
 /* test-verify.c - verification since a verified base
  * (opt_verify_collection_since), the block diff it rests on
  * (opt_snap_diff) and the tree check by changed blocks
- * (opt_btree_check_since): on random histories they agree with the full
+ * (opt_btree_check with a base): on random histories they agree with the full
  * verification, cost what changed, and refuse a base that is no ancestor. */
 #include "harness.h"
 #include "fixture.h"
@@ -116,6 +116,19 @@ TEST(since_agrees_with_full)
 	opt_store_free(s);
 }
 
+/* opt_btree_check of src since base, where only the blocks of changed
+ * differ and base held base_count entries. */
+static int check_since(const struct opt_source *src, const struct opt_source *base, const char *hid,
+		       const json_t *changed, size_t base_count, size_t *count)
+{
+	struct opt_btree_check_opts o = OPT_BTREE_CHECK_OPTS_INIT;
+
+	o.base = base;
+	o.changed = changed;
+	o.base_count = base_count;
+	return opt_btree_check(src, hid, &o, count);
+}
+
 static int collect(const char *id, char change, void *arg)
 {
 	(void)change;
@@ -153,14 +166,14 @@ TEST(diff_and_tree_check_follow_the_change)
 		json_t *changed = json_object();
 		opt_collection_header_id("t", hid);
 		/* nothing changed: the count carries over */
-		CHECK_RC(opt_btree_check_since(&sa, &sa, hid, changed, 3000, &count));
+		CHECK_RC(check_since(&sa, &sa, hid, changed, 3000, &count));
 		CHECK(count == 3000);
 		/* one value updated: the changed leaf is read, the count stays */
 		CHECK_RC(opt_snap_diff(a, b, collect, changed));
-		CHECK_RC(opt_btree_check_since(&sb, &sa, hid, changed, 3000, &count));
+		CHECK_RC(check_since(&sb, &sa, hid, changed, 3000, &count));
 		CHECK(count == 3000);
 		/* a wrong base count shows */
-		CHECK_RC(opt_btree_check_since(&sb, &sa, hid, changed, 2999, &count));
+		CHECK_RC(check_since(&sb, &sa, hid, changed, 2999, &count));
 		CHECK(count == 2999);
 		json_decref(changed);
 	}
@@ -176,7 +189,7 @@ TEST(diff_and_tree_check_follow_the_change)
 		json_t *changed = json_object();
 		CHECK_RC(opt_snap_diff(a, b, collect, changed));
 		CHECK(json_object_size(changed) < total / 10);
-		CHECK_RC(opt_btree_check_since(&sb, &sa, hid, changed, 3000, &count));
+		CHECK_RC(check_since(&sb, &sa, hid, changed, 3000, &count));
 		CHECK(count == 3040);
 		json_decref(changed);
 	}
