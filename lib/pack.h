@@ -152,6 +152,10 @@ int opt_packr_read_mem(const unsigned char *idx, size_t idxlen, const unsigned c
  * entry).  0, or OPT_EINTEGRITY saying what is wrong.  (That a name is the
  * SHA-1 of its object is not checked: that takes inflating everything.) */
 int opt_pack_idx_check(const char *idxpath, const char *packpath);
+/* The part of opt_pack_idx_check that reads the index only (and the
+ * pack's header and trailer): what keeps a forged index from sending a
+ * reader outside the pack or its tables. Cost: the index's size. */
+int opt_pack_idx_check_shape(const char *idxpath, const char *packpath);
 /* Every object of the pack (found through its index) has at most
  * OPT_BLOCK_MAX bytes, as its entry header says (a delta: as the start
  * of its instructions says, the rest not inflated): 0, or OPT_EINTEGRITY

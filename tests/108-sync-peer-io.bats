@@ -275,6 +275,55 @@ as_nobody_ok() {
 	echo "# $ok of ${#at[@]} damaged indexes cloned (indexed again), the others refused" >&3
 }
 
+# Damage at byte $2 of index $1, XORed with $3, then its own SHA-1
+# trailer made right again: a hostile index, not a broken disk.
+idx_forge() {
+	python3 - "$1" "$2" "$3" <<'PY'
+import hashlib, sys
+path, pos, x = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+b = bytearray(open(path, "rb").read())
+b[pos] ^= x
+b[-20:] = hashlib.sha1(bytes(b[:-20])).digest()
+open(path, "wb").write(bytes(b))
+PY
+}
+
+@test "pull and clone from a path: a forged pack index (its checksum right) is refused (exit 4), never read" {
+	seed "$TMP/a"
+	opt-block gc -C "$TMP/a" >/dev/null 2>&1 || opt-block -C "$TMP/a" gc >/dev/null
+	opt-sync clone "$TMP/a" "$TMP/b" >/dev/null
+	opt-tree -C "$TMP/a" put users carol '{"age":50}' >/dev/null
+	opt-block gc -C "$TMP/a" >/dev/null 2>&1 || opt-block -C "$TMP/a" gc >/dev/null
+	local p idx n
+	p=$(biggest_pack "$TMP/a")
+	idx=$p.idx
+	n=$(git show-index <"$idx" | wc -l)
+	cp "$idx" "$TMP/good.idx"
+	chmod 644 "$idx"
+	# an offset far outside the pack; the fan-out's last count raised;
+	# two names swapped out of order
+	local -a how=("$((1032 + 24 * n + 4 * (n / 2)))" 127 "$((8 + 4 * 255 + 3))" 64 "$((1032 + 20 * (n / 2)))" 255)
+	local at x before
+	while [ "${#how[@]}" -gt 0 ]; do
+		at=${how[0]} x=${how[1]}
+		how=("${how[@]:2}")
+		cp "$TMP/good.idx" "$idx"
+		idx_forge "$idx" "$at" "$x"
+		before=$(refs_of "$TMP/b")
+		run --separate-stderr opt-sync -C "$TMP/b" pull
+		[ "$status" -eq 4 ] || fail "byte $at: pull exit $status: $stderr"
+		[[ $stderr == *"pack index"* ]] || fail "byte $at: $stderr"
+		[ "$before" = "$(refs_of "$TMP/b")" ] || fail "byte $at: refs moved"
+		rm -rf "$TMP/c"
+		run --separate-stderr opt-sync clone "$TMP/a" "$TMP/c"
+		[ "$status" -eq 4 ] || fail "byte $at: clone exit $status: $stderr"
+		[ ! -e "$TMP/c" ] || fail "byte $at: a failed clone left $TMP/c"
+	done
+	cp "$TMP/good.idx" "$idx"
+	run opt-sync -C "$TMP/b" pull
+	assert_success
+}
+
 # ---- objects larger than a block may be ----
 
 # A blob of $2 MiB of zeros, stored in a pack of its own in store $1

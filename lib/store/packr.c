@@ -535,10 +535,10 @@ static int idx_bad(const char *name, const char *what)
 	return opt_error_set(OPT_EINTEGRITY, "pack index '%s' does not match its pack: %s", name, what);
 }
 
-/* Header, monotone fan-out, sizes, the pack it names; the index's own
- * checksum, and the pack's; names strictly increasing, each in its
- * fan-out bucket. */
-static int idx_check_head(const char *name, const struct pk *p)
+/* The index alone (header, monotone fan-out, sizes and the pack it
+ * names were checked by pk_init): its size, its own checksum, the pack's
+ * object count; names strictly increasing, each in its fan-out bucket. */
+static int idx_check_names(const char *name, const struct pk *p)
 {
 	struct opt_sha1 h;
 	uint8_t sum[20];
@@ -553,11 +553,6 @@ static int idx_check_head(const char *name, const struct pk *p)
 	opt_sha1_final(&h, sum);
 	if (memcmp(sum, p->idx + p->idxlen - 20, 20) != 0)
 		return idx_bad(name, "bad index checksum");
-	opt_sha1_init(&h);
-	opt_sha1_update(&h, p->pack, p->packlen - 20);
-	opt_sha1_final(&h, sum);
-	if (memcmp(sum, p->pack + p->packlen - 20, 20) != 0)
-		return idx_bad(name, "bad pack checksum");
 	for (i = 0; i < p->n; i++) {
 		const unsigned char *id = p->ids + 20 * i;
 		if (i > 0 && memcmp(id - 20, id, 20) >= 0)
@@ -565,6 +560,23 @@ static int idx_check_head(const char *name, const struct pk *p)
 		if ((id[0] ? get32(p->idx + 8 + 4 * (id[0] - 1)) : 0) > i || get32(p->idx + 8 + 4 * id[0]) <= i)
 			return idx_bad(name, "fan-out table does not match the names");
 	}
+	return 0;
+}
+
+/* The index (idx_check_names), and the pack's own checksum. */
+static int idx_check_head(const char *name, const struct pk *p)
+{
+	struct opt_sha1 h;
+	uint8_t sum[20];
+	int rc;
+
+	if ((rc = idx_check_names(name, p)) < 0)
+		return rc;
+	opt_sha1_init(&h);
+	opt_sha1_update(&h, p->pack, p->packlen - 20);
+	opt_sha1_final(&h, sum);
+	if (memcmp(sum, p->pack + p->packlen - 20, 20) != 0)
+		return idx_bad(name, "bad pack checksum");
 	return 0;
 }
 
@@ -658,6 +670,48 @@ int opt_pack_idx_check_mem(const char *name, const unsigned char *idx, size_t id
 	}
 done:
 	free(v);
+	return rc;
+}
+
+/* What opt_pack_idx_check_shape checks, on mapped bytes. */
+static int idx_check_shape_mem(const char *name, const unsigned char *idx, size_t idxlen,
+			       const unsigned char *pack, size_t packlen)
+{
+	struct pk p;
+	struct offent *v = NULL;
+	int rc;
+
+	memset(&p, 0, sizeof(p));
+	p.idx = idx;
+	p.idxlen = idxlen;
+	p.pack = pack;
+	p.packlen = packlen;
+	if (pk_init(&p) < 0)
+		return idx_bad(name, "not a version 2 index of this pack");
+	if ((rc = idx_check_names(name, &p)) < 0 || p.n == 0)
+		return rc;
+	OPT_CHECK_ALLOC(v = malloc((size_t)p.n * sizeof(*v)));
+	rc = idx_check_offsets(name, &p, v);
+	free(v);
+	return rc;
+}
+
+int opt_pack_idx_check_shape(const char *idxpath, const char *packpath)
+{
+	const unsigned char *idx, *pack;
+	size_t idxlen = 0, packlen = 0;
+	const char *name = strrchr(packpath, '/') ? strrchr(packpath, '/') + 1 : packpath;
+	int rc;
+
+	if (!(idx = map_file(idxpath, &idxlen)))
+		return opt_error_set(OPT_EINTEGRITY, "cannot read pack index '%s': %s", idxpath, strerror(errno ? errno : EINVAL));
+	if (!(pack = map_file(packpath, &packlen))) {
+		munmap((void *)idx, idxlen);
+		return opt_error_set(OPT_EINTEGRITY, "cannot read pack '%s': %s", packpath, strerror(errno ? errno : EINVAL));
+	}
+	rc = idx_check_shape_mem(name, idx, idxlen, pack, packlen);
+	munmap((void *)idx, idxlen);
+	munmap((void *)pack, packlen);
 	return rc;
 }
 

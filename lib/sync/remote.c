@@ -442,6 +442,38 @@ static void peer_owner_check(int on)
 	git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, on);
 }
 
+/* Every pack index of a peer on this machine has a sound shape before
+ * libgit2 reads through it (a forged one, its checksum right, sends
+ * libgit2's reader outside the pack: a crash). 0, or OPT_EINTEGRITY. */
+static int peer_packs_check(struct remote *r)
+{
+	char dir[PATH_MAX], idx[PATH_MAX], pack[PATH_MAX];
+	struct dirent *d;
+	DIR *dh;
+	int rc = 0;
+
+	snprintf(dir, sizeof(dir), "%s/objects/pack", git_repository_path(r->peer_repo));
+	if (!(dh = opendir(dir)))
+		return 0;               /* no packs: nothing to check */
+	while (rc == 0 && (d = readdir(dh)) != NULL) {
+		size_t l = strlen(d->d_name);
+		if (l < 5 || strcmp(d->d_name + l - 4, ".idx") != 0)
+			continue;
+		if (snprintf(idx, sizeof(idx), "%s/%s", dir, d->d_name) >= (int)sizeof(idx) ||
+		    snprintf(pack, sizeof(pack), "%s/%.*s.pack", dir, (int)(l - 4), d->d_name) >= (int)sizeof(pack) ||
+		    access(pack, F_OK) != 0)
+			continue;       /* an index left alone: git ignores it */
+		if (opt_pack_idx_check_shape(idx, pack) < 0) {
+			char msg[512];
+			snprintf(msg, sizeof(msg), "%s", opt_error_last());
+			rc = opt_error_set(OPT_EINTEGRITY, "remote '%s' (%s): %s (refused; 'git index-pack' there makes it again)",
+					   r->name, r->url, msg);
+		}
+	}
+	closedir(dh);
+	return rc;
+}
+
 int sync_remote_open(struct opt_sync *y, struct remote *r, const char *name, const struct opt_sync_opts *o)
 {
 	int rc;
@@ -468,6 +500,10 @@ int sync_remote_open(struct opt_sync *y, struct remote *r, const char *name, con
 			snprintf(msg, sizeof(msg), "%s", opt_error_last());
 			sync_remote_close(r);
 			return opt_error_set(OPT_ENET, "cannot reach remote '%s': %s", name, msg);
+		}
+		if ((rc = peer_packs_check(r)) < 0) {
+			sync_remote_close(r);
+			return rc;
 		}
 	} else if (strncmp(r->url, "https://", 8) == 0) {
 		/* the CA bundle is loaded only when an https peer needs it */
