@@ -46,6 +46,12 @@ gen() { # gen PREFIX N: N one-block documents, one a line
 	for round in $(seq 1 15); do
 		gen "r$round" 400 | opt-block put -c crash --each >> "$TMP/ack" 2>/dev/null &
 		pid=$!
+		# the first round kills only after a write was acknowledged (on a
+		# loaded machine a sanitized writer can take longer to start than
+		# the longest delay): so there is one to check
+		if [ "$round" -eq 1 ]; then
+			for _ in $(seq 1 300); do [ -s "$TMP/ack" ] && break; sleep 0.1; done
+		fi
 		sleep "0.$((RANDOM % 8 + 2))"
 		pkill -9 -P $pid opt-block 2>/dev/null || true
 		kill -9 $pid 2>/dev/null || true
