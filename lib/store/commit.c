@@ -3,7 +3,6 @@
  * collection's ref, and group commits. */
 #include "store.h"
 #include "error.h"
-#include "gitutil.h"
 #include "json.h"
 #include "pack.h"
 #include "store/git.h"

@@ -165,4 +165,12 @@ int opt_store__decision_from(struct opt_store *s, const char *name, const git_oi
  * OPT_EINTEGRITY when primary is not a valid collection name. */
 int opt_store__decision_of(struct opt_store *s, const char *primary, const char *trx, int64_t since, int *out);
 
+/* Set the last error to "what: <libgit2's last message>" and return code. */
+int opt_git_fail(int code, const char *what);
+
+/* Add the quarantine at qdir (an objects directory: qdir/pack holds its
+ * packs) to odb, before the store's own backends: packs written through
+ * odb (a fetch's) go there, and every read sees them. */
+int opt_git_odb_add_quarantine(git_odb *odb, const char *qdir);
+
 #endif

@@ -3,7 +3,6 @@
 #include "store/git.h"
 #include "store/internal.h"
 #include "error.h"
-#include "gitutil.h"
 
 #include <limits.h>
 #include <stdio.h>

@@ -3,7 +3,6 @@
  * and the differences between two revisions. */
 #include "store.h"
 #include "error.h"
-#include "gitutil.h"
 #include "json.h"
 #include "pack.h"
 #include "store/git.h"

@@ -27,7 +27,6 @@
 
 #include "bundle.h"
 #include "cluster.h"
-#include "gitutil.h"
 #include "store/git.h"
 #include "store.h"
 #include "sync.h"
