@@ -463,7 +463,9 @@ static int peer_packs_check(struct remote *r)
 		    snprintf(pack, sizeof(pack), "%s/%.*s.pack", dir, (int)(l - 4), d->d_name) >= (int)sizeof(pack) ||
 		    access(pack, F_OK) != 0)
 			continue;       /* an index left alone: git ignores it */
-		if (opt_pack_idx_check_shape(idx, pack) < 0) {
+		if (opt_pack_idx_check_shape(idx, pack) < 0 && access(idx, F_OK) == 0 && access(pack, F_OK) == 0) {
+			/* (a pack that vanished meanwhile was consolidated by a
+			 * writer there: nothing is read from it) */
 			char msg[512];
 			snprintf(msg, sizeof(msg), "%s", opt_error_last());
 			rc = opt_error_set(OPT_EINTEGRITY, "remote '%s' (%s): %s (refused; 'git index-pack' there makes it again)",
