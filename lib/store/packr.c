@@ -696,7 +696,9 @@ static int idx_check_shape_mem(const char *name, const unsigned char *idx, size_
 	return rc;
 }
 
-int opt_pack_idx_check_shape(const char *idxpath, const char *packpath)
+/* Maps the index and the pack and runs check on them. */
+static int idx_check_files(const char *idxpath, const char *packpath,
+			   int (*check)(const char *, const unsigned char *, size_t, const unsigned char *, size_t))
 {
 	const unsigned char *idx, *pack;
 	size_t idxlen = 0, packlen = 0;
@@ -709,29 +711,20 @@ int opt_pack_idx_check_shape(const char *idxpath, const char *packpath)
 		munmap((void *)idx, idxlen);
 		return opt_error_set(OPT_EINTEGRITY, "cannot read pack '%s': %s", packpath, strerror(errno ? errno : EINVAL));
 	}
-	rc = idx_check_shape_mem(name, idx, idxlen, pack, packlen);
+	rc = check(name, idx, idxlen, pack, packlen);
 	munmap((void *)idx, idxlen);
 	munmap((void *)pack, packlen);
 	return rc;
 }
 
+int opt_pack_idx_check_shape(const char *idxpath, const char *packpath)
+{
+	return idx_check_files(idxpath, packpath, idx_check_shape_mem);
+}
+
 int opt_pack_idx_check(const char *idxpath, const char *packpath)
 {
-	const unsigned char *idx, *pack;
-	size_t idxlen = 0, packlen = 0;
-	const char *name = strrchr(packpath, '/') ? strrchr(packpath, '/') + 1 : packpath;
-	int rc;
-
-	if (!(idx = map_file(idxpath, &idxlen)))
-		return opt_error_set(OPT_EINTEGRITY, "cannot read pack index '%s': %s", idxpath, strerror(errno ? errno : EINVAL));
-	if (!(pack = map_file(packpath, &packlen))) {
-		munmap((void *)idx, idxlen);
-		return opt_error_set(OPT_EINTEGRITY, "cannot read pack '%s': %s", packpath, strerror(errno ? errno : EINVAL));
-	}
-	rc = opt_pack_idx_check_mem(name, idx, idxlen, pack, packlen);
-	munmap((void *)idx, idxlen);
-	munmap((void *)pack, packlen);
-	return rc;
+	return idx_check_files(idxpath, packpath, opt_pack_idx_check_mem);
 }
 
 /* The result size of the delta whose zlib stream starts at pos of p

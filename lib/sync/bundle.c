@@ -21,11 +21,6 @@
 
 /* ---- small helpers ---- */
 
-static void hex_of(char out[GIT_OID_HEXSZ + 1], const git_oid *id)
-{
-	git_oid_tostr(out, GIT_OID_HEXSZ + 1, id);
-}
-
 /* ---- reading ---- */
 
 static void lines_free(struct opt_bundle_line *v, size_t n)
@@ -235,55 +230,12 @@ static int is_commit(git_repository *repo, const git_oid *id)
 	return ok;
 }
 
-/* A set of object IDs (open addressing). */
-struct oidset {
-	git_oid *v;
-	unsigned char *used;
-	size_t n, cap;
-};
-
-static void oidset_clear(struct oidset *s)
-{
-	free(s->v);
-	free(s->used);
-	memset(s, 0, sizeof(*s));
-}
-
-/* Add id: 1 if new, 0 if there already, <0 out of memory. */
-static int oidset_add(struct oidset *s, const git_oid *id)
-{
-	size_t i, mask;
-
-	if ((s->n + 1) * 2 > s->cap) {
-		struct oidset t = { 0 };
-		size_t k;
-		t.cap = s->cap ? s->cap * 2 : 1024;
-		if (!(t.v = malloc(t.cap * sizeof(*t.v))) || !(t.used = calloc(t.cap, 1))) {
-			oidset_clear(&t);
-			return opt_error_set(OPT_EIO, "out of memory");
-		}
-		for (k = 0; k < s->cap; k++)
-			if (s->used[k])
-				oidset_add(&t, &s->v[k]);
-		oidset_clear(s);
-		*s = t;
-	}
-	mask = s->cap - 1;
-	memcpy(&i, id->id, sizeof(i));
-	for (i &= mask; s->used[i]; i = (i + 1) & mask)
-		if (git_oid_equal(&s->v[i], id))
-			return 0;
-	s->used[i] = 1;
-	s->v[i] = *id;
-	s->n++;
-	return 1;
-}
 
 static int missing(const char *path, const char *what, const git_oid *id)
 {
 	char hex[GIT_OID_HEXSZ + 1];
 
-	hex_of(hex, id);
+	sync_hex_of(hex, id);
 	git_error_clear();
 	return opt_error_set(OPT_EINTEGRITY, "bundle '%s' is incomplete: it lacks %s %s", path, what, hex);
 }
@@ -349,7 +301,7 @@ static int check_complete(const struct opt_bundle *b, git_repository *repo, git_
 			git_tree *t = NULL;
 			size_t k, ne;
 			id = stack[--sn];
-			if ((rc = oidset_add(&seen, &id)) <= 0) {
+			if ((rc = sync_oidset_add(&seen, &id)) <= 0) {
 				if (rc < 0)
 					goto done;
 				continue;
@@ -386,7 +338,7 @@ static int check_complete(const struct opt_bundle *b, git_repository *repo, git_
 	}
 done:
 	free(stack);
-	oidset_clear(&seen);
+	sync_oidset_clear(&seen);
 	git_revwalk_free(w);
 	git_odb_free(odb);
 	return rc;
@@ -411,7 +363,7 @@ int opt_bundle_index(struct opt_bundle *b, git_repository *repo, git_odb *known,
 	/* the prerequisites first: without them the pack cannot be complete */
 	for (i = 0; i < b->npre; i++)
 		if (!is_commit(repo, &b->pre[i].id)) {
-			hex_of(hex, &b->pre[i].id);
+			sync_hex_of(hex, &b->pre[i].id);
 			return opt_error_set(OPT_ENOTFOUND, "bundle '%s' needs commit %s (%s), which the store lacks: apply "
 					     "the bundle it follows first", b->path, hex, b->pre[i].text);
 		}
@@ -449,7 +401,7 @@ int opt_bundle_index(struct opt_bundle *b, git_repository *repo, git_odb *known,
 	git_odb_refresh(odb);
 	for (i = 0; i < b->nrefs; i++)
 		if (!is_commit(repo, &b->refs[i].id)) {
-			hex_of(hex, &b->refs[i].id);
+			sync_hex_of(hex, &b->refs[i].id);
 			rc = opt_error_set(OPT_EINTEGRITY, "bundle '%s' is incomplete: the head of '%s' (%s) is not a commit it "
 					   "carries", b->path, b->refs[i].text, hex);
 			goto done;
@@ -520,13 +472,13 @@ int opt_bundle_write(FILE *f, git_repository *repo, const struct opt_bundle_line
 		goto werr;
 	wr.bytes += (size_t)len;
 	for (i = 0; i < m; i++) {
-		hex_of(hex, &pre[i].id);
+		sync_hex_of(hex, &pre[i].id);
 		if ((len = fprintf(f, "-%s %s\n", hex, pre[i].text)) < 0)
 			goto werr;
 		wr.bytes += (size_t)len;
 	}
 	for (i = 0; i < n; i++) {
-		hex_of(hex, &refs[i].id);
+		sync_hex_of(hex, &refs[i].id);
 		if (opt_ref_collection(ref, sizeof(ref), refs[i].text) < 0)
 			goto werr;
 		if ((len = fprintf(f, "%s %s\n", hex, ref)) < 0)
@@ -698,7 +650,7 @@ static int basis_of(git_repository *repo, const char *name, const char *since, c
 		*out = *id;
 		if (!is_commit(repo, id)) {
 			char hex[GIT_OID_HEXSZ + 1];
-			hex_of(hex, id);
+			sync_hex_of(hex, id);
 			return opt_error_set(OPT_ENOTFOUND, "the base bundle's head of '%s' (%s) is not in this store", name,
 					     hex);
 		}
@@ -713,7 +665,7 @@ static long rev_at(struct opt_store *s, const char *name, const git_oid *id)
 	char hex[GIT_OID_HEXSZ + 1];
 	long rev = 0;
 
-	hex_of(hex, id);
+	sync_hex_of(hex, id);
 	if (opt_snap_open_commit(&snap, s, name, hex) == 0)
 		rev = opt_snap_rev(snap);
 	else
@@ -818,7 +770,7 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 			continue;
 		if ((rc = add_line(&refs, &nrefs, &head, name)) < 0)
 			goto done;
-		hex_of(hex, &head);
+		sync_hex_of(hex, &head);
 		rec = json_pack("{s:s,s:I,s:s}", "collection", name, "rev", (json_int_t)rev_at(s, name, &head), "commit", hex);
 		if (has_b) {
 			char comment[OPT_NAME_MAX + 64];
@@ -893,11 +845,11 @@ int opt_bundle_ls(const char *path, const struct opt_sync_opts *o)
 	if ((rc = opt_bundle_open(&b, path)) < 0)
 		return rc;
 	for (i = 0; i < b->nrefs && rc == 0; i++) {
-		hex_of(hex, &b->refs[i].id);
+		sync_hex_of(hex, &b->refs[i].id);
 		rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s}", "collection", b->refs[i].text, "commit", hex));
 	}
 	for (i = 0; i < b->npre && rc == 0; i++) {
-		hex_of(hex, &b->pre[i].id);
+		sync_hex_of(hex, &b->pre[i].id);
 		rc = opt_sync_emit_rec(o, json_pack("{s:s,s:s}", "prerequisite", hex, "comment", b->pre[i].text));
 	}
 	opt_bundle_free(b);
@@ -967,7 +919,7 @@ static int verify_all(struct scratch *sc, const struct opt_bundle *b, git_reposi
 					     "descend from revision %ld that we had from '%s' before (refused)", b->path, e->text,
 					     rev_at(sc->store, e->text, &e->id), rev_at(s, e->text, &old), as);
 		}
-		hex_of(hex, &e->id);
+		sync_hex_of(hex, &e->id);
 		vp.o = o;
 		snprintf(vp.what, sizeof(vp.what), "verifying '%s'", e->text);
 		rc = opt_verify_collection(sc->store, e->text, hex, o && o->progress ? verify_progress : NULL, &vp, NULL);

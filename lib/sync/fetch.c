@@ -80,46 +80,6 @@ static int copy_file(const char *from, const char *to)
 
 /* ---- sizes of what a peer sends ---- */
 
-/* A set of object IDs (open addressing). */
-struct oidset {
-	git_oid *v;
-	unsigned char *used;
-	size_t n, cap;
-};
-
-static void oidset_clear(struct oidset *o)
-{
-	free(o->v);
-	free(o->used);
-	memset(o, 0, sizeof(*o));
-}
-
-/* Add id: 1 if new, 0 if there already, <0 out of memory. */
-static int oidset_add(struct oidset *o, const git_oid *id)
-{
-	size_t i;
-
-	if (2 * (o->n + 1) > o->cap) {
-		struct oidset g = { NULL, NULL, 0, o->cap ? 2 * o->cap : 1024 };
-		if (!(g.v = malloc(g.cap * sizeof(*g.v))) || !(g.used = calloc(g.cap, 1))) {
-			oidset_clear(&g);
-			return opt_error_set(OPT_EIO, "out of memory");
-		}
-		for (i = 0; i < o->cap; i++)
-			if (o->used[i])
-				oidset_add(&g, &o->v[i]);
-		oidset_clear(o);
-		*o = g;
-	}
-	i = ((size_t)id->id[0] << 24 | (size_t)id->id[1] << 16 | (size_t)id->id[2] << 8 | id->id[3]) & (o->cap - 1);
-	for (; o->used[i]; i = (i + 1) & (o->cap - 1))
-		if (git_oid_equal(&o->v[i], id))
-			return 0;
-	o->used[i] = 1;
-	o->v[i] = *id;
-	o->n++;
-	return 1;
-}
 
 struct sizewalk {
 	struct opt_sync *y;
@@ -139,7 +99,7 @@ static int size_ok(struct sizewalk *w, const git_oid *id, git_object_t want)
 	char hex[GIT_OID_HEXSZ + 1];
 	int rc;
 
-	if ((rc = oidset_add(&w->seen, id)) <= 0)
+	if ((rc = sync_oidset_add(&w->seen, id)) <= 0)
 		return rc;
 	if (sync_have_object(w->y, id))
 		return 0;
@@ -206,7 +166,7 @@ static int peer_sizes(struct opt_sync *y, struct remote *r, const struct heads *
 			continue;
 		w.e = &h->v[i];
 		n = 0;
-		if (h->v[i].has_old && (rc = oidset_add(&w.seen, &h->v[i].old)) < 0)
+		if (h->v[i].has_old && (rc = sync_oidset_add(&w.seen, &h->v[i].old)) < 0)
 			break;
 		/* the commits from the head down to what we have */
 		if (n == cap) {
@@ -244,7 +204,7 @@ static int peer_sizes(struct opt_sync *y, struct remote *r, const struct heads *
 		}
 	}
 	free(stack);
-	oidset_clear(&w.seen);
+	sync_oidset_clear(&w.seen);
 	git_odb_free(w.podb);
 	return rc < 0 ? rc : 0;
 }

@@ -146,6 +146,18 @@ void sync_progress(const struct opt_sync_opts *o, const char *what, size_t done,
 
 void sync_hex_of(char out[GIT_OID_HEXSZ + 1], const git_oid *id);
 
+/* A set of object IDs (open addressing). */
+struct oidset {
+	git_oid *v;
+	unsigned char *used;
+	size_t n, cap;
+};
+
+void sync_oidset_clear(struct oidset *o);
+
+/* Add id: 1 if new, 0 if there already, <0 out of memory. */
+int sync_oidset_add(struct oidset *o, const git_oid *id);
+
 void sync_heads_clear(struct heads *h);
 
 struct head *sync_heads_add(struct heads *h, const char *name);

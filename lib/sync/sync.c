@@ -52,6 +52,40 @@ void sync_hex_of(char out[GIT_OID_HEXSZ + 1], const git_oid *id)
 	git_oid_tostr(out, GIT_OID_HEXSZ + 1, id);
 }
 
+void sync_oidset_clear(struct oidset *o)
+{
+	free(o->v);
+	free(o->used);
+	memset(o, 0, sizeof(*o));
+}
+
+/* Add id: 1 if new, 0 if there already, <0 out of memory. */
+int sync_oidset_add(struct oidset *o, const git_oid *id)
+{
+	size_t i;
+
+	if (2 * (o->n + 1) > o->cap) {
+		struct oidset g = { NULL, NULL, 0, o->cap ? 2 * o->cap : 1024 };
+		if (!(g.v = malloc(g.cap * sizeof(*g.v))) || !(g.used = calloc(g.cap, 1))) {
+			sync_oidset_clear(&g);
+			return opt_error_oom();
+		}
+		for (i = 0; i < o->cap; i++)
+			if (o->used[i])
+				sync_oidset_add(&g, &o->v[i]);
+		sync_oidset_clear(o);
+		*o = g;
+	}
+	i = ((size_t)id->id[0] << 24 | (size_t)id->id[1] << 16 | (size_t)id->id[2] << 8 | id->id[3]) & (o->cap - 1);
+	for (; o->used[i]; i = (i + 1) & (o->cap - 1))
+		if (git_oid_equal(&o->v[i], id))
+			return 0;
+	o->used[i] = 1;
+	o->v[i] = *id;
+	o->n++;
+	return 1;
+}
+
 void sync_heads_clear(struct heads *h)
 {
 	size_t i;
