@@ -104,7 +104,7 @@ byte ndone;                     /* writers that ended (crashed or not) */
 /* the head is a pending revision whose transaction is not committed:
  * readers read its parent, writers may not build on it */
 #define UNDEC(c) (hP[c] && !(dec & B(hT[c])))
-/* what a reader of collection c sees (lib/store.c: opt_snap_open) */
+/* what a reader of collection c sees (lib/store/snap.c: opt_snap_open) */
 #define VIS(c) (UNDEC(c) -> TREE(c) & ~B(hT[c]) : TREE(c))      /* MUTANT-4 */
 #define HAS(c, t) ((VIS(c) >> (t)) & 1)
 
