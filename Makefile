@@ -114,7 +114,9 @@ check-quick: deps
 	@sh tests/run.sh build
 
 # Long fuzz and soak runs (not part of check).
-soak: all
+soak: deps
+	@$(MAKE) --no-print-directory all units
+	@$(MAKE) --no-print-directory SAN=1 all units
 	@sh tests/soak.sh
 
 demo: deps-build

@@ -2,9 +2,7 @@
 # The libFuzzer harnesses (fuzz/fuzz-*.c, docs/fuzzing.md): `make fuzz`
 # builds them with clang, ASan and UBSan, and each runs briefly from its seed
 # corpus (fuzz/corpus/NAME) and must end without a crash, a leak, a broken
-# property, a time-out or a sanitizer report.  The plain pass runs each for
-# 6 s, the sanitizer pass (OPT_BIN in build-san/) for 3 s: the fuzzers are
-# sanitized either way.  Inputs the fuzzer finds go to a temporary corpus,
+# property, a time-out or a sanitizer report, for 6 s each.  Inputs the fuzzer finds go to a temporary corpus,
 # never to fuzz/corpus; failing inputs go to build-fuzz/artifacts/NAME/.
 # The seed is random and printed ("INFO: Seed: N"); OPT_FUZZ_SEED=N repeats
 # a run.  Without clang or libFuzzer the tests skip, saying why.
@@ -15,6 +13,10 @@
 # harnesses) and the last test skips, naming the inputs that still fail.
 # Once a bug is fixed, remove its tag here and its input stays as a
 # regression test.
+#
+# build-independent: the harnesses are their own build (build-fuzz/, with
+# ASan and UBSan), whichever OPT_BIN is given, so tests/run.sh runs this
+# suite once; make soak runs them for minutes.
 
 load test_helper
 
@@ -62,9 +64,6 @@ need_fuzzers() {
 # output on a crash, a sanitizer report or a non-zero exit.
 fuzz_briefly() {
 	local h=$1 secs=6 out status art
-	case "$OPT_BIN" in
-	*/build-san/bin | */build-san/bin/) secs=3 ;;
-	esac
 	need_fuzzers
 	[ -x "$TOP/build-fuzz/fuzz-$h" ] || fail "no $TOP/build-fuzz/fuzz-$h after make fuzz"
 	[ -d "$TOP/fuzz/corpus/$h" ] || fail "no seed corpus fuzz/corpus/$h"

@@ -15,6 +15,10 @@
 #                     the ones listed in docs/fuzzing.md); set it empty to
 #                     check everything
 #   OPT_FUZZ_SEED=N   libFuzzer's seed (default: random, printed)
+#   SOAK_CRASH_ITERATIONS=N
+#                     iterations of the kill -9 crash loop (default 3000)
+# Then the long forms of the randomized tests make check runs briefly
+# (the B+tree's random runs and bulk load, the crash loop).
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 2
 
@@ -66,5 +70,36 @@ for h in $harnesses; do
 	summary="$summary$line
 "
 done
+# The long forms of the randomized tests that make check runs briefly:
+# the B+tree's random runs and bulk load in full in both builds
+# (OPT_TEST_LONG=1), and the kill -9 crash loop for SOAK_CRASH_ITERATIONS
+# iterations (default 3000).
+for b in build build-san; do
+	[ -x "$b/unit/test-btree" ] || continue
+	echo "soak: $b/unit/test-btree in full"
+	if OPT_TEST_LONG=1 "$b/unit/test-btree" >build-fuzz/soak-btree-$b.log 2>&1; then
+		line="$b/unit/test-btree (long): ok, $(grep -c '^ok ' build-fuzz/soak-btree-$b.log) tests"
+	else
+		failed=1
+		grep '^not ok\|^#' build-fuzz/soak-btree-$b.log | tail -n 20
+		line="$b/unit/test-btree (long): FAILED, see build-fuzz/soak-btree-$b.log"
+	fi
+	echo "$line"
+	summary="$summary$line
+"
+done
+iters=${SOAK_CRASH_ITERATIONS:-3000}
+echo "soak: crash loop, $iters iterations"
+if OPT_CRASH_ITERATIONS=$iters OPT_BIN="$top/build/bin" bats --tap tests/046-crash.bats \
+	>build-fuzz/soak-crash.log 2>&1; then
+	line="crash loop: ok, $iters iterations ($(grep -o 'seed [0-9]*' build-fuzz/soak-crash.log | head -n 1))"
+else
+	failed=1
+	tail -n 30 build-fuzz/soak-crash.log
+	line="crash loop: FAILED, see build-fuzz/soak-crash.log"
+fi
+echo "$line"
+summary="$summary$line
+"
 printf '%s' "$summary"
 exit "$failed"

@@ -19,6 +19,21 @@
 #define UNDER_ASAN 0
 #endif
 
+/* The randomized runs and the bulk load are long: make check runs a part
+ * of them under ASan (a quarter), make soak (OPT_TEST_LONG=1) all of
+ * them in both builds. */
+static int long_run(void)
+{
+	const char *e = getenv("OPT_TEST_LONG");
+
+	return e && *e && strcmp(e, "0") != 0;
+}
+
+static long scaled(long n)
+{
+	return UNDER_ASAN && !long_run() ? n / 4 : n;
+}
+
 /* ---- jansson allocation accounting (for the bounded-memory scan) ---- */
 
 static size_t mem_now, mem_peak;
@@ -790,28 +805,28 @@ static void random_run(int cap, long ops, unsigned domain, long phase_len, long 
 
 TEST(random_cap4)
 {
-	random_run(4, 50000, 160, 300, 1);
+	random_run(4, scaled(50000), 160, 300, 1);
 }
 
 TEST(random_cap5)
 {
-	random_run(5, 45000, 200, 400, 1);
+	random_run(5, scaled(45000), 200, 400, 1);
 }
 
 TEST(random_cap8)
 {
-	random_run(8, 45000, 500, 800, 2);
+	random_run(8, scaled(45000), 500, 800, 2);
 }
 
 TEST(random_cap64)
 {
-	random_run(64, 65000, 40000, 8000, 250);
+	random_run(64, scaled(65000), 40000, 8000, 250);
 }
 
 TEST(random_total)
 {
 	printf("# %ld randomized operations in all\n", total_ops);
-	CHECK(total_ops >= 200000);
+	CHECK(total_ops >= scaled(200000));
 }
 
 /* ---- specific cases ---- */
@@ -1268,7 +1283,9 @@ static int copying_get(void *ctx, const char *id, json_t **out)
 
 TEST(bulk)
 {
-	const long n = UNDER_ASAN ? 100000 : 1000000;
+	/* 1,000,000 records in a long run; 200,000 (100,000 under ASan)
+	 * in make check */
+	const long n = long_run() ? 1000000 : UNDER_ASAN ? 100000 : 200000;
 	struct store s;
 	struct opt_source copying = { NULL, NULL, NULL };
 	struct opt_btree_cursor *c;
