@@ -674,14 +674,20 @@ static long rev_at(struct opt_store *s, const char *name, const git_oid *id)
 	return rev;
 }
 
+static int any_cb(const char *name, const git_oid *id, void *arg)
+{
+	(void)name;
+	(void)id;
+	(void)arg;
+	return 1;
+}
+
 /* Is remote a configured remote of y, or one with tracking refs? */
 static int remote_known(struct opt_sync *y, git_repository *repo, const char *remote)
 {
 	json_t *list = NULL;
-	git_reference_iterator *it = NULL;
-	const char *name;
-	char prefix[PATH_MAX], glob[REFLEN + 1];
-	size_t i, pl;
+	char prefix[REFLEN];
+	size_t i;
 	int found = 0;
 
 	if (opt_sync_remote_list(y, &list) < 0)
@@ -690,15 +696,10 @@ static int remote_known(struct opt_sync *y, git_repository *repo, const char *re
 		found = strcmp(json_string_value(json_object_get(json_array_get(list, i), "name")), remote) == 0;
 	json_decref(list);
 	opt_ref_tracking(prefix, sizeof(prefix), remote, NULL);
-	pl = strlen(prefix);
-	opt_ref_tracking(glob, sizeof(glob) - 1, NULL, NULL);
-	strcat(glob, "*");
-	if (!found && git_reference_iterator_glob_new(&it, repo, glob) == 0) {
-		while (!found && git_reference_next_name(&name, it) == 0)
-			found = strncmp(name, prefix, pl) == 0;
-		git_reference_iterator_free(it);
+	if (!found && (found = opt_ref_foreach(repo, prefix, any_cb, NULL, "cannot list refs")) < 0) {
+		opt_error_clear();
+		found = 0;
 	}
-	git_error_clear();
 	return found;
 }
 
