@@ -1,4 +1,5 @@
 #include "txn.h"
+#include "collection.h" /* the header types: the default, and their names in messages */
 #include "error.h"
 #include "json.h"
 #include "identity.h"
@@ -57,19 +58,6 @@ int opt_txn_actions_text(struct opt_txn *x, char *text, size_t len, size_t count
 	x->actions_text_len = len;
 	x->actions_text_n = count;
 	return 0;
-}
-
-const char *opt_type_name(const char *type)
-{
-	if (!type)
-		return "unknown";
-	if (strcmp(type, OPT_TYPE_TREE) == 0)
-		return "tree";
-	if (strcmp(type, OPT_TYPE_DIARY) == 0)
-		return "diary";
-	if (strcmp(type, OPT_TYPE_BLOCKS) == 0)
-		return "block";
-	return type;
 }
 
 int opt_txn_block_hash(const json_t *block, int is_header, char out[65])
