@@ -49,24 +49,26 @@ int opt_store__open_bare(const char *dir, git_repository **out);
  * when it does not fit.  A NULL last argument gives the prefix itself,
  * ending in '/' (for globs: add "*"; for iterating: compare prefixes). */
 
-/* refs/opt/collections/COLL: a collection's head. */
+/* The spelling of each is in refs.c only. */
+
+/* A collection's ref: its head. */
 int opt_ref_collection(char *buf, size_t n, const char *coll);
-/* refs/opt/remotes/REMOTE/COLL: what remote REMOTE (or peer) was last
- * seen to hold (remote NULL: the prefix of all remotes). */
+/* A tracking ref: what remote REMOTE (or peer) was last seen to hold of
+ * COLL (remote NULL: the prefix of all remotes). */
 int opt_ref_tracking(char *buf, size_t n, const char *remote, const char *coll);
-/* refs/opt/incoming/REMOTE/COLL: a fetched head, not yet verified
+/* An incoming ref: a head of COLL fetched from REMOTE, not yet verified
  * (remote NULL: the prefix of all). */
 int opt_ref_incoming(char *buf, size_t n, const char *remote, const char *coll);
-/* refs/opt/sync/backup/COLL: a collection's head before a replay. */
+/* A backup ref: a collection's head before a replay. */
 int opt_ref_backup(char *buf, size_t n, const char *coll);
-/* refs/opt/sync/push/COLL: the staging ref of a push. */
+/* A push's staging ref for COLL. */
 int opt_ref_push(char *buf, size_t n, const char *coll);
 /* A prefix under which no ref ever lives (a stop prefix that stops
  * nowhere). */
 const char *opt_ref_nowhere(void);
 
 /* The collection name of a collection's ref (a pointer into ref), or NULL
- * when ref is not under refs/opt/collections/. */
+ * when ref is not a collection's ref. */
 const char *opt_ref_collection_name(const char *ref);
 /* The part of ref after prefix, or NULL when ref is not under it. */
 const char *opt_ref_under(const char *ref, const char *prefix);
@@ -96,8 +98,8 @@ extern const git_oid opt_ref_any_oid;
  * 0 once moved.  OPT_ECONFLICT when it holds another value ("ref 'NAME'
  * changed meanwhile"; "ref 'NAME' is gone" for a delete of a ref no longer
  * there).  OPT_EBUSY when it stayed locked: "collection 'C' is busy (its
- * ref is locked: refs/opt/collections/C.lock)" for a collection's ref,
- * "ref 'NAME' stayed locked" for another.  OPT_EIO on failure ("cannot
+ * ref is locked: NAME.lock)" for a collection's ref, "ref 'NAME' stayed
+ * locked" for another.  OPT_EIO on failure ("cannot
  * update ref: WHY"; libgit2's error stays set for the caller). */
 int opt_ref_cas(git_repository *repo, const char *name, const git_oid *old, const git_oid *new, const char *log,
 		int64_t deadline);
