@@ -8,9 +8,9 @@
  * Fetch is quarantined: the collection refs of the remote are fetched to
  * incoming refs (one per collection), every changed collection is
  * verified there (opt_verify_collection: history, hash chain, signatures
- * by trusted keys, block hashes) and must not rewind what we had (the old tracking ref is
- * an ancestor of the new one); only then do the tracking refs move, by
- * compare-and-swap.  A refused transfer (OPT_EINTEGRITY) moves no ref.
+ * by trusted keys, block hashes) and must not rewind what we had (the old
+ * tracking ref is an ancestor of the new one); only then do the tracking
+ * refs move, by compare-and-swap.  A refused transfer (OPT_EINTEGRITY) moves no ref.
  * The objects it brought stay in the object database, unreferenced.
  *
  * Push is a compare-and-swap at the remote from the value a fresh fetch
