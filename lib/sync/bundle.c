@@ -632,13 +632,12 @@ static int unpack(struct scratch *sc, struct opt_bundle **out, struct opt_store 
 	    (rc = opt_bundle_index(b, sc->repo, known, o ? o->progress : NULL, o ? o->arg : NULL, NULL)) < 0)
 		goto done;
 	for (i = 0; i < b->nrefs; i++) {
-		git_reference *r = NULL;
 		opt_ref_collection(ref, sizeof(ref), b->refs[i].text);
-		if (git_reference_create(&r, sc->repo, ref, &b->refs[i].id, 1, "opt-sync bundle") < 0) {
+		if (opt_ref_cas(sc->repo, ref, OPT_REF_ANY, &b->refs[i].id, "opt-sync bundle", 0) < 0) {
+			/* (libgit2's error is still set: the message as it was) */
 			rc = opt_git_fail(OPT_EIO, "cannot write the scratch repository");
 			goto done;
 		}
-		git_reference_free(r);
 	}
 done:
 	git_odb_free(known);
