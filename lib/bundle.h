@@ -5,7 +5,7 @@
  *
  *     # v2 git bundle
  *     -<commit> <comment>            one line per prerequisite
- *     <commit> refs/opt/collections/NAME   one line per collection
+ *     <commit> <the collection's ref>   one line per collection
  *     (an empty line)
  *     <a packfile>
  *
@@ -24,7 +24,7 @@
  * there (opt_bundle_index).  Applying is a pull from that scratch
  * repository (opt_sync_pull_url): quarantined fetch, verification of
  * every changed collection (history, hash chain, signatures by trusted
- * keys, no rewind of the tracking refs refs/opt/remotes/AS/...), then
+ * keys, no rewind of the tracking refs of remote AS), then
  * fast-forward or replay per conflict policy.  Verifying runs the same
  * checks against the scratch repository (opened as a store that trusts
  * the keys the store trusts) and changes nothing in the store.

@@ -11,6 +11,19 @@
 #define DIARY_CHAIN_TYPE "DIC"   /* the diary's chain header */
 #define DIARY_DATA_TYPE "DID"    /* diary data blocks */
 
+const char *opt_type_name(const char *type)
+{
+	if (!type)
+		return "unknown";
+	if (strcmp(type, OPT_TYPE_TREE) == 0)
+		return "tree";
+	if (strcmp(type, OPT_TYPE_DIARY) == 0)
+		return "diary";
+	if (strcmp(type, OPT_TYPE_BLOCKS) == 0)
+		return "block";
+	return type;
+}
+
 int opt_value_check(const json_t *v, const char *what)
 {
 	char *s;

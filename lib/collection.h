@@ -22,6 +22,16 @@
 #include "store.h"
 #include "txn.h"
 
+/* The types of a collection's header block. */
+#define OPT_TYPE_BLOCKS "COL"   /* a collection of plain blocks (opt-block) */
+#define OPT_TYPE_TREE "TRE"
+#define OPT_TYPE_DIARY "DIH"
+#define OPT_TYPE_LOG "LGD"      /* a log's data block (log.h), never a header */
+
+/* A readable name for a header type ("tree", "diary", "block"; "unknown"
+ * for NULL; another type as it is). */
+const char *opt_type_name(const char *type);
+
 /* Largest canonical JSON size of one tree value or diary entry (a block
  * holds up to 64 of them and should stay well under git's comfort zone). */
 #define OPT_VALUE_MAX (1024 * 1024)

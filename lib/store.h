@@ -1,7 +1,7 @@
 /* store.h - the content-addressed store: a bare git repository.
  *
- * Layout: each collection NAME has one ref, refs/opt/collections/NAME,
- * pointing at a commit; one commit = one revision = one transaction.  The
+ * Layout: each collection NAME has one ref (the collection's ref; the ref
+ * namespace is in docs/protocol.md), pointing at a commit; one commit = one revision = one transaction.  The
  * commit's tree is the collection's whole state: blocks/<c1>/<c2>/<id>
  * (c1, c2 = the first two characters of the block ID), each a blob holding
  * the block's canonical JSON.  The commit message carries a summary and the
@@ -50,8 +50,8 @@ const char *opt_store_path(const struct opt_store *s);
 /* Collection names.  A name is 1..OPT_NAME_MAX characters: components
  * separated by single '/', each made of A-Z a-z 0-9 '.' '_' '-', not
  * beginning with '.' or '-' and not ending with '.' or ".lock" (so no
- * "..", no '/' at either end).  Every such name is a valid git ref name
- * under refs/opt/collections/.  One rule, checked by every function that
+ * "..", no '/' at either end).  Every such name makes a valid git ref
+ * name for the collection's ref.  One rule, checked by every function that
  * takes a name; opt_store_name_check says what is wrong. */
 
 /* 0 if name is a valid collection name, else OPT_EINVAL with the message

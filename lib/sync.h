@@ -1,16 +1,16 @@
 /* sync.h - peers: remotes, fetch, pull, push, clone and conflict replay.
  *
  * A peer is a git remote of the store (remote.NAME.url in its git config).
- * What we last saw of a remote's collection C is kept as the tracking ref
- * refs/opt/remotes/NAME/C (never under refs/opt/collections): it is the
- * "base" of C with that remote.
+ * What we last saw of a remote's collection C is kept as C's tracking ref
+ * for that remote (a ref apart from the collection's own; the names of
+ * the refs are in opt-sync(1)): it is the "base" of C with that remote.
  *
  * Fetch is quarantined: the collection refs of the remote are fetched to
- * refs/opt/incoming/NAME/..., every changed collection is verified there
- * (opt_verify_collection: history, hash chain, signatures by trusted keys,
- * block hashes) and must not rewind what we had (the old tracking ref is
- * an ancestor of the new one); only then do the tracking refs move, by
- * compare-and-swap.  A refused transfer (OPT_EINTEGRITY) moves no ref.
+ * incoming refs (one per collection), every changed collection is
+ * verified there (opt_verify_collection: history, hash chain, signatures
+ * by trusted keys, block hashes) and must not rewind what we had (the old
+ * tracking ref is an ancestor of the new one); only then do the tracking
+ * refs move, by compare-and-swap.  A refused transfer (OPT_EINTEGRITY) moves no ref.
  * The objects it brought stay in the object database, unreferenced.
  *
  * Push is a compare-and-swap at the remote from the value a fresh fetch
@@ -32,7 +32,7 @@
  * append) are run again, as new transactions, on top of the remote's
  * head; the local collection ref first moves to the remote head (by CAS,
  * after verification), and our old head is kept in
- * refs/opt/sync/backup/C until the replay is done, so that a replay cut
+ * C's backup ref until the replay is done, so that a replay cut
  * short is resumed by the next sync (a replayed commit's summary names
  * the transaction it replays, "replay <trx>").  Block-level actions
  * (block.put, ...) cannot be replayed (OPT_ECONFLICT).  The policy decides

@@ -1,4 +1,5 @@
 #include "txn.h"
+#include "collection.h" /* the header types: the default, and their names in messages */
 #include "error.h"
 #include "json.h"
 #include "identity.h"
@@ -57,19 +58,6 @@ int opt_txn_actions_text(struct opt_txn *x, char *text, size_t len, size_t count
 	x->actions_text_len = len;
 	x->actions_text_n = count;
 	return 0;
-}
-
-const char *opt_type_name(const char *type)
-{
-	if (!type)
-		return "unknown";
-	if (strcmp(type, OPT_TYPE_TREE) == 0)
-		return "tree";
-	if (strcmp(type, OPT_TYPE_DIARY) == 0)
-		return "diary";
-	if (strcmp(type, OPT_TYPE_BLOCKS) == 0)
-		return "block";
-	return type;
 }
 
 int opt_txn_block_hash(const json_t *block, int is_header, char out[65])
@@ -179,6 +167,63 @@ static int64_t txn_ttl(void)
 	return e && *e ? atol(e) : 30000;
 }
 
+/* Block id, absent at the parent revision, in a revert: the header goes
+ * back to a bare header (its type and name, and the log, which goes on:
+ * the pend created the collection); another block goes. */
+static int revert_absent(struct opt_txn *x, const char *id, json_t *blocks)
+{
+	const json_t *h;
+	json_t *nh;
+	char hex[65];
+	int rc;
+
+	opt_error_clear();
+	if (strcmp(id, x->header_id) != 0) {
+		if (opt_tracker_get(x->t, id, &h) == 0 && (rc = opt_tracker_delete(x->t, id)) < 0)
+			return rc;
+		opt_error_clear();
+		json_object_set_new(blocks, id, json_null());
+		return 0;
+	}
+	if ((rc = opt_tracker_get(x->t, id, &h)) < 0)
+		return rc;
+	nh = json_pack("{s:O,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?}", "header", json_object_get(h, "header"), "name",
+		       json_object_get(h, "name"), "headId", json_object_get(h, "headId"), "tailId",
+		       json_object_get(h, "tailId"), "logRev", json_object_get(h, "logRev"), "logHash",
+		       json_object_get(h, "logHash"), "logBig", json_object_get(h, "logBig"));
+	if ((rc = opt_txn_block_hash(nh, 1, hex)) < 0 || (rc = opt_tracker_insert_new(x->t, nh)) < 0)
+		return rc;
+	json_object_set_new(blocks, id, json_string(hex));
+	return 0;
+}
+
+/* The header as it was at the parent (pb, stolen), with the current log
+ * links (the log goes on): *out. */
+static int revert_header(struct opt_txn *x, json_t *pb, json_t **out)
+{
+	static const char *keep[] = { "headId", "tailId", "logRev", "logHash", "logBig" };
+	const json_t *h;
+	json_t *nh;
+	size_t q;
+	int rc;
+
+	*out = NULL;
+	if ((rc = opt_tracker_get(x->t, x->header_id, &h)) < 0) {
+		json_decref(pb);
+		return rc;
+	}
+	nh = json_copy(pb);
+	for (q = 0; q < sizeof(keep) / sizeof(*keep); q++) {
+		if (json_object_get(h, keep[q]))
+			json_object_set(nh, keep[q], json_object_get(h, keep[q]));
+		else
+			json_object_del(nh, keep[q]);
+	}
+	json_decref(pb);
+	*out = nh;
+	return 0;
+}
+
 /* A revert of the pending revision x->base (rev x->revert): every block
  * its log entry lists goes back to its content at the parent revision;
  * the header too, except for its log links.  blocks gets the hashes. */
@@ -200,60 +245,17 @@ static int revert_blocks(struct opt_txn *x, json_t *blocks)
 		psrc = opt_snap_source(parent);
 	json_object_foreach(json_object_get(entry, "blocks"), id, v) {
 		char hex[65];
+		int is_header = strcmp(id, x->header_id) == 0;
 		pb = NULL;
 		rc = parent ? psrc.get(psrc.ctx, id, &pb) : OPT_ENOTFOUND;
 		if (rc == OPT_ENOTFOUND) {
-			opt_error_clear();
-			const json_t *b;
-			if (strcmp(id, x->header_id) == 0) {
-				/* the pend created the collection: back to a bare header
-				 * (its type and name, and the log, which goes on) */
-				const json_t *h;
-				json_t *nh;
-				if ((rc = opt_tracker_get(x->t, id, &h)) < 0)
-					goto done;
-				nh = json_pack("{s:O,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?}", "header", json_object_get(h, "header"),
-					       "name", json_object_get(h, "name"), "headId", json_object_get(h, "headId"),
-					       "tailId", json_object_get(h, "tailId"), "logRev", json_object_get(h, "logRev"),
-					       "logHash", json_object_get(h, "logHash"), "logBig", json_object_get(h, "logBig"));
-				if ((rc = opt_txn_block_hash(nh, 1, hex)) < 0 ||
-				    (rc = opt_tracker_insert_new(x->t, nh)) < 0)
-					goto done;
-				json_object_set_new(blocks, id, json_string(hex));
-				continue;
-			}
-			if (opt_tracker_get(x->t, id, &b) == 0) {
-				if ((rc = opt_tracker_delete(x->t, id)) < 0)
-					goto done;
-			}
-			opt_error_clear();
-			json_object_set_new(blocks, id, json_null());
-			rc = 0;
+			if ((rc = revert_absent(x, id, blocks)) < 0)
+				goto done;
 			continue;
 		}
-		if (rc < 0)
+		if (rc < 0 || (is_header && (rc = revert_header(x, pb, &pb)) < 0))
 			goto done;
-		if (strcmp(id, x->header_id) == 0) {
-			/* the log goes on: keep the current links */
-			const json_t *h;
-			if ((rc = opt_tracker_get(x->t, id, &h)) < 0) {
-				json_decref(pb);
-				goto done;
-			}
-			json_t *nh = json_copy(pb);
-			static const char *keep[] = { "headId", "tailId", "logRev", "logHash", "logBig" };
-			size_t q;
-			for (q = 0; q < sizeof(keep) / sizeof(*keep); q++) {
-				if (json_object_get(h, keep[q]))
-					json_object_set(nh, keep[q], json_object_get(h, keep[q]));
-				else
-					json_object_del(nh, keep[q]);
-			}
-			json_decref(pb);
-			pb = nh;
-		}
-		if ((rc = opt_txn_block_hash(pb, strcmp(id, x->header_id) == 0, hex)) < 0 ||
-		    (rc = opt_tracker_insert_new(x->t, pb)) < 0)
+		if ((rc = opt_txn_block_hash(pb, is_header, hex)) < 0 || (rc = opt_tracker_insert_new(x->t, pb)) < 0)
 			goto done;
 		json_object_set_new(blocks, id, json_string(hex));
 	}
@@ -1046,12 +1048,58 @@ done:
 	return rc;
 }
 
+/* What the revisions of a transaction say (opt_txn_status). */
+struct trx_seen {
+	char primary[OPT_NAME_MAX + 1];
+	int64_t since, expires;  /* a pending revision's time and deadline */
+	int pending, aborted;
+};
+
+/* Walk collection name's history for revisions of trx into *t: 1 when
+ * it has one, 0 when not. */
+static int status_scan(struct opt_store *s, const char *name, const char *trx, struct trx_seen *t)
+{
+	struct opt_snap *snap = NULL, *p;
+	int here = 0, rc;
+
+	if ((rc = opt_snap_head(&snap, s, name)) < 0)
+		return rc;
+	while (snap) {
+		if (strcmp(opt_snap_trx(snap), trx) == 0) {
+			const char *st = opt_snap_trailer(snap, "Opt-Status");
+			const char *pr = opt_snap_trailer(snap, "Opt-Primary");
+			here = 1;
+			if (pr)
+				snprintf(t->primary, sizeof(t->primary), "%.200s", pr);
+			if (st && strcmp(st, "pending") == 0) {
+				const char *ex = opt_snap_trailer(snap, "Opt-Expires");
+				t->pending = 1;
+				t->since = opt_snap_time(snap);
+				t->expires = ex ? atoll(ex) : 0;
+			} else if (st && strcmp(st, "aborted") == 0) {
+				t->aborted = 1;
+			}
+		}
+		rc = opt_snap_parent(&p, snap);
+		opt_snap_free(snap);
+		snap = NULL;
+		if (rc == OPT_ENOTFOUND) {
+			opt_error_clear();
+			break;
+		}
+		if (rc < 0)
+			return rc;
+		snap = p;
+	}
+	return here;
+}
+
 int opt_txn_status(struct opt_store *s, const char *trx, json_t **out)
 {
 	json_t *names = NULL, *cols = json_array();
-	char primary[OPT_NAME_MAX + 1] = "";
-	int64_t since = 0, expires = 0;
-	int pending = 0, aborted = 0, found = 0, rc;
+	struct trx_seen t = { "", 0, 0, 0, 0 };
+	const char *status = "committed";
+	int d = 1, rc;
 	size_t i;
 
 	*out = NULL;
@@ -1065,62 +1113,27 @@ int opt_txn_status(struct opt_store *s, const char *trx, json_t **out)
 	}
 	for (i = 0; i < json_array_size(names); i++) {
 		const char *name = json_string_value(json_array_get(names, i));
-		struct opt_snap *snap = NULL, *p;
-		int here = 0;
-		if ((rc = opt_snap_head(&snap, s, name)) < 0)
+		if ((rc = status_scan(s, name, trx, &t)) < 0)
 			goto done;
-		while (snap) {
-			if (strcmp(opt_snap_trx(snap), trx) == 0) {
-				const char *st = opt_snap_trailer(snap, "Opt-Status");
-				const char *pr = opt_snap_trailer(snap, "Opt-Primary");
-				here = 1;
-				if (pr)
-					snprintf(primary, sizeof(primary), "%.200s", pr);
-				if (st && strcmp(st, "pending") == 0) {
-					const char *ex = opt_snap_trailer(snap, "Opt-Expires");
-					pending = 1;
-					since = opt_snap_time(snap);
-					expires = ex ? atoll(ex) : 0;
-				} else if (st && strcmp(st, "aborted") == 0) {
-					aborted = 1;
-				}
-			}
-			rc = opt_snap_parent(&p, snap);
-			opt_snap_free(snap);
-			snap = NULL;
-			if (rc == OPT_ENOTFOUND) {
-				opt_error_clear();
-				break;
-			}
-			if (rc < 0)
-				goto done;
-			snap = p;
-		}
-		if (here) {
-			found = 1;
+		if (rc)
 			json_array_append_new(cols, json_string(name));
-		}
 	}
-	if (!found) {
+	if (json_array_size(cols) == 0) {
 		rc = opt_error_set(OPT_ENOTFOUND, "no transaction '%s' in this store", trx);
 		goto done;
 	}
-	{
-		const char *status = "committed";
-		int d = 1;
-		if (primary[0] && (pending || aborted)) {
-			if ((rc = opt_store_decision(s, primary, trx, since, &d)) < 0)
-				goto done;
-			status = d == 1 ? "committed" : d == -1 ? "aborted" : "pending";
-		} else if (aborted) {
-			status = "aborted";
-		}
-		*out = json_pack("{s:s,s:s,s:O}", "trx", trx, "status", status, "collections", cols);
-		if (primary[0])
-			json_object_set_new(*out, "primary", json_string(primary));
-		if (d == 0 && opt_now_ms() >= expires)
-			json_object_set_new(*out, "expired", json_true());
+	if (t.primary[0] && (t.pending || t.aborted)) {
+		if ((rc = opt_store_decision(s, t.primary, trx, t.since, &d)) < 0)
+			goto done;
+		status = d == 1 ? "committed" : d == -1 ? "aborted" : "pending";
+	} else if (t.aborted) {
+		status = "aborted";
 	}
+	*out = json_pack("{s:s,s:s,s:O}", "trx", trx, "status", status, "collections", cols);
+	if (t.primary[0])
+		json_object_set_new(*out, "primary", json_string(t.primary));
+	if (d == 0 && opt_now_ms() >= t.expires)
+		json_object_set_new(*out, "expired", json_true());
 	rc = 0;
 done:
 	json_decref(names);

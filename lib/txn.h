@@ -119,15 +119,6 @@ int opt_txn_action(struct opt_txn *x, json_t *action);
  * already. */
 int opt_txn_actions_text(struct opt_txn *x, char *text, size_t len, size_t count);
 
-/* The header type names. */
-#define OPT_TYPE_BLOCKS "COL"   /* a collection of plain blocks (opt-block) */
-#define OPT_TYPE_TREE "TRE"
-#define OPT_TYPE_DIARY "DIH"
-#define OPT_TYPE_LOG "LGD"
-
-/* A readable name for a header type ("tree", "diary", "block"). */
-const char *opt_type_name(const char *type);
-
 /* The hash recorded in log entries for a block: SHA-256 of its canonical
  * JSON; for the collection header, without its log links (headId, tailId)
  * which the log itself moves. */

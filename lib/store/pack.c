@@ -1,6 +1,7 @@
 /* pack.c - writing packs: one pack per transaction (deltas against the
  * versions it replaces), consolidation of small packs, and gc. */
 #include "pack.h"
+#include "store/git.h"
 #include "error.h"
 #include "util.h"
 #include "store/internal.h"

@@ -1,6 +1,7 @@
 /* packr.c - reading packs: our own reader of the store's packs (block
  * reads), and the checks of an index against its pack. */
 #include "pack.h"
+#include "store/git.h"
 #include "error.h"
 #include "util.h"
 #include "store/internal.h"

@@ -12,6 +12,14 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The ref namespace (docs/protocol.md, opt-sync(1)):
+ *   refs/opt/collections/COLL        a collection's head
+ *   refs/opt/remotes/REMOTE/COLL     what remote (or peer) REMOTE was last
+ *                                    seen to hold: the tracking ref
+ *   refs/opt/incoming/REMOTE/COLL    a fetched head, not yet verified
+ *   refs/opt/sync/backup/COLL        a collection's head before a replay
+ *   refs/opt/sync/push/COLL          the staging ref of a push
+ *   refs/opt/sync/none/              a prefix under which no ref lives */
 #define NS "refs/opt/"
 #define REF_COLL NS "collections/"
 #define REF_REMOTES NS "remotes/"

@@ -240,107 +240,125 @@ static int missing(const char *path, const char *what, const git_oid *id)
 	return opt_error_set(OPT_EINTEGRITY, "bundle '%s' is incomplete: it lacks %s %s", path, what, hex);
 }
 
+/* The walk of check_complete over the trees of the bundle's commits. */
+struct walk {
+	const struct opt_bundle *b;
+	git_repository *repo;
+	git_odb *odb, *known;   /* the repository's objects; known may be NULL */
+	struct oidset seen;     /* trees looked at */
+	git_oid *stack;         /* trees still to look at */
+	size_t sn, scap;
+};
+
+static int walk_push(struct walk *w, const git_oid *id)
+{
+	int rc;
+
+	if ((rc = OPT_ALLOC_GROW(w->stack, w->sn + 1, w->scap)) < 0)
+		return rc;
+	w->stack[w->sn++] = *id;
+	return 0;
+}
+
+/* Tree id: there (unless known has it or it was seen), its subtrees
+ * pushed, its blobs there. */
+static int walk_tree(struct walk *w, const git_oid *id)
+{
+	git_tree *t = NULL;
+	size_t k, ne;
+	int rc;
+
+	if ((rc = sync_oidset_add(&w->seen, id)) <= 0)
+		return rc;
+	if (w->known && git_odb_exists(w->known, id))
+		return 0;
+	if (git_tree_lookup(&t, w->repo, id) < 0)
+		return missing(w->b->path, "tree", id);
+	ne = git_tree_entrycount(t);
+	for (k = 0, rc = 0; k < ne && rc == 0; k++) {
+		const git_tree_entry *e = git_tree_entry_byindex(t, k);
+		git_object_t type = git_tree_entry_type(e);
+		if (type == GIT_OBJECT_TREE)
+			rc = walk_push(w, git_tree_entry_id(e));
+		else if (type == GIT_OBJECT_BLOB && !git_odb_exists(w->odb, git_tree_entry_id(e)))
+			rc = missing(w->b->path, "blob", git_tree_entry_id(e));
+	}
+	git_tree_free(t);
+	return rc;
+}
+
+/* The trees of commit id, depth first, with a stack of our own (a hostile
+ * pack may nest them deep). */
+static int walk_commit(struct walk *w, const git_oid *id)
+{
+	git_commit *c = NULL;
+	git_oid tree;
+	int rc;
+
+	if (w->known && git_odb_exists(w->known, id))
+		return 0;
+	if (git_commit_lookup(&c, w->repo, id) < 0)
+		return missing(w->b->path, "commit", id);
+	tree = *git_commit_tree_id(c);
+	git_commit_free(c);
+	if ((rc = walk_push(w, &tree)) < 0)
+		return rc;
+	while (w->sn > 0) {
+		tree = w->stack[--w->sn];
+		if ((rc = walk_tree(w, &tree)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* A walk over the commits of b: from its heads, hiding its
+ * prerequisites. */
+static int walk_commits(git_revwalk **out, const struct opt_bundle *b, git_repository *repo)
+{
+	size_t i;
+
+	if (git_revwalk_new(out, repo) < 0)
+		return opt_git_fail(OPT_EIO, "cannot read the bundle's objects");
+	for (i = 0; i < b->nrefs; i++)
+		if (git_revwalk_push(*out, &b->refs[i].id) < 0)
+			return missing(b->path, "commit", &b->refs[i].id);
+	for (i = 0; i < b->npre; i++)
+		if (git_revwalk_hide(*out, &b->pre[i].id) < 0)
+			return missing(b->path, "commit", &b->pre[i].id);
+	return 0;
+}
+
 /* Every object reachable from the heads of b and not from its
  * prerequisites is in repo: the commits, their trees, the trees' entries.
  * What known (may be NULL) has is taken as complete, as git does with
  * what a repository has. */
 static int check_complete(const struct opt_bundle *b, git_repository *repo, git_odb *known)
 {
-	git_revwalk *w = NULL;
-	git_odb *odb = NULL;
-	git_oid id, *stack = NULL;
-	struct oidset seen = { 0 };
-	size_t i, sn = 0, scap = 0;
-	int rc = 0;
+	struct walk w = { b, repo, NULL, known, { 0 }, NULL, 0, 0 };
+	git_revwalk *rw = NULL;
+	git_oid id;
+	int rc, err;
 
-	if (git_repository_odb(&odb, repo) < 0 || git_revwalk_new(&w, repo) < 0) {
+	if (git_repository_odb(&w.odb, repo) < 0) {
 		rc = opt_git_fail(OPT_EIO, "cannot read the bundle's objects");
 		goto done;
 	}
-	for (i = 0; i < b->nrefs; i++)
-		if (git_revwalk_push(w, &b->refs[i].id) < 0) {
-			rc = missing(b->path, "commit", &b->refs[i].id);
-			goto done;
-		}
-	for (i = 0; i < b->npre; i++)
-		if (git_revwalk_hide(w, &b->pre[i].id) < 0) {
-			rc = missing(b->path, "commit", &b->pre[i].id);
-			goto done;
-		}
-	for (;;) {
-		git_commit *c = NULL;
-		int err = git_revwalk_next(&id, w);
-		if (err == GIT_ITEROVER)
-			break;
+	if ((rc = walk_commits(&rw, b, repo)) < 0)
+		goto done;
+	while (rc == 0 && (err = git_revwalk_next(&id, rw)) != GIT_ITEROVER) {
 		if (err < 0) {
 			const git_error *e = git_error_last();
 			rc = opt_error_set(OPT_EINTEGRITY, "bundle '%s' is incomplete: its history breaks off: %s", b->path,
 					   e && e->message ? e->message : "unknown libgit2 error");
-			goto done;
+			break;
 		}
-		if (known && git_odb_exists(known, &id))
-			continue;
-		if (git_commit_lookup(&c, repo, &id) < 0) {
-			rc = missing(b->path, "commit", &id);
-			goto done;
-		}
-		/* the trees depth first, with a stack of our own (a hostile
-		 * pack may nest them deep) */
-		if (sn == scap) {
-			git_oid *ns = realloc(stack, (scap = scap ? scap * 2 : 64) * sizeof(*ns));
-			if (!ns) {
-				git_commit_free(c);
-				rc = opt_error_set(OPT_EIO, "out of memory");
-				goto done;
-			}
-			stack = ns;
-		}
-		stack[sn++] = *git_commit_tree_id(c);
-		git_commit_free(c);
-		while (sn > 0) {
-			git_tree *t = NULL;
-			size_t k, ne;
-			id = stack[--sn];
-			if ((rc = sync_oidset_add(&seen, &id)) <= 0) {
-				if (rc < 0)
-					goto done;
-				continue;
-			}
-			rc = 0;
-			if (known && git_odb_exists(known, &id))
-				continue;
-			if (git_tree_lookup(&t, repo, &id) < 0) {
-				rc = missing(b->path, "tree", &id);
-				goto done;
-			}
-			ne = git_tree_entrycount(t);
-			for (k = 0; k < ne && rc == 0; k++) {
-				const git_tree_entry *e = git_tree_entry_byindex(t, k);
-				git_object_t type = git_tree_entry_type(e);
-				if (type == GIT_OBJECT_TREE) {
-					if (sn == scap) {
-						git_oid *ns = realloc(stack, (scap *= 2) * sizeof(*ns));
-						if (!ns) {
-							rc = opt_error_set(OPT_EIO, "out of memory");
-							break;
-						}
-						stack = ns;
-					}
-					stack[sn++] = *git_tree_entry_id(e);
-				} else if (type == GIT_OBJECT_BLOB && !git_odb_exists(odb, git_tree_entry_id(e))) {
-					rc = missing(b->path, "blob", git_tree_entry_id(e));
-				}
-			}
-			git_tree_free(t);
-			if (rc < 0)
-				goto done;
-		}
+		rc = walk_commit(&w, &id);
 	}
 done:
-	free(stack);
-	sync_oidset_clear(&seen);
-	git_revwalk_free(w);
-	git_odb_free(odb);
+	free(w.stack);
+	sync_oidset_clear(&w.seen);
+	git_revwalk_free(rw);
+	git_odb_free(w.odb);
 	return rc;
 }
 
@@ -614,13 +632,12 @@ static int unpack(struct scratch *sc, struct opt_bundle **out, struct opt_store 
 	    (rc = opt_bundle_index(b, sc->repo, known, o ? o->progress : NULL, o ? o->arg : NULL, NULL)) < 0)
 		goto done;
 	for (i = 0; i < b->nrefs; i++) {
-		git_reference *r = NULL;
 		opt_ref_collection(ref, sizeof(ref), b->refs[i].text);
-		if (git_reference_create(&r, sc->repo, ref, &b->refs[i].id, 1, "opt-sync bundle") < 0) {
+		if (opt_ref_cas(sc->repo, ref, OPT_REF_ANY, &b->refs[i].id, "opt-sync bundle", 0) < 0) {
+			/* (libgit2's error is still set: the message as it was) */
 			rc = opt_git_fail(OPT_EIO, "cannot write the scratch repository");
 			goto done;
 		}
-		git_reference_free(r);
 	}
 done:
 	git_odb_free(known);
@@ -674,14 +691,20 @@ static long rev_at(struct opt_store *s, const char *name, const git_oid *id)
 	return rev;
 }
 
+static int any_cb(const char *name, const git_oid *id, void *arg)
+{
+	(void)name;
+	(void)id;
+	(void)arg;
+	return 1;
+}
+
 /* Is remote a configured remote of y, or one with tracking refs? */
 static int remote_known(struct opt_sync *y, git_repository *repo, const char *remote)
 {
 	json_t *list = NULL;
-	git_reference_iterator *it = NULL;
-	const char *name;
-	char prefix[PATH_MAX], glob[REFLEN + 1];
-	size_t i, pl;
+	char prefix[REFLEN];
+	size_t i;
 	int found = 0;
 
 	if (opt_sync_remote_list(y, &list) < 0)
@@ -690,16 +713,123 @@ static int remote_known(struct opt_sync *y, git_repository *repo, const char *re
 		found = strcmp(json_string_value(json_object_get(json_array_get(list, i), "name")), remote) == 0;
 	json_decref(list);
 	opt_ref_tracking(prefix, sizeof(prefix), remote, NULL);
-	pl = strlen(prefix);
-	opt_ref_tracking(glob, sizeof(glob) - 1, NULL, NULL);
-	strcat(glob, "*");
-	if (!found && git_reference_iterator_glob_new(&it, repo, glob) == 0) {
-		while (!found && git_reference_next_name(&name, it) == 0)
-			found = strncmp(name, prefix, pl) == 0;
-		git_reference_iterator_free(it);
+	if (!found && (found = opt_ref_foreach(repo, prefix, any_cb, NULL, "cannot list refs")) < 0) {
+		opt_error_clear();
+		found = 0;
 	}
-	git_error_clear();
 	return found;
+}
+
+/* What a bundle being made carries: its heads and prerequisites, and a
+ * record per collection for the report. */
+struct made {
+	struct opt_bundle_line *refs, *pre;
+	size_t nrefs, npre;
+	json_t *recs;
+};
+
+/* The collections to bundle (colls, or every collection when n is 0),
+ * each there, closed over multi-collection transactions: *out. */
+static int create_names(struct opt_sync *y, struct opt_store *s, git_repository *repo, const char *const *colls,
+			size_t n, const char *since, json_t **out)
+{
+	json_t *names = NULL;
+	char ref[PATH_MAX];
+	size_t i;
+	int rc = 0;
+
+	if (n) {
+		names = json_array();
+		for (i = 0; i < n; i++)
+			json_array_append_new(names, json_string(colls[i]));
+	} else if ((rc = opt_store_list(s, &names)) < 0) {
+		return rc;
+	}
+	for (i = 0; n && i < json_array_size(names); i++) {
+		git_oid id;
+		opt_ref_collection(ref, sizeof(ref), json_string_value(json_array_get(names, i)));
+		if ((rc = opt_ref_read(repo, ref, &id)) <= 0) {
+			if (rc == 0)
+				rc = opt_error_set(OPT_ENOTFOUND, "no collection '%s'", json_string_value(json_array_get(names, i)));
+			goto done;
+		}
+	}
+	rc = opt_sync_close_over(y, since, names, NULL);
+done:
+	if (rc < 0)
+		json_decref(names);
+	else
+		*out = names;
+	return rc < 0 ? rc : 0;
+}
+
+/* Collection name into m: its head, and its basis (from remote since or
+ * bundle base) as a prerequisite; nothing when it has no head or its head
+ * is the basis. */
+static int create_one(struct made *m, struct opt_store *s, git_repository *repo, const char *name, const char *since,
+		      const struct opt_bundle *base)
+{
+	char ref[PATH_MAX], hex[GIT_OID_HEXSZ + 1];
+	git_oid head, b;
+	int has_b, rc;
+	json_t *rec;
+
+	opt_ref_collection(ref, sizeof(ref), name);
+	if ((rc = opt_ref_read(repo, ref, &head)) <= 0)
+		return rc;
+	if ((has_b = basis_of(repo, name, since, base, &b)) < 0)
+		return has_b;
+	if (has_b && git_oid_equal(&b, &head))
+		return 0;
+	if ((rc = add_line(&m->refs, &m->nrefs, &head, name)) < 0)
+		return rc;
+	sync_hex_of(hex, &head);
+	rec = json_pack("{s:s,s:I,s:s}", "collection", name, "rev", (json_int_t)rev_at(s, name, &head), "commit", hex);
+	if (has_b) {
+		char comment[OPT_NAME_MAX + 64];
+		long brev = rev_at(s, name, &b);
+		snprintf(comment, sizeof(comment), "%s rev %ld", name, brev);
+		if ((rc = add_line(&m->pre, &m->npre, &b, comment)) < 0) {
+			json_decref(rec);
+			return rc;
+		}
+		json_object_set_new(rec, "since", json_integer(brev));
+	}
+	json_array_append_new(m->recs, rec);
+	return 0;
+}
+
+/* Write the bundle of m to path ("-": standard output), through a
+ * temporary file beside it, synced and renamed into place. */
+static int create_write(const char *path, git_repository *repo, const struct made *m, size_t *bytes, size_t *objects)
+{
+	char tmp[PATH_MAX];
+	FILE *f;
+	int rc;
+
+	if (strcmp(path, "-") == 0)
+		return opt_bundle_write(stdout, repo, m->refs, m->nrefs, m->pre, m->npre, bytes, objects);
+	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+	if (!(f = fopen(tmp, "wb")))
+		return opt_error_set(OPT_EIO, "cannot write '%s': %s", tmp, strerror(errno));
+	if ((rc = opt_bundle_write(f, repo, m->refs, m->nrefs, m->pre, m->npre, bytes, objects)) < 0)
+		goto fail;
+	if (opt_pack_fsync_enabled() && fsync(fileno(f)) < 0) {
+		rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", tmp, strerror(errno));
+		goto fail;
+	}
+	rc = fclose(f);
+	f = NULL;
+	if (rc != 0 || rename(tmp, path) < 0) {
+		rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", path, strerror(errno));
+		goto fail;
+	}
+	return 0;
+fail:
+	if (f)
+		fclose(f);
+	unlink(tmp);
+	return rc;
 }
 
 int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path, const char *const *colls, size_t n,
@@ -707,14 +837,11 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 {
 	git_repository *repo = NULL;
 	struct opt_bundle *bb = NULL;
-	struct opt_bundle_line *refs = NULL, *pre = NULL;
-	size_t nrefs = 0, npre = 0, i, bytes = 0, objects = 0;
-	json_t *names = NULL, *recs = NULL;
-	char tmp[PATH_MAX], ref[PATH_MAX], hex[GIT_OID_HEXSZ + 1];
-	FILE *f = NULL;
-	int rc = 0, to_stdout = strcmp(path, "-") == 0;
+	struct made m = { 0 };
+	size_t i, bytes = 0, objects = 0;
+	json_t *names = NULL;
+	int rc = 0;
 
-	tmp[0] = 0;
 	for (i = 0; i < n; i++)
 		if ((rc = opt_store_name_check(colls[i])) < 0)
 			return rc;
@@ -731,103 +858,30 @@ int opt_bundle_create(struct opt_sync *y, struct opt_store *s, const char *path,
 		opt_error_wrap(rc, "the base bundle");
 		goto done;
 	}
-	/* the collections, closed over multi-collection transactions */
-	if (n) {
-		names = json_array();
-		for (i = 0; i < n; i++)
-			json_array_append_new(names, json_string(colls[i]));
-	} else if ((rc = opt_store_list(s, &names)) < 0) {
+	if ((rc = create_names(y, s, repo, colls, n, since, &names)) < 0)
 		goto done;
-	}
-	for (i = 0; n && i < json_array_size(names); i++) {
-		git_oid id;
-		opt_ref_collection(ref, sizeof(ref), json_string_value(json_array_get(names, i)));
-		if ((rc = opt_ref_read(repo, ref, &id)) <= 0) {
-			if (rc == 0)
-				rc = opt_error_set(OPT_ENOTFOUND, "no collection '%s'", json_string_value(json_array_get(names, i)));
-			goto done;
-		}
-	}
-	if ((rc = opt_sync_close_over(y, since, names, NULL)) < 0)
+	m.recs = json_array();
+	for (i = 0; i < json_array_size(names) && rc >= 0; i++)
+		rc = create_one(&m, s, repo, json_string_value(json_array_get(names, i)), since, bb);
+	if (rc < 0)
 		goto done;
-	recs = json_array();
-	for (i = 0; i < json_array_size(names); i++) {
-		const char *name = json_string_value(json_array_get(names, i));
-		git_oid head, b;
-		int has_b;
-		json_t *rec;
-
-		opt_ref_collection(ref, sizeof(ref), name);
-		if ((rc = opt_ref_read(repo, ref, &head)) < 0)
-			goto done;
-		if (rc == 0)
-			continue;
-		if ((has_b = basis_of(repo, name, since, bb, &b)) < 0) {
-			rc = has_b;
-			goto done;
-		}
-		if (has_b && git_oid_equal(&b, &head))
-			continue;
-		if ((rc = add_line(&refs, &nrefs, &head, name)) < 0)
-			goto done;
-		sync_hex_of(hex, &head);
-		rec = json_pack("{s:s,s:I,s:s}", "collection", name, "rev", (json_int_t)rev_at(s, name, &head), "commit", hex);
-		if (has_b) {
-			char comment[OPT_NAME_MAX + 64];
-			long brev = rev_at(s, name, &b);
-			snprintf(comment, sizeof(comment), "%s rev %ld", name, brev);
-			if ((rc = add_line(&pre, &npre, &b, comment)) < 0) {
-				json_decref(rec);
-				goto done;
-			}
-			json_object_set_new(rec, "since", json_integer(brev));
-		}
-		json_array_append_new(recs, rec);
-	}
-	if (nrefs == 0) {
+	if (m.nrefs == 0) {
 		rc = opt_error_set(OPT_ENOTFOUND, "nothing to bundle: %s", since ? "the remote has every collection at its head" :
 				   base ? "the base bundle has every collection at its head" : "the store has no collection");
 		goto done;
 	}
-	if (to_stdout) {
-		f = stdout;
-	} else {
-		snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
-		if (!(f = fopen(tmp, "wb"))) {
-			rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", tmp, strerror(errno));
-			tmp[0] = 0;
-			goto done;
-		}
-	}
-	if ((rc = opt_bundle_write(f, repo, refs, nrefs, pre, npre, &bytes, &objects)) < 0)
+	if ((rc = create_write(path, repo, &m, &bytes, &objects)) < 0)
 		goto done;
-	if (!to_stdout) {
-		if (opt_pack_fsync_enabled() && fsync(fileno(f)) < 0) {
-			rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", tmp, strerror(errno));
-			goto done;
-		}
-		rc = fclose(f);
-		f = NULL;
-		if (rc != 0 || rename(tmp, path) < 0) {
-			rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", path, strerror(errno));
-			goto done;
-		}
-		tmp[0] = 0;
-	}
-	for (i = 0; i < json_array_size(recs) && rc == 0; i++)
-		rc = opt_sync_emit_rec(o, json_incref(json_array_get(recs, i)));
+	for (i = 0; i < json_array_size(m.recs) && rc == 0; i++)
+		rc = opt_sync_emit_rec(o, json_incref(json_array_get(m.recs, i)));
 	if (rc == 0)
-		rc = opt_sync_emit_rec(o, json_pack("{s:s,s:I,s:I,s:I}", "file", to_stdout ? "-" : path, "bytes", (json_int_t)bytes,
-				       "objects", (json_int_t)objects, "collections", (json_int_t)nrefs));
+		rc = opt_sync_emit_rec(o, json_pack("{s:s,s:I,s:I,s:I}", "file", path, "bytes", (json_int_t)bytes,
+				       "objects", (json_int_t)objects, "collections", (json_int_t)m.nrefs));
 done:
-	if (f && !to_stdout)
-		fclose(f);
-	if (tmp[0])
-		unlink(tmp);
-	json_decref(recs);
+	json_decref(m.recs);
 	json_decref(names);
-	lines_free(refs, nrefs);
-	lines_free(pre, npre);
+	lines_free(m.refs, m.nrefs);
+	lines_free(m.pre, m.npre);
 	opt_bundle_free(bb);
 	git_repository_free(repo);
 	return rc;

@@ -1379,6 +1379,16 @@ done:
 	return rc;
 }
 
+/* Fold the outcome of the side run pr into r. */
+static void run_absorb(struct run *r, const struct run *pr)
+{
+	r->sessions += pr->sessions;
+	if (pr->worst && !r->worst) {
+		r->worst = pr->worst;
+		snprintf(r->worst_msg, sizeof(r->worst_msg), "%s", pr->worst_msg);
+	}
+}
+
 /* Take out of per (peer -> names) the collections not in local (made
  * sorted here): a failed record for each. */
 static int drop_missing(struct run *r, json_t *per, json_t *local)
@@ -1459,115 +1469,146 @@ static int prune(struct run *r, json_t *misplaced)
 		}
 	rc = phase(r, rm, OP_REMOVE, 0);
 done:
-	r->sessions += pr.sessions;
-	if (pr.worst && !r->worst) {
-		r->worst = pr.worst;
-		snprintf(r->worst_msg, sizeof(r->worst_msg), "%s", pr.worst_msg);
-	}
+	run_absorb(r, &pr);
 	run_free(&pr);
 	json_decref(names);
 	json_decref(rm);
 	return rc;
 }
 
+/* The index of peer in c's list (c->n when absent). */
+static size_t peer_at(const struct opt_cluster *c, const char *peer)
+{
+	size_t k;
+
+	for (k = 0; k < c->n && strcmp(c->peers[k], peer) != 0; k++)
+		;
+	return k;
+}
+
+/* What a rebalance finds and plans: who holds what (peer -> set of
+ * names), what this store holds, and the moves (peer index -> names). */
+struct rplan {
+	json_t *held, *local;
+	json_t *per;        /* the pushes */
+	json_t *fetch;      /* what this store lacks and must pull first */
+	json_t *misplaced;  /* copies outside their placement */
+};
+
+/* Where collection cs is: the peers of its placement that hold it go to
+ * cs->reached, those up that lack it to to; each copy outside the
+ * placement is reported and noted as misplaced.  *from: "local" when this
+ * store holds it, else the first peer that does (NULL: none). */
+static int rebalance_where(struct run *r, struct cstate *cs, struct rplan *pl, json_t *to, const char **from)
+{
+	const char *peer;
+	json_t *set;
+	size_t k;
+	int rc;
+
+	*from = cluster_has_name(pl->local, cs->name) ? "local" : NULL;
+	for (k = 0; k < cs->np; k++) {
+		const char *p = r->c->peers[cs->place[k]];
+		if (holds(pl->held, p, cs->name))
+			json_array_append_new(cs->reached, json_string(p));
+		else if (!r->down[cs->place[k]])
+			json_array_append_new(to, json_string(p));
+	}
+	json_object_foreach(pl->held, peer, set) {
+		if (!json_object_get(set, cs->name))
+			continue;
+		if (!*from)
+			*from = peer;
+		for (k = 0; k < cs->np && strcmp(r->c->peers[cs->place[k]], peer) != 0; k++)
+			;
+		if (k < cs->np)
+			continue;
+		cluster_per_add(pl->misplaced, peer_at(r->c, peer), cs->name);
+		if ((rc = emit(r->o, json_pack("{s:s,s:s,s:s}", "remote", peer, "collection", cs->name, "status",
+					       "misplaced"))) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Plan the moves of collection cs: a dry run reports them (and counts
+ * them as done, for the report of what would stay short); a run notes
+ * the pushes, and the pull first when this store lacks it. */
+static int rebalance_plan(struct run *r, struct cstate *cs, struct rplan *pl)
+{
+	json_t *to = json_array();
+	const char *from;
+	size_t k;
+	int rc;
+
+	if ((rc = rebalance_where(r, cs, pl, to, &from)) != 0)
+		goto done;
+	if (r->o->sync.dry_run) {
+		/* the plan's outcome: the peers that would hold it */
+		cs->home_ok = cs->np && !r->down[cs->place[0]];
+		for (k = 0; k < json_array_size(to); k++)
+			add_name(cs->reached, json_string_value(json_array_get(to, k)));
+		if (json_array_size(to) > 0)
+			rc = emit(r->o, json_pack("{s:s,s:s,s:O,s:s,s:b}", "collection", cs->name, "from", from, "to", to,
+						  "status", "planned", "dry_run", 1));
+		goto done;
+	}
+	if (json_array_size(to) == 0)
+		goto done;
+	if (strcmp(from, "local") != 0)
+		json_array_append_new(pl->fetch, json_string(cs->name));
+	for (k = 0; k < json_array_size(to); k++)
+		cluster_per_add(pl->per, peer_at(r->c, json_string_value(json_array_get(to, k))), cs->name);
+done:
+	json_decref(to);
+	return rc;
+}
+
+/* What this store lacks comes from a peer holding it first; what could
+ * not be pulled cannot be pushed on. */
+static int rebalance_fetch(struct run *r, struct rplan *pl)
+{
+	struct run pr;
+	int rc;
+
+	run_begin(&pr, r->c, r->o);
+	memcpy(pr.down, r->down, sizeof(pr.down));
+	if ((rc = run_names(&pr, pl->fetch)) == 0)
+		rc = pull_run(&pr, pl->held);
+	run_absorb(r, &pr);
+	run_free(&pr);
+	if (rc)
+		return rc;
+	json_decref(pl->local);
+	pl->local = NULL;
+	if ((rc = opt_store_list(r->c->s, &pl->local)) < 0)
+		return rc;
+	return drop_missing(r, pl->per, pl->local);
+}
+
 int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *o)
 {
 	struct run r;
-	json_t *names = NULL, *held = NULL, *local = NULL, *per = NULL, *fetch = NULL, *misplaced = NULL;
-	size_t i, k, short_n = 0, moves = 0;
+	struct rplan pl = { NULL, NULL, json_object(), json_array(), json_object() };
+	json_t *names = NULL;
+	size_t i, short_n = 0;
 	int rc;
 
 	run_begin(&r, c, o);
 	if ((rc = need_peers(c)) < 0)
-		return rc;
-	if ((rc = list_peers(&r, &held)) != 0 || (rc = all_names(c, held, &names)) < 0 ||
-	    (rc = run_names(&r, names)) < 0 || (rc = opt_store_list(c->s, &local)) < 0)
 		goto done;
-	sort_names(local);
-	per = json_object();
-	fetch = json_array();
-	misplaced = json_object();
-	for (i = 0; i < r.nc; i++) {
-		struct cstate *cs = &r.cs[i];
-		const char *peer, *from = cluster_has_name(local, cs->name) ? "local" : NULL;
-		json_t *to = json_array(), *set;
-		for (k = 0; k < cs->np; k++) {
-			const char *p = c->peers[cs->place[k]];
-			if (holds(held, p, cs->name))
-				json_array_append_new(cs->reached, json_string(p));
-			else if (!r.down[cs->place[k]])
-				json_array_append_new(to, json_string(p));
-		}
-		json_object_foreach(held, peer, set) {
-			if (!json_object_get(set, cs->name))
-				continue;
-			if (!from)
-				from = peer;
-			for (k = 0; k < cs->np && strcmp(c->peers[cs->place[k]], peer) != 0; k++)
-				;
-			if (k < cs->np)
-				continue;
-			for (k = 0; k < c->n && strcmp(c->peers[k], peer) != 0; k++)
-				;
-			cluster_per_add(misplaced, k, cs->name);
-			if ((rc = emit(o, json_pack("{s:s,s:s,s:s}", "remote", peer, "collection", cs->name, "status",
-						    "misplaced"))) != 0) {
-				json_decref(to);
-				goto done;
-			}
-		}
-		if (o->sync.dry_run) {
-			/* the plan's outcome: the peers that would hold it */
-			cs->home_ok = cs->np && !r.down[cs->place[0]];
-			for (k = 0; k < json_array_size(to); k++)
-				add_name(cs->reached, json_string_value(json_array_get(to, k)));
-		}
-		if (json_array_size(to) == 0) {
-			json_decref(to);
-			continue;
-		}
-		moves += json_array_size(to);
-		if (o->sync.dry_run) {
-			json_t *rec = json_pack("{s:s,s:s,s:o,s:s,s:b}", "collection", cs->name, "from", from, "to", to,
-						"status", "planned", "dry_run", 1);
-			if ((rc = emit(o, rec)) != 0)
-				goto done;
-			continue;
-		}
-		if (strcmp(from, "local") != 0)
-			json_array_append_new(fetch, json_string(cs->name));
-		for (k = 0; k < json_array_size(to); k++) {
-			size_t p;
-			for (p = 0; p < c->n && strcmp(c->peers[p], json_string_value(json_array_get(to, k))) != 0; p++)
-				;
-			cluster_per_add(per, p, cs->name);
-		}
-		json_decref(to);
-	}
-	if (!o->sync.dry_run && json_array_size(fetch) > 0) {
-		/* what this store lacks comes from a peer holding it first */
-		struct run pr;
-		run_begin(&pr, c, o);
-		memcpy(pr.down, r.down, sizeof(pr.down));
-		if ((rc = run_names(&pr, fetch)) == 0)
-			rc = pull_run(&pr, held);
-		r.sessions += pr.sessions;
-		if (pr.worst && !r.worst) {
-			r.worst = pr.worst;
-			snprintf(r.worst_msg, sizeof(r.worst_msg), "%s", pr.worst_msg);
-		}
-		run_free(&pr);
-		if (rc)
-			goto done;
-		/* what could not be pulled cannot be pushed on */
-		json_decref(local);
-		local = NULL;
-		if ((rc = opt_store_list(c->s, &local)) < 0 || (rc = drop_missing(&r, per, local)) != 0)
-			goto done;
-	}
-	if (!o->sync.dry_run && (rc = phase(&r, per, OP_PUSH, 0)) != 0)
+	if ((rc = list_peers(&r, &pl.held)) != 0 || (rc = all_names(c, pl.held, &names)) < 0 ||
+	    (rc = run_names(&r, names)) < 0 || (rc = opt_store_list(c->s, &pl.local)) < 0)
 		goto done;
-	if (o->prune && !o->sync.dry_run && (rc = prune(&r, misplaced)) != 0)
+	sort_names(pl.local);
+	for (i = 0; i < r.nc; i++)
+		if ((rc = rebalance_plan(&r, &r.cs[i], &pl)) != 0)
+			goto done;
+	if (!o->sync.dry_run && json_array_size(pl.fetch) > 0 && (rc = rebalance_fetch(&r, &pl)) != 0)
+		goto done;
+	if (!o->sync.dry_run && (rc = phase(&r, pl.per, OP_PUSH, 0)) != 0)
+		goto done;
+	if (o->prune && !o->sync.dry_run && (rc = prune(&r, pl.misplaced)) != 0)
 		goto done;
 	/* a dry run says what the run would leave short (and exits as it would) */
 	if ((rc = report_short(&r, (long)opt_cluster_replicas(c), &short_n)) != 0)
@@ -1576,13 +1617,12 @@ int opt_cluster_rebalance(struct opt_cluster *c, const struct opt_cluster_opts *
 		goto done;
 	rc = outcome(&r, short_n, (long)opt_cluster_replicas(c));
 done:
-	(void)moves;
 	run_free(&r);
 	json_decref(names);
-	json_decref(held);
-	json_decref(local);
-	json_decref(per);
-	json_decref(fetch);
-	json_decref(misplaced);
+	json_decref(pl.held);
+	json_decref(pl.local);
+	json_decref(pl.per);
+	json_decref(pl.fetch);
+	json_decref(pl.misplaced);
 	return rc;
 }

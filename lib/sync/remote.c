@@ -765,6 +765,15 @@ static void view_sweep(const char *store)
 		closedir(d);
 }
 
+static int path_refs(struct remote *r, json_t *names, int *odd);
+static int view_make(struct opt_sync *y, struct remote *r, json_t *names);
+static int view_fill(struct remote *r, git_repository *view, json_t *names);
+static int ls_connect(struct opt_sync *y, struct remote *r, git_remote **gr, const git_remote_head ***refs,
+		      size_t *n);
+static int ls_heads(struct opt_sync *y, struct remote *r, const git_remote_head **refs, size_t n, struct heads *h,
+		    json_t *theirs);
+static int ls_clashes(struct remote *r, struct heads *h, json_t *theirs);
+
 /* libgit2's local transport lists every ref of the repository and fails
  * on the first whose name git does not accept (a file
  * collection ref x~1 put there by hand): one such ref failed every
@@ -776,23 +785,27 @@ static void view_sweep(const char *store)
  * skipped. */
 static int path_view(struct opt_sync *y, struct remote *r)
 {
-	git_reference_iterator *it = NULL;
-	git_repository *view = NULL;
-	git_repository_init_options io;
 	json_t *names = json_array();
-	const char *name;
-	char *store = NULL, *peer = NULL, alt[PATH_MAX + 64];
-	const char *cn;
-	size_t i;
-	int odd = 0, valid, err, rc = 0;
-	FILE *f;
+	int odd = 0, rc;
 
 	if (!names)
 		return opt_error_set(OPT_EIO, "out of memory");
-	if (git_reference_iterator_new(&it, r->peer_repo) < 0) {
-		json_decref(names);
+	if ((rc = path_refs(r, names, &odd)) == 0 && odd)
+		rc = view_make(y, r, names);
+	json_decref(names);
+	return rc;
+}
+
+/* The remote's collection refs whose names git accepts into names; *odd
+ * when a ref's name is not one git accepts (a collection's is skipped). */
+static int path_refs(struct remote *r, json_t *names, int *odd)
+{
+	git_reference_iterator *it = NULL;
+	const char *name, *cn;
+	int valid, err, rc = 0;
+
+	if (git_reference_iterator_new(&it, r->peer_repo) < 0)
 		return sync_net_fail(r, "cannot list refs");
-	}
 	while ((err = git_reference_next_name(&name, it)) == 0) {
 		if (git_reference_name_is_valid(&valid, name) < 0)
 			valid = 0;
@@ -802,7 +815,7 @@ static int path_view(struct opt_sync *y, struct remote *r)
 				json_array_append_new(names, json_string_nocheck(name));
 			continue;
 		}
-		odd = 1;
+		*odd = 1;
 		if (!cn)
 			continue;
 		if (opt_store_name_check(cn) == 0)
@@ -813,8 +826,19 @@ static int path_view(struct opt_sync *y, struct remote *r)
 	git_reference_iterator_free(it);
 	if (rc == 0 && err != GIT_ITEROVER)
 		rc = sync_net_fail(r, "cannot list refs");
-	if (rc < 0 || !odd)
-		goto done;
+	return rc;
+}
+
+/* Make r's view beside the store: a bare repository whose objects are
+ * the remote's and whose refs are names (the remote's values). */
+static int view_make(struct opt_sync *y, struct remote *r, json_t *names)
+{
+	git_repository *view = NULL;
+	git_repository_init_options io;
+	char *store = NULL, *peer = NULL, alt[PATH_MAX + 64];
+	int rc = 0;
+	FILE *f;
+
 	git_error_clear();
 	if (!(store = realpath(opt_store_path(y->s), NULL)) || !(peer = realpath(git_repository_path(r->peer_repo), NULL))) {
 		rc = opt_error_set(OPT_EIO, "cannot resolve the store or the remote's path: %s", strerror(errno));
@@ -838,63 +862,103 @@ static int path_view(struct opt_sync *y, struct remote *r)
 		rc = opt_error_set(OPT_EIO, "cannot write '%s': %s", alt, strerror(errno));
 		goto done;
 	}
-	for (i = 0; i < json_array_size(names); i++) {
-		git_reference *ref = NULL;
-		git_oid id;
-		name = json_string_value(json_array_get(names, i));
-		if (git_reference_name_to_id(&id, r->peer_repo, name) < 0) {
-			git_error_clear();
-			continue;
-		}
-		if (git_reference_create(&ref, view, name, &id, 1, "opt-sync view") < 0) {
-			rc = opt_git_fail(OPT_EIO, "cannot make a view of the remote");
-			goto done;
-		}
-		git_reference_free(ref);
-	}
+	rc = view_fill(r, view, names);
 done:
 	git_repository_free(view);
-	json_decref(names);
 	free(store);
 	free(peer);
 	return rc;
 }
 
+/* Each of names (a ref of the remote that is still there) into view. */
+static int view_fill(struct remote *r, git_repository *view, json_t *names)
+{
+	size_t i;
+
+	for (i = 0; i < json_array_size(names); i++) {
+		git_reference *ref = NULL;
+		git_oid id;
+		const char *name = json_string_value(json_array_get(names, i));
+		if (git_reference_name_to_id(&id, r->peer_repo, name) < 0) {
+			git_error_clear();
+			continue;
+		}
+		if (git_reference_create(&ref, view, name, &id, 1, "opt-sync view") < 0)
+			return opt_git_fail(OPT_EIO, "cannot make a view of the remote");
+		git_reference_free(ref);
+	}
+	return 0;
+}
+
 int sync_ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, struct heads *h)
 {
-	git_remote_callbacks cb;
 	git_remote *gr = NULL;
 	const git_remote_head **refs = NULL;
-	json_t *ours = NULL, *theirs = NULL;
-	const char *other;
-	size_t n = 0, i, k;
+	json_t *theirs = NULL;
+	size_t n = 0;
 	int rc;
 
 	*gr_out = NULL;
 	if (r->path && !r->view[0] && (rc = path_view(y, r)) < 0)
 		return rc;
+	if ((rc = ls_connect(y, r, &gr, &refs, &n)) < 0)
+		return rc;
+	if (!(theirs = json_array())) {
+		rc = opt_error_set(OPT_EIO, "out of memory");
+		goto fail;
+	}
+	if ((rc = ls_heads(y, r, refs, n, h, theirs)) < 0 || (rc = ls_clashes(r, h, theirs)) < 0)
+		goto fail;
+	json_decref(theirs);
+	*gr_out = gr;
+	return 0;
+fail:
+	json_decref(theirs);
+	git_remote_free(gr);
+	return rc;
+}
+
+/* Connect to r for a fetch and list its refs (*refs, n: libgit2's, valid
+ * while *gr is open). */
+static int ls_connect(struct opt_sync *y, struct remote *r, git_remote **gr, const git_remote_head ***refs,
+		      size_t *n)
+{
+	git_remote_callbacks cb;
+	int rc;
+
 	sync_callbacks(&cb, r);
-	if (sync_anon_remote(&gr, y->repo, r->view[0] ? r->view : r->path ? r->path : r->url) < 0)
+	if (sync_anon_remote(gr, y->repo, r->view[0] ? r->view : r->path ? r->path : r->url) < 0)
 		return sync_net_fail(r, "invalid URL");
 	r->cred_tries = 0;
 	/* the local transport opens the peer's repository here */
 	if (r->path)
 		peer_owner_check(0);
-	rc = git_remote_connect(gr, GIT_DIRECTION_FETCH, &cb, NULL, NULL);
+	rc = git_remote_connect(*gr, GIT_DIRECTION_FETCH, &cb, NULL, NULL);
 	if (r->path)
 		peer_owner_check(1);
-	if (rc < 0) {
+	if (rc < 0)
 		rc = sync_net_fail(r, "cannot connect");
-		git_remote_free(gr);
-		return rc;
-	}
-	if (git_remote_ls(&refs, &n, gr) < 0) {
+	else if (git_remote_ls(refs, n, *gr) < 0)
 		rc = sync_net_fail(r, "cannot list refs");
-		git_remote_free(gr);
-		return rc;
+	if (rc < 0) {
+		git_remote_free(*gr);
+		*gr = NULL;
 	}
-	if ((rc = opt_store_list(y->s, &ours)) < 0 || !(theirs = json_array()))
-		goto fail;
+	return rc;
+}
+
+/* The remote's collections into h and theirs: a name that is not valid,
+ * or that clashes with one of ours, is skipped. */
+static int ls_heads(struct opt_sync *y, struct remote *r, const git_remote_head **refs, size_t n, struct heads *h,
+		    json_t *theirs)
+{
+	json_t *ours = NULL;
+	const char *other;
+	size_t i;
+	int rc;
+
+	if ((rc = opt_store_list(y->s, &ours)) < 0)
+		return rc;
 	for (i = 0; i < n; i++) {
 		struct head *e;
 		const char *name = opt_ref_collection_name(refs[i]->name);
@@ -902,25 +966,36 @@ int sync_ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, st
 			continue;
 		if (opt_store_name_check(name) < 0) {
 			if ((rc = sync_skip_add(r, name, OPT_EINTEGRITY)) < 0)
-				goto fail;
+				break;
 			continue;
 		}
 		if ((other = clash_in(ours, name, 1))) {
 			opt_error_set(OPT_ECONFLICT, "collection '%s' cannot be created: collection '%s' exists", name, other);
 			if ((rc = sync_skip_add(r, name, OPT_ECONFLICT)) < 0)
-				goto fail;
+				break;
 			continue;
 		}
 		if (!(e = sync_heads_add(h, name)) || json_array_append_new(theirs, json_string(name)) < 0) {
 			rc = opt_error_set(OPT_EIO, "out of memory");
-			goto fail;
+			break;
 		}
 		e->new = refs[i]->oid;
 		e->has_new = 1;
 	}
-	/* two of the remote's that clash (git cannot hold both): the first */
+	json_decref(ours);
+	return rc < 0 ? rc : 0;
+}
+
+/* Two of the remote's that clash (git cannot hold both): the first stays
+ * in h, the other is skipped. */
+static int ls_clashes(struct remote *r, struct heads *h, json_t *theirs)
+{
+	const char *other;
+	size_t i, k;
+	int rc;
+
 	if ((rc = sync_sort_strings(theirs)) < 0)
-		goto fail;
+		return rc;
 	for (i = k = 0; i < h->n; i++) {
 		if ((other = clash_in(theirs, h->v[i].name, 0))) {
 			opt_error_set(OPT_EINTEGRITY, "remote '%s' lists both '%s' and '%s', which cannot both exist", r->name,
@@ -931,20 +1006,12 @@ int sync_ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, st
 				for (i++; i < h->n; i++)
 					h->v[k++] = h->v[i];
 				h->n = k;
-				goto fail;
+				return rc;
 			}
 			continue;
 		}
 		h->v[k++] = h->v[i];
 	}
 	h->n = k;
-	json_decref(ours);
-	json_decref(theirs);
-	*gr_out = gr;
 	return 0;
-fail:
-	json_decref(ours);
-	json_decref(theirs);
-	git_remote_free(gr);
-	return rc;
 }

@@ -141,6 +141,76 @@ static int is_tree_or_diary_action(const char *t)
 	return strcmp(t, "put") == 0 || strcmp(t, "del") == 0 || strcmp(t, "append") == 0;
 }
 
+/* Is entry e of c->name one of ours to replay: 1 yes, 0 no (no
+ * transaction, reverted, aborted, in done, or decided aborted by its
+ * primary), <0 when it cannot be told (pending without a primary; in
+ * flight unless report). */
+static int ours_live(struct opt_sync *y, struct coll *c, const json_t *e, json_t *done, int report)
+{
+	const char *st = json_string_value(json_object_get(e, "status"));
+	const char *trx = json_string_value(json_object_get(e, "trx"));
+	const char *primary;
+	int d = 0, rc;
+
+	if (!trx)
+		return 0;
+	if (json_object_get(e, "revert") || (st && strcmp(st, "aborted") == 0))
+		return 0;
+	if (done && json_object_get(done, trx))
+		return 0;
+	if (!st || strcmp(st, "pending") != 0)
+		return 1;
+	if (!(primary = json_string_value(json_object_get(e, "primary"))))
+		return opt_error_set(OPT_EINTEGRITY, "collection '%s' revision %ld is pending without a primary", c->name,
+				     (long)json_integer_value(json_object_get(e, "rev")));
+	if ((rc = opt_store__decision_of(y->s, primary, trx, json_integer_value(json_object_get(e, "time")) / 1000,
+					  &d)) < 0)
+		return rc;
+	if (d == -1)
+		return 0;
+	if (d == 0 && !report)
+		return opt_error_set(OPT_EBUSY, "collection '%s': transaction %s is in flight; sync again later", c->name,
+				     trx);
+	return 1;
+}
+
+/* The actions of entry e (revision rev) to replay, checkpoints left out:
+ * 1 and *keep (none: 0); with report every action, pruned ones none, else
+ * OPT_ECONFLICT for actions that cannot be replayed. */
+static int ours_actions(struct coll *c, const json_t *e, long rev, int report, json_t **keep)
+{
+	const json_t *acts = json_object_get(e, "actions");
+	size_t j;
+
+	*keep = NULL;
+	if (!json_is_array(acts)) {
+		if (report)
+			return 0;
+		return opt_error_set(OPT_ECONFLICT, "collection '%s': cannot replay revision %ld: its actions were "
+				     "pruned by a checkpoint", c->name, rev);
+	}
+	*keep = json_array();
+	for (j = 0; j < json_array_size(acts); j++) {
+		const json_t *a = json_array_get(acts, j);
+		const char *t = json_string_value(json_object_get(a, "type"));
+		if (t && strcmp(t, "checkpoint") == 0)
+			continue;
+		if (!report && (!t || !is_tree_or_diary_action(t))) {
+			json_decref(*keep);
+			*keep = NULL;
+			return opt_error_set(OPT_ECONFLICT, "collection '%s': cannot replay block-level actions ('%.40s' "
+					     "at revision %ld); use --conflict keep-remote or fail", c->name, t ? t : "?", rev);
+		}
+		json_array_append(*keep, (json_t *)a);
+	}
+	if (json_array_size(*keep) == 0) {
+		json_decref(*keep);
+		*keep = NULL;
+		return 0;
+	}
+	return 1;
+}
+
 /* Our transactions to replay: the entries of c->name at `from` after the
  * base, as committed (aborted and reverted ones left out), minus the ones
  * in done.  report: keep every action (for --conflict=fail), refuse
@@ -148,7 +218,7 @@ static int is_tree_or_diary_action(const char *t)
 static int plan_ours(struct opt_sync *y, struct coll *c, const git_oid *from, json_t *done, int report)
 {
 	json_t *entries = NULL, *out = json_array();
-	size_t i, j;
+	size_t i;
 	int rc;
 
 	if (!out)
@@ -156,65 +226,22 @@ static int plan_ours(struct opt_sync *y, struct coll *c, const git_oid *from, js
 	if ((rc = read_entries(y, c->name, from, c->base_rev, &entries)) < 0)
 		goto done;
 	for (i = 0; i < json_array_size(entries); i++) {
-		const json_t *e = json_array_get(entries, i), *acts, *cols;
-		const char *st = json_string_value(json_object_get(e, "status"));
-		const char *trx = json_string_value(json_object_get(e, "trx"));
+		const json_t *e = json_array_get(entries, i), *cols;
 		long rev = (long)json_integer_value(json_object_get(e, "rev"));
 		json_t *keep, *rec;
 
-		if (!trx)
-			continue;
-		if (json_object_get(e, "revert") || (st && strcmp(st, "aborted") == 0))
-			continue;
-		if (done && json_object_get(done, trx))
-			continue;
-		if (st && strcmp(st, "pending") == 0) {
-			const char *primary = json_string_value(json_object_get(e, "primary"));
-			int d = 0;
-			if (!primary) {
-				rc = opt_error_set(OPT_EINTEGRITY, "collection '%s' revision %ld is pending without a primary",
-						   c->name, rev);
+		if ((rc = ours_live(y, c, e, done, report)) <= 0) {
+			if (rc < 0)
 				goto done;
-			}
-			if ((rc = opt_store__decision_of(y->s, primary, trx, json_integer_value(json_object_get(e, "time")) / 1000,
-							  &d)) < 0)
-				goto done;
-			if (d == -1)
-				continue;
-			if (d == 0 && !report) {
-				rc = opt_error_set(OPT_EBUSY, "collection '%s': transaction %s is in flight; sync again later",
-						   c->name, trx);
-				goto done;
-			}
-		}
-		acts = json_object_get(e, "actions");
-		if (!json_is_array(acts)) {
-			if (report)
-				continue;
-			rc = opt_error_set(OPT_ECONFLICT, "collection '%s': cannot replay revision %ld: its actions were "
-					   "pruned by a checkpoint", c->name, rev);
-			goto done;
-		}
-		keep = json_array();
-		for (j = 0; j < json_array_size(acts); j++) {
-			const json_t *a = json_array_get(acts, j);
-			const char *t = json_string_value(json_object_get(a, "type"));
-			if (t && strcmp(t, "checkpoint") == 0)
-				continue;
-			if (!report && (!t || !is_tree_or_diary_action(t))) {
-				json_decref(keep);
-				rc = opt_error_set(OPT_ECONFLICT, "collection '%s': cannot replay block-level actions ('%.40s' "
-						   "at revision %ld); use --conflict keep-remote or fail", c->name,
-						   t ? t : "?", rev);
-				goto done;
-			}
-			json_array_append(keep, (json_t *)a);
-		}
-		if (json_array_size(keep) == 0) {
-			json_decref(keep);
 			continue;
 		}
-		rec = json_pack("{s:s,s:o,s:I}", "trx", trx, "actions", keep, "rev", (json_int_t)rev);
+		if ((rc = ours_actions(c, e, rev, report, &keep)) <= 0) {
+			if (rc < 0)
+				goto done;
+			continue;
+		}
+		rec = json_pack("{s:s,s:o,s:I}", "trx", json_string_value(json_object_get(e, "trx")), "actions", keep, "rev",
+				(json_int_t)rev);
 		cols = json_object_get(e, "collections");
 		if (rec && json_is_array(cols) && json_array_size(cols) > 1)
 			json_object_set(rec, "collections", (json_t *)cols);

@@ -131,28 +131,33 @@ int sync_cmp_head(const void *a, const void *b)
 	return strcmp(((const struct head *)a)->name, ((const struct head *)b)->name);
 }
 
+struct under {
+	size_t pl;
+	json_t *arr;
+};
+
+static int under_cb(const char *name, const git_oid *id, void *arg)
+{
+	struct under *u = arg;
+
+	(void)id;
+	if (name[u->pl])
+		json_array_append_new(u->arr, json_string(name + u->pl));
+	return 0;
+}
+
 int sync_refs_under(git_repository *repo, const char *prefix, json_t **out)
 {
-	git_reference_iterator *it = NULL;
-	const char *name;
-	size_t pl = strlen(prefix);
-	json_t *arr = json_array();
-	int err;
+	struct under u = { strlen(prefix), json_array() };
+	json_t *arr = u.arr;
+	int rc;
 
 	*out = NULL;
 	if (!arr)
 		return opt_error_set(OPT_EIO, "out of memory");
-	if (git_reference_iterator_new(&it, repo) < 0) {
+	if ((rc = opt_ref_foreach(repo, prefix, under_cb, &u, "cannot list refs")) < 0) {
 		json_decref(arr);
-		return opt_git_fail(OPT_EIO, "cannot list refs");
-	}
-	while ((err = git_reference_next_name(&name, it)) == 0)
-		if (strncmp(name, prefix, pl) == 0 && name[pl])
-			json_array_append_new(arr, json_string(name + pl));
-	git_reference_iterator_free(it);
-	if (err != GIT_ITEROVER) {
-		json_decref(arr);
-		return opt_git_fail(OPT_EIO, "cannot list refs");
+		return rc;
 	}
 	{
 		/* sort (few refs: insertion sort of the strings) */

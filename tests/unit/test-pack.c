@@ -9,6 +9,7 @@
 #include "fixture.h"
 #include "error.h"
 #include "pack.h"
+#include "store/git.h"
 #include "store.h"
 #include "util.h"
 

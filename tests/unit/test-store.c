@@ -8,6 +8,7 @@
 #include "error.h"
 #include "json.h"
 #include "pack.h"
+#include "store/git.h"
 #include "store.h"
 #include "util.h"
 
