@@ -327,6 +327,23 @@ int opt_cluster_peer_list(struct opt_cluster *c, json_t **out)
 	return 0;
 }
 
+int opt_cluster_ordering_set(struct opt_cluster *c, const char *ordering)
+{
+	int rc;
+
+	if (strcmp(ordering, "home") != 0 && strcmp(ordering, "quorum") != 0)
+		return opt_error_set(OPT_EINVAL, "ordering is home or quorum, not '%s'", opt_esc(ordering));
+	if ((rc = config_set(c->s, "opt.ordering", ordering)) < 0)
+		return rc;
+	c->quorum = strcmp(ordering, "quorum") == 0;
+	return 0;
+}
+
+const char *opt_cluster_ordering(const struct opt_cluster *c)
+{
+	return c->quorum ? "quorum" : "home";
+}
+
 int opt_cluster_replicas_set(struct opt_cluster *c, long r)
 {
 	char v[32];
