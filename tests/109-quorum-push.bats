@@ -22,7 +22,7 @@ start_peer() {
 	for tries in 1 2 3; do
 		port=${PORT[$i]:-$(free_port)} || continue
 		# the daemon itself (git daemon would be a wrapper process)
-		"$(git --exec-path)/git-daemon" --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$TMP/srv$i" --export-all \
+		"$(git --exec-path)/git-daemon" --verbose --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$TMP/srv$i" --export-all \
 			--enable=receive-pack "$TMP/srv$i" >>"$TMP/daemon$i.log" 2>&1 &
 		DPID[$i]=$!
 		SERVER_PIDS+=($!)
@@ -70,7 +70,10 @@ chosen_in() { git --git-dir="$1" rev-parse -q --verify "refs/opt/chosen/$2"; }
 	run opt-sync push
 	assert_success
 	head=$(git --git-dir="$OPT_STORE" rev-parse refs/opt/collections/users)
-	for i in 1 2 3; do [ "$(accepted_at $i users)" = "$head" ]; done
+	for i in 1 2 3; do
+		[ "$(accepted_at $i users)" = "$head" ]
+		[ "$(grep -c 'Connection from' "$TMP/daemon$i.log")" -eq 1 ]
+	done
 	# learned refs: only chosen values, one write behind in the steady state
 	old=$(git --git-dir="$OPT_STORE" rev-parse "$head^")
 	for i in 1 2 3; do [ "$(git --git-dir="$TMP/srv$i/p" rev-parse refs/opt/collections/users)" = "$old" ]; done
