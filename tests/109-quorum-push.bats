@@ -170,6 +170,32 @@ chosen_in() { git --git-dir="$1" rev-parse -q --verify "refs/opt/chosen/$2"; }
 	done
 }
 
+@test "quorum push: two writers pushing at the same time both get their writes chosen, each once" {
+	three_peers
+	opt-block init "$TMP/w" >/dev/null
+	opt-log trust "$(key_of "$TMP/w")" --name w >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s >/dev/null
+	writer_of "$TMP/w"
+	for k in 1 2; do
+		opt-tree put users "a$k" "$k" >/dev/null
+		opt-tree -C "$TMP/w" put users "b$k" "$k" >/dev/null
+		opt-sync push >"$TMP/o1" 2>&1 &
+		p1=$!
+		opt-sync -C "$TMP/w" push >"$TMP/o2" 2>&1 &
+		p2=$!
+		wait "$p1" || { cat "$TMP/o1"; false; }
+		wait "$p2" || { cat "$TMP/o2"; false; }
+	done
+	opt-tree put users a3 3 >/dev/null
+	run opt-sync push
+	assert_success
+	run opt-tree range users
+	for k in 1 2; do assert_line --partial "\"a$k\""; assert_line --partial "\"b$k\""; done
+	[ "$(opt-log show users | wc -l)" -eq 5 ]
+	cs=$(chosen_in "$OPT_STORE" users)
+	for i in 1 2 3; do [ "$(accepted_at $i users)" = "$cs" ]; done
+}
+
 @test "quorum push: a forged acceptor state at a peer counts as a peer not answering" {
 	three_peers
 	opt-tree put users alice 1 >/dev/null
