@@ -263,7 +263,7 @@ static int multi_after(git_repository *repo, const git_oid *L, const git_oid *w)
 	git_oid id;
 	int rc = 0;
 
-	if (git_revwalk_new(&wk, repo) < 0 || git_revwalk_push(wk, L) < 0 || git_revwalk_hide(wk, w) < 0) {
+	if (git_revwalk_new(&wk, repo) < 0 || git_revwalk_push(wk, L) < 0 || (w && git_revwalk_hide(wk, w) < 0)) {
 		git_revwalk_free(wk);
 		return opt_git_fail(OPT_EIO, "cannot walk the history to push");
 	}
@@ -281,6 +281,25 @@ static int multi_after(git_repository *repo, const git_oid *L, const git_oid *w)
 	}
 	git_revwalk_free(wk);
 	return rc;
+}
+
+/* 1 when collection name has, after its chosen value, a revision of a
+ * multi-collection transaction to propose: after a collection of the push
+ * failed, it waits (a pend not chosen must never sit beside a chosen
+ * decision). */
+static int holds_multi(struct opt_sync *y, const char *name)
+{
+	char ref[REFLEN];
+	git_oid L, ch;
+	int hc, rc;
+
+	opt_ref_collection(ref, sizeof(ref), name);
+	if ((rc = opt_ref_read(y->repo, ref, &L)) <= 0)
+		return rc;
+	opt_ref_chosen(ref, sizeof(ref), name);
+	if ((hc = opt_ref_read(y->repo, ref, &ch)) < 0)
+		return hc;
+	return multi_after(y->repo, &L, hc ? &ch : NULL);
 }
 
 /* Verify w, a value some peer accepted, as every fetched collection is
@@ -1041,6 +1060,9 @@ int cluster_quorum_push(struct opt_cluster *c, const json_t *names, const struct
 	for (i = 0; i < nc; i++) {
 		const char *name = json_string_value(json_array_get(names, i));
 		rc = proposal_open(p, c, o, name, id.pub);
+		if (rc == 0 && nfail && (rc = holds_multi(c->y, name)) > 0)
+			rc = opt_error_set(OPT_ENET, "collection '%s' not pushed: a multi-collection transaction waits for "
+					   "the collections before it to be chosen", name);
 		if (rc == 0)
 			rc = proposal_run(p);
 		if (rc < 0) {
