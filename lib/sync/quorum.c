@@ -513,8 +513,10 @@ static enum qres child_net(struct opt_sync *y, struct qconn *qc, const struct qp
 	if (a)
 		git_oid_tostr(adv, OPT_HEX_OID + 1, a);
 	if (strcmp(adv, p->views[i].oid) != 0) {
+		/* (a points into the advertisement, freed with gr) */
+		int have = !a || sync_have_object(y, a);
 		git_remote_free(gr);
-		if (a && !sync_have_object(y, a) && fetch_state(y, qc, stage) < 0)
+		if (!have && fetch_state(y, qc, stage) < 0)
 			return Q_UNKNOWN;
 		return Q_MOVED;
 	}
