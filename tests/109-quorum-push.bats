@@ -127,6 +127,13 @@ chosen_in() { git --git-dir="$1" rev-parse -q --verify "refs/opt/chosen/$2"; }
 	head=$(git --git-dir="$OPT_STORE" rev-parse refs/opt/collections/users)
 	[ "$(accepted_at 1 users)" = "$head" ]
 	[ "$(accepted_at 3 users)" = "$head" ]
+	# the abandoned push's outcome is settled by reading: the next write
+	# reaches the peer that was stopped
+	opt-tree put users carol 3 >/dev/null
+	run opt-sync push
+	assert_success
+	head=$(git --git-dir="$OPT_STORE" rev-parse refs/opt/collections/users)
+	for i in 1 2 3; do [ "$(accepted_at $i users)" = "$head" ]; done
 }
 
 @test "quorum push: two writers interleaving keep one chain on every peer, each transaction once" {
