@@ -97,7 +97,7 @@ chosen_in() { git --git-dir="$1" rev-parse -q --verify "refs/opt/chosen/$2"; }
 	opt-tree put users carol 3 >/dev/null
 	run opt-sync push
 	assert_failure 5
-	assert_line --partial '"status":"failed","durability":"local"'
+	assert_line --regexp '"status":"failed","durability":"local".*"error":"collection .users.: no majority of its 3 peers'
 	assert_output --partial "no majority"
 	[ "$(chosen_in "$OPT_STORE" users)" = "$head" ]
 	start_peer 2
@@ -261,4 +261,35 @@ chosen_in() { git --git-dir="$1" rev-parse -q --verify "refs/opt/chosen/$2"; }
 	assert_success
 	assert_line --partial '"durability":"majority"'
 	assert_line --partial '"behind":["q2"]'
+}
+
+@test "quorum push: a multi-collection transaction to replay onto another writer's value is refused (exit 3), its other collection waits" {
+	local i
+	for i in 1 2 3; do opt-block init "$TMP/q$i" >/dev/null; done
+	opt-block init "$TMP/w" >/dev/null
+	opt-log trust "$(key_of "$TMP/w")" --name w >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s >/dev/null
+	for s in "$OPT_STORE" "$TMP/w"; do
+		for i in 1 2 3; do opt-sync -C "$s" peer add "q$i" "$TMP/q$i" >/dev/null; done
+		opt-sync -C "$s" replicas 3 >/dev/null
+		opt-sync -C "$s" ordering quorum >/dev/null
+	done
+	opt-tree put a k 1 >/dev/null
+	run opt-sync push
+	assert_success
+	echo '{"collections":{"a":[{"type":"put","key":"w","value":1}],"b":[{"type":"put","key":"w","value":1}]}}' |
+		opt-log -C "$TMP/w" commit >/dev/null
+	run opt-sync -C "$TMP/w" push
+	assert_failure 3
+	assert_line --partial '"collection":"a","status":"failed","durability":"local"'
+	assert_line --partial '"collection":"b","status":"failed","durability":"local"'
+	assert_output --partial "multi-collection transaction to replay"
+	assert_output --partial "waits for the collections before it"
+	# nothing of it was chosen anywhere; it is kept in the writer's store
+	for i in 1 2 3; do
+		run git --git-dir="$TMP/q$i" rev-parse -q --verify refs/opt/acceptors/collections/b
+		assert_failure
+	done
+	run opt-tree -C "$TMP/w" get b w
+	assert_success
 }

@@ -1001,8 +1001,9 @@ static void proposal_close(struct qprop *p)
 		free(p->pr[i].buf);
 }
 
-/* The record of collection name after its proposal (rc its result). */
-static json_t *proposal_rec(struct qprop *p, int rc)
+/* The record of collection name after its proposal (rc its result, err
+ * its message). */
+static json_t *proposal_rec(struct qprop *p, int rc, const char *err)
 {
 	char ref[REFLEN], chosen[OPT_HEX_OID + 1] = "";
 	json_t *rec, *acc = json_array(), *down = json_array();
@@ -1028,7 +1029,7 @@ static json_t *proposal_rec(struct qprop *p, int rc)
 	if (rec && p->replayed)
 		json_object_set_new(rec, "replayed", json_integer(p->replayed));
 	if (rec && rc < 0)
-		json_object_set_new(rec, "error", json_string(opt_error_last()));
+		json_object_set_new(rec, "error", json_string(err));
 	return rec;
 }
 
@@ -1049,7 +1050,7 @@ int cluster_quorum_push(struct opt_cluster *c, const json_t *names, const struct
 	struct qprop *p = NULL;
 	size_t i, nfail = 0, nc = json_array_size(names);
 	int rc, worst = 0;
-	char worst_msg[1024] = "";
+	char worst_msg[1024] = "", msg[1024];
 
 	if (o->sync.dry_run)
 		return opt_error_set(OPT_EINVAL, "--dry-run is not supported with quorum ordering yet");
@@ -1067,6 +1068,7 @@ int cluster_quorum_push(struct opt_cluster *c, const json_t *names, const struct
 					   "the collections before it to be chosen", name);
 		if (rc == 0)
 			rc = proposal_run(p);
+		snprintf(msg, sizeof(msg), "%s", rc < 0 ? opt_error_last() : "");
 		if (rc < 0) {
 			nfail++;
 			if (!worst || (worst == OPT_ENET && rc != OPT_ENET)) {
@@ -1074,7 +1076,7 @@ int cluster_quorum_push(struct opt_cluster *c, const json_t *names, const struct
 				snprintf(worst_msg, sizeof(worst_msg), "%s", opt_error_last());
 			}
 		}
-		rc = emit_rec(o, proposal_rec(p, rc));
+		rc = emit_rec(o, proposal_rec(p, rc, msg));
 		proposal_close(p);
 		if (rc != 0)
 			break;
