@@ -836,6 +836,16 @@ static int round_wait(struct qprop *p, const struct opt_ballot *b, const char *v
 	return 0;
 }
 
+/* Only this process's children write the staging refs, and none runs
+ * now: a lock left there is one of a child killed when abandoned. */
+static void stage_unlock(git_repository *repo, const char *stage)
+{
+	char path[PATH_MAX];
+
+	if ((size_t)snprintf(path, sizeof(path), "%s%s.lock", git_repository_path(repo), stage) < sizeof(path))
+		unlink(path);
+}
+
 /* Push prepare(b) (value NULL) or accept(b, value) to the peers of to. */
 static int round_run(struct qprop *p, uint32_t to, const struct opt_ballot *b, const char *value)
 {
@@ -859,6 +869,7 @@ static int round_run(struct qprop *p, uint32_t to, const struct opt_ballot *b, c
 		if (rc < 0 || (rc = state_write(p->y->repo, &st, q->newhex)) < 0)
 			return rc;
 		opt_ref_quorum_stage(stage, sizeof(stage), q->name, p->reg);
+		stage_unlock(p->y->repo, stage);
 		if ((rc = ref_set(p->y->repo, stage, q->newhex)) < 0)
 			return rc;
 	}
