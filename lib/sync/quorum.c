@@ -971,7 +971,7 @@ static int proposal_run(struct qprop *p)
 			return opt_error_set(OPT_EBUSY, "collection '%s': other writers kept the cluster busy: gave up after "
 					     "%u rounds", p->name, lost + 1);
 		if (lost++ > 0)
-			opt_sleep_ms(opt_backoff_ms(lost < 8 ? lost : 8, 200, 5000));
+			opt_sleep_ms(opt_backoff_ms(lost < 8 ? lost : 8, p->o->backoff_ms ? p->o->backoff_ms : 200, 5000));
 	}
 }
 
