@@ -662,6 +662,31 @@ static int do_replicas(struct cmd *c)
 	return rc < 0 ? cmd_lib_fail(c, rc) : st;
 }
 
+static int do_ordering(struct cmd *c)
+{
+	struct opt_sync *y = NULL;
+	struct opt_cluster *cl = NULL;
+	json_t *v;
+	int rc = 0, st;
+
+	if (c->npos > 1)
+		return cmd_usage(c, "ordering takes at most one word");
+	if (c->npos && strcmp(c->pos[0], "home") != 0 && strcmp(c->pos[0], "quorum") != 0)
+		return cmd_usage(c, "ordering is home or quorum, not '%s'", opt_esc(c->pos[0]));
+	if ((st = open_cluster(c, &y, &cl, 0)))
+		return st;
+	if (c->npos)
+		rc = opt_cluster_ordering_set(cl, c->pos[0]);
+	if (rc == 0) {
+		v = json_pack("{s:s}", "ordering", opt_cluster_ordering(cl));
+		st = cmd_print(c, v);
+		json_decref(v);
+	}
+	opt_cluster_free(cl);
+	opt_sync_free(y);
+	return rc < 0 ? cmd_lib_fail(c, rc) : st;
+}
+
 static int do_where(struct cmd *c)
 {
 	struct opt_sync *y = NULL;
@@ -736,6 +761,10 @@ static const struct cmd_verb verbs[] = {
 	{ "peer", do_peer, "add NAME [URL] | rm NAME | ls",
 	  "the cluster's peers: remotes that hold the collections placed on them", opts_none, 0 },
 	{ "replicas", do_replicas, "[R]", "show or set R, the peers each collection is placed on: {replicas, configured, peers}",
+	  opts_none, 0 },
+	{ "ordering", do_ordering, "[home | quorum]",
+	  "show or set how writes are ordered in the cluster: by each collection's home, or chosen by a majority of "
+	  "its peers: {ordering}",
 	  opts_none, 0 },
 	{ "where", do_where, "[COLL... | -]", "where collections live: {collection, peers, home} (placement order)", opts_none,
 	  0 },

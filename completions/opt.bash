@@ -69,12 +69,13 @@ _opt_remotes() {
 	git --git-dir="$s" config --get-regexp '^remote\..*\.url$' 2>/dev/null | sed 's/^remote\.//; s/\.url .*//'
 }
 
-# The subcommands of command $1 (opt-sync remote, peer and bundle), one a
-# line.
+# The subcommands of command $1 (opt-sync remote, peer and bundle; the
+# words of ordering), one a line.
 _opt_subcommands() {
 	case $1 in
 	remote | peer) printf '%s\n' add rm ls ;;
 	bundle) printf '%s\n' create verify ls apply ;;
+	ordering) printf '%s\n' home quorum ;;
 	esac
 }
 

@@ -94,13 +94,16 @@ function __opt_operand
     return 0
 end
 
-# The subcommands of command $argv[1] (opt-sync remote, peer and bundle).
+# The subcommands of command $argv[1] (opt-sync remote, peer and bundle;
+# the words of ordering).
 function __opt_subcommands
     switch $argv[1]
         case remote peer
             printf '%s\n' add rm ls
         case bundle
             printf '%s\n' create verify ls apply
+        case ordering
+            printf '%s\n' home quorum
         case '*'
             return 1
     end

@@ -189,12 +189,13 @@ _opt_remotes() {
 	git --git-dir=$s config --get-regexp '^remote\..*\.url$' 2>/dev/null | sed 's/^remote\.//; s/\.url .*//'
 }
 
-# The subcommands of command $1 (opt-sync remote, peer and bundle), one a
-# line.
+# The subcommands of command $1 (opt-sync remote, peer and bundle; the
+# words of ordering), one a line.
 _opt_subcommands() {
 	case $1 in
 	(remote|peer) print -l add rm ls ;;
 	(bundle) print -l create verify ls apply ;;
+	(ordering) print -l home quorum ;;
 	esac
 }
 

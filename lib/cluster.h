@@ -85,6 +85,12 @@ int opt_cluster_peer_add(struct opt_cluster *c, const char *name, const char *ur
 int opt_cluster_peer_rm(struct opt_cluster *c, const char *name);
 /* *out: a new array of {"name","url"} of the peers, sorted by name. */
 int opt_cluster_peer_list(struct opt_cluster *c, json_t **out);
+/* How each collection's writes are ordered: "home" (its first peer
+ * orders them; docs/clusters.md) or "quorum" (each write chosen by a
+ * majority of its peers; docs/quorum.md).  Set: opt.ordering in the
+ * store's configuration (OPT_EINVAL for another word). */
+int opt_cluster_ordering_set(struct opt_cluster *c, const char *ordering);
+const char *opt_cluster_ordering(const struct opt_cluster *c);
 /* Set opt.replicas to r (1..OPT_CLUSTER_PEERS_MAX), or unset it (r 0). */
 int opt_cluster_replicas_set(struct opt_cluster *c, long r);
 /* *out: {"replicas": R in effect, "configured": opt.replicas or null,

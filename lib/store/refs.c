@@ -27,6 +27,11 @@
 #define REF_BACKUP NS "sync/backup/"
 #define REF_PUSH NS "sync/push/"
 #define REF_NOWHERE NS "sync/none/"
+#define REF_ACCEPTORS NS "acceptors/"
+#define REF_CHOSEN NS "chosen/"
+#define REF_PROPOSALS NS "proposals/"
+#define REF_PEERS NS "peers/"
+#define REF_QSTAGE NS "sync/quorum/"
 
 /* ---- the ref namespace ---- */
 
@@ -68,6 +73,33 @@ int opt_ref_backup(char *buf, size_t n, const char *coll)
 int opt_ref_push(char *buf, size_t n, const char *coll)
 {
 	return fits(snprintf(buf, n, REF_PUSH "%s", coll ? coll : ""), n);
+}
+
+int opt_ref_acceptor(char *buf, size_t n, const char *reg)
+{
+	return fits(snprintf(buf, n, REF_ACCEPTORS "%s", reg ? reg : ""), n);
+}
+
+int opt_ref_chosen(char *buf, size_t n, const char *coll)
+{
+	return fits(snprintf(buf, n, REF_CHOSEN "%s", coll ? coll : ""), n);
+}
+
+int opt_ref_proposal(char *buf, size_t n, const char *coll)
+{
+	return fits(snprintf(buf, n, REF_PROPOSALS "%s", coll ? coll : ""), n);
+}
+
+int opt_ref_peer_acceptor(char *buf, size_t n, const char *peer, const char *reg)
+{
+	if (!peer)
+		return fits(snprintf(buf, n, "%s", REF_PEERS), n);
+	return fits(snprintf(buf, n, REF_PEERS "%s/acceptors/%s", peer, reg ? reg : ""), n);
+}
+
+int opt_ref_quorum_stage(char *buf, size_t n, const char *peer, const char *reg)
+{
+	return two_level(buf, n, REF_QSTAGE, peer, reg);
 }
 
 const char *opt_ref_nowhere(void)

@@ -119,6 +119,27 @@ static int peers_cb(const git_config_entry *e, void *arg)
 	return 0;
 }
 
+/* opt.ordering: "home" (the default) or "quorum". */
+static int ordering_of(git_config *cfg, int *quorum)
+{
+	git_buf v = GIT_BUF_INIT;
+	int rc = git_config_get_string_buf(&v, cfg, "opt.ordering");
+
+	*quorum = 0;
+	if (rc == GIT_ENOTFOUND) {
+		git_error_clear();
+		return 0;
+	}
+	if (rc < 0)
+		return opt_git_fail(OPT_EIO, "cannot read opt.ordering");
+	if (strcmp(v.ptr, "quorum") == 0)
+		*quorum = 1;
+	else if (strcmp(v.ptr, "home") != 0)
+		rc = opt_error_set(OPT_EINVAL, "invalid opt.ordering '%s' (home or quorum)", opt_esc(v.ptr));
+	git_buf_dispose(&v);
+	return rc < 0 ? rc : 0;
+}
+
 int opt_cluster_open(struct opt_cluster **out, struct opt_store *s, struct opt_sync *y)
 {
 	struct opt_cluster *c;
@@ -155,6 +176,8 @@ int opt_cluster_open(struct opt_cluster **out, struct opt_store *s, struct opt_s
 		goto fail;
 	}
 	c->configured = r;
+	if ((rc = ordering_of(cfg, &c->quorum)) < 0)
+		goto fail;
 	if ((rc = opt_sync_remote_list(y, &remotes)) < 0)
 		goto fail;
 	n = json_array_size(remotes);
@@ -302,6 +325,23 @@ int opt_cluster_peer_list(struct opt_cluster *c, json_t **out)
 		return opt_error_set(OPT_EIO, "out of memory");
 	*out = arr;
 	return 0;
+}
+
+int opt_cluster_ordering_set(struct opt_cluster *c, const char *ordering)
+{
+	int rc;
+
+	if (strcmp(ordering, "home") != 0 && strcmp(ordering, "quorum") != 0)
+		return opt_error_set(OPT_EINVAL, "ordering is home or quorum, not '%s'", opt_esc(ordering));
+	if ((rc = config_set(c->s, "opt.ordering", ordering)) < 0)
+		return rc;
+	c->quorum = strcmp(ordering, "quorum") == 0;
+	return 0;
+}
+
+const char *opt_cluster_ordering(const struct opt_cluster *c)
+{
+	return c->quorum ? "quorum" : "home";
 }
 
 int opt_cluster_replicas_set(struct opt_cluster *c, long r)
@@ -1160,6 +1200,12 @@ int opt_cluster_push(struct opt_cluster *c, const char *const *colls, size_t n, 
 	run_begin(&r, c, o);
 	if ((rc = need_peers(c)) < 0 || (rc = names_of(c, colls, n, &names)) < 0)
 		return rc;
+	if (c->quorum) {
+		rc = n ? check_local(c, names) : 0;
+		if (rc == 0)
+			rc = cluster_quorum_push(c, names, o);
+		goto done;
+	}
 	if ((n && (rc = check_local(c, names)) < 0) || (rc = run_names(&r, names)) < 0 || (rc = push_run(&r)) != 0 ||
 	    (rc = report_short(&r, min, &short_n)) != 0 || (rc = report_end(&r, "push", short_n)) != 0)
 		goto done;

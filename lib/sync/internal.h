@@ -334,6 +334,7 @@ struct opt_cluster {
 	char **urls;
 	size_t n;
 	long configured;  /* opt.replicas, 0 when unset */
+	int quorum;       /* opt.ordering = quorum: writes chosen by a majority */
 };
 
 enum op { OP_PUSH, OP_PULL, OP_PULL_HOME, OP_LIST, OP_REMOVE };
@@ -354,6 +355,12 @@ struct job {
 	int attempts;
 	char *error;
 };
+
+/* Push the collections names (sorted) by the quorum protocol
+ * (quorum.c, docs/quorum.md): each chosen by a majority of its
+ * placement, in name order; a record each and a summary.  OPT_ENET when
+ * one was not chosen (kept local). */
+int cluster_quorum_push(struct opt_cluster *c, const json_t *names, const struct opt_cluster_opts *o);
 
 /* Run the jobs, one child per job, all at once; wait for all. */
 int cluster_run_jobs(const struct opt_cluster *c, struct job *jobs, size_t nj, enum op op,

@@ -34,6 +34,21 @@ TEST(namespace)
 	CHECK_RC(opt_ref_push(b, sizeof(b), "c"));
 	CHECK(strcmp(b, "refs/opt/sync/push/c") == 0);
 	CHECK(strcmp(opt_ref_under("refs/opt/sync/push/c", "refs/opt/sync/"), "push/c") == 0);
+	/* the quorum protocol's (docs/quorum.md, "Ref names") */
+	CHECK_RC(opt_ref_acceptor(b, sizeof(b), "collections/a/b"));
+	CHECK(strcmp(b, "refs/opt/acceptors/collections/a/b") == 0);
+	CHECK(opt_ref_collection_name(b) == NULL);
+	CHECK_RC(opt_ref_chosen(b, sizeof(b), "c"));
+	CHECK(strcmp(b, "refs/opt/chosen/c") == 0);
+	CHECK_RC(opt_ref_proposal(b, sizeof(b), "c"));
+	CHECK(strcmp(b, "refs/opt/proposals/c") == 0);
+	CHECK_RC(opt_ref_peer_acceptor(b, sizeof(b), "p", "collections/c"));
+	CHECK(strcmp(b, "refs/opt/peers/p/acceptors/collections/c") == 0);
+	CHECK_RC(opt_ref_peer_acceptor(b, sizeof(b), NULL, NULL));
+	CHECK(strcmp(b, "refs/opt/peers/") == 0);
+	CHECK_RC(opt_ref_quorum_stage(b, sizeof(b), "p", "collections/c"));
+	CHECK(strcmp(b, "refs/opt/sync/quorum/p/collections/c") == 0);
+	CHECK(opt_ref_peer_acceptor(small, sizeof(small), "p", "collections/a-long-name") == OPT_EINVAL);
 	CHECK(strncmp(opt_ref_nowhere(), "refs/opt/", 9) == 0);
 	CHECK(opt_ref_collection(small, sizeof(small), "a-long-name") == OPT_EINVAL);
 }
