@@ -79,6 +79,9 @@ class Relay:
         self.flowing = threading.Event()
         self.flowing.set()
         self.closed = False
+        self.accepted = 0          # connections, and bytes each way (bench/quorum.py)
+        self.bytes_up = 0
+        self.bytes_down = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -87,6 +90,8 @@ class Relay:
                 c, _ = self.lsock.accept()
             except OSError:
                 return
+            with self.lock:
+                self.accepted += 1
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
@@ -98,10 +103,10 @@ class Relay:
             return
         with self.lock:
             self.socks.update((c, u))
-        threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
-        self._pump(u, c)
+        threading.Thread(target=self._pump, args=(c, u, True), daemon=True).start()
+        self._pump(u, c, False)
 
-    def _pump(self, src, dst):
+    def _pump(self, src, dst, up):
         try:
             while True:
                 data = src.recv(65536)
@@ -109,6 +114,11 @@ class Relay:
                     break
                 self.flowing.wait()
                 dst.sendall(data)
+                with self.lock:
+                    if up:
+                        self.bytes_up += len(data)
+                    else:
+                        self.bytes_down += len(data)
         except OSError:
             pass
         for s in (src, dst):
