@@ -18,7 +18,9 @@
 #   SOAK_CRASH_ITERATIONS=N
 #                     iterations of the kill -9 crash loop (default 3000)
 # Then the long forms of the randomized tests make check runs briefly
-# (the B+tree's random runs and bulk load, the crash loop).
+# (the B+tree's random runs and bulk load, the crash loop), and the
+# fault-injection runs of quorum clusters (SOAK_NEMESIS_SECONDS, default
+# 300, with 3 peers and with 5).
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 2
 
@@ -101,5 +103,24 @@ fi
 echo "$line"
 summary="$summary$line
 "
+# The fault-injection runs of quorum clusters (tests/tools/nemesis.py):
+# SOAK_NEMESIS_SECONDS (default 300) with 3 peers and with 5.
+nsecs=${SOAK_NEMESIS_SECONDS:-300}
+for n in 3 5; do
+	echo "soak: nemesis, $n peers, 6 writers, $nsecs s"
+	rm -rf "build-fuzz/nemesis-$n"
+	if python3 tests/tools/nemesis.py --bin build/bin --peers "$n" --writers 6 --seconds "$nsecs" --txn \
+		--history "build-fuzz/nemesis-$n.jsonl" "build-fuzz/nemesis-$n" >build-fuzz/soak-nemesis-$n.log 2>&1; then
+		line="nemesis, $n peers: ok, $(grep '^# operations' build-fuzz/soak-nemesis-$n.log | sed 's/^# //')"
+		rm -rf "build-fuzz/nemesis-$n"
+	else
+		failed=1
+		tail -n 30 build-fuzz/soak-nemesis-$n.log
+		line="nemesis, $n peers: FAILED, see build-fuzz/soak-nemesis-$n.log and build-fuzz/nemesis-$n.jsonl"
+	fi
+	echo "$line"
+	summary="$summary$line
+"
+done
 printf '%s' "$summary"
 exit "$failed"
