@@ -63,19 +63,19 @@ int opt_ref_incoming(char *buf, size_t n, const char *remote, const char *coll);
 int opt_ref_backup(char *buf, size_t n, const char *coll);
 /* A push's staging ref for COLL. */
 int opt_ref_push(char *buf, size_t n, const char *coll);
-/* The quorum protocol's refs (docs/quorum.md, "Ref names"):
- * refs/opt/acceptors/REG: on a peer, the acceptor state of register REG
+/* The quorum protocol's refs (docs/quorum.md, "Ref names"; refs.c spells
+ * them).  An acceptor ref: on a peer, the acceptor state of register REG
  * ("collections/C" or "members"). */
 int opt_ref_acceptor(char *buf, size_t n, const char *reg);
-/* refs/opt/chosen/COLL: the newest value of COLL known chosen. */
+/* The chosen ref: the newest value of COLL known chosen. */
 int opt_ref_chosen(char *buf, size_t n, const char *coll);
-/* refs/opt/proposals/COLL: the write-ahead record of the last accept. */
+/* The proposal ref: the write-ahead record of the last accept for COLL. */
 int opt_ref_proposal(char *buf, size_t n, const char *coll);
-/* refs/opt/peers/PEER/acceptors/REG: peer PEER's acceptor state of REG as
- * last seen (a view); peer NULL: the prefix of all peers. */
+/* A view: peer PEER's acceptor state of REG as last seen; peer NULL: the
+ * prefix of all peers. */
 int opt_ref_peer_acceptor(char *buf, size_t n, const char *peer, const char *reg);
-/* refs/opt/sync/quorum/PEER/REG: the staging ref of a push of REG's state
- * to PEER, and of a fetch of it (peer NULL: the prefix). */
+/* The staging ref of a push of REG's state to PEER, and of a fetch of it
+ * (peer NULL: the prefix). */
 int opt_ref_quorum_stage(char *buf, size_t n, const char *peer, const char *reg);
 /* A prefix under which no ref ever lives (a stop prefix that stops
  * nowhere). */

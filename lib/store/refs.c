@@ -19,7 +19,14 @@
  *   refs/opt/incoming/REMOTE/COLL    a fetched head, not yet verified
  *   refs/opt/sync/backup/COLL        a collection's head before a replay
  *   refs/opt/sync/push/COLL          the staging ref of a push
- *   refs/opt/sync/none/              a prefix under which no ref lives */
+ *   refs/opt/sync/none/              a prefix under which no ref lives
+ * and the quorum protocol's (docs/quorum.md, "Ref names"):
+ *   refs/opt/acceptors/REG           on a peer, the acceptor state of
+ *                                    register REG (collections/C, members)
+ *   refs/opt/chosen/COLL             the newest value known chosen
+ *   refs/opt/proposals/COLL          the write-ahead record of an accept
+ *   refs/opt/peers/PEER/acceptors/REG  a view: PEER's state as last seen
+ *   refs/opt/sync/quorum/PEER/REG    the staging ref of a state's push */
 #define NS "refs/opt/"
 #define REF_COLL NS "collections/"
 #define REF_REMOTES NS "remotes/"

@@ -4,9 +4,9 @@
  * pushes the transition computed from a view, with that view's OID as the
  * expected old value, to every peer at once (one child process per peer),
  * and goes on at the first majority.  What this store writes: its
- * write-ahead record (refs/opt/proposals/C), refs/opt/chosen/C, its views
- * (refs/opt/peers/P/acceptors/collections/C) and, through the change
- * function, its collection's head. */
+ * write-ahead record (the proposal ref), the chosen ref, its views (a
+ * tracking ref per peer) and, through the change function, its
+ * collection's head. */
 #include "internal.h"
 #include "acceptor.h"
 #include "proposer.h"
@@ -186,7 +186,7 @@ static int view_store(struct qprop *p, size_t i, const char *hex)
 	return view_load(p, i);
 }
 
-/* The record (refs/opt/proposals/C) and whether it is settled (the
+/* The record (the proposal ref) and whether it is settled (the
  * chosen value holds its value). */
 static int record_load(struct qprop *p)
 {
@@ -232,7 +232,7 @@ static int record_save(struct qprop *p, const struct opt_ballot *b, const char *
 	return record_load(p);
 }
 
-/* Move refs/opt/chosen/C to hex, forward only. */
+/* Move the chosen ref to hex, forward only. */
 static int chosen_forward(struct qprop *p, const char *hex)
 {
 	char ref[REFLEN], cur[OPT_HEX_OID + 1];
