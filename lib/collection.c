@@ -246,20 +246,31 @@ int opt_tree_put_text(struct opt_txn *x, const struct opt_kv_text *kv, size_t n)
 	}
 	if ((rc = header(x, &h)) < 0)
 		return rc;
-	if (n > 0 && json_integer_value(json_object_get(h, "count")) == 0) {
-		/* an empty tree: built from the text as it is */
+	if (n > 0) {
+		/* an empty tree is built from the text as it is; into one that
+		 * is not, the text is merged into the leaves it touches */
+		struct opt_snap *base = opt_txn_base(x);
+		struct opt_source raw;
 		opt_tracker_mark(opt_txn_tracker(x), &tok);
-		rc = opt_btree_load_text(opt_txn_tracker(x), opt_txn_header_id(x), kv, n, &count);
+		if (json_integer_value(json_object_get(h, "count")) == 0) {
+			rc = opt_btree_load_text(opt_txn_tracker(x), opt_txn_header_id(x), kv, n, &count);
+		} else {
+			if (base)
+				raw = opt_snap_source(base);
+			rc = opt_btree_merge_text(opt_txn_tracker(x), base ? &raw : NULL, opt_txn_header_id(x), kv, n,
+						  &count);
+		}
 		if (rc == 0 && (rc = set_count(x, (long)count)) == 0 &&
 		    (rc = put_actions_text(kv, n, &text, &len)) == 0)
 			rc = opt_txn_actions_text(x, text, len, n);
-		if (rc < 0) {
+		if (rc != 0) {
 			opt_tracker_rollback(opt_txn_tracker(x), tok);
-			return rc;
-		}
-		opt_tracker_release(opt_txn_tracker(x), tok);
-		if (rc == 0)
+			if (rc < 0)
+				return rc;
+		} else {
+			opt_tracker_release(opt_txn_tracker(x), tok);
 			return 0;
+		}
 	}
 	/* otherwise as JSON values, as opt_tree_put_many does */
 	keys = calloc(n ? n : 1, sizeof(*keys));
