@@ -1119,6 +1119,9 @@ static void remove_rolled(const char *dir, const struct packinfo *v, size_t spli
 	}
 }
 
+/* The most bytes of packs one roll-up copies (gc's aside). */
+#define ROLL_MAX (8u << 20)
+
 int opt_pack_consolidate(git_repository *repo, int force)
 {
 	char dir[4096], objdir[4096];
@@ -1137,11 +1140,31 @@ int opt_pack_consolidate(git_repository *repo, int force)
 		if (!v[i].cruft)
 			v[k++] = v[i];
 	n = k;
+	/* a roll-up is paid for by the writer that happens to start it, in
+	 * time and memory (the packs are read, the new one is built in
+	 * memory): one that copied the whole store made that writer's cost
+	 * grow with the store.  Packs of ROLL_MAX/2 bytes or more stay as
+	 * they are, and a roll-up writes at most ROLL_MAX (a store holds
+	 * about one pack per ROLL_MAX/2 of its size, plus a few small ones);
+	 * gc (force) rolls up everything */
+	if (!force) {
+		for (i = k = 0; i < n; i++)
+			if (v[i].bytes < ROLL_MAX / 2)
+				v[k++] = v[i];
+		n = k;
+	}
 	/* a few packs cost nothing to read through: leave them */
 	if (n < 2 || (!force && n < 8))
 		goto done;
 	qsort(v, n, sizeof(*v), cmp_count);
-	if ((split = roll_split(v, n, force)) < 2 || (lockfd = repack_lock(repo, dir)) < 0)
+	split = roll_split(v, n, force);
+	if (!force) {
+		uint64_t total = 0;
+		for (i = 0; i < split && total + (uint64_t)v[i].bytes <= ROLL_MAX; i++)
+			total += (uint64_t)v[i].bytes;
+		split = i;
+	}
+	if (split < 2 || (lockfd = repack_lock(repo, dir)) < 0)
 		goto done;
 	if (git_repository_odb(&r.odb, repo) < 0) {
 		rc = opt_error_set(OPT_EIO, "cannot open object database");
