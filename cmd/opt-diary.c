@@ -347,6 +347,29 @@ struct reader {
 	int have_pos;
 };
 
+/* The entries from the oldest, printed as stored (compact output). */
+static int read_text(struct reader *r, struct opt_snap *snap)
+{
+	struct cmd *c = r->c;
+	struct opt_diary_text *it = NULL;
+	const char *s;
+	size_t n;
+	int rc;
+
+	if ((rc = opt_diary_text_open(&it, snap)) < 0)
+		return cmd_lib_fail(c, rc);
+	while (!stop_signal && (rc = opt_diary_text_next(it, &s, &n)) == 1) {
+		if (fwrite(s, 1, n, stdout) != n || putchar('\n') == EOF) {
+			opt_diary_text_free(it);
+			return out_fail(c);
+		}
+		if (r->limit > 0 && --r->limit == 0)
+			break;
+	}
+	opt_diary_text_free(it);
+	return rc < 0 ? cmd_lib_fail(c, rc) : 0;
+}
+
 /* Print the entries of snap's diary: all of them, or (with a remembered
  * position, forward only) those after the last one printed. */
 static int read_entries(struct reader *r, struct opt_snap *snap)
@@ -358,6 +381,8 @@ static int read_entries(struct reader *r, struct opt_snap *snap)
 
 	if (r->limit == 0)
 		return 0;
+	if (!r->have_pos && r->forward && !r->follow && !c->pretty)
+		return read_text(r, snap);
 	if (r->have_pos)
 		rc = opt_diary_iter_open_after(&it, snap, &r->pos);
 	else

@@ -303,6 +303,9 @@ static int set2(json_t *b, const char *k1, json_t *v1, const char *k2, json_t *v
 	return r1 < 0 || r2 < 0 ? -1 : 0;
 }
 
+static int grow_up(struct path *p, struct opt_tracker *t, const char *header_id, int d, json_t *sep,
+		   char rid[OPT_ID_MAX + 1], const char *coll);
+
 /* The leaf at the bottom of p holds capacity + 1 entries, the new one at
  * p's leaf index: split it, and every ancestor that overflows in turn.
  * The halves are the original's: a full leaf of C entries splits at
@@ -311,7 +314,7 @@ static int set2(json_t *b, const char *k1, json_t *v1, const char *k2, json_t *v
  * key (for a branch, the partition between the halves) goes up. */
 static int split(struct path *p, struct opt_tracker *t, const char *header_id)
 {
-	const json_t *b, *a, *parts;
+	const json_t *b, *a;
 	json_t *nb = NULL, *sep = NULL, *arr;
 	char rid[OPT_ID_MAX + 1], *coll = NULL;
 	size_t n, m;
@@ -335,6 +338,26 @@ static int split(struct path *p, struct opt_tracker *t, const char *header_id)
 	nb = NULL;
 	if (rc < 0 || (rc = remove_at(t, p->lv[d].id, "entries", m, n - m)) < 0)
 		goto done;
+	rc = grow_up(p, t, header_id, d, sep, rid, coll);
+	sep = NULL;
+done:
+	json_decref(nb);
+	json_decref(sep);
+	free(coll);
+	return rc;
+}
+
+/* Node rid (a new sibling right of the node at level d of p, its first key
+ * sep: taken) goes into the parent, and every ancestor that overflows
+ * splits in turn; at the root, a new root above it. */
+static int grow_up(struct path *p, struct opt_tracker *t, const char *header_id, int d, json_t *sep,
+		   char rid[OPT_ID_MAX + 1], const char *coll)
+{
+	const json_t *b, *a, *parts;
+	json_t *nb = NULL;
+	size_t n, m;
+	int rc = 0;
+
 	for (;;) {
 		const char *pid;
 		size_t ci;
@@ -386,7 +409,6 @@ static int split(struct path *p, struct opt_tracker *t, const char *header_id)
 done:
 	json_decref(nb);
 	json_decref(sep);
-	free(coll);
 	return rc;
 }
 
@@ -2731,4 +2753,326 @@ int opt_btree_check(const struct opt_source *src, const char *header_id, const s
 	if (opts->base)
 		return check_since(src, header_id, opts, count);
 	return check_whole(src, header_id, opts, count);
+}
+
+/* ---- puts of canonical text into a tree that is not empty ----
+ *
+ * The batch is sorted as a bulk load sorts it; each leaf it touches is
+ * read as stored text and merged with the batch's entries for it as text,
+ * building no JSON values for the entries.  A leaf that overflows is cut
+ * into pieces of at most capacity entries (each at least capacity/2), the
+ * first keeping the leaf's ID; each further piece goes up into the
+ * branches as a split's right half does (grow_up). */
+
+struct merge {
+	struct opt_tracker *t;
+	const struct opt_source *raw;   /* the tracker's source, or NULL */
+	const char *header_id;
+	struct load L;
+	int depth;                      /* the leaves' depth, once known */
+	size_t added;
+};
+
+/* A leaf's stored text: l->b (borrowed from the source, or *own). */
+struct mleaf {
+	struct rawleaf l;
+	char *own;
+};
+
+static void mleaf_release(struct mleaf *m)
+{
+	rawleaf_free(&m->l);
+	free(m->own);
+	m->own = NULL;
+}
+
+/* Node id: a branch (*b, borrowed from the tracker) or a leaf (its text in
+ * m; *b NULL). */
+static int merge_node(struct merge *M, const char *id, const json_t **b, struct mleaf *m)
+{
+	int rc, kind;
+
+	*b = NULL;
+	if (!opt_tracker_changed(M->t, id) && M->raw && M->raw->get_raw) {
+		json_t *out = NULL;
+		rc = M->raw->get_raw(M->raw->ctx, id, &out, &m->l.b);
+		if (rc == OPT_ENOTFOUND)
+			return opt_error_set(OPT_EINTEGRITY, "btree block '%s' is missing", id);
+		if (rc < 0)
+			return rc;
+		if (!out)
+			return 0;
+		json_decref(out);
+		opt_bytes_release(&m->l.b);
+	}
+	if ((rc = tget(M->t, id, b, &kind)) < 0)
+		return rc;
+	if (kind == BRANCH)
+		return 0;
+	if ((rc = opt_json_canon(&m->own, &m->l.b.len, *b)) < 0)
+		return rc;
+	m->l.b.data = m->own;
+	*b = NULL;
+	return 0;
+}
+
+/* Walk from the root to the leaf where key k[0..kl) belongs: p (the
+ * leaf's index unset), *hi its upper bound (borrowed from the tracker,
+ * valid until it changes; NULL for the last leaf).  With m, the leaf's
+ * text is read into it; without, the walk stops above the leaf (the
+ * leaves' depth must be known). */
+static int merge_route(struct merge *M, struct path *p, const char *k, size_t kl, const json_t **hi,
+		       struct mleaf *m)
+{
+	const json_t *b, *parts;
+	int rc, d, err = 0;
+
+	*hi = NULL;
+	rc = opt_tracker_get(M->t, M->header_id, &b);
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_ENOTFOUND, "no btree header block '%s'", M->header_id);
+	if (rc < 0 || (rc = header_parse(&p->h, b, M->header_id)) < 0)
+		return rc;
+	strcpy(p->lv[0].id, p->h.root);
+	for (d = 0;; d++) {
+		if (M->depth && d == M->depth - 1 && !m) {
+			p->depth = d + 1;
+			return 0;
+		}
+		if (!m) {
+			/* above the leaves: branches only */
+			struct mleaf x;
+			memset(&x, 0, sizeof(x));
+			rc = merge_node(M, p->lv[d].id, &b, &x);
+			mleaf_release(&x);
+			if (rc < 0)
+				return rc;
+			if (!b)
+				return opt_error_set(OPT_EINTEGRITY, "btree under '%s' has leaves at different depths",
+						     M->header_id);
+		} else if ((rc = merge_node(M, p->lv[d].id, &b, m)) < 0) {
+			return rc;
+		}
+		if (!b) {
+			if (M->depth && M->depth != d + 1)
+				return opt_error_set(OPT_EINTEGRITY, "btree under '%s' has leaves at different depths",
+						     M->header_id);
+			M->depth = p->depth = d + 1;
+			return 0;
+		}
+		parts = json_object_get(b, "partitions");
+		{
+			size_t lo = 0, n = json_array_size(parts);
+			while (lo < n) {
+				size_t mid = lo + (n - lo) / 2;
+				int c = opt_raw_key_cmp(k, kl, json_array_get(parts, mid), &err);
+				if (err)
+					return opt_error_set(OPT_EINVAL, "invalid btree key");
+				if (c >= 0)
+					lo = mid + 1;
+				else
+					n = mid;
+			}
+			p->lv[d].idx = lo;
+		}
+		if (p->lv[d].idx < json_array_size(parts))
+			*hi = json_array_get(parts, p->lv[d].idx);
+		if (d + 1 == MAX_DEPTH)
+			return opt_error_set(OPT_EINTEGRITY, "btree under '%s' is deeper than %d levels", M->header_id,
+					     MAX_DEPTH);
+		if ((rc = copy_id(p->lv[d + 1].id, json_array_get(json_object_get(b, "nodes"), p->lv[d].idx),
+				  p->lv[d].id)) < 0)
+			return rc;
+	}
+}
+
+/* One entry of a merged leaf: key and value text. */
+struct ment {
+	const char *k, *v;
+	size_t kl, vl;
+};
+
+/* A leaf's text holding ents[0, n) under the header text of collection
+ * c[0..cl) and ID id: into the tracker. */
+static int merge_put_leaf(struct merge *M, const char *id, const struct ment *ents, size_t n, const char *c,
+			  size_t cl)
+{
+	struct tbuf b = { NULL, 0, 0 };
+	size_t x;
+	int rc;
+
+	if ((rc = tb_puts(&b, "{\"entries\":[")) < 0)
+		goto fail;
+	for (x = 0; x < n; x++)
+		if ((rc = tb_puts(&b, x ? ",[" : "[")) < 0 || (rc = tb_put(&b, ents[x].k, ents[x].kl)) < 0 ||
+		    (rc = tb_puts(&b, ",")) < 0 || (rc = tb_put(&b, ents[x].v, ents[x].vl)) < 0 ||
+		    (rc = tb_puts(&b, "]")) < 0)
+			goto fail;
+	if ((rc = tb_puts(&b, "],\"header\":{\"collection\":")) < 0 || (rc = tb_put(&b, c, cl)) < 0 ||
+	    (rc = tb_puts(&b, ",\"id\":\"")) < 0 || (rc = tb_puts(&b, id)) < 0 ||
+	    (rc = tb_puts(&b, "\",\"type\":\"TL\"}}")) < 0)
+		goto fail;
+	return opt_tracker_insert_text(M->t, id, "TL", b.p, b.len);
+fail:
+	free(b.p);
+	return rc;
+}
+
+/* The collection text c[0..cl) of leaf id's text, whose entries end at
+ * off: 0, or 1 when the rest is not the header a leaf of ours has. */
+static int merge_leaf_header(const struct rawleaf *l, size_t off, const char *id, const char **c, size_t *cl)
+{
+	static const char pre[] = "],\"header\":{\"collection\":\"", mid[] = ",\"id\":\"", post[] = "\",\"type\":\"TL\"}}";
+	const char *s = l->b.data + off;
+	size_t n = l->b.len - off, il = strlen(id), tail = sizeof(mid) - 1 + il + sizeof(post) - 1;
+
+	if (n < sizeof(pre) - 1 + 1 + tail || memcmp(s, pre, sizeof(pre) - 1) != 0)
+		return 1;
+	*c = s + sizeof(pre) - 2;
+	*cl = n - (sizeof(pre) - 2) - tail;
+	s += n - tail;
+	if (memcmp(s, mid, sizeof(mid) - 1) != 0 || memcmp(s + sizeof(mid) - 1, id, il) != 0 ||
+	    memcmp(s + sizeof(mid) - 1 + il, post, sizeof(post) - 1) != 0 || (*c)[*cl - 1] != '"')
+		return 1;
+	return 0;
+}
+
+/* Merge the batch's entries e[j, k) into the leaf at the bottom of p (its
+ * text in m): 0, 1 when the leaf's text is not as expected (nothing
+ * changed), or <0. */
+static int merge_leaf(struct merge *M, struct path *p, struct mleaf *m, size_t j, size_t k)
+{
+	const struct lk *e = M->L.e;
+	struct rawleaf *l = &m->l;
+	struct ment *out = NULL;
+	const char *c;
+	char *coll = NULL, id[OPT_ID_MAX + 1];
+	size_t a = 0, n = 0, off, pieces, q, at, cl, cap = (size_t)p->h.cap;
+	json_t *cj = NULL;
+	int rc, err = 0;
+
+	strcpy(id, p->lv[p->depth - 1].id);
+	if (rawleaf_index(l) < 0)
+		return 1;
+	off = l->n ? l->ent[l->n - 1].v + l->ent[l->n - 1].vl + 1 : 12;
+	if ((rc = merge_leaf_header(l, off, id, &c, &cl)) != 0)
+		return rc;
+	OPT_CHECK_ALLOC(out = malloc((l->n + (k - j)) * sizeof(*out)));
+	while (a < l->n || j < k) {
+		int cmp = a == l->n ? 1 : j == k ? -1 :
+			opt_raw_keys_cmp(l->b.data + l->ent[a].k, l->ent[a].kl, e[j].k, e[j].kl, &err);
+		if (err) {
+			rc = 1;
+			goto done;
+		}
+		if (cmp < 0) {
+			out[n].k = l->b.data + l->ent[a].k;
+			out[n].kl = l->ent[a].kl;
+			out[n].v = l->b.data + l->ent[a].v;
+			out[n].vl = l->ent[a].vl;
+			a++;
+		} else {
+			if (cmp == 0)
+				a++;
+			else
+				M->added++;
+			out[n].k = e[j].k;
+			out[n].kl = e[j].kl;
+			out[n].v = e[j].v;
+			out[n].vl = e[j].vl;
+			j++;
+		}
+		n++;
+	}
+	pieces = n <= cap ? 1 : (n + cap - 1) / cap;
+	if (pieces > 1) {
+		if ((rc = opt_json_parse(&cj, c, cl)) < 0)
+			goto done;
+		if (!(coll = strdup(json_string_value(cj) ? json_string_value(cj) : ""))) {
+			rc = opt_error_oom();
+			goto done;
+		}
+	}
+	for (q = 0, at = 0; q < pieces; q++) {
+		size_t sz = n / pieces + (q < n % pieces ? 1 : 0);
+		char pid[OPT_ID_MAX + 1], rid[OPT_ID_MAX + 1];
+		struct path up;
+		const json_t *hi;
+		json_t *sep = NULL;
+
+		if (q == 0)
+			strcpy(pid, id);
+		else
+			opt_id_new(pid);
+		if ((rc = merge_put_leaf(M, pid, out + at, sz, c, cl)) < 0)
+			goto done;
+		if (q > 0) {
+			/* the piece's first key routes to the piece before it
+			 * until the branches know the piece */
+			if ((rc = opt_json_parse(&sep, out[at].k, out[at].kl)) < 0 ||
+			    (rc = merge_route(M, &up, out[at].k, out[at].kl, &hi, NULL)) < 0) {
+				json_decref(sep);
+				goto done;
+			}
+			strcpy(rid, pid);
+			if ((rc = grow_up(&up, M->t, M->header_id, up.depth - 1, sep, rid, coll)) < 0)
+				goto done;
+			{
+				/* a split that reached the root put a new one above */
+				const json_t *hb;
+				struct header h;
+				if ((rc = opt_tracker_get(M->t, M->header_id, &hb)) < 0 ||
+				    (rc = header_parse(&h, hb, M->header_id)) < 0)
+					goto done;
+				if (strcmp(h.root, up.lv[0].id) != 0)
+					M->depth++;
+			}
+		}
+		at += sz;
+	}
+	rc = 0;
+done:
+	json_decref(cj);
+	free(coll);
+	free(out);
+	return rc;
+}
+
+int opt_btree_merge_text(struct opt_tracker *t, const struct opt_source *raw, const char *header_id,
+			 const struct opt_kv_text *kv, size_t n, size_t *added)
+{
+	struct merge M = { .t = t, .raw = raw, .header_id = header_id, .L = { .t = t, .n = n } };
+	size_t i, j, k;
+	int rc = 0, err = 0;
+
+	*added = 0;
+	if (n == 0)
+		return 0;
+	if ((rc = load_keys(&M.L, kv)) < 0 || (rc = load_sort(&M.L)) < 0)
+		goto done;
+	load_dedup(&M.L);
+	for (j = 0; j < M.L.m; j = k) {
+		struct mleaf m;
+		struct path p;
+		const json_t *hi;
+
+		memset(&m, 0, sizeof(m));
+		if ((rc = merge_route(&M, &p, M.L.e[j].k, M.L.e[j].kl, &hi, &m)) < 0) {
+			mleaf_release(&m);
+			goto done;
+		}
+		/* the batch's keys below the leaf's upper bound are its */
+		for (k = j + 1; k < M.L.m && (!hi || opt_raw_key_cmp(M.L.e[k].k, M.L.e[k].kl, hi, &err) < 0) && !err; k++)
+			;
+		rc = err ? 1 : merge_leaf(&M, &p, &m, j, k);
+		mleaf_release(&m);
+		if (rc != 0)
+			goto done;
+	}
+	*added = M.added;
+done:
+	for (i = 0; M.L.e && i < n; i++)
+		json_decref(M.L.e[i].j);
+	free(M.L.e);
+	return rc;
 }

@@ -90,6 +90,20 @@ struct opt_kv_text {
 int opt_btree_load_text(struct opt_tracker *t, const char *header_id, const struct opt_kv_text *kv, size_t n,
 			size_t *count);
 
+/* Put the n entries (canonical JSON text the caller vouches for, as for
+ * opt_btree_load_text) into the tree, with the result of
+ * opt_btree_put_many (of equal keys the last wins), without building JSON
+ * values for the entries: each leaf the batch touches is read as stored
+ * text (through raw, the tracker's own source, when the tracker has not
+ * changed it; raw may be NULL) and merged with its new entries as text; a
+ * leaf that overflows is cut into pieces of at most capacity entries, each
+ * at least capacity/2, the first keeping its ID.  0 and *added (the keys
+ * that were not in the tree); 1 when a leaf's text is not as this code
+ * writes it (use opt_btree_put_many); <0 on error.  After 1 or an error
+ * the tracker may hold part of the batch: wrap it in a mark to undo. */
+int opt_btree_merge_text(struct opt_tracker *t, const struct opt_source *raw, const char *header_id,
+			 const struct opt_kv_text *kv, size_t n, size_t *added);
+
 /* Delete key: 0, or OPT_ENOTFOUND when it is absent. */
 int opt_btree_del(struct opt_tracker *t, const char *header_id, const json_t *key);
 

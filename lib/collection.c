@@ -259,20 +259,31 @@ int opt_tree_put_text(struct opt_txn *x, const struct opt_kv_text *kv, size_t n)
 	}
 	if ((rc = header(x, &h)) < 0)
 		return rc;
-	if (n > 0 && json_integer_value(json_object_get(h, "count")) == 0) {
-		/* an empty tree: built from the text as it is */
+	if (n > 0) {
+		/* an empty tree is built from the text as it is; into one that
+		 * is not, the text is merged into the leaves it touches */
+		struct opt_snap *base = opt_txn_base(x);
+		struct opt_source raw;
 		opt_tracker_mark(opt_txn_tracker(x), &tok);
-		rc = opt_btree_load_text(opt_txn_tracker(x), opt_txn_header_id(x), kv, n, &count);
+		if (json_integer_value(json_object_get(h, "count")) == 0) {
+			rc = opt_btree_load_text(opt_txn_tracker(x), opt_txn_header_id(x), kv, n, &count);
+		} else {
+			if (base)
+				raw = opt_snap_source(base);
+			rc = opt_btree_merge_text(opt_txn_tracker(x), base ? &raw : NULL, opt_txn_header_id(x), kv, n,
+						  &count);
+		}
 		if (rc == 0 && (rc = set_count(x, (long)count)) == 0 &&
 		    (rc = put_actions_text(kv, n, &text, &len)) == 0)
 			rc = opt_txn_actions_text(x, text, len, n);
-		if (rc < 0) {
+		if (rc != 0) {
 			opt_tracker_rollback(opt_txn_tracker(x), tok);
-			return rc;
-		}
-		opt_tracker_release(opt_txn_tracker(x), tok);
-		if (rc == 0)
+			if (rc < 0)
+				return rc;
+		} else {
+			opt_tracker_release(opt_txn_tracker(x), tok);
 			return 0;
+		}
 	}
 	/* otherwise as JSON values, as opt_tree_put_many does */
 	keys = calloc(n ? n : 1, sizeof(*keys));
@@ -608,6 +619,207 @@ void opt_diary_iter_free(struct opt_diary_iter *it)
 	if (!it)
 		return;
 	opt_chain_iter_free(it->it);
+	free(it);
+}
+
+/* ---- a whole diary as stored text ---- */
+
+struct opt_diary_text {
+	struct opt_source src;
+	struct opt_bytes b;          /* the current block as stored */
+	char *own;                   /* or its canonical text, made here */
+	json_t *block;               /* or, when its text does not scan, parsed */
+	size_t idx;                  /* (then the next entry's index) */
+	char *etext;                 /* (and the text of the last one) */
+	const char *p, *end;         /* the next entry's text; the entries' end */
+	char id[OPT_ID_MAX + 1], tail[OPT_ID_MAX + 1], next[OPT_ID_MAX + 1];
+	int more;                    /* a block after this one */
+};
+
+static void dtext_release(struct opt_diary_text *it)
+{
+	opt_bytes_release(&it->b);
+	free(it->own);
+	it->own = NULL;
+	json_decref(it->block);
+	it->block = NULL;
+	free(it->etext);
+	it->etext = NULL;
+	it->p = it->end = NULL;
+	it->idx = 0;
+}
+
+/* Link field f of block meta: 0 and *out (NULL when absent or null), or
+ * OPT_EINTEGRITY. */
+static int dtext_link(const json_t *meta, const char *id, const char *f, const char **out)
+{
+	const json_t *v = json_object_get(meta, f);
+
+	*out = NULL;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v) || !opt_id_valid(json_string_value(v)))
+		return opt_error_set(OPT_EINTEGRITY, "chain block '%.80s': \"%s\" is not a block ID", id, f);
+	*out = json_string_value(v);
+	return 0;
+}
+
+/* Read data block id, which prev (NULL: the header, for the head) links
+ * to, and check its ID and its link back. */
+static int dtext_load(struct opt_diary_text *it, const char *id, const char *prev)
+{
+	static const char pre[] = "{\"entries\":[";
+	json_t *out = NULL, *rest = NULL;
+	const json_t *meta;
+	const char *data, *ae = NULL, *nid, *pid;
+	char *buf;
+	size_t len;
+	int rc;
+
+	dtext_release(it);
+	if (it->src.get_raw)
+		rc = it->src.get_raw(it->src.ctx, id, &out, &it->b);
+	else
+		rc = it->src.get(it->src.ctx, id, &out);
+	if (rc == OPT_ENOTFOUND)
+		return opt_error_set(OPT_EINTEGRITY, "chain data block '%.80s' (linked from '%.80s') is missing", id,
+				     prev ? prev : "the diary's header");
+	if (rc < 0)
+		return rc;
+	if (out) {
+		rc = opt_json_canon(&it->own, &len, out);
+		json_decref(out);
+		if (rc < 0)
+			return rc;
+		data = it->own;
+	} else {
+		data = it->b.data;
+		len = it->b.len;
+	}
+	if (len > sizeof(pre) && memcmp(data, pre, sizeof(pre) - 1) == 0 &&
+	    (ae = opt_raw_skip(data + sizeof(pre) - 2, data + len)) && ae < data + len && (*ae == ',' || *ae == '}')) {
+		/* the rest of the block, {"header":..,"nextId":..,"priorId":..} */
+		size_t rl = (size_t)(data + len - ae);
+		if (!(buf = malloc(rl + 1)))
+			return opt_error_oom();
+		buf[0] = '{';
+		memcpy(buf + 1, ae + 1, rl - 1);
+		rc = opt_json_parse(&rest, buf, *ae == ',' ? rl : 2);
+		free(buf);
+		if (rc < 0)
+			rest = NULL;
+	}
+	if (rest) {
+		meta = rest;
+		it->p = data + sizeof(pre) - 1;
+		it->end = ae - 1;
+	} else {
+		/* text that does not scan: parsed */
+		if ((rc = opt_json_parse(&it->block, data, len)) < 0)
+			return opt_error_wrap(rc, "chain data block '%.80s'", id);
+		meta = it->block;
+		if (!json_is_array(json_object_get(it->block, "entries")))
+			return opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' has no \"entries\" array", id);
+	}
+	rc = 0;
+	if (!json_is_object(meta) || !opt_block_id(meta) || strcmp(opt_block_id(meta), id) != 0)
+		rc = opt_error_set(OPT_EINTEGRITY, "chain data block '%.80s' is malformed or has another ID", id);
+	else if ((rc = dtext_link(meta, id, "priorId", &pid)) == 0 && (rc = dtext_link(meta, id, "nextId", &nid)) == 0) {
+		if (prev && (!pid || strcmp(pid, prev) != 0))
+			rc = opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' does not link back to '%.80s'", id, prev);
+		else if (!prev && pid)
+			rc = opt_error_set(OPT_EINTEGRITY, "chain block '%.80s' is the head of the diary but has a \"priorId\"",
+					   id);
+		else if (!nid && strcmp(id, it->tail) != 0)
+			rc = opt_error_set(OPT_EINTEGRITY, "chain ends at block '%.80s', but its header names '%.80s'", id,
+					   it->tail);
+		if (rc == 0) {
+			snprintf(it->id, sizeof(it->id), "%s", id);
+			it->more = nid != NULL;
+			if (nid)
+				snprintf(it->next, sizeof(it->next), "%s", nid);
+		}
+	}
+	json_decref(rest);
+	return rc;
+}
+
+int opt_diary_text_open(struct opt_diary_text **out, struct opt_snap *snap)
+{
+	char cid[OPT_ID_MAX + 1], head[OPT_ID_MAX + 1];
+	struct opt_diary_text *it;
+	json_t *h = NULL;
+	const char *hd, *tl;
+	int rc;
+
+	*out = NULL;
+	if ((rc = opt_diary_chain(snap, cid)) < 0)
+		return rc;
+	OPT_CHECK_ALLOC(it = calloc(1, sizeof(*it)));
+	it->src = opt_snap_source(snap);
+	rc = it->src.get(it->src.ctx, cid, &h);
+	if (rc == OPT_ENOTFOUND)
+		rc = opt_error_set(OPT_ENOTFOUND, "no chain header block '%.80s'", cid);
+	if (rc == 0 && ((rc = dtext_link(h, cid, "headId", &hd)) < 0 || (rc = dtext_link(h, cid, "tailId", &tl)) < 0))
+		;
+	else if (rc == 0 && (!hd || !tl))
+		rc = opt_error_set(OPT_ENOTFOUND, "block '%.80s' holds no chain", cid);
+	if (rc == 0) {
+		snprintf(head, sizeof(head), "%s", hd);
+		snprintf(it->tail, sizeof(it->tail), "%s", tl);
+		rc = dtext_load(it, head, NULL);
+	}
+	json_decref(h);
+	if (rc < 0) {
+		opt_diary_text_free(it);
+		return rc;
+	}
+	*out = it;
+	return 0;
+}
+
+int opt_diary_text_next(struct opt_diary_text *it, const char **text, size_t *len)
+{
+	char prev[OPT_ID_MAX + 1], next[OPT_ID_MAX + 1];
+	int rc;
+
+	for (;;) {
+		if (it->p && it->p < it->end) {
+			const char *q = opt_raw_skip(it->p, it->end);
+			if (!q)
+				return opt_error_set(OPT_EINTEGRITY, "chain data block '%.80s' does not scan", it->id);
+			*text = it->p;
+			*len = (size_t)(q - it->p);
+			it->p = q < it->end && *q == ',' ? q + 1 : q;
+			return 1;
+		}
+		if (it->block && it->idx < json_array_size(json_object_get(it->block, "entries"))) {
+			free(it->etext);
+			it->etext = NULL;
+			if ((rc = opt_json_canon(&it->etext, len,
+						 json_array_get(json_object_get(it->block, "entries"), it->idx))) < 0)
+				return rc;
+			it->idx++;
+			*text = it->etext;
+			return 1;
+		}
+		if (!it->more)
+			return 0;
+		memcpy(prev, it->id, sizeof(prev));
+		memcpy(next, it->next, sizeof(next));
+		if ((rc = dtext_load(it, next, prev)) < 0) {
+			it->more = 0;
+			dtext_release(it);
+			return rc;
+		}
+	}
+}
+
+void opt_diary_text_free(struct opt_diary_text *it)
+{
+	if (!it)
+		return;
+	dtext_release(it);
 	free(it);
 }
 

@@ -116,6 +116,16 @@ int opt_diary_iter_next(struct opt_diary_iter *it, const json_t **entry);
 int opt_diary_iter_pos(const struct opt_diary_iter *it, struct opt_diary_pos *pos);
 void opt_diary_iter_free(struct opt_diary_iter *it);
 
+/* The entries of snap's diary, oldest first, as their stored canonical
+ * text: each block's bytes are scanned, no JSON values are built for the
+ * entries (a block that does not scan is parsed).  The links are checked
+ * as the iterator's are.  next: 1 and *text (not NUL-terminated, *len
+ * bytes, valid until the next call), 0 at the end, or a negative code. */
+struct opt_diary_text;
+int opt_diary_text_open(struct opt_diary_text **out, struct opt_snap *snap);
+int opt_diary_text_next(struct opt_diary_text *it, const char **text, size_t *len);
+void opt_diary_text_free(struct opt_diary_text *it);
+
 /* Transaction documents (opt-log commit):
  *   {"collections": {NAME: [action, ...], ...}}
  * Tree actions put/del, diary actions append; a collection that does not

@@ -1120,12 +1120,18 @@ static void remove_rolled(const char *dir, const struct packinfo *v, size_t spli
 	}
 }
 
+/* The most bytes of packs one roll-up copies (gc's aside): with the
+ * biggest pack it reads (under half of it) and the process's own ~18 MB,
+ * a put that happens to roll up stays under 32 MB. */
+#define ROLL_MAX (6u << 20)
+
 int opt_pack_consolidate(git_repository *repo, int force)
 {
 	char dir[4096], objdir[4096];
 	struct packinfo *v = NULL;
 	size_t n, i, k = 0, split = 0;
 	struct rollup r = { NULL, NULL, NULL, NULL, NULL };
+	uint64_t total = 0;
 	int rc = 0, lockfd = -1;
 
 	snprintf(objdir, sizeof(objdir), "%s/objects", git_repository_path(repo));
@@ -1138,17 +1144,37 @@ int opt_pack_consolidate(git_repository *repo, int force)
 		if (!v[i].cruft)
 			v[k++] = v[i];
 	n = k;
+	/* a roll-up is paid for by the writer that happens to start it, in
+	 * time and memory (the packs are read, the new one is built in
+	 * memory): one that copied the whole store made that writer's cost
+	 * grow with the store.  Packs of ROLL_MAX/2 bytes or more stay as
+	 * they are, and a roll-up writes at most ROLL_MAX (a store holds
+	 * about one pack per ROLL_MAX/2 to ROLL_MAX of its size, plus a few
+	 * small ones);
+	 * gc (force) rolls up everything */
+	if (!force) {
+		for (i = k = 0; i < n; i++)
+			if (v[i].bytes < ROLL_MAX / 2)
+				v[k++] = v[i];
+		n = k;
+	}
 	/* a few packs cost nothing to read through: leave them */
 	if (n < 2 || (!force && n < 8))
 		goto done;
 	qsort(v, n, sizeof(*v), cmp_count);
-	if ((split = roll_split(v, n, force)) < 2 || (lockfd = repack_lock(repo, dir)) < 0)
+	split = roll_split(v, n, force);
+	for (i = 0; i < split && (force || total + (uint64_t)v[i].bytes <= ROLL_MAX); i++)
+		total += (uint64_t)v[i].bytes;
+	split = i;
+	if (split < 2 || (lockfd = repack_lock(repo, dir)) < 0)
 		goto done;
 	if (git_repository_odb(&r.odb, repo) < 0) {
 		rc = opt_error_set(OPT_EIO, "cannot open object database");
 		goto done;
 	}
-	if ((rc = opt_pack_new(&r.pack)) < 0)
+	/* the new pack's buffer at its size at once: grown by doubling, it
+	 * held up to twice that while moving */
+	if ((rc = opt_pack_new(&r.pack)) < 0 || (total < SIZE_MAX / 2 && (rc = grow(r.pack, (size_t)total)) < 0))
 		goto done;
 	for (k = 0; k < split && rc == 0; k++)
 		rc = rollup_pack(dir, v[k].name, &r);

@@ -1517,6 +1517,115 @@ TEST(load_text)
 	}
 }
 
+/* A batch of n entries for the merge test: keys from domain, their text
+ * in kv (texts[] to free). */
+static void batch_make(size_t n, unsigned domain, unsigned mode, json_t **keys, json_t **vals,
+		       struct opt_kv_text *kv, char **texts)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		keys[i] = mode ? plain_key(mode, rn(domain)) : key_of(rn(domain));
+		vals[i] = rn(2) ? json_integer((json_int_t)rn(1000)) : json_pack("{s:i,s:s}", "z", (int)rn(9), "a", "\xc3\xa9\n");
+		CHECK(opt_json_canon(&texts[2 * i], &kv[i].kl, keys[i]) == 0);
+		CHECK(opt_json_canon(&texts[2 * i + 1], &kv[i].vl, vals[i]) == 0);
+		kv[i].k = texts[2 * i];
+		kv[i].v = texts[2 * i + 1];
+	}
+}
+
+static void batch_free(size_t n, json_t **keys, json_t **vals, char **texts)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		json_decref(keys[i]);
+		json_decref(vals[i]);
+		free(texts[2 * i]);
+		free(texts[2 * i + 1]);
+	}
+}
+
+/* A tree made by opt_btree_put_many, then batches merged as text into
+ * one copy and put with opt_btree_put_many into another: the same
+ * entries, *added the new keys, a tree that checks out, canonical text. */
+static void merge_one(int cap, size_t n0, size_t nb, int batches, unsigned domain, unsigned mode)
+{
+	struct store a, b;
+	size_t cnt = n0 > nb ? n0 : nb;
+	json_t **keys = malloc((cnt + 1) * sizeof(*keys)), **vals = malloc((cnt + 1) * sizeof(*vals));
+	struct opt_kv_text *kv = malloc((cnt + 1) * sizeof(*kv));
+	char **texts = malloc((2 * cnt + 1) * sizeof(*texts));
+	struct opt_btree_cursor *ca = NULL, *cb = NULL;
+	size_t ca_n = 0, cb_n = 0, before = 0, after = 0, added = 0;
+	int bad = 0, ra, rb, k;
+
+	CHECK_RC(store_open(&a, cap));
+	CHECK_RC(store_open(&b, cap));
+	batch_make(n0, domain, mode, keys, vals, kv, texts);
+	CHECK_RC(opt_btree_put_many(a.t, a.hid, (const json_t *const *)keys, (const json_t *const *)vals, n0));
+	CHECK_RC(opt_btree_put_many(b.t, b.hid, (const json_t *const *)keys, (const json_t *const *)vals, n0));
+	batch_free(n0, keys, vals, texts);
+	for (k = 0; k < batches; k++) {
+		batch_make(nb, domain, mode, keys, vals, kv, texts);
+		CHECK_RC(opt_btree_check(&b.tsrc, b.hid, NULL, &before));
+		CHECK_RC(opt_btree_put_many(a.t, a.hid, (const json_t *const *)keys, (const json_t *const *)vals, nb));
+		CHECK(opt_btree_merge_text(b.t, NULL, b.hid, kv, nb, &added) == 0);
+		CHECK_RC(opt_btree_check(&b.tsrc, b.hid, NULL, &after));
+		CHECK(after == before + added);
+		batch_free(nb, keys, vals, texts);
+	}
+	opt_tracker_foreach_text(b.t, canon_text_cb, &bad);
+	CHECK(bad == 0);
+	CHECK_RC(opt_btree_cursor_open(&ca, &a.tsrc, a.hid, NULL));
+	CHECK_RC(opt_btree_cursor_open(&cb, &b.tsrc, b.hid, NULL));
+	for (;;) {
+		const char *ka, *va, *kb, *vb;
+		size_t kal, val, kbl, vbl;
+		ra = opt_btree_cursor_next_text(ca, &ka, &kal, &va, &val);
+		rb = opt_btree_cursor_next_text(cb, &kb, &kbl, &vb, &vbl);
+		CHECK(ra == rb);
+		if (ra != 1 || rb != 1)
+			break;
+		ca_n++;
+		cb_n++;
+		if (kal != kbl || memcmp(ka, kb, kal) != 0 || val != vbl || memcmp(va, vb, val) != 0) {
+			printf("# merge cap %d: entry %zu differs: %.*s %.*s / %.*s %.*s\n", cap, ca_n, (int)kal, ka,
+			       (int)val, va, (int)kbl, kb, (int)vbl, vb);
+			CHECK(0);
+			break;
+		}
+	}
+	CHECK(ca_n == after && cb_n == after);
+	opt_btree_cursor_free(ca);
+	opt_btree_cursor_free(cb);
+	free(keys);
+	free(vals);
+	free(kv);
+	free(texts);
+	store_close(&a);
+	store_close(&b);
+}
+
+TEST(merge_text)
+{
+	static const int caps[] = { 4, 5, 8, 64 };
+	size_t ci;
+	unsigned mode;
+
+	for (ci = 0; ci < 4; ci++) {
+		int cap = caps[ci];
+		for (mode = 0; mode < 4; mode++) {
+			merge_one(cap, 1, 1, 3, 1000, mode);
+			merge_one(cap, 3, 7, 4, 1000, mode);
+			merge_one(cap, (size_t)cap * 3, (size_t)cap, 5, 100000, mode);
+			merge_one(cap, 500, 100, 5, 100000, mode);
+			merge_one(cap, 500, 300, 3, 600, mode);     /* replacements, duplicates */
+			merge_one(cap, 50, 2000, 2, 100000, mode);  /* leaves cut in many pieces */
+		}
+	}
+}
+
 int main(void)
 {
 	const char *env = getenv("OPT_TEST_SEED");
@@ -1541,5 +1650,6 @@ int main(void)
 	RUN(random_total);
 	RUN(bulk);
 	RUN(load_text);
+	RUN(merge_text);
 	return DONE();
 }

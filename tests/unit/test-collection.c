@@ -743,6 +743,56 @@ TEST(diary_iter)
 	opt_store_free(s);
 }
 
+/* The whole diary as stored text: the iterator's entries, canonical,
+ * in order, across blocks and revisions; a tree is refused. */
+TEST(diary_text)
+{
+	struct opt_store *s = new_store("diary-text/.opt");
+	struct opt_txn_opts o = { OPT_TYPE_DIARY, "append", 0, 0 };
+	struct opt_txn_result res;
+	struct opt_diary_iter *it = NULL;
+	struct opt_diary_text *tx = NULL;
+	struct opt_snap *snap = NULL;
+	const json_t *e;
+	const char *t;
+	size_t tl, n = 0;
+	int ri = 0, rt = 0;
+
+	CHECK_RC(opt_txn_run(s, "d", diary_fn, &(struct appends){ 0, 70 }, &o, &res));
+	CHECK_RC(opt_txn_run(s, "d", diary_fn, &(struct appends){ 500, 3 }, &o, &res));
+	CHECK_RC(opt_snap_open(&snap, s, "d", 0));
+	CHECK_RC(opt_diary_iter_open(&it, snap, 1));
+	CHECK_RC(opt_diary_text_open(&tx, snap));
+	while (it && tx) {
+		char *c = NULL;
+		size_t cl = 0;
+		ri = opt_diary_iter_next(it, &e);
+		rt = opt_diary_text_next(tx, &t, &tl);
+		CHECK(ri == rt);
+		if (ri != 1 || rt != 1)
+			break;
+		CHECK(opt_json_canon(&c, &cl, e) == 0);
+		CHECK(c && cl == tl && memcmp(c, t, tl) == 0);
+		free(c);
+		n++;
+	}
+	CHECK(ri == 0 && rt == 0 && n == 73);
+	opt_diary_iter_free(it);
+	opt_diary_text_free(tx);
+	opt_snap_free(snap);
+	{
+		struct opt_txn_opts to = { OPT_TYPE_TREE, "t", 0, 0 };
+		struct eq q = { "[[1, 1]]", NULL, NULL };
+		CHECK_RC(opt_txn_run(s, "t", eq_fn, &q, &to, &res));
+		snap = NULL;
+		tx = NULL;
+		CHECK_RC(opt_snap_open(&snap, s, "t", 0));
+		CHECK(snap && opt_diary_text_open(&tx, snap) == OPT_EINTEGRITY && !tx);
+		opt_snap_free(snap);
+	}
+	opt_store_free(s);
+}
+
 /* ---- the value limit ---- */
 
 static json_t *string_of(size_t n, char c)
@@ -1176,6 +1226,7 @@ int main(void)
 	RUN(tree_errors);
 	RUN(diary);
 	RUN(diary_iter);
+	RUN(diary_text);
 	RUN(value_limit);
 	RUN(key_limit);
 	RUN(txdoc_check);
