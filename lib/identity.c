@@ -389,7 +389,7 @@ int opt_trust_add(struct opt_store *s, const char *key, const char *name)
 
 	if (!opt_key_hex_valid(key))
 		return opt_error_set(OPT_EINVAL, "a key is 64 lowercase hex characters (as 'opt-log identity' prints), not '%.80s'", key);
-	if (name && (strchr(name, '\n') || strlen(name) > 200))
+	if (name && (strchr(name, '\n') || strlen(name) > OPT_TRUST_NAME_MAX))
 		return opt_error_set(OPT_EINVAL, "a key's name is one line of at most 200 characters");
 	{
 		/* the store's own key is trusted already, and listed as such */

@@ -16,6 +16,7 @@
 
 #define OPT_KEY_HEX 64
 #define OPT_SIG_HEX 128
+#define OPT_TRUST_NAME_MAX 200  /* a trusted key's name: one line */
 
 struct opt_identity {
 	unsigned char pk[32];

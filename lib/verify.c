@@ -267,7 +267,7 @@ static int check_signature(struct vctx *v, const json_t *e, const char *pre)
 		json_decref(arr);
 	}
 	if (!json_object_get(v->trusted, author))
-		return opt_error_set(OPT_EINTEGRITY, "%s: signed by key %.16s..., which this store does not trust "
+		return opt_error_set(OPT_EINTEGRITY, "%s: signed by key %s, which this store does not trust "
 				     "(opt-log trust KEY)", pre, author);
 	return 0;
 }

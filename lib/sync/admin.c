@@ -266,13 +266,35 @@ static void clone_undo(struct opt_sync *y, struct opt_store *s, const json_t *re
 	opt_error_clear();
 }
 
+/* One key to trust as given to clone: "KEY" or "NAME=KEY" into key and
+ * name (without a name, one derived from the key: "key-" and its first 8
+ * hex characters). */
+static int trust_arg(const char *arg, char key[OPT_KEY_HEX + 1], char name[OPT_TRUST_NAME_MAX + 1])
+{
+	const char *eq = strrchr(arg, '=');
+	const char *k = eq ? eq + 1 : arg;
+	size_t nlen = eq ? (size_t)(eq - arg) : 0;
+
+	if (!opt_key_hex_valid(k))
+		return opt_error_set(OPT_EINVAL, "invalid key '%s' (64 lowercase hex characters)", opt_esc(k));
+	if (eq && (nlen == 0 || nlen > OPT_TRUST_NAME_MAX || memchr(arg, '\n', nlen)))
+		return opt_error_set(OPT_EINVAL, "invalid name for key %s (one line of 1 to %d characters)", k,
+				     OPT_TRUST_NAME_MAX);
+	snprintf(key, OPT_KEY_HEX + 1, "%s", k);
+	if (eq)
+		snprintf(name, OPT_TRUST_NAME_MAX + 1, "%.*s", (int)nlen, arg);
+	else
+		snprintf(name, OPT_TRUST_NAME_MAX + 1, "key-%.8s", k);
+	return 0;
+}
+
 int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, const char *const *trust,
 		   size_t ntrust, const struct opt_sync_opts *o)
 {
 	struct opt_store *s = NULL;
 	struct opt_sync *y = NULL;
 	json_t *list = NULL, *refs_before = NULL, *trust_before = NULL;
-	char *path = NULL, key[OPT_KEY_HEX + 1];
+	char *path = NULL, key[OPT_KEY_HEX + 1], tname[OPT_TRUST_NAME_MAX + 1];
 	struct stat st;
 	int created = 0, partial = 0, rc;
 	size_t i;
@@ -281,8 +303,8 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 		*out = NULL;
 	o = o ? o : &sync_no_opts;
 	for (i = 0; i < ntrust; i++)
-		if (!opt_key_hex_valid(trust[i]))
-			return opt_error_set(OPT_EINVAL, "invalid key '%s' (64 hex characters)", opt_esc(trust[i]));
+		if ((rc = trust_arg(trust[i], key, tname)) < 0)
+			return rc;
 	if ((rc = sync_check_policy(o)) < 0)
 		return rc;
 	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
@@ -326,7 +348,7 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 			goto done;
 	}
 	for (i = 0; i < ntrust; i++)
-		if ((rc = opt_trust_add(s, trust[i], "origin")) < 0)
+		if ((rc = trust_arg(trust[i], key, tname)) < 0 || (rc = opt_trust_add(s, key, tname)) < 0)
 			goto done;
 	rc = opt_sync_pull(y, "origin", NULL, 0, o);
 	/* all but collections skipped: the clone stays */
