@@ -611,6 +611,8 @@ static int verify_one(struct cmd *c, const char *name)
 	snprintf(msg, sizeof(msg), "%s", opt_error_last());
 	o = json_pack("{s:s,s:I,s:I,s:b,s:s}", "collection", name, "entries", (json_int_t)res.entries,
 		      "rev", (json_int_t)res.rev, "ok", 0, "error", msg);
+	if (o && opt_error_reason())
+		json_object_set_new(o, "reason", json_string(opt_error_reason()));
 	st = cmd_print(c, o);
 	json_decref(o);
 	fflush(stdout);

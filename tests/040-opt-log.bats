@@ -518,7 +518,7 @@ broken() {
 	run --separate-stderr opt-log verify
 	assert_failure 4
 	assert_equal "${lines[0]}" '{"collection":"a","entries":1,"rev":1,"ok":true}'
-	[[ ${lines[1]} == '{"collection":"c","entries":0,"rev":4,"ok":false,"error":"log entry rev 1: hash mismatch"}' ]]
+	[[ ${lines[1]} == '{"collection":"c","entries":0,"rev":4,"ok":false,"error":"log entry rev 1: hash mismatch","reason":"tampered"}' ]]
 	assert_equal "${lines[2]}" '{"collection":"z","entries":1,"rev":1,"ok":true}'
 	assert_equal "$stderr" "opt-log: collection 'c': log entry rev 1: hash mismatch"
 	# show still shows what is there

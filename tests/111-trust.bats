@@ -7,6 +7,9 @@
 load test_helper
 load sync_helper
 
+# The fields (jq) of the record of collection $1 among the lines of $output.
+rec_of() { jq -r --arg c "$1" "select(.collection == \$c) | $2" <<<"$output"; }
+
 # ---- keys, whole and named ----
 
 @test "a refused entry names its author's key whole, ready to paste into opt-log trust" {
@@ -43,4 +46,23 @@ load sync_helper
 		assert_failure 2
 		[ ! -e "$TMP/d" ]
 	done
+}
+
+# ---- why a collection failed ----
+
+@test "verify: the \"reason\" of a failed collection tells an untrusted key from tampered data" {
+	seed "$TMP/a"
+	opt-log -C "$TMP/a" restrict >/dev/null 2>&1 || true
+	# another store's collection, copied in with plain git: untrusted here
+	opt-block init "$TMP/o" >/dev/null
+	opt-tree -C "$TMP/o" put theirs k 1 >/dev/null
+	git --git-dir="$TMP/o" push -q "$TMP/a" refs/opt/collections/theirs:refs/opt/collections/theirs 2>/dev/null
+	# a block of users changed by hand, where the log recorded another
+	GD=$TMP/a tamper users 2 edit_block "$(opt-block -C "$TMP/a" ls -c users | jq -r 'select(.type == "TRE") | .id')" '.x = 1'
+	run --separate-stderr opt-log -C "$TMP/a" verify
+	assert_failure 4
+	[ "$(rec_of theirs '.ok, .reason')" = $'false\nuntrusted' ] || fail "$output"
+	[ "$(rec_of users '.ok, .reason')" = $'false\ntampered' ] || fail "$output"
+	[ "$(rec_of events '.ok, .reason')" = $'true\nnull' ] || fail "$output"
+	[[ $stderr == *"signed by key $(key_of "$TMP/o"), which this store does not trust"* ]] || fail "$stderr"
 }

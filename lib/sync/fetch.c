@@ -110,13 +110,16 @@ static int size_ok(struct sizewalk *w, const git_oid *id, git_object_t want)
 				     w->r->name, w->e->name, hex, e && e->message ? e->message : "unknown libgit2 error");
 	}
 	if (want != GIT_OBJECT_ANY && type != want)
-		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': %s %s is a %s, not a %s (refused)",
-				     w->r->name, w->e->name, git_oid_equal(id, &w->e->new) ? "its head" : "object", hex,
-				     git_object_type2string(type), git_object_type2string(want));
+		return opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': %s %s is a %s, "
+							  "not a %s (refused)", w->r->name, w->e->name,
+							  git_oid_equal(id, &w->e->new) ? "its head" : "object", hex,
+							  git_object_type2string(type), git_object_type2string(want)),
+					    "malformed");
 	if (size > OPT_BLOCK_MAX)
-		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': object %s has %zu bytes, more than "
-				     "an object may have (%zu bytes): refused unread", w->r->name, w->e->name, hex, size,
-				     OPT_BLOCK_MAX);
+		return opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': object %s has %zu "
+							  "bytes, more than an object may have (%zu bytes): refused "
+							  "unread", w->r->name, w->e->name, hex, size, OPT_BLOCK_MAX),
+					    "malformed");
 	return 1;
 }
 
@@ -430,8 +433,9 @@ static int head_is_commit(struct opt_sync *y, struct remote *r, const struct hea
 				     r->name, e->name, hex, msg);
 	}
 	if (type != GIT_OBJECT_COMMIT)
-		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': its head %s is a %s, not a commit (refused)",
-				     r->name, e->name, hex, git_object_type2string(type));
+		return opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': its head %s is a "
+							  "%s, not a commit (refused)", r->name, e->name, hex,
+							  git_object_type2string(type)), "malformed");
 	return 0;
 }
 
@@ -563,10 +567,11 @@ static int verify_one(struct opt_sync *y, struct remote *r, const struct head *e
 	if ((rc = head_is_commit(y, r, e)) < 0)
 		return rc;
 	if (e->has_old && (rc = sync_descends(y->repo, &e->new, &e->old)) <= 0)
-		return rc < 0 ? rc : opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s' was rewound: its revision %ld "
-						   "does not descend from revision %ld that we fetched before (refused)",
-						   r->name, e->name, sync_rev_of(y, e->name, &e->new),
-						   sync_rev_of(y, e->name, &e->old));
+		return rc < 0 ? rc : opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s' was "
+									"rewound: its revision %ld does not descend from "
+									"revision %ld that we fetched before (refused)",
+									r->name, e->name, sync_rev_of(y, e->name, &e->new),
+									sync_rev_of(y, e->name, &e->old)), "rewound");
 	sync_hex_of(hex, &e->new);
 	vp.o = r->o;
 	snprintf(vp.what, sizeof(vp.what), "verifying '%s'", e->name);

@@ -623,12 +623,16 @@ void sync_callbacks(git_remote_callbacks *cb, struct remote *r)
 int sync_skip_add(struct remote *r, const char *name, int code)
 {
 	char esc[4 * OPT_NAME_MAX + 8];
+	const char *why;
 	json_t *v;
 
 	if (!r->skipped && !(r->skipped = json_object()))
 		return opt_error_set(OPT_EIO, "out of memory");
 	snprintf(esc, sizeof(esc), "%s", opt_esc(name));
-	v = json_pack("{s:i,s:s}", "code", code, "error", opt_error_last());
+	/* the reason (error.h): an integrity skip whose message is no
+	 * integrity failure is a name that cannot be one of ours */
+	why = opt_error_reason() ? opt_error_reason() : code == OPT_EINTEGRITY ? "malformed" : "conflict";
+	v = json_pack("{s:i,s:s,s:s}", "code", code, "error", opt_error_last(), "reason", why);
 	if (!v || json_object_set_new(r->skipped, esc, v) < 0)
 		return opt_error_set(OPT_EIO, "out of memory");
 	opt_error_clear();
@@ -719,8 +723,8 @@ int sync_skip_report(struct remote *r, const struct opt_sync_opts *o, int rc)
 		v = json_object_get(r->skipped, name);
 		if (json_integer_value(json_object_get(v, "code")) == OPT_EINTEGRITY)
 			code = OPT_EINTEGRITY;
-		rec = json_pack("{s:s,s:s,s:s,s:O}", "remote", r->name, "collection", name, "status", "skipped", "error",
-				json_object_get(v, "error"));
+		rec = json_pack("{s:s,s:s,s:s,s:O,s:O}", "remote", r->name, "collection", name, "status", "skipped",
+				"error", json_object_get(v, "error"), "reason", json_object_get(v, "reason"));
 		if (rec && o && o->dry_run)
 			json_object_set_new(rec, "dry_run", json_true());
 		if (!erc)
@@ -806,7 +810,7 @@ static int path_view(struct opt_sync *y, struct remote *r)
 		if (!cn)
 			continue;
 		if (opt_store_name_check(cn) == 0)
-			opt_error_set(OPT_EINTEGRITY, "not a valid ref name");
+			opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "not a valid ref name"), "malformed");
 		if ((rc = sync_skip_add(r, cn, OPT_EINTEGRITY)) < 0)
 			break;
 	}
@@ -923,8 +927,8 @@ int sync_ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, st
 		goto fail;
 	for (i = k = 0; i < h->n; i++) {
 		if ((other = clash_in(theirs, h->v[i].name, 0))) {
-			opt_error_set(OPT_EINTEGRITY, "remote '%s' lists both '%s' and '%s', which cannot both exist", r->name,
-				      other, h->v[i].name);
+			opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "remote '%s' lists both '%s' and '%s', which cannot "
+							   "both exist", r->name, other, h->v[i].name), "malformed");
 			rc = sync_skip_add(r, h->v[i].name, OPT_EINTEGRITY);
 			free(h->v[i].name);
 			if (rc < 0) {
