@@ -27,6 +27,7 @@ struct vctx {
 	size_t ncommits, capcommits;
 	json_t *live;           /* {id: [rev, hash]}: blocks the log leaves in place */
 	json_t *trusted;        /* {key: true}: authors whose entries we accept */
+	int restricted;         /* only those (else any key that signs) */
 	opt_verify_progress_fn progress;
 	void *arg;
 	long B;                 /* since: the base's revision (0: verify all) */
@@ -272,15 +273,15 @@ static int check_signature(struct vctx *v, const json_t *e, const char *pre)
 	if (!v->trusted) {
 		json_t *arr = NULL;
 		size_t i;
-		if ((rc = opt_trust_list(v->s, &arr)) < 0)
-			return rc;
+		if ((v->restricted = opt_trust_restricted(v->s)) < 0 || (rc = opt_trust_list(v->s, &arr)) < 0)
+			return v->restricted < 0 ? v->restricted : rc;
 		v->trusted = json_object();
 		for (i = 0; i < json_array_size(arr); i++)
 			json_object_set_new(v->trusted, json_string_value(json_object_get(json_array_get(arr, i), "key")),
 					    json_true());
 		json_decref(arr);
 	}
-	if (!json_object_get(v->trusted, author))
+	if (v->restricted && !json_object_get(v->trusted, author))
 		return opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "%s: signed by key %s, which this store does "
 							  "not trust (opt-log trust KEY)", pre, author), "untrusted");
 	return 0;

@@ -535,6 +535,11 @@ broken() {
 	echo '{"header":{"type":"t"}}' | opt-block put -c c >/dev/null
 	new=$(opt-log identity | jq -r .key)
 	[ "$old" != "$new" ]
+	# an open store (the default) accepts any key whose signature checks
+	run opt-log verify c
+	assert_success
+	run opt-log restrict
+	assert_output '{"restricted":true}'
 	run --separate-stderr opt-log verify c
 	assert_failure 4
 	[[ "$stderr" == *"log entry rev 1: signed by key $old, which this store does not trust"* ]]

@@ -586,6 +586,40 @@ static int verify_one(struct opt_sync *y, struct remote *r, const struct head *e
 			     e->name, msg);
 }
 
+/* Changed collection h->v[i] did not verify: it goes from h to the
+ * remote's skipped ones (marked "refused"), its tracking ref stays. */
+static int refuse(struct remote *r, struct heads *h, size_t i)
+{
+	char esc[4 * OPT_NAME_MAX + 8];
+	int rc;
+
+	if ((rc = sync_skip_add(r, h->v[i].name, OPT_EINTEGRITY)) < 0)
+		return rc;
+	snprintf(esc, sizeof(esc), "%s", opt_esc(h->v[i].name));
+	json_object_set_new(json_object_get(r->skipped, esc), "refused", json_true());
+	free(h->v[i].name);
+	memmove(&h->v[i], &h->v[i + 1], (h->n - i - 1) * sizeof(h->v[0]));
+	h->n--;
+	return 0;
+}
+
+int sync_refused(const struct remote *r, const char *name)
+{
+	return json_is_true(json_object_get(json_object_get(r->skipped, opt_esc(name)), "refused"));
+}
+
+void sync_skip_keep_refused(struct remote *r)
+{
+	const char *name;
+	json_t *v;
+	void *tmp;
+
+	json_object_foreach_safe(r->skipped, tmp, name, v) {
+		if (!json_is_true(json_object_get(v, "refused")))
+			json_object_del(r->skipped, name);
+	}
+}
+
 /* All verified: the objects into the store, then the tracking refs. */
 static int fetch_commit(struct opt_sync *y, struct remote *r, const struct heads *h, int64_t deadline)
 {
@@ -622,10 +656,12 @@ int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const 
 	if ((rc = fetch_plan(y, r, colls, n, &gr, h)) == 0 && !dry_run &&
 	    (rc = fetch_download(y, r, gr, h, inc_prefix)) == 0) {
 		git_remote_disconnect(gr);
-		/* verify every changed collection before any ref moves */
+		/* verify every changed collection before any ref moves; one
+		 * that does not verify is refused, the others go on */
 		for (i = 0; i < h->n && rc == 0; i++)
-			if (strcmp(h->v[i].status, "unchanged") != 0)
-				rc = verify_one(y, r, &h->v[i], inc_prefix);
+			if (strcmp(h->v[i].status, "unchanged") != 0 &&
+			    (rc = verify_one(y, r, &h->v[i], inc_prefix)) == OPT_EINTEGRITY)
+				rc = refuse(r, h, i--);
 		if (rc == 0)
 			rc = fetch_commit(y, r, h, deadline);
 	}
