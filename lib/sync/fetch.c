@@ -646,7 +646,7 @@ int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const 
 	git_remote *gr = NULL;
 	char inc_prefix[REFLEN], msg[1024];
 	int64_t deadline = opt_now_ms() + sync_busy_timeout(r->o);
-	size_t i;
+	size_t i, passed = 0, refused = 0;
 	int rc;
 
 	memset(h, 0, sizeof(*h));
@@ -658,11 +658,18 @@ int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const 
 		git_remote_disconnect(gr);
 		/* verify every changed collection before any ref moves; one
 		 * that does not verify is refused, the others go on */
-		for (i = 0; i < h->n && rc == 0; i++)
-			if (strcmp(h->v[i].status, "unchanged") != 0 &&
-			    (rc = verify_one(y, r, &h->v[i], inc_prefix)) == OPT_EINTEGRITY)
+		for (i = 0; i < h->n && rc == 0; i++) {
+			if (strcmp(h->v[i].status, "unchanged") == 0)
+				continue;
+			if ((rc = verify_one(y, r, &h->v[i], inc_prefix)) == OPT_EINTEGRITY) {
+				refused++;
 				rc = refuse(r, h, i--);
-		if (rc == 0)
+			}
+			else if (rc == 0)
+				passed++;
+		}
+		/* (nothing passed: nothing that came is kept) */
+		if (rc == 0 && (passed || !refused))
 			rc = fetch_commit(y, r, h, deadline);
 	}
 	if (rc > 0)

@@ -700,9 +700,9 @@ int sync_skip_report(struct remote *r, const struct opt_sync_opts *o, int rc)
 {
 	json_t *names = json_array(), *v;
 	const char *name;
-	size_t n = json_object_size(r->skipped), i;
-	int code = OPT_ECONFLICT, erc = 0;
-	char msg[1024];
+	size_t n = json_object_size(r->skipped), i, n2;
+	int code = OPT_ECONFLICT, erc = 0, own;
+	char msg[1024], lead[OPT_REMOTE_NAME_MAX + 16];
 
 	if (!names)
 		return rc < 0 ? rc : opt_error_set(OPT_EIO, "out of memory");
@@ -732,18 +732,32 @@ int sync_skip_report(struct remote *r, const struct opt_sync_opts *o, int rc)
 		else
 			json_decref(rec);
 	}
-	name = json_string_value(json_array_get(names, 0));
+	/* the message names the first that was not skipped only for
+	 * sharing a transaction with another (the cause, not an effect) */
+	for (i = 0; i + 1 < n; i++) {
+		v = json_object_get(r->skipped, json_string_value(json_array_get(names, i)));
+		if (json_integer_value(json_object_get(v, "code")) == code &&
+		    strcmp(json_string_value(json_object_get(v, "reason")), "linked") != 0)
+			break;
+	}
+	name = json_string_value(json_array_get(names, i));
 	v = json_object_get(r->skipped, name);
+	/* a collection refused by the fetch: its message names the remote */
+	n2 = (size_t)snprintf(lead, sizeof(lead), "remote '%s': ", r->name);
+	own = strncmp(json_string_value(json_object_get(v, "error")), lead, n2) == 0;
 	if (rc < 0)
 		opt_error_set(rc, "%s", msg);
 	else if (erc)
 		rc = erc;
+	else if (n == 1 && own)
+		rc = opt_error_set(code, "%s", json_string_value(json_object_get(v, "error")));
 	else if (n == 1)
 		rc = opt_error_set(code, "remote '%s': collection '%s' skipped: %s", r->name, name,
 				   json_string_value(json_object_get(v, "error")));
 	else
-		rc = opt_error_set(code, "remote '%s': %zu collections skipped, first '%s': %s", r->name, n, name,
-				   json_string_value(json_object_get(v, "error")));
+		rc = opt_error_set(code, "remote '%s': %zu collections skipped, %s '%s': %s", r->name, n,
+				   i ? "among them" : "first", name,
+				   json_string_value(json_object_get(v, "error")) + (own ? n2 : 0));
 	json_decref(names);
 	return rc;
 }
