@@ -194,6 +194,7 @@ int opt_identity_public_at(const char *dir, char key[OPT_KEY_HEX + 1])
 int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create)
 {
 	char path[4096], tmp[4200], pubpath[4200], skhex[129], *text = NULL;
+	struct stat st;
 	json_t *j;
 	json_error_t err;
 	int fd, rc;
@@ -205,6 +206,14 @@ int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create)
 	rc = read_regular(path, 4096, &text, NULL);
 	if (rc < 0)
 		return opt_error_set(OPT_EINTEGRITY, "cannot read the store's identity '%s': %s", opt_esc(path), read_error());
+	if (rc == 0 && stat(path, &st) == 0 && (st.st_mode & 077)) {
+		/* as ssh does with a private key others may read: not used */
+		sodium_memzero(text, strlen(text));
+		free(text);
+		return opt_error_set(OPT_EIO, "the store's secret key '%s' may be read by others (mode %04o): not used; "
+				     "make it readable by its owner only (chmod 600 '%s')", opt_esc(path),
+				     (unsigned)(st.st_mode & 07777), opt_esc(path));
+	}
 	if (rc == 0) {
 		const char *pk, *sk;
 		j = json_loads(text, 0, &err);
@@ -377,7 +386,7 @@ int opt_trust_list(struct opt_store *s, json_t **out)
 
 	if (rc < 0)
 		return rc;
-	if (opt_identity_get(&id, s, 0) == 0)
+	if (opt_identity_get(&id, s, 0) == 0 || (opt_identity_public_at(opt_store_path(s), id.pub) == 0 && id.pub[0]))
 		json_array_insert_new(*out, 0, json_pack("{s:s,s:s,s:b}", "key", id.pub, "name", "this store", "self", 1));
 	opt_error_clear();
 	sodium_memzero(&id, sizeof(id));

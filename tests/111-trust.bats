@@ -247,13 +247,94 @@ hub_and_two_clones() {
 	assert_failure 2
 	run --separate-stderr opt-log -C "$TMP/s" restrict extra
 	assert_failure 2
-	# trusting a key in an open store names it and keeps the store open
-	opt-log -C "$TMP/s" restrict --off >/dev/null
+	# the first trust makes the list and restricts the store
 	opt-log -C "$TMP/s" trust "$(printf 'b%.0s' $(seq 64))" --name bee
 	run opt-log -C "$TMP/s" restrict --show
+	assert_output '{"restricted":true}'
+	# --off opens it and keeps the names; trusting more keeps it open
+	opt-log -C "$TMP/s" restrict --off >/dev/null
+	opt-log -C "$TMP/s" trust "$(printf 'd%.0s' $(seq 64))" --name dee
+	run opt-log -C "$TMP/s" restrict --show
 	assert_output '{"restricted":false}'
+	run opt-log -C "$TMP/s" trusted
+	assert_line --partial '"name":"bee"'
 	# a list written before "writers" lines existed, naming a key: restricted
 	printf '%s old\n' "$(printf 'c%.0s' $(seq 64))" >"$TMP/s/opt-trusted"
 	run opt-log -C "$TMP/s" restrict --show
 	assert_output '{"restricted":true}'
+}
+
+# ---- backup and restore with plain git ----
+
+@test "backup by git clone --mirror: it opens as a store, verifies, and opt-sync clone restores it" {
+	seed "$TMP/hub"
+	opt-sync clone "$TMP/hub" "$TMP/w" >/dev/null
+	opt-diary -C "$TMP/w" append events '"by w"' >/dev/null
+	opt-sync -C "$TMP/w" push >/dev/null
+	git clone -q --mirror "$TMP/hub" "$TMP/backup.git"
+	# no secret key was copied
+	[ ! -e "$TMP/backup.git/opt-identity" ]
+	run --separate-stderr opt-log -C "$TMP/backup.git" verify
+	assert_success
+	[ "$(content_of "$TMP/backup.git")" = "$(content_of "$TMP/hub")" ]
+	run --separate-stderr opt-sync clone "$TMP/backup.git" "$TMP/restored"
+	assert_success
+	[ "$(content_of "$TMP/restored")" = "$(content_of "$TMP/hub")" ]
+	run opt-log -C "$TMP/restored" verify
+	assert_success
+	fsck_ok "$TMP/restored"
+	# without the hub's key, the restored store signs with a new identity
+	opt-tree -C "$TMP/restored" put users after 1 >/dev/null
+	[ "$(key_of "$TMP/restored")" != "$(key_of "$TMP/hub")" ]
+	[ "$(opt-log -C "$TMP/restored" show users | jq -r .author | tail -n 1)" = "$(key_of "$TMP/restored")" ]
+	# and the hub takes what it writes, with no trust command
+	opt-sync -C "$TMP/restored" remote add hub "$TMP/hub"
+	run --separate-stderr opt-sync -C "$TMP/restored" push hub
+	assert_success
+	run opt-tree -C "$TMP/hub" get users after
+	assert_success
+	# the mirror itself, given back the key, is the hub again
+	cp -p "$TMP/hub/opt-identity" "$TMP/backup.git/"
+	run opt-tree -C "$TMP/backup.git" put users more 1
+	assert_success
+	[ "$(opt-log -C "$TMP/backup.git" show users | jq -r .author | tail -n 1)" = "$(key_of "$TMP/hub")" ]
+}
+
+@test "backup by git bundle: cloned back with git, it restores with opt-sync clone" {
+	seed "$TMP/hub"
+	git --git-dir="$TMP/hub" bundle create "$TMP/backup.bundle" --all 2>/dev/null
+	git clone -q --mirror "$TMP/backup.bundle" "$TMP/from-bundle.git"
+	run --separate-stderr opt-sync clone "$TMP/from-bundle.git" "$TMP/restored"
+	assert_success
+	[ "$(content_of "$TMP/restored")" = "$(content_of "$TMP/hub")" ]
+	run opt-log -C "$TMP/restored" verify
+	assert_success
+}
+
+@test "a plain git repository is still no store: not one made by a mirror of another git repository" {
+	git init -q --bare "$TMP/plain.git"
+	run --separate-stderr opt-log -C "$TMP/plain.git" verify
+	assert_failure 7
+	[[ $stderr == *"not an optimystic store"* ]] || fail "$stderr"
+}
+
+@test "a secret key file others may read is not used (exit 7, naming chmod 600); the store reads and verifies" {
+	opt-block init "$TMP/s" >/dev/null
+	opt-tree -C "$TMP/s" put users a 1 >/dev/null
+	assert_equal "$(stat -c %a "$TMP/s/opt-identity")" 600
+	chmod 644 "$TMP/s/opt-identity"
+	local before
+	before=$(refs_of "$TMP/s")
+	run --separate-stderr opt-tree -C "$TMP/s" put users b 2
+	assert_failure 7
+	[[ $stderr == *"may be read by others (mode 0644)"*"chmod 600"* ]] || fail "$stderr"
+	[ "$before" = "$(refs_of "$TMP/s")" ]
+	run opt-tree -C "$TMP/s" get users a
+	assert_success
+	opt-log -C "$TMP/s" restrict >/dev/null
+	run opt-log -C "$TMP/s" verify
+	assert_success
+	chmod 600 "$TMP/s/opt-identity"
+	run opt-tree -C "$TMP/s" put users b 2
+	assert_success
 }
