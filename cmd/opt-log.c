@@ -18,7 +18,7 @@
 /* The values of the options (each row of the tables below binds one). */
 static struct {
 	const char *from, *to, *limit, *rev, *format, *upto, *name;
-	int reverse, follow, oneline, each;
+	int reverse, follow, oneline, each, off, show;
 } opt;
 
 static const struct cmd_opt opts_show[] = {
@@ -611,6 +611,8 @@ static int verify_one(struct cmd *c, const char *name)
 	snprintf(msg, sizeof(msg), "%s", opt_error_last());
 	o = json_pack("{s:s,s:I,s:I,s:b,s:s}", "collection", name, "entries", (json_int_t)res.entries,
 		      "rev", (json_int_t)res.rev, "ok", 0, "error", msg);
+	if (o && opt_error_reason())
+		json_object_set_new(o, "reason", json_string(opt_error_reason()));
 	st = cmd_print(c, o);
 	json_decref(o);
 	fflush(stdout);
@@ -876,6 +878,33 @@ static int do_trusted(struct cmd *c)
 	return st;
 }
 
+static const struct cmd_opt opts_restrict[] = {
+	CMD_FLAG("off", 0, "open the writers again: any key whose signature checks out", &opt.off),
+	CMD_FLAG("show", 0, "change nothing, print whether writers are restricted", &opt.show),
+	CMD_OPT_END,
+};
+
+static int do_restrict(struct cmd *c)
+{
+	json_t *o;
+	int rc, st;
+
+	if (c->npos)
+		return cmd_usage(c, "restrict takes no operands");
+	if (opt.off && opt.show)
+		return cmd_usage(c, "--off and --show exclude each other");
+	if ((st = cmd_store(c, 0)))
+		return st;
+	if (!opt.show && (rc = opt_trust_restrict(c->store, !opt.off)) < 0)
+		return cmd_lib_fail(c, rc);
+	if ((rc = opt_trust_restricted(c->store)) < 0)
+		return cmd_lib_fail(c, rc);
+	o = json_pack("{s:b}", "restricted", rc);
+	st = cmd_print(c, o);
+	json_decref(o);
+	return st;
+}
+
 static const struct cmd_verb verbs[] = {
 	{ "show", do_show, "NAME [--from REV] [--to REV] [--reverse] [--limit N] [--rev N] [--follow] [--oneline | --format FMT]",
 	  "print the log entries of a collection, oldest first", opts_show, 0 },
@@ -891,6 +920,8 @@ static const struct cmd_verb verbs[] = {
 	{ "trust", do_trust, "KEY... | - [--name NAME]", "accept log entries signed by KEY", opts_trust, 0 },
 	{ "untrust", do_untrust, "KEY... | -", "stop accepting entries signed by KEY", opts_none, 0 },
 	{ "trusted", do_trusted, "", "list the trusted keys: {key, name} lines", opts_none, 0 },
+	{ "restrict", do_restrict, "[--off | --show]",
+	  "accept entries only by the trusted keys (--off: by any key): {restricted}", opts_restrict, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },
 };
 

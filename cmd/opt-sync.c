@@ -55,7 +55,7 @@ static const struct cmd_opt opts_rebalance[] = {
 };
 
 static const struct cmd_opt opts_clone[] = {
-	CMD_VALUE("trust", 0, "KEY[,KEY...]", "also trust log entries signed by these keys (the remote's writers)", &opt.trust),
+	CMD_VALUE("trust", 0, "[NAME=]KEY[,...]", "also trust log entries signed by these keys (the remote's writers), named NAME", &opt.trust),
 	CMD_OPT_END,
 };
 
@@ -502,7 +502,7 @@ static int do_clone(struct cmd *c)
 	struct opt_sync_opts so;
 	struct out o;
 	const char *dir, *list = opt.trust;
-	char keys[16][OPT_KEY_HEX + 1];
+	char keys[16][OPT_TRUST_NAME_MAX + 2 + OPT_KEY_HEX];
 	const char *kp[16];
 	size_t nkeys = 0;
 	int rc, st;
@@ -518,21 +518,25 @@ static int do_clone(struct cmd *c)
 	dir = c->npos == 2 ? c->pos[1] : c->store_dir ? c->store_dir : OPT_STORE_DIRNAME;
 	if (!*dir)
 		return cmd_usage(c, "the store directory is empty");
-	/* --trust KEY[,KEY...] */
+	/* --trust [NAME=]KEY[,[NAME=]KEY...] */
 	while (list) {
 		const char *comma = strchr(list, ',');
 		size_t len = comma ? (size_t)(comma - list) : strlen(list);
+		const char *eq = memchr(list, '=', len);
+		const char *k = eq ? eq + 1 : list;
+		size_t klen = len - (size_t)(k - list);
 		if (nkeys == 16)
 			return cmd_usage(c, "at most 16 keys to trust");
-		if (len != OPT_KEY_HEX) {
-			char k[81];
-			snprintf(k, sizeof(k), "%.*s", (int)(len > 80 ? 80 : len), list);
-			return cmd_usage(c, "invalid key '%s' (64 lowercase hex characters)", opt_esc(k));
+		if (len > OPT_TRUST_NAME_MAX + 1 + OPT_KEY_HEX || klen != OPT_KEY_HEX || (eq && eq == list)) {
+			char a[81];
+			snprintf(a, sizeof(a), "%.*s", (int)(len > 80 ? 80 : len), list);
+			return cmd_usage(c, "invalid key '%s' (NAME=KEY or KEY, KEY 64 lowercase hex characters)",
+					 opt_esc(a));
 		}
 		memcpy(keys[nkeys], list, len);
 		keys[nkeys][len] = '\0';
-		if (!opt_key_hex_valid(keys[nkeys]))
-			return cmd_usage(c, "invalid key '%s' (64 lowercase hex characters)", opt_esc(keys[nkeys]));
+		if (!opt_key_hex_valid(keys[nkeys] + (k - list)))
+			return cmd_usage(c, "invalid key '%s' (64 lowercase hex characters)", opt_esc(keys[nkeys] + (k - list)));
 		kp[nkeys] = keys[nkeys];
 		nkeys++;
 		list = comma ? comma + 1 : NULL;
@@ -743,7 +747,7 @@ static int do_rebalance(struct cmd *c)
 static const struct cmd_verb verbs[] = {
 	{ "remote", do_remote, "add NAME URL | rm NAME | ls",
 	  "add, remove or list the store's peers: {name, url} lines", opts_none, 0 },
-	{ "clone", do_clone, "URL [DIR] [--trust KEY[,KEY...]]",
+	{ "clone", do_clone, "URL [DIR] [--trust [NAME=]KEY[,...]]",
 	  "make a store at DIR (default .opt) holding the collections of URL", opts_clone, 1 },
 	{ "fetch", do_fetch, "[REMOTE] [COLL...] [--dry-run]",
 	  "fetch and verify the remote's collections into its tracking refs", opts_fetch, 0 },

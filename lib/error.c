@@ -5,6 +5,7 @@
 
 static _Thread_local char last_msg[1024];
 static _Thread_local int last_code;
+static _Thread_local const char *last_reason;  /* a static string, or NULL */
 
 int opt_error_vset(int code, const char *fmt, va_list ap)
 {
@@ -14,6 +15,9 @@ int opt_error_vset(int code, const char *fmt, va_list ap)
 	 * (opt_error_last()), which formatting in place would overwrite
 	 * while reading it */
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	/* the reason stays with its message, also wrapped or set again */
+	if (last_reason && (!last_msg[0] || !strstr(msg, last_msg)))
+		last_reason = NULL;
 	memcpy(last_msg, msg, strlen(msg) + 1);
 	last_code = code;
 	return code;
@@ -58,6 +62,20 @@ void opt_error_clear(void)
 {
 	last_msg[0] = '\0';
 	last_code = 0;
+	last_reason = NULL;
+}
+
+int opt_error_set_reason(int code, const char *reason)
+{
+	last_reason = reason;
+	return code;
+}
+
+const char *opt_error_reason(void)
+{
+	if (last_reason)
+		return last_reason;
+	return last_code == OPT_EINTEGRITY ? "corrupt" : NULL;
 }
 
 int opt_exit_status(int code)

@@ -54,6 +54,25 @@ int opt_error_last_code(void);
 
 void opt_error_clear(void);
 
+/* Why an integrity failure failed, for scripts: a word that stays with the
+ * last message (also when it is wrapped or set again with the old one in
+ * it; a new message drops it).  opt_error_set_reason attaches reason (a
+ * static string) to the current message and returns code.  The words:
+ *   "untrusted" a valid signature by a key the store does not trust;
+ *   "tampered"  a hash, signature or block that does not match what was
+ *               recorded (data changed after it was written);
+ *   "rewound"   history that does not descend from what was seen before;
+ *   "malformed" something our writer does not make (a shape, a name,
+ *               an object of the wrong type or size);
+ *   "corrupt"   any other integrity failure (an object missing or damaged).
+ *   "linked"    (a pull) a collection that shares a transaction with a
+ *               refused one, and is taken whole or not at all;
+ *   "conflict"  (a pull) a name that clashes with a collection here.
+ * opt_error_reason: the reason of the last message; for an integrity
+ * failure without one "corrupt"; NULL for other errors without one. */
+int opt_error_set_reason(int code, const char *reason);
+const char *opt_error_reason(void);
+
 /* The exit status for a (negative) library code. */
 int opt_exit_status(int code);
 

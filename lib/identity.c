@@ -194,6 +194,7 @@ int opt_identity_public_at(const char *dir, char key[OPT_KEY_HEX + 1])
 int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create)
 {
 	char path[4096], tmp[4200], pubpath[4200], skhex[129], *text = NULL;
+	struct stat st;
 	json_t *j;
 	json_error_t err;
 	int fd, rc;
@@ -205,6 +206,14 @@ int opt_identity_get(struct opt_identity *out, struct opt_store *s, int create)
 	rc = read_regular(path, 4096, &text, NULL);
 	if (rc < 0)
 		return opt_error_set(OPT_EINTEGRITY, "cannot read the store's identity '%s': %s", opt_esc(path), read_error());
+	if (rc == 0 && stat(path, &st) == 0 && (st.st_mode & 077)) {
+		/* as ssh does with a private key others may read: not used */
+		sodium_memzero(text, strlen(text));
+		free(text);
+		return opt_error_set(OPT_EIO, "the store's secret key '%s' may be read by others (mode %04o): not used; "
+				     "make it readable by its owner only (chmod 600 '%s')", opt_esc(path),
+				     (unsigned)(st.st_mode & 07777), opt_esc(path));
+	}
 	if (rc == 0) {
 		const char *pk, *sk;
 		j = json_loads(text, 0, &err);
@@ -288,8 +297,11 @@ int opt_sig_verify(const char *pub, const char *msg, const char *sig)
 	return 0;
 }
 
-/* The trusted file: "<key> <name>\n" lines. */
-static int trust_read(struct opt_store *s, json_t **out)
+/* The trusted file: "<key> <name>\n" lines, and at most one line
+ * "writers any" or "writers listed" (*mode 0 or 1; -1 without one: a file
+ * written before the line existed, or by opt_trust_add alone).  Programs
+ * before that line skip it (it begins with no key). */
+static int trust_read_mode(struct opt_store *s, json_t **out, int *mode)
 {
 	char path[4096], *line = NULL;
 	size_t cap = 0;
@@ -298,6 +310,7 @@ static int trust_read(struct opt_store *s, json_t **out)
 	json_t *arr = json_array();
 
 	*out = NULL;
+	*mode = -1;
 	path_of(path, sizeof(path), s, "opt-trusted");
 	f = fopen(path, "r");
 	if (!f) {
@@ -312,6 +325,10 @@ static int trust_read(struct opt_store *s, json_t **out)
 		char *sp;
 		if (line[n - 1] == '\n')
 			line[n - 1] = '\0';
+		if (strcmp(line, "writers any") == 0 || strcmp(line, "writers listed") == 0) {
+			*mode = line[8] == 'l';
+			continue;
+		}
 		sp = strchr(line, ' ');
 		if (sp)
 			*sp++ = '\0';
@@ -325,7 +342,14 @@ static int trust_read(struct opt_store *s, json_t **out)
 	return 0;
 }
 
-static int trust_write(struct opt_store *s, const json_t *arr)
+static int trust_read(struct opt_store *s, json_t **out)
+{
+	int mode;
+
+	return trust_read_mode(s, out, &mode);
+}
+
+static int trust_write(struct opt_store *s, const json_t *arr, int mode)
 {
 	char path[4096], tmp[4200];
 	size_t i;
@@ -337,6 +361,8 @@ static int trust_write(struct opt_store *s, const json_t *arr)
 	f = fopen(tmp, "w");
 	if (!f)
 		return opt_error_set(OPT_EIO, "cannot write '%s': %s", tmp, strerror(errno));
+	if (mode >= 0)
+		fprintf(f, "writers %s\n", mode ? "listed" : "any");
 	for (i = 0; i < json_array_size(arr); i++) {
 		const json_t *e = json_array_get(arr, i);
 		fprintf(f, "%s %s\n", json_string_value(json_object_get(e, "key")),
@@ -360,7 +386,7 @@ int opt_trust_list(struct opt_store *s, json_t **out)
 
 	if (rc < 0)
 		return rc;
-	if (opt_identity_get(&id, s, 0) == 0)
+	if (opt_identity_get(&id, s, 0) == 0 || (opt_identity_public_at(opt_store_path(s), id.pub) == 0 && id.pub[0]))
 		json_array_insert_new(*out, 0, json_pack("{s:s,s:s,s:b}", "key", id.pub, "name", "this store", "self", 1));
 	opt_error_clear();
 	sodium_memzero(&id, sizeof(id));
@@ -385,11 +411,11 @@ int opt_trust_add(struct opt_store *s, const char *key, const char *name)
 {
 	json_t *arr;
 	size_t i;
-	int rc;
+	int rc, mode;
 
 	if (!opt_key_hex_valid(key))
 		return opt_error_set(OPT_EINVAL, "a key is 64 lowercase hex characters (as 'opt-log identity' prints), not '%.80s'", key);
-	if (name && (strchr(name, '\n') || strlen(name) > 200))
+	if (name && (strchr(name, '\n') || strlen(name) > OPT_TRUST_NAME_MAX))
 		return opt_error_set(OPT_EINVAL, "a key's name is one line of at most 200 characters");
 	{
 		/* the store's own key is trusted already, and listed as such */
@@ -400,7 +426,7 @@ int opt_trust_add(struct opt_store *s, const char *key, const char *name)
 		if (self)
 			return 0;
 	}
-	if ((rc = trust_read(s, &arr)) < 0)
+	if ((rc = trust_read_mode(s, &arr, &mode)) < 0)
 		return rc;
 	for (i = 0; i < json_array_size(arr); i++)
 		if (strcmp(json_string_value(json_object_get(json_array_get(arr, i), "key")), key) == 0)
@@ -409,7 +435,7 @@ int opt_trust_add(struct opt_store *s, const char *key, const char *name)
 		json_object_set_new(json_array_get(arr, i), "name", json_string(name ? name : ""));
 	else
 		json_array_append_new(arr, json_pack("{s:s,s:s}", "key", key, "name", name ? name : ""));
-	rc = trust_write(s, arr);
+	rc = trust_write(s, arr, mode);
 	json_decref(arr);
 	return rc;
 }
@@ -419,7 +445,7 @@ int opt_trust_remove(struct opt_store *s, const char *key)
 	struct opt_identity id;
 	json_t *arr;
 	size_t i;
-	int rc;
+	int rc, mode;
 
 	if (!opt_key_hex_valid(key))
 		return opt_error_set(OPT_EINVAL, "a key is 64 lowercase hex characters (as 'opt-log identity' prints), not '%.80s'", key);
@@ -429,7 +455,7 @@ int opt_trust_remove(struct opt_store *s, const char *key)
 	}
 	sodium_memzero(&id, sizeof(id));
 	opt_error_clear();
-	if ((rc = trust_read(s, &arr)) < 0)
+	if ((rc = trust_read_mode(s, &arr, &mode)) < 0)
 		return rc;
 	for (i = 0; i < json_array_size(arr); i++)
 		if (strcmp(json_string_value(json_object_get(json_array_get(arr, i), "key")), key) == 0)
@@ -439,7 +465,31 @@ int opt_trust_remove(struct opt_store *s, const char *key)
 		return opt_error_set(OPT_ENOTFOUND, "key '%.80s' is not trusted", key);
 	}
 	json_array_remove(arr, i);
-	rc = trust_write(s, arr);
+	rc = trust_write(s, arr, mode);
+	json_decref(arr);
+	return rc;
+}
+
+int opt_trust_restricted(struct opt_store *s)
+{
+	json_t *arr;
+	int rc, mode;
+
+	if ((rc = trust_read_mode(s, &arr, &mode)) < 0)
+		return rc;
+	rc = mode >= 0 ? mode : json_array_size(arr) > 0;
+	json_decref(arr);
+	return rc;
+}
+
+int opt_trust_restrict(struct opt_store *s, int on)
+{
+	json_t *arr;
+	int rc, mode;
+
+	if ((rc = trust_read_mode(s, &arr, &mode)) < 0)
+		return rc;
+	rc = mode == !!on ? 0 : trust_write(s, arr, !!on);
 	json_decref(arr);
 	return rc;
 }

@@ -3,9 +3,16 @@
  * Every store has a key pair, made on first need: the public key signs
  * (as "author", hex) every log entry the store writes, and the secret key
  * stays outside the git objects, in <store>/opt-identity (mode 0600), the
- * public key alone in <store>/opt-identity.pub (mode 0644, for peers).  The
- * keys whose entries the store accepts are its own and those listed in
- * <store>/opt-trusted ("<hex key> <name>" lines).
+ * public key alone in <store>/opt-identity.pub (mode 0644, for peers).
+ * <store>/opt-trusted lists keys by name ("<hex key> <name>" lines).
+ *
+ * Every entry's signature is always checked against the key it names.
+ * Who may write is not restricted until the store asks for it: an open
+ * store accepts a valid signature by any key; a restricted one only by its
+ * own key and the listed ones.  The file says which in a line "writers
+ * any" or "writers listed"; a file without that line (written by an
+ * earlier version, when every store was restricted) is restricted when it
+ * lists a key.
  */
 #ifndef OPT_IDENTITY_H
 #define OPT_IDENTITY_H
@@ -16,6 +23,7 @@
 
 #define OPT_KEY_HEX 64
 #define OPT_SIG_HEX 128
+#define OPT_TRUST_NAME_MAX 200  /* a trusted key's name: one line */
 
 struct opt_identity {
 	unsigned char pk[32];
@@ -52,5 +60,11 @@ int opt_trust_has(struct opt_store *s, const char *key);
  * refused (OPT_EINVAL); removing an absent one is OPT_ENOTFOUND. */
 int opt_trust_add(struct opt_store *s, const char *key, const char *name);
 int opt_trust_remove(struct opt_store *s, const char *key);
+
+/* 1 if only the store's own and the listed keys may write (restricted),
+ * 0 if any key may (open), <0 on failure. */
+int opt_trust_restricted(struct opt_store *s);
+/* Restrict the writers to the listed keys (on), or open them to any key. */
+int opt_trust_restrict(struct opt_store *s, int on);
 
 #endif

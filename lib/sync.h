@@ -187,7 +187,8 @@ int opt_sync_status(struct opt_sync *y, const char *remote, const struct opt_syn
 /* Clone: a new store at dir (made, or an existing store with no
  * collections and no remotes), remote "origin" = url, then a pull.  For a
  * remote on this machine the remote store's public key is trusted as
- * "origin"; trust (may be NULL) lists more keys to trust.  On failure a
+ * "origin"; trust (may be NULL) lists more keys to trust, each "KEY" (named
+ * "key-" and its first 8 hex characters) or "NAME=KEY".  On failure a
  * store made here is removed again.  *out (may be NULL) gets the store. */
 int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, const char *const *trust,
 		   size_t ntrust, const struct opt_sync_opts *o);

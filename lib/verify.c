@@ -27,6 +27,7 @@ struct vctx {
 	size_t ncommits, capcommits;
 	json_t *live;           /* {id: [rev, hash]}: blocks the log leaves in place */
 	json_t *trusted;        /* {key: true}: authors whose entries we accept */
+	int restricted;         /* only those (else any key that signs) */
 	opt_verify_progress_fn progress;
 	void *arg;
 	long B;                 /* since: the base's revision (0: verify all) */
@@ -65,6 +66,17 @@ static int wrap_last(int code, const char *name, const char *prefix)
 static int as_integrity(int rc)
 {
 	return rc == OPT_EIO || rc == OPT_EBUSY ? rc : OPT_EINTEGRITY;
+}
+
+/* An integrity failure of the history without a reason of its own: data
+ * that does not match what was recorded. */
+static int tampered_unless(int rc)
+{
+	const char *why = opt_error_reason();
+
+	if (rc == OPT_EINTEGRITY && why && strcmp(why, "corrupt") == 0)
+		return opt_error_set_reason(rc, "tampered");
+	return rc;
 }
 
 static int push_commit(struct vctx *v, const char *hex)
@@ -149,7 +161,8 @@ static int check_shapes(struct vctx *v)
 		if (rc < 0) {
 			char pre[64];
 			snprintf(pre, sizeof(pre), "revision %ld", r);
-			return wrap_last(rc == OPT_EIO ? rc : OPT_EINTEGRITY, v->name, pre);
+			return opt_error_set_reason(wrap_last(rc == OPT_EIO ? rc : OPT_EINTEGRITY, v->name, pre),
+						    "malformed");
 		}
 	}
 	return 0;
@@ -181,7 +194,8 @@ static int check_block(struct opt_snap *snap, const char *id, int is_header, con
 			goto done;
 	}
 	if (opt_json_parse(&b, raw, len) < 0) {
-		rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%s' is not valid JSON", prefix, id);
+		rc = opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "%s: block '%s' is not valid JSON", prefix, id),
+					  "malformed");
 		goto done;
 	}
 	if ((rc = opt_txn_block_hash(b, is_header, got)) < 0)
@@ -190,7 +204,8 @@ static int check_block(struct opt_snap *snap, const char *id, int is_header, con
 		rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%s' does not match the hash the log recorded for it",
 				   prefix, id);
 	else if (!is_header)
-		rc = opt_error_set(OPT_EINTEGRITY, "%s: block '%s' is not stored as canonical JSON", prefix, id);
+		rc = opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "%s: block '%s' is not stored as canonical JSON",
+							prefix, id), "malformed");
 done:
 	json_decref(b);
 	free(raw);
@@ -258,17 +273,17 @@ static int check_signature(struct vctx *v, const json_t *e, const char *pre)
 	if (!v->trusted) {
 		json_t *arr = NULL;
 		size_t i;
-		if ((rc = opt_trust_list(v->s, &arr)) < 0)
-			return rc;
+		if ((v->restricted = opt_trust_restricted(v->s)) < 0 || (rc = opt_trust_list(v->s, &arr)) < 0)
+			return v->restricted < 0 ? v->restricted : rc;
 		v->trusted = json_object();
 		for (i = 0; i < json_array_size(arr); i++)
 			json_object_set_new(v->trusted, json_string_value(json_object_get(json_array_get(arr, i), "key")),
 					    json_true());
 		json_decref(arr);
 	}
-	if (!json_object_get(v->trusted, author))
-		return opt_error_set(OPT_EINTEGRITY, "%s: signed by key %.16s..., which this store does not trust "
-				     "(opt-log trust KEY)", pre, author);
+	if (v->restricted && !json_object_get(v->trusted, author))
+		return opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "%s: signed by key %s, which this store does "
+							  "not trust (opt-log trust KEY)", pre, author), "untrusted");
 	return 0;
 }
 
@@ -888,7 +903,7 @@ done:
 	json_decref(v.trusted);
 	free(v.commits);
 	opt_snap_free(v.head);
-	return rc;
+	return tampered_unless(rc);
 }
 
 /* ---- since a verified base ---- */
@@ -1030,8 +1045,8 @@ static int since_history(struct vctx *v, struct diff_ctx *d)
 		return rc;
 	/* (walk_history kept the commit of revision B last) */
 	if (strncmp(v->commits[v->ncommits - 1], opt_snap_commit(d->base), COMMIT_HEX) != 0)
-		return opt_error_set(OPT_EINTEGRITY, "revision %ld: not the commit verified before (the history was "
-				     "rewritten)", v->B);
+		return opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "revision %ld: not the commit verified before "
+							  "(the history was rewritten)", v->B), "rewound");
 	if ((rc = check_shapes(v)) < 0)
 		return rc;
 	d->v = v;
@@ -1110,8 +1125,8 @@ int opt_verify_collection_since(struct opt_store *s, const char *name, const cha
 	if (res)
 		res->rev = v.H;
 	if (v.B < 1 || v.B > v.H) {
-		rc = opt_error_set(OPT_EINTEGRITY, "revision %ld does not descend from revision %ld verified before", v.H,
-				   v.B);
+		rc = opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "revision %ld does not descend from revision %ld "
+							"verified before", v.H, v.B), "rewound");
 		goto done;
 	}
 	if (!(v.live = json_object()) || !(v.gone = json_object()) || !(d.changed = json_object()) ||
@@ -1142,5 +1157,5 @@ out:
 	json_decref(v.trusted);
 	free(v.commits);
 	opt_snap_free(v.head);
-	return rc;
+	return tampered_unless(rc);
 }

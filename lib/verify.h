@@ -31,8 +31,9 @@
  *
  * What it cannot see: a block changed at a revision r that did not write
  * it, and written again before H (that revision's copy is not compared
- * with anything).  It does check every entry's Ed25519 signature and that
- * its author is a key the store trusts.
+ * with anything).  It does check every entry's Ed25519 signature against
+ * the key it names and, in a restricted store (identity.h), that its author
+ * is a key the store trusts.
  */
 #ifndef OPT_VERIFY_H
 #define OPT_VERIFY_H

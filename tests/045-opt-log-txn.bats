@@ -548,6 +548,7 @@ EOF
 	opt-tree put -C "$TMP/other" theirs k 1 >/dev/null 2>&1
 	theirs=$(opt-log identity -C "$TMP/other" | jq -r .key)
 	git --git-dir="$TMP/other" push -q "$OPT_STORE" refs/opt/collections/theirs:refs/opt/collections/theirs 2>/dev/null
+	opt-log restrict >/dev/null
 	run --separate-stderr opt-log verify theirs
 	[ "$status" -eq 4 ]
 	[[ $stderr == *"trust"* ]] || fail "$stderr"

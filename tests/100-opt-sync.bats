@@ -135,10 +135,20 @@ load sync_helper
 	opt-diary -C "$TMP/w" append events '{"by":"w"}' >/dev/null
 	opt-sync -C "$TMP/w" push >/dev/null
 	cd "$TMP"
-	run --separate-stderr opt-sync clone "$TMP/a" c
+	# with no key given, a clone accepts every writer
+	run --separate-stderr opt-sync clone "$TMP/a" open
+	assert_success
+	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/open")" ]
+	# given keys, it accepts only those (and its origin's, by path)
+	run --separate-stderr opt-sync clone "$TMP/a" c0 --trust "$(key_of "$TMP/a")"
 	assert_failure 4
 	[[ $stderr == *"does not trust"*"--trust KEY"* ]]
-	[ ! -e "$TMP/c" ]
+	# the clone keeps the collections that verified, without that one
+	assert_line --partial '{"remote":"origin","collection":"events","status":"skipped"'
+	run opt-tree -C "$TMP/c0" count users
+	assert_output 2
+	run opt-diary -C "$TMP/c0" count events
+	assert_failure 1
 	run --separate-stderr opt-sync clone "$TMP/a" c --trust "$(key_of "$TMP/w")"
 	assert_success
 	[ "$(content_of "$TMP/a")" = "$(content_of "$TMP/c")" ]
@@ -152,7 +162,7 @@ load sync_helper
 	trust_all "$TMP/a" "$TMP/w2"
 	opt-diary -C "$TMP/w2" append events '{"by":"w2"}' >/dev/null
 	opt-sync -C "$TMP/w2" push >/dev/null
-	run --separate-stderr opt-sync clone "$TMP/a" e --trust "$(key_of "$TMP/w")"
+	run --separate-stderr opt-sync clone "$TMP/a" e0 --trust "$(key_of "$TMP/w")"
 	assert_failure 4
 	run --separate-stderr opt-sync clone "$TMP/a" e --trust "$(key_of "$TMP/w"),$(key_of "$TMP/w2")"
 	assert_success
@@ -538,7 +548,11 @@ EOF
 	run --separate-stderr opt-sync clone "$OPT_STORE" "$TMP/b"
 	assert_failure 4
 	[[ $stderr == *"collection 'things' refused: "*"does not match the hash"* ]]
-	[ ! -e "$TMP/b" ]
+	# the clone holds the collections that verified, not that one
+	run opt-block -C "$TMP/b" ls -c things
+	assert_failure 1
+	run opt-tree -C "$TMP/b" count users
+	assert_output 2
 }
 
 @test "hostile remote: a tampered block is refused (exit 4), the local store is unchanged" {
@@ -556,12 +570,16 @@ EOF
 	run --separate-stderr opt-sync -C "$TMP/b" pull
 	assert_failure 4
 	[ "$before" = "$(refs_of "$TMP/b")" ]
-	# push fetches first: refused too, and the remote is not written
+	# push fetches first: that collection is refused too and left alone,
+	# the others go
 	opt-tree -C "$TMP/b" put users x 1 >/dev/null
-	before=$(refs_of "$OPT_STORE")
+	before=$(refs_of "$OPT_STORE" | grep -v /users)
 	run --separate-stderr opt-sync -C "$TMP/b" push
 	assert_failure 4
-	[ "$before" = "$(refs_of "$OPT_STORE")" ]
+	assert_line --partial '{"remote":"origin","collection":"things","status":"skipped"'
+	[ "$before" = "$(refs_of "$OPT_STORE" | grep -v /users)" ]
+	run opt-tree get users x
+	assert_success
 	run opt-log -C "$TMP/b" verify
 	assert_success
 }
@@ -727,9 +745,10 @@ pretty_log_head() { pretty_block "$(G cat-file blob "$TC:$(bpath "$(header_id "$
 	opt-sync -C "$TMP/m" push >/dev/null
 	local before
 	before=$(refs_of "$TMP/b")
+	opt-log -C "$TMP/b" restrict >/dev/null
 	run --separate-stderr opt-sync -C "$TMP/b" pull
 	assert_failure 4
-	[[ $stderr == *"signed by key "*"which this store does not trust (opt-log trust KEY)"* ]]
+	[[ $stderr == *"signed by key $(key_of "$TMP/m"), which this store does not trust (opt-log trust KEY)"* ]]
 	[ "$before" = "$(refs_of "$TMP/b")" ]
 	opt-log -C "$TMP/b" trust "$(key_of "$TMP/m")" --name m
 	run opt-sync -C "$TMP/b" pull

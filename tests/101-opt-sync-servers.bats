@@ -110,11 +110,15 @@ EOF
 	fsck_ok c
 }
 
-@test "git://: an untrusted clone is refused (exit 4) and says how to trust" {
+@test "git://: a clone needs no trust command; one restricted to other keys is refused (exit 4) and says how to trust" {
 	seed_served
 	start_git_daemon
 	cd "$TMP"
-	run --separate-stderr opt-sync clone "$GITURL/r" c
+	run --separate-stderr opt-sync clone "$GITURL/r" open
+	assert_success
+	opt-block init other >/dev/null
+	opt-log -C other identity >/dev/null
+	run --separate-stderr opt-sync clone "$GITURL/r" c --trust "$(key_of other)"
 	assert_failure 4
 	[[ $stderr == *"does not trust"* ]]
 	[ ! -e c ]

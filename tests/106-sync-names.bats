@@ -133,7 +133,7 @@ refs/opt/remotes/origin/zeta'
 	assert_failure 4
 	assert_output '{"remote":"origin","collection":"a","rev":1,"status":"new"}
 {"remote":"origin","collection":"users","rev":1,"status":"new"}
-{"remote":"origin","collection":"x~1","status":"skipped","error":"invalid collection name '\''x~1'\'': '\''~'\'' is not allowed (use letters, digits, '\''.'\'', '\''_'\'', '\''-'\'' and '\''/'\'')"}
+{"remote":"origin","collection":"x~1","status":"skipped","error":"invalid collection name '\''x~1'\'': '\''~'\'' is not allowed (use letters, digits, '\''.'\'', '\''_'\'', '\''-'\'' and '\''/'\'')","reason":"malformed"}
 {"remote":"origin","collection":"zeta","rev":1,"status":"new"}'
 	rm "$TMP/p/refs/opt/collections/x~1"
 	[ "$(content_of c)" = "$(content_of "$TMP/p")" ]
@@ -155,8 +155,8 @@ refs/opt/remotes/origin/zeta'
 	opt-diary -C "$TMP/p" append zeta '"z2"' >/dev/null
 	run --separate-stderr opt-sync -C "$TMP/l" pull
 	assert_failure 3
-	assert_output '{"remote":"origin","collection":"a","status":"skipped","error":"collection '\''a'\'' cannot be created: collection '\''a/b'\'' exists"}
-{"remote":"origin","collection":"p/q","status":"skipped","error":"collection '\''p/q'\'' cannot be created: collection '\''p'\'' exists"}
+	assert_output '{"remote":"origin","collection":"a","status":"skipped","error":"collection '\''a'\'' cannot be created: collection '\''a/b'\'' exists","reason":"conflict"}
+{"remote":"origin","collection":"p/q","status":"skipped","error":"collection '\''p/q'\'' cannot be created: collection '\''p'\'' exists","reason":"conflict"}
 {"remote":"origin","collection":"users","rev":2,"status":"fast-forward"}
 {"remote":"origin","collection":"zeta","rev":2,"status":"fast-forward"}'
 	[[ $stderr == "opt-sync: remote 'origin': 2 collections skipped, first 'a': collection 'a' cannot be created: collection 'a/b' exists" ]] || fail "$stderr"
@@ -172,11 +172,11 @@ refs/opt/remotes/origin/zeta'
 	# --dry-run says the same and changes nothing
 	run --separate-stderr opt-sync -C "$TMP/l" pull --dry-run
 	assert_failure 3
-	assert_line '{"remote":"origin","collection":"a","status":"skipped","error":"collection '\''a'\'' cannot be created: collection '\''a/b'\'' exists","dry_run":true}'
+	assert_line '{"remote":"origin","collection":"a","status":"skipped","error":"collection '\''a'\'' cannot be created: collection '\''a/b'\'' exists","reason":"conflict","dry_run":true}'
 	# naming it: the same record and status
 	run --separate-stderr opt-sync -C "$TMP/l" pull origin a
 	assert_failure 3
-	assert_output '{"remote":"origin","collection":"a","status":"skipped","error":"collection '\''a'\'' cannot be created: collection '\''a/b'\'' exists"}'
+	assert_output '{"remote":"origin","collection":"a","status":"skipped","error":"collection '\''a'\'' cannot be created: collection '\''a/b'\'' exists","reason":"conflict"}'
 	fsck_ok "$TMP/l"
 	run opt-log -C "$TMP/l" verify
 	assert_success
@@ -223,7 +223,7 @@ users"
 	run --separate-stderr opt-sync -C "$TMP/l" pull
 	assert_failure 4
 	assert_equal "$(skipped)" "$(printf '%s\n' '-x' 'a' 'a./b' 'q/x+y' 'x~1' | sort)"
-	assert_line '{"remote":"origin","collection":"a","status":"skipped","error":"collection '\''a'\'' cannot be created: collection '\''a/b'\'' exists"}'
+	assert_line '{"remote":"origin","collection":"a","status":"skipped","error":"collection '\''a'\'' cannot be created: collection '\''a/b'\'' exists","reason":"conflict"}'
 	assert_line '{"remote":"origin","collection":"users","rev":1,"status":"new"}'
 	assert_line '{"remote":"origin","collection":"zeta","rev":1,"status":"new"}'
 	[ -z "$(tracking "$TMP/l" a)" ]
@@ -236,7 +236,7 @@ users"
 	opt-tree -C "$TMP/srv/r" put users bob 2 >/dev/null
 	run --separate-stderr opt-sync -C "$TMP/l" pull
 	assert_failure 3
-	assert_output '{"remote":"origin","collection":"a","status":"skipped","error":"collection '\''a'\'' cannot be created: collection '\''a/b'\'' exists"}
+	assert_output '{"remote":"origin","collection":"a","status":"skipped","error":"collection '\''a'\'' cannot be created: collection '\''a/b'\'' exists","reason":"conflict"}
 {"remote":"origin","collection":"users","rev":2,"status":"fast-forward"}
 {"remote":"origin","collection":"zeta","rev":1,"status":"up-to-date"}'
 	[ -z "$(tracking "$TMP/l" a)" ]

@@ -298,6 +298,44 @@ static int dir_is_empty(const char *dir)
 	return empty;
 }
 
+/* 1 if repo's HEAD names a store's first commit (the empty tree, the
+ * message root_commit writes): a copy of a store by plain git (git clone
+ * --mirror, git clone --bare of HEAD and refs/opt/) that did not copy the
+ * configuration. */
+static int head_is_store_root(git_repository *repo)
+{
+	git_commit *c = NULL;
+	git_oid id;
+	int ok;
+
+	if (!git_repository_head_detached(repo) || git_reference_name_to_id(&id, repo, "HEAD") < 0 ||
+	    git_commit_lookup(&c, repo, &id) < 0) {
+		git_error_clear();
+		return 0;
+	}
+	ok = git_commit_parentcount(c) == 0 && strncmp(git_commit_message_raw(c), "optimystic store\n", 17) == 0 &&
+	     strcmp(git_oid_tostr_s(git_commit_tree_id(c)), "4b825dc642cb6eb9a060e54bf8d69288fbee4904") == 0;
+	git_commit_free(c);
+	return ok;
+}
+
+/* A copy by plain git becomes a store again: the configuration a store
+ * is made with (store_init_at).  Best effort: a copy we may not write is
+ * still read. */
+static void adopt_copy(git_repository *repo)
+{
+	git_config *cfg = NULL;
+
+	if (git_repository_config(&cfg, repo) == 0) {
+		if (git_config_set_int32(cfg, "optimystic.version", 1) == 0) {
+			git_config_set_bool(cfg, "core.logallrefupdates", 0);
+			git_config_set_int32(cfg, "gc.auto", 0);
+		}
+	}
+	git_config_free(cfg);
+	git_error_clear();
+}
+
 /* Refuse repositories we must not write: another object format, or a
  * repository that is not one of ours. */
 static int check_repo(git_repository *repo, const char *dir)
@@ -320,8 +358,15 @@ static int check_repo(git_repository *repo, const char *dir)
 	}
 	git_error_clear();
 	if (git_config_get_int32(&ver, cfg, "optimystic.version") < 0) {
-		rc = opt_error_set(OPT_EINVAL, "'%s' is not an optimystic store (a git repository without optimystic.version)", dir);
-		goto done;
+		git_error_clear();
+		if (git_repository_is_bare(repo) && head_is_store_root(repo)) {
+			adopt_copy(repo);
+			ver = 1;
+		} else {
+			rc = opt_error_set(OPT_EINVAL, "'%s' is not an optimystic store (a git repository without "
+					   "optimystic.version)", dir);
+			goto done;
+		}
 	}
 	if (ver != 1)
 		rc = opt_error_set(OPT_EINVAL, "store '%s' has version %d; this program knows version 1", dir, (int)ver);

@@ -108,6 +108,10 @@ int opt_sync_remove(struct opt_sync *y, const char *remote, const char *const *c
 		goto done;
 	for (i = 0; rc == 0 && i < h.n; i++)
 		rc = remove_one(y, &r, &h.v[i], o, deadline);
+	/* the remote's that did not verify stay: a record each, exit 4 */
+	sync_skip_keep_refused(&r);
+	if (json_object_size(r.skipped))
+		rc = sync_skip_report(&r, o, rc);
 done:
 	sync_heads_clear(&h);
 	sync_remote_close(&r);
@@ -266,23 +270,60 @@ static void clone_undo(struct opt_sync *y, struct opt_store *s, const json_t *re
 	opt_error_clear();
 }
 
+/* 1 if store s holds a collection (a clone that skipped all it found
+ * is removed as a failed one), else 0. */
+static int clone_holds_some(struct opt_store *s)
+{
+	json_t *list = NULL;
+	char msg[1024];
+	int code = opt_error_last_code(), some;
+
+	snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	some = opt_store_list(s, &list) == 0 && json_array_size(list) > 0;
+	json_decref(list);
+	opt_error_set(code, "%s", msg);
+	return some;
+}
+
+/* One key to trust as given to clone: "KEY" or "NAME=KEY" into key and
+ * name (without a name, one derived from the key: "key-" and its first 8
+ * hex characters). */
+static int trust_arg(const char *arg, char key[OPT_KEY_HEX + 1], char name[OPT_TRUST_NAME_MAX + 1])
+{
+	const char *eq = strrchr(arg, '=');
+	const char *k = eq ? eq + 1 : arg;
+	size_t nlen = eq ? (size_t)(eq - arg) : 0;
+
+	if (!opt_key_hex_valid(k))
+		return opt_error_set(OPT_EINVAL, "invalid key '%s' (64 lowercase hex characters)", opt_esc(k));
+	if (eq && (nlen == 0 || nlen > OPT_TRUST_NAME_MAX || memchr(arg, '\n', nlen)))
+		return opt_error_set(OPT_EINVAL, "invalid name for key %s (one line of 1 to %d characters)", k,
+				     OPT_TRUST_NAME_MAX);
+	snprintf(key, OPT_KEY_HEX + 1, "%s", k);
+	if (eq)
+		snprintf(name, OPT_TRUST_NAME_MAX + 1, "%.*s", (int)nlen, arg);
+	else
+		snprintf(name, OPT_TRUST_NAME_MAX + 1, "key-%.8s", k);
+	return 0;
+}
+
 int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, const char *const *trust,
 		   size_t ntrust, const struct opt_sync_opts *o)
 {
 	struct opt_store *s = NULL;
 	struct opt_sync *y = NULL;
 	json_t *list = NULL, *refs_before = NULL, *trust_before = NULL;
-	char *path = NULL, key[OPT_KEY_HEX + 1];
+	char *path = NULL, key[OPT_KEY_HEX + 1], tname[OPT_TRUST_NAME_MAX + 1];
 	struct stat st;
-	int created = 0, partial = 0, rc;
+	int created = 0, partial = 0, was_restricted, rc;
 	size_t i;
 
 	if (out)
 		*out = NULL;
 	o = o ? o : &sync_no_opts;
 	for (i = 0; i < ntrust; i++)
-		if (!opt_key_hex_valid(trust[i]))
-			return opt_error_set(OPT_EINVAL, "invalid key '%s' (64 hex characters)", opt_esc(trust[i]));
+		if ((rc = trust_arg(trust[i], key, tname)) < 0)
+			return rc;
 	if ((rc = sync_check_policy(o)) < 0)
 		return rc;
 	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
@@ -314,6 +355,11 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 	}
 	if ((rc = opt_sync_remote_add(y, "origin", url)) < 0)
 		goto done;
+	/* open stays open (the origin's key only named), unless --trust */
+	if ((was_restricted = opt_trust_restricted(s)) < 0) {
+		rc = was_restricted;
+		goto done;
+	}
 	if (opt_sync_url_is_local(url, &path)) {
 		struct stat ps;
 		if (stat(path, &ps) < 0) {
@@ -326,11 +372,13 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 			goto done;
 	}
 	for (i = 0; i < ntrust; i++)
-		if ((rc = opt_trust_add(s, trust[i], "origin")) < 0)
+		if ((rc = trust_arg(trust[i], key, tname)) < 0 || (rc = opt_trust_add(s, key, tname)) < 0)
 			goto done;
+	if ((rc = opt_trust_restrict(s, was_restricted || ntrust > 0)) < 0)
+		goto done;
 	rc = opt_sync_pull(y, "origin", NULL, 0, o);
-	/* all but collections skipped: the clone stays */
-	partial = rc < 0 && opt_sync_partial(y);
+	/* all but collections skipped: the clone stays, when it holds some */
+	partial = rc < 0 && opt_sync_partial(y) && clone_holds_some(s);
 	if (rc == OPT_EINTEGRITY && strstr(opt_error_last(), "does not trust")) {
 		char msg[1024];
 		snprintf(msg, sizeof(msg), "%s", opt_error_last());

@@ -110,13 +110,16 @@ static int size_ok(struct sizewalk *w, const git_oid *id, git_object_t want)
 				     w->r->name, w->e->name, hex, e && e->message ? e->message : "unknown libgit2 error");
 	}
 	if (want != GIT_OBJECT_ANY && type != want)
-		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': %s %s is a %s, not a %s (refused)",
-				     w->r->name, w->e->name, git_oid_equal(id, &w->e->new) ? "its head" : "object", hex,
-				     git_object_type2string(type), git_object_type2string(want));
+		return opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': %s %s is a %s, "
+							  "not a %s (refused)", w->r->name, w->e->name,
+							  git_oid_equal(id, &w->e->new) ? "its head" : "object", hex,
+							  git_object_type2string(type), git_object_type2string(want)),
+					    "malformed");
 	if (size > OPT_BLOCK_MAX)
-		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': object %s has %zu bytes, more than "
-				     "an object may have (%zu bytes): refused unread", w->r->name, w->e->name, hex, size,
-				     OPT_BLOCK_MAX);
+		return opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': object %s has %zu "
+							  "bytes, more than an object may have (%zu bytes): refused "
+							  "unread", w->r->name, w->e->name, hex, size, OPT_BLOCK_MAX),
+					    "malformed");
 	return 1;
 }
 
@@ -430,8 +433,9 @@ static int head_is_commit(struct opt_sync *y, struct remote *r, const struct hea
 				     r->name, e->name, hex, msg);
 	}
 	if (type != GIT_OBJECT_COMMIT)
-		return opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': its head %s is a %s, not a commit (refused)",
-				     r->name, e->name, hex, git_object_type2string(type));
+		return opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s': its head %s is a "
+							  "%s, not a commit (refused)", r->name, e->name, hex,
+							  git_object_type2string(type)), "malformed");
 	return 0;
 }
 
@@ -563,10 +567,11 @@ static int verify_one(struct opt_sync *y, struct remote *r, const struct head *e
 	if ((rc = head_is_commit(y, r, e)) < 0)
 		return rc;
 	if (e->has_old && (rc = sync_descends(y->repo, &e->new, &e->old)) <= 0)
-		return rc < 0 ? rc : opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s' was rewound: its revision %ld "
-						   "does not descend from revision %ld that we fetched before (refused)",
-						   r->name, e->name, sync_rev_of(y, e->name, &e->new),
-						   sync_rev_of(y, e->name, &e->old));
+		return rc < 0 ? rc : opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "remote '%s': collection '%s' was "
+									"rewound: its revision %ld does not descend from "
+									"revision %ld that we fetched before (refused)",
+									r->name, e->name, sync_rev_of(y, e->name, &e->new),
+									sync_rev_of(y, e->name, &e->old)), "rewound");
 	sync_hex_of(hex, &e->new);
 	vp.o = r->o;
 	snprintf(vp.what, sizeof(vp.what), "verifying '%s'", e->name);
@@ -579,6 +584,40 @@ static int verify_one(struct opt_sync *y, struct remote *r, const struct head *e
 	snprintf(msg, sizeof(msg), "%s", opt_error_last());
 	return opt_error_set(rc != OPT_EIO ? OPT_EINTEGRITY : rc, "remote '%s': collection '%s' refused: %s", r->name,
 			     e->name, msg);
+}
+
+/* Changed collection h->v[i] did not verify: it goes from h to the
+ * remote's skipped ones (marked "refused"), its tracking ref stays. */
+static int refuse(struct remote *r, struct heads *h, size_t i)
+{
+	char esc[4 * OPT_NAME_MAX + 8];
+	int rc;
+
+	if ((rc = sync_skip_add(r, h->v[i].name, OPT_EINTEGRITY)) < 0)
+		return rc;
+	snprintf(esc, sizeof(esc), "%s", opt_esc(h->v[i].name));
+	json_object_set_new(json_object_get(r->skipped, esc), "refused", json_true());
+	free(h->v[i].name);
+	memmove(&h->v[i], &h->v[i + 1], (h->n - i - 1) * sizeof(h->v[0]));
+	h->n--;
+	return 0;
+}
+
+int sync_refused(const struct remote *r, const char *name)
+{
+	return json_is_true(json_object_get(json_object_get(r->skipped, opt_esc(name)), "refused"));
+}
+
+void sync_skip_keep_refused(struct remote *r)
+{
+	const char *name;
+	json_t *v;
+	void *tmp;
+
+	json_object_foreach_safe(r->skipped, tmp, name, v) {
+		if (!json_is_true(json_object_get(v, "refused")))
+			json_object_del(r->skipped, name);
+	}
 }
 
 /* All verified: the objects into the store, then the tracking refs. */
@@ -607,7 +646,7 @@ int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const 
 	git_remote *gr = NULL;
 	char inc_prefix[REFLEN], msg[1024];
 	int64_t deadline = opt_now_ms() + sync_busy_timeout(r->o);
-	size_t i;
+	size_t i, passed = 0, refused = 0;
 	int rc;
 
 	memset(h, 0, sizeof(*h));
@@ -617,11 +656,20 @@ int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const 
 	if ((rc = fetch_plan(y, r, colls, n, &gr, h)) == 0 && !dry_run &&
 	    (rc = fetch_download(y, r, gr, h, inc_prefix)) == 0) {
 		git_remote_disconnect(gr);
-		/* verify every changed collection before any ref moves */
-		for (i = 0; i < h->n && rc == 0; i++)
-			if (strcmp(h->v[i].status, "unchanged") != 0)
-				rc = verify_one(y, r, &h->v[i], inc_prefix);
-		if (rc == 0)
+		/* verify every changed collection before any ref moves; one
+		 * that does not verify is refused, the others go on */
+		for (i = 0; i < h->n && rc == 0; i++) {
+			if (strcmp(h->v[i].status, "unchanged") == 0)
+				continue;
+			if ((rc = verify_one(y, r, &h->v[i], inc_prefix)) == OPT_EINTEGRITY) {
+				refused++;
+				rc = refuse(r, h, i--);
+			}
+			else if (rc == 0)
+				passed++;
+		}
+		/* (nothing passed: nothing that came is kept) */
+		if (rc == 0 && (passed || !refused))
 			rc = fetch_commit(y, r, h, deadline);
 	}
 	if (rc > 0)

@@ -224,10 +224,20 @@ int sync_ls_remote(struct opt_sync *y, struct remote *r, git_remote **gr_out, st
 /* Fetch the remote's collections (all, or colls) into the quarantine,
  * verify each changed one, and only then move the tracking refs.  *h gets
  * one head per collection of the remote (sorted by name), with the
- * tracking ref before (old) and the remote head (new).  With dry_run
- * nothing is downloaded or moved. */
+ * tracking ref before (old) and the remote head (new).  A collection that
+ * does not verify (OPT_EINTEGRITY) is left out of *h and goes to
+ * r->skipped (sync_refused), its tracking ref where it was; the others
+ * go on.  With dry_run nothing is downloaded or moved. */
 int sync_fetch_verified(struct opt_sync *y, struct remote *r, const char *const *colls, size_t n,
 			int dry_run, struct heads *h);
+
+/* 1 if the remote's collection name was refused by the last fetch (it did
+ * not verify: sync_fetch_verified skips it and goes on), 0 if not. */
+int sync_refused(const struct remote *r, const char *name);
+
+/* Forget the skipped collections that were not refused (push reports only
+ * these). */
+void sync_skip_keep_refused(struct remote *r);
 
 /* A named collection the remote lacks. */
 int sync_check_named(struct heads *h, struct remote *r, const char *const *colls, size_t n);

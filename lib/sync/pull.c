@@ -115,8 +115,10 @@ static int skip_spread(struct remote *r, const struct heads *h, const json_t *sh
 				const char *tok = json_string_value(json_array_get(pair, 1));
 				if (!tok || strcmp(tok, h->v[i].name) == 0 || !(why = json_object_get(r->skipped, tok)))
 					continue;
-				opt_error_set(OPT_ECONFLICT, "it shares transaction %s with '%s', which was skipped",
-					      json_string_value(json_array_get(pair, 0)), tok);
+				opt_error_set_reason(opt_error_set(OPT_ECONFLICT, "it shares transaction %s with '%s', "
+								   "which was skipped",
+								   json_string_value(json_array_get(pair, 0)), tok),
+						     "linked");
 				rc = sync_skip_add(r, h->v[i].name, (int)json_integer_value(json_object_get(why, "code")));
 				grew = 1;
 				break;

@@ -644,9 +644,17 @@ static int push_classify(struct push_run *p)
 	size_t i;
 	int rc;
 
-	for (i = 0; i < p->nn; i++)
-		if (!json_object_get(p->done_set, p->cn[i]) && (rc = push_state(p, i)) < 0)
+	for (i = 0; i < p->nn; i++) {
+		if (json_object_get(p->done_set, p->cn[i]))
+			continue;
+		/* the remote's did not verify: left alone, reported at the end */
+		if (sync_refused(&p->r, p->cn[i])) {
+			json_object_set_new(p->done_set, p->cn[i], json_true());
+			continue;
+		}
+		if ((rc = push_state(p, i)) < 0)
 			return rc;
+	}
 	return 0;
 }
 
@@ -849,6 +857,11 @@ static int push(struct opt_sync *y, const char *remote, const char *const *colls
 	}
 	rc = 0;
 done:
+	/* the collections the remote holds that did not verify: a record
+	 * each, and exit 4 when nothing else failed */
+	sync_skip_keep_refused(&p.r);
+	if (json_object_size(p.r.skipped))
+		rc = sync_skip_report(&p.r, p.o, rc);
 	push_end(&p);
 	return rc;
 }

@@ -623,12 +623,16 @@ void sync_callbacks(git_remote_callbacks *cb, struct remote *r)
 int sync_skip_add(struct remote *r, const char *name, int code)
 {
 	char esc[4 * OPT_NAME_MAX + 8];
+	const char *why;
 	json_t *v;
 
 	if (!r->skipped && !(r->skipped = json_object()))
 		return opt_error_set(OPT_EIO, "out of memory");
 	snprintf(esc, sizeof(esc), "%s", opt_esc(name));
-	v = json_pack("{s:i,s:s}", "code", code, "error", opt_error_last());
+	/* the reason (error.h): an integrity skip whose message is no
+	 * integrity failure is a name that cannot be one of ours */
+	why = opt_error_reason() ? opt_error_reason() : code == OPT_EINTEGRITY ? "malformed" : "conflict";
+	v = json_pack("{s:i,s:s,s:s}", "code", code, "error", opt_error_last(), "reason", why);
 	if (!v || json_object_set_new(r->skipped, esc, v) < 0)
 		return opt_error_set(OPT_EIO, "out of memory");
 	opt_error_clear();
@@ -696,9 +700,9 @@ int sync_skip_report(struct remote *r, const struct opt_sync_opts *o, int rc)
 {
 	json_t *names = json_array(), *v;
 	const char *name;
-	size_t n = json_object_size(r->skipped), i;
-	int code = OPT_ECONFLICT, erc = 0;
-	char msg[1024];
+	size_t n = json_object_size(r->skipped), i, n2;
+	int code = OPT_ECONFLICT, erc = 0, own;
+	char msg[1024], lead[OPT_REMOTE_NAME_MAX + 16];
 
 	if (!names)
 		return rc < 0 ? rc : opt_error_set(OPT_EIO, "out of memory");
@@ -719,8 +723,8 @@ int sync_skip_report(struct remote *r, const struct opt_sync_opts *o, int rc)
 		v = json_object_get(r->skipped, name);
 		if (json_integer_value(json_object_get(v, "code")) == OPT_EINTEGRITY)
 			code = OPT_EINTEGRITY;
-		rec = json_pack("{s:s,s:s,s:s,s:O}", "remote", r->name, "collection", name, "status", "skipped", "error",
-				json_object_get(v, "error"));
+		rec = json_pack("{s:s,s:s,s:s,s:O,s:O}", "remote", r->name, "collection", name, "status", "skipped",
+				"error", json_object_get(v, "error"), "reason", json_object_get(v, "reason"));
 		if (rec && o && o->dry_run)
 			json_object_set_new(rec, "dry_run", json_true());
 		if (!erc)
@@ -728,18 +732,32 @@ int sync_skip_report(struct remote *r, const struct opt_sync_opts *o, int rc)
 		else
 			json_decref(rec);
 	}
-	name = json_string_value(json_array_get(names, 0));
+	/* the message names the first that was not skipped only for
+	 * sharing a transaction with another (the cause, not an effect) */
+	for (i = 0; i + 1 < n; i++) {
+		v = json_object_get(r->skipped, json_string_value(json_array_get(names, i)));
+		if (json_integer_value(json_object_get(v, "code")) == code &&
+		    strcmp(json_string_value(json_object_get(v, "reason")), "linked") != 0)
+			break;
+	}
+	name = json_string_value(json_array_get(names, i));
 	v = json_object_get(r->skipped, name);
+	/* a collection refused by the fetch: its message names the remote */
+	n2 = (size_t)snprintf(lead, sizeof(lead), "remote '%s': ", r->name);
+	own = strncmp(json_string_value(json_object_get(v, "error")), lead, n2) == 0;
 	if (rc < 0)
 		opt_error_set(rc, "%s", msg);
 	else if (erc)
 		rc = erc;
+	else if (n == 1 && own)
+		rc = opt_error_set(code, "%s", json_string_value(json_object_get(v, "error")));
 	else if (n == 1)
 		rc = opt_error_set(code, "remote '%s': collection '%s' skipped: %s", r->name, name,
 				   json_string_value(json_object_get(v, "error")));
 	else
-		rc = opt_error_set(code, "remote '%s': %zu collections skipped, first '%s': %s", r->name, n, name,
-				   json_string_value(json_object_get(v, "error")));
+		rc = opt_error_set(code, "remote '%s': %zu collections skipped, %s '%s': %s", r->name, n,
+				   i ? "among them" : "first", name,
+				   json_string_value(json_object_get(v, "error")) + (own ? n2 : 0));
 	json_decref(names);
 	return rc;
 }
@@ -819,7 +837,7 @@ static int path_refs(struct remote *r, json_t *names, int *odd)
 		if (!cn)
 			continue;
 		if (opt_store_name_check(cn) == 0)
-			opt_error_set(OPT_EINTEGRITY, "not a valid ref name");
+			opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "not a valid ref name"), "malformed");
 		if ((rc = sync_skip_add(r, cn, OPT_EINTEGRITY)) < 0)
 			break;
 	}
@@ -998,8 +1016,8 @@ static int ls_clashes(struct remote *r, struct heads *h, json_t *theirs)
 		return rc;
 	for (i = k = 0; i < h->n; i++) {
 		if ((other = clash_in(theirs, h->v[i].name, 0))) {
-			opt_error_set(OPT_EINTEGRITY, "remote '%s' lists both '%s' and '%s', which cannot both exist", r->name,
-				      other, h->v[i].name);
+			opt_error_set_reason(opt_error_set(OPT_EINTEGRITY, "remote '%s' lists both '%s' and '%s', which cannot "
+							   "both exist", r->name, other, h->v[i].name), "malformed");
 			rc = sync_skip_add(r, h->v[i].name, OPT_EINTEGRITY);
 			free(h->v[i].name);
 			if (rc < 0) {
