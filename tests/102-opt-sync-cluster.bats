@@ -672,8 +672,10 @@ bash_offers() {
 	make_peers 2
 	make_colls 6
 	opt-sync push >/dev/null
-	# t trusts nobody: it can list the peers but not take their collections
+	# t trusts nobody (restricted to its own key): it can list the peers
+	# but not take their collections
 	opt-block init "$TMP/t" >/dev/null
+	opt-log -C "$TMP/t" restrict >/dev/null
 	for p in p1 p2; do opt-sync -C "$TMP/t" peer add "$p" "$TMP/$p"; done
 	opt-block init "$TMP/p3" >/dev/null
 	opt-sync -C "$TMP/t" peer add p3 "$TMP/p3"
@@ -771,7 +773,7 @@ bash_offers() {
 	assert_success
 }
 
-@test "a cluster pull from a home that gives what this store refuses: exit 4, the home's collections failed, the home not called unreachable" {
+@test "a cluster pull from a home that gives what this store refuses: exit 4, that collection skipped (untrusted), the others pulled, the home not called unreachable" {
 	make_peers 2
 	opt-block init "$TMP/w" >/dev/null
 	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s
@@ -783,7 +785,9 @@ bash_offers() {
 	make_colls 6
 	opt-sync push >/dev/null
 	opt-sync -C "$TMP/w" pull >/dev/null
-	# a writer this store does not trust wrote c1 at its home
+	# a writer this store does not trust (it restricts its writers) wrote
+	# c1 at its home
+	opt-log restrict >/dev/null
 	home=$(opt-sync where c1 | jq -r .home)
 	opt-tree -C "$TMP/w" put c1 k 2 >/dev/null
 	opt-sync -C "$TMP/w" push "$home" c1 >/dev/null
@@ -792,11 +796,13 @@ bash_offers() {
 	[[ "$stderr" == *"does not trust"* ]] || fail "$stderr"
 	refute_output --partial '"status":"unreachable"'
 	assert_output --partial '"down":[]'
-	# each collection of that home is reported failed, none taken elsewhere
+	# the refused collection is reported (why: untrusted) and taken from
+	# nowhere else; the home's other collections carry on
+	assert_line --partial "{\"remote\":\"$home\",\"collection\":\"c1\",\"status\":\"skipped\""
+	assert_line --regexp "\"collection\":\"c1\",\"status\":\"skipped\".*\"reason\":\"untrusted\""
 	for c in $(placed_on "$home"); do
-		[ "$(opt-sync where "$c" | jq -r .home)" = "$home" ] || continue
-		assert_line --partial "{\"remote\":\"$home\",\"collection\":\"$c\",\"status\":\"failed\""
-		refute_line --partial "\"collection\":\"$c\",\"rev\":"
+		[ "$(opt-sync where "$c" | jq -r .home)" = "$home" ] && [ "$c" != c1 ] || continue
+		assert_line --partial "{\"remote\":\"$home\",\"collection\":\"$c\",\"rev\":"
 	done
 	run opt-tree get c1 k
 	assert_output '{"key":"k","value":1}'

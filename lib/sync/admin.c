@@ -307,15 +307,84 @@ static int trust_arg(const char *arg, char key[OPT_KEY_HEX + 1], char name[OPT_T
 	return 0;
 }
 
+/* A store made beforehand must be empty (no collections, no remotes);
+ * what a failed clone must put back is recorded (all ref names, the
+ * trusted keys). */
+static int clone_target_empty(struct opt_sync *y, struct opt_store *s, const char *dir, json_t **refs_before,
+			      json_t **trust_before)
+{
+	json_t *list = NULL;
+	int rc;
+
+	if ((rc = opt_store_list(s, &list)) < 0)
+		return rc;
+	if (json_array_size(list) > 0)
+		rc = opt_error_set(OPT_EINVAL, "cannot clone into store '%s': it has collections", dir);
+	json_decref(list);
+	list = NULL;
+	if (rc < 0 || (rc = opt_sync_remote_list(y, &list)) < 0)
+		return rc;
+	if (json_array_size(list) > 0)
+		rc = opt_error_set(OPT_EINVAL, "cannot clone into store '%s': it has remotes", dir);
+	json_decref(list);
+	if (rc < 0 || (rc = sync_refs_under(y->repo, "refs/", refs_before)) < 0)
+		return rc;
+	return opt_trust_list(s, trust_before);
+}
+
+/* The keys a clone trusts: an open store stays open (the origin's key,
+ * found at a path, only named), unless keys are given (--trust), which
+ * restrict it. */
+static int clone_trust(struct opt_store *s, const char *url, const char *const *trust, size_t ntrust)
+{
+	char *path = NULL, key[OPT_KEY_HEX + 1], tname[OPT_TRUST_NAME_MAX + 1];
+	int was_restricted, rc = 0;
+	size_t i;
+
+	if ((was_restricted = opt_trust_restricted(s)) < 0)
+		return was_restricted;
+	if (opt_sync_url_is_local(url, &path)) {
+		struct stat ps;
+		if (stat(path, &ps) < 0)
+			rc = opt_error_set(OPT_ENET, "cannot reach '%s': %s", url, strerror(errno));
+		else if ((rc = peer_key(path, key)) == 0 && key[0])
+			rc = opt_trust_add(s, key, "origin");
+	}
+	free(path);
+	for (i = 0; rc == 0 && i < ntrust; i++)
+		if ((rc = trust_arg(trust[i], key, tname)) == 0)
+			rc = opt_trust_add(s, key, tname);
+	if (rc < 0)
+		return rc;
+	return opt_trust_restrict(s, was_restricted || ntrust > 0);
+}
+
+/* The pull of a clone; *partial: some collections were skipped, the
+ * others are kept. */
+static int clone_pull(struct opt_sync *y, struct opt_store *s, const struct opt_sync_opts *o, int *partial)
+{
+	int rc = opt_sync_pull(y, "origin", NULL, 0, o);
+
+	*partial = rc < 0 && opt_sync_partial(y) && clone_holds_some(s);
+	if (rc == OPT_EINTEGRITY && strstr(opt_error_last(), "does not trust")) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+		opt_error_set(rc, "%s; to clone from a peer whose entries are signed by other keys, trust them first "
+			      "(opt-sync clone --trust KEY, or opt-block init DIR and opt-log trust KEY before the clone)",
+			      msg);
+	}
+	return rc;
+}
+
 int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, const char *const *trust,
 		   size_t ntrust, const struct opt_sync_opts *o)
 {
 	struct opt_store *s = NULL;
 	struct opt_sync *y = NULL;
-	json_t *list = NULL, *refs_before = NULL, *trust_before = NULL;
-	char *path = NULL, key[OPT_KEY_HEX + 1], tname[OPT_TRUST_NAME_MAX + 1];
+	json_t *refs_before = NULL, *trust_before = NULL;
+	char key[OPT_KEY_HEX + 1], tname[OPT_TRUST_NAME_MAX + 1], msg[1024];
 	struct stat st;
-	int created = 0, partial = 0, was_restricted, rc;
+	int created = 0, partial = 0, rc;
 	size_t i;
 
 	if (out)
@@ -330,83 +399,24 @@ int opt_sync_clone(struct opt_store **out, const char *url, const char *dir, con
 		return opt_error_set(OPT_EINVAL, "cannot clone into '%s': not a directory", dir);
 	if ((rc = opt_store_create(&s, dir, &created)) < 0)
 		return rc;
-	if ((rc = opt_sync_open(&y, s)) < 0)
-		goto done;
-	if ((rc = opt_sync_lock(y, 0)) < 0)
-		goto done;
-	if (!created) {
-		if ((rc = opt_store_list(s, &list)) < 0)
-			goto done;
-		if (json_array_size(list) > 0) {
-			rc = opt_error_set(OPT_EINVAL, "cannot clone into store '%s': it has collections", dir);
-			goto done;
-		}
-		json_decref(list);
-		list = NULL;
-		if ((rc = opt_sync_remote_list(y, &list)) < 0)
-			goto done;
-		if (json_array_size(list) > 0) {
-			rc = opt_error_set(OPT_EINVAL, "cannot clone into store '%s': it has remotes", dir);
-			goto done;
-		}
-		/* what a failed clone must put back */
-		if ((rc = sync_refs_under(y->repo, "refs/", &refs_before)) < 0 || (rc = opt_trust_list(s, &trust_before)) < 0)
-			goto done;
-	}
-	if ((rc = opt_sync_remote_add(y, "origin", url)) < 0)
-		goto done;
-	/* open stays open (the origin's key only named), unless --trust */
-	if ((was_restricted = opt_trust_restricted(s)) < 0) {
-		rc = was_restricted;
-		goto done;
-	}
-	if (opt_sync_url_is_local(url, &path)) {
-		struct stat ps;
-		if (stat(path, &ps) < 0) {
-			rc = opt_error_set(OPT_ENET, "cannot reach '%s': %s", url, strerror(errno));
-			goto done;
-		}
-		if ((rc = peer_key(path, key)) < 0)
-			goto done;
-		if (key[0] && (rc = opt_trust_add(s, key, "origin")) < 0)
-			goto done;
-	}
-	for (i = 0; i < ntrust; i++)
-		if ((rc = trust_arg(trust[i], key, tname)) < 0 || (rc = opt_trust_add(s, key, tname)) < 0)
-			goto done;
-	if ((rc = opt_trust_restrict(s, was_restricted || ntrust > 0)) < 0)
-		goto done;
-	rc = opt_sync_pull(y, "origin", NULL, 0, o);
-	/* all but collections skipped: the clone stays, when it holds some */
-	partial = rc < 0 && opt_sync_partial(y) && clone_holds_some(s);
-	if (rc == OPT_EINTEGRITY && strstr(opt_error_last(), "does not trust")) {
-		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", opt_error_last());
-		opt_error_set(rc, "%s; to clone from a peer whose entries are signed by other keys, trust them first "
-			      "(opt-sync clone --trust KEY, or opt-block init DIR and opt-log trust KEY before the clone)",
-			      msg);
-	}
-done:
-	if (rc < 0 && trust_before) {
-		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", opt_error_last());
+	if ((rc = opt_sync_open(&y, s)) == 0 && (rc = opt_sync_lock(y, 0)) == 0 &&
+	    (created || (rc = clone_target_empty(y, s, dir, &refs_before, &trust_before)) == 0) &&
+	    (rc = opt_sync_remote_add(y, "origin", url)) == 0 && (rc = clone_trust(s, url, trust, ntrust)) == 0)
+		rc = clone_pull(y, s, o, &partial);
+	snprintf(msg, sizeof(msg), "%s", rc < 0 ? opt_error_last() : "");
+	if (rc < 0 && trust_before)
 		clone_undo(y, s, refs_before, trust_before);
-		opt_error_set(rc, "%s", msg);
-	}
-	free(path);
-	json_decref(list);
 	json_decref(refs_before);
 	json_decref(trust_before);
 	opt_sync_free(y);
 	if (rc < 0 && !partial) {
-		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", opt_error_last());
 		opt_store_free(s);
 		s = NULL;
 		if (created)
 			nftw(dir, sync_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-		opt_error_set(rc, "%s", msg);
 	}
+	if (rc < 0)
+		opt_error_set(rc, "%s", msg);
 	if (out)
 		*out = s;
 	else

@@ -1098,11 +1098,80 @@ static void reps_add(json_t *reps, size_t peer, const char *name, const git_oid 
  * push where the homes already hold our heads), or two for a peer that
  * orders new writes and replicates another home's new writes (see
  * docs/clusters.md for why no single connection can do both). */
-static int push_run(struct run *r)
+/* One collection's part of a round: its home (the acting one: the first
+ * peer up, a later one only with --promote) when the home has not taken
+ * it yet (blocking that peer when it has something new to order), and
+ * its replicas that have a state to take. */
+static int push_plan_one(struct run *r, git_repository *repo, struct cstate *cs, json_t *per, json_t *reps,
+			 int *blocking, int *nb)
 {
 	const struct opt_cluster_opts *o = r->o;
+	size_t k;
+	int rc;
+
+	if (!cs->home_ok) {
+		k = cs->acting < 0 ? 0 : (size_t)cs->acting;
+		while (k < cs->np && r->down[cs->place[k]])
+			k++;
+		if (k >= cs->np || (k > 0 && !o->promote))
+			return 0;  /* no home to order it: nothing of it this round */
+		if ((int)k != cs->acting || !cs->planned) {
+			git_oid t;
+			int hl, ht;
+			cs->acting = (int)k;
+			cs->planned = 1;
+			if ((hl = ref_of(repo, NULL, cs->name, &cs->local)) < 0 ||
+			    (ht = ref_of(repo, r->c->peers[cs->place[k]], cs->name, &t)) < 0)
+				return hl < 0 ? hl : ht;
+			cs->settled = hl && ht && git_oid_equal(&cs->local, &t);
+		}
+		cluster_per_add(per, cs->place[k], cs->name);
+		if (!cs->settled && cs->np > 1 && !blocking[cs->place[k]]) {
+			blocking[cs->place[k]] = 1;
+			(*nb)++;
+		}
+	}
+	for (k = 0; k < cs->np; k++) {
+		size_t p = cs->place[k];
+		const git_oid *src = cs->home_ok ? &cs->acked : cs->settled ? &cs->local : NULL;
+		if ((int)k == cs->acting || cs->rst[k] == RS_DONE || !src ||
+		    (cs->rst[k] == RS_GIVEN && git_oid_equal(&cs->given[k], src)))
+			continue;
+		if (r->down[p]) {
+			/* a peer found down is not tried again */
+			cs->rst[k] = RS_DONE;
+			if ((rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r->c->peers[p], "collection", cs->name,
+						    "status", "failed", "error",
+						    r->down_msg[p] ? r->down_msg[p] : "unreachable"))) != 0)
+				return rc;
+			continue;
+		}
+		cluster_per_add(per, p, cs->name);
+		reps_add(reps, p, cs->name, src);
+	}
+	return 0;
+}
+
+/* When some homes have something new to order, the round visits only
+ * them (with whatever else they have to do). */
+static void push_homes_first(struct run *r, json_t *per, json_t *reps, const int *blocking)
+{
+	size_t k;
+
+	for (k = 0; k < r->c->n; k++) {
+		char key[24];
+		if (blocking[k])
+			continue;
+		snprintf(key, sizeof(key), "%zu", k);
+		json_object_del(per, key);
+		json_object_del(reps, key);
+	}
+}
+
+static int push_run(struct run *r)
+{
 	git_repository *repo = NULL;
-	size_t i, k;
+	size_t i;
 	int rc = 0, round, max = 4 + 2 * (int)r->c->n;
 
 	if ((rc = opt_store__repo_open(r->c->s, &repo)) < 0)
@@ -1111,70 +1180,13 @@ static int push_run(struct run *r)
 		json_t *per = json_object(), *reps = json_object();
 		int blocking[OPT_CLUSTER_PEERS_MAX] = { 0 }, nb = 0;
 
-		if (!per || !reps) {
-			json_decref(per);
-			json_decref(reps);
+		if (!per || !reps)
 			rc = opt_error_set(OPT_EIO, "out of memory");
-			break;
-		}
-		for (i = 0; rc == 0 && i < r->nc; i++) {
-			struct cstate *cs = &r->cs[i];
-			if (cs->failed)
-				continue;
-			if (!cs->home_ok) {
-				k = cs->acting < 0 ? 0 : (size_t)cs->acting;
-				while (k < cs->np && r->down[cs->place[k]])
-					k++;
-				if (k >= cs->np || (k > 0 && !o->promote))
-					continue;
-				if ((int)k != cs->acting || !cs->planned) {
-					git_oid t;
-					int hl, ht;
-					cs->acting = (int)k;
-					cs->planned = 1;
-					if ((hl = ref_of(repo, NULL, cs->name, &cs->local)) < 0 ||
-					    (ht = ref_of(repo, r->c->peers[cs->place[k]], cs->name, &t)) < 0) {
-						rc = hl < 0 ? hl : ht;
-						break;
-					}
-					cs->settled = hl && ht && git_oid_equal(&cs->local, &t);
-				}
-				cluster_per_add(per, cs->place[k], cs->name);
-				if (!cs->settled && cs->np > 1 && !blocking[cs->place[k]]) {
-					blocking[cs->place[k]] = 1;
-					nb++;
-				}
-			}
-			for (k = 0; k < cs->np; k++) {
-				size_t p = cs->place[k];
-				const git_oid *src = cs->home_ok ? &cs->acked : cs->settled ? &cs->local : NULL;
-				if ((int)k == cs->acting || cs->rst[k] == RS_DONE || !src ||
-				    (cs->rst[k] == RS_GIVEN && git_oid_equal(&cs->given[k], src)))
-					continue;
-				if (r->down[p]) {
-					/* a peer found down is not tried again */
-					cs->rst[k] = RS_DONE;
-					if ((rc = emit(o, json_pack("{s:s,s:s,s:s,s:s}", "remote", r->c->peers[p], "collection",
-								    cs->name, "status", "failed", "error",
-								    r->down_msg[p] ? r->down_msg[p] : "unreachable"))) != 0)
-						break;
-					continue;
-				}
-				cluster_per_add(per, p, cs->name);
-				reps_add(reps, p, cs->name, src);
-			}
-		}
-		if (rc == 0 && nb) {
-			/* first the homes with something new to order */
-			for (k = 0; k < r->c->n; k++) {
-				char key[24];
-				if (blocking[k])
-					continue;
-				snprintf(key, sizeof(key), "%zu", k);
-				json_object_del(per, key);
-				json_object_del(reps, key);
-			}
-		}
+		for (i = 0; rc == 0 && i < r->nc; i++)
+			if (!r->cs[i].failed)
+				rc = push_plan_one(r, repo, &r->cs[i], per, reps, blocking, &nb);
+		if (rc == 0 && nb)
+			push_homes_first(r, per, reps, blocking);
 		if (rc == 0 && json_object_size(per) == 0) {
 			json_decref(per);
 			json_decref(reps);
