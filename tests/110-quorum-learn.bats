@@ -6,9 +6,13 @@
 # to write, sends what each reachable peer lacks; records say
 # "durability":"full" once every peer of the placement learned the
 # chosen value, "majority" while one still lacks it.
+# And exactly once (docs/quorum.md, "The change function"): a replayed
+# transaction keeps its ID, and one whose ID is already in the history
+# replayed onto is never applied again, whichever way it arrived.
 
 load test_helper
 load servers
+load sync_helper
 
 export OPT_CLUSTER_BACKOFF_MS=20
 
@@ -136,4 +140,80 @@ chosen_in() { git --git-dir="$1" rev-parse -q --verify "refs/opt/chosen/$2"; }
 	assert_success
 	assert_line --partial '"durability":"full"'
 	for i in 1 2 3; do [ "$(git --git-dir="$TMP/q$i" rev-parse refs/opt/collections/log)" = "$head" ]; done
+}
+
+@test "exactly once: a replay keeps the transaction's ID (home ordering); opt-log status finds it" {
+	seed "$TMP/a"
+	opt-sync clone "$TMP/a" "$TMP/b" >/dev/null
+	trust_all "$TMP/a" "$TMP/b"
+	opt-diary -C "$TMP/a" append events '"A"' >/dev/null
+	opt-diary -C "$TMP/b" append events '"B"' >/dev/null
+	trx=$(opt-log -C "$TMP/b" show events | tail -n 1 | jq -r .trx)
+	[ -n "$trx" ] && [ "$trx" != null ]
+	run opt-sync -C "$TMP/b" push
+	assert_success
+	assert_line --partial '"status":"replayed","replayed":1'
+	[ "$(opt-log -C "$TMP/b" show events | tail -n 1 | jq -r .trx)" = "$trx" ]
+	[ "$(opt-log -C "$TMP/a" show events | tail -n 1 | jq -r .trx)" = "$trx" ]
+	run opt-log -C "$TMP/b" status "$trx"
+	assert_success
+	assert_output --partial '"status":"committed"'
+	run opt-log -C "$TMP/a" status "$trx"
+	assert_success
+}
+
+@test "exactly once: a transaction pulled, then met again replayed elsewhere, is not applied twice" {
+	seed "$TMP/a"
+	opt-sync clone "$TMP/a" "$TMP/b" >/dev/null
+	opt-sync clone "$TMP/a" "$TMP/c" >/dev/null
+	opt-sync clone "$TMP/a" "$TMP/d" >/dev/null
+	for s in a b c d; do trust_all "$TMP/$s" "$TMP/a" "$TMP/b" "$TMP/c" "$TMP/d"; done
+	opt-sync -C "$TMP/b" remote add d "$TMP/d" >/dev/null
+	opt-sync -C "$TMP/c" remote add d "$TMP/d" >/dev/null
+	opt-diary -C "$TMP/d" append events '"Z"' >/dev/null
+	opt-diary -C "$TMP/b" append events '"X"' >/dev/null
+	opt-sync -C "$TMP/b" push origin >/dev/null
+	# X reaches d replayed onto Z
+	run opt-sync -C "$TMP/b" push d
+	assert_success
+	# c pulled X from a, wrote Y, then pulls d (which holds X replayed)
+	opt-sync -C "$TMP/c" pull origin >/dev/null
+	opt-diary -C "$TMP/c" append events '"Y"' >/dev/null
+	run opt-sync -C "$TMP/c" pull d
+	assert_success
+	run opt-diary -C "$TMP/c" read events
+	[ "$(grep -c '^"X"$' <<<"$output")" -eq 1 ]
+	[ "$(grep -c '^"Y"$' <<<"$output")" -eq 1 ]
+	[ "$(grep -c '^"Z"$' <<<"$output")" -eq 1 ]
+	# and a later push and pull keep it once
+	opt-sync -C "$TMP/c" push d >/dev/null
+	opt-sync -C "$TMP/b" pull d >/dev/null
+	run opt-diary -C "$TMP/b" read events
+	[ "$(grep -c '^"X"$' <<<"$output")" -eq 1 ]
+}
+
+@test "exactly once: quorum ordering keeps the ID of a replayed transaction" {
+	three_peers
+	writer_of "$TMP/w"
+	opt-log trust "$(key_of "$TMP/w")" --name w >/dev/null
+	opt-log -C "$TMP/w" trust "$(key_of "$OPT_STORE")" --name s >/dev/null
+	opt-diary append log '"a1"' >/dev/null
+	opt-sync push >/dev/null
+	opt-diary -C "$TMP/w" append log '"b1"' >/dev/null
+	trx=$(opt-log -C "$TMP/w" show log | tail -n 1 | jq -r .trx)
+	run opt-sync -C "$TMP/w" push
+	assert_success
+	assert_line --partial '"replayed":1'
+	[ "$(opt-log -C "$TMP/w" show log | tail -n 1 | jq -r .trx)" = "$trx" ]
+	run opt-log -C "$TMP/w" status "$trx"
+	assert_success
+	assert_output --partial '"status":"committed"'
+	# the first writer's next write is replayed onto it: b1 once
+	opt-diary append log '"a2"' >/dev/null
+	opt-sync push >/dev/null
+	opt-sync push >/dev/null
+	run opt-diary read log
+	assert_output '"a1"
+"b1"
+"a2"'
 }
