@@ -938,7 +938,8 @@ static int doc_fn(struct opt_txn *x, void *arg)
 	return 0;
 }
 
-int opt_txdoc_run(struct opt_store *s, const json_t *doc, const struct opt_txn_opts *o, json_t **out)
+static int txdoc_run(struct opt_store *s, const json_t *doc, const struct opt_txn_opts *o, const char *keep,
+		     json_t **out)
 {
 	const json_t *cols = json_object_get(doc, "collections"), *acts;
 	struct opt_txn_part *parts = NULL;
@@ -960,7 +961,12 @@ int opt_txdoc_run(struct opt_store *s, const json_t *doc, const struct opt_txn_o
 		parts[n].arg = (void *)acts;
 		n++;
 	}
-	rc = opt_txn_multi(s, parts, n, o, trx);
+	if (keep) {
+		snprintf(trx, sizeof(trx), "%s", keep);
+		rc = opt_txn_multi_keep(s, parts, n, o, trx);
+	} else {
+		rc = opt_txn_multi(s, parts, n, o, trx);
+	}
 	if (rc == 0) {
 		revs = json_object();
 		for (i = 0; i < n; i++)
@@ -969,6 +975,17 @@ int opt_txdoc_run(struct opt_store *s, const json_t *doc, const struct opt_txn_o
 	}
 	free(parts);
 	return rc;
+}
+
+int opt_txdoc_run(struct opt_store *s, const json_t *doc, const struct opt_txn_opts *o, json_t **out)
+{
+	return txdoc_run(s, doc, o, NULL, out);
+}
+
+int opt_txdoc_run_keep(struct opt_store *s, const json_t *doc, const struct opt_txn_opts *o, const char *trx,
+		       json_t **out)
+{
+	return txdoc_run(s, doc, o, trx, out);
 }
 
 /* ---- checkpoints ---- */

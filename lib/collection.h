@@ -135,6 +135,9 @@ void opt_diary_text_free(struct opt_diary_text *it);
  * sets *out to {"trx": ID, "collections": {NAME: REV, ...}}. */
 int opt_txdoc_check(const json_t *doc);
 int opt_txdoc_run(struct opt_store *s, const json_t *doc, const struct opt_txn_opts *o, json_t **out);
+/* The same under the given transaction ID (a replay keeps it). */
+int opt_txdoc_run_keep(struct opt_store *s, const json_t *doc, const struct opt_txn_opts *o, const char *trx,
+		       json_t **out);
 
 /* A checkpoint of collection name: a transaction that drops the action
  * payloads of log entries up to revision upto (0: the latest) from the

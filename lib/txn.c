@@ -1003,8 +1003,8 @@ static int multi_undo(struct opt_txn *x, struct opt_txn_part **v, size_t n, size
 	return rc;
 }
 
-int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
-		  char trx[OPT_ID_LEN + 1])
+static int txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
+		     char trx[OPT_ID_LEN + 1], int keep)
 {
 	struct opt_txn_part **v = NULL;
 	struct opt_snap *ph = NULL;
@@ -1014,7 +1014,10 @@ int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, con
 	size_t i, pended = 0;
 	int rc = 0;
 
-	opt_id_new(trx);
+	if (!keep)
+		opt_id_new(trx);
+	else if (!opt_id_valid(trx))
+		return opt_error_set(OPT_EINVAL, "invalid transaction ID '%s'", opt_esc(trx));
 	if (n == 0)
 		return opt_error_set(OPT_EINVAL, "a transaction needs at least one collection");
 	v = malloc(n * sizeof(*v));
@@ -1092,6 +1095,21 @@ static int status_scan(struct opt_store *s, const char *name, const char *trx, s
 		snap = p;
 	}
 	return here;
+}
+
+int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
+		  char trx[OPT_ID_LEN + 1])
+{
+	return txn_multi(s, parts, n, o, trx, 0);
+}
+
+int opt_txn_multi_keep(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
+		       const char *trx)
+{
+	char id[OPT_ID_LEN + 1];
+
+	snprintf(id, sizeof(id), "%s", trx);
+	return txn_multi(s, parts, n, o, id, 1);
 }
 
 int opt_txn_status(struct opt_store *s, const char *trx, json_t **out)

@@ -96,6 +96,10 @@ struct opt_txn_part {
 
 int opt_txn_multi(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
 		  char trx[OPT_ID_LEN + 1]);
+/* The same with a given transaction ID (a replay keeps the ID of the
+ * transaction it replays). */
+int opt_txn_multi_keep(struct opt_store *s, struct opt_txn_part *parts, size_t n, const struct opt_txn_opts *o,
+		       const char *trx);
 
 /* The status of transaction trx: *out = {"trx", "status": "pending" |
  * "committed" | "aborted", "collections": [names], "primary"?, "expired"?}

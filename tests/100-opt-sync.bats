@@ -513,16 +513,17 @@ EOF
 	assert_output --partial '"status":"committed"'
 	run opt-diary -C "$TMP/a" read events --reverse --limit 1
 	assert_output '"multi"'
-	# diverged: the transaction is replayed as one new transaction
+	# diverged: the transaction is replayed as one transaction, keeping its ID
 	opt-diary -C "$TMP/a" append events '"A"' >/dev/null
 	opt-tree -C "$TMP/a" put users fromA 1 >/dev/null
-	echo '{"collections":{"events":[{"type":"append","entry":"multi2"}],"users":[{"type":"put","key":"m2","value":2}]}}' |
-		opt-log -C "$TMP/b" commit >/dev/null
+	trx2=$(echo '{"collections":{"events":[{"type":"append","entry":"multi2"}],"users":[{"type":"put","key":"m2","value":2}]}}' |
+		opt-log -C "$TMP/b" commit | jq -r .trx)
 	run opt-sync -C "$TMP/b" push
 	assert_success
 	assert_line '{"remote":"origin","collection":"events","rev":4,"status":"replayed","replayed":1}'
 	assert_line '{"remote":"origin","collection":"users","rev":5,"status":"replayed","replayed":1}'
 	trx=$(opt-log -C "$TMP/a" show users | tail -n 1 | jq -r .trx)
+	[ "$trx" = "$trx2" ]
 	[ "$(opt-log -C "$TMP/a" show events | tail -n 1 | jq -r .trx)" = "$trx" ]
 	run opt-log -C "$TMP/a" status "$trx"
 	assert_output --partial '"status":"committed"'

@@ -21,20 +21,39 @@ nemesis() {
 	[ "$status" -eq 0 ] || { printf '%s\n' "$output" | tail -n 40; false; }
 }
 
+# Two-collection transactions (--txn) wait for multi-collection
+# transactions across clusters (docs/quorum.md, Status): a writer whose
+# transaction must be replayed onto another writer's value is refused
+# (exit 3) and never settles, so the runs below write appends and puts.
+
+# The run's length: shorter under the sanitizers (each program runs
+# several times slower there); the checker is the same.
+nemesis_seconds() {
+	case "$OPT_BIN" in
+	*build-san*) echo $(($1 / 2)) ;;
+	*) echo "$1" ;;
+	esac
+}
+
 @test "a control run with no faults: every write acknowledged, on every peer once" {
-	skip "learning every chosen value (the owed list, #12) is not built yet: peers lag one write"
-	nemesis --peers 3 --writers 2 --seconds 6 --txn --no-faults
+	nemesis --peers 3 --writers 2 --seconds 6 --no-faults
 	assert_output --partial "# violations: 0"
 	refute_output --partial "acknowledged 0,"
 	refute_output --regexp "unknown [1-9]"
 }
 
 @test "three peers, four writers, a minority killed, stopped, cut or stalled: nothing acknowledged lost or doubled" {
-	skip "learning every chosen value (the owed list, #12) is not built yet: peers lag one write"
-	nemesis --peers 3 --writers 4 --seconds 20 --txn
+	nemesis --peers 3 --writers 4 --seconds "$(nemesis_seconds 20)"
 	assert_output --partial "# violations: 0"
 	refute_output --partial "acknowledged 0,"
 	refute_output --regexp "faults 0:"
+}
+
+@test "two-collection transactions among the writes, with faults: none half applied, nothing lost or doubled" {
+	skip "multi-collection transactions across clusters are not built yet (docs/quorum.md, Status)"
+	nemesis --peers 3 --writers 4 --seconds "$(nemesis_seconds 20)" --txn
+	assert_output --partial "# violations: 0"
+	refute_output --partial "acknowledged 0,"
 }
 
 @test "the checker finds a write doubled on a peer (the checker can fail)" {

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #define Q_GRACE_MIN_MS 100
+#define Q_LEARN_MAX_MS 1000  /* a learn-only round waits no longer */
 
 enum qres { Q_NONE, Q_OK, Q_MOVED, Q_REFUSED, Q_UNKNOWN, Q_DOWN };
 
@@ -40,6 +41,8 @@ struct qpeer {
 	enum qres res;
 	char newhex[OPT_HEX_OID + 1];  /* the state pushed */
 	char adv[OPT_HEX_OID + 1];     /* moved: what the peer holds */
+	char learned[OPT_HEX_OID + 1]; /* its learned ref after this session ("": unknown) */
+	char lseen[OPT_HEX_OID + 1];   /* the last of those this proposal saw */
 	pid_t pid;
 	int fd;
 	char *buf;
@@ -61,6 +64,8 @@ struct qprop {
 	char me[OPT_BALLOT_ID_HEX + 1];
 	int64_t deadline;
 	long replayed;               /* transactions the change function replayed */
+	unsigned rounds;             /* rounds pushed */
+	int learning;                /* this round only learns (Learning, "When" (b)) */
 	uint32_t accepted;           /* peers that accepted the chosen value */
 };
 
@@ -478,10 +483,46 @@ static int fetch_state(struct opt_sync *y, struct qconn *qc, const char *stage)
 	return rc;
 }
 
+/* A learn-only session (docs/quorum.md, Learning): the peer's learned
+ * ref (advertised at l) moves to our chosen value when it lags, by the
+ * same compare-and-swap; the acceptor ref is left alone.  learned: what
+ * the learned ref holds after it.  Frees gr. */
+static enum qres learn_net(struct opt_sync *y, struct qconn *qc, git_remote *gr, const git_remote_callbacks *cb,
+			   const struct qprop *p, const git_oid *l, char *learned)
+{
+	git_push_options po;
+	git_strarray specs;
+	char *sp = NULL, chref[REFLEN];
+	git_oid chosen;
+	enum qres res = Q_OK;
+
+	qc->has_lexp = l != NULL;
+	if (l)
+		qc->lexp = *l;
+	opt_ref_chosen(chref, sizeof(chref), p->name);
+	if (learn_wanted(y, p->name, l, l != NULL, &chosen) > 0 && asprintf(&sp, "%s:%s", chref, qc->lref) >= 0) {
+		specs.strings = &sp;
+		specs.count = 1;
+		git_push_options_init(&po, GIT_PUSH_OPTIONS_VERSION);
+		po.callbacks = *cb;
+		po.callbacks.push_negotiation = q_nego_cb;
+		po.callbacks.push_update_reference = q_update_cb;
+		git_error_clear();
+		(void)git_remote_push(gr, &specs, &po);
+		if (qc->lst > 0)
+			git_oid_tostr(learned, OPT_HEX_OID + 1, &chosen);
+		else if (!qc->moved && qc->lst == 0)
+			res = Q_UNKNOWN, sync_net_fail(&qc->r, "no answer to the learn");
+	}
+	git_remote_free(gr);
+	free(sp);
+	return res;
+}
+
 /* Over the network: the advertisement is the read; push the state (and
  * the learn) with the advertised values checked. */
 static enum qres child_net(struct opt_sync *y, struct qconn *qc, const struct qprop *p, size_t i, char *adv,
-			   const char *stage)
+			   const char *stage, char *learned)
 {
 	const git_remote_head **refs = NULL;
 	git_remote_callbacks cb;
@@ -512,6 +553,10 @@ static enum qres child_net(struct opt_sync *y, struct qconn *qc, const struct qp
 	adv[0] = '\0';
 	if (a)
 		git_oid_tostr(adv, OPT_HEX_OID + 1, a);
+	if (l)
+		git_oid_tostr(learned, OPT_HEX_OID + 1, l);
+	if (p->learning)
+		return learn_net(y, qc, gr, &cb, p, l, learned);
 	if (strcmp(adv, p->views[i].oid) != 0) {
 		/* (a points into the advertisement, freed with gr) */
 		int have = !a || sync_have_object(y, a);
@@ -547,6 +592,8 @@ static enum qres child_net(struct opt_sync *y, struct qconn *qc, const struct qp
 		res = Q_REFUSED;
 	else
 		res = Q_UNKNOWN;
+	if (specs.count == 2 && qc->lst > 0)
+		git_oid_tostr(learned, OPT_HEX_OID + 1, &chosen);
 	if (res == Q_UNKNOWN)
 		sync_net_fail(&qc->r, "no answer to the push");
 	else if (res == Q_REFUSED)
@@ -590,11 +637,23 @@ done:
 /* A path peer: read its ref directly, write the objects, then
  * compare-and-swap under the ref's lock (docs/quorum.md, "Path peers"). */
 static enum qres child_path(struct opt_sync *y, struct qconn *qc, const struct qprop *p, size_t i, char *adv,
-			    const char *stage)
+			    const char *stage, char *learned)
 {
 	git_repository *pr = qc->r.peer_repo;
 	git_oid a, l, nw, chosen;
 	int ha, hl, rc;
+
+	if (p->learning) {
+		if ((hl = opt_ref_read(pr, qc->lref, &l)) < 0)
+			return Q_DOWN;
+		if (hl)
+			git_oid_tostr(learned, OPT_HEX_OID + 1, &l);
+		if (learn_wanted(y, p->name, &l, hl, &chosen) > 0 && pack_to_path(y, &qc->r, &chosen, hl ? &l : NULL) == 0 &&
+		    opt_ref_cas(pr, qc->lref, hl ? &l : NULL, &chosen, "opt-sync quorum: learned", opt_now_ms() + 1000) == 0)
+			git_oid_tostr(learned, OPT_HEX_OID + 1, &chosen);
+		opt_error_clear();
+		return Q_OK;
+	}
 
 	if ((ha = opt_ref_read(pr, qc->aref, &a)) < 0)
 		return Q_DOWN;
@@ -612,10 +671,15 @@ static enum qres child_path(struct opt_sync *y, struct qconn *qc, const struct q
 	if (rc < 0)
 		return Q_UNKNOWN;
 	/* the learn */
-	if ((hl = opt_ref_read(pr, qc->lref, &l)) >= 0 && learn_wanted(y, p->name, &l, hl, &chosen) > 0 &&
-	    pack_to_path(y, &qc->r, &chosen, hl ? &l : NULL) == 0 &&
-	    opt_ref_cas(pr, qc->lref, hl ? &l : NULL, &chosen, "opt-sync quorum: learned", opt_now_ms() + 1000) < 0)
-		opt_error_clear();
+	if ((hl = opt_ref_read(pr, qc->lref, &l)) > 0)
+		git_oid_tostr(learned, OPT_HEX_OID + 1, &l);
+	if (hl >= 0 && learn_wanted(y, p->name, &l, hl, &chosen) > 0 &&
+	    pack_to_path(y, &qc->r, &chosen, hl ? &l : NULL) == 0) {
+		if (opt_ref_cas(pr, qc->lref, hl ? &l : NULL, &chosen, "opt-sync quorum: learned", opt_now_ms() + 1000) < 0)
+			opt_error_clear();
+		else
+			git_oid_tostr(learned, OPT_HEX_OID + 1, &chosen);
+	}
 	if (opt_pack_consolidate(pr, 0) < 0)
 		opt_error_clear();
 	return Q_OK;
@@ -629,7 +693,7 @@ static void child_run(const struct qprop *p, size_t i, int fd)
 	struct opt_store *s = NULL;
 	struct opt_sync *y = NULL;
 	struct qconn qc;
-	char stage[REFLEN], adv[OPT_HEX_OID + 1] = "";
+	char stage[REFLEN], adv[OPT_HEX_OID + 1] = "", learned[OPT_HEX_OID + 1] = "";
 	enum qres res = Q_DOWN;
 	json_t *out;
 	char *line;
@@ -640,8 +704,9 @@ static void child_run(const struct qprop *p, size_t i, int fd)
 	opt_ref_quorum_stage(stage, sizeof(stage), p->pr[i].name, p->reg);
 	if (opt_store_open(&s, opt_store_path(p->c->s)) == 0 && opt_sync_open(&y, s) == 0 &&
 	    sync_remote_open(y, &qc.r, p->pr[i].name, &p->o->sync) == 0)
-		res = qc.r.path ? child_path(y, &qc, p, i, adv, stage) : child_net(y, &qc, p, i, adv, stage);
-	out = json_pack("{s:s,s:s,s:s?}", "res", res_names[res], "adv", adv, "error",
+		res = qc.r.path ? child_path(y, &qc, p, i, adv, stage, learned)
+				    : child_net(y, &qc, p, i, adv, stage, learned);
+	out = json_pack("{s:s,s:s,s:s,s:s?}", "res", res_names[res], "adv", adv, "learned", learned, "error",
 			res == Q_OK || res == Q_MOVED ? NULL : opt_error_last());
 	line = out ? json_dumps(out, JSON_COMPACT) : NULL;
 	if (line) {
@@ -662,6 +727,96 @@ static void child_run(const struct qprop *p, size_t i, int fd)
 	opt_store_free(s);
 }
 
+/* ---- what the peers learned (docs/quorum.md, Learning; Durability) ---- */
+
+static int round_run(struct qprop *p, uint32_t to, const struct opt_ballot *b, const char *value);
+
+/* What peer i's learned ref is known to hold (hex, "" unknown): what this
+ * proposal saw, else its tracking ref. */
+static int learned_known(struct qprop *p, size_t i, char hex[OPT_HEX_OID + 1])
+{
+	char ref[REFLEN];
+
+	if (p->pr[i].lseen[0]) {
+		memcpy(hex, p->pr[i].lseen, OPT_HEX_OID + 1);
+		return 0;
+	}
+	opt_ref_tracking(ref, sizeof(ref), p->pr[i].name, p->name);
+	return ref_hex(p->y->repo, ref, hex) < 0 ? opt_error_last_code() : 0;
+}
+
+/* 1 when peer i's learned ref is known to hold the chosen value (or a
+ * later one), 0 when it owes a learn. */
+static int learned_holds(struct qprop *p, size_t i, const char *chosen)
+{
+	char hex[OPT_HEX_OID + 1];
+	git_oid id;
+	int rc;
+
+	if ((rc = learned_known(p, i, hex)) < 0)
+		return rc;
+	if (!*hex || git_oid_fromstr(&id, hex) < 0 || !sync_have_object(p->y, &id))
+		return 0;
+	rc = covers(p->y->repo, hex, chosen);
+	if (rc < 0)
+		opt_error_clear();
+	return rc > 0;
+}
+
+/* Peer i answered what its learned ref holds: keep it, and as its
+ * tracking ref when it is a chosen value this store holds (an ancestor
+ * of the chosen ref, or it): the owed list is the peers whose tracking
+ * ref is behind the chosen ref. */
+static int learned_note(struct qprop *p, size_t i)
+{
+	struct qpeer *q = &p->pr[i];
+	char ref[REFLEN], chosen[OPT_HEX_OID + 1];
+	git_oid id;
+	int rc;
+
+	if (!q->learned[0])
+		return 0;
+	memcpy(q->lseen, q->learned, sizeof(q->lseen));
+	opt_ref_chosen(ref, sizeof(ref), p->name);
+	if ((rc = ref_hex(p->y->repo, ref, chosen)) <= 0 || git_oid_fromstr(&id, q->learned) < 0 ||
+	    !sync_have_object(p->y, &id))
+		return rc < 0 ? rc : 0;
+	if ((rc = covers(p->y->repo, chosen, q->learned)) <= 0) {
+		opt_error_clear();
+		return 0;
+	}
+	opt_ref_tracking(ref, sizeof(ref), q->name, p->name);
+	return ref_set(p->y->repo, ref, q->learned);
+}
+
+/* A push that pushed no round: what is owed is sent, one learn-only
+ * session to each peer whose learned ref is behind the chosen value,
+ * in parallel, waiting no longer than Q_LEARN_MAX_MS; a peer that does
+ * not answer stays owed.  Never fails the push. */
+static int learn_run(struct qprop *p)
+{
+	char ref[REFLEN], chosen[OPT_HEX_OID + 1];
+	uint32_t owed = 0;
+	size_t i;
+	int rc;
+
+	opt_ref_chosen(ref, sizeof(ref), p->name);
+	if ((rc = ref_hex(p->y->repo, ref, chosen)) <= 0)
+		return rc;
+	for (i = 0; i < p->np; i++) {
+		if ((rc = learned_holds(p, i, chosen)) < 0)
+			return rc;
+		if (!rc && !p->pr[i].bad)
+			owed |= UINT32_C(1) << i;
+	}
+	if (!owed)
+		return 0;
+	p->learning = 1;
+	rc = round_run(p, owed, NULL, NULL);
+	p->learning = 0;
+	return rc;
+}
+
 /* ---- one round: the pushes, in parallel, done at the first majority ---- */
 
 /* Take what peer i's child sent. */
@@ -672,6 +827,7 @@ static void take_answer(struct qprop *p, size_t i)
 	const char *res = json_string_value(json_object_get(v, "res"));
 	const char *adv = json_string_value(json_object_get(v, "adv"));
 	const char *err = json_string_value(json_object_get(v, "error"));
+	const char *lr = json_string_value(json_object_get(v, "learned"));
 	size_t k;
 
 	q->res = Q_UNKNOWN;
@@ -679,6 +835,7 @@ static void take_answer(struct qprop *p, size_t i)
 		if (strcmp(res, res_names[k]) == 0)
 			q->res = (enum qres)k;
 	snprintf(q->adv, sizeof(q->adv), "%s", adv && strlen(adv) == OPT_HEX_OID ? adv : "");
+	snprintf(q->learned, sizeof(q->learned), "%s", lr && strlen(lr) == OPT_HEX_OID ? lr : "");
 	if (err)
 		snprintf(q->why, sizeof(q->why), "%s", err);
 	else if (!v)
@@ -785,6 +942,9 @@ static int round_wait(struct qprop *p, const struct opt_ballot *b, const char *v
 	int64_t start = opt_now_ms(), until = p->deadline;
 	int rc = 0;
 
+	if (p->learning && until > start + Q_LEARN_MAX_MS)
+		until = start + Q_LEARN_MAX_MS;
+
 	for (;;) {
 		int64_t now = opt_now_ms();
 		for (n = 0, i = 0; i < p->np; i++)
@@ -814,6 +974,17 @@ static int round_wait(struct qprop *p, const struct opt_ballot *b, const char *v
 			}
 			round_reap(p, idx[i], 0);
 			take_answer(p, idx[i]);
+			if ((rc = learned_note(p, idx[i])) < 0)
+				return rc;
+			if (p->learning) {
+				if (until == p->deadline) {
+					int64_t took = opt_now_ms() - start;
+					until = opt_now_ms() + (took > Q_GRACE_MIN_MS ? took : Q_GRACE_MIN_MS);
+					if (until > start + Q_LEARN_MAX_MS)
+						until = start + Q_LEARN_MAX_MS;
+				}
+				continue;
+			}
 			if (q->res == Q_OK && (rc = view_store(p, idx[i], q->newhex)) < 0)
 				return rc;
 			if (q->res == Q_MOVED && (rc = take_moved(p, idx[i])) < 0)
@@ -860,9 +1031,10 @@ static int round_run(struct qprop *p, uint32_t to, const struct opt_ballot *b, c
 		q->fd = -1;
 		q->pid = -1;
 		q->len = 0;
+		q->learned[0] = '\0';
 		if (q->bad)
 			to &= ~(UINT32_C(1) << i);
-		if (!(to & (UINT32_C(1) << i)))
+		if (!(to & (UINT32_C(1) << i)) || p->learning)
 			continue;
 		rc = value ? opt_acceptor_accept(&st, &p->views[i].st, p->views[i].oid, b, value, 0)
 			   : opt_acceptor_prepare(&st, &p->views[i].st, p->views[i].oid, b, 0);
@@ -873,6 +1045,7 @@ static int round_run(struct qprop *p, uint32_t to, const struct opt_ballot *b, c
 		if ((rc = ref_set(p->y->repo, stage, q->newhex)) < 0)
 			return rc;
 	}
+	p->rounds++;
 	if ((rc = round_start(p, to)) == 0)
 		rc = round_wait(p, b, value);
 	for (i = 0; i < p->np; i++)
@@ -1020,6 +1193,7 @@ static json_t *proposal_rec(struct qprop *p, int rc, const char *err)
 	json_t *rec, *acc = json_array(), *down = json_array();
 	git_oid id;
 	size_t i;
+	int full = 1;
 
 	opt_ref_chosen(ref, sizeof(ref), p->name);
 	if (ref_hex(p->y->repo, ref, chosen) < 0)
@@ -1030,10 +1204,12 @@ static json_t *proposal_rec(struct qprop *p, int rc, const char *err)
 			json_array_append_new(acc, json_string(p->pr[i].name));
 		else
 			json_array_append_new(down, json_string(p->pr[i].name));
+		if (*chosen && learned_holds(p, i, chosen) <= 0)
+			full = 0;
 	}
 	opt_error_clear();
 	rec = json_pack("{s:s,s:s,s:s,s:o,s:o}", "collection", p->name, "status", rc == 0 ? "chosen" : "failed",
-			"durability", rc == 0 ? "majority" : "local", "accepted", acc,
+			"durability", rc < 0 ? "local" : full ? "full" : "majority", "accepted", acc,
 			"behind", down);
 	if (rec && *chosen && git_oid_fromstr(&id, chosen) == 0)
 		json_object_set_new(rec, "rev", json_integer(sync_rev_of(p->y, p->name, &id)));
@@ -1079,6 +1255,8 @@ int cluster_quorum_push(struct opt_cluster *c, const json_t *names, const struct
 					   "the collections before it to be chosen", name);
 		if (rc == 0)
 			rc = proposal_run(p);
+		if (rc == 0 && p->rounds == 0 && learn_run(p) < 0)
+			opt_error_clear();
 		snprintf(msg, sizeof(msg), "%s", rc < 0 ? opt_error_last() : "");
 		if (rc < 0) {
 			nfail++;

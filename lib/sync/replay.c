@@ -82,41 +82,26 @@ done:
 	return rc;
 }
 
-/* The transactions our replay already committed on top of `head` (down to
- * revision `after`): {trx: true} into set. */
-static int replayed_trx(struct opt_sync *y, const char *name, const git_oid *head, long after, json_t *set)
+/* The transactions in the history of `head` after revision `after`,
+ * whichever way they arrived (written there, pushed, pulled, replayed):
+ * {trx: true} into set.  A replay keeps a transaction's ID, so none of
+ * them is applied there again (docs/quorum.md, "The change function"). */
+static int trx_after(struct opt_sync *y, const char *name, const git_oid *head, long after, json_t *set)
 {
-	struct opt_snap *snap = NULL, *p = NULL;
-	char hex[GIT_OID_HEXSZ + 1];
-	size_t pl = strlen(REPLAY_PREFIX);
-	int rc, d;
+	json_t *entries = NULL;
+	size_t i;
+	int rc;
 
-	sync_hex_of(hex, head);
-	if ((rc = opt_snap_open_commit(&snap, y->s, name, hex)) < 0)
+	if ((rc = read_entries(y, name, head, after, &entries)) < 0)
 		return rc;
-	while (snap && opt_snap_rev(snap) > after) {
-		const char *sum = opt_snap_summary(snap);
-		if (strncmp(sum, REPLAY_PREFIX, pl) == 0 && opt_id_valid(sum + pl)) {
-			if ((rc = opt_snap_decided(snap, &d)) < 0)
-				break;
-			if (d == 1) {
-				const char *st = opt_snap_trailer(snap, "Opt-Status");
-				if (!st || strcmp(st, "aborted") != 0)
-					json_object_set_new(set, sum + pl, json_true());
-			}
-		}
-		rc = opt_snap_parent(&p, snap);
-		opt_snap_free(snap);
-		snap = p;
-		if (rc == OPT_ENOTFOUND) {
-			opt_error_clear();
-			rc = 0;
+	for (i = 0; i < json_array_size(entries); i++) {
+		const char *trx = json_string_value(json_object_get(json_array_get(entries, i), "trx"));
+		if (trx && json_object_set_new(set, trx, json_true()) < 0) {
+			rc = opt_error_oom();
 			break;
 		}
-		if (rc < 0)
-			break;
 	}
-	opt_snap_free(snap);
+	json_decref(entries);
 	return rc;
 }
 
@@ -532,7 +517,7 @@ static int gather_one(struct replay *p, struct coll *c, json_t *prepared)
 		return 0;
 	}
 	OPT_CHECK_ALLOC(d = json_object());
-	if ((rc = replayed_trx(p->y, c->name, &c->L, c->base_rev, d)) == 0 && (rc = plan_ours(p->y, c, &c->B, d, 0)) == 0)
+	if ((rc = trx_after(p->y, c->name, &c->L, c->base_rev, d)) == 0 && (rc = plan_ours(p->y, c, &c->B, d, 0)) == 0)
 		rc = plan_theirs(p->y, c, &c->L);
 	json_decref(d);
 	if (rc == 0 && p->policy && strncmp(p->policy, "exec:", 5) == 0)
@@ -605,7 +590,7 @@ static int ready(struct replay *p, const char *trx)
 	return 1;
 }
 
-/* Run trx again as a new transaction ("replay <trx>"), off the queues. */
+/* Run trx again ("replay <trx>"), keeping its ID, off the queues. */
 static int run_one(struct replay *p, const char *trx)
 {
 	json_t *doc = json_object_get(p->docs, trx), *cols = json_object_get(doc, "collections"), *out = NULL, *unused;
@@ -616,7 +601,7 @@ static int run_one(struct replay *p, const char *trx)
 	int rc;
 
 	snprintf(summary, sizeof(summary), REPLAY_PREFIX "%s", trx);
-	rc = opt_txdoc_run(p->y->s, doc, &to, &out);
+	rc = opt_txdoc_run_keep(p->y->s, doc, &to, trx, &out);
 	json_decref(out);
 	if (rc < 0) {
 		snprintf(msg, sizeof(msg), "%s", opt_error_last());
@@ -719,7 +704,7 @@ int sync_reconcile(struct opt_sync *y, const char *remote, struct coll **v, size
 		   int64_t deadline, json_t *counts)
 {
 	const char *policy = o && o->conflict ? o->conflict : "replay";
-	json_t *names = NULL, *prepared = NULL;
+	json_t *names = NULL, *prepared = NULL, *done;
 	size_t i;
 	int rc = 0;
 
@@ -736,8 +721,12 @@ int sync_reconcile(struct opt_sync *y, const char *remote, struct coll **v, size
 		if (strcmp(kl, kt) != 0 && strcmp(policy, "fail") != 0)
 			return opt_error_set(OPT_ECONFLICT, "collection '%s' is a %s here and a %s at remote '%s': it cannot be "
 					     "replayed (--conflict keep-remote takes theirs)", v[i]->name, kl, kt, remote);
-		if ((rc = plan_ours(y, v[i], &v[i]->L, NULL, strcmp(policy, "fail") == 0)) < 0 ||
-		    (rc = plan_theirs(y, v[i], &v[i]->T)) < 0)
+		if (!(done = json_object()))
+			return opt_error_oom();
+		if ((rc = trx_after(y, v[i]->name, &v[i]->T, v[i]->base_rev, done)) == 0)
+			rc = plan_ours(y, v[i], &v[i]->L, done, strcmp(policy, "fail") == 0);
+		json_decref(done);
+		if (rc < 0 || (rc = plan_theirs(y, v[i], &v[i]->T)) < 0)
 			return rc;
 	}
 	if (strcmp(policy, "fail") == 0) {
