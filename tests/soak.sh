@@ -104,12 +104,14 @@ echo "$line"
 summary="$summary$line
 "
 # The fault-injection runs of quorum clusters (tests/tools/nemesis.py):
-# SOAK_NEMESIS_SECONDS (default 300) with 3 peers and with 5.
+# SOAK_NEMESIS_SECONDS (default 300) with 3 peers and with 5, appends
+# and puts (two-collection transactions across clusters are not built yet:
+# docs/quorum.md, Status).
 nsecs=${SOAK_NEMESIS_SECONDS:-300}
 for n in 3 5; do
 	echo "soak: nemesis, $n peers, 6 writers, $nsecs s"
 	rm -rf "build-fuzz/nemesis-$n"
-	if python3 tests/tools/nemesis.py --bin build/bin --peers "$n" --writers 6 --seconds "$nsecs" --txn \
+	if python3 tests/tools/nemesis.py --bin build/bin --peers "$n" --writers 6 --seconds "$nsecs" \
 		--history "build-fuzz/nemesis-$n.jsonl" "build-fuzz/nemesis-$n" >build-fuzz/soak-nemesis-$n.log 2>&1; then
 		line="nemesis, $n peers: ok, $(grep '^# operations' build-fuzz/soak-nemesis-$n.log | sed 's/^# //')"
 		rm -rf "build-fuzz/nemesis-$n"
