@@ -32,7 +32,8 @@ struct pk {
 	char name[128];          /* "pack-<hex>" */
 	const unsigned char *idx, *pack;
 	size_t idxlen, packlen;
-	int mapped;              /* munmap both when freed */
+	int mapped;              /* munmap the index, and the pack if mapped, when freed */
+	int fd;                  /* the pack, read with pread when pack is NULL */
 	int seen;                /* found by the last directory scan */
 	uint32_t n;
 	const unsigned char *ids, *offs, *large;
@@ -54,11 +55,70 @@ static uint64_t get64(const unsigned char *p)
 	return (uint64_t)get32(p) << 32 | get32(p + 4);
 }
 
+/* Bytes of p's pack from pos, at most want, fewer at the end of its data
+ * (the trailer is not data): *w points at them, and owns them when the pack
+ * is read with pread rather than mapped (free w->own).  A pack of a store is
+ * read so: mapping it would leave the pages around every object read
+ * resident (read ahead, faulted around), all of a pack for a put that reads
+ * leaves spread across it. */
+struct win {
+	const unsigned char *b;
+	unsigned char *own;
+	size_t len;
+};
+
+static int pk_pread(int fd, unsigned char *b, size_t n, size_t pos)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t k = pread(fd, b + got, n - got, (off_t)(pos + got));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			if (k == 0)
+				errno = 0;    /* the file is shorter than it was */
+			return -1;
+		}
+		got += (size_t)k;
+	}
+	return 0;
+}
+
+static int pk_bytes(const struct pk *p, size_t pos, size_t want, struct win *w)
+{
+	size_t limit = p->packlen - 20, n = pos < limit ? limit - pos : 0;
+
+	free(w->own);
+	w->own = NULL;
+	w->b = NULL;
+	w->len = 0;
+	if (n > want)
+		n = want;
+	if (p->pack) {
+		w->b = p->pack + pos;
+		w->len = n;
+		return 0;
+	}
+	if (!(w->own = malloc(n ? n : 1)))
+		return opt_error_oom();
+	if (pk_pread(p->fd, w->own, n, pos) < 0) {
+		free(w->own);
+		w->own = NULL;
+		return opt_error_set(OPT_EIO, "pack '%s': cannot read: %s", p->name, errno ? strerror(errno) : "short read");
+	}
+	w->b = w->own;
+	w->len = n;
+	return 0;
+}
+
 /* Check an index and its pack and point p's tables into them: 0 or -1. */
 static int pk_init(struct pk *p)
 {
 	uint32_t prev = 0, f;
 	size_t i, base;
+	unsigned char hd[12], tl[20];
+	const unsigned char *head = hd, *tail = tl;
 
 	if (p->idxlen < 8 + 1024 + 40 || memcmp(p->idx, "\377tOc\0\0\0\2", 8) != 0)
 		return -1;
@@ -77,8 +137,16 @@ static int pk_init(struct pk *p)
 	p->large = p->offs + (size_t)p->n * 4;
 	p->nlarge = (p->idxlen - 40 - base) / 8;
 	/* the pack: a header, and the trailer the index names */
-	if (p->packlen < 32 || memcmp(p->pack, "PACK", 4) != 0 || (get32(p->pack + 4) != 2 && get32(p->pack + 4) != 3) ||
-	    memcmp(p->pack + p->packlen - 20, p->idx + p->idxlen - 40, 20) != 0)
+	if (p->packlen < 32)
+		return -1;
+	if (p->pack) {
+		head = p->pack;
+		tail = p->pack + p->packlen - 20;
+	} else if (pk_pread(p->fd, hd, 12, 0) < 0 || pk_pread(p->fd, tl, 20, p->packlen - 20) < 0) {
+		return -1;
+	}
+	if (memcmp(head, "PACK", 4) != 0 || (get32(head + 4) != 2 && get32(head + 4) != 3) ||
+	    memcmp(tail, p->idx + p->idxlen - 40, 20) != 0)
 		return -1;
 	return 0;
 }
@@ -128,8 +196,10 @@ static int too_large(const struct pk *p, uint64_t size)
 static int pk_inflate(struct libdeflate_decompressor *d, const struct pk *p, size_t pos, size_t size,
 		      unsigned char **out)
 {
-	size_t avail = p->packlen - 20 - pos;
+	size_t avail = p->packlen - 20 - pos, want;
 	unsigned char *b;
+	struct win w = { 0 };
+	int rc;
 
 	*out = NULL;
 	/* deflate expands at most 1032:1: a larger size is a lie */
@@ -137,10 +207,24 @@ static int pk_inflate(struct libdeflate_decompressor *d, const struct pk *p, siz
 		return bad_pack(p, "object larger than its data");
 	if (!(b = malloc(size + 1)))
 		return opt_error_oom();
-	if (libdeflate_zlib_decompress(d, p->pack + pos, avail, b, size, NULL) != LIBDEFLATE_SUCCESS) {
-		free(b);
-		return bad_pack(p, "object does not inflate to its size");
+	/* read what zlib makes of size bytes at worst (a little more than
+	 * them); a stream longer than that is read again, longer */
+	want = p->pack ? avail : size + size / 64 + 64;
+	for (;;) {
+		if ((rc = pk_bytes(p, pos, want, &w)) < 0) {
+			free(b);
+			return rc;
+		}
+		if (libdeflate_zlib_decompress(d, w.b, w.len, b, size, NULL) == LIBDEFLATE_SUCCESS)
+			break;
+		if (w.len >= avail) {
+			free(w.own);
+			free(b);
+			return bad_pack(p, "object does not inflate to its size");
+		}
+		want = avail - w.len < 3 * w.len ? avail : 4 * w.len;
 	}
+	free(w.own);
 	b[size] = '\0';
 	*out = b;
 	return 0;
@@ -225,22 +309,32 @@ static int packr_find(struct opt_packr *r, const unsigned char *id, struct pk **
 static int pk_object(struct opt_packr *r, struct libdeflate_decompressor *d, const struct pk *p, uint64_t off,
 		     int depth, unsigned char **data, size_t *len, int *type)
 {
-	size_t pos = (size_t)off, limit = p->packlen - 20, size;
+	size_t pos = (size_t)off, limit, size;
 	unsigned shift = 4, c;
-	unsigned char *base = NULL, *delta = NULL;
+	unsigned char *base = NULL, *delta = NULL, hb[64];
 	size_t blen;
 	int btype, rc;
 	const struct pk *bp = p;
 	uint64_t boff;
+	struct win w = { 0 };
 
 	*data = NULL;
-	c = p->pack[pos++];
+	/* the header (at most 32 bytes) into hb (hb[0] is the byte at off):
+	 * limit ends what was read of it */
+	if ((rc = pk_bytes(p, pos, sizeof(hb), &w)) < 0)
+		return rc;
+	if (!w.len)
+		return bad_pack(p, "bad object header");
+	memcpy(hb, w.b, w.len);
+	limit = pos + w.len;
+	free(w.own);
+	c = hb[pos++ - off];
 	*type = (int)(c >> 4) & 7;
 	size = c & 15;
 	while (c & 0x80) {
 		if (pos >= limit || shift > 57)
 			return bad_pack(p, "bad object header");
-		c = p->pack[pos++];
+		c = hb[pos++ - off];
 		if ((uint64_t)(c & 0x7f) << shift > SIZE_MAX)
 			return bad_pack(p, "bad object header");
 		size |= (size_t)(c & 0x7f) << shift;
@@ -264,12 +358,12 @@ static int pk_object(struct opt_packr *r, struct libdeflate_decompressor *d, con
 		return bad_pack(p, "delta chain too deep");
 	if (*type == OBJ_OFS_DELTA) {
 		uint64_t dist;
-		c = p->pack[pos++];
+		c = hb[pos++ - off];
 		dist = c & 127;
 		while (c & 128) {
 			if (pos >= limit || dist > (UINT64_MAX >> 8))
 				return bad_pack(p, "bad delta offset");
-			c = p->pack[pos++];
+			c = hb[pos++ - off];
 			dist = ((dist + 1) << 7) | (c & 127);
 		}
 		if (dist == 0 || dist > off - 12 || pos >= limit)
@@ -278,10 +372,10 @@ static int pk_object(struct opt_packr *r, struct libdeflate_decompressor *d, con
 	} else if (*type == 7 && pos + 20 < limit) {  /* REF_DELTA */
 		struct pk *fp = NULL;
 		if (r) {
-			rc = packr_find(r, p->pack + pos, &fp, &boff);
+			rc = packr_find(r, hb + (pos - off), &fp, &boff);
 			bp = fp;
 		} else {
-			rc = pk_find(p, p->pack + pos, &boff);
+			rc = pk_find(p, hb + (pos - off), &boff);
 		}
 		if (rc <= 0)
 			return rc < 0 ? bad_pack(p, "bad offset in the index")
@@ -304,7 +398,10 @@ static void pk_unmap(struct pk *p)
 {
 	if (p->mapped) {
 		munmap((void *)p->idx, p->idxlen);
-		munmap((void *)p->pack, p->packlen);
+		if (p->pack)
+			munmap((void *)p->pack, p->packlen);
+		else
+			close(p->fd);
 	}
 }
 
@@ -328,6 +425,7 @@ static const unsigned char *map_file(const char *path, size_t *len)
 static int pk_open(struct opt_packr *r, const char *name, struct pk *p)
 {
 	char path[4400];
+	struct stat st;
 
 	memset(p, 0, sizeof(*p));
 	snprintf(p->name, sizeof(p->name), "%s", name);
@@ -335,10 +433,14 @@ static int pk_open(struct opt_packr *r, const char *name, struct pk *p)
 	if (!(p->idx = map_file(path, &p->idxlen)))
 		return -1;
 	snprintf(path, sizeof(path), "%s/%s.pack", r->packdir, name);
-	if (!(p->pack = map_file(path, &p->packlen))) {
+	if ((p->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(p->fd, &st) < 0 || st.st_size <= 0 ||
+	    (uint64_t)st.st_size > SIZE_MAX) {
+		if (p->fd >= 0)
+			close(p->fd);
 		munmap((void *)p->idx, p->idxlen);
 		return -1;
 	}
+	p->packlen = (size_t)st.st_size;
 	p->mapped = 1;
 	if (pk_init(p) < 0) {
 		pk_unmap(p);

@@ -193,6 +193,10 @@ static int global_init(void)
 	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_TREE, (size_t)1 << 20);
 	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_COMMIT, (size_t)1 << 16);
 	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_BLOB, (size_t)0);
+	/* libgit2 maps a pack in windows (of 1 GB by default: every pack
+	 * whole) whose pages stay resident around every object it reads:
+	 * windows of 1 MB keep what a put reads near what it uses */
+	git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, (size_t)1 << 20);
 	done = 1;
 	return 0;
 }

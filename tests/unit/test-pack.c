@@ -643,6 +643,100 @@ TEST(idx_check)
 	free(idx);
 }
 
+static void write_file(const char *path, const unsigned char *b, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+
+	CHECK(f != NULL);
+	if (f) {
+		CHECK(fwrite(b, 1, n, f) == n);
+		fclose(f);
+	}
+}
+
+/* A pack of a store is read in pieces, not mapped whole: an object whose
+ * zlib stream is much longer than its size (empty stored blocks before
+ * its data, as a writer may make) is read again, longer, and read right;
+ * the same stream cut short is an integrity error. */
+TEST(long_stream_read_in_pieces)
+{
+	unsigned char data[100], *p = malloc(4096), *x, *out = NULL;
+	char dir[PATH_MAX + 16], path[PATH_MAX + 64];
+	size_t n = 12, off, i, il = 8 + 1024 + 28 + 40, ol = 0;
+	uLong ad;
+	struct opt_sha1 c;
+	struct opt_packr *r = NULL;
+	git_oid id;
+	git_object_t type;
+
+	for (i = 0; i < sizeof(data); i++)
+		data[i] = (unsigned char)(i * 7 + 3);
+	memcpy(p, "PACK\0\0\0\2\0\0\0\1", 12);
+	off = n;
+	n += put_hdr(p + n, GIT_OBJECT_BLOB, sizeof(data));
+	p[n++] = 0x78;
+	p[n++] = 0x01;
+	for (i = 0; i < 200; i++) {  /* 1,000 bytes of empty stored blocks */
+		memcpy(p + n, "\0\0\0\377\377", 5);
+		n += 5;
+	}
+	p[n++] = 1;                  /* the last block: stored, 100 bytes */
+	p[n++] = sizeof(data);
+	p[n++] = 0;
+	p[n++] = (unsigned char)~sizeof(data);
+	p[n++] = 0xff;
+	memcpy(p + n, data, sizeof(data));
+	n += sizeof(data);
+	ad = adler32(adler32(0, NULL, 0), data, sizeof(data));
+	put32be(p + n, (uint32_t)ad);
+	n += 4;
+	opt_sha1_init(&c);
+	opt_sha1_update(&c, p, n);
+	opt_sha1_final(&c, p + n);
+	n += 20;
+	memset(id.id, 0x33, 20);
+	x = calloc(1, il);
+	memcpy(x, "\377tOc\0\0\0\2", 8);
+	for (i = 0; i < 256; i++)
+		put32be(x + 8 + 4 * i, (uint32_t)(i >= 0x33));
+	memcpy(x + 8 + 1024, id.id, 20);
+	put32be(x + 8 + 1024 + 24, (uint32_t)off);
+	memcpy(x + il - 40, p + n - 20, 20);
+
+	snprintf(dir, sizeof(dir), "%s", at("long"));
+	CHECK(mkdir(dir, 0755) == 0);
+	snprintf(path, sizeof(path), "%s/pack", dir);
+	CHECK(mkdir(path, 0755) == 0);
+	snprintf(path, sizeof(path), "%s/pack/pack-long.pack", dir);
+	write_file(path, p, n);
+	snprintf(path, sizeof(path), "%s/pack/pack-long.idx", dir);
+	write_file(path, x, il);
+	CHECK_RC(opt_packr_new(&r, dir));
+	CHECK_RC(opt_packr_read(r, &id, &out, &ol, &type));
+	CHECK(out && ol == sizeof(data) && memcmp(out, data, sizeof(data)) == 0 && type == GIT_OBJECT_BLOB);
+	free(out);
+	out = NULL;
+	opt_packr_free(r);
+	r = NULL;
+
+	/* the last block's data cut off (the trailer kept right) */
+	memmove(p + n - 20 - 4 - 60, p + n - 20, 20);
+	n -= 64;
+	memcpy(x + il - 40, p + n - 20, 20);
+	snprintf(path, sizeof(path), "%s/pack/pack-long.pack", dir);
+	unlink(path);
+	write_file(path, p, n);
+	snprintf(path, sizeof(path), "%s/pack/pack-long.idx", dir);
+	unlink(path);
+	write_file(path, x, il);
+	CHECK_RC(opt_packr_new(&r, dir));
+	CHECK(opt_packr_read(r, &id, &out, &ol, &type) == OPT_EINTEGRITY && !out);
+	opt_packr_free(r);
+	opt_error_clear();
+	free(p);
+	free(x);
+}
+
 int main(void)
 {
 	int rc;
@@ -658,6 +752,7 @@ int main(void)
 	RUN(delta_of_itself);
 	RUN(object_too_large);
 	RUN(idx_check);
+	RUN(long_stream_read_in_pieces);
 	rc = DONE();
 	rm_tree(root);
 	git_libgit2_shutdown();
