@@ -37,7 +37,11 @@ static int write_file(const char *path, const char *text)
 	if (!f)
 		return -1;
 	fputs(text, f);
-	return fclose(f);
+	if (fclose(f) != 0)
+		return -1;
+	/* as a store's key file is: readable by its owner only (a wider
+	 * mode is refused before the content is read) */
+	return chmod(path, 0600);
 }
 
 /* A valid key made of one repeated hex digit. */
